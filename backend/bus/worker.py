@@ -1,0 +1,258 @@
+"""The consumer-group worker every service uses.
+
+- creates its group (MKSTREAM) if missing;
+- reads with XREADGROUP (BLOCK, COUNT) and calls the handler once per batch;
+- XACKs after the handler succeeds (at-least-once: handlers are idempotent);
+- on a failed batch, retries its entries one by one so one poison entry does not hold the rest;
+- an entry whose handler raised `Poison`, or that was delivered `max_deliveries` times and still
+  fails, goes to `dlq.<stream>` with the reason, the original fields and where it came from;
+- every `claim_interval_s` it reclaims entries left pending by a dead consumer (XAUTOCLAIM);
+- `stop()` (SIGTERM in a Service) ends reading; the batch in hand is finished and acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from backend.bus import streams
+
+log = logging.getLogger("tradeops.worker")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+Handler = Callable[[list[Entry]], Awaitable[None]]
+
+
+class Poison(Exception):
+    """Raised by a handler for an entry that can never succeed (bad bytes, bad fields).
+
+    The worker moves it to the dead-letter stream at once, with this message as the reason.
+    """
+
+
+@dataclass
+class WorkerStats:
+    processed: int = 0
+    acked: int = 0
+    failed_batches: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    last_batch_ns: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+async def ensure_group(r: aioredis.Redis, stream: str, group: str, start_id: str = "0") -> None:
+    try:
+        await r.xgroup_create(stream, group, id=start_id, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class StreamWorker:
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        handler: Handler,
+        *,
+        count: int = 256,
+        block_ms: int = 200,
+        max_deliveries: int = 5,
+        claim_idle_ms: int = 15_000,
+        claim_interval_s: float = 5.0,
+        retry_backoff_s: float = 0.05,
+        start_id: str = "0",
+    ) -> None:
+        self.r = r
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.count = count
+        self.block_ms = block_ms
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self.claim_interval_s = claim_interval_s
+        self.retry_backoff_s = retry_backoff_s
+        self.start_id = start_id
+        self.dlq_stream = streams.dlq(stream)
+        self.stats = WorkerStats()
+        self._stop = asyncio.Event()
+        self._retry_own = True  # first read: our own pending entries (left by a previous life)
+        self._next_claim = 0.0
+        self._reasons: dict[bytes, str] = {}
+
+    # -- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def setup(self) -> None:
+        await ensure_group(self.r, self.stream, self.group, self.start_id)
+
+    async def run(self) -> None:
+        await self.setup()
+        while not self._stop.is_set():
+            entries = await self._next_batch()
+            if entries:
+                await self.process(entries)
+
+    # -- reading -------------------------------------------------------------------------------
+    async def _next_batch(self) -> list[Entry]:
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_interval_s
+            claimed = await self.reclaim()
+            if claimed:
+                return claimed
+        if self._retry_own:
+            self._retry_own = False
+            resp = await self.r.xreadgroup(
+                self.group, self.consumer, {self.stream: "0"}, count=self.count
+            )
+            own = _entries(resp)
+            if own:
+                self._retry_own = len(own) >= self.count
+                return own
+        resp = await self.r.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.count, block=self.block_ms
+        )
+        return _entries(resp)
+
+    async def reclaim(self) -> list[Entry]:
+        """Take over entries another consumer left pending for longer than claim_idle_ms."""
+        resp = await self.r.xautoclaim(
+            self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.count
+        )
+        claimed = [(eid, f) for eid, f in resp[1] if f is not None] if resp else []
+        deleted = resp[2] if resp and len(resp) > 2 else []
+        if deleted:  # trimmed away while pending: nothing left to process
+            await self.r.xack(self.stream, self.group, *deleted)
+        self.stats.reclaimed += len(claimed)
+        return claimed
+
+    # -- processing ----------------------------------------------------------------------------
+    async def process(self, entries: list[Entry]) -> None:
+        try:
+            await self.handler(entries)
+        except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
+            self.stats.failed_batches += 1
+            if len(entries) == 1:
+                await self._failed([(entries[0], exc)])
+                return
+            failures: list[tuple[Entry, Exception]] = []
+            good: list[bytes] = []
+            for entry in entries:
+                try:
+                    await self.handler([entry])
+                    good.append(entry[0])
+                except Exception as one_exc:  # noqa: BLE001
+                    failures.append((entry, one_exc))
+            if good:
+                await self._ack(good)
+            await self._failed(failures)
+            return
+        await self._ack([eid for eid, _ in entries])
+
+    async def _ack(self, ids: list[bytes]) -> None:
+        if ids:
+            await self.r.xack(self.stream, self.group, *ids)
+            self.stats.acked += len(ids)
+            self.stats.processed += len(ids)
+            self.stats.last_batch_ns = time.time_ns()
+
+    async def _failed(self, failures: list[tuple[Entry, Exception]]) -> None:
+        if not failures:
+            return
+        counts = await self._delivery_counts([e[0] for e, _ in failures])
+        retry = False
+        for (eid, fields), exc in failures:
+            reason = _reason(exc)
+            deliveries = counts.get(eid, 1)
+            if isinstance(exc, Poison) or deliveries >= self.max_deliveries:
+                await self.dead_letter(eid, fields, reason, deliveries)
+            else:
+                log.warning(
+                    "handler failed on %s %s (delivery %d of %d): %s",
+                    self.stream, eid, deliveries, self.max_deliveries, reason,
+                )
+                retry = True
+        if retry:
+            self._retry_own = True
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.retry_backoff_s)
+            except TimeoutError:
+                pass
+
+    async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
+        out: dict[bytes, int] = {}
+        lo, hi = min(ids, key=_id_key), max(ids, key=_id_key)
+        rows = await self.r.xpending_range(
+            self.stream, self.group, min=lo, max=hi, count=len(ids) + 1000, consumername=self.consumer
+        )
+        wanted = set(ids)
+        for row in rows:
+            mid = row["message_id"]
+            if mid in wanted:
+                out[mid] = int(row["times_delivered"])
+        return out
+
+    async def dead_letter(
+        self, eid: bytes, fields: dict[bytes, bytes], reason: str, deliveries: int = 1
+    ) -> None:
+        """Move one entry to dlq.<stream> with its reason and origin, then ack it."""
+        record: dict[Any, Any] = dict(fields)
+        record.update(
+            {
+                b"dlq_reason": reason.encode(),
+                b"dlq_stream": self.stream.encode(),
+                b"dlq_id": eid,
+                b"dlq_group": self.group.encode(),
+                b"dlq_consumer": self.consumer.encode(),
+                b"dlq_deliveries": str(deliveries).encode(),
+                b"dlq_ts_ns": str(time.time_ns()).encode(),
+            }
+        )
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.dlq_stream, record, maxlen=streams.maxlen(self.dlq_stream), approximate=True
+            )
+            pipe.xack(self.stream, self.group, eid)
+            await pipe.execute()
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettered %s %s: %s", self.stream, eid, reason)
+
+
+def _entries(resp: Any) -> list[Entry]:
+    if not resp:
+        return []
+    out: list[Entry] = []
+    for _stream, items in resp:
+        out.extend((eid, f) for eid, f in items if f is not None)
+    return out
+
+
+def _id_key(eid: bytes) -> tuple[int, int]:
+    ms, _, seq = eid.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if isinstance(exc, Poison):
+        return text or "poison message"
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,372 @@
+"""Every wire type, in one place: msgspec Structs, tagged (`<name>.v<version>`) so one decoder
+reads any of them. Encoded with backend.bus.codec (msgpack in the stream field `d`).
+
+Hot streams carry batches: a TickBatch holds many ticks in columns (numpy buffers), so the
+normalizer and sinks validate and aggregate vectorised instead of per tick.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import msgspec
+from msgspec import Struct
+
+
+class Wire(Struct, tag_field="_t"):
+    """Base of every wire type: the tag (`_t`) names the type and its version."""
+
+# --------------------------------------------------------------------------------------------
+# Market data
+# --------------------------------------------------------------------------------------------
+
+
+class RawTick(Wire, tag="raw_tick.v1", array_like=True):
+    """One trade as the venue sent it (Binance `@trade` fields), prices/quantities as strings."""
+
+    symbol: str  # s
+    trade_id: int  # t
+    price: str  # p
+    qty: str  # q
+    trade_ns: int  # T (ms on the wire) in ns
+    event_ns: int  # E in ns
+    buyer_maker: bool  # m
+    recv_ns: int  # when the gateway received it
+
+
+class RawTickBatch(Wire, tag="raw_ticks.v1", array_like=True):
+    """A batch of raw ticks from one gateway read loop (md.ticks.raw), in columns.
+
+    Strings stay strings (the normalizer parses and validates them, vectorised).
+    """
+
+    source: str
+    symbol: list[str]
+    trade_id: list[int]
+    price: list[str]
+    qty: list[str]
+    trade_ns: list[int]
+    event_ns: list[int]
+    buyer_maker: list[bool]
+    recv_ns: list[int]
+
+
+class TickBatch(Wire, tag="ticks.v1", array_like=True):
+    """Clean ticks (md.ticks), columnar. Numeric columns are little-endian numpy buffers:
+    `sym` uint16 codes into `symbols`, `trade_id` int64, `price`/`qty` float64,
+    `trade_ns`/`recv_ns` int64, `buyer_maker` uint8. `n` is the number of ticks."""
+
+    n: int
+    symbols: list[str]
+    sym: bytes
+    trade_id: bytes
+    price: bytes
+    qty: bytes
+    trade_ns: bytes
+    recv_ns: bytes
+    buyer_maker: bytes
+    normalized_ns: int = 0
+
+
+class Tick(Wire, tag="tick.v1", array_like=True):
+    """One clean tick (for slow consumers and tests; md.ticks carries TickBatch)."""
+
+    symbol: str
+    trade_id: int
+    price: float
+    qty: float
+    trade_ns: int
+    recv_ns: int = 0
+    buyer_maker: bool = False
+
+
+class Bar(Wire, tag="bar.v1", array_like=True):
+    """An OHLCV bar (md.bars.1s, md.bars.1m); `start_ns` is the bar's open boundary."""
+
+    symbol: str
+    interval: Literal["1s", "1m"]
+    start_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+    trades: int
+
+
+class BarBatch(Wire, tag="bars.v1", array_like=True):
+    bars: list[Bar]
+
+
+class AltItem(Wire, tag="alt_item.v1"):
+    """A news / alt-data item (alt.raw, alt.items)."""
+
+    id: str
+    ts_ns: int
+    symbols: list[str]
+    headline: str
+    body: str
+    sentiment: float  # -1 .. 1
+    source: str = "local"
+
+
+# --------------------------------------------------------------------------------------------
+# Trading
+# --------------------------------------------------------------------------------------------
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit"]
+TimeInForce = Literal["GTC", "IOC", "FOK", "DAY"]
+OrderState = Literal[
+    "NEW",
+    "PENDING_RISK",
+    "DENIED",
+    "ROUTED",
+    "ACCEPTED",
+    "PARTIALLY_FILLED",
+    "FILLED",
+    "CANCELED",
+    "EXPIRED",
+    "REJECTED",
+]
+FINAL_STATES = frozenset({"DENIED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"})
+
+
+class Order(Wire, tag="order.v1", kw_only=True):
+    """A new order (orders.new). `client_order_id` is the idempotency key."""
+
+    client_order_id: str
+    account: str
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: float
+    limit_price: float | None = None
+    time_in_force: TimeInForce = "GTC"
+    sent_ns: int = 0
+    source: str = "cli"
+
+
+class CancelRequest(Wire, tag="cancel.v1", kw_only=True):
+    client_order_id: str
+    account: str = ""
+    reason: str = ""
+    sent_ns: int = 0
+
+
+class RiskRequest(Wire, tag="risk_request.v1", kw_only=True):
+    """OMS -> risk (risk.requests)."""
+
+    request_id: str
+    order: Order
+    sent_ns: int
+
+
+class RiskDecision(Wire, tag="risk_decision.v1", kw_only=True):
+    """risk -> OMS (risk.decisions). A denial names the rule and the numbers in `reason`."""
+
+    request_id: str
+    client_order_id: str
+    approved: bool
+    rule: str = ""
+    reason: str = ""
+    request_sent_ns: int = 0
+    decided_ns: int = 0
+
+
+class ExecOrder(Wire, tag="exec_order.v1", kw_only=True):
+    """OMS -> live-gateway (exec.orders): place or cancel at the venue."""
+
+    action: Literal["new", "cancel", "query"]
+    client_order_id: str
+    order: Order | None = None
+    sent_ns: int = 0
+
+
+class ExecReport(Wire, tag="exec_report.v1", kw_only=True):
+    """live-gateway -> OMS, risk, ptrc (exec.reports)."""
+
+    client_order_id: str
+    venue_order_id: str
+    kind: Literal["accepted", "fill", "canceled", "expired", "rejected", "status"]
+    account: str = ""
+    symbol: str = ""
+    side: Side = "buy"
+    trade_id: str = ""
+    fill_qty: float = 0.0
+    fill_price: float = 0.0
+    cum_qty: float = 0.0
+    leaves_qty: float = 0.0
+    reason: str = ""
+    ts_ns: int = 0
+
+
+class OrderEvent(Wire, tag="order_event.v1", kw_only=True):
+    """Every OMS state transition (orders.events)."""
+
+    client_order_id: str
+    account: str
+    symbol: str
+    side: Side
+    quantity: float
+    limit_price: float | None
+    state: OrderState
+    prev_state: OrderState | None = None
+    filled_qty: float = 0.0
+    avg_price: float = 0.0
+    reason: str = ""
+    ts_ns: int = 0
+    seq: int = 0
+
+
+class Position(Wire, tag="position.v1", kw_only=True):
+    """ptrc -> positions stream: one account/symbol's position and PnL."""
+
+    account: str
+    symbol: str
+    quantity: float
+    avg_price: float
+    realized_pnl: float
+    unrealized_pnl: float
+    mark: float
+    exposure: float
+    ts_ns: int
+
+
+# --------------------------------------------------------------------------------------------
+# Features, models, signals
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureRow(Wire, tag="features.v1", kw_only=True):
+    symbol: str
+    ts_ns: int
+    values: dict[str, float]
+
+
+class Signal(Wire, tag="signal.v1", kw_only=True):
+    symbol: str
+    ts_ns: int
+    model: str
+    version: int
+    score: float
+    side: Side | None = None
+    strength: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Operations: health, alerts, control, migration, gates
+# --------------------------------------------------------------------------------------------
+
+Environment = Literal["legacy", "target"]
+
+
+class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
+    """Every service instance, every second (ops.health + hash health:<service>:<instance>)."""
+
+    service: str
+    instance: str
+    environment: Environment
+    state: Literal["starting", "running", "draining", "stopped", "failed"]
+    ts_ns: int
+    started_ns: int
+    pid: int
+    host: str = ""
+    processed: int = 0
+    rate: float = 0.0
+    lag: int = 0
+    pending: int = 0
+    dlq: int = 0
+    latency_ms: dict[str, float] = {}
+    extra: dict[str, Any] = {}
+
+
+class Alert(Wire, tag="alert.v1", kw_only=True):
+    id: str
+    ts_ns: int
+    severity: Literal["info", "warning", "critical"]
+    source: str
+    kind: str
+    message: str
+    key: str = ""
+    acked_by: str | None = None
+
+
+class ControlCommand(Wire, tag="control.v1", kw_only=True):
+    """Operator commands to running services (ops.control): drain, kill switch, reload ..."""
+
+    target: str  # service name, or service:instance
+    command: str
+    args: dict[str, Any] = {}
+    operator: str = ""
+    reason: str = ""
+    ts_ns: int = 0
+
+
+MigrationState = Literal["planned", "deploying", "validating", "migrated", "failed", "rolled_back"]
+
+
+class MigrationEvent(Wire, tag="migration_event.v1", kw_only=True):
+    """A migration transition (ops.migration): who, when, why."""
+
+    service: str
+    from_state: MigrationState | None
+    to_state: MigrationState
+    operator: str
+    reason: str
+    ts_ns: int
+    action: str = ""
+    detail: dict[str, Any] = {}
+
+
+class GateEvent(Wire, tag="gate_event.v1", kw_only=True):
+    """A check run, attestation, approval or decision on a gate (ops.gates), hash-chained."""
+
+    gate: str
+    kind: Literal["check_run", "attest", "approve", "decision"]
+    operator: str
+    ts_ns: int
+    check: str | None = None
+    outcome: str | None = None
+    decision: Literal["proceed", "fix", "stop"] | None = None
+    reason: str = ""
+    evidence: dict[str, Any] = {}
+    prev_hash: str = ""
+    hash: str = ""
+
+
+WIRE_TYPES: tuple[type[Wire], ...] = (
+    RawTick,
+    RawTickBatch,
+    TickBatch,
+    Tick,
+    Bar,
+    BarBatch,
+    AltItem,
+    Order,
+    CancelRequest,
+    RiskRequest,
+    RiskDecision,
+    ExecOrder,
+    ExecReport,
+    OrderEvent,
+    Position,
+    FeatureRow,
+    Signal,
+    Heartbeat,
+    Alert,
+    ControlCommand,
+    MigrationEvent,
+    GateEvent,
+)
+
+# msgspec decodes a union only within one layout, so there is one union per layout:
+# array-like (hot, compact) types and map types. codec.decode_any picks by the first byte.
+AnyArrayMessage = Union[tuple(t for t in WIRE_TYPES if t.__struct_config__.array_like)]  # noqa: UP007
+AnyMapMessage = Union[tuple(t for t in WIRE_TYPES if not t.__struct_config__.array_like)]  # noqa: UP007
+
+
+def to_builtins(msg: Struct) -> Any:
+    """A plain dict/list view of a message (for --json output and the console)."""
+    return msgspec.to_builtins(msg)

@@ -1,0 +1,1 @@
+"""The migration control plane's data: inventory, dependency order, migration state."""

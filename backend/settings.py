@@ -1,0 +1,102 @@
+"""One typed settings object: config file (TOML) + environment (TRADEOPS_*) + command-line flags.
+
+A typo in the config file is an error naming the key, never silently ignored.
+Per-service sections (`[services.<name>]`) are validated by each service's own Config struct.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from backend import locations
+from backend.errors import ConfigError
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    redis_url: str | None = None
+    """Redis to use instead of the embedded one (env TRADEOPS_REDIS_URL, flag --redis-url)."""
+    data_dir: str | None = None
+    """Where the embedded Redis, logs and stores live (env TRADEOPS_DATA_DIR, flag --data-dir)."""
+    operator: str | None = None
+    """Who is at the keyboard; recorded on every migration and gate event (env TRADEOPS_OPERATOR)."""
+    environment: str = "legacy"
+    """Default environment for `tradeops service run`: legacy or target (env TRADEOPS_ENVIRONMENT)."""
+    roles: dict[str, list[str]] = {}
+    """Operator name -> roles (operator, lead). Unlisted operators have the role `operator`."""
+    services: dict[str, dict[str, Any]] = {}
+    """Per-service settings, `[services.<name>]`, checked by that service's Config."""
+    infra: dict[str, str] = {}
+    """Endpoints of real core infrastructure (`questdb = "http://..."`); unset means the embedded stand-in."""
+    keymap: dict[str, str] = {}
+    """Console key remaps: binding id -> keys (e.g. `"screen.orders" = "o"`)."""
+    theme: str = "textual-dark"
+    """Console theme."""
+    read_only: bool = False
+    """Console read-only mode: no action that changes anything."""
+
+    def resolved_data_dir(self) -> Path:
+        return locations.data_dir(self.data_dir)
+
+    def resolved_operator(self) -> str:
+        if self.operator:
+            return self.operator
+        try:
+            return getpass.getuser()
+        except Exception:  # pragma: no cover - no user database in some containers
+            return "operator"
+
+    def roles_of(self, operator: str) -> list[str]:
+        return self.roles.get(operator, ["operator"])
+
+    def service_section(self, name: str) -> dict[str, Any]:
+        return dict(self.services.get(name, {}))
+
+
+_ENV = {
+    "TRADEOPS_REDIS_URL": "redis_url",
+    "TRADEOPS_DATA_DIR": "data_dir",
+    "TRADEOPS_OPERATOR": "operator",
+    "TRADEOPS_ENVIRONMENT": "environment",
+}
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Settings:
+    """Load settings: file, then env, then explicit overrides (None values are ignored)."""
+    path = locations.config_file(config)
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+    elif config is not None:
+        raise ConfigError(f"config {path}: no such file")
+    for env, key in _ENV.items():
+        if os.environ.get(env):
+            raw[key] = os.environ[env]
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(raw, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+    if settings.environment not in ("legacy", "target"):
+        raise ConfigError(
+            f"config {path}: environment must be legacy or target, not {settings.environment!r}"
+        )
+    return settings
+
+
+def convert_section(name: str, raw: dict[str, Any], type_: type[msgspec.Struct]) -> Any:
+    """Validate one `[services.<name>]` section against a service Config struct."""
+    try:
+        return msgspec.convert(raw, type_)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"[services.{name}]: {exc}") from None

@@ -1,0 +1,72 @@
+"""What every command shares: settings (config + env + flags), the data dir, the bus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from backend.bus import connection
+from backend.settings import Settings, load_settings
+
+
+def add_common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """Options every command accepts, before or after the command name."""
+    default = None if top else argparse.SUPPRESS
+    g = parser.add_argument_group("common options")
+    g.add_argument("--data-dir", default=default, metavar="DIR",
+                   help="data dir (env TRADEOPS_DATA_DIR; default $XDG_DATA_HOME/tradeops)")
+    g.add_argument("--redis-url", default=default, metavar="URL",
+                   help="use this Redis instead of the embedded one (env TRADEOPS_REDIS_URL)")
+    g.add_argument("--config", default=default, metavar="FILE",
+                   help="config file (env TRADEOPS_CONFIG; default $XDG_CONFIG_HOME/tradeops/config.toml)")
+    g.add_argument("--operator", default=default, metavar="NAME",
+                   help="who is acting (env TRADEOPS_OPERATOR)")
+
+
+def command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+    """Add a sub-command that also accepts the common options."""
+    p = sub.add_parser(name, help=help, description=help, **kw)
+    add_common(p)
+    return p
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    @cached_property
+    def settings(self) -> Settings:
+        a = self.args
+        return load_settings(
+            getattr(a, "config", None),
+            redis_url=getattr(a, "redis_url", None),
+            data_dir=getattr(a, "data_dir", None),
+            operator=getattr(a, "operator", None),
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.resolved_data_dir()
+
+    @property
+    def operator(self) -> str:
+        return self.settings.resolved_operator()
+
+    def redis_url(self) -> str:
+        """The bus URL, or one clear line (exit 1) when there is none."""
+        return connection.require_url(self.settings.redis_url, self.data_dir)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connection.connect(self.redis_url())
+
+    @staticmethod
+    def print_json(obj: Any) -> None:
+        json.dump(obj, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")

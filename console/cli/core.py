@@ -1,0 +1,192 @@
+"""Core commands: version, redis, inventory, service, health."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from backend import __version__
+from backend.bus import codec, embedded, streams
+from backend.errors import TradeopsError
+from backend.messages import Heartbeat
+from backend.migration import inventory as inv_mod
+from console.cli._table import show
+from console.cli.context import Context, command
+
+ORDER = 0
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "version", "print the tradeops version")
+    p.set_defaults(func=cmd_version)
+
+    p = command(sub, "redis", "the embedded Redis server of the data dir")
+    rsub = p.add_subparsers(dest="redis_cmd", metavar="ACTION", required=True)
+    q = command(rsub, "up", "start the embedded redis-server (AOF on) for the data dir")
+    q.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    q.set_defaults(func=cmd_redis_up)
+    q = command(rsub, "down", "stop the embedded redis-server of the data dir")
+    q.set_defaults(func=cmd_redis_down)
+    q = command(rsub, "status", "is the bus's Redis up, and where")
+    q.set_defaults(func=cmd_redis_status)
+
+    p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
+    p.add_argument("--json", action="store_true", help="one JSON object: services and infra")
+    p.set_defaults(func=cmd_inventory)
+    isub = p.add_subparsers(dest="inventory_cmd", metavar="ACTION")
+    q = command(isub, "check", "validate an inventory file (exit 1 with the reason)")
+    q.add_argument("file")
+    q.set_defaults(func=cmd_inventory_check)
+
+    p = command(sub, "service", "run or list services")
+    ssub = p.add_subparsers(dest="service_cmd", metavar="ACTION", required=True)
+    q = command(ssub, "run", "run one service instance in the foreground until SIGTERM")
+    q.add_argument("name", help="service name (see `tradeops inventory`)")
+    q.add_argument("--instance", default=None, help="instance id (default: <name>-<env>-<pid>)")
+    q.add_argument("--environment", choices=["legacy", "target"], default=None)
+    q.add_argument("--log-level", default="INFO")
+    q.set_defaults(func=cmd_service_run)
+    q = command(ssub, "list", "the services this build can run")
+    q.set_defaults(func=cmd_service_list)
+
+    p = command(sub, "health", "latest heartbeat of every live service instance")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_health)
+
+
+def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
+    print(f"tradeops {__version__}")
+    return 0
+
+
+def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
+    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True)
+    url = server.start()
+    print(f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir})")
+    return 0
+
+
+def cmd_redis_down(ctx: Context, args: argparse.Namespace) -> int:
+    info = embedded.stop_data_dir(ctx.data_dir)
+    if info is None:
+        print(f"redis: none running for data dir {ctx.data_dir}")
+    else:
+        print(f"redis down: {info.url} (pid {info.pid})")
+    return 0
+
+
+def cmd_redis_status(ctx: Context, args: argparse.Namespace) -> int:
+    url = ctx.redis_url()
+    r = ctx.redis
+    info = r.info()
+    live = embedded.live_info(ctx.data_dir)
+    where = f"embedded, pid {live.pid}, data {live.dir}" if live and live.url == url else "external"
+    print(
+        f"redis ok: {url} ({where}); server {info.get('redis_version')}, "
+        f"aof {'on' if info.get('aof_enabled') else 'off'}, "
+        f"memory {info.get('used_memory_human')}, keys {r.dbsize()}"
+    )
+    return 0
+
+
+def _inventory_rows(inv: inv_mod.Inventory) -> list[list[Any]]:
+    return [
+        [s.priority, s.name, s.task, s.port, ",".join(s.lanes), ",".join(s.depends_on) or "-",
+         s.complexity, s.risk, f"{s.hours:g}"]
+        for s in sorted(inv.services, key=lambda s: (s.priority, inv.order().index(s.name)))
+    ]
+
+
+def cmd_inventory(ctx: Context, args: argparse.Namespace) -> int:
+    inv = inv_mod.load()
+    if args.json:
+        ctx.print_json(inv.to_json())
+        return 0
+    show(["P", "SERVICE", "TASK", "PORT", "LANES", "DEPENDS ON", "COMPLEXITY", "RISK", "HOURS"],
+         _inventory_rows(inv))
+    total = sum(s.hours for s in inv.services)
+    per = ", ".join(f"P{p} {sum(s.hours for s in ss):g}h" for p, ss in inv.by_priority().items())
+    print(f"\n{len(inv.services)} services, {total:g} hours ({per})\n")
+    show(["INFRA", "PORT", "LANES", "PROBE", "EMBEDDED STAND-IN"],
+         [[i.name, i.port, ",".join(i.lanes),
+           i.probe.kind + (f" {i.probe.path}" if i.probe.kind == "http" else ""), i.standin]
+          for i in inv.infra])
+    return 0
+
+
+def cmd_inventory_check(ctx: Context, args: argparse.Namespace) -> int:
+    inv = inv_mod.load_file(args.file)
+    print(f"{args.file}: ok ({len(inv.services)} services, {len(inv.infra)} infrastructure)")
+    return 0
+
+
+def cmd_service_run(ctx: Context, args: argparse.Namespace) -> int:
+    from backend import logs
+    from backend.services import service_class
+
+    cls = service_class(args.name)
+    url = ctx.redis_url()
+    svc = cls(
+        redis_url=url,
+        settings=ctx.settings,
+        instance=args.instance,
+        environment=args.environment,
+    )
+    logs.setup(args.log_level.upper(), service=svc.name, instance=svc.instance)
+    try:
+        asyncio.run(svc.run(install_signals=True))
+    except TradeopsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the log has the traceback; the operator gets a line
+        raise TradeopsError(f"service {args.name} failed: {exc!r}") from None
+    return 0
+
+
+def cmd_service_list(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.services import SERVICES, service_class
+
+    rows = []
+    for name in inv_mod.load().order():
+        try:
+            service_class(name)
+            built = "yes"
+        except TradeopsError:
+            built = "no"
+        rows.append([name, SERVICES[name], built])
+    show(["SERVICE", "CLASS", "BUILT"], rows)
+    return 0
+
+
+def read_heartbeats(r: Any) -> list[Heartbeat]:
+    """Latest heartbeat of every live instance (from the per-instance hashes with a TTL)."""
+    keys = sorted(r.scan_iter(match="health:*", count=1000))
+    out = []
+    if not keys:
+        return out
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.hget(k, codec.FIELD_STR)
+    for raw in pipe.execute():
+        if raw:
+            out.append(codec.decode(raw, Heartbeat))
+    return out
+
+
+def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
+    beats = read_heartbeats(ctx.redis)
+    if args.json:
+        import msgspec
+
+        ctx.print_json(msgspec.to_builtins(beats))
+        return 0
+    now = time.time_ns()
+    show(
+        ["SERVICE", "INSTANCE", "ENV", "STATE", "AGE", "PROCESSED", "RATE/s", "LAG", "PENDING", "DLQ"],
+        [[b.service, b.instance, b.environment, b.state, f"{(now - b.ts_ns) / 1e9:.1f}s",
+          b.processed, b.rate, b.lag, b.pending, b.dlq] for b in beats],
+    )
+    if not beats:
+        print(f"(no live instances; heartbeats expire after {streams.HEALTH_TTL_S}s)")
+    return 0

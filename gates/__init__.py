@@ -1,0 +1,1 @@
+"""Validation gates: definitions (data), checks, runner, decisions, approvals, audit log."""

@@ -1,0 +1,85 @@
+"""The shipped inventory and every validation rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.migration import inventory as inv
+from backend.migration.inventory import InventoryError, parse
+
+SEED_HOURS = {1: 8.0, 2: 11.0, 3: 14.0, 4: 13.0, 5: 22.0}
+
+
+def test_shipped_inventory_has_18_services_and_8_infra() -> None:
+    i = inv.load()
+    assert len(i.services) == 18
+    assert len(i.infra) == 8
+    assert {x.name for x in i.infra} == {
+        "redis", "questdb", "minio", "opensearch", "postgres", "prometheus", "grafana", "vault"}
+    assert {p: sum(s.hours for s in ss) for p, ss in i.by_priority().items()} == SEED_HOURS
+    assert sum(s.hours for s in i.services) == 68
+    assert {s.name for s in i.by_priority()[4]} >= {"refdata", "scheduler", "alerting", "md-replay"}
+    assert i.service("risk").sla == {"p50_ms": 1.5}
+    assert i.service("oms").sla["p99_ms"] == 50.0
+    assert all(s.task == inv.TASK_OF_PRIORITY[s.priority] for s in i.services)
+
+
+def test_order_puts_dependencies_first() -> None:
+    i = inv.load()
+    order = i.order()
+    for s in i.services:
+        for d in s.depends_on:
+            assert order.index(d) < order.index(s.name)
+
+
+BASE_INFRA = """
+[[infra]]
+name = "redis"
+port = 6379
+lanes = ["backend"]
+probe = { kind = "tcp" }
+standin = "embedded"
+"""
+
+
+def svc(name: str, priority: int = 1, port: int = 8000, deps: str = "", infra: str = '"redis"') -> str:
+    return f"""
+[[service]]
+name = "{name}"
+priority = {priority}
+task = "Task 02"
+purpose = "p"
+port = {port}
+lanes = ["backend"]
+infra = [{infra}]
+depends_on = [{deps}]
+complexity = "simple"
+risk = "low"
+hours = 1
+"""
+
+
+def test_valid_small_file() -> None:
+    i = parse(BASE_INFRA + svc("a") + svc("b", 2, 8001, '"a"'))
+    assert i.order() == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (BASE_INFRA + svc("a", deps='"ghost"'), r"service 'a': unknown dependency 'ghost'"),
+        (BASE_INFRA + svc("a", infra='"kafka"'), r"service 'a': unknown infrastructure dependency 'kafka'"),
+        (BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 1, 8001, '"a"'), r"dependency cycle: "),
+        (BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 2, 8001), r"service 'a' \(P1\) depends on 'b' \(P2\), a later priority"),
+        (BASE_INFRA + svc("a") + svc("a", 1, 8001), r"service 'a': duplicate name"),
+        (BASE_INFRA + svc("a") + svc("b", 1, 8000), r"service 'b': duplicate port 8000 \(also 'a'\)"),
+        (BASE_INFRA + svc("a", 1, 6379), r"service 'a': duplicate port 6379 \(also 'redis'\)"),
+        (BASE_INFRA + svc("a").replace("hours = 1", "hours = 1\nowner = 'x'"), r"service 'a': .*unknown field `owner`"),
+        (BASE_INFRA + svc("a").replace('risk = "low"', 'risk = "extreme"'), r"service 'a': .*risk"),
+        (BASE_INFRA + svc("a", priority=7), r"service 'a': priority 7 is not 1..5"),
+        ("[[service]\nname=", r"not valid TOML"),
+    ],
+)
+def test_each_validation_error_names_entry_and_rule(text: str, match: str) -> None:
+    with pytest.raises(InventoryError, match=match):
+        parse(text, "f.toml")

@@ -1,0 +1,1 @@
+"""Reusable Textual widgets. They take plain values and know nothing of Redis."""
