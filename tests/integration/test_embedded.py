@@ -1,0 +1,65 @@
+"""The embedded redis-server: start, find, refuse a held data dir, clean a dead leftover, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import redis
+
+from backend.bus import connection, embedded
+from backend.bus.embedded import DataDirHeld, EmbeddedRedis
+from backend.errors import RedisUnavailable
+from tests.conftest import wait_for
+
+
+def test_start_writes_url_runs_with_aof_and_stops(tmp_path) -> None:
+    server = EmbeddedRedis(tmp_path)
+    url = server.start()
+    try:
+        assert (tmp_path / "redis" / "redis.url").read_text().strip() == url
+        assert connection.resolve_url(None, tmp_path) == url
+        c = connection.connect(url)
+        assert c.config_get("appendonly")["appendonly"] == "yes"
+        assert c.config_get("appendfsync")["appendfsync"] == "everysec"
+        assert c.config_get("bind")["bind"].startswith("127.0.0.1")
+        c.close()
+    finally:
+        server.stop()
+    assert not (tmp_path / "redis" / "redis.url").exists()
+    with pytest.raises(RedisUnavailable, match="no Redis: none is running for data dir"):
+        connection.require_url(None, tmp_path)
+
+
+def test_a_held_data_dir_is_refused(tmp_path) -> None:
+    with EmbeddedRedis(tmp_path) as first:
+        with pytest.raises(DataDirHeld, match=r"is held by a live redis-server \(pid \d+"):
+            EmbeddedRedis(tmp_path).start()
+        assert redis.Redis.from_url(first.url).ping()
+
+
+def test_a_dead_leftover_is_cleaned_up(tmp_path) -> None:
+    first = EmbeddedRedis(tmp_path, detach=True)
+    url1 = first.start()
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.proc.wait()
+    assert (tmp_path / "redis" / "redis.pid").exists()  # the leftover
+    with EmbeddedRedis(tmp_path) as second:
+        assert second.url and redis.Redis.from_url(second.url).ping()
+        assert connection.resolve_url(None, tmp_path) == second.url
+    del url1
+
+
+def test_data_survives_a_restart_through_aof(tmp_path) -> None:
+    with EmbeddedRedis(tmp_path) as s:
+        redis.Redis.from_url(s.url).xadd("orders.new", {"d": b"x"})
+    with EmbeddedRedis(tmp_path) as s:
+        c = redis.Redis.from_url(s.url)
+        wait_for(lambda: c.xlen("orders.new") == 1, 5)
+
+
+def test_unreachable_redis_is_one_clear_line() -> None:
+    port = embedded.free_port()
+    with pytest.raises(RedisUnavailable, match=rf"cannot reach Redis at redis://127.0.0.1:{port}/0: "):
+        connection.connect(f"redis://127.0.0.1:{port}/0", timeout=0.5)

@@ -1,0 +1,155 @@
+"""The consumer-group worker against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry, Poison, StreamWorker
+from backend.messages import Order
+from tests.conftest import await_for
+
+S = "orders.new"
+
+
+def order(i: int) -> Order:
+    return Order(client_order_id=f"c{i}", account="acc", symbol="BTCUSDT", side="buy",
+                 type="market", quantity=1.0 + i)
+
+
+async def fill(r: aioredis.Redis, n: int) -> list[bytes]:
+    return [await r.xadd(S, codec.fields(order(i))) for i in range(n)]
+
+
+async def run_until(worker: StreamWorker, pred, timeout: float = 10.0) -> None:
+    task = asyncio.create_task(worker.run())
+    try:
+        await await_for(pred, timeout)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_batches_are_handled_and_acked(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await fill(r, 50)
+    seen: list[str] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        seen.extend(codec.decode(codec.payload(f), Order).client_order_id for _, f in entries)
+
+    w = StreamWorker(r, S, "g", "c1", handler, count=16, block_ms=20)
+    await run_until(w, lambda: len(seen) >= 50)
+    assert seen == [f"c{i}" for i in range(50)]
+    assert (await r.xpending(S, "g"))["pending"] == 0
+    assert w.stats.acked == 50
+    await r.aclose()
+
+
+async def test_entries_of_a_dead_consumer_are_reclaimed(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    ids = await fill(r, 10)
+    # consumer "dead" reads everything and dies without acking
+    await r.xgroup_create(S, "g", id="0")
+    got = await r.xreadgroup("g", "dead", {S: ">"}, count=100)
+    assert len(got[0][1]) == 10
+    assert (await r.xpending(S, "g"))["pending"] == 10
+    seen: list[bytes] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        seen.extend(eid for eid, _ in entries)
+
+    w = StreamWorker(r, S, "g", "alive", handler, block_ms=20, claim_idle_ms=50,
+                     claim_interval_s=0.05)
+    await run_until(w, lambda: len(seen) >= 10)
+    assert sorted(seen) == sorted(ids)
+    assert w.stats.reclaimed == 10
+    assert (await r.xpending(S, "g"))["pending"] == 0
+    await r.aclose()
+
+
+async def test_a_handler_that_keeps_failing_dead_letters_with_reason(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await fill(r, 5)
+    done: list[str] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        for _, f in entries:
+            o = codec.decode(codec.payload(f), Order)
+            if o.client_order_id == "c2":
+                raise RuntimeError("downstream refused c2")
+        done.extend(codec.decode(codec.payload(f), Order).client_order_id for _, f in entries)
+
+    w = StreamWorker(r, S, "g", "c1", handler, block_ms=20, max_deliveries=3,
+                     retry_backoff_s=0.01)
+
+    async def dead() -> int:
+        return await r.xlen(streams.dlq(S))
+
+    await run_until(w, dead)
+    dl = await r.xrange(streams.dlq(S))
+    assert len(dl) == 1
+    _, f = dl[0]
+    assert f[b"dlq_reason"] == b"RuntimeError: downstream refused c2"
+    assert f[b"dlq_stream"] == S.encode()
+    assert int(f[b"dlq_deliveries"]) == 3
+    # the original payload is kept, byte for byte
+    assert codec.decode(codec.payload(f), Order) == order(2)
+    # nothing lost: the four good ones were handled, nothing is left pending
+    assert set(done) == {"c0", "c1", "c3", "c4"}
+    assert (await r.xpending(S, "g"))["pending"] == 0
+    await r.aclose()
+
+
+async def test_poison_goes_to_dlq_at_once(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await r.xadd(S, {b"d": b"\xc1 not msgpack"})
+    await fill(r, 2)
+    good: list[str] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        out = []
+        for _, f in entries:
+            try:
+                out.append(codec.decode(codec.payload(f), Order).client_order_id)
+            except Exception as exc:
+                raise Poison(f"undecodable order: {exc}") from exc
+        good.extend(out)
+
+    w = StreamWorker(r, S, "g", "c1", handler, block_ms=20, max_deliveries=10)
+
+    async def ready() -> bool:
+        return len(good) == 2 and await r.xlen(streams.dlq(S)) == 1
+
+    await run_until(w, ready)
+    (_, f), = await r.xrange(streams.dlq(S))
+    assert f[b"dlq_reason"].startswith(b"undecodable order:")
+    assert int(f[b"dlq_deliveries"]) == 1
+    assert f[b"d"] == b"\xc1 not msgpack"
+    await r.aclose()
+
+
+async def test_stop_finishes_the_batch_in_hand(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await fill(r, 20)
+    started = asyncio.Event()
+    release = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        started.set()
+        await release.wait()
+        handled.extend(eid for eid, _ in entries)
+
+    w = StreamWorker(r, S, "g", "c1", handler, count=5, block_ms=20)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(started.wait(), 5)
+    w.stop()  # SIGTERM in a service
+    release.set()
+    await asyncio.wait_for(task, 5)
+    assert len(handled) == 5  # the batch in hand, and no more
+    assert (await r.xpending(S, "g"))["pending"] == 0
+    assert len(await r.xrange(S)) == 20
+    await r.aclose()
