@@ -1,0 +1,70 @@
+"""What every benchmark needs: an embedded Redis in a temporary data dir and services started as
+their own processes, all stopped afterwards (even on error or Ctrl-C)."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from backend.bus.embedded import EmbeddedRedis
+from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
+
+
+class BenchStack:
+    def __init__(self, *, redis_url: str | None = None, keep_dir: bool = False) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="tradeops-bench-", delete=not keep_dir)
+        self.data_dir = Path(self._tmp.name)
+        self._external_url = redis_url
+        self.server: EmbeddedRedis | None = None
+        self.url = ""
+        self.r: redis.Redis | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> "BenchStack":
+        if self._external_url:
+            self.url = self._external_url
+        else:
+            self.server = EmbeddedRedis(self.data_dir)
+            self.url = self.server.start()
+        self.r = redis.Redis.from_url(self.url)
+        return self
+
+    def start(
+        self,
+        name: str,
+        *,
+        instance: str | None = None,
+        environment: str = "legacy",
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> subprocess.Popen[bytes]:
+        instance = instance or f"{name}-bench"
+        log = self.data_dir / "logs" / f"{instance}.log"
+        proc = spawn_service(
+            name, redis_url=self.url, data_dir=self.data_dir, instance=instance,
+            environment=environment, log_path=log, config=config, env=env,
+        )
+        self.procs[instance] = proc
+        if wait:
+            assert self.r is not None
+            wait_healthy(self.r, name, instance, proc=proc, log_path=log)
+        return proc
+
+    def stop(self, instance: str, *, kill: bool = False) -> int:
+        return stop_process(self.procs.pop(instance), kill=kill)
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for instance in list(self.procs):
+            self.stop(instance)
+        if self.r is not None:
+            self.r.close()
+        if self.server is not None:
+            self.server.stop()
+        self._tmp.cleanup()

@@ -1,0 +1,106 @@
+"""Start one service instance as its own OS process (`tradeops service run NAME`), wait for its
+heartbeat, stop it with SIGTERM (drain) or SIGKILL (crash). The supervisor, the benchmarks and
+the tests all start processes through here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from backend.bus import streams
+from backend.errors import TradeopsError
+
+
+def service_command(name: str, instance: str, environment: str) -> list[str]:
+    return [
+        sys.executable, "-m", "console.cli", "service", "run", name,
+        "--instance", instance, "--environment", environment,
+    ]
+
+
+def spawn_service(
+    name: str,
+    *,
+    redis_url: str,
+    data_dir: Path,
+    instance: str | None = None,
+    environment: str = "legacy",
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    config: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `tradeops service run NAME` with its logs in `log_path` (default under data_dir/logs)."""
+    instance = instance or f"{name}-{environment}"
+    log_path = log_path or Path(data_dir) / "logs" / f"{instance}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    penv = dict(os.environ)
+    penv.update(
+        TRADEOPS_REDIS_URL=redis_url,
+        TRADEOPS_DATA_DIR=str(data_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    if config is not None:
+        penv["TRADEOPS_CONFIG"] = str(config)
+    penv.update(env or {})
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            service_command(name, instance, environment),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=penv, start_new_session=True,
+        )
+
+
+def health_key(name: str, instance: str) -> str:
+    return streams.HEALTH_KEY.format(service=name, instance=instance)
+
+
+def wait_healthy(
+    r: redis.Redis,
+    name: str,
+    instance: str,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 20.0,
+    log_path: Path | None = None,
+) -> None:
+    """Wait until the instance heartbeats `running`; a clear error if it died or timed out."""
+    key = health_key(name, instance)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if r.hget(key, "state") == b"running":
+            return
+        if proc is not None and proc.poll() is not None:
+            raise TradeopsError(
+                f"{name} ({instance}) exited with {proc.returncode} before it was healthy"
+                + (f": {_tail(log_path)}" if log_path else "")
+            )
+        time.sleep(0.02)
+    raise TradeopsError(f"{name} ({instance}) not healthy within {timeout:.0f}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 15.0, kill: bool = False) -> int:
+    """SIGTERM (the service drains: finishes its batch, acks, exits) or SIGKILL; returns the code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _tail(path: Path | None, n: int = 5) -> str:
+    if path is None:
+        return ""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])

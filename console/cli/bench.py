@@ -1,0 +1,63 @@
+"""`tradeops bench NAME`: each module in backend/bench that defines NAME, HELP,
+`add_arguments(parser)` and `run(args) -> dict` is a benchmark. Every benchmark takes `--json`
+(one JSON object on stdout) and `--seconds`, starts what it needs and stops it after."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from typing import Any
+
+import backend.bench
+from console.cli.context import Context, command
+
+ORDER = 90
+
+
+def _benchmarks() -> list[Any]:
+    mods = []
+    for info in pkgutil.iter_modules(backend.bench.__path__):
+        mod = importlib.import_module(f"backend.bench.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: m.NAME)
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "bench", "benchmarks: each starts what it needs and prints its figures")
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="BENCHMARK", required=True)
+    for mod in _benchmarks():
+        q = command(bsub, mod.NAME, mod.HELP)
+        q.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        q.add_argument("--seconds", type=float, default=getattr(mod, "DEFAULT_SECONDS", 10.0),
+                       help="how long to measure")
+        mod.add_arguments(q)
+        q.set_defaults(func=_runner(mod))
+
+
+def _runner(mod: Any):
+    def run(ctx: Context, args: argparse.Namespace) -> int:
+        if args.seconds <= 0:
+            from backend.errors import TradeopsError
+
+            raise TradeopsError("--seconds must be positive")
+        result = mod.run(args)
+        if args.json:
+            ctx.print_json(result)
+        else:
+            width = max(len(k) for k in result) if result else 0
+            print(f"bench {mod.NAME}")
+            for k, v in result.items():
+                print(f"  {k.ljust(width)}  {_fmt(v)}")
+        return 0
+
+    return run
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
