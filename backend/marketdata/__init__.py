@@ -1,0 +1,1 @@
+"""Market-data helpers shared by every service that reads ticks and bars."""
