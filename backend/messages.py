@@ -34,21 +34,28 @@ class RawTick(Wire, tag="raw_tick.v1", array_like=True):
     recv_ns: int  # when the gateway received it
 
 
-class RawTickBatch(Wire, tag="raw_ticks.v1", array_like=True):
-    """A batch of raw ticks from one gateway read loop (md.ticks.raw), in columns.
+class RawTickBatch(Wire, tag="raw_ticks.v2", array_like=True):
+    """Raw ticks from one gateway read loop (md.ticks.raw), in columns, still unvalidated.
 
-    Strings stay strings (the normalizer parses and validates them, vectorised).
+    Prices and quantities stay the venue's strings, joined into one buffer each with int32
+    offsets (Arrow's string layout), so the normalizer parses them vectorised without making a
+    Python object per tick. `sym` is uint16 codes into `symbols`; `trade_id`, `trade_ns`,
+    `event_ns`, `recv_ns` are int64 buffers; `buyer_maker` uint8. `n` ticks in all.
     """
 
     source: str
-    symbol: list[str]
-    trade_id: list[int]
-    price: list[str]
-    qty: list[str]
-    trade_ns: list[int]
-    event_ns: list[int]
-    buyer_maker: list[bool]
-    recv_ns: list[int]
+    n: int
+    symbols: list[str]
+    sym: bytes
+    trade_id: bytes
+    price: bytes
+    price_offsets: bytes
+    qty: bytes
+    qty_offsets: bytes
+    trade_ns: bytes
+    event_ns: bytes
+    recv_ns: bytes
+    buyer_maker: bytes
 
 
 class TickBatch(Wire, tag="ticks.v1", array_like=True):

@@ -3,6 +3,7 @@ their own processes, all stopped afterwards (even on error or Ctrl-C)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,8 +17,8 @@ from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
 
 class BenchStack:
     def __init__(self, *, redis_url: str | None = None, keep_dir: bool = False) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="tradeops-bench-", delete=not keep_dir)
-        self.data_dir = Path(self._tmp.name)
+        self.data_dir = Path(tempfile.mkdtemp(prefix="tradeops-bench-"))
+        self.keep_dir = keep_dir
         self._external_url = redis_url
         self.server: EmbeddedRedis | None = None
         self.url = ""
@@ -67,4 +68,5 @@ class BenchStack:
             self.r.close()
         if self.server is not None:
             self.server.stop()
-        self._tmp.cleanup()
+        if not self.keep_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

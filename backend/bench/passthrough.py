@@ -1,0 +1,43 @@
+"""The normalizer benchmark's baseline: a consumer that decodes each raw batch and re-publishes it
+(same read size, same MULTI of XADD + XACK) without validating or aggregating. Run as its own
+process: `python -m backend.bench.passthrough REDIS_URL`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import msgspec
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.messages import RawTickBatch
+from backend.services.base import Service
+
+OUT = "bench.passthrough"
+_dec = msgspec.msgpack.Decoder(RawTickBatch)
+
+
+class PassthroughService(Service):
+    name = "passthrough"
+
+    async def setup(self) -> None:
+        self.ticks = 0
+        self.consume(streams.MD_TICKS_RAW, self.on_raw, count=64, block_ms=50)
+
+    def processed(self) -> int:
+        return self.ticks
+
+    async def on_raw(self, entries: list[Entry]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        for _, fields in entries:
+            batch = _dec.decode(codec.payload(fields))
+            self.ticks += batch.n
+            pipe.xadd(OUT, codec.fields(batch), maxlen=streams.maxlen(OUT), approximate=True)
+        pipe.xack(streams.MD_TICKS_RAW, self.name, *[eid for eid, _ in entries])
+        await pipe.execute()
+
+
+if __name__ == "__main__":
+    svc = PassthroughService(redis_url=sys.argv[1], instance="passthrough-bench")
+    asyncio.run(svc.run(install_signals=True))

@@ -1,0 +1,281 @@
+"""Vectorised tick validation and OHLCV aggregation (no Redis here; the normalizer service wires
+it to the bus).
+
+Validation rejects, with a reason naming the numbers: unparseable price or quantity, non-finite or
+non-positive price or quantity, unknown symbol, a timestamp too far in the future or past, and a
+duplicate trade id (per symbol: at or below the highest id already accepted, or repeated in the
+batch). Venue trade ids rise per symbol, so a high-water mark per symbol is the whole memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from backend.marketdata import raw as rawcols
+from backend.marketdata import ticks as tickcols
+from backend.messages import Bar, RawTickBatch, TickBatch
+
+NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+NO_CODE = np.uint16(0xFFFF)
+INTERVALS = {"1s": 1_000_000_000, "1m": 60_000_000_000}
+
+
+def _parse(arr: pa.StringArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """float64 values; and a mask of unparseable entries (None when all parsed)."""
+    try:
+        return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ok = pc.match_substring_regex(arr, NUMBER)
+        ok = pc.fill_null(ok, False)
+        vals = pc.cast(pc.if_else(ok, arr, "nan"), pa.float64()).to_numpy(zero_copy_only=False)
+        return vals, ~ok.to_numpy(zero_copy_only=False)
+
+
+@dataclass
+class Rejected:
+    batch: int  # index of the raw batch in the call
+    index: int  # index of the tick in that batch
+    reason: str
+
+
+@dataclass
+class Validated:
+    ticks: TickBatch | None
+    rejected: list[Rejected] = field(default_factory=list)
+    # columns of the accepted ticks, for aggregation
+    sym: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint16))
+    price: np.ndarray = field(default_factory=lambda: np.empty(0))
+    qty: np.ndarray = field(default_factory=lambda: np.empty(0))
+    trade_ns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+
+class TickValidator:
+    def __init__(
+        self,
+        symbols: list[str] | None = None,
+        *,
+        max_future_s: float = 5.0,
+        max_past_s: float = 3600.0,
+    ) -> None:
+        self.fixed = symbols is not None
+        self.symbols: list[str] = list(symbols or [])
+        self._code: dict[str, int] = {s: i for i, s in enumerate(self.symbols)}
+        self.hwm = np.full(max(len(self.symbols), 1), -1, np.int64)
+        self.max_future_ns = int(max_future_s * 1e9)
+        self.max_past_ns = int(max_past_s * 1e9)
+
+    # -- state that survives a restart -------------------------------------------------------------
+    def hwm_map(self) -> dict[str, int]:
+        return {s: int(self.hwm[i]) for i, s in enumerate(self.symbols) if self.hwm[i] >= 0}
+
+    def load_hwm(self, marks: dict[str, int]) -> None:
+        for s, v in marks.items():
+            code = self._global(s)
+            if code is not None:
+                self.hwm[code] = max(self.hwm[code], v)
+
+    def _global(self, symbol: str) -> int | None:
+        code = self._code.get(symbol)
+        if code is None and not self.fixed:
+            code = self._code[symbol] = len(self.symbols)
+            self.symbols.append(symbol)
+            if code >= len(self.hwm):
+                self.hwm = np.concatenate([self.hwm, np.full(len(self.hwm) + 8, -1, np.int64)])
+        return code
+
+    # -- validation ------------------------------------------------------------------------------
+    def validate(self, batches: list[RawTickBatch], now_ns: int, normalized_ns: int = 0) -> Validated:
+        parts: list[tuple[np.ndarray, ...]] = []
+        rejected: list[Rejected] = []
+        for bi, b in enumerate(batches):
+            if b.n == 0:
+                continue
+            part, rej = self._one(bi, b, now_ns)
+            rejected.extend(rej)
+            if part is not None:
+                parts.append(part)
+        if not parts:
+            return Validated(None, rejected)
+        sym, tid, price, qty, tns, rns, bm = (np.concatenate(c) for c in zip(*parts, strict=True))
+        batch = tickcols.pack(self.symbols, sym, tid, price, qty, tns, rns, bm, normalized_ns)
+        return Validated(batch, rejected, sym, price, qty, tns)
+
+    def _one(self, bi: int, b: RawTickBatch, now_ns: int):  # noqa: ANN202
+        n = b.n
+        local = rawcols.codes(b)
+        lut = np.array([(self._global(s) if self._global(s) is not None else NO_CODE)
+                        for s in b.symbols] or [NO_CODE], np.uint16)
+        g = lut[local]
+        tid = rawcols.ints(b, "trade_id")
+        tns = rawcols.ints(b, "trade_ns")
+        price, p_bad = _parse(rawcols.strings(b, "price"))
+        qty, q_bad = _parse(rawcols.strings(b, "qty"))
+
+        bad = np.zeros(n, bool)
+        reasons: dict[int, str] = {}
+
+        def flag(mask: np.ndarray, why) -> None:  # noqa: ANN001
+            new = mask & ~bad
+            if new.any():
+                for i in np.flatnonzero(new):
+                    reasons[int(i)] = why(int(i))
+                bad[new] = True
+
+        pstr = qstr = None
+        if p_bad is not None:
+            pstr = rawcols.strings(b, "price")
+            flag(p_bad, lambda i: f"unparseable price {pstr[i].as_py()!r}")
+        if q_bad is not None:
+            qstr = rawcols.strings(b, "qty")
+            flag(q_bad, lambda i: f"unparseable quantity {qstr[i].as_py()!r}")
+        flag(~np.isfinite(price), lambda i: f"non-finite price {price[i]}")
+        flag(~np.isfinite(qty), lambda i: f"non-finite quantity {qty[i]}")
+        flag(price <= 0, lambda i: f"non-positive price {price[i]:g}")
+        flag(qty <= 0, lambda i: f"non-positive quantity {qty[i]:g}")
+        flag(g == NO_CODE, lambda i: f"unknown symbol {b.symbols[int(local[i])]!r}")
+        flag(tns > now_ns + self.max_future_ns,
+             lambda i: f"timestamp {int(tns[i])} is {(tns[i] - now_ns) / 1e9:.1f}s in the future "
+                       f"(limit {self.max_future_ns / 1e9:g}s)")
+        flag(tns < now_ns - self.max_past_ns,
+             lambda i: f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
+                       f"(limit {self.max_past_ns / 1e9:g}s)")
+        # duplicates: at or below the symbol's high-water mark ...
+        safe_g = np.where(g == NO_CODE, 0, g).astype(np.intp)
+        marks = self.hwm[safe_g]
+        flag(tid <= marks,
+             lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                       f"(already seen up to {int(marks[i])})")
+        # ... or repeated within the batch (the first one stays)
+        ok_idx = np.flatnonzero(~bad)
+        if len(ok_idx) > 1:
+            key = (safe_g[ok_idx].astype(np.int64) << 48) ^ tid[ok_idx]
+            order = np.argsort(key, kind="stable")
+            sk = key[order]
+            rep = np.zeros(len(ok_idx), bool)
+            rep[order[1:][sk[1:] == sk[:-1]]] = True
+            if rep.any():
+                mask = np.zeros(n, bool)
+                mask[ok_idx[rep]] = True
+                flag(mask, lambda i: f"duplicate trade id {int(tid[i])} for "
+                                     f"{b.symbols[int(local[i])]} (repeated in the batch)")
+
+        rejected = [Rejected(bi, i, r) for i, r in sorted(reasons.items())]
+        keep = ~bad if bad.any() else slice(None)
+        gk = g[keep]
+        if len(gk) == 0:
+            return None, rejected
+        tk = tid[keep]
+        np.maximum.at(self.hwm, gk.astype(np.intp), tk)
+        return (
+            gk, tk, price[keep], qty[keep], tns[keep],
+            rawcols.ints(b, "recv_ns")[keep],
+            np.frombuffer(b.buyer_maker, np.uint8)[keep],
+        ), rejected
+
+
+@dataclass
+class _Open:
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    pv: float
+    trades: int
+    first_ns: int
+    last_ns: int
+
+
+class BarAggregator:
+    """OHLCV bars per symbol and interval, closed on their time boundary.
+
+    Time is the exchange's: a bar [start, start+interval) closes once the watermark passes its end
+    plus `grace_s`. The watermark is the newest trade time seen, advanced by the wall clock while
+    no ticks arrive, and never more than `max_delay_s` behind the wall clock, so a quiet symbol's
+    bar still closes on time. A tick for a bar already closed is counted in `late_ticks` (it
+    still flows on md.ticks) and does not reopen the bar: bars are final."""
+
+    def __init__(self, intervals: tuple[str, ...] = ("1s", "1m"), grace_s: float = 0.25,
+                 max_delay_s: float = 2.0) -> None:
+        self.intervals = {k: INTERVALS[k] for k in intervals}
+        self.grace_ns = int(grace_s * 1e9)
+        self.max_delay_ns = int(max_delay_s * 1e9)
+        self.open: dict[tuple[str, int, int], _Open] = {}  # (interval, sym code, start) -> bar
+        self.max_trade_ns = 0
+        self.wall_at_max = 0
+        self.closed_until: dict[str, int] = {k: 0 for k in self.intervals}
+        self.late_ticks = 0
+
+    def add(self, sym: np.ndarray, price: np.ndarray, qty: np.ndarray, trade_ns: np.ndarray,
+            wall_ns: int) -> None:
+        if len(price) == 0:
+            return
+        top = int(trade_ns.max())
+        if top > self.max_trade_ns:
+            self.max_trade_ns, self.wall_at_max = top, wall_ns
+        pq = price * qty
+        for name, ival in self.intervals.items():
+            start = (trade_ns // ival) * ival
+            late = start < self.closed_until[name]
+            if late.any():
+                self.late_ticks += int(late.sum())
+                live = ~late
+                s_, st_, p_, q_, pq_, t_ = sym[live], start[live], price[live], qty[live], pq[live], trade_ns[live]
+            else:
+                s_, st_, p_, q_, pq_, t_ = sym, start, price, qty, pq, trade_ns
+            if len(p_) == 0:
+                continue
+            order = np.lexsort((t_, st_, s_))
+            s_, st_, p_, q_, pq_, t_ = s_[order], st_[order], p_[order], q_[order], pq_[order], t_[order]
+            change = (np.diff(s_.astype(np.int64)) != 0) | (np.diff(st_) != 0)
+            starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+            ends = np.concatenate((starts[1:], [len(p_)])) - 1
+            highs = np.maximum.reduceat(p_, starts)
+            lows = np.minimum.reduceat(p_, starts)
+            vols = np.add.reduceat(q_, starts)
+            pvs = np.add.reduceat(pq_, starts)
+            counts = ends - starts + 1
+            for j in range(len(starts)):
+                a, z = starts[j], ends[j]
+                key = (name, int(s_[a]), int(st_[a]))
+                bar = self.open.get(key)
+                if bar is None:
+                    self.open[key] = _Open(float(p_[a]), float(highs[j]), float(lows[j]), float(p_[z]),
+                                           float(vols[j]), float(pvs[j]), int(counts[j]), int(t_[a]), int(t_[z]))
+                    continue
+                if t_[a] < bar.first_ns:
+                    bar.open, bar.first_ns = float(p_[a]), int(t_[a])
+                if t_[z] >= bar.last_ns:
+                    bar.close, bar.last_ns = float(p_[z]), int(t_[z])
+                bar.high = max(bar.high, float(highs[j]))
+                bar.low = min(bar.low, float(lows[j]))
+                bar.volume += float(vols[j])
+                bar.pv += float(pvs[j])
+                bar.trades += int(counts[j])
+
+    def watermark(self, wall_ns: int) -> int:
+        if not self.max_trade_ns:
+            return 0
+        return max(self.max_trade_ns + max(0, wall_ns - self.wall_at_max), wall_ns - self.max_delay_ns)
+
+    def close_due(self, symbols: list[str], wall_ns: int, *, everything: bool = False) -> list[Bar]:
+        """Close and return every bar whose end (plus grace) the watermark has passed."""
+        mark = self.watermark(wall_ns)
+        out: list[Bar] = []
+        for key in sorted(self.open, key=lambda k: (k[2], k[0], k[1])):
+            name, code, start = key
+            end = start + self.intervals[name]
+            if everything or end + self.grace_ns <= mark:
+                bar = self.open.pop(key)
+                self.closed_until[name] = max(self.closed_until[name], end)
+                out.append(Bar(
+                    symbol=symbols[code], interval=name, start_ns=start,  # type: ignore[arg-type]
+                    open=bar.open, high=bar.high, low=bar.low, close=bar.close,
+                    volume=bar.volume, vwap=bar.pv / bar.volume if bar.volume else bar.close,
+                    trades=bar.trades,
+                ))
+        return out

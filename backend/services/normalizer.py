@@ -1,0 +1,125 @@
+"""normalizer (P1): md.ticks.raw -> clean ticks (md.ticks, batched) + OHLCV bars (md.bars.1s,
+md.bars.1m). Bad ticks go to dlq.md.ticks.raw, one entry each, with the raw tick and the reason.
+
+One read of the raw stream becomes one pipeline: the clean TickBatch, the bars that closed, the
+dead letters, the per-symbol trade-id high-water marks and the XACK, in one MULTI, so a crash
+either did all of it or none (and the redelivered batch is then processed once).
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.marketdata import raw as rawcols
+from backend.marketdata.normalize import BarAggregator, TickValidator
+from backend.marketdata.symbols import DEFAULT_SYMBOLS
+from backend.messages import Bar, RawTickBatch
+from backend.services.base import Service
+
+HWM_KEY = "normalizer:hwm"
+_raw_decoder = msgspec.msgpack.Decoder(RawTickBatch)
+
+
+
+class NormalizerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    symbols: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    """Known symbols; ticks for any other are rejected. Empty list: accept every symbol."""
+    max_future_s: float = 5.0
+    """A trade stamped further ahead of our clock than this is rejected."""
+    max_past_s: float = 3600.0
+    """A trade stamped further behind our clock than this is rejected."""
+    bar_grace_s: float = 0.25
+    """How long after its end a bar waits for late ticks before it closes."""
+    bar_max_delay_s: float = 2.0
+    """Bars close by the wall clock at the latest this long after their end (+ grace)."""
+    read_count: int = 64
+    """Raw batches per read."""
+
+
+class NormalizerService(Service):
+    name = "normalizer"
+    Config = NormalizerConfig
+
+    async def setup(self) -> None:
+        c = self.cfg
+        self.validator = TickValidator(
+            c.symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s
+        )
+        marks = await self.r.hgetall(HWM_KEY)
+        self.validator.load_hwm({k.decode(): int(v) for k, v in marks.items()})
+        self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
+        self.ticks_in = self.ticks_out = self.rejected = self.bars_out = 0
+        self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, count=c.read_count, block_ms=50)
+        self.every(0.1, self.close_bars)
+
+    def processed(self) -> int:
+        return self.ticks_in
+
+    def metrics(self) -> dict[str, object]:
+        return {
+            "ticks_in": self.ticks_in, "ticks_out": self.ticks_out, "rejected": self.rejected,
+            "bars_out": self.bars_out, "late_ticks": self.bars.late_ticks,
+            "open_bars": len(self.bars.open),
+        }
+
+    async def on_raw(self, entries: list[Entry]) -> None:
+        now = time.time_ns()
+        batches: list[RawTickBatch] = []
+        ids: list[bytes] = []
+        pipe = self.r.pipeline(transaction=True)
+        for eid, fields in entries:
+            try:
+                batches.append(_raw_decoder.decode(codec.payload(fields)))
+                ids.append(eid)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                pipe.xadd(streams.dlq(streams.MD_TICKS_RAW),
+                          _dead(fields, f"undecodable raw batch: {exc}", eid),
+                          maxlen=streams.maxlen(streams.dlq(streams.MD_TICKS_RAW)), approximate=True)
+        result = self.validator.validate(batches, now, normalized_ns=now)
+        for rej in result.rejected:
+            tick = rawcols.tick_at(batches[rej.batch], rej.index)
+            pipe.xadd(streams.dlq(streams.MD_TICKS_RAW),
+                      _dead(codec.fields(tick), rej.reason, ids[rej.batch]),
+                      maxlen=streams.maxlen(streams.dlq(streams.MD_TICKS_RAW)), approximate=True)
+        if result.ticks is not None:
+            pipe.xadd(streams.MD_TICKS, codec.fields(result.ticks),
+                      maxlen=streams.maxlen(streams.MD_TICKS), approximate=True)
+            self.bars.add(result.sym, result.price, result.qty, result.trade_ns, now)
+            self._queue_bars(pipe, self.bars.close_due(self.validator.symbols, now))
+            pipe.hset(HWM_KEY, mapping=self.validator.hwm_map())
+        pipe.xack(streams.MD_TICKS_RAW, self.name, *[eid for eid, _ in entries])
+        await pipe.execute()
+        n_in = sum(b.n for b in batches)
+        self.ticks_in += n_in
+        self.rejected += len(result.rejected)
+        self.ticks_out += result.ticks.n if result.ticks is not None else 0
+
+    def _queue_bars(self, pipe, bars: list[Bar]) -> None:  # noqa: ANN001
+        for bar in bars:
+            stream = streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
+            pipe.xadd(stream, codec.fields(bar), maxlen=streams.maxlen(stream), approximate=True)
+        self.bars_out += len(bars)
+
+    async def close_bars(self) -> None:
+        """Close bars on their boundary even when no tick arrives."""
+        bars = self.bars.close_due(self.validator.symbols, time.time_ns())
+        if bars:
+            pipe = self.r.pipeline(transaction=False)
+            self._queue_bars(pipe, bars)
+            await pipe.execute()
+
+
+def _dead(fields: dict, reason: str, source_id: bytes) -> dict:  # noqa: ANN001
+    out = dict(fields)
+    out.update({
+        b"dlq_reason": reason.encode(),
+        b"dlq_stream": streams.MD_TICKS_RAW.encode(),
+        b"dlq_id": source_id,
+        b"dlq_group": b"normalizer",
+        b"dlq_ts_ns": str(time.time_ns()).encode(),
+    })
+    return out
