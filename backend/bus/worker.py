@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.bus import streams
 
@@ -72,6 +74,7 @@ class StreamWorker:
         claim_interval_s: float = 5.0,
         retry_backoff_s: float = 0.05,
         start_id: str = "0",
+        auto_ack: bool = True,
     ) -> None:
         self.r = r
         self.stream = stream
@@ -85,6 +88,7 @@ class StreamWorker:
         self.claim_interval_s = claim_interval_s
         self.retry_backoff_s = retry_backoff_s
         self.start_id = start_id
+        self.auto_ack = auto_ack  # False: the handler acks itself (e.g. after a later flush)
         self.dlq_stream = streams.dlq(stream)
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
@@ -105,10 +109,23 @@ class StreamWorker:
 
     async def run(self) -> None:
         await self.setup()
+        backoff = 0.1
         while not self._stop.is_set():
-            entries = await self._next_batch()
-            if entries:
-                await self.process(entries)
+            try:
+                entries = await self._next_batch()
+                if entries:
+                    await self.process(entries)
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # Redis went away: keep the entries in hand pending (they are redelivered),
+                # retry with backoff instead of dying.
+                log.warning("redis unavailable on %s: %s; retrying in %.1fs", self.stream, exc, backoff)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 5.0)
+                self._retry_own = True
 
     # -- reading -------------------------------------------------------------------------------
     async def _next_batch(self) -> list[Entry]:
@@ -161,11 +178,12 @@ class StreamWorker:
                     good.append(entry[0])
                 except Exception as one_exc:  # noqa: BLE001
                     failures.append((entry, one_exc))
-            if good:
+            if good and self.auto_ack:
                 await self._ack(good)
             await self._failed(failures)
             return
-        await self._ack([eid for eid, _ in entries])
+        if self.auto_ack:
+            await self._ack([eid for eid, _ in entries])
 
     async def _ack(self, ids: list[bytes]) -> None:
         if ids:

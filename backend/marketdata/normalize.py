@@ -209,6 +209,7 @@ class BarAggregator:
         self.wall_at_max = 0
         self.closed_until: dict[str, int] = {k: 0 for k in self.intervals}
         self.late_ticks = 0
+        self.max_lateness_ns = 0
 
     def add(self, sym: np.ndarray, price: np.ndarray, qty: np.ndarray, trade_ns: np.ndarray,
             wall_ns: int) -> None:
@@ -223,6 +224,7 @@ class BarAggregator:
             late = start < self.closed_until[name]
             if late.any():
                 self.late_ticks += int(late.sum())
+                self.max_lateness_ns = max(self.max_lateness_ns, int((self.closed_until[name] - trade_ns[late]).max()))
                 live = ~late
                 s_, st_, p_, q_, pq_, t_ = sym[live], start[live], price[live], qty[live], pq[live], trade_ns[live]
             else:

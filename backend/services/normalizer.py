@@ -63,6 +63,7 @@ class NormalizerService(Service):
         return {
             "ticks_in": self.ticks_in, "ticks_out": self.ticks_out, "rejected": self.rejected,
             "bars_out": self.bars_out, "late_ticks": self.bars.late_ticks,
+            "max_lateness_ms": self.bars.max_lateness_ns / 1e6,
             "open_bars": len(self.bars.open),
         }
 

@@ -1,0 +1,193 @@
+"""The local exchange's market data: a seeded random walk per symbol producing trades at a set
+rate, served over websockets in Binance's public format:
+
+- `/ws/<symbol>@trade`: raw trade events of one symbol;
+- `/stream?streams=a@trade/b@trade`: combined events `{"stream": ..., "data": ...}`;
+- `/ws/news`: alt-data news items (symbol tags, headline, body, sentiment).
+
+Trade ids start from the clock (microseconds since the epoch), so a restarted exchange continues
+above the ids it sent before, and a gateway sees a gap, never a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from backend.exchange.wire import NewsEvent, TradeEvent, stream_name, trade_encoder
+from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
+
+log = logging.getLogger("tradeops.exchange")
+
+HEADLINES = [
+    ("{sym} rallies as volumes climb", 0.6),
+    ("{sym} slides on profit taking", -0.5),
+    ("Regulator comments on {sym} listing", -0.2),
+    ("{sym} partnership announced with major payments firm", 0.7),
+    ("Whale wallets move large {sym} holdings", -0.1),
+    ("{sym} network upgrade goes live", 0.4),
+    ("Exchange outage delays {sym} withdrawals", -0.6),
+]
+
+
+@dataclass
+class FeedConfig:
+    symbols: list[str] = field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    rate: float = 1000.0  # trades per second, all symbols together
+    seed: int = 42
+    volatility: float = 2e-4  # per-trade relative step of the random walk
+    news_every_s: float = 2.0
+    tick: float = 0.005  # generation step (s)
+
+
+class TradeFeed:
+    def __init__(self, config: FeedConfig | None = None) -> None:
+        self.config = config or FeedConfig()
+        c = self.config
+        unknown = [s for s in c.symbols if s not in START_PRICES]
+        self.rng = np.random.default_rng(c.seed)
+        self.prices = np.array([START_PRICES.get(s, 100.0) for s in c.symbols])
+        base = time.time_ns() // 1000  # ids continue across restarts
+        self.next_id = {s: base for s in c.symbols}
+        self.decimals = [max(2, 6 - int(math.log10(max(p, 1e-6)))) for p in self.prices]
+        self.raw_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
+        self.combined_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
+        self.news_subs: set[ServerConnection] = set()
+        self.sent = 0
+        self._carry = 0.0
+        self._stop = asyncio.Event()
+        if unknown:
+            log.info("symbols without a start price start at 100: %s", ", ".join(unknown))
+
+    def last_price(self, symbol: str) -> float:
+        """The current price of `symbol` (the matching engine and REST API use it)."""
+        try:
+            return float(self.prices[self.config.symbols.index(symbol)])
+        except ValueError:
+            raise KeyError(symbol) from None
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, n: int, now_ms: int) -> list[tuple[str, TradeEvent]]:
+        c = self.config
+        k = len(c.symbols)
+        which = self.rng.integers(0, k, n)
+        steps = self.rng.normal(0.0, c.volatility, n)
+        qtys = self.rng.exponential(0.5, n) + 0.001
+        makers = self.rng.random(n) < 0.5
+        out = []
+        for i in range(n):
+            j = int(which[i])
+            self.prices[j] *= 1.0 + steps[i]
+            sym = c.symbols[j]
+            tid = self.next_id[sym]
+            self.next_id[sym] = tid + 1
+            d = self.decimals[j]
+            out.append((sym, TradeEvent("trade", now_ms, sym, tid, f"{self.prices[j]:.{d}f}",
+                                        f"{qtys[i]:.4f}", now_ms, bool(makers[i]))))
+        return out
+
+    async def run(self) -> None:
+        c = self.config
+        last = time.monotonic()
+        next_news = last + c.news_every_s
+        while not self._stop.is_set():
+            await asyncio.sleep(c.tick)
+            now = time.monotonic()
+            due = c.rate * (now - last) + self._carry
+            last = now
+            n = int(due)
+            self._carry = due - n
+            if n:
+                self.publish(self.generate(n, time.time_ns() // 1_000_000))
+            if now >= next_news:
+                next_news = now + c.news_every_s
+                self.publish_news(self.make_news())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def publish(self, trades: list[tuple[str, TradeEvent]]) -> None:
+        for sym, ev in trades:
+            raw = self.raw_subs.get(sym)
+            comb = self.combined_subs.get(sym)
+            if raw:
+                broadcast(raw, trade_encoder.encode(ev).decode())
+            if comb:
+                broadcast(comb, trade_encoder.encode(
+                    {"stream": stream_name(sym), "data": ev}).decode())
+        self.sent += len(trades)
+
+    def make_news(self) -> NewsEvent:
+        c = self.config
+        sym = c.symbols[int(self.rng.integers(0, len(c.symbols)))]
+        text, tone = HEADLINES[int(self.rng.integers(0, len(HEADLINES)))]
+        base = sym.removesuffix("USDT")
+        sentiment = float(np.clip(tone + self.rng.normal(0, 0.15), -1, 1))
+        return NewsEvent(
+            id=uuid.UUID(int=int(self.rng.integers(0, 2**63)) << 64 | int(self.rng.integers(0, 2**63))).hex,
+            ts=time.time_ns() // 1_000_000,
+            symbols=[sym],
+            headline=text.format(sym=base),
+            body=f"{text.format(sym=base)}. {base} last traded at {self.last_price(sym):g}; "
+                 f"market participants weigh the move.",
+            sentiment=round(sentiment, 3),
+        )
+
+    def publish_news(self, item: NewsEvent) -> None:
+        if self.news_subs:
+            broadcast(self.news_subs, trade_encoder.encode(item).decode())
+
+    # -- websocket endpoint --------------------------------------------------------------------------
+    def _route(self, path: str) -> tuple[str, list[str]] | None:
+        """('raw'|'combined'|'news', symbols) for a request path, or None."""
+        parts = urlsplit(path)
+        by_lower = {s.lower(): s for s in self.config.symbols}
+        if parts.path == "/ws/news":
+            return "news", []
+        if parts.path.startswith("/ws/"):
+            name = parts.path[4:]
+            sym = name.removesuffix("@trade")
+            if name.endswith("@trade") and sym in by_lower:
+                return "raw", [by_lower[sym]]
+            return None
+        if parts.path == "/stream":
+            names = "/".join(parse_qs(parts.query).get("streams", [])).split("/")
+            syms = [by_lower.get(n.removesuffix("@trade")) for n in names if n]
+            if syms and all(s is not None and n.endswith("@trade") for s, n in zip(syms, names, strict=False)):
+                return "combined", [s for s in syms if s]
+        return None
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self._route(request.path) is None:
+            return connection.respond(404, f"unknown stream {request.path}; "
+                                           f"try /ws/<symbol>@trade or /stream?streams=a@trade/b@trade\n")
+        return None
+
+    async def handler(self, connection: ServerConnection) -> None:
+        kind, syms = self._route(connection.request.path)  # type: ignore[misc,union-attr]
+        subs = (self.news_subs,) if kind == "news" else tuple(
+            (self.raw_subs if kind == "raw" else self.combined_subs)[s] for s in syms)
+        for s in subs:
+            s.add(connection)
+        try:
+            await connection.wait_closed()
+        except ConnectionClosed:
+            pass
+        finally:
+            for s in subs:
+                s.discard(connection)
+
+
+async def serve_feed(feed: TradeFeed, host: str, port: int) -> Server:
+    return await serve(feed.handler, host, port, process_request=feed.process_request,
+                       max_queue=None, write_limit=2**20, compression=None)

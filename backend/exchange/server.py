@@ -1,0 +1,103 @@
+"""The local exchange process: the websocket market-data feed, and the REST order API when the
+trading side provides one (`backend.exchange.rest`). Its URLs are written to
+`<data dir>/exchange.json` so the gateways find it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.exchange.feed import FeedConfig, TradeFeed, serve_feed
+
+log = logging.getLogger("tradeops.exchange")
+INFO_FILE = "exchange.json"
+
+
+@dataclass
+class ExchangeInfo:
+    ws_url: str
+    rest_url: str | None
+    symbols: list[str]
+
+    def stream_url(self, symbols: list[str] | None = None) -> str:
+        names = "/".join(f"{s.lower()}@trade" for s in (symbols or self.symbols))
+        return f"{self.ws_url}/stream?streams={names}"
+
+
+def read_info(data_dir: Path) -> ExchangeInfo | None:
+    try:
+        raw = json.loads((data_dir / INFO_FILE).read_text())
+        return ExchangeInfo(raw["ws_url"], raw.get("rest_url"), raw["symbols"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class Exchange:
+    def __init__(self, config: FeedConfig, host: str = "127.0.0.1", port: int = 0,
+                 rest_port: int | None = 0, data_dir: Path | None = None) -> None:
+        self.feed = TradeFeed(config)
+        self.host, self.port, self.rest_port = host, port, rest_port
+        self.data_dir = data_dir
+        self.ws_server: Any = None
+        self.rest_server: Any = None
+        self.info: ExchangeInfo | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> ExchangeInfo:
+        self.ws_server = await serve_feed(self.feed, self.host, self.port)
+        port = self.ws_server.sockets[0].getsockname()[1]
+        rest_url = None
+        if self.rest_port is not None:
+            try:
+                from backend.exchange.rest import create_rest_server
+            except ImportError:
+                create_rest_server = None  # type: ignore[assignment]
+            if create_rest_server is not None:
+                self.rest_server = await create_rest_server(self.feed, self.host, self.rest_port)
+                rest_url = getattr(self.rest_server, "url", None)
+        self._feed_task = asyncio.create_task(self.feed.run())
+        self.info = ExchangeInfo(f"ws://{self.host}:{port}", rest_url, list(self.feed.config.symbols))
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / INFO_FILE).write_text(json.dumps(self.info.__dict__) + "\n")
+        log.info("exchange up", extra={"ws": self.info.ws_url, "rest": rest_url,
+                                       "rate": self.feed.config.rate})
+        return self.info
+
+    async def stop(self) -> None:
+        self.feed.stop()
+        if self._feed_task:
+            await asyncio.gather(self._feed_task, return_exceptions=True)
+        if self.ws_server:
+            self.ws_server.close()
+            await self.ws_server.wait_closed()
+        if self.rest_server is not None:
+            await self.rest_server.close()
+        if self.data_dir is not None:
+            (self.data_dir / INFO_FILE).unlink(missing_ok=True)
+
+    async def __aenter__(self) -> "Exchange":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def run_forever(exchange: Exchange, announce: Any = print) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    info = await exchange.start()
+    announce(f"exchange up: market data {info.stream_url()}"
+             + (f", orders {info.rest_url}" if info.rest_url else ""))
+    try:
+        await stop.wait()
+    finally:
+        await exchange.stop()

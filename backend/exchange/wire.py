@@ -1,0 +1,46 @@
+"""The venue's public wire format (Binance): trade events on `<symbol>@trade` streams."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class TradeEvent(msgspec.Struct, frozen=True):
+    """A Binance `trade` event. Prices and quantities are strings, times are ms since the epoch."""
+
+    e: str  # event type: "trade"
+    E: int  # event time (ms)  # noqa: N815
+    s: str  # symbol
+    t: int  # trade id
+    p: str  # price
+    q: str  # quantity
+    T: int  # trade time (ms)  # noqa: N815
+    m: bool  # buyer is the maker
+
+
+class CombinedEvent(msgspec.Struct, frozen=True):
+    """A message on the combined endpoint: `{"stream": "btcusdt@trade", "data": {...}}`."""
+
+    stream: str
+    data: TradeEvent
+
+
+class NewsEvent(msgspec.Struct, frozen=True):
+    """The local exchange's alt-data feed (`/ws/news`)."""
+
+    id: str
+    ts: int  # ms
+    symbols: list[str]
+    headline: str
+    body: str
+    sentiment: float
+
+
+trade_encoder = msgspec.json.Encoder()
+trade_decoder = msgspec.json.Decoder(TradeEvent)
+combined_decoder = msgspec.json.Decoder(CombinedEvent)
+news_decoder = msgspec.json.Decoder(NewsEvent)
+
+
+def stream_name(symbol: str) -> str:
+    return f"{symbol.lower()}@trade"

@@ -1,0 +1,214 @@
+"""The tick store: partitioned Parquet (date / symbol) by default, a Delta Lake table when
+configured; both exactly-once across crashes, keyed by the md.ticks stream ids they hold.
+
+Parquet commits in two phases: every partition file of a flush is written as `*.parquet.tmp`,
+then a manifest `_commits/<first id>_<last id>.json` naming them is written atomically, then the
+files are renamed into place. On start, `recover()` finishes the renames of every manifest and
+deletes temp files no manifest names; the newest manifest's last id is the committed offset, and
+entries at or below it are never written again. Delta Lake keeps the same offset as an app
+transaction version in the table's own log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from backend.marketdata import ticks as tickcols
+from backend.messages import TickBatch
+
+SCHEMA = pa.schema([
+    ("symbol", pa.string()),
+    ("trade_id", pa.int64()),
+    ("price", pa.float64()),
+    ("qty", pa.float64()),
+    ("ts", pa.timestamp("ns", tz="UTC")),
+    ("recv_ns", pa.int64()),
+    ("buyer_maker", pa.bool_()),
+    ("stream_id", pa.string()),
+])
+APP_ID = "tradeops-sink-ticks"
+
+
+def ticks_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "store" / "ticks"
+
+
+def delta_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "store" / "ticks-delta"
+
+
+def id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_version(stream_id: str) -> int:
+    ms, seq = id_key(stream_id)
+    return ms * (1 << 20) + seq
+
+
+def to_table(batches: list[tuple[str, TickBatch]]) -> pa.Table:
+    """Rows of many TickBatches (with the stream id of the entry each came from)."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("symbol", "trade_id", "price", "qty", "ts",
+                                                           "recv_ns", "buyer_maker", "stream_id")}
+    for sid, b in batches:
+        if b.n == 0:
+            continue
+        c = tickcols.columns(b)
+        cols["symbol"].append(np.asarray(b.symbols, dtype=object)[c["sym"]])
+        cols["trade_id"].append(c["trade_id"])
+        cols["price"].append(c["price"])
+        cols["qty"].append(c["qty"])
+        cols["ts"].append(c["trade_ns"])
+        cols["recv_ns"].append(c["recv_ns"])
+        cols["buyer_maker"].append(c["buyer_maker"].astype(bool))
+        cols["stream_id"].append(np.full(b.n, sid, dtype=object))
+    if not cols["price"]:
+        return SCHEMA.empty_table()
+    arrays = [
+        pa.array(np.concatenate(cols["symbol"]), pa.string()),
+        pa.array(np.concatenate(cols["trade_id"])),
+        pa.array(np.concatenate(cols["price"])),
+        pa.array(np.concatenate(cols["qty"])),
+        pa.array(np.concatenate(cols["ts"]), pa.timestamp("ns", tz="UTC")),
+        pa.array(np.concatenate(cols["recv_ns"])),
+        pa.array(np.concatenate(cols["buyer_maker"])),
+        pa.array(np.concatenate(cols["stream_id"]), pa.string()),
+    ]
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def _with_date(table: pa.Table) -> pa.Table:
+    date = pc.strftime(table["ts"], format="%Y-%m-%d")
+    return table.append_column("date", date)
+
+
+@dataclass
+class ParquetStore:
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.commits = self.root / "_commits"
+
+    def recover(self) -> str | None:
+        """Finish interrupted commits, drop uncommitted temp files; the committed offset."""
+        named: set[Path] = set()
+        last: str | None = None
+        if self.commits.exists():
+            for m in sorted(self.commits.glob("*.json")):
+                info = json.loads(m.read_text())
+                for rel in info["files"]:
+                    final = self.root / rel
+                    tmp = final.with_name(final.name + ".tmp")
+                    if tmp.exists():
+                        os.replace(tmp, final)
+                    named.add(final)
+                if last is None or id_key(info["last_id"]) > id_key(last):
+                    last = info["last_id"]
+        for tmp in self.root.rglob("*.parquet.tmp"):
+            tmp.unlink()
+        return last
+
+    def write(self, table: pa.Table, first_id: str, last_id: str) -> list[Path]:
+        if table.num_rows == 0:
+            return []
+        table = _with_date(table)
+        stem = f"{first_id}_{last_id}"
+        files = []
+        for date in pc.unique(table["date"]).to_pylist():
+            dt = table.filter(pc.equal(table["date"], date))
+            for sym in pc.unique(dt["symbol"]).to_pylist():
+                part = dt.filter(pc.equal(dt["symbol"], sym)).drop_columns(["date"])
+                rel = Path(f"date={date}") / f"symbol={sym}" / f"{stem}.parquet"
+                final = self.root / rel
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = final.with_name(final.name + ".tmp")
+                pq.write_table(part.drop_columns(["symbol"]), tmp)
+                files.append(rel)
+        self.commits.mkdir(parents=True, exist_ok=True)
+        manifest = self.commits / f"{stem}.json"
+        mtmp = manifest.with_name(manifest.name + ".tmp")
+        mtmp.write_text(json.dumps({"first_id": first_id, "last_id": last_id, "rows": table.num_rows,
+                                    "files": [str(f) for f in files]}))
+        os.replace(mtmp, manifest)  # the commit point
+        for rel in files:
+            final = self.root / rel
+            os.replace(final.with_name(final.name + ".tmp"), final)
+        return [self.root / f for f in files]
+
+
+@dataclass
+class DeltaStore:
+    root: Path
+
+    def recover(self) -> str | None:
+        from deltalake import DeltaTable
+
+        try:
+            dt = DeltaTable(str(self.root))
+        except Exception:  # noqa: BLE001 - no table yet
+            return None
+        version = dt.transaction_version(APP_ID)
+        if version is None:
+            return None
+        return f"{version >> 20}-{version & ((1 << 20) - 1)}"
+
+    def write(self, table: pa.Table, first_id: str, last_id: str) -> list[Path]:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        if table.num_rows == 0:
+            return []
+        props = CommitProperties(app_transactions=[Transaction(APP_ID, id_version(last_id))])
+        write_deltalake(str(self.root), _with_date(table), partition_by=["date", "symbol"],
+                        mode="append", commit_properties=props)
+        return [self.root]
+
+
+def read_ticks(
+    data_dir: Path,
+    symbols: list[str] | None = None,
+    start: int | pd.Timestamp | None = None,
+    end: int | pd.Timestamp | None = None,
+    *,
+    delta: bool = False,
+) -> pd.DataFrame:
+    """Stored ticks as a DataFrame (symbol, trade_id, price, qty, ts, ...), ordered by time.
+
+    `start` / `end` are ns since the epoch or Timestamps; `end` is exclusive."""
+    if delta:
+        from deltalake import DeltaTable
+
+        path = delta_dir(data_dir)
+        if not path.exists():
+            return SCHEMA.empty_table().to_pandas()
+        table = DeltaTable(str(path)).to_pyarrow_table()
+        table = table.drop_columns([c for c in ("date",) if c in table.column_names])
+    else:
+        root = ticks_dir(data_dir)
+        files = sorted(str(p) for p in root.rglob("*.parquet")) if root.exists() else []
+        if not files:
+            return SCHEMA.empty_table().to_pandas()
+        dataset = ds.dataset(files, format="parquet", partitioning="hive",
+                             partition_base_dir=str(root))
+        table = dataset.to_table()
+        table = table.drop_columns([c for c in ("date",) if c in table.column_names])
+    if symbols:
+        table = table.filter(pc.is_in(table["symbol"], pa.array(symbols)))
+    df = table.to_pandas()
+    if start is not None:
+        df = df[df.ts >= pd.Timestamp(start, tz="UTC") if isinstance(start, int) else df.ts >= start]
+    if end is not None:
+        df = df[df.ts < pd.Timestamp(end, tz="UTC") if isinstance(end, int) else df.ts < end]
+    cols = ["symbol", "trade_id", "price", "qty", "ts", "recv_ns", "buyer_maker", "stream_id"]
+    return df.sort_values(["ts", "symbol", "trade_id"], kind="stable")[cols].reset_index(drop=True)

@@ -1,0 +1,188 @@
+"""gateway (P2): venue websocket market data -> md.ticks.raw (batches), news -> alt.raw.
+
+One client per configured URL (Binance combined or raw trade streams). Reconnects with
+exponential backoff and jitter; detects trade-id gaps per symbol (count and last gap in the
+heartbeat); measures exchange time -> receive time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from backend.bus import codec, streams
+from backend.exchange import server as exchange_server
+from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
+from backend.marketdata.raw import RawBatchBuilder
+from backend.messages import AltItem
+from backend.services.base import Service
+
+
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    urls: list[str] = []
+    """Websocket URLs; empty: the local exchange recorded in the data dir (all its symbols)."""
+    news_url: str | None = None
+    """Alt-data feed; empty: the local exchange's /ws/news when it runs."""
+    flush_ms: float = 2.0
+    """A raw batch is written at least this often ..."""
+    max_batch: int = 2000
+    """... or when it holds this many ticks."""
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+
+
+class GatewayService(Service):
+    name = "gateway"
+    Config = GatewayConfig
+
+    async def setup(self) -> None:
+        self.received = 0
+        self.published = 0
+        self.gaps = 0
+        self.missing = 0
+        self.last_gap: dict[str, Any] | None = None
+        self.regressions = 0
+        self.ever_connected: set[str] = set()
+        self.reconnects = 0
+        self.connected: set[str] = set()
+        self.last_id: dict[str, int] = {}
+        self.news = 0
+        self.delay = self.recorder("feed_delay")
+        self.decode_errors = 0
+
+    def processed(self) -> int:
+        return self.received
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "received": self.received, "published": self.published, "gaps": self.gaps,
+            "missing_trades": self.missing, "last_gap": self.last_gap,
+            "regressions": self.regressions, "connected": sorted(self.connected),
+            "reconnects": self.reconnects, "news": self.news, "decode_errors": self.decode_errors,
+        }
+
+    def _urls(self) -> tuple[list[str], str | None]:
+        urls, news = list(self.cfg.urls), self.cfg.news_url
+        if not urls or news is None:
+            info = exchange_server.read_info(Path(self.settings.resolved_data_dir()))
+            if info is not None:
+                urls = urls or [info.stream_url()]
+                news = news if news is not None else f"{info.ws_url}/ws/news"
+        return urls, news
+
+    async def run_extra(self) -> None:
+        urls, news = self._urls()
+        if not urls:
+            self.log.error("no market-data URL: set [services.gateway] urls or run `tradeops exchange`")
+        tasks = [asyncio.create_task(self._client(u, self._on_trades)) for u in urls]
+        if news:
+            tasks.append(asyncio.create_task(self._client(news, self._on_news)))
+        try:
+            await self.wait_stopped()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _client(self, url: str, consume) -> None:  # noqa: ANN001
+        attempt = 0
+        while not self.stopping:
+            try:
+                async with connect(url, max_size=2**22, compression=None, open_timeout=5) as ws:
+                    if url in self.ever_connected:
+                        self.reconnects += 1
+                    self.ever_connected.add(url)
+                    self.connected.add(url)
+                    attempt = 0
+                    self.log.info("connected", extra={"url": url})
+                    await consume(ws)
+            except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                self.log.warning("feed %s lost: %s", url, exc)
+            finally:
+                self.connected.discard(url)
+            if self.stopping:
+                return
+            delay = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** attempt)
+            attempt += 1
+            await self.wait_stopped(delay * random.uniform(0.5, 1.5))
+
+    async def _on_trades(self, ws) -> None:  # noqa: ANN001
+        builder = RawBatchBuilder(self.instance)
+        flusher = asyncio.create_task(self._flush_every(builder, self.cfg.flush_ms / 1000))
+        try:
+            async for msg in ws:
+                recv_ns = time.time_ns()
+                try:
+                    if msg[:9] in ('{"stream"', b'{"stream"'):
+                        ev = combined_decoder.decode(msg).data
+                    else:
+                        ev = trade_decoder.decode(msg)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self.decode_errors += 1
+                    await self._dead_frame(msg, f"undecodable trade message: {exc}")
+                    continue
+                self._check_gap(ev.s, ev.t)
+                self.delay.record_ns(max(0, recv_ns - ev.E * 1_000_000))
+                builder.add(ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000, ev.E * 1_000_000, ev.m, recv_ns)
+                self.received += 1
+                if len(builder) >= self.cfg.max_batch:
+                    await self._flush(builder)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            if len(builder):
+                await self._flush(builder)
+
+    async def _flush_every(self, builder: RawBatchBuilder, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            if len(builder):
+                await self._flush(builder)
+
+    async def _flush(self, builder: RawBatchBuilder) -> None:
+        batch = builder.build()
+        builder.clear()
+        await self.r.xadd(streams.MD_TICKS_RAW, codec.fields(batch),
+                          maxlen=streams.maxlen(streams.MD_TICKS_RAW), approximate=True)
+        self.published += batch.n
+
+    def _check_gap(self, symbol: str, trade_id: int) -> None:
+        last = self.last_id.get(symbol)
+        self.last_id[symbol] = trade_id if last is None else max(last, trade_id)
+        if last is None or trade_id == last + 1:
+            return
+        if trade_id > last + 1:
+            self.gaps += 1
+            self.missing += trade_id - last - 1
+            self.last_gap = {"symbol": symbol, "after": last, "next": trade_id,
+                             "missing": trade_id - last - 1, "ts_ns": time.time_ns()}
+            self.log.warning("trade-id gap", extra=self.last_gap)
+        else:
+            self.regressions += 1
+
+    async def _on_news(self, ws) -> None:  # noqa: ANN001
+        async for msg in ws:
+            try:
+                n = news_decoder.decode(msg)
+            except msgspec.DecodeError:
+                await self._dead_frame(msg, "undecodable news message")
+                continue
+            item = AltItem(id=n.id, ts_ns=n.ts * 1_000_000, symbols=n.symbols, headline=n.headline,
+                           body=n.body, sentiment=n.sentiment, source="local-exchange")
+            await self.r.xadd(streams.ALT_RAW, codec.fields(item),
+                              maxlen=streams.maxlen(streams.ALT_RAW), approximate=True)
+            self.news += 1
+
+    async def _dead_frame(self, msg: str | bytes, reason: str) -> None:
+        data = msg.encode() if isinstance(msg, str) else msg
+        stream = streams.dlq(streams.MD_TICKS_RAW)
+        await self.r.xadd(stream, {b"raw": data[:65536], b"dlq_reason": reason.encode(),
+                                   b"dlq_stream": b"gateway", b"dlq_ts_ns": str(time.time_ns()).encode()},
+                          maxlen=streams.maxlen(stream), approximate=True)
