@@ -4,7 +4,7 @@ process: `python -m backend.bench.passthrough REDIS_URL`."""
 
 from __future__ import annotations
 
-import asyncio
+from backend import aio
 import sys
 
 import msgspec

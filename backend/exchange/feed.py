@@ -47,7 +47,7 @@ class FeedConfig:
     seed: int = 42
     volatility: float = 2e-4  # per-trade relative step of the random walk
     news_every_s: float = 2.0
-    tick: float = 0.005  # generation step (s)
+    tick: float = 0.001  # generation step (s)
 
 
 class TradeFeed:
@@ -63,11 +63,16 @@ class TradeFeed:
         self.raw_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.combined_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.news_subs: set[ServerConnection] = set()
+        self._names = {s: stream_name(s) for s in c.symbols}
         self.sent = 0
         self._carry = 0.0
         self._stop = asyncio.Event()
         if unknown:
             log.info("symbols without a start price start at 100: %s", ", ".join(unknown))
+
+    def last_ids(self) -> dict[str, int]:
+        """The last trade id sent per symbol (ids start above the clock: see the module doc)."""
+        return {s: i - 1 for s, i in self.next_id.items()}
 
     def last_price(self, symbol: str) -> float:
         """The current price of `symbol` (the matching engine and REST API use it)."""
@@ -117,14 +122,17 @@ class TradeFeed:
         self._stop.set()
 
     def publish(self, trades: list[tuple[str, TradeEvent]]) -> None:
+        encode = trade_encoder.encode
         for sym, ev in trades:
             raw = self.raw_subs.get(sym)
             comb = self.combined_subs.get(sym)
+            if not raw and not comb:
+                continue
+            body = encode(ev).decode()
             if raw:
-                broadcast(raw, trade_encoder.encode(ev).decode())
+                broadcast(raw, body)
             if comb:
-                broadcast(comb, trade_encoder.encode(
-                    {"stream": stream_name(sym), "data": ev}).decode())
+                broadcast(comb, f'{{"stream":"{self._names[sym]}","data":{body}}}')
         self.sent += len(trades)
 
     def make_news(self) -> NewsEvent:

@@ -101,3 +101,5 @@ async def run_forever(exchange: Exchange, announce: Any = print) -> None:
         await stop.wait()
     finally:
         await exchange.stop()
+        announce("exchange down: " + json.dumps({"sent": exchange.feed.sent,
+                                                 "last_ids": exchange.feed.last_ids()}))

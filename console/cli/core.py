@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+from backend import aio
 import time
 from typing import Any
 
@@ -136,7 +136,7 @@ def cmd_service_run(ctx: Context, args: argparse.Namespace) -> int:
     )
     logs.setup(args.log_level.upper(), service=svc.name, instance=svc.instance)
     try:
-        asyncio.run(svc.run(install_signals=True))
+        aio.run(svc.run(install_signals=True))
     except TradeopsError:
         raise
     except Exception as exc:  # noqa: BLE001 - the log has the traceback; the operator gets a line

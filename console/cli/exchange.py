@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+from backend import aio
 from typing import Any
 
 from backend.errors import TradeopsError
@@ -40,5 +40,5 @@ def cmd_exchange(ctx: Context, args: argparse.Namespace) -> int:
             raise TradeopsError("--symbols is empty")
     logs.setup("INFO", service="exchange")
     exchange = Exchange(config, args.host, args.port, args.rest_port, ctx.data_dir)
-    asyncio.run(run_forever(exchange, announce=lambda m: print(m, flush=True)))
+    aio.run(run_forever(exchange, announce=lambda m: print(m, flush=True)))
     return 0

@@ -1,0 +1,1 @@
+"""Alt data (news, sentiment): storage and full-text search."""

@@ -1,0 +1,114 @@
+"""`tradeops bench md-pipeline`: the local exchange -> gateway -> normalizer -> sink-ticks, every
+part its own process, at a fixed trade rate. Delivered and lost trades (by the venue's trade ids),
+latency from the exchange timestamp to the normalized tick on the bus, rows in the sink."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from backend.bench.harness import BenchStack
+from backend.bus import codec, streams
+from backend.errors import TradeopsError
+from backend.marketdata import store
+from backend.marketdata import ticks as tickcols
+from backend.messages import Heartbeat, TickBatch
+from backend.runtime.spawn import stop_process
+
+NAME = "md-pipeline"
+HELP = "exchange -> gateway -> normalizer -> sink at a fixed rate: loss, latency, sink rows"
+DEFAULT_SECONDS = 10.0
+WARMUP_S = 1.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=float, default=20_000, help="trades per second (default 20000)")
+
+
+def _wait(pred, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TradeopsError(f"md-pipeline: timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.rate <= 0:
+        raise TradeopsError("--rate must be positive")
+    with BenchStack() as stack:
+        r = stack.r
+        assert r is not None
+        config = stack.data_dir / "config.toml"
+        config.write_text("[services.sink-ticks]\nflush_s = 2.0\n")
+        stack.start("normalizer", config=config)
+        stack.start("sink-ticks", config=config)
+        exchange = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "--data-dir", str(stack.data_dir), "exchange",
+             "--rate", str(args.rate), "--news-every", "3600"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            first = exchange.stdout.readline() if exchange.stdout else ""
+            if not first.startswith("exchange up"):
+                raise TradeopsError(f"md-pipeline: the exchange did not start: {first!r}")
+            stack.start("gateway", config=config)
+            t_start = time.monotonic()
+            time.sleep(args.seconds)
+            exchange.terminate()
+            out, _ = exchange.communicate(timeout=20)
+        finally:
+            if exchange.poll() is None:
+                stop_process(exchange)  # type: ignore[arg-type]
+        down = [ln for ln in out.splitlines() if ln.startswith("exchange down: ")]
+        last_ids: dict[str, int] = json.loads(down[-1].removeprefix("exchange down: "))["last_ids"]
+
+        def drained() -> bool:
+            groups = {g["name"].decode(): g for g in r.xinfo_groups(streams.MD_TICKS_RAW)}
+            g = groups.get("normalizer")
+            return bool(g) and g["lag"] == 0 and g["pending"] == 0
+        _wait(drained, 60, "the normalizer to drain md.ticks.raw")
+        elapsed = time.monotonic() - t_start
+        hb_raw = r.hget("health:gateway:gateway-bench", "d")
+        feed = codec.decode(hb_raw, Heartbeat).latency_ms if hb_raw else {}
+
+        ids: dict[str, list[np.ndarray]] = {}
+        lat: list[np.ndarray] = []
+        delivered = 0
+        for _, f in r.xrange(streams.MD_TICKS):
+            b = codec.decode(codec.payload(f), TickBatch)
+            c = tickcols.columns(b)
+            delivered += b.n
+            for k, sym in enumerate(b.symbols):
+                sel = c["sym"] == k
+                if sel.any():
+                    ids.setdefault(sym, []).append(c["trade_id"][sel])
+            lat.append((b.normalized_ns - c["trade_ns"]) / 1e6)
+        lost = 0
+        for sym, parts in ids.items():
+            got = np.unique(np.concatenate(parts))
+            expected = last_ids[sym] - int(got.min()) + 1
+            lost += expected - len(got)
+        all_lat = np.concatenate(lat) if lat else np.zeros(1)
+        skip = int(min(len(all_lat) - 1, args.rate * WARMUP_S)) if len(all_lat) > 1 else 0
+        steady = all_lat[skip:]
+        stack.stop("gateway-bench")
+        stack.stop("sink-ticks-bench")  # flushes what it holds
+        sink_rows = len(store.read_ticks(stack.data_dir))
+    return {
+        "rate": args.rate,
+        "seconds": round(elapsed, 2),
+        "delivered": delivered,
+        "lost": int(lost),
+        "p50_ms": round(float(np.percentile(steady, 50)), 3),
+        "p99_ms": round(float(np.percentile(steady, 99)), 3),
+        "max_ms": round(float(steady.max()), 3),
+        "sink_rows": sink_rows,
+        "feed_p50_ms": feed.get("feed_delay_p50"),
+        "feed_p99_ms": feed.get("feed_delay_p99"),
+    }
