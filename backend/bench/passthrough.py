@@ -40,4 +40,4 @@ class PassthroughService(Service):
 
 if __name__ == "__main__":
     svc = PassthroughService(redis_url=sys.argv[1], instance="passthrough-bench")
-    asyncio.run(svc.run(install_signals=True))
+    aio.run(svc.run(install_signals=True))
