@@ -135,5 +135,7 @@ def _rate_by_ids(stack: BenchStack, stream: str, total: int, per_entry: int) -> 
     last = r.xrevrange(stream, count=1)[0][0]
     t0, t1 = int(first.split(b"-")[0]), int(last.split(b"-")[0])
     entries = r.xlen(stream)
+    if t1 <= t0:
+        raise TradeopsError(f"too few ticks to time ({total} in {entries} output entries): raise --ticks")
     counted = total - total / max(1, entries)
     return counted / max(1e-3, (t1 - t0) / 1000)
