@@ -64,6 +64,7 @@ class TradeFeed:
         self.combined_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.news_subs: set[ServerConnection] = set()
         self._names = {s: stream_name(s) for s in c.symbols}
+        self.listeners: list = []  # callables taking {symbol: last price} after each step
         self.sent = 0
         self._carry = 0.0
         self._stop = asyncio.Event()
@@ -113,7 +114,12 @@ class TradeFeed:
             n = int(due)
             self._carry = due - n
             if n:
-                self.publish(self.generate(n, time.time_ns() // 1_000_000))
+                trades = self.generate(n, time.time_ns() // 1_000_000)
+                self.publish(trades)
+                if self.listeners:
+                    last = {sym: float(ev.p) for sym, ev in trades}
+                    for fn in self.listeners:
+                        fn(last)
             if now >= next_news:
                 next_news = now + c.news_every_s
                 self.publish_news(self.make_news())

@@ -1,0 +1,206 @@
+"""live-gateway (P2): exec.orders -> the venue -> exec.reports.
+
+`venue = "paper"` (default): a matching engine against the live price from md.ticks (market and
+limit orders, partial fills through `liquidity` per price update, configurable latency); its
+working orders are kept in Redis so a restart resumes them.
+`venue = "rest"`: the venue's REST order API over httpx with HMAC-signed requests (the local
+exchange serves the same endpoints); orders in flight and quiet for `reconcile_after_s` are
+queried and reconciled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.exchange import server as exchange_server
+from backend.exchange.matching import MatchingEngine, Working
+from backend.marketdata import ticks as tickcols
+from backend.messages import ExecOrder, ExecReport, Order, TickBatch
+from backend.services.base import Service
+from backend.trading.venue_rest import RestVenue, VenueError, reports_from
+
+PAPER_KEY = "paper:working"
+_eo = msgspec.msgpack.Decoder(ExecOrder)
+_ticks = msgspec.msgpack.Decoder(TickBatch)
+
+
+class LiveGatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    venue: Literal["paper", "rest"] = "paper"
+    latency_ms: float = 0.0
+    """Paper venue: added latency before each batch of orders is handled."""
+    liquidity: float | None = None
+    """Paper venue: most quantity one order fills per price update (None: all of it)."""
+    rest_url: str | None = None
+    """REST venue base URL; unset: the local exchange's, from the data dir."""
+    api_key: str = "local-key"
+    api_secret: str = "local-secret"
+    reconcile_after_s: float = 2.0
+    """REST venue: orders in flight and quiet this long are queried."""
+
+
+class LiveGatewayService(Service):
+    name = "live-gateway"
+    Config = LiveGatewayConfig
+
+    async def setup(self) -> None:
+        self.sent = 0
+        self.reports = 0
+        self.errors = 0
+        self.engine = MatchingEngine(venue="paper", liquidity=self.cfg.liquidity)
+        self.rest: RestVenue | None = None
+        self.inflight: dict[str, tuple[Order, float, set[str]]] = {}
+        if self.cfg.venue == "rest":
+            url = self.cfg.rest_url
+            if not url:
+                info = exchange_server.read_info(Path(self.settings.resolved_data_dir()))
+                url = info.rest_url if info else None
+            if not url:
+                raise RuntimeError("live-gateway venue=rest needs rest_url (or a running local exchange)")
+            self.rest = RestVenue(url, self.cfg.api_key, self.cfg.api_secret)
+            self.every(0.5, self.reconcile)
+        else:
+            await self._load_paper()
+            for _, f in reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)):
+                self.engine.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
+        self.tick_cursor = "$"
+        self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, count=512, block_ms=100)
+
+    def processed(self) -> int:
+        return self.sent
+
+    def metrics(self) -> dict[str, object]:
+        return {"venue": self.cfg.venue, "orders": self.sent, "reports": self.reports,
+                "working": len(self.engine.working) if self.rest is None else len(self.inflight),
+                "venue_errors": self.errors}
+
+    async def _publish(self, reps: list[ExecReport]) -> None:
+        if not reps:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for rep in reps:
+            pipe.xadd(streams.EXEC_REPORTS, codec.fields(rep), maxlen=streams.maxlen(streams.EXEC_REPORTS),
+                      approximate=True)
+        if self.rest is None:
+            self._save_paper(pipe, {r.client_order_id for r in reps})
+        await pipe.execute()
+        self.reports += len(reps)
+
+    async def on_orders(self, entries: list[Entry]) -> None:
+        if self.cfg.latency_ms > 0:
+            await asyncio.sleep(self.cfg.latency_ms / 1000)
+        reps: list[ExecReport] = []
+        for eid, f in entries:
+            try:
+                eo = _eo.decode(codec.payload(f))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.worker.dead_letter(eid, f, f"undecodable exec order: {exc}")
+                continue
+            self.sent += 1
+            if self.rest is not None:
+                reps += await self._rest(eo)
+            elif eo.action == "new" and eo.order is not None:
+                reps += self.engine.place(eo.order)
+            elif eo.action == "cancel":
+                reps += self.engine.cancel(eo.client_order_id, "canceled on request")
+            elif eo.action == "query":
+                st = self.engine.status(eo.client_order_id)
+                reps += [st] if st else []
+        await self._publish(reps)
+
+    # -- paper venue -----------------------------------------------------------------------------
+    async def run_extra(self) -> None:
+        if self.rest is not None:
+            await self.wait_stopped()
+            await self.rest.close()
+            return
+        while not self.stopping:
+            resp = await self.r.xread({streams.MD_TICKS: self.tick_cursor}, count=100, block=100)
+            reps: list[ExecReport] = []
+            for _, items in resp or []:
+                for eid, f in items:
+                    self.tick_cursor = eid
+                    try:
+                        prices = tickcols.last_prices(_ticks.decode(codec.payload(f)))
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        continue
+                    for sym, px in prices.items():
+                        reps += self.engine.on_price(sym, px)
+            await self._publish(reps)
+
+    def _save_paper(self, pipe, coids: set[str]) -> None:  # noqa: ANN001
+        for c in coids:
+            w = self.engine.working.get(c)
+            if w is None:
+                pipe.hdel(PAPER_KEY, c)
+            else:
+                pipe.hset(PAPER_KEY, c, codec.encode(msgspec.to_builtins(
+                    {"order": w.order, "venue_order_id": w.venue_order_id, "filled": w.filled,
+                     "notional": w.notional, "fills": w.fills})))
+
+    async def _load_paper(self) -> None:
+        for c, raw in (await self.r.hgetall(PAPER_KEY)).items():
+            d = msgspec.msgpack.decode(raw)
+            order = msgspec.convert(d["order"], Order)
+            self.engine.working[c.decode()] = Working(order, d["venue_order_id"], d["filled"],
+                                                      d["notional"], d["fills"])
+
+    # -- REST venue ------------------------------------------------------------------------------
+    async def _rest(self, eo: ExecOrder) -> list[ExecReport]:
+        assert self.rest is not None
+        try:
+            if eo.action == "new" and eo.order is not None:
+                body = await self.rest.place(eo.order)
+                known: set[str] = set()
+                reps = [ExecReport(client_order_id=eo.client_order_id, venue_order_id=str(body.get("orderId", "")),
+                                   kind="accepted", account=eo.order.account, symbol=eo.order.symbol,
+                                   side=eo.order.side, ts_ns=time.time_ns())]
+                reps += reports_from(eo.order, body, known)
+                if body.get("status") in ("NEW", "PARTIALLY_FILLED"):
+                    self.inflight[eo.client_order_id] = (eo.order, time.monotonic(), known)
+                return reps
+            entry = self.inflight.get(eo.client_order_id)
+            if entry is None:
+                return []
+            order, _, known = entry
+            body = await (self.rest.cancel(order.symbol, eo.client_order_id) if eo.action == "cancel"
+                          else self.rest.query(order.symbol, eo.client_order_id))
+            return self._settle(order, body, known)
+        except (VenueError, OSError, Exception) as exc:  # noqa: BLE001 - the venue's answer, reported
+            self.errors += 1
+            self.log.warning("venue call failed: %s", exc)
+            if eo.action == "new" and eo.order is not None:
+                return [ExecReport(client_order_id=eo.client_order_id, venue_order_id="", kind="rejected",
+                                   account=eo.order.account, symbol=eo.order.symbol, side=eo.order.side,
+                                   reason=str(exc), ts_ns=time.time_ns())]
+            return []
+
+    def _settle(self, order: Order, body: dict, known: set[str]) -> list[ExecReport]:
+        reps = reports_from(order, body, known)
+        c = order.client_order_id
+        if body.get("status") in ("FILLED", "CANCELED", "EXPIRED", "REJECTED"):
+            self.inflight.pop(c, None)
+        else:
+            self.inflight[c] = (order, time.monotonic(), known)
+        return reps
+
+    async def reconcile(self) -> None:
+        """Query orders that have been quiet too long and report what changed."""
+        assert self.rest is not None
+        now = time.monotonic()
+        reps: list[ExecReport] = []
+        for c, (order, seen, known) in list(self.inflight.items()):
+            if now - seen < self.cfg.reconcile_after_s:
+                continue
+            try:
+                reps += self._settle(order, await self.rest.query(order.symbol, c), known)
+            except Exception as exc:  # noqa: BLE001
+                self.errors += 1
+                self.log.warning("reconcile of %s failed: %s", c, exc)
+        await self._publish(reps)

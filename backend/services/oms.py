@@ -1,0 +1,297 @@
+"""oms (P3): the order state machine. orders.new -> risk.requests; risk.decisions -> exec.orders;
+exec.reports -> order states; every transition on orders.events.
+
+Each order's record lives in Redis (`oms:order:<client order id>`), so a restart loses nothing
+and resumes in-flight orders. Every batch is: read the records it touches (one round trip), apply
+the transitions in memory, then write the records, the events, the outgoing messages and the XACK
+in one MULTI. Idempotent: a resubmitted client order id never makes a second order, a decision or
+report for an order that has moved on is ignored, and a fill is counted once per venue trade id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.messages import (
+    CancelRequest,
+    ControlCommand,
+    ExecOrder,
+    ExecReport,
+    Order,
+    OrderEvent,
+    RiskDecision,
+    RiskRequest,
+)
+from backend.services.base import Service
+from backend.trading.orders import IllegalTransition, OrderRecord, invalid
+
+KEY = "oms:order:{}"
+OPEN = "oms:open"
+_rec = msgspec.msgpack.Decoder(OrderRecord)
+_rec_enc = msgspec.msgpack.Encoder()
+_new = msgspec.msgpack.Decoder(Order | CancelRequest)  # type: ignore[operator]
+_dec = msgspec.msgpack.Decoder(RiskDecision)
+_rep = msgspec.msgpack.Decoder(ExecReport)
+_ctl = msgspec.msgpack.Decoder(ControlCommand)
+
+
+class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    risk_timeout_s: float = 5.0
+    """An order waiting longer than this for its risk decision gets its request sent again."""
+    read_count: int = 512
+
+
+def key(coid: str) -> str:
+    return KEY.format(coid)
+
+
+class _Batch:
+    """The records one batch touches and what it will write."""
+
+    def __init__(self, records: dict[str, OrderRecord | None]) -> None:
+        self.records = records
+        self.dirty: set[str] = set()
+        self.out: list[tuple[str, Any]] = []
+        self.opened: set[str] = set()
+        self.closed: set[str] = set()
+
+
+class OmsService(Service):
+    name = "oms"
+    Config = OmsConfig
+
+    async def setup(self) -> None:
+        self.intake = 0
+        self.illegal = 0
+        self.duplicates = 0
+        self.rt_risk = self.recorder("risk_rt")
+        self.to_routed = self.recorder("intake_to_routed")
+        self.to_accepted = self.recorder("intake_to_accepted")
+        n = self.cfg.read_count
+        self.w_new = self.consume(streams.ORDERS_NEW, self.on_new, count=n, block_ms=100, auto_ack=False)
+        self.w_dec = self.consume(streams.RISK_DECISIONS, self.on_decisions, count=n, block_ms=100,
+                                  auto_ack=False)
+        self.w_rep = self.consume(streams.EXEC_REPORTS, self.on_reports, count=n, block_ms=100,
+                                  auto_ack=False)
+        self.ctl_cursor = "$"
+        self.every(1.0, self.resend_stale_risk)
+
+    def processed(self) -> int:
+        return self.intake
+
+    def metrics(self) -> dict[str, object]:
+        return {"orders": self.intake, "illegal_transitions": self.illegal,
+                "duplicates": self.duplicates}
+
+    # -- batches ---------------------------------------------------------------------------------
+    async def _load(self, coids: Iterable[str]) -> _Batch:
+        ids = list(dict.fromkeys(coids))
+        if not ids:
+            return _Batch({})
+        raw = await self.r.mget([key(c) for c in ids])
+        return _Batch({c: (_rec.decode(v) if v else None) for c, v in zip(ids, raw, strict=True)})
+
+    async def _commit(self, b: _Batch, stream: str, entries: list[Entry]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        for c in b.dirty:
+            pipe.set(key(c), _rec_enc.encode(b.records[c]))
+        if b.opened - b.closed:
+            pipe.sadd(OPEN, *(b.opened - b.closed))
+        if b.closed:
+            pipe.srem(OPEN, *b.closed)
+        for s, msg in b.out:
+            pipe.xadd(s, codec.fields(msg), maxlen=streams.maxlen(s), approximate=True)
+        if entries:
+            pipe.xack(stream, self.name, *[eid for eid, _ in entries])
+        await pipe.execute()
+
+    def _move(self, b: _Batch, rec: OrderRecord, to: str, now: int, reason: str = "") -> bool:
+        try:
+            ev = rec.move(to, now, reason)
+        except IllegalTransition as exc:
+            self.illegal += 1
+            self.log.warning("refused transition: %s", exc)
+            return False
+        c = rec.order.client_order_id
+        b.dirty.add(c)
+        b.out.append((streams.ORDERS_EVENTS, ev))
+        if rec.final:
+            b.closed.add(c)
+        return True
+
+    # -- orders.new ------------------------------------------------------------------------------
+    async def on_new(self, entries: list[Entry]) -> None:
+        msgs: list[tuple[Entry, Order | CancelRequest]] = []
+        for e in entries:
+            try:
+                msgs.append((e, _new.decode(codec.payload(e[1]))))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.w_new.dead_letter(e[0], e[1], f"undecodable order: {exc}")
+        b = await self._load(m.client_order_id for _, m in msgs)
+        now = time.time_ns()
+        for _, m in msgs:
+            if isinstance(m, CancelRequest):
+                self._cancel(b, m, now)
+            else:
+                self._intake(b, m, now)
+        await self._commit(b, streams.ORDERS_NEW, [e for e, _ in msgs])
+
+    def _intake(self, b: _Batch, o: Order, now: int) -> None:
+        c = o.client_order_id
+        if b.records.get(c) is not None:
+            self.duplicates += 1  # a resubmission: never a second order
+            return
+        rec = OrderRecord(order=o, intake_ns=now, updated_ns=now)
+        b.records[c] = rec
+        b.dirty.add(c)
+        self.intake += 1
+        b.out.append((streams.ORDERS_EVENTS, OrderEvent(
+            client_order_id=c, account=o.account, symbol=o.symbol, side=o.side, quantity=o.quantity,
+            limit_price=o.limit_price, state="NEW", ts_ns=now, seq=0)))
+        why = invalid(o)
+        if why:
+            self._move(b, rec, "REJECTED", now, f"invalid order: {why}")
+            return
+        self._move(b, rec, "PENDING_RISK", now)
+        rec.risk_sent_ns = time.time_ns()
+        b.out.append((streams.RISK_REQUESTS, RiskRequest(request_id=f"{c}#1", order=o,
+                                                         sent_ns=rec.risk_sent_ns)))
+        b.opened.add(c)
+
+    def _cancel(self, b: _Batch, m: CancelRequest, now: int) -> None:
+        rec = b.records.get(m.client_order_id)
+        if rec is None or rec.final:
+            self.log.info("cancel for unknown or finished order %s ignored", m.client_order_id)
+            return
+        if rec.state == "PENDING_RISK":
+            self._move(b, rec, "CANCELED", now, m.reason or "canceled before routing")
+            return
+        if not rec.cancel_requested:
+            rec.cancel_requested = True
+            b.dirty.add(m.client_order_id)
+            b.out.append((streams.EXEC_ORDERS, ExecOrder(action="cancel",
+                                                         client_order_id=m.client_order_id, sent_ns=now)))
+
+    # -- risk.decisions --------------------------------------------------------------------------
+    async def on_decisions(self, entries: list[Entry]) -> None:
+        now = time.time_ns()
+        decs: list[RiskDecision] = []
+        for eid, f in entries:
+            try:
+                decs.append(_dec.decode(codec.payload(f)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.w_dec.dead_letter(eid, f, f"undecodable risk decision: {exc}")
+        b = await self._load(d.client_order_id for d in decs)
+        for d in decs:
+            rec = b.records.get(d.client_order_id)
+            if rec is None or rec.state != "PENDING_RISK":
+                continue  # a late or repeated decision: the order has moved on
+            if d.request_sent_ns:
+                self.rt_risk.record_ns(now - d.request_sent_ns)
+            if not d.approved:
+                self._move(b, rec, "DENIED", now, f"{d.rule}: {d.reason}")
+                continue
+            if self._move(b, rec, "ROUTED", now):
+                rec.routed_ns = now
+                self.to_routed.record_ns(now - rec.intake_ns)
+                b.out.append((streams.EXEC_ORDERS, ExecOrder(action="new", client_order_id=d.client_order_id,
+                                                             order=rec.order, sent_ns=now)))
+        await self._commit(b, streams.RISK_DECISIONS, entries)
+
+    # -- exec.reports ----------------------------------------------------------------------------
+    async def on_reports(self, entries: list[Entry]) -> None:
+        now = time.time_ns()
+        reps: list[ExecReport] = []
+        for eid, f in entries:
+            try:
+                reps.append(_rep.decode(codec.payload(f)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.w_rep.dead_letter(eid, f, f"undecodable exec report: {exc}")
+        b = await self._load(r.client_order_id for r in reps)
+        for rep in reps:
+            rec = b.records.get(rep.client_order_id)
+            if rec is None or rec.final:
+                continue
+            self._apply_report(b, rec, rep, now)
+        await self._commit(b, streams.EXEC_REPORTS, entries)
+
+    def _apply_report(self, b: _Batch, rec: OrderRecord, rep: ExecReport, now: int) -> None:
+        c = rec.order.client_order_id
+        if rep.venue_order_id and rec.venue_order_id != rep.venue_order_id:
+            rec.venue_order_id = rep.venue_order_id
+            b.dirty.add(c)
+        if rep.kind == "accepted":
+            if rec.state == "ROUTED" and self._move(b, rec, "ACCEPTED", now):
+                rec.accepted_ns = now
+                self.to_accepted.record_ns(now - rec.intake_ns)
+        elif rep.kind == "fill":
+            if not rep.trade_id or rep.trade_id in rec.trade_ids:
+                return  # a fill we already counted
+            if rec.state == "ROUTED":  # the fill overtook the acceptance
+                rec.accepted_ns = now
+                self.to_accepted.record_ns(now - rec.intake_ns)
+            rec.trade_ids.append(rep.trade_id)
+            rec.filled += rep.fill_qty
+            rec.notional += rep.fill_qty * rep.fill_price
+            done = rec.filled >= rec.order.quantity - 1e-9
+            self._move(b, rec, "FILLED" if done else "PARTIALLY_FILLED", now)
+        elif rep.kind in ("canceled", "expired", "rejected"):
+            to = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}[rep.kind]
+            self._move(b, rec, to, now, rep.reason)
+
+    # -- housekeeping ----------------------------------------------------------------------------
+    async def resend_stale_risk(self) -> None:
+        """Orders left PENDING_RISK (e.g. risk was down) get their request sent again."""
+        coids = [c.decode() for c in await self.r.smembers(OPEN)]
+        if not coids:
+            return
+        b = await self._load(coids)
+        now = time.time_ns()
+        limit = int(self.cfg.risk_timeout_s * 1e9)
+        for c, rec in b.records.items():
+            if rec is not None and rec.state == "PENDING_RISK" and now - rec.risk_sent_ns > limit:
+                rec.risk_sent_ns = now
+                b.dirty.add(c)
+                b.out.append((streams.RISK_REQUESTS, RiskRequest(
+                    request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now)))
+        if b.dirty:
+            await self._commit(b, streams.ORDERS_NEW, [])
+
+    async def run_extra(self) -> None:
+        """The kill switch: when it goes on, cancel every working order."""
+        while not self.stopping:
+            resp = await self.r.xread({streams.OPS_CONTROL: self.ctl_cursor}, count=100, block=200)
+            for _, items in resp or []:
+                for eid, f in items:
+                    self.ctl_cursor = eid
+                    try:
+                        cmd = _ctl.decode(codec.payload(f))
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        continue
+                    if cmd.command == "kill_switch" and cmd.args.get("on"):
+                        await self.cancel_all(f"kill switch on ({cmd.operator}: {cmd.reason})")
+
+    async def cancel_all(self, reason: str) -> int:
+        coids = [c.decode() for c in await self.r.smembers(OPEN)]
+        b = await self._load(coids)
+        now = time.time_ns()
+        n = 0
+        for c, rec in b.records.items():
+            if rec is None or rec.final:
+                continue
+            self._cancel(b, CancelRequest(client_order_id=c, reason=reason), now)
+            n += 1
+        await self._commit(b, streams.ORDERS_NEW, [])
+        return n
+
+
+def read_order(r: Any, coid: str) -> OrderRecord | None:
+    raw = r.get(key(coid))
+    return _rec.decode(raw) if raw else None

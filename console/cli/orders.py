@@ -1,0 +1,120 @@
+"""`tradeops order submit|cancel|list|show`: paper orders through the OMS."""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from backend.bus import codec, publish_sync, streams
+from backend.errors import TradeopsError
+from backend.messages import CancelRequest, Order, OrderEvent
+from backend.trading.orders import invalid
+from console.cli._table import show
+from console.cli.context import Context, command
+
+ORDER = 30
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "order", "submit, cancel and list orders")
+    osub = p.add_subparsers(dest="order_cmd", metavar="ACTION", required=True)
+    q = command(osub, "submit", "submit an order to orders.new")
+    q.add_argument("side", choices=["buy", "sell"])
+    q.add_argument("quantity", type=float)
+    q.add_argument("symbol")
+    q.add_argument("--limit", type=float, default=None, help="limit price (default: a market order)")
+    q.add_argument("--tif", choices=["GTC", "IOC", "FOK", "DAY"], default="GTC")
+    q.add_argument("--account", default="paper-1")
+    q.add_argument("--id", default=None, help="client order id (default: a new one)")
+    q.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a final state")
+    q.set_defaults(func=cmd_submit)
+    q = command(osub, "cancel", "cancel an order by client order id")
+    q.add_argument("id")
+    q.add_argument("--reason", default="")
+    q.set_defaults(func=cmd_cancel)
+    q = command(osub, "list", "latest state of recent orders (from orders.events)")
+    q.add_argument("--limit", type=int, default=30)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_list)
+    q = command(osub, "show", "an order's event history")
+    q.add_argument("id")
+    q.set_defaults(func=cmd_show)
+
+
+def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
+    order = Order(client_order_id=args.id or f"cli-{uuid.uuid4().hex[:12]}", account=args.account,
+                  symbol=args.symbol.upper(), side=args.side, type="limit" if args.limit is not None else "market",
+                  quantity=args.quantity, limit_price=args.limit, time_in_force=args.tif,
+                  sent_ns=time.time_ns(), source=f"cli:{ctx.operator}")
+    why = invalid(order)
+    if why:
+        raise TradeopsError(f"order refused: {why}")
+    publish_sync(ctx.redis, streams.ORDERS_NEW, order)
+    print(f"submitted {order.client_order_id}: {order.side} {order.quantity:g} {order.symbol} "
+          f"{'@ ' + format(order.limit_price, 'g') if order.limit_price else 'at market'}")
+    if args.wait > 0:
+        ev = _wait_final(ctx, order.client_order_id, args.wait)
+        if ev is None:
+            print(f"no final state within {args.wait:g}s (see `tradeops order show {order.client_order_id}`)")
+            return 1
+        print(f"{ev.state}" + (f" {ev.filled_qty:g} @ {ev.avg_price:g}" if ev.filled_qty else "")
+              + (f": {ev.reason}" if ev.reason else ""))
+    return 0
+
+
+def _wait_final(ctx: Context, coid: str, timeout: float) -> OrderEvent | None:
+    from backend.messages import FINAL_STATES
+
+    deadline = time.monotonic() + timeout
+    last = "0"
+    while time.monotonic() < deadline:
+        resp = ctx.redis.xread({streams.ORDERS_EVENTS: last}, count=1000, block=100)
+        for _, items in resp or []:
+            for eid, f in items:
+                last = eid
+                ev = codec.decode(codec.payload(f), OrderEvent)
+                if ev.client_order_id == coid and ev.state in FINAL_STATES:
+                    return ev
+    return None
+
+
+def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    publish_sync(ctx.redis, streams.ORDERS_NEW, CancelRequest(
+        client_order_id=args.id, reason=args.reason or f"canceled by {ctx.operator}", sent_ns=time.time_ns()))
+    print(f"cancel sent for {args.id}")
+    return 0
+
+
+def _events(ctx: Context, count: int) -> list[OrderEvent]:
+    return [codec.decode(codec.payload(f), OrderEvent)
+            for _, f in reversed(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count))]
+
+
+def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    latest: dict[str, OrderEvent] = {}
+    for ev in _events(ctx, 20_000):
+        latest[ev.client_order_id] = ev
+    rows = sorted(latest.values(), key=lambda e: e.ts_ns, reverse=True)[: args.limit]
+    if args.json:
+        ctx.print_json(msgspec.to_builtins(rows))
+        return 0
+    show(["TIME", "CLIENT ID", "ACCOUNT", "SYMBOL", "SIDE", "QTY", "LIMIT", "STATE", "FILLED", "AVG", "REASON"],
+         [[time.strftime("%H:%M:%S", time.gmtime(e.ts_ns / 1e9)), e.client_order_id, e.account, e.symbol,
+           e.side, f"{e.quantity:g}", f"{e.limit_price:g}" if e.limit_price else "mkt", e.state,
+           f"{e.filled_qty:g}", f"{e.avg_price:g}" if e.filled_qty else "", e.reason[:50]] for e in rows])
+    return 0
+
+
+def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
+    evs = [e for e in _events(ctx, 50_000) if e.client_order_id == args.id]
+    if not evs:
+        raise TradeopsError(f"no events for order {args.id!r}")
+    show(["TIME", "SEQ", "FROM", "TO", "FILLED", "AVG", "REASON"],
+         [[time.strftime("%H:%M:%S", time.gmtime(e.ts_ns / 1e9)) + f".{e.ts_ns // 1000 % 1000000:06d}",
+           e.seq, e.prev_state or "", e.state, f"{e.filled_qty:g}", f"{e.avg_price:g}" if e.filled_qty else "",
+           e.reason] for e in evs])
+    return 0
