@@ -1,0 +1,45 @@
+"""The risk benchmark's floor: a bare request/reply echo through the same streams (risk.requests
+-> risk.decisions), same read size and one round trip per batch, with no checks.
+Run as its own process: `python -m backend.bench.echo REDIS_URL`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import msgspec
+
+from backend import aio
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.messages import RiskDecision, RiskRequest
+from backend.services.base import Service
+
+_req = msgspec.msgpack.Decoder(RiskRequest)
+
+
+class EchoService(Service):
+    name = "echo"
+
+    async def setup(self) -> None:
+        self.n = 0
+        self.consume(streams.RISK_REQUESTS, self.on_requests, count=512, block_ms=100, auto_ack=False)
+
+    def processed(self) -> int:
+        return self.n
+
+    async def on_requests(self, entries: list[Entry]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for _, f in entries:
+            req = _req.decode(codec.payload(f))
+            pipe.xadd(streams.RISK_DECISIONS, codec.fields(RiskDecision(
+                request_id=req.request_id, client_order_id=req.order.client_order_id, approved=True,
+                request_sent_ns=req.sent_ns, decided_ns=time.time_ns())),
+                maxlen=streams.maxlen(streams.RISK_DECISIONS), approximate=True)
+        pipe.xack(streams.RISK_REQUESTS, self.name, *[eid for eid, _ in entries])
+        await pipe.execute()
+        self.n += len(entries)
+
+
+if __name__ == "__main__":
+    aio.run(EchoService(redis_url=sys.argv[1], instance="echo-bench").run(install_signals=True))

@@ -1,0 +1,94 @@
+"""`tradeops bench oms`: orders end to end through oms, risk, live-gateway and paper fills, each its
+own process, under open-loop load: throughput, intake -> accepted latency (the OMS's own
+timestamps), lost and duplicated orders, and how many ended in each final state."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from backend import aio
+from backend.bench.harness import BenchStack
+from backend.bench.load import collect, open_loop
+from backend.bench.risk import PRICES, SYMBOLS, seed_prices
+from backend.bus import streams
+from backend.errors import TradeopsError
+from backend.messages import FINAL_STATES, Order, OrderEvent
+
+NAME = "oms"
+HELP = "orders end to end (oms, risk, live-gateway, paper fills): rate, latency, loss, duplicates"
+DEFAULT_SECONDS = 10.0
+_ev = msgspec.msgpack.Decoder(OrderEvent)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=float, default=1000.0, help="orders per second (default 1000)")
+
+
+def order(i: int, now_ns: int) -> Order:
+    s = SYMBOLS[i % len(SYMBOLS)]
+    # alternate buys and sells per account so positions stay flat; every 10th a resting limit
+    limit = PRICES[s] * (0.99 if i % 2 else 1.01) if i % 10 == 0 else None
+    return Order(client_order_id=f"o{i}", account=f"acct-{i % 10}", symbol=s,
+                 side="buy" if (i // 10) % 2 else "sell", type="limit" if limit else "market",
+                 quantity=0.01, limit_price=limit, time_in_force="IOC" if limit else "GTC",
+                 sent_ns=now_ns, source="bench")
+
+
+async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
+    new_ns: dict[str, int] = {}
+    acc_ns: dict[str, int] = {}
+    finals: dict[str, list[str]] = defaultdict(list)
+    news: Counter[str] = Counter()
+
+    def on(data: bytes, _now: int) -> None:
+        ev = _ev.decode(data)
+        c = ev.client_order_id
+        if ev.state == "NEW":
+            news[c] += 1
+            new_ns[c] = ev.ts_ns
+        elif ev.state == "ACCEPTED" and c not in acc_ns:
+            acc_ns[c] = ev.ts_ns
+        elif ev.state in FINAL_STATES:
+            finals[c].append(ev.state)
+
+    stop = asyncio.Event()
+    col = asyncio.create_task(collect(url, streams.ORDERS_EVENTS, on, stop))
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    sent = await open_loop(url, streams.ORDERS_NEW, order, rate, seconds)
+    deadline = time.monotonic() + 30
+    while len(finals) < sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    await col
+    lat = np.array([acc_ns[c] - new_ns[c] for c in acc_ns if c in new_ns], dtype=np.int64) / 1e6
+    done = len(finals)
+    return {
+        "rate": rate, "seconds": round(elapsed, 2), "sent": sent,
+        "orders_per_s": round(done / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
+        "max_ms": round(float(lat.max()), 3) if len(lat) else None,
+        "lost": sent - done,
+        "duplicated": sum(1 for v in finals.values() if len(v) > 1) + sum(1 for v in news.values() if v > 1),
+        "final_states": dict(Counter(v[0] for v in finals.values())),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.rate <= 0:
+        raise TradeopsError("--rate must be positive")
+    with BenchStack() as stack:
+        assert stack.r is not None
+        seed_prices(stack.r)
+        for name in ("risk", "live-gateway", "oms"):
+            stack.start(name)
+        return aio.run(measure(stack.url, args.rate, args.seconds))
