@@ -189,6 +189,7 @@ class ExecOrder(Wire, tag="exec_order.v1", kw_only=True):
     client_order_id: str
     order: Order | None = None
     sent_ns: int = 0
+    reason: str = ""
 
 
 class ExecReport(Wire, tag="exec_report.v1", kw_only=True):

@@ -108,7 +108,7 @@ class LiveGatewayService(Service):
             elif eo.action == "new" and eo.order is not None:
                 reps += self.engine.place(eo.order)
             elif eo.action == "cancel":
-                reps += self.engine.cancel(eo.client_order_id, "canceled on request")
+                reps += self.engine.cancel(eo.client_order_id, eo.reason or "canceled on request")
             elif eo.action == "query":
                 st = self.engine.status(eo.client_order_id)
                 reps += [st] if st else []

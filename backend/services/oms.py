@@ -176,8 +176,8 @@ class OmsService(Service):
         if not rec.cancel_requested:
             rec.cancel_requested = True
             b.dirty.add(m.client_order_id)
-            b.out.append((streams.EXEC_ORDERS, ExecOrder(action="cancel",
-                                                         client_order_id=m.client_order_id, sent_ns=now)))
+            b.out.append((streams.EXEC_ORDERS, ExecOrder(action="cancel", client_order_id=m.client_order_id,
+                                                         sent_ns=now, reason=m.reason)))
 
     # -- risk.decisions --------------------------------------------------------------------------
     async def on_decisions(self, entries: list[Entry]) -> None:
