@@ -103,6 +103,13 @@ class TradeFeed:
         return out
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except Exception:
+            log.exception("the trade feed failed")
+            raise
+
+    async def _run(self) -> None:
         c = self.config
         last = time.monotonic()
         next_news = last + c.news_every_s
@@ -117,9 +124,9 @@ class TradeFeed:
                 trades = self.generate(n, time.time_ns() // 1_000_000)
                 self.publish(trades)
                 if self.listeners:
-                    last = {sym: float(ev.p) for sym, ev in trades}
+                    latest = {sym: float(ev.p) for sym, ev in trades}
                     for fn in self.listeners:
-                        fn(last)
+                        fn(latest)
             if now >= next_news:
                 next_news = now + c.news_every_s
                 self.publish_news(self.make_news())

@@ -98,7 +98,10 @@ async def run_forever(exchange: Exchange, announce: Any = print) -> None:
     announce(f"exchange up: market data {info.stream_url()}"
              + (f", orders {info.rest_url}" if info.rest_url else ""))
     try:
-        await stop.wait()
+        stopper = asyncio.create_task(stop.wait())
+        assert exchange._feed_task is not None
+        await asyncio.wait([stopper, exchange._feed_task], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
     finally:
         await exchange.stop()
         announce("exchange down: " + json.dumps({"sent": exchange.feed.sent,
