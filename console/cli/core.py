@@ -10,7 +10,7 @@ from typing import Any
 from backend import __version__
 from backend.bus import codec, embedded, streams
 from backend.errors import TradeopsError
-from backend.messages import Heartbeat
+from backend.health import read_heartbeats
 from backend.migration import inventory as inv_mod
 from console.cli._table import show
 from console.cli.context import Context, command
@@ -157,21 +157,6 @@ def cmd_service_list(ctx: Context, args: argparse.Namespace) -> int:
         rows.append([name, SERVICES[name], built])
     show(["SERVICE", "CLASS", "BUILT"], rows)
     return 0
-
-
-def read_heartbeats(r: Any) -> list[Heartbeat]:
-    """Latest heartbeat of every live instance (from the per-instance hashes with a TTL)."""
-    keys = sorted(r.scan_iter(match="health:*", count=1000))
-    out = []
-    if not keys:
-        return out
-    pipe = r.pipeline(transaction=False)
-    for k in keys:
-        pipe.hget(k, codec.FIELD_STR)
-    for raw in pipe.execute():
-        if raw:
-            out.append(codec.decode(raw, Heartbeat))
-    return out
 
 
 def cmd_health(ctx: Context, args: argparse.Namespace) -> int:

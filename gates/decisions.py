@@ -1,0 +1,173 @@
+"""Gate state, check runs, attestations, approvals and decisions, all recorded as hash-chained
+events on ops.gates; the state is always rebuilt from those events.
+
+Rules:
+- proceed needs every required check passed in its latest run; a failed (or unrun) required check
+  can be overridden only by an operator with the `lead` role, naming it and giving a reason;
+- proceed needs `approvals` distinct approvers, approving after the latest check run and after
+  the latest decision; an approver who ran a check that failed and later passed (a fixer) may not
+  be the only approver: at least one approver must be someone else;
+- fix and stop always need a reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from backend.errors import TradeopsError
+from backend.messages import GateEvent
+from backend.settings import Settings
+from gates import audit
+from gates.checks import CheckContext, run_check
+from gates.model import Check, Gate
+
+
+class Refused(TradeopsError):
+    """A gate action that the rules refuse; the message says which rule."""
+
+
+@dataclass
+class CheckState:
+    check: Check
+    outcome: str = "pending"
+    evidence: dict[str, Any] = field(default_factory=dict)
+    operator: str = ""
+    ts_ns: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GateState:
+    gate: Gate
+    checks: dict[str, CheckState]
+    approvals: list[tuple[str, str, int]]  # (operator, reason, ts) valid now
+    decision: str | None = None
+    decision_reason: str = ""
+    decided_by: str = ""
+    fixers: set[str] = field(default_factory=set)
+
+    @property
+    def red(self) -> list[str]:
+        return [c.check.id for c in self.checks.values() if c.check.required and c.outcome != "passed"]
+
+    @property
+    def approvers(self) -> list[str]:
+        return list(dict.fromkeys(a for a, _, _ in self.approvals))
+
+    @property
+    def status(self) -> str:
+        if self.decision:
+            return self.decision
+        if not any(c.outcome != "pending" for c in self.checks.values()):
+            return "pending"
+        return "ready" if not self.red else "blocked"
+
+    def approvals_needed(self) -> list[str]:
+        """What approval is still missing, in words (empty when enough)."""
+        out = []
+        if len(self.approvers) < self.gate.approvals:
+            out.append(f"{self.gate.approvals - len(self.approvers)} more approval(s) "
+                       f"({len(self.approvers)} of {self.gate.approvals})")
+        elif self.approvers and all(a in self.fixers for a in self.approvers):
+            out.append("an approver who did not fix a failing check")
+        return out
+
+
+def state(r: redis.Redis, gate: Gate) -> GateState:
+    checks = {c.id: CheckState(c) for c in gate.checks}
+    approvals: list[tuple[str, str, int]] = []
+    st = GateState(gate, checks, approvals)
+    failed_by: dict[str, set[str]] = {}
+    last_run_ns = 0
+    for _, ev in audit.events(r):
+        if ev.gate != gate.id:
+            continue
+        if ev.kind in ("check_run", "attest") and ev.check in checks:
+            cs = checks[ev.check]
+            if ev.outcome == "failed":
+                failed_by.setdefault(ev.check, set()).add(ev.operator)
+            if ev.outcome == "passed" and ev.check in failed_by and cs.outcome == "failed":
+                st.fixers.add(ev.operator)
+            cs.outcome, cs.evidence, cs.operator, cs.ts_ns = ev.outcome or "pending", ev.evidence, ev.operator, ev.ts_ns
+            cs.history.append(cs.outcome)
+            if cs.check.required:
+                last_run_ns = max(last_run_ns, ev.ts_ns)
+                approvals[:] = [a for a in approvals if a[2] > last_run_ns]
+        elif ev.kind == "approve":
+            approvals.append((ev.operator, ev.reason, ev.ts_ns))
+        elif ev.kind == "decision":
+            st.decision, st.decision_reason, st.decided_by = ev.decision, ev.reason, ev.operator
+            approvals.clear()
+    return st
+
+
+def _record(r: redis.Redis, **kw: Any) -> GateEvent:
+    return audit.append(r, GateEvent(ts_ns=time.time_ns(), **kw))
+
+
+def run(ctx: CheckContext, gate: Gate, operator: str, check_id: str | None = None) -> list[GateEvent]:
+    targets = [gate.check(check_id)] if check_id else [c for c in gate.checks if c.kind != "manual"]
+    if check_id and targets[0].kind == "manual":
+        raise Refused(f"{gate.id}/{check_id} is a manual check: attest it with `tradeops gate attest`")
+    out = []
+    for c in targets:
+        res = run_check(ctx, c)
+        if "threshold" in c.params:
+            res.evidence.setdefault("threshold", c.params["threshold"])
+        out.append(_record(ctx.r, gate=gate.id, kind="check_run", operator=operator, check=c.id,
+                           outcome=res.outcome, evidence=res.evidence))
+    return out
+
+
+def attest(r: redis.Redis, gate: Gate, check_id: str, operator: str, note: str) -> GateEvent:
+    c = gate.check(check_id)
+    if c.kind != "manual":
+        raise Refused(f"{gate.id}/{check_id} is a {c.kind} check: run it, attestation is for manual checks")
+    if not note.strip():
+        raise Refused("an attestation needs a note saying what was checked")
+    return _record(r, gate=gate.id, kind="attest", operator=operator, check=check_id, outcome="passed",
+                   evidence={"note": note})
+
+
+def approve(r: redis.Redis, gate: Gate, operator: str, reason: str) -> GateEvent:
+    st = state(r, gate)
+    if not reason.strip():
+        raise Refused("an approval needs a reason")
+    if operator in st.approvers:
+        raise Refused(f"{operator} has already approved {gate.id}; approvals must come from "
+                      f"{gate.approvals} different operators")
+    return _record(r, gate=gate.id, kind="approve", operator=operator, reason=reason)
+
+
+def decide(r: redis.Redis, settings: Settings, gate: Gate, decision: str, operator: str, reason: str,
+           override: list[str] | None = None) -> GateEvent:
+    if decision not in ("proceed", "fix", "stop"):
+        raise Refused(f"decision must be proceed, fix or stop, not {decision!r}")
+    if not reason.strip():
+        raise Refused(f"a {decision} decision needs a reason")
+    st = state(r, gate)
+    evidence: dict[str, Any] = {"checks": {c: s.outcome for c, s in st.checks.items()},
+                                "approvers": st.approvers}
+    if decision == "proceed":
+        override = override or []
+        unknown = [o for o in override if o not in st.checks]
+        if unknown:
+            raise Refused(f"gate {gate.id} has no check {unknown[0]!r} to override")
+        red = [c for c in st.red if c not in override]
+        if red:
+            raise Refused(f"proceed refused: required checks not passed in their latest run: "
+                          f"{', '.join(f'{c} ({st.checks[c].outcome})' for c in red)}")
+        if override:
+            if "lead" not in settings.roles_of(operator):
+                raise Refused(f"overriding {', '.join(override)} needs the lead role; {operator} has "
+                              f"{', '.join(settings.roles_of(operator))}")
+            evidence["override"] = {"checks": override, "by": operator, "reason": reason}
+        missing = st.approvals_needed()
+        if missing:
+            raise Refused(f"proceed refused: {gate.id} needs {'; '.join(missing)}")
+    return _record(r, gate=gate.id, kind="decision", operator=operator, decision=decision,  # type: ignore[arg-type]
+                   reason=reason, evidence=evidence)

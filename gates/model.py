@@ -1,0 +1,79 @@
+"""Gate definitions as data: TOML in the package, plus an optional user file that adds or
+replaces gates (by id)."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from backend.errors import TradeopsError
+
+Kind = Literal["health", "flow", "perf", "data", "probe", "manual"]
+
+
+class Check(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    title: str
+    kind: Kind
+    required: bool = True
+    params: dict[str, Any] = {}
+    timeout_s: float = 120.0
+
+
+class Gate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    title: str
+    approvals: int = 1
+    critical: bool = False
+    checks: list[Check] = []
+
+    def check(self, check_id: str) -> Check:
+        for c in self.checks:
+            if c.id == check_id:
+                return c
+        raise TradeopsError(f"gate {self.id} has no check {check_id!r}; "
+                            f"its checks: {', '.join(c.id for c in self.checks)}")
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True):
+    gate: list[Gate] = []
+
+
+def parse(text: str, source: str) -> list[Gate]:
+    try:
+        gates = msgspec.convert(tomllib.loads(text), _File).gate
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise TradeopsError(f"{source}: {exc}") from None
+    for g in gates:
+        ids = [c.id for c in g.checks]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise TradeopsError(f"{source}: gate {g.id}: duplicate check id {sorted(dup)[0]!r}")
+        if g.approvals < 1:
+            raise TradeopsError(f"{source}: gate {g.id}: approvals must be at least 1")
+    return gates
+
+
+@cache
+def _shipped() -> tuple[Gate, ...]:
+    text = resources.files("gates").joinpath("definitions.toml").read_text()
+    return tuple(parse(text, "gates/definitions.toml"))
+
+
+def load(user_file: Path | None = None) -> dict[str, Gate]:
+    gates = {g.id: g for g in _shipped()}
+    if user_file is not None and Path(user_file).exists():
+        for g in parse(Path(user_file).read_text(), str(user_file)):
+            gates[g.id] = g
+    return gates
+
+
+def get(gates: dict[str, Gate], gate_id: str) -> Gate:
+    if gate_id not in gates:
+        raise TradeopsError(f"unknown gate {gate_id!r}; gates: {', '.join(gates)}")
+    return gates[gate_id]
