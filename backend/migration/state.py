@@ -1,0 +1,102 @@
+"""Migration state per service, rebuilt from the events on ops.migration (so every process agrees
+and a restart loses nothing).
+
+planned -> deploying -> validating -> migrated, plus failed and rolled_back. A service starts only
+when its dependencies are migrated and the gate before its priority has a proceed decision; a
+refusal names the blocking dependency or gate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.bus import codec, streams
+from backend.errors import TradeopsError
+from backend.messages import MigrationEvent
+from backend.migration import inventory
+from backend.migration.gate_status import blocking_gate, latest_decisions
+
+ALLOWED: dict[str, dict[str, str]] = {
+    # action -> {from state: to state}
+    "start": {"planned": "deploying", "rolled_back": "deploying", "failed": "deploying"},
+    "validate": {"deploying": "validating"},
+    "cutover": {"validating": "migrated", "deploying": "migrated"},
+    "fail": {"deploying": "failed", "validating": "failed"},
+    "rollback": {"migrated": "rolled_back", "validating": "rolled_back", "deploying": "rolled_back",
+                 "failed": "rolled_back"},
+}
+
+
+class MoveRefused(TradeopsError):
+    """A migration move the rules refuse; the message names what blocks it."""
+
+
+@dataclass
+class ServiceState:
+    name: str
+    priority: int
+    state: str = "planned"
+    history: list[MigrationEvent] = field(default_factory=list)
+
+
+def board(r: Any) -> dict[str, ServiceState]:
+    inv = inventory.load()
+    out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
+    for _, f in r.xrange(streams.OPS_MIGRATION):
+        ev = codec.decode(codec.payload(f), MigrationEvent)
+        if ev.service in out:
+            out[ev.service].state = ev.to_state
+            out[ev.service].history.append(ev)
+    return out
+
+
+def blockers(r: Any, service: str, states: dict[str, ServiceState] | None = None) -> list[str]:
+    """What keeps `service` from starting, in words (empty: it may start)."""
+    inv = inventory.load()
+    spec = inv.service(service)
+    states = states or board(r)
+    out = [f"dependency {d} is {states[d].state}, not migrated" for d in spec.depends_on
+           if states[d].state != "migrated"]
+    gate = blocking_gate(spec.priority, latest_decisions(r))
+    if gate:
+        out.append(f"gate {gate} (before P{spec.priority}) has no proceed decision")
+    return out
+
+
+def move(r: Any, service: str, action: str, operator: str, reason: str, **detail: Any) -> MigrationEvent:
+    """Check the rules and record the move as an event on ops.migration."""
+    inv = inventory.load()
+    inv.service(service)  # unknown service: a clear error
+    if action not in ALLOWED:
+        raise MoveRefused(f"unknown action {action!r}")
+    if not reason.strip():
+        raise MoveRefused(f"{action} {service}: a reason is required")
+    states = board(r)
+    cur = states[service].state
+    to = ALLOWED[action].get(cur)
+    if to is None:
+        raise MoveRefused(f"cannot {action} {service}: it is {cur} "
+                          f"(allowed from: {', '.join(ALLOWED[action])})")
+    if action == "start":
+        why = blockers(r, service, states)
+        if why:
+            raise MoveRefused(f"cannot start {service}: " + "; ".join(why))
+    ev = MigrationEvent(service=service, from_state=cur, to_state=to, operator=operator,  # type: ignore[arg-type]
+                        reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
+    r.xadd(streams.OPS_MIGRATION, codec.fields(ev))
+    return ev
+
+
+def desired_instances(states: dict[str, ServiceState]) -> dict[str, set[str]]:
+    """Which environments each service should run in: legacy until cut over, target from start."""
+    out: dict[str, set[str]] = {}
+    for name, st in states.items():
+        envs = set()
+        if st.state != "migrated":
+            envs.add("legacy")
+        if st.state in ("deploying", "validating", "migrated"):
+            envs.add("target")
+        out[name] = envs
+    return out

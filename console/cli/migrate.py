@@ -1,0 +1,63 @@
+"""`tradeops migrate status | start | cutover | rollback SERVICE --reason`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from backend.errors import TradeopsError
+from console.cli._table import show
+from console.cli.context import Context, command
+
+ORDER = 40
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "migrate", "move services through the migration (P1..P5), behind the gates")
+    msub = p.add_subparsers(dest="migrate_cmd", metavar="ACTION", required=True)
+    q = command(msub, "status", "each service's migration state and what blocks it")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_status)
+    for action, help_ in (("start", "bring up the target instance beside the legacy one"),
+                          ("cutover", "when the target is healthy, drain and stop the legacy instance"),
+                          ("rollback", "bring the legacy instance back and stop the target")):
+        q = command(msub, action, help_)
+        q.add_argument("service")
+        q.add_argument("--reason", required=True)
+        q.set_defaults(func=cmd_move, action=action)
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.migration.state import blockers, board
+
+    states = board(ctx.redis)
+    rows = []
+    for name, st in sorted(states.items(), key=lambda kv: kv[1].priority):
+        why = blockers(ctx.redis, name, states) if st.state in ("planned", "rolled_back", "failed") else []
+        last = st.history[-1] if st.history else None
+        rows.append({"service": name, "priority": st.priority, "state": st.state, "blocked_by": why,
+                     "last_by": last.operator if last else None, "last_reason": last.reason if last else None})
+    if args.json:
+        ctx.print_json(rows)
+        return 0
+    show(["P", "SERVICE", "STATE", "BLOCKED BY", "LAST MOVE"],
+         [[r["priority"], r["service"], r["state"], "; ".join(r["blocked_by"])[:70],
+           f"{r['last_by']}: {r['last_reason']}" if r["last_by"] else ""] for r in rows])
+    return 0
+
+
+def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.health import read_heartbeats
+    from backend.migration.state import move
+
+    r = ctx.redis
+    if args.action == "cutover":
+        healthy = [b for b in read_heartbeats(r) if b.service == args.service
+                   and b.environment == "target" and b.state == "running"
+                   and (time.time_ns() - b.ts_ns) < 5e9]
+        if not healthy:
+            raise TradeopsError(f"cannot cut over {args.service}: its target instance is not healthy yet")
+    ev = move(r, args.service, args.action, ctx.operator, args.reason)
+    print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({ctx.operator}: {args.reason})")
+    return 0

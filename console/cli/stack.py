@@ -1,0 +1,89 @@
+"""`tradeops up | down | ps | compose` and the supervisor process (`tradeops supervise`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from console.cli._table import show
+from console.cli.context import Context, command
+
+ORDER = 10
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "up", "start the stack: embedded Redis, local exchange, every service (legacy + migrated)")
+    p.add_argument("--runtime", choices=["process", "docker"], default="process")
+    p.add_argument("--rate", type=float, default=2000.0, help="local exchange trades per second")
+    p.set_defaults(func=cmd_up)
+    p = command(sub, "down", "stop the stack of the data dir")
+    p.set_defaults(func=cmd_down)
+    p = command(sub, "ps", "instances: service, environment, pid, health, uptime")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ps)
+    p = command(sub, "compose", "write the target deployment as a docker-compose file")
+    p.add_argument("-o", "--output", default="docker-compose.target.yml")
+    p.add_argument("--image", default="tradeops:latest")
+    p.set_defaults(func=cmd_compose)
+    p = command(sub, "supervise", "run the process supervisor in the foreground (what `up` starts)")
+    p.add_argument("--rate", type=float, default=2000.0)
+    p.set_defaults(func=cmd_supervise)
+
+
+def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.runtime.process import read_table
+    from backend.runtime.stack import Stack
+
+    stack = Stack(ctx.settings, args.runtime, exchange_rate=args.rate)
+    t0 = time.monotonic()
+    url = stack.up()
+    table = read_table(ctx.data_dir) or {}
+    n = len(table.get("instances", []))
+    print(f"stack up in {time.monotonic() - t0:.1f}s: {n} instances on {url} (data {ctx.data_dir})")
+    if table.get("not_built"):
+        print(f"not built yet (skipped): {', '.join(table['not_built'])}")
+    print("`tradeops` opens the console; `tradeops ps` lists instances; `tradeops down` stops it all")
+    return 0
+
+
+def cmd_down(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.runtime.stack import Stack
+
+    done = Stack(ctx.settings).down()
+    print("stopped: " + (", ".join(done) if done else f"nothing was running for {ctx.data_dir}"))
+    return 0
+
+
+def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.runtime.stack import Stack
+
+    rows = Stack(ctx.settings).ps()
+    if args.json:
+        ctx.print_json(rows)
+        return 0
+    if not rows:
+        print(f"no stack running for {ctx.data_dir} (`tradeops up` starts one)")
+        return 0
+    show(["SERVICE", "ENV", "INSTANCE", "PID", "HEALTH", "UPTIME", "RESTARTS", "RATE/s"],
+         [[r["service"], r["environment"], r["instance"], r["pid"], r["health"], f"{r['uptime_s']:.0f}s",
+           r["restarts"], r["rate"] if r["rate"] is not None else ""] for r in rows])
+    return 0
+
+
+def cmd_compose(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.migration.compose import compose
+
+    Path(args.output).write_text(compose(args.image))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
+    from backend import logs
+    from backend.runtime.stack import serve_supervisor
+
+    logs.setup("INFO", service="supervisor")
+    serve_supervisor(ctx.redis_url(), ctx.data_dir, args.rate)
+    return 0
