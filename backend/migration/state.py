@@ -54,12 +54,16 @@ def board(r: Any) -> dict[str, ServiceState]:
 
 def blockers(r: Any, service: str, states: dict[str, ServiceState] | None = None) -> list[str]:
     """What keeps `service` from starting, in words (empty: it may start)."""
-    inv = inventory.load()
-    spec = inv.service(service)
     states = states or board(r)
-    out = [f"dependency {d} is {states[d].state}, not migrated" for d in spec.depends_on
-           if states[d].state != "migrated"]
-    gate = blocking_gate(spec.priority, latest_decisions(r))
+    return blockers_of(service, {k: v.state for k, v in states.items()}, latest_decisions(r))
+
+
+def blockers_of(service: str, states: dict[str, str], decisions: dict[str, str]) -> list[str]:
+    """The same rule on plain values: dependencies not migrated, the gate before the priority."""
+    spec = inventory.load().service(service)
+    out = [f"dependency {d} is {states.get(d, 'planned')}, not migrated" for d in spec.depends_on
+           if states.get(d) != "migrated"]
+    gate = blocking_gate(spec.priority, decisions)
     if gate:
         out.append(f"gate {gate} (before P{spec.priority}) has no proceed decision")
     return out

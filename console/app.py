@@ -1,0 +1,171 @@
+"""tradeops: the operator console. Seven screens on number keys, a command palette, help, filter,
+pause that keeps collecting, read-only mode, a keymap from config. A worker reads the data source
+and posts snapshots; actions run in workers and report back as notifications."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.widgets import Input
+
+from console.data.snapshot import Snapshot
+from console.messages import ActionDone, SnapshotReady
+from console.modals import HelpScreen
+from console.screens.audit import AuditScreen
+from console.screens.base import BaseScreen
+from console.screens.gates import GatesScreen
+from console.screens.market import MarketScreen
+from console.screens.migration import MigrationScreen
+from console.screens.orders import OrdersScreen
+from console.screens.overview import OverviewScreen
+from console.screens.risk import RiskScreen
+
+SCREENS = ["overview", "market", "orders", "risk", "migration", "gates", "audit"]
+MUTATING = {"new_order", "cancel_order", "kill_switch", "move", "run_check", "run_all", "attest", "approve",
+            "decide"}
+
+
+class TradeopsCommands(Provider):
+    """ctrl+p reaches every screen, service and gate."""
+
+    async def search(self, query: str) -> Hits:
+        from backend.migration import inventory
+
+        app = self.app
+        assert isinstance(app, TradeopsApp)
+        matcher = self.matcher(query)
+        items: list[tuple[str, Any, str]] = [(f"screen: {s}", lambda s=s: app.switch_mode(s), f"go to {s}")
+                                             for s in SCREENS]
+        for svc in inventory.load().services:
+            items.append((f"service: {svc.name} (P{svc.priority})", lambda: app.switch_mode("migration"),
+                          svc.purpose))
+        for g in (app.snapshot.gates if app.snapshot else []):
+            items.append((f"gate: {g.id} ({g.status})", lambda: app.switch_mode("gates"), g.title))
+        for text, cb, help_ in items:
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), cb, help=help_)
+
+
+class TradeopsApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "tradeops"
+    AUTO_FOCUS = None
+    COMMANDS = App.COMMANDS | {TradeopsCommands}
+    MODES = {"overview": OverviewScreen, "market": MarketScreen, "orders": OrdersScreen, "risk": RiskScreen,
+             "migration": MigrationScreen, "gates": GatesScreen, "audit": AuditScreen}
+    BINDINGS = [
+        *[Binding(str(i + 1), f"switch_mode('{s}')", s.capitalize(), id=f"screen.{s}") for i, s in enumerate(SCREENS)],
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("slash", "filter", "Filter", id="app.filter"),
+        Binding("p", "pause", "Pause", id="app.pause"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, source: Any, actions: Any, *, read_only: bool = False, keymap: dict[str, str] | None = None,
+                 poll_s: float = 0.5, live: bool = True, theme: str | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.actions = actions
+        self.read_only = read_only
+        self.keymap_config = keymap or {}
+        self.poll_s = poll_s
+        self.live = live
+        self.snapshot: Snapshot | None = None
+        self.paused = False
+        self.filter_text = ""
+        self.started = time.monotonic()
+        self.first_frame_s: float | None = None
+        if theme:
+            self.theme = theme
+
+    def on_mount(self) -> None:
+        if self.keymap_config:
+            self.set_keymap(self.keymap_config)
+        if self.live:
+            self.poll_loop()
+        else:
+            self.snapshot = self.source.poll()
+        self.switch_mode("overview")
+
+    # -- data ------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="read the bus")
+    def poll_loop(self) -> None:
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            t0 = time.monotonic()
+            self.post_message(SnapshotReady(self.source.poll()))
+            time.sleep(max(0.05, self.poll_s - (time.monotonic() - t0)))
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.snapshot = message.snapshot  # collected even while paused
+        if not self.paused:
+            self.refresh_screen()
+        if self.first_frame_s is None:
+            self.first_frame_s = time.monotonic() - self.started
+
+    def refresh_screen(self) -> None:
+        if isinstance(self.screen, BaseScreen) and self.snapshot is not None:
+            self.screen.show(self.snapshot)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.read_only and action in MUTATING:
+            return False
+        return True
+
+    def run_action_worker(self, name: str, *args: Any) -> None:
+        if self.read_only:
+            self.notify("read-only mode: nothing can be changed", severity="warning")
+            return
+        self._do_action(name, *args)
+
+    @work(thread=True, group="actions", exit_on_error=False, description="change something")
+    def _do_action(self, name: str, *args: Any) -> None:
+        try:
+            text = getattr(self.actions, name)(*args)
+            self.post_message(ActionDone(str(text)))
+        except Exception as exc:  # noqa: BLE001 - every refusal or failure is shown, never a crash
+            self.post_message(ActionDone(str(exc), error=True))
+
+    def on_action_done(self, message: ActionDone) -> None:
+        self.notify(message.text, title="refused" if message.error else "done",
+                    severity="error" if message.error else "information", timeout=8)
+
+    def action_help(self) -> None:
+        rows = []
+        for screen_bindings in (self.BINDINGS, *(cls.BINDINGS for cls in self.MODES.values())):  # type: ignore[attr-defined]
+            for b in screen_bindings:
+                if isinstance(b, Binding) and b.id and not (self.read_only and b.action.split("(")[0] in MUTATING):
+                    key = self.keymap_config.get(b.id, b.key)
+                    rows.append((key, b.description or b.action, b.id))
+        self.push_screen(HelpScreen(rows))
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.notify("paused: still collecting, display frozen" if self.paused else "resumed")
+        self.refresh_screen()
+
+    def action_filter(self) -> None:
+        box = self.screen.query_one("#filter", Input)
+        box.disabled = False
+        box.display = True
+        box.value = self.filter_text
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def apply_filter(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip()
+        event.input.display = False
+        event.input.disabled = True
+        self.refresh_screen()
+
+    def on_unmount(self) -> None:
+        self.workers.cancel_group(self, "poll")

@@ -1,0 +1,192 @@
+"""The live source: reads Redis (heartbeats, md.ticks, bars, order events, migration, gates, audit)
+into a Snapshot. Runs in a worker thread; keeps just enough state to compute rates."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+import numpy as np
+import redis
+
+from backend.bus import codec, streams
+from backend.health import read_heartbeats
+from backend.marketdata import ticks as tickcols
+from backend.messages import Bar, OrderEvent
+from backend.migration import inventory
+from backend.migration.state import board
+from console.data.snapshot import BarRow, GateRow, HealthRow, MarketRow, OrderRow, Snapshot
+
+RISK_SLA_MS = 1.5
+
+
+class LiveSource:
+    def __init__(self, url: str, settings: Any, operator: str) -> None:
+        self.url = url
+        self.settings = settings
+        self.operator = operator
+        self.r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.tick_cursor = "$"
+        self.prices: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=120))
+        self.first: dict[str, float] = {}
+        self.volume: dict[str, float] = defaultdict(float)
+        self.rates: dict[str, float] = {}
+        self.last_poll = time.monotonic()
+        self.risk_series: deque[float] = deque(maxlen=240)
+        self.orders: dict[str, OrderEvent] = {}
+        self.history: dict[str, list[str]] = defaultdict(list)
+        self.order_cursor = "0"
+        self.inv = inventory.load()
+
+    def close(self) -> None:
+        self.r.close()
+
+    def poll(self) -> Snapshot:
+        now = time.time()
+        snap = Snapshot(clock=time.strftime("%H:%M:%S", time.gmtime(now)) + " UTC",
+                        environment=self.settings.environment, redis=self.url, operator=self.operator)
+        try:
+            self._health(snap)
+            self._market(snap)
+            self._orders(snap)
+            self._risk(snap)
+            self._migration(snap)
+            self._gates(snap)
+        except redis.RedisError as exc:
+            snap.connected = False
+            snap.error = f"lost connection to {self.url}: {exc}; reconnecting"
+        return snap
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def _health(self, snap: Snapshot) -> None:
+        beats = read_heartbeats(self.r)
+        nowns = time.time_ns()
+        by: dict[str, list] = defaultdict(list)
+        for b in beats:
+            by[b.service].append(b)
+        for s in self.inv.services:
+            bs = [b for b in by.get(s.name, []) if nowns - b.ts_ns < 5e9]
+            running = [b for b in bs if b.state == "running"]
+            state = "absent" if not bs else ("ok" if running else "degraded")
+            if bs and any(b.dlq for b in bs):
+                state = "degraded" if state == "ok" else state
+            snap.health.append(HealthRow(
+                s.name, s.priority, state, legacy=sum(b.environment == "legacy" for b in bs),
+                target=sum(b.environment == "target" for b in bs), rate=sum(b.rate for b in bs),
+                lag=max((b.lag for b in bs), default=0), pending=max((b.pending for b in bs), default=0),
+                dlq=max((b.dlq for b in bs), default=0)))
+            if any(b.dlq for b in bs):
+                snap.alerts.append(f"{s.name}: {max(b.dlq for b in bs)} message(s) in its dead-letter stream")
+        snap.infra = [(i.name, "ok" if i.name == "redis" else "stand-in") for i in self.inv.infra]
+
+    def _market(self, snap: Snapshot) -> None:
+        now = time.monotonic()
+        dt = max(1e-3, now - self.last_poll)
+        self.last_poll = now
+        counts: dict[str, int] = defaultdict(int)
+        resp = self.r.xread({streams.MD_TICKS: self.tick_cursor}, count=500)
+        if self.tick_cursor == "$" and not resp:
+            last = self.r.xrevrange(streams.MD_TICKS, count=1)
+            if last:
+                self.tick_cursor = last[0][0]
+        for _, items in resp or []:
+            for eid, f in items:
+                self.tick_cursor = eid
+                b = tickcols.decode(codec.payload(f))
+                c = tickcols.columns(b)
+                for k, sym in enumerate(b.symbols):
+                    sel = c["sym"] == k
+                    n = int(sel.sum())
+                    if not n:
+                        continue
+                    counts[sym] += n
+                    px = c["price"][sel]
+                    self.volume[sym] += float(np.sum(c["qty"][sel]))
+                    self.first.setdefault(sym, float(px[0]))
+                    self.prices[sym].append(float(px[-1]))
+        for sym in set(self.prices) | set(counts):
+            self.rates[sym] = counts.get(sym, 0) / dt
+        for sym in sorted(self.prices):
+            last = self.prices[sym][-1]
+            first = self.first[sym]
+            snap.market.append(MarketRow(sym, last, (last / first - 1) * 100 if first else 0.0,
+                                         self.rates.get(sym, 0.0), self.volume[sym], list(self.prices[sym])))
+        snap.total_tps = sum(self.rates.values())
+        for _, f in self.r.xrevrange(streams.MD_BARS_1S, count=12):
+            bar = codec.decode(codec.payload(f), Bar)
+            snap.bars.append(BarRow(bar.symbol, bar.interval, time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9)),
+                                    bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades))
+
+    def _orders(self, snap: Snapshot) -> None:
+        resp = self.r.xread({streams.ORDERS_EVENTS: self.order_cursor}, count=5000)
+        for _, items in resp or []:
+            for eid, f in items:
+                self.order_cursor = eid
+                ev = codec.decode(codec.payload(f), OrderEvent)
+                self.orders[ev.client_order_id] = ev
+                self.history[ev.client_order_id].append(
+                    f"{time.strftime('%H:%M:%S', time.gmtime(ev.ts_ns / 1e9))}  {ev.prev_state or '-'} -> {ev.state}"
+                    + (f"  {ev.reason}" if ev.reason else ""))
+        if len(self.orders) > 2000:
+            for k in sorted(self.orders, key=lambda k: self.orders[k].ts_ns)[:-2000]:
+                self.orders.pop(k)
+                self.history.pop(k, None)
+        for ev in sorted(self.orders.values(), key=lambda e: e.ts_ns, reverse=True)[:300]:
+            snap.orders.append(OrderRow(
+                time.strftime("%H:%M:%S", time.gmtime(ev.ts_ns / 1e9)), ev.client_order_id, ev.account, ev.symbol,
+                ev.side, ev.quantity, f"{ev.limit_price:g}" if ev.limit_price else "mkt", ev.state, ev.filled_qty,
+                ev.reason))
+        snap.order_history = dict(self.history)
+
+    def _risk(self, snap: Snapshot) -> None:
+        beats = {b.service: b for b in read_heartbeats(self.r) if b.service in ("oms", "risk")}
+        oms = beats.get("oms")
+        if oms:
+            lat = oms.latency_ms
+            snap.risk_pcts = {k: lat[f"risk_rt_{k}"] for k in ("p50", "p90", "p99") if f"risk_rt_{k}" in lat}
+            if "p99" in snap.risk_pcts:
+                self.risk_series.append(snap.risk_pcts["p99"])
+            bounds = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]
+            # a view of the percentiles as a histogram: count of percentile points per bucket
+            pts = [lat[f"risk_rt_{k}"] for k in ("p50", "p90", "p99", "p999", "max") if f"risk_rt_{k}" in lat]
+            snap.risk_hist = [(b, sum(1 for p in pts if (prev < p <= b))) for prev, b in zip([0.0] + bounds, bounds, strict=False)]
+        risk = beats.get("risk")
+        if risk:
+            snap.denials = dict(risk.extra.get("denials", {}))
+        snap.risk_series = list(self.risk_series)
+        snap.kill_switch = self.r.get("risk:kill_switch") == b"1"
+
+    def _migration(self, snap: Snapshot) -> None:
+        states = board(self.r)
+        health = {h.service: h.state for h in snap.health}
+        for p, svcs in self.inv.by_priority().items():
+            snap.board[p] = [(s.name, states[s.name].state, health.get(s.name, "absent")) for s in svcs]
+            snap.progress[p] = (sum(states[s.name].state == "migrated" for s in svcs), len(svcs))
+
+    def _gates(self, snap: Snapshot) -> None:
+        from gates import audit, decisions, model
+
+        for g in model.load().values():
+            st = decisions.state(self.r, g)
+            snap.gates.append(GateRow(g.id, g.title, st.status, f"{len(st.approvers)}/{g.approvals}",
+                                      st.approvals_needed(), g.critical,
+                                      [(c.check.id, c.check.kind, c.check.required, c.outcome, _brief(c.evidence))
+                                       for c in st.checks.values()]))
+            if st.status not in ("proceed",):
+                snap.open_gates.append(f"{g.id}: {st.status}")
+            for c in st.checks.values():
+                if c.outcome == "failed":
+                    snap.alerts.append(f"gate {g.id}: check {c.check.id} failed")
+        for _, ev in audit.events(self.r)[-200:]:
+            snap.audit.append((time.strftime("%H:%M:%S", time.gmtime(ev.ts_ns / 1e9)), ev.gate, ev.kind,
+                               ev.check or ev.decision or "", ev.operator, ev.reason or str(ev.evidence.get("note", ""))))
+        v = audit.verify(self.r)
+        snap.audit_verdict = f"chain OK ({v.checked} entries)" if v.ok else f"chain BROKEN: {v.problem}"
+
+
+def _brief(ev: dict) -> str:
+    for k in ("value", "rows", "entries", "probed", "note", "reason", "error"):
+        if k in ev:
+            return f"{k}={ev[k]}"[:60]
+    return ""

@@ -1,0 +1,34 @@
+"""The replay source: recorded snapshots (JSON) served with a frozen clock, so the screens render
+the same every time (snapshot tests, demos without a stack)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import msgspec
+
+from console.data.snapshot import Snapshot
+
+FIXTURE = "replay.json"
+
+
+class ReplaySource:
+    def __init__(self, path: Path | None = None) -> None:
+        text = Path(path).read_text() if path else resources.files("console.data").joinpath(FIXTURE).read_text()
+        frames = json.loads(text)
+        self.frames = [msgspec.convert(f, Snapshot) for f in frames]
+        self.i = 0
+        self.url = "replay://recording"
+
+    def poll(self) -> Snapshot:
+        snap = self.frames[min(self.i, len(self.frames) - 1)]
+        self.i += 1
+        return snap
+
+    def current(self) -> Snapshot:
+        return self.frames[min(max(self.i - 1, 0), len(self.frames) - 1)]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,96 @@
+"""Everything the screens show, as plain values: one Snapshot per refresh (at most a few per
+second, however fast the bus runs), so a flood of ticks is one repaint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class HealthRow:
+    service: str
+    priority: int
+    state: str  # ok | degraded | down | idle | absent
+    legacy: int = 0
+    target: int = 0
+    rate: float = 0.0
+    lag: int = 0
+    pending: int = 0
+    dlq: int = 0
+
+
+@dataclass
+class MarketRow:
+    symbol: str
+    last: float
+    change_pct: float
+    ticks_per_s: float
+    volume: float
+    spark: list[float] = field(default_factory=list)
+
+
+@dataclass
+class BarRow:
+    symbol: str
+    interval: str
+    start: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+
+
+@dataclass
+class OrderRow:
+    time: str
+    client_order_id: str
+    account: str
+    symbol: str
+    side: str
+    qty: float
+    price: str
+    state: str
+    filled: float
+    reason: str
+
+
+@dataclass
+class GateRow:
+    id: str
+    title: str
+    status: str
+    approvals: str
+    needs: list[str]
+    critical: bool
+    checks: list[tuple[str, str, bool, str, str]]
+
+
+@dataclass
+class Snapshot:
+    clock: str
+    environment: str
+    redis: str
+    operator: str
+    connected: bool = True
+    error: str = ""
+    health: list[HealthRow] = field(default_factory=list)
+    infra: list[tuple[str, str]] = field(default_factory=list)
+    progress: dict[int, tuple[int, int]] = field(default_factory=dict)
+    open_gates: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    market: list[MarketRow] = field(default_factory=list)
+    total_tps: float = 0.0
+    bars: list[BarRow] = field(default_factory=list)
+    orders: list[OrderRow] = field(default_factory=list)
+    order_history: dict[str, list[str]] = field(default_factory=dict)
+    risk_pcts: dict[str, float] = field(default_factory=dict)
+    risk_series: list[float] = field(default_factory=list)
+    risk_hist: list[tuple[float, int]] = field(default_factory=list)
+    denials: dict[str, int] = field(default_factory=dict)
+    kill_switch: bool = False
+    board: dict[int, list[tuple[str, str, str]]] = field(default_factory=dict)
+    gates: list[GateRow] = field(default_factory=list)
+    audit: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
+    audit_verdict: str = ""

@@ -1,0 +1,126 @@
+"""Modals: a reason prompt, a typed confirmation, the order form, help."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label, Select
+
+
+class ReasonModal(ModalScreen[str | None]):
+    """Asks for a reason; with `confirm`, also for the typed confirmation word."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
+
+    def __init__(self, title: str, confirm: str | None = None, placeholder: str = "reason") -> None:
+        super().__init__()
+        self.title_text = title
+        self.confirm = confirm
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Input(placeholder=self.placeholder, id="reason")
+            if self.confirm:
+                yield Label(f"Type [b]{self.confirm}[/b] to confirm:")
+                yield Input(placeholder=self.confirm, id="confirm")
+            yield Label("", id="dialog-error")
+            with Grid(id="dialog-buttons"):
+                yield Button("OK", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        err = self.query_one("#dialog-error", Label)
+        if not reason:
+            err.update("a reason is required")
+            return
+        if self.confirm and self.query_one("#confirm", Input).value.strip() != self.confirm:
+            err.update(f"type {self.confirm} exactly to confirm")
+            return
+        self.dismiss(reason)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class OrderModal(ModalScreen[tuple[str, str, float, float | None] | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
+
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__()
+        self.symbols = symbols or ["BTCUSDT"]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("New paper order", id="dialog-title")
+            yield Select([(s, s) for s in self.symbols], value=self.symbols[0], id="symbol", allow_blank=False)
+            yield Select([("buy", "buy"), ("sell", "sell")], value="buy", id="side", allow_blank=False)
+            yield Input(placeholder="quantity", id="qty", type="number")
+            yield Input(placeholder="limit price (empty: market)", id="limit", type="number")
+            yield Label("", id="dialog-error")
+            with Grid(id="dialog-buttons"):
+                yield Button("Submit", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        err = self.query_one("#dialog-error", Label)
+        try:
+            qty = float(self.query_one("#qty", Input).value)
+        except ValueError:
+            err.update("quantity must be a number")
+            return
+        if qty <= 0:
+            err.update("quantity must be positive")
+            return
+        raw = self.query_one("#limit", Input).value.strip()
+        limit = float(raw) if raw else None
+        self.dismiss((str(self.query_one("#symbol", Select).value), str(self.query_one("#side", Select).value),
+                      qty, limit))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
+
+    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help"):
+            yield Label("Keys (remap any by its id in config: [keymap])", id="dialog-title")
+            table = DataTable(id="help-table", cursor_type="row")
+            yield table
+
+    def on_mount(self) -> None:
+        t = self.query_one(DataTable)
+        t.add_columns("key", "action", "id")
+        for row in self.rows:
+            t.add_row(*row)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

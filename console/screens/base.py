@@ -1,0 +1,60 @@
+"""What every screen shares: the status bar, the footer, the filter line, the snapshot hook."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from console.data.snapshot import Snapshot
+
+
+class StatusBar(Static):
+    pass
+
+
+class BaseScreen(Screen):
+    TITLE = ""
+    AUTO_FOCUS = None  # screens name their main widget; the hidden filter line never takes focus
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Static("", id="banner")
+        yield from self.compose_body()
+        box = Input(placeholder="filter (enter to apply, empty to clear)", id="filter")
+        box.display = False
+        box.disabled = True
+        yield box
+        yield Footer()
+
+    def on_mount(self) -> None:
+        snap = getattr(self.app, "snapshot", None)
+        if snap is not None:
+            self.show(snap)
+
+    def show(self, snap: Snapshot) -> None:
+        app = self.app
+        flags = []
+        if getattr(app, "paused", False):
+            flags.append("[reverse] PAUSED [/]")
+        if getattr(app, "read_only", False):
+            flags.append("[reverse] READ-ONLY [/]")
+        if getattr(app, "filter_text", ""):
+            flags.append(f"filter: {app.filter_text}")
+        self.query_one("#status", StatusBar).update(
+            f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · {snap.redis} · "
+            f"operator [b]{snap.operator}[/b] · {snap.clock}  " + " ".join(flags))
+        banner = self.query_one("#banner", Static)
+        banner.display = not snap.connected
+        banner.update(f"⚠ {snap.error}" if not snap.connected else "")
+        self.render_snapshot(snap)
+
+    def render_snapshot(self, snap: Snapshot) -> None:
+        pass
+
+    def matches(self, *cells: object) -> bool:
+        f = getattr(self.app, "filter_text", "").lower()
+        return not f or any(f in str(c).lower() for c in cells)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Static
+
+from console.data.snapshot import Snapshot
+from console.modals import ReasonModal
+from console.screens.base import BaseScreen
+from widgets.checklist import Checklist
+
+
+class GatesScreen(BaseScreen):
+    TITLE = "gates"
+    AUTO_FOCUS = "#gate-list"
+    BINDINGS = [
+        Binding("r", "run_check", "Run check", id="gates.run"),
+        Binding("R", "run_all", "Run all", id="gates.run_all"),
+        Binding("t", "attest", "Attest", id="gates.attest"),
+        Binding("a", "approve", "Approve", id="gates.approve"),
+        Binding("d", "decide('proceed')", "Proceed", id="gates.proceed"),
+        Binding("f", "decide('fix')", "Fix", id="gates.fix"),
+        Binding("x", "decide('stop')", "Stop", id="gates.stop"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="gates"):
+            yield DataTable(id="gate-list", cursor_type="row")
+            with Vertical(id="gate-detail"):
+                yield Static(id="gate-title", classes="panel-title")
+                yield Checklist(id="checklist")
+                yield Static(id="approvals", classes="panel")
+
+    def on_mount(self) -> None:
+        self.query_one("#gate-list", DataTable).add_columns("gate", "state", "approvals")
+        super().on_mount()
+
+    def gate_id(self) -> str | None:
+        t = self.query_one("#gate-list", DataTable)
+        if not t.row_count:
+            return None
+        return t.coordinate_to_cell_key((t.cursor_row, 0)).row_key.value
+
+    def render_snapshot(self, snap: Snapshot) -> None:
+        t = self.query_one("#gate-list", DataTable)
+        for g in snap.gates:
+            cells = (g.id + (" ★" if g.critical else ""), g.status, g.approvals)
+            if g.id in t.rows:
+                for i, v in enumerate(cells):
+                    t.update_cell_at((t.get_row_index(g.id), i), v)
+            else:
+                t.add_row(*cells, key=g.id)
+        self.show_gate()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "gate-list":
+            self.show_gate()
+
+    def show_gate(self) -> None:
+        snap = self.app.snapshot
+        gid = self.gate_id()
+        g = next((g for g in snap.gates if g.id == gid), None) if snap else None
+        if g is None:
+            return
+        self.query_one("#gate-title", Static).update(f"[b]{g.id}[/b] {g.title} — {g.status}")
+        self.query_one(Checklist).set_checks(g.checks)
+        self.query_one("#approvals", Static).update(
+            f"approvals {g.approvals}" + (f" · still needed: {'; '.join(g.needs)}" if g.needs else ""))
+
+    def check_id(self) -> str | None:
+        c = self.query_one(Checklist)
+        if not c.row_count:
+            return None
+        return c.coordinate_to_cell_key((c.cursor_row, 0)).row_key.value
+
+    def action_run_check(self) -> None:
+        gid, cid = self.gate_id(), self.check_id()
+        if gid and cid:
+            self.app.run_action_worker("gate_run", gid, cid)
+
+    def action_run_all(self) -> None:
+        gid = self.gate_id()
+        if gid:
+            self.app.run_action_worker("gate_run", gid, None)
+
+    def action_attest(self) -> None:
+        gid, cid = self.gate_id(), self.check_id()
+        if not (gid and cid):
+            return
+
+        def done(note: str | None) -> None:
+            if note:
+                self.app.run_action_worker("gate_attest", gid, cid, note)
+        self.app.push_screen(ReasonModal(f"Attest {gid}/{cid}", placeholder="what you checked"), done)
+
+    def action_approve(self) -> None:
+        gid = self.gate_id()
+        if not gid:
+            return
+
+        def done(reason: str | None) -> None:
+            if reason:
+                self.app.run_action_worker("gate_approve", gid, reason)
+        self.app.push_screen(ReasonModal(f"Approve gate {gid}", confirm=gid), done)
+
+    def action_decide(self, decision: str) -> None:
+        gid = self.gate_id()
+        if not gid:
+            return
+
+        def done(reason: str | None) -> None:
+            if reason:
+                self.app.run_action_worker("gate_decide", gid, decision, reason)
+        self.app.push_screen(ReasonModal(f"Decide {decision.upper()} on {gid}",
+                                         confirm=gid if decision == "proceed" else None), done)

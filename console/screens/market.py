@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from console.data.snapshot import Snapshot
+from console.screens.base import BaseScreen
+from widgets.sparkline import SlaSparkline
+
+COLS = ("symbol", "last", "change", "ticks/s", "volume")
+
+
+class MarketScreen(BaseScreen):
+    TITLE = "market"
+    AUTO_FOCUS = "#quotes"
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="market"):
+            yield Static(id="tps", classes="panel-title")
+            yield DataTable(id="quotes", cursor_type="row", zebra_stripes=True)
+            yield Static("price", id="spark-title", classes="panel-title")
+            yield SlaSparkline(id="spark")
+            yield Static("latest 1s bars", classes="panel-title")
+            yield DataTable(id="bars", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        q = self.query_one("#quotes", DataTable)
+        for c in COLS:
+            q.add_column(c, key=c)
+        self.query_one("#bars", DataTable).add_columns("start", "symbol", "open", "high", "low", "close", "volume", "trades")
+        super().on_mount()
+
+    def render_snapshot(self, snap: Snapshot) -> None:
+        self.query_one("#tps", Static).update(f"[b]{snap.total_tps:,.0f}[/b] ticks/s on md.ticks")
+        q = self.query_one("#quotes", DataTable)
+        seen = set()
+        for m in snap.market:
+            if not self.matches(m.symbol):
+                continue
+            seen.add(m.symbol)
+            cells = (m.symbol, f"{m.last:,.6g}", f"{m.change_pct:+.3f}%", f"{m.ticks_per_s:,.0f}", f"{m.volume:,.2f}")
+            if m.symbol in q.rows:
+                for c, v in zip(COLS, cells, strict=True):
+                    q.update_cell(m.symbol, c, v)
+            else:
+                q.add_row(*cells, key=m.symbol)
+        for key in [k.value for k in q.rows if k.value not in seen]:
+            q.remove_row(key)
+        row = q.cursor_row if q.row_count else None
+        sel = q.coordinate_to_cell_key((row, 0)).row_key.value if row is not None and q.row_count else None
+        pick = next((m for m in snap.market if m.symbol == sel), snap.market[0] if snap.market else None)
+        if pick:
+            self.query_one("#spark-title", Static).update(f"{pick.symbol} price")
+            self.query_one("#spark", SlaSparkline).set_values(pick.spark)
+        bars = self.query_one("#bars", DataTable)
+        bars.clear()
+        for b in snap.bars:
+            if self.matches(b.symbol):
+                bars.add_row(b.start, b.symbol, f"{b.open:,.6g}", f"{b.high:,.6g}", f"{b.low:,.6g}",
+                             f"{b.close:,.6g}", f"{b.volume:,.3f}", str(b.trades))

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+from console.data.snapshot import Snapshot
+from console.modals import OrderModal
+from console.screens.base import BaseScreen
+from widgets.blotter import BlotterTable
+
+
+class OrdersScreen(BaseScreen):
+    TITLE = "orders"
+    AUTO_FOCUS = "#blotter"
+    BINDINGS = [
+        Binding("n", "new_order", "New order", id="orders.new"),
+        Binding("x", "cancel_order", "Cancel order", id="orders.cancel"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="orders"):
+            with Vertical(id="blotter-box"):
+                yield Static(id="follow", classes="panel-title")
+                yield BlotterTable(id="blotter")
+            yield Static(id="history", classes="panel")
+
+    def render_snapshot(self, snap: Snapshot) -> None:
+        t = self.query_one(BlotterTable)
+        rows = [(o.client_order_id, (o.time, o.client_order_id, o.account, o.symbol, o.side, f"{o.qty:g}", o.price,
+                                     o.state, f"{o.filled:g}", o.reason[:40]))
+                for o in snap.orders if self.matches(o.client_order_id, o.symbol, o.state, o.account)]
+        t.set_rows(rows)
+        self.query_one("#follow", Static).update(
+            "following newest" if t.follow else f"[reverse] {t.new_since_pause} new [/] (scroll to top to follow)")
+        key = self._selected()
+        hist = snap.order_history.get(key or "", [])
+        self.query_one("#history", Static).update(f"[b]{key or 'no order selected'}[/b]\n" + "\n".join(hist[-20:]))
+
+    def _selected(self) -> str | None:
+        t = self.query_one(BlotterTable)
+        if not t.row_count:
+            return None
+        return t.coordinate_to_cell_key((t.cursor_row, 0)).row_key.value
+
+    def action_new_order(self) -> None:
+        snap = self.app.snapshot
+        symbols = [m.symbol for m in snap.market] if snap else []
+
+        def done(result) -> None:  # noqa: ANN001
+            if result:
+                symbol, side, qty, limit = result
+                self.app.run_action_worker("submit_order", symbol, side, qty, limit)
+        self.app.push_screen(OrderModal(symbols), done)
+
+    def action_cancel_order(self) -> None:
+        key = self._selected()
+        if key is None:
+            self.notify("no order selected", severity="warning")
+            return
+        self.app.run_action_worker("cancel_order", key)

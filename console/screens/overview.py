@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Grid, Horizontal, Vertical
+from textual.widgets import Static
+
+from console.data.snapshot import Snapshot
+from console.screens.base import BaseScreen
+from widgets.health import HealthTile
+
+
+class OverviewScreen(BaseScreen):
+    TITLE = "overview"
+
+    def compose_body(self) -> ComposeResult:
+        from backend.migration import inventory
+
+        inv = inventory.load()
+        with Horizontal(id="overview"):
+            with Grid(id="health-grid"):
+                for s in sorted(inv.services, key=lambda s: (s.priority, s.name)):
+                    yield HealthTile(id=f"tile-{s.name}")
+                for i in inv.infra:
+                    yield HealthTile(id=f"tile-infra-{i.name}", classes="infra")
+            with Vertical(id="overview-side"):
+                yield Static(id="progress", classes="panel")
+                yield Static(id="open-gates", classes="panel")
+                yield Static(id="alerts", classes="panel")
+
+    def render_snapshot(self, snap: Snapshot) -> None:
+        for h in snap.health:
+            self.query_one(f"#tile-{h.service}", HealthTile).show_state(
+                f"P{h.priority} {h.service}", h.state,
+                [f"L{h.legacy} T{h.target}  {h.rate:,.0f}/s", f"lag {h.lag} pend {h.pending} dlq {h.dlq}"])
+        for name, state in snap.infra:
+            self.query_one(f"#tile-infra-{name}", HealthTile).show_state(
+                name, "ok" if state in ("ok", "stand-in") else "down", [state])
+        lines = ["[b]Migration progress[/b]"]
+        for p, (done, total) in sorted(snap.progress.items()):
+            bar = "█" * done + "░" * (total - done)
+            lines.append(f"P{p} {bar} {done}/{total}")
+        self.query_one("#progress", Static).update("\n".join(lines))
+        self.query_one("#open-gates", Static).update("[b]Open gates[/b]\n" + ("\n".join(snap.open_gates) or "none"))
+        self.query_one("#alerts", Static).update("[b]Recent alerts[/b]\n" + ("\n".join(snap.alerts[-8:]) or "none"))

@@ -1,0 +1,48 @@
+"""An order blotter: rows updated by key, newest first, with follow mode that stops when the
+operator scrolls away and counts the rows that arrived since."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual.widgets import DataTable
+
+
+class BlotterTable(DataTable):
+    DEFAULT_CSS = """
+    BlotterTable { height: 1fr; }
+    """
+    COLUMNS = ("time", "client id", "account", "symbol", "side", "qty", "price", "state", "filled", "reason")
+
+    def __init__(self, **kw) -> None:  # noqa: ANN003
+        super().__init__(cursor_type="row", zebra_stripes=True, **kw)
+        self.follow = True
+        self.new_since_pause = 0
+
+    def on_mount(self) -> None:
+        for c in self.COLUMNS:
+            self.add_column(c, key=c)
+
+    def set_rows(self, rows: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """(key, cells) newest first. Existing rows update in place, new ones are added."""
+        new = 0
+        for key, cells in reversed(rows):
+            if key in self.rows:
+                for col, val in zip(self.COLUMNS, cells, strict=True):
+                    if self.get_cell(key, col) != val:
+                        self.update_cell(key, col, val)
+            else:
+                self.add_row(*cells, key=key)
+                new += 1
+        if new:
+            self.sort("time", "client id", reverse=True)
+            if self.follow:
+                self.move_cursor(row=0, animate=False)
+            else:
+                self.new_since_pause += new
+
+    def watch_cursor_coordinate(self, old, new) -> None:  # noqa: ANN001
+        super().watch_cursor_coordinate(old, new)
+        self.follow = new.row == 0
+        if self.follow:
+            self.new_since_pause = 0

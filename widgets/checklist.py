@@ -1,0 +1,36 @@
+"""A gate's checklist: one row per check with its outcome and evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual.widgets import DataTable
+
+GLYPH = {"passed": "✔ passed", "failed": "✘ failed", "inconclusive": "? inconclusive",
+         "pending": "· pending", "running": "… running"}
+
+
+class Checklist(DataTable):
+    DEFAULT_CSS = """
+    Checklist { height: 1fr; }
+    """
+
+    def __init__(self, **kw) -> None:  # noqa: ANN003
+        super().__init__(cursor_type="row", **kw)
+
+    def on_mount(self) -> None:
+        for c in ("check", "kind", "req", "outcome", "evidence"):
+            self.add_column(c, key=c)
+
+    def set_checks(self, checks: Sequence[tuple[str, str, bool, str, str]]) -> None:
+        """(id, kind, required, outcome, evidence) per check."""
+        keep = {c[0] for c in checks}
+        for key in [k.value for k in self.rows if k.value not in keep]:
+            self.remove_row(key)
+        for cid, kind, req, outcome, ev in checks:
+            cells = (cid, kind, "yes" if req else "no", GLYPH.get(outcome, outcome), ev)
+            if cid in self.rows:
+                for col, val in zip(("check", "kind", "req", "outcome", "evidence"), cells, strict=True):
+                    self.update_cell(cid, col, val)
+            else:
+                self.add_row(*cells, key=cid)

@@ -1,0 +1,43 @@
+"""The migration board's column: one priority, a card per service with its state and health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual.widgets import ListItem, ListView, Static
+
+
+class PriorityColumn(ListView):
+    DEFAULT_CSS = """
+    PriorityColumn { width: 1fr; height: 1fr; border: round $panel; }
+    PriorityColumn:focus-within { border: round $accent; }
+    PriorityColumn > ListItem { padding: 0 1; height: 3; }
+    PriorityColumn > ListItem.-migrated { color: $success; }
+    PriorityColumn > ListItem.-failed { color: $error; }
+    PriorityColumn > ListItem.-deploying, PriorityColumn > ListItem.-validating { color: $warning; }
+    """
+
+    def __init__(self, priority: int, **kw) -> None:  # noqa: ANN003
+        super().__init__(**kw)
+        self.priority = priority
+        self.border_title = f"P{priority}"
+        self.services: list[str] = []
+
+    def set_cards(self, cards: Sequence[tuple[str, str, str]]) -> None:
+        """(service, migration state, health) per card, in order."""
+        names = [c[0] for c in cards]
+        if names != self.services:
+            self.clear()
+            self.services = names
+            for name, _, _ in cards:
+                self.append(ListItem(Static(name, id=f"card-{name}"), id=f"item-{name}"))
+        for name, state, health in cards:
+            item = self.query_one(f"#item-{name}", ListItem)
+            for s in ("planned", "deploying", "validating", "migrated", "failed", "rolled_back"):
+                item.set_class(s == state, f"-{s}")
+            item.query_one(Static).update(f"{name}\n{state} · {health}")
+
+    @property
+    def selected(self) -> str | None:
+        i = self.index
+        return self.services[i] if i is not None and 0 <= i < len(self.services) else None
