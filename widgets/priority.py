@@ -22,6 +22,7 @@ class PriorityColumn(ListView):
         self.priority = priority
         self.border_title = f"P{priority}"
         self.services: list[str] = []
+        self._cards: dict[str, tuple[ListItem, Static]] = {}
 
     def set_cards(self, cards: Sequence[tuple[str, str, str]]) -> None:
         """(service, migration state, health) per card, in order."""
@@ -29,13 +30,17 @@ class PriorityColumn(ListView):
         if names != self.services:
             self.clear()
             self.services = names
-            for name, _, _ in cards:
-                self.append(ListItem(Static(name, id=f"card-{name}"), id=f"item-{name}"))
+            self._cards = {}
+            for name, state, health in cards:
+                label = Static(f"{name}\n{state} · {health}")
+                item = ListItem(label)
+                self._cards[name] = (item, label)
+                self.append(item)
         for name, state, health in cards:
-            item = self.query_one(f"#item-{name}", ListItem)
+            item, label = self._cards[name]
             for s in ("planned", "deploying", "validating", "migrated", "failed", "rolled_back"):
                 item.set_class(s == state, f"-{s}")
-            item.query_one(Static).update(f"{name}\n{state} · {health}")
+            label.update(f"{name}\n{state} · {health}")
 
     @property
     def selected(self) -> str | None:

@@ -30,10 +30,14 @@ class SlaSparkline(Widget):
         vals = self.values[-max(1, self.size.width - 16):]
         if not vals:
             return Text("no data yet", style="dim")
-        top = max(max(vals), self.sla or 0) or 1.0
+        if self.sla is not None:  # latency: from zero, so the SLA line means something
+            lo, hi = 0.0, max(max(vals), self.sla)
+        else:  # prices: the range seen
+            lo, hi = min(vals), max(vals)
+        span = (hi - lo) or 1.0
         out = Text()
         for v in vals:
-            ch = BARS[min(len(BARS) - 1, int(v / top * (len(BARS) - 1)))]
+            ch = BARS[max(0, min(len(BARS) - 1, int((v - lo) / span * (len(BARS) - 1))))]
             out.append(ch, style="bold red" if self.sla is not None and v > self.sla else "green")
         if self.sla is not None:
             out.append(f"  SLA {self.sla:g}{self.unit}", style="yellow")

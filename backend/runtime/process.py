@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -176,8 +177,14 @@ class ProcessSupervisor:
 
     def shutdown(self) -> None:
         self._stop.set()
-        # services first (they drain), the exchange last
-        for inst in sorted(self.instances.values(), key=lambda i: i.service == EXCHANGE):
+        # every service at once (each drains: finishes its batch, acks), then the exchange
+        services = [i for i in self.instances.values() if i.service != EXCHANGE]
+        for inst in services:
+            if inst.proc is not None and inst.proc.poll() is None:
+                inst.proc.send_signal(signal.SIGTERM)
+        for inst in services:
+            self.stop_instance(inst.instance)
+        for inst in list(self.instances.values()):
             self.stop_instance(inst.instance)
         table_path(self.data_dir).unlink(missing_ok=True)
         self.r.close()

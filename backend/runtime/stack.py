@@ -84,9 +84,10 @@ class Stack:
     def down(self) -> list[str]:
         done = []
         if self.supervisor is not None:
-            self.supervisor.shutdown()
+            self.supervisor.stop()  # the loop first, so it restarts nothing while we stop
             if self._thread:
                 self._thread.join(10)
+            self.supervisor.shutdown()
             done.append("supervisor (in process)")
         else:
             table = read_table(self.data_dir)

@@ -95,7 +95,7 @@ class GatewayService(Service):
         attempt = 0
         while not self.stopping:
             try:
-                async with connect(url, max_size=2**22, compression=None, open_timeout=5) as ws:
+                async with connect(url, max_size=2**22, compression=None, open_timeout=5, close_timeout=1) as ws:
                     if url in self.ever_connected:
                         self.reconnects += 1
                     self.ever_connected.add(url)
