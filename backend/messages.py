@@ -263,6 +263,79 @@ class Signal(Wire, tag="signal.v1", kw_only=True):
     strength: float = 0.0
 
 
+class ModelRegister(Wire, tag="model_register.v1", kw_only=True):
+    """ml-training -> modelops (models.requests): a trained artifact, its metrics and lineage."""
+
+    name: str
+    kind: str
+    artifact: bytes
+    features: list[str]
+    label: str
+    metrics: dict[str, float]
+    data_start_ns: int
+    data_end_ns: int
+    rows: int
+    symbols: list[str] = []
+    params: dict[str, Any] = {}
+    trained_by: str = ""
+    request_id: str = ""
+    ts_ns: int = 0
+
+
+class ModelStage(Wire, tag="model_stage.v1", kw_only=True):
+    """operator -> modelops (models.requests): promote a version to a stage, or roll production
+    back to the version before it; always with a reason."""
+
+    name: str
+    action: Literal["promote", "rollback"]
+    version: int = 0
+    stage: Literal["staging", "production"] = "production"
+    reason: str = ""
+    operator: str = ""
+    request_id: str = ""
+    ts_ns: int = 0
+
+
+class ModelEvent(Wire, tag="model_event.v1", kw_only=True):
+    """modelops -> models.events: what changed in the registry (serving hot-swaps on these)."""
+
+    name: str
+    kind: Literal["registered", "promoted", "rolled_back", "refused"]
+    version: int = 0
+    stage: str = ""
+    from_version: int = 0
+    reason: str = ""
+    operator: str = ""
+    request_id: str = ""
+    ts_ns: int = 0
+
+
+class TrainJob(Wire, tag="train_job.v1", kw_only=True):
+    """-> ml-training (training.jobs): train `name` on the features and labels in a time range."""
+
+    job_id: str
+    name: str
+    symbols: list[str] = []
+    horizon_s: float = 5.0
+    start_ns: int = 0
+    end_ns: int = 0
+    ridge: float = 1.0
+    requested_by: str = ""
+
+
+class BacktestJob(Wire, tag="backtest_job.v1", kw_only=True):
+    """-> bt-orchestrator (backtest.jobs): a strategy over stored ticks in a time range."""
+
+    job_id: str
+    strategy: str
+    symbols: list[str] = []
+    start_ns: int = 0
+    end_ns: int = 0
+    params: dict[str, Any] = {}
+    submitted_by: str = ""
+    ts_ns: int = 0
+
+
 # --------------------------------------------------------------------------------------------
 # Operations: health, alerts, control, migration, gates
 # --------------------------------------------------------------------------------------------
@@ -362,6 +435,11 @@ WIRE_TYPES: tuple[type[Wire], ...] = (
     Position,
     FeatureRow,
     Signal,
+    ModelRegister,
+    ModelStage,
+    ModelEvent,
+    TrainJob,
+    BacktestJob,
     Heartbeat,
     Alert,
     ControlCommand,

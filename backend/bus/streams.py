@@ -21,6 +21,10 @@ OPS_GATES = "ops.gates"
 OPS_ALERTS = "ops.alerts"
 OPS_CONTROL = "ops.control"
 REFDATA_EVENTS = "refdata.events"
+MODELS_REQUESTS = "models.requests"
+MODELS_EVENTS = "models.events"
+TRAINING_JOBS = "training.jobs"
+BACKTEST_JOBS = "backtest.jobs"
 
 ALL = (
     MD_TICKS_RAW,
@@ -44,6 +48,10 @@ ALL = (
     OPS_ALERTS,
     OPS_CONTROL,
     REFDATA_EVENTS,
+    MODELS_REQUESTS,
+    MODELS_EVENTS,
+    TRAINING_JOBS,
+    BACKTEST_JOBS,
 )
 
 DLQ_PREFIX = "dlq."
@@ -57,6 +65,7 @@ MAXLEN: dict[str, int | None] = {
     OPS_HEALTH: 20_000,
     OPS_MIGRATION: None,
     OPS_GATES: None,
+    MODELS_EVENTS: None,  # the registry's audit trail
 }
 DEFAULT_MAXLEN = 1_000_000
 
