@@ -9,6 +9,7 @@ from hdrh.histogram import HdrHistogram
 LOWEST_US = 1
 HIGHEST_US = 60_000_000  # one minute
 SIGNIFICANT = 3
+OVERFLOW_MS = 1e9  # the bound of the last bucket: everything slower
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 
 
@@ -56,6 +57,17 @@ class LatencyRecorder:
         merged.add(self._prev)
         merged.add(self._cur)
         return merged
+
+    def buckets_ms(self, bounds_ms: list[float], recent: bool = True) -> list[list[float]]:
+        """[[upper bound ms, count], ...]: how many samples fell at or below each bound (and above
+        the previous one); a last bucket (+inf) holds the rest."""
+        h = self.recent() if recent else self.total
+        counts = [0] * (len(bounds_ms) + 1)
+        for it in h.get_recorded_iterator():
+            ms = it.value_iterated_to / 1000.0
+            i = next((k for k, b in enumerate(bounds_ms) if ms <= b), len(bounds_ms))
+            counts[i] += it.count_added_in_this_iter_step
+        return [[b, c] for b, c in zip([*bounds_ms, OVERFLOW_MS], counts, strict=True)]
 
     def summary_ms(self, recent: bool = True) -> dict[str, float]:
         return summary_ms(self.recent() if recent else self.total)

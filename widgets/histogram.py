@@ -36,7 +36,8 @@ class LatencyHistogram(Widget):
         for i, (upper, count) in enumerate(self.buckets):
             bar = "█" * max(0, round(count / peak * width))
             late = self.sla_ms is not None and upper > self.sla_ms
-            out.append(f"≤{upper:>7.3f} ms ", style="dim")
+            label = f"≤{upper:>7.3f} ms " if upper < 1e9 else f"> {self.buckets[i - 1][0]:>6.3f} ms " if i else "all        "
+            out.append(label, style="dim")
             out.append(bar, style="red" if late else "green")
             out.append(f" {count}")
             if i < len(self.buckets) - 1:

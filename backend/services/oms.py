@@ -88,7 +88,8 @@ class OmsService(Service):
 
     def metrics(self) -> dict[str, object]:
         return {"orders": self.intake, "illegal_transitions": self.illegal,
-                "duplicates": self.duplicates}
+                "duplicates": self.duplicates,
+                "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0])}
 
     # -- batches ---------------------------------------------------------------------------------
     async def _load(self, coids: Iterable[str]) -> _Batch:

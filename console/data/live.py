@@ -147,10 +147,7 @@ class LiveSource:
             snap.risk_pcts = {k: lat[f"risk_rt_{k}"] for k in ("p50", "p90", "p99") if f"risk_rt_{k}" in lat}
             if "p99" in snap.risk_pcts:
                 self.risk_series.append(snap.risk_pcts["p99"])
-            bounds = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]
-            # a view of the percentiles as a histogram: count of percentile points per bucket
-            pts = [lat[f"risk_rt_{k}"] for k in ("p50", "p90", "p99", "p999", "max") if f"risk_rt_{k}" in lat]
-            snap.risk_hist = [(b, sum(1 for p in pts if (prev < p <= b))) for prev, b in zip([0.0] + bounds, bounds, strict=False)]
+            snap.risk_hist = [(float(b), int(c)) for b, c in oms.extra.get("risk_rt_hist", [])]
         risk = beats.get("risk")
         if risk:
             snap.denials = dict(risk.extra.get("denials", {}))

@@ -18,7 +18,7 @@ class ReplaySource:
     def __init__(self, path: Path | None = None) -> None:
         text = Path(path).read_text() if path else resources.files("console.data").joinpath(FIXTURE).read_text()
         frames = json.loads(text)
-        self.frames = [msgspec.convert(f, Snapshot) for f in frames]
+        self.frames = [msgspec.convert(f, Snapshot, strict=False) for f in frames]
         self.i = 0
         self.url = "replay://recording"
 

@@ -1,0 +1,81 @@
+"""Where training and backtests read history from: the feature rows and the prices.
+
+Features: the feature store's point-in-time offline retrieval when it is built
+(`backend.features`), else the `features` stream's history. Prices: closes of the 1 s bars on
+`md.bars.1s` (a bar's close is known at its end), else the stored ticks from sink-ticks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pandas as pd
+
+from backend.bus import codec, streams
+from backend.messages import Bar, FeatureRow
+
+_row = msgspec.msgpack.Decoder(FeatureRow)
+_bar = msgspec.msgpack.Decoder(Bar)
+BAR_NS = {"1s": 1_000_000_000, "1m": 60_000_000_000}
+
+
+async def _xrange_all(r: Any, stream: str, start_ns: int, end_ns: int) -> list[tuple[bytes, dict]]:
+    lo = f"{start_ns // 1_000_000}" if start_ns else "-"
+    hi = f"{end_ns // 1_000_000}" if end_ns else "+"
+    out: list[tuple[bytes, dict]] = []
+    while True:
+        chunk = await r.xrange(stream, lo, hi, count=10_000)
+        out += chunk
+        if len(chunk) < 10_000:
+            return out
+        last = chunk[-1][0].decode()
+        lo = "(" + last
+
+
+async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: int = 0) -> pd.DataFrame:
+    """Feature rows (symbol, ts_ns, one column per feature) in time order; undecodable entries
+    are skipped (the feature pipeline dead-letters its own bad input)."""
+    recs: list[dict[str, Any]] = []
+    for _, f in await _xrange_all(r, streams.FEATURES, 0, 0):
+        try:
+            row = _row.decode(codec.payload(f))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if symbols and row.symbol not in symbols:
+            continue
+        if (start_ns and row.ts_ns < start_ns) or (end_ns and row.ts_ns >= end_ns):
+            continue
+        recs.append({"symbol": row.symbol, "ts_ns": row.ts_ns, **row.values})
+    df = pd.DataFrame.from_records(recs)
+    if df.empty:
+        return pd.DataFrame(columns=["symbol", "ts_ns"])
+    return df.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+async def bar_prices(r: Any, symbols: list[str], interval: str = "1s") -> pd.DataFrame:
+    """(symbol, ts_ns, price): each bar's close, stamped at the bar's end."""
+    stream = streams.MD_BARS_1S if interval == "1s" else streams.MD_BARS_1M
+    recs = []
+    for _, f in await _xrange_all(r, stream, 0, 0):
+        try:
+            bar = _bar.decode(codec.payload(f))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if symbols and bar.symbol not in symbols:
+            continue
+        recs.append((bar.symbol, bar.start_ns + BAR_NS[bar.interval], bar.close))
+    return pd.DataFrame.from_records(recs, columns=["symbol", "ts_ns", "price"])
+
+
+def tick_prices(data_dir: Path, symbols: list[str], start_ns: int | None = None,
+                end_ns: int | None = None) -> pd.DataFrame:
+    """(symbol, ts_ns, price) from the stored ticks."""
+    from backend.marketdata.store import read_ticks
+
+    df = read_ticks(data_dir, symbols or None, start_ns or None, end_ns or None)
+    if df.empty:
+        return pd.DataFrame(columns=["symbol", "ts_ns", "price"])
+    ts = df["ts"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    return pd.DataFrame({"symbol": df.symbol.astype(str), "ts_ns": ts, "price": df.price.astype(float)})

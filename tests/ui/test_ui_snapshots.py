@@ -1,0 +1,46 @@
+"""Every screen at a fixed size on the recorded replay data with its frozen clock, plus a refused
+migration move and the approve modal. Update with `make snapshots`, then look at the SVGs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ui.conftest import replay_app
+
+SIZE = (150, 45)
+
+
+@pytest.mark.parametrize("key,name", [("1", "overview"), ("2", "market"), ("3", "orders"), ("4", "risk"),
+                                      ("5", "migration"), ("6", "gates"), ("7", "audit")])
+def test_screen(snap_compare, key: str, name: str) -> None:
+    async def go(pilot) -> None:  # noqa: ANN001
+        await pilot.press(key)
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=SIZE, run_before=go)
+
+
+def test_refused_move(snap_compare) -> None:
+    async def go(pilot) -> None:  # noqa: ANN001
+        await pilot.press("5")
+        await pilot.pause()
+        await pilot.press("right", "down", "s")  # P2 gateway: task02 has no proceed decision
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=SIZE, run_before=go)
+
+
+def test_approve_modal(snap_compare) -> None:
+    async def go(pilot) -> None:  # noqa: ANN001
+        await pilot.press("6", "down", "down", "down", "a")
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=SIZE, run_before=go)
+
+
+def test_help_and_read_only(snap_compare) -> None:
+    async def go(pilot) -> None:  # noqa: ANN001
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(replay_app(read_only=True), terminal_size=SIZE, run_before=go)
