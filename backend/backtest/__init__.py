@@ -1,0 +1,1 @@
+"""Backtests: strategies (signals -> target positions) run over stored prices with pandas."""

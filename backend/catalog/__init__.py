@@ -1,0 +1,1 @@
+"""The marketplace's catalog (strategies, datasets, models with owners) and subscriptions."""
