@@ -13,7 +13,7 @@ import numpy as np
 KIND = "linear-ridge"
 
 
-class LinearModel(msgspec.Struct, kw_only=True):
+class LinearModel(msgspec.Struct, kw_only=True, dict=True):
     """The artifact: what serving needs to turn a feature row into a score."""
 
     features: list[str]
