@@ -44,6 +44,9 @@ class MlTrainingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 def build_training_set(feats: pd.DataFrame, prices: pd.DataFrame, job: TrainJob,
                        wanted: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Labelled rows and the feature columns used."""
+    if feats.empty:
+        raise ValueError("no feature rows in the range"
+                         + (f" for {', '.join(job.symbols)}" if job.symbols else ""))
     cols = [c for c in feats.columns if c not in ("symbol", "ts_ns")]
     if wanted:
         missing = [c for c in wanted if c not in cols]
