@@ -12,6 +12,8 @@ from textual.widgets import Button, DataTable, Input, Label, Select
 class ReasonModal(ModalScreen[str | None]):
     """Asks for a reason; with `confirm`, also for the typed confirmation word."""
 
+    AUTO_FOCUS = "#reason"
+
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
 
     def __init__(self, title: str, confirm: str | None = None, placeholder: str = "reason") -> None:
@@ -57,6 +59,7 @@ class ReasonModal(ModalScreen[str | None]):
 
 
 class OrderModal(ModalScreen[tuple[str, str, float, float | None] | None]):
+    AUTO_FOCUS = "#qty"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
 
     def __init__(self, symbols: list[str]) -> None:
@@ -104,6 +107,7 @@ class OrderModal(ModalScreen[tuple[str, str, float, float | None] | None]):
 
 
 class HelpScreen(ModalScreen[None]):
+    AUTO_FOCUS = "#help-table"
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
 
     def __init__(self, rows: list[tuple[str, str, str]]) -> None:
@@ -112,7 +116,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
-            yield Label("Keys (remap any by its id in config: [keymap])", id="dialog-title")
+            yield Label("Keys (remap any by its id in the config file, table \\[keymap])", id="dialog-title")
             table = DataTable(id="help-table", cursor_type="row")
             yield table
 

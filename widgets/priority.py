@@ -36,6 +36,8 @@ class PriorityColumn(ListView):
                 item = ListItem(label)
                 self._cards[name] = (item, label)
                 self.append(item)
+            if names and self.index is None:
+                self.index = 0
         for name, state, health in cards:
             item, label = self._cards[name]
             for s in ("planned", "deploying", "validating", "migrated", "failed", "rolled_back"):

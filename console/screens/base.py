@@ -17,6 +17,10 @@ class BaseScreen(Screen):
     TITLE = ""
     AUTO_FOCUS = None  # screens name their main widget; the hidden filter line never takes focus
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only mode removes every action that changes anything (and hides its key)."""
+        return self.app.check_action(action, parameters)
+
     def compose_body(self) -> ComposeResult:
         yield from ()
 

@@ -24,7 +24,7 @@ def test_refused_move(snap_compare) -> None:
     async def go(pilot) -> None:  # noqa: ANN001
         await pilot.press("5")
         await pilot.pause()
-        await pilot.press("right", "down", "s")  # P2 gateway: task02 has no proceed decision
+        await pilot.press("right", "s")  # P2 gateway: task02 has no proceed decision
         await pilot.pause()
 
     assert snap_compare(replay_app(), terminal_size=SIZE, run_before=go)
