@@ -168,6 +168,8 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
             "positions": {s: p.quantity for s, p in pos.items()},
             "final_pnl": round(sum(p.realized_pnl + p.unrealized_pnl for p in pos.values()), 4),
             "model_ic": json.loads(cli(env, "models", "list", "--json").stdout)[0]["production_ic"],
+            "serving_score_ms": {k: v for k, v in heartbeat(r, "serving").latency_ms.items()
+                                 if k in ("score_p50", "score_p99")},
         }
         print("\nLOOP FIGURES", json.dumps(figures))
         for name, proc in procs.items():
