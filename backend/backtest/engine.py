@@ -54,10 +54,14 @@ STRATEGIES: dict[str, Callable[[pd.Series, dict[str, Any]], pd.Series]] = {
 PARAMS = {"window", "threshold", "quantity", "bar_s", "fee_bps", "capital"}
 
 
+MODEL_PREFIX = "model:"
+
+
 def check(strategy: str, params: dict[str, Any]) -> None:
     """ValueError naming what is wrong with a job's strategy or parameters."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")
+    if strategy not in STRATEGIES and not (strategy.startswith(MODEL_PREFIX) and len(strategy) > len(MODEL_PREFIX)):
+        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}, "
+                         f"or model:NAME (the registry's production model on the stored features)")
     unknown = set(params) - PARAMS
     if unknown:
         raise ValueError(f"unknown parameters {', '.join(sorted(unknown))}; known: {', '.join(sorted(PARAMS))}")
@@ -69,10 +73,23 @@ def check(strategy: str, params: dict[str, Any]) -> None:
             raise ValueError(f"parameter {k} must be positive, not {params[k]}")
 
 
+def _from_signals(signals: pd.DataFrame, sym: str, bar: str, index: pd.DatetimeIndex) -> pd.Series:
+    """A model's signals as a target in {-1, 0, 1}: buy long, sell short, neutral keeps the
+    position (as the marketplace trades them); each bar takes the last signal known in it."""
+    g = signals[signals.symbol == sym]
+    if g.empty:
+        return pd.Series(0.0, index=index)
+    side = g.set_index(pd.to_datetime(g.ts_ns, utc=True)).side.sort_index().replace(0.0, np.nan)
+    return side.resample(bar).last().ffill().reindex(index).ffill().fillna(0.0)
+
+
 def run(prices: pd.DataFrame, strategy: str, params: dict[str, Any], *, job_id: str = "",
-        start_ns: int = 0, end_ns: int = 0) -> BacktestResult:
-    """`prices`: (symbol, ts_ns, price) rows. Returns the result; ValueError if there is no data."""
+        start_ns: int = 0, end_ns: int = 0, signals: pd.DataFrame | None = None) -> BacktestResult:
+    """`prices`: (symbol, ts_ns, price) rows; for a `model:NAME` strategy, `signals`
+    (symbol, ts_ns, side in -1/0/1). Returns the result; ValueError if there is no data."""
     check(strategy, params)
+    if strategy.startswith(MODEL_PREFIX) and (signals is None or signals.empty):
+        raise ValueError(f"no signals from {strategy} in the range: nothing to backtest")
     if prices.empty:
         raise ValueError("no prices in the range: nothing to backtest")
     bar = f"{int(params.get('bar_s', 1) * 1000)}ms"
@@ -85,7 +102,10 @@ def run(prices: pd.DataFrame, strategy: str, params: dict[str, Any], *, job_id: 
                  .resample(bar).last().ffill())
         if len(close) < 2:
             continue
-        target = STRATEGIES[strategy](close, params).fillna(0.0) * qty
+        if signals is not None and strategy.startswith(MODEL_PREFIX):
+            target = _from_signals(signals, str(sym), bar, close.index) * qty
+        else:
+            target = STRATEGIES[strategy](close, params).fillna(0.0) * qty
         held = target.shift(1).fillna(0.0)  # decided at the previous close
         traded = held.diff().fillna(held).abs()
         pnl = held * close.diff().fillna(0.0) - fee * traded * close.shift(1).fillna(close)

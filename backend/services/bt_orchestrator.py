@@ -1,6 +1,7 @@
 """bt-orchestrator (P5): runs backtest jobs queued in Redis (`backtest.jobs`, BacktestJob) over
 stored data with pandas: the stored ticks from sink-ticks (or, when none are stored in the range,
-the 1 s bars on `md.bars.1s`), a strategy from backend/backtest/engine.py, and stores the result
+the 1 s bars on `md.bars.1s`), a strategy from backend/backtest/engine.py or `model:NAME` (the
+registry's production model scoring the stored feature rows), and stores the result
 (PnL, Sharpe, max drawdown, trades, PnL per symbol) in `backtest:job:<id>`.
 
 A job naming an unknown strategy or a bad parameter is bad input: marked failed with the reason
@@ -13,12 +14,15 @@ import asyncio
 import time
 
 import msgspec
+import numpy as np
+import pandas as pd
 
 from backend.backtest import engine
 from backend.backtest.jobs import k_job
 from backend.bus import codec, streams
 from backend.bus.worker import Entry, Poison
 from backend.messages import BacktestJob
+from backend.models import registry as reg
 from backend.models import sources
 from backend.services.base import Service
 
@@ -80,13 +84,33 @@ class BtOrchestratorService(Service):
             df = df[df.ts_ns < job.end_ns]
         return df, "bars"
 
+    async def model_signals(self, job: BacktestJob) -> pd.DataFrame:
+        """The production model's signals over the stored feature rows (as serving would score them)."""
+        name = job.strategy[len(engine.MODEL_PREFIX):]
+        rec = await reg.aproduction(self.r, name)
+        if rec is None:
+            raise ValueError(f"model {name!r} has no production version")
+        model = rec.model()
+        feats = await sources.feature_rows(self.r, job.symbols, job.start_ns, job.end_ns)
+        if feats.empty:
+            raise ValueError("no feature rows in the range")
+        missing = [f for f in model.features if f not in feats.columns]
+        if missing:
+            raise ValueError(f"stored features lack {', '.join(missing)} needed by {name} v{rec.version}")
+        feats = feats.dropna(subset=model.features)
+        score = model.predict(feats[model.features].to_numpy(dtype=float)) / (model.pred_std or 1.0)
+        th = float(job.params.get("threshold", 0.5))
+        side = np.where(score >= th, 1.0, np.where(score <= -th, -1.0, 0.0))
+        return pd.DataFrame({"symbol": feats.symbol, "ts_ns": feats.ts_ns, "side": side})
+
     async def run_job(self, job: BacktestJob) -> None:
         await self._set(job.job_id, state="running", reason="")
         t0 = time.perf_counter_ns()
         try:
             df, source = await self.prices(job)
+            signals = await self.model_signals(job) if job.strategy.startswith(engine.MODEL_PREFIX) else None
             res = await asyncio.to_thread(engine.run, df, job.strategy, job.params, job_id=job.job_id,
-                                          start_ns=job.start_ns, end_ns=job.end_ns)
+                                          start_ns=job.start_ns, end_ns=job.end_ns, signals=signals)
         except ValueError as exc:
             self.failed += 1
             await self._set(job.job_id, state="failed", reason=str(exc))

@@ -77,7 +77,8 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
     ml = MlTrainingService(redis_url=redis_url, instance="ml-1", config={"features": ["lead", "noise"]})
     sv = ServingService(redis_url=redis_url, instance="sv-1", config={"model": "alpha", "threshold": 0.5})
     mk = MarketplaceService(redis_url=redis_url, instance="mk-1")
-    tasks = [(s, await start(s)) for s in (mo, ml, sv, mk)]
+    bt = BtOrchestratorService(redis_url=redis_url, instance="bt-0")
+    tasks = [(s, await start(s)) for s in (mo, ml, sv, mk, bt)]
     try:
         # train twice: v1 and v2 land in staging with lineage; production is empty until promoted
         for job_id in ("j1", "j2"):
@@ -138,6 +139,15 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
         show = await asyncio.to_thread(subprocess.run, TRADEOPS + ["models", "show", "alpha"],
                                        capture_output=True, text=True, env=env)
         assert "production v1" in show.stdout and "v2 drifts" in show.stdout and "lead,noise" in show.stdout
+
+        # a backtest of the production model over the stored features and bars
+        job = btjobs.submit(r, "model:alpha", ["BTCUSDT", "ETHUSDT"], {"quantity": 1, "threshold": 0.5})
+        nope = btjobs.submit(r, "model:nope", [], {})
+        await await_for(lambda: btjobs.status(r, job.job_id)["state"] == "done"
+                        and btjobs.status(r, nope.job_id)["state"] == "failed", 20)
+        res = btjobs.status(r, job.job_id)["result"]
+        assert res.trades > 0 and res.symbols == ["BTCUSDT", "ETHUSDT"] and res.pnl > 0  # `lead` does lead
+        assert btjobs.status(r, nope.job_id)["reason"] == "model 'nope' has no production version"
 
         # bad input: each goes to its DLQ with a reason, the services keep running
         await ar.xadd(streams.MODELS_REQUESTS, {b"d": b"\x01garbage"})

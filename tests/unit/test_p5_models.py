@@ -65,8 +65,21 @@ def test_engine_pnl_drawdown_trades_without_look_ahead() -> None:
     assert rev.trades >= 8
 
 
+def test_engine_trades_a_models_signals_and_holds_through_neutral_ones() -> None:
+    up = pd.DataFrame({"symbol": "X", "ts_ns": np.arange(0, 10) * S, "price": 100.0 + np.arange(10)})
+    long = pd.DataFrame({"symbol": "X", "ts_ns": [0, 3 * S], "side": [1.0, 0.0]})  # neutral keeps it
+    res = engine.run(up, "model:alpha", {"fee_bps": 0}, signals=long)
+    assert res.pnl == pytest.approx(9) and res.trades == 1
+    flip = pd.DataFrame({"symbol": "X", "ts_ns": [0, 4 * S], "side": [1.0, -1.0]})
+    res = engine.run(up, "model:alpha", {"fee_bps": 0}, signals=flip)
+    assert res.pnl == pytest.approx(4 - 5) and res.trades == 2
+    with pytest.raises(ValueError, match="no signals from model:alpha"):
+        engine.run(up, "model:alpha", {}, signals=long.iloc[0:0])
+
+
 @pytest.mark.parametrize("strategy,params,message", [
-    ("nope", {}, "unknown strategy 'nope'; known: buy-hold, meanrev, momentum"),
+    ("nope", {}, "unknown strategy 'nope'; known: buy-hold, meanrev, momentum, or model:NAME"),
+    ("model:", {}, "unknown strategy 'model:'"),
     ("momentum", {"windw": 3}, "unknown parameters windw"),
     ("momentum", {"window": "x"}, "parameter window must be a number"),
     ("momentum", {"window": -1}, "parameter window must be positive"),
