@@ -18,6 +18,7 @@ class BlotterTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self.follow = True
         self.new_since_pause = 0
+        self._cells: dict[str, tuple[str, ...]] = {}
 
     def on_mount(self) -> None:
         for c in self.COLUMNS:
@@ -27,13 +28,18 @@ class BlotterTable(DataTable):
         """(key, cells) newest first. Existing rows update in place, new ones are added."""
         new = 0
         for key, cells in reversed(rows):
-            if key in self.rows:
-                for col, val in zip(self.COLUMNS, cells, strict=True):
-                    if self.get_cell(key, col) != val:
+            cells = tuple(cells)
+            old = self._cells.get(key)
+            if old == cells:
+                continue  # unchanged: no work
+            if old is not None:
+                for col, val, was in zip(self.COLUMNS, cells, old, strict=True):
+                    if val != was:
                         self.update_cell(key, col, val)
             else:
                 self.add_row(*cells, key=key)
                 new += 1
+            self._cells[key] = cells
         if new:
             self.sort("time", "client id", reverse=True)
             if self.follow:

@@ -21,6 +21,9 @@ def _benchmarks() -> list[Any]:
         mod = importlib.import_module(f"backend.bench.{info.name}")
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
             mods.append(mod)
+    from console import bench_ui  # the console's own benchmark lives beside the console
+
+    mods.append(bench_ui)
     return sorted(mods, key=lambda m: m.NAME)
 
 

@@ -85,26 +85,38 @@ class LiveSource:
         dt = max(1e-3, now - self.last_poll)
         self.last_poll = now
         counts: dict[str, int] = defaultdict(int)
-        resp = self.r.xread({streams.MD_TICKS: self.tick_cursor}, count=500)
+        resp = self.r.xread({streams.MD_TICKS: self.tick_cursor}, count=5000)
         if self.tick_cursor == "$" and not resp:
             last = self.r.xrevrange(streams.MD_TICKS, count=1)
             if last:
                 self.tick_cursor = last[0][0]
+        names: list[np.ndarray] = []
+        prices: list[np.ndarray] = []
+        qtys: list[np.ndarray] = []
         for _, items in resp or []:
             for eid, f in items:
                 self.tick_cursor = eid
                 b = tickcols.decode(codec.payload(f))
                 c = tickcols.columns(b)
-                for k, sym in enumerate(b.symbols):
-                    sel = c["sym"] == k
-                    n = int(sel.sum())
-                    if not n:
-                        continue
-                    counts[sym] += n
-                    px = c["price"][sel]
-                    self.volume[sym] += float(np.sum(c["qty"][sel]))
-                    self.first.setdefault(sym, float(px[0]))
-                    self.prices[sym].append(float(px[-1]))
+                names.append(np.asarray(b.symbols, dtype=object)[c["sym"]])
+                prices.append(c["price"])
+                qtys.append(c["qty"])
+        if names:  # one vectorised pass over everything read since the last poll
+            sym = np.concatenate(names).astype(str)
+            px = np.concatenate(prices)
+            qty = np.concatenate(qtys)
+            uniq, inv, n = np.unique(sym, return_inverse=True, return_counts=True)
+            vol = np.bincount(inv, weights=qty)
+            last_idx = np.zeros(len(uniq), dtype=np.int64)
+            np.maximum.at(last_idx, inv, np.arange(len(sym)))
+            first_idx = np.full(len(uniq), len(sym), dtype=np.int64)
+            np.minimum.at(first_idx, inv, np.arange(len(sym)))
+            for k, s_ in enumerate(uniq):
+                s_ = str(s_)
+                counts[s_] = int(n[k])
+                self.volume[s_] += float(vol[k])
+                self.first.setdefault(s_, float(px[first_idx[k]]))
+                self.prices[s_].append(float(px[last_idx[k]]))
         for sym in set(self.prices) | set(counts):
             self.rates[sym] = counts.get(sym, 0) / dt
         for sym in sorted(self.prices):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
@@ -39,6 +41,12 @@ class BaseScreen(Screen):
         if snap is not None:
             self.show(snap)
 
+    def on_screen_resume(self) -> None:
+        """Back on this screen: show the newest snapshot at once, not at the next refresh."""
+        snap = getattr(self.app, "snapshot", None)
+        if snap is not None and self.is_mounted:
+            self.show(snap)
+
     def show(self, snap: Snapshot) -> None:
         app = self.app
         flags = []
@@ -55,6 +63,7 @@ class BaseScreen(Screen):
         banner.display = not snap.connected
         banner.update(f"⚠ {snap.error}" if not snap.connected else "")
         self.render_snapshot(snap)
+        self.shown_at = time.perf_counter()
 
     def render_snapshot(self, snap: Snapshot) -> None:
         pass

@@ -1,0 +1,79 @@
+"""`tradeops bench console`: the console's start-to-first-frame time and key-press-to-screen-update
+latency (P50/P99) while the market-data pipeline runs at `--rate` ticks/s (exchange, gateway,
+normalizer and sink as processes, the app headless in this process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+NAME = "console"
+HELP = "console: start to first frame, key press to screen update P99, under md load"
+DEFAULT_SECONDS = 10.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=float, default=20_000, help="ticks per second on the pipeline (default 20000)")
+
+
+async def _drive(url: str, seconds: float) -> dict[str, Any]:
+    from backend.settings import Settings
+    from console.actions import LiveActions
+    from console.app import SCREENS, TradeopsApp
+    from console.data.live import LiveSource
+    from textual import events
+
+    settings = Settings()
+    t0 = time.monotonic()
+    app = TradeopsApp(LiveSource(url, settings, "bench"), LiveActions(url, settings, "bench"), poll_s=0.5)
+    lat: list[float] = []
+    per: dict[str, list[float]] = {}
+    async with app.run_test(size=(150, 45)) as pilot:
+        while app.first_frame_s is None:
+            await asyncio.sleep(0.005)
+        first = time.monotonic() - t0
+        end = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < end:
+            i += 1
+            name = SCREENS[i % len(SCREENS)]
+            k0 = time.perf_counter()
+            app.post_message(events.Key(str(i % len(SCREENS) + 1), str(i % len(SCREENS) + 1)))
+            # until the new screen is up and has drawn the newest snapshot
+            while not (app.screen.__class__.__name__.lower() == f"{name}screen"
+                       and getattr(app.screen, "shown_at", 0) > k0):
+                await asyncio.sleep(0.001)
+            lat.append((time.perf_counter() - k0) * 1000)
+            per.setdefault(name, []).append(lat[-1])
+            await asyncio.sleep(0.2)  # an operator's pace, not a flood
+        tps = app.snapshot.total_tps if app.snapshot else 0.0
+    cold = np.array(lat[: len(SCREENS)])  # each screen's first visit mounts it
+    arr = np.array(lat[len(SCREENS):]) if len(lat) > len(SCREENS) else cold
+    return {"first_frame_s": round(first, 3), "key_p50_ms": round(float(np.percentile(arr, 50)), 2),
+            "key_p99_ms": round(float(np.percentile(arr, 99)), 2), "key_presses": len(arr),
+            "first_visit_max_ms": round(float(cold.max()), 2), "ticks_per_s_seen": round(tps),
+            "worst_ms_by_screen": {k: round(max(v[1:] or v), 1) for k, v in per.items()}}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from backend.bench.harness import BenchStack
+
+    with BenchStack() as st:
+        ex = subprocess.Popen([sys.executable, "-m", "console.cli", "--data-dir", str(st.data_dir), "exchange",
+                               "--rate", str(args.rate), "--news-every", "3600"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert ex.stdout is not None and ex.stdout.readline().startswith("exchange up")
+            for name in ("normalizer", "sink-ticks", "gateway"):
+                st.start(name)
+            out = asyncio.run(_drive(st.url, args.seconds))
+        finally:
+            ex.terminate()
+            ex.wait(10)
+    return {"rate": args.rate, **out}
