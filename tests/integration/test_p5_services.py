@@ -232,3 +232,12 @@ async def test_market_catalog_and_subscription_errors(redis_url: str, r: redis.R
         assert out.returncode == 1 and "zz has no subscription" in out.stderr
     finally:
         await stop((mk, task))
+
+
+@pytest.mark.parametrize("cls,bad", [(ServingService, {"modle": "alpha"}), (MlTrainingService, {"min_rows": "x"}),
+                                     (ModelopsService, {"auto_promote_min_ic": "high"})])
+def test_bad_config_names_the_section_and_key(redis_url: str, cls: type[Service], bad: dict) -> None:
+    from backend.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"\[services\.{cls.name}\].*{next(iter(bad))}"):
+        cls(redis_url=redis_url, config=bad)
