@@ -89,7 +89,10 @@ class GatewayService(Service):
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # bounded: a websocket close handshake must not hold up the drain
+            done, pending = await asyncio.wait(tasks, timeout=3) if tasks else (set(), set())
+            if pending:
+                self.log.warning("%d feed client(s) did not close within 3s", len(pending))
 
     async def _client(self, url: str, consume) -> None:  # noqa: ANN001
         attempt = 0
