@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from textual import on, work
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.widgets import Input
@@ -112,8 +112,12 @@ class TradeopsApp(App):
             self.first_frame_s = time.monotonic() - self.started
 
     def refresh_screen(self) -> None:
-        if isinstance(self.screen, BaseScreen) and self.snapshot is not None:
-            self.screen.show(self.snapshot)
+        try:
+            screen = self.screen
+        except ScreenStackError:  # shutting down: a late snapshot has nowhere to go
+            return
+        if isinstance(screen, BaseScreen) and self.snapshot is not None:
+            screen.show(self.snapshot)
 
     # -- actions ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
