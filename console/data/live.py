@@ -38,6 +38,8 @@ class LiveSource:
         self.history: dict[str, list[str]] = defaultdict(list)
         self.order_cursor = "0"
         self.inv = inventory.load()
+        self.polls = 0
+        self._slow: dict[str, object] = {}
 
     def close(self) -> None:
         self.r.close()
@@ -51,8 +53,20 @@ class LiveSource:
             self._market(snap)
             self._orders(snap)
             self._risk(snap)
-            self._migration(snap)
-            self._gates(snap)
+            # the board, gates and audit change on an operator's time scale: every 2 s is enough
+            if self.polls % 4 == 0 or not self._slow:
+                self._migration(snap)
+                self._gates(snap)
+                self._slow = {k: getattr(snap, k) for k in
+                              ("board", "progress", "gates", "open_gates", "audit", "audit_verdict")}
+                self._slow["gate_alerts"] = [a for a in snap.alerts if a.startswith("gate ")]
+            else:
+                for k, v in self._slow.items():
+                    if k == "gate_alerts":
+                        snap.alerts.extend(v)  # type: ignore[arg-type]
+                    else:
+                        setattr(snap, k, v)
+            self.polls += 1
         except redis.RedisError as exc:
             snap.connected = False
             snap.error = f"lost connection to {self.url}: {exc}; reconnecting"
