@@ -1,0 +1,49 @@
+"""The online store (latest features per symbol in Redis) and the offline store (Parquet by date
+and symbol), with point-in-time retrieval: for each query time, the latest row at or before it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ONLINE_KEY = "features:online:{symbol}"
+
+
+def offline_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "store" / "features"
+
+
+def write_offline(data_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
+    if not rows:
+        return
+    df = pd.DataFrame(rows)
+    day = time.strftime("%Y-%m-%d", time.gmtime(int(df.ts_ns.iloc[0]) / 1e9))
+    out = offline_dir(data_dir) / f"date={day}" / f"{name}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out, index=False)
+
+
+def read_offline(data_dir: Path, symbols: list[str] | None = None) -> pd.DataFrame:
+    files = sorted(offline_dir(data_dir).rglob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=["symbol", "ts_ns"])
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if symbols:
+        df = df[df.symbol.isin(symbols)]
+    return df.drop_duplicates(["symbol", "ts_ns"]).sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+def as_of(features: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time join: for each (symbol, ts_ns) query, the latest feature row with
+    ts_ns <= the query's (never a row from the future)."""
+    f = features.sort_values("ts_ns")
+    q = queries.sort_values("ts_ns")
+    return pd.merge_asof(q, f, on="ts_ns", by="symbol", direction="backward")
+
+
+def historical(data_dir: Path, symbols: list[str], start_ns: int, end_ns: int) -> pd.DataFrame:
+    df = read_offline(data_dir, symbols)
+    return df[(df.ts_ns >= start_ns) & (df.ts_ns < end_ns)].reset_index(drop=True)

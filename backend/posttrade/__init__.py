@@ -1,0 +1,1 @@
+"""Post-trade: positions and PnL from fills, marked to market."""

@@ -1,0 +1,79 @@
+"""feast-pipeline (P4): closed 1 s bars -> features per symbol (definitions as data), published on
+`features`, kept online (latest per symbol in Redis) and offline (Parquet)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.features import store
+from backend.features.compute import SymbolHistory, definitions
+from backend.messages import Bar, FeatureRow
+from backend.services.base import Service
+
+BAR_NS = 1_000_000_000
+_bar = msgspec.msgpack.Decoder(Bar)
+
+
+class FeastConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    flush_rows: int = 2000
+    """Rows buffered before an offline Parquet file is written (also every 5 s)."""
+
+
+class FeastPipelineService(Service):
+    name = "feast-pipeline"
+    Config = FeastConfig
+
+    async def setup(self) -> None:
+        depth = max(d.window for d in definitions()) + 1
+        self.hist: dict[str, SymbolHistory] = {}
+        self.depth = depth
+        self.rows = 0
+        self.offline: list[dict[str, Any]] = []
+        self.data_dir = Path(self.settings.resolved_data_dir())
+        self.worker = self.consume(streams.MD_BARS_1S, self.on_bars, count=512, block_ms=100)
+        self.every(5.0, self.flush_offline)
+
+    def processed(self) -> int:
+        return self.rows
+
+    def metrics(self) -> dict[str, object]:
+        return {"rows": self.rows, "symbols": len(self.hist), "features": [d.name for d in definitions()]}
+
+    async def on_bars(self, entries: list[Entry]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for eid, f in entries:
+            try:
+                bar = _bar.decode(codec.payload(f))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.worker.dead_letter(eid, f, f"undecodable bar: {exc}")
+                continue
+            if not (bar.close > 0 and bar.volume >= 0):
+                await self.worker.dead_letter(eid, f, f"bad bar for {bar.symbol}: close {bar.close}, volume {bar.volume}")
+                continue
+            h = self.hist.setdefault(bar.symbol, SymbolHistory(self.depth))
+            values = h.add(bar)
+            if values is None:
+                continue
+            row = FeatureRow(symbol=bar.symbol, ts_ns=bar.start_ns + BAR_NS, values=values)
+            pipe.xadd(streams.FEATURES, codec.fields(row), maxlen=streams.maxlen(streams.FEATURES), approximate=True)
+            pipe.hset(store.ONLINE_KEY.format(symbol=bar.symbol),
+                      mapping={"ts_ns": row.ts_ns, **{k: repr(v) for k, v in values.items()}})
+            self.offline.append({"symbol": row.symbol, "ts_ns": row.ts_ns, **values})
+            self.rows += 1
+        await pipe.execute()
+        if len(self.offline) >= self.cfg.flush_rows:
+            await self.flush_offline()
+
+    async def flush_offline(self) -> None:
+        rows, self.offline = self.offline, []
+        store.write_offline(self.data_dir, rows, f"{time.time_ns()}-{uuid.uuid4().hex[:6]}")
+
+    async def teardown(self) -> None:
+        await self.flush_offline()

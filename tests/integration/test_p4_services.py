@@ -1,0 +1,63 @@
+"""feast-pipeline and ptrc on real Redis, with their bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+
+from backend.bus import codec, streams
+from backend.messages import Bar, ExecReport, Position
+from backend.services.feast_pipeline import FeastPipelineService
+from backend.services.ptrc import PtrcService
+from backend.settings import Settings
+from tests.conftest import await_for
+
+
+async def test_feast_pipeline_rows_online_store_and_bad_bars(redis_url: str, r: redis.Redis, tmp_path) -> None:
+    for i in range(20):
+        c = 100.0 + i
+        r.xadd(streams.MD_BARS_1S, codec.fields(Bar("BTCUSDT", "1s", i * 10**9, c, c, c, c, 1.0, c, 1)))
+    r.xadd(streams.MD_BARS_1S, codec.fields(Bar("BTCUSDT", "1s", 99 * 10**9, 1, 1, 1, -5.0, 1.0, 1, 1)))
+    r.xadd(streams.MD_BARS_1S, {b"d": b"junk"})
+    svc = FeastPipelineService(redis_url=redis_url, settings=Settings(data_dir=str(tmp_path)), instance="f1")
+    task = asyncio.create_task(svc.run())
+    await await_for(lambda: r.xlen(streams.FEATURES) == 20 and r.xlen(streams.dlq(streams.MD_BARS_1S)) == 2, 20)
+    svc.request_stop()
+    await asyncio.wait_for(task, 10)
+    online = r.hgetall("features:online:BTCUSDT")
+    assert int(online[b"ts_ns"]) == 20 * 10**9 and float(online[b"ret_1"]) > 0
+    reasons = sorted(f[b"dlq_reason"].decode() for _, f in r.xrange(streams.dlq(streams.MD_BARS_1S)))
+    assert reasons[0].startswith("bad bar for BTCUSDT: close -5.0") and reasons[1].startswith("undecodable bar")
+    from backend.features.store import read_offline
+
+    assert len(read_offline(tmp_path)) == 20
+
+
+def fill(tid: str, side: str, qty: float, px: float, account: str = "a1") -> dict:
+    return codec.fields(ExecReport(client_order_id=tid, venue_order_id="v", kind="fill", account=account,
+                                   symbol="BTCUSDT", side=side, trade_id=tid, fill_qty=qty, fill_price=px))
+
+
+async def test_ptrc_positions_dedup_restart_and_bad_fills(redis_url: str, r: redis.Redis) -> None:
+    r.xadd(streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))
+    r.xadd(streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))  # the same fill again
+    r.xadd(streams.EXEC_REPORTS, fill("t2", "sell", 1, 110.0))
+    r.xadd(streams.EXEC_REPORTS, fill("t3", "sell", -1, 110.0))  # bad
+    svc = PtrcService(redis_url=redis_url, instance="p1")
+    task = asyncio.create_task(svc.run())
+    await await_for(lambda: r.xlen(streams.dlq(streams.EXEC_REPORTS)) == 1 and getattr(svc, "fills", 0) == 2, 20)
+    svc.request_stop()
+    await asyncio.wait_for(task, 10)
+    last = codec.decode(codec.payload(r.xrevrange(streams.POSITIONS, count=1)[0][1]), Position)
+    assert (last.quantity, last.avg_price, last.realized_pnl) == (1.0, 100.0, 10.0)
+    # a restart keeps the position and still counts each fill once
+    r.xadd(streams.EXEC_REPORTS, fill("t2", "sell", 1, 110.0))
+    r.xadd(streams.EXEC_REPORTS, fill("t4", "buy", 1, 120.0))
+    svc = PtrcService(redis_url=redis_url, instance="p1")
+    task = asyncio.create_task(svc.run())
+    await await_for(lambda: getattr(svc, "fills", 0) == 1, 20)
+    svc.request_stop()
+    await asyncio.wait_for(task, 10)
+    last = codec.decode(codec.payload(r.xrevrange(streams.POSITIONS, count=1)[0][1]), Position)
+    assert (last.quantity, last.avg_price, last.realized_pnl) == (2.0, 110.0, 10.0)
