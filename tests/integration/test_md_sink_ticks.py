@@ -36,7 +36,9 @@ def publish(r: redis.Redis, start_batch: int, n_batches: int, per_batch: int = 5
 @pytest.mark.timeout(90)
 def test_crash_and_restart_store_every_tick_exactly_once(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[services.sink-ticks]\nflush_rows = 500\nflush_s = 0.2\n')
+    # First run: flushes by time only, so entries it has read stay pending (unstored) for 1.5 s,
+    # a window the kill below is sure to land in; the restart flushes quickly.
+    cfg.write_text('[services.sink-ticks]\nflush_rows = 1000000\nflush_s = 1.5\n')
     data = tmp_path / "data"
     total = publish(r, 0, 100)  # 5000 ticks
 
@@ -52,7 +54,9 @@ def test_crash_and_restart_store_every_tick_exactly_once(r: redis.Redis, redis_u
     wait_for(lambda: r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 0, 30,
              what="entries read but not yet stored")
     stop_process(proc, kill=True)
+    assert r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 0
     total += publish(r, 200, 50)
+    cfg.write_text('[services.sink-ticks]\nflush_rows = 500\nflush_s = 0.2\n')
     proc = start()
     try:
         def stored() -> bool:
