@@ -343,6 +343,38 @@ class BacktestJob(Wire, tag="backtest_job.v1", kw_only=True):
 Environment = Literal["legacy", "target"]
 
 
+class Instrument(Wire, tag="instrument.v1", kw_only=True):
+    """refdata's instrument master entry (refdata.updates in, refdata.events out)."""
+
+    symbol: str
+    tick_size: float
+    lot_size: float
+    currency: str = "USDT"
+    session: str = "24x7"
+    status: Literal["trading", "halted", "delisted"] = "trading"
+
+
+class JobRun(Wire, tag="job_run.v1", kw_only=True):
+    """A scheduled job that ran (ops.jobs) or a request to run one (scheduler.requests)."""
+
+    job: str
+    day: str
+    ts_ns: int
+    reason: str = "scheduled"
+    detail: dict[str, Any] = {}
+
+
+class ReplayRequest(Wire, tag="replay_request.v1", kw_only=True):
+    """md-replay: stored ticks [start_ns, end_ns) into `target` at `speed` (0 = as fast as possible)."""
+
+    id: str
+    start_ns: int
+    end_ns: int
+    symbols: list[str] = []
+    speed: float = 1.0
+    target: str = "md.ticks.replay"
+
+
 class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     """Every service instance, every second (ops.health + hash health:<service>:<instance>)."""
 
@@ -418,6 +450,9 @@ class GateEvent(Wire, tag="gate_event.v1", kw_only=True):
 
 
 WIRE_TYPES: tuple[type[Wire], ...] = (
+    Instrument,
+    JobRun,
+    ReplayRequest,
     RawTick,
     RawTickBatch,
     TickBatch,

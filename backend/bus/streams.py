@@ -25,6 +25,11 @@ MODELS_REQUESTS = "models.requests"
 MODELS_EVENTS = "models.events"
 TRAINING_JOBS = "training.jobs"
 BACKTEST_JOBS = "backtest.jobs"
+REFDATA_UPDATES = "refdata.updates"
+SCHEDULER_REQUESTS = "scheduler.requests"
+OPS_JOBS = "ops.jobs"
+REPLAY_REQUESTS = "replay.requests"
+MD_TICKS_REPLAY = "md.ticks.replay"
 
 ALL = (
     MD_TICKS_RAW,

@@ -1,7 +1,7 @@
 """Where training and backtests read history from: the feature rows and the prices.
 
-Features: the feature store's point-in-time offline retrieval when it is built
-(`backend.features`), else the `features` stream's history. Prices: closes of the 1 s bars on
+Features: the feature store's offline retrieval (`backend.features.store.historical`, Parquet
+written by feast-pipeline), else the `features` stream's history (rows not yet flushed offline). Prices: closes of the 1 s bars on
 `md.bars.1s` (a bar's close is known at its end), else the stored ticks from sink-ticks.
 """
 
@@ -49,6 +49,16 @@ async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: in
             continue
         recs.append({"symbol": row.symbol, "ts_ns": row.ts_ns, **row.values})
     df = pd.DataFrame.from_records(recs)
+    if df.empty:
+        return pd.DataFrame(columns=["symbol", "ts_ns"])
+    return df.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+def offline_feature_rows(data_dir: Path, symbols: list[str], start_ns: int = 0, end_ns: int = 0) -> pd.DataFrame:
+    """Feature rows from the feature store's offline Parquet, in time order."""
+    from backend.features.store import historical
+
+    df = historical(data_dir, symbols, start_ns or 0, end_ns or 2**63 - 1)
     if df.empty:
         return pd.DataFrame(columns=["symbol", "ts_ns"])
     return df.sort_values("ts_ns", kind="stable").reset_index(drop=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Literal
 
 import msgspec
 import pandas as pd
@@ -37,8 +38,11 @@ class MlTrainingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """Features to train on (empty: every feature present in all rows)."""
     min_rows: int = 40
     """Fewer labelled rows than this fails the job instead of registering a noise model."""
-    price_source: str = "bars"
+    price_source: Literal["bars", "ticks"] = "bars"
     """'bars' (md.bars.1s closes) or 'ticks' (the stored ticks from sink-ticks)."""
+    feature_source: Literal["auto", "offline", "stream"] = "auto"
+    """'offline' (the feature store's Parquet), 'stream' (the `features` stream's history), or
+    'auto': whichever holds more rows for the job (the offline store lags by its flush interval)."""
 
 
 def build_training_set(feats: pd.DataFrame, prices: pd.DataFrame, job: TrainJob,
@@ -97,9 +101,21 @@ class MlTrainingService(Service):
                                                        "ts_ns": time.time_ns(),
                                                        **{k: str(v) for k, v in extra.items()}})
 
+    async def features(self, job: TrainJob) -> tuple[pd.DataFrame, str]:
+        src = self.cfg.feature_source
+        offline = stream = None
+        if src in ("auto", "offline"):
+            offline = await asyncio.to_thread(sources.offline_feature_rows, self.settings.resolved_data_dir(),
+                                              job.symbols, job.start_ns, job.end_ns)
+        if src in ("auto", "stream"):
+            stream = await sources.feature_rows(self.r, job.symbols, job.start_ns, job.end_ns)
+        if stream is None or (offline is not None and len(offline) >= len(stream)):
+            return offline, "offline"  # type: ignore[return-value]
+        return stream, "stream"
+
     async def train(self, job: TrainJob) -> None:
         await self._state(job, "running")
-        feats = await sources.feature_rows(self.r, job.symbols, job.start_ns, job.end_ns)
+        feats, feature_source = await self.features(job)
         if self.cfg.price_source == "ticks":
             prices = sources.tick_prices(self.settings.resolved_data_dir(), job.symbols,
                                          job.start_ns or None, job.end_ns or None)
@@ -125,14 +141,15 @@ class MlTrainingService(Service):
             metrics={k: round(v, 6) for k, v in metrics.items()},
             data_start_ns=int(rows.ts_ns.iloc[0]), data_end_ns=int(rows.ts_ns.iloc[-1]) + int(job.horizon_s * 1e9),
             rows=len(rows), symbols=sorted(rows.symbol.unique().tolist()),
-            params={"horizon_s": job.horizon_s, "ridge": job.ridge, "job_id": job.job_id},
+            params={"horizon_s": job.horizon_s, "ridge": job.ridge, "job_id": job.job_id,
+                    "feature_source": feature_source, "price_source": self.cfg.price_source},
             trained_by=job.requested_by or self.instance, request_id=f"train-{job.job_id}",
             ts_ns=time.time_ns(),
         )
         await publish(self.r, streams.MODELS_REQUESTS, reg)
         self.trained += 1
         await self._state(job, "registered", "", rows=len(rows), ic=round(metrics["ic"], 4),
-                          features=",".join(cols))
+                          features=",".join(cols), source=feature_source)
         self.log.info("job %s: %s trained on %d rows, held-out ic %.3f", job.job_id, job.name,
                       len(rows), metrics["ic"])
 

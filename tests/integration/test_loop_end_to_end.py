@@ -24,6 +24,7 @@ import redis
 from backend.bench.harness import BenchStack
 from backend.bus import codec, streams
 from backend.errors import TradeopsError
+from backend.features.store import read_offline
 from backend.marketdata.raw import RawBatchBuilder
 from backend.messages import ExecReport, Heartbeat, Order, Position, Signal
 from backend.runtime.spawn import wait_healthy
@@ -65,6 +66,7 @@ class Market:
         self.px = {"BTCUSDT": 65000.0, "ETHUSDT": 3200.0}
         self.ret = dict.fromkeys(SYMBOLS, 0.0)
         self.trade_id = dict.fromkeys(SYMBOLS, 0)
+        self.last: dict[str, float] = {}
         self.ticks = 0
 
     def second(self, t_ns: int, per_s: int = 5) -> object:
@@ -76,6 +78,7 @@ class Market:
                 self.trade_id[sym] += 1
                 price = start + (end - start) * (k + 1) / per_s
                 ts = t_ns + k * (S // per_s)
+                self.last[sym] = float(f"{price:.2f}")
                 b.add(sym, self.trade_id[sym], f"{price:.2f}", f"{self.rng.uniform(0.01, 0.5):.4f}", ts, ts,
                       bool(k % 2), time.time_ns())
             self.px[sym] = end
@@ -114,12 +117,14 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
                          log_path=st.data_dir / "logs" / f"{name}-loop.log")
         market = Market()
         now = time.time_ns() // S * S
-        # history: 150 s of market, ending 60 s ago
+        # history: 150 s of market, ending 60 s ago; trained on from the feature store's offline
+        # Parquet once feast-pipeline has flushed it
         market.run(r, now - 210 * S, 150)
-        wait_for(lambda: r.xlen(streams.FEATURES) >= 150, 30, what="feature rows from the history")
+        wait_for(lambda: r.xlen(streams.FEATURES) >= 200, 30, what="feature rows from the history")
+        wait_for(lambda: len(read_offline(st.data_dir)) >= 200, 30, what="offline feature store")
 
         out = cli(env, "models", "train", "alpha", "--horizon", "5", "--wait", "30")
-        assert out.returncode == 0 and "registered" in out.stdout, out.stdout + out.stderr
+        assert out.returncode == 0 and "registered" in out.stdout and "source=offline" in out.stdout, out.stdout + out.stderr
         out = cli(env, "models", "promote", "alpha", "1", "--reason", "loop test: first model")
         assert out.returncode == 0 and "promoted to v1 in production" in out.stdout, out.stderr
         wait_for(lambda: (hb := heartbeat(r, "serving")) and hb.extra.get("version") == 1, 15,
@@ -127,10 +132,12 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         out = cli(env, "market", "subscribe", "strategy:alpha-momentum", "--account", ACCOUNT, "--quantity", "0.01")
         assert out.returncode == 0, out.stderr
 
-        # live: the last 55 s of market; signals -> orders -> fills -> positions
-        signals_before = r.xlen(streams.SIGNALS)
+        # live: the last 55 s of market; every bar's features scored -> orders -> fills -> positions
+        features_before = r.xlen(streams.FEATURES)
         market.run(r, now - 60 * S, 55)
-        wait_for(lambda: r.xlen(streams.SIGNALS) > signals_before, 30, what="signals")
+        wait_for(lambda: r.xlen(streams.FEATURES) - features_before >= 2 * 55, 30, what="live feature rows")
+        wait_for(lambda: r.xlen(streams.SIGNALS) >= r.xlen(streams.FEATURES) - features_before, 30,
+                 what="every live feature row scored")
         wait_for(lambda: r.xlen(streams.ORDERS_NEW) >= 1, 30, what="paper orders")
 
         def fills() -> list[ExecReport]:
@@ -149,14 +156,19 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
             return out
 
         filled_syms = {x.symbol for x in fills()}
-        pos = wait_for(lambda: (p := positions()) and set(p) >= filled_syms and p, 30, what="ptrc positions")
+        def signed(sym: str) -> float:
+            return sum(x.fill_qty if x.side == "buy" else -x.fill_qty for x in fills() if x.symbol == sym)
+
+        # ptrc's positions add up to the fills
+        pos = wait_for(lambda: (p := positions()) and set(p) >= filled_syms
+                       and all(abs(x.quantity - signed(s)) < 1e-9 for s, x in p.items()) and p, 30,
+                       what="ptrc positions matching the fills")
         sigs = [codec.decode(codec.payload(f), Signal) for _, f in r.xrange(streams.SIGNALS)]
         assert {s.version for s in sigs} == {1} and all(s.model == "alpha" for s in sigs)
         assert all(o.account == ACCOUNT and o.source.startswith("marketplace:") for o in orders)
-        # the position ptrc reports is what the fills add up to
-        for sym, p in pos.items():
-            signed = sum(x.fill_qty if x.side == "buy" else -x.fill_qty for x in fills() if x.symbol == sym)
-            assert p.quantity == pytest.approx(signed, abs=1e-9)
+        # the same PnL computed from the fills, marked to the last trade of the run
+        cash = -sum((x.fill_qty if x.side == "buy" else -x.fill_qty) * x.fill_price for x in fills())
+        marked = cash + sum(signed(s) * market.last[s] for s in filled_syms)
         figures = {
             "ticks_in": market.ticks,
             "bars_1s": r.xlen(streams.MD_BARS_1S),
@@ -166,7 +178,10 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
             "orders": len(orders),
             "fills": len(fills()),
             "positions": {s: p.quantity for s, p in pos.items()},
-            "final_pnl": round(sum(p.realized_pnl + p.unrealized_pnl for p in pos.values()), 4),
+            "final_pnl_ptrc": round(sum(p.realized_pnl + p.unrealized_pnl for p in pos.values()), 4),
+            "final_pnl_marked_to_last_trade": round(marked, 4),
+            "ptrc_marks": {s: p.mark for s, p in pos.items()},
+            "last_trades": {s: market.last[s] for s in pos},
             "model_ic": json.loads(cli(env, "models", "list", "--json").stdout)[0]["production_ic"],
             "serving_score_ms": {k: v for k, v in heartbeat(r, "serving").latency_ms.items()
                                  if k in ("score_p50", "score_p99")},

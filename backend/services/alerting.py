@@ -1,0 +1,141 @@
+"""alerting (P4): breaches (ptrc and others on ops.alerts), unhealthy or missing heartbeats,
+dead-letter growth and failed gate checks become alerts with a severity, de-duplicated by key,
+kept in `alerts:active` until acknowledged (`tradeops alerts ack`), and optionally delivered to a
+webhook over httpx with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import msgspec
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.messages import Alert, GateEvent
+from backend.services.base import Service
+
+ACTIVE = "alerts:active"
+_alert = msgspec.msgpack.Decoder(Alert)
+_gate = msgspec.msgpack.Decoder(GateEvent)
+
+
+class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    webhook: str | None = None
+    """POST each new alert as JSON here (retried 3 times with backoff)."""
+    heartbeat_max_age_s: float = 5.0
+    dlq_growth: int = 1
+    """New dead letters on one stream since the last look that raise an alert."""
+
+
+class AlertingService(Service):
+    name = "alerting"
+    Config = AlertingConfig
+
+    async def setup(self) -> None:
+        self.raised = 0
+        self.delivered = 0
+        self.failed_deliveries = 0
+        self.dlq_seen: dict[str, int] = {}
+        # where gate events were read up to survives restarts: a failed check alerts once
+        self.gate_cursor = (await self.r.get("alerting:gate_cursor") or b"0").decode()
+        self.http = httpx.AsyncClient(timeout=3)
+        self.worker = self.consume(streams.OPS_ALERTS, self.on_alerts, count=200, block_ms=200)
+        self.every(2.0, self.watch)
+
+    def processed(self) -> int:
+        return self.raised
+
+    def metrics(self) -> dict[str, object]:
+        return {"raised": self.raised, "delivered": self.delivered, "failed_deliveries": self.failed_deliveries}
+
+    async def raise_alert(self, alert: Alert) -> bool:
+        """Record an alert unless one with its key is already active; deliver it if new."""
+        key = alert.key or alert.id
+        if not await self.r.hsetnx(ACTIVE, key, codec.encode(alert)):
+            return False
+        self.raised += 1
+        if self.cfg.webhook:
+            await self.deliver(alert)
+        return True
+
+    async def deliver(self, alert: Alert) -> None:
+        body = msgspec.to_builtins(alert)
+        for attempt in range(3):
+            try:
+                resp = await self.http.post(self.cfg.webhook, json=body)  # type: ignore[arg-type]
+                if resp.status_code < 500:
+                    self.delivered += resp.status_code < 400
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1 * 2 ** attempt)
+        self.failed_deliveries += 1
+        self.log.warning("webhook delivery of %s failed after 3 tries", alert.key or alert.id)
+
+    async def on_alerts(self, entries: list[Entry]) -> None:
+        for eid, f in entries:
+            try:
+                alert = _alert.decode(codec.payload(f))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.worker.dead_letter(eid, f, f"undecodable alert: {exc}")
+                continue
+            await self.raise_alert(alert)
+
+    async def watch(self) -> None:
+        now = time.time_ns()
+        for hb in await self._beats():
+            age = (now - hb.ts_ns) / 1e9
+            if hb.state == "failed" or age > self.cfg.heartbeat_max_age_s:
+                await self.raise_alert(Alert(id=f"hb-{hb.instance}-{now}", ts_ns=now, severity="critical",
+                                             source="alerting", kind="heartbeat", key=f"heartbeat:{hb.instance}",
+                                             message=f"{hb.service} ({hb.instance}) is {hb.state}, last beat {age:.1f}s ago"))
+        async for key in self.r.scan_iter(match="dlq.*", count=500):
+            stream = key.decode()
+            n = await self.r.xlen(stream)
+            before = self.dlq_seen.get(stream, 0)
+            self.dlq_seen[stream] = n
+            if n - before >= self.cfg.dlq_growth:
+                await self.raise_alert(Alert(id=f"dlq-{stream}-{now}", ts_ns=now, severity="warning", source="alerting",
+                                             kind="dlq", key=f"dlq:{stream}:{n // 100}",
+                                             message=f"{stream} grew by {n - before} to {n} dead letter(s)"))
+        resp = await self.r.xread({streams.OPS_GATES: self.gate_cursor}, count=500)
+        for _, items in resp or []:
+            for eid, f in items:
+                self.gate_cursor = eid
+                ev = _gate.decode(codec.payload(f))
+                await self.r.set("alerting:gate_cursor", eid)
+                if ev.kind == "check_run" and ev.outcome == "failed":
+                    await self.raise_alert(Alert(id=f"gate-{eid.decode()}", ts_ns=now, severity="warning",
+                                                 source="alerting", kind="gate", key=f"gate:{ev.gate}:{ev.check}",
+                                                 message=f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})"))
+
+    async def _beats(self) -> list:
+        from backend.messages import Heartbeat
+
+        out = []
+        async for k in self.r.scan_iter(match="health:*", count=1000):
+            raw = await self.r.hget(k, codec.FIELD_STR)
+            if raw:
+                out.append(codec.decode(raw, Heartbeat))
+        return out
+
+    async def teardown(self) -> None:
+        await self.http.aclose()
+
+
+def active(r) -> list[tuple[str, Alert]]:  # noqa: ANN001
+    return [(k.decode(), _alert.decode(v)) for k, v in r.hgetall(ACTIVE).items()]
+
+
+def ack(r, key: str, operator: str) -> Alert | None:  # noqa: ANN001
+    raw = r.hget(ACTIVE, key)
+    if raw is None:
+        return None
+    alert = msgspec.structs.replace(_alert.decode(raw), acked_by=operator)
+    pipe = r.pipeline(transaction=True)
+    pipe.hdel(ACTIVE, key)
+    pipe.xadd("ops.alerts.acked", codec.fields(alert))
+    pipe.execute()
+    return alert

@@ -1,0 +1,88 @@
+"""md-replay (P4): replays stored ticks (sink-ticks' store) into a stream, in order, at a chosen
+speed (1x real time .. 0 = as fast as possible), for backtests and paper-trading validation.
+Requests arrive on replay.requests; progress is in the heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.marketdata import store
+from backend.marketdata import ticks as tickcols
+from backend.messages import ReplayRequest
+from backend.services.base import Service
+
+_req = msgspec.msgpack.Decoder(ReplayRequest)
+
+
+class ReplayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    batch: int = 500
+    """Ticks per published batch when replaying as fast as possible."""
+
+
+class MdReplayService(Service):
+    name = "md-replay"
+    Config = ReplayConfig
+
+    async def setup(self) -> None:
+        self.replayed = 0
+        self.current: str | None = None
+        self.data_dir = Path(self.settings.resolved_data_dir())
+        self.worker = self.consume(streams.REPLAY_REQUESTS, self.on_requests, count=1, block_ms=200)
+
+    def processed(self) -> int:
+        return self.replayed
+
+    def metrics(self) -> dict[str, object]:
+        return {"replayed": self.replayed, "current": self.current}
+
+    async def on_requests(self, entries: list[Entry]) -> None:
+        for eid, f in entries:
+            try:
+                req = _req.decode(codec.payload(f))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.worker.dead_letter(eid, f, f"undecodable replay request: {exc}")
+                continue
+            if req.end_ns <= req.start_ns or req.speed < 0 or not req.target:
+                await self.worker.dead_letter(eid, f, f"bad replay request {req.id!r}: range [{req.start_ns}, "
+                                                      f"{req.end_ns}), speed {req.speed}, target {req.target!r}")
+                continue
+            await self.replay(req)
+
+    async def replay(self, req: ReplayRequest) -> int:
+        df = store.read_ticks(self.data_dir, req.symbols or None, req.start_ns, req.end_ns)
+        self.current = req.id
+        if df.empty:
+            self.current = None
+            return 0
+        ts = df["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        symbols = sorted(df.symbol.unique())
+        code = {s: i for i, s in enumerate(symbols)}
+        sym = df.symbol.map(code).to_numpy()
+        t0_data, t0_wall = int(ts[0]), time.monotonic()
+        step = self.cfg.batch if req.speed == 0 else 1
+        i = 0
+        n = len(df)
+        while i < n and not self.stopping:
+            j = min(n, i + step)
+            if req.speed > 0:  # pace by the data's own clock; group ticks of the same ms
+                while j < n and ts[j] - ts[i] < 1_000_000:
+                    j += 1
+                due = (int(ts[i]) - t0_data) / 1e9 / req.speed
+                wait = due - (time.monotonic() - t0_wall)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            batch = tickcols.pack(symbols, sym[i:j], df.trade_id.to_numpy()[i:j], df.price.to_numpy()[i:j],
+                                  df.qty.to_numpy()[i:j], ts[i:j], df.recv_ns.to_numpy()[i:j],
+                                  df.buyer_maker.to_numpy()[i:j], time.time_ns())
+            await self.r.xadd(req.target, codec.fields(batch), maxlen=streams.maxlen(req.target), approximate=True)
+            self.replayed += j - i
+            i = j
+        self.current = None
+        return n

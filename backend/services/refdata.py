@@ -1,0 +1,82 @@
+"""refdata (P4): the instrument master. Loaded from a data file into Redis (`refdata:instruments`),
+changed by updates on refdata.updates (checked; bad ones dead-lettered), every change published on
+refdata.events so other services can follow."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import msgspec
+
+from backend.bus import codec, streams
+from backend.bus.worker import Entry
+from backend.messages import Instrument
+from backend.services.base import Service
+
+KEY = "refdata:instruments"
+_inst = msgspec.msgpack.Decoder(Instrument)
+
+
+class RefdataConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    file: str | None = None
+    """Instrument master TOML; unset: the one shipped in the package."""
+
+
+def load_file(path: str | None) -> list[Instrument]:
+    text = Path(path).read_text() if path else resources.files("backend.refdata").joinpath("instruments.toml").read_text()
+    raw = tomllib.loads(text)
+    return [msgspec.convert({"_t": "instrument.v1", **i}, Instrument) for i in raw.get("instrument", [])]
+
+
+def problem(i: Instrument) -> str | None:
+    if not i.symbol.strip() or i.symbol != i.symbol.upper():
+        return f"symbol {i.symbol!r} must be upper case and not empty"
+    for name in ("tick_size", "lot_size"):
+        v = getattr(i, name)
+        if not math.isfinite(v) or v <= 0:
+            return f"{i.symbol}: {name} must be positive, not {v}"
+    return None
+
+
+class RefdataService(Service):
+    name = "refdata"
+    Config = RefdataConfig
+
+    async def setup(self) -> None:
+        self.changes = 0
+        current = {k.decode(): _inst.decode(v) for k, v in (await self.r.hgetall(KEY)).items()}
+        for inst in load_file(self.cfg.file):
+            if inst.symbol not in current:  # seed what is missing; operator updates stay
+                await self._apply(inst)
+        self.worker = self.consume(streams.REFDATA_UPDATES, self.on_updates, count=100, block_ms=200)
+
+    def processed(self) -> int:
+        return self.changes
+
+    async def _apply(self, inst: Instrument) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(KEY, inst.symbol, codec.encode(inst))
+        pipe.xadd(streams.REFDATA_EVENTS, codec.fields(inst), maxlen=streams.maxlen(streams.REFDATA_EVENTS),
+                  approximate=True)
+        await pipe.execute()
+        self.changes += 1
+
+    async def on_updates(self, entries: list[Entry]) -> None:
+        for eid, f in entries:
+            try:
+                inst = _inst.decode(codec.payload(f))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.worker.dead_letter(eid, f, f"undecodable instrument: {exc}")
+                continue
+            why = problem(inst)
+            if why:
+                await self.worker.dead_letter(eid, f, f"bad instrument: {why}")
+                continue
+            await self._apply(inst)
+
+
+def instruments(r) -> dict[str, Instrument]:  # noqa: ANN001
+    return {k.decode(): _inst.decode(v) for k, v in r.hgetall(KEY).items()}

@@ -1,0 +1,121 @@
+"""refdata, scheduler, alerting and md-replay on real Redis, each with its bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+import time
+
+import redis
+
+from backend.bus import codec, streams
+from backend.marketdata import store, ticks
+from backend.messages import Alert, GateEvent, Instrument, JobRun, ReplayRequest, Tick, TickBatch
+from backend.services.alerting import AlertingService, ack, active
+from backend.services.md_replay import MdReplayService
+from backend.services.refdata import RefdataService, instruments
+from backend.services.scheduler import SchedulerService
+from backend.settings import Settings
+from tests.conftest import await_for
+
+
+async def run_until(svc, pred, timeout: float = 20) -> None:  # noqa: ANN001
+    task = asyncio.create_task(svc.run())
+    try:
+        await await_for(pred, timeout)
+    finally:
+        svc.request_stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_refdata_seeds_updates_and_rejects(redis_url: str, r: redis.Redis) -> None:
+    r.xadd(streams.REFDATA_UPDATES, codec.fields(Instrument(symbol="BTCUSDT", tick_size=0.1, lot_size=0.001,
+                                                            status="halted")))
+    r.xadd(streams.REFDATA_UPDATES, codec.fields(Instrument(symbol="ETHUSDT", tick_size=-1, lot_size=1)))
+    svc = RefdataService(redis_url=redis_url, instance="rd")
+    await run_until(svc, lambda: r.xlen(streams.dlq(streams.REFDATA_UPDATES)) == 1 and svc.changes >= 11)
+    inst = instruments(r)
+    assert len(inst) == 10 and inst["BTCUSDT"].status == "halted" and inst["ETHUSDT"].tick_size == 0.01
+    (_, f), = r.xrange(streams.dlq(streams.REFDATA_UPDATES))
+    assert f[b"dlq_reason"] == b"bad instrument: ETHUSDT: tick_size must be positive, not -1.0"
+    assert r.xlen(streams.REFDATA_EVENTS) == 11
+
+
+async def test_scheduler_catches_up_once_never_twice(redis_url: str, r: redis.Redis) -> None:
+    settings = Settings(services={"scheduler": {"jobs": [{"name": "daily-report", "at": "00:00"}]}})
+    svc = SchedulerService(redis_url=redis_url, settings=settings, instance="s1")
+    r.xadd(streams.SCHEDULER_REQUESTS, codec.fields(JobRun(job="nosuch", day="2026-01-01", ts_ns=1)))
+    await run_until(svc, lambda: r.xlen(streams.OPS_JOBS) == 1 and r.xlen(streams.dlq(streams.SCHEDULER_REQUESTS)) == 1)
+    svc2 = SchedulerService(redis_url=redis_url, settings=settings, instance="s2")  # "after downtime"
+    await run_until(svc2, lambda: getattr(svc2, "runs", None) == 0)
+    assert r.xlen(streams.OPS_JOBS) == 1  # the missed run happened once, not again
+    job = codec.decode(codec.payload(r.xrange(streams.OPS_JOBS)[0][1]), JobRun)
+    assert job.job == "daily-report" and job.day == time.strftime("%Y-%m-%d", time.gmtime())
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    got: list[dict] = []
+    fail_first = True
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if _Hook.fail_first:
+            _Hook.fail_first = False
+            self.send_response(503)
+        else:
+            _Hook.got.append(body)
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *a) -> None:
+        pass
+
+
+async def test_alerting_dedups_acks_watches_and_retries_webhooks(redis_url: str, r: redis.Redis) -> None:
+    srv = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        for _ in range(2):  # the same breach twice: one alert
+            r.xadd(streams.OPS_ALERTS, codec.fields(Alert(id="x", ts_ns=1, severity="warning", source="ptrc",
+                                                          kind="exposure", message="too big", key="exposure:a:BTC")))
+        r.xadd(streams.OPS_ALERTS, {b"d": b"junk"})
+        r.xadd("dlq.md.ticks.raw", {b"dlq_reason": b"x"})
+        from gates import audit
+
+        svc = AlertingService(redis_url=redis_url, instance="al",
+                              config={"webhook": f"http://127.0.0.1:{srv.server_address[1]}/hook"})
+        task = asyncio.create_task(svc.run())
+        await asyncio.sleep(0)
+        audit.append(r, GateEvent(gate="task02", kind="check_run", operator="ann", ts_ns=0, check="bars",
+                                  outcome="failed"))
+        try:
+            await await_for(lambda: {k.split(":")[0] for k, _ in active(r)} >= {"exposure", "dlq", "gate"}, 20)
+        finally:
+            svc.request_stop()
+            await asyncio.wait_for(task, 10)
+        keys = [k for k, _ in active(r)]
+        assert keys.count("exposure:a:BTC") == 1
+        assert any(f[b"dlq_reason"].startswith(b"undecodable alert") for _, f in r.xrange(streams.dlq(streams.OPS_ALERTS)))
+        assert {a["kind"] for a in _Hook.got} >= {"exposure"}  # delivered after a retry
+        assert ack(r, "exposure:a:BTC", "ann").acked_by == "ann"
+        assert "exposure:a:BTC" not in [k for k, _ in active(r)]
+    finally:
+        srv.shutdown()
+
+
+async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redis, tmp_path) -> None:
+    now = time.time_ns()
+    tks = [Tick("BTCUSDT" if i % 2 else "ETHUSDT", i, 100.0 + i, 1.0, now - 5_000_000_000 + i * 1_000_000) for i in range(300)]
+    batch = ticks.from_ticks(tks)
+    store.ParquetStore(store.ticks_dir(tmp_path)).write(store.to_table([("1-0", batch)]), "1-0", "1-0")
+    r.xadd(streams.REPLAY_REQUESTS, codec.fields(ReplayRequest(id="bad", start_ns=10, end_ns=5)))
+    r.xadd(streams.REPLAY_REQUESTS, codec.fields(ReplayRequest(id="r1", start_ns=now - 10**10, end_ns=now, speed=0,
+                                                               target="replay.test")))
+    svc = MdReplayService(redis_url=redis_url, settings=Settings(data_dir=str(tmp_path)), instance="mr",
+                          config={"batch": 64})
+    await run_until(svc, lambda: getattr(svc, "replayed", 0) == 300 and r.xlen(streams.dlq(streams.REPLAY_REQUESTS)) == 1)
+    got = [t for _, f in r.xrange("replay.test") for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
+    assert [t.trade_id for t in got] == list(range(300))
+    assert [t.trade_ns for t in got] == sorted(t.trade_ns for t in got)
