@@ -241,3 +241,27 @@ def test_bad_config_names_the_section_and_key(redis_url: str, cls: type[Service]
 
     with pytest.raises(ConfigError, match=rf"\[services\.{cls.name}\].*{next(iter(bad))}"):
         cls(redis_url=redis_url, config=bad)
+
+
+async def test_training_reads_the_offline_feature_store(redis_url: str, r: redis.Redis, tmp_path) -> None:
+    from backend.features.store import write_offline
+    from backend.messages import ModelRegister
+    from backend.settings import Settings
+
+    seed_history(r, n=120)
+    rows = [{"symbol": x.symbol, "ts_ns": x.ts_ns, **x.values}
+            for x in (codec.decode(codec.payload(f), FeatureRow) for _, f in r.xrange(streams.FEATURES))]
+    r.delete(streams.FEATURES)  # only the offline store holds them now
+    write_offline(tmp_path, rows, "part-0")
+    ml = MlTrainingService(redis_url=redis_url, instance="ml-off", settings=Settings(data_dir=str(tmp_path)),
+                           config={"feature_source": "offline"})
+    task = await start(ml)
+    try:
+        r.xadd(streams.TRAINING_JOBS, codec.fields(TrainJob(job_id="off", name="beta", symbols=["BTCUSDT"])))
+        await await_for(lambda: r.xlen(streams.MODELS_REQUESTS) == 1, 15)
+        req = codec.decode(codec.payload(r.xrange(streams.MODELS_REQUESTS)[0][1]), ModelRegister)
+        assert req.params["feature_source"] == "offline" and req.symbols == ["BTCUSDT"]
+        assert req.rows > 100 and req.features == ["lead", "noise"] and req.metrics["ic"] > 0.5
+        assert r.hget("training:job:off", "source") == b"offline"
+    finally:
+        await stop((ml, task))
