@@ -17,7 +17,7 @@ from backend.bus.worker import Entry
 from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
 from backend.marketdata.symbols import DEFAULT_SYMBOLS
-from backend.messages import Bar, RawTickBatch
+from backend.messages import Bar, Instrument, RawTickBatch
 from backend.services.base import Service
 
 HWM_KEY = "normalizer:hwm"
@@ -46,8 +46,14 @@ class NormalizerService(Service):
 
     async def setup(self) -> None:
         c = self.cfg
+        symbols = list(c.symbols)
+        # refdata's instrument master, when it is running, adds what it lists as trading
+        for raw in (await self.r.hgetall("refdata:instruments")).values():
+            inst = codec.decode(raw, Instrument)
+            if symbols and inst.status == "trading" and inst.symbol not in symbols:
+                symbols.append(inst.symbol)
         self.validator = TickValidator(
-            c.symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s
+            symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s
         )
         marks = await self.r.hgetall(HWM_KEY)
         self.validator.load_hwm({k.decode(): int(v) for k, v in marks.items()})

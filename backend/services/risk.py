@@ -15,7 +15,7 @@ import msgspec
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
 from backend.marketdata import ticks as tickcols
-from backend.messages import ControlCommand, ExecReport, RiskDecision, RiskRequest, TickBatch
+from backend.messages import ControlCommand, ExecReport, Instrument, RiskDecision, RiskRequest, TickBatch
 from backend.services.base import Service
 from backend.trading.risk_rules import RiskConfig, RiskEngine
 
@@ -24,6 +24,7 @@ _req = msgspec.msgpack.Decoder(RiskRequest)
 _ticks = msgspec.msgpack.Decoder(TickBatch)
 _rep = msgspec.msgpack.Decoder(ExecReport)
 _ctl = msgspec.msgpack.Decoder(ControlCommand)
+_inst = msgspec.msgpack.Decoder(Instrument)
 
 
 class RiskService(Service):
@@ -38,7 +39,8 @@ class RiskService(Service):
         self.worker = self.consume(streams.RISK_REQUESTS, self.on_requests, count=512, block_ms=100,
                                    auto_ack=False)
         # broadcasts: every instance reads every price, fill and control command
-        self.cursor = {streams.MD_TICKS: "$", streams.EXEC_REPORTS: "0", streams.OPS_CONTROL: "$"}
+        self.cursor = {streams.MD_TICKS: "$", streams.EXEC_REPORTS: "0", streams.OPS_CONTROL: "$",
+                       streams.REFDATA_EVENTS: "0"}
         last = await self.r.xrevrange(streams.MD_TICKS, count=20)
         for _, f in reversed(last):
             self.engine.book.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
@@ -87,6 +89,9 @@ class RiskService(Service):
             self.engine.book.prices.update(tickcols.last_prices(_ticks.decode(data)))
         elif stream == streams.EXEC_REPORTS:
             self.engine.book.on_report(_rep.decode(data))
+        elif stream == streams.REFDATA_EVENTS:
+            inst = _inst.decode(data)
+            self.engine.book.status[inst.symbol] = inst.status
         else:
             cmd = _ctl.decode(data)
             if cmd.target in ("risk", "*") and cmd.command == "kill_switch":

@@ -54,6 +54,7 @@ class Book:
     recent: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     prices: dict[str, float] = field(default_factory=dict)
     seen_fills: set[str] = field(default_factory=set)
+    status: dict[str, str] = field(default_factory=dict)  # refdata: symbol -> trading/halted/delisted
 
     def on_report(self, rep: ExecReport) -> None:
         if rep.kind == "fill" and rep.trade_id and rep.trade_id not in self.seen_fills:
@@ -93,6 +94,9 @@ class RiskEngine:
             return Decision(False, "kill_switch", "kill switch is on: only risk-reducing orders pass")
         if o.symbol in self.config.restricted:
             return Decision(False, "restricted_symbol", f"{o.symbol} is restricted")
+        st = self.book.status.get(o.symbol, "trading")
+        if st != "trading":
+            return Decision(False, "instrument_status", f"{o.symbol} is {st} (refdata)")
         max_qty = sym.get("max_quantity", lim.max_quantity)
         if o.quantity > max_qty:
             return Decision(False, "max_quantity", f"quantity {o.quantity:g} > max {max_qty:g} (fat finger)")

@@ -104,3 +104,10 @@ def test_limit_orders_fill_only_when_they_cross_with_partial_fills() -> None:
     assert m.on_price("BTCUSDT", 90.0) == []
     sell = m.place(order(client_order_id="s", side="sell", quantity=1, limit_price=95.0, time_in_force="IOC"))
     assert [r.kind for r in sell] == ["accepted", "canceled"]  # 90 < 95: IOC does not cross, rest canceled
+
+
+def test_refdata_status_halts_a_symbol() -> None:
+    e = engine()
+    e.book.status["BTCUSDT"] = "halted"
+    d = e.check(order())
+    assert d.rule == "instrument_status" and d.reason == "BTCUSDT is halted (refdata)"
