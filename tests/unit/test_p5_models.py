@@ -92,3 +92,19 @@ def test_engine_rejects_bad_jobs(strategy: str, params: dict, message: str) -> N
 def test_engine_without_data_says_so() -> None:
     with pytest.raises(ValueError, match="no prices in the range"):
         engine.run(pd.DataFrame(columns=["symbol", "ts_ns", "price"]), "momentum", {})
+
+
+def test_backtest_over_stored_ticks(tmp_path) -> None:
+    from backend.marketdata import store
+    from backend.marketdata import ticks as tickcols
+    from backend.messages import Tick
+    from backend.models import sources
+
+    t0 = 1_700_000_000 * S
+    batch = tickcols.from_ticks([Tick("BTCUSDT", i + 1, 100.0 + i % 7, 1.0, t0 + i * S // 5) for i in range(100)])
+    store.ParquetStore(store.ticks_dir(tmp_path)).write(store.to_table([("1-0", batch)]), "1-0", "1-0")
+    prices = sources.tick_prices(tmp_path, ["BTCUSDT"], t0, t0 + 10 * S)
+    assert len(prices) == 50 and prices.ts_ns.iloc[0] == t0 and prices.price.iloc[1] == 101.0
+    res = engine.run(prices, "meanrev", {"window": 2, "fee_bps": 0})
+    assert res.bars == 10 and res.trades > 0 and res.symbols == ["BTCUSDT"]
+    assert sources.tick_prices(tmp_path, ["NOSUCH"]).empty
