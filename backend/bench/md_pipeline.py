@@ -68,6 +68,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         down = [ln for ln in out.splitlines() if ln.startswith("exchange down: ")]
         last_ids: dict[str, int] = json.loads(down[-1].removeprefix("exchange down: "))["last_ids"]
 
+        closed_ns = time.time_ns()
+
+        def gateway_flushed() -> bool:
+            # The gateway may still be reading trades the exchange sent before it closed; it
+            # flushes its batch before it drops the URL from `connected`.
+            raw = r.hget("health:gateway:gateway-bench", "d")
+            hb = codec.decode(raw, Heartbeat) if raw else None
+            return hb is not None and hb.ts_ns > closed_ns and not hb.extra.get("connected")
+        _wait(gateway_flushed, 30, "the gateway to read the exchange's last trades")
+
         def drained() -> bool:
             groups = {g["name"].decode(): g for g in r.xinfo_groups(streams.MD_TICKS_RAW)}
             g = groups.get("normalizer")

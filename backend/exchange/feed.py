@@ -134,6 +134,20 @@ class TradeFeed:
     def stop(self) -> None:
         self._stop.set()
 
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait (bounded) until every subscriber's write buffer is empty, so a clean shutdown
+        delivers the trades it already published instead of dropping them with the socket."""
+        conns = set(self.news_subs)
+        for subs in (*self.raw_subs.values(), *self.combined_subs.values()):
+            conns |= subs
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c.transport is None or c.transport.is_closing()
+                   or c.transport.get_write_buffer_size() == 0 for c in conns):
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
     def publish(self, trades: list[tuple[str, TradeEvent]]) -> None:
         encode = trade_encoder.encode
         for sym, ev in trades:

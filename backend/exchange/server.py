@@ -73,6 +73,7 @@ class Exchange:
         self.feed.stop()
         if self._feed_task:
             await asyncio.gather(self._feed_task, return_exceptions=True)
+        await self.feed.drain()
         if self.ws_server:
             self.ws_server.close()
             await self.ws_server.wait_closed()
