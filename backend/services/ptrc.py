@@ -43,7 +43,9 @@ class PtrcService(Service):
         self.fills = 0
         self.breaches: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
-        self.tick_cursor = "$"
+        # marks follow md.ticks from its newest entry ("$" cannot be used with a non-blocking XREAD)
+        last = await self.r.xrevrange(streams.MD_TICKS, count=1)
+        self.tick_cursor = last[0][0].decode() if last else "0-0"
         self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, count=512, block_ms=100)
         self.every(1.0, self.publish_marks)
 
