@@ -41,6 +41,7 @@ class PtrcService(Service):
             acc, _, sym = k.decode().partition("|")
             self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
         self.fills = 0
+        self.last_px: dict[str, float] = {}  # the newest trade per symbol: marks for new positions too
         self.breaches: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
         # marks follow md.ticks from its newest entry ("$" cannot be used with a non-blocking XREAD)
@@ -72,7 +73,10 @@ class PtrcService(Service):
             if not await self.r.sadd(FILLS_KEY, rep.trade_id):
                 continue  # counted already
             key = (rep.account, rep.symbol)
-            self.book.setdefault(key, Pos()).fill(rep.side, rep.fill_qty, rep.fill_price)
+            pos = self.book.setdefault(key, Pos())
+            pos.fill(rep.side, rep.fill_qty, rep.fill_price)
+            if rep.symbol in self.last_px:
+                pos.mark = self.last_px[rep.symbol]
             touched.add(key)
             self.fills += 1
         if touched:
@@ -127,6 +131,7 @@ class PtrcService(Service):
                 self.tick_cursor = eid
                 try:
                     prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
+                    self.last_px.update(prices)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
         changed = set()
