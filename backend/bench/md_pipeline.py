@@ -70,12 +70,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         closed_ns = time.time_ns()
 
+        seen: list[tuple[int, int]] = []  # (heartbeat ts, published) after the close
+
         def gateway_flushed() -> bool:
-            # The gateway may still be reading trades the exchange sent before it closed; it
-            # flushes its batch before it drops the URL from `connected`.
+            # The gateway may still be reading trades the exchange sent before it closed: wait
+            # until it has dropped the connection (it flushes its batch first) or its published
+            # count has stayed put across two heartbeats taken after the exchange closed.
             raw = r.hget("health:gateway:gateway-bench", "d")
             hb = codec.decode(raw, Heartbeat) if raw else None
-            return hb is not None and hb.ts_ns > closed_ns and not hb.extra.get("connected")
+            if hb is None or hb.ts_ns <= closed_ns:
+                return False
+            if not hb.extra.get("connected"):
+                return True
+            if not seen or seen[-1][0] != hb.ts_ns:
+                seen.append((hb.ts_ns, int(hb.extra.get("published", 0))))
+            return len(seen) >= 2 and seen[-1][1] == seen[-2][1]
         _wait(gateway_flushed, 30, "the gateway to read the exchange's last trades")
 
         def drained() -> bool:
