@@ -34,7 +34,12 @@ class ReasonModal(ModalScreen[str | None]):
                 yield Button("OK", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
 
-    def on_input_submitted(self) -> None:
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        # Enter in the reason field moves on to the confirmation, so a fast typist's word
+        # never lands in the wrong field
+        if self.confirm and event.input.id == "reason":
+            self.query_one("#confirm", Input).focus()
+            return
         self._submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

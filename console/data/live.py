@@ -13,7 +13,7 @@ import redis
 from backend.bus import codec, streams
 from backend.health import read_heartbeats
 from backend.marketdata import ticks as tickcols
-from backend.messages import Bar, OrderEvent
+from backend.messages import Bar, MigrationEvent, OrderEvent
 from backend.migration import inventory
 from backend.migration.state import board
 from console.data.snapshot import BarRow, GateRow, HealthRow, MarketRow, OrderRow, Snapshot
@@ -201,9 +201,14 @@ class LiveSource:
             for c in st.checks.values():
                 if c.outcome == "failed":
                     snap.alerts.append(f"gate {g.id}: check {c.check.id} failed")
-        for _, ev in audit.events(self.r)[-200:]:
-            snap.audit.append((time.strftime("%H:%M:%S", time.gmtime(ev.ts_ns / 1e9)), ev.gate, ev.kind,
-                               ev.check or ev.decision or "", ev.operator, ev.reason or str(ev.evidence.get("note", ""))))
+        rows = [(ev.ts_ns, ev.gate, ev.kind, ev.check or ev.decision or "", ev.operator,
+                 ev.reason or str(ev.evidence.get("note", ""))) for _, ev in audit.events(self.r)[-200:]]
+        # the migration log beside the gate log, in time order
+        for _, f in self.r.xrevrange(streams.OPS_MIGRATION, count=200):
+            m = codec.decode(codec.payload(f), MigrationEvent)
+            rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}", m.operator, m.reason))
+        for ts, *rest in sorted(rows)[-300:]:
+            snap.audit.append((time.strftime("%H:%M:%S", time.gmtime(ts / 1e9)), *rest))
         v = audit.verify(self.r)
         snap.audit_verdict = f"chain OK ({v.checked} entries)" if v.ok else f"chain BROKEN: {v.problem}"
 
