@@ -193,7 +193,7 @@ class LiveSource:
         for g in model.load().values():
             st = decisions.state(self.r, g)
             snap.gates.append(GateRow(g.id, g.title, st.status, f"{len(st.approvers)}/{g.approvals}",
-                                      st.approvals_needed(), g.critical,
+                                      [] if st.decision else st.approvals_needed(), g.critical,
                                       [(c.check.id, c.check.kind, c.check.required, c.outcome, _brief(c.evidence))
                                        for c in st.checks.values()]))
             if st.status not in ("proceed",):
