@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.exchange.feed import FeedConfig, TradeFeed, serve_feed
+from backend.fileio import write_text_atomic
 
 log = logging.getLogger("tradeops.exchange")
 INFO_FILE = "exchange.json"
@@ -63,8 +64,7 @@ class Exchange:
         self._feed_task = asyncio.create_task(self.feed.run())
         self.info = ExchangeInfo(f"ws://{self.host}:{port}", rest_url, list(self.feed.config.symbols))
         if self.data_dir is not None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            (self.data_dir / INFO_FILE).write_text(json.dumps(self.info.__dict__) + "\n")
+            write_text_atomic(self.data_dir / INFO_FILE, json.dumps(self.info.__dict__) + "\n")
         log.info("exchange up", extra={"ws": self.info.ws_url, "rest": rest_url,
                                        "rate": self.feed.config.rate})
         return self.info

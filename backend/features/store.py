@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from backend.fileio import atomic_path
+
 ONLINE_KEY = "features:online:{symbol}"
 
 
@@ -22,8 +24,8 @@ def write_offline(data_dir: Path, rows: list[dict[str, Any]], name: str) -> None
     df = pd.DataFrame(rows)
     day = time.strftime("%Y-%m-%d", time.gmtime(int(df.ts_ns.iloc[0]) / 1e9))
     out = offline_dir(data_dir) / f"date={day}" / f"{name}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out, index=False)
+    with atomic_path(out) as tmp:  # training may read the store while we write it
+        df.to_parquet(tmp, index=False)
 
 
 def read_offline(data_dir: Path, symbols: list[str] | None = None) -> pd.DataFrame:

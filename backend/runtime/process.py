@@ -24,6 +24,7 @@ import redis
 
 from backend.bus import streams
 from backend.errors import TradeopsError
+from backend.fileio import write_text_atomic
 from backend.migration import inventory
 from backend.migration.state import board, desired_instances
 from backend.runtime.spawn import spawn_service, stop_process
@@ -154,10 +155,8 @@ class ProcessSupervisor:
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [{"service": i.service, "environment": i.environment, "instance": i.instance, "pid": i.pid,
                  "started": i.started, "log": i.log, "restarts": i.restarts} for i in self.instances.values()]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"supervisor_pid": self.pid, "redis_url": self.redis_url,
-                                   "not_built": self.missing, "instances": rows}, indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"supervisor_pid": self.pid, "redis_url": self.redis_url,
+                                            "not_built": self.missing, "instances": rows}, indent=1))
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self) -> None:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from backend.alt.index import open_index
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
+from backend.fileio import atomic_path
 from backend.messages import AltItem
 from backend.services.base import Service
 
@@ -87,8 +88,8 @@ class SinkAltService(Service):
         table = pa.Table.from_pylist([msgspec.to_builtins(i) for i in items])
         day = time.strftime("%Y-%m-%d", time.gmtime(items[0].ts_ns / 1e9))
         out = alt_dir(self.data_dir) / f"date={day}" / f"{first}_{last}.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out)  # named by stream ids: a redelivery rewrites the same file
+        with atomic_path(out) as tmp:  # named by stream ids: a redelivery rewrites the same file
+            pq.write_table(table, tmp)
 
     async def teardown(self) -> None:
         self.index.close()
