@@ -1,0 +1,288 @@
+"""What every runtime shares: the instance table (`<data>/runtime/instances.json`, what `tradeops ps`
+reads), the convergence on the migration state, restart with backoff, the supervision loop and the
+shutdown. A runtime (process, docker) only says how one instance is launched, polled and stopped:
+it returns an `InstanceHandle` from `launch`.
+
+The local exchange is a stand-in for an outside venue, not one of the deployed services, so it is a
+host process under every runtime."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import redis
+
+from backend.bus import streams
+from backend.errors import TradeopsError
+from backend.fileio import write_text_atomic
+from backend.migration import inventory
+from backend.migration.state import board, desired_instances
+from backend.runtime.spawn import stop_process
+
+log = logging.getLogger("tradeops.supervisor")
+EXCHANGE = "exchange"
+
+
+def runtime_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "runtime"
+
+
+def table_path(data_dir: Path) -> Path:
+    return runtime_dir(data_dir) / "instances.json"
+
+
+def read_table(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(table_path(data_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def built_services() -> tuple[list[str], list[str]]:
+    """(services this build can run, services not built yet), in migration order."""
+    from backend.services import service_class
+
+    ok, missing = [], []
+    for name in inventory.load().order():
+        try:
+            service_class(name)
+            ok.append(name)
+        except TradeopsError:
+            missing.append(name)
+    return ok, missing
+
+
+class InstanceHandle(Protocol):
+    """One running instance as its runtime sees it."""
+
+    pid: int | None
+    """The OS process id (process runtime); None for a container."""
+    container: str
+    """The container name (docker runtime); empty for a process."""
+
+    def poll(self) -> int | None:
+        """The exit code once the instance is gone for good, None while it runs (or while its
+        runtime restarts it by itself)."""
+
+    def terminate(self) -> None:
+        """Ask it to drain (SIGTERM: stop reading, finish the batch, ack, exit); do not wait."""
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Drain (or SIGKILL) and wait until it is gone; release what the runtime holds for it."""
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime-specific columns for the instance table (container id, engine status ...)."""
+
+
+class ProcessHandle:
+    """An instance that is a child OS process."""
+
+    container = ""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid: int | None = proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def stop(self, *, kill: bool = False) -> None:
+        stop_process(self.proc, kill=kill)
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class Instance:
+    service: str
+    environment: str
+    instance: str
+    handle: InstanceHandle
+    started: float
+    log: str
+    restarts: int = 0
+    next_restart: float = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid
+
+    @property
+    def container(self) -> str:
+        return self.handle.container
+
+    @property
+    def proc(self) -> Any:
+        """The child process (process runtime), else None."""
+        return getattr(self.handle, "proc", None)
+
+    def row(self) -> dict[str, Any]:
+        return {"service": self.service, "environment": self.environment, "instance": self.instance,
+                "pid": self.pid, "container": self.container, "started": self.started, "log": self.log,
+                "restarts": self.restarts, **self.handle.describe()}
+
+
+class Supervisor:
+    """Converges the running instances on the migration state: legacy instances for services not
+    yet cut over, target instances from `start` on (blue/green: both in the same consumer group);
+    a cutover stops the legacy instance with SIGTERM, so it drains. A runtime subclass implements
+    `launch`."""
+
+    runtime: ClassVar[str] = ""
+    poll_every_s: ClassVar[float] = 0.25
+
+    def __init__(self, redis_url: str, data_dir: Path, *, exchange_rate: float = 2000.0,
+                 with_exchange: bool = True, config: Path | None = None) -> None:
+        self.redis_url = redis_url
+        self.data_dir = Path(data_dir)
+        self.exchange_rate = exchange_rate
+        self.with_exchange = with_exchange
+        self.config = config
+        self.instances: dict[str, Instance] = {}
+        self.services, self.missing = built_services()
+        self.r = redis.Redis.from_url(redis_url)
+        self._stop = threading.Event()
+        self._migration_len = -1
+        self.pid = os.getpid()
+
+    # -- what a runtime provides ------------------------------------------------------------------
+    def launch(self, service: str, environment: str, instance: str) -> tuple[InstanceHandle, str]:
+        """Start one service instance; return its handle and where its log is."""
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        """Called before each round of polls (a runtime may fetch every instance's state at once)."""
+
+    def table_extra(self) -> dict[str, Any]:
+        """Runtime-wide fields for the instance table."""
+        return {}
+
+    # -- instances -------------------------------------------------------------------------------
+    def _spawn(self, service: str, environment: str) -> Instance:
+        instance = f"{service}-{environment}"
+        if service == EXCHANGE:
+            handle, logf = self._spawn_exchange(instance)
+        else:
+            handle, logf = self.launch(service, environment, instance)
+        old = self.instances.get(instance)
+        inst = Instance(service, environment, instance, handle, time.time(), logf,
+                        restarts=old.restarts + 1 if old else 0)
+        self.instances[instance] = inst
+        log.info("started %s (%s)", instance, inst.container or f"pid {inst.pid}")
+        return inst
+
+    def _spawn_exchange(self, instance: str) -> tuple[InstanceHandle, str]:
+        logf = self.data_dir / "logs" / f"{instance}.log"
+        logf.parent.mkdir(parents=True, exist_ok=True)
+        with open(logf, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "console.cli", "--data-dir", str(self.data_dir), "exchange",
+                 "--rate", str(self.exchange_rate)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return ProcessHandle(proc), str(logf)
+
+    def stop_instance(self, instance: str, *, kill: bool = False) -> None:
+        inst = self.instances.pop(instance, None)
+        if inst is not None:
+            inst.handle.stop(kill=kill)
+            log.info("stopped %s", instance)
+
+    def desired(self) -> set[tuple[str, str]]:
+        want = {(EXCHANGE, "legacy")} if self.with_exchange else set()
+        for svc, envs in desired_instances(board(self.r)).items():
+            if svc in self.services:
+                want |= {(svc, env) for env in envs}
+        return want
+
+    def reconcile(self) -> None:
+        want = self.desired()
+        have = {(i.service, i.environment) for i in self.instances.values()}
+        if self.with_exchange and (EXCHANGE, "legacy") not in have:
+            self._spawn(EXCHANGE, "legacy")
+            self._wait_exchange()
+            have.add((EXCHANGE, "legacy"))
+        for svc, env in sorted(want - have, key=lambda x: x[0] != EXCHANGE):
+            self._spawn(svc, env)
+        for svc, env in have - want:
+            self.stop_instance(f"{svc}-{env}")  # SIGTERM: the instance drains
+        self.write_table()
+
+    def _wait_exchange(self, timeout: float = 10.0) -> None:
+        f = self.data_dir / "exchange.json"
+        deadline = time.monotonic() + timeout
+        while not f.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def check_children(self) -> None:
+        """Restart, with backoff, every instance that ended (the table is rewritten if anything
+        it shows changed)."""
+        self.refresh()
+        before = self._rows()
+        now = time.monotonic()
+        for inst in list(self.instances.values()):
+            code = inst.handle.poll()
+            if code is None:
+                continue
+            if not inst.next_restart:
+                backoff = min(30.0, 0.5 * 2 ** inst.restarts)
+                inst.next_restart = now + backoff
+                log.warning("%s exited with %s; restarting in %.1fs", inst.instance, code, backoff)
+            elif now >= inst.next_restart:
+                inst.handle.stop(kill=True)  # release what is left of it (a stopped container)
+                self._spawn(inst.service, inst.environment)
+        if self._rows() != before:
+            self.write_table()
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return [i.row() for i in self.instances.values()]
+
+    def write_table(self) -> None:
+        path = table_path(self.data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"supervisor_pid": self.pid, "runtime": self.runtime,
+                                            "redis_url": self.redis_url, **self.table_extra(),
+                                            "not_built": self.missing, "instances": self._rows()},
+                                           indent=1))
+
+    # -- loop ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.reconcile()
+        while not self._stop.wait(self.poll_every_s):
+            try:
+                n = self.r.xlen(streams.OPS_MIGRATION)
+                if n != self._migration_len:
+                    self._migration_len = n
+                    self.reconcile()
+                self.check_children()
+            except redis.RedisError as exc:
+                log.warning("supervisor: redis unavailable: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        # every service at once (each drains: finishes its batch, acks), then the exchange
+        services = [i for i in self.instances.values() if i.service != EXCHANGE]
+        for inst in services:
+            inst.handle.terminate()
+        for inst in services:
+            self.stop_instance(inst.instance)
+        for inst in list(self.instances.values()):
+            self.stop_instance(inst.instance)
+        table_path(self.data_dir).unlink(missing_ok=True)
+        self.r.close()
