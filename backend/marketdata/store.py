@@ -7,12 +7,21 @@ files are renamed into place. On start, `recover()` finishes the renames of ever
 deletes temp files no manifest names; the newest manifest's last id is the committed offset, and
 entries at or below it are never written again. Delta Lake keeps the same offset as an app
 transaction version in the table's own log.
+
+A closed day's many small files are compacted into one file per date and symbol by the
+scheduler's end-of-day job (`backend.marketdata.compaction`). Readers list and read under a shared
+lock (`store_lock`) and compaction swaps files under the exclusive one, so a reader sees the files
+before the swap or after it, never between; `live_files` leaves out files a compacted file
+replaces (its Parquet metadata names them), which covers a compaction that crashed mid-swap.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +46,10 @@ SCHEMA = pa.schema([
     ("stream_id", pa.string()),
 ])
 APP_ID = "tradeops-sink-ticks"
+LOCK_FILE = "_readers.lock"
+COMPACT_PREFIX = "compact-"
+REPLACES_META = b"tradeops.replaces"
+"""Parquet schema metadata of a compacted file: JSON list of the file names it replaces."""
 
 
 def ticks_dir(data_dir: Path) -> Path:
@@ -91,6 +104,54 @@ def to_table(batches: list[tuple[str, TickBatch]]) -> pa.Table:
 def _with_date(table: pa.Table) -> pa.Table:
     date = pc.strftime(table["ts"], format="%Y-%m-%d")
     return table.append_column("date", date)
+
+
+@contextmanager
+def store_lock(root: Path, *, exclusive: bool = False) -> Iterator[None]:
+    """Readers hold it shared while they list and read; compaction exclusive while it swaps."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:  # a read-only store: nobody can compact it either
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def replaced_by(path: Path) -> list[str]:
+    """The file names a compacted file replaces (empty for a file the sink wrote)."""
+    if not path.name.startswith(COMPACT_PREFIX):
+        return []
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(REPLACES_META, b"[]"))
+
+
+def live_files(root: Path, dates: tuple[str | None, str | None] = (None, None)) -> list[Path]:
+    """The committed Parquet files a reader reads: every partition file, minus the files a
+    compacted file replaces. `dates` (first, last, inclusive, "YYYY-MM-DD") prunes partitions.
+    Call it under `store_lock(root)`."""
+    lo, hi = dates
+    files = []
+    for ddir in sorted(Path(root).glob("date=*")):
+        day = ddir.name[len("date="):]
+        if (lo and day < lo) or (hi and day > hi):
+            continue
+        files += sorted(ddir.glob("symbol=*/*.parquet"))
+    gone = {f.parent / name for f in files for name in replaced_by(f)}
+    return [f for f in files if f not in gone]
+
+
+def _ns(t: int | pd.Timestamp) -> int:
+    return t if isinstance(t, int) else pd.Timestamp(t).value
+
+
+def _day(ns: int) -> str:
+    return pd.Timestamp(ns, tz="UTC").strftime("%Y-%m-%d")
 
 
 @dataclass
@@ -196,12 +257,18 @@ def read_ticks(
         table = table.drop_columns([c for c in ("date",) if c in table.column_names])
     else:
         root = ticks_dir(data_dir)
-        files = sorted(str(p) for p in root.rglob("*.parquet")) if root.exists() else []
-        if not files:
+        if not root.exists():
             return SCHEMA.empty_table().to_pandas()
-        dataset = ds.dataset(files, format="parquet", partitioning="hive",
-                             partition_base_dir=str(root))
-        table = dataset.to_table()
+        # date partitions that can hold [start, end); end is exclusive, a partition is a whole day
+        days = (_day(_ns(start)) if start is not None else None,
+                _day(_ns(end) - 1) if end is not None else None)
+        with store_lock(root):  # compaction cannot swap files between the listing and the read
+            files = [str(p) for p in live_files(root, days)]
+            if not files:
+                return SCHEMA.empty_table().to_pandas()
+            dataset = ds.dataset(files, format="parquet", partitioning="hive",
+                                 partition_base_dir=str(root))
+            table = dataset.to_table()
         table = table.drop_columns([c for c in ("date",) if c in table.column_names])
     if symbols:
         table = table.filter(pc.is_in(table["symbol"], pa.array(symbols)))
