@@ -6,7 +6,14 @@
 - on a failed batch, retries its entries one by one so one poison entry does not hold the rest;
 - an entry whose handler raised `Poison`, or that was delivered `max_deliveries` times and still
   fails, goes to `dlq.<stream>` with the reason, the original fields and where it came from;
-- every `claim_interval_s` it reclaims entries left pending by a dead consumer (XAUTOCLAIM);
+- every `claim_interval_s` it reclaims entries left pending longer than `claim_idle_ms` by any
+  other consumer (XAUTOCLAIM): the backstop for a consumer whose liveness is unknown;
+- given `alive(consumer)`, every `dead_check_s` it takes over at once the pending entries of a
+  consumer that is known to be gone (its heartbeat expired, or its pid is dead): a SIGKILLed
+  instance on a hot path holds its entries for about a second, not `claim_idle_ms`;
+- `redelivered` is True while the batch in hand was delivered before (own pending after a
+  restart, or taken over from another consumer), so a handler can tell it may be older than
+  what it has already seen;
 - `stop()` (SIGTERM in a Service) ends reading; the batch in hand is finished and acked.
 """
 
@@ -72,6 +79,9 @@ class StreamWorker:
         max_deliveries: int = 5,
         claim_idle_ms: int = 15_000,
         claim_interval_s: float = 5.0,
+        alive: Callable[[str], Awaitable[bool]] | None = None,
+        dead_check_s: float = 1.0,
+        dead_claim_idle_ms: int = 500,
         retry_backoff_s: float = 0.05,
         start_id: str = "0",
         auto_ack: bool = True,
@@ -86,6 +96,9 @@ class StreamWorker:
         self.max_deliveries = max_deliveries
         self.claim_idle_ms = claim_idle_ms
         self.claim_interval_s = claim_interval_s
+        self.alive = alive  # alive(consumer name) -> False once that consumer is known gone
+        self.dead_check_s = dead_check_s
+        self.dead_claim_idle_ms = dead_claim_idle_ms  # so two survivors do not steal from each other
         self.retry_backoff_s = retry_backoff_s
         self.start_id = start_id
         self.auto_ack = auto_ack  # False: the handler acks itself (e.g. after a later flush)
@@ -94,6 +107,8 @@ class StreamWorker:
         self._stop = asyncio.Event()
         self._retry_own = True  # first read: our own pending entries (left by a previous life)
         self._next_claim = 0.0
+        self._next_dead_check = 0.0
+        self.redelivered = False
         self._reasons: dict[bytes, str] = {}
 
     # -- control -------------------------------------------------------------------------------
@@ -129,7 +144,13 @@ class StreamWorker:
 
     # -- reading -------------------------------------------------------------------------------
     async def _next_batch(self) -> list[Entry]:
+        self.redelivered = True
         now = time.monotonic()
+        if self.alive is not None and now >= self._next_dead_check:
+            claimed = await self.claim_from_gone()
+            if claimed:
+                return claimed  # check again at once: a gone consumer may hold more than a batch
+            self._next_dead_check = now + self.dead_check_s
         if now >= self._next_claim:
             self._next_claim = now + self.claim_interval_s
             claimed = await self.reclaim()
@@ -144,10 +165,40 @@ class StreamWorker:
             if own:
                 self._retry_own = len(own) >= self.count
                 return own
+        self.redelivered = False
         resp = await self.r.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=self.count, block=self.block_ms
         )
         return _entries(resp)
+
+    async def claim_from_gone(self) -> list[Entry]:
+        """Take over, without waiting for claim_idle_ms, the pending entries of a consumer that
+        `alive` says is gone. XCLAIM's min idle keeps two survivors from taking the same entries
+        from each other; an instance that was only paused, not gone, is fenced when it commits."""
+        assert self.alive is not None
+        try:
+            consumers = await self.r.xinfo_consumers(self.stream, self.group)
+        except ResponseError:  # no group yet
+            return []
+        me = self.consumer.encode()
+        for c in consumers:
+            name = c["name"] if isinstance(c["name"], bytes) else str(c["name"]).encode()
+            if name == me or not int(c.get("pending") or 0) or await self.alive(name.decode()):
+                continue
+            rows = await self.r.xpending_range(
+                self.stream, self.group, min="-", max="+", count=self.count, consumername=name
+            )
+            ids = [row["message_id"] for row in rows]
+            if not ids:
+                continue
+            resp = await self.r.xclaim(self.stream, self.group, self.consumer, self.dead_claim_idle_ms, ids)
+            claimed = [(eid, f) for eid, f in resp if f is not None]
+            if claimed:
+                self.stats.reclaimed += len(claimed)
+                log.warning("took over %d entries of %s from %s, which is gone",
+                            len(claimed), self.stream, name.decode())
+                return claimed
+        return []
 
     async def reclaim(self) -> list[Entry]:
         """Take over entries another consumer left pending for longer than claim_idle_ms."""
@@ -217,7 +268,7 @@ class StreamWorker:
 
     async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
         out: dict[bytes, int] = {}
-        lo, hi = min(ids, key=_id_key), max(ids, key=_id_key)
+        lo, hi = min(ids, key=id_key), max(ids, key=id_key)
         rows = await self.r.xpending_range(
             self.stream, self.group, min=lo, max=hi, count=len(ids) + 1000, consumername=self.consumer
         )
@@ -263,7 +314,7 @@ def _entries(resp: Any) -> list[Entry]:
     return out
 
 
-def _id_key(eid: bytes) -> tuple[int, int]:
+def id_key(eid: bytes) -> tuple[int, int]:
     ms, _, seq = eid.partition(b"-")
     return int(ms), int(seq or 0)
 

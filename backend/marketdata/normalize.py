@@ -88,13 +88,20 @@ class TickValidator:
         return code
 
     # -- validation ------------------------------------------------------------------------------
-    def validate(self, batches: list[RawTickBatch], now_ns: int, normalized_ns: int = 0) -> Validated:
+    def validate(self, batches: list[RawTickBatch], now_ns: int, normalized_ns: int = 0,
+                 *, check_hwm: bool = True) -> Validated:
+        """Accepted ticks as one TickBatch, and the rejected with their reasons.
+
+        `check_hwm=False` for batches delivered again (after a crash, or taken over from another
+        consumer of the group): they are older than the marks that later batches raised, and were
+        never published (their commit would have acked them), so only repeats inside the call
+        count as duplicates; the marks still only rise."""
         parts: list[tuple[np.ndarray, ...]] = []
         rejected: list[Rejected] = []
         for bi, b in enumerate(batches):
             if b.n == 0:
                 continue
-            part, rej = self._one(bi, b, now_ns)
+            part, rej = self._one(bi, b, now_ns, check_hwm)
             rejected.extend(rej)
             if part is not None:
                 parts.append(part)
@@ -104,7 +111,7 @@ class TickValidator:
         batch = tickcols.pack(self.symbols, sym, tid, price, qty, tns, rns, bm, normalized_ns)
         return Validated(batch, rejected, sym, price, qty, tns)
 
-    def _one(self, bi: int, b: RawTickBatch, now_ns: int):  # noqa: ANN202
+    def _one(self, bi: int, b: RawTickBatch, now_ns: int, check_hwm: bool = True):  # noqa: ANN202
         n = b.n
         local = rawcols.codes(b)
         lut = np.array([(self._global(s) if self._global(s) is not None else NO_CODE)
@@ -146,9 +153,10 @@ class TickValidator:
         # duplicates: at or below the symbol's high-water mark ...
         safe_g = np.where(g == NO_CODE, 0, g).astype(np.intp)
         marks = self.hwm[safe_g]
-        flag(tid <= marks,
-             lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
-                       f"(already seen up to {int(marks[i])})")
+        if check_hwm:
+            flag(tid <= marks,
+                 lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                           f"(already seen up to {int(marks[i])})")
         # ... or repeated within the batch (the first one stays)
         ok_idx = np.flatnonzero(~bad)
         if len(ok_idx) > 1:

@@ -6,6 +6,11 @@ A service declares its `name`, a typed `Config` (checked against `[services.<nam
 workers (group = service name, consumer = instance id), a heartbeat every second into `ops.health`
 and the hash `health:<service>:<instance>` (with a TTL), structured logs, and a clean stop on
 SIGTERM/SIGINT: stop reading, finish the batch in hand, ack, final heartbeat, exit.
+
+Every consumer takes over at once the pending entries of another instance of the same service
+whose heartbeat says it is gone (`backend.health.gone`); entries of a consumer that is alive but
+stuck are reclaimed after `claim_idle_ms` (15 s by default, `claim_idle_ms = N` in any
+`[services.<name>]` section sets it for that service).
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ import redis.asyncio as aioredis
 from backend.bus import codec, streams
 from backend.bus.connection import connect_async
 from backend.bus.worker import Handler, StreamWorker
+from backend.errors import ConfigError
+from backend.health import gone, pid_namespace
 from backend.latency import LatencyRecorder
 from backend.messages import Heartbeat
 from backend.settings import Settings, convert_section
+
+_PIDNS = pid_namespace()
 
 
 class NoConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -38,6 +47,8 @@ class Service:
     name: ClassVar[str] = "service"
     Config: ClassVar[type[msgspec.Struct]] = NoConfig
     heartbeat_s: ClassVar[float] = 1.0
+    claim_idle_ms: ClassVar[int] = 15_000
+    """Default for entries left pending by a live consumer; a gone consumer's are taken at once."""
 
     def __init__(
         self,
@@ -54,6 +65,7 @@ class Service:
         self.instance = instance or f"{self.name}-{self.environment}-{os.getpid()}"
         raw = self.settings.service_section(self.name)
         raw.update(config or {})
+        self.claim_idle_ms = _positive_int(self.name, "claim_idle_ms", raw.pop("claim_idle_ms", self.claim_idle_ms))
         self.cfg: Any = convert_section(self.name, raw, self.Config)
         self.log = logging.getLogger(f"tradeops.{self.name}")
         self.r: aioredis.Redis = None  # type: ignore[assignment]  # set in run()
@@ -77,9 +89,16 @@ class Service:
     def consume(self, stream: str, handler: Handler, **opts: Any) -> StreamWorker:
         """Consume `stream` in this service's consumer group, one handler call per batch."""
         group = opts.pop("group", self.name)
+        opts.setdefault("claim_idle_ms", self.claim_idle_ms)
+        opts.setdefault("alive", self.consumer_alive)
         worker = StreamWorker(self.r, stream, group, self.instance, handler, **opts)
         self.workers.append(worker)
         return worker
+
+    async def consumer_alive(self, consumer: str) -> bool:
+        """Whether another consumer in this service's groups (an instance id) still works."""
+        key = streams.HEALTH_KEY.format(service=self.name, instance=consumer)
+        return not gone(*await self.r.hmget(key, "state", "pid", "host", "pidns"))
 
     def every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
         """Run `fn` every `seconds` while the service runs (and not after stop)."""
@@ -249,7 +268,8 @@ class Service:
         readable = {
             "service": hb.service, "instance": hb.instance, "environment": hb.environment,
             "state": hb.state, "processed": hb.processed, "rate": hb.rate, "lag": hb.lag,
-            "pending": hb.pending, "dlq": hb.dlq, "ts_ns": hb.ts_ns, "pid": hb.pid,
+            "pending": hb.pending, "dlq": hb.dlq, "ts_ns": hb.ts_ns, "pid": hb.pid, "host": hb.host,
+            "pidns": _PIDNS,
         }
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={**readable, codec.FIELD_STR: codec.encode(hb)})
@@ -260,3 +280,9 @@ class Service:
             )
             await pipe.execute()
         return hb
+
+
+def _positive_int(service: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"[services.{service}]: {key} must be a positive integer (milliseconds), not {value!r}")
+    return value

@@ -1,9 +1,13 @@
 """normalizer (P1): md.ticks.raw -> clean ticks (md.ticks, batched) + OHLCV bars (md.bars.1s,
 md.bars.1m). Bad ticks go to dlq.md.ticks.raw, one entry each, with the raw tick and the reason.
 
-One read of the raw stream becomes one pipeline: the clean TickBatch, the bars that closed, the
-dead letters, the per-symbol trade-id high-water marks and the XACK, in one MULTI, so a crash
-either did all of it or none (and the redelivered batch is then processed once).
+One read of the raw stream becomes one commit: the clean TickBatch, the bars that closed, the
+dead letters, the per-symbol trade-id high-water marks and the XACK, in one atomic step, so a
+crash either did all of it or none (and the redelivered batch is then processed once). The commit
+is fenced (backend/bus/fence.py): it happens only while the batch is still pending to this
+instance, so when another instance of the group has taken it over (blue/green, after a crash or
+a pause) the batch is published once, by whoever still owns it. A redelivered batch is older
+than the high-water marks later batches raised: it is checked for repeats within itself only.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import time
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import codec, fence, streams
 from backend.bus.worker import Entry
 from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
@@ -60,6 +64,7 @@ class NormalizerService(Service):
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = 0
         self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, count=c.read_count, block_ms=50)
+        self.fence = fence.Fence(self.r, streams.MD_TICKS_RAW, self.name, self.instance)
         self.every(0.1, self.close_bars)
 
     def processed(self) -> int:
@@ -70,36 +75,41 @@ class NormalizerService(Service):
             "ticks_in": self.ticks_in, "ticks_out": self.ticks_out, "rejected": self.rejected,
             "bars_out": self.bars_out, "late_ticks": self.bars.late_ticks,
             "max_lateness_ms": self.bars.max_lateness_ns / 1e6,
-            "open_bars": len(self.bars.open),
+            "open_bars": len(self.bars.open), "taken_over": self.fence.refused,
         }
 
     async def on_raw(self, entries: list[Entry]) -> None:
         now = time.time_ns()
         batches: list[RawTickBatch] = []
         ids: list[bytes] = []
-        pipe = self.r.pipeline(transaction=True)
+        dlq = streams.dlq(streams.MD_TICKS_RAW)
+        cmds: list[fence.Command] = []
         for eid, fields in entries:
             try:
                 batches.append(_raw_decoder.decode(codec.payload(fields)))
                 ids.append(eid)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                pipe.xadd(streams.dlq(streams.MD_TICKS_RAW),
-                          _dead(fields, f"undecodable raw batch: {exc}", eid),
-                          maxlen=streams.maxlen(streams.dlq(streams.MD_TICKS_RAW)), approximate=True)
-        result = self.validator.validate(batches, now, normalized_ns=now)
+                cmds.append(fence.xadd(dlq, _dead(fields, f"undecodable raw batch: {exc}", eid)))
+        result = self.validator.validate(batches, now, normalized_ns=now, check_hwm=not self.worker.redelivered)
         for rej in result.rejected:
             tick = rawcols.tick_at(batches[rej.batch], rej.index)
-            pipe.xadd(streams.dlq(streams.MD_TICKS_RAW),
-                      _dead(codec.fields(tick), rej.reason, ids[rej.batch]),
-                      maxlen=streams.maxlen(streams.dlq(streams.MD_TICKS_RAW)), approximate=True)
+            cmds.append(fence.xadd(dlq, _dead(codec.fields(tick), rej.reason, ids[rej.batch])))
+        bars: list[Bar] = []
         if result.ticks is not None:
-            pipe.xadd(streams.MD_TICKS, codec.fields(result.ticks),
-                      maxlen=streams.maxlen(streams.MD_TICKS), approximate=True)
+            cmds.append(fence.xadd(streams.MD_TICKS, codec.fields(result.ticks)))
             self.bars.add(result.sym, result.price, result.qty, result.trade_ns, now)
-            self._queue_bars(pipe, self.bars.close_due(self.validator.symbols, now))
-            pipe.hset(HWM_KEY, mapping=self.validator.hwm_map())
-        pipe.xack(streams.MD_TICKS_RAW, self.name, *[eid for eid, _ in entries])
-        await pipe.execute()
+            bars = self.bars.close_due(self.validator.symbols, now)
+            cmds += [fence.xadd(_bar_stream(b), codec.fields(b)) for b in bars]
+            cmds.append(["HSET", HWM_KEY, *(x for kv in self.validator.hwm_map().items() for x in kv)])
+        if not await self.fence.commit([eid for eid, _ in entries], cmds):
+            self.log.warning("%d raw batches were taken over by another instance; not published here",
+                             len(entries))
+            if bars:  # closed bars hold ticks this instance published before: they go out anyway
+                pipe = self.r.pipeline(transaction=False)
+                self._queue_bars(pipe, bars)
+                await pipe.execute()
+            return
+        self.bars_out += len(bars)
         n_in = sum(b.n for b in batches)
         self.ticks_in += n_in
         self.rejected += len(result.rejected)
@@ -107,7 +117,7 @@ class NormalizerService(Service):
 
     def _queue_bars(self, pipe, bars: list[Bar]) -> None:  # noqa: ANN001
         for bar in bars:
-            stream = streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
+            stream = _bar_stream(bar)
             pipe.xadd(stream, codec.fields(bar), maxlen=streams.maxlen(stream), approximate=True)
         self.bars_out += len(bars)
 
@@ -118,6 +128,10 @@ class NormalizerService(Service):
             pipe = self.r.pipeline(transaction=False)
             self._queue_bars(pipe, bars)
             await pipe.execute()
+
+
+def _bar_stream(bar: Bar) -> str:
+    return streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
 
 
 def _dead(fields: dict, reason: str, source_id: bytes) -> dict:  # noqa: ANN001

@@ -7,6 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from backend.bus import codec, streams
+from backend.bus.fence import Fence
 from backend.bus.worker import Entry, Poison, StreamWorker
 from backend.messages import Order
 from tests.conftest import await_for
@@ -152,4 +153,42 @@ async def test_stop_finishes_the_batch_in_hand(redis_url: str) -> None:
     assert len(handled) == 5  # the batch in hand, and no more
     assert (await r.xpending(S, "g"))["pending"] == 0
     assert len(await r.xrange(S)) == 20
+    await r.aclose()
+
+
+async def test_entries_of_a_gone_consumer_are_taken_over_at_once(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    ids = await fill(r, 10)
+    await r.xgroup_create(S, "g", id="0")
+    await r.xreadgroup("g", "gone", {S: ">"}, count=100)  # read, then SIGKILLed
+    seen: list[tuple[bytes, bool]] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        seen.extend((eid, w.redelivered) for eid, _ in entries)
+
+    async def alive(consumer: str) -> bool:
+        return consumer != "gone"  # its heartbeat has expired
+
+    # the idle-time backstop is far away: only the liveness check can hand them over
+    w = StreamWorker(r, S, "g", "survivor", handler, block_ms=20, claim_idle_ms=3_600_000,
+                     alive=alive, dead_check_s=0.05, dead_claim_idle_ms=0)
+    await run_until(w, lambda: len(seen) >= 10)
+    assert sorted(eid for eid, _ in seen) == sorted(ids) and all(again for _, again in seen)
+    assert (await r.xpending(S, "g"))["pending"] == 0
+    await r.aclose()
+
+
+async def test_a_fenced_commit_of_taken_over_entries_writes_nothing(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    ids = await fill(r, 3)
+    await r.xgroup_create(S, "g", id="0")
+    await r.xreadgroup("g", "paused", {S: ">"}, count=100)
+    await r.xclaim(S, "g", "survivor", 0, ids[:1])  # one of its entries was taken over
+    paused, survivor = Fence(r, S, "g", "paused"), Fence(r, S, "g", "survivor")
+    assert not await paused.commit(ids, [["XADD", "out", "*", "n", "paused"]])
+    assert await r.xlen("out") == 0 and (await r.xpending(S, "g"))["pending"] == 3
+    assert await survivor.commit(ids[:1], [["XADD", "out", "*", "n", "survivor"]])
+    assert await paused.commit(ids[1:], [["XADD", "out", "*", "n", "paused"]])
+    assert [f[b"n"] for _, f in await r.xrange("out")] == [b"survivor", b"paused"]
+    assert (await r.xpending(S, "g"))["pending"] == 0 and paused.refused == 1
     await r.aclose()

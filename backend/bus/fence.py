@@ -1,0 +1,78 @@
+"""A commit fenced on ownership: what a consumer writes for a batch, and the XACK of that batch,
+happen in one server-side step, and only while every entry of the batch is still pending to that
+consumer. A consumer taken for gone (its entries claimed by another) that was only paused finds
+that out here and writes nothing, so nothing is published twice.
+
+Commands are plain argument lists (`["XADD", stream, "MAXLEN", "~", 1000, "*", field, value]`),
+run in order inside one Lua script (atomic, like MULTI), then the XACK. Single-node Redis (like
+every MULTI on the bus): the commands name keys the script does not declare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from backend.bus import streams
+from backend.bus.worker import id_key
+
+# KEYS[1] stream; ARGV: group, consumer, lowest id, highest id, n, id_1..id_n, then per command:
+# argc, arg_1..arg_argc. Returns the number of commands run, or -1 (nothing written) when an id of
+# the batch is no longer pending to this consumer.
+_SCRIPT = """
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local n = tonumber(ARGV[5])
+if n > 0 then
+  local want = {}
+  for i = 1, n do want[ARGV[5 + i]] = true end
+  local rows = redis.call('XPENDING', stream, group, ARGV[3], ARGV[4], n + 10000, consumer)
+  local found = 0
+  for _, row in ipairs(rows) do
+    if want[row[1]] then found = found + 1 end
+  end
+  if found < n then return -1 end
+end
+local i, done = 6 + n, 0
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i, done = i + argc + 1, done + 1
+end
+if n > 0 then redis.call('XACK', stream, group, unpack(ARGV, 6, 5 + n)) end
+return done
+"""
+
+Command = Sequence[Any]
+
+
+def xadd(stream: str, fields: dict[Any, Any]) -> list[Any]:
+    """XADD with the stream's MAXLEN ~, as a command for `Fence.commit`."""
+    cmd: list[Any] = ["XADD", stream]
+    limit = streams.maxlen(stream)
+    if limit:
+        cmd += ["MAXLEN", "~", limit]
+    cmd.append("*")
+    for k, v in fields.items():
+        cmd += [k, v]
+    return cmd
+
+
+class Fence:
+    """The fenced commit of one consumer (the script is loaded once per connection pool)."""
+
+    def __init__(self, r: Any, stream: str, group: str, consumer: str) -> None:
+        self.script = r.register_script(_SCRIPT)
+        self.stream, self.group, self.consumer = stream, group, consumer
+        self.refused = 0  # batches another consumer had taken over
+
+    async def commit(self, ids: list[bytes], commands: list[Command]) -> bool:
+        """Run `commands` and XACK `ids`, atomically, if every id is still pending to this
+        consumer; False (nothing written, nothing acked) if another consumer took any over."""
+        lo, hi = (min(ids, key=id_key), max(ids, key=id_key)) if ids else (b"0", b"0")
+        args = [self.group, self.consumer, lo, hi, len(ids), *ids]
+        for c in commands:
+            args.append(len(c))
+            args.extend(c)
+        ok = int(await self.script(keys=[self.stream], args=args)) >= 0
+        self.refused += not ok
+        return ok
