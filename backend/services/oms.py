@@ -2,23 +2,29 @@
 exec.reports -> order states; every transition on orders.events.
 
 Each order's record lives in Redis (`oms:order:<client order id>`), so a restart loses nothing
-and resumes in-flight orders. Every batch is: read the records it touches (one round trip), apply
-the transitions in memory, then write the records, the events, the outgoing messages and the XACK
-in one MULTI. Idempotent: a resubmitted client order id never makes a second order, a decision or
-report for an order that has moved on is ignored, and a fill is counted once per venue trade id.
+and resumes in-flight orders. Every batch is: read the records it touches (one round trip, the
+keys WATCHed), apply the transitions in memory, then write the records, the events, the outgoing
+messages and the XACK in one MULTI. If one of those records changed in between (another instance
+of the group during a blue/green cutover, or this instance's other workers: a report beside a
+cancel), the MULTI does not run and the batch starts over from the records as they are now, so no
+transition is lost and none is made twice. Idempotent: a resubmitted client order id never makes
+a second order, a decision or report for an order that has moved on is ignored, and a fill is
+counted once per venue trade id.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+from redis.exceptions import WatchError
 
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
+from backend.latency import LatencyRecorder
 from backend.messages import (
     CancelRequest,
     ControlCommand,
@@ -34,6 +40,7 @@ from backend.trading.orders import IllegalTransition, OrderRecord, invalid
 
 KEY = "oms:order:{}"
 OPEN = "oms:open"
+MAX_TRIES = 100  # a batch whose records keep changing under it, after this many tries, is retried by the worker
 _rec = msgspec.msgpack.Decoder(OrderRecord)
 _rec_enc = msgspec.msgpack.Encoder()
 _new = msgspec.msgpack.Decoder(Order | CancelRequest)  # type: ignore[operator]
@@ -61,6 +68,9 @@ class _Batch:
         self.out: list[tuple[str, Any]] = []
         self.opened: set[str] = set()
         self.closed: set[str] = set()
+        # counted once the batch is committed (a batch that starts over counts nothing twice)
+        self.intake = self.duplicates = self.illegal = 0
+        self.latency: list[tuple[LatencyRecorder, int]] = []
 
 
 class OmsService(Service):
@@ -71,6 +81,7 @@ class OmsService(Service):
         self.intake = 0
         self.illegal = 0
         self.duplicates = 0
+        self.conflicts = 0  # batches started over because a record changed under them
         self.rt_risk = self.recorder("risk_rt")
         self.to_routed = self.recorder("intake_to_routed")
         self.to_accepted = self.recorder("intake_to_accepted")
@@ -88,19 +99,40 @@ class OmsService(Service):
 
     def metrics(self) -> dict[str, object]:
         return {"orders": self.intake, "illegal_transitions": self.illegal,
-                "duplicates": self.duplicates,
+                "duplicates": self.duplicates, "conflicts": self.conflicts,
                 "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0])}
 
     # -- batches ---------------------------------------------------------------------------------
-    async def _load(self, coids: Iterable[str]) -> _Batch:
+    async def _transact(self, coids: Iterable[str], apply: Callable[[_Batch], None], stream: str,
+                        entries: list[Entry]) -> _Batch:
+        """Load the records of `coids` (WATCHed), `apply` the transitions, commit them with the
+        XACK of `entries` in one MULTI; start over if a record changed in between."""
         ids = list(dict.fromkeys(coids))
-        if not ids:
-            return _Batch({})
-        raw = await self.r.mget([key(c) for c in ids])
-        return _Batch({c: (_rec.decode(v) if v else None) for c, v in zip(ids, raw, strict=True)})
+        keys = [key(c) for c in ids]
+        for _ in range(MAX_TRIES):
+            async with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    raw: list[Any] = []
+                    if keys:
+                        await pipe.watch(*keys)
+                        raw = await pipe.mget(keys)
+                    b = _Batch({c: (_rec.decode(v) if v else None) for c, v in zip(ids, raw, strict=True)})
+                    apply(b)
+                    pipe.multi()
+                    self._queue(pipe, b, stream, entries)
+                    await pipe.execute()
+                except WatchError:
+                    self.conflicts += 1
+                    continue
+            self.intake += b.intake
+            self.duplicates += b.duplicates
+            self.illegal += b.illegal
+            for rec, ns in b.latency:
+                rec.record_ns(ns)
+            return b
+        raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
 
-    async def _commit(self, b: _Batch, stream: str, entries: list[Entry]) -> None:
-        pipe = self.r.pipeline(transaction=True)
+    def _queue(self, pipe: Any, b: _Batch, stream: str, entries: list[Entry]) -> None:
         for c in b.dirty:
             pipe.set(key(c), _rec_enc.encode(b.records[c]))
         if b.opened - b.closed:
@@ -111,13 +143,12 @@ class OmsService(Service):
             pipe.xadd(s, codec.fields(msg), maxlen=streams.maxlen(s), approximate=True)
         if entries:
             pipe.xack(stream, self.name, *[eid for eid, _ in entries])
-        await pipe.execute()
 
     def _move(self, b: _Batch, rec: OrderRecord, to: str, now: int, reason: str = "") -> bool:
         try:
             ev = rec.move(to, now, reason)
         except IllegalTransition as exc:
-            self.illegal += 1
+            b.illegal += 1
             self.log.warning("refused transition: %s", exc)
             return False
         c = rec.order.client_order_id
@@ -135,24 +166,26 @@ class OmsService(Service):
                 msgs.append((e, _new.decode(codec.payload(e[1]))))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self.w_new.dead_letter(e[0], e[1], f"undecodable order: {exc}")
-        b = await self._load(m.client_order_id for _, m in msgs)
-        now = time.time_ns()
-        for _, m in msgs:
-            if isinstance(m, CancelRequest):
-                self._cancel(b, m, now)
-            else:
-                self._intake(b, m, now)
-        await self._commit(b, streams.ORDERS_NEW, [e for e, _ in msgs])
+
+        def apply(b: _Batch) -> None:
+            now = time.time_ns()
+            for _, m in msgs:
+                if isinstance(m, CancelRequest):
+                    self._cancel(b, m, now)
+                else:
+                    self._intake(b, m, now)
+        await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW,
+                             [e for e, _ in msgs])
 
     def _intake(self, b: _Batch, o: Order, now: int) -> None:
         c = o.client_order_id
         if b.records.get(c) is not None:
-            self.duplicates += 1  # a resubmission: never a second order
+            b.duplicates += 1  # a resubmission: never a second order
             return
         rec = OrderRecord(order=o, intake_ns=now, updated_ns=now)
         b.records[c] = rec
         b.dirty.add(c)
-        self.intake += 1
+        b.intake += 1
         b.out.append((streams.ORDERS_EVENTS, OrderEvent(
             client_order_id=c, account=o.account, symbol=o.symbol, side=o.side, quantity=o.quantity,
             limit_price=o.limit_price, state="NEW", ts_ns=now, seq=0)))
@@ -189,22 +222,23 @@ class OmsService(Service):
                 decs.append(_dec.decode(codec.payload(f)))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self.w_dec.dead_letter(eid, f, f"undecodable risk decision: {exc}")
-        b = await self._load(d.client_order_id for d in decs)
-        for d in decs:
-            rec = b.records.get(d.client_order_id)
-            if rec is None or rec.state != "PENDING_RISK":
-                continue  # a late or repeated decision: the order has moved on
-            if d.request_sent_ns:
-                self.rt_risk.record_ns(now - d.request_sent_ns)
-            if not d.approved:
-                self._move(b, rec, "DENIED", now, f"{d.rule}: {d.reason}")
-                continue
-            if self._move(b, rec, "ROUTED", now):
-                rec.routed_ns = now
-                self.to_routed.record_ns(now - rec.intake_ns)
-                b.out.append((streams.EXEC_ORDERS, ExecOrder(action="new", client_order_id=d.client_order_id,
-                                                             order=rec.order, sent_ns=now)))
-        await self._commit(b, streams.RISK_DECISIONS, entries)
+
+        def apply(b: _Batch) -> None:
+            for d in decs:
+                rec = b.records.get(d.client_order_id)
+                if rec is None or rec.state != "PENDING_RISK":
+                    continue  # a late or repeated decision: the order has moved on
+                if d.request_sent_ns:
+                    b.latency.append((self.rt_risk, now - d.request_sent_ns))
+                if not d.approved:
+                    self._move(b, rec, "DENIED", now, f"{d.rule}: {d.reason}")
+                    continue
+                if self._move(b, rec, "ROUTED", now):
+                    rec.routed_ns = now
+                    b.latency.append((self.to_routed, now - rec.intake_ns))
+                    b.out.append((streams.EXEC_ORDERS, ExecOrder(action="new", client_order_id=d.client_order_id,
+                                                                 order=rec.order, sent_ns=now)))
+        await self._transact((d.client_order_id for d in decs), apply, streams.RISK_DECISIONS, entries)
 
     # -- exec.reports ----------------------------------------------------------------------------
     async def on_reports(self, entries: list[Entry]) -> None:
@@ -215,13 +249,13 @@ class OmsService(Service):
                 reps.append(_rep.decode(codec.payload(f)))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self.w_rep.dead_letter(eid, f, f"undecodable exec report: {exc}")
-        b = await self._load(r.client_order_id for r in reps)
-        for rep in reps:
-            rec = b.records.get(rep.client_order_id)
-            if rec is None or rec.final:
-                continue
-            self._apply_report(b, rec, rep, now)
-        await self._commit(b, streams.EXEC_REPORTS, entries)
+
+        def apply(b: _Batch) -> None:
+            for rep in reps:
+                rec = b.records.get(rep.client_order_id)
+                if rec is not None and not rec.final:
+                    self._apply_report(b, rec, rep, now)
+        await self._transact((r.client_order_id for r in reps), apply, streams.EXEC_REPORTS, entries)
 
     def _apply_report(self, b: _Batch, rec: OrderRecord, rep: ExecReport, now: int) -> None:
         c = rec.order.client_order_id
@@ -231,13 +265,13 @@ class OmsService(Service):
         if rep.kind == "accepted":
             if rec.state == "ROUTED" and self._move(b, rec, "ACCEPTED", now):
                 rec.accepted_ns = now
-                self.to_accepted.record_ns(now - rec.intake_ns)
+                b.latency.append((self.to_accepted, now - rec.intake_ns))
         elif rep.kind == "fill":
             if not rep.trade_id or rep.trade_id in rec.trade_ids:
                 return  # a fill we already counted
             if rec.state == "ROUTED":  # the fill overtook the acceptance
                 rec.accepted_ns = now
-                self.to_accepted.record_ns(now - rec.intake_ns)
+                b.latency.append((self.to_accepted, now - rec.intake_ns))
             rec.trade_ids.append(rep.trade_id)
             rec.filled += rep.fill_qty
             rec.notional += rep.fill_qty * rep.fill_price
@@ -253,17 +287,17 @@ class OmsService(Service):
         coids = [c.decode() for c in await self.r.smembers(OPEN)]
         if not coids:
             return
-        b = await self._load(coids)
-        now = time.time_ns()
         limit = int(self.cfg.risk_timeout_s * 1e9)
-        for c, rec in b.records.items():
-            if rec is not None and rec.state == "PENDING_RISK" and now - rec.risk_sent_ns > limit:
-                rec.risk_sent_ns = now
-                b.dirty.add(c)
-                b.out.append((streams.RISK_REQUESTS, RiskRequest(
-                    request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now)))
-        if b.dirty:
-            await self._commit(b, streams.ORDERS_NEW, [])
+
+        def apply(b: _Batch) -> None:
+            now = time.time_ns()
+            for c, rec in b.records.items():
+                if rec is not None and rec.state == "PENDING_RISK" and now - rec.risk_sent_ns > limit:
+                    rec.risk_sent_ns = now
+                    b.dirty.add(c)
+                    b.out.append((streams.RISK_REQUESTS, RiskRequest(
+                        request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now)))
+        await self._transact(coids, apply, streams.ORDERS_NEW, [])
 
     async def run_extra(self) -> None:
         """The kill switch: when it goes on, cancel every working order."""
@@ -281,15 +315,16 @@ class OmsService(Service):
 
     async def cancel_all(self, reason: str) -> int:
         coids = [c.decode() for c in await self.r.smembers(OPEN)]
-        b = await self._load(coids)
-        now = time.time_ns()
         n = 0
-        for c, rec in b.records.items():
-            if rec is None or rec.final:
-                continue
-            self._cancel(b, CancelRequest(client_order_id=c, reason=reason), now)
-            n += 1
-        await self._commit(b, streams.ORDERS_NEW, [])
+
+        def apply(b: _Batch) -> None:
+            nonlocal n
+            now, n = time.time_ns(), 0
+            for c, rec in b.records.items():
+                if rec is not None and not rec.final:
+                    self._cancel(b, CancelRequest(client_order_id=c, reason=reason), now)
+                    n += 1
+        await self._transact(coids, apply, streams.ORDERS_NEW, [])
         return n
 
 
