@@ -14,6 +14,7 @@ import msgspec
 import pandas as pd
 
 from backend.bus import codec, streams
+from backend.bus.history import xrange_between
 from backend.messages import Bar, FeatureRow
 
 _row = msgspec.msgpack.Decoder(FeatureRow)
@@ -21,24 +22,11 @@ _bar = msgspec.msgpack.Decoder(Bar)
 BAR_NS = {"1s": 1_000_000_000, "1m": 60_000_000_000}
 
 
-async def _xrange_all(r: Any, stream: str, start_ns: int, end_ns: int) -> list[tuple[bytes, dict]]:
-    lo = f"{start_ns // 1_000_000}" if start_ns else "-"
-    hi = f"{end_ns // 1_000_000}" if end_ns else "+"
-    out: list[tuple[bytes, dict]] = []
-    while True:
-        chunk = await r.xrange(stream, lo, hi, count=10_000)
-        out += chunk
-        if len(chunk) < 10_000:
-            return out
-        last = chunk[-1][0].decode()
-        lo = "(" + last
-
-
 async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: int = 0) -> pd.DataFrame:
     """Feature rows (symbol, ts_ns, one column per feature) in time order; undecodable entries
     are skipped (the feature pipeline dead-letters its own bad input)."""
     recs: list[dict[str, Any]] = []
-    for _, f in await _xrange_all(r, streams.FEATURES, 0, 0):
+    for _, f in await xrange_between(r, streams.FEATURES):
         try:
             row = _row.decode(codec.payload(f))
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -68,7 +56,7 @@ async def bar_prices(r: Any, symbols: list[str], interval: str = "1s") -> pd.Dat
     """(symbol, ts_ns, price): each bar's close, stamped at the bar's end."""
     stream = streams.MD_BARS_1S if interval == "1s" else streams.MD_BARS_1M
     recs = []
-    for _, f in await _xrange_all(r, stream, 0, 0):
+    for _, f in await xrange_between(r, stream):
         try:
             bar = _bar.decode(codec.payload(f))
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -2,7 +2,8 @@
 (forward log returns realised strictly after each row) and registers the artifact, its held-out
 metrics and its lineage with modelops (ModelRegister on `models.requests`).
 
-Jobs arrive as TrainJob on `training.jobs` (`tradeops models train`); each job's state is kept in
+Jobs arrive as TrainJob on `training.jobs`, on demand (`tradeops models train`) or on a schedule
+(the scheduler's `retrain` jobs, which retrain over a recent window); each job's state is kept in
 the hash `training:job:<id>` (queued -> running -> registered | failed, with the reason). A job
 that names an impossible range or horizon is bad input: it goes to the DLQ. A job that is fine but
 finds too little data fails with a reason saying how much it found.
@@ -142,7 +143,9 @@ class MlTrainingService(Service):
             data_start_ns=int(rows.ts_ns.iloc[0]), data_end_ns=int(rows.ts_ns.iloc[-1]) + int(job.horizon_s * 1e9),
             rows=len(rows), symbols=sorted(rows.symbol.unique().tolist()),
             params={"horizon_s": job.horizon_s, "ridge": job.ridge, "job_id": job.job_id,
-                    "feature_source": feature_source, "price_source": self.cfg.price_source},
+                    "feature_source": feature_source, "price_source": self.cfg.price_source,
+                    "trigger": "scheduled" if job.requested_by.startswith("scheduler:") else "on demand",
+                    "window_start_ns": job.start_ns, "window_end_ns": job.end_ns},
             trained_by=job.requested_by or self.instance, request_id=f"train-{job.job_id}",
             ts_ns=time.time_ns(),
         )

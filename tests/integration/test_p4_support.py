@@ -1,4 +1,5 @@
-"""refdata, scheduler, alerting and md-replay on real Redis, each with its bad input."""
+"""refdata, alerting and md-replay on real Redis, each with its bad input (the scheduler has
+test_p4_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import redis
 
 from backend.bus import codec, streams
 from backend.marketdata import store, ticks
-from backend.messages import Alert, GateEvent, Instrument, JobRun, ReplayRequest, Tick, TickBatch
+from backend.messages import Alert, GateEvent, Instrument, ReplayRequest, Tick, TickBatch
 from backend.services.alerting import AlertingService, ack, active
 from backend.services.md_replay import MdReplayService
 from backend.services.refdata import RefdataService, instruments
-from backend.services.scheduler import SchedulerService
 from backend.settings import Settings
 from tests.conftest import await_for
 
@@ -41,18 +41,6 @@ async def test_refdata_seeds_updates_and_rejects(redis_url: str, r: redis.Redis)
     (_, f), = r.xrange(streams.dlq(streams.REFDATA_UPDATES))
     assert f[b"dlq_reason"] == b"bad instrument: ETHUSDT: tick_size must be positive, not -1.0"
     assert r.xlen(streams.REFDATA_EVENTS) == 11
-
-
-async def test_scheduler_catches_up_once_never_twice(redis_url: str, r: redis.Redis) -> None:
-    settings = Settings(services={"scheduler": {"jobs": [{"name": "daily-report", "at": "00:00"}]}})
-    svc = SchedulerService(redis_url=redis_url, settings=settings, instance="s1")
-    r.xadd(streams.SCHEDULER_REQUESTS, codec.fields(JobRun(job="nosuch", day="2026-01-01", ts_ns=1)))
-    await run_until(svc, lambda: r.xlen(streams.OPS_JOBS) == 1 and r.xlen(streams.dlq(streams.SCHEDULER_REQUESTS)) == 1)
-    svc2 = SchedulerService(redis_url=redis_url, settings=settings, instance="s2")  # "after downtime"
-    await run_until(svc2, lambda: getattr(svc2, "runs", None) == 0)
-    assert r.xlen(streams.OPS_JOBS) == 1  # the missed run happened once, not again
-    job = codec.decode(codec.payload(r.xrange(streams.OPS_JOBS)[0][1]), JobRun)
-    assert job.job == "daily-report" and job.day == time.strftime("%Y-%m-%d", time.gmtime())
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):

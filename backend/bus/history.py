@@ -1,0 +1,22 @@
+"""Reading a stream's history: every entry in a time range, fetched in chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.bus.worker import Entry
+
+
+async def xrange_between(r: Any, stream: str, start_ns: int = 0, end_ns: int = 0,
+                         *, chunk: int = 10_000) -> list[Entry]:
+    """The entries of `stream` added in [start_ns, end_ns) by their ids (millisecond resolution;
+    0 leaves that end open), oldest first."""
+    lo = f"{start_ns // 1_000_000}" if start_ns else "-"
+    hi = f"{(end_ns - 1) // 1_000_000}" if end_ns else "+"
+    out: list[Entry] = []
+    while True:
+        part = await r.xrange(stream, lo, hi, count=chunk)
+        out += part
+        if len(part) < chunk:
+            return out
+        lo = "(" + part[-1][0].decode()
