@@ -1,5 +1,6 @@
 """The whole stack for `tradeops up` / `down` / `ps` / `demo`: the embedded Redis (unless a Redis
-URL is configured), the local exchange and every built service, under a process supervisor."""
+URL is configured), the local exchange and every built service, under a supervisor of the chosen
+runtime: `process` (default) or `docker` (`backend.runtime.docker`)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,56 @@ import redis
 from backend.bus import embedded
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
-from backend.runtime.process import ProcessSupervisor, read_table
+from backend.runtime.process import ProcessSupervisor
+from backend.runtime.supervisor import Supervisor, read_table
 from backend.settings import Settings
+
+RUNTIMES = ("process", "docker")
+
+
+def make_supervisor(runtime: str, redis_url: str, data_dir: Path, *, exchange_rate: float = 2000.0,
+                    network: str = "host", image: str | None = None, **kw: Any) -> Supervisor:
+    """A supervisor of the named runtime (docker: `network` mode and `image`, see its module)."""
+    check_runtime(runtime)
+    if runtime == "docker":
+        from backend.runtime.docker import DockerSupervisor
+
+        return DockerSupervisor(redis_url, data_dir, exchange_rate=exchange_rate, network=network, image=image, **kw)
+    return ProcessSupervisor(redis_url, data_dir, exchange_rate=exchange_rate, **kw)
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise TradeopsError(f"unknown runtime {runtime!r} (use {' or '.join(RUNTIMES)})")
 
 
 class Stack:
-    def __init__(self, settings: Settings, runtime: str = "process", exchange_rate: float = 2000.0) -> None:
-        if runtime != "process":
-            raise TradeopsError(f"runtime {runtime!r} is not available in this build (use process)")
+    def __init__(self, settings: Settings, runtime: str = "process", exchange_rate: float = 2000.0,
+                 *, network: str = "host", image: str | None = None) -> None:
+        check_runtime(runtime)
         self.settings = settings
+        self.runtime = runtime
+        self.network = network
+        self.image = image
         self.data_dir = settings.resolved_data_dir()
         self.exchange_rate = exchange_rate
         self.redis_server: embedded.EmbeddedRedis | None = None
         self.url = ""
-        self.supervisor: ProcessSupervisor | None = None
+        self.supervisor: Supervisor | None = None
         self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = self.data_dir / "logs" / "supervisor.log"
+
+    def _check_docker(self) -> None:
+        """Before anything starts: an engine answers, the network mode fits the Redis, the image
+        is there (the local one is made now), so a failure is one line here, not in a log."""
+        from backend.runtime.docker import check_network_mode, connect_engine
+        from backend.runtime.image import image_spec
+
+        check_network_mode(self.network, self.settings.redis_url)
+        client = connect_engine()
+        self.image = image_spec(client, self.image).ref
+        client.close()
 
     def _redis(self) -> str:
         if self.settings.redis_url:
@@ -49,17 +85,22 @@ class Stack:
         if table and _alive(table.get("supervisor_pid", 0)):
             raise TradeopsError(f"a stack is already up for {self.data_dir} "
                                 f"(supervisor pid {table['supervisor_pid']}); `tradeops down` stops it")
+        if self.runtime == "docker":
+            self._check_docker()
         self.url = self._redis()
         if detach:
-            log = self.data_dir / "logs" / "supervisor.log"
+            log = self._log
             log.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "console.cli", "--data-dir", str(self.data_dir), "--redis-url", self.url,
+                   "supervise", "--rate", str(self.exchange_rate), "--runtime", self.runtime]
+            if self.runtime == "docker":
+                cmd += ["--network", self.network, "--image", str(self.image)]
             with open(log, "ab") as out:
-                subprocess.Popen([sys.executable, "-m", "console.cli", "--data-dir", str(self.data_dir),
-                                  "--redis-url", self.url, "supervise", "--rate", str(self.exchange_rate)],
-                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+                self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                              start_new_session=True)
         else:
-            self.supervisor = ProcessSupervisor(self.url, self.data_dir, exchange_rate=self.exchange_rate)
+            self.supervisor = make_supervisor(self.runtime, self.url, self.data_dir, exchange_rate=self.exchange_rate,
+                                              network=self.network, image=self.image)
             self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
             self._thread.start()
         self.wait_healthy(timeout)
@@ -71,6 +112,9 @@ class Stack:
         try:
             while time.monotonic() < deadline:
                 table = read_table(self.data_dir)
+                if self._proc is not None and self._proc.poll() is not None:
+                    raise TradeopsError(f"the supervisor exited with {self._proc.returncode}: "
+                                        f"{_last_line(self._log)} (see {self._log})")
                 if table and table["instances"]:
                     want = {(i["service"], i["instance"]) for i in table["instances"] if i["service"] != "exchange"}
                     beats = {(b.service, b.instance) for b in read_heartbeats(r) if b.state == "running"}
@@ -83,6 +127,7 @@ class Stack:
 
     def down(self) -> list[str]:
         done = []
+        table = read_table(self.data_dir)
         if self.supervisor is not None:
             self.supervisor.stop()  # the loop first, so it restarts nothing while we stop
             if self._thread:
@@ -90,14 +135,22 @@ class Stack:
             self.supervisor.shutdown()
             done.append("supervisor (in process)")
         else:
-            table = read_table(self.data_dir)
             pid = table.get("supervisor_pid") if table else None
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 60
                 while _alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 done.append(f"supervisor pid {pid}")
+        if table and table.get("runtime") == "docker":
+            from backend.runtime.docker import remove_stack
+
+            try:
+                left = remove_stack(table.get("docker_host"), table["stack"])  # what a supervisor that died left
+            except TradeopsError as exc:
+                left = [f"none ({exc})"]
+            if left:
+                done.append(f"containers {', '.join(left)}")
         if not self.settings.redis_url:
             info = embedded.stop_data_dir(self.data_dir)
             if info:
@@ -118,19 +171,31 @@ class Stack:
         rows = []
         for i in table["instances"]:
             hb = beats.get(i["instance"])
-            rows.append({**i, "health": hb.state if hb else ("n/a" if i["service"] == "exchange" else "no heartbeat"),
+            health = hb.state if hb else ("n/a" if i["service"] == "exchange" else "no heartbeat")
+            if i.get("engine_health"):
+                health += f" ({i['engine_health']})"  # the container's health check, as the engine saw it
+            rows.append({**i, "runtime": table.get("runtime", "process"), "health": health,
                          "uptime_s": round(time.time() - i["started"], 1),
                          "rate": hb.rate if hb else None})
         return rows
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
 
 
 def _alive(pid: int) -> bool:
     return bool(pid) and embedded._alive(pid)
 
 
-def serve_supervisor(redis_url: str, data_dir: Path, exchange_rate: float) -> None:
+def serve_supervisor(redis_url: str, data_dir: Path, exchange_rate: float, runtime: str = "process",
+                     **options: Any) -> None:
     """`tradeops supervise`: run the supervisor in the foreground until SIGTERM."""
-    sup = ProcessSupervisor(redis_url, data_dir, exchange_rate=exchange_rate)
+    sup = make_supervisor(runtime, redis_url, data_dir, exchange_rate=exchange_rate, **options)
     signal.signal(signal.SIGTERM, lambda *_: sup.stop())
     signal.signal(signal.SIGINT, lambda *_: sup.stop())
     try:

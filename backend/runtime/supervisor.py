@@ -230,8 +230,8 @@ class Supervisor:
     def check_children(self) -> None:
         """Restart, with backoff, every instance that ended (the table is rewritten if anything
         it shows changed)."""
-        self.refresh()
         before = self._rows()
+        self.refresh()
         now = time.monotonic()
         for inst in list(self.instances.values()):
             code = inst.handle.poll()
@@ -270,6 +270,9 @@ class Supervisor:
                 self.check_children()
             except redis.RedisError as exc:
                 log.warning("supervisor: redis unavailable: %s", exc)
+            except TradeopsError as exc:  # a runtime that failed to start or poll: try again
+                log.warning("supervisor: %s", exc)
+                self._migration_len = -1
 
     def stop(self) -> None:
         self._stop.set()

@@ -15,33 +15,46 @@ ORDER = 10
 
 def register(sub: Any) -> None:
     p = command(sub, "up", "start the stack: embedded Redis, local exchange, every service (legacy + migrated)")
-    p.add_argument("--runtime", choices=["process", "docker"], default="process")
+    _runtime_options(p)
     p.add_argument("--rate", type=float, default=2000.0, help="local exchange trades per second")
     p.set_defaults(func=cmd_up)
     p = command(sub, "down", "stop the stack of the data dir")
     p.set_defaults(func=cmd_down)
-    p = command(sub, "ps", "instances: service, environment, pid, health, uptime")
+    p = command(sub, "ps", "instances: service, environment, pid or container, health, uptime")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ps)
     p = command(sub, "compose", "write the target deployment as a docker-compose file")
     p.add_argument("-o", "--output", default="docker-compose.target.yml")
     p.add_argument("--image", default="tradeops:latest")
     p.set_defaults(func=cmd_compose)
-    p = command(sub, "supervise", "run the process supervisor in the foreground (what `up` starts)")
+    p = command(sub, "supervise", "run the supervisor in the foreground (what `up` starts)")
+    _runtime_options(p)
     p.add_argument("--rate", type=float, default=2000.0)
     p.set_defaults(func=cmd_supervise)
+
+
+def _runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=["process", "docker"], default="process",
+                   help="instances as OS processes (default) or Docker containers")
+    p.add_argument("--network", choices=["host", "lanes"], default="host",
+                   help="docker: share the host's network (default; a Redis on loopback needs it) or join "
+                        "the CPGS lane networks (a Redis those networks reach)")
+    p.add_argument("--image", default=None,
+                   help="docker: image to run (default: the local image, made by `docker import` when missing)")
 
 
 def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     from backend.runtime.process import read_table
     from backend.runtime.stack import Stack
 
-    stack = Stack(ctx.settings, args.runtime, exchange_rate=args.rate)
+    stack = Stack(ctx.settings, args.runtime, exchange_rate=args.rate, network=args.network, image=args.image)
     t0 = time.monotonic()
-    url = stack.up()
+    url = stack.up(timeout=60.0 if args.runtime == "process" else 180.0)
     table = read_table(ctx.data_dir) or {}
     n = len(table.get("instances", []))
-    print(f"stack up in {time.monotonic() - t0:.1f}s: {n} instances on {url} (data {ctx.data_dir})")
+    where = f" ({table.get('image')} on {table.get('docker_host')}, network {table.get('network')})" \
+        if args.runtime == "docker" else ""
+    print(f"stack up in {time.monotonic() - t0:.1f}s: {n} instances on {url}{where} (data {ctx.data_dir})")
     if table.get("not_built"):
         print(f"not built yet (skipped): {', '.join(table['not_built'])}")
     print("`tradeops` opens the console; `tradeops ps` lists instances; `tradeops down` stops it all")
@@ -66,9 +79,10 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     if not rows:
         print(f"no stack running for {ctx.data_dir} (`tradeops up` starts one)")
         return 0
-    show(["SERVICE", "ENV", "INSTANCE", "PID", "HEALTH", "UPTIME", "RESTARTS", "RATE/s"],
-         [[r["service"], r["environment"], r["instance"], r["pid"], r["health"], f"{r['uptime_s']:.0f}s",
-           r["restarts"], r["rate"] if r["rate"] is not None else ""] for r in rows])
+    show(["SERVICE", "ENV", "INSTANCE", "PID/CONTAINER", "HEALTH", "UPTIME", "RESTARTS", "RATE/s"],
+         [[r["service"], r["environment"], r["instance"], r.get("container") or r["pid"], r["health"],
+           f"{r['uptime_s']:.0f}s", r["restarts"] + r.get("engine_restarts", 0),
+           r["rate"] if r["rate"] is not None else ""] for r in rows])
     return 0
 
 
@@ -85,5 +99,6 @@ def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
     from backend.runtime.stack import serve_supervisor
 
     logs.setup("INFO", service="supervisor")
-    serve_supervisor(ctx.redis_url(), ctx.data_dir, args.rate)
+    options = {"network": args.network, "image": args.image} if args.runtime == "docker" else {}
+    serve_supervisor(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, **options)
     return 0
