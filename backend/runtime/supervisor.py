@@ -201,6 +201,27 @@ class Supervisor:
             inst.handle.stop(kill=kill)
             log.info("stopped %s", instance)
 
+    def start_instance(self, service: str, environment: str) -> Instance:
+        """Start (service, environment) unless it runs; the table says so at once."""
+        inst = self.instances.get(f"{service}-{environment}") or self._spawn(service, environment)
+        self.write_table()
+        return inst
+
+    def restart_instance(self, service: str, environment: str) -> Instance:
+        """Drain and stop the instance, start it again (its restart count goes up)."""
+        instance = f"{service}-{environment}"
+        old = self.instances.get(instance)
+        if old is None:
+            return self.start_instance(service, environment)
+        old.handle.stop()
+        inst = self._spawn(service, environment)
+        self.write_table()
+        return inst
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        """The instance table's rows: service, environment, instance, pid or container, restarts ..."""
+        return self._rows()
+
     def desired(self) -> set[tuple[str, str]]:
         want = {(EXCHANGE, "legacy")} if self.with_exchange else set()
         for svc, envs in desired_instances(board(self.r)).items():

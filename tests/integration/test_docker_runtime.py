@@ -147,6 +147,12 @@ def test_the_engine_restarts_a_crashed_container(supervisor: DockerSupervisor, r
     wait_for(lambda: state(r, "risk", "risk-legacy") == b"running", 30, what="heartbeat after the restart")
     assert sup.instances["risk-legacy"].restarts == 0  # the engine's restart, not the supervisor's
     assert client.containers.get(c.id).attrs["RestartCount"] == 1
+
+    # a restart asked of the supervisor: drained, a new container under the same name
+    sup.restart_instance("risk", "legacy")
+    (row,) = sup.list_instances()
+    assert row["restarts"] == 1 and row["container_id"] != c.id[:12] and row["container"] == c.name
+    wait_for(lambda: state(r, "risk", "risk-legacy") == b"running", 30, what="heartbeat after the supervisor's restart")
     client.close()
 
 
