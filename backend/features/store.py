@@ -4,6 +4,7 @@ and symbol), with point-in-time retrieval: for each query time, the latest row a
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,36 @@ import pandas as pd
 from backend.fileio import atomic_path
 
 ONLINE_KEY = "features:online:{symbol}"
+"""Hash: `ts_ns` (when the row's bar closed) and one field per feature (repr of the float)."""
+
+
+def online_key(symbol: str) -> str:
+    return ONLINE_KEY.format(symbol=symbol)
+
+
+def queue_online(pipe: Any, symbol: str, ts_ns: int, values: Mapping[str, float]) -> None:
+    """Queue the write of one symbol's latest features into the online store."""
+    pipe.hset(online_key(symbol), mapping={"ts_ns": ts_ns, **{k: repr(float(v)) for k, v in values.items()}})
+
+
+def parse_online(symbol: str, raw: Mapping[bytes, bytes]) -> tuple[int, dict[str, float]]:
+    """(ts_ns, values) of an online hash as read; ValueError naming what is wrong."""
+    if not raw:
+        raise ValueError(f"no online features for {symbol} ({online_key(symbol)} is empty)")
+    values: dict[str, float] = {}
+    ts_ns = None
+    for k, v in raw.items():
+        name, text = k.decode(), v.decode(errors="replace")
+        try:
+            if name == "ts_ns":
+                ts_ns = int(text)  # exact: a float has no room for nanoseconds
+            else:
+                values[name] = float(text)
+        except ValueError:
+            raise ValueError(f"online features for {symbol}: {name} = {text!r} is not a number") from None
+    if ts_ns is None or ts_ns <= 0:
+        raise ValueError(f"online features for {symbol} have no ts_ns")
+    return ts_ns, values
 
 
 def offline_dir(data_dir: Path) -> Path:

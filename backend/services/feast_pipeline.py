@@ -1,5 +1,7 @@
-"""feast-pipeline (P4): closed 1 s bars -> features per symbol (definitions as data), published on
-`features`, kept online (latest per symbol in Redis) and offline (Parquet)."""
+"""feast-pipeline (P4): closed 1 s bars -> features per symbol (definitions as data), kept online
+(latest per symbol in Redis, `features:online:<symbol>`, what serving scores) and offline
+(Parquet, what training reads point in time), each row also published on `features` (the update
+that triggers serving, and the history)."""
 
 from __future__ import annotations
 
@@ -62,9 +64,9 @@ class FeastPipelineService(Service):
             if values is None:
                 continue
             row = FeatureRow(symbol=bar.symbol, ts_ns=bar.start_ns + BAR_NS, values=values)
+            # the online store first: whoever sees the row on `features` finds the store updated
+            store.queue_online(pipe, bar.symbol, row.ts_ns, values)
             pipe.xadd(streams.FEATURES, codec.fields(row), maxlen=streams.maxlen(streams.FEATURES), approximate=True)
-            pipe.hset(store.ONLINE_KEY.format(symbol=bar.symbol),
-                      mapping={"ts_ns": row.ts_ns, **{k: repr(v) for k, v in values.items()}})
             self.offline.append({"symbol": row.symbol, "ts_ns": row.ts_ns, **values})
             self.rows += 1
         await pipe.execute()

@@ -1,21 +1,32 @@
-"""serving (P5): scores online features with the production model and publishes `Signal`s.
+"""serving (P5): scores the online feature store with the production model and publishes `Signal`s.
 
-Feature rows arrive on `features` (FeatureRow, consumer group); the production version of the
-configured model is loaded from modelops at start and swapped in place when `models.events` says
-it changed (promotion or rollback): the next row is scored by the new version, no restart.
-A row the model cannot score (a feature missing, a non-finite value) goes to `dlq.features` with
-the reason. Scoring latency is recorded (`score_p50` ... in the heartbeat).
+Feature updates trigger it: feast-pipeline writes a symbol's latest features into the online
+store (`features:online:<symbol>`, backend.features.store) and then announces the row on
+`features`, which serving consumes in its group. A batch of updates is coalesced per symbol:
+serving reads each updated symbol's online hash once and scores what the store holds now (the
+newest features, even if several rows arrived meanwhile). Each (model, symbol, feature time) is
+scored once across instances and redeliveries: the claim in `serving:scored:<model>` and the
+signal are written by one script, so a signal is never lost or published twice.
+
+The production version of the configured model is loaded from modelops at start and swapped in
+place when `models.events` says it changed (promotion or rollback): the next update is scored by
+the new version, no restart. An update the model cannot score (no online features, a value that
+is not a number, a feature the model needs missing, a non-finite score) goes to `dlq.features`
+with the reason. Latency is recorded: `score_*` (the model on one row) and `signal_*` (from the
+update's publication to the signal's) in the heartbeat.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 
 import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
+from backend.features import store as fstore
 from backend.messages import FeatureRow, ModelEvent, Signal
 from backend.models import registry as reg
 from backend.models.linear import LinearModel
@@ -23,6 +34,22 @@ from backend.services.base import Service
 
 _row = msgspec.msgpack.Decoder(FeatureRow)
 _ev = msgspec.msgpack.Decoder(ModelEvent)
+
+# KEYS: scored hash, signals stream. ARGV: symbol, feature ts_ns, maxlen, payload field, payload.
+# Publishes the signal only when this feature time is newer than the last one scored (compared as
+# decimal strings: Lua numbers are doubles, too coarse for nanoseconds).
+_CLAIM_AND_PUBLISH = """
+local last = redis.call('HGET', KEYS[1], ARGV[1])
+local ts = ARGV[2]
+if last and (#last > #ts or (#last == #ts and last >= ts)) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[5])
+return 1
+"""
+
+
+def scored_key(model: str) -> str:
+    return f"serving:scored:{model}"
 
 
 class ServingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -42,15 +69,21 @@ class ServingService(Service):
         self.swaps = 0
         self.signals = 0
         self.unscored = 0
+        self.coalesced = 0
         self.score_lat = self.recorder("score")
+        self.signal_lat = self.recorder("signal")
+        self.publish_signal = self.r.register_script(_CLAIM_AND_PUBLISH)
         last = await self.r.xrevrange(streams.MODELS_EVENTS, count=1)
         self.ev_cursor = last[0][0] if last else "0"  # before loading: no promotion slips between
         await self.load()
-        self.worker = self.consume(streams.FEATURES, self.on_rows, count=512, block_ms=100, auto_ack=False)
+        self.worker = self.consume(streams.FEATURES, self.on_updates, count=512, block_ms=100)
+
+    def processed(self) -> int:
+        return self.signals
 
     def metrics(self) -> dict[str, object]:
         return {"model": self.cfg.model, "version": self.version, "swaps": self.swaps,
-                "signals": self.signals, "unscored_no_model": self.unscored}
+                "signals": self.signals, "coalesced_updates": self.coalesced, "unscored_no_model": self.unscored}
 
     async def load(self) -> None:
         """(Re)load the production version; keep the one in hand if the new one cannot load."""
@@ -68,38 +101,52 @@ class ServingService(Service):
             self.swaps += 1
         self.log.info("serving %s v%d (was v%d)", rec.name, rec.version, old)
 
-    async def on_rows(self, entries: list[Entry]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        model, version = self.model, self.version
+    async def on_updates(self, entries: list[Entry]) -> None:
+        """Score each updated symbol's online features once per batch (acked by the worker after)."""
+        updates: dict[str, list[Entry]] = defaultdict(list)
         for eid, fields in entries:
             try:
-                row = _row.decode(codec.payload(fields))
+                updates[_row.decode(codec.payload(fields)).symbol].append((eid, fields))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, fields, f"undecodable feature row: {exc}")
-                continue
-            if model is None:
-                self.unscored += 1
-                continue
-            t0 = time.perf_counter_ns()
+                await self.worker.dead_letter(eid, fields, f"undecodable feature update: {exc}")
+        if not updates:
+            return
+        model, version = self.model, self.version
+        if model is None:
+            self.unscored += sum(len(v) for v in updates.values())
+            return
+        symbols = list(updates)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for sym in symbols:
+                pipe.hgetall(fstore.online_key(sym))
+            hashes = await pipe.execute()
+        for sym, raw in zip(symbols, hashes, strict=True):
             try:
-                score = model.score(row.values)
-            except KeyError as exc:
-                await self.worker.dead_letter(eid, fields, f"feature row for {row.symbol} lacks "
-                                              f"{exc.args[0]!r} needed by {self.cfg.model} v{version}")
-                continue
-            if not math.isfinite(score):
-                await self.worker.dead_letter(eid, fields, f"feature row for {row.symbol} scores "
-                                              f"{score} (non-finite feature values)")
+                ts_ns, values = fstore.parse_online(sym, raw)
+                t0 = time.perf_counter_ns()
+                try:
+                    score = model.score(values)
+                except KeyError as exc:
+                    raise ValueError(f"online features for {sym} lack {exc.args[0]!r} needed by "
+                                     f"{self.cfg.model} v{version}") from None
+                self.score_lat.record_ns(time.perf_counter_ns() - t0)
+                if not math.isfinite(score):
+                    raise ValueError(f"online features for {sym} score {score} (non-finite feature values)")
+            except ValueError as exc:
+                for eid, fields in updates[sym]:
+                    await self.worker.dead_letter(eid, fields, str(exc))
                 continue
             side = "buy" if score >= self.cfg.threshold else "sell" if score <= -self.cfg.threshold else None
-            sig = Signal(symbol=row.symbol, ts_ns=row.ts_ns, model=self.cfg.model, version=version,
+            sig = Signal(symbol=sym, ts_ns=ts_ns, model=self.cfg.model, version=version,
                          score=round(score, 6), side=side, strength=round(min(abs(score), 10.0), 6))
-            pipe.xadd(streams.SIGNALS, codec.fields(sig), maxlen=streams.maxlen(streams.SIGNALS),
-                      approximate=True)
-            self.score_lat.record_ns(time.perf_counter_ns() - t0)
-            self.signals += 1
-        pipe.xack(streams.FEATURES, self.name, *[eid for eid, _ in entries])
-        await pipe.execute()
+            published = await self.publish_signal(
+                keys=[scored_key(self.cfg.model), streams.SIGNALS],
+                args=[sym, str(ts_ns), streams.maxlen(streams.SIGNALS), codec.FIELD_STR, codec.encode(sig)])
+            if published:
+                self.signals += 1
+                newest = max(int(eid.split(b"-")[0]) for eid, _ in updates[sym])
+                self.signal_lat.record_ns(max(0, time.time_ns() - newest * 1_000_000))
+            self.coalesced += len(updates[sym]) - int(bool(published))
 
     async def run_extra(self) -> None:
         """Watch the registry's events: a promotion or rollback of our model swaps it in."""

@@ -2,7 +2,7 @@
 
 ticks (md.ticks.raw) -> normalizer (md.ticks, md.bars.1s) -> feast-pipeline (features) ->
 ml-training (trains on the history) -> modelops (an operator promotes it, with a reason) ->
-serving (signals) -> marketplace (a subscribed account's paper orders on orders.new) ->
+serving (scores the online feature store on each update: signals) -> marketplace (a subscribed account's paper orders on orders.new) ->
 oms / risk / live-gateway (fills) -> ptrc (positions and PnL).
 
 Ticks are stamped in the recent past (the normalizer accepts up to an hour back and closes bars
@@ -24,7 +24,7 @@ import redis
 from backend.bench.harness import BenchStack
 from backend.bus import codec, streams
 from backend.errors import TradeopsError
-from backend.features.store import read_offline
+from backend.features.store import online_key, read_offline
 from backend.marketdata.raw import RawBatchBuilder
 from backend.messages import ExecReport, Heartbeat, Order, Position, Signal
 from backend.runtime.spawn import wait_healthy
@@ -132,12 +132,26 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         out = cli(env, "market", "subscribe", "strategy:alpha-momentum", "--account", ACCOUNT, "--quantity", "0.01")
         assert out.returncode == 0, out.stderr
 
-        # live: the last 55 s of market; every bar's features scored -> orders -> fills -> positions
+        # live: the last 55 s of market, 5 s at a time as a live feed brings them; serving scores the
+        # online store on each update (updates that arrive together are coalesced: the newest wins)
+        # -> signals -> orders -> fills -> positions
+
+        def serving_caught_up(since_ns: int = 0) -> bool:
+            # the newest online features of every symbol (from `since_ns` on) scored, no update waiting
+            scored = r.hgetall("serving:scored:alpha")
+            online = [r.hget(online_key(s), "ts_ns") for s in SYMBOLS]
+            group = next(g for g in r.xinfo_groups(streams.FEATURES) if g["name"] == b"serving")
+            return (group["lag"] == 0 and group["pending"] == 0 and all(o and int(o) >= since_ns for o in online)
+                    and [scored.get(s.encode()) for s in SYMBOLS] == online)
+
         features_before = r.xlen(streams.FEATURES)
-        market.run(r, now - 60 * S, 55)
+        for k in range(11):
+            t_k = now - 60 * S + 5 * k * S
+            market.run(r, t_k, 5)
+            # the ticks of t_k + 4 s close the bar of t_k + 3 s (its features are stamped t_k + 4 s)
+            wait_for(lambda t_k=t_k: serving_caught_up(t_k + 4 * S), 30, what=f"live second {5 * k + 4} scored")
         wait_for(lambda: r.xlen(streams.FEATURES) - features_before >= 2 * 55, 30, what="live feature rows")
-        wait_for(lambda: r.xlen(streams.SIGNALS) >= r.xlen(streams.FEATURES) - features_before, 30,
-                 what="every live feature row scored")
+        wait_for(serving_caught_up, 30, what="the newest online features of every symbol scored")
         wait_for(lambda: r.xlen(streams.ORDERS_NEW) >= 1, 30, what="paper orders")
 
         def fills() -> list[ExecReport]:
@@ -163,7 +177,10 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         pos = wait_for(lambda: (p := positions()) and set(p) >= filled_syms
                        and all(abs(x.quantity - signed(s)) < 1e-9 for s, x in p.items()) and p, 30,
                        what="ptrc positions matching the fills")
+        pos = wait_for(lambda: (p := positions()) and all(x.quantity == 0 or x.mark == market.last[s] for s, x in p.items()) and p, 30,
+                       what="ptrc marks at the last trades")
         sigs = [codec.decode(codec.payload(f), Signal) for _, f in r.xrange(streams.SIGNALS)]
+        wait_for(lambda: heartbeat(r, "serving").extra.get("signals") == len(sigs), 10, what="serving's heartbeat")
         assert {s.version for s in sigs} == {1} and all(s.model == "alpha" for s in sigs)
         assert all(o.account == ACCOUNT and o.source.startswith("marketplace:") for o in orders)
         # the same PnL computed from the fills, marked to the last trade of the run
@@ -173,7 +190,9 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
             "ticks_in": market.ticks,
             "bars_1s": r.xlen(streams.MD_BARS_1S),
             "feature_rows": r.xlen(streams.FEATURES),
+            "live_feature_updates": r.xlen(streams.FEATURES) - features_before,
             "signals_out": len(sigs),
+            "updates_coalesced": heartbeat(r, "serving").extra.get("coalesced_updates"),
             "signals_with_side": sum(1 for s in sigs if s.side),
             "orders": len(orders),
             "fills": len(fills()),
@@ -183,8 +202,8 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
             "ptrc_marks": {s: p.mark for s, p in pos.items()},
             "last_trades": {s: market.last[s] for s in pos},
             "model_ic": json.loads(cli(env, "models", "list", "--json").stdout)[0]["production_ic"],
-            "serving_score_ms": {k: v for k, v in heartbeat(r, "serving").latency_ms.items()
-                                 if k in ("score_p50", "score_p99")},
+            "serving_latency_ms": {k: v for k, v in heartbeat(r, "serving").latency_ms.items()
+                                   if k in ("score_p50", "score_p99", "signal_p50", "signal_p99")},
         }
         print("\nLOOP FIGURES", json.dumps(figures))
         for name, proc in procs.items():

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from backend.backtest import jobs as btjobs
 from backend.bus import codec, streams
 from backend.catalog import store
+from backend.features import store as fstore
 from backend.messages import Bar, FeatureRow, ModelStage, Order, Signal, TrainJob
 from backend.models import registry as reg
 from backend.services.base import Service
@@ -66,6 +67,14 @@ async def ar(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+async def feature_update(ar: aioredis.Redis, row: FeatureRow) -> None:
+    """What feast-pipeline does per row: the online store, then the update on `features`."""
+    async with ar.pipeline(transaction=False) as pipe:
+        fstore.queue_online(pipe, row.symbol, row.ts_ns, row.values)
+        pipe.xadd(streams.FEATURES, codec.fields(row))
+        await pipe.execute()
+
+
 def dlq(r: redis.Redis, stream: str) -> list[str]:
     return [f[b"dlq_reason"].decode() for _, f in r.xrange(streams.dlq(stream))]
 
@@ -105,8 +114,12 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
         store.subscribe(r, "acct-ml", "strategy:alpha-momentum", 0.5, "carol")
         rows = [FeatureRow(symbol="BTCUSDT", ts_ns=T0 + 10_000 * S + i, values={"lead": v, "noise": 0.0})
                 for i, v in enumerate([0.05, 0.05, -0.05, 0.0])]
-        for row in rows:
-            await ar.xadd(streams.FEATURES, codec.fields(row))
+        for n, row in enumerate(rows, 1):  # one update at a time: each is scored (not coalesced)
+            await feature_update(ar, row)
+            await await_for(lambda n=n: sv.signals >= n, 10)
+        # a redelivered (or repeated) update of features already scored publishes nothing
+        await ar.xadd(streams.FEATURES, codec.fields(rows[-1]))
+        await await_for(lambda: sv.coalesced >= 1, 10)
         sigs = await await_for(lambda: [s for s in (codec.decode(codec.payload(f), Signal) for _, f in
                                                      r.xrange(streams.SIGNALS)) if s.ts_ns >= T0 + 10_000 * S]
                                if sv.signals >= 4 else None, 15)
@@ -152,14 +165,21 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
         # bad input: each goes to its DLQ with a reason, the services keep running
         await ar.xadd(streams.MODELS_REQUESTS, {b"d": b"\x01garbage"})
         await ar.xadd(streams.TRAINING_JOBS, codec.fields(TrainJob(job_id="neg", name="alpha", horizon_s=-1)))
-        await ar.xadd(streams.FEATURES, codec.fields(FeatureRow(symbol="BTCUSDT", ts_ns=1, values={"noise": 1.0})))
-        await ar.xadd(streams.FEATURES, codec.fields(FeatureRow(symbol="BTCUSDT", ts_ns=2,
-                                                                values={"lead": float("nan"), "noise": 1.0})))
+        await feature_update(ar, FeatureRow(symbol="BAD1", ts_ns=1, values={"noise": 1.0}))
+        await feature_update(ar, FeatureRow(symbol="BAD2", ts_ns=2, values={"lead": float("nan"), "noise": 1.0}))
+        await ar.hset(fstore.online_key("BAD3"), mapping={"ts_ns": 3, "lead": "0.1", "noise": "lots"})
+        await ar.xadd(streams.FEATURES, codec.fields(FeatureRow(symbol="BAD3", ts_ns=3, values={})))
+        await ar.xadd(streams.FEATURES, codec.fields(FeatureRow(symbol="NOSYM", ts_ns=4, values={})))
+        await ar.xadd(streams.FEATURES, {b"d": b"\x93junk"})
         await ar.xadd(streams.SIGNALS, {b"d": b"junk"})
-        await await_for(lambda: len(dlq(r, streams.FEATURES)) == 2 and dlq(r, streams.SIGNALS)
+        await await_for(lambda: len(dlq(r, streams.FEATURES)) == 5 and dlq(r, streams.SIGNALS)
                         and dlq(r, streams.MODELS_REQUESTS) and dlq(r, streams.TRAINING_JOBS), 20)
-        assert dlq(r, streams.FEATURES) == ["feature row for BTCUSDT lacks 'lead' needed by alpha v1",
-                                            "feature row for BTCUSDT scores nan (non-finite feature values)"]
+        assert dlq(r, streams.FEATURES)[:4] == [
+            "online features for BAD1 lack 'lead' needed by alpha v1",
+            "online features for BAD2 score nan (non-finite feature values)",
+            "online features for BAD3: noise = 'lots' is not a number",
+            "no online features for NOSYM (features:online:NOSYM is empty)"]
+        assert dlq(r, streams.FEATURES)[4].startswith("undecodable feature update:")
         assert dlq(r, streams.MODELS_REQUESTS)[0].startswith("undecodable model request:")
         assert "bad training job neg: horizon_s=-1.0" in dlq(r, streams.TRAINING_JOBS)[0]
         assert dlq(r, streams.SIGNALS)[0].startswith("undecodable signal:")
@@ -168,7 +188,7 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
         await await_for(lambda: r.hget("training:job:empty", "state") == b"failed", 10)
         assert r.hget("training:job:empty", "reason").decode() == "no feature rows in the range"
         assert all(not t.done() for _, t in tasks)
-        assert sv.score_lat.summary_ms()["p50"] > 0
+        assert sv.score_lat.summary_ms()["p50"] > 0 and sv.signal_lat.summary_ms()["p50"] > 0
     finally:
         await stop(*tasks)
 
