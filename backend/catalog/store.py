@@ -2,7 +2,10 @@
 
 `market:catalog` hash id -> JSON CatalogItem; `market:subs:<id>` hash account -> JSON
 Subscription; `market:by_model:<model>` set of item ids whose subscribers get that model's
-signals; `market:target:<account>` hash symbol -> the position the subscription wants.
+signals; `market:target:<account>` hash `<item>|<symbol>` (a sleeve) -> the position the
+subscription wants (filled or in flight); `market:orders` hash client order id -> the sleeve and
+signed quantity of each marketplace order not yet ended; `market:sent:<order id>` marks a
+signal acted on for a sleeve (with a TTL).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import msgspec
 from backend.errors import TradeopsError
 
 CATALOG = "market:catalog"
+OPEN_ORDERS = "market:orders"
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -50,6 +54,23 @@ def k_by_model(model: str) -> str:
 
 def k_target(account: str) -> str:
     return f"market:target:{account}"
+
+
+def k_sent(client_order_id: str) -> str:
+    return f"market:sent:{client_order_id}"
+
+
+def sleeve(item: str, symbol: str) -> str:
+    return f"{item}|{symbol}"
+
+
+def targets(r: Any, account: str) -> dict[tuple[str, str], float]:
+    """(item, symbol) -> the position that subscription wants for `account`."""
+    out = {}
+    for k, v in r.hgetall(k_target(account)).items():
+        item, _, sym = k.decode().rpartition("|")
+        out[(item, sym)] = float(v)
+    return out
 
 
 def seed_items() -> list[CatalogItem]:

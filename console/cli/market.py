@@ -1,4 +1,4 @@
-"""`tradeops market list|subscribe|unsubscribe`: the marketplace's catalog and subscriptions."""
+"""`tradeops market list|subscribe|targets|unsubscribe`: the marketplace's catalog and subscriptions."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def register(sub: Any) -> None:
     q.add_argument("--account", required=True)
     q.add_argument("--quantity", type=float, default=0.01, help="position size per signal")
     q.set_defaults(func=cmd_subscribe)
+    q = command(msub, "targets", "the positions an account's subscriptions want (filled or in flight)")
+    q.add_argument("account")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_targets)
     q = command(msub, "unsubscribe", "stop an account's subscription")
     q.add_argument("item")
     q.add_argument("--account", required=True)
@@ -58,4 +62,16 @@ def cmd_unsubscribe(ctx: Context, args: argparse.Namespace) -> int:
     if not store.unsubscribe(ctx.redis, args.account, args.item):
         raise TradeopsError(f"{args.account} has no subscription to {args.item!r}")
     print(f"{args.account} unsubscribed from {args.item}")
+    return 0
+
+
+def cmd_targets(ctx: Context, args: argparse.Namespace) -> int:
+    rows = sorted(store.targets(ctx.redis, args.account).items())
+    if args.json:
+        ctx.print_json([{"item": i, "symbol": s, "target": q} for (i, s), q in rows])
+        return 0
+    if not rows:
+        print(f"{args.account} has no subscription positions yet")
+        return 0
+    show(["ITEM", "SYMBOL", "TARGET"], [[i, s, f"{q:g}"] for (i, s), q in rows])
     return 0
