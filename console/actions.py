@@ -24,13 +24,11 @@ class LiveActions:
         self.operator = operator
 
     def migrate(self, service: str, action: str, reason: str) -> str:
-        from backend.health import read_heartbeats
+        from backend.migration.cutover import switch
         from backend.migration.state import move
 
-        if action == "cutover" and not any(
-                b.service == service and b.environment == "target" and b.state == "running"
-                for b in read_heartbeats(self.r)):
-            raise TradeopsError(f"cannot cut over {service}: its target instance is not healthy yet")
+        if action in ("cutover", "rollback"):  # waits for healthy / drained (an action worker thread)
+            return switch(self.r, service, action, self.operator, reason).summary()
         ev = move(self.r, service, action, self.operator, reason)
         return f"{service}: {ev.from_state} -> {ev.to_state}"
 

@@ -4,6 +4,11 @@ and a restart loses nothing).
 planned -> deploying -> validating -> migrated, plus failed and rolled_back. A service starts only
 when its dependencies are migrated and the gate before its priority has a proceed decision; a
 refusal names the blocking dependency or gate.
+
+A rollback from migrated may keep the target running (`keep_target=True`, what
+backend/migration/cutover.py does): the legacy instance comes back beside it, and only once it is
+healthy does `retire` (rolled_back -> rolled_back) let the target drain: make before break, the
+reverse of a cutover.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "fail": {"deploying": "failed", "validating": "failed"},
     "rollback": {"migrated": "rolled_back", "validating": "rolled_back", "deploying": "rolled_back",
                  "failed": "rolled_back"},
+    "retire": {"rolled_back": "rolled_back"},  # the kept target drains (see the module doc)
 }
 
 
@@ -39,6 +45,13 @@ class ServiceState:
     priority: int
     state: str = "planned"
     history: list[MigrationEvent] = field(default_factory=list)
+
+    @property
+    def target_kept(self) -> bool:
+        """Rolled back with the target kept running until the legacy instance is healthy."""
+        last = self.history[-1] if self.history else None
+        return (self.state == "rolled_back" and last is not None and last.action == "rollback"
+                and bool(last.detail.get("keep_target")))
 
 
 def board(r: Any) -> dict[str, ServiceState]:
@@ -69,8 +82,9 @@ def blockers_of(service: str, states: dict[str, str], decisions: dict[str, str])
     return out
 
 
-def move(r: Any, service: str, action: str, operator: str, reason: str, **detail: Any) -> MigrationEvent:
-    """Check the rules and record the move as an event on ops.migration."""
+def check(r: Any, service: str, action: str, reason: str) -> tuple[ServiceState, str]:
+    """The rules for one move, without recording it: (the service's state, the state it would
+    move to), or MoveRefused naming what blocks it."""
     inv = inventory.load()
     inv.service(service)  # unknown service: a clear error
     if action not in ALLOWED:
@@ -87,20 +101,29 @@ def move(r: Any, service: str, action: str, operator: str, reason: str, **detail
         why = blockers(r, service, states)
         if why:
             raise MoveRefused(f"cannot start {service}: " + "; ".join(why))
-    ev = MigrationEvent(service=service, from_state=cur, to_state=to, operator=operator,  # type: ignore[arg-type]
+    if action == "retire" and not states[service].target_kept:
+        raise MoveRefused(f"cannot retire {service}'s target: the rollback did not keep it running")
+    return states[service], to
+
+
+def move(r: Any, service: str, action: str, operator: str, reason: str, **detail: Any) -> MigrationEvent:
+    """Check the rules and record the move as an event on ops.migration."""
+    st, to = check(r, service, action, reason)
+    ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
                         reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
     r.xadd(streams.OPS_MIGRATION, codec.fields(ev))
     return ev
 
 
 def desired_instances(states: dict[str, ServiceState]) -> dict[str, set[str]]:
-    """Which environments each service should run in: legacy until cut over, target from start."""
+    """Which environments each service should run in: legacy until cut over, target from start
+    (and after a rollback that kept it, until it is retired)."""
     out: dict[str, set[str]] = {}
     for name, st in states.items():
         envs = set()
         if st.state != "migrated":
             envs.add("legacy")
-        if st.state in ("deploying", "validating", "migrated"):
+        if st.state in ("deploying", "validating", "migrated") or st.target_kept:
             envs.add("target")
         out[name] = envs
     return out

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
-from backend.errors import TradeopsError
 from console.cli._table import show
 from console.cli.context import Context, command
 
@@ -20,11 +18,14 @@ def register(sub: Any) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_status)
     for action, help_ in (("start", "bring up the target instance beside the legacy one"),
-                          ("cutover", "when the target is healthy, drain and stop the legacy instance"),
-                          ("rollback", "bring the legacy instance back and stop the target")):
+                          ("cutover", "wait until the target is healthy, then drain and stop the legacy instance"),
+                          ("rollback", "bring the legacy instance back; once it is healthy, drain and stop the target")):
         q = command(msub, action, help_)
         q.add_argument("service")
         q.add_argument("--reason", required=True)
+        if action != "start":
+            q.add_argument("--timeout", type=float, default=30.0,
+                           help="seconds to wait for each side (healthy, drained); default 30")
         q.set_defaults(func=cmd_move, action=action)
 
 
@@ -48,16 +49,16 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
-    from backend.health import read_heartbeats
+    from backend.errors import TradeopsError
+    from backend.migration.cutover import switch
     from backend.migration.state import move
 
-    r = ctx.redis
-    if args.action == "cutover":
-        healthy = [b for b in read_heartbeats(r) if b.service == args.service
-                   and b.environment == "target" and b.state == "running"
-                   and (time.time_ns() - b.ts_ns) < 5e9]
-        if not healthy:
-            raise TradeopsError(f"cannot cut over {args.service}: its target instance is not healthy yet")
-    ev = move(r, args.service, args.action, ctx.operator, args.reason)
-    print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({ctx.operator}: {args.reason})")
+    if args.action == "start":
+        ev = move(ctx.redis, args.service, args.action, ctx.operator, args.reason)
+        print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({ctx.operator}: {args.reason})")
+        return 0
+    if args.timeout <= 0:
+        raise TradeopsError("--timeout must be positive")
+    res = switch(ctx.redis, args.service, args.action, ctx.operator, args.reason, timeout=args.timeout)
+    print(f"{res.summary()} ({ctx.operator}: {args.reason})")
     return 0
