@@ -9,7 +9,7 @@
 # Where no registry is reachable, `tradeops image build-local` makes a local image instead.
 
 FROM python:3.11-slim AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY backend ./backend
@@ -23,10 +23,10 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     TRADEOPS_DATA_DIR=/data
-RUN groupadd --system --gid 10001 tradeops \
-    && useradd --system --uid 10001 --gid tradeops --home-dir /data --no-create-home \
-       --shell /usr/sbin/nologin tradeops \
+RUN groupadd --gid 10001 tradeops \
+    && useradd --uid 10001 --gid tradeops --home-dir /data --no-create-home --shell /usr/sbin/nologin tradeops \
     && install -d -o tradeops -g tradeops /data
 COPY --from=build /wheels /wheels
 RUN pip install /wheels/*.whl && rm -rf /wheels
