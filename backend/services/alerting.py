@@ -28,6 +28,12 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dlq_growth: int = 1
     """New dead letters on one stream since the last look that raise an alert."""
 
+    def __post_init__(self) -> None:
+        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
+            raise ValueError(f"webhook {self.webhook!r} is not an http:// or https:// URL")
+        if not self.heartbeat_max_age_s > 0 or self.dlq_growth < 1:
+            raise ValueError("heartbeat_max_age_s must be positive and dlq_growth at least 1")
+
 
 class AlertingService(Service):
     name = "alerting"
@@ -37,6 +43,7 @@ class AlertingService(Service):
         self.raised = 0
         self.delivered = 0
         self.failed_deliveries = 0
+        self.skipped = 0
         self.dlq_seen: dict[str, int] = {}
         # where gate events were read up to survives restarts: a failed check alerts once
         self.gate_cursor = (await self.r.get("alerting:gate_cursor") or b"0").decode()
@@ -48,7 +55,8 @@ class AlertingService(Service):
         return self.raised
 
     def metrics(self) -> dict[str, object]:
-        return {"raised": self.raised, "delivered": self.delivered, "failed_deliveries": self.failed_deliveries}
+        return {"raised": self.raised, "delivered": self.delivered, "failed_deliveries": self.failed_deliveries,
+                "skipped_undecodable": self.skipped}
 
     async def raise_alert(self, alert: Alert) -> bool:
         """Record an alert unless one with its key is already active; deliver it if new."""
@@ -104,8 +112,13 @@ class AlertingService(Service):
         for _, items in resp or []:
             for eid, f in items:
                 self.gate_cursor = eid
-                ev = _gate.decode(codec.payload(f))
                 await self.r.set("alerting:gate_cursor", eid)
+                try:
+                    ev = _gate.decode(codec.payload(f))
+                except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+                    self.skipped += 1  # ops.gates is read, not consumed: the gates log owns its entries
+                    self.log.warning("skipping undecodable ops.gates entry %s: %s", eid, exc)
+                    continue
                 if ev.kind == "check_run" and ev.outcome == "failed":
                     await self.raise_alert(Alert(id=f"gate-{eid.decode()}", ts_ns=now, severity="warning",
                                                  source="alerting", kind="gate", key=f"gate:{ev.gate}:{ev.check}",
@@ -117,8 +130,13 @@ class AlertingService(Service):
         out = []
         async for k in self.r.scan_iter(match="health:*", count=1000):
             raw = await self.r.hget(k, codec.FIELD_STR)
-            if raw:
+            if not raw:
+                continue
+            try:
                 out.append(codec.decode(raw, Heartbeat))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.skipped += 1
+                self.log.warning("skipping undecodable heartbeat in %s", k)
         return out
 
     async def teardown(self) -> None:

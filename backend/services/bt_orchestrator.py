@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -30,7 +31,7 @@ _job = msgspec.msgpack.Decoder(BacktestJob)
 
 
 class BtOrchestratorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    source: str = "auto"
+    source: Literal["auto", "ticks", "bars"] = "auto"
     """'ticks' (stored ticks), 'bars' (md.bars.1s) or 'auto' (ticks, else bars)."""
 
 

@@ -56,7 +56,7 @@ class MdReplayService(Service):
             await self.replay(req)
 
     async def replay(self, req: ReplayRequest) -> int:
-        df = store.read_ticks(self.data_dir, req.symbols or None, req.start_ns, req.end_ns)
+        df = await asyncio.to_thread(store.read_ticks, self.data_dir, req.symbols or None, req.start_ns, req.end_ns)
         self.current = req.id
         if df.empty:
             self.current = None

@@ -58,6 +58,7 @@ class PtrcService(Service):
 
     async def on_reports(self, entries: list[Entry]) -> None:
         touched: set[tuple[str, str]] = set()
+        alerts: list[Alert] = []
         for eid, f in entries:
             try:
                 rep = _rep.decode(codec.payload(f))
@@ -79,10 +80,11 @@ class PtrcService(Service):
                 pos.mark = self.last_px[rep.symbol]
             touched.add(key)
             self.fills += 1
+            alerts += self._breaches({rep.account}, time.time_ns())  # after every fill, not per batch
         if touched:
-            await self._publish(touched)
+            await self._publish(touched, alerts)
 
-    async def _publish(self, keys: set[tuple[str, str]]) -> None:
+    async def _publish(self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None) -> None:
         now = time.time_ns()
         pipe = self.r.pipeline(transaction=False)
         for key in keys:
@@ -93,7 +95,9 @@ class PtrcService(Service):
                 account=key[0], symbol=key[1], quantity=p.quantity, avg_price=p.avg_price,
                 realized_pnl=p.realized, unrealized_pnl=p.unrealized, mark=p.mark, exposure=p.exposure,
                 ts_ns=now)), maxlen=streams.maxlen(streams.POSITIONS), approximate=True)
-        for alert in self._breaches({k[0] for k in keys}, now):
+        if alerts is None:  # a mark moved: check the accounts it touched
+            alerts = self._breaches({k[0] for k in keys}, now)
+        for alert in alerts:
             pipe.xadd(streams.OPS_ALERTS, codec.fields(alert), maxlen=streams.maxlen(streams.OPS_ALERTS),
                       approximate=True)
         await pipe.execute()

@@ -13,6 +13,7 @@ import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
+from backend.errors import ConfigError
 from backend.messages import Instrument
 from backend.services.base import Service
 
@@ -26,9 +27,32 @@ class RefdataConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def load_file(path: str | None) -> list[Instrument]:
-    text = Path(path).read_text() if path else resources.files("backend.refdata").joinpath("instruments.toml").read_text()
-    raw = tomllib.loads(text)
-    return [msgspec.convert({"_t": "instrument.v1", **i}, Instrument) for i in raw.get("instrument", [])]
+    """The instruments of a master file, each checked; ConfigError naming the file and the entry."""
+    where = f"[services.refdata] file {path}" if path else "the packaged instruments.toml"
+    try:
+        text = Path(path).read_text() if path else resources.files("backend.refdata").joinpath("instruments.toml").read_text()
+        raw = tomllib.loads(text)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    entries = raw.get("instrument", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: no [[instrument]] entries")
+    out: list[Instrument] = []
+    for n, entry in enumerate(entries, 1):
+        try:
+            inst = msgspec.convert({**entry, "_t": "instrument.v1"}, Instrument)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise ConfigError(f"{where}: instrument {n}: {exc}") from None
+        why = problem(inst)
+        if why:
+            raise ConfigError(f"{where}: instrument {n}: {why}")
+        out.append(inst)
+    dup = sorted({i.symbol for i in out if sum(j.symbol == i.symbol for j in out) > 1})
+    if dup:
+        raise ConfigError(f"{where}: symbols listed twice: {', '.join(dup)}")
+    return out
 
 
 def problem(i: Instrument) -> str | None:

@@ -61,3 +61,23 @@ async def test_ptrc_positions_dedup_restart_and_bad_fills(redis_url: str, r: red
     await asyncio.wait_for(task, 10)
     last = codec.decode(codec.payload(r.xrevrange(streams.POSITIONS, count=1)[0][1]), Position)
     assert (last.quantity, last.avg_price, last.realized_pnl) == (2.0, 110.0, 10.0)
+
+
+async def test_ptrc_breaches_become_alerts_once_each(redis_url: str, r: redis.Redis) -> None:
+    from backend.messages import Alert
+
+    r.xadd(streams.EXEC_REPORTS, fill("b1", "buy", 1, 100.0, account="a2"))
+    r.xadd(streams.EXEC_REPORTS, fill("b2", "buy", 1, 100.0, account="a2"))  # exposure 200 > 150
+    r.xadd(streams.EXEC_REPORTS, fill("b3", "buy", 1, 100.0, account="a2"))  # still breached: no second alert
+    r.xadd(streams.EXEC_REPORTS, fill("b4", "sell", 3, 90.0, account="a2"))  # flat, lost 30 > 20
+    svc = PtrcService(redis_url=redis_url, instance="p2",
+                      config={"max_exposure": 150.0, "max_drawdown": 20.0})
+    task = asyncio.create_task(svc.run())
+    await await_for(lambda: getattr(svc, "fills", 0) == 4, 20)
+    svc.request_stop()
+    await asyncio.wait_for(task, 10)
+    alerts = [codec.decode(codec.payload(f), Alert) for _, f in r.xrange(streams.OPS_ALERTS)]
+    assert [(a.kind, a.severity, a.key) for a in alerts] == [("exposure", "warning", "exposure:a2:BTCUSDT"),
+                                                             ("drawdown", "critical", "drawdown:a2")]
+    assert alerts[0].message == "a2 BTCUSDT exposure 200.00 > 150.00"
+    assert alerts[1].message == "a2 PnL -30.00 beyond drawdown limit 20.00"

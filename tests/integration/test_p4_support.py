@@ -9,6 +9,7 @@ import json
 import threading
 import time
 
+import pytest
 import redis
 
 from backend.bus import codec, streams
@@ -41,6 +42,45 @@ async def test_refdata_seeds_updates_and_rejects(redis_url: str, r: redis.Redis)
     (_, f), = r.xrange(streams.dlq(streams.REFDATA_UPDATES))
     assert f[b"dlq_reason"] == b"bad instrument: ETHUSDT: tick_size must be positive, not -1.0"
     assert r.xlen(streams.REFDATA_EVENTS) == 11
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[[instrument]]\nsymbol = "BTCUSDT"\ntick_size = 0.1\nlot_size = 1\n[[instrument]]\nsymbol = "ETHUSDT"\n'
+     'tick_size = -1\nlot_size = 1\n', "instrument 2: ETHUSDT: tick_size must be positive, not -1.0"),
+    ('[[instrument]]\nsymbol = "BTCUSDT"\ntick_sise = 0.1\nlot_size = 1\n',
+     "instrument 1: Object missing required field `tick_size`"),
+    ('[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\nstatus = "open"\n', "instrument 1: Invalid enum value 'open'"),
+    ("[[instrument]\n", "not valid TOML"),
+    ('title = "none"\n', "no [[instrument]] entries"),
+    ('[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\n[[instrument]]\nsymbol = "X"\ntick_size = 1\n'
+     'lot_size = 1\n', "symbols listed twice: X"),
+])
+def test_refdata_master_file_errors_name_the_entry(tmp_path, text: str, message: str) -> None:
+    from backend.errors import ConfigError
+    from backend.services.refdata import load_file
+
+    f = tmp_path / "instruments.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=r"\[services\.refdata\] file .*instruments\.toml: ") as err:
+        load_file(str(f))
+    assert message in str(err.value)
+
+
+async def test_alerting_skips_undecodable_gate_events_and_heartbeats(redis_url: str, r: redis.Redis) -> None:
+    from gates import audit
+
+    audit.append(r, GateEvent(gate="task03", kind="check_run", operator="ann", ts_ns=0, check="latency",
+                              outcome="failed"))
+    r.xadd(streams.OPS_GATES, {b"d": b"\xc1junk"})
+    r.hset("health:x:x-1", "d", b"\xc1junk")
+    svc = AlertingService(redis_url=redis_url, instance="al-2")
+    task = asyncio.create_task(svc.run())
+    try:
+        await await_for(lambda: "gate:task03:latency" in [k for k, _ in active(r)], 20)
+        assert svc.skipped >= 2 and not task.done()
+    finally:
+        svc.request_stop()
+        await asyncio.wait_for(task, 10)
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
