@@ -6,12 +6,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
 from backend.bus.embedded import EmbeddedRedis
+from backend.errors import TradeopsError
 from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
 
 
@@ -70,3 +74,12 @@ class BenchStack:
             self.server.stop()
         if not self.keep_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, bench: str = "bench") -> None:
+    """Poll `pred` until it is true; after `timeout` seconds one clear error naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TradeopsError(f"{bench}: timed out waiting for {what}")
+        time.sleep(0.02)

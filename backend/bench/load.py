@@ -20,8 +20,10 @@ async def open_loop(
     rate: float,
     seconds: float,
     batch_ms: float = 1.0,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """XADD make(i, now_ns) to `stream` at `rate`/s for `seconds`; returns how many were sent.
+    """XADD make(i, now_ns) to `stream` at `rate`/s for `seconds` (or until `stop` is set);
+    returns how many were sent.
 
     Every `batch_ms` the messages due so far go out in one pipeline, stamped when sent."""
     r = aioredis.Redis.from_url(url)
@@ -32,7 +34,7 @@ async def open_loop(
     try:
         while True:
             now = time.perf_counter()
-            if now >= end:
+            if now >= end or (stop is not None and stop.is_set()):
                 break
             due = int((now - start) * rate) - sent
             if due > 0:

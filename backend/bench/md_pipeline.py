@@ -9,11 +9,12 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backend.bench.harness import BenchStack
+from backend.bench.harness import BenchStack, wait_until
 from backend.bus import codec, streams
 from backend.errors import TradeopsError
 from backend.marketdata import store
@@ -31,12 +32,76 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=20_000, help="trades per second (default 20000)")
 
 
-def _wait(pred, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TradeopsError(f"md-pipeline: timed out waiting for {what}")
-        time.sleep(0.02)
+def start_exchange(data_dir: Path, rate: float) -> subprocess.Popen[str]:
+    """The local exchange at `rate` trades/s, its stdout piped (it says when it is up and, on
+    SIGTERM, the last trade id it sent per symbol)."""
+    exchange = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "--data-dir", str(data_dir), "exchange",
+         "--rate", str(rate), "--news-every", "3600"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = exchange.stdout.readline() if exchange.stdout else ""
+    if not first.startswith("exchange up"):
+        stop_process(exchange)  # type: ignore[arg-type]
+        raise TradeopsError(f"md-pipeline: the exchange did not start: {first!r}")
+    return exchange
+
+
+def stop_exchange(exchange: subprocess.Popen[str]) -> dict[str, int]:
+    """SIGTERM the exchange (it drains its subscribers first): the last trade id sent per symbol."""
+    try:
+        exchange.terminate()
+        out, _ = exchange.communicate(timeout=20)
+    finally:
+        if exchange.poll() is None:
+            stop_process(exchange)  # type: ignore[arg-type]
+    down = [ln for ln in out.splitlines() if ln.startswith("exchange down: ")]
+    if not down:
+        raise TradeopsError("md-pipeline: the exchange did not say what it sent")
+    return json.loads(down[-1].removeprefix("exchange down: "))["last_ids"]
+
+
+def wait_gateway_flushed(r: Any, instance: str, closed_ns: int, timeout: float = 30) -> None:
+    """The gateway may still be reading trades the exchange sent before it closed: wait until it
+    has dropped the connection (it flushes its batch first) or its published count has stayed put
+    across two heartbeats taken after the exchange closed (at `closed_ns`)."""
+    seen: list[tuple[int, int]] = []  # (heartbeat ts, published) after the close
+
+    def flushed() -> bool:
+        raw = r.hget(f"health:gateway:{instance}", "d")
+        hb = codec.decode(raw, Heartbeat) if raw else None
+        if hb is None or hb.ts_ns <= closed_ns:
+            return False
+        if not hb.extra.get("connected"):
+            return True
+        if not seen or seen[-1][0] != hb.ts_ns:
+            seen.append((hb.ts_ns, int(hb.extra.get("published", 0))))
+        return len(seen) >= 2 and seen[-1][1] == seen[-2][1]
+    wait_until(flushed, timeout, "the gateway to read the exchange's last trades", NAME)
+
+
+def wait_group_drained(r: Any, stream: str, group: str, timeout: float = 60) -> None:
+    """Until the group has read everything on the stream and acked it."""
+    def drained() -> bool:
+        groups = {g["name"].decode(): g for g in r.xinfo_groups(stream)}
+        g = groups.get(group)
+        return bool(g) and g["lag"] == 0 and g["pending"] == 0
+    wait_until(drained, timeout, f"{group} to drain {stream}", NAME)
+
+
+def delivered_ids(r: Any, stream: str = streams.MD_TICKS) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """Every trade id on md.ticks by symbol (repeats kept), and per batch the latency from the
+    trade's exchange time to its normalization (ms)."""
+    ids: dict[str, list[np.ndarray]] = {}
+    lat: list[np.ndarray] = []
+    for _, f in r.xrange(stream):
+        b = codec.decode(codec.payload(f), TickBatch)
+        c = tickcols.columns(b)
+        for k, sym in enumerate(b.symbols):
+            sel = c["sym"] == k
+            if sel.any():
+                ids.setdefault(sym, []).append(c["trade_id"][sel])
+        lat.append((b.normalized_ns - c["trade_ns"]) / 1e6)
+    return {s: np.concatenate(p) for s, p in ids.items()}, lat
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,68 +114,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config.write_text("[services.sink-ticks]\nflush_s = 2.0\n")
         stack.start("normalizer", config=config)
         stack.start("sink-ticks", config=config)
-        exchange = subprocess.Popen(
-            [sys.executable, "-m", "console.cli", "--data-dir", str(stack.data_dir), "exchange",
-             "--rate", str(args.rate), "--news-every", "3600"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        exchange = start_exchange(stack.data_dir, args.rate)
         try:
-            first = exchange.stdout.readline() if exchange.stdout else ""
-            if not first.startswith("exchange up"):
-                raise TradeopsError(f"md-pipeline: the exchange did not start: {first!r}")
             stack.start("gateway", config=config)
             t_start = time.monotonic()
             time.sleep(args.seconds)
-            exchange.terminate()
-            out, _ = exchange.communicate(timeout=20)
         finally:
-            if exchange.poll() is None:
-                stop_process(exchange)  # type: ignore[arg-type]
-        down = [ln for ln in out.splitlines() if ln.startswith("exchange down: ")]
-        last_ids: dict[str, int] = json.loads(down[-1].removeprefix("exchange down: "))["last_ids"]
-
+            last_ids = stop_exchange(exchange)
         closed_ns = time.time_ns()
-
-        seen: list[tuple[int, int]] = []  # (heartbeat ts, published) after the close
-
-        def gateway_flushed() -> bool:
-            # The gateway may still be reading trades the exchange sent before it closed: wait
-            # until it has dropped the connection (it flushes its batch first) or its published
-            # count has stayed put across two heartbeats taken after the exchange closed.
-            raw = r.hget("health:gateway:gateway-bench", "d")
-            hb = codec.decode(raw, Heartbeat) if raw else None
-            if hb is None or hb.ts_ns <= closed_ns:
-                return False
-            if not hb.extra.get("connected"):
-                return True
-            if not seen or seen[-1][0] != hb.ts_ns:
-                seen.append((hb.ts_ns, int(hb.extra.get("published", 0))))
-            return len(seen) >= 2 and seen[-1][1] == seen[-2][1]
-        _wait(gateway_flushed, 30, "the gateway to read the exchange's last trades")
-
-        def drained() -> bool:
-            groups = {g["name"].decode(): g for g in r.xinfo_groups(streams.MD_TICKS_RAW)}
-            g = groups.get("normalizer")
-            return bool(g) and g["lag"] == 0 and g["pending"] == 0
-        _wait(drained, 60, "the normalizer to drain md.ticks.raw")
+        wait_gateway_flushed(r, "gateway-bench", closed_ns)
+        wait_group_drained(r, streams.MD_TICKS_RAW, "normalizer")
         elapsed = time.monotonic() - t_start
         hb_raw = r.hget("health:gateway:gateway-bench", "d")
         feed = codec.decode(hb_raw, Heartbeat).latency_ms if hb_raw else {}
 
-        ids: dict[str, list[np.ndarray]] = {}
-        lat: list[np.ndarray] = []
-        delivered = 0
-        for _, f in r.xrange(streams.MD_TICKS):
-            b = codec.decode(codec.payload(f), TickBatch)
-            c = tickcols.columns(b)
-            delivered += b.n
-            for k, sym in enumerate(b.symbols):
-                sel = c["sym"] == k
-                if sel.any():
-                    ids.setdefault(sym, []).append(c["trade_id"][sel])
-            lat.append((b.normalized_ns - c["trade_ns"]) / 1e6)
+        ids, lat = delivered_ids(r)
+        delivered = sum(len(v) for v in ids.values())
         lost = 0
-        for sym, parts in ids.items():
-            got = np.unique(np.concatenate(parts))
+        for sym, every in ids.items():
+            got = np.unique(every)
             expected = last_ids[sym] - int(got.min()) + 1
             lost += expected - len(got)
         all_lat = np.concatenate(lat) if lat else np.zeros(1)

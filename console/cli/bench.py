@@ -1,6 +1,9 @@
 """`tradeops bench NAME`: each module in backend/bench that defines NAME, HELP,
 `add_arguments(parser)` and `run(args) -> dict` is a benchmark. Every benchmark takes `--json`
-(one JSON object on stdout) and `--seconds`, starts what it needs and stops it after."""
+(one JSON object on stdout) and `--seconds`, starts what it needs and stops it after. One that
+defines `Grant` moves services through the migration in its private Redis: it gets
+`run(args, grant=...)`, which records proceed decisions for the gates it needs (backend/ does not
+import gates)."""
 
 from __future__ import annotations
 
@@ -45,7 +48,12 @@ def _runner(mod: Any):
             from backend.errors import TradeopsError
 
             raise TradeopsError("--seconds must be positive")
-        result = mod.run(args)
+        if hasattr(mod, "Grant"):  # it moves services through the migration: the gates it needs
+            from gates.bench import proceed_for_benchmark
+
+            result = mod.run(args, grant=proceed_for_benchmark)
+        else:
+            result = mod.run(args)
         if args.json:
             ctx.print_json(result)
         else:
@@ -59,6 +67,9 @@ def _runner(mod: Any):
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, list) and v:  # one item a line (a dict as key=value pairs)
+        return "".join("\n    " + (" ".join(f"{k}={_fmt(x)}" for k, x in i.items()) if isinstance(i, dict) else _fmt(i))
+                       for i in v)
     if isinstance(v, float):
         return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, int):
