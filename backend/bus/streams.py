@@ -89,3 +89,11 @@ def maxlen(stream: str) -> int | None:
 # Keys (not streams) shared between processes.
 HEALTH_KEY = "health:{service}:{instance}"  # per-instance hash, with a TTL
 HEALTH_TTL_S = 5
+
+
+def xadd(stream: str, msg: object) -> tuple[str | int | bytes, ...]:
+    """The XADD command (one message, trimmed MAXLEN ~) as raw arguments for a fast pipeline."""
+    from backend.bus.codec import FIELD, encode
+
+    return ("XADD", stream, "MAXLEN", "~", maxlen(stream) or DEFAULT_MAXLEN, "*", FIELD, encode(msg))
+

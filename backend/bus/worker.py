@@ -32,6 +32,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.bus import streams
+from backend.bus.fastconn import FastRedis, entries as fast_entries
 
 log = logging.getLogger("tradeops.worker")
 
@@ -110,6 +111,7 @@ class StreamWorker:
         self._next_dead_check = 0.0
         self.redelivered = False
         self._reasons: dict[bytes, str] = {}
+        self._conn: FastRedis | None = None  # reads and acks: the hot path, off redis-py
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -125,22 +127,44 @@ class StreamWorker:
     async def run(self) -> None:
         await self.setup()
         backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                entries = await self._next_batch()
-                if entries:
-                    await self.process(entries)
-                backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                # Redis went away: keep the entries in hand pending (they are redelivered),
-                # retry with backoff instead of dying.
-                log.warning("redis unavailable on %s: %s; retrying in %.1fs", self.stream, exc, backoff)
+        try:
+            while not self._stop.is_set():
                 try:
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, 5.0)
-                self._retry_own = True
+                    entries = await self._next_batch()
+                    if entries:
+                        await self.process(entries)
+                    backoff = 0.1
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    # Redis went away: keep the entries in hand pending (they are redelivered),
+                    # retry with backoff instead of dying.
+                    log.warning("redis unavailable on %s: %s; retrying in %.1fs", self.stream, exc, backoff)
+                    await self._close_conn()
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), backoff)
+                    except TimeoutError:
+                        pass
+                    backoff = min(backoff * 2, 5.0)
+                    self._retry_own = True
+        finally:
+            await self._close_conn()
+
+    async def conn(self) -> FastRedis:
+        """This worker's own connection (a blocking read holds it), opened on first use."""
+        if self._conn is None or self._conn.closed:
+            self._conn = await FastRedis.like(self.r)
+        return self._conn
+
+    async def _close_conn(self) -> None:
+        if self._conn is not None:
+            await self._conn.aclose()
+            self._conn = None
+
+    async def _read(self, start: str, block: int | None) -> list[Entry]:
+        args: list[str | int] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count]
+        if block is not None:
+            args += ["BLOCK", block]
+        conn = await self.conn()
+        return fast_entries(await conn.call(*args, "STREAMS", self.stream, start))
 
     # -- reading -------------------------------------------------------------------------------
     async def _next_batch(self) -> list[Entry]:
@@ -158,18 +182,12 @@ class StreamWorker:
                 return claimed
         if self._retry_own:
             self._retry_own = False
-            resp = await self.r.xreadgroup(
-                self.group, self.consumer, {self.stream: "0"}, count=self.count
-            )
-            own = _entries(resp)
+            own = await self._read("0", None)
             if own:
                 self._retry_own = len(own) >= self.count
                 return own
         self.redelivered = False
-        resp = await self.r.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=self.count, block=self.block_ms
-        )
-        return _entries(resp)
+        return await self._read(">", self.block_ms)
 
     async def claim_from_gone(self) -> list[Entry]:
         """Take over, without waiting for claim_idle_ms, the pending entries of a consumer that
@@ -238,7 +256,7 @@ class StreamWorker:
 
     async def _ack(self, ids: list[bytes]) -> None:
         if ids:
-            await self.r.xack(self.stream, self.group, *ids)
+            await (await self.conn()).call("XACK", self.stream, self.group, *ids)
             self.stats.acked += len(ids)
             self.stats.processed += len(ids)
             self.stats.last_batch_ns = time.time_ns()
@@ -303,15 +321,6 @@ class StreamWorker:
             await pipe.execute()
         self.stats.dead_lettered += 1
         log.warning("dead-lettered %s %s: %s", self.stream, eid, reason)
-
-
-def _entries(resp: Any) -> list[Entry]:
-    if not resp:
-        return []
-    out: list[Entry] = []
-    for _stream, items in resp:
-        out.extend((eid, f) for eid, f in items if f is not None)
-    return out
 
 
 def id_key(eid: bytes) -> tuple[int, int]:
