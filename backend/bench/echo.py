@@ -29,17 +29,15 @@ class EchoService(Service):
         return self.n
 
     async def on_requests(self, entries: list[Entry]) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        out: list[tuple] = []
         for _, f in entries:
             req = _req.decode(codec.payload(f))
-            pipe.xadd(streams.RISK_DECISIONS, codec.fields(RiskDecision(
+            out.append(streams.xadd(streams.RISK_DECISIONS, RiskDecision(
                 request_id=req.request_id, client_order_id=req.order.client_order_id, approved=True,
-                request_sent_ns=req.sent_ns, decided_ns=time.time_ns())),
-                maxlen=streams.maxlen(streams.RISK_DECISIONS), approximate=True)
-        pipe.xack(streams.RISK_REQUESTS, self.name, *[eid for eid, _ in entries])
-        await pipe.execute()
+                request_sent_ns=req.sent_ns, decided_ns=time.time_ns())))
+        out.append(("XACK", streams.RISK_REQUESTS, self.name, *[eid for eid, _ in entries]))
+        await self.send(out)
         self.n += len(entries)
-
 
 if __name__ == "__main__":
     aio.run(EchoService(redis_url=sys.argv[1], instance="echo-bench").run(install_signals=True))

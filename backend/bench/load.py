@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from backend.bus import codec, streams
+from backend.bus.fastconn import FastRedis, entries
 
 
 async def open_loop(
@@ -26,11 +25,10 @@ async def open_loop(
     returns how many were sent.
 
     Every `batch_ms` the messages due so far go out in one pipeline, stamped when sent."""
-    r = aioredis.Redis.from_url(url)
+    r = await FastRedis.connect(url)
     sent = 0
     start = time.perf_counter()
     end = start + seconds
-    limit = streams.maxlen(stream)
     try:
         while True:
             now = time.perf_counter()
@@ -38,11 +36,8 @@ async def open_loop(
                 break
             due = int((now - start) * rate) - sent
             if due > 0:
-                pipe = r.pipeline(transaction=False)
-                for _ in range(due):
-                    pipe.xadd(stream, codec.fields(make(sent, time.time_ns())), maxlen=limit, approximate=True)
-                    sent += 1
-                await pipe.execute()
+                await r.pipeline([streams.xadd(stream, make(sent + k, time.time_ns())) for k in range(due)])
+                sent += due
             await asyncio.sleep(batch_ms / 1000)
     finally:
         await r.aclose()
@@ -52,15 +47,14 @@ async def open_loop(
 async def collect(url: str, stream: str, on_entry: Callable[[bytes, int], None],
                   stop: asyncio.Event, start_id: str = "$") -> None:
     """Read `stream` as entries arrive; on_entry(payload, received_ns) for each."""
-    r = aioredis.Redis.from_url(url)
-    cursor = start_id
+    r = await FastRedis.connect(url)
+    cursor: str | bytes = start_id
     try:
         while not stop.is_set():
-            resp = await r.xread({stream: cursor}, count=2000, block=50)
+            got = entries(await r.call("XREAD", "COUNT", 2000, "BLOCK", 50, "STREAMS", stream, cursor))
             now = time.time_ns()
-            for _, items in resp or []:
-                for eid, f in items:
-                    cursor = eid
-                    on_entry(codec.payload(f), now)
+            for eid, f in got:
+                cursor = eid
+                on_entry(codec.payload(f), now)
     finally:
         await r.aclose()

@@ -53,7 +53,7 @@ class RiskService(Service):
                 "symbols_priced": len(self.engine.book.prices)}
 
     async def on_requests(self, entries: list[Entry]) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        out: list[tuple] = []
         for eid, fields in entries:
             t0 = time.perf_counter_ns()
             try:
@@ -62,14 +62,13 @@ class RiskService(Service):
                 await self.worker.dead_letter(eid, fields, f"undecodable risk request: {exc}")
                 continue
             d = self.engine.check(req.order)
-            dec = RiskDecision(request_id=req.request_id, client_order_id=req.order.client_order_id,
-                               approved=d.approved, rule=d.rule, reason=d.reason,
-                               request_sent_ns=req.sent_ns, decided_ns=time.time_ns())
-            pipe.xadd(streams.RISK_DECISIONS, codec.fields(dec),
-                      maxlen=streams.maxlen(streams.RISK_DECISIONS), approximate=True)
+            out.append(streams.xadd(streams.RISK_DECISIONS, RiskDecision(
+                request_id=req.request_id, client_order_id=req.order.client_order_id,
+                approved=d.approved, rule=d.rule, reason=d.reason,
+                request_sent_ns=req.sent_ns, decided_ns=time.time_ns())))
             self.check_us.record_ns(time.perf_counter_ns() - t0)
-        pipe.xack(streams.RISK_REQUESTS, self.name, *[eid for eid, _ in entries])
-        await pipe.execute()
+        out.append(("XACK", streams.RISK_REQUESTS, self.name, *[eid for eid, _ in entries]))
+        await self.send(out)
         self.checked += len(entries)
 
     async def run_extra(self) -> None:
