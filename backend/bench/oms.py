@@ -44,6 +44,7 @@ def order(i: int, now_ns: int) -> Order:
 async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
     new_ns: dict[str, int] = {}
     acc_ns: dict[str, int] = {}
+    routed_ns: dict[str, int] = {}
     finals: dict[str, list[str]] = defaultdict(list)
     news: Counter[str] = Counter()
 
@@ -53,6 +54,8 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
         if ev.state == "NEW":
             news[c] += 1
             new_ns[c] = ev.ts_ns
+        elif ev.state == "ROUTED":
+            routed_ns[c] = ev.ts_ns
         elif ev.state == "ACCEPTED" and c not in acc_ns:
             acc_ns[c] = ev.ts_ns
         elif ev.state in FINAL_STATES:
@@ -71,16 +74,26 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
     await col
     lat = np.array([acc_ns[c] - new_ns[c] for c in acc_ns if c in new_ns], dtype=np.int64) / 1e6
     done = len(finals)
+    routed = [c for c in acc_ns if c in new_ns and c in routed_ns]
+    to_routed = np.array([routed_ns[c] - new_ns[c] for c in routed], dtype=np.int64) / 1e6
+    to_acc = np.array([acc_ns[c] - routed_ns[c] for c in routed], dtype=np.int64) / 1e6
     return {
         "rate": rate, "seconds": round(elapsed, 2), "sent": sent,
         "orders_per_s": round(done / elapsed, 1) if elapsed else 0.0,
         "p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
         "max_ms": round(float(lat.max()), 3) if len(lat) else None,
+        # where the time goes: intake -> routed (the risk round trip) and routed -> accepted
+        # (the venue round trip through live-gateway), each with the OMS's own work
+        "intake_to_routed_p50_ms": _p(to_routed, 50), "routed_to_accepted_p50_ms": _p(to_acc, 50),
         "lost": sent - done,
         "duplicated": sum(1 for v in finals.values() if len(v) > 1) + sum(1 for v in news.values() if v > 1),
         "final_states": dict(Counter(v[0] for v in finals.values())),
     }
+
+
+def _p(ms: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(ms, q)), 3) if len(ms) else None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

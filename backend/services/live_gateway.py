@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -70,7 +70,8 @@ class LiveGatewayService(Service):
             for _, f in reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)):
                 self.engine.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
         self.tick_cursor = "$"
-        self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, count=512, block_ms=100)
+        self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, count=512, block_ms=100,
+                                   auto_ack=False)  # acked with the reports they produce
 
     def processed(self) -> int:
         return self.sent
@@ -80,16 +81,15 @@ class LiveGatewayService(Service):
                 "working": len(self.engine.working) if self.rest is None else len(self.inflight),
                 "venue_errors": self.errors}
 
-    async def _publish(self, reps: list[ExecReport]) -> None:
-        if not reps:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        for rep in reps:
-            pipe.xadd(streams.EXEC_REPORTS, codec.fields(rep), maxlen=streams.maxlen(streams.EXEC_REPORTS),
-                      approximate=True)
-        if self.rest is None:
-            self._save_paper(pipe, {r.client_order_id for r in reps})
-        await pipe.execute()
+    async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None) -> None:
+        """The reports, the paper book's changes and the XACK of what produced them, in one write."""
+        cmds: list[tuple[Any, ...]] = [streams.xadd(streams.EXEC_REPORTS, rep) for rep in reps]
+        if self.rest is None and reps:
+            cmds += self._save_paper({r.client_order_id for r in reps})
+        if ack:
+            cmds.append(("XACK", streams.EXEC_ORDERS, self.name, *ack))
+        if cmds:
+            await self.send(cmds)
         self.reports += len(reps)
 
     async def on_orders(self, entries: list[Entry]) -> None:
@@ -112,7 +112,7 @@ class LiveGatewayService(Service):
             elif eo.action == "query":
                 st = self.engine.status(eo.client_order_id)
                 reps += [st] if st else []
-        await self._publish(reps)
+        await self._publish(reps, [eid for eid, _ in entries])
 
     # -- paper venue -----------------------------------------------------------------------------
     async def run_extra(self) -> None:
@@ -134,15 +134,16 @@ class LiveGatewayService(Service):
                         reps += self.engine.on_price(sym, px)
             await self._publish(reps)
 
-    def _save_paper(self, pipe, coids: set[str]) -> None:  # noqa: ANN001
+    def _save_paper(self, coids: set[str]) -> list[tuple[Any, ...]]:
+        gone = [c for c in coids if c not in self.engine.working]
+        cmds: list[tuple[Any, ...]] = [("HDEL", PAPER_KEY, *gone)] if gone else []
         for c in coids:
             w = self.engine.working.get(c)
-            if w is None:
-                pipe.hdel(PAPER_KEY, c)
-            else:
-                pipe.hset(PAPER_KEY, c, codec.encode(msgspec.to_builtins(
+            if w is not None:
+                cmds.append(("HSET", PAPER_KEY, c, codec.encode(msgspec.to_builtins(
                     {"order": w.order, "venue_order_id": w.venue_order_id, "filled": w.filled,
-                     "notional": w.notional, "fills": w.fills})))
+                     "notional": w.notional, "fills": w.fills}))))
+        return cmds
 
     async def _load_paper(self) -> None:
         for c, raw in (await self.r.hgetall(PAPER_KEY)).items():

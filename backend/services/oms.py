@@ -1,26 +1,30 @@
 """oms (P3): the order state machine. orders.new -> risk.requests; risk.decisions -> exec.orders;
 exec.reports -> order states; every transition on orders.events.
 
-Each order's record lives in Redis (`oms:order:<client order id>`), so a restart loses nothing
-and resumes in-flight orders. Every batch is: read the records it touches (one round trip, the
-keys WATCHed), apply the transitions in memory, then write the records, the events, the outgoing
-messages and the XACK in one MULTI. If one of those records changed in between (another instance
-of the group during a blue/green cutover, or this instance's other workers: a report beside a
-cancel), the MULTI does not run and the batch starts over from the records as they are now, so no
-transition is lost and none is made twice. Idempotent: a resubmitted client order id never makes
-a second order, a decision or report for an order that has moved on is ignored, and a fill is
-counted once per venue trade id.
+Each order's record lives in Redis (`oms:order:<client order id>`: a hash of the record `d` and
+its version `v`), so a restart loses nothing and resumes in-flight orders. The records of working
+orders are also kept in memory, so a batch costs one round trip: apply the transitions to the
+records, then one script checks that every record the batch read is still at the version it was
+read at and, only then, writes the records, the events, the outgoing messages and the XACK
+(a compare-and-set commit). If one changed (the other instance of the group during a blue/green
+cutover, or a paused instance whose entries were taken over), nothing is written: the batch's
+records are read again from Redis and the batch starts over, so no transition is lost and none is
+made twice. The three consumers of one instance take turns (one lock), so they never race each
+other. Idempotent: a resubmitted client order id never makes a second order (a new order is
+committed only if no record of that id exists), a decision or report for an order that has moved
+on is ignored, and a fill is counted once per venue trade id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError
 
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
@@ -41,6 +45,37 @@ from backend.trading.orders import IllegalTransition, OrderRecord, invalid
 KEY = "oms:order:{}"
 OPEN = "oms:open"
 MAX_TRIES = 100  # a batch whose records keep changing under it, after this many tries, is retried by the worker
+# KEYS: the batch's record keys, then OPEN. ARGV: n, (expected version, new record or "")*n,
+# then counted lists: coids to add to OPEN, coids to remove, (stream, maxlen, payload) to XADD,
+# and last the XACK (stream, group, ids...) if any. Returns {1} or {0, stale key indexes...}.
+COMMIT_LUA = """
+local n = tonumber(ARGV[1])
+local stale = {0}
+for i = 1, n do
+  local v = tonumber(redis.call('HGET', KEYS[i], 'v') or '0')
+  if v ~= tonumber(ARGV[2 * i]) then stale[#stale + 1] = i end
+end
+if #stale > 1 then return stale end
+for i = 1, n do
+  local rec = ARGV[2 * i + 1]
+  if rec ~= '' then redis.call('HSET', KEYS[i], 'v', tonumber(ARGV[2 * i]) + 1, 'd', rec) end
+end
+local p = 2 * n + 2
+local c = tonumber(ARGV[p])
+if c > 0 then redis.call('SADD', KEYS[n + 1], unpack(ARGV, p + 1, p + c)) end
+p = p + c + 1
+c = tonumber(ARGV[p])
+if c > 0 then redis.call('SREM', KEYS[n + 1], unpack(ARGV, p + 1, p + c)) end
+p = p + c + 1
+c = tonumber(ARGV[p])
+p = p + 1
+for i = 1, c do
+  redis.call('XADD', ARGV[p], 'MAXLEN', '~', ARGV[p + 1], '*', 'd', ARGV[p + 2])
+  p = p + 3
+end
+if p + 2 <= #ARGV then redis.call('XACK', ARGV[p], ARGV[p + 1], unpack(ARGV, p + 2, #ARGV)) end
+return {1}
+"""
 _rec = msgspec.msgpack.Decoder(OrderRecord)
 _rec_enc = msgspec.msgpack.Encoder()
 _new = msgspec.msgpack.Decoder(Order | CancelRequest)  # type: ignore[operator]
@@ -64,6 +99,7 @@ class _Batch:
 
     def __init__(self, records: dict[str, OrderRecord | None]) -> None:
         self.records = records
+        self.versions: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.out: list[tuple[str, Any]] = []
         self.opened: set[str] = set()
@@ -93,6 +129,10 @@ class OmsService(Service):
                                   auto_ack=False)
         self.ctl_cursor = "$"
         self.every(1.0, self.resend_stale_risk)
+        # working orders' records as last committed: coid -> (version, record)
+        self.cache: dict[str, tuple[int, OrderRecord]] = {}
+        self.lock = asyncio.Lock()
+        self.commit_sha = await self.r.script_load(COMMIT_LUA)
 
     def processed(self) -> int:
         return self.intake
@@ -104,45 +144,80 @@ class OmsService(Service):
 
     # -- batches ---------------------------------------------------------------------------------
     async def _transact(self, coids: Iterable[str], apply: Callable[[_Batch], None], stream: str,
-                        entries: list[Entry]) -> _Batch:
-        """Load the records of `coids` (WATCHed), `apply` the transitions, commit them with the
-        XACK of `entries` in one MULTI; start over if a record changed in between."""
+                        entries: list[Entry], *, new_ids: Iterable[str] = ()) -> _Batch:
+        """Apply a batch's transitions to its records and commit them with the XACK of `entries`
+        (compare-and-set on the records' versions); start over from Redis if one changed.
+        `new_ids`: ids of new orders, not looked up when unknown (committed only if still absent)."""
         ids = list(dict.fromkeys(coids))
-        keys = [key(c) for c in ids]
-        for _ in range(MAX_TRIES):
-            async with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    raw: list[Any] = []
-                    if keys:
-                        await pipe.watch(*keys)
-                        raw = await pipe.mget(keys)
-                    b = _Batch({c: (_rec.decode(v) if v else None) for c, v in zip(ids, raw, strict=True)})
-                    apply(b)
-                    pipe.multi()
-                    self._queue(pipe, b, stream, entries)
-                    await pipe.execute()
-                except WatchError:
-                    self.conflicts += 1
-                    continue
-            self.intake += b.intake
-            self.duplicates += b.duplicates
-            self.illegal += b.illegal
-            for rec, ns in b.latency:
-                rec.record_ns(ns)
-            return b
-        raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+        absent = set(new_ids)
+        async with self.lock:
+            fresh = False
+            for _ in range(MAX_TRIES):
+                b = await self._load(ids, absent, fresh)
+                apply(b)
+                if await self._commit(b, stream, entries):
+                    break
+                self.conflicts += 1
+                fresh = True  # read every record of the batch again: some changed under us
+            else:
+                raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+        self.intake += b.intake
+        self.duplicates += b.duplicates
+        self.illegal += b.illegal
+        for rec, ns in b.latency:
+            rec.record_ns(ns)
+        return b
 
-    def _queue(self, pipe: Any, b: _Batch, stream: str, entries: list[Entry]) -> None:
-        for c in b.dirty:
-            pipe.set(key(c), _rec_enc.encode(b.records[c]))
-        if b.opened - b.closed:
-            pipe.sadd(OPEN, *(b.opened - b.closed))
-        if b.closed:
-            pipe.srem(OPEN, *b.closed)
+    async def _load(self, ids: list[str], absent: set[str], fresh: bool) -> _Batch:
+        """The batch's records: from memory for working orders, else from Redis (one round trip)."""
+        b = _Batch({})
+        missing: list[str] = []
+        for c in ids:
+            hit = None if fresh else self.cache.get(c)
+            if hit is not None:
+                b.versions[c], b.records[c] = hit
+            elif c in absent and not fresh:
+                b.versions[c], b.records[c] = 0, None  # a new order: committed only if still absent
+            else:
+                missing.append(c)
+        if missing:
+            rows = await self.fast.pipeline([("HMGET", key(c), "v", "d") for c in missing])
+            for c, (v, d) in zip(missing, rows, strict=True):
+                b.versions[c] = int(v) if v else 0
+                b.records[c] = _rec.decode(d) if d else None
+        return b
+
+    async def _commit(self, b: _Batch, stream: str, entries: list[Entry]) -> bool:
+        ids = list(b.versions)
+        args: list[Any] = [len(ids)]
+        for c in ids:
+            args += [b.versions[c], _rec_enc.encode(b.records[c]) if c in b.dirty else b""]
+        opened = b.opened - b.closed
+        args += [len(opened), *opened, len(b.closed), *b.closed, len(b.out)]
         for s, msg in b.out:
-            pipe.xadd(s, codec.fields(msg), maxlen=streams.maxlen(s), approximate=True)
+            args += [s, streams.maxlen(s), codec.encode(msg)]
         if entries:
-            pipe.xack(stream, self.name, *[eid for eid, _ in entries])
+            args += [stream, self.name, *[eid for eid, _ in entries]]
+        keys = [key(c) for c in ids] + [OPEN]
+        try:
+            res = await self.fast.call("EVALSHA", self.commit_sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            self.commit_sha = await self.r.script_load(COMMIT_LUA)  # the server lost its scripts
+            res = await self.fast.call("EVALSHA", self.commit_sha, len(keys), *keys, *args)
+        if res[0] != 1:
+            for c in ids:
+                self.cache.pop(c, None)
+            return False
+        for c in ids:
+            rec = b.records[c]
+            v = b.versions[c] + (c in b.dirty)
+            if rec is None or rec.final:
+                self.cache.pop(c, None)
+            else:
+                self.cache[c] = (v, rec)
+        return True
 
     def _move(self, b: _Batch, rec: OrderRecord, to: str, now: int, reason: str = "") -> bool:
         try:
@@ -175,7 +250,8 @@ class OmsService(Service):
                 else:
                     self._intake(b, m, now)
         await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW,
-                             [e for e, _ in msgs])
+                             [e for e, _ in msgs],
+                             new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)))
 
     def _intake(self, b: _Batch, o: Order, now: int) -> None:
         c = o.client_order_id
@@ -284,10 +360,15 @@ class OmsService(Service):
     # -- housekeeping ----------------------------------------------------------------------------
     async def resend_stale_risk(self) -> None:
         """Orders left PENDING_RISK (e.g. risk was down) get their request sent again."""
-        coids = [c.decode() for c in await self.r.smembers(OPEN)]
+        open_ids = {c.decode() for c in await self.r.smembers(OPEN)}
+        for c in [c for c in self.cache if c not in open_ids]:
+            del self.cache[c]  # finished by another instance
+        limit = int(self.cfg.risk_timeout_s * 1e9)
+        due = time.time_ns() - limit
+        coids = [c for c in open_ids if c not in self.cache
+                 or (self.cache[c][1].state == "PENDING_RISK" and self.cache[c][1].risk_sent_ns < due)]
         if not coids:
             return
-        limit = int(self.cfg.risk_timeout_s * 1e9)
 
         def apply(b: _Batch) -> None:
             now = time.time_ns()
@@ -329,5 +410,5 @@ class OmsService(Service):
 
 
 def read_order(r: Any, coid: str) -> OrderRecord | None:
-    raw = r.get(key(coid))
+    raw = r.hget(key(coid), "d")
     return _rec.decode(raw) if raw else None
