@@ -1,12 +1,14 @@
 """Where training and backtests read history from: the feature rows and the prices.
 
 Features: the feature store's offline retrieval (`backend.features.store.historical`, Parquet
-written by feast-pipeline), else the `features` stream's history (rows not yet flushed offline). Prices: closes of the 1 s bars on
+written by feast-pipeline), or the `features` stream's history (rows not yet flushed offline),
+whichever holds more (`best_feature_rows`). Prices: closes of the 1 s bars on
 `md.bars.1s` (a bar's close is known at its end), else the stored ticks from sink-ticks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,21 @@ async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: in
     if df.empty:
         return pd.DataFrame(columns=["symbol", "ts_ns"])
     return df.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+async def best_feature_rows(r: Any, data_dir: Path, symbols: list[str], start_ns: int = 0, end_ns: int = 0,
+                            source: str = "auto") -> tuple[pd.DataFrame, str]:
+    """Feature rows and where they came from: 'offline' (the feature store's Parquet), 'stream'
+    (the `features` stream's history) or 'auto': whichever holds more rows for the range (the
+    offline store lags by its flush interval; the stream is trimmed by MAXLEN)."""
+    offline = stream = None
+    if source in ("auto", "offline"):
+        offline = await asyncio.to_thread(offline_feature_rows, data_dir, symbols, start_ns, end_ns)
+    if source in ("auto", "stream"):
+        stream = await feature_rows(r, symbols, start_ns, end_ns)
+    if stream is None or (offline is not None and len(offline) >= len(stream)):
+        return offline, "offline"  # type: ignore[return-value]
+    return stream, "stream"
 
 
 def offline_feature_rows(data_dir: Path, symbols: list[str], start_ns: int = 0, end_ns: int = 0) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """bt-orchestrator (P5): runs backtest jobs queued in Redis (`backtest.jobs`, BacktestJob) over
 stored data with pandas: the stored ticks from sink-ticks (or, when none are stored in the range,
 the 1 s bars on `md.bars.1s`), a strategy from backend/backtest/engine.py or `model:NAME` (the
-registry's production model scoring the stored feature rows), and stores the result
+registry's production model scoring the stored feature rows: the feature store's offline Parquet or
+the `features` stream's history, whichever holds more), and stores the result
 (PnL, Sharpe, max drawdown, trades, PnL per symbol) in `backtest:job:<id>`.
 
 A job naming an unknown strategy or a bad parameter is bad input: marked failed with the reason
@@ -92,7 +93,8 @@ class BtOrchestratorService(Service):
         if rec is None:
             raise ValueError(f"model {name!r} has no production version")
         model = rec.model()
-        feats = await sources.feature_rows(self.r, job.symbols, job.start_ns, job.end_ns)
+        feats, _ = await sources.best_feature_rows(self.r, self.settings.resolved_data_dir(), job.symbols,
+                                                   job.start_ns, job.end_ns)
         if feats.empty:
             raise ValueError("no feature rows in the range")
         missing = [f for f in model.features if f not in feats.columns]

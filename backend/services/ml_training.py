@@ -102,21 +102,10 @@ class MlTrainingService(Service):
                                                        "ts_ns": time.time_ns(),
                                                        **{k: str(v) for k, v in extra.items()}})
 
-    async def features(self, job: TrainJob) -> tuple[pd.DataFrame, str]:
-        src = self.cfg.feature_source
-        offline = stream = None
-        if src in ("auto", "offline"):
-            offline = await asyncio.to_thread(sources.offline_feature_rows, self.settings.resolved_data_dir(),
-                                              job.symbols, job.start_ns, job.end_ns)
-        if src in ("auto", "stream"):
-            stream = await sources.feature_rows(self.r, job.symbols, job.start_ns, job.end_ns)
-        if stream is None or (offline is not None and len(offline) >= len(stream)):
-            return offline, "offline"  # type: ignore[return-value]
-        return stream, "stream"
-
     async def train(self, job: TrainJob) -> None:
         await self._state(job, "running")
-        feats, feature_source = await self.features(job)
+        feats, feature_source = await sources.best_feature_rows(
+            self.r, self.settings.resolved_data_dir(), job.symbols, job.start_ns, job.end_ns, self.cfg.feature_source)
         if self.cfg.price_source == "ticks":
             prices = sources.tick_prices(self.settings.resolved_data_dir(), job.symbols,
                                          job.start_ns or None, job.end_ns or None)
