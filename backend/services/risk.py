@@ -90,7 +90,7 @@ class RiskService(Service):
             self.engine.book.on_report(_rep.decode(data))
         elif stream == streams.REFDATA_EVENTS:
             inst = _inst.decode(data)
-            self.engine.book.status[inst.symbol] = inst.status
+            self.engine.book.on_instrument(inst)
         else:
             cmd = _ctl.decode(data)
             if cmd.target in ("risk", "*") and cmd.command == "kill_switch":

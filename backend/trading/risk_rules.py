@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from backend.messages import ExecReport, Order
+from backend.messages import ExecReport, Instrument, Order
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,6 +55,11 @@ class Book:
     prices: dict[str, float] = field(default_factory=dict)
     seen_fills: set[str] = field(default_factory=set)
     status: dict[str, str] = field(default_factory=dict)  # refdata: symbol -> trading/halted/delisted
+    steps: dict[str, tuple[float, float]] = field(default_factory=dict)  # refdata: symbol -> (tick, lot)
+
+    def on_instrument(self, inst: Instrument) -> None:
+        self.status[inst.symbol] = inst.status
+        self.steps[inst.symbol] = (inst.tick_size, inst.lot_size)
 
     def on_report(self, rep: ExecReport) -> None:
         if rep.kind == "fill" and rep.trade_id and rep.trade_id not in self.seen_fills:
@@ -97,6 +102,15 @@ class RiskEngine:
         st = self.book.status.get(o.symbol, "trading")
         if st != "trading":
             return Decision(False, "instrument_status", f"{o.symbol} is {st} (refdata)")
+        steps = self.book.steps.get(o.symbol)
+        if steps is not None:
+            tick, lot = steps
+            if not _on_step(o.quantity, lot):
+                return Decision(False, "lot_size", f"quantity {o.quantity:g} is not a multiple of {o.symbol}'s "
+                                                   f"lot size {lot:g} (refdata)")
+            if o.limit_price is not None and not _on_step(o.limit_price, tick):
+                return Decision(False, "tick_size", f"limit {o.limit_price:g} is not on {o.symbol}'s "
+                                                    f"tick size {tick:g} (refdata)")
         max_qty = sym.get("max_quantity", lim.max_quantity)
         if o.quantity > max_qty:
             return Decision(False, "max_quantity", f"quantity {o.quantity:g} > max {max_qty:g} (fat finger)")
@@ -131,3 +145,9 @@ class RiskEngine:
         if n_open >= lim.max_open_orders:
             return Decision(False, "max_open_orders", f"{n_open} open orders, max {lim.max_open_orders}")
         return Decision(True)
+
+
+def _on_step(value: float, step: float) -> bool:
+    """Whether `value` is a whole number of `step`s (to a millionth of a step: floats)."""
+    n = value / step
+    return abs(n - round(n)) < 1e-6

@@ -147,3 +147,57 @@ async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redi
     got = [t for _, f in r.xrange("replay.test") for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
     assert [t.trade_id for t in got] == list(range(300))
     assert [t.trade_ns for t in got] == sorted(t.trade_ns for t in got)
+
+
+@pytest.mark.timeout(90)
+def test_risk_validates_orders_against_refdata(redis_url: str, r: redis.Redis) -> None:
+    """refdata and risk as processes: the instrument master's lot and tick sizes and status reach
+    risk through refdata.events, and orders off the lot or tick, or for a halted symbol, are denied."""
+    from backend.bench.harness import BenchStack
+    from backend.bench.risk import seed_prices
+    from backend.messages import Order, RiskDecision, RiskRequest
+    from tests.conftest import wait_for
+
+    def ask(coid: str, **kw: object) -> None:
+        o = Order(**{"client_order_id": coid, "account": "a", "symbol": "BTCUSDT", "side": "buy", "type": "limit",
+                     "quantity": 0.001, "limit_price": 65000.0, **kw})
+        r.xadd(streams.RISK_REQUESTS, codec.fields(RiskRequest(request_id=f"{coid}#1", order=o, sent_ns=time.time_ns())))
+
+    def decisions() -> dict[str, RiskDecision]:
+        return {d.client_order_id: d for d in (codec.decode(codec.payload(f), RiskDecision)
+                                               for _, f in r.xrange(streams.RISK_DECISIONS))}
+
+    with BenchStack(redis_url=redis_url) as st:
+        seed_prices(st.r)
+        st.start("refdata")
+        st.start("risk")
+        probes = [0]
+
+        def risk_knows_the_lots() -> bool:
+            # risk reads refdata.events beside its requests: probe with odd lots until one is denied
+            last = decisions().get(f"probe-{probes[0]}")
+            if probes[0] and last is None:
+                return False  # not decided yet
+            if last is not None and last.rule == "lot_size":
+                return True
+            probes[0] += 1
+            ask(f"probe-{probes[0]}", quantity=0.000015)
+            return False
+
+        wait_for(risk_knows_the_lots, 20, what="risk following refdata")
+        ask("good")
+        ask("odd-lot", quantity=0.000015)
+        ask("off-tick", limit_price=65000.005)
+        wait_for(lambda: {"good", "odd-lot", "off-tick"} <= set(decisions()), 20, what="decisions")
+        d = decisions()
+        assert d["good"].approved
+        assert (d["odd-lot"].rule, d["odd-lot"].reason) == (
+            "lot_size", "quantity 1.5e-05 is not a multiple of BTCUSDT's lot size 1e-05 (refdata)")
+        assert (d["off-tick"].rule, d["off-tick"].reason) == (
+            "tick_size", "limit 65000 is not on BTCUSDT's tick size 0.01 (refdata)")
+        r.xadd(streams.REFDATA_UPDATES, codec.fields(Instrument(symbol="BTCUSDT", tick_size=0.01, lot_size=0.00001,
+                                                                status="halted")))
+        wait_for(lambda: r.xlen(streams.REFDATA_EVENTS) == 11, 20, what="the halt published")
+        ask("after-halt")
+        wait_for(lambda: "after-halt" in decisions(), 20, what="the decision after the halt")
+        assert decisions()["after-halt"].rule == "instrument_status"
