@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from backend.bus.embedded import EmbeddedRedis
+from backend.bus.embedded import EmbeddedRedis, local_url
 from backend.errors import TradeopsError
 from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
 
@@ -34,7 +34,7 @@ class BenchStack:
             self.url = self._external_url
         else:
             self.server = EmbeddedRedis(self.data_dir)
-            self.url = self.server.start()
+            self.url = local_url(self.server.start(), self.data_dir)  # its unix socket
         self.r = redis.Redis.from_url(self.url)
         return self
 

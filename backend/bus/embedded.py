@@ -22,6 +22,7 @@ from backend import locations
 from backend.errors import TradeopsError
 
 URL_FILE = "redis.url"
+SOCKET_FILE = "redis.sock"
 PID_FILE = "redis.pid"
 LOG_FILE = "redis.log"
 
@@ -85,6 +86,21 @@ class ServerInfo:
     pid: int
     dir: Path
 
+    @property
+    def socket_url(self) -> str | None:
+        """The server's unix socket (a shorter path than TCP loopback), if it has one."""
+        sock = self.dir / SOCKET_FILE
+        return f"unix://{sock}?db=0" if sock.is_socket() else None
+
+
+def local_url(url: str, data_dir: Path) -> str:
+    """For processes on this machine: the embedded server's unix socket when `url` is that
+    server, else `url` unchanged."""
+    info = read_info(data_dir)
+    if info is not None and info.url == url and info.socket_url:
+        return info.socket_url
+    return url
+
 
 def read_info(data_dir: Path) -> ServerInfo | None:
     """The server recorded in `data_dir`, if its files are there (alive or not)."""
@@ -106,7 +122,7 @@ def live_info(data_dir: Path) -> ServerInfo | None:
 
 
 def _clear(d: Path) -> None:
-    for name in (URL_FILE, PID_FILE):
+    for name in (URL_FILE, PID_FILE, SOCKET_FILE):
         (d / name).unlink(missing_ok=True)
 
 
@@ -123,6 +139,8 @@ class EmbeddedRedis:
         self.detach = detach
         self.proc: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
+        sock = self.dir / SOCKET_FILE
+        self.socket: Path | None = sock if len(str(sock)) < 100 else None  # AF_UNIX path limit
 
     def start(self, timeout: float = 10.0) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +172,9 @@ class EmbeddedRedis:
                 "--logfile", "",
                 "--loglevel", "warning",
             ]
+            if self.socket is not None:
+                self.socket.unlink(missing_ok=True)
+                cmd += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
             self.proc = subprocess.Popen(
                 cmd,
                 stdout=log,

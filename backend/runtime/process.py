@@ -9,6 +9,7 @@ finishes its batch, acks)."""
 
 from __future__ import annotations
 
+from backend.bus.embedded import local_url
 from backend.runtime.spawn import spawn_service
 from backend.runtime.supervisor import (
     EXCHANGE,
@@ -33,6 +34,7 @@ class ProcessSupervisor(Supervisor):
 
     def launch(self, service: str, environment: str, instance: str) -> tuple[InstanceHandle, str]:
         logf = self.data_dir / "logs" / f"{instance}.log"
-        proc = spawn_service(service, redis_url=self.redis_url, data_dir=self.data_dir, instance=instance,
+        url = local_url(self.redis_url, self.data_dir)  # the embedded server's unix socket if it is ours
+        proc = spawn_service(service, redis_url=url, data_dir=self.data_dir, instance=instance,
                              environment=environment, log_path=logf, config=self.config)
         return ProcessHandle(proc), str(logf)

@@ -63,3 +63,18 @@ def test_unreachable_redis_is_one_clear_line() -> None:
     port = embedded.free_port()
     with pytest.raises(RedisUnavailable, match=rf"cannot reach Redis at redis://127.0.0.1:{port}/0: "):
         connection.connect(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+
+
+def test_local_processes_get_the_unix_socket(tmp_path) -> None:
+    with EmbeddedRedis(tmp_path) as s:
+        assert s.url is not None
+        local = embedded.local_url(s.url, tmp_path)
+        assert local == f"unix://{tmp_path / 'redis' / 'redis.sock'}?db=0"
+        c = redis.Redis.from_url(local)
+        c.set("k", "v")
+        assert redis.Redis.from_url(s.url).get("k") == b"v"  # the same server over TCP
+        c.close()
+        other = f"redis://127.0.0.1:{embedded.free_port()}/0"
+        assert embedded.local_url(other, tmp_path) == other  # not ours: unchanged
+    assert not (tmp_path / "redis" / "redis.sock").exists()
+    assert embedded.local_url(s.url, tmp_path) == s.url  # stopped: no socket to offer
