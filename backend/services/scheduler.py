@@ -169,6 +169,11 @@ class JobFailed(Exception):
     """A job that ran and failed, with the reason an operator reads."""
 
 
+class JobInterrupted(Exception):
+    """The scheduler is stopping while the job waits on another service: the run stays claimed
+    as running, and the next instance resumes it (a resumed retrain waits for the same job)."""
+
+
 class SchedulerService(Service):
     name = "scheduler"
     Config = SchedulerConfig
@@ -280,6 +285,9 @@ class SchedulerService(Service):
             outcome, reason = "ok", ""
         except JobFailed as exc:
             outcome, reason, detail = "failed", str(exc), {}
+        except JobInterrupted as exc:
+            self.log.info("job %s %s left running for the next instance: %s", job.name, slot, exc)
+            return {"state": "running", "reason": str(exc)}
         except Exception as exc:  # noqa: BLE001 - any failure is the run's outcome, not the service's
             self.log.exception("job %s %s failed", job.name, slot)
             outcome, reason, detail = "failed", f"{type(exc).__name__}: {exc}", {}
@@ -357,8 +365,10 @@ class SchedulerService(Service):
                             "rows": int(h.get("rows", 0)), "ic": float(h.get("ic", 0))}
             await asyncio.sleep(0.2)
         waiting_for = "modelops to register" if h.get("state") == "registered" else "ml-training to finish"
+        if self.stopping:
+            raise JobInterrupted(f"stopped while waiting for {waiting_for} training job {job_id}")
         raise JobFailed(f"gave up waiting for {waiting_for} training job {job_id} after {p.wait}"
-                        + (" (the scheduler is stopping)" if self.stopping else f" (is {waiting_for.split()[0]} running?)"))
+                        f" (is {waiting_for.split()[0]} running?)")
 
     async def _registry_answer(self, request_id: str) -> ModelEvent | None:
         for _, f in await self.r.xrevrange(streams.MODELS_EVENTS, count=500):
@@ -394,7 +404,7 @@ class SchedulerService(Service):
                 self.start(job, slot, day, trigger)
 
     async def teardown(self) -> None:
-        # a stop lets the runs in hand finish (a retrain's wait ends at once: it says so)
+        # a stop lets the runs in hand finish (a retrain's wait ends at once, left for the next instance)
         if self.running:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
 

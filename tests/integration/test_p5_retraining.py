@@ -59,3 +59,28 @@ async def test_scheduled_retraining_registers_a_new_version_with_lineage(redis_u
         assert sch.failures == 1 and all(not t.done() for _, t in tasks)
     finally:
         await stop(*tasks)
+
+
+@pytest.mark.timeout(60)
+async def test_a_retrain_waiting_when_the_scheduler_stops_is_resumed_by_the_next(redis_url: str, r: redis.Redis) -> None:
+    seed_history(r)
+    r.set("scheduler:since", str(time.time() - 2 * 86400))
+    cfg = Settings(services={"scheduler": {"jobs": [{"name": "retrain-alpha", "kind": "retrain", "every": "1d",
+                                                     "params": {"model": "alpha", "lookback": "5000d", "wait": "1h"}}]}})
+    s1 = SchedulerService(redis_url=redis_url, instance="sch-1", settings=cfg)
+    t1 = await start(s1)
+    await await_for(lambda: r.xlen(streams.TRAINING_JOBS) == 1, 10)  # queued; nobody trains yet
+    await stop((s1, t1))
+    (key,) = r.keys("scheduler:run:retrain-alpha:*")
+    assert b'"state":"running"' in r.get(key) and not last_runs(r)  # not failed: left for the next one
+    mo = ModelopsService(redis_url=redis_url, instance="mo-2")
+    ml = MlTrainingService(redis_url=redis_url, instance="ml-2", config={"feature_source": "stream"})
+    s2 = SchedulerService(redis_url=redis_url, instance="sch-2", settings=cfg)
+    tasks = [(x, await start(x)) for x in (mo, ml, s2)]
+    try:
+        await await_for(lambda: last_runs(r).get("retrain-alpha", {}).get("state") == "ok", 30)
+        run = last_runs(r)["retrain-alpha"]
+        assert run["trigger"] == "resumed: sch-1 stopped while running it" and run["detail"]["version"] == 1
+        assert r.xlen(streams.TRAINING_JOBS) == 1 and len(reg.versions(r, "alpha")) == 1  # trained once
+    finally:
+        await stop(*tasks)
