@@ -103,7 +103,7 @@ def check_network_mode(network: str, redis_url: str | None) -> None:
 
 def container_config(service: str, environment: str, instance: str, *, stack: str, image: ImageSpec,
                      network: str, redis_url: str, data_dir: Path, config: Path | None,
-                     health_interval_s: float = 5.0) -> dict[str, Any]:
+                     health_interval_s: float = 10.0) -> dict[str, Any]:
     """Arguments of `containers.create` for one instance (the first lane network only; the others
     are connected after create)."""
     from docker.types import Healthcheck, LogConfig, Mount
@@ -216,7 +216,7 @@ class DockerSupervisor(Supervisor):
     refresh_every_s = 1.0
 
     def __init__(self, redis_url: str, data_dir: Path, *, image: str | None = None, network: str = "host",
-                 docker_host: str | None = None, health_interval_s: float = 5.0, **kw: Any) -> None:
+                 docker_host: str | None = None, health_interval_s: float = 10.0, **kw: Any) -> None:
         check_network_mode(network, redis_url)
         super().__init__(redis_url, data_dir, **kw)
         self.docker_host = engine_address(docker_host)

@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ from typing import Any
 import pytest
 import redis
 
-from backend.bus import embedded
+from backend.bus import embedded, streams
 from backend.messages import GateEvent
 from backend.migration.state import move
+from backend.runtime import healthcheck
 from backend.runtime.docker import DockerSupervisor, lane_network, stack_id
 from backend.runtime.image import LOCAL_IMAGE
 from gates import audit
@@ -231,12 +234,40 @@ def test_up_ps_down_with_the_docker_runtime(docker_engine: str, local_image: str
     client.close()
 
 
-def test_no_engine_is_one_clear_line(tradeops_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**tradeops_env, "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+def test_health_check_reads_the_heartbeat_hash(r: redis.Redis, redis_url: str) -> None:
+    """The containers' health check (stdlib only) against the real Redis: fresh running, stale,
+    stopped, absent; another db of the URL; the same key and TTL as the bus."""
+    assert (healthcheck.HEALTH_KEY, healthcheck.HEALTH_TTL_S) == (streams.HEALTH_KEY, streams.HEALTH_TTL_S)
+    key = "health:risk:risk-legacy"
+    assert healthcheck.check(redis_url, "risk", "risk-legacy") == f"no heartbeat at {key}"
+    r.hset(key, mapping={"state": "running", "ts_ns": time.time_ns()})
+    assert healthcheck.check(redis_url, "risk", "risk-legacy") is None
+    r.hset(key, "ts_ns", time.time_ns() - 60 * 10**9)
+    assert healthcheck.check(redis_url, "risk", "risk-legacy").startswith("last heartbeat 60.")
+    r.hset(key, "state", "stopped")
+    assert healthcheck.check(redis_url, "risk", "risk-legacy") == "risk-legacy is stopped"
+    other = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    other.hset(key, mapping={"state": "running", "ts_ns": time.time_ns()})
+    assert healthcheck.check(redis_url.rsplit("/", 1)[0] + "/3", "risk", "risk-legacy") is None
+    other.close()
+    env = {**os.environ, "TRADEOPS_REDIS_URL": redis_url}
+    res = subprocess.run([sys.executable, "-m", "backend.runtime.healthcheck", "risk", "risk-legacy"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert res.returncode == 1 and res.stderr == "risk-legacy is stopped\n"
+
+
+def test_no_engine_is_one_clear_line(tradeops_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from console.cli import main
+
+    for k in ("TRADEOPS_REDIS_URL", "TRADEOPS_DATA_DIR"):
+        monkeypatch.setenv(k, tradeops_env[k])
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     for args in (["up", "--runtime", "docker"], ["image", "build-local"]):
-        res = run(args, env, timeout=60)
-        assert res.returncode == 1, args
-        assert res.stderr.strip() == (f"tradeops: error: no Docker engine reachable at unix://{tmp_path}/none.sock "
-                                      "(start dockerd, or point DOCKER_HOST at one)")
-    res = run(["up", "--runtime", "kubernetes"], env, timeout=60)
-    assert res.returncode == 2 and "invalid choice: 'kubernetes'" in res.stderr and "Traceback" not in res.stderr
+        assert main(args) == 1, args
+        assert capsys.readouterr().err == (f"tradeops: error: no Docker engine reachable at unix://{tmp_path}/none.sock "
+                                           "(start dockerd, or point DOCKER_HOST at one)\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["up", "--runtime", "kubernetes"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "invalid choice: 'kubernetes'" in err and "Traceback" not in err
