@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backend.errors import TradeopsError
 from console.cli._table import show
 from console.cli.context import Context, command
 
@@ -47,6 +48,8 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     from backend.runtime.process import read_table
     from backend.runtime.stack import Stack
 
+    if args.runtime != "docker" and (args.image or args.network != "host"):
+        raise TradeopsError("--image and --network are options of --runtime docker")
     stack = Stack(ctx.settings, args.runtime, exchange_rate=args.rate, network=args.network, image=args.image)
     t0 = time.monotonic()
     url = stack.up(timeout=60.0 if args.runtime == "process" else 180.0)

@@ -267,6 +267,8 @@ def test_no_engine_is_one_clear_line(tradeops_env: dict[str, str], tmp_path: Pat
         assert main(args) == 1, args
         assert capsys.readouterr().err == (f"tradeops: error: no Docker engine reachable at unix://{tmp_path}/none.sock "
                                            "(start dockerd, or point DOCKER_HOST at one)\n")
+    assert main(["up", "--image", "tradeops:latest"]) == 1
+    assert capsys.readouterr().err == "tradeops: error: --image and --network are options of --runtime docker\n"
     with pytest.raises(SystemExit) as exc:
         main(["up", "--runtime", "kubernetes"])
     err = capsys.readouterr().err
