@@ -26,7 +26,7 @@ class SessionDockerd:
 
     def start(self, timeout: float = 60.0) -> str | None:
         """Start dockerd and wait until it answers; None when it does, else why it cannot."""
-        binary = shutil.which("dockerd")
+        binary = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/local/sbin:/usr/sbin:/sbin")
         if binary is None:
             return "no dockerd binary on PATH (`apt-get install docker.io`)"
         if os.geteuid() != 0:
