@@ -110,6 +110,11 @@ class FastRedis:
         p.transport.write(hiredis.pack_command(tuple(args)))
         return fut
 
+    def send(self, *args: Arg) -> asyncio.Future[Any]:
+        """Write one command now (in order with every other on this connection) and return the
+        future of its raw reply, for a writer that does not wait for it."""
+        return self._send(args)
+
     async def call(self, *args: Arg) -> Any:
         """Send one command and return its raw reply; an error reply raises ResponseError."""
         reply = await self._send(args)

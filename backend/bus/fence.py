@@ -10,8 +10,11 @@ every MULTI on the bus): the commands name keys the script does not declare.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from redis.exceptions import NoScriptError, ResponseError
 
 from backend.bus import streams
 from backend.bus.worker import id_key
@@ -57,11 +60,15 @@ def xadd(stream: str, fields: dict[Any, Any]) -> list[Any]:
     return cmd
 
 
-class Fence:
-    """The fenced commit of one consumer (the script is loaded once per connection pool)."""
+_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
 
-    def __init__(self, r: Any, stream: str, group: str, consumer: str) -> None:
-        self.script = r.register_script(_SCRIPT)
+
+class Fence:
+    """The fenced commit of one consumer. `call(*args)` sends one raw command (a service's
+    fast connection, `Service.call`); the script is loaded on first use."""
+
+    def __init__(self, call: Callable[..., Awaitable[Any]], stream: str, group: str, consumer: str) -> None:
+        self.call = call
         self.stream, self.group, self.consumer = stream, group, consumer
         self.refused = 0  # batches another consumer had taken over
 
@@ -73,6 +80,13 @@ class Fence:
         for c in commands:
             args.append(len(c))
             args.extend(c)
-        ok = int(await self.script(keys=[self.stream], args=args)) >= 0
+        try:
+            res = await self.call("EVALSHA", _SHA, 1, self.stream, *args)
+        except ResponseError as exc:
+            if not isinstance(exc, NoScriptError) and "NOSCRIPT" not in str(exc):
+                raise
+            await self.call("SCRIPT", "LOAD", _SCRIPT)
+            res = await self.call("EVALSHA", _SHA, 1, self.stream, *args)
+        ok = int(res) >= 0
         self.refused += not ok
         return ok

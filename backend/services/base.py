@@ -102,8 +102,16 @@ class Service:
         key = streams.HEALTH_KEY.format(service=self.name, instance=consumer)
         return not gone(*await self.r.hmget(key, "state", "pid", "host", "pidns"))
 
+    async def call(self, *args: Arg) -> object:
+        """One raw command on the fast connection (e.g. an EVALSHA), its raw reply."""
+        if self.fast.closed:
+            self.fast = await FastRedis.like(self.r)
+        return await self.fast.call(*args)
+
     async def send(self, commands: list[tuple[Arg, ...]]) -> list[object]:
         """Send raw commands (e.g. `streams.xadd(...)`, an XACK) in one write on the fast connection."""
+        if self.fast.closed:  # Redis went away and came back: a new connection
+            self.fast = await FastRedis.like(self.r)
         return await self.fast.pipeline(commands)
 
     def every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:

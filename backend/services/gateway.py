@@ -30,10 +30,9 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Websocket URLs; empty: the local exchange recorded in the data dir (all its symbols)."""
     news_url: str | None = None
     """Alt-data feed; empty: the local exchange's /ws/news when it runs."""
-    flush_ms: float = 0.5
-    """A raw batch is written at least this often ..."""
     max_batch: int = 2000
-    """... or when it holds this many ticks."""
+    """A raw batch is written when the trades that arrived together have been read, or when it
+    holds this many ticks."""
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
 
@@ -56,6 +55,8 @@ class GatewayService(Service):
         self.news = 0
         self.delay = self.recorder("feed_delay")
         self.decode_errors = 0
+        self.writes: set[asyncio.Future[Any]] = set()  # raw batches written, reply not yet back
+        self.write_error: BaseException | None = None
 
     def processed(self) -> int:
         return self.received
@@ -84,9 +85,14 @@ class GatewayService(Service):
         tasks = [asyncio.create_task(self._client(u, self._on_trades)) for u in urls]
         if news:
             tasks.append(asyncio.create_task(self._client(news, self._on_news)))
+        stop = asyncio.create_task(self.wait_stopped())
         try:
-            await self.wait_stopped()
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    raise t.exception()  # e.g. Redis refused our writes: fail, be restarted
         finally:
+            stop.cancel()
             for t in tasks:
                 t.cancel()
             # bounded: a websocket close handshake must not hold up the drain
@@ -118,9 +124,9 @@ class GatewayService(Service):
 
     async def _on_trades(self, ws) -> None:  # noqa: ANN001
         builder = RawBatchBuilder(self.instance)
-        flusher = asyncio.create_task(self._flush_every(builder, self.cfg.flush_ms / 1000))
         add, check_gap, record = builder.add, self._check_gap, self.delay.record_ns
         max_batch = self.cfg.max_batch
+        loop = asyncio.get_running_loop()
         n = 0
         try:
             while True:
@@ -139,28 +145,43 @@ class GatewayService(Service):
                 n += 1
                 if not n & 7:  # the delay histogram samples one message in 8
                     record(max(0, recv_ns - ev.E * 1_000_000))
+                if self.write_error is not None:
+                    raise self.write_error  # the service stops; the supervisor restarts it
+                if not len(builder):
+                    # Messages that arrived together are read without yielding to the loop;
+                    # this runs once they are all in the batch (no timer, no added latency).
+                    loop.call_soon(self._flush, builder)
                 add(ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000, ev.E * 1_000_000, ev.m, recv_ns)
                 self.received += 1
                 if len(builder) >= max_batch:
-                    await self._flush(builder)
+                    self._flush(builder)
         finally:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
-            if len(builder):
-                await self._flush(builder)
+            self._flush(builder)
+            await self._drain_writes()
 
-    async def _flush_every(self, builder: RawBatchBuilder, seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            if len(builder):
-                await self._flush(builder)
-
-    async def _flush(self, builder: RawBatchBuilder) -> None:
+    def _flush(self, builder: RawBatchBuilder) -> None:
+        """Write the batch now, in order on the one fast connection; the reply is checked later."""
+        if not len(builder) or self.write_error is not None:
+            return
         batch = builder.build()
         builder.clear()
-        await self.r.xadd(streams.MD_TICKS_RAW, codec.fields(batch),
-                          maxlen=streams.maxlen(streams.MD_TICKS_RAW), approximate=True)
-        self.published += batch.n
+        fut = self.fast.send(*streams.xadd(streams.MD_TICKS_RAW, batch))
+        self.writes.add(fut)
+        fut.add_done_callback(lambda f, n=batch.n: self._written(f, n))
+
+    def _written(self, fut: asyncio.Future[Any], n: int) -> None:
+        self.writes.discard(fut)
+        exc = fut.exception() if not fut.cancelled() else None
+        reply = fut.result() if exc is None and not fut.cancelled() else None
+        if exc is None and not isinstance(reply, Exception):
+            self.published += n
+        elif self.write_error is None:
+            self.write_error = exc or reply  # type: ignore[assignment]
+            self.log.error("writing raw ticks failed: %s", self.write_error)
+
+    async def _drain_writes(self) -> None:
+        if self.writes:
+            await asyncio.wait(list(self.writes), timeout=5)
 
     def _check_gap(self, symbol: str, trade_id: int) -> None:
         last = self.last_id.get(symbol)

@@ -64,7 +64,7 @@ class NormalizerService(Service):
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = 0
         self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, count=c.read_count, block_ms=50)
-        self.fence = fence.Fence(self.r, streams.MD_TICKS_RAW, self.name, self.instance)
+        self.fence = fence.Fence(self.call, streams.MD_TICKS_RAW, self.name, self.instance)
         self.every(0.1, self.close_bars)
 
     def processed(self) -> int:

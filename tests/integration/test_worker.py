@@ -184,7 +184,7 @@ async def test_a_fenced_commit_of_taken_over_entries_writes_nothing(redis_url: s
     await r.xgroup_create(S, "g", id="0")
     await r.xreadgroup("g", "paused", {S: ">"}, count=100)
     await r.xclaim(S, "g", "survivor", 0, ids[:1])  # one of its entries was taken over
-    paused, survivor = Fence(r, S, "g", "paused"), Fence(r, S, "g", "survivor")
+    paused, survivor = Fence(r.execute_command, S, "g", "paused"), Fence(r.execute_command, S, "g", "survivor")
     assert not await paused.commit(ids, [["XADD", "out", "*", "n", "paused"]])
     assert await r.xlen("out") == 0 and (await r.xpending(S, "g"))["pending"] == 3
     assert await survivor.commit(ids[:1], [["XADD", "out", "*", "n", "survivor"]])
