@@ -1,8 +1,10 @@
-"""The online store (latest features per symbol in Redis) and the offline store (Parquet by date
-and symbol), with point-in-time retrieval: for each query time, the latest row at or before it."""
+"""The online store (latest features per symbol in Redis) and the offline store (Parquet by date,
+one file per flush, compacted to one per closed day by the scheduler), with point-in-time
+retrieval: for each query time, the latest row at or before it."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from backend.compaction import CompactionResult, compact_dir, compactor_lock, drop_replaced, store_lock
 from backend.fileio import atomic_path
 
 ONLINE_KEY = "features:online:{symbol}"
@@ -60,10 +63,15 @@ def write_offline(data_dir: Path, rows: list[dict[str, Any]], name: str) -> None
 
 
 def read_offline(data_dir: Path, symbols: list[str] | None = None) -> pd.DataFrame:
-    files = sorted(offline_dir(data_dir).rglob("*.parquet"))
-    if not files:
+    root = offline_dir(data_dir)
+    if not root.exists():
         return pd.DataFrame(columns=["symbol", "ts_ns"])
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    with store_lock(root):  # the end-of-day compaction cannot swap files under the read
+        files = drop_replaced(sorted(root.glob("date=*/*.parquet")))
+        frames = [pd.read_parquet(f) for f in files]
+    if not frames:
+        return pd.DataFrame(columns=["symbol", "ts_ns"])
+    df = pd.concat(frames, ignore_index=True)
     if symbols:
         df = df[df.symbol.isin(symbols)]
     return df.drop_duplicates(["symbol", "ts_ns"]).sort_values("ts_ns", kind="stable").reset_index(drop=True)
@@ -80,3 +88,25 @@ def as_of(features: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
 def historical(data_dir: Path, symbols: list[str], start_ns: int, end_ns: int) -> pd.DataFrame:
     df = read_offline(data_dir, symbols)
     return df[(df.ts_ns >= start_ns) & (df.ts_ns < end_ns)].reset_index(drop=True)
+
+
+def _span(files: list[Path]) -> str:
+    """`<first>_<last>` of the flush times that start the file names (`<ns>-<id>.parquet`)."""
+    stamps = sorted(int(m[1]) for f in files if (m := re.match(r"^(?:compact-)?(\d+)", f.name)))
+    return f"{stamps[0]}_{stamps[-1]}" if stamps else "0_0"
+
+
+def compact_offline(data_dir: Path, through: str) -> CompactionResult:
+    """The scheduler's end-of-day compaction of the offline store: each date partition up to
+    `through` ("YYYY-MM-DD", inclusive) becomes one file (backend.compaction's protocol)."""
+    root = offline_dir(data_dir)
+    res = CompactionResult(through=through, store="features")
+    if not root.exists():
+        return res
+    with compactor_lock(root) as res.cleaned:
+        for ddir in sorted(root.glob("date=*")):
+            if ddir.name[len("date="):] > through:
+                res.skipped_open += 1
+                continue
+            compact_dir(root, ddir, ["ts_ns", "symbol"], _span, res)
+    return res

@@ -9,19 +9,16 @@ entries at or below it are never written again. Delta Lake keeps the same offset
 transaction version in the table's own log.
 
 A closed day's many small files are compacted into one file per date and symbol by the
-scheduler's end-of-day job (`backend.marketdata.compaction`). Readers list and read under a shared
-lock (`store_lock`) and compaction swaps files under the exclusive one, so a reader sees the files
-before the swap or after it, never between; `live_files` leaves out files a compacted file
-replaces (its Parquet metadata names them), which covers a compaction that crashed mid-swap.
+scheduler's end-of-day job (`backend.marketdata.compaction`). Readers list and read under the
+store's shared lock and compaction swaps files under the exclusive one (backend.compaction), so a
+reader sees the files before the swap or after it, never between; `live_files` leaves out files a
+compacted file replaces, which covers a compaction that crashed mid-swap.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from backend.compaction import drop_replaced, store_lock
 from backend.marketdata import ticks as tickcols
 from backend.messages import TickBatch
 
@@ -46,10 +44,6 @@ SCHEMA = pa.schema([
     ("stream_id", pa.string()),
 ])
 APP_ID = "tradeops-sink-ticks"
-LOCK_FILE = "_readers.lock"
-COMPACT_PREFIX = "compact-"
-REPLACES_META = b"tradeops.replaces"
-"""Parquet schema metadata of a compacted file: JSON list of the file names it replaces."""
 
 
 def ticks_dir(data_dir: Path) -> Path:
@@ -106,31 +100,6 @@ def _with_date(table: pa.Table) -> pa.Table:
     return table.append_column("date", date)
 
 
-@contextmanager
-def store_lock(root: Path, *, exclusive: bool = False) -> Iterator[None]:
-    """Readers hold it shared while they list and read; compaction exclusive while it swaps."""
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
-    except OSError:  # a read-only store: nobody can compact it either
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def replaced_by(path: Path) -> list[str]:
-    """The file names a compacted file replaces (empty for a file the sink wrote)."""
-    if not path.name.startswith(COMPACT_PREFIX):
-        return []
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta.get(REPLACES_META, b"[]"))
-
-
 def live_files(root: Path, dates: tuple[str | None, str | None] = (None, None)) -> list[Path]:
     """The committed Parquet files a reader reads: every partition file, minus the files a
     compacted file replaces. `dates` (first, last, inclusive, "YYYY-MM-DD") prunes partitions.
@@ -142,8 +111,7 @@ def live_files(root: Path, dates: tuple[str | None, str | None] = (None, None)) 
         if (lo and day < lo) or (hi and day > hi):
             continue
         files += sorted(ddir.glob("symbol=*/*.parquet"))
-    gone = {f.parent / name for f in files for name in replaced_by(f)}
-    return [f for f in files if f not in gone]
+    return drop_replaced(files)
 
 
 def _ns(t: int | pd.Timestamp) -> int:

@@ -4,7 +4,8 @@ Jobs (config `[[services.scheduler.jobs]]`: a name, a kind, `at = "HH:MM"` UTC d
 `every = "15m"`, and the kind's params):
 
 - `sink-compaction`: the tick store's small files of every closed day become one file per date
-  and symbol (backend.marketdata.compaction: atomic, no row lost or doubled);
+  and symbol (backend.marketdata.compaction: atomic, no row lost or doubled), and the offline
+  feature store's one file per date;
 - `daily-report`: the last closed day's report, `reports/daily-<day>.json|md` in the data dir
   (backend.reports.daily);
 - `retrain`: a training job for ml-training over the recent history; the new version lands in
@@ -37,6 +38,7 @@ import msgspec
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
 from backend.health import gone
+from backend.features import store as fstore
 from backend.marketdata import compaction
 from backend.messages import Alert, JobRun, ModelEvent, TrainJob
 from backend.reports import daily
@@ -319,11 +321,14 @@ class SchedulerService(Service):
                           maxlen=streams.maxlen(streams.OPS_JOBS), approximate=True)
 
     async def compact(self, day: str) -> dict[str, Any]:
+        def both() -> list[compaction.CompactionResult]:
+            return [*compaction.compact_ticks(self.data_dir, day), fstore.compact_offline(self.data_dir, day)]
+
         try:
-            results = await asyncio.to_thread(compaction.compact_ticks, self.data_dir, day)
+            results = await asyncio.to_thread(both)
         except compaction.CompactionBusy as exc:
             raise JobFailed(str(exc)) from None
-        out: dict[str, Any] = {"through": day, "stores": [r.format for r in results]}
+        out: dict[str, Any] = {"through": day, "stores": [f"{r.store}/{r.format}" for r in results]}
         for k in ("partitions", "files_before", "files_after", "rows", "cleaned"):
             out[k] = sum(getattr(r, k) for r in results)
         return out

@@ -20,6 +20,7 @@ import redis
 
 from backend.bus import codec, streams
 from backend.errors import ConfigError
+from backend.features.store import read_offline, write_offline
 from backend.marketdata import compaction, store, ticks
 from backend.messages import Alert, ExecReport, JobRun, OrderEvent, Position, Signal, Tick
 from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
@@ -71,6 +72,9 @@ def seed_day(r: redis.Redis, data: Path) -> int:
     r.xadd(streams.OPS_ALERTS, codec.fields(Alert(id="a", ts_ns=1, severity="critical", source="ptrc",
                                                   kind="drawdown", message="m")), id=f"{next(ms)}-0")
     r.xadd(streams.dlq(streams.FEATURES), {b"dlq_reason": b"x"}, id=f"{next(ms)}-0")
+    for k in range(3):  # three offline feature flushes
+        write_offline(data, [{"symbol": "BTCUSDT", "ts_ns": (Y0 + 3_600_000 + k * 1000) * 1_000_000, "ret_1": 0.1}],
+                      f"{1000 + k}-f")
     return 12 * 30
 
 
@@ -102,7 +106,10 @@ async def test_end_of_day_jobs_compact_the_store_and_write_the_report(redis_url:
     # the compaction: one file per symbol for the closed day, today untouched, same rows
     comp = runs["sink-compaction"]
     assert comp["target_day"] == YESTERDAY and comp["trigger"] == "caught up after downtime"
-    assert comp["detail"]["partitions"] == 3 and comp["detail"]["files_before"] == 36 and comp["detail"]["rows"] == rows
+    assert comp["detail"]["stores"] == ["ticks/parquet", "features/parquet"]
+    assert comp["detail"]["partitions"] == 4 and comp["detail"]["files_before"] == 39
+    assert comp["detail"]["rows"] == rows + 3
+    assert len(read_offline(data)) == 3
     day_dir = store.ticks_dir(data) / f"date={YESTERDAY}"
     assert sorted(len(list(d.glob("*.parquet"))) for d in day_dir.iterdir()) == [1, 1, 1]
     assert store.read_ticks(data).equals(before)
@@ -122,7 +129,7 @@ async def test_end_of_day_jobs_compact_the_store_and_write_the_report(redis_url:
     out = await asyncio.to_thread(subprocess.run, TRADEOPS + ["jobs"], capture_output=True, text=True, env=tradeops_env)
     assert out.returncode == 0, out.stderr
     lines = {ln.split()[0]: ln for ln in out.stdout.splitlines()[2:]}
-    assert "ok" in lines["sink-compaction"] and "partitions=3" in lines["sink-compaction"]
+    assert "ok" in lines["sink-compaction"] and "partitions=4" in lines["sink-compaction"]
     assert "ok" in lines["daily-report"] and f"daily-{YESTERDAY}.md" in lines["daily-report"]
     out = await asyncio.to_thread(subprocess.run, TRADEOPS + ["jobs", "history", "daily-report"], capture_output=True,
                                   text=True, env=tradeops_env)

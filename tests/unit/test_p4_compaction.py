@@ -162,3 +162,24 @@ def test_delta_lake_partitions_are_compacted_and_keep_the_offset(tmp_path: Path)
     assert len(after) == n
     pd.testing.assert_frame_equal(before, after)
     assert store.DeltaStore(store.delta_dir(tmp_path)).recover() == offset == "8-0"
+
+
+def test_the_offline_feature_store_is_compacted_per_closed_day(tmp_path: Path) -> None:
+    from backend.features.store import compact_offline, offline_dir, read_offline, write_offline
+
+    y0 = NOW - 86400 * S
+    for k in range(8):  # eight flushes yesterday, two today; a later one adds a feature column
+        rows = [{"symbol": s, "ts_ns": y0 + (k * 10 + i) * S, "ret_1": 0.001 * i, **({"vol_5": 1.0} if k == 7 else {})}
+                for i, s in enumerate(SYMS * 3)]
+        write_offline(tmp_path, rows, f"{1000 + k}-a{k}")
+    for k in range(2):
+        write_offline(tmp_path, [{"symbol": "BTCUSDT", "ts_ns": NOW + k * S, "ret_1": 0.0}], f"{2000 + k}-b{k}")
+    before = read_offline(tmp_path)
+    res = compact_offline(tmp_path, YESTERDAY)
+    assert (res.store, res.partitions, res.files_before, res.rows, res.skipped_open) == ("features", 1, 8, 72, 1)
+    day = offline_dir(tmp_path) / f"date={YESTERDAY}"
+    assert [f.name for f in day.glob("*.parquet")] == ["compact-1000_1007.parquet"]
+    after = read_offline(tmp_path)
+    assert len(after) == len(before) == 74
+    pd.testing.assert_frame_equal(before[sorted(before.columns)], after[sorted(after.columns)])
+    assert after.vol_5.notna().sum() == 9  # the column only the last flush had, kept for its rows
