@@ -165,6 +165,10 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"job names must be unique: {', '.join(dup)}")
         if self.tick_s <= 0:
             raise ValueError("tick_s must be positive")
+        for j in self.jobs:
+            if j.every is not None and seconds(j.every) < self.tick_s:
+                raise ValueError(f"job {j.name!r}: every {j.every} is shorter than tick_s {self.tick_s:g}s "
+                                 "(how often the scheduler looks)")
 
 
 class JobFailed(Exception):

@@ -235,6 +235,7 @@ async def test_failures_are_recorded_and_alerted_and_bad_requests_dead_lettered(
     ([{"name": "daily-report", "at": "01:00"}, {"name": "daily-report", "at": "02:00"}],
      "job names must be unique: daily-report"),
     ([{"name": "daily-report", "at": "01:00", "extra": 1}], "Object contains unknown field `extra`"),
+    ([{"name": "r", "kind": "daily-report", "every": "5s"}], "job 'r': every 5s is shorter than tick_s 20s"),
 ])
 def test_bad_config_names_what_is_wrong(redis_url: str, jobs: list[dict], message: str) -> None:
     with pytest.raises(ConfigError, match=r"\[services\.scheduler\]") as err:
