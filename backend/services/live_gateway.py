@@ -82,14 +82,16 @@ class LiveGatewayService(Service):
                 "venue_errors": self.errors}
 
     async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None) -> None:
-        """The reports, the paper book's changes and the XACK of what produced them, in one write."""
+        """The reports, the paper book's changes and the XACK of what produced them, in one MULTI."""
         cmds: list[tuple[Any, ...]] = [streams.xadd(streams.EXEC_REPORTS, rep) for rep in reps]
         if self.rest is None and reps:
             cmds += self._save_paper({r.client_order_id for r in reps})
         if ack:
             cmds.append(("XACK", streams.EXEC_ORDERS, self.name, *ack))
         if cmds:
-            await self.send(cmds)
+            # one atomic step: a crash leaves either all of it (reports, book, ack) or none, so a
+            # redelivered exec order is never placed twice
+            await self.send([("MULTI",), *cmds, ("EXEC",)])
         self.reports += len(reps)
 
     async def on_orders(self, entries: list[Entry]) -> None:
