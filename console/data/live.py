@@ -7,7 +7,6 @@ import time
 from collections import defaultdict, deque
 from typing import Any
 
-import numpy as np
 import redis
 
 from backend.bus import codec, streams
@@ -19,6 +18,8 @@ from backend.migration.state import board
 from console.data.snapshot import BarRow, GateRow, HealthRow, MarketRow, OrderRow, Snapshot
 
 RISK_SLA_MS = 1.5
+LAST_BATCHES = 8  # newest md.ticks entries read per poll for last prices
+QUIET_NS = 3_000_000_000  # a symbol with no 1 s bar this recent shows 0 ticks/s
 
 
 class LiveSource:
@@ -27,12 +28,13 @@ class LiveSource:
         self.settings = settings
         self.operator = operator
         self.r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        self.tick_cursor = "$"
+        self.bar_cursor: str | bytes = "$"
+        self.last: dict[str, float] = {}
+        self.bar_start: dict[str, int] = {}
         self.prices: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=120))
         self.first: dict[str, float] = {}
         self.volume: dict[str, float] = defaultdict(float)
         self.rates: dict[str, float] = {}
-        self.last_poll = time.monotonic()
         self.risk_series: deque[float] = deque(maxlen=240)
         self.orders: dict[str, OrderEvent] = {}
         self.history: dict[str, list[str]] = defaultdict(list)
@@ -95,50 +97,37 @@ class LiveSource:
         snap.infra = [(i.name, "ok" if i.name == "redis" else "stand-in") for i in self.inv.infra]
 
     def _market(self, snap: Snapshot) -> None:
-        now = time.monotonic()
-        dt = max(1e-3, now - self.last_poll)
-        self.last_poll = now
-        counts: dict[str, int] = defaultdict(int)
-        resp = self.r.xread({streams.MD_TICKS: self.tick_cursor}, count=5000)
-        if self.tick_cursor == "$" and not resp:
-            last = self.r.xrevrange(streams.MD_TICKS, count=1)
-            if last:
-                self.tick_cursor = last[0][0]
-        names: list[np.ndarray] = []
-        prices: list[np.ndarray] = []
-        qtys: list[np.ndarray] = []
-        for _, items in resp or []:
-            for eid, f in items:
-                self.tick_cursor = eid
-                b = tickcols.decode(codec.payload(f))
-                c = tickcols.columns(b)
-                names.append(np.asarray(b.symbols, dtype=object)[c["sym"]])
-                prices.append(c["price"])
-                qtys.append(c["qty"])
-        if names:  # one vectorised pass over everything read since the last poll
-            sym = np.concatenate(names).astype(str)
-            px = np.concatenate(prices)
-            qty = np.concatenate(qtys)
-            uniq, inv, n = np.unique(sym, return_inverse=True, return_counts=True)
-            vol = np.bincount(inv, weights=qty)
-            last_idx = np.zeros(len(uniq), dtype=np.int64)
-            np.maximum.at(last_idx, inv, np.arange(len(sym)))
-            first_idx = np.full(len(uniq), len(sym), dtype=np.int64)
-            np.minimum.at(first_idx, inv, np.arange(len(sym)))
-            for k, s_ in enumerate(uniq):
-                s_ = str(s_)
-                counts[s_] = int(n[k])
-                self.volume[s_] += float(vol[k])
-                self.first.setdefault(s_, float(px[first_idx[k]]))
-                self.prices[s_].append(float(px[last_idx[k]]))
-        for sym in set(self.prices) | set(counts):
-            self.rates[sym] = counts.get(sym, 0) / dt
+        """Per-symbol last price, ticks/s and volume at a cost that does not grow with the tick
+        rate: prices from the newest few tick batches, rates and volume from the 1 s bars (each
+        carries its trade count and volume), read incrementally."""
+        for _, f in reversed(self.r.xrevrange(streams.MD_TICKS, count=LAST_BATCHES)):
+            self.last.update(tickcols.last_prices(tickcols.decode(codec.payload(f))))
+        if self.bar_cursor == "$":  # first poll: the last few seconds seed the rates
+            items = list(reversed(self.r.xrevrange(streams.MD_BARS_1S, count=200)))
+        else:
+            items = [it for _, its in self.r.xread({streams.MD_BARS_1S: self.bar_cursor}, count=5000) or []
+                     for it in its]
+        for eid, f in items:
+            self.bar_cursor = eid
+            bar = codec.decode(codec.payload(f), Bar)
+            seen = self.bar_start.get(bar.symbol, 0)
+            if bar.start_ns > seen:
+                self.bar_start[bar.symbol] = bar.start_ns
+                self.rates[bar.symbol] = float(bar.trades)  # trades in the newest closed second
+            self.volume[bar.symbol] += bar.volume
+        if self.bar_cursor == "$":
+            self.bar_cursor = "0-0" if not items else self.bar_cursor
+        quiet_before = time.time_ns() - QUIET_NS
+        for sym, px in self.last.items():
+            self.prices[sym].append(px)
+            self.first.setdefault(sym, px)
         for sym in sorted(self.prices):
             last = self.prices[sym][-1]
             first = self.first[sym]
+            rate = self.rates.get(sym, 0.0) if self.bar_start.get(sym, 0) >= quiet_before else 0.0
             snap.market.append(MarketRow(sym, last, (last / first - 1) * 100 if first else 0.0,
-                                         self.rates.get(sym, 0.0), self.volume[sym], list(self.prices[sym])))
-        snap.total_tps = sum(self.rates.values())
+                                         rate, self.volume[sym], list(self.prices[sym])))
+        snap.total_tps = sum(m.ticks_per_s for m in snap.market)
         for _, f in self.r.xrevrange(streams.MD_BARS_1S, count=12):
             bar = codec.decode(codec.payload(f), Bar)
             snap.bars.append(BarRow(bar.symbol, bar.interval, time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9)),
