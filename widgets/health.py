@@ -17,9 +17,14 @@ class HealthTile(Static):
     HealthTile.-absent { border: round $panel; color: $text-disabled; }
     """
 
+    _shown: tuple[str, str, tuple[str, ...]] | None = None
+
     def show_state(self, title: str, state: str, lines: list[str]) -> None:
+        if self._shown == (title, state, tuple(lines)):
+            return  # unchanged: no repaint
+        self._shown = (title, state, tuple(lines))
         for s in STATES:
             self.set_class(s == state, f"-{s}")
         self.border_title = title
         self.border_subtitle = state
-        self.update("\n".join(lines))
+        self.update("\n".join(lines), layout=False)  # a tile's size never depends on its text

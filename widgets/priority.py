@@ -23,6 +23,7 @@ class PriorityColumn(ListView):
         self.border_title = f"P{priority}"
         self.services: list[str] = []
         self._cards: dict[str, tuple[ListItem, Static]] = {}
+        self._shown: dict[str, tuple[str, str]] = {}
 
     def set_cards(self, cards: Sequence[tuple[str, str, str]]) -> None:
         """(service, migration state, health) per card, in order."""
@@ -31,6 +32,7 @@ class PriorityColumn(ListView):
             self.clear()
             self.services = names
             self._cards = {}
+            self._shown = {}
             for name, state, health in cards:
                 label = Static(f"{name}\n{state} · {health}")
                 item = ListItem(label)
@@ -39,10 +41,13 @@ class PriorityColumn(ListView):
             if names and self.index is None:
                 self.index = 0
         for name, state, health in cards:
+            if self._shown.get(name) == (state, health):
+                continue  # unchanged: no repaint
+            self._shown[name] = (state, health)
             item, label = self._cards[name]
             for s in ("planned", "deploying", "validating", "migrated", "failed", "rolled_back"):
                 item.set_class(s == state, f"-{s}")
-            label.update(f"{name}\n{state} · {health}")
+            label.update(f"{name}\n{state} · {health}", layout=False)  # a card is always 2 lines
 
     @property
     def selected(self) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.screen import Screen
@@ -25,6 +26,10 @@ class BaseScreen(Screen):
 
     def compose_body(self) -> ComposeResult:
         yield from ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._texts: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -56,17 +61,27 @@ class BaseScreen(Screen):
             flags.append("[reverse] READ-ONLY [/]")
         if getattr(app, "filter_text", ""):
             flags.append(f"filter: {app.filter_text}")
-        self.query_one("#status", StatusBar).update(
-            f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · {snap.redis} · "
-            f"operator [b]{snap.operator}[/b] · {snap.clock}  " + " ".join(flags))
+        self.set_text("#status", f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · "
+                      f"{snap.redis} · operator [b]{snap.operator}[/b] · {snap.clock}  " + " ".join(flags))
         banner = self.query_one("#banner", Static)
-        banner.display = not snap.connected
-        banner.update(f"⚠ {snap.error}" if not snap.connected else "")
+        if banner.display == snap.connected:
+            banner.display = not snap.connected
+        self.set_text("#banner", f"⚠ {snap.error}" if not snap.connected else "")
         self.render_snapshot(snap)
         self.shown_at = time.perf_counter()
 
     def render_snapshot(self, snap: Snapshot) -> None:
         pass
+
+    def set_text(self, selector: str, text: str) -> None:
+        """Update a Static only when its text changed, with a layout pass only when its number of
+        lines did: a snapshot that changes one figure repaints one widget, not the screen."""
+        box = self.query_one(selector, Static)
+        old = self._texts.get(selector)
+        if old == text:
+            return
+        self._texts[selector] = text
+        box.update(text, layout=old is None or old.count("\n") != text.count("\n"))
 
     def matches(self, *cells: object) -> bool:
         f = getattr(self.app, "filter_text", "").lower()

@@ -63,9 +63,9 @@ class GatesScreen(BaseScreen):
         g = next((g for g in snap.gates if g.id == gid), None) if snap else None
         if g is None:
             return
-        self.query_one("#gate-title", Static).update(f"[b]{g.id}[/b] {g.title} — {g.status}")
+        self.set_text("#gate-title", f"[b]{g.id}[/b] {g.title} — {g.status}")
         self.query_one(Checklist).set_checks(g.checks)
-        self.query_one("#approvals", Static).update(
+        self.set_text("#approvals", 
             f"approvals {g.approvals}" + (f" · still needed: {'; '.join(g.needs)}" if g.needs else ""))
 
     def check_id(self) -> str | None:

@@ -15,7 +15,11 @@ class MarketScreen(BaseScreen):
     TITLE = "market"
     AUTO_FOCUS = "#quotes"
 
+    _quotes: dict[str, tuple[str, ...]]
+    _bars: list[tuple[str, ...]]
+
     def compose_body(self) -> ComposeResult:
+        self._quotes, self._bars = {}, []
         with Vertical(id="market"):
             yield Static(id="tps", classes="panel-title")
             yield DataTable(id="quotes", cursor_type="row", zebra_stripes=True)
@@ -32,7 +36,7 @@ class MarketScreen(BaseScreen):
         super().on_mount()
 
     def render_snapshot(self, snap: Snapshot) -> None:
-        self.query_one("#tps", Static).update(f"[b]{snap.total_tps:,.0f}[/b] ticks/s on md.ticks")
+        self.set_text("#tps", f"[b]{snap.total_tps:,.0f}[/b] ticks/s on md.ticks")
         q = self.query_one("#quotes", DataTable)
         seen = set()
         for m in snap.market:
@@ -40,22 +44,28 @@ class MarketScreen(BaseScreen):
                 continue
             seen.add(m.symbol)
             cells = (m.symbol, f"{m.last:,.6g}", f"{m.change_pct:+.3f}%", f"{m.ticks_per_s:,.0f}", f"{m.volume:,.2f}")
-            if m.symbol in q.rows:
-                for c, v in zip(COLS, cells, strict=True):
-                    q.update_cell(m.symbol, c, v)
-            else:
+            old = self._quotes.get(m.symbol)
+            if old is None:
                 q.add_row(*cells, key=m.symbol)
+            else:
+                for c, v, was in zip(COLS, cells, old, strict=True):
+                    if v != was:
+                        q.update_cell(m.symbol, c, v)
+            self._quotes[m.symbol] = cells
         for key in [k.value for k in q.rows if k.value not in seen]:
             q.remove_row(key)
+            self._quotes.pop(key, None)
         row = q.cursor_row if q.row_count else None
         sel = q.coordinate_to_cell_key((row, 0)).row_key.value if row is not None and q.row_count else None
         pick = next((m for m in snap.market if m.symbol == sel), snap.market[0] if snap.market else None)
         if pick:
-            self.query_one("#spark-title", Static).update(f"{pick.symbol} price")
+            self.set_text("#spark-title", f"{pick.symbol} price")
             self.query_one("#spark", SlaSparkline).set_values(pick.spark)
-        bars = self.query_one("#bars", DataTable)
-        bars.clear()
-        for b in snap.bars:
-            if self.matches(b.symbol):
-                bars.add_row(b.start, b.symbol, f"{b.open:,.6g}", f"{b.high:,.6g}", f"{b.low:,.6g}",
-                             f"{b.close:,.6g}", f"{b.volume:,.3f}", str(b.trades))
+        rows = [(b.start, b.symbol, f"{b.open:,.6g}", f"{b.high:,.6g}", f"{b.low:,.6g}", f"{b.close:,.6g}",
+                 f"{b.volume:,.3f}", str(b.trades)) for b in snap.bars if self.matches(b.symbol)]
+        if rows != self._bars:  # new bars close once a second: redraw the table only then
+            self._bars = rows
+            bars = self.query_one("#bars", DataTable)
+            bars.clear()
+            for row in rows:
+                bars.add_row(*row)

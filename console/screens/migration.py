@@ -22,6 +22,8 @@ class MigrationScreen(BaseScreen):
         Binding("right", "column(1)", "▶", show=False, id="migration.right"),
     ]
 
+    _deps_for: tuple[object, ...] | None = None
+
     def compose_body(self) -> ComposeResult:
         with Vertical(id="migration"):
             with Horizontal(id="board"):
@@ -42,21 +44,26 @@ class MigrationScreen(BaseScreen):
         from backend.migration import inventory
 
         svc = self.selected()
-        box = self.query_one("#deps", Static)
         if not svc:
-            box.update("select a service (tab / arrows)")
+            self.set_text("#deps", "select a service (tab / arrows)")
             return
+        board = self.app.snapshot.board if self.app.snapshot else {}
+        states = {n: s for cards in board.values() for n, s, _ in cards}
+        gates = tuple((g.id, g.status) for g in self.app.snapshot.gates) if self.app.snapshot else ()
+        key = (svc, tuple(sorted(states.items())), gates)
+        if key == self._deps_for:
+            return  # same service, board and gates: the blockers (a read of the bus) still hold
+        self._deps_for = key
         spec = inventory.load().service(svc)
-        states = {n: s for cards in (self.app.snapshot.board.values() if self.app.snapshot else []) for n, s, _ in cards}
         deps = ", ".join(f"{d} ({states.get(d, '?')})" for d in spec.depends_on) or "none"
         users = ", ".join(inventory.load().dependents(svc)) or "none"
         try:
             why = self.app.actions.blockers(svc)
         except Exception:  # noqa: BLE001 - the dependency view must not break the board
             why = []
-        box.update(f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h\n"
-                   f"depends on: {deps}\nneeded by: {users}\n"
-                   + ("[b]blocked:[/b] " + "; ".join(why) if why else "[green]nothing blocks a start[/]"))
+        self.set_text("#deps", f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h\n"
+                      f"depends on: {deps}\nneeded by: {users}\n"
+                      + ("[b]blocked:[/b] " + "; ".join(why) if why else "[green]nothing blocks a start[/]"))
 
     def on_list_view_highlighted(self) -> None:
         self.show_deps()
@@ -75,7 +82,7 @@ class MigrationScreen(BaseScreen):
             why = self.app.actions.blockers(svc)
             if why:
                 self.notify(f"cannot start {svc}: " + "; ".join(why), title="move refused", severity="error")
-                self.query_one("#deps", Static).update(f"[b]{svc}: start refused[/b]\n" + "\n".join(f"• {w}" for w in why))
+                self.set_text("#deps", f"[b]{svc}: start refused[/b]\n" + "\n".join(f"• {w}" for w in why))
                 return
         confirm = svc if action in ("cutover", "rollback") else None
 

@@ -32,11 +32,11 @@ class OrdersScreen(BaseScreen):
                                      o.state, f"{o.filled:g}", o.reason[:40]))
                 for o in snap.orders if self.matches(o.client_order_id, o.symbol, o.state, o.account)]
         t.set_rows(rows)
-        self.query_one("#follow", Static).update(
+        self.set_text("#follow", 
             "following newest" if t.follow else f"[reverse] {t.new_since_pause} new [/] (scroll to top to follow)")
         key = self._selected()
         hist = snap.order_history.get(key or "", [])
-        self.query_one("#history", Static).update(f"[b]{key or 'no order selected'}[/b]\n" + "\n".join(hist[-20:]))
+        self.set_text("#history", f"[b]{key or 'no order selected'}[/b]\n" + "\n".join(hist[-20:]))
 
     def _selected(self) -> str | None:
         t = self.query_one(BlotterTable)

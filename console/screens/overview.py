@@ -39,6 +39,6 @@ class OverviewScreen(BaseScreen):
         for p, (done, total) in sorted(snap.progress.items()):
             bar = "█" * done + "░" * (total - done)
             lines.append(f"P{p} {bar} {done}/{total}")
-        self.query_one("#progress", Static).update("\n".join(lines))
-        self.query_one("#open-gates", Static).update("[b]Open gates[/b]\n" + ("\n".join(snap.open_gates) or "none"))
-        self.query_one("#alerts", Static).update("[b]Recent alerts[/b]\n" + ("\n".join(snap.alerts[-8:]) or "none"))
+        self.set_text("#progress", "\n".join(lines))
+        self.set_text("#open-gates", "[b]Open gates[/b]\n" + ("\n".join(snap.open_gates) or "none"))
+        self.set_text("#alerts", "[b]Recent alerts[/b]\n" + ("\n".join(snap.alerts[-8:]) or "none"))
