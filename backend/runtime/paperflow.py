@@ -1,17 +1,31 @@
 """Paper orders for the demo: small market and limit orders at a steady rate, so the blotter,
-the risk latency and the fills have something to show."""
+the risk latency and the fills have something to show. Quantities and limits are on the
+instrument's lot and tick sizes (refdata), so risk judges them on their merits."""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 
+import msgspec
 import redis
 
 from backend.bus import codec, publish_sync, streams
 from backend.marketdata import ticks as tickcols
-from backend.messages import Order
+from backend.messages import Instrument, Order
+from backend.services import refdata
+
+
+def on_step(value: float, step: float, minimum: bool = False) -> float:
+    """`value` rounded to a whole number of `step`s (at least one step with `minimum`), without
+    float noise in the digits."""
+    n = round(value / step)
+    if minimum:
+        n = max(1, n)
+    digits = max(0, -math.floor(math.log10(step))) + 2
+    return round(n * step, digits)
 
 
 class PaperFlow:
@@ -21,6 +35,23 @@ class PaperFlow:
         self.rng = random.Random(seed)
         self._stop = threading.Event()
         self.n = 0
+        self.steps: dict[str, tuple[float, float]] = {}  # symbol -> (tick size, lot size)
+        self.steps_read = 0.0
+
+    def _steps(self) -> dict[str, tuple[float, float]]:
+        """The instrument master as refdata holds it (it can change while the demo runs), else the
+        packaged one; read again every 10 s."""
+        if self.steps and time.monotonic() - self.steps_read < 10:
+            return self.steps
+        raw = self.r.hgetall(refdata.KEY)
+        if raw:
+            dec = msgspec.msgpack.Decoder(Instrument)
+            insts = [dec.decode(v) for v in raw.values()]
+        else:
+            insts = refdata.load_file(None)
+        self.steps = {i.symbol: (i.tick_size, i.lot_size) for i in insts}
+        self.steps_read = time.monotonic()
+        return self.steps
 
     def stop(self) -> None:
         self._stop.set()
@@ -33,11 +64,13 @@ class PaperFlow:
             prices = tickcols.last_prices(tickcols.decode(codec.payload(last[0][1])))
             sym = self.rng.choice(sorted(prices))
             px = prices[sym]
-            limit = round(px * self.rng.uniform(0.995, 1.005), 6) if self.rng.random() < 0.4 else None
+            tick, lot = self._steps().get(sym, (1e-6, 1e-6))
+            limit = on_step(px * self.rng.uniform(0.995, 1.005), tick, minimum=True) if self.rng.random() < 0.4 else None
+            qty = on_step(max(0.001, 1000 / px * self.rng.uniform(0.1, 1)), lot, minimum=True)
             self.n += 1
             publish_sync(self.r, streams.ORDERS_NEW, Order(
                 client_order_id=f"demo-{int(time.time())}-{self.n}", account=f"paper-{self.n % 3 + 1}", symbol=sym,
                 side=self.rng.choice(["buy", "sell"]), type="limit" if limit else "market",
-                quantity=round(max(0.001, 1000 / px * self.rng.uniform(0.1, 1)), 6), limit_price=limit,
+                quantity=qty, limit_price=limit,
                 time_in_force="GTC", sent_ns=time.time_ns(), source="demo"))
         self.r.close()
