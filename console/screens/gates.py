@@ -24,7 +24,10 @@ class GatesScreen(BaseScreen):
         Binding("x", "decide('stop')", "Stop", id="gates.stop"),
     ]
 
+    _rows: dict[str, tuple[str, ...]]
+
     def compose_body(self) -> ComposeResult:
+        self._rows = {}
         with Horizontal(id="gates"):
             yield DataTable(id="gate-list", cursor_type="row")
             with Vertical(id="gate-detail"):
@@ -46,11 +49,14 @@ class GatesScreen(BaseScreen):
         t = self.query_one("#gate-list", DataTable)
         for g in snap.gates:
             cells = (g.id + (" ★" if g.critical else ""), g.status, g.approvals)
-            if g.id in t.rows:
-                for i, v in enumerate(cells):
-                    t.update_cell_at((t.get_row_index(g.id), i), v)
-            else:
+            old = self._rows.get(g.id)
+            if old is None:
                 t.add_row(*cells, key=g.id)
+            elif old != cells:  # a table redraws all its rows on any change: change only what did
+                for i, (v, was) in enumerate(zip(cells, old, strict=True)):
+                    if v != was:
+                        t.update_cell_at((t.get_row_index(g.id), i), v)
+            self._rows[g.id] = cells
         self.show_gate()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
