@@ -1,5 +1,10 @@
 """The target deployment as a docker-compose file, generated from the inventory: one network per
-CPGS lane, each service on its lanes with its port, dependencies as depends_on."""
+CPGS lane, each service on its lanes with its port, dependencies as depends_on.
+
+Each service runs one instance with a fixed name, `<service>-target` (the image's entrypoint is
+`tradeops`, so the command starts at `service run`), and its health check is the one the docker
+runtime uses, `python -m backend.runtime.healthcheck SERVICE INSTANCE`: standard library only, so
+it works in the production image (Dockerfile), which has no redis-cli."""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ import json
 from backend.migration import inventory
 
 LANES = ("frontend", "lowlatency", "backend")
+
+
+def target_instance(service: str) -> str:
+    """The one target instance of `service` in the compose deployment."""
+    return f"{service}-target"
 
 
 def compose(image: str = "tradeops:latest") -> str:
@@ -21,10 +31,11 @@ def compose(image: str = "tradeops:latest") -> str:
                   "    healthcheck:", "      test: [\"CMD\", \"redis-cli\", \"ping\"]", "      interval: 5s"]
     for s in inv.services:
         deps = ["redis", *s.depends_on]
+        instance = target_instance(s.name)
         lines += [
             f"  {s.name}:",
             f"    image: {image}",
-            f"    command: [\"tradeops\", \"service\", \"run\", \"{s.name}\", \"--environment\", \"target\"]",
+            f"    command: {json.dumps(['service', 'run', s.name, '--instance', instance, '--environment', 'target'])}",
             "    environment:",
             "      TRADEOPS_REDIS_URL: redis://redis:6379/0",
             "      TRADEOPS_ENVIRONMENT: target",
@@ -36,8 +47,9 @@ def compose(image: str = "tradeops:latest") -> str:
             f"      tradeops.service: {json.dumps(s.name)}",
             "      tradeops.environment: target",
             f"      tradeops.priority: \"{s.priority}\"",
+            f"      tradeops.instance: {json.dumps(instance)}",
             "    healthcheck:",
-            f"      test: [\"CMD\", \"sh\", \"-c\", \"redis-cli -u redis://redis:6379 --scan --pattern 'health:{s.name}:*' | grep -q .\"]",
+            f"      test: {json.dumps(['CMD', 'python', '-m', 'backend.runtime.healthcheck', s.name, instance])}",
             "      interval: 5s",
         ]
     lines.append("networks:")

@@ -1,0 +1,60 @@
+"""`tradeops compose`: every service runs one instance with a fixed name, and its health check is
+the standard-library one of the production image (no redis-cli there). The command and the health
+check written for a service are run as they are, against the real Redis: the instance heartbeats
+under the name the health check asks about."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from backend.migration import inventory
+from backend.migration.compose import compose
+from tests.conftest import wait_for
+
+
+def _service_block(text: str, name: str) -> str:
+    m = re.search(rf"^  {re.escape(name)}:\n((?:    .*\n)+)", text, re.M)
+    assert m, f"no service {name} in the compose file"
+    return m.group(1)
+
+
+def _list(block: str, key: str) -> list[str]:
+    m = re.search(rf"^\s+{key}: (\[.*\])$", block, re.M)
+    assert m, f"no {key}"
+    return json.loads(m.group(1))
+
+
+def test_every_service_has_a_fixed_instance_and_the_images_health_check() -> None:
+    text = compose("tradeops:1.0")
+    assert "redis-cli" not in text.split("\n  normalizer:")[1]  # only the redis image's own check uses it
+    for s in inventory.load().services:
+        block = _service_block(text, s.name)
+        # the image's entrypoint is `tradeops`: the command is its arguments
+        assert _list(block, "command") == ["service", "run", s.name, "--instance", f"{s.name}-target",
+                                           "--environment", "target"]
+        assert _list(block, "test") == ["CMD", "python", "-m", "backend.runtime.healthcheck", s.name,
+                                        f"{s.name}-target"]
+
+
+def test_the_written_command_and_health_check_agree_on_real_redis(redis_url: str, tmp_path: Path) -> None:
+    block = _service_block(compose(), "refdata")
+    env = {**os.environ, "TRADEOPS_REDIS_URL": redis_url, "TRADEOPS_DATA_DIR": str(tmp_path)}
+    check = [sys.executable if a == "python" else a for a in _list(block, "test")[1:]]
+
+    def healthy() -> bool:
+        return subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
+
+    assert not healthy()  # nothing runs yet
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", *_list(block, "command")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(healthy, timeout=60, interval=0.2, what="the compose health check to pass")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
