@@ -9,6 +9,7 @@ batch). Venue trade ids rise per symbol, so a high-water mark per symbol is the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,31 @@ from backend.messages import Bar, RawTickBatch, TickBatch
 NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 NO_CODE = np.uint16(0xFFFF)
 INTERVALS = {"1s": 1_000_000_000, "1m": 60_000_000_000}
+
+
+SMALL = 32  # a column this short is parsed in Python: Arrow's fixed cost per call is larger
+_number = re.compile(NUMBER.encode())
+
+
+def _parse_small(data: bytes, offsets: np.ndarray) -> np.ndarray | None:
+    """A few well-formed numbers parsed straight from the column's bytes; None if any is not a
+    plain decimal number (the caller then takes the Arrow path, which says which ones)."""
+    out = np.empty(len(offsets) - 1)
+    for i in range(len(out)):
+        s = data[offsets[i]:offsets[i + 1]]
+        if _number.fullmatch(s) is None:
+            return None
+        out[i] = float(s)
+    return out
+
+
+def _column(b: RawTickBatch, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The `price` or `qty` column parsed as float64, and its unparseable mask (None: all parsed)."""
+    if b.n <= SMALL:
+        vals = _parse_small(getattr(b, name), np.frombuffer(getattr(b, f"{name}_offsets"), np.int32))
+        if vals is not None:
+            return vals, None
+    return _parse(rawcols.strings(b, name))
 
 
 def _parse(arr: pa.StringArray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -119,8 +145,10 @@ class TickValidator:
         g = lut[local]
         tid = rawcols.ints(b, "trade_id")
         tns = rawcols.ints(b, "trade_ns")
-        price, p_bad = _parse(rawcols.strings(b, "price"))
-        qty, q_bad = _parse(rawcols.strings(b, "qty"))
+        price, p_bad = _column(b, "price")
+        qty, q_bad = _column(b, "qty")
+        safe_g = np.where(g == NO_CODE, 0, g).astype(np.intp)
+        marks = self.hwm[safe_g]
 
         bad = np.zeros(n, bool)
         reasons: dict[int, str] = {}
@@ -132,31 +160,34 @@ class TickValidator:
                     reasons[int(i)] = why(int(i))
                 bad[new] = True
 
-        pstr = qstr = None
-        if p_bad is not None:
-            pstr = rawcols.strings(b, "price")
-            flag(p_bad, lambda i: f"unparseable price {pstr[i].as_py()!r}")
-        if q_bad is not None:
-            qstr = rawcols.strings(b, "qty")
-            flag(q_bad, lambda i: f"unparseable quantity {qstr[i].as_py()!r}")
-        flag(~np.isfinite(price), lambda i: f"non-finite price {price[i]}")
-        flag(~np.isfinite(qty), lambda i: f"non-finite quantity {qty[i]}")
-        flag(price <= 0, lambda i: f"non-positive price {price[i]:g}")
-        flag(qty <= 0, lambda i: f"non-positive quantity {qty[i]:g}")
-        flag(g == NO_CODE, lambda i: f"unknown symbol {b.symbols[int(local[i])]!r}")
-        flag(tns > now_ns + self.max_future_ns,
-             lambda i: f"timestamp {int(tns[i])} is {(tns[i] - now_ns) / 1e9:.1f}s in the future "
-                       f"(limit {self.max_future_ns / 1e9:g}s)")
-        flag(tns < now_ns - self.max_past_ns,
-             lambda i: f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
-                       f"(limit {self.max_past_ns / 1e9:g}s)")
-        # duplicates: at or below the symbol's high-water mark ...
-        safe_g = np.where(g == NO_CODE, 0, g).astype(np.intp)
-        marks = self.hwm[safe_g]
-        if check_hwm:
-            flag(tid <= marks,
-                 lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
-                           f"(already seen up to {int(marks[i])})")
+        # one combined test first: a clean batch (the usual case) skips the rule-by-rule reasons
+        suspect = p_bad is not None or q_bad is not None or bool((
+            ~np.isfinite(price) | ~np.isfinite(qty) | (price <= 0) | (qty <= 0) | (g == NO_CODE)
+            | (tns > now_ns + self.max_future_ns) | (tns < now_ns - self.max_past_ns)
+            | ((tid <= marks) if check_hwm else False)).any())
+        if suspect:
+            if p_bad is not None:
+                pstr = rawcols.strings(b, "price")
+                flag(p_bad, lambda i: f"unparseable price {pstr[i].as_py()!r}")
+            if q_bad is not None:
+                qstr = rawcols.strings(b, "qty")
+                flag(q_bad, lambda i: f"unparseable quantity {qstr[i].as_py()!r}")
+            flag(~np.isfinite(price), lambda i: f"non-finite price {price[i]}")
+            flag(~np.isfinite(qty), lambda i: f"non-finite quantity {qty[i]}")
+            flag(price <= 0, lambda i: f"non-positive price {price[i]:g}")
+            flag(qty <= 0, lambda i: f"non-positive quantity {qty[i]:g}")
+            flag(g == NO_CODE, lambda i: f"unknown symbol {b.symbols[int(local[i])]!r}")
+            flag(tns > now_ns + self.max_future_ns,
+                 lambda i: f"timestamp {int(tns[i])} is {(tns[i] - now_ns) / 1e9:.1f}s in the future "
+                           f"(limit {self.max_future_ns / 1e9:g}s)")
+            flag(tns < now_ns - self.max_past_ns,
+                 lambda i: f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
+                           f"(limit {self.max_past_ns / 1e9:g}s)")
+            # duplicates: at or below the symbol's high-water mark ...
+            if check_hwm:
+                flag(tid <= marks,
+                     lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                               f"(already seen up to {int(marks[i])})")
         # ... or repeated within the batch (the first one stays)
         ok_idx = np.flatnonzero(~bad)
         if len(ok_idx) > 1:
