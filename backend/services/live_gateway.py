@@ -18,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from backend.bus import codec, streams
+from backend.bus.broadcast import Broadcast
 from backend.bus.worker import Entry
 from backend.exchange import server as exchange_server
 from backend.exchange.matching import MatchingEngine, Working
@@ -69,7 +70,6 @@ class LiveGatewayService(Service):
             await self._load_paper()
             for _, f in reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)):
                 self.engine.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
-        self.tick_cursor = "$"
         self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, count=512, block_ms=100,
                                    auto_ack=False)  # acked with the reports they produce
 
@@ -122,19 +122,20 @@ class LiveGatewayService(Service):
             await self.wait_stopped()
             await self.rest.close()
             return
-        while not self.stopping:
-            resp = await self.r.xread({streams.MD_TICKS: self.tick_cursor}, count=100, block=100)
-            reps: list[ExecReport] = []
-            for _, items in resp or []:
-                for eid, f in items:
-                    self.tick_cursor = eid
+        ticks = Broadcast(self.r, {streams.MD_TICKS: "$"})
+        try:
+            while not self.stopping:
+                reps: list[ExecReport] = []
+                for _, _, f in await ticks.read():
                     try:
                         prices = tickcols.last_prices(_ticks.decode(codec.payload(f)))
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         continue
                     for sym, px in prices.items():
                         reps += self.engine.on_price(sym, px)
-            await self._publish(reps)
+                await self._publish(reps)
+        finally:
+            await ticks.close()
 
     def _save_paper(self, coids: set[str]) -> list[tuple[Any, ...]]:
         gone = [c for c in coids if c not in self.engine.working]

@@ -13,6 +13,7 @@ import time
 import msgspec
 
 from backend.bus import codec, streams
+from backend.bus.broadcast import Broadcast
 from backend.bus.worker import Entry
 from backend.marketdata import ticks as tickcols
 from backend.messages import ControlCommand, ExecReport, Instrument, RiskDecision, RiskRequest, TickBatch
@@ -39,8 +40,8 @@ class RiskService(Service):
         self.worker = self.consume(streams.RISK_REQUESTS, self.on_requests, count=512, block_ms=100,
                                    auto_ack=False)
         # broadcasts: every instance reads every price, fill and control command
-        self.cursor = {streams.MD_TICKS: "$", streams.EXEC_REPORTS: "0", streams.OPS_CONTROL: "$",
-                       streams.REFDATA_EVENTS: "0"}
+        self.broadcast = Broadcast(self.r, {streams.MD_TICKS: "$", streams.EXEC_REPORTS: "0",
+                                            streams.OPS_CONTROL: "$", streams.REFDATA_EVENTS: "0"})
         last = await self.r.xrevrange(streams.MD_TICKS, count=20)
         for _, f in reversed(last):
             self.engine.book.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
@@ -72,16 +73,15 @@ class RiskService(Service):
         self.checked += len(entries)
 
     async def run_extra(self) -> None:
-        while not self.stopping:
-            resp = await self.r.xread(self.cursor, count=1000, block=100)
-            for stream, items in resp or []:
-                name = stream.decode()
-                for eid, f in items:
-                    self.cursor[name] = eid
+        try:
+            while not self.stopping:
+                for name, eid, f in await self.broadcast.read():
                     try:
                         self._on_broadcast(name, codec.payload(f))
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         self.log.warning("skipping undecodable %s entry %s", name, eid)
+        finally:
+            await self.broadcast.close()
 
     def _on_broadcast(self, stream: str, data: bytes) -> None:
         if stream == streams.MD_TICKS:
