@@ -31,6 +31,6 @@ class Checklist(DataTable):
             cells = (cid, kind, "yes" if req else "no", GLYPH.get(outcome, outcome), ev)
             if cid in self.rows:
                 for col, val in zip(("check", "kind", "req", "outcome", "evidence"), cells, strict=True):
-                    self.update_cell(cid, col, val)
+                    self.update_cell(cid, col, val, update_width=True)
             else:
                 self.add_row(*cells, key=cid)

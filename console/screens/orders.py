@@ -5,6 +5,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from backend.messages import FINAL_STATES
 from console.data.snapshot import Snapshot
 from console.modals import OrderModal
 from console.screens.base import BaseScreen
@@ -32,17 +33,15 @@ class OrdersScreen(BaseScreen):
                                      o.state, f"{o.filled:g}", o.reason[:40]))
                 for o in snap.orders if self.matches(o.client_order_id, o.symbol, o.state, o.account)]
         t.set_rows(rows)
-        self.set_text("#follow", 
-            "following newest" if t.follow else f"[reverse] {t.new_since_pause} new [/] (scroll to top to follow)")
+        self.set_text("#follow", "following newest" if t.follow else
+                      (f"[reverse] {t.new_since_pause} new [/] " if t.new_since_pause else "")
+                      + "held on the selected order (scroll to the top to follow)")
         key = self._selected()
         hist = snap.order_history.get(key or "", [])
         self.set_text("#history", f"[b]{key or 'no order selected'}[/b]\n" + "\n".join(hist[-20:]))
 
     def _selected(self) -> str | None:
-        t = self.query_one(BlotterTable)
-        if not t.row_count:
-            return None
-        return t.coordinate_to_cell_key((t.cursor_row, 0)).row_key.value
+        return self.query_one(BlotterTable).selected_key
 
     def action_new_order(self) -> None:
         snap = self.app.snapshot
@@ -58,5 +57,10 @@ class OrdersScreen(BaseScreen):
         key = self._selected()
         if key is None:
             self.notify("no order selected", severity="warning")
+            return
+        snap = self.app.snapshot
+        order = next((o for o in snap.orders if o.client_order_id == key), None) if snap else None
+        if order is not None and order.state in FINAL_STATES:
+            self.notify(f"{key} is {order.state}: nothing left to cancel", title="cancel refused", severity="warning")
             return
         self.app.run_action_worker("cancel_order", key)
