@@ -47,7 +47,7 @@ class LiveActions:
         from gates.checks import CheckContext
 
         evs = decisions.run(CheckContext(self.r, self.url, self.settings), self._gate(gate_id), self.operator, check)
-        return ", ".join(f"{e.check}: {e.outcome}" for e in evs)
+        return run_summary(gate_id, [(e.check or "", e.outcome or "") for e in evs])
 
     def gate_attest(self, gate_id: str, check: str, note: str) -> str:
         from gates import decisions
@@ -79,7 +79,8 @@ class LiveActions:
         if why:
             raise TradeopsError(f"order refused: {why}")
         publish_sync(self.r, streams.ORDERS_NEW, o)
-        return o.client_order_id
+        what = f"limit {limit:g}" if limit else "market"
+        return f"order {o.client_order_id} sent: {side} {qty:g} {o.symbol} {what} ({account})"
 
     def cancel_order(self, coid: str) -> str:
         from backend.bus import publish_sync, streams
@@ -96,6 +97,26 @@ class LiveActions:
         return f"kill switch {'ON' if on else 'off'}"
 
 
+def run_summary(gate_id: str, outcomes: list[tuple[str, str]]) -> str:
+    """One line for a run of checks: a single check by name, many by count, the ones not passed by name."""
+    if len(outcomes) == 1:
+        check, outcome = outcomes[0]
+        return f"{gate_id}/{check}: {outcome}"
+    bad = [f"{c} {o}" for c, o in outcomes if o != "passed"]
+    return (f"{gate_id}: {len(outcomes) - len(bad)} of {len(outcomes)} checks passed"
+            + (f"; {', '.join(bad)}" if bad else ""))
+
+
+def snapshot_blockers(snap: Any, service: str) -> list[str]:
+    """What keeps `service` from starting, judged on a snapshot's board and gate decisions (plain
+    values, no read of the bus: the screen calls it; the move itself is checked again on Redis)."""
+    from backend.migration.state import blockers_of
+
+    states = {name: state for cards in snap.board.values() for name, state, _ in cards}
+    decisions = {g.id: g.status for g in snap.gates if g.status in ("proceed", "fix", "stop")}
+    return blockers_of(service, states, decisions)
+
+
 class ReplayActions:
     """Recorded data: moves are checked against the recorded board and gates; nothing changes."""
 
@@ -103,12 +124,7 @@ class ReplayActions:
         self.snapshot_fn = snapshot_fn
 
     def blockers(self, service: str) -> list[str]:
-        from backend.migration.state import blockers_of
-
-        snap = self.snapshot_fn()
-        states = {name: state for cards in snap.board.values() for name, state, _ in cards}
-        decisions = {g.id: g.status for g in snap.gates if g.status in ("proceed", "fix", "stop")}
-        return blockers_of(service, states, decisions)
+        return snapshot_blockers(self.snapshot_fn(), service)
 
     def migrate(self, service: str, action: str, reason: str) -> str:
         why = self.blockers(service) if action == "start" else []

@@ -42,10 +42,10 @@ class TradeopsCommands(Provider):
         items: list[tuple[str, Any, str]] = [(f"screen: {s}", lambda s=s: app.switch_mode(s), f"go to {s}")
                                              for s in SCREENS]
         for svc in inventory.load().services:
-            items.append((f"service: {svc.name} (P{svc.priority})", lambda: app.switch_mode("migration"),
+            items.append((f"service: {svc.name} (P{svc.priority})", lambda n=svc.name: app.go_to("migration", n),
                           svc.purpose))
         for g in (app.snapshot.gates if app.snapshot else []):
-            items.append((f"gate: {g.id} ({g.status})", lambda: app.switch_mode("gates"), g.title))
+            items.append((f"gate: {g.id} ({g.status})", lambda n=g.id: app.go_to("gates", n), g.title))
         for text, cb, help_ in items:
             score = matcher.match(text)
             if score > 0:
@@ -55,12 +55,15 @@ class TradeopsCommands(Provider):
 class TradeopsApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "tradeops"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # classes on the screen, used in app.tcss
     AUTO_FOCUS = None
     COMMANDS = App.COMMANDS | {TradeopsCommands}
     MODES = {"overview": OverviewScreen, "market": MarketScreen, "orders": OrdersScreen, "risk": RiskScreen,
              "migration": MigrationScreen, "gates": GatesScreen, "audit": AuditScreen}
     BINDINGS = [
-        *[Binding(str(i + 1), f"switch_mode('{s}')", s.capitalize(), id=f"screen.{s}") for i, s in enumerate(SCREENS)],
+        # shown in the tab line under the status bar, not in the footer (which keeps the screen's own keys)
+        *[Binding(str(i + 1), f"switch_mode('{s}')", s.capitalize(), show=False, id=f"screen.{s}")
+          for i, s in enumerate(SCREENS)],
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("slash", "filter", "Filter", id="app.filter"),
         Binding("p", "pause", "Pause", id="app.pause"),
@@ -81,6 +84,8 @@ class TradeopsApp(App):
         self.filter_text = ""
         self.started = time.monotonic()
         self.first_frame_s: float | None = None
+        self.running: dict[int, str] = {}  # actions in flight, shown in the status bar
+        self._action_seq = 0
         if theme:
             self.theme = theme
 
@@ -125,31 +130,52 @@ class TradeopsApp(App):
             return False
         return True
 
-    def run_action_worker(self, name: str, *args: Any) -> None:
+    def run_action_worker(self, name: str, *args: Any, label: str = "") -> None:
+        """Run an action in a worker; `label` (what the operator asked for) shows in the status
+        bar until it is done: a gate's benchmarks or a cutover take a while."""
         if self.read_only:
             self.notify("read-only mode: nothing can be changed", severity="warning")
             return
-        self._do_action(name, *args)
+        self._action_seq += 1
+        self.running[self._action_seq] = label or name.replace("_", " ")
+        self.refresh_screen()
+        self._do_action(self._action_seq, name, *args)
 
     @work(thread=True, group="actions", exit_on_error=False, description="change something")
-    def _do_action(self, name: str, *args: Any) -> None:
+    def _do_action(self, seq: int, name: str, *args: Any) -> None:
         try:
             text = getattr(self.actions, name)(*args)
-            self.post_message(ActionDone(str(text)))
+            self.post_message(ActionDone(str(text), seq=seq))
         except Exception as exc:  # noqa: BLE001 - every refusal or failure is shown, never a crash
-            self.post_message(ActionDone(str(exc), error=True))
+            self.post_message(ActionDone(str(exc), error=True, seq=seq))
 
     def on_action_done(self, message: ActionDone) -> None:
+        self.running.pop(message.seq, None)
         self.notify(message.text, title="refused" if message.error else "done",
                     severity="error" if message.error else "information", timeout=8)
+        self.refresh_screen()
+
+    def go_to(self, mode: str, item: str) -> None:
+        """Switch to a screen and select a service or gate on it (the command palette)."""
+        self.switch_mode(mode)
+        self.call_after_refresh(self._select, item)
+
+    def _select(self, item: str) -> None:
+        select = getattr(self.screen, "select", None)
+        if select is not None:
+            select(item)
 
     def action_help(self) -> None:
-        rows = []
-        for screen_bindings in (self.BINDINGS, *(cls.BINDINGS for cls in self.MODES.values())):  # type: ignore[attr-defined]
+        rows = [("ctrl+p", "Command palette: any screen, service or gate", "everywhere", "")]
+        for where, screen_bindings in (("everywhere", self.BINDINGS), ("everywhere", BaseScreen.BINDINGS),
+                                       *((mode, vars(cls).get("BINDINGS", []))  # its own, not inherited
+                                         for mode, cls in self.MODES.items())):  # type: ignore[attr-defined]
             for b in screen_bindings:
                 if isinstance(b, Binding) and b.id and not (self.read_only and b.action.split("(")[0] in MUTATING):
                     key = self.keymap_config.get(b.id, b.key)
-                    rows.append((key, b.description or b.action, b.id))
+                    shown = ", ".join(self.get_key_display(Binding(k.strip(), "")) for k in key.split(","))
+                    what = {"◀": "Previous column", "▶": "Next column"}.get(b.description, b.description or b.action)
+                    rows.append((shown, what, where, b.id))
         self.push_screen(HelpScreen(rows))
 
     def action_pause(self) -> None:
@@ -158,7 +184,10 @@ class TradeopsApp(App):
         self.refresh_screen()
 
     def action_filter(self) -> None:
+        if not isinstance(self.screen, BaseScreen):
+            return  # a modal is open: its own keys
         box = self.screen.query_one("#filter", Input)
+        self.screen.before_filter = self.screen.focused
         box.disabled = False
         box.display = True
         box.value = self.filter_text
@@ -167,9 +196,22 @@ class TradeopsApp(App):
     @on(Input.Submitted, "#filter")
     def apply_filter(self, event: Input.Submitted) -> None:
         self.filter_text = event.value.strip()
-        event.input.display = False
-        event.input.disabled = True
+        self.close_filter()
         self.refresh_screen()
+
+    def close_filter(self) -> None:
+        """Hide the filter line and give the focus back to what had it (the table, the board)."""
+        screen = self.screen
+        if not isinstance(screen, BaseScreen):
+            return
+        box = screen.query_one("#filter", Input)
+        box.display = False
+        box.disabled = True
+        back = getattr(screen, "before_filter", None)
+        if back is not None and back.is_attached and back.focusable:
+            back.focus()
+        elif isinstance(screen.AUTO_FOCUS, str):
+            screen.query_one(screen.AUTO_FOCUS).focus()
 
     def on_unmount(self) -> None:
         self.workers.cancel_group(self, "poll")

@@ -25,3 +25,4 @@ class ActionDone(Message):
 
     text: str
     error: bool = False
+    seq: int = 0  # which run_action_worker call

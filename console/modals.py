@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
@@ -99,11 +101,18 @@ class OrderModal(ModalScreen[tuple[str, str, float, float | None] | None]):
         except ValueError:
             err.update("quantity must be a number")
             return
-        if qty <= 0:
-            err.update("quantity must be positive")
+        if not (math.isfinite(qty) and qty > 0):
+            err.update("quantity must be a positive number")
             return
         raw = self.query_one("#limit", Input).value.strip()
-        limit = float(raw) if raw else None
+        try:
+            limit = float(raw) if raw else None
+        except ValueError:
+            err.update("limit price must be a number (or empty for a market order)")
+            return
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            err.update("limit price must be a positive number (or empty for a market order)")
+            return
         self.dismiss((str(self.query_one("#symbol", Select).value), str(self.query_one("#side", Select).value),
                       qty, limit))
 
@@ -127,7 +136,7 @@ class HelpScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
-        t.add_columns("key", "action", "id")
+        t.add_columns("key", "action", "where", "id")
         for row in self.rows:
             t.add_row(*row)
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
@@ -19,6 +20,8 @@ class StatusBar(Static):
 class BaseScreen(Screen):
     TITLE = ""
     AUTO_FOCUS = None  # screens name their main widget; the hidden filter line never takes focus
+    BINDINGS = [Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")]
+    before_filter = None  # what had the focus when the filter line opened
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only mode removes every action that changes anything (and hides its key)."""
@@ -33,6 +36,7 @@ class BaseScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
+        yield Static(self.tabs(), id="tabs")
         yield Static("", id="banner")
         yield from self.compose_body()
         box = Input(placeholder="filter (enter to apply, empty to clear)", id="filter")
@@ -61,6 +65,9 @@ class BaseScreen(Screen):
             flags.append("[reverse] READ-ONLY [/]")
         if getattr(app, "filter_text", ""):
             flags.append(f"filter: {app.filter_text}")
+        running = list(getattr(app, "running", {}).values())
+        if running:
+            flags.append(f"[reverse] running: {', '.join(running)} [/]")
         self.set_text("#status", f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · "
                       f"{snap.redis} · operator [b]{snap.operator}[/b] · {snap.clock}  " + " ".join(flags))
         banner = self.query_one("#banner", Static)
@@ -72,6 +79,22 @@ class BaseScreen(Screen):
 
     def render_snapshot(self, snap: Snapshot) -> None:
         pass
+
+    def tabs(self) -> str:
+        """The screens and their keys (a remapped key as remapped), this one highlighted: the number
+        keys live here rather than in the footer, which keeps room for this screen's own keys."""
+        app = self.app
+        keymap = getattr(app, "keymap_config", {})
+        out = []
+        for i, name in enumerate(getattr(app, "MODES", {})):
+            key = keymap.get(f"screen.{name}", str(i + 1))
+            label = f" {key} {name} "
+            out.append(f"[reverse b]{label}[/]" if name == self.TITLE else label)
+        return "".join(out)
+
+    def action_close_filter(self) -> None:
+        if self.query_one("#filter").display:
+            self.app.close_filter()
 
     def set_text(self, selector: str, text: str) -> None:
         """Update a Static only when its text changed, with a layout pass only when its number of

@@ -48,7 +48,8 @@ class GatesScreen(BaseScreen):
     def render_snapshot(self, snap: Snapshot) -> None:
         t = self.query_one("#gate-list", DataTable)
         for g in snap.gates:
-            cells = (g.id + (" ★" if g.critical else ""), g.status, g.approvals)
+            decided = g.status in ("proceed", "fix", "stop")  # its approvals were used by the decision
+            cells = (g.id + (" ★" if g.critical else ""), g.status, "decided" if decided else g.approvals)
             old = self._rows.get(g.id)
             if old is None:
                 t.add_row(*cells, key=g.id)
@@ -71,8 +72,18 @@ class GatesScreen(BaseScreen):
             return
         self.set_text("#gate-title", f"[b]{g.id}[/b] {g.title} — {g.status}")
         self.query_one(Checklist).set_checks(g.checks)
-        self.set_text("#approvals", 
-            f"approvals {g.approvals}" + (f" · still needed: {'; '.join(g.needs)}" if g.needs else ""))
+        if g.status in ("proceed", "fix", "stop"):
+            text = f"decided: {g.status} (its approvals went into the decision; the audit screen shows who and why)"
+        else:
+            text = f"approvals {g.approvals}" + (f" · still needed: {'; '.join(g.needs)}" if g.needs else "")
+        self.set_text("#approvals", text)
+
+    def select(self, gate_id: str) -> None:
+        """Select a gate (the command palette)."""
+        t = self.query_one("#gate-list", DataTable)
+        if gate_id in t.rows:
+            t.move_cursor(row=t.get_row_index(gate_id))
+            t.focus()
 
     def check_id(self) -> str | None:
         c = self.query_one(Checklist)
@@ -83,12 +94,12 @@ class GatesScreen(BaseScreen):
     def action_run_check(self) -> None:
         gid, cid = self.gate_id(), self.check_id()
         if gid and cid:
-            self.app.run_action_worker("gate_run", gid, cid)
+            self.app.run_action_worker("gate_run", gid, cid, label=f"{gid}/{cid}")
 
     def action_run_all(self) -> None:
         gid = self.gate_id()
         if gid:
-            self.app.run_action_worker("gate_run", gid, None)
+            self.app.run_action_worker("gate_run", gid, None, label=f"{gid} checks")
 
     def action_attest(self) -> None:
         gid, cid = self.gate_id(), self.check_id()

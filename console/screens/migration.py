@@ -7,8 +7,12 @@ from textual.widgets import Static
 
 from console.data.snapshot import Snapshot
 from console.modals import ReasonModal
+from backend.migration.state import ALLOWED
 from console.screens.base import BaseScreen
 from widgets.priority import PriorityColumn
+
+START_FROM = ALLOWED["start"]
+MOVE = {"cut over": "cutover", "roll back": "rollback"}
 
 
 class MigrationScreen(BaseScreen):
@@ -23,6 +27,8 @@ class MigrationScreen(BaseScreen):
     ]
 
     _deps_for: tuple[object, ...] | None = None
+    _column: str = "#col-1"  # the column last focused: the selection while a modal or the filter has the focus
+    _refused: tuple[str, list[str]] | None = None  # the last refused start, shown until the selection moves
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="migration"):
@@ -36,57 +42,92 @@ class MigrationScreen(BaseScreen):
             self.query_one(f"#col-{p}", PriorityColumn).set_cards(cards)
         self.show_deps()
 
+    def on_descendant_focus(self, event) -> None:  # noqa: ANN001
+        if isinstance(event.widget, PriorityColumn) and event.widget.id:
+            self._column = f"#{event.widget.id}"
+            self.show_deps()
+
     def selected(self) -> str | None:
-        col = self.focused if isinstance(self.focused, PriorityColumn) else self.query_one("#col-1", PriorityColumn)
-        return col.selected
+        return self.query_one(self._column, PriorityColumn).selected
+
+    def select(self, service: str) -> None:
+        """Focus `service`'s card (the command palette)."""
+        for col in self.query(PriorityColumn):
+            if service in col.services:
+                col.index = col.services.index(service)
+                col.focus()
+                self._column = f"#{col.id}"
+                self.show_deps()
+                return
+
+    def _states(self) -> dict[str, str]:
+        snap = self.app.snapshot
+        return {n: s for cards in (snap.board.values() if snap else []) for n, s, _ in cards}
 
     def show_deps(self) -> None:
         from backend.migration import inventory
+
+        from console.actions import snapshot_blockers
 
         svc = self.selected()
         if not svc:
             self.set_text("#deps", "select a service (tab / arrows)")
             return
-        board = self.app.snapshot.board if self.app.snapshot else {}
-        states = {n: s for cards in board.values() for n, s, _ in cards}
-        gates = tuple((g.id, g.status) for g in self.app.snapshot.gates) if self.app.snapshot else ()
-        key = (svc, tuple(sorted(states.items())), gates)
+        snap = self.app.snapshot
+        states = self._states()
+        gates = tuple((g.id, g.status) for g in snap.gates) if snap else ()
+        key = (svc, tuple(sorted(states.items())), gates, self._refused)
         if key == self._deps_for:
-            return  # same service, board and gates: the blockers (a read of the bus) still hold
+            return  # same service, board and gates: nothing to redo
         self._deps_for = key
         spec = inventory.load().service(svc)
         deps = ", ".join(f"{d} ({states.get(d, '?')})" for d in spec.depends_on) or "none"
         users = ", ".join(inventory.load().dependents(svc)) or "none"
-        try:
-            why = self.app.actions.blockers(svc)
-        except Exception:  # noqa: BLE001 - the dependency view must not break the board
-            why = []
-        self.set_text("#deps", f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h\n"
-                      f"depends on: {deps}\nneeded by: {users}\n"
-                      + ("[b]blocked:[/b] " + "; ".join(why) if why else "[green]nothing blocks a start[/]"))
+        state = states.get(svc, "planned")
+        why = snapshot_blockers(snap, svc) if snap else []
+        if self._refused and self._refused[0] == svc and why:
+            head = f"[b]{svc}: start refused[/b] ({state})"
+            self.set_text("#deps", head + "\n" + "\n".join(f"• {w}" for w in why))
+            return
+        if state in START_FROM:
+            nxt = ("[b]blocked:[/b] " + "; ".join(why)) if why else "[green]nothing blocks a start[/] (s)"
+        else:
+            moves = [f"{k} {a}" for a, k in (("cut over", "c"), ("roll back", "r")) if state in ALLOWED[MOVE[a]]]
+            nxt = f"{state}: " + (", ".join(moves) if moves else "no move from here")
+        self.set_text("#deps", f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h"
+                      f" · [b]{state}[/b]\ndepends on: {deps}\nneeded by: {users}\n{nxt}")
 
     def on_list_view_highlighted(self) -> None:
+        self._refused = None
         self.show_deps()
 
     def action_column(self, step: int) -> None:
         cols = list(self.query(PriorityColumn))
-        cur = self.focused if isinstance(self.focused, PriorityColumn) else cols[0]
+        cur = self.query_one(self._column, PriorityColumn)
         cols[(cols.index(cur) + step) % len(cols)].focus()
 
     def action_move(self, action: str) -> None:
+        from console.actions import snapshot_blockers
+
         svc = self.selected()
-        if not svc:
+        if not svc or self.app.snapshot is None:
             self.notify("no service selected", severity="warning")
             return
+        state = self._states().get(svc, "planned")
+        if state not in ALLOWED[action]:
+            self.notify(f"cannot {action} {svc}: it is {state} (allowed from: {', '.join(ALLOWED[action])})",
+                        title="move refused", severity="error")
+            return
         if action == "start":
-            why = self.app.actions.blockers(svc)
+            why = snapshot_blockers(self.app.snapshot, svc)
             if why:
                 self.notify(f"cannot start {svc}: " + "; ".join(why), title="move refused", severity="error")
-                self.set_text("#deps", f"[b]{svc}: start refused[/b]\n" + "\n".join(f"• {w}" for w in why))
+                self._refused = (svc, why)
+                self.show_deps()
                 return
         confirm = svc if action in ("cutover", "rollback") else None
 
         def done(reason: str | None) -> None:
             if reason:
-                self.app.run_action_worker("migrate", svc, action, reason)
+                self.app.run_action_worker("migrate", svc, action, reason, label=f"{action} {svc}")
         self.app.push_screen(ReasonModal(f"{action} {svc}", confirm=confirm), done)

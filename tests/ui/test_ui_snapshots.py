@@ -44,3 +44,13 @@ def test_help_and_read_only(snap_compare) -> None:
         await pilot.pause()
 
     assert snap_compare(replay_app(read_only=True), terminal_size=SIZE, run_before=go)
+
+
+@pytest.mark.parametrize("key,name", [("1", "overview"), ("3", "orders"), ("6", "gates")])
+def test_screen_at_120x40(snap_compare, key: str, name: str) -> None:
+    """The narrow layout: three tiles a row on the overview, every key of the footer in view."""
+    async def go(pilot) -> None:  # noqa: ANN001
+        await pilot.press(key)
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=(120, 40), run_before=go)
