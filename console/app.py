@@ -121,7 +121,8 @@ class TradeopsApp(App):
             screen = self.screen
         except ScreenStackError:  # shutting down: a late snapshot has nowhere to go
             return
-        if isinstance(screen, BaseScreen) and self.snapshot is not None:
+        # a screen still being built shows the newest snapshot when it is mounted
+        if isinstance(screen, BaseScreen) and screen.ready and self.snapshot is not None:
             screen.show(self.snapshot)
 
     # -- actions ---------------------------------------------------------------------------------

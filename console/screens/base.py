@@ -8,9 +8,10 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from console.data.snapshot import Snapshot
+from widgets.footer import KeysFooter
 
 
 class StatusBar(Static):
@@ -43,9 +44,12 @@ class BaseScreen(Screen):
         box.display = False
         box.disabled = True
         yield box
-        yield Footer()
+        yield KeysFooter()
+
+    ready = False  # its widgets are mounted: a snapshot can be shown
 
     def on_mount(self) -> None:
+        self.ready = True
         snap = getattr(self.app, "snapshot", None)
         if snap is not None:
             self.show(snap)
@@ -53,7 +57,7 @@ class BaseScreen(Screen):
     def on_screen_resume(self) -> None:
         """Back on this screen: show the newest snapshot at once, not at the next refresh."""
         snap = getattr(self.app, "snapshot", None)
-        if snap is not None and self.is_mounted:
+        if snap is not None and self.ready:
             self.show(snap)
 
     def show(self, snap: Snapshot) -> None:
