@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from textual.widgets import DataTable
 
+COLUMNS = ("check", "kind", "req", "outcome", "evidence")
 GLYPH = {"passed": "✔ passed", "failed": "✘ failed", "inconclusive": "? inconclusive",
          "pending": "· pending", "running": "… running"}
 
@@ -17,9 +18,10 @@ class Checklist(DataTable):
 
     def __init__(self, **kw) -> None:  # noqa: ANN003
         super().__init__(cursor_type="row", **kw)
+        self._cells: dict[str, tuple[str, ...]] = {}
 
     def on_mount(self) -> None:
-        for c in ("check", "kind", "req", "outcome", "evidence"):
+        for c in COLUMNS:
             self.add_column(c, key=c)
 
     def set_checks(self, checks: Sequence[tuple[str, str, bool, str, str]]) -> None:
@@ -27,10 +29,14 @@ class Checklist(DataTable):
         keep = {c[0] for c in checks}
         for key in [k.value for k in self.rows if k.value not in keep]:
             self.remove_row(key)
+            self._cells.pop(key, None)
         for cid, kind, req, outcome, ev in checks:
             cells = (cid, kind, "yes" if req else "no", GLYPH.get(outcome, outcome), ev)
-            if cid in self.rows:
-                for col, val in zip(("check", "kind", "req", "outcome", "evidence"), cells, strict=True):
-                    self.update_cell(cid, col, val, update_width=True)
-            else:
+            old = self._cells.get(cid)
+            if old is None:
                 self.add_row(*cells, key=cid)
+            elif old != cells:  # any change redraws the whole table: change only what did
+                for col, val, was in zip(COLUMNS, cells, old, strict=True):
+                    if val != was:
+                        self.update_cell(cid, col, val, update_width=True)
+            self._cells[cid] = cells
