@@ -35,6 +35,8 @@ class Checklist(DataTable):
             old = self._cells.get(cid)
             if old is None:
                 self.add_row(*cells, key=cid)
+                for col, val in zip(COLUMNS, cells, strict=True):  # widths sized as for an update
+                    self.update_cell(cid, col, val, update_width=True)
             elif old != cells:  # any change redraws the whole table: change only what did
                 for col, val, was in zip(COLUMNS, cells, old, strict=True):
                     if val != was:
