@@ -65,6 +65,44 @@ async def _drive(url: str, seconds: float) -> dict[str, Any]:
             "worst_ms_by_screen": {k: round(max(v[1:] or v), 1) for k, v in per.items()}}
 
 
+def _first_frame_of_process(url: str, data_dir: Any, timeout: float = 30.0) -> float:
+    """Seconds from starting `tradeops console` as its own process, in a pseudo-terminal, to its
+    first frame on that terminal (the status bar naming the overview screen with live data):
+    interpreter start, imports, connecting and the first snapshot, as an operator waits for them."""
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "150", "LINES": "45"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--data-dir", str(data_dir),
+                             "--redis-url", url, "console"], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    try:
+        while time.monotonic() - t0 < timeout:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+                if b"overview" in seen and b"operator" in seen:
+                    return round(time.monotonic() - t0, 3)
+        raise RuntimeError(f"the console drew no first frame within {timeout:.0f}s")
+    finally:
+        os.write(master, b"q")
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from backend.bench.harness import BenchStack
 
@@ -76,7 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert ex.stdout is not None and ex.stdout.readline().startswith("exchange up")
             for name in ("normalizer", "sink-ticks", "gateway"):
                 st.start(name)
+            launch = _first_frame_of_process(st.url, st.data_dir)
             out = asyncio.run(_drive(st.url, args.seconds))
+            out["first_frame_process_s"] = launch
         finally:
             ex.terminate()
             ex.wait(10)

@@ -14,6 +14,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from backend.backtest.names import PARAMS, STRATEGY_NAMES
+
 YEAR_S = 365 * 24 * 3600
 
 
@@ -51,7 +53,7 @@ def _hold(close: pd.Series, p: dict[str, Any]) -> pd.Series:
 STRATEGIES: dict[str, Callable[[pd.Series, dict[str, Any]], pd.Series]] = {
     "momentum": _momentum, "meanrev": _meanrev, "buy-hold": _hold,
 }
-PARAMS = {"window", "threshold", "quantity", "bar_s", "fee_bps", "capital"}
+assert set(STRATEGIES) == set(STRATEGY_NAMES)
 
 
 MODEL_PREFIX = "model:"

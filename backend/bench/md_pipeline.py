@@ -17,7 +17,6 @@ import numpy as np
 from backend.bench.harness import BenchStack, wait_until
 from backend.bus import codec, streams
 from backend.errors import TradeopsError
-from backend.marketdata import store
 from backend.marketdata import ticks as tickcols
 from backend.messages import Heartbeat, TickBatch
 from backend.runtime.spawn import stop_process
@@ -140,6 +139,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steady = all_lat[skip:]
         stack.stop("gateway-bench")
         stack.stop("sink-ticks-bench")  # flushes what it holds
+        from backend.marketdata import store  # pandas: loaded by this benchmark only
+
         sink_rows = len(store.read_ticks(stack.data_dir))
     return {
         "rate": args.rate,

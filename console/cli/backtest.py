@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from backend.backtest import engine, jobs
+from backend.backtest.names import PARAMS, STRATEGY_NAMES
 from backend.errors import TradeopsError
 from console.cli._table import show
 from console.cli.context import Context, command
@@ -28,10 +28,10 @@ def register(sub: Any) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_show)
     q = command(bsub, "run", "queue a backtest job (and wait for it with --wait)")
-    q.add_argument("strategy", help=f"one of: {', '.join(sorted(engine.STRATEGIES))}")
+    q.add_argument("strategy", help=f"one of: {', '.join(sorted(STRATEGY_NAMES))}")
     q.add_argument("--symbols", default="", help="comma-separated (default: all stored)")
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"strategy parameter ({', '.join(sorted(engine.PARAMS))}); repeatable")
+                   help=f"strategy parameter ({', '.join(sorted(PARAMS))}); repeatable")
     q.add_argument("--start", type=int, default=0, help="ns since the epoch (default: all)")
     q.add_argument("--end", type=int, default=0, help="ns since the epoch, exclusive")
     q.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
@@ -53,6 +53,8 @@ def _params(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.backtest import engine, jobs
+
     params = _params(args.param)
     try:
         engine.check(args.strategy, params)
@@ -92,6 +94,8 @@ def _print(ctx: Context, st: dict[str, Any], as_json: bool) -> int:
 
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.backtest import jobs
+
     st = jobs.status(ctx.redis, args.job_id)
     if st is None:
         raise TradeopsError(f"no backtest {args.job_id!r} (see `tradeops backtest list`)")
@@ -99,6 +103,8 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.backtest import jobs
+
     recs = jobs.recent(ctx.redis)
     if args.json:
         ctx.print_json(json.loads(msgspec.json.encode(recs)))

@@ -12,8 +12,6 @@ import msgspec
 from backend.bus import codec, publish_sync, streams
 from backend.errors import TradeopsError
 from backend.messages import JobRun
-from backend.reports.daily import day_bounds
-from backend.services.scheduler import last_runs, run_key, schedule
 from console.cli._table import show
 from console.cli.context import Context, command
 
@@ -53,6 +51,8 @@ def _t(ns: int | None) -> str:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.services.scheduler import last_runs, schedule
+
     r = ctx.redis
     sched, last = schedule(r), last_runs(r)
     if args.json:
@@ -72,6 +72,9 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.reports.daily import day_bounds  # pandas: loaded only here
+    from backend.services.scheduler import run_key, schedule
+
     if args.day:
         try:
             day_bounds(args.day)
