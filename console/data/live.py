@@ -12,7 +12,7 @@ import redis
 from backend.bus import codec, streams
 from backend.health import read_heartbeats
 from backend.marketdata import ticks as tickcols
-from backend.messages import Bar, MigrationEvent, OrderEvent
+from backend.messages import Bar, ControlCommand, MigrationEvent, OrderEvent
 from backend.migration import inventory
 from backend.migration.state import board
 from console.data.snapshot import BarRow, GateRow, HealthRow, MarketRow, OrderRow, Snapshot
@@ -196,6 +196,12 @@ class LiveSource:
         for _, f in self.r.xrevrange(streams.OPS_MIGRATION, count=200):
             m = codec.decode(codec.payload(f), MigrationEvent)
             rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}", m.operator, m.reason))
+        # and the kill switch's toggles (audited on ops.control)
+        for _, f in self.r.xrevrange(streams.OPS_CONTROL, count=200):
+            c = codec.decode(codec.payload(f), ControlCommand)
+            if c.command == "kill_switch":
+                rows.append((c.ts_ns, c.target, "kill switch", "ON" if c.args.get("on") else "off", c.operator,
+                             c.reason))
         for ts, *rest in sorted(rows)[-300:]:
             snap.audit.append((time.strftime("%H:%M:%S", time.gmtime(ts / 1e9)), *rest))
         v = audit.verify(self.r)
