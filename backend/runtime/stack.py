@@ -151,7 +151,9 @@ class Stack:
                 left = [f"none ({exc})"]
             if left:
                 done.append(f"containers {', '.join(left)}")
-        if not self.settings.redis_url:
+        # the embedded server this stack started (the demo then points its settings at it), or
+        # the data dir's when no other Redis is configured (`tradeops down` from another shell)
+        if self.redis_server is not None or not self.settings.redis_url:
             info = embedded.stop_data_dir(self.data_dir)
             if info:
                 done.append(f"redis {info.url}")
