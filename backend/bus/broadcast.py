@@ -17,7 +17,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backend.bus.fastconn import FastRedis
+from backend.bus.fastconn import FastRedis, stream_entries
 
 log = logging.getLogger("tradeops.broadcast")
 
@@ -53,15 +53,9 @@ class Broadcast:
             await self.close()
             await asyncio.sleep(0.5)
             return []
-        out: list[Item] = []
-        for stream, items in reply or []:
-            name = stream.decode()
-            for eid, flat in items:
-                self.cursors[name] = eid
-                if flat is not None:
-                    it = iter(flat)
-                    out.append((name, eid, dict(zip(it, it))))
-        return out
+        for stream, items in reply or ():  # cursors past every entry, deleted ones too
+            self.cursors[stream.decode()] = items[-1][0]
+        return [(stream.decode(), eid, fields) for stream, eid, fields in stream_entries(reply)]
 
     async def _resolve_newest(self) -> None:
         assert self._conn is not None

@@ -151,17 +151,21 @@ class FastRedis:
             t.close()
 
 
-def entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """XREAD/XREADGROUP raw reply -> [(id, {field: value})] (entries deleted while pending skipped)."""
-    out: list[tuple[bytes, dict[bytes, bytes]]] = []
-    if not reply:
-        return out
-    for _stream, items in reply:
+def stream_entries(reply: Any) -> list[tuple[bytes, bytes, dict[bytes, bytes]]]:
+    """XREAD/XREADGROUP raw reply -> [(stream, id, {field: value})] (entries deleted while pending
+    skipped)."""
+    out: list[tuple[bytes, bytes, dict[bytes, bytes]]] = []
+    for stream, items in reply or ():
         for eid, flat in items:
             if flat is not None:
                 it = iter(flat)
-                out.append((eid, dict(zip(it, it))))
+                out.append((stream, eid, dict(zip(it, it))))
     return out
+
+
+def entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """XREAD/XREADGROUP raw reply -> [(id, {field: value})] (entries deleted while pending skipped)."""
+    return [(eid, fields) for _, eid, fields in stream_entries(reply)]
 
 
 def xadd(stream: str, maxlen: int, payload: bytes, field: bytes = b"d") -> tuple[Arg, ...]:
