@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from backend.bus import codec, streams
 from backend.bus.connection import connect_async
@@ -144,7 +145,8 @@ class Service:
     def request_stop(self) -> None:
         if not self._stop.is_set():
             self.log.info("stop requested", extra={"instance": self.instance})
-            self.state = "draining"
+            if self.state != "failed":  # a failed service keeps saying so in its last heartbeat
+                self.state = "draining"
             self._stop.set()
             for w in self.workers:
                 w.stop()
@@ -198,7 +200,10 @@ class Service:
             await self.teardown()
             if self.state != "failed":
                 self.state = "stopped"
-            await self.heartbeat()
+            try:
+                await self.heartbeat()
+            except (RedisError, OSError) as exc:  # Redis gone: the failure that stopped us matters more
+                self.log.warning("final heartbeat failed: %r", exc)
             self.log.info("stopped", extra={"instance": self.instance, "processed": self.processed()})
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -165,7 +166,12 @@ class GatewayService(Service):
             return
         batch = builder.build()
         builder.clear()
-        fut = self.fast.send(*streams.xadd(streams.MD_TICKS_RAW, batch))
+        try:
+            fut = self.fast.send(*streams.xadd(streams.MD_TICKS_RAW, batch))
+        except (RedisConnectionError, OSError) as exc:  # Redis is gone: stop, be restarted
+            self.write_error = exc
+            self.log.error("writing raw ticks failed: %s", exc)
+            return
         self.writes.add(fut)
         fut.add_done_callback(lambda f, n=batch.n: self._written(f, n))
 

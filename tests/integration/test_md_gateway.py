@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
 
 from backend.bus import codec, streams
@@ -80,3 +81,30 @@ async def test_exchange_speaks_binance_trade_streams() -> None:
         assert ex.feed.last_price("ETHUSDT") > 0
     finally:
         await ex.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_gateway_fails_loudly_when_redis_goes_away(tmp_path) -> None:  # noqa: ANN001
+    """Raw ticks it cannot write are not dropped silently: the service fails (and its supervisor
+    restarts it; the trades missed show as a gap)."""
+    from backend.bus.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path)
+    url = server.start()
+    port = free_port()
+    ex = Exchange(FeedConfig(symbols=SYMS, rate=2000, news_every_s=3600), port=port, rest_port=None)
+    info = await ex.start()
+    gw = GatewayService(redis_url=url, instance="gw-2", config={"urls": [info.stream_url()], "news_url": ""})
+    task = asyncio.create_task(gw.run())
+    try:
+        await await_for(lambda: getattr(gw, "published", 0) > 200, 20, what="ticks written")
+        server.stop()
+        with pytest.raises(RedisConnectionError, match="connection to Redis lost"):
+            await asyncio.wait_for(task, 20)
+        assert gw.state == "failed" and gw.write_error is not None
+    finally:
+        if not task.done():
+            gw.request_stop()
+            await asyncio.wait_for(task, 10)
+        await ex.stop()
+        server.stop()
