@@ -77,6 +77,8 @@ async def test_alerting_skips_undecodable_gate_events_and_heartbeats(redis_url: 
     task = asyncio.create_task(svc.run())
     try:
         await await_for(lambda: "gate:task03:latency" in [k for k, _ in active(r)], 20)
+        # the junk heartbeat and the junk gate entry are read by two loops: wait for both skips
+        await await_for(lambda: svc.skipped >= 2 or task.done(), 20, what="both bad entries skipped")
         assert svc.skipped >= 2 and not task.done()
     finally:
         svc.request_stop()
