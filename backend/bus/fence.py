@@ -10,13 +10,12 @@ every MULTI on the bus): the commands name keys the script does not declare.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError, ResponseError
 
 from backend.bus import streams
+from backend.bus.scripts import Script
 from backend.bus.worker import id_key
 
 # KEYS[1] stream; ARGV: group, consumer, lowest id, highest id, n, id_1..id_n, then per command:
@@ -60,7 +59,7 @@ def xadd(stream: str, fields: dict[Any, Any]) -> list[Any]:
     return cmd
 
 
-_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
+_COMMIT = Script(_SCRIPT)
 
 
 class Fence:
@@ -80,13 +79,7 @@ class Fence:
         for c in commands:
             args.append(len(c))
             args.extend(c)
-        try:
-            res = await self.call("EVALSHA", _SHA, 1, self.stream, *args)
-        except ResponseError as exc:
-            if not isinstance(exc, NoScriptError) and "NOSCRIPT" not in str(exc):
-                raise
-            await self.call("SCRIPT", "LOAD", _SCRIPT)
-            res = await self.call("EVALSHA", _SHA, 1, self.stream, *args)
+        res = await _COMMIT.run(self.call, [self.stream], args)
         ok = int(res) >= 0
         self.refused += not ok
         return ok

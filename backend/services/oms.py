@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
-from redis.exceptions import ResponseError
 
 from backend.bus import codec, streams
+from backend.bus.scripts import Script
 from backend.bus.worker import Entry
 from backend.latency import LatencyRecorder
 from backend.messages import (
@@ -76,6 +76,7 @@ end
 if p + 2 <= #ARGV then redis.call('XACK', ARGV[p], ARGV[p + 1], unpack(ARGV, p + 2, #ARGV)) end
 return {1}
 """
+_COMMIT = Script(COMMIT_LUA)
 _rec = msgspec.msgpack.Decoder(OrderRecord)
 _rec_enc = msgspec.msgpack.Encoder()
 _new = msgspec.msgpack.Decoder(Order | CancelRequest)  # type: ignore[operator]
@@ -132,7 +133,6 @@ class OmsService(Service):
         # working orders' records as last committed: coid -> (version, record)
         self.cache: dict[str, tuple[int, OrderRecord]] = {}
         self.lock = asyncio.Lock()
-        self.commit_sha = await self.r.script_load(COMMIT_LUA)
 
     def processed(self) -> int:
         return self.intake
@@ -199,13 +199,7 @@ class OmsService(Service):
         if entries:
             args += [stream, self.name, *[eid for eid, _ in entries]]
         keys = [key(c) for c in ids] + [OPEN]
-        try:
-            res = await self.fast.call("EVALSHA", self.commit_sha, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if "NOSCRIPT" not in str(exc):
-                raise
-            self.commit_sha = await self.r.script_load(COMMIT_LUA)  # the server lost its scripts
-            res = await self.fast.call("EVALSHA", self.commit_sha, len(keys), *keys, *args)
+        res = await _COMMIT.run(self.fast.call, keys, args)
         if res[0] != 1:
             for c in ids:
                 self.cache.pop(c, None)
