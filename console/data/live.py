@@ -31,6 +31,7 @@ class LiveSource:
         self.bar_cursor: str | bytes = "$"
         self.last: dict[str, float] = {}
         self.bar_start: dict[str, int] = {}
+        self.recent_bars: deque[Bar] = deque(maxlen=12)
         self.prices: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=120))
         self.first: dict[str, float] = {}
         self.volume: dict[str, float] = defaultdict(float)
@@ -115,6 +116,7 @@ class LiveSource:
                 self.bar_start[bar.symbol] = bar.start_ns
                 self.rates[bar.symbol] = float(bar.trades)  # trades in the newest closed second
             self.volume[bar.symbol] += bar.volume
+            self.recent_bars.appendleft(bar)
         if self.bar_cursor == "$":
             self.bar_cursor = "0-0" if not items else self.bar_cursor
         quiet_before = time.time_ns() - QUIET_NS
@@ -128,8 +130,7 @@ class LiveSource:
             snap.market.append(MarketRow(sym, last, (last / first - 1) * 100 if first else 0.0,
                                          rate, self.volume[sym], list(self.prices[sym])))
         snap.total_tps = sum(m.ticks_per_s for m in snap.market)
-        for _, f in self.r.xrevrange(streams.MD_BARS_1S, count=12):
-            bar = codec.decode(codec.payload(f), Bar)
+        for bar in self.recent_bars:  # newest first, from the read above (no second read)
             snap.bars.append(BarRow(bar.symbol, bar.interval, time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9)),
                                     bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades))
 
