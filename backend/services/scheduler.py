@@ -1,22 +1,15 @@
 """scheduler (P4): the trading-session calendar and its jobs, performed, with their outcomes.
 
 Jobs (config `[[services.scheduler.jobs]]`: a name, a kind, `at = "HH:MM"` UTC daily or
-`every = "15m"`, and the kind's params):
+`every = "15m"`, and the kind's params). The kinds (sink-compaction, daily-report, retrain) and
+what each does are in backend/scheduling/jobs.py; the calendar in backend/scheduling/calendar.py.
 
-- `sink-compaction`: the tick store's small files of every closed day become one file per date
-  and symbol (backend.marketdata.compaction: atomic, no row lost or doubled), and the offline
-  feature store's one file per date;
-- `daily-report`: the last closed day's report, `reports/daily-<day>.json|md` in the data dir
-  (backend.reports.daily);
-- `retrain`: a training job for ml-training over the recent history; the new version lands in
-  modelops in staging with its lineage (promotion stays an operator's or modelops' policy).
-
-A run is claimed with SET NX on `scheduler:run:<job>:<slot>` (slot: the occurrence's date, or its
-start time for `every` jobs), so among any number of scheduler instances a slot runs once. At
-start and every `tick_s` the latest occurrence due is claimed: a run missed while the scheduler
-was down runs once when it comes back (only the latest one, never one per missed slot), never
-twice. Occurrences before the scheduler was first deployed (`scheduler:since`) were not missed.
-A run whose instance died mid-run (its heartbeat is gone) is resumed once by the next instance.
+A run is claimed once per slot (slot: the occurrence's date, or its start time for `every` jobs)
+among any number of scheduler instances (backend/scheduling/claims.py). At start and every
+`tick_s` the latest occurrence due is claimed: a run missed while the scheduler was down runs once
+when it comes back (only the latest one, never one per missed slot), never twice. Occurrences
+before the scheduler was first deployed (`scheduler:since`) were not missed. A run whose instance
+died mid-run (its heartbeat is gone) is resumed once by the next instance.
 
 Every run records its outcome (ok / failed with the reason, and what it did) in its claim, in
 `scheduler:last` (job -> latest run) and on ops.jobs; a failure also raises an alert. An operator
@@ -29,75 +22,34 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.worker import Entry
-from backend.health import gone
-from backend.features import store as fstore
-from backend.marketdata import compaction
-from backend.messages import Alert, JobRun, ModelEvent, TrainJob
+from backend.messages import Alert, JobRun
 from backend.reports import daily
+from backend.scheduling import claims
+from backend.scheduling.calendar import Schedule, Session, is_late
+from backend.scheduling.jobs import KINDS, JobFailed, JobInterrupted, Run, parse_params
+from backend.scheduling.records import (
+    SCHEDULE_KEY,
+    last_runs,
+    request_slot,
+    run_key,
+    schedule,
+)
 from backend.services.base import Service
 
 _req = msgspec.msgpack.Decoder(JobRun)
-SINCE_KEY = "scheduler:since"
-LAST_KEY = "scheduler:last"
-SCHEDULE_KEY = "scheduler:schedule"
-RUN_TTL_S = 35 * 86400
-DAY_S = 86400
-Kind = Literal["sink-compaction", "daily-report", "retrain"]
-_EVERY = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def run_key(job: str, slot: str) -> str:
-    return f"scheduler:run:{job}:{slot}"
-
-
-def hhmm(text: str) -> int:
-    """Minutes after midnight of "HH:MM"; ValueError naming what is wrong."""
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
-    if not m or int(m[1]) > 23 or int(m[2]) > 59:
-        raise ValueError(f"time {text!r} is not HH:MM (00:00 .. 23:59, UTC)")
-    return int(m[1]) * 60 + int(m[2])
-
-
-def seconds(text: str) -> float:
-    m = _EVERY.fullmatch(text.strip())
-    if not m or float(m[1]) <= 0:
-        raise ValueError(f"every {text!r} is not a positive duration like 30s, 15m, 1h, 1d")
-    return float(m[1]) * _UNIT[m[2]]
-
-
-class RetrainParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    model: str
-    """Registry name to train (a new version of it)."""
-    horizon_s: float = 5.0
-    lookback: str = "1d"
-    """How much history to train on, ending now."""
-    ridge: float = 1.0
-    symbols: list[str] = []
-    wait: str = "10m"
-    """How long the run waits for ml-training's outcome before it counts as failed."""
-
-
-class NoParams(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
-PARAMS: dict[str, type[msgspec.Struct]] = {"sink-compaction": NoParams, "daily-report": NoParams,
-                                           "retrain": RetrainParams}
 
 
 class Job(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
-    kind: Kind | None = None
-    """What it does; unset: the name, when the name is a kind."""
+    kind: str | None = None
+    """What it does (backend/scheduling/jobs.py); unset: the name, when the name is a kind."""
     at: str | None = None
     """Daily at HH:MM UTC ..."""
     every: str | None = None
@@ -108,42 +60,17 @@ class Job(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name):
             raise ValueError(f"job name {self.name!r}: use 1-64 letters, digits, '.', '_' or '-'")
         if self.kind is None:
-            if self.name not in PARAMS:
-                raise ValueError(f"job {self.name!r} needs a kind: one of {', '.join(PARAMS)}")
-            self.kind = self.name  # type: ignore[assignment]
-        if (self.at is None) == (self.every is None):
-            raise ValueError(f"job {self.name!r} needs exactly one of `at` (HH:MM) or `every` (15m)")
-        if self.at is not None:
-            hhmm(self.at)
-        else:
-            seconds(self.every)  # type: ignore[arg-type]
-        try:
-            p = msgspec.convert(self.params, PARAMS[self.kind])  # type: ignore[index]
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"job {self.name!r} ({self.kind}) params: {exc}") from None
-        if isinstance(p, RetrainParams):
-            seconds(p.lookback)
-            seconds(p.wait)
-            if p.horizon_s <= 0 or p.ridge < 0:
-                raise ValueError(f"job {self.name!r}: horizon_s must be positive and ridge not negative")
+            if self.name not in KINDS:
+                raise ValueError(f"job {self.name!r} needs a kind: one of {', '.join(KINDS)}")
+            self.kind = self.name
+        self.when()
+        self.typed_params()
+
+    def when(self) -> Schedule:
+        return Schedule.parse(self.name, self.at, self.every)
 
     def typed_params(self) -> Any:
-        return msgspec.convert(self.params, PARAMS[self.kind])  # type: ignore[index]
-
-    def latest(self, now: float) -> tuple[str, float]:
-        """The latest occurrence at or before `now`: (slot, its time)."""
-        if self.at is not None:
-            midnight = now - now % DAY_S
-            t = midnight + hhmm(self.at) * 60
-            if t > now:
-                t -= DAY_S
-            return time.strftime("%Y-%m-%d", time.gmtime(t)), t
-        step = seconds(self.every)  # type: ignore[arg-type]
-        t = now - now % step
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)), t
-
-    def schedule(self) -> str:
-        return f"daily at {self.at} UTC" if self.at else f"every {self.every}"
+        return parse_params(self.name, self.kind, self.params)  # type: ignore[arg-type]
 
 
 class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -157,8 +84,7 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Job(name="sink-compaction", at="00:30"), Job(name="daily-report", at="00:45")])
 
     def __post_init__(self) -> None:
-        hhmm(self.session_open)
-        hhmm(self.session_close)
+        Session.parse(self.session_open, self.session_close)
         names = [j.name for j in self.jobs]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -166,18 +92,7 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if self.tick_s <= 0:
             raise ValueError("tick_s must be positive")
         for j in self.jobs:
-            if j.every is not None and seconds(j.every) < self.tick_s:
-                raise ValueError(f"job {j.name!r}: every {j.every} is shorter than tick_s {self.tick_s:g}s "
-                                 "(how often the scheduler looks)")
-
-
-class JobFailed(Exception):
-    """A job that ran and failed, with the reason an operator reads."""
-
-
-class JobInterrupted(Exception):
-    """The scheduler is stopping while the job waits on another service: the run stays claimed
-    as running, and the next instance resumes it (a resumed retrain waits for the same job)."""
+            j.when().check_tick(j.name, self.tick_s)
 
 
 class SchedulerService(Service):
@@ -186,17 +101,19 @@ class SchedulerService(Service):
 
     async def setup(self) -> None:
         self.jobs: dict[str, Job] = {j.name: j for j in self.cfg.jobs}
+        self.when = {j.name: j.when() for j in self.cfg.jobs}
+        self.session = Session.parse(self.cfg.session_open, self.cfg.session_close)
         self.runs = 0
         self.failures = 0
-        self.running: dict[str, asyncio.Task[None]] = {}
+        self.running: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self.data_dir = Path(self.settings.resolved_data_dir())
-        await self.r.set(SINCE_KEY, str(time.time()), nx=True)
-        self.since = float(await self.r.get(SINCE_KEY))
+        self.claims = claims.Claims(self.r, self.name, self.instance, self.log)
+        self.since = await claims.deployed_since(self.r)
         pipe = self.r.pipeline(transaction=False)
         pipe.delete(SCHEDULE_KEY)
         for j in self.jobs.values():
             pipe.hset(SCHEDULE_KEY, j.name, msgspec.json.encode(
-                {"kind": j.kind, "schedule": j.schedule(), "params": j.params}))
+                {"kind": j.kind, "schedule": self.when[j.name].describe(), "params": j.params}))
         await pipe.execute()
         self.worker = self.consume(streams.SCHEDULER_REQUESTS, self.on_requests, count=20, block_ms=200)
         await self.tick()  # catch up what was missed while down
@@ -206,71 +123,27 @@ class SchedulerService(Service):
         return self.runs
 
     def metrics(self) -> dict[str, object]:
-        now = time.gmtime()
-        m = now.tm_hour * 60 + now.tm_min
-        return {"session_open": hhmm(self.cfg.session_open) <= m <= hhmm(self.cfg.session_close),
+        return {"session_open": self.session.is_open(time.time()),
                 "runs": self.runs, "failed": self.failures, "running": sorted(self.running)}
-
-    # -- the calendar ----------------------------------------------------------------------------
-    def closed_day(self, t: float) -> str:
-        """The last trading day whose session had closed at time `t`."""
-        minute = int(t % DAY_S) // 60
-        day_start = t - t % DAY_S
-        closed = day_start if minute >= hhmm(self.cfg.session_close) else day_start - DAY_S
-        return time.strftime("%Y-%m-%d", time.gmtime(closed))
 
     async def tick(self, now: float | None = None) -> list[str]:
         """Claim and start every job whose latest occurrence has not run; the names started."""
         now = time.time() if now is None else now
         started = []
         for j in self.jobs.values():
-            slot, t = j.latest(now)
+            slot, t = self.when[j.name].latest(now)
             if t < self.since:
                 continue  # before the scheduler existed: not a missed run
             if any(k.startswith(f"{j.name}:") for k in self.running):
                 continue  # the previous run of this job is still going: this slot is skipped
-            late = now - t > max(60.0, 3 * self.cfg.tick_s)
-            trigger = "caught up after downtime" if late else "scheduled"
-            if not await self.claim(j, slot, trigger):
-                trigger = await self.resume(j, slot)
+            trigger = "caught up after downtime" if is_late(now, t, self.cfg.tick_s) else "scheduled"
+            if not await self.claims.claim(j.name, slot, trigger):
+                trigger = await self.claims.take_over(j.name, slot)
                 if trigger is None:
                     continue
-            self.start(j, slot, self.closed_day(t), trigger)
+            self.start(j, slot, self.session.closed_day(t), trigger)
             started.append(j.name)
         return started
-
-    async def claim(self, job: Job, slot: str, trigger: str) -> bool:
-        rec = {"state": "running", "instance": self.instance, "ts_ns": time.time_ns(), "trigger": trigger}
-        return bool(await self.r.set(run_key(job.name, slot), msgspec.json.encode(rec), nx=True, ex=RUN_TTL_S))
-
-    async def resume(self, job: Job, slot: str) -> str | None:
-        """Take over a run left 'running' by an instance that is gone (once: compare and set);
-        the run's new trigger, or None."""
-        key = run_key(job.name, slot)
-        raw = await self.r.get(key)
-        if raw is None or job.name in self.running:
-            return None
-        rec = msgspec.json.decode(raw)
-        if rec.get("state") != "running" or rec.get("instance") == self.instance:
-            return None
-        hkey = streams.HEALTH_KEY.format(service=self.name, instance=rec.get("instance"))
-        state, pid, host = await self.r.hmget(hkey, "state", "pid", "host")
-        if not gone(state, pid, host):
-            return None
-        new = {**rec, "instance": self.instance, "ts_ns": time.time_ns(),
-               "trigger": f"resumed: {rec.get('instance')} stopped while running it"}
-        async with self.r.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                if await pipe.get(key) != raw:
-                    return None
-                pipe.multi()
-                pipe.set(key, msgspec.json.encode(new), ex=RUN_TTL_S)
-                await pipe.execute()
-            except Exception as exc:  # noqa: BLE001 - WatchError: another instance took it
-                self.log.info("resume of %s %s lost to another instance: %r", job.name, slot, exc)
-                return None
-        return new["trigger"]
 
     def start(self, job: Job, slot: str, day: str, trigger: str) -> None:
         task = asyncio.create_task(self.execute(job, slot, day, trigger), name=f"job:{job.name}:{slot}")
@@ -282,12 +155,9 @@ class SchedulerService(Service):
         t0 = time.monotonic()
         await self._publish(job, slot, trigger, {"outcome": "running", "target_day": day})
         try:
-            if job.kind == "sink-compaction":
-                detail = await self.compact(day)
-            elif job.kind == "daily-report":
-                detail = await self.report(day)
-            else:
-                detail = await self.retrain(job, slot)
+            run = Run(job=job.name, slot=slot, day=day, params=job.typed_params(), r=self.r, data_dir=self.data_dir,
+                      requested_by=f"{self.name}:{job.name}", stopping=lambda: self.stopping)
+            detail = await KINDS[job.kind].run(run)  # type: ignore[index]
             outcome, reason = "ok", ""
         except JobFailed as exc:
             outcome, reason, detail = "failed", str(exc), {}
@@ -300,10 +170,7 @@ class SchedulerService(Service):
         rec = {"state": outcome, "reason": reason, "instance": self.instance, "trigger": trigger,
                "slot": slot, "target_day": day, "kind": job.kind, "ts_ns": time.time_ns(),
                "took_s": round(time.monotonic() - t0, 3), "detail": detail}
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(run_key(job.name, slot), msgspec.json.encode(rec), ex=RUN_TTL_S)
-        pipe.hset(LAST_KEY, job.name, msgspec.json.encode(rec))
-        await pipe.execute()
+        await self.claims.finish(job.name, slot, rec)
         await self._publish(job, slot, trigger, {"outcome": outcome, "reason": reason, "target_day": day,
                                                  "took_s": rec["took_s"], **detail})
         self.runs += 1
@@ -324,71 +191,6 @@ class SchedulerService(Service):
                                                                 reason=trigger, detail=detail)),
                           maxlen=streams.maxlen(streams.OPS_JOBS), approximate=True)
 
-    async def compact(self, day: str) -> dict[str, Any]:
-        def both() -> list[compaction.CompactionResult]:
-            return [*compaction.compact_ticks(self.data_dir, day), fstore.compact_offline(self.data_dir, day)]
-
-        try:
-            results = await asyncio.to_thread(both)
-        except compaction.CompactionBusy as exc:
-            raise JobFailed(str(exc)) from None
-        out: dict[str, Any] = {"through": day, "stores": [f"{r.store}/{r.format}" for r in results]}
-        for k in ("partitions", "files_before", "files_after", "rows", "cleaned"):
-            out[k] = sum(getattr(r, k) for r in results)
-        return out
-
-    async def report(self, day: str) -> dict[str, Any]:
-        try:
-            rep = await daily.build(self.r, self.data_dir, day)
-        except ValueError as exc:
-            raise JobFailed(str(exc)) from None
-        js, md = await asyncio.to_thread(daily.write, self.data_dir, rep)
-        return {"day": day, "file": str(md), "json": str(js),
-                "ticks": sum(m["ticks"] for m in rep["market"].values()), "orders": rep["orders"]["orders"],
-                "fills": rep["fills"]["fills"], "accounts": len(rep["accounts"])}
-
-    async def retrain(self, job: Job, slot: str) -> dict[str, Any]:
-        p: RetrainParams = job.typed_params()
-        now = time.time_ns()
-        job_id = re.sub(r"[^A-Za-z0-9]", "", f"{job.name}{slot}")[-40:] + "-" + uuid.uuid5(
-            uuid.NAMESPACE_URL, f"{job.name}/{slot}").hex[:6]
-        tj = TrainJob(job_id=job_id, name=p.model, symbols=p.symbols, horizon_s=p.horizon_s, ridge=p.ridge,
-                      start_ns=now - int(seconds(p.lookback) * 1e9), requested_by=f"{self.name}:{job.name}")
-        key = f"training:job:{job_id}"
-        if await self.r.hsetnx(key, "state", "queued"):  # a resumed run does not queue it twice
-            await self.r.hset(key, "name", p.model)
-            await self.r.xadd(streams.TRAINING_JOBS, codec.fields(tj), maxlen=streams.maxlen(streams.TRAINING_JOBS),
-                              approximate=True)
-        deadline = time.monotonic() + seconds(p.wait)
-        h: dict[str, str] = {}
-        while time.monotonic() < deadline and not self.stopping:
-            h = {k.decode(): v.decode() for k, v in (await self.r.hgetall(key)).items()}
-            if h.get("state") == "failed":
-                raise JobFailed(f"training job {job_id} for {p.model} failed: {h.get('reason', '')}")
-            if h.get("state") == "registered":
-                ev = await self._registry_answer(f"train-{job_id}")
-                if ev is not None:
-                    if ev.kind == "refused":
-                        raise JobFailed(f"modelops refused {p.model} from training job {job_id}: {ev.reason}")
-                    return {"model": p.model, "version": ev.version, "stage": ev.stage, "training_job": job_id,
-                            "rows": int(h.get("rows", 0)), "ic": float(h.get("ic", 0))}
-            await asyncio.sleep(0.2)
-        waiting_for = "modelops to register" if h.get("state") == "registered" else "ml-training to finish"
-        if self.stopping:
-            raise JobInterrupted(f"stopped while waiting for {waiting_for} training job {job_id}")
-        raise JobFailed(f"gave up waiting for {waiting_for} training job {job_id} after {p.wait}"
-                        f" (is {waiting_for.split()[0]} running?)")
-
-    async def _registry_answer(self, request_id: str) -> ModelEvent | None:
-        for _, f in await self.r.xrevrange(streams.MODELS_EVENTS, count=500):
-            try:
-                ev = codec.decode(codec.payload(f), ModelEvent)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
-            if ev.request_id == request_id:
-                return ev
-        return None
-
     # -- operator requests -----------------------------------------------------------------------
     async def on_requests(self, entries: list[Entry]) -> None:
         for eid, f in entries:
@@ -401,31 +203,21 @@ class SchedulerService(Service):
             if job is None:
                 await self.worker.dead_letter(eid, f, f"unknown job {req.job!r}; jobs: {', '.join(sorted(self.jobs))}")
                 continue
-            day = req.day or self.closed_day(time.time())
+            day = req.day or self.session.closed_day(time.time())
             try:
                 daily.day_bounds(day)
             except ValueError as exc:
                 await self.worker.dead_letter(eid, f, f"job {req.job}: {exc}")
                 continue
             trigger = f"requested by {req.detail.get('operator') or 'an operator'}" + (f": {req.reason}" if req.reason else "")
-            slot = f"req-{eid.decode()}"
-            if await self.claim(job, slot, trigger):  # a redelivered request does not run twice
+            slot = request_slot(eid.decode())
+            if await self.claims.claim(job.name, slot, trigger):  # a redelivered request does not run twice
                 self.start(job, slot, day, trigger)
 
     async def teardown(self) -> None:
         # a stop lets the runs in hand finish (a retrain's wait ends at once, left for the next instance)
         if self.running:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
-
-
-def last_runs(r: Any) -> dict[str, dict[str, Any]]:
-    """job -> its latest run record (for the CLI)."""
-    return {k.decode(): msgspec.json.decode(v) for k, v in r.hgetall(LAST_KEY).items()}
-
-
-def schedule(r: Any) -> dict[str, dict[str, Any]]:
-    """job -> {kind, schedule, params} as the running scheduler published it."""
-    return {k.decode(): msgspec.json.decode(v) for k, v in r.hgetall(SCHEDULE_KEY).items()}
 
 
 __all__ = ["Job", "SchedulerConfig", "SchedulerService", "last_runs", "run_key", "schedule"]

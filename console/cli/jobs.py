@@ -7,11 +7,7 @@ import argparse
 import time
 from typing import Any
 
-import msgspec
-
-from backend.bus import codec, publish_sync, streams
 from backend.errors import TradeopsError
-from backend.messages import JobRun
 from console.cli._table import show
 from console.cli.context import Context, command
 
@@ -51,7 +47,7 @@ def _t(ns: int | None) -> str:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    from backend.services.scheduler import last_runs, schedule
+    from backend.scheduling.records import last_runs, schedule
 
     r = ctx.redis
     sched, last = schedule(r), last_runs(r)
@@ -73,7 +69,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     from backend.reports.daily import day_bounds  # pandas: loaded only here
-    from backend.services.scheduler import run_key, schedule
+    from backend.scheduling.records import request_run, schedule, wait_finished
 
     if args.day:
         try:
@@ -86,36 +82,24 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         raise TradeopsError("the scheduler has published no jobs (is scheduler running?)")
     if args.name not in sched:
         raise TradeopsError(f"no job {args.name!r}; jobs: {', '.join(sorted(sched))}")
-    eid = publish_sync(r, streams.SCHEDULER_REQUESTS, JobRun(job=args.name, day=args.day, ts_ns=time.time_ns(),
-                                                              reason=args.reason, detail={"operator": ctx.operator}))
-    slot = f"req-{eid.decode()}"
+    slot = request_run(r, args.name, day=args.day, reason=args.reason, operator=ctx.operator)
     print(f"job {args.name} requested ({slot})")
     if args.wait <= 0:
         return 0
-    deadline = time.monotonic() + args.wait
-    while time.monotonic() < deadline:
-        raw = r.get(run_key(args.name, slot))
-        if raw is not None:
-            rec = msgspec.json.decode(raw)
-            if rec.get("state") in ("ok", "failed"):
-                print(f"{rec['state']}: {_what(rec)} (took {rec.get('took_s', 0):g}s)")
-                return 0 if rec["state"] == "ok" else 1
-        time.sleep(0.1)
-    raise TradeopsError(f"job {args.name} not finished within {args.wait:g}s (is scheduler running?); "
-                        f"`tradeops jobs` shows it when it is")
+    rec = wait_finished(r, args.name, slot, args.wait)
+    if rec is None:
+        raise TradeopsError(f"job {args.name} not finished within {args.wait:g}s (is scheduler running?); "
+                            f"`tradeops jobs` shows it when it is")
+    print(f"{rec['state']}: {_what(rec)} (took {rec.get('took_s', 0):g}s)")
+    return 0 if rec["state"] == "ok" else 1
 
 
 def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
     if args.limit <= 0:
         raise TradeopsError("--limit must be positive")
-    rows = []
-    for _, f in ctx.redis.xrevrange(streams.OPS_JOBS, count=10_000):
-        run = codec.decode(codec.payload(f), JobRun)
-        if run.detail.get("outcome") in (None, "running") or (args.name and run.job != args.name):
-            continue
-        rows.append(run)
-        if len(rows) >= args.limit:
-            break
+    from backend.scheduling.records import finished_runs
+
+    rows = finished_runs(ctx.redis, args.name, args.limit)
     if args.json:
         from backend.messages import to_builtins
 
