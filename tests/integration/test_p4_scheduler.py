@@ -225,13 +225,19 @@ async def test_failures_are_recorded_and_alerted_and_bad_requests_dead_lettered(
 
 
 @pytest.mark.parametrize("jobs,message", [
-    ([{"name": "daily-report", "at": "25:00"}], "time '25:00' is not HH:MM"),
-    ([{"name": "x", "every": "5x", "kind": "daily-report"}], "every '5x' is not a positive duration"),
+    ([{"name": "daily-report", "at": "25:00"}], "job 'daily-report': time '25:00' is not HH:MM"),
+    ([{"name": "x", "every": "5x", "kind": "daily-report"}], "job 'x': every '5x' is not a positive duration"),
+    ([{"name": "x", "kind": "cleanup", "at": "01:00"}],
+     "job 'x': kind 'cleanup' is not one of sink-compaction, daily-report, retrain"),
     ([{"name": "cleanup", "at": "01:00"}], "job 'cleanup' needs a kind: one of sink-compaction, daily-report, retrain"),
     ([{"name": "daily-report", "at": "01:00", "every": "1h"}], "exactly one of `at`"),
     ([{"name": "r", "kind": "retrain", "every": "1h"}], "Object missing required field `model`"),
     ([{"name": "r", "kind": "retrain", "every": "1h", "params": {"model": "a", "lookbak": "1d"}}],
      "Object contains unknown field `lookbak`"),
+    ([{"name": "r", "kind": "retrain", "every": "1h", "params": {"model": "a", "lookback": "1x"}}],
+     "job 'r' (retrain) params: lookback '1x' is not a positive duration"),
+    ([{"name": "r", "kind": "retrain", "every": "1h", "params": {"model": "a", "ridge": -1}}],
+     "job 'r' (retrain) params: horizon_s must be positive and ridge not negative"),
     ([{"name": "daily-report", "at": "01:00"}, {"name": "daily-report", "at": "02:00"}],
      "job names must be unique: daily-report"),
     ([{"name": "daily-report", "at": "01:00", "extra": 1}], "Object contains unknown field `extra`"),
