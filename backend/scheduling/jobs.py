@@ -62,11 +62,15 @@ class Run:
     stopping: Callable[[], bool]
 
 
+JobFn = Callable[[Run], Awaitable[dict[str, Any]]]
+"""A kind's coroutine: performs one run, returns what it did."""
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
     params: type[msgspec.Struct]
-    run: Callable[[Run], Awaitable[dict[str, Any]]]
+    run: JobFn
 
 
 KINDS: dict[str, Kind] = {}
@@ -77,10 +81,9 @@ class NoParams(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
-def kind(name: str, params: type[msgspec.Struct] = NoParams) -> Callable[
-        [Callable[[Run], Awaitable[dict[str, Any]]]], Callable[[Run], Awaitable[dict[str, Any]]]]:
+def kind(name: str, params: type[msgspec.Struct] = NoParams) -> Callable[[JobFn], JobFn]:
     """Register the decorated coroutine as the job kind `name`, taking `params`."""
-    def register(fn: Callable[[Run], Awaitable[dict[str, Any]]]) -> Callable[[Run], Awaitable[dict[str, Any]]]:
+    def register(fn: JobFn) -> JobFn:
         if name in KINDS:
             raise ValueError(f"job kind {name!r} registered twice")
         KINDS[name] = Kind(name, params, fn)

@@ -31,16 +31,10 @@ from backend.bus import codec, streams
 from backend.bus.worker import Entry
 from backend.messages import Alert, JobRun
 from backend.reports import daily
-from backend.scheduling import claims
+from backend.scheduling import claims, records
 from backend.scheduling.calendar import Schedule, Session, is_late
 from backend.scheduling.jobs import KINDS, JobFailed, JobInterrupted, Run, parse_params
-from backend.scheduling.records import (
-    SCHEDULE_KEY,
-    last_runs,
-    request_slot,
-    run_key,
-    schedule,
-)
+from backend.scheduling.records import last_runs, run_key, schedule  # re-exported
 from backend.services.base import Service
 
 _req = msgspec.msgpack.Decoder(JobRun)
@@ -110,9 +104,9 @@ class SchedulerService(Service):
         self.claims = claims.Claims(self.r, self.name, self.instance, self.log)
         self.since = await claims.deployed_since(self.r)
         pipe = self.r.pipeline(transaction=False)
-        pipe.delete(SCHEDULE_KEY)
+        pipe.delete(records.SCHEDULE_KEY)
         for j in self.jobs.values():
-            pipe.hset(SCHEDULE_KEY, j.name, msgspec.json.encode(
+            pipe.hset(records.SCHEDULE_KEY, j.name, msgspec.json.encode(
                 {"kind": j.kind, "schedule": self.when[j.name].describe(), "params": j.params}))
         await pipe.execute()
         self.worker = self.consume(streams.SCHEDULER_REQUESTS, self.on_requests, count=20, block_ms=200)
@@ -210,7 +204,7 @@ class SchedulerService(Service):
                 await self.worker.dead_letter(eid, f, f"job {req.job}: {exc}")
                 continue
             trigger = f"requested by {req.detail.get('operator') or 'an operator'}" + (f": {req.reason}" if req.reason else "")
-            slot = request_slot(eid.decode())
+            slot = records.request_slot(eid.decode())
             if await self.claims.claim(job.name, slot, trigger):  # a redelivered request does not run twice
                 self.start(job, slot, day, trigger)
 
