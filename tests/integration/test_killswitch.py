@@ -7,8 +7,7 @@ import pytest
 import redis
 
 from backend.bus import streams
-from backend.trading.killswitch import (KILL_KEY, KillSwitchRefused, kill_switch_on, kill_switch_status,
-                                        set_kill_switch)
+from backend.trading.killswitch import KILL_KEY, KillSwitchRefused, kill_switch_on, kill_switch_status, set_kill_switch
 
 
 def test_toggles_set_the_key_and_are_audited_newest_first(r: redis.Redis) -> None:
