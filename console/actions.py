@@ -1,21 +1,80 @@
-"""What the console can change, behind one small interface: the live actions call the backend and
-gates APIs; the replay actions apply the same rules to recorded data and change nothing."""
+"""What the console can change, behind one typed interface (ConsoleActions): the live actions call
+the backend and gates APIs; the replay actions apply the same rules to recorded data and change
+nothing. Every method returns the line shown to the operator, or raises a TradeopsError that says
+why not. The screens never call these: they post an ActionRequest (console/messages.py) and the
+app applies it in a worker, behind the one read-only guard."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from backend.errors import TradeopsError
+from backend.messages import FINAL_STATES, Order, Side
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
+    from console.data.snapshot import GateRow, Snapshot
+    from gates.model import Gate
+
+Move = Literal["start", "cutover", "rollback"]  # the migration moves the console offers
+Decision = Literal["proceed", "fix", "stop"]
+ACCOUNT = "paper-1"  # the console's orders go to the paper account
 
 
 class ReadOnly(TradeopsError):
-    pass
+    """Nothing may change here (read-only mode, or recorded data)."""
+
+
+class ConsoleActions(Protocol):
+    """Everything the console can change, one typed method per action."""
+
+    def migrate(self, service: str, action: Move, reason: str) -> str: ...
+
+    def gate_run(self, gate_id: str, check: str | None) -> str:
+        """Run one check of a gate, or (check None) all of its checks that are not manual."""
+        ...
+
+    def gate_attest(self, gate_id: str, check: str, note: str) -> str: ...
+
+    def gate_approve(self, gate_id: str, reason: str) -> str: ...
+
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str: ...
+
+    def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
+        """A paper order: a limit order with `limit`, else a market order."""
+        ...
+
+    def order_cancel(self, client_order_id: str) -> str: ...
+
+    def kill_switch(self, on: bool, reason: str) -> str: ...
+
+
+def new_order(symbol: str, side: Side, qty: float, limit: float | None, operator: str,
+              account: str = ACCOUNT) -> Order:
+    """The order the console sends, refused (TradeopsError) when it is invalid on its face."""
+    from backend.trading.orders import invalid
+
+    o = Order(client_order_id=f"ui-{uuid.uuid4().hex[:10]}", account=account, symbol=symbol.upper(),
+              side=side, type="limit" if limit else "market", quantity=qty, limit_price=limit,
+              sent_ns=time.time_ns(), source=f"console:{operator}")
+    why = invalid(o)
+    if why:
+        raise TradeopsError(f"order refused: {why}")
+    return o
+
+
+def describe(o: Order) -> str:
+    what = f"limit {o.limit_price:g}" if o.limit_price else "market"
+    return f"{o.side} {o.quantity:g} {o.symbol} {what} ({o.account})"
 
 
 class LiveActions:
-    def __init__(self, url: str, settings: Any, operator: str) -> None:
+    """Changes on the running stack, as `operator`."""
+
+    def __init__(self, url: str, settings: Settings, operator: str) -> None:
         import redis
 
         self.r = redis.Redis.from_url(url)
@@ -23,7 +82,7 @@ class LiveActions:
         self.settings = settings
         self.operator = operator
 
-    def migrate(self, service: str, action: str, reason: str) -> str:
+    def migrate(self, service: str, action: Move, reason: str) -> str:
         from backend.migration.cutover import switch
         from backend.migration.state import move
 
@@ -32,17 +91,12 @@ class LiveActions:
         ev = move(self.r, service, action, self.operator, reason)
         return f"{service}: {ev.from_state} -> {ev.to_state}"
 
-    def blockers(self, service: str) -> list[str]:
-        from backend.migration.state import blockers
-
-        return blockers(self.r, service)
-
-    def _gate(self, gate_id: str) -> Any:
+    def _gate(self, gate_id: str) -> Gate:
         from gates import model
 
         return model.get(model.load(), gate_id)
 
-    def gate_run(self, gate_id: str, check: str | None = None) -> str:
+    def gate_run(self, gate_id: str, check: str | None) -> str:
         from gates import decisions
         from gates.checks import CheckContext
 
@@ -61,37 +115,30 @@ class LiveActions:
         decisions.approve(self.r, self._gate(gate_id), self.operator, reason)
         return f"{gate_id} approved by {self.operator}"
 
-    def gate_decide(self, gate_id: str, decision: str, reason: str) -> str:
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str:
         from gates import decisions
 
         decisions.decide(self.r, self.settings, self._gate(gate_id), decision, self.operator, reason)
         return f"{gate_id}: {decision.upper()}"
 
-    def submit_order(self, symbol: str, side: str, qty: float, limit: float | None, account: str = "paper-1") -> str:
+    def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
         from backend.bus import publish_sync, streams
-        from backend.messages import Order
-        from backend.trading.orders import invalid
 
-        o = Order(client_order_id=f"ui-{uuid.uuid4().hex[:10]}", account=account, symbol=symbol.upper(),
-                  side=side, type="limit" if limit else "market", quantity=qty, limit_price=limit,  # type: ignore[arg-type]
-                  sent_ns=time.time_ns(), source=f"console:{self.operator}")
-        why = invalid(o)
-        if why:
-            raise TradeopsError(f"order refused: {why}")
+        o = new_order(symbol, side, qty, limit, self.operator)
         publish_sync(self.r, streams.ORDERS_NEW, o)
-        what = f"limit {limit:g}" if limit else "market"
-        return f"order {o.client_order_id} sent: {side} {qty:g} {o.symbol} {what} ({account})"
+        return f"order {o.client_order_id} sent: {describe(o)}"
 
-    def cancel_order(self, coid: str) -> str:
+    def order_cancel(self, client_order_id: str) -> str:
         from backend.bus import publish_sync, streams
         from backend.messages import CancelRequest
 
-        publish_sync(self.r, streams.ORDERS_NEW, CancelRequest(client_order_id=coid, reason=f"canceled by {self.operator}",
+        publish_sync(self.r, streams.ORDERS_NEW, CancelRequest(client_order_id=client_order_id,
+                                                               reason=f"canceled by {self.operator}",
                                                                sent_ns=time.time_ns()))
-        return f"cancel sent for {coid}"
+        return f"cancel sent for {client_order_id}"
 
     def kill_switch(self, on: bool, reason: str) -> str:
-        from console.cli.risk import set_kill_switch
+        from backend.trading.killswitch import set_kill_switch
 
         set_kill_switch(self.r, on, self.operator, reason)
         return f"kill switch {'ON' if on else 'off'}"
@@ -107,7 +154,7 @@ def run_summary(gate_id: str, outcomes: list[tuple[str, str]]) -> str:
             + (f"; {', '.join(bad)}" if bad else ""))
 
 
-def snapshot_blockers(snap: Any, service: str) -> list[str]:
+def snapshot_blockers(snap: Snapshot, service: str) -> list[str]:
     """What keeps `service` from starting, judged on a snapshot's board and gate decisions (plain
     values, no read of the bus: the screen calls it; the move itself is checked again on Redis)."""
     from backend.migration.state import blockers_of
@@ -118,21 +165,99 @@ def snapshot_blockers(snap: Any, service: str) -> list[str]:
 
 
 class ReplayActions:
-    """Recorded data: moves are checked against the recorded board and gates; nothing changes."""
+    """Recorded data: each action is judged by the live rules on the recorded board, gates and
+    orders, and answered with what stops it or with what it would have done; nothing changes."""
 
-    def __init__(self, snapshot_fn: Any) -> None:
+    def __init__(self, snapshot_fn: Callable[[], Snapshot]) -> None:
         self.snapshot_fn = snapshot_fn
 
-    def blockers(self, service: str) -> list[str]:
-        return snapshot_blockers(self.snapshot_fn(), service)
+    def migrate(self, service: str, action: Move, reason: str) -> str:
+        from backend.migration.state import ALLOWED, MoveRefused
 
-    def migrate(self, service: str, action: str, reason: str) -> str:
-        why = self.blockers(service) if action == "start" else []
+        snap = self.snapshot_fn()
+        states = {name: state for cards in snap.board.values() for name, state, _ in cards}
+        if service not in states:
+            raise TradeopsError(f"no service {service!r} on the recorded board")
+        if not reason.strip():
+            raise MoveRefused(f"{action} {service}: a reason is required")
+        cur = states[service]
+        to = ALLOWED[action].get(cur)
+        if to is None:
+            raise MoveRefused(f"cannot {action} {service}: it is {cur} (allowed from: {', '.join(ALLOWED[action])})")
+        why = snapshot_blockers(snap, service) if action == "start" else []
         if why:
-            raise TradeopsError(f"cannot start {service}: " + "; ".join(why))
-        raise ReadOnly("replay data: nothing to change")
+            raise MoveRefused(f"cannot start {service}: " + "; ".join(why))
+        raise ReadOnly(f"replay data: {service} would go {cur} -> {to}; nothing changed")
 
-    def __getattr__(self, name: str) -> Any:
-        def refuse(*a: Any, **k: Any) -> str:
-            raise ReadOnly("replay data: nothing to change")
-        return refuse
+    def _gate(self, gate_id: str) -> GateRow:
+        g = next((g for g in self.snapshot_fn().gates if g.id == gate_id), None)
+        if g is None:
+            raise TradeopsError(f"no gate {gate_id!r} in the recording")
+        return g
+
+    def _check(self, g: GateRow, check: str) -> tuple[str, str, bool, str, str]:
+        c = next((c for c in g.checks if c[0] == check), None)
+        if c is None:
+            raise TradeopsError(f"gate {g.id} has no check {check!r}")
+        return c
+
+    def gate_run(self, gate_id: str, check: str | None) -> str:
+        g = self._gate(gate_id)
+        if check is None:
+            raise replayed(f"{gate_id}'s checks are not run on a recording; "
+                                + run_summary(gate_id, [(c[0], c[3]) for c in g.checks if c[1] != "manual"]))
+        _, kind, _, outcome, _ = self._check(g, check)
+        if kind == "manual":
+            raise TradeopsError(f"{gate_id}/{check} is a manual check: attest it with `tradeops gate attest`")
+        raise replayed(f"{gate_id}/{check} is not run on a recording (recorded: {outcome})")
+
+    def gate_attest(self, gate_id: str, check: str, note: str) -> str:
+        g = self._gate(gate_id)
+        kind = self._check(g, check)[1]
+        if kind != "manual":
+            raise TradeopsError(f"{gate_id}/{check} is a {kind} check: run it, attestation is for manual checks")
+        if not note.strip():
+            raise TradeopsError("an attestation needs a note saying what was checked")
+        raise replayed(f"the attestation of {gate_id}/{check} is not recorded")
+
+    def gate_approve(self, gate_id: str, reason: str) -> str:
+        self._gate(gate_id)
+        if not reason.strip():
+            raise TradeopsError("an approval needs a reason")
+        raise replayed(f"the approval of {gate_id} is not recorded")
+
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str:
+        g = self._gate(gate_id)
+        if not reason.strip():
+            raise TradeopsError(f"a {decision} decision needs a reason")
+        if decision == "proceed":
+            red = [f"{c[0]} ({c[3]})" for c in g.checks if c[2] and c[3] != "passed"]
+            if red:
+                raise TradeopsError("proceed refused: required checks not passed in their latest run: "
+                                    + ", ".join(red))
+            if g.needs:
+                raise TradeopsError(f"proceed refused: {gate_id} needs {'; '.join(g.needs)}")
+        raise replayed(f"{gate_id}: {decision.upper()} is not recorded")
+
+    def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
+        o = new_order(symbol, side, qty, limit, self.snapshot_fn().operator)
+        raise replayed(f"order not sent: {describe(o)}")
+
+    def order_cancel(self, client_order_id: str) -> str:
+        o = next((o for o in self.snapshot_fn().orders if o.client_order_id == client_order_id), None)
+        if o is None:
+            raise TradeopsError(f"no order {client_order_id} in the recording")
+        if o.state in FINAL_STATES:
+            raise TradeopsError(f"{client_order_id} is {o.state}: nothing left to cancel")
+        raise replayed(f"no cancel sent for {client_order_id}")
+
+    def kill_switch(self, on: bool, reason: str) -> str:
+        if not reason.strip():
+            raise TradeopsError("changing the kill switch needs a reason")
+        now = "ON" if self.snapshot_fn().kill_switch else "off"
+        raise replayed(f"the kill switch is not turned {'ON' if on else 'off'}; it stays {now}")
+
+
+def replayed(what: str) -> ReadOnly:
+    """The answer of a replay action that the rules let through: nothing changes on a recording."""
+    return ReadOnly(f"replay data: {what}")

@@ -1,6 +1,7 @@
 """tradeops: the operator console. Seven screens on number keys, a command palette, help, filter,
 pause that keeps collecting, read-only mode, a keymap from config. A worker reads the data source
-and posts snapshots; actions run in workers and report back as notifications."""
+and posts snapshots; screens post the changes an operator asks for (ActionRequest), which run in
+action workers and report back as notifications."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.widgets import Input
+from textual.worker import Worker, WorkerState
 
+from console.actions import ConsoleActions
 from console.data.snapshot import Snapshot
-from console.messages import ActionDone, SnapshotReady
+from console.data.source import ConsoleSource
+from console.messages import ActionRequest, SnapshotReady
 from console.modals import HelpScreen
 from console.screens.audit import AuditScreen
-from console.screens.base import BaseScreen
+from console.screens.base import BaseScreen, asks_change
 from console.screens.gates import GatesScreen
 from console.screens.market import MarketScreen
 from console.screens.migration import MigrationScreen
@@ -26,8 +30,7 @@ from console.screens.overview import OverviewScreen
 from console.screens.risk import RiskScreen
 
 SCREENS = ["overview", "market", "orders", "risk", "migration", "gates", "audit"]
-MUTATING = {"new_order", "cancel_order", "kill_switch", "move", "run_check", "run_all", "attest", "approve",
-            "decide"}
+READ_ONLY = "read-only mode: nothing can be changed"
 
 
 class TradeopsCommands(Provider):
@@ -70,8 +73,9 @@ class TradeopsApp(App):
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
-    def __init__(self, source: Any, actions: Any, *, read_only: bool = False, keymap: dict[str, str] | None = None,
-                 poll_s: float = 0.5, live: bool = True, theme: str | None = None) -> None:
+    def __init__(self, source: ConsoleSource, actions: ConsoleActions, *, read_only: bool = False,
+                 keymap: dict[str, str] | None = None, poll_s: float = 0.5, live: bool = True,
+                 theme: str | None = None) -> None:
         super().__init__()
         self.source = source
         self.actions = actions
@@ -84,8 +88,7 @@ class TradeopsApp(App):
         self.filter_text = ""
         self.started = time.monotonic()
         self.first_frame_s: float | None = None
-        self.running: dict[int, str] = {}  # actions in flight, shown in the status bar
-        self._action_seq = 0
+        self.running: dict[Worker[str], str] = {}  # actions in flight, shown in the status bar
         if theme:
             self.theme = theme
 
@@ -126,35 +129,41 @@ class TradeopsApp(App):
             screen.show(self.snapshot)
 
     # -- actions ---------------------------------------------------------------------------------
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.read_only and action in MUTATING:
-            return False
-        return True
+    def refusal(self) -> str | None:
+        """The one read-only guard: why no change may be made here, or None. It hides the keys that
+        ask for a change (BaseScreen.check_action, the help screen) and refuses every request."""
+        return READ_ONLY if self.read_only else None
 
-    def run_action_worker(self, name: str, *args: Any, label: str = "") -> None:
-        """Run an action in a worker; `label` (what the operator asked for) shows in the status
-        bar until it is done: a gate's benchmarks or a cutover take a while."""
-        if self.read_only:
-            self.notify("read-only mode: nothing can be changed", severity="warning")
+    @on(ActionRequest)
+    def change(self, request: ActionRequest) -> None:
+        """Every change an operator asks for: refused in read-only mode, else applied in an action
+        worker; its label shows in the status bar until it is done (a gate's benchmarks or a
+        cutover take a while)."""
+        refusal = self.refusal()
+        if refusal:
+            self.notify(refusal, severity="warning")
             return
-        self._action_seq += 1
-        self.running[self._action_seq] = label or name.replace("_", " ")
+        self.running[self.apply_change(request)] = request.label
         self.refresh_screen()
-        self._do_action(self._action_seq, name, *args)
 
     @work(thread=True, group="actions", exit_on_error=False, description="change something")
-    def _do_action(self, seq: int, name: str, *args: Any) -> None:
-        try:
-            text = getattr(self.actions, name)(*args)
-            self.post_message(ActionDone(str(text), seq=seq))
-        except Exception as exc:  # noqa: BLE001 - every refusal or failure is shown, never a crash
-            self.post_message(ActionDone(str(exc), error=True, seq=seq))
+    def apply_change(self, request: ActionRequest) -> str:
+        return request.apply(self.actions)
 
-    def on_action_done(self, message: ActionDone) -> None:
-        self.running.pop(message.seq, None)
-        self.notify(message.text, title="refused" if message.error else "done",
-                    severity="error" if message.error else "information", timeout=8)
-        self.refresh_screen()
+    @on(Worker.StateChanged)
+    def report_worker(self, event: Worker.StateChanged) -> None:
+        """A finished action as a notification, its answer or why it was refused (every refusal or
+        failure is shown, never a crash); a poll worker that failed, too."""
+        worker = event.worker
+        if worker.group == "actions" and worker.is_finished:
+            self.running.pop(worker, None)
+            if event.state == WorkerState.SUCCESS:
+                self.notify(str(worker.result), title="done", timeout=8)
+            elif event.state == WorkerState.ERROR:
+                self.notify(str(worker.error), title="refused", severity="error", timeout=8)
+            self.refresh_screen()
+        elif worker.group == "poll" and event.state == WorkerState.ERROR:
+            self.notify(f"reading the data stopped: {worker.error}", title="error", severity="error", timeout=30)
 
     def go_to(self, mode: str, item: str) -> None:
         """Switch to a screen and select a service or gate on it (the command palette)."""
@@ -162,17 +171,18 @@ class TradeopsApp(App):
         self.call_after_refresh(self._select, item)
 
     def _select(self, item: str) -> None:
-        select = getattr(self.screen, "select", None)
-        if select is not None:
-            select(item)
+        if isinstance(self.screen, BaseScreen):
+            self.screen.select(item)
 
     def action_help(self) -> None:
         rows = [("ctrl+p", "Command palette: any screen, service or gate", "everywhere", "")]
-        for where, screen_bindings in (("everywhere", self.BINDINGS), ("everywhere", BaseScreen.BINDINGS),
-                                       *((mode, vars(cls).get("BINDINGS", []))  # its own, not inherited
-                                         for mode, cls in self.MODES.items())):  # type: ignore[attr-defined]
+        groups: list[tuple[str, type, list[Any]]] = [
+            ("everywhere", type(self), self.BINDINGS), ("everywhere", BaseScreen, BaseScreen.BINDINGS),
+            *((mode, cls, vars(cls).get("BINDINGS", []))  # its own, not inherited
+              for mode, cls in self.MODES.items())]  # type: ignore[list-item]
+        for where, node, screen_bindings in groups:
             for b in screen_bindings:
-                if isinstance(b, Binding) and b.id and not (self.read_only and b.action.split("(")[0] in MUTATING):
+                if isinstance(b, Binding) and b.id and not (asks_change(node, b.action) and self.refusal()):
                     key = self.keymap_config.get(b.id, b.key)
                     shown = ", ".join(self.get_key_display(Binding(k.strip(), "")) for k in key.split(","))
                     what = {"◀": "Previous column", "▶": "Next column"}.get(b.description, b.description or b.action)

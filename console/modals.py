@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select
+
+from backend.messages import Side
 
 
 class ReasonModal(ModalScreen[str | None]):
@@ -65,7 +68,14 @@ class ReasonModal(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class OrderModal(ModalScreen[tuple[str, str, float, float | None] | None]):
+class OrderForm(NamedTuple):
+    symbol: str
+    side: Side
+    qty: float
+    limit: float | None  # None: a market order
+
+
+class OrderModal(ModalScreen[OrderForm | None]):
     AUTO_FOCUS = "#qty"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
 
@@ -113,8 +123,8 @@ class OrderModal(ModalScreen[tuple[str, str, float, float | None] | None]):
         if limit is not None and not (math.isfinite(limit) and limit > 0):
             err.update("limit price must be a positive number (or empty for a market order)")
             return
-        self.dismiss((str(self.query_one("#symbol", Select).value), str(self.query_one("#side", Select).value),
-                      qty, limit))
+        self.dismiss(OrderForm(str(self.query_one("#symbol", Select).value),
+                               cast(Side, str(self.query_one("#side", Select).value)), qty, limit))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -124,7 +134,7 @@ class HelpScreen(ModalScreen[None]):
     AUTO_FOCUS = "#help-table"
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
 
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, rows: list[tuple[str, str, str, str]]) -> None:
         super().__init__()
         self.rows = rows
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,6 +14,25 @@ from textual.widgets import Input, Static
 
 from console.data.snapshot import Snapshot
 from widgets.footer import KeysFooter
+
+if TYPE_CHECKING:
+    from console.app import TradeopsApp
+
+
+ActionMethod = TypeVar("ActionMethod", bound=Callable[..., None])
+
+
+def changes(action: ActionMethod) -> ActionMethod:
+    """Marks a screen's key action that asks for a change (it posts an ActionRequest): read-only
+    mode hides and disables its key, by the app's one guard (TradeopsApp.refusal)."""
+    action.changes = True  # type: ignore[attr-defined]
+    return action
+
+
+def asks_change(node: type, action: str) -> bool:
+    """Whether the key action `action` (as a binding names it: "decide('fix')") of the screen or
+    app class `node` is marked @changes."""
+    return bool(getattr(getattr(node, f"action_{action.split('(')[0]}", None), "changes", False))
 
 
 class StatusBar(Static):
@@ -26,8 +46,8 @@ class BaseScreen(Screen):
     before_filter = None  # what had the focus when the filter line opened
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Read-only mode removes every action that changes anything (and hides its key)."""
-        return self.app.check_action(action, parameters)
+        """Read-only mode removes every key that asks for a change (and hides it)."""
+        return not (asks_change(type(self), action) and cast("TradeopsApp", self.app).refusal())
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -87,6 +107,9 @@ class BaseScreen(Screen):
 
     def render_snapshot(self, snap: Snapshot) -> None:
         pass
+
+    def select(self, item: str) -> None:
+        """Select a service or gate named in the command palette (the screens that list them)."""
 
     def tabs(self) -> str:
         """The screens and their keys (a remapped key as remapped), this one highlighted: the number

@@ -5,9 +5,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
+from console.actions import Decision
 from console.data.snapshot import Snapshot
+from console.messages import RequestGateApprove, RequestGateAttest, RequestGateDecide, RequestGateRun
 from console.modals import ReasonModal
-from console.screens.base import BaseScreen
+from console.screens.base import BaseScreen, changes
 from widgets.checklist import Checklist
 
 
@@ -91,16 +93,19 @@ class GatesScreen(BaseScreen):
             return None
         return c.coordinate_to_cell_key((c.cursor_row, 0)).row_key.value
 
+    @changes
     def action_run_check(self) -> None:
         gid, cid = self.gate_id(), self.check_id()
         if gid and cid:
-            self.app.run_action_worker("gate_run", gid, cid, label=f"{gid}/{cid}")
+            self.post_message(RequestGateRun(gid, cid))
 
+    @changes
     def action_run_all(self) -> None:
         gid = self.gate_id()
         if gid:
-            self.app.run_action_worker("gate_run", gid, None, label=f"{gid} checks")
+            self.post_message(RequestGateRun(gid, None))
 
+    @changes
     def action_attest(self) -> None:
         gid, cid = self.gate_id(), self.check_id()
         if not (gid and cid):
@@ -108,9 +113,10 @@ class GatesScreen(BaseScreen):
 
         def done(note: str | None) -> None:
             if note:
-                self.app.run_action_worker("gate_attest", gid, cid, note)
+                self.post_message(RequestGateAttest(gid, cid, note))
         self.app.push_screen(ReasonModal(f"Attest {gid}/{cid}", placeholder="what you checked"), done)
 
+    @changes
     def action_approve(self) -> None:
         gid = self.gate_id()
         if not gid:
@@ -118,16 +124,17 @@ class GatesScreen(BaseScreen):
 
         def done(reason: str | None) -> None:
             if reason:
-                self.app.run_action_worker("gate_approve", gid, reason)
+                self.post_message(RequestGateApprove(gid, reason))
         self.app.push_screen(ReasonModal(f"Approve gate {gid}", confirm=gid), done)
 
-    def action_decide(self, decision: str) -> None:
+    @changes
+    def action_decide(self, decision: Decision) -> None:
         gid = self.gate_id()
         if not gid:
             return
 
         def done(reason: str | None) -> None:
             if reason:
-                self.app.run_action_worker("gate_decide", gid, decision, reason)
+                self.post_message(RequestGateDecide(gid, decision, reason))
         self.app.push_screen(ReasonModal(f"Decide {decision.upper()} on {gid}",
                                          confirm=gid if decision == "proceed" else None), done)

@@ -5,10 +5,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from console.data.snapshot import Snapshot
-from console.modals import ReasonModal
 from backend.migration.state import ALLOWED
-from console.screens.base import BaseScreen
+from console.actions import Move, snapshot_blockers
+from console.data.snapshot import Snapshot
+from console.messages import RequestMigrate
+from console.modals import ReasonModal
+from console.screens.base import BaseScreen, changes
 from widgets.priority import PriorityColumn
 
 START_FROM = ALLOWED["start"]
@@ -67,8 +69,6 @@ class MigrationScreen(BaseScreen):
     def show_deps(self) -> None:
         from backend.migration import inventory
 
-        from console.actions import snapshot_blockers
-
         svc = self.selected()
         if not svc:
             self.set_text("#deps", "select a service (tab / arrows)")
@@ -106,9 +106,8 @@ class MigrationScreen(BaseScreen):
         cur = self.query_one(self._column, PriorityColumn)
         cols[(cols.index(cur) + step) % len(cols)].focus()
 
-    def action_move(self, action: str) -> None:
-        from console.actions import snapshot_blockers
-
+    @changes
+    def action_move(self, action: Move) -> None:
         svc = self.selected()
         if not svc or self.app.snapshot is None:
             self.notify("no service selected", severity="warning")
@@ -129,5 +128,5 @@ class MigrationScreen(BaseScreen):
 
         def done(reason: str | None) -> None:
             if reason:
-                self.app.run_action_worker("migrate", svc, action, reason, label=f"{action} {svc}")
+                self.post_message(RequestMigrate(svc, action, reason))
         self.app.push_screen(ReasonModal(f"{action} {svc}", confirm=confirm), done)

@@ -7,8 +7,9 @@ from textual.widgets import Static
 
 from backend.messages import FINAL_STATES
 from console.data.snapshot import Snapshot
-from console.modals import OrderModal
-from console.screens.base import BaseScreen
+from console.messages import RequestOrderCancel, RequestOrderSubmit
+from console.modals import OrderForm, OrderModal
+from console.screens.base import BaseScreen, changes
 from widgets.blotter import BlotterTable
 
 
@@ -43,16 +44,17 @@ class OrdersScreen(BaseScreen):
     def _selected(self) -> str | None:
         return self.query_one(BlotterTable).selected_key
 
+    @changes
     def action_new_order(self) -> None:
         snap = self.app.snapshot
         symbols = [m.symbol for m in snap.market] if snap else []
 
-        def done(result) -> None:  # noqa: ANN001
-            if result:
-                symbol, side, qty, limit = result
-                self.app.run_action_worker("submit_order", symbol, side, qty, limit)
+        def done(form: OrderForm | None) -> None:
+            if form:
+                self.post_message(RequestOrderSubmit(*form))
         self.app.push_screen(OrderModal(symbols), done)
 
+    @changes
     def action_cancel_order(self) -> None:
         key = self._selected()
         if key is None:
@@ -63,4 +65,4 @@ class OrdersScreen(BaseScreen):
         if order is not None and order.state in FINAL_STATES:
             self.notify(f"{key} is {order.state}: nothing left to cancel", title="cancel refused", severity="warning")
             return
-        self.app.run_action_worker("cancel_order", key)
+        self.post_message(RequestOrderCancel(key))

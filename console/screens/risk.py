@@ -6,8 +6,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from console.data.snapshot import Snapshot
+from console.messages import RequestKillSwitch
 from console.modals import ReasonModal
-from console.screens.base import BaseScreen
+from console.screens.base import BaseScreen, changes
 from widgets.histogram import LatencyHistogram
 from widgets.sparkline import SlaSparkline
 
@@ -47,11 +48,12 @@ class RiskScreen(BaseScreen):
             "[b]Kill switch:[/b] " + ("[reverse red] ON [/] new orders blocked" if snap.kill_switch else "off")
             + "   (k: toggle, typed confirmation)")
 
+    @changes
     def action_kill_switch(self) -> None:
         on = not (self.app.snapshot.kill_switch if self.app.snapshot else False)
         word = "KILL" if on else "RESUME"
 
         def done(reason: str | None) -> None:
             if reason:
-                self.app.run_action_worker("kill_switch", on, reason)
+                self.post_message(RequestKillSwitch(on, reason))
         self.app.push_screen(ReasonModal(f"Turn the kill switch {'ON' if on else 'off'}", confirm=word), done)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from backend.settings import Settings
-from console.cli.risk import set_kill_switch
+from backend.trading.killswitch import set_kill_switch
 from console.data.live import LiveSource
 
 
