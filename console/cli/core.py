@@ -136,8 +136,8 @@ def cmd_service_list(ctx: Context, args: argparse.Namespace) -> int:
             built = "yes"
         except TradeopsError:
             built = "no"
-        rows.append([name, SERVICES[name], built])
-    show(["SERVICE", "CLASS", "BUILT"], rows)
+        rows.append([name, SERVICES[name].target, SERVICES[name].domain or "-", built])
+    show(["SERVICE", "CLASS", "DOMAIN", "BUILT"], rows)
     return 0
 
 
