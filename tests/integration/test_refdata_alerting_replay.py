@@ -1,5 +1,5 @@
 """refdata, alerting and md-replay on real Redis, each with its bad input (the scheduler has
-test_p4_scheduler.py)."""
+test_scheduler.py)."""
 
 from __future__ import annotations
 
