@@ -1,5 +1,6 @@
 """The 18 services: name -> its Service class ("module:Class", imported only when one is run) and
-its domain package, the code of what it does (no I/O of its own) that the service runs on the bus.
+its domain package, the code of what it does (rules, models, stores) that the service puts on the
+bus.
 
 A service's name and its domain package's often differ: this registry is the one place that says
 so (ptrc -> posttrade, sink-alt -> alt, marketplace -> catalog, feast-pipeline -> features ...).
