@@ -1,9 +1,10 @@
 # The production image: `docker build -t tradeops:latest .`
 #
 # Any tradeops command runs in it (`docker run --rm tradeops:latest inventory`). The docker runtime
-# runs `service run NAME --instance ... --environment ...` in it (`tradeops up --runtime docker
-# --image tradeops:latest`), with the container's health check `python -m backend.runtime.healthcheck`,
-# and `tradeops compose --image tradeops:latest` writes a compose file that uses it.
+# (`tradeops up --runtime docker --image tradeops:latest`) and the compose file of `tradeops compose
+# --image tradeops:latest` run a service in it with their own entrypoint, the services' entry point
+# `python -m backend.services NAME --instance ... --environment ...` (backend/runtime/commands.py),
+# and the container's health check `python -m backend.runtime.healthcheck SERVICE INSTANCE`.
 # It runs as the non-root user `tradeops` (uid 10001): the data dir it is given (TRADEOPS_DATA_DIR,
 # /data by default, or the host data dir the docker runtime bind-mounts) must be writable by it.
 # Where no registry is reachable, `tradeops image build-local` makes a local image instead.

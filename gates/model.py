@@ -1,5 +1,6 @@
 """Gate definitions as data: TOML in the package, plus an optional user file that adds or
-replaces gates (by id)."""
+replaces gates (by id). A gate says what it guards (`guards = "P2"`); the migration rules read
+that field from the same files (backend.migration.gate_status, which checks it for both)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from backend.errors import TradeopsError
+from backend.migration.gate_status import SHIPPED, guard_map
 
 Kind = Literal["health", "flow", "perf", "data", "probe", "manual"]
 
@@ -28,6 +30,8 @@ class Check(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Gate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: str
     title: str
+    guards: str | None = None
+    """The priority this gate guards ("P2"): its services start only after a proceed decision."""
     approvals: int = 1
     critical: bool = False
     checks: list[Check] = []
@@ -46,7 +50,11 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
 
 def parse(text: str, source: str) -> list[Gate]:
     try:
-        gates = msgspec.convert(tomllib.loads(text), _File).gate
+        raw = tomllib.loads(text)
+        for g in raw.get("gate") if isinstance(raw.get("gate"), list) else []:
+            if isinstance(g, dict) and not isinstance(g.get("guards", ""), str):  # named with its gate
+                guard_map([(str(g.get("id", "?")), g["guards"], source)])
+        gates = msgspec.convert(raw, _File).gate
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise TradeopsError(f"{source}: {exc}") from None
     for g in gates:
@@ -56,20 +64,24 @@ def parse(text: str, source: str) -> list[Gate]:
             raise TradeopsError(f"{source}: gate {g.id}: duplicate check id {sorted(dup)[0]!r}")
         if g.approvals < 1:
             raise TradeopsError(f"{source}: gate {g.id}: approvals must be at least 1")
+    guard_map((g.id, g.guards, source) for g in gates)  # each names a priority, none twice
     return gates
 
 
 @cache
 def _shipped() -> tuple[Gate, ...]:
     text = resources.files("gates").joinpath("definitions.toml").read_text()
-    return tuple(parse(text, "gates/definitions.toml"))
+    return tuple(parse(text, SHIPPED))
 
 
 def load(user_file: Path | None = None) -> dict[str, Gate]:
     gates = {g.id: g for g in _shipped()}
+    source = dict.fromkeys(gates, SHIPPED)
     if user_file is not None and Path(user_file).exists():
         for g in parse(Path(user_file).read_text(), str(user_file)):
             gates[g.id] = g
+            source[g.id] = str(user_file)
+        guard_map((g.id, g.guards, source[g.id]) for g in gates.values())  # still at most one per priority
     return gates
 
 

@@ -48,7 +48,7 @@ from backend.marketdata import raw as rawcols
 from backend.messages import FINAL_STATES, ExecOrder, Heartbeat, MigrationEvent, OrderEvent, RawTickBatch
 from backend.migration import cutover as switch
 from backend.migration import inventory
-from backend.migration.gate_status import GATE_BEFORE_PRIORITY
+from backend.migration.gate_status import gate_guards
 from backend.migration.state import move
 from backend.runtime.process import ProcessSupervisor
 
@@ -77,9 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def gates_needed(services: list[str]) -> list[str]:
-    """The gates before the priorities of `services`."""
-    inv = inventory.load()
-    return sorted({GATE_BEFORE_PRIORITY[inv.service(s).priority] for s in services})
+    """The gates guarding the priorities of `services`."""
+    inv, guards = inventory.load(), gate_guards()
+    return sorted({guards[p] for p in {inv.service(s).priority for s in services} if p in guards})
 
 
 class CutoverStack:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from backend.bus import codec, streams
 from backend.errors import TradeopsError
 from backend.marketdata import ticks as tickcols
 from backend.messages import Heartbeat, TickBatch
+from backend.runtime.commands import exchange_command
 from backend.runtime.spawn import stop_process
 
 NAME = "md-pipeline"
@@ -35,8 +35,7 @@ def start_exchange(data_dir: Path, rate: float) -> subprocess.Popen[str]:
     """The local exchange at `rate` trades/s, its stdout piped (it says when it is up and, on
     SIGTERM, the last trade id it sent per symbol)."""
     exchange = subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "--data-dir", str(data_dir), "exchange",
-         "--rate", str(rate), "--news-every", "3600"],
+        exchange_command(data_dir, rate, news_every=3600),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = exchange.stdout.readline() if exchange.stdout else ""
     if not first.startswith("exchange up"):

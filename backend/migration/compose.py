@@ -1,9 +1,10 @@
 """The target deployment as a docker-compose file, generated from the inventory: one network per
 CPGS lane, each service on its lanes with its port, dependencies as depends_on.
 
-Each service runs one instance with a fixed name, `<service>-target` (the image's entrypoint is
-`tradeops`, so the command starts at `service run`), and its health check is the one the docker
-runtime uses, `python -m backend.runtime.healthcheck SERVICE INSTANCE`: standard library only, so
+Each service runs one instance with a fixed name, `<service>-target`, with the command the docker
+runtime gives its containers (backend.runtime.commands): entrypoint `python -m backend.services`
+(in place of the image's `tradeops`), command `SERVICE --instance ... --environment target`. Its
+health check is the one the docker runtime uses, `python -m backend.runtime.healthcheck SERVICE INSTANCE`: standard library only, so
 it works in the production image (Dockerfile), which has no redis-cli."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 
 from backend.migration import inventory
+from backend.runtime.commands import CONTAINER_PYTHON, service_args, service_entrypoint
 
 LANES = ("frontend", "lowlatency", "backend")
 
@@ -35,7 +37,8 @@ def compose(image: str = "tradeops:latest") -> str:
         lines += [
             f"  {s.name}:",
             f"    image: {image}",
-            f"    command: {json.dumps(['service', 'run', s.name, '--instance', instance, '--environment', 'target'])}",
+            f"    entrypoint: {json.dumps(service_entrypoint(CONTAINER_PYTHON))}",
+            f"    command: {json.dumps(service_args(s.name, instance, 'target'))}",
             "    environment:",
             "      TRADEOPS_REDIS_URL: redis://redis:6379/0",
             "      TRADEOPS_ENVIRONMENT: target",

@@ -2,8 +2,8 @@
 and a restart loses nothing).
 
 planned -> deploying -> validating -> migrated, plus failed and rolled_back. A service starts only
-when its dependencies are migrated and the gate before its priority has a proceed decision; a
-refusal names the blocking dependency or gate.
+when its dependencies are migrated and the gate guarding its priority (its `guards` field in the
+gate definitions) has a proceed decision; a refusal names the blocking dependency or gate.
 
 A rollback from migrated may keep the target running (`keep_target=True`, what
 backend/migration/cutover.py does): the legacy instance comes back beside it, and only once it is
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backend.bus import codec, streams
@@ -65,24 +66,29 @@ def board(r: Any) -> dict[str, ServiceState]:
     return out
 
 
-def blockers(r: Any, service: str, states: dict[str, ServiceState] | None = None) -> list[str]:
-    """What keeps `service` from starting, in words (empty: it may start)."""
+def blockers(r: Any, service: str, states: dict[str, ServiceState] | None = None, *,
+             gates_file: Path | None = None) -> list[str]:
+    """What keeps `service` from starting, in words (empty: it may start). `gates_file`: the user
+    gates file, whose gates may guard priorities too (gate_status.gate_guards)."""
     states = states or board(r)
-    return blockers_of(service, {k: v.state for k, v in states.items()}, latest_decisions(r))
+    return blockers_of(service, {k: v.state for k, v in states.items()}, latest_decisions(r),
+                       gates_file=gates_file)
 
 
-def blockers_of(service: str, states: dict[str, str], decisions: dict[str, str]) -> list[str]:
-    """The same rule on plain values: dependencies not migrated, the gate before the priority."""
+def blockers_of(service: str, states: dict[str, str], decisions: dict[str, str], *,
+                gates_file: Path | None = None) -> list[str]:
+    """The same rule on plain values: dependencies not migrated, the gate guarding the priority."""
     spec = inventory.load().service(service)
     out = [f"dependency {d} is {states.get(d, 'planned')}, not migrated" for d in spec.depends_on
            if states.get(d) != "migrated"]
-    gate = blocking_gate(spec.priority, decisions)
+    gate = blocking_gate(spec.priority, decisions, gates_file)
     if gate:
         out.append(f"gate {gate} (before P{spec.priority}) has no proceed decision")
     return out
 
 
-def check(r: Any, service: str, action: str, reason: str) -> tuple[ServiceState, str]:
+def check(r: Any, service: str, action: str, reason: str, *,
+          gates_file: Path | None = None) -> tuple[ServiceState, str]:
     """The rules for one move, without recording it: (the service's state, the state it would
     move to), or MoveRefused naming what blocks it."""
     inv = inventory.load()
@@ -98,7 +104,7 @@ def check(r: Any, service: str, action: str, reason: str) -> tuple[ServiceState,
         raise MoveRefused(f"cannot {action} {service}: it is {cur} "
                           f"(allowed from: {', '.join(ALLOWED[action])})")
     if action == "start":
-        why = blockers(r, service, states)
+        why = blockers(r, service, states, gates_file=gates_file)
         if why:
             raise MoveRefused(f"cannot start {service}: " + "; ".join(why))
     if action == "retire" and not states[service].target_kept:
@@ -106,9 +112,10 @@ def check(r: Any, service: str, action: str, reason: str) -> tuple[ServiceState,
     return states[service], to
 
 
-def move(r: Any, service: str, action: str, operator: str, reason: str, **detail: Any) -> MigrationEvent:
+def move(r: Any, service: str, action: str, operator: str, reason: str, *, gates_file: Path | None = None,
+         **detail: Any) -> MigrationEvent:
     """Check the rules and record the move as an event on ops.migration."""
-    st, to = check(r, service, action, reason)
+    st, to = check(r, service, action, reason, gates_file=gates_file)
     ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
                         reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
     r.xadd(streams.OPS_MIGRATION, codec.fields(ev))

@@ -12,6 +12,8 @@ state, writes the same instance table (a container name where the process runtim
   the lane networks are still made, and the lanes are on the container's labels.
 - Labels: `tradeops.service`, `.environment`, `.instance`, `.priority`, `.lanes`, `.stack` (the
   data dir the instance belongs to) and `.data_dir`.
+- Command: `python -m backend.services SERVICE --instance ... --environment ...` (the image's
+  own entrypoint, `tradeops` in the production image, is replaced; backend.runtime.commands).
 - Health check: `python -m backend.runtime.healthcheck SERVICE INSTANCE` (a fresh `running`
   heartbeat). Restart policy `on-failure`: the engine restarts a crashed container itself; the
   supervisor re-creates one that is gone or exited for good, with the shared backoff.
@@ -31,6 +33,7 @@ from backend import locations
 from backend.errors import TradeopsError
 from backend.migration import inventory
 from backend.migration.compose import LANES
+from backend.runtime.commands import CONTAINER_PYTHON, service_args, service_entrypoint
 from backend.runtime.image import ImageSpec, image_spec
 from backend.runtime.supervisor import InstanceHandle, Supervisor
 
@@ -122,7 +125,8 @@ def container_config(service: str, environment: str, instance: str, *, stack: st
     kw: dict[str, Any] = dict(
         image=image.ref,
         name=container_name(instance, stack),
-        command=["service", "run", service, "--instance", instance, "--environment", environment],
+        entrypoint=service_entrypoint(CONTAINER_PYTHON),
+        command=service_args(service, instance, environment),
         environment=env,
         labels={"tradeops.service": service, "tradeops.environment": environment,
                 "tradeops.instance": instance, "tradeops.priority": str(spec.priority),

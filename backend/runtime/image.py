@@ -4,10 +4,11 @@ A real deployment builds the production image from the repository's `Dockerfile`
 (`docker build -t tradeops:latest .`). Where no registry is reachable, `build_local_image` makes
 one with `docker import` from files on this machine: a rootfs of a few kilobytes (directories,
 `/etc/passwd`, the loader cache, the `/bin` `/lib` symlinks of a merged-/usr host) whose entrypoint
-is this interpreter running `console.cli`. The interpreter, its installation, the virtual
-environment and the source are not copied (the engine's storage driver may copy every layer per
-container): the image names them in its `tradeops.mounts` label (colon-separated) and the
-runtime bind-mounts them read-only at the same paths. It runs as the user who built it, so it
+is this interpreter running the services' entry point, `backend.services` (the runtime names every
+container's entrypoint itself, from backend.runtime.commands). The interpreter, its installation,
+the virtual environment and the source are not copied (the engine's storage driver may copy every
+layer per container): the image names them in its `tradeops.mounts` label (colon-separated) and
+the runtime bind-mounts them read-only at the same paths. It runs as the user who built it, so it
 can write the data dir."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import backend
 from backend.errors import TradeopsError
+from backend.runtime.commands import service_entrypoint
 
 LOCAL_IMAGE = "tradeops-local:latest"
 LABEL_KIND = "tradeops.image"
@@ -94,7 +96,7 @@ def _changes(mounts: list[str], uid: int, gid: int, fingerprint: str) -> list[st
         "ENV PYTHONUNBUFFERED=1",
         f"USER {uid}:{gid}",
         "WORKDIR /tmp",
-        "ENTRYPOINT " + json.dumps([sys.executable, "-m", "console.cli"]),
+        "ENTRYPOINT " + json.dumps(service_entrypoint(sys.executable)),
         f"LABEL {LABEL_KIND}=local",
         f"LABEL {LABEL_MOUNTS}=" + json.dumps(":".join(mounts)),
         f"LABEL {LABEL_FINGERPRINT}={fingerprint}",

@@ -15,7 +15,7 @@ import redis
 from backend.bus import codec, publish_sync, streams
 from backend.marketdata import ticks as tickcols
 from backend.messages import Instrument, Order
-from backend.services import refdata
+from backend.refdata import master as refdata
 
 
 def on_step(value: float, step: float, minimum: bool = False) -> float:

@@ -28,7 +28,7 @@ __all__ = ["EXCHANGE", "Instance", "ProcessSupervisor", "built_services", "read_
 
 
 class ProcessSupervisor(Supervisor):
-    """Each instance a child process running `tradeops service run NAME`."""
+    """Each instance a child process running `python -m backend.services NAME`."""
 
     runtime = "process"
 

@@ -1,5 +1,5 @@
-"""Start one service instance as its own OS process (`tradeops service run NAME`), wait for its
-heartbeat, stop it with SIGTERM (drain) or SIGKILL (crash). The supervisor, the benchmarks and
+"""Start one service instance as its own OS process (`python -m backend.services NAME`, the
+command of backend.runtime.commands), wait for its heartbeat, stop it with SIGTERM (drain) or SIGKILL (crash). The supervisor, the benchmarks and
 the tests all start processes through here."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,13 +14,7 @@ import redis
 
 from backend.bus import streams
 from backend.errors import TradeopsError
-
-
-def service_command(name: str, instance: str, environment: str) -> list[str]:
-    return [
-        sys.executable, "-m", "console.cli", "service", "run", name,
-        "--instance", instance, "--environment", environment,
-    ]
+from backend.runtime.commands import service_command
 
 
 def spawn_service(
@@ -35,7 +28,7 @@ def spawn_service(
     env: dict[str, str] | None = None,
     config: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `tradeops service run NAME` with its logs in `log_path` (default under data_dir/logs)."""
+    """Start service `name` (`python -m backend.services NAME`) with its logs in `log_path` (default under data_dir/logs)."""
     instance = instance or f"{name}-{environment}"
     log_path = log_path or Path(data_dir) / "logs" / f"{instance}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import redis
 from backend.bus import embedded
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
+from backend.runtime.commands import supervisor_command
 from backend.runtime.process import ProcessSupervisor
 from backend.runtime.supervisor import Supervisor, read_table
 from backend.settings import Settings
@@ -91,10 +91,10 @@ class Stack:
         if detach:
             log = self._log
             log.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "console.cli", "--data-dir", str(self.data_dir), "--redis-url", self.url,
-                   "supervise", "--rate", str(self.exchange_rate), "--runtime", self.runtime]
-            if self.runtime == "docker":
-                cmd += ["--network", self.network, "--image", str(self.image)]
+            docker = self.runtime == "docker"
+            cmd = supervisor_command(self.data_dir, self.url, self.exchange_rate, self.runtime,
+                                     network=self.network if docker else None,
+                                     image=str(self.image) if docker else None)
             with open(log, "ab") as out:
                 self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                               start_new_session=True)
@@ -196,7 +196,7 @@ def _alive(pid: int) -> bool:
 
 def serve_supervisor(redis_url: str, data_dir: Path, exchange_rate: float, runtime: str = "process",
                      **options: Any) -> None:
-    """`tradeops supervise`: run the supervisor in the foreground until SIGTERM."""
+    """Run the supervisor in the foreground until SIGTERM (backend.runtime.supervise)."""
     sup = make_supervisor(runtime, redis_url, data_dir, exchange_rate=exchange_rate, **options)
     signal.signal(signal.SIGTERM, lambda *_: sup.stop())
     signal.signal(signal.SIGINT, lambda *_: sup.stop())

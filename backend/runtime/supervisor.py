@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from backend.errors import TradeopsError
 from backend.fileio import write_text_atomic
 from backend.migration import inventory
 from backend.migration.state import board, desired_instances
+from backend.runtime.commands import exchange_command
 from backend.runtime.spawn import stop_process
 
 log = logging.getLogger("tradeops.supervisor")
@@ -190,8 +190,7 @@ class Supervisor:
         logf.parent.mkdir(parents=True, exist_ok=True)
         with open(logf, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "console.cli", "--data-dir", str(self.data_dir), "exchange",
-                 "--rate", str(self.exchange_rate)],
+                exchange_command(self.data_dir, self.exchange_rate),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         return ProcessHandle(proc), str(logf)
 

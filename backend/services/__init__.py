@@ -1,45 +1,62 @@
-"""The 18 services: name -> "module:Class", imported only when one is run."""
+"""The 18 services: name -> its Service class ("module:Class", imported only when one is run) and
+its domain package, the code of what it does (rules, models, stores) that the service puts on the
+bus.
+
+A service's name and its domain package's often differ: this registry is the one place that says
+so (ptrc -> posttrade, sink-alt -> alt, marketplace -> catalog, feast-pipeline -> features ...).
+A service with no domain package (None) holds all its logic itself.
+
+`python -m backend.services NAME` runs one (backend.services.run)."""
 
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
 from backend.errors import TradeopsError
 from backend.services.base import Service
 
-SERVICES: dict[str, str] = {
+
+class Registered(NamedTuple):
+    target: str
+    """The Service class, "module:Class"."""
+    domain: str | None
+    """The domain package ("backend.posttrade"), or None."""
+
+
+SERVICES: dict[str, Registered] = {
     # Priority 1
-    "normalizer": "backend.services.normalizer:NormalizerService",
-    "sink-ticks": "backend.services.sink_ticks:SinkTicksService",
-    "sink-alt": "backend.services.sink_alt:SinkAltService",
+    "normalizer": Registered("backend.services.normalizer:NormalizerService", "backend.marketdata"),
+    "sink-ticks": Registered("backend.services.sink_ticks:SinkTicksService", "backend.marketdata"),
+    "sink-alt": Registered("backend.services.sink_alt:SinkAltService", "backend.alt"),
     # Priority 2
-    "gateway": "backend.services.gateway:GatewayService",
-    "live-gateway": "backend.services.live_gateway:LiveGatewayService",
+    "gateway": Registered("backend.services.gateway:GatewayService", "backend.marketdata"),
+    "live-gateway": Registered("backend.services.live_gateway:LiveGatewayService", "backend.trading"),
     # Priority 3
-    "oms": "backend.services.oms:OmsService",
-    "risk": "backend.services.risk:RiskService",
+    "oms": Registered("backend.services.oms:OmsService", "backend.trading"),
+    "risk": Registered("backend.services.risk:RiskService", "backend.trading"),
     # Priority 4
-    "ptrc": "backend.services.ptrc:PtrcService",
-    "feast-pipeline": "backend.services.feast_pipeline:FeastPipelineService",
-    "refdata": "backend.services.refdata:RefdataService",
-    "scheduler": "backend.services.scheduler:SchedulerService",
-    "alerting": "backend.services.alerting:AlertingService",
-    "md-replay": "backend.services.md_replay:MdReplayService",
+    "ptrc": Registered("backend.services.ptrc:PtrcService", "backend.posttrade"),
+    "feast-pipeline": Registered("backend.services.feast_pipeline:FeastPipelineService", "backend.features"),
+    "refdata": Registered("backend.services.refdata:RefdataService", "backend.refdata"),
+    "scheduler": Registered("backend.services.scheduler:SchedulerService", None),
+    "alerting": Registered("backend.services.alerting:AlertingService", None),
+    "md-replay": Registered("backend.services.md_replay:MdReplayService", "backend.marketdata"),
     # Priority 5
-    "serving": "backend.services.serving:ServingService",
-    "bt-orchestrator": "backend.services.bt_orchestrator:BtOrchestratorService",
-    "ml-training": "backend.services.ml_training:MlTrainingService",
-    "marketplace": "backend.services.marketplace:MarketplaceService",
-    "modelops": "backend.services.modelops:ModelopsService",
+    "serving": Registered("backend.services.serving:ServingService", "backend.models"),
+    "bt-orchestrator": Registered("backend.services.bt_orchestrator:BtOrchestratorService", "backend.backtest"),
+    "ml-training": Registered("backend.services.ml_training:MlTrainingService", "backend.models"),
+    "marketplace": Registered("backend.services.marketplace:MarketplaceService", "backend.catalog"),
+    "modelops": Registered("backend.services.modelops:ModelopsService", "backend.models"),
 }
 
 
 def service_class(name: str) -> type[Service]:
     """The Service class for `name`, or a clear error naming the known services."""
-    target = SERVICES.get(name)
-    if target is None:
+    entry = SERVICES.get(name)
+    if entry is None:
         raise TradeopsError(f"unknown service {name!r}; known: {', '.join(sorted(SERVICES))}")
-    module, _, cls = target.partition(":")
+    module, _, cls = entry.target.partition(":")
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -49,4 +66,4 @@ def service_class(name: str) -> type[Service]:
     return getattr(mod, cls)
 
 
-__all__ = ["SERVICES", "Service", "service_class"]
+__all__ = ["SERVICES", "Registered", "Service", "service_class"]

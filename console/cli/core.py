@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from backend import aio
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from backend.bus import codec, embedded, streams
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
 from backend.migration import inventory as inv_mod
+from backend.services import run as service_run
 from console.cli._table import show
 from console.cli.context import Context, command
 
@@ -42,11 +42,9 @@ def register(sub: Any) -> None:
 
     p = command(sub, "service", "run or list services")
     ssub = p.add_subparsers(dest="service_cmd", metavar="ACTION", required=True)
-    q = command(ssub, "run", "run one service instance in the foreground until SIGTERM")
-    q.add_argument("name", help="service name (see `tradeops inventory`)")
-    q.add_argument("--instance", default=None, help="instance id (default: <name>-<env>-<pid>)")
-    q.add_argument("--environment", choices=["legacy", "target"], default=None)
-    q.add_argument("--log-level", default="INFO")
+    q = command(ssub, "run", "run one service instance in the foreground until SIGTERM "
+                "(what `python -m backend.services` does)")
+    service_run.add_arguments(q)
     q.set_defaults(func=cmd_service_run)
     q = command(ssub, "list", "the services this build can run")
     q.set_defaults(func=cmd_service_list)
@@ -123,24 +121,8 @@ def cmd_inventory_check(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_service_run(ctx: Context, args: argparse.Namespace) -> int:
-    from backend import logs
-    from backend.services import service_class
-
-    cls = service_class(args.name)
-    url = ctx.redis_url()
-    svc = cls(
-        redis_url=url,
-        settings=ctx.settings,
-        instance=args.instance,
-        environment=args.environment,
-    )
-    logs.setup(args.log_level.upper(), service=svc.name, instance=svc.instance)
-    try:
-        aio.run(svc.run(install_signals=True))
-    except TradeopsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the log has the traceback; the operator gets a line
-        raise TradeopsError(f"service {args.name} failed: {exc!r}") from None
+    service_run.run_service(args.name, ctx.settings, instance=args.instance, environment=args.environment,
+                            log_level=args.log_level)
     return 0
 
 
@@ -154,8 +136,8 @@ def cmd_service_list(ctx: Context, args: argparse.Namespace) -> int:
             built = "yes"
         except TradeopsError:
             built = "no"
-        rows.append([name, SERVICES[name], built])
-    show(["SERVICE", "CLASS", "BUILT"], rows)
+        rows.append([name, SERVICES[name].target, SERVICES[name].domain or "-", built])
+    show(["SERVICE", "CLASS", "DOMAIN", "BUILT"], rows)
     return 0
 
 

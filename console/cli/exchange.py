@@ -1,12 +1,12 @@
-"""`tradeops exchange`: run the local exchange (market-data websocket feed, REST order API)."""
+"""`tradeops exchange`: run the local exchange (market-data websocket feed, REST order API), the
+front door onto `python -m backend.exchange` (backend.exchange.run)."""
 
 from __future__ import annotations
 
 import argparse
-from backend import aio
 from typing import Any
 
-from backend.errors import TradeopsError
+from backend.exchange import run as exchange_run
 from console.cli.context import Context, command
 
 ORDER = 20
@@ -14,31 +14,10 @@ ORDER = 20
 
 def register(sub: Any) -> None:
     p = command(sub, "exchange", "run the local exchange: Binance-style trade feed (+ REST order API)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="websocket port (default: a free one)")
-    p.add_argument("--rest-port", type=int, default=0, help="REST order API port (default: a free one)")
-    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: the 10 majors)")
-    p.add_argument("--rate", type=float, default=1000.0, help="trades per second, all symbols (default 1000)")
-    p.add_argument("--seed", type=int, default=42, help="random walk seed")
-    p.add_argument("--news-every", type=float, default=2.0, help="seconds between news items")
+    exchange_run.add_arguments(p)
     p.set_defaults(func=cmd_exchange)
 
 
 def cmd_exchange(ctx: Context, args: argparse.Namespace) -> int:
-    from backend import logs
-    from backend.exchange.feed import FeedConfig
-    from backend.exchange.server import Exchange, run_forever
-
-    if args.rate <= 0:
-        raise TradeopsError(f"--rate must be positive, not {args.rate:g}")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        raise TradeopsError(f"--host must be a loopback address, not {args.host!r}")
-    config = FeedConfig(rate=args.rate, seed=args.seed, news_every_s=args.news_every)
-    if args.symbols:
-        config.symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if not config.symbols:
-            raise TradeopsError("--symbols is empty")
-    logs.setup("INFO", service="exchange")
-    exchange = Exchange(config, args.host, args.port, args.rest_port, ctx.data_dir)
-    aio.run(run_forever(exchange, announce=lambda m: print(m, flush=True)))
+    exchange_run.run_exchange(args, ctx.data_dir)
     return 0

@@ -84,7 +84,7 @@ def cmd_ack(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_refdata(ctx: Context, args: argparse.Namespace) -> int:
-    from backend.services.refdata import instruments
+    from backend.refdata.master import instruments
 
     rows = instruments(ctx.redis)
     if not rows:

@@ -98,10 +98,7 @@ def cmd_compose(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
-    from backend import logs
-    from backend.runtime.stack import serve_supervisor
+    from backend.runtime.supervise import supervise
 
-    logs.setup("INFO", service="supervisor")
-    options = {"network": args.network, "image": args.image} if args.runtime == "docker" else {}
-    serve_supervisor(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, **options)
+    supervise(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, network=args.network, image=args.image)
     return 0

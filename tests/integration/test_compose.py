@@ -1,7 +1,8 @@
-"""`tradeops compose`: every service runs one instance with a fixed name, and its health check is
-the standard-library one of the production image (no redis-cli there). The command and the health
-check written for a service are run as they are, against the real Redis: the instance heartbeats
-under the name the health check asks about."""
+"""`tradeops compose`: every service runs one instance with a fixed name, started by the services'
+own entry point (`python -m backend.services`, not the console's `tradeops`), and its health check
+is the standard-library one of the production image (no redis-cli there). The command and the
+health check written for a service are run as they are, against the real Redis: the instance
+heartbeats under the name the health check asks about."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def test_every_service_has_a_fixed_instance_and_the_images_health_check() -> Non
     assert "redis-cli" not in text.split("\n  normalizer:")[1]  # only the redis image's own check uses it
     for s in inventory.load().services:
         block = _service_block(text, s.name)
-        # the image's entrypoint is `tradeops`: the command is its arguments
-        assert _list(block, "command") == ["service", "run", s.name, "--instance", f"{s.name}-target",
-                                           "--environment", "target"]
+        # the image's entrypoint (`tradeops`) is replaced by the services' own
+        assert _list(block, "entrypoint") == ["python", "-m", "backend.services"]
+        assert _list(block, "command") == [s.name, "--instance", f"{s.name}-target", "--environment", "target"]
         assert _list(block, "test") == ["CMD", "python", "-m", "backend.runtime.healthcheck", s.name,
                                         f"{s.name}-target"]
 
@@ -51,8 +52,8 @@ def test_the_written_command_and_health_check_agree_on_real_redis(redis_url: str
         return subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
 
     assert not healthy()  # nothing runs yet
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", *_list(block, "command")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = [sys.executable if a == "python" else a for a in _list(block, "entrypoint") + _list(block, "command")]
+    proc = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(healthy, timeout=60, interval=0.2, what="the compose health check to pass")
     finally:

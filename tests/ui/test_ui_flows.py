@@ -146,13 +146,13 @@ async def test_keymap_remaps_a_binding() -> None:
 @pytest.mark.timeout(120)
 async def test_console_on_real_redis_sees_live_ticks_and_orders(redis_url: str) -> None:
     import subprocess
-    import sys
 
+    from backend.runtime.commands import exchange_command
     from backend.runtime.paperflow import PaperFlow
 
     with BenchStack(redis_url=redis_url) as st:
-        ex = subprocess.Popen([sys.executable, "-m", "console.cli", "--data-dir", str(st.data_dir), "exchange",
-                               "--rate", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ex = subprocess.Popen(exchange_command(st.data_dir, 500), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
         try:
             assert ex.stdout and ex.stdout.readline().startswith("exchange up")
             for name in ("normalizer", "gateway", "risk", "live-gateway", "oms"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from backend.migration import inventory as inv
@@ -83,3 +86,22 @@ def test_valid_small_file() -> None:
 def test_each_validation_error_names_entry_and_rule(text: str, match: str) -> None:
     with pytest.raises(InventoryError, match=match):
         parse(text, "f.toml")
+
+
+def test_every_service_is_registered_with_its_class_and_domain_package() -> None:
+    """The registry (backend/services/__init__.py) is where a service's name meets its code: its
+    class, and the domain package it runs on (named differently: ptrc -> backend.posttrade)."""
+    from backend.services import SERVICES
+
+    assert set(SERVICES) == {s.name for s in inv.load().services}
+    root = Path(__file__).parents[2]
+    for name, entry in SERVICES.items():
+        module, _, cls = entry.target.partition(":")
+        source = root.joinpath(*module.split(".")).with_suffix(".py")
+        tree = ast.parse(source.read_text())
+        assert any(isinstance(n, ast.ClassDef) and n.name == cls for n in tree.body), (name, entry.target)
+        if entry.domain is None:
+            continue
+        assert root.joinpath(*entry.domain.split("."), "__init__.py").is_file(), (name, entry.domain)
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert any(m == entry.domain or m.startswith(entry.domain + ".") for m in imported), (name, entry.domain)

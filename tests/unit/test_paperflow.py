@@ -4,7 +4,7 @@ their merits instead of denying every one for its step."""
 from __future__ import annotations
 
 from backend.runtime.paperflow import on_step
-from backend.services.refdata import load_file
+from backend.refdata.master import load_file
 from backend.trading.risk_rules import _on_step
 
 

@@ -18,7 +18,7 @@ from backend.services.modelops import ModelopsService
 from backend.services.scheduler import SchedulerService, last_runs
 from backend.settings import Settings
 from tests.conftest import await_for
-from tests.integration.test_p5_services import seed_history, start, stop
+from tests.integration.test_model_services import seed_history, start, stop
 
 
 @pytest.mark.timeout(60)

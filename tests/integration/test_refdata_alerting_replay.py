@@ -1,5 +1,5 @@
 """refdata, alerting and md-replay on real Redis, each with its bad input (the scheduler has
-test_p4_scheduler.py)."""
+test_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import redis
 from backend.bus import codec, streams
 from backend.marketdata import store, ticks
 from backend.messages import Alert, GateEvent, Instrument, ReplayRequest, Tick, TickBatch
+from backend.refdata.master import instruments
 from backend.services.alerting import AlertingService, ack, active
 from backend.services.md_replay import MdReplayService
-from backend.services.refdata import RefdataService, instruments
+from backend.services.refdata import RefdataService
 from backend.settings import Settings
 from tests.conftest import await_for
 
@@ -57,7 +58,7 @@ async def test_refdata_seeds_updates_and_rejects(redis_url: str, r: redis.Redis)
 ])
 def test_refdata_master_file_errors_name_the_entry(tmp_path, text: str, message: str) -> None:
     from backend.errors import ConfigError
-    from backend.services.refdata import load_file
+    from backend.refdata.master import load_file
 
     f = tmp_path / "instruments.toml"
     f.write_text(text)
