@@ -8,7 +8,15 @@ import pytest
 from backend.exchange.history import TradeHistory
 from backend.exchange.wire import HistoricalTrade
 from backend.marketdata import raw
-from backend.marketdata.backfill import Coverage, Filled, Gap, add_trades, describe, find_gap, lost_alert
+from backend.marketdata.backfill import (
+    Coverage,
+    Filled,
+    Gap,
+    add_trades,
+    describe,
+    find_gap,
+    lost_alert,
+)
 from backend.marketdata.raw import RawBatchBuilder
 from backend.messages import RawTick
 
