@@ -141,7 +141,7 @@ async def fill(client: httpx.AsyncClient, base_url: str | None, api_key: str, ga
     if base_url is None:
         reason = ("no REST trade history to backfill from (set [services.gateway] rest_url, "
                   "or run the local exchange with its REST API)")
-    else:
+    elif start <= gap.last:  # (backfill_max_trades = 0 fetches nothing)
         cursor = start
         while not cov.done:
             try:

@@ -54,6 +54,12 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """At most this many of a gap's (latest) trades are fetched; older ones count as missing."""
     rest_timeout_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        if self.rest_url is not None and not self.rest_url.startswith(("http://", "https://")):
+            raise ValueError(f"rest_url {self.rest_url!r} is not an http:// or https:// URL")
+        if self.backfill_max_trades < 0 or not self.rest_timeout_s > 0:
+            raise ValueError("backfill_max_trades must be 0 or more and rest_timeout_s positive")
+
 
 class GatewayService(Service):
     name = "gateway"

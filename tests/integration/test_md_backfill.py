@@ -152,6 +152,8 @@ async def test_fill_pages_through_a_gap_and_says_what_is_lost() -> None:
                                        max_trades=30)
             assert got == list(range(newest - 30, newest)) and done.holes == [(newest - 100, newest - 31)]
             assert "backfill_max_trades" in done.reason
+            done = await backfill.fill(http, info.rest_url, API_KEY, gap, pages.append, max_trades=0)
+            assert done.holes == [(gap.first, gap.last)] and done.fetched == 0
 
             # no history to ask, or one that refuses: all lost, with the reason
             done = await backfill.fill(http, None, API_KEY, gap, pages.append)
