@@ -5,6 +5,9 @@ rate, served over websockets in Binance's public format:
 - `/stream?streams=a@trade/b@trade`: combined events `{"stream": ..., "data": ...}`;
 - `/ws/news`: alt-data news items (symbol tags, headline, body, sentiment).
 
+The last `history` trades of each symbol are kept (`backend.exchange.history`) for the REST
+API's trade history, where a gateway fetches again the trades it missed.
+
 Trade ids start from the clock (microseconds since the epoch), so a restarted exchange continues
 above the ids it sent before, and a gateway sees a gap, never a repeat.
 """
@@ -24,6 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from backend.exchange.history import TradeHistory
 from backend.exchange.wire import NewsEvent, TradeEvent, stream_name, trade_encoder
 from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
 
@@ -48,6 +52,7 @@ class FeedConfig:
     volatility: float = 2e-4  # per-trade relative step of the random walk
     news_every_s: float = 2.0
     tick: float = 0.001  # generation step (s)
+    history: int = 100_000  # trades kept per symbol for the REST trade history
 
 
 class TradeFeed:
@@ -60,6 +65,7 @@ class TradeFeed:
         base = time.time_ns() // 1000  # ids continue across restarts
         self.next_id = {s: base for s in c.symbols}
         self.decimals = [max(2, 6 - int(math.log10(max(p, 1e-6)))) for p in self.prices]
+        self.history = TradeHistory(c.symbols, c.history, self.decimals)
         self.raw_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.combined_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.news_subs: set[ServerConnection] = set()
@@ -90,6 +96,7 @@ class TradeFeed:
         steps = self.rng.normal(0.0, c.volatility, n)
         qtys = self.rng.exponential(0.5, n) + 0.001
         makers = self.rng.random(n) < 0.5
+        record = self.history.add
         out = []
         for i in range(n):
             j = int(which[i])
@@ -100,6 +107,7 @@ class TradeFeed:
             d = self.decimals[j]
             out.append((sym, TradeEvent("trade", now_ms, sym, tid, f"{self.prices[j]:.{d}f}",
                                         f"{qtys[i]:.4f}", now_ms, bool(makers[i]))))
+            record(j, tid, self.prices[j], qtys[i], now_ms, makers[i])
         return out
 
     async def run(self) -> None:

@@ -1,5 +1,6 @@
 """The local exchange's REST order API (Binance-style `/api/v3/order`: POST new, DELETE cancel,
-GET query), HMAC-SHA256 signed, matched against the feed's live prices."""
+GET query), HMAC-SHA256 signed, matched against the feed's live prices; and the feed's trade
+history (`backend.exchange.history`: `/api/v3/historicalTrades`, `/api/v3/trades`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from backend.exchange.history import add_history_routes
 from backend.exchange.matching import MatchingEngine
 from backend.messages import ExecReport, Order
 from backend.trading.venue_rest import sign
@@ -123,6 +125,7 @@ async def create_rest_server(feed: Any, host: str, port: int) -> RestServer:
     app.router.add_post("/api/v3/order", api.new)
     app.router.add_delete("/api/v3/order", api.cancel)
     app.router.add_get("/api/v3/order", api.query)
+    add_history_routes(app, feed.history, API_KEY)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

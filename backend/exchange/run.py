@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=1000.0, help="trades per second, all symbols (default 1000)")
     p.add_argument("--seed", type=int, default=42, help="random walk seed")
     p.add_argument("--news-every", type=float, default=2.0, help="seconds between news items")
+    p.add_argument("--history", type=int, default=100_000,
+                   help="trades kept per symbol for the REST trade history (default 100000)")
 
 
 def run_exchange(args: argparse.Namespace, data_dir: Path) -> None:
@@ -35,7 +37,9 @@ def run_exchange(args: argparse.Namespace, data_dir: Path) -> None:
         raise TradeopsError(f"--rate must be positive, not {args.rate:g}")
     if args.host not in LOOPBACK:
         raise TradeopsError(f"--host must be a loopback address, not {args.host!r}")
-    config = FeedConfig(rate=args.rate, seed=args.seed, news_every_s=args.news_every)
+    if args.history < 1:
+        raise TradeopsError(f"--history must be at least 1, not {args.history}")
+    config = FeedConfig(rate=args.rate, seed=args.seed, news_every_s=args.news_every, history=args.history)
     if args.symbols:
         config.symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
         if not config.symbols:

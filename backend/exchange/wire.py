@@ -1,4 +1,5 @@
-"""The venue's public wire format (Binance): trade events on `<symbol>@trade` streams."""
+"""The venue's public wire format (Binance): trade events on `<symbol>@trade` streams, and the
+trade history of its REST API (`GET /api/v3/historicalTrades`, `GET /api/v3/trades`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ class CombinedEvent(msgspec.Struct, frozen=True):
     data: TradeEvent
 
 
+class HistoricalTrade(msgspec.Struct, frozen=True, rename="camel"):
+    """One trade of Binance's REST trade history: `{"id", "price", "qty", "quoteQty", "time",
+    "isBuyerMaker", "isBestMatch"}`; the id is the `t` of the trade stream's event."""
+
+    id: int
+    price: str
+    qty: str
+    quote_qty: str
+    time: int  # ms
+    is_buyer_maker: bool
+    is_best_match: bool = True
+
+
 class NewsEvent(msgspec.Struct, frozen=True):
     """The local exchange's alt-data feed (`/ws/news`)."""
 
@@ -40,6 +54,7 @@ trade_encoder = msgspec.json.Encoder()
 trade_decoder = msgspec.json.Decoder(TradeEvent)
 combined_decoder = msgspec.json.Decoder(CombinedEvent)
 news_decoder = msgspec.json.Decoder(NewsEvent)
+history_decoder = msgspec.json.Decoder(list[HistoricalTrade])
 
 
 def stream_name(symbol: str) -> str:

@@ -99,6 +99,16 @@ def codes(batch: RawTickBatch) -> np.ndarray:
     return np.frombuffer(batch.sym, np.uint16)
 
 
+def max_ids(batch: RawTickBatch) -> dict[str, int]:
+    """The highest trade id of each symbol in the batch."""
+    ids = ints(batch, "trade_id")
+    if len(batch.symbols) == 1:
+        return {batch.symbols[0]: int(ids.max())}
+    top = np.full(len(batch.symbols), np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(top, codes(batch), ids)
+    return {s: int(v) for s, v in zip(batch.symbols, top, strict=True)}
+
+
 def tick_at(batch: RawTickBatch, i: int) -> RawTick:
     """One raw tick, as the venue sent it (for the dead-letter stream)."""
     price = strings(batch, "price")[i].as_py()

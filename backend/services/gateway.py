@@ -1,8 +1,15 @@
 """gateway (P2): venue websocket market data -> md.ticks.raw (batches), news -> alt.raw.
 
 One client per configured URL (Binance combined or raw trade streams). Reconnects with
-exponential backoff and jitter; detects trade-id gaps per symbol (count and last gap in the
-heartbeat); measures exchange time -> receive time.
+exponential backoff and jitter; measures exchange time -> receive time.
+
+Trades it missed (it crashed, its connection dropped) are fetched again: the last trade id
+written per symbol is kept in Redis with each raw batch (`backfill.LAST_ID_KEY`, same MULTI),
+so after a restart or a reconnect the first trade above it + 1 shows the gap; the gap is fetched
+from the venue's REST trade history and written before that symbol's live trades, which wait
+meanwhile (backend/marketdata/backfill.py). The heartbeat counts gaps, `backfilled_trades` and
+`missing_trades` (those the history could not give back, each gap of them also an alert on
+ops.alerts); `last_gap` is the latest gap with what became of it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
@@ -21,7 +29,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from backend.bus import codec, streams
 from backend.exchange import server as exchange_server
 from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
-from backend.marketdata.raw import RawBatchBuilder
+from backend.marketdata import backfill
+from backend.marketdata.raw import RawBatchBuilder, max_ids
 from backend.messages import AltItem
 from backend.services.base import Service
 
@@ -36,6 +45,20 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     holds this many ticks."""
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
+    rest_url: str | None = None
+    """The venue's REST API, whose trade history (`/api/v3/historicalTrades`) gives back trades
+    missed; empty: the local exchange's, recorded in the data dir."""
+    api_key: str | None = None
+    """X-MBX-APIKEY for the trade history; empty: the local exchange's key."""
+    backfill_max_trades: int = 100_000
+    """At most this many of a gap's (latest) trades are fetched; older ones count as missing."""
+    rest_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.rest_url is not None and not self.rest_url.startswith(("http://", "https://")):
+            raise ValueError(f"rest_url {self.rest_url!r} is not an http:// or https:// URL")
+        if self.backfill_max_trades < 0 or not self.rest_timeout_s > 0:
+            raise ValueError("backfill_max_trades must be 0 or more and rest_timeout_s positive")
 
 
 class GatewayService(Service):
@@ -58,6 +81,17 @@ class GatewayService(Service):
         self.decode_errors = 0
         self.writes: set[asyncio.Future[Any]] = set()  # raw batches written, reply not yet back
         self.write_error: BaseException | None = None
+        self.backfilled = 0
+        # symbol -> its live ticks (and any later gap) waiting while a gap is backfilled
+        self.held: dict[str, list[Any]] = {}
+        self.backfills: set[asyncio.Task[None]] = set()
+        # the last trade id written per symbol (what md.ticks.raw holds), kept across restarts
+        self.stored = {k.decode(): int(v) for k, v in (await self.r.hgetall(backfill.LAST_ID_KEY)).items()}
+        self.last_id.update(self.stored)
+        self.http = httpx.AsyncClient(timeout=self.cfg.rest_timeout_s)
+
+    async def teardown(self) -> None:
+        await self.http.aclose()
 
     def processed(self) -> int:
         return self.received
@@ -65,7 +99,8 @@ class GatewayService(Service):
     def metrics(self) -> dict[str, Any]:
         return {
             "received": self.received, "published": self.published, "gaps": self.gaps,
-            "missing_trades": self.missing, "last_gap": self.last_gap,
+            "missing_trades": self.missing, "backfilled_trades": self.backfilled,
+            "backfilling": sorted(self.held), "last_gap": self.last_gap,
             "regressions": self.regressions, "connected": sorted(self.connected),
             "reconnects": self.reconnects, "news": self.news, "decode_errors": self.decode_errors,
         }
@@ -100,6 +135,7 @@ class GatewayService(Service):
             done, pending = await asyncio.wait(tasks, timeout=3) if tasks else (set(), set())
             if pending:
                 self.log.warning("%d feed client(s) did not close within 3s", len(pending))
+            await self._finish_backfills()
 
     async def _client(self, url: str, consume) -> None:  # noqa: ANN001
         attempt = 0
@@ -126,7 +162,7 @@ class GatewayService(Service):
     async def _on_trades(self, ws) -> None:  # noqa: ANN001
         builder = RawBatchBuilder(self.instance)
         add, check_gap, record = builder.add, self._check_gap, self.delay.record_ns
-        max_batch = self.cfg.max_batch
+        max_batch, held = self.cfg.max_batch, self.held
         loop = asyncio.get_running_loop()
         n = 0
         try:
@@ -142,12 +178,17 @@ class GatewayService(Service):
                     self.decode_errors += 1
                     await self._dead_frame(msg, f"undecodable trade message: {exc}")
                     continue
-                check_gap(ev.s, ev.t)
+                gap = check_gap(ev.s, ev.t)
                 n += 1
                 if not n & 7:  # the delay histogram samples one message in 8
                     record(max(0, recv_ns - ev.E * 1_000_000))
                 if self.write_error is not None:
                     raise self.write_error  # the service stops; the supervisor restarts it
+                if gap is not None or (held and ev.s in held):  # waits for the gap's backfill
+                    self._hold(builder, gap, (ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000,
+                                              ev.E * 1_000_000, ev.m, recv_ns))
+                    self.received += 1
+                    continue
                 if not len(builder):
                     # Messages that arrived together are read without yielding to the loop;
                     # this runs once they are all in the batch (no timer, no added latency).
@@ -166,8 +207,15 @@ class GatewayService(Service):
             return
         batch = builder.build()
         builder.clear()
+        marks = self._marks(batch)
         try:
+            if marks:  # the batch and the last ids it raises, together (MULTI/EXEC)
+                self._quiet(self.fast.send("MULTI"))
             fut = self.fast.send(*streams.xadd(streams.MD_TICKS_RAW, batch))
+            if marks:
+                self._quiet(fut)
+                self._quiet(self.fast.send("HSET", backfill.LAST_ID_KEY, *marks))
+                fut = self.fast.send("EXEC")
         except (RedisConnectionError, OSError) as exc:  # Redis is gone: stop, be restarted
             self.write_error = exc
             self.log.error("writing raw ticks failed: %s", exc)
@@ -179,6 +227,8 @@ class GatewayService(Service):
         self.writes.discard(fut)
         exc = fut.exception() if not fut.cancelled() else None
         reply = fut.result() if exc is None and not fut.cancelled() else None
+        if isinstance(reply, list):  # EXEC: the XADD's and the HSET's replies
+            reply = next((x for x in reply if isinstance(x, Exception)), None)
         if exc is None and not isinstance(reply, Exception):
             self.published += n
         elif self.write_error is None:
@@ -189,22 +239,119 @@ class GatewayService(Service):
         if self.writes:
             await asyncio.wait(list(self.writes), timeout=5)
 
-    def _check_gap(self, symbol: str, trade_id: int) -> None:
+    @staticmethod
+    def _quiet(fut: asyncio.Future[Any]) -> None:
+        """A reply nobody reads (MULTI's OK, QUEUED): its error, if the connection drops, is the
+        EXEC's too; retrieved here so asyncio does not log it as never retrieved."""
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _marks(self, batch: Any) -> list[str | int]:
+        """HSET arguments for the symbols whose last written id the batch raises."""
+        out: list[str | int] = []
+        stored = self.stored
+        for sym, top in max_ids(batch).items():
+            if top > stored.get(sym, -1):
+                stored[sym] = top
+                out += (sym, top)
+        return out
+
+    def _check_gap(self, symbol: str, trade_id: int) -> backfill.Gap | None:
         last = self.last_id.get(symbol)
         if last is not None and trade_id == last + 1:
             self.last_id[symbol] = trade_id
-            return
+            return None
         self.last_id[symbol] = trade_id if last is None else max(last, trade_id)
-        if last is None:
-            return
-        if trade_id > last + 1:
-            self.gaps += 1
-            self.missing += trade_id - last - 1
-            self.last_gap = {"symbol": symbol, "after": last, "next": trade_id,
-                             "missing": trade_id - last - 1, "ts_ns": time.time_ns()}
-            self.log.warning("trade-id gap", extra=self.last_gap)
-        else:
+        if last is not None and trade_id <= last:
             self.regressions += 1
+        gap = backfill.find_gap(symbol, last, trade_id)
+        if gap is not None:
+            self.gaps += 1
+            self.last_gap = {"symbol": symbol, "after": last, "next": trade_id, "missing": gap.size,
+                             "backfilled": None, "lost": None, "ts_ns": time.time_ns()}
+            self.log.warning("trade-id gap: backfilling it", extra=self.last_gap)
+        return gap
+
+    # -- backfill ------------------------------------------------------------------------------------
+    def _hold(self, builder: RawBatchBuilder, gap: backfill.Gap | None, tick: tuple[Any, ...]) -> None:
+        """Queue a live tick (after its gap, if it opens one) behind the symbol's backfill."""
+        queue = self.held.get(tick[0])
+        if queue is None:
+            self._flush(builder)  # the symbol's trades from before the gap go first
+            queue = self.held[tick[0]] = []
+            task = asyncio.create_task(self._backfill(tick[0], queue), name=f"backfill:{tick[0]}")
+            self.backfills.add(task)
+            task.add_done_callback(self._backfill_done)
+        if gap is not None:
+            queue.append(gap)
+        queue.append(tick)
+
+    async def _backfill(self, symbol: str, queue: list[Any]) -> None:
+        """Each gap of the queue fetched and written, then the live ticks behind it, in order."""
+        out = RawBatchBuilder(self.instance)
+        max_batch = self.cfg.max_batch
+        while queue:
+            gap = queue.pop(0)  # a queue starts with a gap
+            await self._fill(gap, out)
+            k = next((i for i, x in enumerate(queue) if isinstance(x, backfill.Gap)), len(queue))
+            for tick in queue[:k]:
+                out.add(*tick)
+                if len(out) >= max_batch:
+                    self._flush(out)
+            del queue[:k]
+            self._flush(out)
+        del self.held[symbol]  # no await since the queue was seen empty: no tick is left behind
+
+    async def _fill(self, gap: backfill.Gap, out: RawBatchBuilder) -> None:
+        max_batch = self.cfg.max_batch
+
+        def write(trades: list[Any]) -> None:
+            for i in range(0, len(trades), max_batch):
+                backfill.add_trades(out, gap.symbol, trades[i:i + max_batch], time.time_ns())
+                self._flush(out)
+            self.backfilled += len(trades)
+
+        key = self.cfg.api_key
+        if key is None:
+            from backend.exchange.rest import API_KEY as key
+        done = await backfill.fill(self.http, self._rest_url(), key, gap, write,
+                                   max_trades=self.cfg.backfill_max_trades)
+        if self.last_gap is not None and self.last_gap["symbol"] == gap.symbol \
+                and self.last_gap["after"] == gap.first - 1:
+            self.last_gap.update(backfilled=done.fetched, lost=done.lost)
+        if done.lost:
+            self.missing += done.lost
+            alert = backfill.lost_alert(done, source=self.instance)
+            self.log.error(alert.message)
+            await self.r.xadd(streams.OPS_ALERTS, codec.fields(alert),
+                              maxlen=streams.maxlen(streams.OPS_ALERTS), approximate=True)
+        else:
+            self.log.info("trade-id gap backfilled", extra={"symbol": gap.symbol, "first": gap.first,
+                                                            "last": gap.last, "trades": done.fetched})
+
+    def _backfill_done(self, task: asyncio.Task[None]) -> None:
+        self.backfills.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        if self.write_error is None:  # the held ticks cannot go out now: fail, be restarted
+            self.write_error = task.exception()
+            self.log.error("backfill failed: %r", task.exception())
+
+    async def _finish_backfills(self) -> None:
+        """At stop: backfills in flight finish (bounded); what they hold is fetched next time."""
+        if self.backfills:
+            _, pending = await asyncio.wait(list(self.backfills), timeout=5)
+            for t in pending:
+                t.cancel()
+            if pending:
+                self.log.warning("%d backfill(s) unfinished at stop: the next start fetches them", len(pending))
+                await asyncio.wait(pending, timeout=1)
+        await self._drain_writes()
+
+    def _rest_url(self) -> str | None:
+        if self.cfg.rest_url:
+            return self.cfg.rest_url
+        info = exchange_server.read_info(Path(self.settings.resolved_data_dir()))
+        return info.rest_url if info is not None else None
 
     async def _on_news(self, ws) -> None:  # noqa: ANN001
         async for msg in ws:
