@@ -15,7 +15,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from backend.exchange.feed import FeedConfig
 from backend.exchange.rest import API_KEY
 from backend.exchange.server import Exchange, read_info
 from backend.exchange.wire import history_decoder
+from backend.runtime.commands import exchange_command
 from backend.marketdata import backfill
 from backend.marketdata.backfill import Gap
 from backend.messages import Alert, Heartbeat
@@ -174,8 +174,8 @@ async def stop_flow(ex: Exchange) -> None:
 # -- the gateway, SIGKILLed and started again (real processes) -------------------------------------
 def start_exchange(data_dir: Path, *, rate: float, symbols: list[str], history: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "--data-dir", str(data_dir), "exchange", "--rate", str(rate),
-         "--news-every", "3600", "--symbols", ",".join(symbols), "--history", str(history)],
+        [*exchange_command(data_dir, rate, news_every=3600), "--symbols", ",".join(symbols),
+         "--history", str(history)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = proc.stdout.readline() if proc.stdout else ""
     if not first.startswith("exchange up"):
