@@ -48,7 +48,7 @@ class LiveSource:
         self._beats: list[Heartbeat] = []  # this poll's heartbeats, read once
         self.gate_feed: Any = None  # gates.feed.GateFeed, made on the first read of the gates
         self._gate_defs: Any = None  # the gates in use, and the file stamp they were loaded at
-        self._gate_stamp: tuple[str, int] | None = None
+        self._gate_stamp: tuple[str, int, int] | None = None
         self._gate_error = ""
 
     def close(self) -> None:
@@ -229,9 +229,10 @@ class LiveSource:
 
         f = self.settings.gates_file
         try:
-            stamp = (f, os.stat(f).st_mtime_ns) if f else None
+            st = os.stat(f) if f else None
+            stamp = (f, st.st_mtime_ns, st.st_size) if f and st else None
         except OSError:
-            stamp = (f, -1)
+            stamp = (f, -1, -1)
         if self._gate_defs is None or stamp != self._gate_stamp:
             try:
                 self._gate_defs = model.configured(self.settings)
