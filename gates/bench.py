@@ -122,6 +122,7 @@ def run(args: Any, live_source: Callable[[str], Any] | None = None) -> dict[str,
     out: dict[str, Any] = {"events": args.events, "polls": args.polls}
     with BenchStack() as stack:
         r = stack.r
+        assert r is not None
 
         def feed_poller() -> tuple[Callable[[], int], Callable[[], None]]:
             feed = GateFeed(r, gates)
