@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Console theme."""
     read_only: bool = False
     """Console read-only mode: no action that changes anything."""
+    gates_file: str | None = None
+    """A TOML file adding or replacing gates, for the console and the CLI alike (env
+    TRADEOPS_GATES_FILE, flag --gates-file); relative to the config file when set there."""
 
     def resolved_data_dir(self) -> Path:
         return locations.data_dir(self.data_dir)
@@ -63,6 +66,7 @@ _ENV = {
     "TRADEOPS_DATA_DIR": "data_dir",
     "TRADEOPS_OPERATOR": "operator",
     "TRADEOPS_ENVIRONMENT": "environment",
+    "TRADEOPS_GATES_FILE": "gates_file",
 }
 
 
@@ -77,6 +81,8 @@ def load_settings(
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+        if isinstance(raw.get("gates_file"), str):  # a path in the config is relative to it
+            raw["gates_file"] = str(path.parent / Path(raw["gates_file"]).expanduser())
     elif config is not None:
         raise ConfigError(f"config {path}: no such file")
     for env, key in _ENV.items():

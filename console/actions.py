@@ -94,7 +94,7 @@ class LiveActions:
     def _gate(self, gate_id: str) -> Gate:
         from gates import model
 
-        return model.get(model.load(), gate_id)
+        return model.get(model.configured(self.settings), gate_id)  # the gates file of the settings, as the CLI
 
     def gate_run(self, gate_id: str, check: str | None) -> str:
         from gates import decisions

@@ -44,8 +44,13 @@ def append(r: redis.Redis, ev: GateEvent) -> GateEvent:
     raise RuntimeError("could not append to the audit log: too much contention")
 
 
+def decode(f: dict[Any, Any]) -> GateEvent:
+    """One ops.gates entry's event (msgspec's DecodeError or ValidationError when it is not one)."""
+    return codec.decode(codec.payload(f), GateEvent)
+
+
 def events(r: redis.Redis) -> list[tuple[str, GateEvent]]:
-    return [(eid.decode(), codec.decode(codec.payload(f), GateEvent)) for eid, f in r.xrange(streams.OPS_GATES)]
+    return [(eid.decode(), decode(f)) for eid, f in r.xrange(streams.OPS_GATES)]
 
 
 @dataclass
@@ -56,22 +61,72 @@ class Verdict:
     entry: str | None = None
 
 
-def verify(r: redis.Redis) -> Verdict:
-    evs = events(r)
-    prev = ""
-    for i, (eid, ev) in enumerate(evs):
-        if ev.prev_hash != prev:
-            return Verdict(False, i, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) does not follow the "
-                                     f"entry before it: an entry was removed or reordered", eid)
+class ChainVerifier:
+    """The chain checked one entry at a time, in log order: it keeps the last verified hash and
+    how many entries it verified, so each entry is verified once however often the log is read
+    (the console feeds it only new entries; `audit verify` feeds it the whole log)."""
+
+    def __init__(self) -> None:
+        self.prev = ""  # hash of the last verified entry
+        self.checked = 0  # entries verified
+        self.problem = ""
+        self.entry: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+    def feed(self, eid: str, ev: GateEvent) -> bool:
+        """Verify the entry after the last verified one; False (and the problem kept) when it does
+        not follow it or its content does not match its hash. Nothing is verified after a break."""
+        if self.problem:
+            return False
+        i = self.checked
+        if ev.prev_hash != self.prev:
+            return self._broken(eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) does not follow the "
+                                     f"entry before it: an entry was removed or reordered")
         if digest(ev) != ev.hash:
-            return Verdict(False, i, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) was changed: "
-                                     f"its content does not match its hash", eid)
-        prev = ev.hash
-    head = r.get(HEAD_KEY)
-    if (head.decode() if head else "") != prev:
-        return Verdict(False, len(evs), "the newest entries were removed: the log ends before the "
-                                        "recorded head", None)
-    return Verdict(True, len(evs))
+            return self._broken(eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) was changed: "
+                                     f"its content does not match its hash")
+        self.prev = ev.hash
+        self.checked += 1
+        return True
+
+    def unreadable(self, eid: str, why: str) -> None:
+        """An entry that is not a GateEvent breaks the chain where it stands."""
+        if not self.problem:
+            self._broken(eid, f"entry {self.checked + 1} ({eid}) is not a gate event: {why}")
+
+    def _broken(self, eid: str, problem: str) -> bool:
+        self.problem, self.entry = problem, eid
+        return False
+
+    def verdict(self, head: str) -> Verdict:
+        """The verdict on the entries fed so far, `head` being the recorded head hash read with them."""
+        if self.problem:
+            return Verdict(False, self.checked, self.problem, self.entry)
+        if head != self.prev:
+            return Verdict(False, self.checked, "the newest entries were removed: the log ends before the "
+                                                "recorded head", None)
+        return Verdict(True, self.checked)
+
+
+def verify(r: redis.Redis) -> Verdict:
+    """The whole log verified from its first entry (and the head read in the same transaction)."""
+    with r.pipeline(transaction=True) as pipe:
+        pipe.xrange(streams.OPS_GATES)
+        pipe.get(HEAD_KEY)
+        items, head = pipe.execute()
+    v = ChainVerifier()
+    for eid, f in items:
+        try:
+            ev = decode(f)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            v.unreadable(eid.decode(), str(exc))
+            break
+        if not v.feed(eid.decode(), ev):
+            break
+    return v.verdict(head.decode() if head else "")
 
 
 def to_row(ev: GateEvent) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Gate state, check runs, attestations, approvals and decisions, all recorded as hash-chained
-events on ops.gates; the state is always rebuilt from those events.
+events on ops.gates; the state is the fold of those events (gates/state.py).
 
 Rules:
 - proceed needs every required check passed in its latest run; a failed (or unrun) required check
@@ -13,7 +13,6 @@ Rules:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -23,86 +22,24 @@ from backend.messages import GateEvent
 from backend.settings import Settings
 from gates import audit
 from gates.checks import CheckContext, run_check
-from gates.model import Check, Gate
+from gates.model import Gate
+from gates.state import CheckState, GateLedger, GateState
+
+__all__ = ["CheckState", "GateState", "Refused", "approve", "attest", "decide", "run", "state", "states"]
 
 
 class Refused(TradeopsError):
     """A gate action that the rules refuse; the message says which rule."""
 
 
-@dataclass
-class CheckState:
-    check: Check
-    outcome: str = "pending"
-    evidence: dict[str, Any] = field(default_factory=dict)
-    operator: str = ""
-    ts_ns: int = 0
-    history: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GateState:
-    gate: Gate
-    checks: dict[str, CheckState]
-    approvals: list[tuple[str, str, int]]  # (operator, reason, ts) valid now
-    decision: str | None = None
-    decision_reason: str = ""
-    decided_by: str = ""
-    fixers: set[str] = field(default_factory=set)
-
-    @property
-    def red(self) -> list[str]:
-        return [c.check.id for c in self.checks.values() if c.check.required and c.outcome != "passed"]
-
-    @property
-    def approvers(self) -> list[str]:
-        return list(dict.fromkeys(a for a, _, _ in self.approvals))
-
-    @property
-    def status(self) -> str:
-        if self.decision:
-            return self.decision
-        if not any(c.outcome != "pending" for c in self.checks.values()):
-            return "pending"
-        return "ready" if not self.red else "blocked"
-
-    def approvals_needed(self) -> list[str]:
-        """What approval is still missing, in words (empty when enough)."""
-        out = []
-        if len(self.approvers) < self.gate.approvals:
-            out.append(f"{self.gate.approvals - len(self.approvers)} more approval(s) "
-                       f"({len(self.approvers)} of {self.gate.approvals})")
-        elif self.approvers and all(a in self.fixers for a in self.approvers):
-            out.append("an approver who did not fix a failing check")
-        return out
-
-
 def state(r: redis.Redis, gate: Gate) -> GateState:
-    checks = {c.id: CheckState(c) for c in gate.checks}
-    approvals: list[tuple[str, str, int]] = []
-    st = GateState(gate, checks, approvals)
-    failed_by: dict[str, set[str]] = {}
-    last_run_ns = 0
-    for _, ev in audit.events(r):
-        if ev.gate != gate.id:
-            continue
-        if ev.kind in ("check_run", "attest") and ev.check in checks:
-            cs = checks[ev.check]
-            if ev.outcome == "failed":
-                failed_by.setdefault(ev.check, set()).add(ev.operator)
-            if ev.outcome == "passed" and ev.check in failed_by and cs.outcome == "failed":
-                st.fixers.add(ev.operator)
-            cs.outcome, cs.evidence, cs.operator, cs.ts_ns = ev.outcome or "pending", ev.evidence, ev.operator, ev.ts_ns
-            cs.history.append(cs.outcome)
-            if cs.check.required:
-                last_run_ns = max(last_run_ns, ev.ts_ns)
-                approvals[:] = [a for a in approvals if a[2] > last_run_ns]
-        elif ev.kind == "approve":
-            approvals.append((ev.operator, ev.reason, ev.ts_ns))
-        elif ev.kind == "decision":
-            st.decision, st.decision_reason, st.decided_by = ev.decision, ev.reason, ev.operator
-            approvals.clear()
-    return st
+    """One gate's state, folded from the whole audit log."""
+    return states(r, {gate.id: gate})[gate.id]
+
+
+def states(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, GateState]:
+    """Every gate's state from one read of the audit log."""
+    return GateLedger(gates).extend(ev for _, ev in audit.events(r)).states()
 
 
 def _record(r: redis.Redis, **kw: Any) -> GateEvent:

@@ -85,6 +85,16 @@ def load(user_file: Path | None = None) -> dict[str, Gate]:
     return gates
 
 
+def configured(settings: Any) -> dict[str, Gate]:
+    """The gates the console and the CLI both use: the shipped ones plus the user file of the
+    settings (`gates_file`: config key, env TRADEOPS_GATES_FILE, or the CLI's --gates-file)."""
+    f = getattr(settings, "gates_file", None)
+    if f and not Path(f).is_file():
+        raise TradeopsError(f"gates file {f}: no such file (set by --gates-file, TRADEOPS_GATES_FILE "
+                            f"or gates_file in the config)")
+    return load(Path(f) if f else None)
+
+
 def get(gates: dict[str, Gate], gate_id: str) -> Gate:
     if gate_id not in gates:
         raise TradeopsError(f"unknown gate {gate_id!r}; gates: {', '.join(gates)}")

@@ -45,8 +45,9 @@ def build(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, Any]:
     migrated = sum(1 for s in inv.services if states.get(s.name) == "migrated")
     gate_rows = []
     risks = []
+    states = decisions.states(r, gates)
     for g in gates.values():
-        st = decisions.state(r, g)
+        st = states[g.id]
         gate_rows.append({"id": g.id, "title": g.title, "status": st.status, "decision": st.decision,
                           "reason": st.decision_reason, "decided_by": st.decided_by,
                           "approvers": st.approvers, "approvals_required": g.approvals,

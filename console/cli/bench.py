@@ -3,7 +3,8 @@
 (one JSON object on stdout) and `--seconds`, starts what it needs and stops it after. One that
 defines `Grant` moves services through the migration in its private Redis: it gets
 `run(args, grant=...)`, which records proceed decisions for the gates it needs (backend/ does not
-import gates)."""
+import gates). The gates' benchmark (gates/bench.py) times the console's poll: it gets
+`run(args, live_source=...)` (gates/ does not import the console)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def _benchmarks() -> list[Any]:
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
             mods.append(mod)
     from console import bench_ui  # the console's own benchmark lives beside the console
+    from gates import bench as gates_bench  # the gates' beside the gates
 
-    mods.append(bench_ui)
+    mods += [bench_ui, gates_bench]
     return sorted(mods, key=lambda m: m.NAME)
 
 
@@ -52,6 +54,8 @@ def _runner(mod: Any):
             from gates.bench import proceed_for_benchmark
 
             result = mod.run(args, grant=proceed_for_benchmark)
+        elif mod.NAME == "gates":  # it times the console's poll: the console's live source
+            result = mod.run(args, live_source=_live_source)
         else:
             result = mod.run(args)
         if args.json:
@@ -64,6 +68,14 @@ def _runner(mod: Any):
         return 0
 
     return run
+
+
+def _live_source(url: str) -> Any:
+    """The console's live source, reading the board, gates and audit on every poll."""
+    from backend.settings import Settings
+    from console.data.live import LiveSource
+
+    return LiveSource(url, Settings(), "bench", slow_every=1)
 
 
 def _fmt(v: Any) -> str:

@@ -48,6 +48,7 @@ class Context:
             redis_url=getattr(a, "redis_url", None),
             data_dir=getattr(a, "data_dir", None),
             operator=getattr(a, "operator", None),
+            gates_file=getattr(a, "gates_file", None),
         )
 
     @property

@@ -17,7 +17,9 @@ ORDER = 50
 
 def register(sub: Any) -> None:
     p = command(sub, "gate", "validation gates: checks with evidence, approvals, decisions")
-    p.add_argument("--gates-file", default=None, help="a TOML file adding or replacing gates")
+    p.add_argument("--gates-file", default=None,
+                   help="a TOML file adding or replacing gates (default: gates_file of the settings, "
+                        "env TRADEOPS_GATES_FILE)")
     gsub = p.add_subparsers(dest="gate_cmd", metavar="ACTION", required=True)
     q = command(gsub, "list", "the gates, their checks and state")
     q.add_argument("--json", action="store_true")
@@ -56,16 +58,16 @@ def register(sub: Any) -> None:
 
     p = command(sub, "report", "the completion tracker as Markdown (or --json)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--gates-file", default=None)
+    p.add_argument("--gates-file", default=None, help="a TOML file adding or replacing gates")
     p.add_argument("-o", "--output", default=None, help="write to this file")
     p.set_defaults(func=cmd_report)
 
 
-def _gates(args: argparse.Namespace):  # noqa: ANN202
+def _gates(ctx: Context):  # noqa: ANN202
+    """The gates of the settings, as the console loads them (--gates-file overrides the setting)."""
     from gates import model
 
-    f = getattr(args, "gates_file", None)
-    return model.load(Path(f) if f else None)
+    return model.configured(ctx.settings)
 
 
 def _ctx(ctx: Context):  # noqa: ANN202
@@ -77,10 +79,11 @@ def _ctx(ctx: Context):  # noqa: ANN202
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions
 
-    gates = _gates(args)
+    gates = _gates(ctx)
+    states = decisions.states(ctx.redis, gates)
     rows = []
     for g in gates.values():
-        st = decisions.state(ctx.redis, g)
+        st = states[g.id]
         rows.append({"id": g.id, "title": g.title, "state": st.status, "decision": st.decision,
                      "approvals_required": g.approvals, "approvers": st.approvers, "critical": g.critical,
                      "checks": [{"id": c.id, "kind": c.kind, "required": c.required,
@@ -97,7 +100,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
-    g = model.get(_gates(args), args.gate)
+    g = model.get(_gates(ctx), args.gate)
     st = decisions.state(ctx.redis, g)
     if args.json:
         ctx.print_json({"id": g.id, "state": st.status, "decision": st.decision, "approvers": st.approvers,
@@ -127,7 +130,7 @@ def _brief(ev: dict[str, Any]) -> str:
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
-    g = model.get(_gates(args), args.gate)
+    g = model.get(_gates(ctx), args.gate)
     for ev in decisions.run(_ctx(ctx), g, ctx.operator, args.check):
         print(f"{g.id}/{ev.check}: {ev.outcome}  {_brief(ev.evidence)}")
     return 0
@@ -136,7 +139,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_attest(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
-    g = model.get(_gates(args), args.gate)
+    g = model.get(_gates(ctx), args.gate)
     decisions.attest(ctx.redis, g, args.check, ctx.operator, args.note)
     print(f"{g.id}/{args.check}: attested by {ctx.operator}")
     return 0
@@ -145,7 +148,7 @@ def cmd_attest(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
-    g = model.get(_gates(args), args.gate)
+    g = model.get(_gates(ctx), args.gate)
     decisions.approve(ctx.redis, g, ctx.operator, args.reason)
     st = decisions.state(ctx.redis, g)
     print(f"{g.id}: approved by {ctx.operator} ({len(st.approvers)} of {g.approvals})")
@@ -155,7 +158,7 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_decide(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
-    g = model.get(_gates(args), args.gate)
+    g = model.get(_gates(ctx), args.gate)
     decisions.decide(ctx.redis, ctx.settings, g, args.decision, ctx.operator, args.reason, args.override)
     print(f"{g.id}: {args.decision.upper()} by {ctx.operator}: {args.reason}")
     return 0
@@ -189,7 +192,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     from gates import report
 
-    rep = report.build(ctx.redis, _gates(args))
+    rep = report.build(ctx.redis, _gates(ctx))
     if args.json:
         import json
 

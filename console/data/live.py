@@ -3,6 +3,7 @@ into a Snapshot. Runs in a worker thread; keeps just enough state to compute rat
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict, deque
 from typing import Any
@@ -12,7 +13,7 @@ import redis
 from backend.bus import codec, streams
 from backend.health import read_heartbeats
 from backend.marketdata import ticks as tickcols
-from backend.messages import Bar, ControlCommand, MigrationEvent, OrderEvent
+from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent
 from backend.migration import inventory
 from backend.migration.state import board
 from console.data.snapshot import BarRow, GateRow, HealthRow, MarketRow, OrderRow, Snapshot
@@ -23,7 +24,7 @@ QUIET_NS = 3_000_000_000  # a symbol with no 1 s bar this recent shows 0 ticks/s
 
 
 class LiveSource:
-    def __init__(self, url: str, settings: Any, operator: str) -> None:
+    def __init__(self, url: str, settings: Any, operator: str, *, slow_every: int = 4) -> None:
         self.url = url
         self.settings = settings
         self.operator = operator
@@ -42,7 +43,13 @@ class LiveSource:
         self.order_cursor = "0"
         self.inv = inventory.load()
         self.polls = 0
+        self.slow_every = slow_every  # the board, gates and audit are read every this many polls
         self._slow: dict[str, object] = {}
+        self._beats: list[Heartbeat] = []  # this poll's heartbeats, read once
+        self.gate_feed: Any = None  # gates.feed.GateFeed, made on the first read of the gates
+        self._gate_defs: Any = None  # the gates in use, and the file stamp they were loaded at
+        self._gate_stamp: tuple[str, int, int] | None = None
+        self._gate_error = ""
 
     def close(self) -> None:
         self.r.close()
@@ -57,7 +64,7 @@ class LiveSource:
             self._orders(snap)
             self._risk(snap)
             # the board, gates and audit change on an operator's time scale: every 2 s is enough
-            if self.polls % 4 == 0 or not self._slow:
+            if self.polls % self.slow_every == 0 or not self._slow:
                 self._migration(snap)
                 self._gates(snap)
                 self._slow = {k: getattr(snap, k) for k in
@@ -77,7 +84,7 @@ class LiveSource:
 
     # -- pieces ------------------------------------------------------------------------------------
     def _health(self, snap: Snapshot) -> None:
-        beats = read_heartbeats(self.r)
+        beats = self._beats = read_heartbeats(self.r)
         nowns = time.time_ns()
         by: dict[str, list] = defaultdict(list)
         for b in beats:
@@ -156,7 +163,7 @@ class LiveSource:
         snap.order_history = dict(self.history)
 
     def _risk(self, snap: Snapshot) -> None:
-        beats = {b.service: b for b in read_heartbeats(self.r) if b.service in ("oms", "risk")}
+        beats = {b.service: b for b in self._beats if b.service in ("oms", "risk")}  # read by _health
         oms = beats.get("oms")
         if oms:
             lat = oms.latency_ms
@@ -178,10 +185,16 @@ class LiveSource:
             snap.progress[p] = (sum(states[s.name].state == "migrated" for s in svcs), len(svcs))
 
     def _gates(self, snap: Snapshot) -> None:
-        from gates import audit, decisions, model
+        """The gates from the folded state of ops.gates: each poll reads only the entries after the
+        last it saw, folds them into the gate state and verifies them on the chain (gates/feed.py)."""
+        from gates.feed import GateFeed
 
-        for g in model.load().values():
-            st = decisions.state(self.r, g)
+        gates = self._gates_defined(snap)
+        if self.gate_feed is None:
+            self.gate_feed = GateFeed(self.r, gates)
+        self.gate_feed.poll(gates)
+        for st in self.gate_feed.states().values():
+            g = st.gate
             snap.gates.append(GateRow(g.id, g.title, st.status, f"{len(st.approvers)}/{g.approvals}",
                                       [] if st.decision else st.approvals_needed(), g.critical,
                                       [(c.check.id, c.check.kind, c.check.required, c.outcome, _brief(c.evidence))
@@ -192,7 +205,7 @@ class LiveSource:
                 if c.outcome == "failed":
                     snap.alerts.append(f"gate {g.id}: check {c.check.id} failed")
         rows = [(ev.ts_ns, ev.gate, ev.kind, ev.check or ev.decision or "", ev.operator,
-                 ev.reason or str(ev.evidence.get("note", ""))) for _, ev in audit.events(self.r)[-200:]]
+                 ev.reason or str(ev.evidence.get("note", ""))) for _, ev in self.gate_feed.recent]
         # the migration log beside the gate log, in time order
         for _, f in self.r.xrevrange(streams.OPS_MIGRATION, count=200):
             m = codec.decode(codec.payload(f), MigrationEvent)
@@ -205,8 +218,34 @@ class LiveSource:
                              c.reason))
         for ts, *rest in sorted(rows)[-300:]:
             snap.audit.append((time.strftime("%H:%M:%S", time.gmtime(ts / 1e9)), *rest))
-        v = audit.verify(self.r)
+        v = self.gate_feed.verdict
         snap.audit_verdict = f"chain OK ({v.checked} entries)" if v.ok else f"chain BROKEN: {v.problem}"
+
+    def _gates_defined(self, snap: Snapshot) -> Any:
+        """The gates of the settings (gates.model.configured, as the CLI loads them), loaded again
+        when the gates file changes; a file that no longer loads keeps the gates in use, with an alert."""
+        from backend.errors import TradeopsError
+        from gates import model
+
+        f = self.settings.gates_file
+        try:
+            st = os.stat(f) if f else None
+            stamp = (f, st.st_mtime_ns, st.st_size) if f and st else None
+        except OSError:
+            stamp = (f, -1, -1)
+        if self._gate_defs is None or stamp != self._gate_stamp:
+            try:
+                self._gate_defs = model.configured(self.settings)
+            except TradeopsError as exc:
+                if self._gate_defs is None:
+                    self._gate_defs = model.load()
+                self._gate_error = f"gate definitions not loaded: {exc}"
+            else:
+                self._gate_error = ""
+            self._gate_stamp = stamp
+        if self._gate_error:
+            snap.alerts.append(self._gate_error)
+        return self._gate_defs
 
 
 def _brief(ev: dict) -> str:

@@ -1,0 +1,91 @@
+"""The audit log read incrementally, for a reader that polls it (the console): the folded gate
+state (gates/state.py) and the verified chain position (gates/audit.py) are kept between polls,
+and each poll reads only the entries after the last one it saw, in one transaction with the
+log's length and recorded head. A poll's cost follows what is new, not the length of the log.
+
+Each entry is folded and verified once. The log's length and head, read with the entries, say
+whether the log is still the one that was verified: an entry already read that is no longer there
+(removed, or the log rebuilt shorter) makes the next poll fold and verify the whole log again, so
+the verdict is the one `tradeops audit verify` gives; an entry changed in place after it was
+verified is caught by `audit verify`, which checks every entry."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from backend.bus import streams
+from backend.messages import GateEvent
+from gates import audit
+from gates.model import Gate
+from gates.state import GateLedger, GateState
+
+TAIL = 200  # newest gate events kept for the audit screen
+CHUNK = 5000  # entries per read (a first poll of a long log reads it in several)
+
+
+class GateFeed:
+    def __init__(self, r: Any, gates: Mapping[str, Gate]) -> None:
+        self.r = r
+        self.read_last = 0  # entries read by the last poll
+        self.read_total = 0  # entries read since this feed was made
+        self.refolds = 0  # times the whole log was read again because it changed under the feed
+        self._reset(gates)
+
+    def _reset(self, gates: Mapping[str, Gate]) -> None:
+        self.ledger = GateLedger(gates)
+        self.chain = audit.ChainVerifier()
+        self.cursor = "0-0"  # id of the last entry read
+        self.count = 0  # entries read since the reset
+        self.recent: deque[tuple[str, GateEvent]] = deque(maxlen=TAIL)
+        self.verdict = audit.Verdict(True, 0)
+
+    def poll(self, gates: Mapping[str, Gate] | None = None) -> None:
+        """Fold the entries added since the last poll. New `gates` (the gates file changed) fold
+        the log again from its first entry."""
+        if gates is not None and dict(gates) != self.ledger.gates:
+            self._reset(gates)
+        n, length, head = self._read()
+        if length != self.count:  # an entry read before is gone: fold and verify the log as it is now
+            self.refolds += 1
+            self._reset(self.ledger.gates)
+            more, length, head = self._read()
+            n += more
+        self.read_last = n
+        self.read_total += n
+        self.verdict = self.chain.verdict(head)
+
+    def states(self) -> dict[str, GateState]:
+        return self.ledger.states()
+
+    def _read(self) -> tuple[int, int, str]:
+        """Read to the end of the log: (entries read, the log's length, its head), the last two
+        from the same transaction as the last entries."""
+        n = 0
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                pipe.xread({streams.OPS_GATES: self.cursor}, count=CHUNK)
+                pipe.xlen(streams.OPS_GATES)
+                pipe.get(audit.HEAD_KEY)
+                resp, length, head = pipe.execute()
+            items = [it for _, its in resp or [] for it in its]
+            for eid, f in items:
+                self._apply(eid.decode(), f)
+            n += len(items)
+            if len(items) < CHUNK:
+                return n, int(length), head.decode() if head else ""
+
+    def _apply(self, eid: str, f: dict[Any, Any]) -> None:
+        self.cursor = eid
+        self.count += 1
+        try:
+            ev = audit.decode(f)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.chain.unreadable(eid, str(exc))
+            return
+        self.chain.feed(eid, ev)
+        self.ledger.apply(ev)
+        self.recent.append((eid, ev))
