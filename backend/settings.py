@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A TOML file adding or replacing gates, for the console and the CLI alike (env
     TRADEOPS_GATES_FILE, flag --gates-file); relative to the config file when set there."""
 
+    def gates_path(self) -> Path | None:
+        """The user's gates file, if any (what the migration rules read the guards from too)."""
+        return Path(self.gates_file).expanduser() if self.gates_file else None
+
     def resolved_data_dir(self) -> Path:
         return locations.data_dir(self.data_dir)
 

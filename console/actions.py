@@ -88,7 +88,7 @@ class LiveActions:
 
         if action in ("cutover", "rollback"):  # waits for healthy / drained (an action worker thread)
             return switch(self.r, service, action, self.operator, reason).summary()
-        ev = move(self.r, service, action, self.operator, reason)
+        ev = move(self.r, service, action, self.operator, reason, gates_file=self.settings.gates_path())
         return f"{service}: {ev.from_state} -> {ev.to_state}"
 
     def _gate(self, gate_id: str) -> Gate:

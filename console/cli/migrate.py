@@ -33,9 +33,10 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     from backend.migration.state import blockers, board
 
     states = board(ctx.redis)
+    gates = ctx.settings.gates_path()
     rows = []
     for name, st in sorted(states.items(), key=lambda kv: kv[1].priority):
-        why = blockers(ctx.redis, name, states) if st.state in ("planned", "rolled_back", "failed") else []
+        why = blockers(ctx.redis, name, states, gates_file=gates) if st.state in ("planned", "rolled_back", "failed") else []
         last = st.history[-1] if st.history else None
         rows.append({"service": name, "priority": st.priority, "state": st.state, "blocked_by": why,
                      "last_by": last.operator if last else None, "last_reason": last.reason if last else None})
@@ -54,7 +55,8 @@ def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
     from backend.migration.state import move
 
     if args.action == "start":
-        ev = move(ctx.redis, args.service, args.action, ctx.operator, args.reason)
+        ev = move(ctx.redis, args.service, args.action, ctx.operator, args.reason,
+                  gates_file=ctx.settings.gates_path())
         print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({ctx.operator}: {args.reason})")
         return 0
     if args.timeout <= 0:
