@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.bus import codec, streams
+from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
 from backend.messages import MigrationEvent
 from backend.migration import inventory
@@ -111,7 +112,7 @@ def move(r: Any, service: str, action: str, operator: str, reason: str, **detail
     st, to = check(r, service, action, reason)
     ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
                         reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
-    r.xadd(streams.OPS_MIGRATION, codec.fields(ev))
+    publish_sync(r, streams.OPS_MIGRATION, ev)
     return ev
 
 
