@@ -48,7 +48,7 @@ class AlertingService(Service):
         self.dlq_seen: dict[str, int] = {}
         # where gate events were read up to survives restarts: a failed check alerts once;
         # ops.gates is read, not consumed: the gates log owns its entries (bad ones are skipped)
-        self.gates = self.follow({streams.OPS_GATES: (await self.r.get(GATE_CURSOR) or b"0").decode()},
+        self.gates = self.listen({streams.OPS_GATES: (await self.r.get(GATE_CURSOR) or b"0").decode()},
                                  self.on_gate_events, decode=GateEvent, count=500, block_ms=200)
         self.http = httpx.AsyncClient(timeout=3)
         self.worker = self.consume(streams.OPS_ALERTS, self.on_alerts, decode=Alert, count=200, block_ms=200)

@@ -3,7 +3,7 @@
 A service declares its `name`, a typed `Config` (checked against `[services.<name>]`), and in
 `setup()` registers what it consumes (`self.consume(stream, handler, decode=T)`: the handler gets
 `[(entry id, T)]`, and what does not decode is dead-lettered for it), the broadcasts it follows
-(`self.follow({stream: cursor}, handler, decode=T)`: every instance reads every entry), and its
+(`self.listen({stream: cursor}, handler, decode=T)`: every instance reads every entry), and its
 periodic tasks (`self.every(seconds, fn)`). It publishes through `backend.bus.publish`. The base
 owns the rest: the Redis connection, the consumer-group workers (group = service name, consumer =
 instance id), the broadcast readers, a heartbeat every second into `ops.health`
@@ -79,7 +79,7 @@ class Service:
         self.fast: FastRedis = None  # type: ignore[assignment]  # set in run(): the hot-path writes
         self.workers: list[StreamWorker] = []
         self.readers: list[Broadcast] = []
-        self._follows: list[tuple[Broadcast, Callable[[list[Item]], Awaitable[None]]]] = []
+        self._listens: list[tuple[Broadcast, Callable[[list[Item]], Awaitable[None]]]] = []
         self.latency: dict[str, LatencyRecorder] = {}
         self.state = "starting"
         self.started_ns = time.time_ns()
@@ -112,7 +112,7 @@ class Service:
         self.workers.append(worker)
         return worker
 
-    def reader(self, cursors: dict[str, str], *, decode: Any = None, **opts: Any) -> Broadcast:
+    def broadcast(self, cursors: dict[str, str], *, decode: Any = None, **opts: Any) -> Broadcast:
         """A broadcast reader of `cursors` ({stream: "$" | "0" | an entry id}) on this service's
         Redis, closed when the service stops; `read()` it yourself (e.g. in a periodic task).
         `decode`: a type, or {stream: type}; `opts`: Broadcast's (count, block_ms, min_interval_s)."""
@@ -120,13 +120,13 @@ class Service:
         self.readers.append(reader)
         return reader
 
-    def follow(self, cursors: dict[str, str], handler: Callable[[list[Item]], Awaitable[None]], *,
+    def listen(self, cursors: dict[str, str], handler: Callable[[list[Item]], Awaitable[None]], *,
                decode: Any = None, **opts: Any) -> Broadcast:
         """Read `cursors` as broadcasts while the service runs: `handler([(stream, id, message)])`
         for every read that brought something (undecodable entries skipped and counted in the
         reader's `skipped`)."""
-        reader = self.reader(cursors, decode=decode, **opts)
-        self._follows.append((reader, handler))
+        reader = self.broadcast(cursors, decode=decode, **opts)
+        self._listens.append((reader, handler))
         return reader
 
     async def consumer_alive(self, consumer: str) -> bool:
@@ -210,8 +210,8 @@ class Service:
             )
             await self.heartbeat()
             tasks = [asyncio.create_task(w.run(), name=f"worker:{w.stream}") for w in self.workers]
-            tasks += [asyncio.create_task(self._follow_loop(b, fn), name=f"follow:{','.join(b.cursors)}")
-                      for b, fn in self._follows]
+            tasks += [asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
+                      for b, fn in self._listens]
             tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
             tasks += [
                 asyncio.create_task(self._every_loop(s, fn), name=f"every:{fn.__name__}")
@@ -246,7 +246,7 @@ class Service:
             await self.fast.aclose()
             await self.r.aclose()
 
-    async def _follow_loop(self, reader: Broadcast, handler: Callable[[list[Item]], Awaitable[None]]) -> None:
+    async def _listen_loop(self, reader: Broadcast, handler: Callable[[list[Item]], Awaitable[None]]) -> None:
         while not self._stop.is_set():
             items = await reader.read()
             if items:

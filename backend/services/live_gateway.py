@@ -69,7 +69,7 @@ class LiveGatewayService(Service):
             await self._load_paper()
             for _, f in reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)):
                 self.engine.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
-            self.follow({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
+            self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
         self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512,
                                    block_ms=100, auto_ack=False)  # acked with the reports they produce
 

@@ -69,7 +69,7 @@ class MarketplaceService(Service):
         self.worker = self.consume(streams.SIGNALS, self.on_signals, decode=Signal, count=256, block_ms=100)
         self.w_events = self.consume(streams.ORDERS_EVENTS, self.on_order_events, decode=OrderEvent, count=512,
                                      block_ms=100)
-        self.follow({streams.MODELS_EVENTS: "0"}, self.on_model_events, decode=ModelEvent, count=100, block_ms=200)
+        self.listen({streams.MODELS_EVENTS: "0"}, self.on_model_events, decode=ModelEvent, count=100, block_ms=200)
 
     def processed(self) -> int:
         return self.counts["signals_in"]

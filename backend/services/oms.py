@@ -128,7 +128,7 @@ class OmsService(Service):
                                   block_ms=100, auto_ack=False)
         self.w_rep = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=n,
                                   block_ms=100, auto_ack=False)
-        self.follow({streams.OPS_CONTROL: "$"}, self.on_control, decode=ControlCommand, count=100, block_ms=200)
+        self.listen({streams.OPS_CONTROL: "$"}, self.on_control, decode=ControlCommand, count=100, block_ms=200)
         self.every(1.0, self.resend_stale_risk)
         # working orders' records as last committed: coid -> (version, record)
         self.cache: dict[str, tuple[int, OrderRecord]] = {}

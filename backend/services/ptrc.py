@@ -43,7 +43,7 @@ class PtrcService(Service):
         self.breaches: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
         # marks follow md.ticks from its newest entry now, read once a second
-        self.ticks = self.reader({streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None,
+        self.ticks = self.broadcast({streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None,
                                  min_interval_s=0)
         await self.ticks.start()
         self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=512,

@@ -36,7 +36,7 @@ class RiskService(Service):
         self.worker = self.consume(streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512,
                                    block_ms=100, auto_ack=False)
         # broadcasts: every instance reads every price, fill and control command
-        self.broadcast = self.follow(
+        self.feeds = self.listen(
             {streams.MD_TICKS: "$", streams.EXEC_REPORTS: "0", streams.OPS_CONTROL: "$", streams.REFDATA_EVENTS: "0"},
             self.on_broadcast,
             decode={streams.MD_TICKS: TickBatch, streams.EXEC_REPORTS: ExecReport,

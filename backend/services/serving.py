@@ -72,7 +72,7 @@ class ServingService(Service):
         self.score_lat = self.recorder("score")
         self.signal_lat = self.recorder("signal")
         self.publish_signal = self.r.register_script(_CLAIM_AND_PUBLISH)
-        events = self.follow({streams.MODELS_EVENTS: "$"}, self.on_model_events, decode=ModelEvent, count=100,
+        events = self.listen({streams.MODELS_EVENTS: "$"}, self.on_model_events, decode=ModelEvent, count=100,
                              block_ms=200)
         await events.start()  # before loading: no promotion slips between
         await self.load()
