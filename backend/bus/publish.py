@@ -43,11 +43,6 @@ def xadd(stream: str, msg: Any) -> tuple[Arg, ...]:
     return (*_head(stream), codec.encode(msg))
 
 
-def xadd_payload(stream: str, payload: bytes) -> tuple[Arg, ...]:
-    """The XADD of one message already encoded (`codec.encode`), as a raw command."""
-    return (*_head(stream), payload)
-
-
 def xadd_fields(stream: str, fields: Mapping[Any, Any]) -> tuple[Arg, ...]:
     """The XADD of any fields (a dead letter, a raw frame), trimmed as `stream` is, as a raw command."""
     return ("XADD", stream, *trim(stream), "*", *(x for kv in fields.items() for x in kv))
