@@ -128,7 +128,8 @@ async def test_undecodable_frames_go_to_the_dlq_of_the_stream_they_were_bound_fo
         task = asyncio.create_task(gw.run())
         try:
             async def both() -> bool:
-                return bool(await r.xlen(streams.dlq(streams.MD_TICKS_RAW)) and await r.xlen(streams.dlq(streams.ALT_RAW)))
+                return bool(await r.xlen(streams.dlq(streams.MD_TICKS_RAW))
+                            and await r.xlen(streams.dlq(streams.ALT_RAW)))
 
             await await_for(both, 20, what="a dead letter in each DLQ")
         finally:
