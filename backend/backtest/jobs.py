@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import streams
+from backend.bus.publish import queue
 from backend.messages import BacktestJob
 from backend.backtest.engine import BacktestResult
 
@@ -30,7 +31,7 @@ def submit(r: Any, strategy: str, symbols: list[str], params: dict[str, Any], *,
     pipe = r.pipeline(transaction=True)
     pipe.zadd(INDEX, {job.job_id: job.ts_ns})
     pipe.hset(k_job(job.job_id), mapping={"state": "queued", "reason": "", "job": msgspec.json.encode(job)})
-    pipe.xadd(streams.BACKTEST_JOBS, codec.fields(job))
+    queue(pipe, streams.BACKTEST_JOBS, job)
     pipe.execute()
     return job
 

@@ -7,15 +7,11 @@ from __future__ import annotations
 import sys
 import time
 
-import msgspec
-
 from backend import aio
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.publish import xadd
 from backend.messages import RiskDecision, RiskRequest
 from backend.services.base import Service
-
-_req = msgspec.msgpack.Decoder(RiskRequest)
 
 
 class EchoService(Service):
@@ -23,16 +19,16 @@ class EchoService(Service):
 
     async def setup(self) -> None:
         self.n = 0
-        self.consume(streams.RISK_REQUESTS, self.on_requests, count=512, block_ms=100, auto_ack=False)
+        self.consume(streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512, block_ms=100,
+                     auto_ack=False)
 
     def processed(self) -> int:
         return self.n
 
-    async def on_requests(self, entries: list[Entry]) -> None:
+    async def on_requests(self, entries: list[tuple[bytes, RiskRequest]]) -> None:
         out: list[tuple] = []
-        for _, f in entries:
-            req = _req.decode(codec.payload(f))
-            out.append(streams.xadd(streams.RISK_DECISIONS, RiskDecision(
+        for _, req in entries:
+            out.append(xadd(streams.RISK_DECISIONS, RiskDecision(
                 request_id=req.request_id, client_order_id=req.order.client_order_id, approved=True,
                 request_sent_ns=req.sent_ns, decided_ns=time.time_ns())))
         out.append(("XACK", streams.RISK_REQUESTS, self.name, *[eid for eid, _ in entries]))

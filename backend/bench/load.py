@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from backend.bus import codec, streams
-from backend.bus.fastconn import FastRedis, entries
+from backend.bus import codec
+from backend.bus.broadcast import Broadcast
+from backend.bus.fastconn import FastRedis
+from backend.bus.publish import xadd
 
 
 async def open_loop(
@@ -36,7 +38,7 @@ async def open_loop(
                 break
             due = int((now - start) * rate) - sent
             if due > 0:
-                await r.pipeline([streams.xadd(stream, make(sent + k, time.time_ns())) for k in range(due)])
+                await r.pipeline([xadd(stream, make(sent + k, time.time_ns())) for k in range(due)])
                 sent += due
             await asyncio.sleep(batch_ms / 1000)
     finally:
@@ -47,14 +49,12 @@ async def open_loop(
 async def collect(url: str, stream: str, on_entry: Callable[[bytes, int], None],
                   stop: asyncio.Event, start_id: str = "$") -> None:
     """Read `stream` as entries arrive; on_entry(payload, received_ns) for each."""
-    r = await FastRedis.connect(url)
-    cursor: str | bytes = start_id
+    reader = Broadcast(url, {stream: start_id}, count=2000, block_ms=50, min_interval_s=0)
     try:
         while not stop.is_set():
-            got = entries(await r.call("XREAD", "COUNT", 2000, "BLOCK", 50, "STREAMS", stream, cursor))
+            got = await reader.read()
             now = time.time_ns()
-            for eid, f in got:
-                cursor = eid
+            for _, _, f in got:
                 on_entry(codec.payload(f), now)
     finally:
-        await r.aclose()
+        await reader.close()

@@ -14,6 +14,7 @@ import numpy as np
 
 from backend.bench.harness import BenchStack
 from backend.bus import codec, streams
+from backend.bus.publish import queue_fields
 from backend.errors import TradeopsError
 from backend.marketdata.raw import RawBatchBuilder
 from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
@@ -66,7 +67,7 @@ def _preload(stack: BenchStack, payloads: list[bytes]) -> None:
     for i in range(0, len(payloads), 200):
         pipe = r.pipeline(transaction=False)
         for p in payloads[i:i + 200]:
-            pipe.xadd(streams.MD_TICKS_RAW, {codec.FIELD: p})
+            queue_fields(pipe, streams.MD_TICKS_RAW, {codec.FIELD: p})
         pipe.execute()
 
 

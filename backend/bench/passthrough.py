@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import sys
 
-import msgspec
-
 from backend import aio
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.publish import xadd
 from backend.messages import RawTickBatch
 from backend.services.base import Service
 
 OUT = "bench.passthrough"
-_dec = msgspec.msgpack.Decoder(RawTickBatch)
 
 
 class PassthroughService(Service):
@@ -23,18 +20,17 @@ class PassthroughService(Service):
 
     async def setup(self) -> None:
         self.ticks = 0
-        self.consume(streams.MD_TICKS_RAW, self.on_raw, count=64, block_ms=50)
+        self.consume(streams.MD_TICKS_RAW, self.on_raw, decode=RawTickBatch, count=64, block_ms=50)
 
     def processed(self) -> int:
         return self.ticks
 
-    async def on_raw(self, entries: list[Entry]) -> None:
+    async def on_raw(self, entries: list[tuple[bytes, RawTickBatch]]) -> None:
         # the same fast connection and one atomic step (MULTI) as the normalizer's commit
         cmds: list[tuple] = [("MULTI",)]
-        for _, fields in entries:
-            batch = _dec.decode(codec.payload(fields))
+        for _, batch in entries:
             self.ticks += batch.n
-            cmds.append(streams.xadd(OUT, batch))
+            cmds.append(xadd(OUT, batch))
         cmds += [("XACK", streams.MD_TICKS_RAW, self.name, *[eid for eid, _ in entries]), ("EXEC",)]
         await self.send(cmds)
 

@@ -17,7 +17,7 @@ import numpy as np
 from backend import aio
 from backend.bench.harness import BenchStack
 from backend.bench.load import collect, open_loop
-from backend.bus import codec, streams
+from backend.bus import publish_sync, streams
 from backend.errors import TradeopsError
 from backend.marketdata import ticks as tickcols
 from backend.messages import Order, RiskDecision, RiskRequest, Tick
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def seed_prices(r: Any) -> None:
     now = time.time_ns()
     batch = tickcols.from_ticks([Tick(s, 1, PRICES[s], 1.0, now) for s in SYMBOLS])
-    r.xadd(streams.MD_TICKS, codec.fields(batch))
+    publish_sync(r, streams.MD_TICKS, batch)
 
 
 def request(i: int, now_ns: int) -> RiskRequest:

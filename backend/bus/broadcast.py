@@ -1,10 +1,18 @@
-"""Streams every instance reads in full (prices, fills, control commands): XREAD from cursors, no
-consumer group, on a connection of its own (a blocking read holds it).
+"""Streams every instance reads in full (prices, fills, control commands, the registry's and the
+gates' events): XREAD from cursors, no consumer group. Every such read of ours goes through here.
+
+`Broadcast` (asyncio) reads on a connection of its own (a blocking read holds it); `BroadcastSync`
+does the same with a sync redis-py client (CLI commands, the console's poll thread).
 
 Reads are paced: at most one every `min_interval_s`, so at a high tick rate one wake-up carries
 everything since the last instead of one wake-up per entry (each costs more than the entry). A
-cursor given as "$" starts at the stream's newest entry at the first read, and from then on no
-entry is skipped between two reads.
+cursor given as "$" starts at the stream's newest entry when it is resolved (`start()`, else the
+first read), and from then on no entry is skipped between two reads. `block_ms=None` reads
+without waiting (a periodic look).
+
+Given `decode=T` (or `{stream: T}`), a read returns `(stream, id, message)`: one msgspec decoder
+per type, built once. An entry that does not decode is skipped with a warning and counted in
+`skipped`, never dead-lettered: a broadcast stream belongs to whoever consumes it in its group.
 """
 
 from __future__ import annotations
@@ -12,28 +20,84 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from backend.bus import codec
 from backend.bus.fastconn import FastRedis, stream_entries
 
 log = logging.getLogger("tradeops.broadcast")
 
-Item = tuple[str, bytes, dict[bytes, bytes]]  # (stream, entry id, fields)
+Item = tuple[str, bytes, Any]  # (stream, entry id, fields, or the decoded message with decode=)
 
 
-class Broadcast:
-    def __init__(self, r: Any, cursors: dict[str, str], *, count: int = 1000, block_ms: int = 100,
-                 min_interval_s: float = 0.005) -> None:
-        self.r = r  # the service's redis-py client: where to connect
+class _Cursors:
+    """What both readers share: the cursors, and decoding what was read."""
+
+    def __init__(self, cursors: Mapping[str, str | bytes], count: int, block_ms: int | None,
+                 decode: Any) -> None:
         self.cursors: dict[str, str | bytes] = dict(cursors)
         self.count = count
         self.block_ms = block_ms
+        if decode is None:
+            self._decoders: dict[str, Any] | None = None
+        elif isinstance(decode, Mapping):
+            self._decoders = {s: codec.decoder(t).decode for s, t in decode.items()}
+        else:
+            self._decoders = {s: codec.decoder(decode).decode for s in self.cursors}
+        self.skipped = 0  # entries that did not decode
+
+    def _args(self) -> list[Any]:
+        """The raw XREAD command from the cursors."""
+        names = list(self.cursors)
+        args: list[Any] = ["XREAD", "COUNT", self.count]
+        if self.block_ms is not None:
+            args += ["BLOCK", self.block_ms]
+        return [*args, "STREAMS", *names, *[self.cursors[n] for n in names]]
+
+    def _items(self, reply: Any) -> list[Item]:
+        """A raw XREAD reply -> items; the cursors move past every entry read."""
+        for stream, items in reply or ():  # cursors past every entry, deleted ones too
+            self.cursors[stream.decode()] = items[-1][0]
+        return self._decoded(stream_entries(reply))
+
+    def _decoded(self, got: list[tuple[bytes, bytes, dict[bytes, bytes]]]) -> list[Item]:
+        if self._decoders is None:
+            return [(stream.decode(), eid, fields) for stream, eid, fields in got]
+        out: list[Item] = []
+        decoders, field_ = self._decoders, codec.FIELD
+        for s, eid, fields in got:
+            stream = s.decode()
+            try:
+                out.append((stream, eid, decoders[stream](fields[field_])))
+            except (msgspec.DecodeError, KeyError) as exc:
+                self.skipped += 1
+                why = "no 'd' field" if isinstance(exc, KeyError) else exc
+                log.warning("skipping undecodable %s entry %s: %s", stream, eid.decode(), why)
+        return out
+
+
+class Broadcast(_Cursors):
+    def __init__(self, r: Any, cursors: Mapping[str, str | bytes], *, count: int = 1000,
+                 block_ms: int | None = 100, min_interval_s: float = 0.005, decode: Any = None) -> None:
+        super().__init__(cursors, count, block_ms, decode)
+        self.r = r  # where to connect: a redis-py client (the service's), or a redis:// URL
         self.min_interval_s = min_interval_s
         self._conn: FastRedis | None = None
         self._last = 0.0
+
+    async def _connect(self) -> FastRedis:
+        if self._conn is None or self._conn.closed:
+            self._conn = await (FastRedis.connect(self.r) if isinstance(self.r, str) else FastRedis.like(self.r))
+        return self._conn
+
+    async def start(self) -> None:
+        """Resolve "$" cursors now: what is added from here on is read."""
+        await self._resolve_newest(await self._connect())
 
     async def read(self) -> list[Item]:
         """The entries since the last read (waits up to block_ms for one); [] while Redis is away."""
@@ -42,29 +106,51 @@ class Broadcast:
             await asyncio.sleep(wait)
         self._last = time.monotonic()
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = await FastRedis.like(self.r)
-            await self._resolve_newest()
-            names = list(self.cursors)
-            reply = await self._conn.call("XREAD", "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS",
-                                          *names, *[self.cursors[n] for n in names])
+            conn = await self._connect()
+            await self._resolve_newest(conn)
+            reply = await conn.call(*self._args())
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("broadcast read failed: %s; retrying", exc)
             await self.close()
             await asyncio.sleep(0.5)
             return []
-        for stream, items in reply or ():  # cursors past every entry, deleted ones too
-            self.cursors[stream.decode()] = items[-1][0]
-        return [(stream.decode(), eid, fields) for stream, eid, fields in stream_entries(reply)]
+        return self._items(reply)
 
-    async def _resolve_newest(self) -> None:
-        assert self._conn is not None
+    async def _resolve_newest(self, conn: FastRedis) -> None:
         for name, cur in self.cursors.items():
             if cur == "$":
-                last = await self._conn.call("XREVRANGE", name, "+", "-", "COUNT", 1)
+                last = await conn.call("XREVRANGE", name, "+", "-", "COUNT", 1)
                 self.cursors[name] = last[0][0] if last else b"0-0"
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.aclose()
             self._conn = None
+
+
+class BroadcastSync(_Cursors):
+    """The same reads with a sync redis-py client (errors are the caller's: a CLI reports them)."""
+
+    def __init__(self, r: Any, cursors: Mapping[str, str | bytes], *, count: int = 1000,
+                 block_ms: int | None = None, decode: Any = None) -> None:
+        super().__init__(cursors, count, block_ms, decode)
+        self.r = r
+
+    def start(self) -> None:
+        """Resolve "$" cursors now: what is added from here on is read."""
+        for name, cur in self.cursors.items():
+            if cur == "$":
+                last = self.r.xrevrange(name, count=1)
+                self.cursors[name] = last[0][0] if last else b"0-0"
+
+    def read(self) -> list[Item]:
+        """The entries since the last read (waits up to block_ms for one when given)."""
+        self.start()
+        reply = self.r.xread(dict(self.cursors), count=self.count, block=self.block_ms)
+        got: list[tuple[bytes, bytes, dict[bytes, bytes]]] = []
+        for stream, items in reply or ():
+            name = stream if isinstance(stream, bytes) else stream.encode()
+            if items:
+                self.cursors[name.decode()] = items[-1][0]
+            got += [(name, eid, fields) for eid, fields in items if fields is not None]
+        return self._decoded(got)

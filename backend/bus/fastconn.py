@@ -166,8 +166,3 @@ def stream_entries(reply: Any) -> list[tuple[bytes, bytes, dict[bytes, bytes]]]:
 def entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """XREAD/XREADGROUP raw reply -> [(id, {field: value})] (entries deleted while pending skipped)."""
     return [(eid, fields) for _, eid, fields in stream_entries(reply)]
-
-
-def xadd(stream: str, maxlen: int, payload: bytes, field: bytes = b"d") -> tuple[Arg, ...]:
-    """The XADD command (MAXLEN ~) for one payload in one field."""
-    return ("XADD", stream, "MAXLEN", "~", maxlen, "*", field, payload)

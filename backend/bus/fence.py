@@ -3,9 +3,10 @@ happen in one server-side step, and only while every entry of the batch is still
 consumer. A consumer taken for gone (its entries claimed by another) that was only paused finds
 that out here and writes nothing, so nothing is published twice.
 
-Commands are plain argument lists (`["XADD", stream, "MAXLEN", "~", 1000, "*", field, value]`),
-run in order inside one Lua script (atomic, like MULTI), then the XACK. Single-node Redis (like
-every MULTI on the bus): the commands name keys the script does not declare.
+Commands are plain argument lists (`backend.bus.publish.xadd(stream, msg)`, a dead letter's
+`backend.bus.deadletter.xadd(...)`, `("HSET", key, field, value)`), run in order inside one Lua
+script (atomic, like MULTI), then the XACK. Single-node Redis (like every MULTI on the bus): the
+commands name keys the script does not declare.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-
-from backend.bus import streams
 from backend.bus.scripts import Script
 from backend.bus.worker import id_key
 
@@ -45,18 +44,6 @@ return done
 """
 
 Command = Sequence[Any]
-
-
-def xadd(stream: str, fields: dict[Any, Any]) -> list[Any]:
-    """XADD with the stream's MAXLEN ~, as a command for `Fence.commit`."""
-    cmd: list[Any] = ["XADD", stream]
-    limit = streams.maxlen(stream)
-    if limit:
-        cmd += ["MAXLEN", "~", limit]
-    cmd.append("*")
-    for k, v in fields.items():
-        cmd += [k, v]
-    return cmd
 
 
 _COMMIT = Script(_SCRIPT)

@@ -19,6 +19,7 @@ OPS_HEALTH = "ops.health"
 OPS_MIGRATION = "ops.migration"
 OPS_GATES = "ops.gates"
 OPS_ALERTS = "ops.alerts"
+OPS_ALERTS_ACKED = "ops.alerts.acked"
 OPS_CONTROL = "ops.control"
 REFDATA_EVENTS = "refdata.events"
 MODELS_REQUESTS = "models.requests"
@@ -89,11 +90,3 @@ def maxlen(stream: str) -> int | None:
 # Keys (not streams) shared between processes.
 HEALTH_KEY = "health:{service}:{instance}"  # per-instance hash, with a TTL
 HEALTH_TTL_S = 5
-
-
-def xadd(stream: str, msg: object) -> tuple[str | int | bytes, ...]:
-    """The XADD command (one message, trimmed MAXLEN ~) as raw arguments for a fast pipeline."""
-    from backend.bus.codec import FIELD, encode
-
-    return ("XADD", stream, "MAXLEN", "~", maxlen(stream) or DEFAULT_MAXLEN, "*", FIELD, encode(msg))
-

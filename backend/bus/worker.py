@@ -3,9 +3,14 @@
 - creates its group (MKSTREAM) if missing;
 - reads with XREADGROUP (BLOCK, COUNT) and calls the handler once per batch;
 - XACKs after the handler succeeds (at-least-once: handlers are idempotent);
+- given `decode=T` (a wire type, or a union of them), decodes each entry with one msgspec decoder
+  built once: the handler gets `[(entry id, T)]`, and an entry that does not decode goes to
+  `dlq.<stream>` at once, its reason naming T and the error;
 - on a failed batch, retries its entries one by one so one poison entry does not hold the rest;
 - an entry whose handler raised `Poison`, or that was delivered `max_deliveries` times and still
   fails, goes to `dlq.<stream>` with the reason, the original fields and where it came from;
+- a handler that finds an entry it can never handle (a domain rejection) calls `reject(id, reason)`:
+  that entry goes to `dlq.<stream>` when the handler returns, the rest is acked as usual;
 - every `claim_interval_s` it reclaims entries left pending longer than `claim_idle_ms` by any
   other consumer (XAUTOCLAIM): the backstop for a consumer whose liveness is unknown;
 - given `alive(consumer)`, every `dead_check_s` it takes over at once the pending entries of a
@@ -24,20 +29,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backend.bus import streams
+from backend.bus import codec, deadletter, streams
 from backend.bus.fastconn import FastRedis, entries as fast_entries
 
 log = logging.getLogger("tradeops.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-Handler = Callable[[list[Entry]], Awaitable[None]]
+Item = tuple[bytes, Any]  # (entry id, decoded message): what a handler gets with decode=T
+Handler = Callable[[list[Any]], Awaitable[None]]  # list[Entry], or list[Item] with decode=T
 
 
 class Poison(Exception):
@@ -86,6 +94,8 @@ class StreamWorker:
         retry_backoff_s: float = 0.05,
         start_id: str = "0",
         auto_ack: bool = True,
+        decode: Any = None,
+        what: str | None = None,
     ) -> None:
         self.r = r
         self.stream = stream
@@ -103,6 +113,10 @@ class StreamWorker:
         self.retry_backoff_s = retry_backoff_s
         self.start_id = start_id
         self.auto_ack = auto_ack  # False: the handler acks itself (e.g. after a later flush)
+        self.decode = decode  # the wire type the handler gets, or None: raw entries
+        self._decoder = codec.decoder(decode).decode if decode is not None else None
+        self.what = what or (words(decode) if decode is not None else "entry")  # as reasons say it
+        self._rejected: list[tuple[bytes, str]] = []
         self.dlq_stream = streams.dlq(stream)
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
@@ -231,28 +245,71 @@ class StreamWorker:
         return claimed
 
     # -- processing ----------------------------------------------------------------------------
+    def reject(self, eid: bytes, reason: str) -> None:
+        """Dead-letter entry `eid` of the batch in hand with `reason` once the handler returns (it
+        decoded, but can never be handled); the rest of the batch is acked as usual."""
+        self._rejected.append((eid, reason))
+
     async def process(self, entries: list[Entry]) -> None:
+        items: list[Any] = entries
+        if self._decoder is not None:
+            items, bad = self._decode(entries)
+            if bad:
+                await self._bury(bad)
+            if not items:
+                return
+        self._rejected = []
         try:
-            await self.handler(entries)
+            await self.handler(items)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
             self.stats.failed_batches += 1
-            if len(entries) == 1:
-                await self._failed([(entries[0], exc)])
+            fields = dict(entries)
+            if len(items) == 1:
+                await self._failed([((items[0][0], fields[items[0][0]]), exc)])
                 return
             failures: list[tuple[Entry, Exception]] = []
             good: list[bytes] = []
-            for entry in entries:
+            for item in items:
+                self._rejected = []
                 try:
-                    await self.handler([entry])
-                    good.append(entry[0])
+                    await self.handler([item])
                 except Exception as one_exc:  # noqa: BLE001
-                    failures.append((entry, one_exc))
+                    failures.append(((item[0], fields[item[0]]), one_exc))
+                    continue
+                if self._rejected:
+                    await self._bury_rejected(entries)
+                else:
+                    good.append(item[0])
             if good and self.auto_ack:
                 await self._ack(good)
             await self._failed(failures)
             return
+        ids = [item[0] for item in items]
+        if self._rejected:
+            rejected = await self._bury_rejected(entries)
+            ids = [eid for eid in ids if eid not in rejected]
         if self.auto_ack:
-            await self._ack([eid for eid, _ in entries])
+            await self._ack(ids)
+
+    def _decode(self, entries: list[Entry]) -> tuple[list[Item], list[tuple[bytes, dict[bytes, bytes], str, int]]]:
+        dec, field_ = self._decoder, codec.FIELD
+        assert dec is not None
+        out: list[Item] = []
+        bad: list[tuple[bytes, dict[bytes, bytes], str, int]] = []
+        for eid, f in entries:
+            try:
+                out.append((eid, dec(f[field_])))
+            except (msgspec.DecodeError, KeyError) as exc:
+                why = "entry has no 'd' field" if isinstance(exc, KeyError) else str(exc)
+                bad.append((eid, f, f"undecodable {self.what}: {why} (expected {type_name(self.decode)})", 1))
+        return out, bad
+
+    async def _bury_rejected(self, entries: list[Entry]) -> set[bytes]:
+        """Dead-letter what the handler rejected; the ids it rejected."""
+        rejected, self._rejected = self._rejected, []
+        fields = dict(entries)
+        await self._bury([(eid, fields[eid], reason, 1) for eid, reason in rejected if eid in fields])
+        return {eid for eid, _ in rejected}
 
     async def _ack(self, ids: list[bytes]) -> None:
         if ids:
@@ -301,26 +358,22 @@ class StreamWorker:
         self, eid: bytes, fields: dict[bytes, bytes], reason: str, deliveries: int = 1
     ) -> None:
         """Move one entry to dlq.<stream> with its reason and origin, then ack it."""
-        record: dict[Any, Any] = dict(fields)
-        record.update(
-            {
-                b"dlq_reason": reason.encode(),
-                b"dlq_stream": self.stream.encode(),
-                b"dlq_id": eid,
-                b"dlq_group": self.group.encode(),
-                b"dlq_consumer": self.consumer.encode(),
-                b"dlq_deliveries": str(deliveries).encode(),
-                b"dlq_ts_ns": str(time.time_ns()).encode(),
-            }
-        )
+        await self._bury([(eid, fields, reason, deliveries)])
+
+    async def _bury(self, dead: list[tuple[bytes, dict[bytes, bytes], str, int]]) -> None:
+        """Move entries to dlq.<stream> (records from backend.bus.deadletter) and ack them, in one
+        MULTI."""
+        if not dead:
+            return
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.dlq_stream, record, maxlen=streams.maxlen(self.dlq_stream), approximate=True
-            )
-            pipe.xack(self.stream, self.group, eid)
+            for eid, fields, reason, deliveries in dead:
+                deadletter.queue(pipe, self.stream, fields, reason, eid=eid, group=self.group,
+                                 consumer=self.consumer, deliveries=deliveries)
+            pipe.xack(self.stream, self.group, *[d[0] for d in dead])
             await pipe.execute()
-        self.stats.dead_lettered += 1
-        log.warning("dead-lettered %s %s: %s", self.stream, eid, reason)
+        self.stats.dead_lettered += len(dead)
+        for eid, _, reason, _ in dead:
+            log.warning("dead-lettered %s %s: %s", self.stream, eid, reason)
 
 
 def id_key(eid: bytes) -> tuple[int, int]:
@@ -334,3 +387,18 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, Poison):
         return text or "poison message"
     return f"{name}: {text}" if text else name
+
+
+def type_name(type_: Any) -> str:
+    """A wire type as reasons name it: `Order`, `Order | CancelRequest`."""
+    if get_origin(type_) in (Union, UnionType) or isinstance(type_, UnionType):
+        return " | ".join(type_name(t) for t in get_args(type_))
+    return getattr(type_, "__name__", str(type_))
+
+
+def words(type_: Any) -> str:
+    """A wire type in words: RawTickBatch -> "raw tick batch" (a union: its first member's)."""
+    if get_origin(type_) in (Union, UnionType) or isinstance(type_, UnionType):
+        return words(get_args(type_)[0])
+    name = getattr(type_, "__name__", str(type_))
+    return "".join(" " + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))

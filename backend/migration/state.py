@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.bus import codec, streams
+from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
 from backend.messages import MigrationEvent
 from backend.migration import inventory
@@ -118,7 +119,7 @@ def move(r: Any, service: str, action: str, operator: str, reason: str, *, gates
     st, to = check(r, service, action, reason, gates_file=gates_file)
     ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
                         reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
-    r.xadd(streams.OPS_MIGRATION, codec.fields(ev))
+    publish_sync(r, streams.OPS_MIGRATION, ev)
     return ev
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from backend.bus import codec, streams
+from backend.bus.publish import queue
 from backend.messages import ModelEvent, ModelRegister, ModelStage
 from backend.models.linear import LinearModel
 
@@ -123,7 +124,7 @@ def queue_stage(pipe: Any, name: str, stage: str, version: int, ev: ModelEvent,
 
 
 def queue_event(pipe: Any, ev: ModelEvent) -> None:
-    pipe.xadd(streams.MODELS_EVENTS, codec.fields(ev), maxlen=streams.maxlen(streams.MODELS_EVENTS))
+    queue(pipe, streams.MODELS_EVENTS, ev)
 
 
 def event(name: str, kind: str, **kw: Any) -> ModelEvent:

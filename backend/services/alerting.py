@@ -12,13 +12,14 @@ import httpx
 import msgspec
 
 from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus.broadcast import Item
+from backend.bus.publish import queue
 from backend.messages import Alert, GateEvent
 from backend.services.base import Service
 
 ACTIVE = "alerts:active"
+GATE_CURSOR = "alerting:gate_cursor"
 _alert = msgspec.msgpack.Decoder(Alert)
-_gate = msgspec.msgpack.Decoder(GateEvent)
 
 
 class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -43,13 +44,20 @@ class AlertingService(Service):
         self.raised = 0
         self.delivered = 0
         self.failed_deliveries = 0
-        self.skipped = 0
+        self.bad_heartbeats = 0
         self.dlq_seen: dict[str, int] = {}
-        # where gate events were read up to survives restarts: a failed check alerts once
-        self.gate_cursor = (await self.r.get("alerting:gate_cursor") or b"0").decode()
+        # where gate events were read up to survives restarts: a failed check alerts once;
+        # ops.gates is read, not consumed: the gates log owns its entries (bad ones are skipped)
+        self.gates = self.listen({streams.OPS_GATES: (await self.r.get(GATE_CURSOR) or b"0").decode()},
+                                 self.on_gate_events, decode=GateEvent, count=500, block_ms=200)
         self.http = httpx.AsyncClient(timeout=3)
-        self.worker = self.consume(streams.OPS_ALERTS, self.on_alerts, count=200, block_ms=200)
+        self.worker = self.consume(streams.OPS_ALERTS, self.on_alerts, decode=Alert, count=200, block_ms=200)
         self.every(2.0, self.watch)
+
+    @property
+    def skipped(self) -> int:
+        """Undecodable heartbeats and gate events skipped."""
+        return self.bad_heartbeats + self.gates.skipped
 
     def processed(self) -> int:
         return self.raised
@@ -82,13 +90,8 @@ class AlertingService(Service):
         self.failed_deliveries += 1
         self.log.warning("webhook delivery of %s failed after 3 tries", alert.key or alert.id)
 
-    async def on_alerts(self, entries: list[Entry]) -> None:
-        for eid, f in entries:
-            try:
-                alert = _alert.decode(codec.payload(f))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, f, f"undecodable alert: {exc}")
-                continue
+    async def on_alerts(self, alerts: list[tuple[bytes, Alert]]) -> None:
+        for _, alert in alerts:
             await self.raise_alert(alert)
 
     async def watch(self) -> None:
@@ -108,21 +111,16 @@ class AlertingService(Service):
                 await self.raise_alert(Alert(id=f"dlq-{stream}-{now}", ts_ns=now, severity="warning", source="alerting",
                                              kind="dlq", key=f"dlq:{stream}:{n // 100}",
                                              message=f"{stream} grew by {n - before} to {n} dead letter(s)"))
-        resp = await self.r.xread({streams.OPS_GATES: self.gate_cursor}, count=500)
-        for _, items in resp or []:
-            for eid, f in items:
-                self.gate_cursor = eid
-                await self.r.set("alerting:gate_cursor", eid)
-                try:
-                    ev = _gate.decode(codec.payload(f))
-                except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
-                    self.skipped += 1  # ops.gates is read, not consumed: the gates log owns its entries
-                    self.log.warning("skipping undecodable ops.gates entry %s: %s", eid, exc)
-                    continue
-                if ev.kind == "check_run" and ev.outcome == "failed":
-                    await self.raise_alert(Alert(id=f"gate-{eid.decode()}", ts_ns=now, severity="warning",
-                                                 source="alerting", kind="gate", key=f"gate:{ev.gate}:{ev.check}",
-                                                 message=f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})"))
+
+    async def on_gate_events(self, items: list[Item]) -> None:
+        now = time.time_ns()
+        for _, eid, ev in items:
+            if ev.kind == "check_run" and ev.outcome == "failed":
+                await self.raise_alert(Alert(id=f"gate-{eid.decode()}", ts_ns=now, severity="warning",
+                                             source="alerting", kind="gate", key=f"gate:{ev.gate}:{ev.check}",
+                                             message=f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})"))
+            await self.r.set(GATE_CURSOR, eid)
+        await self.r.set(GATE_CURSOR, self.gates.cursors[streams.OPS_GATES])  # past skipped entries too
 
     async def _beats(self) -> list:
         from backend.messages import Heartbeat
@@ -135,7 +133,7 @@ class AlertingService(Service):
             try:
                 out.append(codec.decode(raw, Heartbeat))
             except (msgspec.DecodeError, msgspec.ValidationError):
-                self.skipped += 1
+                self.bad_heartbeats += 1
                 self.log.warning("skipping undecodable heartbeat in %s", k)
         return out
 
@@ -154,6 +152,6 @@ def ack(r, key: str, operator: str) -> Alert | None:  # noqa: ANN001
     alert = msgspec.structs.replace(_alert.decode(raw), acked_by=operator)
     pipe = r.pipeline(transaction=True)
     pipe.hdel(ACTIVE, key)
-    pipe.xadd("ops.alerts.acked", codec.fields(alert))
+    queue(pipe, streams.OPS_ALERTS_ACKED, alert)
     pipe.execute()
     return alert

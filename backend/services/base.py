@@ -1,9 +1,12 @@
 """The one Service base that all 18 services use.
 
 A service declares its `name`, a typed `Config` (checked against `[services.<name>]`), and in
-`setup()` registers what it consumes (`self.consume(stream, handler)`) and its periodic tasks
-(`self.every(seconds, fn)`). The base owns the rest: the Redis connection, the consumer-group
-workers (group = service name, consumer = instance id), a heartbeat every second into `ops.health`
+`setup()` registers what it consumes (`self.consume(stream, handler, decode=T)`: the handler gets
+`[(entry id, T)]`, and what does not decode is dead-lettered for it), the broadcasts it follows
+(`self.listen({stream: cursor}, handler, decode=T)`: every instance reads every entry), and its
+periodic tasks (`self.every(seconds, fn)`). It publishes through `backend.bus.publish`. The base
+owns the rest: the Redis connection, the consumer-group workers (group = service name, consumer =
+instance id), the broadcast readers, a heartbeat every second into `ops.health`
 and the hash `health:<service>:<instance>` (with a TTL), structured logs, and a clean stop on
 SIGTERM/SIGINT: stop reading, finish the batch in hand, ack, final heartbeat, exit.
 
@@ -29,8 +32,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from backend.bus import codec, streams
+from backend.bus.broadcast import Broadcast, Item
 from backend.bus.connection import connect_async
 from backend.bus.fastconn import Arg, FastRedis
+from backend.bus.publish import queue
 from backend.bus.worker import Handler, StreamWorker
 from backend.errors import ConfigError
 from backend.health import gone, pid_namespace
@@ -73,6 +78,8 @@ class Service:
         self.r: aioredis.Redis = None  # type: ignore[assignment]  # set in run()
         self.fast: FastRedis = None  # type: ignore[assignment]  # set in run(): the hot-path writes
         self.workers: list[StreamWorker] = []
+        self.readers: list[Broadcast] = []
+        self._listens: list[tuple[Broadcast, Callable[[list[Item]], Awaitable[None]]]] = []
         self.latency: dict[str, LatencyRecorder] = {}
         self.state = "starting"
         self.started_ns = time.time_ns()
@@ -89,14 +96,38 @@ class Service:
     async def teardown(self) -> None:
         """Flush and close what setup opened. Called after the workers finished."""
 
-    def consume(self, stream: str, handler: Handler, **opts: Any) -> StreamWorker:
-        """Consume `stream` in this service's consumer group, one handler call per batch."""
+    def consume(self, stream: str, handler: Handler, *, decode: Any = None, what: str | None = None,
+                **opts: Any) -> StreamWorker:
+        """Consume `stream` in this service's consumer group, one handler call per batch.
+
+        With `decode=T` (a wire type or a union of them) the handler gets `[(entry id, T)]`; an
+        entry that does not decode goes to `dlq.<stream>` ("undecodable <what>: <error> (expected
+        T)", `what` defaulting to T's name in words). A handler rejects an entry it can never
+        handle with `worker.reject(entry id, reason)` (or raises `Poison`). `opts`: StreamWorker's
+        (count, block_ms, auto_ack, claim_idle_ms, group...)."""
         group = opts.pop("group", self.name)
         opts.setdefault("claim_idle_ms", self.claim_idle_ms)
         opts.setdefault("alive", self.consumer_alive)
-        worker = StreamWorker(self.r, stream, group, self.instance, handler, **opts)
+        worker = StreamWorker(self.r, stream, group, self.instance, handler, decode=decode, what=what, **opts)
         self.workers.append(worker)
         return worker
+
+    def broadcast(self, cursors: dict[str, str], *, decode: Any = None, **opts: Any) -> Broadcast:
+        """A broadcast reader of `cursors` ({stream: "$" | "0" | an entry id}) on this service's
+        Redis, closed when the service stops; `read()` it yourself (e.g. in a periodic task).
+        `decode`: a type, or {stream: type}; `opts`: Broadcast's (count, block_ms, min_interval_s)."""
+        reader = Broadcast(self.r, cursors, decode=decode, **opts)
+        self.readers.append(reader)
+        return reader
+
+    def listen(self, cursors: dict[str, str], handler: Callable[[list[Item]], Awaitable[None]], *,
+               decode: Any = None, **opts: Any) -> Broadcast:
+        """Read `cursors` as broadcasts while the service runs: `handler([(stream, id, message)])`
+        for every read that brought something (undecodable entries skipped and counted in the
+        reader's `skipped`)."""
+        reader = self.broadcast(cursors, decode=decode, **opts)
+        self._listens.append((reader, handler))
+        return reader
 
     async def consumer_alive(self, consumer: str) -> bool:
         """Whether another consumer in this service's groups (an instance id) still works."""
@@ -110,7 +141,7 @@ class Service:
         return await self.fast.call(*args)
 
     async def send(self, commands: list[tuple[Arg, ...]]) -> list[object]:
-        """Send raw commands (e.g. `streams.xadd(...)`, an XACK) in one write on the fast connection."""
+        """Send raw commands (e.g. `publish.xadd(...)`, an XACK) in one write on the fast connection."""
         if self.fast.closed:  # Redis went away and came back: a new connection
             self.fast = await FastRedis.like(self.r)
         return await self.fast.pipeline(commands)
@@ -179,6 +210,8 @@ class Service:
             )
             await self.heartbeat()
             tasks = [asyncio.create_task(w.run(), name=f"worker:{w.stream}") for w in self.workers]
+            tasks += [asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
+                      for b, fn in self._listens]
             tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
             tasks += [
                 asyncio.create_task(self._every_loop(s, fn), name=f"every:{fn.__name__}")
@@ -208,8 +241,16 @@ class Service:
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
         finally:
+            for reader in self.readers:
+                await reader.close()
             await self.fast.aclose()
             await self.r.aclose()
+
+    async def _listen_loop(self, reader: Broadcast, handler: Callable[[list[Item]], Awaitable[None]]) -> None:
+        while not self._stop.is_set():
+            items = await reader.read()
+            if items:
+                await handler(items)
 
     async def _every_loop(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
         while not self._stop.is_set():
@@ -295,10 +336,7 @@ class Service:
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={**readable, codec.FIELD_STR: codec.encode(hb)})
             pipe.expire(key, streams.HEALTH_TTL_S)
-            pipe.xadd(
-                streams.OPS_HEALTH, codec.fields(hb),
-                maxlen=streams.maxlen(streams.OPS_HEALTH), approximate=True,
-            )
+            queue(pipe, streams.OPS_HEALTH, hb)
             await pipe.execute()
         return hb
 

@@ -21,14 +21,13 @@ import pandas as pd
 
 from backend.backtest import engine
 from backend.backtest.jobs import k_job
-from backend.bus import codec, streams
-from backend.bus.worker import Entry, Poison
+from backend.bus import streams
+from backend.bus.worker import Poison
 from backend.messages import BacktestJob
 from backend.models import registry as reg
 from backend.models import sources
 from backend.services.base import Service
 
-_job = msgspec.msgpack.Decoder(BacktestJob)
 
 
 class BtOrchestratorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -44,7 +43,7 @@ class BtOrchestratorService(Service):
         self.done = 0
         self.failed = 0
         self.run_lat = self.recorder("backtest")
-        self.consume(streams.BACKTEST_JOBS, self.on_jobs, count=1, claim_idle_ms=120_000)
+        self.consume(streams.BACKTEST_JOBS, self.on_jobs, decode=BacktestJob, count=1, claim_idle_ms=120_000)
 
     def processed(self) -> int:
         return self.done + self.failed
@@ -55,12 +54,8 @@ class BtOrchestratorService(Service):
     async def _set(self, job_id: str, **fields: object) -> None:
         await self.r.hset(k_job(job_id), mapping={k: v if isinstance(v, bytes) else str(v) for k, v in fields.items()})
 
-    async def on_jobs(self, entries: list[Entry]) -> None:
-        for _, fields in entries:
-            try:
-                job = _job.decode(codec.payload(fields))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise Poison(f"undecodable backtest job: {exc}") from None
+    async def on_jobs(self, jobs: list[tuple[bytes, BacktestJob]]) -> None:
+        for _, job in jobs:
             try:
                 engine.check(job.strategy, job.params)
                 if job.end_ns and job.end_ns <= job.start_ns:

@@ -12,15 +12,14 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.publish import queue
 from backend.features import store
 from backend.features.compute import SymbolHistory, definitions
 from backend.messages import Bar, FeatureRow
 from backend.services.base import Service
 
 BAR_NS = 1_000_000_000
-_bar = msgspec.msgpack.Decoder(Bar)
 
 
 class FeastConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -39,7 +38,7 @@ class FeastPipelineService(Service):
         self.rows = 0
         self.offline: list[dict[str, Any]] = []
         self.data_dir = Path(self.settings.resolved_data_dir())
-        self.worker = self.consume(streams.MD_BARS_1S, self.on_bars, count=512, block_ms=100)
+        self.worker = self.consume(streams.MD_BARS_1S, self.on_bars, decode=Bar, count=512, block_ms=100)
         self.every(5.0, self.flush_offline)
 
     def processed(self) -> int:
@@ -48,16 +47,11 @@ class FeastPipelineService(Service):
     def metrics(self) -> dict[str, object]:
         return {"rows": self.rows, "symbols": len(self.hist), "features": [d.name for d in definitions()]}
 
-    async def on_bars(self, entries: list[Entry]) -> None:
+    async def on_bars(self, bars: list[tuple[bytes, Bar]]) -> None:
         pipe = self.r.pipeline(transaction=False)
-        for eid, f in entries:
-            try:
-                bar = _bar.decode(codec.payload(f))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, f, f"undecodable bar: {exc}")
-                continue
+        for eid, bar in bars:
             if not (bar.close > 0 and bar.volume >= 0):
-                await self.worker.dead_letter(eid, f, f"bad bar for {bar.symbol}: close {bar.close}, volume {bar.volume}")
+                self.worker.reject(eid, f"bad bar for {bar.symbol}: close {bar.close}, volume {bar.volume}")
                 continue
             h = self.hist.setdefault(bar.symbol, SymbolHistory(self.depth))
             values = h.add(bar)
@@ -66,7 +60,7 @@ class FeastPipelineService(Service):
             row = FeatureRow(symbol=bar.symbol, ts_ns=bar.start_ns + BAR_NS, values=values)
             # the online store first: whoever sees the row on `features` finds the store updated
             store.queue_online(pipe, bar.symbol, row.ts_ns, values)
-            pipe.xadd(streams.FEATURES, codec.fields(row), maxlen=streams.maxlen(streams.FEATURES), approximate=True)
+            queue(pipe, streams.FEATURES, row)
             self.offline.append({"symbol": row.symbol, "ts_ns": row.ts_ns, **values})
             self.rows += 1
         await pipe.execute()

@@ -1,7 +1,9 @@
 """gateway (P2): venue websocket market data -> md.ticks.raw (batches), news -> alt.raw.
 
 One client per configured URL (Binance combined or raw trade streams). Reconnects with
-exponential backoff and jitter; measures exchange time -> receive time.
+exponential backoff and jitter; measures exchange time -> receive time. A frame that does not
+decode goes to the dead-letter stream of the stream it was bound for (dlq.md.ticks.raw,
+dlq.alt.raw), raw bytes kept.
 
 Trades it missed (it crashed, its connection dropped) are fetched again: the last trade id
 written per symbol is kept in Redis with each raw batch (`backfill.LAST_ID_KEY`, same MULTI),
@@ -26,7 +28,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from backend.bus import codec, streams
+from backend.bus import deadletter, streams
+from backend.bus.publish import publish, xadd
 from backend.exchange import server as exchange_server
 from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
 from backend.marketdata import backfill
@@ -176,7 +179,7 @@ class GatewayService(Service):
                         ev = trade_decoder.decode(msg)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.decode_errors += 1
-                    await self._dead_frame(msg, f"undecodable trade message: {exc}")
+                    await self._dead_frame(streams.MD_TICKS_RAW, msg, f"undecodable trade message: {exc}")
                     continue
                 gap = check_gap(ev.s, ev.t)
                 n += 1
@@ -211,7 +214,7 @@ class GatewayService(Service):
         try:
             if marks:  # the batch and the last ids it raises, together (MULTI/EXEC)
                 self._quiet(self.fast.send("MULTI"))
-            fut = self.fast.send(*streams.xadd(streams.MD_TICKS_RAW, batch))
+            fut = self.fast.send(*xadd(streams.MD_TICKS_RAW, batch))
             if marks:
                 self._quiet(fut)
                 self._quiet(self.fast.send("HSET", backfill.LAST_ID_KEY, *marks))
@@ -322,8 +325,7 @@ class GatewayService(Service):
             self.missing += done.lost
             alert = backfill.lost_alert(done, source=self.instance)
             self.log.error(alert.message)
-            await self.r.xadd(streams.OPS_ALERTS, codec.fields(alert),
-                              maxlen=streams.maxlen(streams.OPS_ALERTS), approximate=True)
+            await publish(self.r, streams.OPS_ALERTS, alert)
         else:
             self.log.info("trade-id gap backfilled", extra={"symbol": gap.symbol, "first": gap.first,
                                                             "last": gap.last, "trades": done.fetched})
@@ -357,18 +359,16 @@ class GatewayService(Service):
         async for msg in ws:
             try:
                 n = news_decoder.decode(msg)
-            except msgspec.DecodeError:
-                await self._dead_frame(msg, "undecodable news message")
+            except msgspec.DecodeError as exc:
+                await self._dead_frame(streams.ALT_RAW, msg, f"undecodable news message: {exc}")
                 continue
             item = AltItem(id=n.id, ts_ns=n.ts * 1_000_000, symbols=n.symbols, headline=n.headline,
                            body=n.body, sentiment=n.sentiment, source="local-exchange")
-            await self.r.xadd(streams.ALT_RAW, codec.fields(item),
-                              maxlen=streams.maxlen(streams.ALT_RAW), approximate=True)
+            await publish(self.r, streams.ALT_RAW, item)
             self.news += 1
 
-    async def _dead_frame(self, msg: str | bytes, reason: str) -> None:
+    async def _dead_frame(self, stream: str, msg: str | bytes, reason: str) -> None:
+        """A frame bound for `stream` that does not decode: to dlq.<stream>, its bytes kept (64 KiB)."""
         data = msg.encode() if isinstance(msg, str) else msg
-        stream = streams.dlq(streams.MD_TICKS_RAW)
-        await self.r.xadd(stream, {b"raw": data[:65536], b"dlq_reason": reason.encode(),
-                                   b"dlq_stream": b"gateway", b"dlq_ts_ns": str(time.time_ns()).encode()},
-                          maxlen=streams.maxlen(stream), approximate=True)
+        await deadletter.queue(self.r, stream, {b"raw": data[:65536]}, reason, group=self.name,
+                               consumer=self.instance)

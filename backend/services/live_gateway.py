@@ -18,8 +18,8 @@ from typing import Any, Literal
 import msgspec
 
 from backend.bus import codec, streams
-from backend.bus.broadcast import Broadcast
-from backend.bus.worker import Entry
+from backend.bus.broadcast import Item
+from backend.bus.publish import xadd
 from backend.exchange import server as exchange_server
 from backend.exchange.matching import MatchingEngine, Working
 from backend.marketdata import ticks as tickcols
@@ -28,7 +28,6 @@ from backend.services.base import Service
 from backend.trading.venue_rest import RestVenue, VenueError, reports_from
 
 PAPER_KEY = "paper:working"
-_eo = msgspec.msgpack.Decoder(ExecOrder)
 _ticks = msgspec.msgpack.Decoder(TickBatch)
 
 
@@ -70,8 +69,9 @@ class LiveGatewayService(Service):
             await self._load_paper()
             for _, f in reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)):
                 self.engine.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
-        self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, count=512, block_ms=100,
-                                   auto_ack=False)  # acked with the reports they produce
+            self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
+        self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512,
+                                   block_ms=100, auto_ack=False)  # acked with the reports they produce
 
     def processed(self) -> int:
         return self.sent
@@ -83,7 +83,7 @@ class LiveGatewayService(Service):
 
     async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None) -> None:
         """The reports, the paper book's changes and the XACK of what produced them, in one MULTI."""
-        cmds: list[tuple[Any, ...]] = [streams.xadd(streams.EXEC_REPORTS, rep) for rep in reps]
+        cmds: list[tuple[Any, ...]] = [xadd(streams.EXEC_REPORTS, rep) for rep in reps]
         if self.rest is None and reps:
             cmds += self._save_paper({r.client_order_id for r in reps})
         if ack:
@@ -94,16 +94,11 @@ class LiveGatewayService(Service):
             await self.send([("MULTI",), *cmds, ("EXEC",)])
         self.reports += len(reps)
 
-    async def on_orders(self, entries: list[Entry]) -> None:
+    async def on_orders(self, orders: list[tuple[bytes, ExecOrder]]) -> None:
         if self.cfg.latency_ms > 0:
             await asyncio.sleep(self.cfg.latency_ms / 1000)
         reps: list[ExecReport] = []
-        for eid, f in entries:
-            try:
-                eo = _eo.decode(codec.payload(f))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, f, f"undecodable exec order: {exc}")
-                continue
+        for _, eo in orders:
             self.sent += 1
             if self.rest is not None:
                 reps += await self._rest(eo)
@@ -114,28 +109,19 @@ class LiveGatewayService(Service):
             elif eo.action == "query":
                 st = self.engine.status(eo.client_order_id)
                 reps += [st] if st else []
-        await self._publish(reps, [eid for eid, _ in entries])
+        await self._publish(reps, [eid for eid, _ in orders])
 
     # -- paper venue -----------------------------------------------------------------------------
-    async def run_extra(self) -> None:
+    async def on_ticks(self, items: list[Item]) -> None:
+        reps: list[ExecReport] = []
+        for _, _, batch in items:
+            for sym, px in tickcols.last_prices(batch).items():
+                reps += self.engine.on_price(sym, px)
+        await self._publish(reps)
+
+    async def teardown(self) -> None:
         if self.rest is not None:
-            await self.wait_stopped()
             await self.rest.close()
-            return
-        ticks = Broadcast(self.r, {streams.MD_TICKS: "$"})
-        try:
-            while not self.stopping:
-                reps: list[ExecReport] = []
-                for _, _, f in await ticks.read():
-                    try:
-                        prices = tickcols.last_prices(_ticks.decode(codec.payload(f)))
-                    except (msgspec.DecodeError, msgspec.ValidationError):
-                        continue
-                    for sym, px in prices.items():
-                        reps += self.engine.on_price(sym, px)
-                await self._publish(reps)
-        finally:
-            await ticks.close()
 
     def _save_paper(self, coids: set[str]) -> list[tuple[Any, ...]]:
         gone = [c for c in coids if c not in self.engine.working]

@@ -25,16 +25,14 @@ import time
 import msgspec
 from redis.exceptions import WatchError
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.broadcast import Item
+from backend.bus.publish import queue
 from backend.catalog import store
 from backend.messages import FINAL_STATES, ModelEvent, Order, OrderEvent, Signal
 from backend.models import registry as reg
 from backend.services.base import Service
 
-_sig = msgspec.msgpack.Decoder(Signal)
-_ev = msgspec.msgpack.Decoder(ModelEvent)
-_oev = msgspec.msgpack.Decoder(OrderEvent)
 SENT_TTL_S = 7 * 86400
 
 # KEYS: open orders hash, the account's target hash. ARGV: order id, sleeve field, amount to give back.
@@ -68,9 +66,10 @@ class MarketplaceService(Service):
                 store.queue_put(pipe, item)
         await pipe.execute()
         self.settle = self.r.register_script(_SETTLE)
-        self.ev_cursor = "0"
-        self.worker = self.consume(streams.SIGNALS, self.on_signals, count=256, block_ms=100)
-        self.w_events = self.consume(streams.ORDERS_EVENTS, self.on_order_events, count=512, block_ms=100)
+        self.worker = self.consume(streams.SIGNALS, self.on_signals, decode=Signal, count=256, block_ms=100)
+        self.w_events = self.consume(streams.ORDERS_EVENTS, self.on_order_events, decode=OrderEvent, count=512,
+                                     block_ms=100)
+        self.listen({streams.MODELS_EVENTS: "0"}, self.on_model_events, decode=ModelEvent, count=100, block_ms=200)
 
     def processed(self) -> int:
         return self.counts["signals_in"]
@@ -78,14 +77,9 @@ class MarketplaceService(Service):
     def metrics(self) -> dict[str, object]:
         return dict(self.counts)
 
-    async def on_signals(self, entries: list[Entry]) -> None:
+    async def on_signals(self, signals: list[tuple[bytes, Signal]]) -> None:
         now_ms = time.time() * 1000
-        for eid, fields in entries:
-            try:
-                sig = _sig.decode(codec.payload(fields))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, fields, f"undecodable signal: {exc}")
-                continue
+        for eid, sig in signals:
             self.counts["signals_in"] += 1
             if sig.side is None:
                 continue
@@ -123,8 +117,7 @@ class MarketplaceService(Service):
                     pipe.set(store.k_sent(coid), 1, ex=SENT_TTL_S)
                     pipe.hset(store.OPEN_ORDERS, order.client_order_id,
                               msgspec.json.encode({"account": sub.account, "sleeve": sleeve, "signed": delta}))
-                    pipe.xadd(streams.ORDERS_NEW, codec.fields(order), maxlen=streams.maxlen(streams.ORDERS_NEW),
-                              approximate=True)
+                    queue(pipe, streams.ORDERS_NEW, order)
                     await pipe.execute()
                     self.counts["orders"] += 1
                     return order
@@ -132,13 +125,8 @@ class MarketplaceService(Service):
                     self.counts["conflicts"] += 1  # another instance moved the sleeve: read again
         raise RuntimeError(f"sleeve {sub.account} {sleeve} kept changing under 20 attempts")
 
-    async def on_order_events(self, entries: list[Entry]) -> None:
-        for eid, fields in entries:
-            try:
-                ev = _oev.decode(codec.payload(fields))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.w_events.dead_letter(eid, fields, f"undecodable order event: {exc}")
-                continue
+    async def on_order_events(self, events: list[tuple[bytes, OrderEvent]]) -> None:
+        for _, ev in events:
             if ev.state not in FINAL_STATES or not ev.client_order_id.startswith("mk-"):
                 continue
             raw = await self.r.hget(store.OPEN_ORDERS, ev.client_order_id)
@@ -153,19 +141,11 @@ class MarketplaceService(Service):
                 self.log.info("order %s ended %s with %g unfilled (%s): sleeve %s gets it back",
                               ev.client_order_id, ev.state, unfilled, ev.reason, info["sleeve"])
 
-    async def run_extra(self) -> None:
+    async def on_model_events(self, items: list[Item]) -> None:
         """Every registered model joins the catalog (its lineage as metadata)."""
-        while not self.stopping:
-            resp = await self.r.xread({streams.MODELS_EVENTS: self.ev_cursor}, count=100, block=200)
-            for _, items in resp or []:
-                for eid, f in items:
-                    self.ev_cursor = eid
-                    try:
-                        ev = _ev.decode(codec.payload(f))
-                    except (msgspec.DecodeError, msgspec.ValidationError):
-                        continue
-                    if ev.kind == "registered":
-                        await self._add_model(ev)
+        for _, _, ev in items:
+            if ev.kind == "registered":
+                await self._add_model(ev)
 
     async def _add_model(self, ev: ModelEvent) -> None:
         data = await self.r.hget(reg.k_versions(ev.name), str(ev.version))

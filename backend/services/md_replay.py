@@ -11,14 +11,12 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.publish import publish
 from backend.marketdata import store
 from backend.marketdata import ticks as tickcols
 from backend.messages import ReplayRequest
 from backend.services.base import Service
-
-_req = msgspec.msgpack.Decoder(ReplayRequest)
 
 
 class ReplayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,7 +32,8 @@ class MdReplayService(Service):
         self.replayed = 0
         self.current: str | None = None
         self.data_dir = Path(self.settings.resolved_data_dir())
-        self.worker = self.consume(streams.REPLAY_REQUESTS, self.on_requests, count=1, block_ms=200)
+        self.worker = self.consume(streams.REPLAY_REQUESTS, self.on_requests, decode=ReplayRequest, count=1,
+                                   block_ms=200)
 
     def processed(self) -> int:
         return self.replayed
@@ -42,16 +41,11 @@ class MdReplayService(Service):
     def metrics(self) -> dict[str, object]:
         return {"replayed": self.replayed, "current": self.current}
 
-    async def on_requests(self, entries: list[Entry]) -> None:
-        for eid, f in entries:
-            try:
-                req = _req.decode(codec.payload(f))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, f, f"undecodable replay request: {exc}")
-                continue
+    async def on_requests(self, requests: list[tuple[bytes, ReplayRequest]]) -> None:
+        for eid, req in requests:
             if req.end_ns <= req.start_ns or req.speed < 0 or not req.target:
-                await self.worker.dead_letter(eid, f, f"bad replay request {req.id!r}: range [{req.start_ns}, "
-                                                      f"{req.end_ns}), speed {req.speed}, target {req.target!r}")
+                self.worker.reject(eid, f"bad replay request {req.id!r}: range [{req.start_ns}, "
+                                        f"{req.end_ns}), speed {req.speed}, target {req.target!r}")
                 continue
             await self.replay(req)
 
@@ -81,7 +75,7 @@ class MdReplayService(Service):
             batch = tickcols.pack(symbols, sym[i:j], df.trade_id.to_numpy()[i:j], df.price.to_numpy()[i:j],
                                   df.qty.to_numpy()[i:j], ts[i:j], df.recv_ns.to_numpy()[i:j],
                                   df.buyer_maker.to_numpy()[i:j], time.time_ns())
-            await self.r.xadd(req.target, codec.fields(batch), maxlen=streams.maxlen(req.target), approximate=True)
+            await publish(self.r, req.target, batch)
             self.replayed += j - i
             i = j
         self.current = None

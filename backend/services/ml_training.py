@@ -19,15 +19,14 @@ from typing import Literal
 import msgspec
 import pandas as pd
 
-from backend.bus import codec, streams
+from backend.bus import streams
 from backend.bus.publish import publish
-from backend.bus.worker import Entry, Poison
+from backend.bus.worker import Poison
 from backend.messages import ModelRegister, TrainJob
 from backend.models import linear, sources
 from backend.models.dataset import LABEL, label_rows
 from backend.services.base import Service
 
-_job = msgspec.msgpack.Decoder(TrainJob)
 
 
 def job_key(job_id: str) -> str:
@@ -72,8 +71,8 @@ class MlTrainingService(Service):
         self.trained = 0
         self.failed = 0
         self.fit_ms = self.recorder("train")
-        self.consume(streams.TRAINING_JOBS, self.on_jobs, count=1, block_ms=200,
-                     claim_idle_ms=120_000)
+        self.consume(streams.TRAINING_JOBS, self.on_jobs, decode=TrainJob, what="training job", count=1,
+                     block_ms=200, claim_idle_ms=120_000)
 
     def processed(self) -> int:
         return self.trained + self.failed
@@ -81,12 +80,8 @@ class MlTrainingService(Service):
     def metrics(self) -> dict[str, object]:
         return {"trained": self.trained, "failed": self.failed}
 
-    async def on_jobs(self, entries: list[Entry]) -> None:
-        for _, fields in entries:
-            try:
-                job = _job.decode(codec.payload(fields))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise Poison(f"undecodable training job: {exc}") from None
+    async def on_jobs(self, jobs: list[tuple[bytes, TrainJob]]) -> None:
+        for _, job in jobs:
             if job.horizon_s <= 0 or (job.end_ns and job.end_ns <= job.start_ns) or job.ridge < 0:
                 await self._state(job, "failed", "bad job: horizon_s and ridge must be positive and "
                                   "end after start")

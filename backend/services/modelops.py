@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import msgspec
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry, Poison
+from backend.bus import streams
 from backend.messages import ModelRegister, ModelStage
 from backend.models import registry as reg
 from backend.services.base import Service
 
-_req = msgspec.msgpack.Decoder(ModelRegister | ModelStage)
 
 
 class ModelopsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -33,18 +31,15 @@ class ModelopsService(Service):
 
     async def setup(self) -> None:
         self.counts = {"registered": 0, "promoted": 0, "rolled_back": 0, "refused": 0}
-        self.worker = self.consume(streams.MODELS_REQUESTS, self.on_requests, count=32)
+        self.worker = self.consume(streams.MODELS_REQUESTS, self.on_requests, decode=ModelRegister | ModelStage,
+                                   what="model request", count=32)
 
     def metrics(self) -> dict[str, object]:
         return dict(self.counts)
 
-    async def on_requests(self, entries: list[Entry]) -> None:
+    async def on_requests(self, requests: list[tuple[bytes, ModelRegister | ModelStage]]) -> None:
         # One at a time, in order: a promotion may name the version registered just before it.
-        for eid, fields in entries:
-            try:
-                req = _req.decode(codec.payload(fields))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise Poison(f"undecodable model request: {exc}") from None
+        for _, req in requests:
             if isinstance(req, ModelRegister):
                 await self.register(req)
             else:

@@ -8,6 +8,7 @@ is fenced (backend/bus/fence.py): it happens only while the batch is still pendi
 instance, so when another instance of the group has taken it over (blue/green, after a crash or
 a pause) the batch is published once, by whoever still owns it. A redelivered batch is older
 than the high-water marks later batches raised: it is checked for repeats within itself only.
+A raw batch that does not decode is dead-lettered by the worker before the read reaches us.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import time
 
 import msgspec
 
-from backend.bus import codec, fence, streams
-from backend.bus.worker import Entry
+from backend.bus import codec, deadletter, fence, streams
+from backend.bus.publish import queue, xadd
 from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
 from backend.marketdata.symbols import DEFAULT_SYMBOLS
@@ -25,8 +26,6 @@ from backend.messages import Bar, Instrument, RawTickBatch
 from backend.services.base import Service
 
 HWM_KEY = "normalizer:hwm"
-_raw_decoder = msgspec.msgpack.Decoder(RawTickBatch)
-
 
 
 class NormalizerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -63,7 +62,8 @@ class NormalizerService(Service):
         self.validator.load_hwm({k.decode(): int(v) for k, v in marks.items()})
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = 0
-        self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, count=c.read_count, block_ms=50)
+        self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, decode=RawTickBatch, what="raw batch",
+                                   count=c.read_count, block_ms=50)
         self.fence = fence.Fence(self.call, streams.MD_TICKS_RAW, self.name, self.instance)
         self.every(0.1, self.close_bars)
 
@@ -78,32 +78,26 @@ class NormalizerService(Service):
             "open_bars": len(self.bars.open), "taken_over": self.fence.refused,
         }
 
-    async def on_raw(self, entries: list[Entry]) -> None:
+    async def on_raw(self, raw: list[tuple[bytes, RawTickBatch]]) -> None:
         now = time.time_ns()
-        batches: list[RawTickBatch] = []
-        ids: list[bytes] = []
-        dlq = streams.dlq(streams.MD_TICKS_RAW)
+        ids = [eid for eid, _ in raw]
+        batches = [b for _, b in raw]
         cmds: list[fence.Command] = []
-        for eid, fields in entries:
-            try:
-                batches.append(_raw_decoder.decode(codec.payload(fields)))
-                ids.append(eid)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                cmds.append(fence.xadd(dlq, _dead(fields, f"undecodable raw batch: {exc}", eid)))
         result = self.validator.validate(batches, now, normalized_ns=now, check_hwm=not self.worker.redelivered)
         for rej in result.rejected:
             tick = rawcols.tick_at(batches[rej.batch], rej.index)
-            cmds.append(fence.xadd(dlq, _dead(codec.fields(tick), rej.reason, ids[rej.batch])))
+            cmds.append(deadletter.xadd(streams.MD_TICKS_RAW, codec.fields(tick), rej.reason, eid=ids[rej.batch],
+                                        group=self.name, consumer=self.instance))
         bars: list[Bar] = []
         if result.ticks is not None:
-            cmds.append(fence.xadd(streams.MD_TICKS, codec.fields(result.ticks)))
+            cmds.append(xadd(streams.MD_TICKS, result.ticks))
             self.bars.add(result.sym, result.price, result.qty, result.trade_ns, now)
             bars = self.bars.close_due(self.validator.symbols, now)
-            cmds += [fence.xadd(_bar_stream(b), codec.fields(b)) for b in bars]
+            cmds += [xadd(_bar_stream(b), b) for b in bars]
             cmds.append(["HSET", HWM_KEY, *(x for kv in self.validator.hwm_map().items() for x in kv)])
-        if not await self.fence.commit([eid for eid, _ in entries], cmds):
+        if not await self.fence.commit(ids, cmds):
             self.log.warning("%d raw batches were taken over by another instance; not published here",
-                             len(entries))
+                             len(raw))
             if bars:  # closed bars hold ticks this instance published before: they go out anyway
                 pipe = self.r.pipeline(transaction=False)
                 self._queue_bars(pipe, bars)
@@ -117,8 +111,7 @@ class NormalizerService(Service):
 
     def _queue_bars(self, pipe, bars: list[Bar]) -> None:  # noqa: ANN001
         for bar in bars:
-            stream = _bar_stream(bar)
-            pipe.xadd(stream, codec.fields(bar), maxlen=streams.maxlen(stream), approximate=True)
+            queue(pipe, _bar_stream(bar), bar)
         self.bars_out += len(bars)
 
     async def close_bars(self) -> None:
@@ -133,14 +126,3 @@ class NormalizerService(Service):
 def _bar_stream(bar: Bar) -> str:
     return streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
 
-
-def _dead(fields: dict, reason: str, source_id: bytes) -> dict:  # noqa: ANN001
-    out = dict(fields)
-    out.update({
-        b"dlq_reason": reason.encode(),
-        b"dlq_stream": streams.MD_TICKS_RAW.encode(),
-        b"dlq_id": source_id,
-        b"dlq_group": b"normalizer",
-        b"dlq_ts_ns": str(time.time_ns()).encode(),
-    })
-    return out

@@ -25,9 +25,10 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import streams
+from backend.bus.broadcast import Item
+from backend.bus.publish import xadd
 from backend.bus.scripts import Script
-from backend.bus.worker import Entry
 from backend.latency import LatencyRecorder
 from backend.messages import (
     CancelRequest,
@@ -46,8 +47,9 @@ KEY = "oms:order:{}"
 OPEN = "oms:open"
 MAX_TRIES = 100  # a batch whose records keep changing under it, after this many tries, is retried by the worker
 # KEYS: the batch's record keys, then OPEN. ARGV: n, (expected version, new record or "")*n,
-# then counted lists: coids to add to OPEN, coids to remove, (stream, maxlen, payload) to XADD,
-# and last the XACK (stream, group, ids...) if any. Returns {1} or {0, stale key indexes...}.
+# then counted lists: coids to add to OPEN, coids to remove, XADD commands (backend.bus.publish.xadd,
+# each as argc, args...), and last the XACK (stream, group, ids...) if any. Returns {1} or
+# {0, stale key indexes...}.
 COMMIT_LUA = """
 local n = tonumber(ARGV[1])
 local stale = {0}
@@ -70,8 +72,9 @@ p = p + c + 1
 c = tonumber(ARGV[p])
 p = p + 1
 for i = 1, c do
-  redis.call('XADD', ARGV[p], 'MAXLEN', '~', ARGV[p + 1], '*', 'd', ARGV[p + 2])
-  p = p + 3
+  local argc = tonumber(ARGV[p])
+  redis.call(unpack(ARGV, p + 1, p + argc))
+  p = p + argc + 1
 end
 if p + 2 <= #ARGV then redis.call('XACK', ARGV[p], ARGV[p + 1], unpack(ARGV, p + 2, #ARGV)) end
 return {1}
@@ -79,10 +82,6 @@ return {1}
 _COMMIT = Script(COMMIT_LUA)
 _rec = msgspec.msgpack.Decoder(OrderRecord)
 _rec_enc = msgspec.msgpack.Encoder()
-_new = msgspec.msgpack.Decoder(Order | CancelRequest)  # type: ignore[operator]
-_dec = msgspec.msgpack.Decoder(RiskDecision)
-_rep = msgspec.msgpack.Decoder(ExecReport)
-_ctl = msgspec.msgpack.Decoder(ControlCommand)
 
 
 class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -123,12 +122,13 @@ class OmsService(Service):
         self.to_routed = self.recorder("intake_to_routed")
         self.to_accepted = self.recorder("intake_to_accepted")
         n = self.cfg.read_count
-        self.w_new = self.consume(streams.ORDERS_NEW, self.on_new, count=n, block_ms=100, auto_ack=False)
-        self.w_dec = self.consume(streams.RISK_DECISIONS, self.on_decisions, count=n, block_ms=100,
-                                  auto_ack=False)
-        self.w_rep = self.consume(streams.EXEC_REPORTS, self.on_reports, count=n, block_ms=100,
-                                  auto_ack=False)
-        self.ctl_cursor = "$"
+        self.w_new = self.consume(streams.ORDERS_NEW, self.on_new, decode=Order | CancelRequest, what="order",
+                                  count=n, block_ms=100, auto_ack=False)
+        self.w_dec = self.consume(streams.RISK_DECISIONS, self.on_decisions, decode=RiskDecision, count=n,
+                                  block_ms=100, auto_ack=False)
+        self.w_rep = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=n,
+                                  block_ms=100, auto_ack=False)
+        self.listen({streams.OPS_CONTROL: "$"}, self.on_control, decode=ControlCommand, count=100, block_ms=200)
         self.every(1.0, self.resend_stale_risk)
         # working orders' records as last committed: coid -> (version, record)
         self.cache: dict[str, tuple[int, OrderRecord]] = {}
@@ -144,7 +144,7 @@ class OmsService(Service):
 
     # -- batches ---------------------------------------------------------------------------------
     async def _transact(self, coids: Iterable[str], apply: Callable[[_Batch], None], stream: str,
-                        entries: list[Entry], *, new_ids: Iterable[str] = ()) -> _Batch:
+                        entries: list[tuple[bytes, Any]], *, new_ids: Iterable[str] = ()) -> _Batch:
         """Apply a batch's transitions to its records and commit them with the XACK of `entries`
         (compare-and-set on the records' versions); start over from Redis if one changed.
         `new_ids`: ids of new orders, not looked up when unknown (committed only if still absent)."""
@@ -187,7 +187,7 @@ class OmsService(Service):
                 b.records[c] = _rec.decode(d) if d else None
         return b
 
-    async def _commit(self, b: _Batch, stream: str, entries: list[Entry]) -> bool:
+    async def _commit(self, b: _Batch, stream: str, entries: list[tuple[bytes, Any]]) -> bool:
         ids = list(b.versions)
         args: list[Any] = [len(ids)]
         for c in ids:
@@ -195,7 +195,9 @@ class OmsService(Service):
         opened = b.opened - b.closed
         args += [len(opened), *opened, len(b.closed), *b.closed, len(b.out)]
         for s, msg in b.out:
-            args += [s, streams.maxlen(s), codec.encode(msg)]
+            cmd = xadd(s, msg)
+            args.append(len(cmd))
+            args += cmd
         if entries:
             args += [stream, self.name, *[eid for eid, _ in entries]]
         keys = [key(c) for c in ids] + [OPEN]
@@ -228,14 +230,7 @@ class OmsService(Service):
         return True
 
     # -- orders.new ------------------------------------------------------------------------------
-    async def on_new(self, entries: list[Entry]) -> None:
-        msgs: list[tuple[Entry, Order | CancelRequest]] = []
-        for e in entries:
-            try:
-                msgs.append((e, _new.decode(codec.payload(e[1]))))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.w_new.dead_letter(e[0], e[1], f"undecodable order: {exc}")
-
+    async def on_new(self, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
         def apply(b: _Batch) -> None:
             now = time.time_ns()
             for _, m in msgs:
@@ -243,8 +238,7 @@ class OmsService(Service):
                     self._cancel(b, m, now)
                 else:
                     self._intake(b, m, now)
-        await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW,
-                             [e for e, _ in msgs],
+        await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW, msgs,
                              new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)))
 
     def _intake(self, b: _Batch, o: Order, now: int) -> None:
@@ -284,17 +278,11 @@ class OmsService(Service):
                                                          sent_ns=now, reason=m.reason)))
 
     # -- risk.decisions --------------------------------------------------------------------------
-    async def on_decisions(self, entries: list[Entry]) -> None:
+    async def on_decisions(self, decs: list[tuple[bytes, RiskDecision]]) -> None:
         now = time.time_ns()
-        decs: list[RiskDecision] = []
-        for eid, f in entries:
-            try:
-                decs.append(_dec.decode(codec.payload(f)))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.w_dec.dead_letter(eid, f, f"undecodable risk decision: {exc}")
 
         def apply(b: _Batch) -> None:
-            for d in decs:
+            for _, d in decs:
                 rec = b.records.get(d.client_order_id)
                 if rec is None or rec.state != "PENDING_RISK":
                     continue  # a late or repeated decision: the order has moved on
@@ -308,24 +296,18 @@ class OmsService(Service):
                     b.latency.append((self.to_routed, now - rec.intake_ns))
                     b.out.append((streams.EXEC_ORDERS, ExecOrder(action="new", client_order_id=d.client_order_id,
                                                                  order=rec.order, sent_ns=now)))
-        await self._transact((d.client_order_id for d in decs), apply, streams.RISK_DECISIONS, entries)
+        await self._transact((d.client_order_id for _, d in decs), apply, streams.RISK_DECISIONS, decs)
 
     # -- exec.reports ----------------------------------------------------------------------------
-    async def on_reports(self, entries: list[Entry]) -> None:
+    async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
         now = time.time_ns()
-        reps: list[ExecReport] = []
-        for eid, f in entries:
-            try:
-                reps.append(_rep.decode(codec.payload(f)))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.w_rep.dead_letter(eid, f, f"undecodable exec report: {exc}")
 
         def apply(b: _Batch) -> None:
-            for rep in reps:
+            for _, rep in reps:
                 rec = b.records.get(rep.client_order_id)
                 if rec is not None and not rec.final:
                     self._apply_report(b, rec, rep, now)
-        await self._transact((r.client_order_id for r in reps), apply, streams.EXEC_REPORTS, entries)
+        await self._transact((r.client_order_id for _, r in reps), apply, streams.EXEC_REPORTS, reps)
 
     def _apply_report(self, b: _Batch, rec: OrderRecord, rep: ExecReport, now: int) -> None:
         c = rec.order.client_order_id
@@ -374,19 +356,11 @@ class OmsService(Service):
                         request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now)))
         await self._transact(coids, apply, streams.ORDERS_NEW, [])
 
-    async def run_extra(self) -> None:
+    async def on_control(self, items: list[Item]) -> None:
         """The kill switch: when it goes on, cancel every working order."""
-        while not self.stopping:
-            resp = await self.r.xread({streams.OPS_CONTROL: self.ctl_cursor}, count=100, block=200)
-            for _, items in resp or []:
-                for eid, f in items:
-                    self.ctl_cursor = eid
-                    try:
-                        cmd = _ctl.decode(codec.payload(f))
-                    except (msgspec.DecodeError, msgspec.ValidationError):
-                        continue
-                    if cmd.command == "kill_switch" and cmd.args.get("on"):
-                        await self.cancel_all(f"kill switch on ({cmd.operator}: {cmd.reason})")
+        for _, _, cmd in items:
+            if cmd.command == "kill_switch" and cmd.args.get("on"):
+                await self.cancel_all(f"kill switch on ({cmd.operator}: {cmd.reason})")
 
     async def cancel_all(self, reason: str) -> int:
         coids = [c.decode() for c in await self.r.smembers(OPEN)]

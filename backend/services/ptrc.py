@@ -9,8 +9,8 @@ import time
 
 import msgspec
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.publish import queue
 from backend.marketdata import ticks as tickcols
 from backend.messages import Alert, ExecReport, Position, TickBatch
 from backend.posttrade.book import Pos
@@ -18,8 +18,6 @@ from backend.services.base import Service
 
 POS_KEY = "ptrc:pos"
 FILLS_KEY = "ptrc:fills"
-_rep = msgspec.msgpack.Decoder(ExecReport)
-_ticks = msgspec.msgpack.Decoder(TickBatch)
 
 
 class PtrcConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -44,10 +42,12 @@ class PtrcService(Service):
         self.last_px: dict[str, float] = {}  # the newest trade per symbol: marks for new positions too
         self.breaches: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
-        # marks follow md.ticks from its newest entry ("$" cannot be used with a non-blocking XREAD)
-        last = await self.r.xrevrange(streams.MD_TICKS, count=1)
-        self.tick_cursor = last[0][0].decode() if last else "0-0"
-        self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, count=512, block_ms=100)
+        # marks follow md.ticks from its newest entry now, read once a second
+        self.ticks = self.broadcast({streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None,
+                                 min_interval_s=0)
+        await self.ticks.start()
+        self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=512,
+                                   block_ms=100)
         self.every(1.0, self.publish_marks)
 
     def processed(self) -> int:
@@ -56,20 +56,15 @@ class PtrcService(Service):
     def metrics(self) -> dict[str, object]:
         return {"positions": len(self.book), "fills": self.fills, "breaches": sorted(self.breaches)}
 
-    async def on_reports(self, entries: list[Entry]) -> None:
+    async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
         touched: set[tuple[str, str]] = set()
         alerts: list[Alert] = []
-        for eid, f in entries:
-            try:
-                rep = _rep.decode(codec.payload(f))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, f, f"undecodable exec report: {exc}")
-                continue
+        for eid, rep in reps:
             if rep.kind != "fill":
                 continue
             if not (rep.fill_qty > 0 and rep.fill_price > 0 and rep.account and rep.symbol):
-                await self.worker.dead_letter(eid, f, f"bad fill {rep.trade_id!r}: qty {rep.fill_qty}, "
-                                                      f"price {rep.fill_price}, account {rep.account!r}")
+                self.worker.reject(eid, f"bad fill {rep.trade_id!r}: qty {rep.fill_qty}, "
+                                        f"price {rep.fill_price}, account {rep.account!r}")
                 continue
             if not await self.r.sadd(FILLS_KEY, rep.trade_id):
                 continue  # counted already
@@ -91,15 +86,14 @@ class PtrcService(Service):
             p = self.book[key]
             pipe.hset(POS_KEY, f"{key[0]}|{key[1]}", msgspec.msgpack.encode(
                 {"quantity": p.quantity, "avg_price": p.avg_price, "realized": p.realized, "mark": p.mark}))
-            pipe.xadd(streams.POSITIONS, codec.fields(Position(
+            queue(pipe, streams.POSITIONS, Position(
                 account=key[0], symbol=key[1], quantity=p.quantity, avg_price=p.avg_price,
                 realized_pnl=p.realized, unrealized_pnl=p.unrealized, mark=p.mark, exposure=p.exposure,
-                ts_ns=now)), maxlen=streams.maxlen(streams.POSITIONS), approximate=True)
+                ts_ns=now))
         if alerts is None:  # a mark moved: check the accounts it touched
             alerts = self._breaches({k[0] for k in keys}, now)
         for alert in alerts:
-            pipe.xadd(streams.OPS_ALERTS, codec.fields(alert), maxlen=streams.maxlen(streams.OPS_ALERTS),
-                      approximate=True)
+            queue(pipe, streams.OPS_ALERTS, alert)
         await pipe.execute()
 
     def _breaches(self, accounts: set[str], now: int) -> list[Alert]:
@@ -128,16 +122,10 @@ class PtrcService(Service):
         return out
 
     async def publish_marks(self) -> None:
-        resp = await self.r.xread({streams.MD_TICKS: self.tick_cursor}, count=2000)
         prices: dict[str, float] = {}
-        for _, items in resp or []:
-            for eid, f in items:
-                self.tick_cursor = eid
-                try:
-                    prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
-                    self.last_px.update(prices)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
+        for _, _, batch in await self.ticks.read():
+            prices.update(tickcols.last_prices(batch))
+        self.last_px.update(prices)
         changed = set()
         for key, p in self.book.items():
             px = prices.get(key[1])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus.publish import queue
 from backend.messages import Instrument
 from backend.refdata.master import KEY, load_file, problem
 from backend.services.base import Service
@@ -30,7 +30,8 @@ class RefdataService(Service):
         for inst in load_file(self.cfg.file):
             if inst.symbol not in current:  # seed what is missing; operator updates stay
                 await self._apply(inst)
-        self.worker = self.consume(streams.REFDATA_UPDATES, self.on_updates, count=100, block_ms=200)
+        self.worker = self.consume(streams.REFDATA_UPDATES, self.on_updates, decode=Instrument, count=100,
+                                   block_ms=200)
 
     def processed(self) -> int:
         return self.changes
@@ -38,21 +39,15 @@ class RefdataService(Service):
     async def _apply(self, inst: Instrument) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(KEY, inst.symbol, codec.encode(inst))
-        pipe.xadd(streams.REFDATA_EVENTS, codec.fields(inst), maxlen=streams.maxlen(streams.REFDATA_EVENTS),
-                  approximate=True)
+        queue(pipe, streams.REFDATA_EVENTS, inst)
         await pipe.execute()
         self.changes += 1
 
-    async def on_updates(self, entries: list[Entry]) -> None:
-        for eid, f in entries:
-            try:
-                inst = _inst.decode(codec.payload(f))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, f, f"undecodable instrument: {exc}")
-                continue
+    async def on_updates(self, updates: list[tuple[bytes, Instrument]]) -> None:
+        for eid, inst in updates:
             why = problem(inst)
             if why:
-                await self.worker.dead_letter(eid, f, f"bad instrument: {why}")
+                self.worker.reject(eid, f"bad instrument: {why}")
                 continue
             await self._apply(inst)
 

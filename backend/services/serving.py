@@ -24,18 +24,17 @@ from collections import defaultdict
 
 import msgspec
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.broadcast import Item
+from backend.bus.publish import xadd
 from backend.features import store as fstore
 from backend.messages import FeatureRow, ModelEvent, Signal
 from backend.models import registry as reg
 from backend.models.linear import LinearModel
 from backend.services.base import Service
 
-_row = msgspec.msgpack.Decoder(FeatureRow)
-_ev = msgspec.msgpack.Decoder(ModelEvent)
-
-# KEYS: scored hash, signals stream. ARGV: symbol, feature ts_ns, maxlen, payload field, payload.
+# KEYS: scored hash, signals stream. ARGV: symbol, feature ts_ns, then the signal's XADD
+# (backend.bus.publish.xadd).
 # Publishes the signal only when this feature time is newer than the last one scored (compared as
 # decimal strings: Lua numbers are doubles, too coarse for nanoseconds).
 _CLAIM_AND_PUBLISH = """
@@ -43,7 +42,7 @@ local last = redis.call('HGET', KEYS[1], ARGV[1])
 local ts = ARGV[2]
 if last and (#last > #ts or (#last == #ts and last >= ts)) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[5])
+redis.call(unpack(ARGV, 3))
 return 1
 """
 
@@ -73,10 +72,12 @@ class ServingService(Service):
         self.score_lat = self.recorder("score")
         self.signal_lat = self.recorder("signal")
         self.publish_signal = self.r.register_script(_CLAIM_AND_PUBLISH)
-        last = await self.r.xrevrange(streams.MODELS_EVENTS, count=1)
-        self.ev_cursor = last[0][0] if last else "0"  # before loading: no promotion slips between
+        events = self.listen({streams.MODELS_EVENTS: "$"}, self.on_model_events, decode=ModelEvent, count=100,
+                             block_ms=200)
+        await events.start()  # before loading: no promotion slips between
         await self.load()
-        self.worker = self.consume(streams.FEATURES, self.on_updates, count=512, block_ms=100)
+        self.worker = self.consume(streams.FEATURES, self.on_updates, decode=FeatureRow, what="feature update",
+                                   count=512, block_ms=100)
 
     def processed(self) -> int:
         return self.signals
@@ -101,16 +102,11 @@ class ServingService(Service):
             self.swaps += 1
         self.log.info("serving %s v%d (was v%d)", rec.name, rec.version, old)
 
-    async def on_updates(self, entries: list[Entry]) -> None:
+    async def on_updates(self, rows: list[tuple[bytes, FeatureRow]]) -> None:
         """Score each updated symbol's online features once per batch (acked by the worker after)."""
-        updates: dict[str, list[Entry]] = defaultdict(list)
-        for eid, fields in entries:
-            try:
-                updates[_row.decode(codec.payload(fields)).symbol].append((eid, fields))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, fields, f"undecodable feature update: {exc}")
-        if not updates:
-            return
+        updates: dict[str, list[bytes]] = defaultdict(list)
+        for eid, row in rows:
+            updates[row.symbol].append(eid)
         model, version = self.model, self.version
         if model is None:
             self.unscored += sum(len(v) for v in updates.values())
@@ -133,33 +129,22 @@ class ServingService(Service):
                 if not math.isfinite(score):
                     raise ValueError(f"online features for {sym} score {score} (non-finite feature values)")
             except ValueError as exc:
-                for eid, fields in updates[sym]:
-                    await self.worker.dead_letter(eid, fields, str(exc))
+                for eid in updates[sym]:
+                    self.worker.reject(eid, str(exc))
                 continue
             side = "buy" if score >= self.cfg.threshold else "sell" if score <= -self.cfg.threshold else None
             sig = Signal(symbol=sym, ts_ns=ts_ns, model=self.cfg.model, version=version,
                          score=round(score, 6), side=side, strength=round(min(abs(score), 10.0), 6))
             published = await self.publish_signal(
                 keys=[scored_key(self.cfg.model), streams.SIGNALS],
-                args=[sym, str(ts_ns), streams.maxlen(streams.SIGNALS), codec.FIELD_STR, codec.encode(sig)])
+                args=[sym, str(ts_ns), *xadd(streams.SIGNALS, sig)])
             if published:
                 self.signals += 1
-                newest = max(int(eid.split(b"-")[0]) for eid, _ in updates[sym])
+                newest = max(int(eid.split(b"-")[0]) for eid in updates[sym])
                 self.signal_lat.record_ns(max(0, time.time_ns() - newest * 1_000_000))
             self.coalesced += len(updates[sym]) - int(bool(published))
 
-    async def run_extra(self) -> None:
+    async def on_model_events(self, items: list[Item]) -> None:
         """Watch the registry's events: a promotion or rollback of our model swaps it in."""
-        while not self.stopping:
-            resp = await self.r.xread({streams.MODELS_EVENTS: self.ev_cursor}, count=100, block=200)
-            swap = False
-            for _, items in resp or []:
-                for eid, f in items:
-                    self.ev_cursor = eid
-                    try:
-                        ev = _ev.decode(codec.payload(f))
-                    except (msgspec.DecodeError, msgspec.ValidationError):
-                        continue
-                    swap |= ev.name == self.cfg.model and ev.kind in ("promoted", "rolled_back")
-            if swap:
-                await self.load()
+        if any(ev.name == self.cfg.model and ev.kind in ("promoted", "rolled_back") for _, _, ev in items):
+            await self.load()

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backend.alt.index import open_index
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.publish import queue
 from backend.fileio import atomic_path
 from backend.messages import AltItem
 from backend.services.base import Service
@@ -50,7 +50,7 @@ class SinkAltService(Service):
         self.index = open_index(self.data_dir, self.cfg.opensearch or self.settings.infra.get("opensearch"))
         self.stored = 0
         self.indexed = self.index.count()
-        self.worker = self.consume(streams.ALT_RAW, self.on_items, count=256, block_ms=200)
+        self.worker = self.consume(streams.ALT_RAW, self.on_items, decode=AltItem, count=256, block_ms=200)
 
     def processed(self) -> int:
         return self.stored
@@ -58,17 +58,12 @@ class SinkAltService(Service):
     def metrics(self) -> dict[str, object]:
         return {"stored": self.stored, "indexed": self.indexed}
 
-    async def on_items(self, entries: list[Entry]) -> None:
+    async def on_items(self, entries: list[tuple[bytes, AltItem]]) -> None:
         good: list[tuple[bytes, AltItem]] = []
-        for eid, fields in entries:
-            try:
-                item = codec.decode(codec.payload(fields), AltItem)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, fields, f"undecodable alt item: {exc}")
-                continue
+        for eid, item in entries:
             why = check(item)
             if why:
-                await self.worker.dead_letter(eid, fields, f"bad alt item {item.id!r}: {why}")
+                self.worker.reject(eid, f"bad alt item {item.id!r}: {why}")
                 continue
             good.append((eid, item))
         if not good:
@@ -79,8 +74,7 @@ class SinkAltService(Service):
         self.indexed = self.index.count()
         pipe = self.r.pipeline(transaction=False)
         for it in items:
-            pipe.xadd(streams.ALT_ITEMS, codec.fields(it), maxlen=streams.maxlen(streams.ALT_ITEMS),
-                      approximate=True)
+            queue(pipe, streams.ALT_ITEMS, it)
         await pipe.execute()
         self.stored += len(items)
 

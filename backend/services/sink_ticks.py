@@ -10,8 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
 from backend.marketdata import store
 from backend.messages import TickBatch
 from backend.services.base import Service
@@ -57,7 +56,7 @@ class SinkTicksService(Service):
             self.questdb.establish()
         # entries are acked only after the flush that stores them, so the worker must not
         # reclaim our own in-flight entries: a long idle threshold
-        self.worker = self.consume(streams.MD_TICKS, self.on_ticks, count=128, block_ms=100,
+        self.worker = self.consume(streams.MD_TICKS, self.on_ticks, decode=TickBatch, count=128, block_ms=100,
                                    claim_idle_ms=int(max(60, self.cfg.flush_s * 10) * 1000),
                                    auto_ack=False)
         self.every(0.2, self.flush_if_due)
@@ -71,18 +70,13 @@ class SinkTicksService(Service):
                 "skipped_entries": self.skipped, "format": self.cfg.format,
                 "questdb": bool(self.questdb)}
 
-    async def on_ticks(self, entries: list[Entry]) -> None:
+    async def on_ticks(self, batches: list[tuple[bytes, TickBatch]]) -> None:
         # Entries are buffered, not acked: they are acked by the flush that stores them.
-        for eid, fields in entries:
+        for eid, batch in batches:
             sid = eid.decode()
             if self.committed and store.id_key(sid) <= store.id_key(self.committed):
                 self.skipped += 1
                 await self.r.xack(streams.MD_TICKS, self.name, eid)
-                continue
-            try:
-                batch = codec.decode(codec.payload(fields), TickBatch)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, fields, f"undecodable tick batch: {exc}")
                 continue
             if not self.buffer:
                 self.oldest = time.monotonic()

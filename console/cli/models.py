@@ -10,7 +10,8 @@ import time
 import uuid
 from typing import Any
 
-from backend.bus import codec, publish_sync, streams
+from backend.bus import publish_sync, streams
+from backend.bus.broadcast import BroadcastSync
 from backend.errors import TradeopsError
 from backend.messages import ModelEvent, ModelStage, TrainJob, to_builtins
 from backend.models import registry as reg
@@ -128,17 +129,14 @@ def cmd_stage(ctx: Context, args: argparse.Namespace) -> int:
     req = ModelStage(name=args.name, action=args.action, version=getattr(args, "version", 0),
                      stage=getattr(args, "stage", "production"), reason=args.reason,
                      operator=ctx.operator, request_id=rid, ts_ns=time.time_ns())
-    last = r.xrevrange(streams.MODELS_EVENTS, count=1)
-    cursor = last[0][0] if last else "0"
+    events = BroadcastSync(r, {streams.MODELS_EVENTS: "$"}, count=100, block_ms=200, decode=ModelEvent)
+    events.start()  # before the request: its answer cannot slip past
     publish_sync(r, streams.MODELS_REQUESTS, req)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        for _, items in r.xread({streams.MODELS_EVENTS: cursor}, count=100, block=200) or []:
-            for eid, f in items:
-                cursor = eid
-                ev = codec.decode(codec.payload(f), ModelEvent)
-                if ev.request_id == rid:
-                    return _report(ev)
+        for _, _, ev in events.read():
+            if ev.request_id == rid:
+                return _report(ev)
     raise TradeopsError(f"no answer from modelops within {args.timeout:g}s (is it running?); "
                         f"the request stays queued")
 

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from backend.bus import codec, publish_sync, streams
+from backend.bus.broadcast import BroadcastSync
 from backend.errors import TradeopsError
 from backend.messages import CancelRequest, Order, OrderEvent
 from backend.trading.orders import invalid
@@ -70,15 +71,11 @@ def _wait_final(ctx: Context, coid: str, timeout: float) -> OrderEvent | None:
     from backend.messages import FINAL_STATES
 
     deadline = time.monotonic() + timeout
-    last = "0"
+    events = BroadcastSync(ctx.redis, {streams.ORDERS_EVENTS: "0"}, count=1000, block_ms=100, decode=OrderEvent)
     while time.monotonic() < deadline:
-        resp = ctx.redis.xread({streams.ORDERS_EVENTS: last}, count=1000, block=100)
-        for _, items in resp or []:
-            for eid, f in items:
-                last = eid
-                ev = codec.decode(codec.payload(f), OrderEvent)
-                if ev.client_order_id == coid and ev.state in FINAL_STATES:
-                    return ev
+        for _, _, ev in events.read():
+            if ev.client_order_id == coid and ev.state in FINAL_STATES:
+                return ev
     return None
 
 

@@ -1,5 +1,6 @@
 """Broadcast reads: every entry after the start, from several streams, none skipped between two
-reads (a "$" cursor is resolved once, at the first read)."""
+reads (a "$" cursor is resolved once, at start() or the first read); decoded reads skip and count
+what does not decode; the sync reader (CLI) reads the same way."""
 
 from __future__ import annotations
 
@@ -30,3 +31,47 @@ async def test_nothing_is_skipped_between_reads(redis_url: str) -> None:
     finally:
         await b.close()
         await r.aclose()
+
+
+async def test_decoded_reads_skip_what_does_not_decode(redis_url: str) -> None:
+    from backend.bus import codec
+    from backend.messages import ControlCommand
+
+    r = aioredis.Redis.from_url(redis_url)
+    await r.xadd("control", codec.fields(ControlCommand(target="risk", command="old", operator="x", ts_ns=1)))
+    b = Broadcast(r, {"control": "$"}, block_ms=None, min_interval_s=0.0, decode=ControlCommand)
+    try:
+        await b.start()  # "$" is now: what is added from here on is read, even before the first read
+        await r.xadd("control", {"d": b"\xc1junk"})
+        eid = await r.xadd("control", codec.fields(ControlCommand(target="risk", command="kill_switch",
+                                                                  operator="ann", ts_ns=2)))
+        got = await b.read()  # without blocking
+        assert [(s, i, m.command) for s, i, m in got] == [("control", eid, "kill_switch")]
+        assert b.skipped == 1 and b.cursors["control"] == eid
+        assert await b.read() == []
+    finally:
+        await b.close()
+        await r.aclose()
+
+
+def test_the_sync_reader_reads_the_same_way(r) -> None:  # noqa: ANN001
+    from backend.bus import codec
+    from backend.bus.broadcast import BroadcastSync
+    from backend.messages import OrderEvent
+
+    def ev(coid: str) -> dict[bytes, bytes]:
+        return codec.fields(OrderEvent(client_order_id=coid, account="a", symbol="BTCUSDT", side="buy",
+                                       quantity=1.0, limit_price=None, state="NEW", ts_ns=1))
+
+    r.xadd("orders.events", ev("before"))
+    b = BroadcastSync(r, {"orders.events": "$", "other": "0"}, block_ms=50, decode=OrderEvent)
+    b.start()
+    r.xadd("orders.events", ev("o1"))
+    r.xadd("orders.events", {"d": b"junk"})
+    r.xadd("orders.events", ev("o2"))
+    got = b.read()
+    assert [(s, m.client_order_id) for s, _, m in got] == [("orders.events", "o1"), ("orders.events", "o2")]
+    assert b.skipped == 1
+    assert b.read() == []  # waited 50 ms: nothing new
+    r.xadd("other", ev("o3"))
+    assert [m.client_order_id for _, _, m in b.read()] == ["o3"]

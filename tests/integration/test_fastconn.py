@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 from backend.bus import streams
 from backend.bus.embedded import EmbeddedRedis, local_url
 from backend.bus.fastconn import FastRedis, entries
+from backend.bus.publish import xadd
 
 
 async def test_pipeline_replies_in_order_and_errors_do_not_desync(redis_url: str) -> None:
@@ -22,7 +23,7 @@ async def test_pipeline_replies_in_order_and_errors_do_not_desync(redis_url: str
         assert await conn.call("GET", "after") == b"ok"  # the reply after the error was read
         replies = await conn.pipeline([("INCR", "s"), ("PING",)], raise_on_error=False)
         assert isinstance(replies[0], ResponseError) and replies[1] == b"PONG"
-        await conn.call(*streams.xadd(streams.ORDERS_NEW, {"x": 1}))
+        await conn.call(*xadd(streams.ORDERS_NEW, {"x": 1}))
         got = entries(await conn.call("XREAD", "COUNT", 10, "STREAMS", streams.ORDERS_NEW, "0"))
         assert len(got) == 1 and b"d" in got[0][1]
     finally:

@@ -108,3 +108,39 @@ async def test_gateway_fails_loudly_when_redis_goes_away(tmp_path) -> None:  # n
             await asyncio.wait_for(task, 10)
         await ex.stop()
         server.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_undecodable_frames_go_to_the_dlq_of_the_stream_they_were_bound_for(redis_url: str) -> None:
+    """A trade frame that does not decode goes to dlq.md.ticks.raw, a news frame to dlq.alt.raw, each
+    naming its stream (not the service) and keeping the frame's bytes."""
+    from websockets.asyncio.server import serve
+
+    async def venue(ws) -> None:  # noqa: ANN001
+        await ws.send("not a trade" if ws.request.path == "/trades" else "not news")
+        await ws.wait_closed()
+
+    r = aioredis.Redis.from_url(redis_url)
+    async with serve(venue, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        gw = GatewayService(redis_url=redis_url, instance="gw-3", config={
+            "urls": [f"ws://127.0.0.1:{port}/trades"], "news_url": f"ws://127.0.0.1:{port}/news"})
+        task = asyncio.create_task(gw.run())
+        try:
+            async def both() -> bool:
+                return bool(await r.xlen(streams.dlq(streams.MD_TICKS_RAW))
+                            and await r.xlen(streams.dlq(streams.ALT_RAW)))
+
+            await await_for(both, 20, what="a dead letter in each DLQ")
+        finally:
+            gw.request_stop()
+            await asyncio.wait_for(task, 10)
+    (_, trade), = await r.xrange(streams.dlq(streams.MD_TICKS_RAW))
+    (_, news), = await r.xrange(streams.dlq(streams.ALT_RAW))
+    assert trade[b"dlq_stream"] == b"md.ticks.raw" and trade[b"raw"] == b"not a trade"
+    assert trade[b"dlq_reason"].startswith(b"undecodable trade message: ")
+    assert news[b"dlq_stream"] == b"alt.raw" and news[b"raw"] == b"not news"
+    assert news[b"dlq_reason"].startswith(b"undecodable news message: ")
+    assert trade[b"dlq_group"] == news[b"dlq_group"] == b"gateway" and news[b"dlq_consumer"] == b"gw-3"
+    assert gw.decode_errors == 1 and await r.xlen(streams.MD_TICKS_RAW) == 0
+    await r.aclose()

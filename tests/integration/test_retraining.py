@@ -56,6 +56,8 @@ async def test_scheduled_retraining_registers_a_new_version_with_lineage(redis_u
         assert v2.params["trigger"] == "scheduled" and v2.params["window_start_ns"] > 0
         assert reg.get_version(r, "alpha", 1).params["trigger"] == "on demand"
         assert reg.stages(r, "alpha") == {"staging": 2, "production": 1}  # promotion stays the operator's
+        # the failure is counted after the run's record is written (and published): wait for it
+        await await_for(lambda: sch.failures >= 1 or any(t.done() for _, t in tasks), 10, what="the failure counted")
         assert sch.failures == 1 and all(not t.done() for _, t in tasks)
     finally:
         await stop(*tasks)

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from backend.bus import codec, streams
 from backend.bus.fence import Fence
 from backend.bus.worker import Entry, Poison, StreamWorker
-from backend.messages import Order
+from backend.messages import CancelRequest, Order
 from tests.conftest import await_for
 
 S = "orders.new"
@@ -129,6 +129,63 @@ async def test_poison_goes_to_dlq_at_once(redis_url: str) -> None:
     assert f[b"dlq_reason"].startswith(b"undecodable order:")
     assert int(f[b"dlq_deliveries"]) == 1
     assert f[b"d"] == b"\xc1 not msgpack"
+    await r.aclose()
+
+
+async def test_with_a_type_the_handler_gets_messages_and_what_does_not_decode_is_dead_lettered(
+        redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    bad = [await r.xadd(S, {b"d": b"\xc1 not msgpack"})]
+    ids = await fill(r, 2)
+    bad.append(await r.xadd(S, {b"x": b"no payload field"}))
+    bad.append(await r.xadd(S, codec.fields(CancelRequest(client_order_id="c9"))))  # a message of another type
+    got: list[tuple[bytes, Order]] = []
+
+    async def handler(items: list[tuple[bytes, Order]]) -> None:
+        got.extend(items)
+
+    w = StreamWorker(r, S, "g", "c1", handler, block_ms=20, decode=Order)
+
+    async def ready() -> bool:
+        return len(got) == 2 and await r.xlen(streams.dlq(S)) == 3
+
+    await run_until(w, ready)
+    assert got == [(ids[0], order(0)), (ids[1], order(1))]
+    dl = await r.xrange(streams.dlq(S))
+    assert [f[b"dlq_id"] for _, f in dl] == bad
+    for _, f in dl:
+        assert f[b"dlq_stream"] == S.encode() and f[b"dlq_group"] == b"g" and f[b"dlq_consumer"] == b"c1"
+        assert f[b"dlq_reason"].startswith(b"undecodable order: ") and f[b"dlq_reason"].endswith(b"(expected Order)")
+        assert int(f[b"dlq_deliveries"]) == 1
+    assert dl[0][1][b"d"] == b"\xc1 not msgpack"  # the original fields, byte for byte
+    assert b"no 'd' field" in dl[1][1][b"dlq_reason"] and dl[1][1][b"x"] == b"no payload field"
+    assert (await r.xpending(S, "g"))["pending"] == 0
+    assert w.stats.dead_lettered == 3 and w.stats.acked == 2
+    await r.aclose()
+
+
+async def test_a_rejected_entry_goes_to_the_dlq_and_the_rest_of_its_batch_is_acked(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    ids = await fill(r, 5)
+    done: list[str] = []
+
+    async def handler(items: list[tuple[bytes, Order]]) -> None:
+        for eid, o in items:
+            if o.quantity > 4:
+                w.reject(eid, f"{o.client_order_id}: quantity {o.quantity} over 4")
+                continue
+            done.append(o.client_order_id)
+
+    w = StreamWorker(r, S, "g", "c1", handler, block_ms=20, decode=Order, what="small order")
+
+    async def ready() -> bool:
+        return len(done) == 4 and await r.xlen(streams.dlq(S)) == 1
+
+    await run_until(w, ready)
+    (_, f), = await r.xrange(streams.dlq(S))
+    assert f[b"dlq_reason"] == b"c4: quantity 5.0 over 4" and f[b"dlq_id"] == ids[4]
+    assert codec.decode(codec.payload(f), Order) == order(4)
+    assert (await r.xpending(S, "g"))["pending"] == 0 and w.stats.acked == 4
     await r.aclose()
 
 
