@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from backend.bus import codec, streams
+from backend.bus.publish import publish
 from backend.features import store as fstore
 from backend.marketdata import compaction
 from backend.messages import ModelEvent, TrainJob
@@ -166,8 +167,7 @@ async def retrain(run: Run) -> dict[str, Any]:
     key = f"training:job:{job_id}"
     if await r.hsetnx(key, "state", "queued"):  # a resumed run does not queue it twice
         await r.hset(key, "name", p.model)
-        await r.xadd(streams.TRAINING_JOBS, codec.fields(tj), maxlen=streams.maxlen(streams.TRAINING_JOBS),
-                     approximate=True)
+        await publish(r, streams.TRAINING_JOBS, tj)
     deadline = time.monotonic() + duration(p.wait)
     h: dict[str, str] = {}
     while time.monotonic() < deadline and not run.stopping():

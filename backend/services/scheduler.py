@@ -27,8 +27,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
-from backend.bus.worker import Entry
+from backend.bus import streams
+from backend.bus.publish import publish
 from backend.messages import Alert, JobRun
 from backend.reports import daily
 from backend.scheduling import claims, records
@@ -37,7 +37,6 @@ from backend.scheduling.jobs import KINDS, JobFailed, JobInterrupted, Run, parse
 from backend.scheduling.records import last_runs, run_key, schedule  # re-exported
 from backend.services.base import Service
 
-_req = msgspec.msgpack.Decoder(JobRun)
 
 
 class Job(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -109,7 +108,8 @@ class SchedulerService(Service):
             pipe.hset(records.SCHEDULE_KEY, j.name, msgspec.json.encode(
                 {"kind": j.kind, "schedule": self.when[j.name].describe(), "params": j.params}))
         await pipe.execute()
-        self.worker = self.consume(streams.SCHEDULER_REQUESTS, self.on_requests, count=20, block_ms=200)
+        self.worker = self.consume(streams.SCHEDULER_REQUESTS, self.on_requests, decode=JobRun,
+                                   what="job request", count=20, block_ms=200)
         await self.tick()  # catch up what was missed while down
         self.every(self.cfg.tick_s, self.tick)
 
@@ -171,37 +171,30 @@ class SchedulerService(Service):
         if outcome == "failed":
             self.failures += 1
             now = time.time_ns()
-            await self.r.xadd(streams.OPS_ALERTS, codec.fields(Alert(
+            await publish(self.r, streams.OPS_ALERTS, Alert(
                 id=f"job-{job.name}-{slot}-{now}", ts_ns=now, severity="warning", source=self.name, kind="job",
-                key=f"job:{job.name}:{slot}", message=f"job {job.name} ({slot}) failed: {reason}")),
-                maxlen=streams.maxlen(streams.OPS_ALERTS), approximate=True)
+                key=f"job:{job.name}:{slot}", message=f"job {job.name} ({slot}) failed: {reason}"))
             self.log.warning("job %s %s failed: %s", job.name, slot, reason)
         else:
             self.log.info("job %s %s ok (%s): %s", job.name, slot, trigger, detail)
         return rec
 
     async def _publish(self, job: Job, slot: str, trigger: str, detail: dict[str, Any]) -> None:
-        await self.r.xadd(streams.OPS_JOBS, codec.fields(JobRun(job=job.name, day=slot, ts_ns=time.time_ns(),
-                                                                reason=trigger, detail=detail)),
-                          maxlen=streams.maxlen(streams.OPS_JOBS), approximate=True)
+        await publish(self.r, streams.OPS_JOBS, JobRun(job=job.name, day=slot, ts_ns=time.time_ns(),
+                                                       reason=trigger, detail=detail))
 
     # -- operator requests -----------------------------------------------------------------------
-    async def on_requests(self, entries: list[Entry]) -> None:
-        for eid, f in entries:
-            try:
-                req = _req.decode(codec.payload(f))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.worker.dead_letter(eid, f, f"undecodable job request: {exc}")
-                continue
+    async def on_requests(self, requests: list[tuple[bytes, JobRun]]) -> None:
+        for eid, req in requests:
             job = self.jobs.get(req.job)
             if job is None:
-                await self.worker.dead_letter(eid, f, f"unknown job {req.job!r}; jobs: {', '.join(sorted(self.jobs))}")
+                self.worker.reject(eid, f"unknown job {req.job!r}; jobs: {', '.join(sorted(self.jobs))}")
                 continue
             day = req.day or self.session.closed_day(time.time())
             try:
                 daily.day_bounds(day)
             except ValueError as exc:
-                await self.worker.dead_letter(eid, f, f"job {req.job}: {exc}")
+                self.worker.reject(eid, f"job {req.job}: {exc}")
                 continue
             trigger = f"requested by {req.detail.get('operator') or 'an operator'}" + (f": {req.reason}" if req.reason else "")
             slot = records.request_slot(eid.decode())
