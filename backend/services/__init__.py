@@ -39,7 +39,7 @@ SERVICES: dict[str, Registered] = {
     "ptrc": Registered("backend.services.ptrc:PtrcService", "backend.posttrade"),
     "feast-pipeline": Registered("backend.services.feast_pipeline:FeastPipelineService", "backend.features"),
     "refdata": Registered("backend.services.refdata:RefdataService", "backend.refdata"),
-    "scheduler": Registered("backend.services.scheduler:SchedulerService", None),
+    "scheduler": Registered("backend.services.scheduler:SchedulerService", "backend.scheduling"),
     "alerting": Registered("backend.services.alerting:AlertingService", None),
     "md-replay": Registered("backend.services.md_replay:MdReplayService", "backend.marketdata"),
     # Priority 5
