@@ -4,7 +4,14 @@ it to the bus).
 Validation rejects, with a reason naming the numbers: unparseable price or quantity, non-finite or
 non-positive price or quantity, unknown symbol, a timestamp too far in the future or past, and a
 duplicate trade id (per symbol: at or below the highest id already accepted, or repeated in the
-batch). Venue trade ids rise per symbol, so a high-water mark per symbol is the whole memory.
+batch). Venue trade ids rise per symbol, so a high-water mark per symbol is the whole memory of
+what was accepted.
+
+A repeat is not a bad tick: while two gateways publish the same trades (the overlap of a
+blue/green cutover), the second copy of a tick already published (same symbol, trade id, price,
+quantity, time and side, found among the newest published ticks, `PublishedTicks`) is counted in
+`repeats` and dropped, not rejected. A tick at or below the mark that was not published, or was
+published with other values, is still rejected as a duplicate.
 """
 
 from __future__ import annotations
@@ -61,6 +68,79 @@ def _parse(arr: pa.StringArray) -> tuple[np.ndarray, np.ndarray | None]:
         return vals, ~ok.to_numpy(zero_copy_only=False)
 
 
+REMEMBER = 200_000
+"""Published ticks remembered (all symbols) to recognise repeats: many seconds of an overlap."""
+_TID_BITS = 48  # key of a tick: symbol code << 48 ^ trade id
+_P1, _P2, _P3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
+
+
+def tick_keys(sym: np.ndarray, tid: np.ndarray) -> np.ndarray:
+    """One int64 per tick naming its symbol and trade id."""
+    return (sym.astype(np.int64) << _TID_BITS) ^ tid
+
+
+def tick_digests(price: np.ndarray, qty: np.ndarray, trade_ns: np.ndarray, buyer_maker: np.ndarray) -> np.ndarray:
+    """A 64-bit digest of each tick's values (price, quantity, time, side): equal for two copies of
+    one trade."""
+    with np.errstate(over="ignore"):
+        return ((price.view(np.uint64) * _P1) ^ (qty.view(np.uint64) * _P2)
+                ^ (trade_ns.view(np.uint64) * _P3) ^ buyer_maker.astype(np.uint64))
+
+
+class _Generation:
+    """Ticks published in one stretch of time: chunks as they come, merged into one sorted index
+    only when a lookup needs it (repeats are rare: the usual batch never looks)."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, np.int64)
+        self.digests = np.empty(0, np.uint64)
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.size = 0
+
+    def add(self, keys: np.ndarray, digests: np.ndarray) -> None:
+        self.pending.append((keys, digests))
+        self.size += len(keys)
+
+    def index(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.pending:
+            k = np.concatenate([self.keys, *(p[0] for p in self.pending)])
+            d = np.concatenate([self.digests, *(p[1] for p in self.pending)])
+            order = np.argsort(k, kind="stable")  # sorted runs: close to linear
+            self.keys, self.digests = k[order], d[order]
+            self.pending.clear()
+        return self.keys, self.digests
+
+
+class PublishedTicks:
+    """The newest published ticks (at least `remember / 2`, at most `remember`), by key, with their
+    digests: two generations, the older dropped when the newer is full."""
+
+    def __init__(self, remember: int = REMEMBER) -> None:
+        self.half = max(1, remember // 2)
+        self.gens = [_Generation()]
+
+    def add(self, keys: np.ndarray, digests: np.ndarray) -> None:
+        if len(keys) == 0:
+            return
+        if self.gens[-1].size >= self.half:
+            self.gens = [self.gens[-1], _Generation()]
+        self.gens[-1].add(keys, digests)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found, digest) per key; digest is 0 where not found."""
+        found = np.zeros(len(keys), bool)
+        digests = np.zeros(len(keys), np.uint64)
+        for gen in self.gens:
+            k, d = gen.index()
+            if len(k) == 0:
+                continue
+            pos = np.minimum(np.searchsorted(k, keys), len(k) - 1)
+            hit = k[pos] == keys
+            found |= hit
+            digests[hit] = d[pos[hit]]
+        return found, digests
+
+
 @dataclass
 class Rejected:
     batch: int  # index of the raw batch in the call
@@ -72,6 +152,8 @@ class Rejected:
 class Validated:
     ticks: TickBatch | None
     rejected: list[Rejected] = field(default_factory=list)
+    repeats: int = 0
+    """Ticks already published (the overlap of two gateways), dropped and not rejected."""
     # columns of the accepted ticks, for aggregation
     sym: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint16))
     price: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -86,6 +168,7 @@ class TickValidator:
         *,
         max_future_s: float = 5.0,
         max_past_s: float = 3600.0,
+        remember: int = REMEMBER,
     ) -> None:
         self.fixed = symbols is not None
         self.symbols: list[str] = list(symbols or [])
@@ -93,6 +176,7 @@ class TickValidator:
         self.hwm = np.full(max(len(self.symbols), 1), -1, np.int64)
         self.max_future_ns = int(max_future_s * 1e9)
         self.max_past_ns = int(max_past_s * 1e9)
+        self.published = PublishedTicks(remember)
 
     # -- state that survives a restart -------------------------------------------------------------
     def hwm_map(self) -> dict[str, int]:
@@ -124,18 +208,20 @@ class TickValidator:
         count as duplicates; the marks still only rise."""
         parts: list[tuple[np.ndarray, ...]] = []
         rejected: list[Rejected] = []
+        repeats = 0
         for bi, b in enumerate(batches):
             if b.n == 0:
                 continue
-            part, rej = self._one(bi, b, now_ns, check_hwm)
+            part, rej, rep = self._one(bi, b, now_ns, check_hwm)
             rejected.extend(rej)
+            repeats += rep
             if part is not None:
                 parts.append(part)
         if not parts:
-            return Validated(None, rejected)
+            return Validated(None, rejected, repeats)
         sym, tid, price, qty, tns, rns, bm = (np.concatenate(c) for c in zip(*parts, strict=True))
         batch = tickcols.pack(self.symbols, sym, tid, price, qty, tns, rns, bm, normalized_ns)
-        return Validated(batch, rejected, sym, price, qty, tns)
+        return Validated(batch, rejected, repeats, sym, price, qty, tns)
 
     def _one(self, bi: int, b: RawTickBatch, now_ns: int, check_hwm: bool = True):  # noqa: ANN202
         n = b.n
@@ -149,6 +235,8 @@ class TickValidator:
         qty, q_bad = _column(b, "qty")
         safe_g = np.where(g == NO_CODE, 0, g).astype(np.intp)
         marks = self.hwm[safe_g]
+        bm = np.frombuffer(b.buyer_maker, np.uint8)
+        repeat: np.ndarray | None = None
 
         bad = np.zeros(n, bool)
         reasons: dict[int, str] = {}
@@ -183,13 +271,26 @@ class TickValidator:
             flag(tns < now_ns - self.max_past_ns,
                  lambda i: f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
                            f"(limit {self.max_past_ns / 1e9:g}s)")
-            # duplicates: at or below the symbol's high-water mark ...
+            # duplicates: at or below the symbol's high-water mark (a copy of a published tick
+            # is a repeat, not a bad tick) ...
             if check_hwm:
-                flag(tid <= marks,
-                     lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
-                               f"(already seen up to {int(marks[i])})")
+                low = (tid <= marks) & ~bad
+                if low.any():
+                    at = np.flatnonzero(low)
+                    found, digest = self.published.find(tick_keys(safe_g[at], tid[at]))
+                    same = found & (digest == tick_digests(price[at], qty[at], tns[at], bm[at]))
+                    repeat = np.zeros(n, bool)
+                    repeat[at[same]] = True
+                    other = np.zeros(n, bool)
+                    other[at[found & ~same]] = True
+                    flag(other, lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                                          "with another price, quantity, time or side than the tick published")
+                    flag(low & ~repeat,
+                         lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                                   f"(already seen up to {int(marks[i])})")
         # ... or repeated within the batch (the first one stays)
-        ok_idx = np.flatnonzero(~bad)
+        skip = bad if repeat is None else bad | repeat
+        ok_idx = np.flatnonzero(~skip)
         if len(ok_idx) > 1:
             key = (safe_g[ok_idx].astype(np.int64) << 48) ^ tid[ok_idx]
             order = np.argsort(key, kind="stable")
@@ -203,17 +304,17 @@ class TickValidator:
                                      f"{b.symbols[int(local[i])]} (repeated in the batch)")
 
         rejected = [Rejected(bi, i, r) for i, r in sorted(reasons.items())]
-        keep = ~bad if bad.any() else slice(None)
+        repeats = 0 if repeat is None else int(repeat.sum())
+        skip = bad if repeat is None else bad | repeat
+        keep = ~skip if skip.any() else slice(None)
         gk = g[keep]
         if len(gk) == 0:
-            return None, rejected
+            return None, rejected, repeats
         tk = tid[keep]
         np.maximum.at(self.hwm, gk.astype(np.intp), tk)
-        return (
-            gk, tk, price[keep], qty[keep], tns[keep],
-            rawcols.ints(b, "recv_ns")[keep],
-            np.frombuffer(b.buyer_maker, np.uint8)[keep],
-        ), rejected
+        pk, qk, tnk, bmk = price[keep], qty[keep], tns[keep], bm[keep]
+        self.published.add(tick_keys(gk, tk), tick_digests(pk, qk, tnk, bmk))
+        return (gk, tk, pk, qk, tnk, rawcols.ints(b, "recv_ns")[keep], bmk), rejected, repeats
 
 
 @dataclass
