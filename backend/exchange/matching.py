@@ -125,10 +125,14 @@ class MatchingEngine:
         return rep
 
 
+_engines = itertools.count(1)
+
+
 def default_session() -> str:
     """A session for an engine with no shared counter (the local exchange): its start time in
-    microseconds and its pid, in base 36, so a restarted engine numbers from a new session."""
-    return f"{_b36(time.time_ns() // 1000)}{_b36(os.getpid())}"
+    microseconds, its pid and its number in the process, in base 36, so a restarted engine
+    numbers from a new session."""
+    return f"{_b36(time.time_ns() // 1000)}_{_b36(os.getpid())}_{_b36(next(_engines))}"
 
 
 def _b36(n: int) -> str:

@@ -7,11 +7,16 @@ duplicate trade id (per symbol: at or below the highest id already accepted, or 
 batch). Venue trade ids rise per symbol, so a high-water mark per symbol is the whole memory of
 what was accepted.
 
-A repeat is not a bad tick: while two gateways publish the same trades (the overlap of a
-blue/green cutover), the second copy of a tick already published (same symbol, trade id, price,
-quantity, time and side, found among the newest published ticks, `PublishedTicks`) is counted in
-`repeats` and dropped, not rejected. A tick at or below the mark that was not published, or was
-published with other values, is still rejected as a duplicate.
+While two gateways publish the same trades (the overlap of a blue/green cutover) a tick at or
+below the mark is not always a bad one. The newest published ticks are remembered
+(`PublishedTicks`), and above the floor of that memory (the mark at start, raised as old ticks
+are forgotten) a tick at or below the mark is:
+- a repeat when it was published with the same price, quantity, time and side: counted in
+  `repeats` and dropped, not rejected;
+- a duplicate when it was published with other values: rejected;
+- late when it was never published (one gateway's batch overtaken by the other's newer one):
+  accepted, so the overlap loses nothing.
+At or below the floor it is rejected as a duplicate, as before.
 """
 
 from __future__ import annotations
@@ -71,7 +76,6 @@ def _parse(arr: pa.StringArray) -> tuple[np.ndarray, np.ndarray | None]:
 REMEMBER = 200_000
 """Published ticks remembered (all symbols) to recognise repeats: many seconds of an overlap."""
 _TID_BITS = 48  # key of a tick: symbol code << 48 ^ trade id
-_P1, _P2, _P3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 
 
 def tick_keys(sym: np.ndarray, tid: np.ndarray) -> np.ndarray:
@@ -79,66 +83,75 @@ def tick_keys(sym: np.ndarray, tid: np.ndarray) -> np.ndarray:
     return (sym.astype(np.int64) << _TID_BITS) ^ tid
 
 
-def tick_digests(price: np.ndarray, qty: np.ndarray, trade_ns: np.ndarray, buyer_maker: np.ndarray) -> np.ndarray:
-    """A 64-bit digest of each tick's values (price, quantity, time, side): equal for two copies of
-    one trade."""
-    with np.errstate(over="ignore"):
-        return ((price.view(np.uint64) * _P1) ^ (qty.view(np.uint64) * _P2)
-                ^ (trade_ns.view(np.uint64) * _P3) ^ buyer_maker.astype(np.uint64))
-
-
 class _Generation:
-    """Ticks published in one stretch of time: chunks as they come, merged into one sorted index
-    only when a lookup needs it (repeats are rare: the usual batch never looks)."""
+    """Ticks published in one stretch of time: the columns as they were published, sorted by key
+    into one index only when a lookup needs it (the usual batch never looks, so publishing costs
+    no more than keeping the arrays)."""
+
+    COLUMNS = 6  # symbol code, trade id, price, quantity, trade time, buyer is maker
 
     def __init__(self) -> None:
         self.keys = np.empty(0, np.int64)
-        self.digests = np.empty(0, np.uint64)
-        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.cols: list[np.ndarray] = []
+        self.pending: list[tuple[np.ndarray, ...]] = []
         self.size = 0
 
-    def add(self, keys: np.ndarray, digests: np.ndarray) -> None:
-        self.pending.append((keys, digests))
-        self.size += len(keys)
+    def add(self, cols: tuple[np.ndarray, ...]) -> None:
+        self.pending.append(cols)
+        self.size += len(cols[0])
 
-    def index(self) -> tuple[np.ndarray, np.ndarray]:
+    def index(self) -> tuple[np.ndarray, list[np.ndarray]]:
         if self.pending:
-            k = np.concatenate([self.keys, *(p[0] for p in self.pending)])
-            d = np.concatenate([self.digests, *(p[1] for p in self.pending)])
-            order = np.argsort(k, kind="stable")  # sorted runs: close to linear
-            self.keys, self.digests = k[order], d[order]
+            new = [np.concatenate([p[c] for p in self.pending]) for c in range(self.COLUMNS)]
+            keys = np.concatenate([self.keys, tick_keys(new[0], new[1])])
+            cols = [np.concatenate([a, b]) for a, b in zip(self.cols, new, strict=True)] if self.cols else new
+            order = np.argsort(keys, kind="stable")  # a sorted run and a short one: close to linear
+            self.keys, self.cols = keys[order], [c[order] for c in cols]
             self.pending.clear()
-        return self.keys, self.digests
+        return self.keys, self.cols
 
 
 class PublishedTicks:
-    """The newest published ticks (at least `remember / 2`, at most `remember`), by key, with their
-    digests: two generations, the older dropped when the newer is full."""
+    """The newest published ticks (at least `remember / 2`, at most `remember`): two generations,
+    the older dropped when the newer is full."""
 
     def __init__(self, remember: int = REMEMBER) -> None:
         self.half = max(1, remember // 2)
         self.gens = [_Generation()]
 
-    def add(self, keys: np.ndarray, digests: np.ndarray) -> None:
-        if len(keys) == 0:
-            return
+    def add(self, sym: np.ndarray, tid: np.ndarray, price: np.ndarray, qty: np.ndarray,
+            trade_ns: np.ndarray, buyer_maker: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Remember published ticks; returns the (symbol codes, trade ids) forgotten to make room."""
+        if len(tid) == 0:
+            return None
+        dropped = None
         if self.gens[-1].size >= self.half:
+            if len(self.gens) == 2:
+                _, cols = self.gens[0].index()
+                dropped = (cols[0], cols[1])
             self.gens = [self.gens[-1], _Generation()]
-        self.gens[-1].add(keys, digests)
+        self.gens[-1].add((sym, tid, price, qty, trade_ns, buyer_maker))
+        return dropped
 
-    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found, digest) per key; digest is 0 where not found."""
+    def find(self, sym: np.ndarray, tid: np.ndarray, price: np.ndarray, qty: np.ndarray,
+             trade_ns: np.ndarray, buyer_maker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per tick: (published, published with these very values)."""
+        keys = tick_keys(sym, tid)
         found = np.zeros(len(keys), bool)
-        digests = np.zeros(len(keys), np.uint64)
+        same = np.zeros(len(keys), bool)
         for gen in self.gens:
-            k, d = gen.index()
+            k, cols = gen.index()
             if len(k) == 0:
                 continue
             pos = np.minimum(np.searchsorted(k, keys), len(k) - 1)
             hit = k[pos] == keys
-            found |= hit
-            digests[hit] = d[pos[hit]]
-        return found, digests
+            if hit.any():
+                at = pos[hit]
+                eq = ((cols[2][at] == price[hit]) & (cols[3][at] == qty[hit]) & (cols[4][at] == trade_ns[hit])
+                      & (cols[5][at] == buyer_maker[hit]))
+                found |= hit
+                same[np.flatnonzero(hit)[eq]] = True
+        return found, same
 
 
 @dataclass
@@ -174,6 +187,7 @@ class TickValidator:
         self.symbols: list[str] = list(symbols or [])
         self._code: dict[str, int] = {s: i for i, s in enumerate(self.symbols)}
         self.hwm = np.full(max(len(self.symbols), 1), -1, np.int64)
+        self.floor = self.hwm.copy()  # ids at or below: published before what `published` remembers
         self.max_future_ns = int(max_future_s * 1e9)
         self.max_past_ns = int(max_past_s * 1e9)
         self.published = PublishedTicks(remember)
@@ -187,6 +201,7 @@ class TickValidator:
             code = self._global(s)
             if code is not None:
                 self.hwm[code] = max(self.hwm[code], v)
+                self.floor[code] = max(self.floor[code], v)
 
     def _global(self, symbol: str) -> int | None:
         code = self._code.get(symbol)
@@ -194,7 +209,9 @@ class TickValidator:
             code = self._code[symbol] = len(self.symbols)
             self.symbols.append(symbol)
             if code >= len(self.hwm):
-                self.hwm = np.concatenate([self.hwm, np.full(len(self.hwm) + 8, -1, np.int64)])
+                grow = np.full(len(self.hwm) + 8, -1, np.int64)
+                self.hwm = np.concatenate([self.hwm, grow])
+                self.floor = np.concatenate([self.floor, grow])
         return code
 
     # -- validation ------------------------------------------------------------------------------
@@ -271,23 +288,22 @@ class TickValidator:
             flag(tns < now_ns - self.max_past_ns,
                  lambda i: f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
                            f"(limit {self.max_past_ns / 1e9:g}s)")
-            # duplicates: at or below the symbol's high-water mark (a copy of a published tick
-            # is a repeat, not a bad tick) ...
+            # duplicates: at or below the symbol's high-water mark, unless a repeat of a
+            # published tick (dropped, counted) or a late one never published (accepted) ...
             if check_hwm:
                 low = (tid <= marks) & ~bad
                 if low.any():
-                    at = np.flatnonzero(low)
-                    found, digest = self.published.find(tick_keys(safe_g[at], tid[at]))
-                    same = found & (digest == tick_digests(price[at], qty[at], tns[at], bm[at]))
+                    flag(low & (tid <= self.floor[safe_g]),
+                         lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                                   f"(already seen up to {int(marks[i])})")
+                    at = np.flatnonzero(low & ~bad)
+                    found, same = self.published.find(safe_g[at], tid[at], price[at], qty[at], tns[at], bm[at])
                     repeat = np.zeros(n, bool)
                     repeat[at[same]] = True
                     other = np.zeros(n, bool)
                     other[at[found & ~same]] = True
                     flag(other, lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
                                           "with another price, quantity, time or side than the tick published")
-                    flag(low & ~repeat,
-                         lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
-                                   f"(already seen up to {int(marks[i])})")
         # ... or repeated within the batch (the first one stays)
         skip = bad if repeat is None else bad | repeat
         ok_idx = np.flatnonzero(~skip)
@@ -313,7 +329,9 @@ class TickValidator:
         tk = tid[keep]
         np.maximum.at(self.hwm, gk.astype(np.intp), tk)
         pk, qk, tnk, bmk = price[keep], qty[keep], tns[keep], bm[keep]
-        self.published.add(tick_keys(gk, tk), tick_digests(pk, qk, tnk, bmk))
+        forgotten = self.published.add(gk, tk, pk, qk, tnk, bmk)
+        if forgotten is not None:
+            np.maximum.at(self.floor, forgotten[0].astype(np.intp), forgotten[1])
         return (gk, tk, pk, qk, tnk, rawcols.ints(b, "recv_ns")[keep], bmk), rejected, repeats
 
 

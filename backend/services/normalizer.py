@@ -10,7 +10,8 @@ a pause) the batch is published once, by whoever still owns it. A redelivered ba
 than the high-water marks later batches raised: it is checked for repeats within itself only.
 
 While two gateways publish (their blue/green overlap), the second copy of each trade is a repeat:
-counted (`repeats` in the heartbeat) and acked with its batch, not dead-lettered.
+counted (`repeats` in the heartbeat) and acked with its batch, not dead-lettered; a batch
+overtaken by the other gateway's newer one is late, not a duplicate (backend/marketdata/normalize.py).
 """
 
 from __future__ import annotations
