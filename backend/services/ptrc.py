@@ -227,3 +227,12 @@ class PtrcService(Service):
                 changed.add(key)
         if changed:
             await self._publish(changed)
+
+
+def read_positions(r) -> dict[tuple[str, str], Pos]:  # noqa: ANN001
+    """ptrc's book as kept in Redis: (account, symbol) -> position."""
+    out = {}
+    for k, v in r.hgetall(POS_KEY).items():
+        acc, _, sym = k.decode().partition("|")
+        out[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
+    return out
