@@ -64,8 +64,8 @@ async def test_fills_nobody_ordered_are_breaks_not_positions(redis_url: str, r: 
     assert reasons == [
         "break: fill 'paper-s1-9-1' of 0.5 BTCUSDT for order 'ghost', which the OMS does not know",
         "break: over-fill: fill 'paper-s1-1-2' of 50 takes order 'o1' to 50.001 filled of 0.001",
-        "break: trade id 'paper-s1-1-1' reused: booked for order 'o1' qty 0.001, reported again for order 'o2' "
-        "qty 0.001"]
+        ("break: trade id 'paper-s1-1-1' reused: booked for order 'o1' qty 0.001, reported again for order 'o2' "
+         "qty 0.001")]
     alerts = [codec.decode(codec.payload(f), Alert) for _, f in r.xrange(streams.OPS_ALERTS)]
     assert [(a.kind, a.severity, a.key) for a in alerts] == [
         ("break", "critical", "break:ghost:paper-s1-9-1"), ("break", "critical", "break:o1:paper-s1-1-2"),
@@ -84,8 +84,9 @@ def orders_filled(r: redis.Redis, sides: list[str], first: int) -> list[str]:
     coids = []
     for i, side in enumerate(sides, first):
         coid = f"c{i}"
-        r.xadd(streams.ORDERS_NEW, codec.fields(Order(client_order_id=coid, account="acc-1", symbol="BTCUSDT",
-                                                      side=side, type="market", quantity=0.01)))  # type: ignore[arg-type]
+        o = Order(client_order_id=coid, account="acc-1", symbol="BTCUSDT", side=side,  # type: ignore[arg-type]
+                  type="market", quantity=0.01)
+        r.xadd(streams.ORDERS_NEW, codec.fields(o))
         coids.append(coid)
 
     def finals() -> dict[str, str]:
@@ -95,8 +96,10 @@ def orders_filled(r: redis.Redis, sides: list[str], first: int) -> list[str]:
             if ev.state in FINAL_STATES:
                 out[ev.client_order_id] = ev.state
         return out
-    got = wait_for(lambda: (lambda fs: fs if all(c in fs for c in coids) else None)(finals()), 30,
-                   what=f"orders {coids[0]}..{coids[-1]} final")
+    def all_final() -> dict[str, str] | None:
+        fs = finals()
+        return fs if all(c in fs for c in coids) else None
+    got = wait_for(all_final, 30, what=f"orders {coids[0]}..{coids[-1]} final")
     assert {got[c] for c in coids} == {"FILLED"}
     return coids
 

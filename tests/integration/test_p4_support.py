@@ -139,17 +139,17 @@ async def test_alerting_resolves_alerts_whose_cause_is_gone(redis_url: str, r: r
     """A breach that is over (ptrc says so), a failed instance that runs again, a dead-letter
     stream that stopped growing and a gate check that passes on its next run: each alert leaves
     the active ones and is kept on ops.alerts.resolved with the reason; a clean stop is no alert."""
-    from gates import audit
-
     from backend.messages import Heartbeat
     from backend.services.alerting import RESOLVED
+    from gates import audit
 
     def beat(instance: str, state: str) -> None:
         now = time.time_ns()
         r.hset(f"health:svc:{instance}", "d", codec.encode(Heartbeat(
             service="svc", instance=instance, environment="legacy", state=state, ts_ns=now, started_ns=now, pid=0)))
 
-    breach = dict(id="x", ts_ns=1, severity="warning", source="ptrc", kind="exposure", key="exposure:a:BTC")
+    breach = {"id": "x", "ts_ns": 1, "severity": "warning", "source": "ptrc", "kind": "exposure",
+              "key": "exposure:a:BTC"}
     r.xadd(streams.OPS_ALERTS, codec.fields(Alert(message="too big", **breach)))
     beat("svc-1", "failed")
     beat("svc-2", "stopped")  # drained in a cutover

@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 
 from backend.marketdata import raw
-from backend.marketdata.normalize import TickValidator
-from backend.messages import RawTick
+from backend.marketdata import ticks as tickcols
+from backend.marketdata.normalize import TickValidator, Validated
+from backend.messages import RawTick, RawTickBatch
 
 NOW = time.time_ns()
 
@@ -17,13 +18,11 @@ def tick(tid: int, price: str = "", sym: str = "BTCUSDT") -> RawTick:
     return RawTick(sym, tid, price or f"{100 + tid}.5", "0.25", NOW + tid, NOW, False, NOW)
 
 
-def batch(ticks: list[RawTick], source: str):  # noqa: ANN201
+def batch(ticks: list[RawTick], source: str) -> RawTickBatch:
     return raw.build(ticks, source)
 
 
-def ids(v) -> list[int]:  # noqa: ANN001
-    from backend.marketdata import ticks as tickcols
-
+def ids(v: Validated) -> list[int]:
     return [t.trade_id for t in tickcols.iter_ticks(v.ticks)] if v.ticks is not None else []
 
 

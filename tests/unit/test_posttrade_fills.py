@@ -29,13 +29,13 @@ def test_breaks_name_what_does_not_fit() -> None:
         (fill("t1", 0.001), None, 0.0, None,
          "fill 't1' of 0.001 BTCUSDT for order 'o1', which the OMS does not know"),
         (fill("t1", 50.0), order(), 0.0, None, "over-fill: fill 't1' of 50 takes order 'o1' to 50 filled of 0.001"),
-        (fill("t2", 0.0006), order(), 0.0006, None, "over-fill: fill 't2' of 0.0006 takes order 'o1' to 0.0012 "
-                                                      "filled of 0.001"),
+        (fill("t2", 0.0006), order(), 0.0006, None,
+         "over-fill: fill 't2' of 0.0006 takes order 'o1' to 0.0012 filled of 0.001"),
         (fill("t1", 0.001, account="other"), order(), 0.0, None,
          "fill 't1' for order 'o1' has account 'other' (the order's is 'acc')"),
         (fill("t1", 0.001, side="sell", symbol="ETHUSDT"), order(), 0.0, None,
-         "fill 't1' for order 'o1' has symbol 'ETHUSDT' (the order's is 'BTCUSDT'), side 'sell' (the order's is "
-         "'buy')"),
+         ("fill 't1' for order 'o1' has symbol 'ETHUSDT' (the order's is 'BTCUSDT'), side 'sell' (the order's "
+          "is 'buy')")),
         (fill("", 0.001), order(), 0.0, None, "fill for order 'o1' has no trade id"),
         (fill("paper-1-1", 0.01, coid="o2", side="sell"), order("o2", 0.01, "sell"), 0.0, Booked("o1", 0.01),
          "trade id 'paper-1-1' reused: booked for order 'o1' qty 0.01, reported again for order 'o2' qty 0.01"),
