@@ -404,6 +404,9 @@ class Alert(Wire, tag="alert.v1", kw_only=True):
     message: str
     key: str = ""
     acked_by: str | None = None
+    resolved: str = ""
+    """Non-empty on an alert saying its cause is gone (why): alerting clears the active alert of
+    this key."""
 
 
 class ControlCommand(Wire, tag="control.v1", kw_only=True):

@@ -1,17 +1,24 @@
 """`tradeops bench cutover`: blue/green cutover on the bus, proven under load.
 
 A private stack (embedded Redis in a temporary data dir, the local exchange, and gateway,
-normalizer, sink-ticks, risk, live-gateway and oms as processes under the process supervisor)
-carries market data at a fixed trade rate and paper orders at a fixed order rate while normalizer,
-live-gateway, risk and oms are cut over (start -> target healthy -> cutover -> legacy drained and
-stopped; oms cannot start before risk and live-gateway are migrated) and oms is rolled back
-(legacy back and healthy -> target drained), every move through backend/migration/cutover.py.
+normalizer, sink-ticks, risk, live-gateway, oms, ptrc and alerting as processes under the process
+supervisor) carries market data at a fixed trade rate and paper orders at a fixed order rate while
+normalizer, gateway, live-gateway, risk and oms are cut over (start -> target healthy -> cutover
+-> legacy drained and stopped; oms cannot start before risk and live-gateway are migrated) and
+oms, live-gateway and gateway are rolled back (legacy back and healthy -> target drained), every
+move through backend/migration/cutover.py. While a gateway's two instances overlap both publish
+every trade; while a live-gateway's do, both fill orders.
 
 Counted honestly, from the streams, after the load stops and everything has drained:
 - ticks: every trade the exchange sent to the gateway (per symbol, from the first id the gateway
-  received to the last id the exchange says it sent) must be on md.ticks exactly once, by trade id;
+  received to the last id the exchange says it sent) must be on md.ticks exactly once, by trade id,
+  with nothing dead-lettered (an overlap's second copies are the normalizer's `repeats`);
 - orders: every order sent must reach exactly one final state, with one NEW event, and be sent
-  to the venue at most once.
+  to the venue at most once;
+- fills and positions: no trade id reported for two orders or quantities, no fill ptrc could not
+  book (dead-lettered breaks), and ptrc's positions (quantity and realized PnL) the ones the OMS's
+  orders make (backend/posttrade/reconcile.py);
+- alerts: the ones still active at the end (none expected: the load breaches no limit).
 
 `cutover_ms` is the longest switch over every cutover and the rollback: from the move recorded to
 the instance being replaced drained and stopped (each move's figures are in `moves`).
@@ -45,19 +52,29 @@ from backend.bench.oms import order
 from backend.bus import codec, streams
 from backend.errors import TradeopsError
 from backend.marketdata import raw as rawcols
-from backend.messages import FINAL_STATES, ExecOrder, Heartbeat, MigrationEvent, OrderEvent, RawTickBatch
+from backend.messages import (
+    FINAL_STATES,
+    ExecOrder,
+    ExecReport,
+    Heartbeat,
+    MigrationEvent,
+    OrderEvent,
+    RawTickBatch,
+)
 from backend.migration import cutover as switch
 from backend.migration import inventory
 from backend.migration.gate_status import gate_guards
-from backend.migration.state import move
+from backend.migration.state import board, desired_instances, move
+from backend.posttrade.reconcile import differences, expected_positions, reused_trade_ids
 from backend.runtime.process import ProcessSupervisor
+from backend.trading.orders import OrderRecord, record_key
 
 NAME = "cutover"
 HELP = "blue/green cutover under load (md pipeline + orders): lost, duplicated, switch time"
 DEFAULT_SECONDS = 20.0
-SERVICES = ["gateway", "normalizer", "sink-ticks", "risk", "live-gateway", "oms"]
-CUT_OVER = ["normalizer", "live-gateway", "risk", "oms"]  # dependency order
-ROLL_BACK = "oms"
+SERVICES = ["gateway", "normalizer", "sink-ticks", "risk", "live-gateway", "oms", "ptrc", "alerting"]
+CUT_OVER = ["normalizer", "gateway", "live-gateway", "risk", "oms"]  # dependency order
+ROLL_BACK = ["oms", "live-gateway", "gateway"]
 OPERATOR = "bench"
 REASON = "cutover benchmark under load"
 TIMEOUT_S = 60.0  # each side healthy / drained, on a loaded machine
@@ -69,6 +86,10 @@ import gates, so the CLI and the tests hand it in)."""
 _ev = msgspec.msgpack.Decoder(OrderEvent)
 _eo = msgspec.msgpack.Decoder(ExecOrder)
 _raw = msgspec.msgpack.Decoder(RawTickBatch)
+_rep = msgspec.msgpack.Decoder(ExecReport)
+_rec = msgspec.msgpack.Decoder(OrderRecord)
+# the bench's orders spread over accounts and symbols: no concentration limit to breach
+CONFIG = "[services.sink-ticks]\nflush_s = 2.0\n[services.ptrc]\nmax_concentration = 1.0\n"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,7 +113,7 @@ class CutoverStack:
         self.grant = grant
         self.services = services or SERVICES
         self.moved = moved or CUT_OVER
-        self.config_text = "[services.sink-ticks]\nflush_s = 2.0\n" + config
+        self.config_text = CONFIG + config
         self.bench = BenchStack()
         self.exchange: Any = None
         self.sup: ProcessSupervisor | None = None
@@ -140,10 +161,20 @@ class CutoverStack:
         inst = self.sup.instances.get(f"{service}-{environment}")
         return inst.pid if inst is not None else None
 
+    def serving(self, service: str) -> str:
+        """The instance of `service` that serves now (legacy, or target once cut over)."""
+        envs = desired_instances(board(self.r)).get(service, {"legacy"})
+        return f"{service}-{'legacy' if 'legacy' in envs else 'target'}"
+
+    def beat(self, instance: str) -> Heartbeat | None:
+        service = instance.rsplit("-", 1)[0]
+        raw = self.r.hget(streams.HEALTH_KEY.format(service=service, instance=instance), codec.FIELD_STR)
+        return codec.decode(raw, Heartbeat) if raw else None
+
     def stop_market_data(self) -> None:
         """Stop the exchange and wait until everything it sent is through the normalizer."""
         self.last_ids = stop_exchange(self.exchange)
-        wait_gateway_flushed(self.r, "gateway-legacy", time.time_ns())
+        wait_gateway_flushed(self.r, self.serving("gateway"), time.time_ns())
         wait_group_drained(self.r, streams.MD_TICKS_RAW, "normalizer")
 
     def count_ticks(self) -> dict[str, Any]:
@@ -166,12 +197,40 @@ class CutoverStack:
             sent += hi - lo + 1
             lost += hi - lo + 1 - len(uniq)
             dup += len(ids) - len(np.unique(ids))
-        hb = self.r.hget("health:gateway:gateway-legacy", codec.FIELD_STR)
-        missed = codec.decode(hb, Heartbeat).extra.get("missing_trades", 0) if hb else None
+        hb = self.beat(self.serving("gateway"))
+        missed = hb.extra.get("missing_trades", 0) if hb else None
+        norm = self.beat(self.serving("normalizer"))
         return {"ticks_sent": int(sent), "ticks_delivered": int(sum(len(v) for v in got.values())),
                 "ticks_lost": int(lost), "ticks_duplicated": int(dup),
                 "ticks_dead_lettered": self.r.xlen(streams.dlq(streams.MD_TICKS_RAW)),
-                "ticks_missed_by_gateway": missed}
+                "ticks_missed_by_gateway": missed,
+                "ticks_repeated": norm.extra.get("repeats", 0) if norm else None}
+
+    def count_fills(self, coids: list[str]) -> dict[str, Any]:
+        """After the orders are final: every fill's trade id used once, none ptrc could not book,
+        and ptrc's positions the ones the OMS's orders (`coids`) make."""
+        from backend.services.ptrc import read_positions
+
+        wait_group_drained(self.r, streams.EXEC_REPORTS, "ptrc")
+        pipe = self.r.pipeline(transaction=False)
+        for c in coids:
+            pipe.hget(record_key(c), "d")
+        records = {c: _rec.decode(d) for c, d in zip(coids, pipe.execute(), strict=True) if d}
+        reports = [_rep.decode(codec.payload(f)) for _, f in self.r.xrange(streams.EXEC_REPORTS)]
+        booked = read_positions(self.r)
+        expected = expected_positions(records, reports)
+        ptrc = self.beat(self.serving("ptrc"))
+        return {"fills": sum(r.kind == "fill" for r in reports),
+                "trade_ids_reused": reused_trade_ids(reports),
+                "fills_broken": self.r.xlen(streams.dlq(streams.EXEC_REPORTS)),
+                "fills_repeated": ptrc.extra.get("duplicates", 0) if ptrc else None,
+                "positions": len(expected), "positions_wrong": differences(expected, booked)}
+
+    def active_alerts(self) -> list[str]:
+        """The alerts still active, as `key: message`."""
+        from backend.services.alerting import active
+
+        return [f"{k}: {a.message}" for k, a in sorted(active(self.r), key=lambda x: x[0])]
 
     def recorded_moves(self) -> list[str]:
         """Every move on ops.migration, as `service action: from -> to`."""
@@ -234,12 +293,14 @@ class OrderFlow:
 
 
 def blue_green(r: Any) -> list[switch.MoveResult]:
-    """The moves the benchmark makes: cut over every service of CUT_OVER, roll ROLL_BACK back."""
+    """The moves the benchmark makes: cut over every service of CUT_OVER, roll those of
+    ROLL_BACK back."""
     out = []
     for svc in CUT_OVER:
         move(r, svc, "start", OPERATOR, REASON)
         out.append(switch.cutover(r, svc, OPERATOR, REASON, timeout=TIMEOUT_S))
-    out.append(switch.rollback(r, ROLL_BACK, OPERATOR, REASON, timeout=TIMEOUT_S))
+    for svc in ROLL_BACK:
+        out.append(switch.rollback(r, svc, OPERATOR, REASON, timeout=TIMEOUT_S))
     return out
 
 
@@ -269,10 +330,12 @@ def measure(rate: float, order_rate: float, seconds: float, grant: Grant,
         flow, results, elapsed = aio.run(under_load(stack, order_rate, seconds, lambda: moves(stack.r)))
         ticks = stack.count_ticks()
         orders = flow.count(stack.r)
+        fills = stack.count_fills([f"o{i}" for i in range(flow.sent)])
         recorded = stack.recorded_moves()
+        alerts = stack.active_alerts()
     return {
         "rate": rate, "order_rate": order_rate, "seconds": round(elapsed, 2),
-        **ticks, **orders,
+        **ticks, **orders, **fills, "alerts_active": alerts,
         "cutover_ms": round(max((m.switch_ms for m in results), default=0.0), 1),
         "moves": [m.as_dict() for m in results],
         "recorded": recorded,

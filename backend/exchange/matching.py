@@ -5,11 +5,18 @@ Market orders fill at the last trade price; limit orders fill only when the pric
 (buy: last <= limit, sell: last >= limit) and fill at the limit. Each price update offers at most
 `liquidity` quantity per order, so large orders fill partially over several updates. IOC fills
 what it can at once and cancels the rest; FOK fills whole at once or is canceled.
+
+Ids are unique across engines: venue order ids are `<venue>-<session>-<n>` and trade ids
+`<venue order id>-<fill number>`, where the session names this engine among every engine that
+ever numbered orders for the venue (the live-gateway takes it from a Redis counter, so a second
+instance during a blue/green cutover and a restarted one never reuse an id; a working order
+restored from the book keeps its id and fill count).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -31,8 +38,9 @@ class Working:
 
 
 class MatchingEngine:
-    def __init__(self, venue: str = "paper", liquidity: float | None = None) -> None:
+    def __init__(self, venue: str = "paper", liquidity: float | None = None, session: str | None = None) -> None:
         self.venue = venue
+        self.session = session or default_session()
         self.liquidity = liquidity
         self.working: dict[str, Working] = {}
         self.done: dict[str, ExecReport] = {}  # last report of finished orders (for queries)
@@ -49,7 +57,7 @@ class MatchingEngine:
         if order.client_order_id in self.working or order.client_order_id in self.done:
             w = self.working.get(order.client_order_id)
             return [self.status(order.client_order_id)] if w or order.client_order_id in self.done else []
-        w = Working(order, f"{self.venue}-{next(self._ids)}")
+        w = Working(order, f"{self.venue}-{self.session}-{next(self._ids)}")
         price = self.prices.get(order.symbol)
         if price is None:
             rep = self._report(w, "rejected", reason=f"no market price for {order.symbol} yet")
@@ -115,3 +123,23 @@ class MatchingEngine:
         rep = self._report(w, kind, reason=reason)
         self.done[w.order.client_order_id] = rep
         return rep
+
+
+_engines = itertools.count(1)
+
+
+def default_session() -> str:
+    """A session for an engine with no shared counter (the local exchange): its start time in
+    microseconds, its pid and its number in the process, in base 36, so a restarted engine
+    numbers from a new session."""
+    return f"{_b36(time.time_ns() // 1000)}_{_b36(os.getpid())}_{_b36(next(_engines))}"
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = digits[d] + out
+        if not n:
+            return out

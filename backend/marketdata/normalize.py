@@ -4,7 +4,19 @@ it to the bus).
 Validation rejects, with a reason naming the numbers: unparseable price or quantity, non-finite or
 non-positive price or quantity, unknown symbol, a timestamp too far in the future or past, and a
 duplicate trade id (per symbol: at or below the highest id already accepted, or repeated in the
-batch). Venue trade ids rise per symbol, so a high-water mark per symbol is the whole memory.
+batch). Venue trade ids rise per symbol, so a high-water mark per symbol is the whole memory of
+what was accepted.
+
+While two gateways publish the same trades (the overlap of a blue/green cutover) a tick at or
+below the mark is not always a bad one. The newest published ticks are remembered
+(`PublishedTicks`), and above the floor of that memory (the mark at start, raised as old ticks
+are forgotten) a tick at or below the mark is:
+- a repeat when it was published with the same price, quantity, time and side: counted in
+  `repeats` and dropped, not rejected;
+- a duplicate when it was published with other values: rejected;
+- late when it was never published (one gateway's batch overtaken by the other's newer one):
+  accepted, so the overlap loses nothing.
+At or below the floor it is rejected as a duplicate, as before.
 """
 
 from __future__ import annotations
@@ -61,6 +73,87 @@ def _parse(arr: pa.StringArray) -> tuple[np.ndarray, np.ndarray | None]:
         return vals, ~ok.to_numpy(zero_copy_only=False)
 
 
+REMEMBER = 200_000
+"""Published ticks remembered (all symbols) to recognise repeats: many seconds of an overlap."""
+_TID_BITS = 48  # key of a tick: symbol code << 48 ^ trade id
+
+
+def tick_keys(sym: np.ndarray, tid: np.ndarray) -> np.ndarray:
+    """One int64 per tick naming its symbol and trade id."""
+    return (sym.astype(np.int64) << _TID_BITS) ^ tid
+
+
+class _Generation:
+    """Ticks published in one stretch of time: the columns as they were published, sorted by key
+    into one index only when a lookup needs it (the usual batch never looks, so publishing costs
+    no more than keeping the arrays)."""
+
+    COLUMNS = 6  # symbol code, trade id, price, quantity, trade time, buyer is maker
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, np.int64)
+        self.cols: list[np.ndarray] = []
+        self.pending: list[tuple[np.ndarray, ...]] = []
+        self.size = 0
+
+    def add(self, cols: tuple[np.ndarray, ...]) -> None:
+        self.pending.append(cols)
+        self.size += len(cols[0])
+
+    def index(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        if self.pending:
+            new = [np.concatenate([p[c] for p in self.pending]) for c in range(self.COLUMNS)]
+            keys = np.concatenate([self.keys, tick_keys(new[0], new[1])])
+            cols = [np.concatenate([a, b]) for a, b in zip(self.cols, new, strict=True)] if self.cols else new
+            order = np.argsort(keys, kind="stable")  # a sorted run and a short one: close to linear
+            self.keys, self.cols = keys[order], [c[order] for c in cols]
+            self.pending.clear()
+        return self.keys, self.cols
+
+
+class PublishedTicks:
+    """The newest published ticks (at least `remember / 2`, at most `remember`): two generations,
+    the older dropped when the newer is full."""
+
+    def __init__(self, remember: int = REMEMBER) -> None:
+        self.half = max(1, remember // 2)
+        self.gens = [_Generation()]
+
+    def add(self, sym: np.ndarray, tid: np.ndarray, price: np.ndarray, qty: np.ndarray,
+            trade_ns: np.ndarray, buyer_maker: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Remember published ticks; returns the (symbol codes, trade ids) forgotten to make room."""
+        if len(tid) == 0:
+            return None
+        dropped = None
+        if self.gens[-1].size >= self.half:
+            if len(self.gens) == 2:
+                _, cols = self.gens[0].index()
+                dropped = (cols[0], cols[1])
+            self.gens = [self.gens[-1], _Generation()]
+        self.gens[-1].add((sym, tid, price, qty, trade_ns, buyer_maker))
+        return dropped
+
+    def find(self, sym: np.ndarray, tid: np.ndarray, price: np.ndarray, qty: np.ndarray,
+             trade_ns: np.ndarray, buyer_maker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per tick: (published, published with these very values)."""
+        keys = tick_keys(sym, tid)
+        found = np.zeros(len(keys), bool)
+        same = np.zeros(len(keys), bool)
+        for gen in self.gens:
+            k, cols = gen.index()
+            if len(k) == 0:
+                continue
+            pos = np.minimum(np.searchsorted(k, keys), len(k) - 1)
+            hit = k[pos] == keys
+            if hit.any():
+                at = pos[hit]
+                eq = ((cols[2][at] == price[hit]) & (cols[3][at] == qty[hit]) & (cols[4][at] == trade_ns[hit])
+                      & (cols[5][at] == buyer_maker[hit]))
+                found |= hit
+                same[np.flatnonzero(hit)[eq]] = True
+        return found, same
+
+
 @dataclass
 class Rejected:
     batch: int  # index of the raw batch in the call
@@ -72,6 +165,8 @@ class Rejected:
 class Validated:
     ticks: TickBatch | None
     rejected: list[Rejected] = field(default_factory=list)
+    repeats: int = 0
+    """Ticks already published (the overlap of two gateways), dropped and not rejected."""
     # columns of the accepted ticks, for aggregation
     sym: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint16))
     price: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -86,13 +181,16 @@ class TickValidator:
         *,
         max_future_s: float = 5.0,
         max_past_s: float = 3600.0,
+        remember: int = REMEMBER,
     ) -> None:
         self.fixed = symbols is not None
         self.symbols: list[str] = list(symbols or [])
         self._code: dict[str, int] = {s: i for i, s in enumerate(self.symbols)}
         self.hwm = np.full(max(len(self.symbols), 1), -1, np.int64)
+        self.floor = self.hwm.copy()  # ids at or below: published before what `published` remembers
         self.max_future_ns = int(max_future_s * 1e9)
         self.max_past_ns = int(max_past_s * 1e9)
+        self.published = PublishedTicks(remember)
 
     # -- state that survives a restart -------------------------------------------------------------
     def hwm_map(self) -> dict[str, int]:
@@ -103,6 +201,7 @@ class TickValidator:
             code = self._global(s)
             if code is not None:
                 self.hwm[code] = max(self.hwm[code], v)
+                self.floor[code] = max(self.floor[code], v)
 
     def _global(self, symbol: str) -> int | None:
         code = self._code.get(symbol)
@@ -110,7 +209,9 @@ class TickValidator:
             code = self._code[symbol] = len(self.symbols)
             self.symbols.append(symbol)
             if code >= len(self.hwm):
-                self.hwm = np.concatenate([self.hwm, np.full(len(self.hwm) + 8, -1, np.int64)])
+                grow = np.full(len(self.hwm) + 8, -1, np.int64)
+                self.hwm = np.concatenate([self.hwm, grow])
+                self.floor = np.concatenate([self.floor, grow])
         return code
 
     # -- validation ------------------------------------------------------------------------------
@@ -124,18 +225,20 @@ class TickValidator:
         count as duplicates; the marks still only rise."""
         parts: list[tuple[np.ndarray, ...]] = []
         rejected: list[Rejected] = []
+        repeats = 0
         for bi, b in enumerate(batches):
             if b.n == 0:
                 continue
-            part, rej = self._one(bi, b, now_ns, check_hwm)
+            part, rej, rep = self._one(bi, b, now_ns, check_hwm)
             rejected.extend(rej)
+            repeats += rep
             if part is not None:
                 parts.append(part)
         if not parts:
-            return Validated(None, rejected)
+            return Validated(None, rejected, repeats)
         sym, tid, price, qty, tns, rns, bm = (np.concatenate(c) for c in zip(*parts, strict=True))
         batch = tickcols.pack(self.symbols, sym, tid, price, qty, tns, rns, bm, normalized_ns)
-        return Validated(batch, rejected, sym, price, qty, tns)
+        return Validated(batch, rejected, repeats, sym, price, qty, tns)
 
     def _one(self, bi: int, b: RawTickBatch, now_ns: int, check_hwm: bool = True):  # noqa: ANN202
         n = b.n
@@ -149,6 +252,8 @@ class TickValidator:
         qty, q_bad = _column(b, "qty")
         safe_g = np.where(g == NO_CODE, 0, g).astype(np.intp)
         marks = self.hwm[safe_g]
+        bm = np.frombuffer(b.buyer_maker, np.uint8)
+        repeat: np.ndarray | None = None
 
         bad = np.zeros(n, bool)
         reasons: dict[int, str] = {}
@@ -183,13 +288,25 @@ class TickValidator:
             flag(tns < now_ns - self.max_past_ns,
                  lambda i: f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
                            f"(limit {self.max_past_ns / 1e9:g}s)")
-            # duplicates: at or below the symbol's high-water mark ...
+            # duplicates: at or below the symbol's high-water mark, unless a repeat of a
+            # published tick (dropped, counted) or a late one never published (accepted) ...
             if check_hwm:
-                flag(tid <= marks,
-                     lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
-                               f"(already seen up to {int(marks[i])})")
+                low = (tid <= marks) & ~bad
+                if low.any():
+                    flag(low & (tid <= self.floor[safe_g]),
+                         lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                                   f"(already seen up to {int(marks[i])})")
+                    at = np.flatnonzero(low & ~bad)
+                    found, same = self.published.find(safe_g[at], tid[at], price[at], qty[at], tns[at], bm[at])
+                    repeat = np.zeros(n, bool)
+                    repeat[at[same]] = True
+                    other = np.zeros(n, bool)
+                    other[at[found & ~same]] = True
+                    flag(other, lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                                          "with another price, quantity, time or side than the tick published")
         # ... or repeated within the batch (the first one stays)
-        ok_idx = np.flatnonzero(~bad)
+        skip = bad if repeat is None else bad | repeat
+        ok_idx = np.flatnonzero(~skip)
         if len(ok_idx) > 1:
             key = (safe_g[ok_idx].astype(np.int64) << 48) ^ tid[ok_idx]
             order = np.argsort(key, kind="stable")
@@ -203,17 +320,19 @@ class TickValidator:
                                      f"{b.symbols[int(local[i])]} (repeated in the batch)")
 
         rejected = [Rejected(bi, i, r) for i, r in sorted(reasons.items())]
-        keep = ~bad if bad.any() else slice(None)
+        repeats = 0 if repeat is None else int(repeat.sum())
+        skip = bad if repeat is None else bad | repeat
+        keep = ~skip if skip.any() else slice(None)
         gk = g[keep]
         if len(gk) == 0:
-            return None, rejected
+            return None, rejected, repeats
         tk = tid[keep]
         np.maximum.at(self.hwm, gk.astype(np.intp), tk)
-        return (
-            gk, tk, price[keep], qty[keep], tns[keep],
-            rawcols.ints(b, "recv_ns")[keep],
-            np.frombuffer(b.buyer_maker, np.uint8)[keep],
-        ), rejected
+        pk, qk, tnk, bmk = price[keep], qty[keep], tns[keep], bm[keep]
+        forgotten = self.published.add(gk, tk, pk, qk, tnk, bmk)
+        if forgotten is not None:
+            np.maximum.at(self.floor, forgotten[0].astype(np.intp), forgotten[1])
+        return (gk, tk, pk, qk, tnk, rawcols.ints(b, "recv_ns")[keep], bmk), rejected, repeats
 
 
 @dataclass

@@ -1,7 +1,13 @@
 """alerting (P4): breaches (ptrc and others on ops.alerts), unhealthy or missing heartbeats,
 dead-letter growth and failed gate checks become alerts with a severity, de-duplicated by key,
-kept in `alerts:active` until acknowledged (`tradeops alerts ack`), and optionally delivered to a
-webhook over httpx with retries."""
+kept in `alerts:active` until acknowledged (`tradeops alerts ack`) or resolved, and optionally
+delivered to a webhook over httpx with retries.
+
+An alert is resolved (removed from `alerts:active`, kept on ops.alerts.resolved with the reason)
+when its cause is gone: an alert on ops.alerts saying so (`resolved`, e.g. ptrc's breach that is
+over), a dead-letter stream that has not grown for `dlq_quiet_s`, an instance that beats as
+running again, a gate check that passes on its next run. An instance that stopped cleanly (its
+final heartbeat says stopped: drained in a cutover, or shut down) is not alerted on."""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from backend.services.base import Service
 
 ACTIVE = "alerts:active"
 GATE_CURSOR = "alerting:gate_cursor"
+RESOLVED = streams.OPS_ALERTS_RESOLVED
+DLQ_SEEN = "alerting:dlq_seen"  # dead letters per stream at the last look (survives restarts)
 _alert = msgspec.msgpack.Decoder(Alert)
 
 
@@ -28,12 +36,16 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     heartbeat_max_age_s: float = 5.0
     dlq_growth: int = 1
     """New dead letters on one stream since the last look that raise an alert."""
+    dlq_quiet_s: float = 60.0
+    """A dead-letter growth alert is resolved once its stream has not grown for this long."""
 
     def __post_init__(self) -> None:
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
             raise ValueError(f"webhook {self.webhook!r} is not an http:// or https:// URL")
         if not self.heartbeat_max_age_s > 0 or self.dlq_growth < 1:
             raise ValueError("heartbeat_max_age_s must be positive and dlq_growth at least 1")
+        if not self.dlq_quiet_s > 0:
+            raise ValueError(f"dlq_quiet_s must be positive, not {self.dlq_quiet_s}")
 
 
 class AlertingService(Service):
@@ -45,7 +57,10 @@ class AlertingService(Service):
         self.delivered = 0
         self.failed_deliveries = 0
         self.bad_heartbeats = 0
-        self.dlq_seen: dict[str, int] = {}
+        self.resolved = 0
+        self.dlq_seen: dict[str, int] = {k.decode(): int(v) for k, v in (await self.r.hgetall(DLQ_SEEN)).items()}
+        self.dlq_grew: dict[str, float] = {}  # stream -> when it last grew (monotonic; quiet since start)
+        self.started = time.monotonic()
         # where gate events were read up to survives restarts: a failed check alerts once;
         # ops.gates is read, not consumed: the gates log owns its entries (bad ones are skipped)
         self.gates = self.listen({streams.OPS_GATES: (await self.r.get(GATE_CURSOR) or b"0").decode()},
@@ -63,8 +78,8 @@ class AlertingService(Service):
         return self.raised
 
     def metrics(self) -> dict[str, object]:
-        return {"raised": self.raised, "delivered": self.delivered, "failed_deliveries": self.failed_deliveries,
-                "skipped_undecodable": self.skipped}
+        return {"raised": self.raised, "resolved": self.resolved, "delivered": self.delivered,
+                "failed_deliveries": self.failed_deliveries, "skipped_undecodable": self.skipped}
 
     async def raise_alert(self, alert: Alert) -> bool:
         """Record an alert unless one with its key is already active; deliver it if new."""
@@ -74,6 +89,21 @@ class AlertingService(Service):
         self.raised += 1
         if self.cfg.webhook:
             await self.deliver(alert)
+        return True
+
+    async def clear(self, key: str, why: str) -> bool:
+        """Resolve the active alert of `key` (its cause is gone): it leaves `alerts:active` and is
+        kept on ops.alerts.resolved with `why`. False if no alert of that key is active."""
+        raw = await self.r.hget(ACTIVE, key)
+        if raw is None:
+            return False
+        alert = msgspec.structs.replace(_alert.decode(raw), resolved=why)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hdel(ACTIVE, key)
+            queue(pipe, RESOLVED, alert)
+            await pipe.execute()
+        self.resolved += 1
+        self.log.info("alert %s resolved: %s", key, why)
         return True
 
     async def deliver(self, alert: Alert) -> None:
@@ -92,25 +122,40 @@ class AlertingService(Service):
 
     async def on_alerts(self, alerts: list[tuple[bytes, Alert]]) -> None:
         for _, alert in alerts:
-            await self.raise_alert(alert)
+            if alert.resolved:
+                await self.clear(alert.key or alert.id, alert.resolved)
+            else:
+                await self.raise_alert(alert)
 
     async def watch(self) -> None:
         now = time.time_ns()
+        active = {k.decode() for k in await self.r.hkeys(ACTIVE)}
         for hb in await self._beats():
             age = (now - hb.ts_ns) / 1e9
-            if hb.state == "failed" or age > self.cfg.heartbeat_max_age_s:
+            key = f"heartbeat:{hb.instance}"
+            if hb.state == "failed" or (hb.state != "stopped" and age > self.cfg.heartbeat_max_age_s):
                 await self.raise_alert(Alert(id=f"hb-{hb.instance}-{now}", ts_ns=now, severity="critical",
-                                             source="alerting", kind="heartbeat", key=f"heartbeat:{hb.instance}",
+                                             source="alerting", kind="heartbeat", key=key,
                                              message=f"{hb.service} ({hb.instance}) is {hb.state}, last beat {age:.1f}s ago"))
-        async for key in self.r.scan_iter(match="dlq.*", count=500):
-            stream = key.decode()
+            elif key in active and hb.state == "running":
+                await self.clear(key, f"{hb.service} ({hb.instance}) is running again")
+        mono = time.monotonic()
+        async for k in self.r.scan_iter(match="dlq.*", count=500):
+            stream = k.decode()
             n = await self.r.xlen(stream)
             before = self.dlq_seen.get(stream, 0)
-            self.dlq_seen[stream] = n
+            if n != before:
+                self.dlq_seen[stream] = n
+                await self.r.hset(DLQ_SEEN, stream, n)
             if n - before >= self.cfg.dlq_growth:
+                self.dlq_grew[stream] = mono
                 await self.raise_alert(Alert(id=f"dlq-{stream}-{now}", ts_ns=now, severity="warning", source="alerting",
                                              kind="dlq", key=f"dlq:{stream}:{n // 100}",
                                              message=f"{stream} grew by {n - before} to {n} dead letter(s)"))
+            elif mono - self.dlq_grew.get(stream, self.started) >= self.cfg.dlq_quiet_s:
+                quiet = f"{stream} has not grown for {self.cfg.dlq_quiet_s:g}s ({n} dead letter(s))"
+                for key in sorted(a for a in active if a.startswith(f"dlq:{stream}:")):
+                    await self.clear(key, quiet)
 
     async def on_gate_events(self, items: list[Item]) -> None:
         now = time.time_ns()
@@ -119,6 +164,9 @@ class AlertingService(Service):
                 await self.raise_alert(Alert(id=f"gate-{eid.decode()}", ts_ns=now, severity="warning",
                                              source="alerting", kind="gate", key=f"gate:{ev.gate}:{ev.check}",
                                              message=f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})"))
+            elif ev.kind in ("check_run", "attest") and ev.outcome == "passed":
+                how = "passed" if ev.kind == "check_run" else "attested as passed"
+                await self.clear(f"gate:{ev.gate}:{ev.check}", f"check {ev.check} {how} (by {ev.operator})")
             await self.r.set(GATE_CURSOR, eid)
         await self.r.set(GATE_CURSOR, self.gates.cursors[streams.OPS_GATES])  # past skipped entries too
 

@@ -2,7 +2,9 @@
 
 `venue = "paper"` (default): a matching engine against the live price from md.ticks (market and
 limit orders, partial fills through `liquidity` per price update, configurable latency); its
-working orders are kept in Redis so a restart resumes them.
+working orders are kept in Redis so a restart resumes them, and each start numbers its orders in
+a session of its own (`paper:session`, a counter), so trade ids are never reused by a restarted
+instance or by the other instance of a blue/green cutover.
 `venue = "rest"`: the venue's REST order API over httpx with HMAC-signed requests (the local
 exchange serves the same endpoints); orders in flight and quiet for `reconcile_after_s` are
 queried and reconciled.
@@ -28,6 +30,7 @@ from backend.services.base import Service
 from backend.trading.venue_rest import RestVenue, VenueError, reports_from
 
 PAPER_KEY = "paper:working"
+SESSION_KEY = "paper:session"
 _ticks = msgspec.msgpack.Decoder(TickBatch)
 
 
@@ -53,7 +56,8 @@ class LiveGatewayService(Service):
         self.sent = 0
         self.reports = 0
         self.errors = 0
-        self.engine = MatchingEngine(venue="paper", liquidity=self.cfg.liquidity)
+        session = f"s{await self.r.incr(SESSION_KEY)}" if self.cfg.venue == "paper" else None
+        self.engine = MatchingEngine(venue="paper", liquidity=self.cfg.liquidity, session=session)
         self.rest: RestVenue | None = None
         self.inflight: dict[str, tuple[Order, float, set[str]]] = {}
         if self.cfg.venue == "rest":

@@ -9,6 +9,10 @@ instance, so when another instance of the group has taken it over (blue/green, a
 a pause) the batch is published once, by whoever still owns it. A redelivered batch is older
 than the high-water marks later batches raised: it is checked for repeats within itself only.
 A raw batch that does not decode is dead-lettered by the worker before the read reaches us.
+
+While two gateways publish (their blue/green overlap), the second copy of each trade is a repeat:
+counted (`repeats` in the heartbeat) and acked with its batch, not dead-lettered; a batch
+overtaken by the other gateway's newer one is late, not a duplicate (backend/marketdata/normalize.py).
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class NormalizerService(Service):
         marks = await self.r.hgetall(HWM_KEY)
         self.validator.load_hwm({k.decode(): int(v) for k, v in marks.items()})
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
-        self.ticks_in = self.ticks_out = self.rejected = self.bars_out = 0
+        self.ticks_in = self.ticks_out = self.rejected = self.bars_out = self.repeats = 0
         self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, decode=RawTickBatch, what="raw batch",
                                    count=c.read_count, block_ms=50)
         self.fence = fence.Fence(self.call, streams.MD_TICKS_RAW, self.name, self.instance)
@@ -73,6 +77,7 @@ class NormalizerService(Service):
     def metrics(self) -> dict[str, object]:
         return {
             "ticks_in": self.ticks_in, "ticks_out": self.ticks_out, "rejected": self.rejected,
+            "repeats": self.repeats,
             "bars_out": self.bars_out, "late_ticks": self.bars.late_ticks,
             "max_lateness_ms": self.bars.max_lateness_ns / 1e6,
             "open_bars": len(self.bars.open), "taken_over": self.fence.refused,
@@ -107,6 +112,7 @@ class NormalizerService(Service):
         n_in = sum(b.n for b in batches)
         self.ticks_in += n_in
         self.rejected += len(result.rejected)
+        self.repeats += result.repeats
         self.ticks_out += result.ticks.n if result.ticks is not None else 0
 
     def _queue_bars(self, pipe, bars: list[Bar]) -> None:  # noqa: ANN001

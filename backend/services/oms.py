@@ -41,9 +41,9 @@ from backend.messages import (
     RiskRequest,
 )
 from backend.services.base import Service
-from backend.trading.orders import IllegalTransition, OrderRecord, invalid
+from backend.trading.orders import RECORD_KEY, IllegalTransition, OrderRecord, invalid
 
-KEY = "oms:order:{}"
+KEY = RECORD_KEY
 OPEN = "oms:open"
 MAX_TRIES = 100  # a batch whose records keep changing under it, after this many tries, is retried by the worker
 # KEYS: the batch's record keys, then OPEN. ARGV: n, (expected version, new record or "")*n,

@@ -1,11 +1,18 @@
 """ptrc (P4): post-trade risk and compliance. exec.reports -> positions per account and symbol,
 realized and unrealized PnL (marked to md.ticks), exposure; limit breaches (exposure,
-concentration, drawdown) -> ops.alerts. Positions are published on `positions` and kept in Redis
-(`ptrc:pos`), fills counted once per trade id (`ptrc:fills`), so a restart loses nothing."""
+concentration, drawdown) -> ops.alerts, and a resolution there when a breach is over. Positions are
+published on `positions` and kept in Redis (`ptrc:pos`).
+
+Only fills of an order the OMS knows (its record, `oms:order:<id>`), within the order's quantity,
+are booked, each trade id once (backend/posttrade/fills.py); what ptrc booked is kept per trade id
+(`ptrc:trades`) and per order (`ptrc:filled`), written with the positions in one transaction, so
+a restart loses nothing and books nothing twice. A fill that does not fit is a break: it goes to
+dlq.exec.reports with the reason and raises a critical alert; the positions are left as they were."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import msgspec
 
@@ -14,10 +21,17 @@ from backend.bus.publish import queue
 from backend.marketdata import ticks as tickcols
 from backend.messages import Alert, ExecReport, Position, TickBatch
 from backend.posttrade.book import Pos
+from backend.posttrade.fills import Booked, Ledger
 from backend.services.base import Service
+from backend.trading.orders import OrderRecord, record_key
 
 POS_KEY = "ptrc:pos"
-FILLS_KEY = "ptrc:fills"
+TRADES_KEY = "ptrc:trades"
+"""Trade id -> the trade as booked (order and quantity)."""
+FILLED_KEY = "ptrc:filled"
+"""Client order id -> the quantity booked for it."""
+_record = msgspec.msgpack.Decoder(OrderRecord)
+_booked = msgspec.msgpack.Decoder(Booked)
 
 
 class PtrcConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -39,12 +53,14 @@ class PtrcService(Service):
             acc, _, sym = k.decode().partition("|")
             self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
         self.fills = 0
+        self.duplicates = 0  # fills reported again (same trade, order and quantity): skipped
+        self.breaks = 0  # fills that do not fit an order the OMS knows: dead-lettered
         self.last_px: dict[str, float] = {}  # the newest trade per symbol: marks for new positions too
         self.breaches: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
         # marks follow md.ticks from its newest entry now, read once a second
         self.ticks = self.broadcast({streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None,
-                                 min_interval_s=0)
+                                    min_interval_s=0)
         await self.ticks.start()
         self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=512,
                                    block_ms=100)
@@ -54,11 +70,11 @@ class PtrcService(Service):
         return self.fills
 
     def metrics(self) -> dict[str, object]:
-        return {"positions": len(self.book), "fills": self.fills, "breaches": sorted(self.breaches)}
+        return {"positions": len(self.book), "fills": self.fills, "duplicates": self.duplicates,
+                "breaks": self.breaks, "breaches": sorted(self.breaches)}
 
     async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
-        touched: set[tuple[str, str]] = set()
-        alerts: list[Alert] = []
+        fills: list[tuple[bytes, ExecReport]] = []
         for eid, rep in reps:
             if rep.kind != "fill":
                 continue
@@ -66,22 +82,84 @@ class PtrcService(Service):
                 self.worker.reject(eid, f"bad fill {rep.trade_id!r}: qty {rep.fill_qty}, "
                                         f"price {rep.fill_price}, account {rep.account!r}")
                 continue
-            if not await self.r.sadd(FILLS_KEY, rep.trade_id):
-                continue  # counted already
+            fills.append((eid, rep))
+        if fills:
+            await self._book(fills)
+
+    async def _ledger(self, reps: list[ExecReport]) -> Ledger:
+        """The OMS's orders and what was booked, for these fills (one round trip)."""
+        coids = list(dict.fromkeys(r.client_order_id for r in reps))
+        tids = list(dict.fromkeys(r.trade_id for r in reps if r.trade_id))
+        pipe = self.r.pipeline(transaction=False)
+        for c in coids:
+            pipe.hget(record_key(c), "d")
+            pipe.hget(FILLED_KEY, c)
+        for t in tids:
+            pipe.hget(TRADES_KEY, t)
+        got = await pipe.execute()
+        led = Ledger()
+        for i, c in enumerate(coids):
+            rec, filled = got[2 * i], got[2 * i + 1]
+            led.orders[c] = _record.decode(rec).order if rec else None
+            led.filled[c] = float(filled) if filled else 0.0
+        for t, raw in zip(tids, got[2 * len(coids):], strict=True):
+            led.booked[t] = _booked.decode(raw) if raw else None
+        return led
+
+    async def _book(self, fills: list[tuple[bytes, ExecReport]]) -> None:
+        """Book the fills that fit their orders; dead-letter and alert the breaks. The book is put
+        back as it was if the write fails (the batch is then delivered again)."""
+        led = await self._ledger([rep for _, rep in fills])
+        touched: set[tuple[str, str]] = set()
+        alerts: list[Alert] = []
+        before: dict[tuple[str, str], Pos | None] = {}
+        breaches = set(self.breaches)
+        booked = duplicates = 0
+        for eid, rep in fills:
+            v = led.check(rep)
+            if v.action == "duplicate":
+                duplicates += 1
+                continue
+            now = time.time_ns()
+            if v.action == "break":
+                self.worker.reject(eid, f"break: {v.reason}")
+                self.breaks += 1
+                alerts.append(Alert(id=f"ptrc-break-{eid.decode()}", ts_ns=now, severity="critical", source="ptrc",
+                                    kind="break", key=f"break:{rep.client_order_id}:{rep.trade_id}",
+                                    message=f"fill not booked: {v.reason}"))
+                continue
             key = (rep.account, rep.symbol)
+            if key not in before:
+                p = self.book.get(key)
+                before[key] = replace(p) if p is not None else None
             pos = self.book.setdefault(key, Pos())
             pos.fill(rep.side, rep.fill_qty, rep.fill_price)
             if rep.symbol in self.last_px:
                 pos.mark = self.last_px[rep.symbol]
             touched.add(key)
-            self.fills += 1
-            alerts += self._breaches({rep.account}, time.time_ns())  # after every fill, not per batch
-        if touched:
-            await self._publish(touched, alerts)
+            booked += 1
+            alerts += self._breaches({rep.account}, now)  # after every fill, not per batch
+        if touched or alerts:
+            try:
+                await self._publish(touched, alerts, led)
+            except BaseException:
+                for key, p in before.items():
+                    if p is None:
+                        self.book.pop(key, None)
+                    else:
+                        self.book[key] = p
+                self.breaches = breaches
+                raise
+        self.fills += booked
+        self.duplicates += duplicates
 
-    async def _publish(self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None) -> None:
+    async def _publish(self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None,
+                       led: Ledger | None = None) -> None:
         now = time.time_ns()
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.r.pipeline(transaction=led is not None)  # fills: the book and the ledger together
+        if led is not None and led.new_trades:
+            pipe.hset(TRADES_KEY, mapping={t: msgspec.msgpack.encode(b) for t, b in led.new_trades.items()})
+            pipe.hset(FILLED_KEY, mapping={c: repr(q) for c, q in led.new_filled.items()})
         for key in keys:
             p = self.book[key]
             pipe.hset(POS_KEY, f"{key[0]}|{key[1]}", msgspec.msgpack.encode(
@@ -117,8 +195,11 @@ class PtrcService(Service):
                     self.breaches.add(key)
                     out.append(Alert(id=f"ptrc-{key}-{now}", ts_ns=now, severity=sev, source="ptrc",  # type: ignore[arg-type]
                                      kind=key.split(":")[0], message=msg, key=key))
-                elif not bad:
+                elif not bad and key in self.breaches:  # over: alerting clears the alert
                     self.breaches.discard(key)
+                    out.append(Alert(id=f"ptrc-{key}-{now}", ts_ns=now, severity="info", source="ptrc",
+                                     kind=key.split(":")[0], message=f"{key} back within its limit", key=key,
+                                     resolved="back within its limit"))
         return out
 
     async def publish_marks(self) -> None:
@@ -134,3 +215,12 @@ class PtrcService(Service):
                 changed.add(key)
         if changed:
             await self._publish(changed)
+
+
+def read_positions(r) -> dict[tuple[str, str], Pos]:  # noqa: ANN001
+    """ptrc's book as kept in Redis: (account, symbol) -> position."""
+    out = {}
+    for k, v in r.hgetall(POS_KEY).items():
+        acc, _, sym = k.decode().partition("|")
+        out[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
+    return out

@@ -13,6 +13,10 @@ import msgspec
 
 from backend.messages import FINAL_STATES, Order, OrderEvent
 
+RECORD_KEY = "oms:order:{}"
+"""Where the OMS keeps an order's record (a hash: the record `d`, msgpack, and its version `v`);
+ptrc reads it to book only fills of orders the OMS knows."""
+
 TRANSITIONS: dict[str, frozenset[str]] = {
     "NEW": frozenset({"PENDING_RISK", "REJECTED"}),
     "PENDING_RISK": frozenset({"DENIED", "ROUTED", "CANCELED"}),
@@ -67,6 +71,10 @@ class OrderRecord(msgspec.Struct, kw_only=True):
                           side=o.side, quantity=o.quantity, limit_price=o.limit_price,
                           state=to, prev_state=prev, filled_qty=self.filled,  # type: ignore[arg-type]
                           avg_price=self.avg_price, reason=reason, ts_ns=now_ns, seq=self.seq)
+
+
+def record_key(client_order_id: str) -> str:
+    return RECORD_KEY.format(client_order_id)
 
 
 def invalid(order: Order) -> str | None:

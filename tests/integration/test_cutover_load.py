@@ -79,13 +79,22 @@ def test_cutover_and_rollback_under_load_lose_and_duplicate_nothing() -> None:
     assert res["orders_final"] == res["orders_sent"]
     assert (res["orders_lost"], res["orders_duplicated"]) == (0, 0)
     assert res["recorded"] == [
-        f"{svc} {action}" for svc in ("normalizer", "live-gateway", "risk", "oms")
+        f"{svc} {action}" for svc in ("normalizer", "gateway", "live-gateway", "risk", "oms")
         for action in ("start: planned -> deploying", "cutover: deploying -> migrated")
-    ] + ["oms rollback: migrated -> rolled_back", "oms retire: rolled_back -> rolled_back"]
-    for m in res["moves"][:-1]:  # every legacy instance drained (final heartbeat: stopped)
+    ] + [f"{svc} {action}" for svc in ("oms", "live-gateway", "gateway")
+         for action in ("rollback: migrated -> rolled_back", "retire: rolled_back -> rolled_back")]
+    for m in res["moves"][:5]:  # every legacy instance drained (final heartbeat: stopped)
         assert (m["incoming"], m["drained"], m["vanished"]) == ([f"{m['service']}-target"],
                                                                 [f"{m['service']}-legacy"], [])
-    assert (res["moves"][-1]["incoming"], res["moves"][-1]["drained"]) == (["oms-legacy"], ["oms-target"])
+    for m in res["moves"][5:]:  # rolled back: the legacy instance is back, the target drained
+        assert (m["incoming"], m["drained"], m["vanished"]) == ([f"{m['service']}-legacy"],
+                                                                [f"{m['service']}-target"], [])
+    # the gateways' overlaps: second copies counted, not dead-lettered; the live-gateways': every
+    # trade id once, every fill booked, positions as the OMS's orders make them
+    assert res["ticks_repeated"] > 0
+    assert res["fills"] > 0 and (res["trade_ids_reused"], res["fills_broken"]) == ([], 0)
+    assert res["positions"] > 0 and res["positions_wrong"] == []
+    assert res["alerts_active"] == []
 
 
 def pending_to(r: redis.Redis, consumer: str) -> list[bytes]:

@@ -7,10 +7,11 @@ import asyncio
 import redis
 
 from backend.bus import codec, streams
-from backend.messages import Bar, ExecReport, Position
+from backend.messages import Bar, ExecReport, Order, Position
 from backend.services.feast_pipeline import FeastPipelineService
 from backend.services.ptrc import PtrcService
 from backend.settings import Settings
+from backend.trading.orders import OrderRecord, record_key
 from tests.conftest import await_for
 
 
@@ -39,7 +40,15 @@ def fill(tid: str, side: str, qty: float, px: float, account: str = "a1") -> dic
                                    symbol="BTCUSDT", side=side, trade_id=tid, fill_qty=qty, fill_price=px))
 
 
+def known(r: redis.Redis, *orders: tuple[str, str, float], account: str = "a1") -> None:
+    """Orders (client order id, side, quantity) as the OMS records them: ptrc books only their fills."""
+    for coid, side, qty in orders:
+        o = Order(client_order_id=coid, account=account, symbol="BTCUSDT", side=side, type="market", quantity=qty)
+        r.hset(record_key(coid), mapping={"v": 1, "d": codec.encode(OrderRecord(order=o, state="ROUTED"))})
+
+
 async def test_ptrc_positions_dedup_restart_and_bad_fills(redis_url: str, r: redis.Redis) -> None:
+    known(r, ("t1", "buy", 2), ("t2", "sell", 1), ("t3", "sell", 1), ("t4", "buy", 1))
     r.xadd(streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))
     r.xadd(streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))  # the same fill again
     r.xadd(streams.EXEC_REPORTS, fill("t2", "sell", 1, 110.0))
@@ -66,6 +75,7 @@ async def test_ptrc_positions_dedup_restart_and_bad_fills(redis_url: str, r: red
 async def test_ptrc_breaches_become_alerts_once_each(redis_url: str, r: redis.Redis) -> None:
     from backend.messages import Alert
 
+    known(r, ("b1", "buy", 1), ("b2", "buy", 1), ("b3", "buy", 1), ("b4", "sell", 3), account="a2")
     r.xadd(streams.EXEC_REPORTS, fill("b1", "buy", 1, 100.0, account="a2"))
     r.xadd(streams.EXEC_REPORTS, fill("b2", "buy", 1, 100.0, account="a2"))  # exposure 200 > 150
     r.xadd(streams.EXEC_REPORTS, fill("b3", "buy", 1, 100.0, account="a2"))  # still breached: no second alert
@@ -77,7 +87,10 @@ async def test_ptrc_breaches_become_alerts_once_each(redis_url: str, r: redis.Re
     svc.request_stop()
     await asyncio.wait_for(task, 10)
     alerts = [codec.decode(codec.payload(f), Alert) for _, f in r.xrange(streams.OPS_ALERTS)]
-    assert [(a.kind, a.severity, a.key) for a in alerts] == [("exposure", "warning", "exposure:a2:BTCUSDT"),
-                                                             ("drawdown", "critical", "drawdown:a2")]
+    # the exposure breach is over when the position is flat: its alert is resolved
+    assert [(a.kind, a.severity, a.key, a.resolved) for a in alerts] == [
+        ("exposure", "warning", "exposure:a2:BTCUSDT", ""),
+        ("exposure", "info", "exposure:a2:BTCUSDT", "back within its limit"),
+        ("drawdown", "critical", "drawdown:a2", "")]
     assert alerts[0].message == "a2 BTCUSDT exposure 200.00 > 150.00"
-    assert alerts[1].message == "a2 PnL -30.00 beyond drawdown limit 20.00"
+    assert alerts[2].message == "a2 PnL -30.00 beyond drawdown limit 20.00"

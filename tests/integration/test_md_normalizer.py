@@ -181,3 +181,41 @@ async def test_a_quiet_symbol_still_closes_its_bar(redis_url: str) -> None:
         svc.request_stop()
         await asyncio.wait_for(task, 10)
         await r.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_an_overlap_of_two_gateways_is_counted_as_repeats_not_dead_lettered(redis_url: str) -> None:
+    """During a gateway's blue/green both instances publish the same trades: each is on md.ticks
+    once (the legacy's batches overtaken by the target's newer ones too), the second copies are
+    counted in the heartbeat's `repeats`, and the DLQ holds only the genuine bad tick."""
+    from backend.messages import Heartbeat
+
+    r = aioredis.Redis.from_url(redis_url)
+    tks = make_ticks(400, time.time_ns() - 10 * 10**9)
+    legacy = [tks[i:i + 50] for i in range(0, 300, 50)]
+    target = [tks[i:i + 40] for i in range(120, 400, 40)]  # connected later, both publish until 300
+    bad = RawTick("BTCUSDT", 10**6, "-1", "1", tks[-1].trade_ns, tks[-1].event_ns, False, tks[-1].recv_ns)
+    svc, task = await run_service(redis_url)
+    try:
+        for k in range(max(len(legacy), len(target))):
+            for src, batches in (("gateway-legacy", legacy), ("gateway-target", target)):
+                if k < len(batches):
+                    await r.xadd(streams.MD_TICKS_RAW, codec.fields(raw.build(batches[k], src)))
+        await r.xadd(streams.MD_TICKS_RAW, codec.fields(raw.build([bad], "gateway-target")))
+
+        async def beat() -> Heartbeat | None:
+            d = await r.hget("health:normalizer:norm-test", codec.FIELD_STR)
+            hb = codec.decode(d, Heartbeat) if d else None
+            return hb if hb and hb.extra.get("ticks_in") == 300 + 280 + 1 else None
+
+        hb = await await_for(beat, timeout=30, what="a heartbeat after every raw batch")
+        assert (hb.extra["repeats"], hb.extra["rejected"]) == (300 - 120, 1)
+        got = [(t.symbol, t.trade_id) for _, f in await r.xrange(streams.MD_TICKS)
+               for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
+        assert sorted(got) == sorted((t.symbol, t.trade_id) for t in tks)
+        dl = await r.xrange(streams.dlq(streams.MD_TICKS_RAW))
+        assert [f[b"dlq_reason"] for _, f in dl] == [b"non-positive price -1"]
+    finally:
+        svc.request_stop()
+        await asyncio.wait_for(task, 10)
+        await r.aclose()

@@ -136,6 +136,52 @@ async def test_alerting_dedups_acks_watches_and_retries_webhooks(redis_url: str,
         srv.shutdown()
 
 
+async def test_alerting_resolves_alerts_whose_cause_is_gone(redis_url: str, r: redis.Redis) -> None:
+    """A breach that is over (ptrc says so), a failed instance that runs again, a dead-letter
+    stream that stopped growing and a gate check that passes on its next run: each alert leaves
+    the active ones and is kept on ops.alerts.resolved with the reason; a clean stop is no alert."""
+    from backend.messages import Heartbeat
+    from backend.services.alerting import RESOLVED
+    from gates import audit
+
+    def beat(instance: str, state: str) -> None:
+        now = time.time_ns()
+        r.hset(f"health:svc:{instance}", "d", codec.encode(Heartbeat(
+            service="svc", instance=instance, environment="legacy", state=state, ts_ns=now, started_ns=now, pid=0)))
+
+    breach = {"id": "x", "ts_ns": 1, "severity": "warning", "source": "ptrc", "kind": "exposure",
+              "key": "exposure:a:BTC"}
+    r.xadd(streams.OPS_ALERTS, codec.fields(Alert(message="too big", **breach)))
+    beat("svc-1", "failed")
+    beat("svc-2", "stopped")  # drained in a cutover
+    r.xadd("dlq.md.ticks.raw", {b"dlq_reason": b"x"})
+    audit.append(r, GateEvent(gate="task03", kind="check_run", operator="ann", ts_ns=0, check="latency",
+                              outcome="failed"))
+    keys = {"exposure:a:BTC", "heartbeat:svc-1", "dlq:dlq.md.ticks.raw:0", "gate:task03:latency"}
+    svc = AlertingService(redis_url=redis_url, instance="al-3", config={"dlq_quiet_s": 3.0})
+    task = asyncio.create_task(svc.run())
+    try:
+        await await_for(lambda: {k for k, _ in active(r)} == keys, 20, what="the four alerts")
+        r.xadd(streams.OPS_ALERTS, codec.fields(Alert(message="over", resolved="back within its limit", **breach)))
+        audit.append(r, GateEvent(gate="task03", kind="check_run", operator="bob", ts_ns=0, check="latency",
+                                  outcome="passed"))
+
+        def running_and_all_resolved() -> bool:
+            beat("svc-1", "running")  # it beats while it runs
+            return not active(r)
+        await await_for(running_and_all_resolved, 30, interval=0.2, what="every alert resolved")
+    finally:
+        svc.request_stop()
+        await asyncio.wait_for(task, 10)
+    resolved = {a.key: a.resolved for a in (codec.decode(codec.payload(f), Alert) for _, f in r.xrange(RESOLVED))}
+    assert resolved == {
+        "exposure:a:BTC": "back within its limit",
+        "heartbeat:svc-1": "svc (svc-1) is running again",
+        "dlq:dlq.md.ticks.raw:0": "dlq.md.ticks.raw has not grown for 3s (1 dead letter(s))",
+        "gate:task03:latency": "check latency passed (by bob)"}
+    assert svc.resolved == 4
+
+
 async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redis, tmp_path) -> None:
     now = time.time_ns()
     tks = [Tick("BTCUSDT" if i % 2 else "ETHUSDT", i, 100.0 + i, 1.0, now - 5_000_000_000 + i * 1_000_000) for i in range(300)]
