@@ -1,6 +1,7 @@
 """The whole stack for `tradeops up` / `down` / `ps` / `demo`: the embedded Redis (unless a Redis
 URL is configured), the local exchange and every built service, under a supervisor of the chosen
-runtime: `process` (default) or `docker` (`backend.runtime.docker`)."""
+runtime: `process` (default) or `docker` (`backend.runtime.docker`). Redis is started first; the
+supervisor then keeps the embedded one running too (`backend.runtime.redis_watch`)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,11 @@ class Stack:
         self.image = image_spec(client, self.image).ref
         client.close()
 
+    @property
+    def keeps_redis(self) -> bool:
+        """The stack runs on the data dir's embedded Redis, which its supervisor keeps running."""
+        return not self.settings.redis_url
+
     def _redis(self) -> str:
         if self.settings.redis_url:
             return self.settings.redis_url
@@ -93,6 +99,8 @@ class Stack:
             log.parent.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "console.cli", "--data-dir", str(self.data_dir), "--redis-url", self.url,
                    "supervise", "--rate", str(self.exchange_rate), "--runtime", self.runtime]
+            if self.keeps_redis:
+                cmd.append("--keep-redis")
             if self.runtime == "docker":
                 cmd += ["--network", self.network, "--image", str(self.image)]
             with open(log, "ab") as out:
@@ -100,7 +108,8 @@ class Stack:
                                               start_new_session=True)
         else:
             self.supervisor = make_supervisor(self.runtime, self.url, self.data_dir, exchange_rate=self.exchange_rate,
-                                              network=self.network, image=self.image)
+                                              network=self.network, image=self.image, keep_redis=self.keeps_redis,
+                                              redis_server=self.redis_server)
             self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
             self._thread.start()
         self.wait_healthy(timeout)

@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p = command(sub, "supervise", "run the supervisor in the foreground (what `up` starts)")
     _runtime_options(p)
     p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--keep-redis", action="store_true",
+                   help="also keep the data dir's embedded Redis running (restarted on its port when it dies)")
     p.set_defaults(func=cmd_supervise)
 
 
@@ -102,6 +104,8 @@ def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
     from backend.runtime.stack import serve_supervisor
 
     logs.setup("INFO", service="supervisor")
-    options = {"network": args.network, "image": args.image} if args.runtime == "docker" else {}
+    options: dict[str, Any] = {"network": args.network, "image": args.image} if args.runtime == "docker" else {}
+    if args.keep_redis:
+        options["keep_redis"] = True
     serve_supervisor(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, **options)
     return 0

@@ -1,0 +1,81 @@
+"""A crash of the embedded Redis needs no operator: the stack's supervisor starts it again on the
+same port and data dir, every service heartbeats `running` again, no child is left a zombie."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from backend.bus import embedded
+from backend.health import read_heartbeats
+from backend.runtime.supervisor import read_table
+from tests.conftest import TRADEOPS, wait_for
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, state letter) of every child of `pid`, from /proc."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for k in kids:
+            try:
+                stat = Path(f"/proc/{k}/stat").read_text()
+            except OSError:
+                continue
+            out.append((int(k), stat.rsplit(") ", 1)[1][0]))
+    return out
+
+
+def _fresh_heartbeats(r: redis.Redis, since_ns: int) -> set[str]:
+    try:
+        return {b.instance for b in read_heartbeats(r) if b.state == "running" and b.ts_ns > since_ns}
+    except redis.RedisError:
+        return set()
+
+
+@pytest.mark.timeout(240)
+def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TRADEOPS_REDIS_URL", None)
+    up = subprocess.run([*TRADEOPS, "--data-dir", str(data), "up"], env=env, capture_output=True, text=True,
+                        timeout=180)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        table = read_table(data)
+        assert table is not None
+        sup = table["supervisor_pid"]
+        services = {i["instance"] for i in table["instances"] if i["service"] != "exchange"}
+        info = embedded.read_info(data)
+        assert info is not None
+        url, old_pid = info.url, info.pid
+
+        killed_ns = time.time_ns()
+        os.kill(old_pid, signal.SIGKILL)  # no command typed after this
+
+        def back() -> embedded.ServerInfo | None:
+            now = embedded.live_info(data)
+            return now if now is not None and now.pid != old_pid else None
+
+        again = wait_for(back, 60, what="the supervisor to start redis again")
+        assert again.url == url  # the same port: every client finds it where it was
+        assert again.socket_url == info.socket_url
+        r = redis.Redis.from_url(url)
+        wait_for(lambda: services <= _fresh_heartbeats(r, killed_ns), 120,
+                 what=f"every service heartbeating running after the crash: {sorted(services)}")
+        wait_for(lambda: not [p for p, st in _children(sup) if st == "Z"], 30,
+                 what="no zombie child of the supervisor")
+        assert (table := read_table(data)) and table["supervisor_pid"] == sup  # the same supervisor, no restart of the stack
+        r.close()
+    finally:
+        subprocess.run([*TRADEOPS, "--data-dir", str(data), "down"], env=env, capture_output=True, timeout=120)
+        embedded.stop_data_dir(data)  # never leave a server behind, whatever failed
