@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.bus import codec, streams
+from backend.bus.durable import wait_durable
 from backend.errors import TradeopsError
 from backend.messages import MigrationEvent
 from backend.migration import inventory
@@ -107,11 +108,13 @@ def check(r: Any, service: str, action: str, reason: str) -> tuple[ServiceState,
 
 
 def move(r: Any, service: str, action: str, operator: str, reason: str, **detail: Any) -> MigrationEvent:
-    """Check the rules and record the move as an event on ops.migration."""
+    """Check the rules and record the move as an event on ops.migration; return once it is on disk
+    (`backend.bus.durable`), so a move the operator was told is recorded survives a Redis crash."""
     st, to = check(r, service, action, reason)
     ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
                         reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
     r.xadd(streams.OPS_MIGRATION, codec.fields(ev))
+    wait_durable(r)
     return ev
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from backend.bus import codec, publish_sync, streams
+from backend.bus.durable import wait_durable
 from backend.errors import TradeopsError
 from backend.messages import ControlCommand
 from console.cli._table import show
@@ -32,6 +33,7 @@ def set_kill_switch(r: Any, on: bool, operator: str, reason: str) -> None:
     pipe.set(KILL_KEY, "1" if on else "0")
     pipe.xadd(streams.OPS_CONTROL, codec.fields(cmd))
     pipe.execute()
+    wait_durable(r)  # on disk before the operator is told: the switch survives a Redis crash
 
 
 def kill_history(r: Any, count: int = 20) -> list[ControlCommand]:
