@@ -14,6 +14,7 @@ import redis
 
 from backend.bus import embedded
 from backend.health import read_heartbeats
+from backend.runtime.redis_watch import RedisWatch
 from backend.runtime.supervisor import read_table
 from tests.conftest import TRADEOPS, wait_for
 
@@ -55,6 +56,7 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
         assert table is not None
         sup = table["supervisor_pid"]
         services = {i["instance"] for i in table["instances"] if i["service"] != "exchange"}
+        pids = {i["instance"]: i["pid"] for i in table["instances"]}
         info = embedded.read_info(data)
         assert info is not None
         url, old_pid = info.url, info.pid
@@ -74,8 +76,40 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
                  what=f"every service heartbeating running after the crash: {sorted(services)}")
         wait_for(lambda: not [p for p, st in _children(sup) if st == "Z"], 30,
                  what="no zombie child of the supervisor")
-        assert (table := read_table(data)) and table["supervisor_pid"] == sup  # the same supervisor, no restart of the stack
+        table = read_table(data)
+        assert table is not None and table["supervisor_pid"] == sup  # the same supervisor: the stack was not restarted
+        now = {i["instance"]: i["pid"] for i in table["instances"]}
+        for rode_through in ("risk-legacy", "normalizer-legacy", "sink-ticks-legacy"):  # consumers and periodic tasks wait
+            assert now[rode_through] == pids[rode_through], rode_through
+        out = subprocess.run([*TRADEOPS, "--data-dir", str(data), "redis", "down"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 1 and "a stack is up on this Redis" in out.stderr  # it would only come back
+        assert embedded.live_info(data) is not None
         r.close()
     finally:
         subprocess.run([*TRADEOPS, "--data-dir", str(data), "down"], env=env, capture_output=True, timeout=120)
         embedded.stop_data_dir(data)  # never leave a server behind, whatever failed
+
+
+def test_the_watch_restarts_a_server_it_started_and_reaps_the_old_one(tmp_path: Path) -> None:
+    server = embedded.EmbeddedRedis(tmp_path, detach=True)
+    url = server.start()
+    watch = RedisWatch(tmp_path, server)
+    try:
+        assert watch.check()
+        assert server.proc is not None
+        old = server.proc
+        os.kill(old.pid, signal.SIGKILL)
+        wait_for(lambda: watch.check() and watch.pid != old.pid, 30, what="the server started again")
+        assert old.returncode == -signal.SIGKILL  # reaped, not a zombie
+        info = embedded.live_info(tmp_path)
+        assert info is not None and info.url == url and info.pid == watch.pid != old.pid
+        first_restart = watch.proc
+        assert first_restart is not None
+        os.kill(first_restart.pid, signal.SIGKILL)  # the one it started itself: its child, reaped by polling
+        wait_for(lambda: watch.check() and watch.pid != first_restart.pid, 30, what="the server started a second time")
+        assert first_restart.returncode == -signal.SIGKILL
+        assert watch.restarts == 2 and embedded.read_info(tmp_path).url == url
+    finally:
+        watch.close()
+        embedded.stop_data_dir(tmp_path)
