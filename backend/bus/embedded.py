@@ -64,7 +64,7 @@ def server_version(binary: str) -> tuple[int, ...]:
     """`redis-server --version` ("Redis server v=7.2.4 ...", "Valkey server v=9.1.2 ...") as a
     tuple, (0,) when it cannot be read."""
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return (0,)
     m = re.search(r"v=(\d+(?:\.\d+)*)", out)

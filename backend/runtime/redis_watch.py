@@ -25,7 +25,8 @@ log = logging.getLogger("tradeops.supervisor")
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 30.0
 STABLE_S = 30.0
-"""A server that ran this long before it ended is restarted at once again (its backoff resets)."""
+"""A server (or, in the supervisor, an instance) that ran this long before it ended is restarted
+after the shortest backoff again."""
 
 
 class RedisWatch:

@@ -31,13 +31,11 @@ from backend.errors import TradeopsError
 from backend.fileio import write_text_atomic
 from backend.migration import inventory
 from backend.migration.state import board, desired_instances
-from backend.runtime.redis_watch import RedisWatch
+from backend.runtime.redis_watch import STABLE_S, RedisWatch
 from backend.runtime.spawn import stop_process
 
 log = logging.getLogger("tradeops.supervisor")
 EXCHANGE = "exchange"
-STABLE_S = 30.0
-"""An instance that ran this long before it ended is restarted after the shortest backoff again."""
 
 
 def runtime_dir(data_dir: Path) -> Path:
@@ -125,7 +123,7 @@ class Instance:
     restarts: int = 0
     next_restart: float = 0.0
     failures: int = 0
-    """Ends in a row that came before STABLE_S (the backoff grows with them)."""
+    """Ends in a row that came before STABLE_S (the backoff grows with them; a longer run resets it)."""
 
     @property
     def pid(self) -> int | None:

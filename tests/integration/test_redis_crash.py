@@ -49,7 +49,7 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TRADEOPS_REDIS_URL", None)
     up = subprocess.run([*TRADEOPS, "--data-dir", str(data), "up"], env=env, capture_output=True, text=True,
-                        timeout=180)
+                        timeout=180, check=False)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         table = read_table(data)
@@ -82,12 +82,13 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
         for rode_through in ("risk-legacy", "normalizer-legacy", "sink-ticks-legacy"):  # consumers and periodic tasks wait
             assert now[rode_through] == pids[rode_through], rode_through
         out = subprocess.run([*TRADEOPS, "--data-dir", str(data), "redis", "down"], env=env, capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, check=False)
         assert out.returncode == 1 and "a stack is up on this Redis" in out.stderr  # it would only come back
         assert embedded.live_info(data) is not None
         r.close()
     finally:
-        subprocess.run([*TRADEOPS, "--data-dir", str(data), "down"], env=env, capture_output=True, timeout=120)
+        subprocess.run([*TRADEOPS, "--data-dir", str(data), "down"], env=env, capture_output=True, timeout=120,
+                       check=False)
         embedded.stop_data_dir(data)  # never leave a server behind, whatever failed
 
 
