@@ -1,6 +1,8 @@
 """The audit log: every check run, attestation, approval and decision is a GateEvent on
 ops.gates carrying the SHA-256 of the event before it. The head hash is also kept in
-`gates:head`, written in the same transaction, so a removed tail is caught too."""
+`gates:head`, written in the same transaction, so a removed tail is caught too. An append returns
+once the event is fsynced to the AOF (`backend.bus.durable`): a decision an operator was told is
+recorded survives a crash of Redis."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import msgspec
 import redis
 
 from backend.bus import codec, streams
+from backend.bus.durable import wait_durable
 from backend.messages import GateEvent
 
 HEAD_KEY = "gates:head"
@@ -24,8 +27,9 @@ def digest(ev: GateEvent) -> str:
     return hashlib.sha256(_canon.encode(body)).hexdigest()
 
 
-def append(r: redis.Redis, ev: GateEvent) -> GateEvent:
-    """Chain `ev` after the newest event and add it (optimistic: retried if another writer won)."""
+def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True) -> GateEvent:
+    """Chain `ev` after the newest event and add it (optimistic: retried if another writer won);
+    return once it is on disk (`durable=False`: the caller waits once for several appends)."""
     for _ in range(50):
         with r.pipeline(transaction=True) as pipe:
             try:
@@ -38,9 +42,11 @@ def append(r: redis.Redis, ev: GateEvent) -> GateEvent:
                 pipe.xadd(streams.OPS_GATES, codec.fields(ev))
                 pipe.set(HEAD_KEY, ev.hash)
                 pipe.execute()
-                return ev
             except redis.WatchError:
                 continue
+        if durable:
+            wait_durable(r)
+        return ev
     raise RuntimeError("could not append to the audit log: too much contention")
 
 

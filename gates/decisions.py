@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from backend.bus.durable import wait_durable
 from backend.errors import TradeopsError
 from backend.messages import GateEvent
 from backend.settings import Settings
@@ -42,8 +43,8 @@ def states(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, GateState]:
     return GateLedger(gates).extend(ev for _, ev in audit.events(r)).states()
 
 
-def _record(r: redis.Redis, **kw: Any) -> GateEvent:
-    return audit.append(r, GateEvent(ts_ns=time.time_ns(), **kw))
+def _record(r: redis.Redis, *, durable: bool = True, **kw: Any) -> GateEvent:
+    return audit.append(r, GateEvent(ts_ns=time.time_ns(), **kw), durable=durable)
 
 
 def run(ctx: CheckContext, gate: Gate, operator: str, check_id: str | None = None) -> list[GateEvent]:
@@ -56,7 +57,9 @@ def run(ctx: CheckContext, gate: Gate, operator: str, check_id: str | None = Non
         if "threshold" in c.params:
             res.evidence.setdefault("threshold", c.params["threshold"])
         out.append(_record(ctx.r, gate=gate.id, kind="check_run", operator=operator, check=c.id,
-                           outcome=res.outcome, evidence=res.evidence))
+                           outcome=res.outcome, evidence=res.evidence, durable=False))
+    if out:
+        wait_durable(ctx.r)  # one fsync for the run's events, before they are reported
     return out
 
 

@@ -1,19 +1,28 @@
-"""The embedded Redis: a private redis-server (or valkey-server) on a free loopback port.
+"""The embedded Redis: a private redis-server (or valkey-server) on a loopback port.
 
-AOF on (appendfsync everysec), data under `<data dir>/redis`. Its URL and pid are written there so
-every other tradeops process finds it. A data dir held by a live server is refused; a dead
-leftover is cleaned up.
+AOF on, data under `<data dir>/redis`. Its URL and pid are written there so every other tradeops
+process finds it. A data dir held by a live server is refused; a dead leftover is cleaned up.
+
+The port is recorded in the data dir (`redis.port`, kept when the server stops) and taken again
+on the next start when it is free, so a server restarted after a crash (by the stack's supervisor,
+or `tradeops redis up`) comes back on the same URL and unix socket and its clients reconnect.
+
+appendfsync: `everysec` on a server that has WAITAOF (Redis >= 7.2, every Valkey), where the
+writes an operator is told succeeded wait for their fsync with it (`backend.bus.durable`);
+`always` on an older server, where every write is fsynced before its reply.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import redis
@@ -25,6 +34,8 @@ URL_FILE = "redis.url"
 SOCKET_FILE = "redis.sock"
 PID_FILE = "redis.pid"
 LOG_FILE = "redis.log"
+PORT_FILE = "redis.port"  # the last port the server listened on; kept when it stops
+WAITAOF_SINCE = (7, 2)  # WAITAOF came with Redis 7.2; Valkey forked from 7.2.4 and has it
 
 
 class DataDirHeld(TradeopsError):
@@ -48,10 +59,51 @@ def server_binary() -> str:
     return str(path)
 
 
+@lru_cache(maxsize=4)
+def server_version(binary: str) -> tuple[int, ...]:
+    """`redis-server --version` ("Redis server v=7.2.4 ...", "Valkey server v=9.1.2 ...") as a
+    tuple, (0,) when it cannot be read."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return (0,)
+    m = re.search(r"v=(\d+(?:\.\d+)*)", out)
+    return tuple(int(x) for x in m.group(1).split(".")) if m else (0,)
+
+
+def has_waitaof(binary: str) -> bool:
+    return server_version(binary) >= WAITAOF_SINCE
+
+
+def appendfsync_policy(binary: str) -> str:
+    """`everysec` where WAITAOF lets a write wait for its own fsync, else `always`."""
+    return "everysec" if has_waitaof(binary) else "always"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port` (SO_REUSEADDR as redis-server binds: the connections a
+    killed server leaves in TIME_WAIT do not hold the port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def recorded_port(data_dir: Path) -> int | None:
+    """The port the data dir's server last listened on, if any."""
+    try:
+        return int((locations.redis_dir(data_dir) / PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -70,14 +122,21 @@ def _alive(pid: int) -> bool:
 
 
 def _pings(url: str, timeout: float = 0.5) -> bool:
+    return _probe(url, timeout) == "ok"
+
+
+def _probe(url: str, timeout: float = 0.5) -> str:
+    """"ok" (PING answered), "loading" (the server is reading its AOF) or "" (no answer)."""
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
-            return bool(client.ping())
+            return "ok" if client.ping() else ""
         finally:
             client.close()
+    except redis.BusyLoadingError:
+        return "loading"
     except (redis.RedisError, OSError):
-        return False
+        return ""
 
 
 @dataclass
@@ -129,7 +188,9 @@ def _clear(d: Path) -> None:
 class EmbeddedRedis:
     """Start/stop a private redis-server for one data dir.
 
-    `detach=True` puts it in its own session so it outlives this process (`tradeops redis up`).
+    `port`: this port or fail; by default the port recorded in the data dir when it is free,
+    else a free one. `detach=True` puts it in its own session so it outlives this process
+    (`tradeops redis up`).
     """
 
     def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False):
@@ -155,8 +216,12 @@ class EmbeddedRedis:
             _clear(self.dir)  # a dead leftover
         binary = server_binary()
         last_error = ""
+        again = recorded_port(self.data_dir)
+        if again is not None and not port_is_free(again):
+            again = None
         for _ in range(3):
-            port = self.port or free_port()
+            port = self.port or again or free_port()
+            again = None
             url = f"redis://127.0.0.1:{port}/0"
             log = open(self.dir / LOG_FILE, "ab")
             cmd = [
@@ -165,7 +230,7 @@ class EmbeddedRedis:
                 "--port", str(port),
                 "--dir", str(self.dir),
                 "--appendonly", "yes",
-                "--appendfsync", "everysec",
+                "--appendfsync", appendfsync_policy(binary),
                 "--save", "",
                 "--daemonize", "no",
                 "--protected-mode", "yes",
@@ -187,10 +252,14 @@ class EmbeddedRedis:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if _pings(url, timeout=0.2):
+                state = _probe(url, timeout=0.2)
+                if state == "loading":  # a big AOF: wait as long as it is read
+                    deadline = time.monotonic() + timeout
+                elif state == "ok":
                     self.url = url
                     (self.dir / URL_FILE).write_text(url + "\n")
                     (self.dir / PID_FILE).write_text(f"{self.proc.pid}\n")
+                    (self.dir / PORT_FILE).write_text(f"{port}\n")
                     return url
                 time.sleep(0.02)
             else:

@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import hiredis
+from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 Arg = str | bytes | int | float
 
@@ -116,10 +116,11 @@ class FastRedis:
         return self._send(args)
 
     async def call(self, *args: Arg) -> Any:
-        """Send one command and return its raw reply; an error reply raises ResponseError."""
+        """Send one command and return its raw reply; an error reply raises ResponseError (a server
+        still loading its data raises BusyLoadingError, a ConnectionError, as redis-py does)."""
         reply = await self._send(args)
         if isinstance(reply, ResponseError):
-            raise reply
+            raise _error(reply)
         return reply
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]], *, raise_on_error: bool = True) -> list[Any]:
@@ -138,7 +139,7 @@ class FastRedis:
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, ResponseError):
-                    raise reply
+                    raise _error(reply)
         return replies
 
     @property
@@ -149,6 +150,11 @@ class FastRedis:
         t = self._p.transport
         if t is not None and not t.is_closing():
             t.close()
+
+
+def _error(reply: ResponseError) -> Exception:
+    """A restarted server answers LOADING while it reads its AOF: a wait, like a lost connection."""
+    return BusyLoadingError(str(reply)) if str(reply).startswith("LOADING") else reply
 
 
 def stream_entries(reply: Any) -> list[tuple[bytes, bytes, dict[bytes, bytes]]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.bus import codec, streams
+from backend.bus.durable import wait_durable
 from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
 from backend.messages import MigrationEvent
@@ -115,11 +116,13 @@ def check(r: Any, service: str, action: str, reason: str, *,
 
 def move(r: Any, service: str, action: str, operator: str, reason: str, *, gates_file: Path | None = None,
          **detail: Any) -> MigrationEvent:
-    """Check the rules and record the move as an event on ops.migration."""
+    """Check the rules and record the move as an event on ops.migration; return once it is on disk
+    (`backend.bus.durable`), so a move the operator was told is recorded survives a Redis crash."""
     st, to = check(r, service, action, reason, gates_file=gates_file)
     ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
                         reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
     publish_sync(r, streams.OPS_MIGRATION, ev)
+    wait_durable(r)
     return ev
 
 

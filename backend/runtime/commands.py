@@ -45,7 +45,7 @@ def exchange_command(data_dir: Path | str, rate: float, *, news_every: float | N
 
 
 def supervisor_command(data_dir: Path | str, redis_url: str, rate: float, runtime: str, *,
-                       network: str | None = None, image: str | None = None,
+                       network: str | None = None, image: str | None = None, keep_redis: bool = False,
                        python: str | None = None) -> list[str]:
     """Run the supervisor of `runtime` in the foreground until SIGTERM (what `tradeops up` starts)."""
     cmd = [python or sys.executable, "-m", SUPERVISOR_MODULE, "--data-dir", str(data_dir), "--redis-url", redis_url,
@@ -54,4 +54,6 @@ def supervisor_command(data_dir: Path | str, redis_url: str, rate: float, runtim
         cmd += ["--network", network]
     if image is not None:
         cmd += ["--image", image]
+    if keep_redis:  # the supervisor also keeps the embedded Redis up (same port, same data dir)
+        cmd.append("--keep-redis")
     return cmd

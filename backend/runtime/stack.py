@@ -1,6 +1,7 @@
 """The whole stack for `tradeops up` / `down` / `ps` / `demo`: the embedded Redis (unless a Redis
 URL is configured), the local exchange and every built service, under a supervisor of the chosen
-runtime: `process` (default) or `docker` (`backend.runtime.docker`)."""
+runtime: `process` (default) or `docker` (`backend.runtime.docker`). Redis is started first; the
+supervisor then keeps the embedded one running too (`backend.runtime.redis_watch`)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,11 @@ class Stack:
         self.image = image_spec(client, self.image).ref
         client.close()
 
+    @property
+    def keeps_redis(self) -> bool:
+        """The stack runs on the data dir's embedded Redis, which its supervisor keeps running."""
+        return not self.settings.redis_url
+
     def _redis(self) -> str:
         if self.settings.redis_url:
             return self.settings.redis_url
@@ -94,13 +100,15 @@ class Stack:
             docker = self.runtime == "docker"
             cmd = supervisor_command(self.data_dir, self.url, self.exchange_rate, self.runtime,
                                      network=self.network if docker else None,
-                                     image=str(self.image) if docker else None)
+                                     image=str(self.image) if docker else None,
+                                     keep_redis=self.keeps_redis)
             with open(log, "ab") as out:
                 self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                               start_new_session=True)
         else:
             self.supervisor = make_supervisor(self.runtime, self.url, self.data_dir, exchange_rate=self.exchange_rate,
-                                              network=self.network, image=self.image)
+                                              network=self.network, image=self.image, keep_redis=self.keeps_redis,
+                                              redis_server=self.redis_server)
             self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
             self._thread.start()
         self.wait_healthy(timeout)

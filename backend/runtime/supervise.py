@@ -8,6 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from backend import entry, logs
 from backend.bus import connection
@@ -18,15 +19,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=["process", "docker"], default="process")
     p.add_argument("--network", choices=["host", "lanes"], default="host")
     p.add_argument("--image", default=None)
+    p.add_argument("--keep-redis", action="store_true",
+                   help="also keep the data dir's embedded Redis running (restarted on its port when it dies)")
 
 
 def supervise(redis_url: str, data_dir: Path, rate: float, runtime: str = "process", *,
-              network: str = "host", image: str | None = None) -> None:
-    """Run the supervisor of `runtime` until SIGTERM (docker: in `network` mode, on `image`)."""
+              network: str = "host", image: str | None = None, keep_redis: bool = False) -> None:
+    """Run the supervisor of `runtime` until SIGTERM (docker: in `network` mode, on `image`);
+    `keep_redis`: also restart the data dir's embedded Redis when it dies."""
     from backend.runtime.stack import serve_supervisor
 
     logs.setup("INFO", service="supervisor")
-    options = {"network": network, "image": image} if runtime == "docker" else {}
+    options: dict[str, Any] = {"network": network, "image": image} if runtime == "docker" else {}
+    if keep_redis:
+        options["keep_redis"] = True
     serve_supervisor(redis_url, data_dir, rate, runtime, **options)
 
 
@@ -41,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = entry.settings_of(args)
         data_dir = settings.resolved_data_dir()
         supervise(connection.require_url(settings.redis_url, data_dir), data_dir, args.rate, args.runtime,
-                  network=args.network, image=args.image)
+                  network=args.network, image=args.image, keep_redis=args.keep_redis)
 
     return entry.run(body)
 

@@ -3,6 +3,11 @@ reads), the convergence on the migration state, restart with backoff, the superv
 shutdown. A runtime (process, docker) only says how one instance is launched, polled and stopped:
 it returns an `InstanceHandle` from `launch`.
 
+Given `keep_redis` (the stack's embedded Redis), the supervisor also keeps that server running
+(`backend.runtime.redis_watch`): restarted on the same port and data dir when it is gone, while the
+instances ride through (they reconnect, or exit and are restarted). Every instance is polled each
+round whether Redis answers or not, so an instance that exited is reaped and restarted at once.
+
 The local exchange is a stand-in for an outside venue, not one of the deployed services, so it is a
 host process under every runtime."""
 
@@ -26,6 +31,7 @@ from backend.fileio import write_text_atomic
 from backend.migration import inventory
 from backend.migration.state import board, desired_instances
 from backend.runtime.commands import exchange_command
+from backend.runtime.redis_watch import STABLE_S, RedisWatch
 from backend.runtime.spawn import stop_process
 
 log = logging.getLogger("tradeops.supervisor")
@@ -116,6 +122,8 @@ class Instance:
     log: str
     restarts: int = 0
     next_restart: float = 0.0
+    failures: int = 0
+    """Ends in a row that came before STABLE_S (the backoff grows with them; a longer run resets it)."""
 
     @property
     def pid(self) -> int | None:
@@ -146,7 +154,8 @@ class Supervisor:
     poll_every_s: ClassVar[float] = 0.25
 
     def __init__(self, redis_url: str, data_dir: Path, *, exchange_rate: float = 2000.0,
-                 with_exchange: bool = True, config: Path | None = None) -> None:
+                 with_exchange: bool = True, config: Path | None = None, keep_redis: bool = False,
+                 redis_server: Any = None) -> None:
         self.redis_url = redis_url
         self.data_dir = Path(data_dir)
         self.exchange_rate = exchange_rate
@@ -154,9 +163,11 @@ class Supervisor:
         self.config = config
         self.instances: dict[str, Instance] = {}
         self.services, self.missing = built_services()
-        self.r = redis.Redis.from_url(redis_url)
+        self.r = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        self.redis_watch = RedisWatch(self.data_dir, redis_server) if keep_redis else None
         self._stop = threading.Event()
         self._migration_len = -1
+        self._redis_away = False
         self.pid = os.getpid()
 
     # -- what a runtime provides ------------------------------------------------------------------
@@ -180,7 +191,7 @@ class Supervisor:
             handle, logf = self.launch(service, environment, instance)
         old = self.instances.get(instance)
         inst = Instance(service, environment, instance, handle, time.time(), logf,
-                        restarts=old.restarts + 1 if old else 0)
+                        restarts=old.restarts + 1 if old else 0, failures=old.failures if old else 0)
         self.instances[instance] = inst
         log.info("started %s (%s)", instance, inst.container or f"pid {inst.pid}")
         return inst
@@ -258,7 +269,8 @@ class Supervisor:
             if code is None:
                 continue
             if not inst.next_restart:
-                backoff = min(30.0, 0.5 * 2 ** inst.restarts)
+                inst.failures = 1 if time.time() - inst.started >= STABLE_S else inst.failures + 1
+                backoff = min(30.0, 0.5 * 2 ** (inst.failures - 1))
                 inst.next_restart = now + backoff
                 log.warning("%s exited with %s; restarting in %.1fs", inst.instance, code, backoff)
             elif now >= inst.next_restart:
@@ -282,23 +294,42 @@ class Supervisor:
     def run(self) -> None:
         self.reconcile()
         while not self._stop.wait(self.poll_every_s):
-            try:
-                n = self.r.xlen(streams.OPS_MIGRATION)
-                if n != self._migration_len:
-                    self._migration_len = n
-                    self.reconcile()
-                self.check_children()
-            except redis.RedisError as exc:
+            self.round()
+
+    def round(self) -> None:
+        """One supervision round: Redis (when it is ours to keep), the migration state, every
+        instance. The instances are polled even while Redis is away, so one that exited is reaped
+        and restarted, not left a zombie."""
+        if self.redis_watch is not None:
+            self.redis_watch.check()
+        try:
+            n = self.r.xlen(streams.OPS_MIGRATION)
+            if self._redis_away:
+                self._redis_away = False
+                log.warning("supervisor: redis answers again")
+            if n != self._migration_len:
+                self._migration_len = n
+                self.reconcile()
+        except redis.RedisError as exc:
+            if not self._redis_away:  # once an outage, not every round
+                self._redis_away = True
                 log.warning("supervisor: redis unavailable: %s", exc)
-            except TradeopsError as exc:  # a runtime that failed to start or poll: try again
-                log.warning("supervisor: %s", exc)
-                self._migration_len = -1
+        except TradeopsError as exc:  # a runtime that failed to start or poll: try again
+            log.warning("supervisor: %s", exc)
+            self._migration_len = -1
+        try:
+            self.check_children()
+        except TradeopsError as exc:
+            log.warning("supervisor: %s", exc)
+            self._migration_len = -1
 
     def stop(self) -> None:
         self._stop.set()
 
     def shutdown(self) -> None:
         self._stop.set()
+        if self.redis_watch is not None:
+            self.redis_watch.close()  # a restart in progress ends first: `down` stops what it started
         # every service at once (each drains: finishes its batch, acks), then the exchange
         services = [i for i in self.instances.values() if i.service != EXCHANGE]
         for inst in services:

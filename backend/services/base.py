@@ -10,6 +10,11 @@ instance id), the broadcast readers, a heartbeat every second into `ops.health`
 and the hash `health:<service>:<instance>` (with a TTL), structured logs, and a clean stop on
 SIGTERM/SIGINT: stop reading, finish the batch in hand, ack, final heartbeat, exit.
 
+Redis going away (a crash, a restart reading its AOF) is ridden through: the workers and the
+heartbeat retry with backoff, and a periodic task that finds Redis away skips that round. A task
+of the service's own (`run_extra`) that fails on it fails the service, which exits non-zero and is
+restarted by its supervisor.
+
 Every consumer takes over at once the pending entries of another instance of the same service
 whose heartbeat says it is gone (`backend.health.gone`); entries of a consumer that is alive but
 stuck are reclaimed after `claim_idle_ms` (15 s by default, `claim_idle_ms = N` in any
@@ -29,7 +34,9 @@ from typing import Any, ClassVar
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.bus import codec, streams
 from backend.bus.broadcast import Broadcast, Item
@@ -253,13 +260,23 @@ class Service:
                 await handler(items)
 
     async def _every_loop(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
+        away = False
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), seconds)
                 return
             except TimeoutError:
                 pass
-            await fn()
+            try:
+                await fn()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if not away:  # Redis away (restarting, reading its AOF): the next round tries again
+                    self.log.warning("%s: redis unavailable, retrying every %gs: %r", fn.__name__, seconds, exc)
+                away = True
+                continue
+            if away:
+                away = False
+                self.log.info("%s: redis back", fn.__name__)
 
     async def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():

@@ -13,6 +13,12 @@ made twice. The three consumers of one instance take turns (one lock), so they n
 other. Idempotent: a resubmitted client order id never makes a second order (a new order is
 committed only if no record of that id exists), a decision or report for an order that has moved
 on is ignored, and a fill is counted once per venue trade id.
+
+A batch of orders.new is on disk before anything more happens to its orders: after its commit the
+OMS waits, still holding the lock, for the AOF fsync (one WAITAOF acknowledges every order of the
+batch, `backend.bus.durable`), so no order is routed to the venue, and none reaches the final state
+that `order submit --wait` answers with, before a crash of Redis can no longer take its intake back
+(the batch's NEW and PENDING_RISK events are visible that one fsync earlier).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import msgspec
 
 from backend.bus import streams
 from backend.bus.broadcast import Item
+from backend.bus.durable import wait_durable_async
 from backend.bus.publish import xadd
 from backend.bus.scripts import Script
 from backend.latency import LatencyRecorder
@@ -161,6 +168,8 @@ class OmsService(Service):
                 fresh = True  # read every record of the batch again: some changed under us
             else:
                 raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+            if entries and stream == streams.ORDERS_NEW:
+                await wait_durable_async(self.fast)  # the intake on disk: one fsync for the batch
         self.intake += b.intake
         self.duplicates += b.duplicates
         self.illegal += b.illegal

@@ -67,6 +67,14 @@ def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_down(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.runtime.supervisor import read_table
+
+    table = read_table(ctx.data_dir) or {}
+    sup = table.get("supervisor_pid")
+    info = embedded.read_info(ctx.data_dir)
+    if sup and embedded._alive(sup) and info is not None and table.get("redis_url") == info.url:
+        raise TradeopsError(f"a stack is up on this Redis (supervisor pid {sup}), which would start it again; "
+                            "`tradeops down` stops the stack and its Redis")
     info = embedded.stop_data_dir(ctx.data_dir)
     if info is None:
         print(f"redis: none running for data dir {ctx.data_dir}")

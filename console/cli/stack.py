@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p = command(sub, "supervise", "run the supervisor in the foreground (what `up` starts)")
     _runtime_options(p)
     p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--keep-redis", action="store_true",
+                   help="also keep the data dir's embedded Redis running (restarted on its port when it dies)")
     p.set_defaults(func=cmd_supervise)
 
 
@@ -100,5 +102,6 @@ def cmd_compose(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
     from backend.runtime.supervise import supervise
 
-    supervise(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, network=args.network, image=args.image)
+    supervise(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, network=args.network, image=args.image,
+              keep_redis=args.keep_redis)
     return 0

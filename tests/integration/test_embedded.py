@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 import pytest
 import redis
@@ -78,3 +79,37 @@ def test_local_processes_get_the_unix_socket(tmp_path) -> None:
         assert embedded.local_url(other, tmp_path) == other  # not ours: unchanged
     assert not (tmp_path / "redis" / "redis.sock").exists()
     assert embedded.local_url(s.url, tmp_path) == s.url  # stopped: no socket to offer
+
+
+def test_a_restart_comes_back_on_the_recorded_port(tmp_path) -> None:
+    first = EmbeddedRedis(tmp_path, detach=True)
+    url = first.start()
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.proc.wait()
+    with EmbeddedRedis(tmp_path) as second:  # after a crash: the same URL and socket for every client
+        assert second.url == url
+    with EmbeddedRedis(tmp_path) as third:  # after a clean stop too
+        assert third.url == url
+
+
+def test_a_recorded_port_someone_else_took_gives_a_free_one(tmp_path) -> None:
+    with EmbeddedRedis(tmp_path) as first:
+        url = first.url
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", embedded.recorded_port(tmp_path)))
+        other.listen()
+        with EmbeddedRedis(tmp_path) as second:
+            assert second.url and second.url != url and redis.Redis.from_url(second.url).ping()
+
+
+@pytest.mark.parametrize(("banner", "policy"), [
+    ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64", "always"),  # no WAITAOF
+    ("Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64", "everysec"),
+    ("Valkey server v=9.1.2 sha=00000000:1 malloc=libc bits=64", "everysec"),
+    ("something else", "always"),
+])
+def test_appendfsync_follows_waitaof_support(tmp_path, banner: str, policy: str) -> None:
+    binary = tmp_path / "redis-server"
+    binary.write_text(f"#!/bin/sh\necho '{banner}'\n")
+    binary.chmod(0o755)
+    assert embedded.appendfsync_policy(str(binary)) == policy
