@@ -21,7 +21,7 @@ from backend.bus.fastconn import FastRedis
 from backend.messages import ControlCommand, GateEvent, Order, OrderEvent
 from backend.migration.state import board, move
 from backend.services.oms import read_order
-from console.cli.risk import KILL_KEY, set_kill_switch
+from backend.trading.killswitch import KILL_KEY, set_kill_switch
 from gates import audit
 from tests.conftest import wait_for
 
