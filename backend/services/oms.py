@@ -48,6 +48,7 @@ from backend.messages import (
     RiskRequest,
 )
 from backend.services.base import Service
+from backend.trading.killswitch import COMMAND, KILL_KEY
 from backend.trading.orders import RECORD_KEY, IllegalTransition, OrderRecord, invalid
 
 KEY = RECORD_KEY
@@ -366,9 +367,10 @@ class OmsService(Service):
         await self._transact(coids, apply, streams.ORDERS_NEW, [])
 
     async def on_control(self, items: list[Item]) -> None:
-        """The kill switch: when it goes on, cancel every working order."""
+        """The kill switch: when it goes on, cancel every working order. The toggle on ops.control
+        is the cue; the key is the truth (a toggle whose key says off cancels nothing)."""
         for _, _, cmd in items:
-            if cmd.command == "kill_switch" and cmd.args.get("on"):
+            if cmd.command == COMMAND and cmd.args.get("on") and await self.r.get(KILL_KEY) == b"1":
                 await self.cancel_all(f"kill switch on ({cmd.operator}: {cmd.reason})")
 
     async def cancel_all(self, reason: str) -> int:

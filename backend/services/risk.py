@@ -16,11 +16,18 @@ from backend.bus import codec, streams
 from backend.bus.broadcast import Item
 from backend.bus.publish import xadd
 from backend.marketdata import ticks as tickcols
-from backend.messages import ControlCommand, ExecReport, Instrument, RiskDecision, RiskRequest, TickBatch
+from backend.messages import (
+    ControlCommand,
+    ExecReport,
+    Instrument,
+    RiskDecision,
+    RiskRequest,
+    TickBatch,
+)
 from backend.services.base import Service
+from backend.trading.killswitch import COMMAND, KILL_KEY
 from backend.trading.risk_rules import RiskConfig, RiskEngine
 
-KILL_KEY = "risk:kill_switch"
 _ticks = msgspec.msgpack.Decoder(TickBatch)
 
 
@@ -30,7 +37,8 @@ class RiskService(Service):
 
     async def setup(self) -> None:
         self.engine = RiskEngine(self.cfg)
-        self.engine.kill_switch = (await self.r.get(KILL_KEY)) == b"1"
+        await self.sync_kill_switch()
+        self.every(1.0, self.sync_kill_switch)
         self.checked = 0
         self.check_us = self.recorder("check")
         self.worker = self.consume(streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512,
@@ -74,7 +82,15 @@ class RiskService(Service):
                 self.engine.book.on_report(msg)
             elif stream == streams.REFDATA_EVENTS:
                 self.engine.book.on_instrument(msg)
-            elif msg.target in ("risk", "*") and msg.command == "kill_switch":
-                self.engine.kill_switch = bool(msg.args.get("on"))
-                self.log.warning("kill switch %s", "ON" if self.engine.kill_switch else "off",
-                                 extra={"operator": msg.operator, "reason": msg.reason})
+            elif msg.target in ("risk", "*") and msg.command == COMMAND:
+                # the toggle is the cue, the key is the truth (a toggle on ops.control alone
+                # changes nothing: `tradeops risk kill status` and the engine read the same key)
+                await self.sync_kill_switch(msg)
+
+    async def sync_kill_switch(self, cue: ControlCommand | None = None) -> None:
+        """Take the kill switch's state from its key (backend.trading.killswitch), the one truth."""
+        on = (await self.r.get(KILL_KEY)) == b"1"
+        if on != self.engine.kill_switch:
+            self.engine.kill_switch = on
+            who = {"operator": cue.operator, "reason": cue.reason} if cue is not None else {}
+            self.log.warning("kill switch %s", "ON" if on else "off", extra=who)

@@ -16,7 +16,15 @@ from backend.marketdata import ticks as tickcols
 from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent
 from backend.migration import inventory
 from backend.migration.state import board
-from console.data.snapshot import BarRow, GateRow, HealthRow, MarketRow, OrderRow, Snapshot
+from backend.trading.killswitch import kill_switch_on
+from console.data.snapshot import (
+    BarRow,
+    GateRow,
+    HealthRow,
+    MarketRow,
+    OrderRow,
+    Snapshot,
+)
 
 RISK_SLA_MS = 1.5
 LAST_BATCHES = 8  # newest md.ticks entries read per poll for last prices
@@ -175,7 +183,7 @@ class LiveSource:
         if risk:
             snap.denials = dict(risk.extra.get("denials", {}))
         snap.risk_series = list(self.risk_series)
-        snap.kill_switch = self.r.get("risk:kill_switch") == b"1"
+        snap.kill_switch = kill_switch_on(self.r)
 
     def _migration(self, snap: Snapshot) -> None:
         states = board(self.r)

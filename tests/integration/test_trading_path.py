@@ -12,8 +12,9 @@ import redis
 from backend.bench.harness import BenchStack
 from backend.bench.risk import seed_prices
 from backend.bus import codec, streams
-from backend.messages import FINAL_STATES, CancelRequest, Order, OrderEvent
+from backend.messages import FINAL_STATES, CancelRequest, ControlCommand, Heartbeat, Order, OrderEvent
 from backend.services.oms import read_order
+from backend.trading.killswitch import kill_switch_status, set_kill_switch
 from tests.conftest import TRADEOPS, wait_for
 
 
@@ -95,6 +96,34 @@ def test_kill_switch_blocks_cancels_and_is_audited(stack: BenchStack, r: redis.R
     assert final(r, "after").state == "FILLED"
     status = subprocess.run(TRADEOPS + ["risk", "kill", "status"], capture_output=True, text=True, env=env)
     assert "kill switch: off" in status.stdout and "runaway algo" in status.stdout and "alice" in status.stdout
+
+
+@pytest.mark.timeout(90)
+def test_a_toggle_on_ops_control_alone_changes_nothing(stack: BenchStack, r: redis.Redis) -> None:
+    """The kill switch's key is its one truth: a toggle written on ops.control without the key (a
+    forged or half-written one) neither turns it off in the risk engine nor cancels orders."""
+    set_kill_switch(r, True, "alice", "runaway algo")
+    wait_for(lambda: risk_kill_switch(r) is True, 15)
+    submit(r, "resting-2", type="limit", limit_price=64000.0)  # denied: the switch is on
+    wait_for(lambda: final(r, "resting-2"), 15)
+    forged = ControlCommand(target="risk", command="kill_switch", args={"on": False}, operator="mallory",
+                            reason="forged", ts_ns=time.time_ns())
+    r.xadd(streams.OPS_CONTROL, codec.fields(forged))
+    submit(r, "after-forged")
+    wait_for(lambda: final(r, "after-forged"), 15)
+    assert final(r, "after-forged").state == "DENIED" and final(r, "after-forged").reason.startswith("kill_switch:")
+    assert risk_kill_switch(r) is True and kill_switch_status(r).on is True
+    set_kill_switch(r, False, "alice", "fixed")
+    wait_for(lambda: risk_kill_switch(r) is False, 15)
+
+
+def risk_kill_switch(r: redis.Redis) -> bool | None:
+    """What the risk engine's own heartbeat says of the kill switch."""
+    for key in r.scan_iter(match="health:risk:*"):
+        raw = r.hget(key, codec.FIELD_STR)
+        if raw:
+            return bool(codec.decode(raw, Heartbeat).extra.get("kill_switch"))
+    return None
 
 
 @pytest.mark.timeout(120)
