@@ -6,7 +6,7 @@ typed decoders are cached per type for the hot paths.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -23,7 +23,7 @@ def encode(msg: Any) -> bytes:
     return _encoder.encode(msg)
 
 
-@lru_cache(maxsize=None)
+@cache
 def decoder(type_: Any) -> msgspec.msgpack.Decoder:
     return msgspec.msgpack.Decoder(type_)
 

@@ -39,7 +39,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.bus import codec, deadletter, streams
-from backend.bus.fastconn import FastRedis, entries as fast_entries
+from backend.bus.fastconn import FastRedis
+from backend.bus.fastconn import entries as fast_entries
 
 log = logging.getLogger("tradeops.worker")
 

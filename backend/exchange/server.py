@@ -82,7 +82,7 @@ class Exchange:
         if self.data_dir is not None:
             (self.data_dir / INFO_FILE).unlink(missing_ok=True)
 
-    async def __aenter__(self) -> "Exchange":
+    async def __aenter__(self) -> Exchange:
         await self.start()
         return self
 

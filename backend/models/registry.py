@@ -19,7 +19,7 @@ import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.publish import queue
-from backend.messages import ModelEvent, ModelRegister, ModelStage
+from backend.messages import ModelEvent, ModelRegister
 from backend.models.linear import LinearModel
 
 NAMES = "models:names"

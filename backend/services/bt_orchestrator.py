@@ -29,7 +29,6 @@ from backend.models import sources
 from backend.services.base import Service
 
 
-
 class BtOrchestratorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     source: Literal["auto", "ticks", "bars"] = "auto"
     """'ticks' (stored ticks), 'bars' (md.bars.1s) or 'auto' (ticks, else bars)."""

@@ -28,7 +28,6 @@ from backend.models.dataset import LABEL, label_rows
 from backend.services.base import Service
 
 
-
 def job_key(job_id: str) -> str:
     return f"training:job:{job_id}"
 

@@ -18,7 +18,6 @@ from backend.models import registry as reg
 from backend.services.base import Service
 
 
-
 class ModelopsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     auto_promote_min_ic: float | None = None
     """Promote a new version straight to production when its held-out IC is at least this

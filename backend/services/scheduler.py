@@ -38,7 +38,6 @@ from backend.scheduling.records import last_runs, run_key, schedule  # re-export
 from backend.services.base import Service
 
 
-
 class Job(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     kind: str | None = None

@@ -23,7 +23,7 @@ class AuditScreen(BaseScreen):
 
     def render_snapshot(self, snap: Snapshot) -> None:
         ok = snap.audit_verdict.startswith("chain OK")
-        self.set_text("#verdict", 
+        self.set_text("#verdict",
             f"[{'green' if ok else 'red'}]{snap.audit_verdict or 'not verified'}[/]")
         t = self.query_one("#log", DataTable)
         rows = [r for r in snap.audit if self.matches(*r)]

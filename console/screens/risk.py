@@ -38,13 +38,13 @@ class RiskScreen(BaseScreen):
             if v is None:
                 return f"{k} —"
             return f"{k} [{'red' if v > SLA_MS else 'green'}]{v:.3f} ms[/]"
-        self.set_text("#pcts", 
+        self.set_text("#pcts",
             f"[b]Risk round trip[/b] (OMS -> risk -> OMS)   {fmt('p50')}   {fmt('p90')}   {fmt('p99')}   SLA {SLA_MS} ms")
         self.query_one("#series", SlaSparkline).set_values(snap.risk_series)
         self.query_one("#hist", LatencyHistogram).set_buckets(snap.risk_hist)
         d = "\n".join(f"{k}: {v}" for k, v in sorted(snap.denials.items(), key=lambda kv: -kv[1])) or "none"
         self.set_text("#denials", f"[b]Denials by rule[/b]\n{d}")
-        self.set_text("#kill", 
+        self.set_text("#kill",
             "[b]Kill switch:[/b] " + ("[reverse red] ON [/] new orders blocked" if snap.kill_switch else "off")
             + "   (k: toggle, typed confirmation)")
 

@@ -33,10 +33,10 @@ from backend.exchange.feed import FeedConfig
 from backend.exchange.rest import API_KEY
 from backend.exchange.server import Exchange, read_info
 from backend.exchange.wire import history_decoder
-from backend.runtime.commands import exchange_command
 from backend.marketdata import backfill
 from backend.marketdata.backfill import Gap
 from backend.messages import Alert, Heartbeat
+from backend.runtime.commands import exchange_command
 from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
 from tests.conftest import await_for, wait_for
 

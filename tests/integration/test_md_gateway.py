@@ -15,7 +15,7 @@ from backend.bus.embedded import free_port
 from backend.exchange.feed import FeedConfig
 from backend.exchange.server import Exchange
 from backend.marketdata import raw
-from backend.messages import AltItem, Heartbeat, RawTickBatch
+from backend.messages import AltItem, RawTickBatch
 from backend.services.gateway import GatewayService
 from tests.conftest import await_for
 

@@ -15,8 +15,17 @@ from backend.errors import TradeopsError
 from console.actions import ConsoleActions, LiveActions, ReplayActions
 from console.app import TradeopsApp
 from console.data.replay import ReplaySource
-from console.messages import (ActionRequest, RequestGateApprove, RequestGateAttest, RequestGateDecide, RequestGateRun,
-                              RequestKillSwitch, RequestMigrate, RequestOrderCancel, RequestOrderSubmit)
+from console.messages import (
+    ActionRequest,
+    RequestGateApprove,
+    RequestGateAttest,
+    RequestGateDecide,
+    RequestGateRun,
+    RequestKillSwitch,
+    RequestMigrate,
+    RequestOrderCancel,
+    RequestOrderSubmit,
+)
 from console.screens.base import asks_change
 
 SIZE = (150, 45)
