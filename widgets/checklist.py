@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from textual.widgets import DataTable
 
@@ -16,7 +17,7 @@ class Checklist(DataTable):
     Checklist { height: 1fr; }
     """
 
-    def __init__(self, **kw) -> None:  # noqa: ANN003
+    def __init__(self, **kw: Any) -> None:
         super().__init__(cursor_type="row", **kw)
         self._cells: dict[str, tuple[str, ...]] = {}
 

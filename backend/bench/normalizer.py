@@ -71,7 +71,7 @@ def _preload(stack: BenchStack, payloads: list[bytes]) -> None:
         pipe.execute()
 
 
-def _wait_drained(stack: BenchStack, group: str, timeout: float, proc=None) -> None:  # noqa: ANN001
+def _wait_drained(stack: BenchStack, group: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     r = stack.r
     assert r is not None
     deadline = time.monotonic() + timeout

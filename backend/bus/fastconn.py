@@ -159,7 +159,7 @@ def stream_entries(reply: Any) -> list[tuple[bytes, bytes, dict[bytes, bytes]]]:
         for eid, flat in items:
             if flat is not None:
                 it = iter(flat)
-                out.append((stream, eid, dict(zip(it, it))))
+                out.append((stream, eid, dict(zip(it, it, strict=False))))
     return out
 
 

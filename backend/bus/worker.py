@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -154,10 +155,8 @@ class StreamWorker:
                     # retry with backoff instead of dying.
                     log.warning("redis unavailable on %s: %s; retrying in %.1fs", self.stream, exc, backoff)
                     await self._close_conn()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), backoff)
-                    except TimeoutError:
-                        pass
                     backoff = min(backoff * 2, 5.0)
                     self._retry_own = True
         finally:
@@ -337,10 +336,8 @@ class StreamWorker:
                 retry = True
         if retry:
             self._retry_own = True
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.retry_backoff_s)
-            except TimeoutError:
-                pass
 
     async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
         out: dict[bytes, int] = {}

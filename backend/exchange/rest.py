@@ -107,7 +107,8 @@ class OrderApi:
         p = self._auth(request)
         c = p.get("origClientOrderId", "")
         if c not in self.orders:
-            raise web.HTTPBadRequest(text='{"code":-2013,"msg":"Order does not exist."}', content_type="application/json")
+            raise web.HTTPBadRequest(text='{"code":-2013,"msg":"Order does not exist."}',
+                                     content_type="application/json")
         return web.json_response(self._body(c))
 
 

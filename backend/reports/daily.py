@@ -145,7 +145,8 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Daily report {rep['day']} (UTC)", ""]
     lines += ["## Market data (tick store)", ""]
     if rep["market"]:
-        lines += ["| symbol | ticks | open | high | low | close | volume | first | last |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| symbol | ticks | open | high | low | close | volume | first | last |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {s} | {m['ticks']} | {m['open']:g} | {m['high']:g} | {m['low']:g} | {m['close']:g} | "
                   f"{m['volume']:g} | {m['first']} | {m['last']} |" for s, m in rep["market"].items()]
     else:
@@ -155,7 +156,8 @@ def markdown(rep: dict[str, Any]) -> str:
               f"{o['orders']} orders: " + (", ".join(f"{k} {v}" for k, v in o["states"].items()) or "none") + ".",
               f"{rep['fills']['fills']} fills."]
     if o["denied_or_rejected_by"]:
-        lines.append("Denied or rejected by: " + ", ".join(f"{k} ({v})" for k, v in o["denied_or_rejected_by"].items()) + ".")
+        lines.append("Denied or rejected by: "
+                     + ", ".join(f"{k} ({v})" for k, v in o["denied_or_rejected_by"].items()) + ".")
     if rep["fills"]["by_symbol"]:
         lines += ["", "| symbol | fills | bought | sold | notional |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {int(f['fills'])} | {f['bought']:g} | {f['sold']:g} | {f['notional']:,.2f} |"
@@ -176,7 +178,8 @@ def markdown(rep: dict[str, Any]) -> str:
                                                  if a["by_severity"] else "") + ".",
               "Dead letters added: " + (", ".join(f"{k} {v}" for k, v in rep["dead_letters"].items()) or "none") + "."]
     for j in rep["jobs"]:
-        lines.append(f"- job {j['job']} ({j['day']}): {j['outcome'] or 'started'}" + (f": {j['reason']}" if j["reason"] else ""))
+        lines.append(f"- job {j['job']} ({j['day']}): {j['outcome'] or 'started'}"
+                     + (f": {j['reason']}" if j["reason"] else ""))
     return "\n".join(lines) + "\n"
 
 

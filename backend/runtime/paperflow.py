@@ -65,7 +65,8 @@ class PaperFlow:
             sym = self.rng.choice(sorted(prices))
             px = prices[sym]
             tick, lot = self._steps().get(sym, (1e-6, 1e-6))
-            limit = on_step(px * self.rng.uniform(0.995, 1.005), tick, minimum=True) if self.rng.random() < 0.4 else None
+            limit = (on_step(px * self.rng.uniform(0.995, 1.005), tick, minimum=True)
+                     if self.rng.random() < 0.4 else None)
             qty = on_step(max(0.001, 1000 / px * self.rng.uniform(0.1, 1)), lot, minimum=True)
             self.n += 1
             publish_sync(self.r, streams.ORDERS_NEW, Order(

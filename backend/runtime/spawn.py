@@ -1,6 +1,6 @@
 """Start one service instance as its own OS process (`python -m backend.services NAME`, the
-command of backend.runtime.commands), wait for its heartbeat, stop it with SIGTERM (drain) or SIGKILL (crash). The supervisor, the benchmarks and
-the tests all start processes through here."""
+command of backend.runtime.commands), wait for its heartbeat, stop it with SIGTERM (drain) or
+SIGKILL (crash). The supervisor, the benchmarks and the tests all start processes through here."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def spawn_service(
     env: dict[str, str] | None = None,
     config: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start service `name` (`python -m backend.services NAME`) with its logs in `log_path` (default under data_dir/logs)."""
+    """Start service `name` (`python -m backend.services NAME`) with its logs in `log_path`
+    (default under data_dir/logs)."""
     instance = instance or f"{name}-{environment}"
     log_path = log_path or Path(data_dir) / "logs" / f"{instance}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ class BtOrchestratorService(Service):
                 continue
             await self.run_job(job)
 
-    async def prices(self, job: BacktestJob):  # noqa: ANN201 - a DataFrame
+    async def prices(self, job: BacktestJob) -> tuple[pd.DataFrame, str]:
         if self.cfg.source in ("ticks", "auto"):
             df = await asyncio.to_thread(sources.tick_prices, self.settings.resolved_data_dir(), job.symbols,
                                          job.start_ns or None, job.end_ns or None)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from backend.bus import deadletter, streams
@@ -140,7 +141,7 @@ class GatewayService(Service):
                 self.log.warning("%d feed client(s) did not close within 3s", len(pending))
             await self._finish_backfills()
 
-    async def _client(self, url: str, consume) -> None:  # noqa: ANN001
+    async def _client(self, url: str, consume: Callable[[ClientConnection], Awaitable[None]]) -> None:
         attempt = 0
         while not self.stopping:
             try:
@@ -162,7 +163,7 @@ class GatewayService(Service):
             attempt += 1
             await self.wait_stopped(delay * random.uniform(0.5, 1.5))
 
-    async def _on_trades(self, ws) -> None:  # noqa: ANN001
+    async def _on_trades(self, ws: ClientConnection) -> None:
         builder = RawBatchBuilder(self.instance)
         add, check_gap, record = builder.add, self._check_gap, self.delay.record_ns
         max_batch, held = self.cfg.max_batch, self.held
@@ -173,10 +174,7 @@ class GatewayService(Service):
                 msg = await ws.recv(decode=False)  # bytes: msgspec reads them without a str copy
                 recv_ns = time.time_ns()
                 try:
-                    if msg[:9] == b'{"stream"':
-                        ev = combined_decoder.decode(msg).data
-                    else:
-                        ev = trade_decoder.decode(msg)
+                    ev = combined_decoder.decode(msg).data if msg[:9] == b'{"stream"' else trade_decoder.decode(msg)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.decode_errors += 1
                     await self._dead_frame(streams.MD_TICKS_RAW, msg, f"undecodable trade message: {exc}")
@@ -355,7 +353,7 @@ class GatewayService(Service):
         info = exchange_server.read_info(Path(self.settings.resolved_data_dir()))
         return info.rest_url if info is not None else None
 
-    async def _on_news(self, ws) -> None:  # noqa: ANN001
+    async def _on_news(self, ws: ClientConnection) -> None:
         async for msg in ws:
             try:
                 n = news_decoder.decode(msg)

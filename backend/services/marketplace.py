@@ -10,8 +10,9 @@ subscription's quantity long, a sell signal as much short, a neutral one changes
 change sends an order, market, for the difference, on `orders.new` (oms -> risk -> live-gateway).
 The target and the order are written in one transaction (WATCH: instances in one group cannot
 both act on a sleeve); the order id is derived from the signal and the sleeve and marked sent
-(`market:sent:<id>`), so a redelivered signal never trades twice, even after its order was denied. A subscription trades signals published after it began, and none older than
-`max_signal_age_s` (a backlog after downtime is not traded at stale prices).
+(`market:sent:<id>`), so a redelivered signal never trades twice, even after its order was denied.
+A subscription trades signals published after it began, and none older than `max_signal_age_s` (a
+backlog after downtime is not traded at stale prices).
 
 Orders: the sleeve's orders are followed on `orders.events`; one that ends without filling all of
 it (risk denied it, the venue rejected it, it was canceled or expired) gives the unfilled part

@@ -157,7 +157,7 @@ class SchedulerService(Service):
         except JobInterrupted as exc:
             self.log.info("job %s %s left running for the next instance: %s", job.name, slot, exc)
             return {"state": "running", "reason": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - any failure is the run's outcome, not the service's
+        except Exception as exc:  # any failure is the run's outcome, not the service's
             self.log.exception("job %s %s failed", job.name, slot)
             outcome, reason, detail = "failed", f"{type(exc).__name__}: {exc}", {}
         rec = {"state": outcome, "reason": reason, "instance": self.instance, "trigger": trigger,
@@ -195,7 +195,8 @@ class SchedulerService(Service):
             except ValueError as exc:
                 self.worker.reject(eid, f"job {req.job}: {exc}")
                 continue
-            trigger = f"requested by {req.detail.get('operator') or 'an operator'}" + (f": {req.reason}" if req.reason else "")
+            trigger = (f"requested by {req.detail.get('operator') or 'an operator'}"
+                       + (f": {req.reason}" if req.reason else ""))
             slot = records.request_slot(eid.decode())
             if await self.claims.claim(job.name, slot, trigger):  # a redelivered request does not run twice
                 self.start(job, slot, day, trigger)

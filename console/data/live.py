@@ -138,7 +138,8 @@ class LiveSource:
                                          rate, self.volume[sym], list(self.prices[sym])))
         snap.total_tps = sum(m.ticks_per_s for m in snap.market)
         for bar in self.recent_bars:  # newest first, from the read above (no second read)
-            snap.bars.append(BarRow(bar.symbol, bar.interval, time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9)),
+            start = time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9))
+            snap.bars.append(BarRow(bar.symbol, bar.interval, start,
                                     bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades))
 
     def _orders(self, snap: Snapshot) -> None:
@@ -209,7 +210,8 @@ class LiveSource:
         # the migration log beside the gate log, in time order
         for _, f in self.r.xrevrange(streams.OPS_MIGRATION, count=200):
             m = codec.decode(codec.payload(f), MigrationEvent)
-            rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}", m.operator, m.reason))
+            rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}",
+                         m.operator, m.reason))
         # and the kill switch's toggles (audited on ops.control)
         for _, f in self.r.xrevrange(streams.OPS_CONTROL, count=200):
             c = codec.decode(codec.payload(f), ControlCommand)

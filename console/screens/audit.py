@@ -18,7 +18,8 @@ class AuditScreen(BaseScreen):
             yield DataTable(id="log", zebra_stripes=True, cursor_type="row")
 
     def on_mount(self) -> None:
-        self.query_one("#log", DataTable).add_columns("time", "gate / service", "kind", "what", "operator", "reason / note")
+        self.query_one("#log", DataTable).add_columns("time", "gate / service", "kind", "what", "operator",
+                                                      "reason / note")
         super().on_mount()
 
     def render_snapshot(self, snap: Snapshot) -> None:

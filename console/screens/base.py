@@ -5,11 +5,12 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from console.data.snapshot import Snapshot
@@ -25,7 +26,7 @@ ActionMethod = TypeVar("ActionMethod", bound=Callable[..., None])
 def changes(action: ActionMethod) -> ActionMethod:
     """Marks a screen's key action that asks for a change (it posts an ActionRequest): read-only
     mode hides and disables its key, by the app's one guard (TradeopsApp.refusal)."""
-    action.changes = True  # type: ignore[attr-defined]
+    action.changes = True  # type: ignore[attr-defined]  # a marker on the function object
     return action
 
 
@@ -42,8 +43,9 @@ class StatusBar(Static):
 class BaseScreen(Screen):
     TITLE = ""
     AUTO_FOCUS = None  # screens name their main widget; the hidden filter line never takes focus
-    BINDINGS = [Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")]
-    before_filter = None  # what had the focus when the filter line opened
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")]
+    before_filter: Widget | None = None  # what had the focus when the filter line opened
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only mode removes every key that asks for a change (and hides it)."""

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
@@ -16,7 +18,7 @@ from widgets.checklist import Checklist
 class GatesScreen(BaseScreen):
     TITLE = "gates"
     AUTO_FOCUS = "#gate-list"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "run_check", "Run check", id="gates.run"),
         Binding("R", "run_all", "Run all", id="gates.run_all"),
         Binding("t", "attest", "Attest", id="gates.attest"),

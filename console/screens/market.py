@@ -32,7 +32,8 @@ class MarketScreen(BaseScreen):
         q = self.query_one("#quotes", DataTable)
         for c in COLS:
             q.add_column(c, key=c)
-        self.query_one("#bars", DataTable).add_columns("start", "symbol", "open", "high", "low", "close", "volume", "trades")
+        self.query_one("#bars", DataTable).add_columns("start", "symbol", "open", "high", "low", "close", "volume",
+                                                       "trades")
         super().on_mount()
 
     def render_snapshot(self, snap: Snapshot) -> None:

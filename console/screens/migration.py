@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
+from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
@@ -20,7 +23,7 @@ MOVE = {"cut over": "cutover", "roll back": "rollback"}
 class MigrationScreen(BaseScreen):
     TITLE = "migration"
     AUTO_FOCUS = "#col-1"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "move('start')", "Start", id="migration.start"),
         Binding("c", "move('cutover')", "Cut over", id="migration.cutover"),
         Binding("r", "move('rollback')", "Roll back", id="migration.rollback"),
@@ -44,7 +47,7 @@ class MigrationScreen(BaseScreen):
             self.query_one(f"#col-{p}", PriorityColumn).set_cards(cards)
         self.show_deps()
 
-    def on_descendant_focus(self, event) -> None:  # noqa: ANN001
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         if isinstance(event.widget, PriorityColumn) and event.widget.id:
             self._column = f"#{event.widget.id}"
             self.show_deps()

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
@@ -16,7 +18,7 @@ from widgets.blotter import BlotterTable
 class OrdersScreen(BaseScreen):
     TITLE = "orders"
     AUTO_FOCUS = "#blotter"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_order", "New order", id="orders.new"),
         Binding("x", "cancel_order", "Cancel order", id="orders.cancel"),
     ]
