@@ -87,7 +87,7 @@ def test_data(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200 if self.path == "/status" else 404)
         self.end_headers()
 

@@ -82,7 +82,8 @@ async def test_exchange_serves_binance_historical_trades() -> None:
             recent = resp.json()
             assert len(recent) == 2 and recent[1]["id"] == recent[0]["id"] + 1
 
-            async def error(path: str, params: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, int]:
+            async def error(path: str, params: dict[str, Any],
+                            headers: dict[str, str] | None = None) -> tuple[int, int]:
                 resp = await http.get(f"{base}/{path}", params=params, headers=headers if headers is not None else key)
                 return resp.status_code, resp.json()["code"]
 
