@@ -38,14 +38,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import StreamIdT
 
-from backend.bus import codec, deadletter, streams
+from backend.bus import codec, deadletter, replies, streams
 from backend.bus.fastconn import FastRedis
 from backend.bus.fastconn import entries as fast_entries
+from backend.bus.replies import Entry
 
 log = logging.getLogger("tradeops.worker")
 
-Entry = tuple[bytes, dict[bytes, bytes]]
 Item = tuple[bytes, Any]  # (entry id, decoded message): what a handler gets with decode=T
 Handler = Callable[[list[Any]], Awaitable[None]]  # list[Entry], or list[Item] with decode=T
 
@@ -220,11 +221,11 @@ class StreamWorker:
             rows = await self.r.xpending_range(
                 self.stream, self.group, min="-", max="+", count=self.count, consumername=name
             )
-            ids = [row["message_id"] for row in rows]
+            ids: list[StreamIdT] = [row["message_id"] for row in rows]
             if not ids:
                 continue
             resp = await self.r.xclaim(self.stream, self.group, self.consumer, self.dead_claim_idle_ms, ids)
-            claimed = [(eid, f) for eid, f in resp if f is not None]
+            claimed = [(eid, f) for eid, f in replies.pending(resp) if f is not None]
             if claimed:
                 self.stats.reclaimed += len(claimed)
                 log.warning("took over %d entries of %s from %s, which is gone",
@@ -273,7 +274,7 @@ class StreamWorker:
                 self._rejected = []
                 try:
                     await self.handler([item])
-                except Exception as one_exc:  # noqa: BLE001
+                except Exception as one_exc:  # noqa: BLE001 - as above, one entry at a time
                     failures.append(((item[0], fields[item[0]]), one_exc))
                     continue
                 if self._rejected:
