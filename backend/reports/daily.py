@@ -16,18 +16,21 @@ import asyncio
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pandas as pd
 
 from backend.bus import codec, streams
 from backend.bus.history import xrange_between
+from backend.bus.replies import Entry
 from backend.fileio import write_text_atomic
 from backend.marketdata.store import read_ticks
 from backend.messages import Alert, ExecReport, JobRun, OrderEvent, Position, Signal
 
 DAY_NS = 86_400_000_000_000
+
+T = TypeVar("T")
 
 
 def reports_dir(data_dir: Path) -> Path:
@@ -45,9 +48,9 @@ def day_bounds(day: str) -> tuple[int, int]:
     return start.value, start.value + DAY_NS
 
 
-def _decoded(entries: list, typ: type) -> list:
+def _decoded(entries: list[Entry], typ: type[T]) -> list[T]:
     dec = msgspec.msgpack.Decoder(typ)
-    out = []
+    out: list[T] = []
     for _, f in entries:
         try:
             out.append(dec.decode(codec.payload(f)))
@@ -107,12 +110,12 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
 
     sigs: list[Signal] = _decoded(await xrange_between(r, streams.SIGNALS, start, end), Signal)
     models: dict[str, dict[str, Any]] = {}
-    for s in sigs:
-        m = models.setdefault(s.model, {"signals": 0, "buy": 0, "sell": 0, "versions": set()})
+    for sig in sigs:
+        m = models.setdefault(sig.model, {"signals": 0, "buy": 0, "sell": 0, "versions": set()})
         m["signals"] += 1
-        if s.side:
-            m[s.side] += 1
-        m["versions"].add(s.version)
+        if sig.side:
+            m[sig.side] += 1
+        m["versions"].add(sig.version)
     for m in models.values():
         m["versions"] = sorted(m["versions"])
 

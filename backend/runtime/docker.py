@@ -153,7 +153,7 @@ def container_config(service: str, environment: str, instance: str, *, stack: st
 class ContainerHandle:
     """One instance's container; its state is what the supervisor's last `refresh` saw."""
 
-    pid = None
+    pid: int | None = None
 
     def __init__(self, container: Any) -> None:
         self.c = container

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -78,7 +79,7 @@ def wait_healthy(
     raise TradeopsError(f"{name} ({instance}) not healthy within {timeout:.0f}s")
 
 
-def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 15.0, kill: bool = False) -> int:
+def stop_process(proc: subprocess.Popen[Any], *, timeout: float = 15.0, kill: bool = False) -> int:
     """SIGTERM (the service drains: finishes its batch, acks, exits) or SIGKILL; returns the code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)

@@ -20,6 +20,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from backend.bus import deadletter, streams
+from backend.bus import deadletter, replies, streams
 from backend.bus.publish import publish, xadd
 from backend.exchange import server as exchange_server
 from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
@@ -90,7 +91,8 @@ class GatewayService(Service):
         self.held: dict[str, list[Any]] = {}
         self.backfills: set[asyncio.Task[None]] = set()
         # the last trade id written per symbol (what md.ticks.raw holds), kept across restarts
-        self.stored = {k.decode(): int(v) for k, v in (await self.r.hgetall(backfill.LAST_ID_KEY)).items()}
+        stored = replies.fields(await self.r.hgetall(backfill.LAST_ID_KEY))
+        self.stored = {k.decode(): int(v) for k, v in stored.items()}
         self.last_id.update(self.stored)
         self.http = httpx.AsyncClient(timeout=self.cfg.rest_timeout_s)
 
@@ -129,14 +131,15 @@ class GatewayService(Service):
         try:
             done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                if t is not stop and t.exception() is not None:
-                    raise t.exception()  # e.g. Redis refused our writes: fail, be restarted
+                exc = t.exception() if t is not stop else None
+                if exc is not None:
+                    raise exc  # e.g. Redis refused our writes: fail, be restarted
         finally:
             stop.cancel()
             for t in tasks:
                 t.cancel()
             # bounded: a websocket close handshake must not hold up the drain
-            done, pending = await asyncio.wait(tasks, timeout=3) if tasks else (set(), set())
+            _, pending = await asyncio.wait(tasks, timeout=3) if tasks else (set(), set())
             if pending:
                 self.log.warning("%d feed client(s) did not close within 3s", len(pending))
             await self._finish_backfills()
@@ -222,7 +225,7 @@ class GatewayService(Service):
             self.log.error("writing raw ticks failed: %s", exc)
             return
         self.writes.add(fut)
-        fut.add_done_callback(lambda f, n=batch.n: self._written(f, n))
+        fut.add_done_callback(partial(self._written, n=batch.n))
 
     def _written(self, fut: asyncio.Future[Any], n: int) -> None:
         self.writes.discard(fut)
@@ -233,7 +236,7 @@ class GatewayService(Service):
         if exc is None and not isinstance(reply, Exception):
             self.published += n
         elif self.write_error is None:
-            self.write_error = exc or reply  # type: ignore[assignment]
+            self.write_error = exc or reply
             self.log.error("writing raw ticks failed: %s", self.write_error)
 
     async def _drain_writes(self) -> None:

@@ -26,7 +26,7 @@ import time
 import msgspec
 from redis.exceptions import WatchError
 
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.bus.broadcast import Item
 from backend.bus.publish import queue
 from backend.catalog import store
@@ -89,7 +89,7 @@ class MarketplaceService(Service):
                 self.counts["stale"] += 1
                 continue
             for item_id in await self.r.smembers(store.k_by_model(sig.model)):
-                for raw in await self.r.hvals(store.k_subs(item_id.decode())):
+                for raw in await self.r.hvals(store.k_subs(replies.text(item_id))):
                     sub = msgspec.json.decode(raw, type=store.Subscription)
                     if published_ms * 1_000_000 < sub.since_ns:
                         self.counts["before_subscription"] += 1
@@ -152,7 +152,7 @@ class MarketplaceService(Service):
         data = await self.r.hget(reg.k_versions(ev.name), str(ev.version))
         if data is None:
             return
-        rec = reg.decode_record(data)
+        rec = reg.decode_record(replies.blob(data))
         item = store.CatalogItem(
             id=f"model:{rec.name}", kind="model", name=rec.name, owner=rec.trained_by or "unknown",
             description=f"{rec.kind} on {', '.join(rec.features)}", signals=rec.name,

@@ -11,9 +11,9 @@ import math
 
 import msgspec
 
-from backend.messages import FINAL_STATES, Order, OrderEvent
+from backend.messages import FINAL_STATES, Order, OrderEvent, OrderState
 
-TRANSITIONS: dict[str, frozenset[str]] = {
+TRANSITIONS: dict[str, frozenset[OrderState]] = {
     "NEW": frozenset({"PENDING_RISK", "REJECTED"}),
     "PENDING_RISK": frozenset({"DENIED", "ROUTED", "CANCELED"}),
     "ROUTED": frozenset({"ACCEPTED", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"}),
@@ -30,7 +30,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     """What the OMS keeps per order, in Redis (`oms:order:<client order id>`)."""
 
     order: Order
-    state: str = "NEW"
+    state: OrderState = "NEW"
     filled: float = 0.0
     notional: float = 0.0
     trade_ids: list[str] = []
@@ -52,7 +52,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     def avg_price(self) -> float:
         return self.notional / self.filled if self.filled else 0.0
 
-    def move(self, to: str, now_ns: int, reason: str = "") -> OrderEvent:
+    def move(self, to: OrderState, now_ns: int, reason: str = "") -> OrderEvent:
         allowed = TRANSITIONS.get(self.state, frozenset())
         if to not in allowed:
             raise IllegalTransition(f"{self.order.client_order_id}: {self.state} -> {to} is not allowed")
@@ -65,7 +65,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
         o = self.order
         return OrderEvent(client_order_id=o.client_order_id, account=o.account, symbol=o.symbol,
                           side=o.side, quantity=o.quantity, limit_price=o.limit_price,
-                          state=to, prev_state=prev, filled_qty=self.filled,  # type: ignore[arg-type]
+                          state=to, prev_state=prev, filled_qty=self.filled,
                           avg_price=self.avg_price, reason=reason, ts_ns=now_ns, seq=self.seq)
 
 

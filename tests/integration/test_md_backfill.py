@@ -180,7 +180,7 @@ def start_exchange(data_dir: Path, *, rate: float, symbols: list[str], history: 
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = proc.stdout.readline() if proc.stdout else ""
     if not first.startswith("exchange up"):
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         pytest.fail(f"the exchange did not start: {first!r}")
     return proc
 
@@ -269,7 +269,7 @@ class Pipeline:
 
     def close(self) -> None:
         if self.exchange is not None:
-            stop_process(self.exchange, kill=True)  # type: ignore[arg-type]
+            stop_process(self.exchange, kill=True)
         for p in self.procs:
             stop_process(p)
         self.r.close()
