@@ -141,7 +141,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
             yield Label("Keys (remap any by its id in the config file, table \\[keymap])", id="dialog-title")
-            table = DataTable(id="help-table", cursor_type="row")
+            table: DataTable[str] = DataTable(id="help-table", cursor_type="row")
             yield table
 
     def on_mount(self) -> None:

@@ -31,7 +31,7 @@ class BlotterTable(DataTable):
     def selected_key(self) -> str | None:
         if not self.row_count:
             return None
-        return self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
+        return self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
 
     def set_rows(self, rows: Sequence[tuple[str, Sequence[str]]]) -> None:
         """(key, cells) newest first: exactly these rows are shown. Existing rows update in place,

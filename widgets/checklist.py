@@ -28,7 +28,7 @@ class Checklist(DataTable):
     def set_checks(self, checks: Sequence[tuple[str, str, bool, str, str]]) -> None:
         """(id, kind, required, outcome, evidence) per check."""
         keep = {c[0] for c in checks}
-        for key in [k.value for k in self.rows if k.value not in keep]:
+        for key in [k.value for k in self.rows if k.value is not None and k.value not in keep]:
             self.remove_row(key)
             self._cells.pop(key, None)
         for cid, kind, req, outcome, ev in checks:

@@ -85,7 +85,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
     gates = _gates(ctx)
     states = decisions.states(ctx.redis, gates)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g in gates.values():
         st = states[g.id]
         rows.append({"id": g.id, "title": g.title, "state": st.status, "decision": st.decision,

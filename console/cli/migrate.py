@@ -35,7 +35,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
     states = board(ctx.redis)
     gates = ctx.settings.gates_path()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, st in sorted(states.items(), key=lambda kv: kv[1].priority):
         why = (blockers(ctx.redis, name, states, gates_file=gates)
                if st.state in ("planned", "rolled_back", "failed") else [])

@@ -42,14 +42,19 @@ class StatusBar(Static):
 
 class BaseScreen(Screen):
     TITLE = ""
-    AUTO_FOCUS = None  # screens name their main widget; the hidden filter line never takes focus
+    AUTO_FOCUS: ClassVar[str | None] = None  # screens name their main widget; the hidden filter line never takes focus
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")]
     before_filter: Widget | None = None  # what had the focus when the filter line opened
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only mode removes every key that asks for a change (and hides it)."""
-        return not (asks_change(type(self), action) and cast("TradeopsApp", self.app).refusal())
+        return not (asks_change(type(self), action) and self.tapp.refusal())
+
+    @property
+    def tapp(self) -> TradeopsApp:
+        """The app, typed: Textual types `self.app` as App[Any]; these screens run in TradeopsApp."""
+        return cast("TradeopsApp", self.app)
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -93,8 +98,9 @@ class BaseScreen(Screen):
             flags.append("[reverse] PAUSED [/]")
         if getattr(app, "read_only", False):
             flags.append("[reverse] READ-ONLY [/]")
-        if getattr(app, "filter_text", ""):
-            flags.append(f"filter: {app.filter_text}")
+        filter_text = getattr(app, "filter_text", "")
+        if filter_text:
+            flags.append(f"filter: {filter_text}")
         running = list(getattr(app, "running", {}).values())
         if running:
             flags.append(f"[reverse] running: {', '.join(running)} [/]")
@@ -127,7 +133,7 @@ class BaseScreen(Screen):
 
     def action_close_filter(self) -> None:
         if self.query_one("#filter").display:
-            self.app.close_filter()
+            self.tapp.close_filter()
 
     def set_text(self, selector: str, text: str) -> None:
         """Update a Static only when its text changed, with a layout pass only when its number of

@@ -66,7 +66,7 @@ class MigrationScreen(BaseScreen):
                 return
 
     def _states(self) -> dict[str, str]:
-        snap = self.app.snapshot
+        snap = self.tapp.snapshot
         return {n: s for cards in (snap.board.values() if snap else []) for n, s, _ in cards}
 
     def show_deps(self) -> None:
@@ -76,7 +76,7 @@ class MigrationScreen(BaseScreen):
         if not svc:
             self.set_text("#deps", "select a service (tab / arrows)")
             return
-        snap = self.app.snapshot
+        snap = self.tapp.snapshot
         states = self._states()
         gates = tuple((g.id, g.status) for g in snap.gates) if snap else ()
         key = (svc, tuple(sorted(states.items())), gates, self._refused)
@@ -112,7 +112,7 @@ class MigrationScreen(BaseScreen):
     @changes
     def action_move(self, action: Move) -> None:
         svc = self.selected()
-        if not svc or self.app.snapshot is None:
+        if not svc or self.tapp.snapshot is None:
             self.notify("no service selected", severity="warning")
             return
         state = self._states().get(svc, "planned")
@@ -121,7 +121,7 @@ class MigrationScreen(BaseScreen):
                         title="move refused", severity="error")
             return
         if action == "start":
-            why = snapshot_blockers(self.app.snapshot, svc)
+            why = snapshot_blockers(self.tapp.snapshot, svc)
             if why:
                 self.notify(f"cannot start {svc}: " + "; ".join(why), title="move refused", severity="error")
                 self._refused = (svc, why)

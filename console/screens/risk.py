@@ -52,7 +52,7 @@ class RiskScreen(BaseScreen):
 
     @changes
     def action_kill_switch(self) -> None:
-        on = not (self.app.snapshot.kill_switch if self.app.snapshot else False)
+        on = not (self.tapp.snapshot.kill_switch if self.tapp.snapshot else False)
         word = "KILL" if on else "RESUME"
 
         def done(reason: str | None) -> None:

@@ -204,7 +204,8 @@ async def test_backtests_run_over_stored_data_and_bad_jobs_are_refused(redis_url
     task = await start(bt)
     try:
         env = dict(tradeops_env)
-        run = lambda *a: subprocess.run([*TRADEOPS, "backtest", *a], capture_output=True, text=True, env=env)  # noqa: E731
+        def run(*a: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*TRADEOPS, "backtest", *a], capture_output=True, text=True, env=env)
         out = await asyncio.to_thread(run, "run", "momentum", "--symbols", "BTCUSDT", "--param", "window=3",
                                       "--param", "quantity=1", "--wait", "20")
         assert out.returncode == 0, out.stderr
@@ -236,7 +237,8 @@ async def test_market_catalog_and_subscription_errors(redis_url: str, r: redis.R
     mk = MarketplaceService(redis_url=redis_url, instance="mk-2")
     task = await start(mk)
     try:
-        run = lambda *a: subprocess.run([*TRADEOPS, "market", *a], capture_output=True, text=True, env=tradeops_env)  # noqa: E731
+        def run(*a: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*TRADEOPS, "market", *a], capture_output=True, text=True, env=tradeops_env)
         out = await asyncio.to_thread(run, "list")
         assert "strategy:alpha-momentum" in out.stdout and "quant-desk" in out.stdout
         out = await asyncio.to_thread(run, "subscribe", "strategy:nope", "--account", "a1")

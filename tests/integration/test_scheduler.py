@@ -161,8 +161,9 @@ def test_a_missed_run_is_caught_up_once_across_a_kill_and_restart(redis_url: str
         assert len(finished(r)) == 2 and [x.detail["outcome"] for x in finished(r)] == ["ok", "ok"]
         assert r.xlen(streams.OPS_JOBS) == 4  # started + finished, once each
         # an operator's request runs once per request, here for a named day
-        run = lambda *a: subprocess.run([*TRADEOPS, "jobs", "run", *a], capture_output=True, text=True,  # noqa: E731
-                                        env=tradeops_env, timeout=60)
+        def run(*a: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*TRADEOPS, "jobs", "run", *a], capture_output=True, text=True,
+                                  env=tradeops_env, timeout=60)
         out = run("daily-report", "--day", YESTERDAY, "--reason", "re-run after late fills", "--wait", "20")
         assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith("ok: day=" + YESTERDAY), (
             out.stdout + out.stderr)
