@@ -18,7 +18,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tradeops demo
 
+# Lint, format check and types first (configured in pyproject.toml), then the tests.
 test: $(STAMP)
+	$(BIN)/ruff check .
+# enabled after the one-time ruff format (delete the leading '#'):
+#	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # Re-record the UI snapshots (then open the SVGs and look at them before committing).

@@ -296,11 +296,14 @@ class ModelStage(Wire, tag="model_stage.v1", kw_only=True):
     ts_ns: int = 0
 
 
+ModelEventKind = Literal["registered", "promoted", "rolled_back", "refused"]
+
+
 class ModelEvent(Wire, tag="model_event.v1", kw_only=True):
     """modelops -> models.events: what changed in the registry (serving hot-swaps on these)."""
 
     name: str
-    kind: Literal["registered", "promoted", "rolled_back", "refused"]
+    kind: ModelEventKind
     version: int = 0
     stage: str = ""
     from_version: int = 0
@@ -487,8 +490,10 @@ WIRE_TYPES: tuple[type[Wire], ...] = (
 
 # msgspec decodes a union only within one layout, so there is one union per layout:
 # array-like (hot, compact) types and map types. codec.decode_any picks by the first byte.
-AnyArrayMessage = Union[tuple(t for t in WIRE_TYPES if t.__struct_config__.array_like)]  # noqa: UP007
-AnyMapMessage = Union[tuple(t for t in WIRE_TYPES if not t.__struct_config__.array_like)]  # noqa: UP007
+# (runtime values for the decoders: a Union built from a tuple, which `X | Y` (UP007) cannot spell;
+# no static type)
+AnyArrayMessage: object = Union[tuple(t for t in WIRE_TYPES if t.__struct_config__.array_like)]  # noqa: UP007
+AnyMapMessage: object = Union[tuple(t for t in WIRE_TYPES if not t.__struct_config__.array_like)]  # noqa: UP007
 
 
 def to_builtins(msg: Struct) -> Any:

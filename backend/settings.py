@@ -55,7 +55,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             return self.operator
         try:
             return getpass.getuser()
-        except Exception:  # pragma: no cover - no user database in some containers
+        except Exception:  # noqa: BLE001  # pragma: no cover - no user database in some containers
             return "operator"
 
     def roles_of(self, operator: str) -> list[str]:

@@ -6,12 +6,14 @@ action workers and report back as notifications."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ScreenStackError
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
+from textual.screen import Screen
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
@@ -31,6 +33,9 @@ from console.screens.risk import RiskScreen
 
 SCREENS = ["overview", "market", "orders", "risk", "migration", "gates", "audit"]
 READ_ONLY = "read-only mode: nothing can be changed"
+SCREEN_CLASSES: dict[str, type[BaseScreen]] = {
+    "overview": OverviewScreen, "market": MarketScreen, "orders": OrdersScreen, "risk": RiskScreen,
+    "migration": MigrationScreen, "gates": GatesScreen, "audit": AuditScreen}
 
 
 class TradeopsCommands(Provider):
@@ -58,12 +63,12 @@ class TradeopsCommands(Provider):
 class TradeopsApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "tradeops"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # classes on the screen, used in app.tcss
+    # classes on the screen, used in app.tcss (Textual declares it an instance attribute, so no ClassVar)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # noqa: RUF012
     AUTO_FOCUS = None
     COMMANDS = App.COMMANDS | {TradeopsCommands}
-    MODES = {"overview": OverviewScreen, "market": MarketScreen, "orders": OrdersScreen, "risk": RiskScreen,
-             "migration": MigrationScreen, "gates": GatesScreen, "audit": AuditScreen}
-    BINDINGS = [
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {**SCREEN_CLASSES}
+    BINDINGS: ClassVar[list[BindingType]] = [
         # shown in the tab line under the status bar, not in the footer (which keeps the screen's own keys)
         *[Binding(str(i + 1), f"switch_mode('{s}')", s.capitalize(), show=False, id=f"screen.{s}")
           for i, s in enumerate(SCREENS)],
@@ -179,7 +184,7 @@ class TradeopsApp(App):
         groups: list[tuple[str, type, list[Any]]] = [
             ("everywhere", type(self), self.BINDINGS), ("everywhere", BaseScreen, BaseScreen.BINDINGS),
             *((mode, cls, vars(cls).get("BINDINGS", []))  # its own, not inherited
-              for mode, cls in self.MODES.items())]  # type: ignore[list-item]
+              for mode, cls in SCREEN_CLASSES.items())]
         for where, node, screen_bindings in groups:
             for b in screen_bindings:
                 if isinstance(b, Binding) and b.id and not (asks_change(node, b.action) and self.refusal()):

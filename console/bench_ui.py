@@ -24,11 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _drive(url: str, seconds: float) -> dict[str, Any]:
+    from textual import events
+
     from backend.settings import Settings
     from console.actions import LiveActions
     from console.app import SCREENS, TradeopsApp
     from console.data.live import LiveSource
-    from textual import events
 
     settings = Settings()
     t0 = time.monotonic()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, cast
+from typing import ClassVar, NamedTuple, cast
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select
@@ -19,7 +19,7 @@ class ReasonModal(ModalScreen[str | None]):
 
     AUTO_FOCUS = "#reason"
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
 
     def __init__(self, title: str, confirm: str | None = None, placeholder: str = "reason") -> None:
         super().__init__()
@@ -77,7 +77,7 @@ class OrderForm(NamedTuple):
 
 class OrderModal(ModalScreen[OrderForm | None]):
     AUTO_FOCUS = "#qty"
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
 
     def __init__(self, symbols: list[str]) -> None:
         super().__init__()
@@ -132,7 +132,7 @@ class OrderModal(ModalScreen[OrderForm | None]):
 
 class HelpScreen(ModalScreen[None]):
     AUTO_FOCUS = "#help-table"
-    BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
 
     def __init__(self, rows: list[tuple[str, str, str, str]]) -> None:
         super().__init__()
@@ -141,7 +141,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
             yield Label("Keys (remap any by its id in the config file, table \\[keymap])", id="dialog-title")
-            table = DataTable(id="help-table", cursor_type="row")
+            table: DataTable[str] = DataTable(id="help-table", cursor_type="row")
             yield table
 
     def on_mount(self) -> None:

@@ -21,7 +21,7 @@ import httpx
 import redis
 
 from backend import locations
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
 from backend.migration import inventory
@@ -92,7 +92,7 @@ def flow(ctx: CheckContext, p: dict[str, Any]) -> Result:
     a, b, window = p["from"], p["to"], float(p.get("window_s", 3.0))
     start = {s: _last_id(ctx.r, s) for s in (a, b)}
     time.sleep(window)  # the window is the measurement itself
-    counts = {s: len(ctx.r.xrange(s, min=f"({start[s]}", count=100_000)) for s in (a, b)}
+    counts = {s: len(replies.entries(ctx.r.xrange(s, min=f"({start[s]}", count=100_000))) for s in (a, b)}
     ev = {"from": a, "to": b, "window_s": window, "entries": counts}
     if counts[a] == 0 and counts[b] == 0:
         return Result("failed", {**ev, "reason": "nothing passed in the window"})
@@ -100,7 +100,7 @@ def flow(ctx: CheckContext, p: dict[str, Any]) -> Result:
 
 
 def _last_id(r: redis.Redis, stream: str) -> str:
-    last = r.xrevrange(stream, count=1)
+    last = replies.entries(r.xrevrange(stream, count=1))
     return last[0][0].decode() if last else "0-0"
 
 
@@ -251,15 +251,14 @@ def _probe_bus(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
     key = f"gates:probe:{uuid.uuid4().hex}"
     try:
         if what in ("write", "read"):
-            eid = r.xadd(key, {"probe": "1"})
-            got = r.xrange(key)
+            eid = replies.blob(r.xadd(key, {"probe": "1"}))
+            got = replies.entries(r.xrange(key))
             ok = bool(got) and got[0][0] == eid
             return Result("passed" if ok else "failed", {"stream": key, "wrote": eid.decode(), "read_back": ok})
         if what == "groups":
             r.xadd(key, {"probe": "1"})
             r.xgroup_create(key, "probe", id="0")
-            got = r.xreadgroup("probe", "c", {key: ">"}, count=1)
-            eid = got[0][1][0][0]
+            eid = replies.read(r.xreadgroup("probe", "c", {key: ">"}, count=1))[0][1][0][0]
             acked = r.xack(key, "probe", eid)
             return Result("passed" if acked == 1 else "failed", {"delivered": eid.decode(), "acked": acked})
         if what == "dlq":

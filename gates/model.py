@@ -51,7 +51,8 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
 def parse(text: str, source: str) -> list[Gate]:
     try:
         raw = tomllib.loads(text)
-        for g in raw.get("gate") if isinstance(raw.get("gate"), list) else []:
+        listed = raw.get("gate")
+        for g in listed if isinstance(listed, list) else []:
             if isinstance(g, dict) and not isinstance(g.get("guards", ""), str):  # named with its gate
                 guard_map([(str(g.get("id", "?")), g["guards"], source)])
         gates = msgspec.convert(raw, _File).gate

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from backend.bus import codec, streams
+from backend.bus import codec, replies, streams
 from backend.messages import MigrationEvent
 from backend.migration import inventory
 from gates import decisions
@@ -20,7 +20,7 @@ def migration_states(r: redis.Redis) -> tuple[dict[str, str], dict[str, float]]:
     states: dict[str, str] = {}
     started: dict[str, int] = {}
     spent: dict[str, float] = {}
-    for _, f in r.xrange(streams.OPS_MIGRATION):
+    for _, f in replies.entries(r.xrange(streams.OPS_MIGRATION)):
         ev = codec.decode(codec.payload(f), MigrationEvent)
         states[ev.service] = ev.to_state
         if ev.to_state == "deploying":
@@ -45,9 +45,9 @@ def build(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, Any]:
     migrated = sum(1 for s in inv.services if states.get(s.name) == "migrated")
     gate_rows = []
     risks = []
-    states = decisions.states(r, gates)
+    gate_states = decisions.states(r, gates)
     for g in gates.values():
-        st = states[g.id]
+        st = gate_states[g.id]
         gate_rows.append({"id": g.id, "title": g.title, "status": st.status, "decision": st.decision,
                           "reason": st.decision_reason, "decided_by": st.decided_by,
                           "approvers": st.approvers, "approvals_required": g.approvals,

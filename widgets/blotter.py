@@ -4,7 +4,9 @@ operator scrolls away and counts the rows that arrived since."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 
@@ -14,7 +16,7 @@ class BlotterTable(DataTable):
     """
     COLUMNS = ("time", "client id", "account", "symbol", "side", "qty", "price", "state", "filled", "reason")
 
-    def __init__(self, **kw) -> None:  # noqa: ANN003
+    def __init__(self, **kw: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self.follow = True
         self.new_since_pause = 0
@@ -29,7 +31,7 @@ class BlotterTable(DataTable):
     def selected_key(self) -> str | None:
         if not self.row_count:
             return None
-        return self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
+        return self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
 
     def set_rows(self, rows: Sequence[tuple[str, Sequence[str]]]) -> None:
         """(key, cells) newest first: exactly these rows are shown. Existing rows update in place,
@@ -73,7 +75,7 @@ class BlotterTable(DataTable):
             if selected in self._cells:
                 self.move_cursor(row=self.get_row_index(selected), animate=False, scroll=False)
 
-    def watch_cursor_coordinate(self, old, new) -> None:  # noqa: ANN001
+    def watch_cursor_coordinate(self, old: Coordinate, new: Coordinate) -> None:
         super().watch_cursor_coordinate(old, new)
         if self._placing:
             return

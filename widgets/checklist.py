@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from textual.widgets import DataTable
 
@@ -16,7 +17,7 @@ class Checklist(DataTable):
     Checklist { height: 1fr; }
     """
 
-    def __init__(self, **kw) -> None:  # noqa: ANN003
+    def __init__(self, **kw: Any) -> None:
         super().__init__(cursor_type="row", **kw)
         self._cells: dict[str, tuple[str, ...]] = {}
 
@@ -27,7 +28,7 @@ class Checklist(DataTable):
     def set_checks(self, checks: Sequence[tuple[str, str, bool, str, str]]) -> None:
         """(id, kind, required, outcome, evidence) per check."""
         keep = {c[0] for c in checks}
-        for key in [k.value for k in self.rows if k.value not in keep]:
+        for key in [k.value for k in self.rows if k.value is not None and k.value not in keep]:
             self.remove_row(key)
             self._cells.pop(key, None)
         for cid, kind, req, outcome, ev in checks:

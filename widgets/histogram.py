@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -16,7 +18,7 @@ class LatencyHistogram(Widget):
 
     buckets: reactive[tuple[tuple[float, int], ...]] = reactive((), init=False, layout=True)
 
-    def __init__(self, sla_ms: float | None = None, **kw) -> None:  # noqa: ANN003
+    def __init__(self, sla_ms: float | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.sla_ms = sla_ms
 
@@ -24,7 +26,7 @@ class LatencyHistogram(Widget):
         """(upper bound in ms, count) per bucket."""
         self.buckets = tuple(buckets)
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return max(1, len(self.buckets))
 
     def render(self) -> Text:
@@ -36,7 +38,10 @@ class LatencyHistogram(Widget):
         for i, (upper, count) in enumerate(self.buckets):
             bar = "█" * max(0, round(count / peak * width))
             late = self.sla_ms is not None and upper > self.sla_ms
-            label = f"≤{upper:>7.3f} ms " if upper < 1e9 else f"> {self.buckets[i - 1][0]:>6.3f} ms " if i else "all        "
+            if upper < 1e9:
+                label = f"≤{upper:>7.3f} ms "
+            else:
+                label = f"> {self.buckets[i - 1][0]:>6.3f} ms " if i else "all        "
             out.append(label, style="dim")
             out.append(bar, style="red" if late else "green")
             out.append(f" {count}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from textual.widgets import ListItem, ListView, Static
 
@@ -17,7 +18,7 @@ class PriorityColumn(ListView):
     PriorityColumn > ListItem.-deploying, PriorityColumn > ListItem.-validating { color: $warning; }
     """
 
-    def __init__(self, priority: int, **kw) -> None:  # noqa: ANN003
+    def __init__(self, priority: int, **kw: Any) -> None:
         super().__init__(**kw)
         self.priority = priority
         self.border_title = f"P{priority}"

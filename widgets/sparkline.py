@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.reactive import reactive
@@ -18,7 +19,7 @@ class SlaSparkline(Widget):
 
     values: reactive[tuple[float, ...]] = reactive((), init=False)
 
-    def __init__(self, sla: float | None = None, unit: str = "", **kw) -> None:  # noqa: ANN003
+    def __init__(self, sla: float | None = None, unit: str = "", **kw: Any) -> None:
         super().__init__(**kw)
         self.sla = sla
         self.unit = unit

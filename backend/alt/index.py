@@ -50,10 +50,12 @@ class SqliteIndex:
             "headline, body, symbols, content='items', content_rowid='rowid', tokenize='porter')")
         self.db.executescript("""
             CREATE TRIGGER IF NOT EXISTS items_ai AFTER INSERT ON items BEGIN
-              INSERT INTO items_fts(rowid, headline, body, symbols) VALUES (new.rowid, new.headline, new.body, new.symbols);
+              INSERT INTO items_fts(rowid, headline, body, symbols)
+                VALUES (new.rowid, new.headline, new.body, new.symbols);
             END;
             CREATE TRIGGER IF NOT EXISTS items_ad AFTER DELETE ON items BEGIN
-              INSERT INTO items_fts(items_fts, rowid, headline, body, symbols) VALUES('delete', old.rowid, old.headline, old.body, old.symbols);
+              INSERT INTO items_fts(items_fts, rowid, headline, body, symbols)
+                VALUES('delete', old.rowid, old.headline, old.body, old.symbols);
             END;
         """)
         self.db.commit()

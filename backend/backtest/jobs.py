@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 
+from backend.backtest.engine import BacktestResult
 from backend.bus import streams
 from backend.bus.publish import queue
 from backend.messages import BacktestJob
-from backend.backtest.engine import BacktestResult
 
 INDEX = "backtest:jobs"
 

@@ -29,7 +29,7 @@ class BenchStack:
         self.r: redis.Redis | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def __enter__(self) -> "BenchStack":
+    def __enter__(self) -> BenchStack:
         if self._external_url:
             self.url = self._external_url
         else:

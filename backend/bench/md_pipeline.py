@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from backend.bench.harness import BenchStack, wait_until
-from backend.bus import codec, streams
+from backend.bus import codec, replies, streams
 from backend.errors import TradeopsError
 from backend.marketdata import ticks as tickcols
 from backend.messages import Heartbeat, TickBatch
@@ -39,7 +39,7 @@ def start_exchange(data_dir: Path, rate: float) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = exchange.stdout.readline() if exchange.stdout else ""
     if not first.startswith("exchange up"):
-        stop_process(exchange)  # type: ignore[arg-type]
+        stop_process(exchange)
         raise TradeopsError(f"md-pipeline: the exchange did not start: {first!r}")
     return exchange
 
@@ -51,7 +51,7 @@ def stop_exchange(exchange: subprocess.Popen[str]) -> dict[str, int]:
         out, _ = exchange.communicate(timeout=20)
     finally:
         if exchange.poll() is None:
-            stop_process(exchange)  # type: ignore[arg-type]
+            stop_process(exchange)
     down = [ln for ln in out.splitlines() if ln.startswith("exchange down: ")]
     if not down:
         raise TradeopsError("md-pipeline: the exchange did not say what it sent")
@@ -82,7 +82,7 @@ def wait_group_drained(r: Any, stream: str, group: str, timeout: float = 60) -> 
     def drained() -> bool:
         groups = {g["name"].decode(): g for g in r.xinfo_groups(stream)}
         g = groups.get(group)
-        return bool(g) and g["lag"] == 0 and g["pending"] == 0
+        return g is not None and g["lag"] == 0 and g["pending"] == 0
     wait_until(drained, timeout, f"{group} to drain {stream}", NAME)
 
 
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_group_drained(r, streams.MD_TICKS_RAW, "normalizer")
         elapsed = time.monotonic() - t_start
         hb_raw = r.hget("health:gateway:gateway-bench", "d")
-        feed = codec.decode(hb_raw, Heartbeat).latency_ms if hb_raw else {}
+        feed = codec.decode(replies.blob(hb_raw), Heartbeat).latency_ms if hb_raw else {}
 
         ids, lat = delivered_ids(r)
         delivered = sum(len(v) for v in ids.values())

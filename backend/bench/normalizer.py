@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from backend.bench.harness import BenchStack
-from backend.bus import codec, streams
+from backend.bus import codec, replies, streams
 from backend.bus.publish import queue_fields
 from backend.errors import TradeopsError
 from backend.marketdata.raw import RawBatchBuilder
@@ -71,7 +71,7 @@ def _preload(stack: BenchStack, payloads: list[bytes]) -> None:
         pipe.execute()
 
 
-def _wait_drained(stack: BenchStack, group: str, timeout: float, proc=None) -> None:  # noqa: ANN001
+def _wait_drained(stack: BenchStack, group: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     r = stack.r
     assert r is not None
     deadline = time.monotonic() + timeout
@@ -104,17 +104,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base_rate = _rate_by_ids(stack, "bench.passthrough", total, args.batch)
 
         # the normalizer
+        r = stack.r
+        assert r is not None
         _preload(stack, payloads)
-        stack.r.xgroup_destroy(streams.MD_TICKS_RAW, "passthrough")
+        r.xgroup_destroy(streams.MD_TICKS_RAW, "passthrough")
         proc = stack.start("normalizer", wait=False)
         _wait_drained(stack, "normalizer", timeout=60 + total / 100_000, proc=proc)
         out_ticks = sum(codec.decode(codec.payload(f), TickBatch).n
-                        for _, f in stack.r.xrange(streams.MD_TICKS))
+                        for _, f in replies.entries(r.xrange(streams.MD_TICKS)))
         rate = _rate_by_ids(stack, streams.MD_TICKS, out_ticks, args.batch * 64)
-        wait_healthy(stack.r, "normalizer", "normalizer-bench", proc=proc)
-        bars = stack.r.xlen(streams.MD_BARS_1S) + stack.r.xlen(streams.MD_BARS_1M)
+        wait_healthy(r, "normalizer", "normalizer-bench", proc=proc)
+        bars = r.xlen(streams.MD_BARS_1S) + r.xlen(streams.MD_BARS_1M)
         stack.stop("normalizer-bench")  # closes nothing more: bars so far are those it emitted
-        dlq = stack.r.xlen(streams.dlq(streams.MD_TICKS_RAW))
+        dlq = r.xlen(streams.dlq(streams.MD_TICKS_RAW))
     return {
         "ticks": total,
         "ticks_per_s": round(rate),
@@ -132,8 +134,8 @@ def _rate_by_ids(stack: BenchStack, stream: str, total: int, per_entry: int) -> 
     ticks of the first entry were processed before the clock starts, so they are not counted."""
     r = stack.r
     assert r is not None
-    first = r.xrange(stream, count=1)[0][0]
-    last = r.xrevrange(stream, count=1)[0][0]
+    first = replies.entries(r.xrange(stream, count=1))[0][0]
+    last = replies.entries(r.xrevrange(stream, count=1))[0][0]
     t0, t1 = int(first.split(b"-")[0]), int(last.split(b"-")[0])
     entries = r.xlen(stream)
     if t1 <= t0:

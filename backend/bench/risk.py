@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.start("risk")
         sent, lat, approved = aio.run(measure(stack.url, args.rate, args.seconds))
     out: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, **_summary(lat),
-                           "sent": sent, "completed": int(len(lat)), "lost": int(sent - len(lat)),
+                           "sent": sent, "completed": len(lat), "lost": int(sent - len(lat)),
                            "approved": int(approved),
                            "baseline_p50_ms": _summary(base)["p50_ms"],
                            "baseline_p99_ms": _summary(base)["p99_ms"]}

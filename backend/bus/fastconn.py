@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import hiredis
@@ -25,6 +25,8 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 Arg = str | bytes | int | float
+# hiredis's stub types the command as a 1-tuple (Tuple[X]); it takes any number of arguments
+_pack_command = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
 
 
 class _Protocol(asyncio.Protocol):
@@ -35,7 +37,8 @@ class _Protocol(asyncio.Protocol):
         self.lost: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a stream connection's (uvloop's transports are not asyncio.Transport subclasses: no isinstance)
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -107,7 +110,7 @@ class FastRedis:
             raise p.lost or RedisConnectionError("connection to Redis is closed")
         fut = asyncio.get_running_loop().create_future()
         p.waiters.append(fut)
-        p.transport.write(hiredis.pack_command(tuple(args)))
+        p.transport.write(_pack_command(tuple(args)))
         return fut
 
     def send(self, *args: Arg) -> asyncio.Future[Any]:
@@ -134,7 +137,7 @@ class FastRedis:
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in commands]
         p.waiters.extend(futs)
-        p.transport.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        p.transport.write(b"".join(_pack_command(tuple(c)) for c in commands))
         replies = [await f for f in futs]
         if raise_on_error:
             for reply in replies:
@@ -165,7 +168,7 @@ def stream_entries(reply: Any) -> list[tuple[bytes, bytes, dict[bytes, bytes]]]:
         for eid, flat in items:
             if flat is not None:
                 it = iter(flat)
-                out.append((stream, eid, dict(zip(it, it))))
+                out.append((stream, eid, dict(zip(it, it, strict=False))))
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.bus.worker import Entry
+from backend.bus.replies import Entry
 
 
 async def xrange_between(r: Any, stream: str, start_ns: int = 0, end_ns: int = 0,

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,13 +38,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import StreamIdT
 
-from backend.bus import codec, deadletter, streams
-from backend.bus.fastconn import FastRedis, entries as fast_entries
+from backend.bus import codec, deadletter, replies, streams
+from backend.bus.fastconn import FastRedis
+from backend.bus.fastconn import entries as fast_entries
+from backend.bus.replies import Entry
 
 log = logging.getLogger("tradeops.worker")
 
-Entry = tuple[bytes, dict[bytes, bytes]]
 Item = tuple[bytes, Any]  # (entry id, decoded message): what a handler gets with decode=T
 Handler = Callable[[list[Any]], Awaitable[None]]  # list[Entry], or list[Item] with decode=T
 
@@ -153,10 +156,8 @@ class StreamWorker:
                     # retry with backoff instead of dying.
                     log.warning("redis unavailable on %s: %s; retrying in %.1fs", self.stream, exc, backoff)
                     await self._close_conn()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), backoff)
-                    except TimeoutError:
-                        pass
                     backoff = min(backoff * 2, 5.0)
                     self._retry_own = True
         finally:
@@ -220,11 +221,11 @@ class StreamWorker:
             rows = await self.r.xpending_range(
                 self.stream, self.group, min="-", max="+", count=self.count, consumername=name
             )
-            ids = [row["message_id"] for row in rows]
+            ids: list[StreamIdT] = [row["message_id"] for row in rows]
             if not ids:
                 continue
             resp = await self.r.xclaim(self.stream, self.group, self.consumer, self.dead_claim_idle_ms, ids)
-            claimed = [(eid, f) for eid, f in resp if f is not None]
+            claimed = [(eid, f) for eid, f in replies.pending(resp) if f is not None]
             if claimed:
                 self.stats.reclaimed += len(claimed)
                 log.warning("took over %d entries of %s from %s, which is gone",
@@ -273,7 +274,7 @@ class StreamWorker:
                 self._rejected = []
                 try:
                     await self.handler([item])
-                except Exception as one_exc:  # noqa: BLE001
+                except Exception as one_exc:  # noqa: BLE001 - as above, one entry at a time
                     failures.append(((item[0], fields[item[0]]), one_exc))
                     continue
                 if self._rejected:
@@ -336,10 +337,8 @@ class StreamWorker:
                 retry = True
         if retry:
             self._retry_own = True
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.retry_backoff_s)
-            except TimeoutError:
-                pass
 
     async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
         out: dict[bytes, int] = {}

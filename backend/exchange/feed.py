@@ -217,7 +217,10 @@ class TradeFeed:
         return None
 
     async def handler(self, connection: ServerConnection) -> None:
-        kind, syms = self._route(connection.request.path)  # type: ignore[misc,union-attr]
+        route = self._route(connection.request.path) if connection.request is not None else None
+        if route is None:
+            return  # process_request answered 404 before the handshake: not reached
+        kind, syms = route
         subs = (self.news_subs,) if kind == "news" else tuple(
             (self.raw_subs if kind == "raw" else self.combined_subs)[s] for s in syms)
         for s in subs:

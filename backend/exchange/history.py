@@ -102,7 +102,7 @@ def _error(status: int, code: int, msg: str) -> web.Response:
                         content_type="application/json")
 
 
-def _number(request: web.Request, name: str) -> int | None | web.Response:
+def _number(request: web.Request, name: str) -> int | web.Response | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None

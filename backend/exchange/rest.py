@@ -77,9 +77,10 @@ class OrderApi:
         p = self._auth(request)
         try:
             c = p["newClientOrderId"]
+            # the request's strings: side and type are checked just below, time in force is kept as sent
             order = Order(client_order_id=c, account="venue", symbol=p["symbol"],
-                          side=p["side"].lower(), type=p["type"].lower(), quantity=float(p["quantity"]),  # type: ignore[arg-type]
-                          limit_price=float(p["price"]) if "price" in p else None,
+                          side=p["side"].lower(), type=p["type"].lower(),  # type: ignore[arg-type]
+                          quantity=float(p["quantity"]), limit_price=float(p["price"]) if "price" in p else None,
                           time_in_force=p.get("timeInForce", "GTC"))  # type: ignore[arg-type]
         except (KeyError, ValueError) as exc:
             raise self._bad(f"bad order parameters: {exc}") from None
@@ -107,7 +108,8 @@ class OrderApi:
         p = self._auth(request)
         c = p.get("origClientOrderId", "")
         if c not in self.orders:
-            raise web.HTTPBadRequest(text='{"code":-2013,"msg":"Order does not exist."}', content_type="application/json")
+            raise web.HTTPBadRequest(text='{"code":-2013,"msg":"Order does not exist."}',
+                                     content_type="application/json")
         return web.json_response(self._body(c))
 
 
@@ -130,5 +132,5 @@ async def create_rest_server(feed: Any, host: str, port: int) -> RestServer:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound = runner.addresses[0][1]  # the port the site bound (0 asks for a free one)
     return RestServer(runner, f"http://{host}:{bound}", api)

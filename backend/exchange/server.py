@@ -57,8 +57,8 @@ class Exchange:
             try:
                 from backend.exchange.rest import create_rest_server
             except ImportError:
-                create_rest_server = None  # type: ignore[assignment]
-            if create_rest_server is not None:
+                pass
+            else:
                 self.rest_server = await create_rest_server(self.feed, self.host, self.rest_port)
                 rest_url = getattr(self.rest_server, "url", None)
         self._feed_task = asyncio.create_task(self.feed.run())
@@ -82,7 +82,7 @@ class Exchange:
         if self.data_dir is not None:
             (self.data_dir / INFO_FILE).unlink(missing_ok=True)
 
-    async def __aenter__(self) -> "Exchange":
+    async def __aenter__(self) -> Exchange:
         await self.start()
         return self
 

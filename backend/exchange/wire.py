@@ -10,12 +10,12 @@ class TradeEvent(msgspec.Struct, frozen=True):
     """A Binance `trade` event. Prices and quantities are strings, times are ms since the epoch."""
 
     e: str  # event type: "trade"
-    E: int  # event time (ms)  # noqa: N815
+    E: int  # event time (ms)
     s: str  # symbol
     t: int  # trade id
     p: str  # price
     q: str  # quantity
-    T: int  # trade time (ms)  # noqa: N815
+    T: int  # trade time (ms)
     m: bool  # buyer is the maker
 
 

@@ -5,13 +5,14 @@ through these helpers, so the batch layout can change in one place."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from backend.bus import codec
 from backend.messages import Tick, TickBatch
 
-DT = {
+DT: dict[str, np.dtype[Any]] = {
     "sym": np.dtype("<u2"),
     "trade_id": np.dtype("<i8"),
     "price": np.dtype("<f8"),

@@ -4,8 +4,9 @@ CPGS lane, each service on its lanes with its port, dependencies as depends_on.
 Each service runs one instance with a fixed name, `<service>-target`, with the command the docker
 runtime gives its containers (backend.runtime.commands): entrypoint `python -m backend.services`
 (in place of the image's `tradeops`), command `SERVICE --instance ... --environment target`. Its
-health check is the one the docker runtime uses, `python -m backend.runtime.healthcheck SERVICE INSTANCE`: standard library only, so
-it works in the production image (Dockerfile), which has no redis-cli."""
+health check is the one the docker runtime uses, `python -m backend.runtime.healthcheck SERVICE
+INSTANCE`: standard library only, so it works in the production image (Dockerfile), which has no
+redis-cli."""
 
 from __future__ import annotations
 

@@ -172,7 +172,8 @@ def rollback(r: Any, service: str, operator: str, reason: str, *,
         except MoveRefused:
             raise refused from None
         ev = st.history[-1]
-        from_state, kept = ev.from_state or "", True
+        from_state: str = ev.from_state or ""
+        kept = True
     else:
         kept = st.state == "migrated"
         ev = move(r, service, "rollback", operator, reason, keep_target=kept)

@@ -74,7 +74,7 @@ def shipped_file() -> Path:
     spec = importlib.util.find_spec("gates")
     if spec is None or not spec.submodule_search_locations:
         raise TradeopsError(f"{SHIPPED} not found: the gates package is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "definitions.toml"
+    return Path(next(iter(spec.submodule_search_locations))) / "definitions.toml"
 
 
 def gate_guards(gates_file: Path | None = None) -> dict[int, str]:

@@ -41,7 +41,7 @@ class LinearModel(msgspec.Struct, kw_only=True, dict=True):
         return msgspec.json.encode(self)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "LinearModel":
+    def from_bytes(cls, data: bytes) -> LinearModel:
         """Decode an artifact; a clear ValueError for anything that is not a usable model."""
         try:
             return msgspec.json.decode(data, type=cls)

@@ -19,7 +19,7 @@ import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.publish import queue
-from backend.messages import ModelEvent, ModelRegister, ModelStage
+from backend.messages import ModelEvent, ModelEventKind, ModelRegister
 from backend.models.linear import LinearModel
 
 NAMES = "models:names"
@@ -127,8 +127,8 @@ def queue_event(pipe: Any, ev: ModelEvent) -> None:
     queue(pipe, streams.MODELS_EVENTS, ev)
 
 
-def event(name: str, kind: str, **kw: Any) -> ModelEvent:
-    return ModelEvent(name=name, kind=kind, ts_ns=time.time_ns(), **kw)  # type: ignore[arg-type]
+def event(name: str, kind: ModelEventKind, **kw: Any) -> ModelEvent:
+    return ModelEvent(name=name, kind=kind, ts_ns=time.time_ns(), **kw)
 
 
 # -- reads (sync clients: CLI, tests) --------------------------------------------------------------

@@ -55,7 +55,7 @@ async def best_feature_rows(r: Any, data_dir: Path, symbols: list[str], start_ns
     if source in ("auto", "stream"):
         stream = await feature_rows(r, symbols, start_ns, end_ns)
     if stream is None or (offline is not None and len(offline) >= len(stream)):
-        return offline, "offline"  # type: ignore[return-value]
+        return offline, "offline"
     return stream, "stream"
 
 

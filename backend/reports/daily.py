@@ -16,18 +16,21 @@ import asyncio
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pandas as pd
 
 from backend.bus import codec, streams
 from backend.bus.history import xrange_between
+from backend.bus.replies import Entry
 from backend.fileio import write_text_atomic
 from backend.marketdata.store import read_ticks
 from backend.messages import Alert, ExecReport, JobRun, OrderEvent, Position, Signal
 
 DAY_NS = 86_400_000_000_000
+
+T = TypeVar("T")
 
 
 def reports_dir(data_dir: Path) -> Path:
@@ -45,9 +48,9 @@ def day_bounds(day: str) -> tuple[int, int]:
     return start.value, start.value + DAY_NS
 
 
-def _decoded(entries: list, typ: type) -> list:
+def _decoded(entries: list[Entry], typ: type[T]) -> list[T]:
     dec = msgspec.msgpack.Decoder(typ)
-    out = []
+    out: list[T] = []
     for _, f in entries:
         try:
             out.append(dec.decode(codec.payload(f)))
@@ -107,12 +110,12 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
 
     sigs: list[Signal] = _decoded(await xrange_between(r, streams.SIGNALS, start, end), Signal)
     models: dict[str, dict[str, Any]] = {}
-    for s in sigs:
-        m = models.setdefault(s.model, {"signals": 0, "buy": 0, "sell": 0, "versions": set()})
+    for sig in sigs:
+        m = models.setdefault(sig.model, {"signals": 0, "buy": 0, "sell": 0, "versions": set()})
         m["signals"] += 1
-        if s.side:
-            m[s.side] += 1
-        m["versions"].add(s.version)
+        if sig.side:
+            m[sig.side] += 1
+        m["versions"].add(sig.version)
     for m in models.values():
         m["versions"] = sorted(m["versions"])
 
@@ -145,7 +148,8 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Daily report {rep['day']} (UTC)", ""]
     lines += ["## Market data (tick store)", ""]
     if rep["market"]:
-        lines += ["| symbol | ticks | open | high | low | close | volume | first | last |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| symbol | ticks | open | high | low | close | volume | first | last |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {s} | {m['ticks']} | {m['open']:g} | {m['high']:g} | {m['low']:g} | {m['close']:g} | "
                   f"{m['volume']:g} | {m['first']} | {m['last']} |" for s, m in rep["market"].items()]
     else:
@@ -155,7 +159,8 @@ def markdown(rep: dict[str, Any]) -> str:
               f"{o['orders']} orders: " + (", ".join(f"{k} {v}" for k, v in o["states"].items()) or "none") + ".",
               f"{rep['fills']['fills']} fills."]
     if o["denied_or_rejected_by"]:
-        lines.append("Denied or rejected by: " + ", ".join(f"{k} ({v})" for k, v in o["denied_or_rejected_by"].items()) + ".")
+        lines.append("Denied or rejected by: "
+                     + ", ".join(f"{k} ({v})" for k, v in o["denied_or_rejected_by"].items()) + ".")
     if rep["fills"]["by_symbol"]:
         lines += ["", "| symbol | fills | bought | sold | notional |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {int(f['fills'])} | {f['bought']:g} | {f['sold']:g} | {f['notional']:,.2f} |"
@@ -176,7 +181,8 @@ def markdown(rep: dict[str, Any]) -> str:
                                                  if a["by_severity"] else "") + ".",
               "Dead letters added: " + (", ".join(f"{k} {v}" for k, v in rep["dead_letters"].items()) or "none") + "."]
     for j in rep["jobs"]:
-        lines.append(f"- job {j['job']} ({j['day']}): {j['outcome'] or 'started'}" + (f": {j['reason']}" if j["reason"] else ""))
+        lines.append(f"- job {j['job']} ({j['day']}): {j['outcome'] or 'started'}"
+                     + (f": {j['reason']}" if j["reason"] else ""))
     return "\n".join(lines) + "\n"
 
 

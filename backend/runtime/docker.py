@@ -21,6 +21,7 @@ state, writes the same instance table (a container name where the process runtim
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -152,7 +153,7 @@ def container_config(service: str, environment: str, instance: str, *, stack: st
 class ContainerHandle:
     """One instance's container; its state is what the supervisor's last `refresh` saw."""
 
-    pid = None
+    pid: int | None = None
 
     def __init__(self, container: Any) -> None:
         self.c = container
@@ -174,10 +175,8 @@ class ContainerHandle:
     def terminate(self) -> None:
         import docker.errors
 
-        try:
+        with contextlib.suppress(docker.errors.APIError):  # not running, or gone
             self.c.kill(signal="SIGTERM")  # the engine will not restart it after this
-        except docker.errors.APIError:
-            pass  # not running, or gone
 
     def stop(self, *, kill: bool = False) -> None:
         import docker.errors

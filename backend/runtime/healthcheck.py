@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 HEALTH_KEY = "health:{service}:{instance}"  # = backend.bus.streams.HEALTH_KEY (a test keeps them equal)
@@ -33,8 +34,11 @@ def _command(*args: str) -> bytes:
     return b"".join(out)
 
 
-def _reply(f: object) -> object:
-    line = f.readline()  # type: ignore[attr-defined]
+Reply = bytes | list["Reply"] | None
+
+
+def _reply(f: BinaryIO) -> Reply:
+    line = f.readline()
     if not line.endswith(b"\r\n"):
         raise RespError("connection closed")
     kind, rest = line[:1], line[1:-2]
@@ -44,7 +48,7 @@ def _reply(f: object) -> object:
         return rest
     if kind == b"$":
         n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2]  # type: ignore[attr-defined]
+        return None if n < 0 else f.read(n + 2)[:-2]
     if kind == b"*":
         n = int(rest)
         return None if n < 0 else [_reply(f) for _ in range(n)]
@@ -60,7 +64,7 @@ def hmget(url: str, key: str, *fields: str, timeout: float = 2.0) -> list[bytes 
 
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
     with sock, sock.makefile("rb") as f:
-        calls = []
+        calls: list[tuple[str, ...]] = []
         if u.password:
             calls.append(("AUTH", unquote(u.username), unquote(u.password)) if u.username
                          else ("AUTH", unquote(u.password)))
@@ -70,7 +74,10 @@ def hmget(url: str, key: str, *fields: str, timeout: float = 2.0) -> list[bytes 
         calls.append(("HMGET", key, *fields))
         sock.sendall(b"".join(_command(*c) for c in calls))
         replies = [_reply(f) for _ in calls]
-    return replies[-1]  # type: ignore[return-value]
+    last = replies[-1]
+    if not isinstance(last, list):
+        raise RespError(f"unexpected HMGET reply {last!r}")
+    return [v if isinstance(v, bytes) else None for v in last]
 
 
 def check(url: str, service: str, instance: str, max_age_s: float = HEALTH_TTL_S) -> str | None:

@@ -12,7 +12,7 @@ import time
 import msgspec
 import redis
 
-from backend.bus import codec, publish_sync, streams
+from backend.bus import codec, publish_sync, replies, streams
 from backend.marketdata import ticks as tickcols
 from backend.messages import Instrument, Order
 from backend.refdata import master as refdata
@@ -43,7 +43,7 @@ class PaperFlow:
         packaged one; read again every 10 s."""
         if self.steps and time.monotonic() - self.steps_read < 10:
             return self.steps
-        raw = self.r.hgetall(refdata.KEY)
+        raw = replies.fields(self.r.hgetall(refdata.KEY))
         if raw:
             dec = msgspec.msgpack.Decoder(Instrument)
             insts = [dec.decode(v) for v in raw.values()]
@@ -58,14 +58,15 @@ class PaperFlow:
 
     def run(self) -> None:
         while not self._stop.wait(1.0 / self.per_s):
-            last = self.r.xrevrange(streams.MD_TICKS, count=1)
+            last = replies.entries(self.r.xrevrange(streams.MD_TICKS, count=1))
             if not last:
                 continue
             prices = tickcols.last_prices(tickcols.decode(codec.payload(last[0][1])))
             sym = self.rng.choice(sorted(prices))
             px = prices[sym]
             tick, lot = self._steps().get(sym, (1e-6, 1e-6))
-            limit = on_step(px * self.rng.uniform(0.995, 1.005), tick, minimum=True) if self.rng.random() < 0.4 else None
+            limit = (on_step(px * self.rng.uniform(0.995, 1.005), tick, minimum=True)
+                     if self.rng.random() < 0.4 else None)
             qty = on_step(max(0.001, 1000 / px * self.rng.uniform(0.1, 1)), lot, minimum=True)
             self.n += 1
             publish_sync(self.r, streams.ORDERS_NEW, Order(

@@ -1,6 +1,6 @@
 """Start one service instance as its own OS process (`python -m backend.services NAME`, the
-command of backend.runtime.commands), wait for its heartbeat, stop it with SIGTERM (drain) or SIGKILL (crash). The supervisor, the benchmarks and
-the tests all start processes through here."""
+command of backend.runtime.commands), wait for its heartbeat, stop it with SIGTERM (drain) or
+SIGKILL (crash). The supervisor, the benchmarks and the tests all start processes through here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -28,7 +29,8 @@ def spawn_service(
     env: dict[str, str] | None = None,
     config: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start service `name` (`python -m backend.services NAME`) with its logs in `log_path` (default under data_dir/logs)."""
+    """Start service `name` (`python -m backend.services NAME`) with its logs in `log_path`
+    (default under data_dir/logs)."""
     instance = instance or f"{name}-{environment}"
     log_path = log_path or Path(data_dir) / "logs" / f"{instance}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,7 @@ def wait_healthy(
     raise TradeopsError(f"{name} ({instance}) not healthy within {timeout:.0f}s")
 
 
-def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 15.0, kill: bool = False) -> int:
+def stop_process(proc: subprocess.Popen[Any], *, timeout: float = 15.0, kill: bool = False) -> int:
     """SIGTERM (the service drains: finishes its batch, acks, exits) or SIGKILL; returns the code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)

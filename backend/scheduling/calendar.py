@@ -55,11 +55,11 @@ class Schedule:
     @classmethod
     def parse(cls, job: str, at: str | None, every: str | None) -> Schedule:
         """Exactly one of `at` ("HH:MM") or `every` ("15m"); ValueError naming the job and the value."""
-        if (at is None) == (every is None):
-            raise ValueError(f"job {job!r} needs exactly one of `at` (HH:MM) or `every` (15m)")
-        if at is not None:
+        if at is not None and every is None:
             return cls(at=at, at_min=hhmm(at, job_where(job)))
-        return cls(every=every, step_s=duration(every, job_where(job)))  # type: ignore[arg-type]
+        if every is not None and at is None:
+            return cls(every=every, step_s=duration(every, job_where(job)))
+        raise ValueError(f"job {job!r} needs exactly one of `at` (HH:MM) or `every` (15m)")
 
     @property
     def period_s(self) -> float:

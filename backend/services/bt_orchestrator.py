@@ -29,7 +29,6 @@ from backend.models import sources
 from backend.services.base import Service
 
 
-
 class BtOrchestratorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     source: Literal["auto", "ticks", "bars"] = "auto"
     """'ticks' (stored ticks), 'bars' (md.bars.1s) or 'auto' (ticks, else bars)."""
@@ -68,7 +67,7 @@ class BtOrchestratorService(Service):
                 continue
             await self.run_job(job)
 
-    async def prices(self, job: BacktestJob):  # noqa: ANN201 - a DataFrame
+    async def prices(self, job: BacktestJob) -> tuple[pd.DataFrame, str]:
         if self.cfg.source in ("ticks", "auto"):
             df = await asyncio.to_thread(sources.tick_prices, self.settings.resolved_data_dir(), job.symbols,
                                          job.start_ns or None, job.end_ns or None)

@@ -19,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from backend.bus import deadletter, streams
+from backend.bus import deadletter, replies, streams
 from backend.bus.publish import publish, xadd
 from backend.exchange import server as exchange_server
 from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
@@ -89,7 +91,8 @@ class GatewayService(Service):
         self.held: dict[str, list[Any]] = {}
         self.backfills: set[asyncio.Task[None]] = set()
         # the last trade id written per symbol (what md.ticks.raw holds), kept across restarts
-        self.stored = {k.decode(): int(v) for k, v in (await self.r.hgetall(backfill.LAST_ID_KEY)).items()}
+        stored = replies.fields(await self.r.hgetall(backfill.LAST_ID_KEY))
+        self.stored = {k.decode(): int(v) for k, v in stored.items()}
         self.last_id.update(self.stored)
         self.http = httpx.AsyncClient(timeout=self.cfg.rest_timeout_s)
 
@@ -128,19 +131,20 @@ class GatewayService(Service):
         try:
             done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                if t is not stop and t.exception() is not None:
-                    raise t.exception()  # e.g. Redis refused our writes: fail, be restarted
+                exc = t.exception() if t is not stop else None
+                if exc is not None:
+                    raise exc  # e.g. Redis refused our writes: fail, be restarted
         finally:
             stop.cancel()
             for t in tasks:
                 t.cancel()
             # bounded: a websocket close handshake must not hold up the drain
-            done, pending = await asyncio.wait(tasks, timeout=3) if tasks else (set(), set())
+            _, pending = await asyncio.wait(tasks, timeout=3) if tasks else (set(), set())
             if pending:
                 self.log.warning("%d feed client(s) did not close within 3s", len(pending))
             await self._finish_backfills()
 
-    async def _client(self, url: str, consume) -> None:  # noqa: ANN001
+    async def _client(self, url: str, consume: Callable[[ClientConnection], Awaitable[None]]) -> None:
         attempt = 0
         while not self.stopping:
             try:
@@ -162,7 +166,7 @@ class GatewayService(Service):
             attempt += 1
             await self.wait_stopped(delay * random.uniform(0.5, 1.5))
 
-    async def _on_trades(self, ws) -> None:  # noqa: ANN001
+    async def _on_trades(self, ws: ClientConnection) -> None:
         builder = RawBatchBuilder(self.instance)
         add, check_gap, record = builder.add, self._check_gap, self.delay.record_ns
         max_batch, held = self.cfg.max_batch, self.held
@@ -173,10 +177,7 @@ class GatewayService(Service):
                 msg = await ws.recv(decode=False)  # bytes: msgspec reads them without a str copy
                 recv_ns = time.time_ns()
                 try:
-                    if msg[:9] == b'{"stream"':
-                        ev = combined_decoder.decode(msg).data
-                    else:
-                        ev = trade_decoder.decode(msg)
+                    ev = combined_decoder.decode(msg).data if msg[:9] == b'{"stream"' else trade_decoder.decode(msg)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.decode_errors += 1
                     await self._dead_frame(streams.MD_TICKS_RAW, msg, f"undecodable trade message: {exc}")
@@ -224,7 +225,7 @@ class GatewayService(Service):
             self.log.error("writing raw ticks failed: %s", exc)
             return
         self.writes.add(fut)
-        fut.add_done_callback(lambda f, n=batch.n: self._written(f, n))
+        fut.add_done_callback(partial(self._written, n=batch.n))
 
     def _written(self, fut: asyncio.Future[Any], n: int) -> None:
         self.writes.discard(fut)
@@ -235,7 +236,7 @@ class GatewayService(Service):
         if exc is None and not isinstance(reply, Exception):
             self.published += n
         elif self.write_error is None:
-            self.write_error = exc or reply  # type: ignore[assignment]
+            self.write_error = exc or reply
             self.log.error("writing raw ticks failed: %s", self.write_error)
 
     async def _drain_writes(self) -> None:
@@ -355,7 +356,7 @@ class GatewayService(Service):
         info = exchange_server.read_info(Path(self.settings.resolved_data_dir()))
         return info.rest_url if info is not None else None
 
-    async def _on_news(self, ws) -> None:  # noqa: ANN001
+    async def _on_news(self, ws: ClientConnection) -> None:
         async for msg in ws:
             try:
                 n = news_decoder.decode(msg)

@@ -10,8 +10,9 @@ subscription's quantity long, a sell signal as much short, a neutral one changes
 change sends an order, market, for the difference, on `orders.new` (oms -> risk -> live-gateway).
 The target and the order are written in one transaction (WATCH: instances in one group cannot
 both act on a sleeve); the order id is derived from the signal and the sleeve and marked sent
-(`market:sent:<id>`), so a redelivered signal never trades twice, even after its order was denied. A subscription trades signals published after it began, and none older than
-`max_signal_age_s` (a backlog after downtime is not traded at stale prices).
+(`market:sent:<id>`), so a redelivered signal never trades twice, even after its order was denied.
+A subscription trades signals published after it began, and none older than `max_signal_age_s` (a
+backlog after downtime is not traded at stale prices).
 
 Orders: the sleeve's orders are followed on `orders.events`; one that ends without filling all of
 it (risk denied it, the venue rejected it, it was canceled or expired) gives the unfilled part
@@ -25,7 +26,7 @@ import time
 import msgspec
 from redis.exceptions import WatchError
 
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.bus.broadcast import Item
 from backend.bus.publish import queue
 from backend.catalog import store
@@ -88,7 +89,7 @@ class MarketplaceService(Service):
                 self.counts["stale"] += 1
                 continue
             for item_id in await self.r.smembers(store.k_by_model(sig.model)):
-                for raw in await self.r.hvals(store.k_subs(item_id.decode())):
+                for raw in await self.r.hvals(store.k_subs(replies.text(item_id))):
                     sub = msgspec.json.decode(raw, type=store.Subscription)
                     if published_ms * 1_000_000 < sub.since_ns:
                         self.counts["before_subscription"] += 1
@@ -151,7 +152,7 @@ class MarketplaceService(Service):
         data = await self.r.hget(reg.k_versions(ev.name), str(ev.version))
         if data is None:
             return
-        rec = reg.decode_record(data)
+        rec = reg.decode_record(replies.blob(data))
         item = store.CatalogItem(
             id=f"model:{rec.name}", kind="model", name=rec.name, owner=rec.trained_by or "unknown",
             description=f"{rec.kind} on {', '.join(rec.features)}", signals=rec.name,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import pandas as pd
@@ -26,7 +26,6 @@ from backend.messages import ModelRegister, TrainJob
 from backend.models import linear, sources
 from backend.models.dataset import LABEL, label_rows
 from backend.services.base import Service
-
 
 
 def job_key(job_id: str) -> str:
@@ -141,8 +140,8 @@ class MlTrainingService(Service):
                       len(rows), metrics["ic"])
 
 
-def new_job(name: str, **kw: object) -> TrainJob:
-    return TrainJob(job_id=uuid.uuid4().hex[:12], name=name, **kw)  # type: ignore[arg-type]
+def new_job(name: str, **kw: Any) -> TrainJob:
+    return TrainJob(job_id=uuid.uuid4().hex[:12], name=name, **kw)
 
 
 __all__ = ["MlTrainingService", "build_training_set", "job_key", "new_job"]

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import msgspec
 
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.messages import ModelRegister, ModelStage
 from backend.models import registry as reg
 from backend.services.base import Service
-
 
 
 class ModelopsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -88,7 +87,8 @@ class ModelopsService(Service):
         if not req.reason.strip():
             await self._refuse(req.name, f"{req.action} needs a reason", req)
             return
-        stage_now = {k.decode(): int(v) for k, v in (await self.r.hgetall(reg.k_stage(req.name))).items()}
+        stage_now = {k.decode(): int(v)
+                     for k, v in replies.fields(await self.r.hgetall(reg.k_stage(req.name))).items()}
         current = stage_now.get(req.stage, 0)
         pipe = self.r.pipeline(transaction=True)
         if req.action == "promote":

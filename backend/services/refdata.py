@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import codec, replies, streams
 from backend.bus.publish import queue
 from backend.messages import Instrument
 from backend.refdata.master import KEY, load_file, problem
@@ -26,7 +26,7 @@ class RefdataService(Service):
 
     async def setup(self) -> None:
         self.changes = 0
-        current = {k.decode(): _inst.decode(v) for k, v in (await self.r.hgetall(KEY)).items()}
+        current = {k.decode(): _inst.decode(v) for k, v in replies.fields(await self.r.hgetall(KEY)).items()}
         for inst in load_file(self.cfg.file):
             if inst.symbol not in current:  # seed what is missing; operator updates stay
                 await self._apply(inst)

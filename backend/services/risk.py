@@ -12,7 +12,7 @@ import time
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import codec, replies, streams
 from backend.bus.broadcast import Item
 from backend.bus.publish import xadd
 from backend.marketdata import ticks as tickcols
@@ -49,7 +49,7 @@ class RiskService(Service):
             self.on_broadcast,
             decode={streams.MD_TICKS: TickBatch, streams.EXEC_REPORTS: ExecReport,
                     streams.OPS_CONTROL: ControlCommand, streams.REFDATA_EVENTS: Instrument})
-        last = await self.r.xrevrange(streams.MD_TICKS, count=20)
+        last = replies.entries(await self.r.xrevrange(streams.MD_TICKS, count=20))
         for _, f in reversed(last):
             self.engine.book.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
 

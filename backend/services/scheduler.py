@@ -38,7 +38,6 @@ from backend.scheduling.records import last_runs, run_key, schedule  # re-export
 from backend.services.base import Service
 
 
-
 class Job(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     kind: str | None = None
@@ -59,11 +58,17 @@ class Job(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         self.when()
         self.typed_params()
 
+    @property
+    def kind_name(self) -> str:
+        """The kind (the name when none was given: __post_init__ sets it)."""
+        assert self.kind is not None
+        return self.kind
+
     def when(self) -> Schedule:
         return Schedule.parse(self.name, self.at, self.every)
 
     def typed_params(self) -> Any:
-        return parse_params(self.name, self.kind, self.params)  # type: ignore[arg-type]
+        return parse_params(self.name, self.kind_name, self.params)
 
 
 class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -111,7 +116,7 @@ class SchedulerService(Service):
         self.worker = self.consume(streams.SCHEDULER_REQUESTS, self.on_requests, decode=JobRun,
                                    what="job request", count=20, block_ms=200)
         await self.tick()  # catch up what was missed while down
-        self.every(self.cfg.tick_s, self.tick)
+        self.every(self.cfg.tick_s, self._tick)
 
     def processed(self) -> int:
         return self.runs
@@ -119,6 +124,9 @@ class SchedulerService(Service):
     def metrics(self) -> dict[str, object]:
         return {"session_open": self.session.is_open(time.time()),
                 "runs": self.runs, "failed": self.failures, "running": sorted(self.running)}
+
+    async def _tick(self) -> None:
+        await self.tick()
 
     async def tick(self, now: float | None = None) -> list[str]:
         """Claim and start every job whose latest occurrence has not run; the names started."""
@@ -132,17 +140,19 @@ class SchedulerService(Service):
                 continue  # the previous run of this job is still going: this slot is skipped
             trigger = "caught up after downtime" if is_late(now, t, self.cfg.tick_s) else "scheduled"
             if not await self.claims.claim(j.name, slot, trigger):
-                trigger = await self.claims.take_over(j.name, slot)
-                if trigger is None:
+                taken = await self.claims.take_over(j.name, slot)
+                if taken is None:
                     continue
+                trigger = taken
             self.start(j, slot, self.session.closed_day(t), trigger)
             started.append(j.name)
         return started
 
     def start(self, job: Job, slot: str, day: str, trigger: str) -> None:
         task = asyncio.create_task(self.execute(job, slot, day, trigger), name=f"job:{job.name}:{slot}")
-        self.running[f"{job.name}:{slot}"] = task
-        task.add_done_callback(lambda _t, k=f"{job.name}:{slot}": self.running.pop(k, None))
+        key = f"{job.name}:{slot}"
+        self.running[key] = task
+        task.add_done_callback(lambda _t: self.running.pop(key, None))
 
     # -- running a job ---------------------------------------------------------------------------
     async def execute(self, job: Job, slot: str, day: str, trigger: str) -> dict[str, Any]:
@@ -151,14 +161,14 @@ class SchedulerService(Service):
         try:
             run = Run(job=job.name, slot=slot, day=day, params=job.typed_params(), r=self.r, data_dir=self.data_dir,
                       requested_by=f"{self.name}:{job.name}", stopping=lambda: self.stopping)
-            detail = await KINDS[job.kind].run(run)  # type: ignore[index]
+            detail = await KINDS[job.kind_name].run(run)
             outcome, reason = "ok", ""
         except JobFailed as exc:
             outcome, reason, detail = "failed", str(exc), {}
         except JobInterrupted as exc:
             self.log.info("job %s %s left running for the next instance: %s", job.name, slot, exc)
             return {"state": "running", "reason": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - any failure is the run's outcome, not the service's
+        except Exception as exc:  # any failure is the run's outcome, not the service's
             self.log.exception("job %s %s failed", job.name, slot)
             outcome, reason, detail = "failed", f"{type(exc).__name__}: {exc}", {}
         rec = {"state": outcome, "reason": reason, "instance": self.instance, "trigger": trigger,
@@ -196,7 +206,8 @@ class SchedulerService(Service):
             except ValueError as exc:
                 self.worker.reject(eid, f"job {req.job}: {exc}")
                 continue
-            trigger = f"requested by {req.detail.get('operator') or 'an operator'}" + (f": {req.reason}" if req.reason else "")
+            trigger = (f"requested by {req.detail.get('operator') or 'an operator'}"
+                       + (f": {req.reason}" if req.reason else ""))
             slot = records.request_slot(eid.decode())
             if await self.claims.claim(job.name, slot, trigger):  # a redelivered request does not run twice
                 self.start(job, slot, day, trigger)

@@ -28,7 +28,7 @@ from backend.bus import streams
 from backend.bus.broadcast import Item
 from backend.bus.publish import xadd
 from backend.features import store as fstore
-from backend.messages import FeatureRow, ModelEvent, Signal
+from backend.messages import FeatureRow, ModelEvent, Side, Signal
 from backend.models import registry as reg
 from backend.models.linear import LinearModel
 from backend.services.base import Service
@@ -132,7 +132,8 @@ class ServingService(Service):
                 for eid in updates[sym]:
                     self.worker.reject(eid, str(exc))
                 continue
-            side = "buy" if score >= self.cfg.threshold else "sell" if score <= -self.cfg.threshold else None
+            side: Side | None = ("buy" if score >= self.cfg.threshold
+                                 else "sell" if score <= -self.cfg.threshold else None)
             sig = Signal(symbol=sym, ts_ns=ts_ns, model=self.cfg.model, version=version,
                          score=round(score, 6), side=side, strength=round(min(abs(score), 10.0), 6))
             published = await self.publish_signal(

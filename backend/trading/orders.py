@@ -11,13 +11,13 @@ import math
 
 import msgspec
 
-from backend.messages import FINAL_STATES, Order, OrderEvent
+from backend.messages import FINAL_STATES, Order, OrderEvent, OrderState
 
 RECORD_KEY = "oms:order:{}"
 """Where the OMS keeps an order's record (a hash: the record `d`, msgpack, and its version `v`);
 ptrc reads it to book only fills of orders the OMS knows."""
 
-TRANSITIONS: dict[str, frozenset[str]] = {
+TRANSITIONS: dict[str, frozenset[OrderState]] = {
     "NEW": frozenset({"PENDING_RISK", "REJECTED"}),
     "PENDING_RISK": frozenset({"DENIED", "ROUTED", "CANCELED"}),
     "ROUTED": frozenset({"ACCEPTED", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"}),
@@ -34,7 +34,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     """What the OMS keeps per order, in Redis (`oms:order:<client order id>`)."""
 
     order: Order
-    state: str = "NEW"
+    state: OrderState = "NEW"
     filled: float = 0.0
     notional: float = 0.0
     trade_ids: list[str] = []
@@ -56,7 +56,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     def avg_price(self) -> float:
         return self.notional / self.filled if self.filled else 0.0
 
-    def move(self, to: str, now_ns: int, reason: str = "") -> OrderEvent:
+    def move(self, to: OrderState, now_ns: int, reason: str = "") -> OrderEvent:
         allowed = TRANSITIONS.get(self.state, frozenset())
         if to not in allowed:
             raise IllegalTransition(f"{self.order.client_order_id}: {self.state} -> {to} is not allowed")
@@ -69,7 +69,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
         o = self.order
         return OrderEvent(client_order_id=o.client_order_id, account=o.account, symbol=o.symbol,
                           side=o.side, quantity=o.quantity, limit_price=o.limit_price,
-                          state=to, prev_state=prev, filled_qty=self.filled,  # type: ignore[arg-type]
+                          state=to, prev_state=prev, filled_qty=self.filled,
                           avg_price=self.avg_price, reason=reason, ts_ns=now_ns, seq=self.seq)
 
 

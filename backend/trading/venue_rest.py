@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Any
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlencode
 
 import httpx
 
 from backend.errors import TradeopsError
-from backend.messages import ExecReport, Order
+from backend.messages import ExecReport, Order, Side
 
 
 def sign(secret: str, params: dict[str, Any]) -> str:
@@ -57,7 +57,18 @@ class RestVenue:
         await self.http.aclose()
 
 
-STATUS_KIND = {"CANCELED": "canceled", "EXPIRED": "expired", "REJECTED": "rejected"}
+STATUS_KIND: dict[str, Literal["canceled", "expired", "rejected"]] = {
+    "CANCELED": "canceled", "EXPIRED": "expired", "REJECTED": "rejected"}
+
+
+class _OrderFields(TypedDict):
+    """What every report of one order carries."""
+
+    client_order_id: str
+    venue_order_id: str
+    account: str
+    symbol: str
+    side: Side
 
 
 def reports_from(o: Order, body: dict[str, Any], known_trades: set[str]) -> list[ExecReport]:
@@ -65,8 +76,8 @@ def reports_from(o: Order, body: dict[str, Any], known_trades: set[str]) -> list
     vid = str(body.get("orderId", ""))
     out = []
     cum = 0.0
-    base = dict(client_order_id=o.client_order_id, venue_order_id=vid, account=o.account,
-                symbol=o.symbol, side=o.side)
+    base = _OrderFields(client_order_id=o.client_order_id, venue_order_id=vid, account=o.account,
+                        symbol=o.symbol, side=o.side)
     for f in body.get("fills", []):
         tid = f"{vid}-{f['tradeId']}"
         qty = float(f["qty"])
@@ -76,9 +87,9 @@ def reports_from(o: Order, body: dict[str, Any], known_trades: set[str]) -> list
         known_trades.add(tid)
         out.append(ExecReport(kind="fill", trade_id=tid, fill_qty=qty, fill_price=float(f["price"]),
                               cum_qty=cum, leaves_qty=max(0.0, o.quantity - cum), ts_ns=time.time_ns(),
-                              **base))  # type: ignore[arg-type]
+                              **base))
     kind = STATUS_KIND.get(body.get("status", ""))
     if kind:
         out.append(ExecReport(kind=kind, reason=body.get("msg", "") or f"venue status {body['status']}",
-                              cum_qty=cum, ts_ns=time.time_ns(), **base))  # type: ignore[arg-type]
+                              cum_qty=cum, ts_ns=time.time_ns(), **base))
     return out

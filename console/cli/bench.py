@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+from collections.abc import Callable
 from typing import Any
 
 import backend.bench
@@ -44,7 +45,7 @@ def register(sub: Any) -> None:
         q.set_defaults(func=_runner(mod))
 
 
-def _runner(mod: Any):
+def _runner(mod: Any) -> Callable[[Context, argparse.Namespace], int]:
     def run(ctx: Context, args: argparse.Namespace) -> int:
         if args.seconds <= 0:
             from backend.errors import TradeopsError

@@ -33,8 +33,8 @@ def open_console(ctx: Context, read_only: bool = False, replay: bool = False) ->
         from console.actions import ReplayActions
         from console.data.replay import ReplaySource
 
-        src = ReplaySource()
-        TradeopsApp(src, ReplayActions(src.current), read_only=read_only, live=False,
+        replay_src = ReplaySource()
+        TradeopsApp(replay_src, ReplayActions(replay_src.current), read_only=read_only, live=False,
                     keymap=ctx.settings.keymap).run()
         return 0
     from backend.bus import connection

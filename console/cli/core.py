@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from backend import __version__
-from backend.bus import codec, embedded, streams
+from backend.bus import embedded, streams
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
 from backend.migration import inventory as inv_mod

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from console.cli._table import show
 from console.cli.context import Context, command
+
+if TYPE_CHECKING:
+    from gates.checks import CheckContext
+    from gates.model import Gate
 
 ORDER = 50
 
@@ -63,14 +67,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def _gates(ctx: Context):  # noqa: ANN202
+def _gates(ctx: Context) -> dict[str, Gate]:
     """The gates of the settings, as the console loads them (--gates-file overrides the setting)."""
     from gates import model
 
     return model.configured(ctx.settings)
 
 
-def _ctx(ctx: Context):  # noqa: ANN202
+def _ctx(ctx: Context) -> CheckContext:
     from gates.checks import CheckContext
 
     return CheckContext(ctx.redis, ctx.redis_url(), ctx.settings)
@@ -81,7 +85,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
     gates = _gates(ctx)
     states = decisions.states(ctx.redis, gates)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g in gates.values():
         st = states[g.id]
         rows.append({"id": g.id, "title": g.title, "state": st.status, "decision": st.decision,

@@ -52,7 +52,8 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     r = ctx.redis
     sched, last = schedule(r), last_runs(r)
     if args.json:
-        ctx.print_json({name: {**sched.get(name, {}), "last": last.get(name)} for name in sorted(set(sched) | set(last))})
+        ctx.print_json({name: {**sched.get(name, {}), "last": last.get(name)}
+                        for name in sorted(set(sched) | set(last))})
         return 0
     if not sched and not last:
         print("no jobs yet (is scheduler running?)")

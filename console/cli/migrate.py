@@ -19,7 +19,8 @@ def register(sub: Any) -> None:
     q.set_defaults(func=cmd_status)
     for action, help_ in (("start", "bring up the target instance beside the legacy one"),
                           ("cutover", "wait until the target is healthy, then drain and stop the legacy instance"),
-                          ("rollback", "bring the legacy instance back; once it is healthy, drain and stop the target")):
+                          ("rollback",
+                           "bring the legacy instance back; once it is healthy, drain and stop the target")):
         q = command(msub, action, help_)
         q.add_argument("service")
         q.add_argument("--reason", required=True)
@@ -34,9 +35,10 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
     states = board(ctx.redis)
     gates = ctx.settings.gates_path()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, st in sorted(states.items(), key=lambda kv: kv[1].priority):
-        why = blockers(ctx.redis, name, states, gates_file=gates) if st.state in ("planned", "rolled_back", "failed") else []
+        why = (blockers(ctx.redis, name, states, gates_file=gates)
+               if st.state in ("planned", "rolled_back", "failed") else [])
         last = st.history[-1] if st.history else None
         rows.append({"service": name, "priority": st.priority, "state": st.state, "blocked_by": why,
                      "last_by": last.operator if last else None, "last_reason": last.reason if last else None})

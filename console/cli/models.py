@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from backend.bus import publish_sync, streams
+from backend.bus import publish_sync, replies, streams
 from backend.bus.broadcast import BroadcastSync
 from backend.errors import TradeopsError
 from backend.messages import ModelEvent, ModelStage, TrainJob, to_builtins
@@ -110,7 +110,7 @@ def cmd_train(ctx: Context, args: argparse.Namespace) -> int:
     if args.wait > 0:
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
-            h = r.hgetall(f"training:job:{job.job_id}")
+            h = replies.fields(r.hgetall(f"training:job:{job.job_id}"))
             state = h.get(b"state", b"").decode()
             if state in ("registered", "failed"):
                 print(f"{state}: " + ", ".join(f"{k.decode()}={v.decode()}" for k, v in h.items()

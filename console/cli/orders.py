@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, publish_sync, streams
+from backend.bus import codec, publish_sync, replies, streams
 from backend.bus.broadcast import BroadcastSync
 from backend.errors import TradeopsError
 from backend.messages import CancelRequest, Order, OrderEvent
@@ -88,7 +88,7 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
 
 def _events(ctx: Context, count: int) -> list[OrderEvent]:
     return [codec.decode(codec.payload(f), OrderEvent)
-            for _, f in reversed(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count))]
+            for _, f in reversed(replies.entries(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count)))]
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, publish_sync, streams
+from backend.bus import codec, publish_sync, replies, streams
 from backend.errors import TradeopsError
 from console.cli._table import show
 from console.cli.context import Context, command
@@ -42,7 +42,7 @@ def cmd_positions(ctx: Context, args: argparse.Namespace) -> int:
     from backend.messages import Position
 
     latest: dict[tuple[str, str], Position] = {}
-    for _, f in ctx.redis.xrevrange(streams.POSITIONS, count=20_000):
+    for _, f in replies.entries(ctx.redis.xrevrange(streams.POSITIONS, count=20_000)):
         p = codec.decode(codec.payload(f), Position)
         latest.setdefault((p.account, p.symbol), p)
     rows = sorted(latest.values(), key=lambda p: (p.account, p.symbol))

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from backend.bus import codec, streams
+from backend.bus import codec, replies, streams
 from backend.health import read_heartbeats
 from backend.marketdata import ticks as tickcols
 from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent
@@ -48,11 +48,12 @@ class LiveSource:
         self.risk_series: deque[float] = deque(maxlen=240)
         self.orders: dict[str, OrderEvent] = {}
         self.history: dict[str, list[str]] = defaultdict(list)
-        self.order_cursor = "0"
+        self.order_cursor: str | bytes = "0"
         self.inv = inventory.load()
         self.polls = 0
         self.slow_every = slow_every  # the board, gates and audit are read every this many polls
         self._slow: dict[str, object] = {}
+        self._slow_alerts: list[str] = []
         self._beats: list[Heartbeat] = []  # this poll's heartbeats, read once
         self.gate_feed: Any = None  # gates.feed.GateFeed, made on the first read of the gates
         self._gate_defs: Any = None  # the gates in use, and the file stamp they were loaded at
@@ -77,13 +78,11 @@ class LiveSource:
                 self._gates(snap)
                 self._slow = {k: getattr(snap, k) for k in
                               ("board", "progress", "gates", "open_gates", "audit", "audit_verdict")}
-                self._slow["gate_alerts"] = [a for a in snap.alerts if a.startswith("gate ")]
+                self._slow_alerts = [a for a in snap.alerts if a.startswith("gate ")]
             else:
                 for k, v in self._slow.items():
-                    if k == "gate_alerts":
-                        snap.alerts.extend(v)  # type: ignore[arg-type]
-                    else:
-                        setattr(snap, k, v)
+                    setattr(snap, k, v)
+                snap.alerts.extend(self._slow_alerts)
             self.polls += 1
         except redis.RedisError as exc:
             snap.connected = False
@@ -116,12 +115,12 @@ class LiveSource:
         """Per-symbol last price, ticks/s and volume at a cost that does not grow with the tick
         rate: prices from the newest few tick batches, rates and volume from the 1 s bars (each
         carries its trade count and volume), read incrementally."""
-        for _, f in reversed(self.r.xrevrange(streams.MD_TICKS, count=LAST_BATCHES)):
+        for _, f in reversed(replies.entries(self.r.xrevrange(streams.MD_TICKS, count=LAST_BATCHES))):
             self.last.update(tickcols.last_prices(tickcols.decode(codec.payload(f))))
         if self.bar_cursor == "$":  # first poll: the last few seconds seed the rates
-            items = list(reversed(self.r.xrevrange(streams.MD_BARS_1S, count=200)))
+            items = list(reversed(replies.entries(self.r.xrevrange(streams.MD_BARS_1S, count=200))))
         else:
-            items = [it for _, its in self.r.xread({streams.MD_BARS_1S: self.bar_cursor}, count=5000) or []
+            items = [it for _, its in replies.read(self.r.xread({streams.MD_BARS_1S: self.bar_cursor}, count=5000))
                      for it in its]
         for eid, f in items:
             self.bar_cursor = eid
@@ -146,12 +145,13 @@ class LiveSource:
                                          rate, self.volume[sym], list(self.prices[sym])))
         snap.total_tps = sum(m.ticks_per_s for m in snap.market)
         for bar in self.recent_bars:  # newest first, from the read above (no second read)
-            snap.bars.append(BarRow(bar.symbol, bar.interval, time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9)),
+            start = time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9))
+            snap.bars.append(BarRow(bar.symbol, bar.interval, start,
                                     bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades))
 
     def _orders(self, snap: Snapshot) -> None:
         resp = self.r.xread({streams.ORDERS_EVENTS: self.order_cursor}, count=5000)
-        for _, items in resp or []:
+        for _, items in replies.read(resp):
             for eid, f in items:
                 self.order_cursor = eid
                 ev = codec.decode(codec.payload(f), OrderEvent)
@@ -215,11 +215,12 @@ class LiveSource:
         rows = [(ev.ts_ns, ev.gate, ev.kind, ev.check or ev.decision or "", ev.operator,
                  ev.reason or str(ev.evidence.get("note", ""))) for _, ev in self.gate_feed.recent]
         # the migration log beside the gate log, in time order
-        for _, f in self.r.xrevrange(streams.OPS_MIGRATION, count=200):
+        for _, f in replies.entries(self.r.xrevrange(streams.OPS_MIGRATION, count=200)):
             m = codec.decode(codec.payload(f), MigrationEvent)
-            rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}", m.operator, m.reason))
+            rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}",
+                         m.operator, m.reason))
         # and the kill switch's toggles (audited on ops.control)
-        for _, f in self.r.xrevrange(streams.OPS_CONTROL, count=200):
+        for _, f in replies.entries(self.r.xrevrange(streams.OPS_CONTROL, count=200)):
             c = codec.decode(codec.payload(f), ControlCommand)
             if c.command == "kill_switch":
                 rows.append((c.ts_ns, c.target, "kill switch", "ON" if c.args.get("on") else "off", c.operator,

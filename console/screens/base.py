@@ -5,11 +5,12 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from console.data.snapshot import Snapshot
@@ -25,7 +26,7 @@ ActionMethod = TypeVar("ActionMethod", bound=Callable[..., None])
 def changes(action: ActionMethod) -> ActionMethod:
     """Marks a screen's key action that asks for a change (it posts an ActionRequest): read-only
     mode hides and disables its key, by the app's one guard (TradeopsApp.refusal)."""
-    action.changes = True  # type: ignore[attr-defined]
+    action.changes = True  # type: ignore[attr-defined]  # a marker on the function object
     return action
 
 
@@ -41,13 +42,19 @@ class StatusBar(Static):
 
 class BaseScreen(Screen):
     TITLE = ""
-    AUTO_FOCUS = None  # screens name their main widget; the hidden filter line never takes focus
-    BINDINGS = [Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")]
-    before_filter = None  # what had the focus when the filter line opened
+    AUTO_FOCUS: ClassVar[str | None] = None  # screens name their main widget; the hidden filter line never takes focus
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")]
+    before_filter: Widget | None = None  # what had the focus when the filter line opened
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only mode removes every key that asks for a change (and hides it)."""
-        return not (asks_change(type(self), action) and cast("TradeopsApp", self.app).refusal())
+        return not (asks_change(type(self), action) and self.tapp.refusal())
+
+    @property
+    def tapp(self) -> TradeopsApp:
+        """The app, typed: Textual types `self.app` as App[Any]; these screens run in TradeopsApp."""
+        return cast("TradeopsApp", self.app)
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -91,8 +98,9 @@ class BaseScreen(Screen):
             flags.append("[reverse] PAUSED [/]")
         if getattr(app, "read_only", False):
             flags.append("[reverse] READ-ONLY [/]")
-        if getattr(app, "filter_text", ""):
-            flags.append(f"filter: {app.filter_text}")
+        filter_text = getattr(app, "filter_text", "")
+        if filter_text:
+            flags.append(f"filter: {filter_text}")
         running = list(getattr(app, "running", {}).values())
         if running:
             flags.append(f"[reverse] running: {', '.join(running)} [/]")
@@ -125,7 +133,7 @@ class BaseScreen(Screen):
 
     def action_close_filter(self) -> None:
         if self.query_one("#filter").display:
-            self.app.close_filter()
+            self.tapp.close_filter()
 
     def set_text(self, selector: str, text: str) -> None:
         """Update a Static only when its text changed, with a layout pass only when its number of

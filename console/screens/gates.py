@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
 from console.actions import Decision
@@ -16,7 +19,7 @@ from widgets.checklist import Checklist
 class GatesScreen(BaseScreen):
     TITLE = "gates"
     AUTO_FOCUS = "#gate-list"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "run_check", "Run check", id="gates.run"),
         Binding("R", "run_all", "Run all", id="gates.run_all"),
         Binding("t", "attest", "Attest", id="gates.attest"),
@@ -45,7 +48,7 @@ class GatesScreen(BaseScreen):
         t = self.query_one("#gate-list", DataTable)
         if not t.row_count:
             return None
-        return t.coordinate_to_cell_key((t.cursor_row, 0)).row_key.value
+        return t.coordinate_to_cell_key(Coordinate(t.cursor_row, 0)).row_key.value
 
     def render_snapshot(self, snap: Snapshot) -> None:
         t = self.query_one("#gate-list", DataTable)
@@ -58,7 +61,7 @@ class GatesScreen(BaseScreen):
             elif old != cells:  # a table redraws all its rows on any change: change only what did
                 for i, (v, was) in enumerate(zip(cells, old, strict=True)):
                     if v != was:
-                        t.update_cell_at((t.get_row_index(g.id), i), v)
+                        t.update_cell_at(Coordinate(t.get_row_index(g.id), i), v)
             self._rows[g.id] = cells
         self.show_gate()
 
@@ -67,7 +70,7 @@ class GatesScreen(BaseScreen):
             self.show_gate()
 
     def show_gate(self) -> None:
-        snap = self.app.snapshot
+        snap = self.tapp.snapshot
         gid = self.gate_id()
         g = next((g for g in snap.gates if g.id == gid), None) if snap else None
         if g is None:
@@ -91,7 +94,7 @@ class GatesScreen(BaseScreen):
         c = self.query_one(Checklist)
         if not c.row_count:
             return None
-        return c.coordinate_to_cell_key((c.cursor_row, 0)).row_key.value
+        return c.coordinate_to_cell_key(Coordinate(c.cursor_row, 0)).row_key.value
 
     @changes
     def action_run_check(self) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
 from console.data.snapshot import Snapshot
@@ -32,7 +33,8 @@ class MarketScreen(BaseScreen):
         q = self.query_one("#quotes", DataTable)
         for c in COLS:
             q.add_column(c, key=c)
-        self.query_one("#bars", DataTable).add_columns("start", "symbol", "open", "high", "low", "close", "volume", "trades")
+        self.query_one("#bars", DataTable).add_columns("start", "symbol", "open", "high", "low", "close", "volume",
+                                                       "trades")
         super().on_mount()
 
     def render_snapshot(self, snap: Snapshot) -> None:
@@ -52,20 +54,21 @@ class MarketScreen(BaseScreen):
                     if v != was:
                         q.update_cell(m.symbol, c, v)
             self._quotes[m.symbol] = cells
-        for key in [k.value for k in q.rows if k.value not in seen]:
+        for key in [k.value for k in q.rows if k.value is not None and k.value not in seen]:
             q.remove_row(key)
             self._quotes.pop(key, None)
         row = q.cursor_row if q.row_count else None
-        sel = q.coordinate_to_cell_key((row, 0)).row_key.value if row is not None and q.row_count else None
+        sel = q.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value if row is not None and q.row_count else None
         pick = next((m for m in snap.market if m.symbol == sel), snap.market[0] if snap.market else None)
         if pick:
             self.set_text("#spark-title", f"{pick.symbol} price")
             self.query_one("#spark", SlaSparkline).set_values(pick.spark)
-        rows = [(b.start, b.symbol, f"{b.open:,.6g}", f"{b.high:,.6g}", f"{b.low:,.6g}", f"{b.close:,.6g}",
-                 f"{b.volume:,.3f}", str(b.trades)) for b in snap.bars if self.matches(b.symbol)]
+        rows: list[tuple[str, ...]] = [
+            (b.start, b.symbol, f"{b.open:,.6g}", f"{b.high:,.6g}", f"{b.low:,.6g}", f"{b.close:,.6g}",
+             f"{b.volume:,.3f}", str(b.trades)) for b in snap.bars if self.matches(b.symbol)]
         if rows != self._bars:  # new bars close once a second: redraw the table only then
             self._bars = rows
             bars = self.query_one("#bars", DataTable)
             bars.clear()
-            for row in rows:
-                bars.add_row(*row)
+            for bar_row in rows:
+                bars.add_row(*bar_row)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
+from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
@@ -20,7 +23,7 @@ MOVE = {"cut over": "cutover", "roll back": "rollback"}
 class MigrationScreen(BaseScreen):
     TITLE = "migration"
     AUTO_FOCUS = "#col-1"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "move('start')", "Start", id="migration.start"),
         Binding("c", "move('cutover')", "Cut over", id="migration.cutover"),
         Binding("r", "move('rollback')", "Roll back", id="migration.rollback"),
@@ -44,7 +47,7 @@ class MigrationScreen(BaseScreen):
             self.query_one(f"#col-{p}", PriorityColumn).set_cards(cards)
         self.show_deps()
 
-    def on_descendant_focus(self, event) -> None:  # noqa: ANN001
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         if isinstance(event.widget, PriorityColumn) and event.widget.id:
             self._column = f"#{event.widget.id}"
             self.show_deps()
@@ -63,7 +66,7 @@ class MigrationScreen(BaseScreen):
                 return
 
     def _states(self) -> dict[str, str]:
-        snap = self.app.snapshot
+        snap = self.tapp.snapshot
         return {n: s for cards in (snap.board.values() if snap else []) for n, s, _ in cards}
 
     def show_deps(self) -> None:
@@ -73,7 +76,7 @@ class MigrationScreen(BaseScreen):
         if not svc:
             self.set_text("#deps", "select a service (tab / arrows)")
             return
-        snap = self.app.snapshot
+        snap = self.tapp.snapshot
         states = self._states()
         gates = tuple((g.id, g.status) for g in snap.gates) if snap else ()
         key = (svc, tuple(sorted(states.items())), gates, self._refused)
@@ -109,7 +112,7 @@ class MigrationScreen(BaseScreen):
     @changes
     def action_move(self, action: Move) -> None:
         svc = self.selected()
-        if not svc or self.app.snapshot is None:
+        if not svc or self.tapp.snapshot is None:
             self.notify("no service selected", severity="warning")
             return
         state = self._states().get(svc, "planned")
@@ -118,7 +121,7 @@ class MigrationScreen(BaseScreen):
                         title="move refused", severity="error")
             return
         if action == "start":
-            why = snapshot_blockers(self.app.snapshot, svc)
+            why = snapshot_blockers(self.tapp.snapshot, svc)
             if why:
                 self.notify(f"cannot start {svc}: " + "; ".join(why), title="move refused", severity="error")
                 self._refused = (svc, why)

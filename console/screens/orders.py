@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
@@ -16,7 +18,7 @@ from widgets.blotter import BlotterTable
 class OrdersScreen(BaseScreen):
     TITLE = "orders"
     AUTO_FOCUS = "#blotter"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_order", "New order", id="orders.new"),
         Binding("x", "cancel_order", "Cancel order", id="orders.cancel"),
     ]
@@ -46,7 +48,7 @@ class OrdersScreen(BaseScreen):
 
     @changes
     def action_new_order(self) -> None:
-        snap = self.app.snapshot
+        snap = self.tapp.snapshot
         symbols = [m.symbol for m in snap.market] if snap else []
 
         def done(form: OrderForm | None) -> None:
@@ -60,7 +62,7 @@ class OrdersScreen(BaseScreen):
         if key is None:
             self.notify("no order selected", severity="warning")
             return
-        snap = self.app.snapshot
+        snap = self.tapp.snapshot
         order = next((o for o in snap.orders if o.client_order_id == key), None) if snap else None
         if order is not None and order.state in FINAL_STATES:
             self.notify(f"{key} is {order.state}: nothing left to cancel", title="cancel refused", severity="warning")

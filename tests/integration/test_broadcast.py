@@ -4,6 +4,7 @@ what does not decode; the sync reader (CLI) reads the same way."""
 
 from __future__ import annotations
 
+import redis
 import redis.asyncio as aioredis
 
 from backend.bus.broadcast import Broadcast
@@ -54,7 +55,7 @@ async def test_decoded_reads_skip_what_does_not_decode(redis_url: str) -> None:
         await r.aclose()
 
 
-def test_the_sync_reader_reads_the_same_way(r) -> None:  # noqa: ANN001
+def test_the_sync_reader_reads_the_same_way(r: redis.Redis) -> None:
     from backend.bus import codec
     from backend.bus.broadcast import BroadcastSync
     from backend.messages import OrderEvent

@@ -71,7 +71,8 @@ def test_a_broken_chain_shows_in_the_console(r: redis.Redis, redis_url: str) -> 
         # an entry added around the chain (not after the newest): caught when it is first read
         r.xadd(streams.OPS_GATES, codec.fields(GateEvent(gate="phase1", kind="approve", operator="x", ts_ns=1)))
         snap = src.poll()
-        assert snap.audit_verdict.startswith("chain BROKEN: entry 21 (") and "removed or reordered" in snap.audit_verdict
+        assert snap.audit_verdict.startswith("chain BROKEN: entry 21 (")
+        assert "removed or reordered" in snap.audit_verdict
         assert src.gate_feed.read_last == 1
         assert snap.audit_verdict == f"chain BROKEN: {audit.verify(r).problem}"
     finally:
@@ -111,7 +112,7 @@ def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Re
         assert console_ids[-1] == "extra" and console_ids == list(model.configured(settings))
 
         def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(TRADEOPS + ["--config", str(cfg), *args], capture_output=True, text=True,
+            return subprocess.run([*TRADEOPS, "--config", str(cfg), *args], capture_output=True, text=True,
                                   env=env or tradeops_env, timeout=60, cwd=tmp_path.parent)
 
         out = cli("gate", "list", "--json")

@@ -60,7 +60,7 @@ def test_rollback_keeps_the_target_until_the_legacy_instance_is_healthy(r: redis
 def test_cli_cutover_without_a_healthy_target_is_one_line(r: redis.Redis, tradeops_env: dict[str, str]) -> None:
     proceed_for_benchmark(r, ["phase1"], "test")
     move(r, "normalizer", "start", "ann", "go")
-    out = subprocess.run(TRADEOPS + ["migrate", "cutover", "normalizer", "--reason", "x", "--timeout", "0.2"],
+    out = subprocess.run([*TRADEOPS, "migrate", "cutover", "normalizer", "--reason", "x", "--timeout", "0.2"],
                          capture_output=True, text=True, env=tradeops_env)
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [

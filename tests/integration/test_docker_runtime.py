@@ -96,8 +96,9 @@ def test_runs_a_service_in_a_container_lists_and_stops_it(supervisor: DockerSupe
     client = engine_client(docker_engine)
     (c,) = containers_of(client, data_dir)
     assert c.name == name
-    assert {k: v for k, v in c.labels.items() if k in ("tradeops.service", "tradeops.environment",
-                                                        "tradeops.priority", "tradeops.lanes", "tradeops.instance")} == {
+    assert {k: v for k, v in c.labels.items()
+            if k in ("tradeops.service", "tradeops.environment", "tradeops.priority", "tradeops.lanes",
+                     "tradeops.instance")} == {
         "tradeops.service": "risk", "tradeops.environment": "legacy", "tradeops.priority": "3",
         "tradeops.lanes": "lowlatency", "tradeops.instance": "risk-legacy"}
     host_config = c.attrs["HostConfig"]
@@ -198,7 +199,8 @@ def test_lanes_mode_puts_each_service_on_its_lane_networks(docker_engine: str, l
     try:
         sup.reconcile()
         for svc in sup.services:
-            wait_for(lambda: state(r, svc, f"{svc}-legacy") == b"running", 30, what=f"{svc} heartbeat over the lanes")
+            wait_for(lambda svc=svc: state(r, svc, f"{svc}-legacy") == b"running", 30,
+                     what=f"{svc} heartbeat over the lanes")
         nets = {c.labels["tradeops.service"]: c.attrs["NetworkSettings"]["Networks"]
                 for c in containers_of(client, sup.data_dir)}
         assert set(nets["normalizer"]) == {"tradeops-lowlatency", "tradeops-backend"}
@@ -265,7 +267,8 @@ def test_no_engine_is_one_clear_line(tradeops_env: dict[str, str], tmp_path: Pat
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     for args in (["up", "--runtime", "docker"], ["image", "build-local"]):
         assert main(args) == 1, args
-        assert capsys.readouterr().err == (f"tradeops: error: no Docker engine reachable at unix://{tmp_path}/none.sock "
+        assert capsys.readouterr().err == (f"tradeops: error: no Docker engine reachable at "
+                                           f"unix://{tmp_path}/none.sock "
                                            "(start dockerd, or point DOCKER_HOST at one)\n")
     assert main(["up", "--image", "tradeops:latest"]) == 1
     assert capsys.readouterr().err == "tradeops: error: --image and --network are options of --runtime docker\n"

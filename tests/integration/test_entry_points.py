@@ -50,7 +50,7 @@ def test_a_bad_service_config_or_name_is_one_line(tradeops_env: dict[str, str], 
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[services.risk]\nmax_ordr_qty = 1\n")
     for cmd, message in (
-        (service_command("risk", "entry-2", "legacy") + ["--config", str(cfg)], "[services.risk]: "),
+        ([*service_command("risk", "entry-2", "legacy"), "--config", str(cfg)], "[services.risk]: "),
         (service_command("nope", "entry-3", "legacy"), "unknown service 'nope'"),
     ):
         out = subprocess.run(cmd, capture_output=True, text=True, env=tradeops_env, timeout=60)

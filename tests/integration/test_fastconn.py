@@ -18,7 +18,7 @@ async def test_pipeline_replies_in_order_and_errors_do_not_desync(redis_url: str
     conn = await FastRedis.connect(redis_url)
     try:
         assert await conn.pipeline([("SET", "a", 1), ("INCR", "a"), ("GET", "a")]) == [b"OK", 2, b"2"]
-        with pytest.raises(ResponseError, match="WRONGTYPE|not an integer"):
+        with pytest.raises(ResponseError, match=r"WRONGTYPE|not an integer"):
             await conn.pipeline([("SET", "s", "x"), ("INCR", "s"), ("SET", "after", "ok")])
         assert await conn.call("GET", "after") == b"ok"  # the reply after the error was read
         replies = await conn.pipeline([("INCR", "s"), ("PING",)], raise_on_error=False)

@@ -87,7 +87,7 @@ def test_data(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200 if self.path == "/status" else 404)
         self.end_headers()
 
@@ -134,6 +134,6 @@ def test_perf_passes_fails_and_missing_bench_is_inconclusive(r: redis.Redis, red
 
 
 def test_manual_checks_are_not_run() -> None:
-    res = run_check(None, Check(id="m", title="m", kind="manual"))  # type: ignore[arg-type]
+    res = run_check(None, Check(id="m", title="m", kind="manual"))  # type: ignore[arg-type]  # manual: no context read
     assert res.outcome == "inconclusive"
     assert codec is not None and streams is not None

@@ -127,7 +127,7 @@ def test_audit_verify_catches_edit_delete_and_reorder(r: redis.Redis) -> None:
     assert not v.ok and "newest entries were removed" in v.problem
 
 
-def _rewrite(r: redis.Redis, items) -> None:  # noqa: ANN001
+def _rewrite(r: redis.Redis, items: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
     head = r.get(audit.HEAD_KEY)
     r.delete(streams.OPS_GATES)
     base = 1_000
@@ -144,16 +144,16 @@ def test_report_and_cli(r: redis.Redis, tradeops_env, tmp_path: Path) -> None:
                                                                to_state="migrated", operator="ann", reason="ok",
                                                                ts_ns=1_000_000_000_000 + 2 * 3_600_000_000_000)))
     env = dict(tradeops_env, TRADEOPS_OPERATOR="ann")
-    out = subprocess.run(TRADEOPS + ["gate", "run", "phase1", "clock-sync"], capture_output=True, text=True, env=env)
+    out = subprocess.run([*TRADEOPS, "gate", "run", "phase1", "clock-sync"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "phase1/clock-sync: passed" in out.stdout
-    out = subprocess.run(TRADEOPS + ["gate", "decide", "phase1", "proceed", "--reason", "go"], capture_output=True,
+    out = subprocess.run([*TRADEOPS, "gate", "decide", "phase1", "proceed", "--reason", "go"], capture_output=True,
                          text=True, env=env)
     assert out.returncode == 1 and "proceed refused: required checks not passed" in out.stderr
     assert "Traceback" not in out.stderr
-    out = subprocess.run(TRADEOPS + ["gate", "attest", "phase1", "secrets", "--note", "vault in place"],
+    out = subprocess.run([*TRADEOPS, "gate", "attest", "phase1", "secrets", "--note", "vault in place"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0
-    out = subprocess.run(TRADEOPS + ["gate", "decide", "phase1", "stop", "--reason", "wait for backups"],
+    out = subprocess.run([*TRADEOPS, "gate", "decide", "phase1", "stop", "--reason", "wait for backups"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0
     rep = report.build(r, load())
@@ -161,12 +161,12 @@ def test_report_and_cli(r: redis.Redis, tradeops_env, tmp_path: Path) -> None:
     p1 = rep["priorities"][0]
     assert p1["migrated"] == 1 and p1["hours_estimated"] == 8.0 and p1["states"]["normalizer"] == "migrated"
     assert any("gate phase1 decided STOP: wait for backups" in x for x in rep["open_risks"])
-    md = subprocess.run(TRADEOPS + ["report"], capture_output=True, text=True, env=env).stdout
+    md = subprocess.run([*TRADEOPS, "report"], capture_output=True, text=True, env=env).stdout
     assert "| P1 | Task 02 | 3 | 1 | 33.3% | 8 | 2 |" in md and "**STOP** by ann: wait for backups" in md
-    out = subprocess.run(TRADEOPS + ["audit", "verify"], capture_output=True, text=True, env=env)
+    out = subprocess.run([*TRADEOPS, "audit", "verify"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "audit OK: 3 entries" in out.stdout
     r.xadd(streams.OPS_GATES, {b"d": codec.encode(GateEvent(gate="phase1", kind="approve", operator="x", ts_ns=1))})
-    out = subprocess.run(TRADEOPS + ["audit", "verify"], capture_output=True, text=True, env=env)
+    out = subprocess.run([*TRADEOPS, "audit", "verify"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "audit FAILED: entry 4" in out.stdout
-    out = subprocess.run(TRADEOPS + ["gate", "show", "nosuch"], capture_output=True, text=True, env=env)
+    out = subprocess.run([*TRADEOPS, "gate", "show", "nosuch"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "unknown gate 'nosuch'" in out.stderr

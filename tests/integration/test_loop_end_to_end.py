@@ -2,7 +2,8 @@
 
 ticks (md.ticks.raw) -> normalizer (md.ticks, md.bars.1s) -> feast-pipeline (features) ->
 ml-training (trains on the history) -> modelops (an operator promotes it, with a reason) ->
-serving (scores the online feature store on each update: signals) -> marketplace (a subscribed account's paper orders on orders.new) ->
+serving (scores the online feature store on each update: signals) -> marketplace (a subscribed
+account's paper orders on orders.new) ->
 oms / risk / live-gateway (fills) -> ptrc (positions and PnL).
 
 Ticks are stamped in the recent past (the normalizer accepts up to an hour back and closes bars
@@ -124,7 +125,8 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         wait_for(lambda: len(read_offline(st.data_dir)) >= 200, 30, what="offline feature store")
 
         out = cli(env, "models", "train", "alpha", "--horizon", "5", "--wait", "30")
-        assert out.returncode == 0 and "registered" in out.stdout and "source=offline" in out.stdout, out.stdout + out.stderr
+        assert out.returncode == 0 and "registered" in out.stdout and "source=offline" in out.stdout, (
+            out.stdout + out.stderr)
         out = cli(env, "models", "promote", "alpha", "1", "--reason", "loop test: first model")
         assert out.returncode == 0 and "promoted to v1 in production" in out.stdout, out.stderr
         wait_for(lambda: (hb := heartbeat(r, "serving")) and hb.extra.get("version") == 1, 15,
@@ -158,7 +160,8 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
             reps = [codec.decode(codec.payload(f), ExecReport) for _, f in r.xrange(streams.EXEC_REPORTS)]
             return [x for x in reps if x.kind == "fill"]
 
-        orders = wait_for(lambda: (o := [codec.decode(codec.payload(f), Order) for _, f in r.xrange(streams.ORDERS_NEW)])
+        orders = wait_for(lambda: (o := [codec.decode(codec.payload(f), Order)
+                                         for _, f in r.xrange(streams.ORDERS_NEW)])
                           and len(fills()) >= len(o) and o, 30, what="every order filled")
 
         def positions() -> dict[str, Position]:
@@ -177,7 +180,8 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         pos = wait_for(lambda: (p := positions()) and set(p) >= filled_syms
                        and all(abs(x.quantity - signed(s)) < 1e-9 for s, x in p.items()) and p, 30,
                        what="ptrc positions matching the fills")
-        pos = wait_for(lambda: (p := positions()) and all(x.quantity == 0 or x.mark == market.last[s] for s, x in p.items()) and p, 30,
+        pos = wait_for(lambda: (p := positions())
+                       and all(x.quantity == 0 or x.mark == market.last[s] for s, x in p.items()) and p, 30,
                        what="ptrc marks at the last trades")
         sigs = [codec.decode(codec.payload(f), Signal) for _, f in r.xrange(streams.SIGNALS)]
         wait_for(lambda: heartbeat(r, "serving").extra.get("signals") == len(sigs), 10, what="serving's heartbeat")

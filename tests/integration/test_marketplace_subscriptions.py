@@ -73,7 +73,8 @@ def test_subscriptions_trade_signals_through_oms_and_risk(redis_url: str, r: red
     cfg = tmp_path / "mk.toml"
     cfg.write_text(CONFIG)
     env = dict(tradeops_env, TRADEOPS_CONFIG=str(cfg), TRADEOPS_OPERATOR="mona")
-    cli = lambda *a: subprocess.run(TRADEOPS + list(a), capture_output=True, text=True, env=env, timeout=60)  # noqa: E731
+    def cli(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*TRADEOPS, *a], capture_output=True, text=True, env=env, timeout=60)
     with BenchStack(redis_url=redis_url) as st:
         seed_prices(st.r)
         for name in ("risk", "live-gateway", "oms", "ptrc"):

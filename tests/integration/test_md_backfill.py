@@ -33,10 +33,10 @@ from backend.exchange.feed import FeedConfig
 from backend.exchange.rest import API_KEY
 from backend.exchange.server import Exchange, read_info
 from backend.exchange.wire import history_decoder
-from backend.runtime.commands import exchange_command
 from backend.marketdata import backfill
 from backend.marketdata.backfill import Gap
 from backend.messages import Alert, Heartbeat
+from backend.runtime.commands import exchange_command
 from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
 from tests.conftest import await_for, wait_for
 
@@ -82,7 +82,8 @@ async def test_exchange_serves_binance_historical_trades() -> None:
             recent = resp.json()
             assert len(recent) == 2 and recent[1]["id"] == recent[0]["id"] + 1
 
-            async def error(path: str, params: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, int]:
+            async def error(path: str, params: dict[str, Any],
+                            headers: dict[str, str] | None = None) -> tuple[int, int]:
                 resp = await http.get(f"{base}/{path}", params=params, headers=headers if headers is not None else key)
                 return resp.status_code, resp.json()["code"]
 
@@ -179,7 +180,7 @@ def start_exchange(data_dir: Path, *, rate: float, symbols: list[str], history: 
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = proc.stdout.readline() if proc.stdout else ""
     if not first.startswith("exchange up"):
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         pytest.fail(f"the exchange did not start: {first!r}")
     return proc
 
@@ -268,7 +269,7 @@ class Pipeline:
 
     def close(self) -> None:
         if self.exchange is not None:
-            stop_process(self.exchange, kill=True)  # type: ignore[arg-type]
+            stop_process(self.exchange, kill=True)
         for p in self.procs:
             stop_process(p)
         self.r.close()

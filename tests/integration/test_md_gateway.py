@@ -4,6 +4,7 @@ exchange restarts, and reports the trade-id gap (count and last gap) in its hear
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,7 +16,7 @@ from backend.bus.embedded import free_port
 from backend.exchange.feed import FeedConfig
 from backend.exchange.server import Exchange
 from backend.marketdata import raw
-from backend.messages import AltItem, Heartbeat, RawTickBatch
+from backend.messages import AltItem, RawTickBatch
 from backend.services.gateway import GatewayService
 from tests.conftest import await_for
 
@@ -84,7 +85,7 @@ async def test_exchange_speaks_binance_trade_streams() -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_gateway_fails_loudly_when_redis_goes_away(tmp_path) -> None:  # noqa: ANN001
+async def test_gateway_fails_loudly_when_redis_goes_away(tmp_path: Path) -> None:
     """Raw ticks it cannot write are not dropped silently: the service fails (and its supervisor
     restarts it; the trades missed show as a gap)."""
     from backend.bus.embedded import EmbeddedRedis
@@ -114,9 +115,9 @@ async def test_gateway_fails_loudly_when_redis_goes_away(tmp_path) -> None:  # n
 async def test_undecodable_frames_go_to_the_dlq_of_the_stream_they_were_bound_for(redis_url: str) -> None:
     """A trade frame that does not decode goes to dlq.md.ticks.raw, a news frame to dlq.alt.raw, each
     naming its stream (not the service) and keeping the frame's bytes."""
-    from websockets.asyncio.server import serve
+    from websockets.asyncio.server import ServerConnection, serve
 
-    async def venue(ws) -> None:  # noqa: ANN001
+    async def venue(ws: ServerConnection) -> None:
         await ws.send("not a trade" if ws.request.path == "/trades" else "not news")
         await ws.wait_closed()
 

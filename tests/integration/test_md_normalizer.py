@@ -100,14 +100,21 @@ async def _bars_when(r: aioredis.Redis, stream: str, want: int) -> list[Bar] | N
 
 
 BAD = [
-    (lambda t: RawTick(t.symbol, 1000, "abc", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns), "unparseable price 'abc'"),
-    (lambda t: RawTick(t.symbol, 1001, t.price, "", t.trade_ns, t.event_ns, False, t.recv_ns), "unparseable quantity ''"),
+    (lambda t: RawTick(t.symbol, 1000, "abc", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
+     "unparseable price 'abc'"),
+    (lambda t: RawTick(t.symbol, 1001, t.price, "", t.trade_ns, t.event_ns, False, t.recv_ns),
+     "unparseable quantity ''"),
     (lambda t: RawTick(t.symbol, 1002, "-5", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns), "non-positive price -5"),
-    (lambda t: RawTick(t.symbol, 1003, t.price, "0", t.trade_ns, t.event_ns, False, t.recv_ns), "non-positive quantity 0"),
-    (lambda t: RawTick(t.symbol, 1004, "1e999", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns), "non-finite price inf"),
-    (lambda t: RawTick("DOGEUSDT", 1, t.price, t.qty, t.trade_ns, t.event_ns, False, t.recv_ns), "unknown symbol 'DOGEUSDT'"),
-    (lambda t: RawTick(t.symbol, 1005, t.price, t.qty, t.trade_ns + 3600 * 10**9, t.event_ns, False, t.recv_ns), "in the future"),
-    (lambda t: RawTick(t.symbol, 1006, t.price, t.qty, t.trade_ns - 86400 * 10**9, t.event_ns, False, t.recv_ns), "in the past"),
+    (lambda t: RawTick(t.symbol, 1003, t.price, "0", t.trade_ns, t.event_ns, False, t.recv_ns),
+     "non-positive quantity 0"),
+    (lambda t: RawTick(t.symbol, 1004, "1e999", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
+     "non-finite price inf"),
+    (lambda t: RawTick("DOGEUSDT", 1, t.price, t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
+     "unknown symbol 'DOGEUSDT'"),
+    (lambda t: RawTick(t.symbol, 1005, t.price, t.qty, t.trade_ns + 3600 * 10**9, t.event_ns, False, t.recv_ns),
+     "in the future"),
+    (lambda t: RawTick(t.symbol, 1006, t.price, t.qty, t.trade_ns - 86400 * 10**9, t.event_ns, False, t.recv_ns),
+     "in the past"),
     (lambda t: RawTick(t.symbol, 1, t.price, t.qty, t.trade_ns, t.event_ns, False, t.recv_ns), "duplicate trade id 1"),
 ]
 

@@ -45,10 +45,10 @@ async def test_items_are_stored_indexed_and_searchable(redis_url: str, tmp_path:
     idx.close()
     assert list(alt_dir(tmp_path).rglob("*.parquet"))
     env = dict(tradeops_env, TRADEOPS_DATA_DIR=str(tmp_path))
-    out = subprocess.run(TRADEOPS + ["alt", "search", "withdrawals", "--json"], capture_output=True,
+    out = subprocess.run([*TRADEOPS, "alt", "search", "withdrawals", "--json"], capture_output=True,
                          text=True, env=env, timeout=30)
     assert out.returncode == 0, out.stderr
     assert [h["id"] for h in json.loads(out.stdout)] == ["n2"]
-    out = subprocess.run(TRADEOPS + ["alt", "search", "AND AND"], capture_output=True, text=True,
+    out = subprocess.run([*TRADEOPS, "alt", "search", "AND AND"], capture_output=True, text=True,
                          env=env, timeout=30)
     assert out.returncode == 1 and "bad search query" in out.stderr and "Traceback" not in out.stderr

@@ -101,11 +101,11 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
 
         # promotion through the CLI, with a reason; serving swaps it in without a restart
         env = dict(tradeops_env, TRADEOPS_OPERATOR="carol")
-        out = await asyncio.to_thread(subprocess.run, TRADEOPS + ["models", "promote", "alpha", "1"],
+        out = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "models", "promote", "alpha", "1"],
                                       capture_output=True, text=True, env=env)
         assert out.returncode == 1 and "promote needs --reason" in out.stderr
-        out = await asyncio.to_thread(subprocess.run, TRADEOPS + ["models", "promote", "alpha", "1", "--reason",
-                                                                  "ic 0.9 on holdout"],
+        out = await asyncio.to_thread(subprocess.run,
+                                      [*TRADEOPS, "models", "promote", "alpha", "1", "--reason", "ic 0.9 on holdout"],
                                       capture_output=True, text=True, env=env)
         assert out.returncode == 0 and "promoted to v1 in production" in out.stdout and "carol" in out.stdout
         await await_for(lambda: sv.version == 1, 10)
@@ -124,7 +124,8 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
                                                      r.xrange(streams.SIGNALS)) if s.ts_ns >= T0 + 10_000 * S]
                                if sv.signals >= 4 else None, 15)
         assert [s.side for s in sigs] == ["buy", "buy", "sell", None] and {s.version for s in sigs} == {1}
-        orders = await await_for(lambda: [codec.decode(codec.payload(f), Order) for _, f in r.xrange(streams.ORDERS_NEW)]
+        orders = await await_for(lambda: [codec.decode(codec.payload(f), Order)
+                                          for _, f in r.xrange(streams.ORDERS_NEW)]
                                  if r.xlen(streams.ORDERS_NEW) >= 2 else None, 10)
         assert [(o.side, o.quantity) for o in orders] == [("buy", 0.5), ("sell", 1.0)]  # flat->long, long->short
         assert all(o.account == "acct-ml" and o.source == "marketplace:strategy:alpha-momentum" for o in orders)
@@ -146,10 +147,10 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
                                          "rolled_back"]
         assert evs[4].reason == "no version 9 of model 'alpha'" and evs[5].reason == "rollback needs a reason"
         assert evs[6].from_version == 2 and evs[6].version == 1 and evs[6].reason == "v2 drifts"
-        out = await asyncio.to_thread(subprocess.run, TRADEOPS + ["models", "rollback", "alpha", "--reason", "again"],
+        out = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "models", "rollback", "alpha", "--reason", "again"],
                                       capture_output=True, text=True, env=env)
         assert out.returncode == 1 and "nothing to roll back to: production history [1]" in out.stderr
-        show = await asyncio.to_thread(subprocess.run, TRADEOPS + ["models", "show", "alpha"],
+        show = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "models", "show", "alpha"],
                                        capture_output=True, text=True, env=env)
         assert "production v1" in show.stdout and "v2 drifts" in show.stdout and "lead,noise" in show.stdout
 
@@ -185,7 +186,8 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
         assert "bad training job neg: horizon_s=-1.0" in dlq(r, streams.TRAINING_JOBS)[0]
         assert dlq(r, streams.SIGNALS)[0].startswith("undecodable signal:")
         # a job over a range with no data fails with a reason (not a noise model)
-        await ar.xadd(streams.TRAINING_JOBS, codec.fields(TrainJob(job_id="empty", name="alpha", start_ns=10, end_ns=20)))
+        await ar.xadd(streams.TRAINING_JOBS,
+                      codec.fields(TrainJob(job_id="empty", name="alpha", start_ns=10, end_ns=20)))
         await await_for(lambda: r.hget("training:job:empty", "state") == b"failed", 10)
         assert r.hget("training:job:empty", "reason").decode() == "no feature rows in the range"
         assert all(not t.done() for _, t in tasks)
@@ -202,7 +204,8 @@ async def test_backtests_run_over_stored_data_and_bad_jobs_are_refused(redis_url
     task = await start(bt)
     try:
         env = dict(tradeops_env)
-        run = lambda *a: subprocess.run(TRADEOPS + ["backtest", *a], capture_output=True, text=True, env=env)  # noqa: E731
+        def run(*a: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*TRADEOPS, "backtest", *a], capture_output=True, text=True, env=env)
         out = await asyncio.to_thread(run, "run", "momentum", "--symbols", "BTCUSDT", "--param", "window=3",
                                       "--param", "quantity=1", "--wait", "20")
         assert out.returncode == 0, out.stderr
@@ -234,7 +237,8 @@ async def test_market_catalog_and_subscription_errors(redis_url: str, r: redis.R
     mk = MarketplaceService(redis_url=redis_url, instance="mk-2")
     task = await start(mk)
     try:
-        run = lambda *a: subprocess.run(TRADEOPS + ["market", *a], capture_output=True, text=True, env=tradeops_env)  # noqa: E731
+        def run(*a: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*TRADEOPS, "market", *a], capture_output=True, text=True, env=tradeops_env)
         out = await asyncio.to_thread(run, "list")
         assert "strategy:alpha-momentum" in out.stdout and "quant-desk" in out.stdout
         out = await asyncio.to_thread(run, "subscribe", "strategy:nope", "--account", "a1")

@@ -8,6 +8,8 @@ import http.server
 import json
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -17,13 +19,14 @@ from backend.marketdata import store, ticks
 from backend.messages import Alert, GateEvent, Instrument, ReplayRequest, Tick, TickBatch
 from backend.refdata.master import instruments
 from backend.services.alerting import AlertingService, ack, active
+from backend.services.base import Service
 from backend.services.md_replay import MdReplayService
 from backend.services.refdata import RefdataService
 from backend.settings import Settings
 from tests.conftest import await_for
 
 
-async def run_until(svc, pred, timeout: float = 20) -> None:  # noqa: ANN001
+async def run_until(svc: Service, pred: Callable[[], Any], timeout: float = 20) -> None:
     task = asyncio.create_task(svc.run())
     try:
         await await_for(pred, timeout)
@@ -50,7 +53,8 @@ async def test_refdata_seeds_updates_and_rejects(redis_url: str, r: redis.Redis)
      'tick_size = -1\nlot_size = 1\n', "instrument 2: ETHUSDT: tick_size must be positive, not -1.0"),
     ('[[instrument]]\nsymbol = "BTCUSDT"\ntick_sise = 0.1\nlot_size = 1\n',
      "instrument 1: Object missing required field `tick_size`"),
-    ('[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\nstatus = "open"\n', "instrument 1: Invalid enum value 'open'"),
+    ('[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\nstatus = "open"\n',
+     "instrument 1: Invalid enum value 'open'"),
     ("[[instrument]\n", "not valid TOML"),
     ('title = "none"\n', "no [[instrument]] entries"),
     ('[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\n[[instrument]]\nsymbol = "X"\ntick_size = 1\n'
@@ -87,10 +91,10 @@ async def test_alerting_skips_undecodable_gate_events_and_heartbeats(redis_url: 
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
-    got: list[dict] = []
+    got: ClassVar[list[dict]] = []
     fail_first = True
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if _Hook.fail_first:
             _Hook.fail_first = False
@@ -128,7 +132,8 @@ async def test_alerting_dedups_acks_watches_and_retries_webhooks(redis_url: str,
             await asyncio.wait_for(task, 10)
         keys = [k for k, _ in active(r)]
         assert keys.count("exposure:a:BTC") == 1
-        assert any(f[b"dlq_reason"].startswith(b"undecodable alert") for _, f in r.xrange(streams.dlq(streams.OPS_ALERTS)))
+        assert any(f[b"dlq_reason"].startswith(b"undecodable alert")
+                   for _, f in r.xrange(streams.dlq(streams.OPS_ALERTS)))
         assert {a["kind"] for a in _Hook.got} >= {"exposure"}  # delivered after a retry
         assert ack(r, "exposure:a:BTC", "ann").acked_by == "ann"
         assert "exposure:a:BTC" not in [k for k, _ in active(r)]
@@ -184,7 +189,8 @@ async def test_alerting_resolves_alerts_whose_cause_is_gone(redis_url: str, r: r
 
 async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redis, tmp_path) -> None:
     now = time.time_ns()
-    tks = [Tick("BTCUSDT" if i % 2 else "ETHUSDT", i, 100.0 + i, 1.0, now - 5_000_000_000 + i * 1_000_000) for i in range(300)]
+    tks = [Tick("BTCUSDT" if i % 2 else "ETHUSDT", i, 100.0 + i, 1.0, now - 5_000_000_000 + i * 1_000_000)
+           for i in range(300)]
     batch = ticks.from_ticks(tks)
     store.ParquetStore(store.ticks_dir(tmp_path)).write(store.to_table([("1-0", batch)]), "1-0", "1-0")
     r.xadd(streams.REPLAY_REQUESTS, codec.fields(ReplayRequest(id="bad", start_ns=10, end_ns=5)))
@@ -192,7 +198,8 @@ async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redi
                                                                target="replay.test")))
     svc = MdReplayService(redis_url=redis_url, settings=Settings(data_dir=str(tmp_path)), instance="mr",
                           config={"batch": 64})
-    await run_until(svc, lambda: getattr(svc, "replayed", 0) == 300 and r.xlen(streams.dlq(streams.REPLAY_REQUESTS)) == 1)
+    await run_until(svc, lambda: getattr(svc, "replayed", 0) == 300
+                    and r.xlen(streams.dlq(streams.REPLAY_REQUESTS)) == 1)
     got = [t for _, f in r.xrange("replay.test") for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
     assert [t.trade_id for t in got] == list(range(300))
     assert [t.trade_ns for t in got] == sorted(t.trade_ns for t in got)
@@ -210,7 +217,8 @@ def test_risk_validates_orders_against_refdata(redis_url: str, r: redis.Redis) -
     def ask(coid: str, **kw: object) -> None:
         o = Order(**{"client_order_id": coid, "account": "a", "symbol": "BTCUSDT", "side": "buy", "type": "limit",
                      "quantity": 0.001, "limit_price": 65000.0, **kw})
-        r.xadd(streams.RISK_REQUESTS, codec.fields(RiskRequest(request_id=f"{coid}#1", order=o, sent_ns=time.time_ns())))
+        r.xadd(streams.RISK_REQUESTS,
+               codec.fields(RiskRequest(request_id=f"{coid}#1", order=o, sent_ns=time.time_ns())))
 
     def decisions() -> dict[str, RiskDecision]:
         return {d.client_order_id: d for d in (codec.decode(codec.payload(f), RiskDecision)

@@ -64,11 +64,13 @@ async def test_scheduled_retraining_registers_a_new_version_with_lineage(redis_u
 
 
 @pytest.mark.timeout(60)
-async def test_a_retrain_waiting_when_the_scheduler_stops_is_resumed_by_the_next(redis_url: str, r: redis.Redis) -> None:
+async def test_a_retrain_waiting_when_the_scheduler_stops_is_resumed_by_the_next(redis_url: str,
+                                                                                  r: redis.Redis) -> None:
     seed_history(r)
     r.set("scheduler:since", str(time.time() - 2 * 86400))
+    params = {"model": "alpha", "lookback": "5000d", "wait": "1h"}
     cfg = Settings(services={"scheduler": {"jobs": [{"name": "retrain-alpha", "kind": "retrain", "every": "1d",
-                                                     "params": {"model": "alpha", "lookback": "5000d", "wait": "1h"}}]}})
+                                                     "params": params}]}})
     s1 = SchedulerService(redis_url=redis_url, instance="sch-1", settings=cfg)
     t1 = await start(s1)
     await await_for(lambda: r.xlen(streams.TRAINING_JOBS) == 1, 10)  # queued; nobody trains yet

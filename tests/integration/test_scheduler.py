@@ -12,7 +12,9 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -78,7 +80,7 @@ def seed_day(r: redis.Redis, data: Path) -> int:
     return 12 * 30
 
 
-async def run_until(svc: SchedulerService, pred, timeout: float = 20) -> None:  # noqa: ANN001
+async def run_until(svc: SchedulerService, pred: Callable[[], Any], timeout: float = 20) -> None:
     task = asyncio.create_task(svc.run())
     try:
         await await_for(lambda: pred() or task.done(), timeout)
@@ -126,12 +128,12 @@ async def test_end_of_day_jobs_compact_the_store_and_write_the_report(redis_url:
     md = (data / "reports" / f"daily-{YESTERDAY}.md").read_text()
     assert f"# Daily report {YESTERDAY}" in md and "| acct-1 | 11.00 |" in md
     # the outcomes, as `tradeops jobs` shows them
-    out = await asyncio.to_thread(subprocess.run, TRADEOPS + ["jobs"], capture_output=True, text=True, env=tradeops_env)
+    out = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "jobs"], capture_output=True, text=True, env=tradeops_env)
     assert out.returncode == 0, out.stderr
     lines = {ln.split()[0]: ln for ln in out.stdout.splitlines()[2:]}
     assert "ok" in lines["sink-compaction"] and "partitions=4" in lines["sink-compaction"]
     assert "ok" in lines["daily-report"] and f"daily-{YESTERDAY}.md" in lines["daily-report"]
-    out = await asyncio.to_thread(subprocess.run, TRADEOPS + ["jobs", "history", "daily-report"], capture_output=True,
+    out = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "jobs", "history", "daily-report"], capture_output=True,
                                   text=True, env=tradeops_env)
     assert out.returncode == 0 and out.stdout.count("daily-report") == 1
 
@@ -159,10 +161,12 @@ def test_a_missed_run_is_caught_up_once_across_a_kill_and_restart(redis_url: str
         assert len(finished(r)) == 2 and [x.detail["outcome"] for x in finished(r)] == ["ok", "ok"]
         assert r.xlen(streams.OPS_JOBS) == 4  # started + finished, once each
         # an operator's request runs once per request, here for a named day
-        run = lambda *a: subprocess.run(TRADEOPS + ["jobs", "run", *a], capture_output=True, text=True,  # noqa: E731
-                                        env=tradeops_env, timeout=60)
+        def run(*a: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*TRADEOPS, "jobs", "run", *a], capture_output=True, text=True,
+                                  env=tradeops_env, timeout=60)
         out = run("daily-report", "--day", YESTERDAY, "--reason", "re-run after late fills", "--wait", "20")
-        assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith("ok: day=" + YESTERDAY), out.stdout + out.stderr
+        assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith("ok: day=" + YESTERDAY), (
+            out.stdout + out.stderr)
         hist = codec.decode(codec.payload(r.xrevrange(streams.OPS_JOBS, count=1)[0][1]), JobRun)
         assert hist.reason.startswith("requested by ") and hist.reason.endswith(": re-run after late fills")
         # bad CLI input: one line naming what is wrong, exit 1
@@ -216,7 +220,8 @@ async def test_failures_are_recorded_and_alerted_and_bad_requests_dead_lettered(
     assert last_runs(r)["sink-compaction"]["state"] == "failed"
     (alert,) = [codec.decode(codec.payload(f), Alert) for _, f in r.xrange(streams.OPS_ALERTS)
                 if codec.decode(codec.payload(f), Alert).source == "scheduler"]
-    assert alert.kind == "job" and alert.message.startswith("job sink-compaction (") and "failed: another" in alert.message
+    assert alert.kind == "job" and alert.message.startswith("job sink-compaction (")
+    assert "failed: another" in alert.message
     # the worker dead-letters what does not decode before the handler sees the batch
     reasons = [f[b"dlq_reason"].decode() for _, f in r.xrange(streams.dlq(streams.SCHEDULER_REQUESTS))]
     assert reasons[0].startswith("undecodable job request:") and "(expected JobRun)" in reasons[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -92,4 +91,4 @@ def test_service_run_stops_on_sigterm(tradeops_env: dict[str, str], r) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert b"stopped" == r.hget("health:risk:t1", "state")
+    assert r.hget("health:risk:t1", "state") == b"stopped"

@@ -84,7 +84,7 @@ def test_bad_config_is_one_line_naming_section_and_key(name: str, tradeops_env: 
     line, message = BAD_CONFIG[name]
     cfg = tmp_path / "bad.toml"
     cfg.write_text(f"[services.{name}]\n{line}\n")
-    out = subprocess.run(TRADEOPS + ["service", "run", name, "--config", str(cfg)], capture_output=True, text=True,
+    out = subprocess.run([*TRADEOPS, "service", "run", name, "--config", str(cfg)], capture_output=True, text=True,
                          env=tradeops_env, timeout=60)
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -11,7 +11,7 @@ from tests.conftest import TRADEOPS
 
 
 def bench(args: list[str]) -> dict:
-    out = subprocess.run(TRADEOPS + ["bench", *args, "--json"], capture_output=True, text=True, timeout=150)
+    out = subprocess.run([*TRADEOPS, "bench", *args, "--json"], capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 

@@ -6,17 +6,29 @@ action by the live rules on the recorded data and answer each specifically."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from textual.binding import Binding
 from textual.message import Message
 
 from backend.errors import TradeopsError
-from console.actions import ConsoleActions, LiveActions, ReplayActions
+from backend.messages import Side
+from console.actions import ConsoleActions, Decision, LiveActions, Move, ReplayActions
 from console.app import TradeopsApp
 from console.data.replay import ReplaySource
-from console.messages import (ActionRequest, RequestGateApprove, RequestGateAttest, RequestGateDecide, RequestGateRun,
-                              RequestKillSwitch, RequestMigrate, RequestOrderCancel, RequestOrderSubmit)
+from console.messages import (
+    ActionRequest,
+    RequestGateApprove,
+    RequestGateAttest,
+    RequestGateDecide,
+    RequestGateRun,
+    RequestKillSwitch,
+    RequestMigrate,
+    RequestOrderCancel,
+    RequestOrderSubmit,
+)
 from console.screens.base import asks_change
 
 SIZE = (150, 45)
@@ -46,32 +58,32 @@ class RecordingActions:
         self.calls.append((name, args))
         return f"{name} done"
 
-    def migrate(self, service, action, reason):  # noqa: ANN001, ANN201
+    def migrate(self, service: str, action: Move, reason: str) -> str:
         return self._did("migrate", service, action, reason)
 
-    def gate_run(self, gate_id, check):  # noqa: ANN001, ANN201
+    def gate_run(self, gate_id: str, check: str | None) -> str:
         return self._did("gate_run", gate_id, check)
 
-    def gate_attest(self, gate_id, check, note):  # noqa: ANN001, ANN201
+    def gate_attest(self, gate_id: str, check: str, note: str) -> str:
         return self._did("gate_attest", gate_id, check, note)
 
-    def gate_approve(self, gate_id, reason):  # noqa: ANN001, ANN201
+    def gate_approve(self, gate_id: str, reason: str) -> str:
         return self._did("gate_approve", gate_id, reason)
 
-    def gate_decide(self, gate_id, decision, reason):  # noqa: ANN001, ANN201
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str:
         return self._did("gate_decide", gate_id, decision, reason)
 
-    def order_submit(self, symbol, side, qty, limit):  # noqa: ANN001, ANN201
+    def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
         return self._did("order_submit", symbol, side, qty, limit)
 
-    def order_cancel(self, client_order_id):  # noqa: ANN001, ANN201
+    def order_cancel(self, client_order_id: str) -> str:
         return self._did("order_cancel", client_order_id)
 
-    def kill_switch(self, on, reason):  # noqa: ANN001, ANN201
+    def kill_switch(self, on: bool, reason: str) -> str:
         return self._did("kill_switch", on, reason)
 
 
-def recording_app(actions: ConsoleActions, **kw) -> TradeopsApp:  # noqa: ANN003
+def recording_app(actions: ConsoleActions, **kw: Any) -> TradeopsApp:
     return TradeopsApp(ReplaySource(), actions, live=False, **kw)
 
 
@@ -214,7 +226,8 @@ REPLAY_ANSWERS = [
 
 
 @pytest.mark.parametrize("call,answer", REPLAY_ANSWERS)
-def test_replay_actions_judge_by_the_live_rules_and_change_nothing(call, answer: str) -> None:  # noqa: ANN001
+def test_replay_actions_judge_by_the_live_rules_and_change_nothing(call: Callable[[ReplayActions], str],
+                                                                   answer: str) -> None:
     src = ReplaySource()
     before = src.poll()
     with pytest.raises(TradeopsError) as err:

@@ -5,9 +5,11 @@ against real Redis with the services running."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
+from textual.pilot import Pilot
 
 from backend.bench.harness import BenchStack
 from backend.bench.risk import seed_prices
@@ -26,7 +28,7 @@ def live_app(url: str, operator: str, **kw) -> TradeopsApp:
     return TradeopsApp(LiveSource(url, settings, operator), LiveActions(url, settings, operator), poll_s=0.1, **kw)
 
 
-async def until(pilot, pred, timeout: float = 20.0) -> None:  # noqa: ANN001
+async def until(pilot: Pilot, pred: Callable[[], object], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
@@ -34,7 +36,7 @@ async def until(pilot, pred, timeout: float = 20.0) -> None:  # noqa: ANN001
         await pilot.pause(0.05)
 
 
-async def answer_modal(pilot, reason: str, confirm: str | None = None) -> None:  # noqa: ANN001
+async def answer_modal(pilot: Pilot, reason: str, confirm: str | None = None) -> None:
     await pilot.pause()
     await pilot.press(*reason)
     if confirm:
@@ -61,16 +63,16 @@ async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: re
         app = live_app(redis_url, operator)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("6")
-            await until(pilot, lambda: app.snapshot is not None and app.snapshot.gates)
+            await until(pilot, lambda app=app: app.snapshot is not None and app.snapshot.gates)
             await pilot.press("down", "down", "down")  # task04
             await pilot.press("a")
             await answer_modal(pilot, f"{operator} reviewed the evidence", "task04")
-            await until(pilot, lambda: operator in decisions.state(r, g).approvers)
+            await until(pilot, lambda operator=operator: operator in decisions.state(r, g).approvers)
             await pilot.press("d")
             await answer_modal(pilot, "trading validated", "task04")
             if not confirm_ok:  # one approver is not enough on the critical gate
-                await until(pilot, lambda: any("needs 1 more approval" in str(n.message)
-                                               for n in app._notifications))
+                await until(pilot, lambda app=app: any("needs 1 more approval" in str(n.message)
+                                                       for n in app._notifications))
                 assert decisions.state(r, g).decision is None
             else:
                 await until(pilot, lambda: decisions.state(r, g).decision == "proceed")
@@ -165,7 +167,8 @@ async def test_console_on_real_redis_sees_live_ticks_and_orders(redis_url: str) 
             app = live_app(redis_url, "ann")
             async with app.run_test(size=SIZE) as pilot:
                 await pilot.press("2")
-                await until(pilot, lambda: app.snapshot and app.snapshot.total_tps > 0 and len(app.snapshot.market) == 10, 30)
+                await until(pilot, lambda: app.snapshot and app.snapshot.total_tps > 0
+                            and len(app.snapshot.market) == 10, 30)
                 table = app.screen.query_one("#quotes")
                 assert table.row_count == 10
                 await pilot.press("3")

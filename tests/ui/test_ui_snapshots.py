@@ -4,6 +4,7 @@ migration move and the approve modal. Update with `make snapshots`, then look at
 from __future__ import annotations
 
 import pytest
+from textual.pilot import Pilot
 
 from tests.ui.conftest import replay_app
 
@@ -13,7 +14,7 @@ SIZE = (150, 45)
 @pytest.mark.parametrize("key,name", [("1", "overview"), ("2", "market"), ("3", "orders"), ("4", "risk"),
                                       ("5", "migration"), ("6", "gates"), ("7", "audit")])
 def test_screen(snap_compare, key: str, name: str) -> None:
-    async def go(pilot) -> None:  # noqa: ANN001
+    async def go(pilot: Pilot) -> None:
         await pilot.press(key)
         await pilot.pause()
 
@@ -21,7 +22,7 @@ def test_screen(snap_compare, key: str, name: str) -> None:
 
 
 def test_refused_move(snap_compare) -> None:
-    async def go(pilot) -> None:  # noqa: ANN001
+    async def go(pilot: Pilot) -> None:
         await pilot.press("5")
         await pilot.pause()
         await pilot.press("right", "s")  # P2 gateway: task02 has no proceed decision
@@ -31,7 +32,7 @@ def test_refused_move(snap_compare) -> None:
 
 
 def test_approve_modal(snap_compare) -> None:
-    async def go(pilot) -> None:  # noqa: ANN001
+    async def go(pilot: Pilot) -> None:
         await pilot.press("6", "down", "down", "down", "a")
         await pilot.pause()
 
@@ -39,7 +40,7 @@ def test_approve_modal(snap_compare) -> None:
 
 
 def test_help_and_read_only(snap_compare) -> None:
-    async def go(pilot) -> None:  # noqa: ANN001
+    async def go(pilot: Pilot) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
 
@@ -49,7 +50,7 @@ def test_help_and_read_only(snap_compare) -> None:
 @pytest.mark.parametrize("key,name", [("1", "overview"), ("3", "orders"), ("6", "gates")])
 def test_screen_at_120x40(snap_compare, key: str, name: str) -> None:
     """The narrow layout: three tiles a row on the overview, every key of the footer in view."""
-    async def go(pilot) -> None:  # noqa: ANN001
+    async def go(pilot: Pilot) -> None:
         await pilot.press(key)
         await pilot.pause()
 

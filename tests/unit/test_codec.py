@@ -30,32 +30,32 @@ def _value_for(t: object) -> object:
 
 
 def _from_info(info: msgspec.inspect.Type) -> object:
-    I = msgspec.inspect  # noqa: N806
-    if isinstance(info, I.StructType):
+    mi = msgspec.inspect
+    if isinstance(info, mi.StructType):
         values = {f.encode_name: _from_info(f.type) for f in info.fields}
         if info.array_like:
             return [info.tag, *values.values()]
         return {info.tag_field: info.tag, **values}
-    if isinstance(info, I.UnionType):
-        non_none = [t for t in info.types if not isinstance(t, I.NoneType)]
+    if isinstance(info, mi.UnionType):
+        non_none = [t for t in info.types if not isinstance(t, mi.NoneType)]
         return _from_info(non_none[0])
-    if isinstance(info, I.LiteralType):
+    if isinstance(info, mi.LiteralType):
         return info.values[0]
-    if isinstance(info, I.StrType):
+    if isinstance(info, mi.StrType):
         return "x"
-    if isinstance(info, I.BoolType):
+    if isinstance(info, mi.BoolType):
         return True
-    if isinstance(info, I.IntType):
+    if isinstance(info, mi.IntType):
         return 7
-    if isinstance(info, I.FloatType):
+    if isinstance(info, mi.FloatType):
         return 1.5
-    if isinstance(info, I.BytesType):
+    if isinstance(info, mi.BytesType):
         return "AAE="  # base64 for convert()
-    if isinstance(info, (I.ListType, I.FrozenSetType, I.SetType)):
+    if isinstance(info, (mi.ListType, mi.FrozenSetType, mi.SetType)):
         return [_from_info(info.item_type)]
-    if isinstance(info, I.DictType):
+    if isinstance(info, mi.DictType):
         return {"k": _from_info(info.value_type)}
-    if isinstance(info, (I.AnyType, I.NoneType)):
+    if isinstance(info, (mi.AnyType, mi.NoneType)):
         return None
     raise AssertionError(f"no sample for {info}")
 

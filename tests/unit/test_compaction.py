@@ -68,7 +68,7 @@ def test_closed_days_become_one_file_per_symbol_with_the_same_rows(filled: tuple
 
 
 def test_an_interrupted_run_is_finished_by_the_next(filled: tuple[Path, int]) -> None:
-    data, n = filled
+    data, _ = filled
     root = store.ticks_dir(data)
     part = root / f"date={YESTERDAY}" / "symbol=BTCUSDT"
     originals = {f.name: f.read_bytes() for f in part.iterdir()}
@@ -134,7 +134,7 @@ def test_one_compaction_at_a_time(filled: tuple[Path, int]) -> None:
     fd = os.open(root / compaction.COMPACTOR_LOCK, os.O_RDONLY | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        with pytest.raises(compaction.CompactionBusy, match="another compaction of .* is running"):
+        with pytest.raises(compaction.CompactionBusy, match=r"another compaction of .* is running"):
             compaction.compact_parquet(root, YESTERDAY)
     finally:
         os.close(fd)
@@ -142,7 +142,7 @@ def test_one_compaction_at_a_time(filled: tuple[Path, int]) -> None:
 
 
 def test_reads_prune_date_partitions(filled: tuple[Path, int]) -> None:
-    data, n = filled
+    data, _ = filled
     shutil.rmtree(store.ticks_dir(data) / f"date={TODAY}")  # would fail a read that touched it ...
     (store.ticks_dir(data) / f"date={TODAY}").mkdir()
     (store.ticks_dir(data) / f"date={TODAY}" / "symbol=X").mkdir()

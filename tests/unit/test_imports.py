@@ -15,7 +15,7 @@ import pytest
 HEADLESS = ["backend", "gates"]
 ROOT = Path(__file__).parents[2]
 UI = ("console", "widgets")  # (textual is looked up, not imported, by a gate check: find_spec)
-_MODULE_STRING = re.compile(r"^(%s)(\.\w+)*(:\w+)?$" % "|".join(UI))
+_MODULE_STRING = re.compile(rf"^({'|'.join(UI)})(\.\w+)*(:\w+)?$")
 
 
 def ui_references(source: str) -> list[str]:

@@ -3,8 +3,8 @@ their merits instead of denying every one for its step."""
 
 from __future__ import annotations
 
-from backend.runtime.paperflow import on_step
 from backend.refdata.master import load_file
+from backend.runtime.paperflow import on_step
 from backend.trading.risk_rules import _on_step
 
 

@@ -67,7 +67,8 @@ def test_bad_schedules_name_the_job_and_the_value(at: str | None, every: str | N
 
 def test_an_every_shorter_than_the_tick_names_the_job() -> None:
     s = Schedule.parse("r", None, "5s")
-    with pytest.raises(ValueError, match=r"^job 'r': every 5s is shorter than tick_s 20s \(how often the scheduler looks\)$"):
+    with pytest.raises(ValueError,
+                       match=r"^job 'r': every 5s is shorter than tick_s 20s \(how often the scheduler looks\)$"):
         s.check_tick("r", 20.0)
     s.check_tick("r", 5.0)  # as often as the scheduler looks: fine
     Schedule.parse("r", "00:01", None).check_tick("r", 3600.0)  # daily jobs are never too short
