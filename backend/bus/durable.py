@@ -129,7 +129,8 @@ def _confirmed(reply: Any, timeout_ms: int) -> bool:
 
 
 def _gone(exc: BaseException) -> NotDurable:
-    return NotDurable(f"Redis went away before confirming the write on disk ({str(exc).strip() or type(exc).__name__}); "
+    why = str(exc).strip() or type(exc).__name__
+    return NotDurable(f"Redis went away before confirming the write on disk ({why}); "
                       "it may or may not have been kept: check the result before repeating it")
 
 

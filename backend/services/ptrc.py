@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 import msgspec
+import redis
 
 from backend.bus import streams
 from backend.bus.publish import queue
@@ -217,7 +218,7 @@ class PtrcService(Service):
             await self._publish(changed)
 
 
-def read_positions(r) -> dict[tuple[str, str], Pos]:  # noqa: ANN001
+def read_positions(r: redis.Redis) -> dict[tuple[str, str], Pos]:
     """ptrc's book as kept in Redis: (account, symbol) -> position."""
     out = {}
     for k, v in r.hgetall(POS_KEY).items():

@@ -79,7 +79,8 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
         table = read_table(data)
         assert table is not None and table["supervisor_pid"] == sup  # the same supervisor: the stack was not restarted
         now = {i["instance"]: i["pid"] for i in table["instances"]}
-        for rode_through in ("risk-legacy", "normalizer-legacy", "sink-ticks-legacy"):  # consumers and periodic tasks wait
+        # consumers and periodic tasks wait for Redis: they ride through without a restart
+        for rode_through in ("risk-legacy", "normalizer-legacy", "sink-ticks-legacy"):
             assert now[rode_through] == pids[rode_through], rode_through
         out = subprocess.run([*TRADEOPS, "--data-dir", str(data), "redis", "down"], env=env, capture_output=True,
                              text=True, timeout=60, check=False)

@@ -31,7 +31,7 @@ def test_an_overlap_of_two_gateways_counts_repeats() -> None:
     legacy = [tick(i) for i in range(1, 11)] + [tick(i, sym="ETHUSDT") for i in range(1, 4)]
     target = [tick(i) for i in range(5, 16)] + [tick(i, sym="ETHUSDT") for i in range(2, 6)]
     first = v.validate([batch(legacy, "gateway-legacy")], NOW)
-    assert (ids(first), first.repeats, first.rejected) == (list(range(1, 11)) + [1, 2, 3], 0, [])
+    assert (ids(first), first.repeats, first.rejected) == ([*range(1, 11), 1, 2, 3], 0, [])
     # the target's batch, and the legacy's next one, in one read: each trade once, the rest repeats
     both = v.validate([batch(target, "gateway-target"), batch([tick(i) for i in range(11, 18)], "gateway-legacy")],
                       NOW)
