@@ -421,6 +421,9 @@ class ControlCommand(Wire, tag="control.v1", kw_only=True):
     operator: str = ""
     reason: str = ""
     ts_ns: int = 0
+    signer: str = ""  # SSH key fingerprint of the operator who signed it (gates/signing.py)
+    nonce: str = ""
+    sig: str = ""  # SSHSIG (armored) over the command without `sig`, namespace control@tradeops
 
 
 MigrationState = Literal["planned", "deploying", "validating", "migrated", "failed", "rolled_back"]
@@ -437,13 +440,18 @@ class MigrationEvent(Wire, tag="migration_event.v1", kw_only=True):
     ts_ns: int
     action: str = ""
     detail: dict[str, Any] = {}
+    signer: str = ""  # SSH key fingerprint of the operator who signed it (gates/signing.py)
+    nonce: str = ""
+    sig: str = ""  # SSHSIG (armored) over the event without `sig`, namespace migration@tradeops
 
 
 class GateEvent(Wire, tag="gate_event.v1", kw_only=True):
-    """A check run, attestation, approval or decision on a gate (ops.gates), hash-chained."""
+    """A check run, attestation, approval or decision on a gate (ops.gates), hash-chained and
+    signed by the operator's SSH key (`signer`, `sig`: gates/signing.py). `refused` records an
+    attempt the rules refused (unsigned: it counts for nothing)."""
 
     gate: str
-    kind: Literal["check_run", "attest", "approve", "decision"]
+    kind: Literal["check_run", "attest", "approve", "decision", "refused"]
     operator: str
     ts_ns: int
     check: str | None = None
@@ -451,6 +459,34 @@ class GateEvent(Wire, tag="gate_event.v1", kw_only=True):
     decision: Literal["proceed", "fix", "stop"] | None = None
     reason: str = ""
     evidence: dict[str, Any] = {}
+    prev_hash: str = ""
+    hash: str = ""
+    signer: str = ""  # SSH key fingerprint (SHA256:...) of the signing key
+    nonce: str = ""
+    evidence_digest: str = ""  # approvals and decisions: the digest of the check runs they saw
+    sig: str = ""  # SSHSIG (armored) over the canonical event without `hash` and `sig`
+
+
+class OperatorEvent(Wire, tag="operator_event.v1", kw_only=True):
+    """A change to the operator registry (ops.operators), hash-chained and signed by a lead: the
+    first lead set once (`init`, signed by its own key), operators added or removed, roles changed,
+    keys added or revoked, a change that needs a second lead confirmed. `refused` records an
+    attempt the rules refused."""
+
+    kind: Literal["init", "add", "remove", "roles", "add_key", "revoke_key", "confirm", "refused"]
+    name: str  # the operator the change is about
+    ts_ns: int
+    roles: list[str] = []
+    keys: list[str] = []  # public keys, `kind base64`
+    key: str = ""  # a key's fingerprint (revoke_key)
+    valid_after_ns: int = 0
+    valid_before_ns: int = 0  # 0: no end
+    confirms: str = ""  # confirm: the hash of the pending change
+    reason: str = ""
+    by: str = ""  # the signer's operator name (a label: the key says who)
+    signer: str = ""
+    nonce: str = ""
+    sig: str = ""
     prev_hash: str = ""
     hash: str = ""
 
@@ -486,6 +522,7 @@ WIRE_TYPES: tuple[type[Wire], ...] = (
     ControlCommand,
     MigrationEvent,
     GateEvent,
+    OperatorEvent,
 )
 
 # msgspec decodes a union only within one layout, so there is one union per layout:

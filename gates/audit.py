@@ -6,8 +6,7 @@ recorded survives a crash of Redis."""
 
 from __future__ import annotations
 
-import hashlib
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,39 +14,22 @@ import msgspec
 import redis
 
 from backend.bus import codec, streams
-from backend.bus.durable import wait_durable
 from backend.messages import GateEvent
+from gates import chained
 
 HEAD_KEY = "gates:head"
-_canon = msgspec.json.Encoder(order="sorted")
 
 
 def digest(ev: GateEvent) -> str:
-    body = msgspec.structs.replace(ev, hash="")
-    return hashlib.sha256(_canon.encode(body)).hexdigest()
+    return chained.digest(ev)
 
 
-def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True) -> GateEvent:
-    """Chain `ev` after the newest event and add it (optimistic: retried if another writer won);
-    return once it is on disk (`durable=False`: the caller waits once for several appends)."""
-    for _ in range(50):
-        with r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(streams.OPS_GATES, HEAD_KEY)
-                last = pipe.xrevrange(streams.OPS_GATES, count=1)
-                prev = codec.decode(codec.payload(last[0][1]), GateEvent).hash if last else ""
-                ev = msgspec.structs.replace(ev, prev_hash=prev, ts_ns=ev.ts_ns or time.time_ns())
-                ev = msgspec.structs.replace(ev, hash=digest(ev))
-                pipe.multi()
-                pipe.xadd(streams.OPS_GATES, codec.fields(ev))
-                pipe.set(HEAD_KEY, ev.hash)
-                pipe.execute()
-            except redis.WatchError:
-                continue
-        if durable:
-            wait_durable(r)
-        return ev
-    raise RuntimeError("could not append to the audit log: too much contention")
+def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True,
+           seal: Callable[[GateEvent], GateEvent] | None = None) -> GateEvent:
+    """Chain `ev` after the newest event and add it (optimistic: retried if another writer won),
+    signed by `seal` once its previous hash and time are set (gates/decisions.py); return once it
+    is on disk (`durable=False`: the caller waits once for several appends)."""
+    return chained.append(r, streams.OPS_GATES, HEAD_KEY, ev, seal=seal, durable=durable)
 
 
 def decode(f: dict[Any, Any]) -> GateEvent:

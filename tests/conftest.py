@@ -97,3 +97,6 @@ def tradeops_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
 
 
 TRADEOPS = [sys.executable, "-m", "console.cli"]
+
+
+from tests.keys import keys, team  # noqa: E402,F401  (SSH keys the tests generate, a registry signed with them)

@@ -18,6 +18,7 @@ SIGNALS = "signals"
 OPS_HEALTH = "ops.health"
 OPS_MIGRATION = "ops.migration"
 OPS_GATES = "ops.gates"
+OPS_OPERATORS = "ops.operators"
 OPS_ALERTS = "ops.alerts"
 OPS_ALERTS_ACKED = "ops.alerts.acked"
 OPS_CONTROL = "ops.control"
@@ -52,6 +53,7 @@ ALL = (
     OPS_HEALTH,
     OPS_MIGRATION,
     OPS_GATES,
+    OPS_OPERATORS,
     OPS_ALERTS,
     OPS_CONTROL,
     REFDATA_EVENTS,
@@ -72,6 +74,7 @@ MAXLEN: dict[str, int | None] = {
     OPS_HEALTH: 20_000,
     OPS_MIGRATION: None,
     OPS_GATES: None,
+    OPS_OPERATORS: None,  # the operator registry
     MODELS_EVENTS: None,  # the registry's audit trail
 }
 DEFAULT_MAXLEN = 1_000_000
