@@ -24,11 +24,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str | None = None
     """Where the embedded Redis, logs and stores live (env TRADEOPS_DATA_DIR, flag --data-dir)."""
     operator: str | None = None
-    """Who is at the keyboard; recorded on every migration and gate event (env TRADEOPS_OPERATOR)."""
+    """A label for who is at the keyboard (env TRADEOPS_OPERATOR). Gate, migration and kill switch
+    actions are signed: who acted is the operator registry's name for the signing key."""
+    signing_key: str | None = None
+    """The SSH key that signs operator actions (env TRADEOPS_SIGNING_KEY, flag --key): a private
+    key file, or a .pub file whose key is in the ssh-agent; unset: the ssh-agent's registered key."""
+    anchor_to: list[str] = []
+    """Further places for the audit log's signed checkpoints, besides the data dir: directories
+    (a git work tree gets each checkpoint committed)."""
     environment: str = "legacy"
     """Default environment for `tradeops service run`: legacy or target (env TRADEOPS_ENVIRONMENT)."""
-    roles: dict[str, list[str]] = {}
-    """Operator name -> roles (operator, lead). Unlisted operators have the role `operator`."""
     services: dict[str, dict[str, Any]] = {}
     """Per-service settings, `[services.<name>]`, checked by that service's Config."""
     infra: dict[str, str] = {}
@@ -58,9 +63,6 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         except Exception:  # noqa: BLE001  # pragma: no cover - no user database in some containers
             return "operator"
 
-    def roles_of(self, operator: str) -> list[str]:
-        return self.roles.get(operator, ["operator"])
-
     def service_section(self, name: str) -> dict[str, Any]:
         return dict(self.services.get(name, {}))
 
@@ -71,6 +73,7 @@ _ENV = {
     "TRADEOPS_OPERATOR": "operator",
     "TRADEOPS_ENVIRONMENT": "environment",
     "TRADEOPS_GATES_FILE": "gates_file",
+    "TRADEOPS_SIGNING_KEY": "signing_key",
 }
 
 
@@ -85,8 +88,15 @@ def load_settings(
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
-        if isinstance(raw.get("gates_file"), str):  # a path in the config is relative to it
-            raw["gates_file"] = str(path.parent / Path(raw["gates_file"]).expanduser())
+        for key in ("gates_file", "signing_key"):  # a path in the config is relative to it
+            if isinstance(raw.get(key), str):
+                raw[key] = str(path.parent / Path(raw[key]).expanduser())
+        if isinstance(raw.get("anchor_to"), list):
+            raw["anchor_to"] = [str(path.parent / Path(p).expanduser()) if isinstance(p, str) else p
+                                for p in raw["anchor_to"]]
+        if "roles" in raw:
+            raise ConfigError(f"config {path}: `roles` is no longer read: roles come from the signed operator "
+                              f"registry (`tradeops operators list`); remove it")
     elif config is not None:
         raise ConfigError(f"config {path}: no such file")
     for env, key in _ENV.items():

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from backend.settings import Settings
     from console.data.snapshot import GateRow, Snapshot
     from gates.model import Gate
+    from gates.signing import Signer
 
 Move = Literal["start", "cutover", "rollback"]  # the migration moves the console offers
 Decision = Literal["proceed", "fix", "stop"]
@@ -72,7 +73,8 @@ def describe(o: Order) -> str:
 
 
 class LiveActions:
-    """Changes on the running stack, as `operator`."""
+    """Changes on the running stack, signed by the operator's SSH key (the settings' signing_key,
+    or the ssh-agent's registered key); `operator` is only a label."""
 
     def __init__(self, url: str, settings: Settings, operator: str) -> None:
         import redis
@@ -81,6 +83,16 @@ class LiveActions:
         self.url = url
         self.settings = settings
         self.operator = operator
+        self._signer: Signer | None = None
+
+    @property
+    def signer(self) -> Signer:
+        """The signing key, found once (SigningError says what to do without one)."""
+        if self._signer is None:
+            from gates import operators, signing
+
+            self._signer = signing.signer_for(self.settings.signing_key, operators.load(self.r).fingerprints())
+        return self._signer
 
     def migrate(self, service: str, action: Move, reason: str) -> str:
         from backend.migration.cutover import switch
@@ -100,26 +112,27 @@ class LiveActions:
         from gates import decisions
         from gates.checks import CheckContext
 
-        evs = decisions.run(CheckContext(self.r, self.url, self.settings), self._gate(gate_id), self.operator, check)
+        evs = decisions.run(CheckContext(self.r, self.url, self.settings), self._gate(gate_id), self.signer, check,
+                            label=self.operator)
         return run_summary(gate_id, [(e.check or "", e.outcome or "") for e in evs])
 
     def gate_attest(self, gate_id: str, check: str, note: str) -> str:
         from gates import decisions
 
-        decisions.attest(self.r, self._gate(gate_id), check, self.operator, note)
-        return f"{gate_id}/{check} attested"
+        ev = decisions.attest(self.r, self._gate(gate_id), check, self.signer, note, label=self.operator)
+        return f"{gate_id}/{check} attested by {ev.operator}"
 
     def gate_approve(self, gate_id: str, reason: str) -> str:
         from gates import decisions
 
-        decisions.approve(self.r, self._gate(gate_id), self.operator, reason)
-        return f"{gate_id} approved by {self.operator}"
+        ev = decisions.approve(self.r, self._gate(gate_id), self.signer, reason, label=self.operator)
+        return f"{gate_id} approved by {ev.operator} (evidence {ev.evidence_digest[:16]})"
 
     def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str:
         from gates import decisions
 
-        decisions.decide(self.r, self.settings, self._gate(gate_id), decision, self.operator, reason)
-        return f"{gate_id}: {decision.upper()}"
+        ev = decisions.decide(self.r, self._gate(gate_id), decision, self.signer, reason, label=self.operator)
+        return f"{gate_id}: {decision.upper()} by {ev.operator}"
 
     def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
         from backend.bus import publish_sync, streams

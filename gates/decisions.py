@@ -1,36 +1,46 @@
-"""Gate state, check runs, attestations, approvals and decisions, all recorded as hash-chained
-events on ops.gates; the state is the fold of those events (gates/state.py).
+"""Check runs, attestations, approvals and decisions, each signed by the acting operator's SSH key
+(gates/signing.py) and recorded as a hash-chained event on ops.gates; the state is the fold of
+those events against the operator registry (gates/state.py, gates/operators.py).
 
-Rules:
+Who acts is the registry's name for the signing key: a name typed on the command line is only a
+label. Rules:
+- the signing key must be registered, valid and unrevoked now;
 - proceed needs every required check passed in its latest run; a failed (or unrun) required check
-  can be overridden only by an operator with the `lead` role, naming it and giving a reason;
-- proceed needs `approvals` distinct approvers, approving after the latest check run and after
-  the latest decision; an approver who ran a check that failed and later passed (a fixer) may not
+  can be overridden only by an operator who holds `lead` by the registry, naming it and giving a
+  reason;
+- proceed needs `approvals` approvals from distinct operators of the registry with the gate's
+  role, each signing the evidence digest of the latest check runs (an approval of an earlier run
+  counts for nothing); an approver who ran a check that failed and later passed (a fixer) may not
   be the only approver: at least one approver must be someone else;
 - fix and stop always need a reason.
+A refusal is one line naming the rule, and the attempt is recorded (a `refused` entry, unsigned).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis
 
 from backend.bus.durable import wait_durable
-from backend.errors import TradeopsError
 from backend.messages import GateEvent
-from backend.settings import Settings
-from gates import audit
+from gates import audit, chained, operators, signing
 from gates.checks import CheckContext, run_check
 from gates.model import Gate
+from gates.operators import Refused, Registry
+from gates.signing import Signer
 from gates.state import CheckState, GateLedger, GateState
 
 __all__ = ["CheckState", "GateState", "Refused", "approve", "attest", "decide", "run", "state", "states"]
 
 
-class Refused(TradeopsError):
-    """A gate action that the rules refuse; the message says which rule."""
+def ledger(r: redis.Redis, gates: dict[str, Gate], registry: Registry | None = None) -> GateLedger:
+    """The whole audit log folded, every event judged against the registry."""
+    reg = registry if registry is not None else operators.load(r)
+    return GateLedger(gates, reg).extend(ev for _, ev in audit.events(r))
 
 
 def state(r: redis.Redis, gate: Gate) -> GateState:
@@ -40,14 +50,78 @@ def state(r: redis.Redis, gate: Gate) -> GateState:
 
 def states(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, GateState]:
     """Every gate's state from one read of the audit log."""
-    return GateLedger(gates).extend(ev for _, ev in audit.events(r)).states()
+    return ledger(r, gates).states()
 
 
-def _record(r: redis.Redis, *, durable: bool = True, **kw: Any) -> GateEvent:
-    return audit.append(r, GateEvent(ts_ns=time.time_ns(), **kw), durable=durable)
+def verified_decisions(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, str]:
+    """gate id -> its decision as the fold has it (signed, by the rules, not reopened): what the
+    migration rules should count (backend.migration.state.check's `decisions`)."""
+    return {g: st.decision for g, st in states(r, gates).items() if st.decision}
 
 
-def run(ctx: CheckContext, gate: Gate, operator: str, check_id: str | None = None) -> list[GateEvent]:
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: the signer and the registry's name and roles for its key now."""
+
+    signer: Signer
+    name: str
+    roles: tuple[str, ...]
+    label: str = ""
+
+    @property
+    def note(self) -> str:
+        """What the CLI says when a typed name is not the signer's."""
+        if self.label and self.label != self.name:
+            return f"note: {self.label!r} is only a label; signed as {self.name} ({self.signer.fingerprint})"
+        return ""
+
+
+def refuse(r: redis.Redis, gate: str, attempt: str, rule: str, signer: Signer | None = None,
+           label: str = "") -> Refused:
+    """Record a refused attempt on ops.gates (unsigned: it counts for nothing); the error to raise."""
+    audit.append(r, GateEvent(gate=gate, kind="refused", operator=label or "?", ts_ns=time.time_ns(), reason=rule,
+                              evidence={"attempt": attempt, "signer": signer.fingerprint if signer else ""}))
+    return Refused(rule)
+
+
+def actor(r: redis.Redis, signer: Signer, gate: str, attempt: str, label: str = "",
+          registry: Registry | None = None) -> Actor:
+    """The registered operator behind `signer`, or Refused (recorded) when its key is unknown,
+    revoked or not valid now."""
+    reg = registry if registry is not None else operators.load(r)
+    k, why = reg.key_at(signer.fingerprint, time.time_ns())
+    if why or k is None:
+        hint = (" (a lead adds it: `tradeops operators add NAME --pubkey FILE.pub`)"
+                if k is None else "")
+        raise refuse(r, gate, attempt, f"{attempt} on {gate} refused: {why}{hint}", signer, label)
+    return Actor(signer, k.name, reg.roles_at(k.name, time.time_ns()), label)
+
+
+def _seal(signer: Signer) -> Any:
+    def seal(ev: GateEvent) -> GateEvent:
+        ev = msgspec.structs.replace(ev, signer=signer.fingerprint, nonce=signing.nonce(), sig="")
+        return msgspec.structs.replace(ev, sig=signer.sign(chained.signed_message(ev), signing.NS_GATE))
+    return seal
+
+
+def _record(r: redis.Redis, who: Actor, *, durable: bool = True, **kw: Any) -> GateEvent:
+    return audit.append(r, GateEvent(ts_ns=time.time_ns(), operator=who.name, **kw), durable=durable,
+                        seal=_seal(who.signer))
+
+
+def _counted(r: redis.Redis, gate: Gate, ev: GateEvent, attempt: str) -> GateEvent:
+    """`ev` as the fold judges it: Refused naming why when it counts for nothing (another event
+    landed between the check and the signature)."""
+    st = state(r, gate)
+    for bad, why in st.rejected:
+        if bad.hash == ev.hash:
+            raise Refused(f"{attempt} on {gate.id} recorded but counts for nothing: {why}")
+    return ev
+
+
+def run(ctx: CheckContext, gate: Gate, signer: Signer, check_id: str | None = None,
+        label: str = "") -> list[GateEvent]:
+    who = actor(ctx.r, signer, gate.id, "check run", label)
     targets = [gate.check(check_id)] if check_id else [c for c in gate.checks if c.kind != "manual"]
     if check_id and targets[0].kind == "manual":
         raise Refused(f"{gate.id}/{check_id} is a manual check: attest it with `tradeops gate attest`")
@@ -56,58 +130,68 @@ def run(ctx: CheckContext, gate: Gate, operator: str, check_id: str | None = Non
         res = run_check(ctx, c)
         if "threshold" in c.params:
             res.evidence.setdefault("threshold", c.params["threshold"])
-        out.append(_record(ctx.r, gate=gate.id, kind="check_run", operator=operator, check=c.id,
+        out.append(_record(ctx.r, who, gate=gate.id, kind="check_run", check=c.id,
                            outcome=res.outcome, evidence=res.evidence, durable=False))
     if out:
         wait_durable(ctx.r)  # one fsync for the run's events, before they are reported
     return out
 
 
-def attest(r: redis.Redis, gate: Gate, check_id: str, operator: str, note: str) -> GateEvent:
+def attest(r: redis.Redis, gate: Gate, check_id: str, signer: Signer, note: str, label: str = "") -> GateEvent:
     c = gate.check(check_id)
     if c.kind != "manual":
         raise Refused(f"{gate.id}/{check_id} is a {c.kind} check: run it, attestation is for manual checks")
     if not note.strip():
         raise Refused("an attestation needs a note saying what was checked")
-    return _record(r, gate=gate.id, kind="attest", operator=operator, check=check_id, outcome="passed",
-                   evidence={"note": note})
+    who = actor(r, signer, gate.id, "attestation", label)
+    return _record(r, who, gate=gate.id, kind="attest", check=check_id, outcome="passed", evidence={"note": note})
 
 
-def approve(r: redis.Redis, gate: Gate, operator: str, reason: str) -> GateEvent:
-    st = state(r, gate)
+def approve(r: redis.Redis, gate: Gate, signer: Signer, reason: str, label: str = "",
+            evidence: str | None = None) -> GateEvent:
+    """Sign an approval of the latest check runs (`evidence`: the digest the operator was shown;
+    refused when the runs changed since)."""
     if not reason.strip():
         raise Refused("an approval needs a reason")
-    if operator in st.approvers:
-        raise Refused(f"{operator} has already approved {gate.id}; approvals must come from "
-                      f"{gate.approvals} different operators")
-    return _record(r, gate=gate.id, kind="approve", operator=operator, reason=reason)
+    reg = operators.load(r)
+    who = actor(r, signer, gate.id, "approval", label, reg)
+    st = ledger(r, {gate.id: gate}, reg).state(gate.id)
+    if gate.role not in who.roles:
+        raise refuse(r, gate.id, "approval", f"approving {gate.id} needs the {gate.role} role; {who.name} has "
+                                             f"{', '.join(who.roles) or 'none'}", signer, label)
+    if who.name in st.approvers:
+        raise refuse(r, gate.id, "approval", f"{who.name} has already approved {gate.id} (key "
+                                             f"{signer.fingerprint}); approvals must come from {gate.approvals} "
+                                             f"different operators", signer, label)
+    if evidence is not None and evidence != st.evidence_digest:
+        raise refuse(r, gate.id, "approval", f"the evidence shown ({evidence[:16]}) is not the latest check runs "
+                                             f"({st.evidence_digest[:16]}): look again", signer, label)
+    ev = _record(r, who, gate=gate.id, kind="approve", reason=reason, evidence_digest=st.evidence_digest)
+    return _counted(r, gate, ev, "approval")
 
 
-def decide(r: redis.Redis, settings: Settings, gate: Gate, decision: str, operator: str, reason: str,
-           override: list[str] | None = None) -> GateEvent:
+def decide(r: redis.Redis, gate: Gate, decision: str, signer: Signer, reason: str,
+           override: list[str] | None = None, label: str = "", evidence: str | None = None) -> GateEvent:
     if decision not in ("proceed", "fix", "stop"):
         raise Refused(f"decision must be proceed, fix or stop, not {decision!r}")
     if not reason.strip():
         raise Refused(f"a {decision} decision needs a reason")
-    st = state(r, gate)
-    evidence: dict[str, Any] = {"checks": {c: s.outcome for c, s in st.checks.items()},
-                                "approvers": st.approvers}
+    reg = operators.load(r)
+    who = actor(r, signer, gate.id, f"{decision} decision", label, reg)
+    st = ledger(r, {gate.id: gate}, reg).state(gate.id)
+    body: dict[str, Any] = {"checks": {c: s.outcome for c, s in st.checks.items()},
+                            "approvers": [{"operator": a.operator, "key": a.fingerprint} for a in st.approvals]}
+    if evidence is not None and evidence != st.evidence_digest:
+        raise refuse(r, gate.id, f"{decision} decision", f"the evidence shown ({evidence[:16]}) is not the latest "
+                                                         f"check runs ({st.evidence_digest[:16]}): look again",
+                     signer, label)
     if decision == "proceed":
         override = override or []
-        unknown = [o for o in override if o not in st.checks]
-        if unknown:
-            raise Refused(f"gate {gate.id} has no check {unknown[0]!r} to override")
-        red = [c for c in st.red if c not in override]
-        if red:
-            raise Refused(f"proceed refused: required checks not passed in their latest run: "
-                          f"{', '.join(f'{c} ({st.checks[c].outcome})' for c in red)}")
+        problems = st.proceed_problems(override, who.name, who.roles, st.evidence_digest)
+        if problems:
+            raise refuse(r, gate.id, "proceed decision", "proceed refused: " + "; ".join(problems), signer, label)
         if override:
-            if "lead" not in settings.roles_of(operator):
-                raise Refused(f"overriding {', '.join(override)} needs the lead role; {operator} has "
-                              f"{', '.join(settings.roles_of(operator))}")
-            evidence["override"] = {"checks": override, "by": operator, "reason": reason}
-        missing = st.approvals_needed()
-        if missing:
-            raise Refused(f"proceed refused: {gate.id} needs {'; '.join(missing)}")
-    return _record(r, gate=gate.id, kind="decision", operator=operator, decision=decision,  # type: ignore[arg-type]
-                   reason=reason, evidence=evidence)
+            body["override"] = {"checks": override, "by": who.name, "reason": reason}
+    ev = _record(r, who, gate=gate.id, kind="decision", decision=decision,  # type: ignore[arg-type]
+                 reason=reason, evidence=body, evidence_digest=st.evidence_digest)
+    return _counted(r, gate, ev, f"{decision} decision")

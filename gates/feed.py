@@ -7,7 +7,11 @@ Each entry is folded and verified once. The log's length and head, read with the
 whether the log is still the one that was verified: an entry already read that is no longer there
 (removed, or the log rebuilt shorter) makes the next poll fold and verify the whole log again, so
 the verdict is the one `tradeops audit verify` gives; an entry changed in place after it was
-verified is caught by `audit verify`, which checks every entry."""
+verified is caught by `audit verify`, which checks every entry.
+
+The operator registry (ops.operators) is read whole when the feed starts and whenever its length
+changes (rare: an operator added, a key revoked), and then the log is folded again, so every
+event is judged against the registry the CLI would judge it against."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import msgspec
 
 from backend.bus import streams
 from backend.messages import GateEvent
-from gates import audit
+from gates import audit, operators
 from gates.model import Gate
 from gates.state import GateLedger, GateState
 
@@ -36,7 +40,8 @@ class GateFeed:
         self._reset(gates)
 
     def _reset(self, gates: Mapping[str, Gate]) -> None:
-        self.ledger = GateLedger(gates)
+        self.registry = operators.load(self.r)
+        self.ledger = GateLedger(gates, self.registry)
         self.chain = audit.ChainVerifier()
         self.cursor = "0-0"  # id of the last entry read
         self.count = 0  # entries read since the reset
@@ -48,6 +53,9 @@ class GateFeed:
         the log again from its first entry."""
         if gates is not None and dict(gates) != self.ledger.gates:
             self._reset(gates)
+        elif int(self.r.xlen(streams.OPS_OPERATORS)) != self.registry.read:
+            self.refolds += 1
+            self._reset(self.ledger.gates)
         n, length, head = self._read()
         if length != self.count:  # an entry read before is gone: fold and verify the log as it is now
             self.refolds += 1

@@ -33,6 +33,8 @@ class Gate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     guards: str | None = None
     """The priority this gate guards ("P2"): its services start only after a proceed decision."""
     approvals: int = 1
+    role: str = "operator"
+    """The role (by the operator registry) each approver must hold: operator or lead."""
     critical: bool = False
     checks: list[Check] = []
 
@@ -65,6 +67,8 @@ def parse(text: str, source: str) -> list[Gate]:
             raise TradeopsError(f"{source}: gate {g.id}: duplicate check id {sorted(dup)[0]!r}")
         if g.approvals < 1:
             raise TradeopsError(f"{source}: gate {g.id}: approvals must be at least 1")
+        if g.role not in ("operator", "lead"):
+            raise TradeopsError(f"{source}: gate {g.id}: role must be operator or lead, not {g.role!r}")
     guard_map((g.id, g.guards, source) for g in gates)  # each names a priority, none twice
     return gates
 

@@ -109,6 +109,7 @@ class Registry:
         self.root = ""  # fingerprint of the key that initialised the registry
         self.head = ""  # hash of the newest entry
         self.chain_problem = ""
+        self.read = 0  # entries read from ops.operators (decodable or not)
 
     # --- questions ---------------------------------------------------------------------------
     def key_at(self, fp: str, ts_ns: int) -> tuple[KeyRecord | None, str]:
@@ -348,6 +349,7 @@ def load(r: redis.Redis) -> Registry:
     """The registry folded from ops.operators."""
     out = Registry()
     for eid, f in replies.entries(r.xrange(streams.OPS_OPERATORS)):
+        out.read += 1
         try:
             ev = codec.decode(codec.payload(f), OperatorEvent)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -7,12 +7,15 @@ import json
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from backend.bus import connection
 from backend.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from gates.signing import Signer
 
 
 def add_common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -26,7 +29,10 @@ def add_common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     g.add_argument("--config", default=default, metavar="FILE",
                    help="config file (env TRADEOPS_CONFIG; default $XDG_CONFIG_HOME/tradeops/config.toml)")
     g.add_argument("--operator", default=default, metavar="NAME",
-                   help="who is acting (env TRADEOPS_OPERATOR)")
+                   help="a label for who is acting (env TRADEOPS_OPERATOR); the signing key says who")
+    g.add_argument("--key", default=default, metavar="FILE",
+                   help="the SSH key that signs (env TRADEOPS_SIGNING_KEY): a private key file, or a .pub "
+                        "file whose key is in ssh-agent; default: the agent's registered key")
 
 
 def command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
@@ -49,6 +55,7 @@ class Context:
             data_dir=getattr(a, "data_dir", None),
             operator=getattr(a, "operator", None),
             gates_file=getattr(a, "gates_file", None),
+            signing_key=getattr(a, "key", None),
         )
 
     @property
@@ -58,6 +65,19 @@ class Context:
     @property
     def operator(self) -> str:
         return self.settings.resolved_operator()
+
+    @property
+    def label(self) -> str:
+        """The --operator / TRADEOPS_OPERATOR name given, if any: only a label."""
+        return self.settings.operator or ""
+
+    @cached_property
+    def signer(self) -> Signer:
+        """The operator's signing key: --key, the config's signing_key, or the ssh-agent's key
+        that the registry knows."""
+        from gates import operators, signing
+
+        return signing.signer_for(self.settings.signing_key, operators.load(self.redis).fingerprints())
 
     def redis_url(self) -> str:
         """The bus URL, or one clear line (exit 1) when there is none."""

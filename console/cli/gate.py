@@ -41,16 +41,20 @@ def register(sub: Any) -> None:
     q.add_argument("check")
     q.add_argument("--note", required=True)
     q.set_defaults(func=cmd_attest)
-    q = command(gsub, "approve", "approve a gate")
+    q = command(gsub, "approve", "approve a gate: sign the evidence digest of its latest check runs")
     q.add_argument("gate")
     q.add_argument("--reason", required=True)
+    q.add_argument("--evidence", default=None, metavar="DIGEST",
+                   help="the evidence digest you reviewed (`gate show`): refused if the runs changed since")
     q.set_defaults(func=cmd_approve)
     q = command(gsub, "decide", "decide proceed, fix or stop, with a reason")
     q.add_argument("gate")
     q.add_argument("decision", choices=["proceed", "fix", "stop"])
     q.add_argument("--reason", required=True)
     q.add_argument("--override", action="append", default=[], metavar="CHECK",
-                   help="proceed despite this failed check (lead role only)")
+                   help="proceed despite this failed check (lead role only, by the operator registry)")
+    q.add_argument("--evidence", default=None, metavar="DIGEST",
+                   help="the evidence digest you reviewed (`gate show`): refused if the runs changed since")
     q.set_defaults(func=cmd_decide)
 
     p = command(sub, "audit", "the gate decision and approval log")
@@ -89,7 +93,8 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     for g in gates.values():
         st = states[g.id]
         rows.append({"id": g.id, "title": g.title, "state": st.status, "decision": st.decision,
-                     "approvals_required": g.approvals, "approvers": st.approvers, "critical": g.critical,
+                     "approvals_required": g.approvals, "approvers": [a.operator for a in st.counted],
+                     "critical": g.critical, "evidence_digest": st.evidence_digest,
                      "checks": [{"id": c.id, "kind": c.kind, "required": c.required,
                                  "outcome": st.checks[c.id].outcome} for c in g.checks]})
     if args.json:
@@ -103,23 +108,41 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
+    from gates.operators import when
 
     g = model.get(_gates(ctx), args.gate)
     st = decisions.state(ctx.redis, g)
+    counted = [{"operator": a.operator, "key": a.fingerprint, "reason": a.reason, "at": when(a.ts_ns)}
+               for a in st.counted]
     if args.json:
-        ctx.print_json({"id": g.id, "state": st.status, "decision": st.decision, "approvers": st.approvers,
-                        "needs": st.approvals_needed(),
+        ctx.print_json({"id": g.id, "state": st.status, "decision": st.decision, "decided_by": st.decided_by,
+                        "approvers": [a["operator"] for a in counted], "approvals": counted,
+                        "needs": [] if st.decision else st.approvals_needed(),
+                        "evidence_digest": st.evidence_digest, "reopened": st.reopened,
+                        "cancelled": [{"operator": a.operator, "why": why} for a, why in st.cancelled],
+                        "not_counted": [{"kind": ev.kind, "operator": ev.operator, "entry": ev.hash, "why": why}
+                                        for ev, why in st.rejected],
                         "checks": {c: {"outcome": s.outcome, "by": s.operator, "evidence": s.evidence}
                                    for c, s in st.checks.items()}})
         return 0
     print(f"{g.id}: {g.title}\nstate: {st.status}"
-          + (f" ({st.decision} by {st.decided_by}: {st.decision_reason})" if st.decision else ""))
+          + (f" ({st.decision} by {st.decided_by} [{st.decided_fingerprint}]: {st.decision_reason})"
+             if st.decision else ""))
+    if st.reopened:
+        print(f"reopened: {st.reopened}")
     show(["CHECK", "KIND", "REQ", "OUTCOME", "BY", "EVIDENCE"],
          [[c.check.id, c.check.kind, "yes" if c.check.required else "no", c.outcome, c.operator,
            _brief(c.evidence)] for c in st.checks.values()])
-    need = st.approvals_needed()
-    print(f"\napprovals: {', '.join(st.approvers) or 'none'} ({len(st.approvers)} of {g.approvals})"
+    print(f"\nevidence digest (what an approval signs): {st.evidence_digest}")
+    need = [] if st.decision else st.approvals_needed()
+    label = "approvals counted by the decision" if st.decision else "approvals"
+    print(f"{label}: {', '.join(f'{a.operator} [{a.fingerprint}]' for a in st.counted) or 'none'} "
+          f"({len(st.counted)} of {g.approvals}, role {g.role})"
           + (f"; still needed: {'; '.join(need)}" if need else ""))
+    for a, why in st.cancelled[-5:]:
+        print(f"cancelled: approval by {a.operator}: {why}")
+    for ev, why in st.rejected[-5:]:
+        print(f"not counted: {ev.kind} labelled {ev.operator!r} ({ev.hash[:12]}): {why}")
     return 0
 
 
@@ -131,12 +154,25 @@ def _brief(ev: dict[str, Any]) -> str:
     return ", ".join(f"{k}={ev[k]}" for k in keys)[:90]
 
 
+def _say(who_note: str) -> None:
+    if who_note:
+        print(who_note)
+
+
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
     g = model.get(_gates(ctx), args.gate)
-    for ev in decisions.run(_ctx(ctx), g, ctx.operator, args.check):
+    evs = decisions.run(_ctx(ctx), g, ctx.signer, args.check, label=ctx.label)
+    failed = []
+    for ev in evs:
         print(f"{g.id}/{ev.check}: {ev.outcome}  {_brief(ev.evidence)}")
+        if ev.outcome != "passed" and g.check(ev.check or "").required:
+            failed.append(ev.check or "")
+    _anchor(ctx)
+    if failed:
+        print(f"required check(s) not passed: {', '.join(failed)}")
+        return 1
     return 0
 
 
@@ -144,8 +180,9 @@ def cmd_attest(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
     g = model.get(_gates(ctx), args.gate)
-    decisions.attest(ctx.redis, g, args.check, ctx.operator, args.note)
-    print(f"{g.id}/{args.check}: attested by {ctx.operator}")
+    ev = decisions.attest(ctx.redis, g, args.check, ctx.signer, args.note, label=ctx.label)
+    _anchor(ctx)
+    print(f"{g.id}/{args.check}: attested by {ev.operator} ({ev.signer})")
     return 0
 
 
@@ -153,9 +190,12 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
     g = model.get(_gates(ctx), args.gate)
-    decisions.approve(ctx.redis, g, ctx.operator, args.reason)
+    ev = decisions.approve(ctx.redis, g, ctx.signer, args.reason, label=ctx.label, evidence=args.evidence)
+    _anchor(ctx)
     st = decisions.state(ctx.redis, g)
-    print(f"{g.id}: approved by {ctx.operator} ({len(st.approvers)} of {g.approvals})")
+    _say(decisions.Actor(ctx.signer, ev.operator, (), ctx.label).note)
+    print(f"{g.id}: approved by {ev.operator} ({ev.signer}) of evidence {ev.evidence_digest[:16]} "
+          f"({len(st.approvers)} of {g.approvals})")
     return 0
 
 
@@ -163,9 +203,16 @@ def cmd_decide(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
     g = model.get(_gates(ctx), args.gate)
-    decisions.decide(ctx.redis, ctx.settings, g, args.decision, ctx.operator, args.reason, args.override)
-    print(f"{g.id}: {args.decision.upper()} by {ctx.operator}: {args.reason}")
+    ev = decisions.decide(ctx.redis, g, args.decision, ctx.signer, args.reason, args.override, label=ctx.label,
+                          evidence=args.evidence)
+    _anchor(ctx)
+    _say(decisions.Actor(ctx.signer, ev.operator, (), ctx.label).note)
+    print(f"{g.id}: {args.decision.upper()} by {ev.operator} ({ev.signer}): {args.reason}")
     return 0
+
+
+def _anchor(ctx: Context) -> None:
+    """After an operator action: the audit log's signed checkpoint (gates/anchor.py)."""
 
 
 def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:

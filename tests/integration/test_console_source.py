@@ -17,6 +17,7 @@ from console.data.live import LiveSource
 from gates import audit, decisions, model
 from gates.bench import write_history
 from tests.conftest import TRADEOPS
+from tests.keys import Keys
 
 
 def test_kill_switch_toggles_are_in_the_audit_log(r: redis.Redis, redis_url: str) -> None:
@@ -36,16 +37,17 @@ def _source(redis_url: str, settings: Settings | None = None) -> LiveSource:
     return LiveSource(redis_url, settings or Settings(), "alice", slow_every=1)  # gates read every poll
 
 
-def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis, redis_url: str) -> None:
+def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis, redis_url: str,
+                                                                  team: Keys) -> None:
     gates = model.load()
     write_history(r, gates, 300)
     src = _source(redis_url)
     try:
         snap = src.poll()
         assert src.gate_feed.read_last == 300 and snap.audit_verdict == "chain OK (300 entries)"
-        decisions.attest(r, gates["phase1"], "secrets", "ann", "vault in place")
-        decisions.approve(r, gates["task02"], "bob", "reviewed")
-        decisions.decide(r, Settings(), gates["task03"], "stop", "bob", "latency regression")
+        decisions.attest(r, gates["phase1"], "secrets", team("ann"), "vault in place")
+        decisions.approve(r, gates["task02"], team("bob"), "reviewed")
+        decisions.decide(r, gates["task03"], "stop", team("bob"), "latency regression")
         snap = src.poll()
         assert src.gate_feed.read_last == 3  # the new entries, not the log's 303
         assert snap.audit_verdict == "chain OK (303 entries)"
@@ -98,7 +100,9 @@ def test_a_broken_chain_shows_in_the_console(r: redis.Redis, redis_url: str) -> 
 
 
 def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Redis, redis_url: str,
-                                                                     tradeops_env, tmp_path: Path) -> None:
+                                                                     tradeops_env, tmp_path: Path,
+                                                                     team: Keys) -> None:
+    tradeops_env = dict(tradeops_env, TRADEOPS_SIGNING_KEY=str(team.path("ann")))
     extra = '[[gate]]\nid = "{id}"\ntitle = "extra"\nchecks = [{{ id = "plan", title = "p", kind = "manual" }}]\n'
     (tmp_path / "gates.toml").write_text(extra.format(id="extra"))
     (tmp_path / "other.toml").write_text(extra.format(id="other"))

@@ -18,13 +18,15 @@ from console.actions import LiveActions
 from console.app import TradeopsApp
 from console.data.live import LiveSource
 from gates import audit, decisions, model
+from gates.signing import Signer
+from tests.keys import Keys
 from tests.ui.conftest import replay_app
 
 SIZE = (150, 45)
 
 
-def live_app(url: str, operator: str, **kw) -> TradeopsApp:
-    settings = Settings(roles={"lee": ["operator", "lead"]})
+def live_app(url: str, operator: str, keys: Keys | None = None, **kw) -> TradeopsApp:
+    settings = Settings(signing_key=str(keys.path(operator)) if keys else None)  # each signs with its own key
     return TradeopsApp(LiveSource(url, settings, operator), LiveActions(url, settings, operator), poll_s=0.1, **kw)
 
 
@@ -45,22 +47,23 @@ async def answer_modal(pilot: Pilot, reason: str, confirm: str | None = None) ->
     await pilot.pause()
 
 
-def _record(r: redis.Redis, gate: str, check: str, outcome: str, who: str) -> None:
+def _record(r: redis.Redis, gate: str, check: str, outcome: str, who: Signer) -> None:
     from backend.messages import GateEvent
 
-    audit.append(r, GateEvent(gate=gate, kind="check_run", operator=who, ts_ns=0, check=check, outcome=outcome))
+    audit.append(r, GateEvent(gate=gate, kind="check_run", operator="ann", ts_ns=0, check=check, outcome=outcome),
+                 seal=decisions._seal(who))
 
 
 @pytest.mark.timeout(90)
-async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: redis.Redis) -> None:
+async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: redis.Redis, team: Keys) -> None:
     g = model.load()["task04"]
     for c in g.checks:
         if c.kind == "manual":
-            decisions.attest(r, g, c.id, "ann", "rollback rehearsed")
+            decisions.attest(r, g, c.id, team("ann"), "rollback rehearsed")
         else:
-            _record(r, "task04", c.id, "passed", "ann")
+            _record(r, "task04", c.id, "passed", team("ann"))
     for operator, confirm_ok in (("ann", False), ("bob", True)):
-        app = live_app(redis_url, operator)
+        app = live_app(redis_url, operator, team)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("6")
             await until(pilot, lambda app=app: app.snapshot is not None and app.snapshot.gates)
