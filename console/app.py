@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import App, ScreenStackError
 from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState
@@ -131,7 +132,11 @@ class TradeopsApp(App):
             return
         # a screen still being built shows the newest snapshot when it is mounted
         if isinstance(screen, BaseScreen) and screen.ready and self.snapshot is not None:
-            screen.show(self.snapshot)
+            try:
+                screen.show(self.snapshot)
+            except NoMatches:  # a screen being taken down (the app closing) has lost its widgets
+                if screen.is_running:
+                    raise
 
     # -- actions ---------------------------------------------------------------------------------
     def refusal(self) -> str | None:

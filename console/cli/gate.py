@@ -61,8 +61,18 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
     asub = p.add_subparsers(dest="audit_cmd", metavar="ACTION")
-    q = command(asub, "verify", "verify the hash chain: OK, or the first entry changed, removed or reordered")
+    q = command(asub, "verify", "verify the hash chains, every signature against the registry at its time, and "
+                                "that the live log extends the last anchor: OK, or the first entry that differs")
+    q.add_argument("--from", dest="from_file", default=None, metavar="FILE",
+                   help="verify an export (`audit export`) instead of the live log: no Redis needed")
+    q.add_argument("--gates-file", default=None, help="a TOML file adding or replacing gates")
     q.set_defaults(func=cmd_verify)
+    q = command(asub, "anchor", "write a signed checkpoint of the audit log to the data dir (and anchor_to places)")
+    q.set_defaults(func=cmd_anchor)
+    q = command(asub, "export", "write the log with its signatures (JSON Lines), the registry as an allowed_signers "
+                                "file, and each signed entry's message and signature for ssh-keygen -Y verify")
+    q.add_argument("file")
+    q.set_defaults(func=cmd_export)
 
     p = command(sub, "report", "the completion tracker as Markdown (or --json)")
     p.add_argument("--json", action="store_true")
@@ -212,7 +222,17 @@ def cmd_decide(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _anchor(ctx: Context) -> None:
-    """After an operator action: the audit log's signed checkpoint (gates/anchor.py)."""
+    """After an operator action: the audit log's signed checkpoint (gates/anchor.py). A log that
+    no longer extends the anchor is not anchored: an alert, the action itself stands."""
+    import sys
+
+    from gates import anchor, proof
+
+    logs = proof.from_redis(ctx.redis)
+    try:
+        anchor.write(logs.chains(), proof.registry_of(logs), ctx.signer, _places(ctx))
+    except anchor.AnchorError as exc:
+        print(f"tradeops: ALERT: the audit log was changed after it was anchored: {exc}", file=sys.stderr)
 
 
 def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
@@ -229,15 +249,39 @@ def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
-    from gates import audit
+def _places(ctx: Context) -> list[Path]:
+    from gates import anchor
 
-    v = audit.verify(ctx.redis)
-    if v.ok:
-        print(f"audit OK: {v.checked} entries, chain intact")
-        return 0
-    print(f"audit FAILED: {v.problem}")
-    return 1
+    return anchor.places(ctx.data_dir, ctx.settings.anchor_to)
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
+    from gates import proof
+
+    logs = proof.from_export(Path(args.from_file)) if args.from_file else proof.from_redis(ctx.redis)
+    rep = proof.verify(logs, _gates(ctx), _places(ctx))
+    print("\n".join(rep.lines))
+    return 0 if rep.ok else 1
+
+
+def cmd_anchor(ctx: Context, args: argparse.Namespace) -> int:
+    from gates import anchor, proof
+
+    logs = proof.from_redis(ctx.redis)
+    cp = anchor.write(logs.chains(), proof.registry_of(logs), ctx.signer, _places(ctx))
+    print(f"anchored: {', '.join(f'{k} {v} entries' for k, v in cp.counts.items())}, signed by {cp.signer}, at "
+          f"{', '.join(str(p) for p in _places(ctx))}")
+    return 0
+
+
+def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
+    from gates import proof
+
+    out = proof.export(ctx.redis, Path(args.file), _places(ctx))
+    print(f"exported {out['gates']} gate and {out['operators']} registry entries ({out['signed']} signed) to "
+          f"{args.file}; registry: {out['allowed_signers']}; signatures: {out['signatures']}/")
+    print(f"check it without Redis: tradeops audit verify --from {args.file}")
+    return 0
 
 
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:

@@ -79,7 +79,7 @@ def test_unsigned_and_badly_signed_events_count_for_nothing(r: redis.Redis, team
     assert whys[0] == "not signed"
     assert "the signature does not verify" in whys[1]
     assert f"key {team('mallory').fingerprint} is not registered" in whys[2]
-    with pytest.raises(Refused, match="approval on task04 refused: key .* is not registered"):
+    with pytest.raises(Refused, match=r"approval on task04 refused: key .* is not registered"):
         decisions.approve(r, g, team("mallory"), "let me in")
     assert "is not registered" in refusals(r)[-1]
 
@@ -88,7 +88,7 @@ def test_a_revoked_key_may_not_act(r: redis.Redis, team: Keys) -> None:
     g = gate(approvals=1)
     green(r, g, team("ann"))
     operators.change(r, team("lee"), "revoke_key", "bob", key=team("bob").fingerprint, reason="laptop stolen")
-    with pytest.raises(Refused, match="approval on task04 refused: key .* of bob was revoked"):
+    with pytest.raises(Refused, match=r"approval on task04 refused: key .* of bob was revoked"):
         decisions.approve(r, g, team("bob"), "still me")
     audit.append(r, GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=0, reason="x",
                               evidence_digest=decisions.state(r, g).evidence_digest),
@@ -112,7 +112,7 @@ def test_an_approval_is_of_one_check_run_and_is_cancelled_out_loud(r: redis.Redi
                  seal=decisions._seal(team("bob")))
     st = decisions.state(r, g)
     assert st.approvers == [] and "not of the latest check runs" in st.rejected[-1][1]
-    with pytest.raises(Refused, match="the evidence shown .* is not the latest check runs"):
+    with pytest.raises(Refused, match=r"the evidence shown .* is not the latest check runs"):
         decisions.approve(r, g, team("bob"), "I saw it", evidence=old)
     # approvals stay with the decision they went into
     decisions.approve(r, g, team("bob"), "reviewed the new run")
