@@ -97,10 +97,14 @@ class LiveActions:
     def migrate(self, service: str, action: Move, reason: str) -> str:
         from backend.migration.cutover import switch
         from backend.migration.state import move
+        from gates import decisions, model, sealed
 
+        who = sealed.actor(self.r, self.signer, f"{action} {service}", self.operator)
+        seal = sealed.seal_move(self.signer)
         if action in ("cutover", "rollback"):  # waits for healthy / drained (an action worker thread)
-            return switch(self.r, service, action, self.operator, reason).summary()
-        ev = move(self.r, service, action, self.operator, reason, gates_file=self.settings.gates_path())
+            return switch(self.r, service, action, who, reason, seal=seal).summary()
+        ev = move(self.r, service, action, who, reason, gates_file=self.settings.gates_path(), seal=seal,
+                  decisions=decisions.verified_decisions(self.r, model.configured(self.settings)))
         return f"{service}: {ev.from_state} -> {ev.to_state}"
 
     def _gate(self, gate_id: str) -> Gate:
@@ -152,8 +156,10 @@ class LiveActions:
 
     def kill_switch(self, on: bool, reason: str) -> str:
         from backend.trading.killswitch import set_kill_switch
+        from gates import sealed
 
-        set_kill_switch(self.r, on, self.operator, reason)
+        who = sealed.actor(self.r, self.signer, f"kill switch {'on' if on else 'off'}", self.operator)
+        set_kill_switch(self.r, on, who, reason, seal=sealed.seal_control(self.signer))
         return f"kill switch {'ON' if on else 'off'}"
 
 

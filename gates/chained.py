@@ -28,7 +28,8 @@ SIGNING_FIELDS = ("signer", "nonce", "evidence_digest", "sig")
 
 def _body(ev: msgspec.Struct, *drop: str) -> dict[str, Any]:
     body = msgspec.to_builtins(ev)
-    body["hash"] = ""
+    if "hash" in body:
+        body["hash"] = ""
     for k in drop:
         body.pop(k, None)
     for k in SIGNING_FIELDS:

@@ -93,7 +93,8 @@ def actor(r: redis.Redis, signer: Signer, gate: str, attempt: str, label: str = 
     if why or k is None:
         hint = (" (a lead adds it: `tradeops operators add NAME --pubkey FILE.pub`)"
                 if k is None else "")
-        raise refuse(r, gate, attempt, f"{attempt} on {gate} refused: {why}{hint}", signer, label)
+        where = f" on {gate}" if gate != "-" else ""
+        raise refuse(r, gate, attempt, f"{attempt}{where} refused: {why}{hint}", signer, label)
     return Actor(signer, k.name, reg.roles_at(k.name, time.time_ns()), label)
 
 

@@ -143,7 +143,7 @@ def wait_gone(r: Any, service: str, environment: str, timeout: float, since_ns: 
 
 
 def cutover(r: Any, service: str, operator: str, reason: str, *,
-            timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
+            timeout: float = DEFAULT_TIMEOUT_S, seal: Any = None) -> MoveResult:
     """Wait for a healthy target, record the cutover, wait until the legacy instance drained."""
     st, to = check(r, service, "cutover", reason)
     t0 = time.monotonic()
@@ -152,7 +152,7 @@ def cutover(r: Any, service: str, operator: str, reason: str, *,
     except CutoverError as exc:
         raise CutoverError(f"cannot cut over {service}: {exc}; is the stack up (`tradeops up`)?") from None
     t1 = time.monotonic()
-    ev = move(r, service, "cutover", operator, reason)
+    ev = move(r, service, "cutover", operator, reason, seal=seal)
     try:
         drained, vanished = wait_gone(r, service, "legacy", timeout, ev.ts_ns)
     except CutoverError as exc:
@@ -162,7 +162,7 @@ def cutover(r: Any, service: str, operator: str, reason: str, *,
 
 
 def rollback(r: Any, service: str, operator: str, reason: str, *,
-             timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
+             timeout: float = DEFAULT_TIMEOUT_S, seal: Any = None) -> MoveResult:
     """Roll back: from migrated, the legacy instance is back and healthy before the target drains."""
     try:
         st, to = check(r, service, "rollback", reason)
@@ -176,7 +176,7 @@ def rollback(r: Any, service: str, operator: str, reason: str, *,
         kept = True
     else:
         kept = st.state == "migrated"
-        ev = move(r, service, "rollback", operator, reason, keep_target=kept)
+        ev = move(r, service, "rollback", operator, reason, seal=seal, keep_target=kept)
         from_state = st.state
     t0 = time.monotonic()
     incoming: list[str] = []
@@ -186,7 +186,7 @@ def rollback(r: Any, service: str, operator: str, reason: str, *,
         except CutoverError as exc:
             raise CutoverError(f"{service} is rolled back, but {exc}: the target keeps serving until there is "
                                "one (run the rollback again to finish it)") from None
-        ev = move(r, service, "retire", operator, reason)
+        ev = move(r, service, "retire", operator, reason, seal=seal)
     t1 = time.monotonic()
     try:
         drained, vanished = wait_gone(r, service, "target", timeout, ev.ts_ns)
@@ -197,8 +197,8 @@ def rollback(r: Any, service: str, operator: str, reason: str, *,
 
 
 def switch(r: Any, service: str, action: str, operator: str, reason: str, *,
-           timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
-    """`cutover` or `rollback` by name."""
+           timeout: float = DEFAULT_TIMEOUT_S, seal: Any = None) -> MoveResult:
+    """`cutover` or `rollback` by name (`seal`: signs each move, as `state.move`)."""
     if action not in ("cutover", "rollback"):
         raise CutoverError(f"unknown switch {action!r}: cutover or rollback")
-    return (cutover if action == "cutover" else rollback)(r, service, operator, reason, timeout=timeout)
+    return (cutover if action == "cutover" else rollback)(r, service, operator, reason, timeout=timeout, seal=seal)

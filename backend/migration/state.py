@@ -14,6 +14,7 @@ reverse of a cutover.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,14 @@ def board(r: Any) -> dict[str, ServiceState]:
 
 
 def blockers(r: Any, service: str, states: dict[str, ServiceState] | None = None, *,
-             gates_file: Path | None = None) -> list[str]:
+             gates_file: Path | None = None, decisions: dict[str, str] | None = None) -> list[str]:
     """What keeps `service` from starting, in words (empty: it may start). `gates_file`: the user
-    gates file, whose gates may guard priorities too (gate_status.gate_guards)."""
+    gates file, whose gates may guard priorities too (gate_status.gate_guards). `decisions`: the
+    gate decisions to count (the control plane passes the signed ones its fold verified); by
+    default the latest decision of each gate as recorded."""
     states = states or board(r)
-    return blockers_of(service, {k: v.state for k, v in states.items()}, latest_decisions(r),
-                       gates_file=gates_file)
+    return blockers_of(service, {k: v.state for k, v in states.items()},
+                       latest_decisions(r) if decisions is None else decisions, gates_file=gates_file)
 
 
 def blockers_of(service: str, states: dict[str, str], decisions: dict[str, str], *,
@@ -90,7 +93,7 @@ def blockers_of(service: str, states: dict[str, str], decisions: dict[str, str],
 
 
 def check(r: Any, service: str, action: str, reason: str, *,
-          gates_file: Path | None = None) -> tuple[ServiceState, str]:
+          gates_file: Path | None = None, decisions: dict[str, str] | None = None) -> tuple[ServiceState, str]:
     """The rules for one move, without recording it: (the service's state, the state it would
     move to), or MoveRefused naming what blocks it."""
     inv = inventory.load()
@@ -106,7 +109,7 @@ def check(r: Any, service: str, action: str, reason: str, *,
         raise MoveRefused(f"cannot {action} {service}: it is {cur} "
                           f"(allowed from: {', '.join(ALLOWED[action])})")
     if action == "start":
-        why = blockers(r, service, states, gates_file=gates_file)
+        why = blockers(r, service, states, gates_file=gates_file, decisions=decisions)
         if why:
             raise MoveRefused(f"cannot start {service}: " + "; ".join(why))
     if action == "retire" and not states[service].target_kept:
@@ -115,12 +118,17 @@ def check(r: Any, service: str, action: str, reason: str, *,
 
 
 def move(r: Any, service: str, action: str, operator: str, reason: str, *, gates_file: Path | None = None,
+         seal: Callable[[MigrationEvent], MigrationEvent] | None = None, decisions: dict[str, str] | None = None,
          **detail: Any) -> MigrationEvent:
     """Check the rules and record the move as an event on ops.migration; return once it is on disk
-    (`backend.bus.durable`), so a move the operator was told is recorded survives a Redis crash."""
-    st, to = check(r, service, action, reason, gates_file=gates_file)
+    (`backend.bus.durable`), so a move the operator was told is recorded survives a Redis crash.
+    `seal` signs it (the control plane passes the operator's SSH signature, gates/sealed.py);
+    `decisions`: the gate decisions to count (see `blockers`)."""
+    st, to = check(r, service, action, reason, gates_file=gates_file, decisions=decisions)
     ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
                         reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
+    if seal is not None:
+        ev = seal(ev)
     publish_sync(r, streams.OPS_MIGRATION, ev)
     wait_durable(r)
     return ev

@@ -7,6 +7,7 @@ call this module."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +32,16 @@ class KillSwitchStatus:
     history: list[ControlCommand]  # the newest toggles first
 
 
-def set_kill_switch(r: Any, on: bool, operator: str, reason: str) -> ControlCommand:
-    """Turn the kill switch on or off (a sync redis client); returns the audited toggle."""
+def set_kill_switch(r: Any, on: bool, operator: str, reason: str,
+                    seal: Callable[[ControlCommand], ControlCommand] | None = None) -> ControlCommand:
+    """Turn the kill switch on or off (a sync redis client); returns the audited toggle. `seal`
+    signs it (the operator's SSH signature: gates/sealed.py)."""
     if not reason.strip():
         raise KillSwitchRefused("changing the kill switch needs a reason")
     cmd = ControlCommand(target="risk", command=COMMAND, args={"on": on}, operator=operator,
                          reason=reason, ts_ns=time.time_ns())
+    if seal is not None:
+        cmd = seal(cmd)
     pipe = r.pipeline(transaction=True)
     pipe.set(KILL_KEY, "1" if on else "0")
     queue(pipe, streams.OPS_CONTROL, cmd)

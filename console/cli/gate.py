@@ -256,12 +256,20 @@ def _places(ctx: Context) -> list[Path]:
 
 
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
-    from gates import proof
+    from gates import proof, sealed
 
     logs = proof.from_export(Path(args.from_file)) if args.from_file else proof.from_redis(ctx.redis)
     rep = proof.verify(logs, _gates(ctx), _places(ctx))
     print("\n".join(rep.lines))
-    return 0 if rep.ok else 1
+    ok = rep.ok
+    if not args.from_file:
+        counts, bad = sealed.tally(ctx.redis, rep.registry)
+        print(f"migration moves and kill switch toggles: {counts['valid']} signed and valid, {counts['invalid']} "
+              f"invalid, {counts['unsigned']} unsigned")
+        for b in bad:
+            print(f"problem: {b}")
+        ok = ok and not bad
+    return 0 if ok else 1
 
 
 def cmd_anchor(ctx: Context, args: argparse.Namespace) -> int:

@@ -55,14 +55,17 @@ def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
     from backend.errors import TradeopsError
     from backend.migration.cutover import switch
     from backend.migration.state import move
+    from gates import decisions, model, sealed
 
-    if args.action == "start":
-        ev = move(ctx.redis, args.service, args.action, ctx.operator, args.reason,
-                  gates_file=ctx.settings.gates_path())
-        print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({ctx.operator}: {args.reason})")
+    who = sealed.actor(ctx.redis, ctx.signer, f"{args.action} {args.service}", ctx.label)
+    seal = sealed.seal_move(ctx.signer)
+    if args.action == "start":  # the gate decisions counted are the signed ones the fold verified
+        ev = move(ctx.redis, args.service, args.action, who, args.reason, gates_file=ctx.settings.gates_path(),
+                  seal=seal, decisions=decisions.verified_decisions(ctx.redis, model.configured(ctx.settings)))
+        print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({who}, {ev.signer}: {args.reason})")
         return 0
     if args.timeout <= 0:
         raise TradeopsError("--timeout must be positive")
-    res = switch(ctx.redis, args.service, args.action, ctx.operator, args.reason, timeout=args.timeout)
-    print(f"{res.summary()} ({ctx.operator}: {args.reason})")
+    res = switch(ctx.redis, args.service, args.action, who, args.reason, timeout=args.timeout, seal=seal)
+    print(f"{res.summary()} ({who}, {ctx.signer.fingerprint}: {args.reason})")
     return 0

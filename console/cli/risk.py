@@ -36,7 +36,10 @@ def cmd_kill(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     if not args.reason.strip():
         raise TradeopsError("changing the kill switch needs --reason")
-    set_kill_switch(r, args.state == "on", ctx.operator, args.reason)
+    from gates import sealed
+
+    who = sealed.actor(r, ctx.signer, f"kill switch {args.state}", ctx.label)
+    cmd = set_kill_switch(r, args.state == "on", who, args.reason, seal=sealed.seal_control(ctx.signer))
     print(f"kill switch {'ON: new orders blocked, working orders being canceled' if args.state == 'on' else 'off'} "
-          f"({ctx.operator}: {args.reason})")
+          f"({who}, {cmd.signer}: {args.reason})")
     return 0

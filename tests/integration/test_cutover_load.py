@@ -20,6 +20,7 @@ from backend.migration import cutover as switch
 from backend.migration.state import MoveRefused, board, desired_instances, move
 from gates.bench import proceed_for_benchmark
 from tests.conftest import TRADEOPS, wait_for
+from tests.keys import Keys
 
 
 def beat(r: redis.Redis, service: str, environment: str, state: str = "running") -> None:
@@ -57,11 +58,13 @@ def test_rollback_keeps_the_target_until_the_legacy_instance_is_healthy(r: redis
         switch.rollback(r, "normalizer", "bob", "again", timeout=1)
 
 
-def test_cli_cutover_without_a_healthy_target_is_one_line(r: redis.Redis, tradeops_env: dict[str, str]) -> None:
+def test_cli_cutover_without_a_healthy_target_is_one_line(r: redis.Redis, tradeops_env: dict[str, str],
+                                                          team: Keys) -> None:
     proceed_for_benchmark(r, ["phase1"], "test")
     move(r, "normalizer", "start", "ann", "go")
+    env = dict(tradeops_env, TRADEOPS_SIGNING_KEY=str(team.path("ann")))  # moves are signed
     out = subprocess.run([*TRADEOPS, "migrate", "cutover", "normalizer", "--reason", "x", "--timeout", "0.2"],
-                         capture_output=True, text=True, env=tradeops_env)
+                         capture_output=True, text=True, env=env)
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [
         "tradeops: error: cannot cut over normalizer: no healthy target instance of normalizer within 0.2s "

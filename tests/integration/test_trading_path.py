@@ -16,6 +16,7 @@ from backend.messages import FINAL_STATES, CancelRequest, ControlCommand, Heartb
 from backend.services.oms import read_order
 from backend.trading.killswitch import kill_switch_status, set_kill_switch
 from tests.conftest import TRADEOPS, wait_for
+from tests.keys import Keys, enrol
 
 
 def submit(r: redis.Redis, coid: str, **kw) -> None:
@@ -78,10 +79,12 @@ def test_orders_flow_resubmission_and_bad_input(stack: BenchStack, r: redis.Redi
 
 
 @pytest.mark.timeout(90)
-def test_kill_switch_blocks_cancels_and_is_audited(stack: BenchStack, r: redis.Redis, tradeops_env) -> None:
+def test_kill_switch_blocks_cancels_and_is_audited(stack: BenchStack, r: redis.Redis, tradeops_env,
+                                                   keys: Keys) -> None:
     submit(r, "resting", type="limit", limit_price=64000.0)
     wait_for(lambda: read_order(r, "resting") and read_order(r, "resting").state == "ACCEPTED", 15)
-    env = dict(tradeops_env, TRADEOPS_OPERATOR="alice")
+    enrol(r, keys, lead="alice", others=())  # toggles are signed: alice's key is registered
+    env = dict(tradeops_env, TRADEOPS_OPERATOR="alice", TRADEOPS_SIGNING_KEY=str(keys.path("alice")))
     out = subprocess.run([*TRADEOPS, "risk", "kill", "on"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "needs --reason" in out.stderr
     out = subprocess.run([*TRADEOPS, "risk", "kill", "on", "--reason", "runaway algo"], capture_output=True,
