@@ -40,9 +40,11 @@ class ConsoleActions(Protocol):
 
     def gate_attest(self, gate_id: str, check: str, note: str) -> str: ...
 
-    def gate_approve(self, gate_id: str, reason: str) -> str: ...
+    def gate_approve(self, gate_id: str, reason: str, evidence: str | None = None) -> str:
+        """Approve, signing `evidence` (the digest of the check runs shown); refused if they changed."""
+        ...
 
-    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str: ...
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str, evidence: str | None = None) -> str: ...
 
     def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
         """A paper order: a limit order with `limit`, else a market order."""
@@ -102,10 +104,10 @@ class LiveActions:
         who = sealed.actor(self.r, self.signer, f"{action} {service}", self.operator)
         seal = sealed.seal_move(self.signer)
         if action in ("cutover", "rollback"):  # waits for healthy / drained (an action worker thread)
-            return switch(self.r, service, action, who, reason, seal=seal).summary()
+            return switch(self.r, service, action, who, reason, seal=seal).summary() + self._anchor()
         ev = move(self.r, service, action, who, reason, gates_file=self.settings.gates_path(), seal=seal,
                   decisions=decisions.verified_decisions(self.r, model.configured(self.settings)))
-        return f"{service}: {ev.from_state} -> {ev.to_state}"
+        return f"{service}: {ev.from_state} -> {ev.to_state}{self._anchor()}"
 
     def _gate(self, gate_id: str) -> Gate:
         from gates import model
@@ -118,25 +120,40 @@ class LiveActions:
 
         evs = decisions.run(CheckContext(self.r, self.url, self.settings), self._gate(gate_id), self.signer, check,
                             label=self.operator)
-        return run_summary(gate_id, [(e.check or "", e.outcome or "") for e in evs])
+        return run_summary(gate_id, [(e.check or "", e.outcome or "") for e in evs]) + self._anchor()
 
     def gate_attest(self, gate_id: str, check: str, note: str) -> str:
         from gates import decisions
 
         ev = decisions.attest(self.r, self._gate(gate_id), check, self.signer, note, label=self.operator)
-        return f"{gate_id}/{check} attested by {ev.operator}"
+        return f"{gate_id}/{check} attested by {ev.operator}{self._anchor()}"
 
-    def gate_approve(self, gate_id: str, reason: str) -> str:
+    def gate_approve(self, gate_id: str, reason: str, evidence: str | None = None) -> str:
         from gates import decisions
 
-        ev = decisions.approve(self.r, self._gate(gate_id), self.signer, reason, label=self.operator)
-        return f"{gate_id} approved by {ev.operator} (evidence {ev.evidence_digest[:16]})"
+        ev = decisions.approve(self.r, self._gate(gate_id), self.signer, reason, label=self.operator,
+                               evidence=evidence)
+        return f"{gate_id} approved by {ev.operator} (evidence {ev.evidence_digest[:16]}){self._anchor()}"
 
-    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str:
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str, evidence: str | None = None) -> str:
         from gates import decisions
 
-        ev = decisions.decide(self.r, self._gate(gate_id), decision, self.signer, reason, label=self.operator)
-        return f"{gate_id}: {decision.upper()} by {ev.operator}"
+        ev = decisions.decide(self.r, self._gate(gate_id), decision, self.signer, reason, label=self.operator,
+                              evidence=evidence)
+        return f"{gate_id}: {decision.upper()} by {ev.operator}{self._anchor()}"
+
+    def _anchor(self) -> str:
+        """The audit log's signed checkpoint after an action (gates/anchor.py); a log that no
+        longer extends the anchor is an alert in the returned line, the action itself stands."""
+        from gates import anchor, proof
+
+        logs = proof.from_redis(self.r)
+        try:
+            anchor.write(logs.chains(), proof.registry_of(logs), self.signer,
+                         anchor.places(self.settings.resolved_data_dir(), self.settings.anchor_to))
+        except anchor.AnchorError as exc:
+            return f" · ALERT: {exc}"
+        return ""
 
     def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
         from backend.bus import publish_sync, streams
@@ -160,7 +177,7 @@ class LiveActions:
 
         who = sealed.actor(self.r, self.signer, f"kill switch {'on' if on else 'off'}", self.operator)
         set_kill_switch(self.r, on, who, reason, seal=sealed.seal_control(self.signer))
-        return f"kill switch {'ON' if on else 'off'}"
+        return f"kill switch {'ON' if on else 'off'}{self._anchor()}"
 
 
 def run_summary(gate_id: str, outcomes: list[tuple[str, str]]) -> str:
@@ -239,13 +256,13 @@ class ReplayActions:
             raise TradeopsError("an attestation needs a note saying what was checked")
         raise replayed(f"the attestation of {gate_id}/{check} is not recorded")
 
-    def gate_approve(self, gate_id: str, reason: str) -> str:
+    def gate_approve(self, gate_id: str, reason: str, evidence: str | None = None) -> str:
         self._gate(gate_id)
         if not reason.strip():
             raise TradeopsError("an approval needs a reason")
         raise replayed(f"the approval of {gate_id} is not recorded")
 
-    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str:
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str, evidence: str | None = None) -> str:
         g = self._gate(gate_id)
         if not reason.strip():
             raise TradeopsError(f"a {decision} decision needs a reason")

@@ -89,13 +89,14 @@ class RequestGateAttest(ActionRequest):
 class RequestGateApprove(ActionRequest):
     gate_id: str
     reason: str
+    evidence: str | None = None  # the evidence digest the modal showed: what the approval signs
 
     @property
     def label(self) -> str:
         return "gate approve"
 
     def apply(self, actions: ConsoleActions) -> str:
-        return actions.gate_approve(self.gate_id, self.reason)
+        return actions.gate_approve(self.gate_id, self.reason, self.evidence)
 
 
 @dataclass
@@ -103,13 +104,14 @@ class RequestGateDecide(ActionRequest):
     gate_id: str
     decision: Decision
     reason: str
+    evidence: str | None = None  # the evidence digest the modal showed: what the decision signs
 
     @property
     def label(self) -> str:
         return "gate decide"
 
     def apply(self, actions: ConsoleActions) -> str:
-        return actions.gate_decide(self.gate_id, self.decision, self.reason)
+        return actions.gate_decide(self.gate_id, self.decision, self.reason, self.evidence)
 
 
 @dataclass

@@ -21,15 +21,19 @@ class ReasonModal(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
 
-    def __init__(self, title: str, confirm: str | None = None, placeholder: str = "reason") -> None:
+    def __init__(self, title: str, confirm: str | None = None, placeholder: str = "reason",
+                 detail: str = "") -> None:
         super().__init__()
         self.title_text = title
         self.confirm = confirm
         self.placeholder = placeholder
+        self.detail = detail  # e.g. the evidence digest being signed
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(self.title_text, id="dialog-title")
+            if self.detail:
+                yield Label(self.detail, id="dialog-detail")
             yield Input(placeholder=self.placeholder, id="reason")
             if self.confirm:
                 yield Label(f"Type [b]{self.confirm}[/b] to confirm:")

@@ -59,6 +59,10 @@ class LiveSource:
         self._gate_defs: Any = None  # the gates in use, and the file stamp they were loaded at
         self._gate_stamp: tuple[str, int, int] | None = None
         self._gate_error = ""
+        self._who: tuple[str, str] | None = None  # (operator shown, key) once the signing key is found
+        self._anchor_seen: tuple[int, int] | None = None  # log lengths at the last anchor check
+        self._anchor_alert = ""
+        self._anchor_polls = 0
 
     def close(self) -> None:
         self.r.close()
@@ -68,6 +72,7 @@ class LiveSource:
         snap = Snapshot(clock=time.strftime("%H:%M:%S", time.gmtime(now)) + " UTC",
                         environment=self.settings.environment, redis=self.url, operator=self.operator)
         try:
+            snap.operator, snap.key = self._whoami()
             self._health(snap)
             self._market(snap)
             self._orders(snap)
@@ -78,7 +83,7 @@ class LiveSource:
                 self._gates(snap)
                 self._slow = {k: getattr(snap, k) for k in
                               ("board", "progress", "gates", "open_gates", "audit", "audit_verdict")}
-                self._slow_alerts = [a for a in snap.alerts if a.startswith("gate ")]
+                self._slow_alerts = [a for a in snap.alerts if a.startswith(("gate ", "audit "))]
             else:
                 for k, v in self._slow.items():
                     setattr(snap, k, v)
@@ -88,6 +93,25 @@ class LiveSource:
             snap.connected = False
             snap.error = f"lost connection to {self.url}: {exc}; reconnecting"
         return snap
+
+    def _whoami(self) -> tuple[str, str]:
+        """The operator as the registry names the signing key, and the key's fingerprint (found
+        once; a key not yet registered is looked up again on the slow polls)."""
+        if self._who is not None:
+            return self._who
+        from backend.errors import TradeopsError
+        from gates import operators, signing
+
+        reg = operators.load(self.r)
+        try:
+            signer = signing.signer_for(self.settings.signing_key, reg.fingerprints())
+        except TradeopsError as exc:
+            return self.operator, f"[red]none: {str(exc)[:60]}[/]"
+        name = reg.name_of(signer.fingerprint)
+        if not name:
+            return self.operator, f"{signer.fingerprint} [red](not registered)[/]"
+        self._who = (name, signer.fingerprint)
+        return self._who
 
     # -- pieces ------------------------------------------------------------------------------------
     def _health(self, snap: Snapshot) -> None:
@@ -195,40 +219,72 @@ class LiveSource:
     def _gates(self, snap: Snapshot) -> None:
         """The gates from the folded state of ops.gates: each poll reads only the entries after the
         last it saw, folds them into the gate state and verifies them on the chain (gates/feed.py)."""
+        from gates import sealed
         from gates.feed import GateFeed
 
         gates = self._gates_defined(snap)
         if self.gate_feed is None:
             self.gate_feed = GateFeed(self.r, gates)
         self.gate_feed.poll(gates)
+        from gates.operators import when
+
         for st in self.gate_feed.states().values():
             g = st.gate
-            snap.gates.append(GateRow(g.id, g.title, st.status, f"{len(st.approvers)}/{g.approvals}",
+            notes = [f"reopened: {st.reopened}"] if st.reopened else []
+            notes += [f"cancelled: approval by {a.operator}: {why}" for a, why in st.cancelled[-3:]]
+            notes += [f"not counted: {ev.kind} labelled {ev.operator} ({when(ev.ts_ns)[11:19]}): {why}"
+                      for ev, why in st.rejected[-3:]]
+            snap.gates.append(GateRow(g.id, g.title, st.status, f"{len(st.counted)}/{g.approvals}",
                                       [] if st.decision else st.approvals_needed(), g.critical,
                                       [(c.check.id, c.check.kind, c.check.required, c.outcome, _brief(c.evidence))
-                                       for c in st.checks.values()]))
+                                       for c in st.checks.values()],
+                                      evidence=st.evidence_digest,
+                                      approved_by=[f"{a.operator} ({a.fingerprint})" for a in st.counted],
+                                      notes=notes))
             if st.status not in ("proceed",):
                 snap.open_gates.append(f"{g.id}: {st.status}")
             for c in st.checks.values():
                 if c.outcome == "failed":
                     snap.alerts.append(f"gate {g.id}: check {c.check.id} failed")
+        trust = self.gate_feed.ledger.trust
         rows = [(ev.ts_ns, ev.gate, ev.kind, ev.check or ev.decision or "", ev.operator,
-                 ev.reason or str(ev.evidence.get("note", ""))) for _, ev in self.gate_feed.recent]
+                 ev.reason or str(ev.evidence.get("note", "")), _mark(trust.get(ev.hash)))
+                for _, ev in self.gate_feed.recent]
+        reg = self.gate_feed.registry
         # the migration log beside the gate log, in time order
         for _, f in replies.entries(self.r.xrevrange(streams.OPS_MIGRATION, count=200)):
             m = codec.decode(codec.payload(f), MigrationEvent)
             rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}",
-                         m.operator, m.reason))
+                         m.operator, m.reason, _mark(sealed.judge_move(reg, m))))
         # and the kill switch's toggles (audited on ops.control)
         for _, f in replies.entries(self.r.xrevrange(streams.OPS_CONTROL, count=200)):
             c = codec.decode(codec.payload(f), ControlCommand)
             if c.command == "kill_switch":
                 rows.append((c.ts_ns, c.target, "kill switch", "ON" if c.args.get("on") else "off", c.operator,
-                             c.reason))
+                             c.reason, _mark(sealed.judge_control(reg, c))))
         for ts, *rest in sorted(rows)[-300:]:
             snap.audit.append((time.strftime("%H:%M:%S", time.gmtime(ts / 1e9)), *rest))
         v = self.gate_feed.verdict
         snap.audit_verdict = f"chain OK ({v.checked} entries)" if v.ok else f"chain BROKEN: {v.problem}"
+        alert = self._anchor_check()
+        if alert:
+            snap.audit_verdict += f" · ANCHOR FAILED: {alert}"
+            snap.alerts.append(f"audit anchor: {alert}")
+
+    def _anchor_check(self) -> str:
+        """Whether the live logs still extend the signed checkpoints (gates/anchor.py): read whole
+        when either log's length changed since the last check, else the last answer."""
+        from gates import anchor, proof
+
+        lengths = (self.gate_feed.count, self.gate_feed.registry.read)
+        self._anchor_polls += 1
+        if lengths != self._anchor_seen or self._anchor_polls % 30 == 0:  # a rewrite keeps the lengths
+            logs = proof.from_redis(self.r)
+            where = anchor.places(self.settings.resolved_data_dir(), self.settings.anchor_to)
+            bad = [f.text for f in anchor.check(logs.chains(), self.gate_feed.registry, where) if not f.ok]
+            self._anchor_alert = bad[0] if bad else ""
+            self._anchor_seen = lengths
+        return self._anchor_alert
 
     def _gates_defined(self, snap: Snapshot) -> Any:
         """The gates of the settings (gates.model.configured, as the CLI loads them), loaded again
@@ -255,6 +311,15 @@ class LiveSource:
         if self._gate_error:
             snap.alerts.append(self._gate_error)
         return self._gate_defs
+
+
+def _mark(t: Any) -> str:
+    """An audit row's signature: ✓ who signed, ✗ why it counts for nothing, or unsigned."""
+    if t is None:
+        return ""
+    if t.ok:
+        return f"✓ {t.name}"
+    return "unsigned" if t.status == "unsigned" else f"✗ {t.why}"[:60]
 
 
 def _brief(ev: dict) -> str:

@@ -65,6 +65,9 @@ class GateRow:
     needs: list[str]
     critical: bool
     checks: list[tuple[str, str, bool, str, str]]
+    evidence: str = ""  # the evidence digest an approval or a decision signs
+    approved_by: list[str] = field(default_factory=list)  # "ann (SHA256:...)": counted now, or by the decision
+    notes: list[str] = field(default_factory=list)  # reopened, cancelled approvals, events not counted
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Snapshot:
     environment: str
     redis: str
     operator: str
+    key: str = ""  # the signing key's fingerprint (live), or why there is none
     connected: bool = True
     error: str = ""
     health: list[HealthRow] = field(default_factory=list)
@@ -92,5 +96,5 @@ class Snapshot:
     kill_switch: bool = False
     board: dict[int, list[tuple[str, str, str]]] = field(default_factory=dict)
     gates: list[GateRow] = field(default_factory=list)
-    audit: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
+    audit: list[tuple[str, ...]] = field(default_factory=list)  # time, what, kind, ..., reason, signed (live)
     audit_verdict: str = ""

@@ -19,11 +19,11 @@ class AuditScreen(BaseScreen):
 
     def on_mount(self) -> None:
         self.query_one("#log", DataTable).add_columns("time", "gate / service", "kind", "what", "operator",
-                                                      "reason / note")
+                                                      "reason / note", "signed")
         super().on_mount()
 
     def render_snapshot(self, snap: Snapshot) -> None:
-        ok = snap.audit_verdict.startswith("chain OK")
+        ok = snap.audit_verdict.startswith("chain OK") and "ANCHOR" not in snap.audit_verdict
         self.set_text("#verdict",
             f"[{'green' if ok else 'red'}]{snap.audit_verdict or 'not verified'}[/]")
         t = self.query_one("#log", DataTable)
@@ -31,4 +31,4 @@ class AuditScreen(BaseScreen):
         if t.row_count != len(rows):
             t.clear()
             for row in reversed(rows):
-                t.add_row(*row)
+                t.add_row(*row, *[""] * (7 - len(row)))  # recorded rows have no signature column

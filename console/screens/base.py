@@ -105,7 +105,8 @@ class BaseScreen(Screen):
         if running:
             flags.append(f"[reverse] running: {', '.join(running)} [/]")
         self.set_text("#status", f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · "
-                      f"{snap.redis} · operator [b]{snap.operator}[/b] · {snap.clock}  " + " ".join(flags))
+                      f"{snap.redis} · operator [b]{snap.operator}[/b]" + (f" key {snap.key}" if snap.key else "")
+                      + f" · {snap.clock}  " + " ".join(flags))
         banner = self.query_one("#banner", Static)
         if banner.display == snap.connected:
             banner.display = not snap.connected

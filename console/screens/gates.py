@@ -79,9 +79,21 @@ class GatesScreen(BaseScreen):
         self.query_one(Checklist).set_checks(g.checks)
         if g.status in ("proceed", "fix", "stop"):
             text = f"decided: {g.status} (its approvals went into the decision; the audit screen shows who and why)"
+            if g.approved_by:
+                text = f"decided: {g.status} · approvals it counted: {', '.join(g.approved_by)}"
         else:
             text = f"approvals {g.approvals}" + (f" · still needed: {'; '.join(g.needs)}" if g.needs else "")
+            if g.approved_by:
+                text += f"\napproved by {', '.join(g.approved_by)}"
+        if g.evidence:
+            text += f"\nevidence digest (what an approval signs): {g.evidence[:32]}"
+        text += "".join(f"\n{n}" for n in g.notes)
         self.set_text("#approvals", text)
+
+    def _evidence(self, gid: str) -> str:
+        snap = self.tapp.snapshot
+        g = next((g for g in snap.gates if g.id == gid), None) if snap else None
+        return g.evidence if g else ""
 
     def select(self, gate_id: str) -> None:
         """Select a gate (the command palette)."""
@@ -125,10 +137,12 @@ class GatesScreen(BaseScreen):
         if not gid:
             return
 
+        evidence = self._evidence(gid)
+
         def done(reason: str | None) -> None:
             if reason:
-                self.post_message(RequestGateApprove(gid, reason))
-        self.app.push_screen(ReasonModal(f"Approve gate {gid}", confirm=gid), done)
+                self.post_message(RequestGateApprove(gid, reason, evidence or None))
+        self.app.push_screen(ReasonModal(f"Approve gate {gid}", confirm=gid, detail=_signs(evidence)), done)
 
     @changes
     def action_decide(self, decision: Decision) -> None:
@@ -136,8 +150,16 @@ class GatesScreen(BaseScreen):
         if not gid:
             return
 
+        evidence = self._evidence(gid)
+
         def done(reason: str | None) -> None:
             if reason:
-                self.post_message(RequestGateDecide(gid, decision, reason))
+                self.post_message(RequestGateDecide(gid, decision, reason, evidence or None))
         self.app.push_screen(ReasonModal(f"Decide {decision.upper()} on {gid}",
-                                         confirm=gid if decision == "proceed" else None), done)
+                                         confirm=gid if decision == "proceed" else None,
+                                         detail=_signs(evidence)), done)
+
+
+def _signs(evidence: str) -> str:
+    """The line the approve and decide modals show: what the operator's key will sign."""
+    return f"Your key signs the evidence digest [b]{evidence[:32]}[/b] (the latest check runs)" if evidence else ""

@@ -56,10 +56,10 @@ def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis
         # the folded state is the one the CLI folds from the whole log
         cli = decisions.states(r, gates)
         assert [(row.id, row.status, row.approvals, row.needs, [c[3] for c in row.checks]) for row in snap.gates] == [
-            (g, st.status, f"{len(st.approvers)}/{st.gate.approvals}", [] if st.decision else st.approvals_needed(),
+            (g, st.status, f"{len(st.counted)}/{st.gate.approvals}", [] if st.decision else st.approvals_needed(),
              [c.outcome for c in st.checks.values()]) for g, st in cli.items()]
         assert [row for row in snap.audit if row[1] == "task03"][-1][2:] == ("decision", "stop", "bob",
-                                                                             "latency regression")
+                                                                             "latency regression", "✓ bob")
     finally:
         src.close()
 
@@ -142,5 +142,37 @@ def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Re
         (tmp_path / "gates.toml").write_text(extra.format(id="extra") + extra.format(id="extra2"))
         snap = src.poll()
         assert [g.id for g in snap.gates][-2:] == ["extra", "extra2"] and not snap.alerts
+    finally:
+        src.close()
+
+
+def test_the_console_shows_the_key_the_signatures_and_a_failed_anchor(r: redis.Redis, redis_url: str,
+                                                                      team: Keys, tmp_path: Path) -> None:
+    from gates import anchor, proof
+
+    gates = model.load()
+    decisions.attest(r, gates["phase1"], "secrets", team("ann"), "vault in place")
+    decisions.approve(r, gates["task02"], team("bob"), "reviewed")
+    audit.append(r, GateEvent(gate="task02", kind="approve", operator="mallory", ts_ns=0, reason="me too"))
+    settings = Settings(signing_key=str(team.path("bob")), data_dir=str(tmp_path / "data"), operator="typed")
+    logs = proof.from_redis(r)
+    anchor.write(logs.chains(), proof.registry_of(logs), team("lee"), anchor.places(settings.resolved_data_dir()))
+    src = _source(redis_url, settings)
+    try:
+        snap = src.poll()
+        assert (snap.operator, snap.key) == ("bob", team("bob").fingerprint)  # the registry's name, not the label
+        marks = {row[2]: row[6] for row in snap.audit if row[1] in ("phase1", "task02")}
+        assert marks == {"attest": "✓ ann", "approve": "unsigned"}  # the last approve is mallory's, unsigned
+        row = next(g for g in snap.gates if g.id == "task02")
+        assert row.approved_by == [f"bob ({team('bob').fingerprint})"] and row.evidence
+        assert any("not counted: approve labelled mallory" in n for n in row.notes)
+        assert not any(a.startswith("audit anchor") for a in snap.alerts)
+        # the newest entry removed and the head set back: the chain passes, the anchor does not
+        last, before = r.xrevrange(streams.OPS_GATES, count=2)
+        r.xdel(streams.OPS_GATES, last[0])
+        r.set(audit.HEAD_KEY, codec.decode(codec.payload(before[1]), GateEvent).hash)
+        snap = src.poll()
+        assert any(a.startswith("audit anchor: ") and "entries removed" in a for a in snap.alerts)
+        assert "ANCHOR FAILED" in snap.audit_verdict
     finally:
         src.close()

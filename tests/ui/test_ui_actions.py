@@ -67,11 +67,11 @@ class RecordingActions:
     def gate_attest(self, gate_id: str, check: str, note: str) -> str:
         return self._did("gate_attest", gate_id, check, note)
 
-    def gate_approve(self, gate_id: str, reason: str) -> str:
-        return self._did("gate_approve", gate_id, reason)
+    def gate_approve(self, gate_id: str, reason: str, evidence: str | None = None) -> str:
+        return self._did("gate_approve", gate_id, reason, *([evidence] if evidence else []))
 
-    def gate_decide(self, gate_id: str, decision: Decision, reason: str) -> str:
-        return self._did("gate_decide", gate_id, decision, reason)
+    def gate_decide(self, gate_id: str, decision: Decision, reason: str, evidence: str | None = None) -> str:
+        return self._did("gate_decide", gate_id, decision, reason, *([evidence] if evidence else []))
 
     def order_submit(self, symbol: str, side: Side, qty: float, limit: float | None) -> str:
         return self._did("order_submit", symbol, side, qty, limit)

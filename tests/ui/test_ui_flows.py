@@ -68,7 +68,12 @@ async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: re
             await pilot.press("6")
             await until(pilot, lambda app=app: app.snapshot is not None and app.snapshot.gates)
             await pilot.press("down", "down", "down")  # task04
+            status = str(app.screen.query_one("#status").render())
+            assert f"operator {operator} key {team(operator).fingerprint}" in status
             await pilot.press("a")
+            await pilot.pause()
+            digest = decisions.state(r, g).evidence_digest
+            assert digest[:32] in str(app.screen.query_one("#dialog-detail").render())  # what the key signs
             await answer_modal(pilot, f"{operator} reviewed the evidence", "task04")
             await until(pilot, lambda operator=operator: operator in decisions.state(r, g).approvers)
             await pilot.press("d")
@@ -82,6 +87,9 @@ async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: re
     st = decisions.state(r, g)
     assert st.decision == "proceed" and st.decided_by == "bob"
     assert [e.operator for _, e in audit.events(r) if e.kind == "approve"] == ["ann", "bob"]
+    assert [e.signer for _, e in audit.events(r) if e.kind == "approve"] == [team("ann").fingerprint,
+                                                                               team("bob").fingerprint]
+    assert st.decision_approvers == ["ann", "bob"]  # the approvals stay with the decision
     assert audit.verify(r).ok
 
 
