@@ -50,7 +50,13 @@ def build(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, Any]:
         st = gate_states[g.id]
         gate_rows.append({"id": g.id, "title": g.title, "status": st.status, "decision": st.decision,
                           "reason": st.decision_reason, "decided_by": st.decided_by,
-                          "approvers": st.approvers, "approvals_required": g.approvals,
+                          "decided_key": st.decided_fingerprint, "override": st.override,
+                          "approvers": [a.operator for a in st.counted],
+                          "approvals": [{"operator": a.operator, "key": a.fingerprint, "reason": a.reason,
+                                         "evidence": a.evidence_digest} for a in st.counted],
+                          "cancelled": [f"approval by {a.operator}: {why}" for a, why in st.cancelled],
+                          "not_counted": [f"{ev.kind} labelled {ev.operator}: {why}" for ev, why in st.rejected],
+                          "reopened": st.reopened, "approvals_required": g.approvals,
                           "checks": [{"id": c.check.id, "kind": c.check.kind, "required": c.check.required,
                                       "outcome": c.outcome, "by": c.operator,
                                       "evidence": {k: v for k, v in c.evidence.items() if k != "result"}}
@@ -60,6 +66,8 @@ def build(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, Any]:
                 risks.append(f"gate {g.id}: check {c.check.id} failed ({c.check.title})")
         if st.decision == "stop":
             risks.append(f"gate {g.id} decided STOP: {st.decision_reason}")
+        if st.reopened:
+            risks.append(f"gate {g.id}: {st.reopened}")
     for s in inv.services:
         if s.risk == "high" and states.get(s.name) != "migrated":
             risks.append(f"{s.name} (P{s.priority}, high risk) not migrated yet: {states.get(s.name, 'planned')}")
@@ -86,10 +94,15 @@ def markdown(rep: dict[str, Any]) -> str:
     lines += ["", "## Gates", ""]
     for g in rep["gates"]:
         dec = f"**{g['decision'].upper()}** by {g['decided_by']}: {g['reason']}" if g["decision"] else g["status"]
+        who = ", ".join(f"{a['operator']} ({a['key']})" for a in g["approvals"])
         lines += [f"### {g['id']}: {g['title']}", "",
-                  f"Decision: {dec}. Approvals: {', '.join(g['approvers']) or 'none'} "
-                  f"({len(g['approvers'])} of {g['approvals_required']}).", "",
-                  "| check | kind | required | outcome | by | evidence |", "|---|---|---|---|---|---|"]
+                  f"Decision: {dec}" + (f" (overriding {', '.join(g['override'])})" if g["override"] else "")
+                  + f". Approvals{' that went into it' if g['decision'] else ''}: {who or 'none'} "
+                  f"({len(g['approvers'])} of {g['approvals_required']}).", ""]
+        notes = ([f"- {g['reopened']}"] if g["reopened"] else []) + [f"- cancelled: {c}" for c in g["cancelled"]]
+        notes += [f"- not counted: {c}" for c in g["not_counted"]]
+        lines += [*notes, ""] if notes else []
+        lines += ["| check | kind | required | outcome | by | evidence |", "|---|---|---|---|---|---|"]
         for c in g["checks"]:
             ev = ", ".join(f"{k}={v}" for k, v in c["evidence"].items() if k not in ("services",))[:120]
             lines.append(f"| {c['id']} | {c['kind']} | {'yes' if c['required'] else 'no'} | {c['outcome']} | "

@@ -14,7 +14,7 @@ import redis
 from backend.errors import ConfigError
 from backend.messages import GateEvent
 from backend.settings import load_settings
-from gates import audit, chained, decisions, operators, signing
+from gates import audit, chained, decisions, operators, report, signing
 from gates.decisions import Refused
 from gates.model import Check, Gate
 from gates.signing import Signer
@@ -119,6 +119,10 @@ def test_an_approval_is_of_one_check_run_and_is_cancelled_out_loud(r: redis.Redi
     decisions.decide(r, g, "proceed", team("ann"), "go")
     st = decisions.state(r, g)
     assert st.decision == "proceed" and st.decision_approvers == ["bob"] and [a.operator for a in st.counted] == ["bob"]
+    md = report.markdown(report.build(r, {g.id: g}))
+    assert f"**PROCEED** by ann: go. Approvals that went into it: bob ({team('bob').fingerprint}) (1 of 1)." in md
+    assert "- cancelled: approval by bob: rows re-run (passed) by ann" in md
+    assert "- not counted: approve labelled bob: an approval of evidence" in md
 
 
 def test_a_lead_override_needs_lead_by_the_registry(r: redis.Redis, team: Keys, tmp_path: Path) -> None:
