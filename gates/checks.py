@@ -94,9 +94,18 @@ def flow(ctx: CheckContext, p: dict[str, Any]) -> Result:
     time.sleep(window)  # the window is the measurement itself
     counts = {s: len(replies.entries(ctx.r.xrange(s, min=f"({start[s]}", count=100_000))) for s in (a, b)}
     ev = {"from": a, "to": b, "window_s": window, "entries": counts}
-    if counts[a] == 0 and counts[b] == 0:
-        return Result("failed", {**ev, "reason": "nothing passed in the window"})
-    return Result("passed" if counts[a] > 0 and counts[b] > 0 else "failed", ev)
+    if counts[a] > 0 and counts[b] > 0:
+        return Result("passed", ev)
+    # what is missing, exactly, and the command that provides it (`missing`, `provide` in the check)
+    if counts[a] == 0:
+        ev["missing"] = f"{a} 0 in {window:g}s" + (f": {p['missing']}" if p.get("missing") else "")
+    else:
+        ev["missing"] = (f"{b} 0 in {window:g}s while {a} had {counts[a]}: the service between them is not "
+                         f"passing them on")
+    if p.get("provide"):
+        ev["provide"] = p["provide"]
+    return Result("failed", {**ev, "reason": "nothing passed in the window" if not counts[b] and not counts[a]
+                             else f"nothing reached {b}"})
 
 
 def _last_id(r: redis.Redis, stream: str) -> str:

@@ -157,11 +157,13 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _brief(ev: dict[str, Any]) -> str:
-    keys = [k for k in ("value", "op", "threshold", "entries", "rows", "probed", "reason", "note", "error",
+    keys = [k for k in ("value", "op", "threshold", "entries", "rows", "probed", "reason", "missing", "provide",
+                        "note", "error",
                         "redis_version", "skew_s", "free_gib") if k in ev]
     if "services" in ev and isinstance(ev["services"], dict):
         return ", ".join(f"{s}:{v['running_fresh']}" for s, v in ev["services"].items())
-    return ", ".join(f"{k}={ev[k]}" for k in keys)[:90]
+    text = ", ".join(f"{k}={ev[k]}" for k in keys)
+    return text if "provide" in ev else text[:90]  # the command that provides what is missing, whole
 
 
 def _say(who_note: str) -> None:

@@ -77,6 +77,35 @@ def test_flow_passes_fails_and_times_out(r: redis.Redis, redis_url: str, tmp_pat
     assert res.outcome == "inconclusive" and "timed out after 0.3s" in res.evidence["reason"]
 
 
+def test_a_flow_with_no_traffic_names_what_is_missing_and_what_provides_it(r: redis.Redis, redis_url: str,
+                                                                           tmp_path: Path) -> None:
+    from gates.model import load
+
+    c = load()["task05"].check("positions")
+    c = Check(id=c.id, title=c.title, kind="flow", params={**c.params, "window_s": 0.2})
+    res = run_check(ctx(r, redis_url, tmp_path), c)
+    assert res.outcome == "failed"
+    assert res.evidence["missing"] == "exec.reports 0 in 0.2s: no fills: no paper orders traded in the window"
+    assert res.evidence["provide"].startswith("tradeops order submit buy 0.001 BTCUSDT")
+    r.xadd("exec.reports", {"x": 1})
+    stop = threading.Event()
+
+    def fills() -> None:
+        while not stop.is_set():
+            r.xadd("exec.reports", {"x": 1})
+            stop.wait(0.02)
+
+    th = threading.Thread(target=fills)
+    th.start()
+    try:
+        res = run_check(ctx(r, redis_url, tmp_path), c)
+    finally:
+        stop.set()
+        th.join()
+    assert res.outcome == "failed" and res.evidence["reason"] == "nothing reached positions"
+    assert "positions 0 in 0.2s while exec.reports had" in res.evidence["missing"]
+
+
 def test_data(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
     c = Check(id="d", title="d", kind="data", params={"sink": "ticks", "min_rows": 3})
     assert run_check(ctx(r, redis_url, tmp_path), c).outcome == "failed"
