@@ -159,14 +159,14 @@ def approve(r: redis.Redis, gate: Gate, signer: Signer, reason: str, label: str 
     st = ledger(r, {gate.id: gate}, reg).state(gate.id)
     if gate.role not in who.roles:
         raise refuse(r, gate.id, "approval", f"approving {gate.id} needs the {gate.role} role; {who.name} has "
-                                             f"{', '.join(who.roles) or 'none'}", signer, label)
+                                             f"{', '.join(who.roles) or 'none'}", signer, label or who.name)
     if who.name in st.approvers:
         raise refuse(r, gate.id, "approval", f"{who.name} has already approved {gate.id} (key "
                                              f"{signer.fingerprint}); approvals must come from {gate.approvals} "
                                              f"different operators", signer, label)
     if evidence is not None and evidence != st.evidence_digest:
         raise refuse(r, gate.id, "approval", f"the evidence shown ({evidence[:16]}) is not the latest check runs "
-                                             f"({st.evidence_digest[:16]}): look again", signer, label)
+                                             f"({st.evidence_digest[:16]}): look again", signer, label or who.name)
     ev = _record(r, who, gate=gate.id, kind="approve", reason=reason, evidence_digest=st.evidence_digest)
     return _counted(r, gate, ev, "approval")
 
@@ -185,12 +185,13 @@ def decide(r: redis.Redis, gate: Gate, decision: str, signer: Signer, reason: st
     if evidence is not None and evidence != st.evidence_digest:
         raise refuse(r, gate.id, f"{decision} decision", f"the evidence shown ({evidence[:16]}) is not the latest "
                                                          f"check runs ({st.evidence_digest[:16]}): look again",
-                     signer, label)
+                     signer, label or who.name)
     if decision == "proceed":
         override = override or []
         problems = st.proceed_problems(override, who.name, who.roles, st.evidence_digest)
         if problems:
-            raise refuse(r, gate.id, "proceed decision", "proceed refused: " + "; ".join(problems), signer, label)
+            raise refuse(r, gate.id, "proceed decision", "proceed refused: " + "; ".join(problems), signer,
+                         label or who.name)
         if override:
             body["override"] = {"checks": override, "by": who.name, "reason": reason}
     ev = _record(r, who, gate=gate.id, kind="decision", decision=decision,  # type: ignore[arg-type]

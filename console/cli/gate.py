@@ -238,17 +238,26 @@ def _anchor(ctx: Context) -> None:
 
 
 def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
-    from gates import audit
+    from gates import audit, decisions
 
     evs = audit.events(ctx.redis)
+    trust = decisions.ledger(ctx.redis, _gates(ctx)).trust
     if args.json:
-        ctx.print_json([{"id": eid, **msgspec.to_builtins(ev)} for eid, ev in evs])
+        ctx.print_json([{"id": eid, **msgspec.to_builtins(ev), "signed": _signed(trust.get(ev.hash))}
+                        for eid, ev in evs])
         return 0
-    show(["TIME (UTC)", "GATE", "KIND", "CHECK", "OUTCOME/DECISION", "OPERATOR", "REASON/NOTE", "HASH"],
+    show(["TIME (UTC)", "GATE", "KIND", "CHECK", "OUTCOME/DECISION", "OPERATOR", "REASON/NOTE", "SIGNED", "HASH"],
          [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ev.ts_ns / 1e9)), ev.gate, ev.kind, ev.check or "",
            ev.decision or ev.outcome or "", ev.operator, (ev.reason or ev.evidence.get("note", ""))[:40],
-           ev.hash[:12]] for _, ev in evs])
+           _signed(trust.get(ev.hash))[:40], ev.hash[:12]] for _, ev in evs])
     return 0
+
+
+def _signed(t: Any) -> str:
+    """An entry's signature in words: valid by whom, invalid and why, or unsigned."""
+    if t is None:
+        return ""
+    return f"valid: {t.name}" if t.ok else ("unsigned" if t.status == "unsigned" else f"INVALID: {t.why}")
 
 
 def _places(ctx: Context) -> list[Path]:

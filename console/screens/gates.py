@@ -162,4 +162,5 @@ class GatesScreen(BaseScreen):
 
 def _signs(evidence: str) -> str:
     """The line the approve and decide modals show: what the operator's key will sign."""
-    return f"Your key signs the evidence digest [b]{evidence[:32]}[/b] (the latest check runs)" if evidence else ""
+    return (f"Your key signs the latest check runs, evidence digest\n[b]{evidence[:32]}[/b]…"
+            if evidence else "")
