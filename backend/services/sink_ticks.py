@@ -71,6 +71,7 @@ class SinkTicksService(Service):
         self.flush_failures = 0
         self.backoff = 0.0
         self.retry_at = 0.0
+        self._last_failure_log = -60.0
         self._flushing = asyncio.Lock()
         self.questdb = None
         conf = self.cfg.questdb or self.settings.infra.get("questdb")
@@ -168,7 +169,7 @@ class SinkTicksService(Service):
             await self.worker.ack(eids)
             self.store.acked(f"{first}_{last}")
             await self.settle()  # commits another instance's crash left unacked, if any
-            self.backoff, self.retry_at = 0.0, 0.0
+            self.backoff, self.retry_at, self._last_failure_log = 0.0, 0.0, -60.0
             ok = self._to_questdb(table)
             if ok and self.degraded:
                 self.recover()
@@ -184,7 +185,11 @@ class SinkTicksService(Service):
                else f"{type(exc).__name__}: {exc}")
         self.degrade(f"cannot write the tick store {where}: {why}; flushes are retried and reading "
                      f"stops at {self.cfg.max_buffer_rows} buffered ticks")
-        self.log.warning("flush of %d ticks failed (%s); retrying in %.2fs", self.rows_buffered, why, self.backoff)
+        now = time.monotonic()
+        if now - self._last_failure_log >= 60:  # the first failure, then once a minute
+            self._last_failure_log = now
+            self.log.warning("flush of %d ticks failed (%s); retrying every %.2fs at most",
+                             self.rows_buffered, why, self.cfg.retry_max_s)
         if self.rows_buffered >= self.cfg.max_buffer_rows:
             self.worker.pause()
 
