@@ -175,6 +175,8 @@ class Service:
         """Say this instance is alive but cannot make progress, and why: the heartbeat says
         `degraded` with `reason` from the next beat on (sent at once). Call it again with a new
         reason to update it; `recover()` when progress is possible again."""
+        if self.state in ("stopped", "failed"):
+            return
         if self.state not in ("running", "degraded"):
             self.reason = reason  # starting or draining: the state stays, the reason shows
             return
@@ -189,7 +191,8 @@ class Service:
             self.log.info("running again (was degraded: %s)", self.reason, extra={"instance": self.instance})
             self.state = "running"
             self._wake.set()
-        self.reason = ""
+        if self.state not in ("stopped", "failed"):  # a failure's reason stays
+            self.reason = ""
 
     @property
     def degraded(self) -> bool:
