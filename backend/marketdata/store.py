@@ -150,6 +150,9 @@ class ParquetStore:
         self.root = Path(self.root)
         self.commits = self.root / "_commits"
         self.pending_acks = self.commits / "unacked"
+        # the last id of commits that never listed their entry ids (written before commits did,
+        # or without `ids=`): entries at or below it count as stored; set by recover()
+        self.untracked_offset: str | None = None
 
     def _manifests(self) -> list[Path]:
         return sorted([*self.commits.glob("*.json"), *self.pending_acks.glob("*.json")])
@@ -169,6 +172,10 @@ class ParquetStore:
                     named.add(final)
                 if last is None or id_key(info["last_id"]) > id_key(last):
                     last = info["last_id"]
+                untracked = self.untracked_offset
+                if "ids" not in info and not info.get("acked") and (
+                        untracked is None or id_key(info["last_id"]) > id_key(untracked)):
+                    self.untracked_offset = info["last_id"]
         for tmp in self.root.rglob("*.parquet.tmp"):
             tmp.unlink()
         for mtmp in self.commits.rglob("*.json.tmp") if self.commits.exists() else []:
@@ -195,6 +202,7 @@ class ParquetStore:
         except FileNotFoundError:  # settled already (by another instance, or before)
             return
         info.pop("ids", None)
+        info["acked"] = True
         tmp = dst.with_name(dst.name + ".tmp")
         try:
             tmp.write_text(json.dumps(info))
@@ -265,6 +273,7 @@ class DeltaStore:
     root: Path
     tracks_acks: ClassVar[bool] = False
     """Only an offset: entries at or below it are skipped, redelivered or not."""
+    untracked_offset: ClassVar[str | None] = None
 
     def recover(self) -> str | None:
         from deltalake import DeltaTable

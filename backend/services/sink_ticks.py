@@ -108,7 +108,13 @@ class SinkTicksService(Service):
 
     async def on_ticks(self, batches: list[tuple[bytes, TickBatch]]) -> None:
         # Entries are buffered, not acked: they are acked by the flush that stores them.
-        offset = self.committed if (not self.worker.redelivered or not self.store.tracks_acks) else None
+        # a new entry at or below the committed offset: the group was set back (stored already);
+        # one delivered again is stored if an unacked commit holds it (settled), or if a commit
+        # that did not list its ids covers it (Delta Lake: the offset is all there is)
+        if not self.worker.redelivered or not self.store.tracks_acks:
+            offset = self.committed
+        else:
+            offset = self.store.untracked_offset
         stored: list[bytes] = []
         left: list[bytes] = []
         for i, (eid, batch) in enumerate(batches):
