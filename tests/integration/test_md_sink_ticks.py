@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import pyarrow as pa
 import pytest
@@ -138,7 +139,7 @@ class Flow:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Flow:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -192,7 +193,7 @@ def test_sigkills_under_a_steady_flow_store_every_trade_exactly_once(r: redis.Re
         for _ in range(4):
             proc = start()
             before = n_commits()
-            wait_for(lambda: n_commits() > before, 30, what="a flush since the start")
+            wait_for(lambda before=before: n_commits() > before, 30, what="a flush since the start")
             wait_for(lambda: r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 300, 30,
                      what="more than two reads' worth of entries read and not yet stored")
             stop_process(proc, kill=True)
@@ -252,7 +253,7 @@ def small_tick_store(tmp_path: Path) -> Iterator[Path]:
     root = store.ticks_dir(data)
     root.mkdir(parents=True)
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(root)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     if res.returncode:
         pytest.skip(f"cannot mount a tmpfs for the tick store: {res.stderr.strip()}")
     try:
@@ -320,7 +321,8 @@ def test_a_full_disk_degrades_the_sink_with_bounded_memory_until_space_returns(
         assert hb.extra["buffered"] <= bound
         alert = wait_for(lambda: dict(active(r)).get("degraded:sink-1"), 30, what="the degraded alert")
         assert alert.severity == "warning" and "no space left on device (ENOSPC)" in alert.message
-        out = subprocess.run(TRADEOPS + ["health"], env=tradeops_env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run([*TRADEOPS, "health"], env=tradeops_env, capture_output=True, text=True, timeout=60,
+                             check=False)
         assert "degraded: cannot write the tick store" in out.stdout, out.stdout + out.stderr
         src = LiveSource(redis_url, S(), "ops")
         try:
