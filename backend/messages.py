@@ -378,13 +378,20 @@ class ReplayRequest(Wire, tag="replay_request.v1", kw_only=True):
     target: str = "md.ticks.replay"
 
 
+ServiceState = Literal["starting", "running", "degraded", "draining", "stopped", "failed"]
+"""An instance's state in its heartbeat. `degraded`: alive but unable to make progress (a full
+disk, a store that refuses writes ...), the heartbeat's `reason` says why; it goes back to
+`running` by itself once it can. starting, running, degraded and draining are alive."""
+LIVE_STATES: tuple[str, ...] = ("starting", "running", "degraded", "draining")
+
+
 class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     """Every service instance, every second (ops.health + hash health:<service>:<instance>)."""
 
     service: str
     instance: str
     environment: Environment
-    state: Literal["starting", "running", "draining", "stopped", "failed"]
+    state: ServiceState
     ts_ns: int
     started_ns: int
     pid: int
@@ -396,6 +403,8 @@ class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     dlq: int = 0
     latency_ms: dict[str, float] = {}
     extra: dict[str, Any] = {}
+    reason: str = ""
+    """Why the instance is in its state, when that needs saying (degraded: what stops progress)."""
 
 
 class Alert(Wire, tag="alert.v1", kw_only=True):

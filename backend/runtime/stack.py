@@ -182,11 +182,13 @@ class Stack:
         for i in table["instances"]:
             hb = beats.get(i["instance"])
             health = hb.state if hb else ("n/a" if i["service"] == "exchange" else "no heartbeat")
+            if hb and hb.state == "degraded":
+                health += f": {hb.reason or 'no reason given'}"  # why it makes no progress
             if i.get("engine_health"):
                 health += f" ({i['engine_health']})"  # the container's health check, as the engine saw it
             rows.append({**i, "runtime": table.get("runtime", "process"), "health": health,
                          "uptime_s": round(time.time() - i["started"], 1),
-                         "rate": hb.rate if hb else None})
+                         "rate": hb.rate if hb else None, "reason": hb.reason if hb else ""})
         return rows
 
 

@@ -7,7 +7,9 @@ An alert is resolved (removed from `alerts:active`, kept on ops.alerts.resolved 
 when its cause is gone: an alert on ops.alerts saying so (`resolved`, e.g. ptrc's breach that is
 over), a dead-letter stream that has not grown for `dlq_quiet_s`, an instance that beats as
 running again, a gate check that passes on its next run. An instance that stopped cleanly (its
-final heartbeat says stopped: drained in a cutover, or shut down) is not alerted on."""
+final heartbeat says stopped: drained in a cutover, or shut down) is not alerted on. An instance
+that beats `degraded` (alive, but it cannot make progress) raises a warning naming its reason,
+resolved when it beats running again."""
 
 from __future__ import annotations
 
@@ -139,6 +141,14 @@ class AlertingService(Service):
                                              message=f"{hb.service} ({hb.instance}) is {hb.state}, last beat {age:.1f}s ago"))
             elif key in active and hb.state == "running":
                 await self.clear(key, f"{hb.service} ({hb.instance}) is running again")
+            degraded = f"degraded:{hb.instance}"
+            if hb.state == "degraded" and age <= self.cfg.heartbeat_max_age_s:
+                await self.raise_alert(Alert(id=f"degraded-{hb.instance}-{now}", ts_ns=now, severity="warning",
+                                             source="alerting", kind="degraded", key=degraded,
+                                             message=f"{hb.service} ({hb.instance}) is degraded: "
+                                                     f"{hb.reason or 'no reason given'}"))
+            elif degraded in active and hb.state == "running":
+                await self.clear(degraded, f"{hb.service} ({hb.instance}) is running again")
         mono = time.monotonic()
         async for k in self.r.scan_iter(match="dlq.*", count=500):
             stream = k.decode()

@@ -159,7 +159,8 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
     now = time.time_ns()
     show(
         ["SERVICE", "INSTANCE", "ENV", "STATE", "AGE", "PROCESSED", "RATE/s", "LAG", "PENDING", "DLQ"],
-        [[b.service, b.instance, b.environment, b.state, f"{(now - b.ts_ns) / 1e9:.1f}s",
+        [[b.service, b.instance, b.environment, f"{b.state}: {b.reason}" if b.state == "degraded" else b.state,
+          f"{(now - b.ts_ns) / 1e9:.1f}s",
           b.processed, b.rate, b.lag, b.pending, b.dlq] for b in beats],
     )
     if not beats:

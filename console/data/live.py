@@ -100,8 +100,11 @@ class LiveSource:
             bs = [b for b in by.get(s.name, []) if nowns - b.ts_ns < 5e9]
             running = [b for b in bs if b.state == "running"]
             state = "absent" if not bs else ("ok" if running else "degraded")
-            if bs and any(b.dlq for b in bs):
+            if bs and any(b.dlq or b.state == "degraded" for b in bs):
                 state = "degraded" if state == "ok" else state
+            for b in bs:
+                if b.state == "degraded":
+                    snap.alerts.append(f"{s.name} ({b.instance}) degraded: {b.reason or 'no reason given'}")
             snap.health.append(HealthRow(
                 s.name, s.priority, state, legacy=sum(b.environment == "legacy" for b in bs),
                 target=sum(b.environment == "target" for b in bs), rate=sum(b.rate for b in bs),
