@@ -13,6 +13,7 @@ import msgspec
 import redis
 
 from backend.bus import codec, streams
+from backend.bus.publish import queue
 from backend.messages import GateEvent
 
 HEAD_KEY = "gates:head"
@@ -35,7 +36,7 @@ def append(r: redis.Redis, ev: GateEvent) -> GateEvent:
                 ev = msgspec.structs.replace(ev, prev_hash=prev, ts_ns=ev.ts_ns or time.time_ns())
                 ev = msgspec.structs.replace(ev, hash=digest(ev))
                 pipe.multi()
-                pipe.xadd(streams.OPS_GATES, codec.fields(ev))
+                queue(pipe, streams.OPS_GATES, ev)
                 pipe.set(HEAD_KEY, ev.hash)
                 pipe.execute()
                 return ev

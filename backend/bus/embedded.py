@@ -1,6 +1,8 @@
 """The embedded Redis: a private redis-server (or valkey-server) on a free loopback port.
 
-AOF on (appendfsync everysec), data under `<data dir>/redis`. Its URL and pid are written there so
+AOF on (appendfsync everysec), data under `<data dir>/redis`, memory capped at `maxmemory`
+(settings `redis_maxmemory`, default streams.DEFAULT_MAXMEMORY) with the `noeviction` policy: a
+write that would go over fails loudly rather than evicting stream data (backend/bus/streams.py). Its URL and pid are written there so
 every other tradeops process finds it. A data dir held by a live server is refused; a dead
 leftover is cleaned up.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import redis
 
 from backend import locations
+from backend.bus import streams
 from backend.errors import TradeopsError
 
 URL_FILE = "redis.url"
@@ -132,8 +135,10 @@ class EmbeddedRedis:
     `detach=True` puts it in its own session so it outlives this process (`tradeops redis up`).
     """
 
-    def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False):
+    def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False,
+                 maxmemory: str | int = streams.DEFAULT_MAXMEMORY):
         self.data_dir = Path(data_dir)
+        self.maxmemory = streams.memory_bytes(maxmemory)
         self.dir = locations.redis_dir(self.data_dir)
         self.port = port
         self.detach = detach
@@ -171,6 +176,8 @@ class EmbeddedRedis:
                 "--protected-mode", "yes",
                 "--logfile", "",
                 "--loglevel", "warning",
+                "--maxmemory", str(self.maxmemory),
+                "--maxmemory-policy", streams.MAXMEMORY_POLICY,
             ]
             if self.socket is not None:
                 self.socket.unlink(missing_ok=True)

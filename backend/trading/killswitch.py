@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.bus import codec, streams
+from backend.bus.publish import queue
 from backend.errors import TradeopsError
 from backend.messages import ControlCommand
 
@@ -37,7 +38,7 @@ def set_kill_switch(r: Any, on: bool, operator: str, reason: str) -> ControlComm
                          reason=reason, ts_ns=time.time_ns())
     pipe = r.pipeline(transaction=True)
     pipe.set(KILL_KEY, "1" if on else "0")
-    pipe.xadd(streams.OPS_CONTROL, codec.fields(cmd))
+    queue(pipe, streams.OPS_CONTROL, cmd)
     pipe.execute()
     return cmd
 

@@ -9,7 +9,7 @@ from typing import Any
 from backend import __version__
 from backend.bus import codec, embedded, streams
 from backend.errors import TradeopsError
-from backend.health import read_heartbeats
+from backend.health import read_heartbeats, redis_memory
 from backend.migration import inventory as inv_mod
 from backend.services import run as service_run
 from console.cli._table import show
@@ -60,7 +60,8 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
-    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True)
+    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True,
+                                    maxmemory=ctx.settings.redis_maxmemory)
     url = server.start()
     print(f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir})")
     return 0
@@ -156,4 +157,9 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
     )
     if not beats:
         print(f"(no live instances; heartbeats expire after {streams.HEALTH_TTL_S}s)")
+    mem = redis_memory(ctx.redis)
+    print(mem.line())
+    if mem.high:
+        print(f"warning: redis memory is at or over {streams.ALERT_MEMORY_PCT:g}% of maxmemory; at 100% every "
+              f"write fails ({mem.policy or 'no eviction'})")
     return 0
