@@ -157,8 +157,10 @@ DEFAULT_BUDGET = Budget(4 * MB, 1 * KB, 1 * MB)
 DLQ_BYTES = 2 * MB
 """Each dead-letter stream's budget."""
 DLQ_OVERHEAD = 4 * KB
-"""What a dead-letter record adds to the entry it holds (reason, origin); a longer reason or
-an oversized entry is cut to fit (backend/bus/deadletter.py)."""
+"""What a dead-letter record adds to the entry it holds (reason, origin)."""
+DLQ_MAX_ENTRY = 256 * KB
+"""The largest dead-letter record: a bigger one (an oversized entry, a long reason) is cut to fit,
+with a note of what was cut (backend/bus/deadletter.py); it is kept to be read, not replayed."""
 
 
 def dlq(stream: str) -> str:
@@ -170,7 +172,7 @@ def budget(stream: str) -> Budget:
     """The memory budget of `stream`; a dead-letter stream's follows from its source's."""
     if stream.startswith(DLQ_PREFIX):
         src = BUDGETS.get(stream[len(DLQ_PREFIX):], DEFAULT_BUDGET)
-        return Budget(DLQ_BYTES, min(src.entry, 2 * KB) + 256, src.max_entry + DLQ_OVERHEAD)
+        return Budget(DLQ_BYTES, min(src.entry, 2 * KB) + 256, min(src.max_entry + DLQ_OVERHEAD, DLQ_MAX_ENTRY))
     return BUDGETS.get(stream, DEFAULT_BUDGET)
 
 

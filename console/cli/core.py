@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
     q.set_defaults(func=cmd_redis_down)
     q = command(rsub, "status", "is the bus's Redis up, and where")
     q.set_defaults(func=cmd_redis_status)
+    q = command(rsub, "archive", "archive the control-plane logs' older entries (ops.gates, ops.migration, "
+                "models.events) to the data dir, then trim them (what the scheduler's stream-archive job does)")
+    q.add_argument("--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but "
+                   "the newest)")
+    q.set_defaults(func=cmd_redis_archive)
 
     p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
     p.add_argument("--json", action="store_true", help="one JSON object: services and infra")
@@ -87,6 +92,31 @@ def cmd_redis_status(ctx: Context, args: argparse.Namespace) -> int:
         f"aof {'on' if info.get('aof_enabled') else 'off'}, "
         f"memory {info.get('used_memory_human')}, keys {r.dbsize()}"
     )
+    return 0
+
+
+def cmd_redis_archive(ctx: Context, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from backend.bus import archive, connection
+    from backend.scheduling.calendar import duration
+
+    try:
+        keep_s = duration(args.keep, key="--keep") if args.keep not in ("0", "0s") else 0.0
+    except ValueError as exc:
+        raise TradeopsError(str(exc)) from None
+    url = ctx.redis_url()
+
+    async def run() -> list[archive.Archived]:
+        r = await connection.connect_async(url)
+        try:
+            return await archive.archive_all(r, ctx.data_dir, keep_s=keep_s)
+        finally:
+            await r.aclose()
+
+    for a in asyncio.run(run()):
+        print(f"{a.stream}: {a.archived} archived, {a.trimmed} trimmed; {a.total} in "
+              f"{archive.stream_dir(ctx.data_dir, a.stream)}" if a.last_id else f"{a.stream}: nothing to archive")
     return 0
 
 
