@@ -118,7 +118,7 @@ BUDGETS: dict[str, Budget] = {
     # trades/s (~24 batches/s) md.ticks keeps ~20 min and md.ticks.raw ~10 min for a consumer
     # that falls behind (sink-ticks, the normalizer) to catch up before entries are trimmed.
     MD_TICKS_RAW: Budget(88 * MB, 6 * KB, 4 * MB),
-    MD_TICKS: Budget(112 * MB, 4 * KB, 4 * MB),
+    MD_TICKS: Budget(112 * MB, 4 * KB, 16 * MB),  # the normalizer joins up to 64 raw batches in one
     MD_TICKS_REPLAY: Budget(24 * MB, 4 * KB, 4 * MB),
     MD_BARS_1S: Budget(32 * MB, 160, 4 * KB),
     MD_BARS_1M: Budget(8 * MB, 160, 4 * KB),

@@ -135,26 +135,6 @@ async def daily_report(run: Run) -> dict[str, Any]:
             "fills": rep["fills"]["fills"], "accounts": len(rep["accounts"])}
 
 
-# -- stream-archive -------------------------------------------------------------------------------
-class ArchiveParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    keep: str = "7d"
-    """How long an entry stays live before it is archived (sooner when a log is over its budget)."""
-
-    def __post_init__(self) -> None:
-        duration(self.keep, key="keep")
-
-
-@kind("stream-archive", ArchiveParams)
-async def stream_archive(run: Run) -> dict[str, Any]:
-    try:
-        done = await archive.archive_all(run.r, run.data_dir, keep_s=duration(run.params.keep))
-    except archive.ArchiveUnreadable as exc:
-        raise JobFailed(str(exc)) from None
-    return {"archived": sum(a.archived for a in done), "trimmed": sum(a.trimmed for a in done),
-            "streams": ", ".join(f"{a.stream} {a.archived}" for a in done),
-            "dir": str(locations.archive_dir(run.data_dir))}
-
-
 # -- retrain: a training job for ml-training, registered by modelops -----------------------------
 class RetrainParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str
@@ -223,3 +203,23 @@ async def _registry_answer(r: Any, request_id: str) -> ModelEvent | None:
         if ev.request_id == request_id:
             return ev
     return None
+
+
+# -- stream-archive -------------------------------------------------------------------------------
+class ArchiveParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    keep: str = "7d"
+    """How long an entry stays live before it is archived (sooner when a log is over its budget)."""
+
+    def __post_init__(self) -> None:
+        duration(self.keep, key="keep")
+
+
+@kind("stream-archive", ArchiveParams)
+async def stream_archive(run: Run) -> dict[str, Any]:
+    try:
+        done = await archive.archive_all(run.r, run.data_dir, keep_s=duration(run.params.keep))
+    except archive.ArchiveUnreadable as exc:
+        raise JobFailed(str(exc)) from None
+    return {"archived": sum(a.archived for a in done), "trimmed": sum(a.trimmed for a in done),
+            "streams": ", ".join(f"{a.stream} {a.archived}" for a in done),
+            "dir": str(locations.archive_dir(run.data_dir))}
