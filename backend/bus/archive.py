@@ -269,7 +269,7 @@ async def archive(r: Any, stream: str, data_dir: Path, *, keep_s: float = KEEP_S
     d.mkdir(parents=True, exist_ok=True)
     keep = max(1, streams.budget(stream).maxlen if keep is None else keep)
     cutoff = (int(time.time() * 1000) if now_ms is None else now_ms) - int(keep_s * 1000)
-    lock = open(d / ".lock", "ab")  # noqa: SIM115 - held for the whole run, closed below
+    lock = await asyncio.to_thread(open, d / ".lock", "ab")  # held for the whole run, closed below
     try:
         await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
         return await _archive(r, stream, d, keep, cutoff)
