@@ -7,10 +7,10 @@ normalizer and sinks validate and aggregate vectorised instead of per tick.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 
 class Wire(Struct, tag_field="_t"):
@@ -139,26 +139,39 @@ OrderState = Literal[
 ]
 FINAL_STATES = frozenset({"DENIED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"})
 
+# Bounded strings where an order comes in: an id, an account or a symbol has no reason to be long,
+# and one of megabytes is refused when it is decoded (the OMS's worker dead-letters the entry with
+# the reason) and, with a message naming the field, before it is sent
+# (backend.trading.orders.invalid, used by the CLI and the console).
+ID_MAX = 128
+ACCOUNT_MAX = 64
+SYMBOL_MAX = 32
+TEXT_MAX = 1024
+OrderId = Annotated[str, Meta(max_length=ID_MAX)]
+Account = Annotated[str, Meta(max_length=ACCOUNT_MAX)]
+Symbol = Annotated[str, Meta(max_length=SYMBOL_MAX)]
+Text = Annotated[str, Meta(max_length=TEXT_MAX)]
+
 
 class Order(Wire, tag="order.v1", kw_only=True):
     """A new order (orders.new). `client_order_id` is the idempotency key."""
 
-    client_order_id: str
-    account: str
-    symbol: str
+    client_order_id: OrderId
+    account: Account
+    symbol: Symbol
     side: Side
     type: OrderType
     quantity: float
     limit_price: float | None = None
     time_in_force: TimeInForce = "GTC"
     sent_ns: int = 0
-    source: str = "cli"
+    source: Text = "cli"
 
 
 class CancelRequest(Wire, tag="cancel.v1", kw_only=True):
-    client_order_id: str
-    account: str = ""
-    reason: str = ""
+    client_order_id: OrderId
+    account: Account = ""
+    reason: Text = ""
     sent_ns: int = 0
 
 

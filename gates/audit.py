@@ -2,7 +2,12 @@
 ops.gates carrying the SHA-256 of the event before it. The head hash is also kept in
 `gates:head`, written in the same transaction, so a removed tail is caught too. An append returns
 once the event is fsynced to the AOF (`backend.bus.durable`): a decision an operator was told is
-recorded survives a crash of Redis."""
+recorded survives a crash of Redis.
+
+The log's older entries may be archived to the data dir and trimmed from the stream
+(backend/bus/archive.py); `events` and `verify` read the archive first, then the live entries, and
+the chain runs on across the two: the first live entry's prev_hash is the last archived entry's
+hash."""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ from typing import Any
 import msgspec
 import redis
 
-from backend.bus import codec, streams
+from backend.bus import archive, codec, streams
 from backend.bus.durable import wait_durable
+from backend.bus.publish import queue
 from backend.messages import GateEvent
 
 HEAD_KEY = "gates:head"
@@ -39,7 +45,7 @@ def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True) -> GateEvent:
                 ev = msgspec.structs.replace(ev, prev_hash=prev, ts_ns=ev.ts_ns or time.time_ns())
                 ev = msgspec.structs.replace(ev, hash=digest(ev))
                 pipe.multi()
-                pipe.xadd(streams.OPS_GATES, codec.fields(ev))
+                queue(pipe, streams.OPS_GATES, ev)
                 pipe.set(HEAD_KEY, ev.hash)
                 pipe.execute()
             except redis.WatchError:
@@ -56,7 +62,8 @@ def decode(f: dict[Any, Any]) -> GateEvent:
 
 
 def events(r: redis.Redis) -> list[tuple[str, GateEvent]]:
-    return [(eid.decode(), decode(f)) for eid, f in r.xrange(streams.OPS_GATES)]
+    """Every event of the log, the archived ones first."""
+    return [(eid.decode(), decode(f)) for eid, f in archive.history(r, streams.OPS_GATES)]
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Verdict:
     checked: int
     problem: str = ""
     entry: str | None = None
+    archived: int = 0
+    """Of the entries checked, how many were read from the archive."""
 
 
 class ChainVerifier:
@@ -107,22 +116,30 @@ class ChainVerifier:
         self.problem, self.entry = problem, eid
         return False
 
-    def verdict(self, head: str) -> Verdict:
-        """The verdict on the entries fed so far, `head` being the recorded head hash read with them."""
+    def verdict(self, head: str, archived: int = 0) -> Verdict:
+        """The verdict on the entries fed so far, `head` being the recorded head hash read with them
+        (`archived`: how many of them came from the archive)."""
         if self.problem:
-            return Verdict(False, self.checked, self.problem, self.entry)
+            return Verdict(False, self.checked, self.problem, self.entry, archived)
         if head != self.prev:
             return Verdict(False, self.checked, "the newest entries were removed: the log ends before the "
-                                                "recorded head", None)
-        return Verdict(True, self.checked)
+                                                "recorded head", None, archived)
+        return Verdict(True, self.checked, archived=archived)
 
 
 def verify(r: redis.Redis) -> Verdict:
-    """The whole log verified from its first entry (and the head read in the same transaction)."""
+    """The whole log verified from its first entry, the archived ones first (the live entries, the
+    head and the archive's record read in one transaction)."""
     with r.pipeline(transaction=True) as pipe:
         pipe.xrange(streams.OPS_GATES)
         pipe.get(HEAD_KEY)
-        items, head = pipe.execute()
+        pipe.hgetall(archive.key(streams.OPS_GATES))
+        live, head, record = pipe.execute()
+    try:
+        old = archive.archived_entries(streams.OPS_GATES, record)
+    except archive.ArchiveUnreadable as exc:
+        return Verdict(False, 0, str(exc))
+    items = archive.join(old, live)
     v = ChainVerifier()
     for eid, f in items:
         try:
@@ -132,7 +149,7 @@ def verify(r: redis.Redis) -> Verdict:
             break
         if not v.feed(eid.decode(), ev):
             break
-    return v.verdict(head.decode() if head else "")
+    return v.verdict(head.decode() if head else "", min(len(old), v.checked))
 
 
 def to_row(ev: GateEvent) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import streams
+from backend.bus.publish import queue
 from backend.messages import GateEvent
 from gates import audit
 
@@ -80,7 +81,7 @@ def write_history(r: Any, gates: dict[str, Any], n: int) -> None:
             ev = msgspec.structs.replace(ev, prev_hash=prev)
             ev = msgspec.structs.replace(ev, hash=audit.digest(ev))
             prev = ev.hash
-            pipe.xadd(streams.OPS_GATES, codec.fields(ev))
+            queue(pipe, streams.OPS_GATES, ev)
             if k % WRITE_BATCH == 0 or k == n:
                 pipe.set(audit.HEAD_KEY, prev)
                 pipe.execute()

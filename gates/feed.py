@@ -7,7 +7,10 @@ Each entry is folded and verified once. The log's length and head, read with the
 whether the log is still the one that was verified: an entry already read that is no longer there
 (removed, or the log rebuilt shorter) makes the next poll fold and verify the whole log again, so
 the verdict is the one `tradeops audit verify` gives; an entry changed in place after it was
-verified is caught by `audit verify`, which checks every entry."""
+verified is caught by `audit verify`, which checks every entry.
+
+The log's archived entries (backend/bus/archive.py) are folded and verified first, once per reset;
+a run of the archiver (its record moves) makes the next poll fold the log again, archive and all."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import streams
+from backend.bus import archive, streams
 from backend.messages import GateEvent
 from gates import audit
 from gates.model import Gate
@@ -39,44 +42,61 @@ class GateFeed:
         self.ledger = GateLedger(gates)
         self.chain = audit.ChainVerifier()
         self.cursor = "0-0"  # id of the last entry read
-        self.count = 0  # entries read since the reset
+        self.count = 0  # live entries read since the reset
         self.recent: deque[tuple[str, GateEvent]] = deque(maxlen=TAIL)
         self.verdict = audit.Verdict(True, 0)
+        self.archived = 0  # entries folded from the archive
+        self.archive_error = ""
+        record = archive.record(self.r, streams.OPS_GATES)
+        self.archive_last: bytes = record.get(b"last_id", b"")  # the archive's newest, as of this reset
+        try:
+            old = archive.archived_entries(streams.OPS_GATES, record)
+        except archive.ArchiveUnreadable as exc:
+            self.archive_error = str(exc)
+            return
+        for eid, f in old:
+            self._apply(eid.decode(), f)
+        self.archived = len(old)
+        # live entries the archive holds too (an archiver that stopped before trimming) are not read again
+        self.count = len(self.r.xrange(streams.OPS_GATES, "-", self.cursor)) if old else 0
 
     def poll(self, gates: Mapping[str, Gate] | None = None) -> None:
         """Fold the entries added since the last poll. New `gates` (the gates file changed) fold
         the log again from its first entry."""
         if gates is not None and dict(gates) != self.ledger.gates:
             self._reset(gates)
-        n, length, head = self._read()
-        if length != self.count:  # an entry read before is gone: fold and verify the log as it is now
+        n, length, head, archived_to = self._read()
+        if length != self.count or archived_to != self.archive_last:
+            # an entry read before is gone (or was archived): fold and verify the log as it is now
             self.refolds += 1
             self._reset(self.ledger.gates)
-            more, length, head = self._read()
+            more, length, head, _ = self._read()
             n += more
         self.read_last = n
         self.read_total += n
-        self.verdict = self.chain.verdict(head)
+        self.verdict = (audit.Verdict(False, 0, self.archive_error) if self.archive_error
+                        else self.chain.verdict(head, self.archived))
 
     def states(self) -> dict[str, GateState]:
         return self.ledger.states()
 
-    def _read(self) -> tuple[int, int, str]:
-        """Read to the end of the log: (entries read, the log's length, its head), the last two
-        from the same transaction as the last entries."""
+    def _read(self) -> tuple[int, int, str, bytes]:
+        """Read to the end of the log: (entries read, the log's length, its head, the archive's
+        newest entry), the last three from the same transaction as the last entries."""
         n = 0
         while True:
             with self.r.pipeline(transaction=True) as pipe:
                 pipe.xread({streams.OPS_GATES: self.cursor}, count=CHUNK)
                 pipe.xlen(streams.OPS_GATES)
                 pipe.get(audit.HEAD_KEY)
-                resp, length, head = pipe.execute()
+                pipe.hget(archive.key(streams.OPS_GATES), "last_id")
+                resp, length, head, archived_to = pipe.execute()
             items = [it for _, its in resp or [] for it in its]
             for eid, f in items:
                 self._apply(eid.decode(), f)
             n += len(items)
             if len(items) < CHUNK:
-                return n, int(length), head.decode() if head else ""
+                return n, int(length), head.decode() if head else "", archived_to or b""
 
     def _apply(self, eid: str, f: dict[Any, Any]) -> None:
         self.cursor = eid

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from backend.bus import codec, replies, streams
+from backend.bus import archive, codec, streams
 from backend.messages import MigrationEvent
 from backend.migration import inventory
 from gates import decisions
@@ -20,7 +20,7 @@ def migration_states(r: redis.Redis) -> tuple[dict[str, str], dict[str, float]]:
     states: dict[str, str] = {}
     started: dict[str, int] = {}
     spent: dict[str, float] = {}
-    for _, f in replies.entries(r.xrange(streams.OPS_MIGRATION)):
+    for _, f in archive.history(r, streams.OPS_MIGRATION):
         ev = codec.decode(codec.payload(f), MigrationEvent)
         states[ev.service] = ev.to_state
         if ev.to_state == "deploying":

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from backend.bus import codec, streams
+from backend.bus import archive, codec, streams
 from backend.errors import TradeopsError
 from backend.messages import GateEvent
 from backend.migration import inventory
@@ -27,9 +27,9 @@ _PRIORITY = re.compile(r"P([0-9]+)")
 
 
 def latest_decisions(r: Any) -> dict[str, str]:
-    """gate id -> its latest decision (proceed / fix / stop)."""
+    """gate id -> its latest decision (proceed / fix / stop), over the whole log, archive and all."""
     out: dict[str, str] = {}
-    for _, f in r.xrange(streams.OPS_GATES):
+    for _, f in archive.history(r, streams.OPS_GATES):
         ev = codec.decode(codec.payload(f), GateEvent)
         if ev.kind == "decision" and ev.decision:
             out[ev.gate] = ev.decision

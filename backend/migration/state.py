@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.bus import codec, streams
+from backend.bus import archive, codec, streams
 from backend.bus.durable import wait_durable
 from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
@@ -60,7 +60,7 @@ class ServiceState:
 def board(r: Any) -> dict[str, ServiceState]:
     inv = inventory.load()
     out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
-    for _, f in r.xrange(streams.OPS_MIGRATION):
+    for _, f in archive.history(r, streams.OPS_MIGRATION):  # archived moves first
         ev = codec.decode(codec.payload(f), MigrationEvent)
         if ev.service in out:
             out[ev.service].state = ev.to_state

@@ -81,7 +81,8 @@ class Stack:
         live = embedded.live_info(self.data_dir)
         if live:
             return live.url
-        self.redis_server = embedded.EmbeddedRedis(self.data_dir, detach=True)
+        self.redis_server = embedded.EmbeddedRedis(self.data_dir, detach=True,
+                                                   maxmemory=self.settings.redis_maxmemory)
         return self.redis_server.start()
 
     def up(self, *, detach: bool = True, timeout: float = 60.0) -> str:

@@ -6,10 +6,11 @@ delivered to a webhook over httpx with retries.
 An alert is resolved (removed from `alerts:active`, kept on ops.alerts.resolved with the reason)
 when its cause is gone: an alert on ops.alerts saying so (`resolved`, e.g. ptrc's breach that is
 over), a dead-letter stream that has not grown for `dlq_quiet_s`, an instance that beats as
-running again, a gate check that passes on its next run. An instance that stopped cleanly (its
-final heartbeat says stopped: drained in a cutover, or shut down) is not alerted on. An instance
-that beats `degraded` (alive, but it cannot make progress) raises a warning naming its reason,
-resolved when it beats running again."""
+running again, a gate check that passes on its next run. Redis's memory at or over
+streams.ALERT_MEMORY_PCT of its maxmemory is a warning (`redis:memory`), resolved once it is
+below again. An instance that stopped cleanly (its final heartbeat says stopped: drained in a
+cutover, or shut down) is not alerted on. An instance that beats `degraded` (alive, but it cannot
+make progress) raises a warning naming its reason, resolved when it beats running again."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ import msgspec
 from backend.bus import codec, streams
 from backend.bus.broadcast import Item
 from backend.bus.publish import queue
+from backend.health import memory_from_info
 from backend.messages import Alert, GateEvent
 from backend.services.base import Service
 
 ACTIVE = "alerts:active"
+MEMORY_KEY = "redis:memory"
 GATE_CURSOR = "alerting:gate_cursor"
 RESOLVED = streams.OPS_ALERTS_RESOLVED
 DLQ_SEEN = "alerting:dlq_seen"  # dead letters per stream at the last look (survives restarts)
@@ -149,6 +152,7 @@ class AlertingService(Service):
                                                      f"{hb.reason or 'no reason given'}"))
             elif degraded in active and hb.state == "running":
                 await self.clear(degraded, f"{hb.service} ({hb.instance}) is running again")
+        await self.watch_memory(active, now)
         mono = time.monotonic()
         async for k in self.r.scan_iter(match="dlq.*", count=500):
             stream = k.decode()
@@ -166,6 +170,16 @@ class AlertingService(Service):
                 quiet = f"{stream} has not grown for {self.cfg.dlq_quiet_s:g}s ({n} dead letter(s))"
                 for key in sorted(a for a in active if a.startswith(f"dlq:{stream}:")):
                     await self.clear(key, quiet)
+
+    async def watch_memory(self, active: set[str], now: int) -> None:
+        """Redis's memory against its maxmemory: a warning at streams.ALERT_MEMORY_PCT, resolved below."""
+        mem = memory_from_info(await self.r.info("memory"))
+        if mem.high:
+            await self.raise_alert(Alert(id=f"mem-{now}", ts_ns=now, severity="warning", source="alerting",
+                                         kind="memory", key=MEMORY_KEY,
+                                         message=f"{mem.line()}: at 100% every write fails (noeviction)"))
+        elif MEMORY_KEY in active:
+            await self.clear(MEMORY_KEY, mem.line())
 
     async def on_gate_events(self, items: list[Item]) -> None:
         now = time.time_ns()

@@ -187,7 +187,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
 
     v = audit.verify(ctx.redis)
     if v.ok:
-        print(f"audit OK: {v.checked} entries, chain intact")
+        print(f"audit OK: {v.checked} entries" + (f" ({v.archived} archived)" if v.archived else "") + ", chain intact")
         return 0
     print(f"audit FAILED: {v.problem}")
     return 1

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from backend.bus import codec, replies, streams
-from backend.health import read_heartbeats
+from backend.health import read_heartbeats, redis_memory
 from backend.marketdata import ticks as tickcols
 from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent
 from backend.migration import inventory
@@ -113,6 +113,10 @@ class LiveSource:
             if any(b.dlq for b in bs):
                 snap.alerts.append(f"{s.name}: {max(b.dlq for b in bs)} message(s) in its dead-letter stream")
         snap.infra = [(i.name, "ok" if i.name == "redis" else "stand-in") for i in self.inv.infra]
+        mem = redis_memory(self.r)
+        snap.redis_used, snap.redis_max = mem.used, mem.maxmemory
+        if mem.high:
+            snap.alerts.append(f"{mem.line()}: at 100% every write fails")
 
     def _market(self, snap: Snapshot) -> None:
         """Per-symbol last price, ticks/s and volume at a cost that does not grow with the tick

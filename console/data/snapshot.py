@@ -94,3 +94,7 @@ class Snapshot:
     gates: list[GateRow] = field(default_factory=list)
     audit: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
     audit_verdict: str = ""
+    redis_used: int = 0
+    """Redis's memory used, in bytes (0 with redis_max: not known)."""
+    redis_max: int = 0
+    """Redis's maxmemory in bytes (0: no limit, or not known)."""
