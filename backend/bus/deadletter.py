@@ -8,7 +8,8 @@ known `dlq_id` (its entry id), `dlq_group` (the consumer group, or the service t
 (an oversized entry that reached the bus around the producers' check, or a very long reason) is
 cut to fit: the largest original fields are shortened, and `dlq_truncated` says which and from
 what size, so a poison message of megabytes costs its dead-letter stream a few kilobytes. The
-worker, the normalizer's fenced commit and the gateway build it here; only the way it is sent differs (`xadd`: a raw command; `queue`: redis-py).
+worker, the normalizer's fenced commit and the gateway build it here; only the way it is sent
+differs (`xadd`: a raw command; `queue`: redis-py).
 """
 
 from __future__ import annotations
