@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from backend import __version__
-from backend.bus import codec, embedded, streams
+from backend.bus import embedded, streams
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
 from backend.migration import inventory as inv_mod
@@ -142,7 +142,7 @@ def cmd_service_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
-    beats = read_heartbeats(ctx.redis)
+    beats = read_heartbeats(ctx.redis, ctx.skips)
     if args.json:
         import msgspec
 
