@@ -14,6 +14,7 @@ import numpy as np
 
 from backend.bench.harness import BenchStack
 from backend.bus import codec, streams
+from backend.bus.entries import decode_entries
 from backend.bus.publish import queue_fields
 from backend.errors import TradeopsError
 from backend.marketdata.raw import RawBatchBuilder
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.r.xgroup_destroy(streams.MD_TICKS_RAW, "passthrough")
         proc = stack.start("normalizer", wait=False)
         _wait_drained(stack, "normalizer", timeout=60 + total / 100_000, proc=proc)
-        out_ticks = sum(codec.decode(codec.payload(f), TickBatch).n
-                        for _, f in stack.r.xrange(streams.MD_TICKS))
+        batches, skipped = decode_entries(stack.r.xrange(streams.MD_TICKS), TickBatch, stream=streams.MD_TICKS)
+        out_ticks = sum(b.n for _, b in batches)
         rate = _rate_by_ids(stack, streams.MD_TICKS, out_ticks, args.batch * 64)
         wait_healthy(stack.r, "normalizer", "normalizer-bench", proc=proc)
         bars = stack.r.xlen(streams.MD_BARS_1S) + stack.r.xlen(streams.MD_BARS_1M)
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dlq": dlq,
         "ticks_out": out_ticks,
         "batch": args.batch,
+        "skipped_undecodable": skipped,
     }
 
 
