@@ -94,3 +94,4 @@ class Snapshot:
     gates: list[GateRow] = field(default_factory=list)
     audit: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
     audit_verdict: str = ""
+    skipped: dict[str, int] = field(default_factory=dict)  # undecodable entries skipped, per stream
