@@ -88,7 +88,7 @@ def cmd_ack(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_refdata(ctx: Context, args: argparse.Namespace) -> int:
     from backend.refdata.master import instruments
 
-    rows = instruments(ctx.redis)
+    rows = instruments(ctx.redis, ctx.skips)
     if not rows:
         print("no instruments yet (is refdata running?)")
         return 0
