@@ -105,8 +105,9 @@ class LiveSource:
     def _seed(self, reader: BroadcastSync, stream: str, count: int) -> list[tuple[str, bytes, Any]]:
         """The newest `count` entries of `stream`, oldest first, decoded as the reader decodes; the
         reader reads on after the newest (or from the start of an empty stream)."""
+        newest = list(reversed(self.r.xrevrange(stream, count=count)))
         self._seeded.add(stream)
-        return reader.seed(stream, list(reversed(self.r.xrevrange(stream, count=count))))
+        return reader.seed(stream, newest)
 
     def _skipped(self, snap: Snapshot) -> None:
         """What could not be decoded, per stream: a plain count and one alert line each."""
