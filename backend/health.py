@@ -9,18 +9,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.bus import codec, streams
+from backend.bus.entries import Skips, decode_value
 from backend.messages import Heartbeat
 
+HEARTBEATS = "health:*"
+"""The heartbeat hashes (one per live instance); also the name their undecodable ones are
+counted under."""
 
-def read_heartbeats(r: Any) -> list[Heartbeat]:
-    """The latest heartbeat of every live instance (the hashes expire when an instance dies)."""
-    keys = sorted(r.scan_iter(match="health:*", count=1000))
+
+def read_heartbeats(r: Any, skips: Skips | None = None) -> list[Heartbeat]:
+    """The latest heartbeat of every live instance (the hashes expire when an instance dies); one
+    that does not decode is skipped (counted in `skips` under HEARTBEATS: those of this read)."""
+    keys = sorted(r.scan_iter(match=HEARTBEATS, count=1000))
     if not keys:
         return []
     pipe = r.pipeline(transaction=False)
     for k in keys:
         pipe.hget(k, codec.FIELD_STR)
-    return [codec.decode(raw, Heartbeat) for raw in pipe.execute() if raw]
+    beats = [decode_value(raw, Heartbeat) for raw in pipe.execute() if raw]
+    if skips is not None:
+        skips.set(HEARTBEATS, sum(b is None for b in beats))
+    return [b for b in beats if b is not None]
 
 
 @dataclass(frozen=True)

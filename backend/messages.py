@@ -74,6 +74,20 @@ class TickBatch(Wire, tag="ticks.v1", array_like=True):
     buyer_maker: bytes
     normalized_ns: int = 0
 
+    def __post_init__(self) -> None:
+        """A batch whose columns do not hold `n` ticks, or whose symbol codes point past
+        `symbols`, is not a TickBatch: it does not decode (a reader skips it, the worker
+        dead-letters it) instead of failing whoever reads its columns."""
+        n = self.n
+        if n < 0 or len(self.sym) != 2 * n or len(self.buyer_maker) != n or any(
+                len(c) != 8 * n for c in (self.trade_id, self.price, self.qty, self.trade_ns, self.recv_ns)):
+            raise ValueError(f"the columns do not hold n={n} ticks")
+        if n:
+            import numpy as np
+
+            if int(np.frombuffer(self.sym, "<u2").max()) >= len(self.symbols):
+                raise ValueError(f"a symbol code points past the {len(self.symbols)} symbols")
+
 
 class Tick(Wire, tag="tick.v1", array_like=True):
     """One clean tick (for slow consumers and tests; md.ticks carries TickBatch)."""

@@ -21,6 +21,7 @@ import redis
 
 from backend.bus import archive, codec, streams
 from backend.bus.durable import wait_durable
+from backend.bus.entries import Skips, decode_entries
 from backend.bus.publish import queue
 from backend.messages import GateEvent
 
@@ -40,8 +41,7 @@ def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True) -> GateEvent:
         with r.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(streams.OPS_GATES, HEAD_KEY)
-                last = pipe.xrevrange(streams.OPS_GATES, count=1)
-                prev = codec.decode(codec.payload(last[0][1]), GateEvent).hash if last else ""
+                prev = head_hash(pipe)
                 ev = msgspec.structs.replace(ev, prev_hash=prev, ts_ns=ev.ts_ns or time.time_ns())
                 ev = msgspec.structs.replace(ev, hash=digest(ev))
                 pipe.multi()
@@ -56,14 +56,30 @@ def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True) -> GateEvent:
     raise RuntimeError("could not append to the audit log: too much contention")
 
 
+def head_hash(r: Any) -> str:
+    """The hash a new event chains onto: the newest entry's; when that entry is not a gate event
+    (the chain is broken there: `verify` says so), the recorded head, the newest event appended."""
+    last = r.xrevrange(streams.OPS_GATES, count=1)
+    if not last:
+        return ""
+    got, _ = decode_entries(last, GateEvent)
+    if got:
+        return got[0][1].hash
+    head = r.get(HEAD_KEY)
+    return head.decode() if head else ""
+
+
 def decode(f: dict[Any, Any]) -> GateEvent:
     """One ops.gates entry's event (msgspec's DecodeError or ValidationError when it is not one)."""
     return codec.decode(codec.payload(f), GateEvent)
 
 
-def events(r: redis.Redis) -> list[tuple[str, GateEvent]]:
-    """Every event of the log, the archived ones first."""
-    return [(eid.decode(), decode(f)) for eid, f in archive.history(r, streams.OPS_GATES)]
+def events(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, GateEvent]]:
+    """Every gate event in log order, the archived ones first; an entry that is not one is skipped
+    here (counted in `skips`) and is a break in the chain for `verify`."""
+    got, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES,
+                            skips=skips)
+    return [(eid.decode(), ev) for eid, ev in got]
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from backend.bus.durable import wait_durable
+from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.messages import GateEvent
 from backend.settings import Settings
@@ -38,9 +39,10 @@ def state(r: redis.Redis, gate: Gate) -> GateState:
     return states(r, {gate.id: gate})[gate.id]
 
 
-def states(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, GateState]:
-    """Every gate's state from one read of the audit log."""
-    return GateLedger(gates).extend(ev for _, ev in audit.events(r)).states()
+def states(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) -> dict[str, GateState]:
+    """Every gate's state from one read of the audit log (entries that are not gate events
+    skipped, counted in `skips`)."""
+    return GateLedger(gates).extend(ev for _, ev in audit.events(r, skips)).states()
 
 
 def _record(r: redis.Redis, *, durable: bool = True, **kw: Any) -> GateEvent:

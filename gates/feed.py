@@ -18,9 +18,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
 from backend.bus import archive, streams
+from backend.bus.entries import UNDECODABLE, reason
 from backend.messages import GateEvent
 from gates import audit
 from gates.model import Gate
@@ -43,6 +42,7 @@ class GateFeed:
         self.chain = audit.ChainVerifier()
         self.cursor = "0-0"  # id of the last entry read
         self.count = 0  # live entries read since the reset
+        self.skipped = 0  # of those, entries that are not gate events (each one breaks the chain)
         self.recent: deque[tuple[str, GateEvent]] = deque(maxlen=TAIL)
         self.verdict = audit.Verdict(True, 0)
         self.archived = 0  # entries folded from the archive
@@ -103,8 +103,9 @@ class GateFeed:
         self.count += 1
         try:
             ev = audit.decode(f)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.chain.unreadable(eid, str(exc))
+        except UNDECODABLE as exc:
+            self.skipped += 1
+            self.chain.unreadable(eid, reason(exc))
             return
         self.chain.feed(eid, ev)
         self.ledger.apply(ev)

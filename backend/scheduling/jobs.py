@@ -31,7 +31,8 @@ from typing import Any
 import msgspec
 
 from backend import locations
-from backend.bus import archive, codec, streams
+from backend.bus import archive, streams
+from backend.bus.entries import decode_entries
 from backend.bus.publish import publish
 from backend.features import store as fstore
 from backend.marketdata import compaction
@@ -195,14 +196,9 @@ async def retrain(run: Run) -> dict[str, Any]:
 
 async def _registry_answer(r: Any, request_id: str) -> ModelEvent | None:
     """modelops' answer (registered or refused) to the request `request_id`, among its recent events."""
-    for _, f in await r.xrevrange(streams.MODELS_EVENTS, count=500):
-        try:
-            ev = codec.decode(codec.payload(f), ModelEvent)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if ev.request_id == request_id:
-            return ev
-    return None
+    got, _ = decode_entries(await r.xrevrange(streams.MODELS_EVENTS, count=500), ModelEvent,
+                            stream=streams.MODELS_EVENTS)  # an entry that is not an event answers nothing
+    return next((ev for _, ev in got if ev.request_id == request_id), None)
 
 
 # -- stream-archive -------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.broadcast import Item
+from backend.bus.entries import Skips, decode_value
 from backend.bus.publish import queue
-from backend.health import memory_from_info
+from backend.health import HEARTBEATS, memory_from_info
 from backend.messages import Alert, GateEvent
 from backend.services.base import Service
 
@@ -61,7 +62,6 @@ class AlertingService(Service):
         self.raised = 0
         self.delivered = 0
         self.failed_deliveries = 0
-        self.bad_heartbeats = 0
         self.resolved = 0
         self.dlq_seen: dict[str, int] = {k.decode(): int(v) for k, v in (await self.r.hgetall(DLQ_SEEN)).items()}
         self.dlq_grew: dict[str, float] = {}  # stream -> when it last grew (monotonic; quiet since start)
@@ -77,14 +77,14 @@ class AlertingService(Service):
     @property
     def skipped(self) -> int:
         """Undecodable heartbeats and gate events skipped."""
-        return self.bad_heartbeats + self.gates.skipped
+        return self.skips.total
 
     def processed(self) -> int:
         return self.raised
 
     def metrics(self) -> dict[str, object]:
         return {"raised": self.raised, "resolved": self.resolved, "delivered": self.delivered,
-                "failed_deliveries": self.failed_deliveries, "skipped_undecodable": self.skipped}
+                "failed_deliveries": self.failed_deliveries}
 
     async def raise_alert(self, alert: Alert) -> bool:
         """Record an alert unless one with its key is already active; deliver it if new."""
@@ -198,23 +198,29 @@ class AlertingService(Service):
         from backend.messages import Heartbeat
 
         out = []
-        async for k in self.r.scan_iter(match="health:*", count=1000):
+        bad = 0
+        async for k in self.r.scan_iter(match=HEARTBEATS, count=1000):
             raw = await self.r.hget(k, codec.FIELD_STR)
             if not raw:
                 continue
             try:
                 out.append(codec.decode(raw, Heartbeat))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.bad_heartbeats += 1
+            except msgspec.DecodeError:  # a ValidationError too
+                bad += 1
                 self.log.warning("skipping undecodable heartbeat in %s", k)
+        self.skips.set(HEARTBEATS, bad)  # the heartbeats that do not decode now (each look reads them all)
         return out
 
     async def teardown(self) -> None:
         await self.http.aclose()
 
 
-def active(r) -> list[tuple[str, Alert]]:  # noqa: ANN001
-    return [(k.decode(), _alert.decode(v)) for k, v in r.hgetall(ACTIVE).items()]
+def active(r, skips: Skips | None = None) -> list[tuple[str, Alert]]:  # noqa: ANN001
+    """The active alerts, by key (one that does not decode is skipped, counted in `skips`)."""
+    got = [(k.decode(), decode_value(v, Alert)) for k, v in r.hgetall(ACTIVE).items()]
+    if skips is not None:
+        skips.add(ACTIVE, sum(a is None for _, a in got))
+    return [(k, a) for k, a in got if a is not None]
 
 
 def ack(r, key: str, operator: str) -> Alert | None:  # noqa: ANN001

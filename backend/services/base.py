@@ -47,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from backend.bus import codec, streams
 from backend.bus.broadcast import Broadcast, Item
 from backend.bus.connection import connect_async
+from backend.bus.entries import Skips
 from backend.bus.fastconn import Arg, FastRedis
 from backend.bus.publish import queue
 from backend.bus.worker import Handler, StreamWorker
@@ -92,6 +93,10 @@ class Service:
         self.fast: FastRedis = None  # type: ignore[assignment]  # set in run(): the hot-path writes
         self.workers: list[StreamWorker] = []
         self.readers: list[Broadcast] = []
+        self.skips = Skips()
+        """Undecodable entries skipped outside the consumer groups (broadcasts, the service's own
+        reads: decode_entries(..., skips=self.skips)), per stream; the heartbeat's
+        `skipped_undecodable` is their total."""
         self._listens: list[tuple[Broadcast, Callable[[list[Item]], Awaitable[None]]]] = []
         self.latency: dict[str, LatencyRecorder] = {}
         self.state = "starting"
@@ -131,7 +136,7 @@ class Service:
         """A broadcast reader of `cursors` ({stream: "$" | "0" | an entry id}) on this service's
         Redis, closed when the service stops; `read()` it yourself (e.g. in a periodic task).
         `decode`: a type, or {stream: type}; `opts`: Broadcast's (count, block_ms, min_interval_s)."""
-        reader = Broadcast(self.r, cursors, decode=decode, **opts)
+        reader = Broadcast(self.r, cursors, decode=decode, skips=self.skips, **opts)
         self.readers.append(reader)
         return reader
 
@@ -172,7 +177,8 @@ class Service:
         return self.latency[name]
 
     def metrics(self) -> dict[str, Any]:
-        """Service-specific heartbeat fields (`extra`)."""
+        """Service-specific heartbeat fields (`extra`); the base adds `skipped_undecodable` for a
+        service that reads streams outside its groups (or skipped something it read)."""
         return {}
 
     def processed(self) -> int:
@@ -374,9 +380,15 @@ class Service:
             pending=pending,
             dlq=dlq,
             latency_ms=latency,
-            extra=self.metrics(),
+            extra=self._extra(),
             reason=self.reason,
         )
+
+    def _extra(self) -> dict[str, Any]:
+        extra = self.metrics()
+        if self.readers or self.skips:
+            extra.setdefault("skipped_undecodable", self.skips.total)
+        return extra
 
     async def heartbeat(self) -> Heartbeat:
         lag, pending, dlq = await self._group_stats()

@@ -21,6 +21,7 @@ import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.broadcast import Item
+from backend.bus.entries import decode_with
 from backend.bus.publish import xadd
 from backend.exchange import server as exchange_server
 from backend.exchange.matching import MatchingEngine, Working
@@ -71,8 +72,10 @@ class LiveGatewayService(Service):
             self.every(0.5, self.reconcile)
         else:
             await self._load_paper()
-            for _, f in reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)):
-                self.engine.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
+            last, _ = decode_with(reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)), _ticks.decode,
+                                  stream=streams.MD_TICKS, skips=self.skips)
+            for _, batch in last:
+                self.engine.prices.update(tickcols.last_prices(batch))
             self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
         self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512,
                                    block_ms=100, auto_ack=False)  # acked with the reports they produce

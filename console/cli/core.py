@@ -181,7 +181,7 @@ def cmd_service_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
-    beats = read_heartbeats(ctx.redis)
+    beats = read_heartbeats(ctx.redis, ctx.skips)
     if args.json:
         import msgspec
 

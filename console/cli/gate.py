@@ -84,7 +84,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions
 
     gates = _gates(ctx)
-    states = decisions.states(ctx.redis, gates)
+    states = decisions.states(ctx.redis, gates, ctx.skips)
     rows: list[dict[str, Any]] = []
     for g in gates.values():
         st = states[g.id]
@@ -105,7 +105,7 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
     g = model.get(_gates(ctx), args.gate)
-    st = decisions.state(ctx.redis, g)
+    st = decisions.states(ctx.redis, {g.id: g}, ctx.skips)[g.id]
     if args.json:
         ctx.print_json({"id": g.id, "state": st.status, "decision": st.decision, "approvers": st.approvers,
                         "needs": st.approvals_needed(),
@@ -127,7 +127,8 @@ def _brief(ev: dict[str, Any]) -> str:
     keys = [k for k in ("value", "op", "threshold", "entries", "rows", "probed", "reason", "note", "error",
                         "redis_version", "skew_s", "free_gib") if k in ev]
     if "services" in ev and isinstance(ev["services"], dict):
-        return ", ".join(f"{s}:{v['running_fresh']}" for s, v in ev["services"].items())
+        return ", ".join(f"{s}:{v.get('running_fresh') if isinstance(v, dict) else v}"
+                         for s, v in ev["services"].items())
     return ", ".join(f"{k}={ev[k]}" for k in keys)[:90]
 
 
@@ -154,7 +155,7 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
 
     g = model.get(_gates(ctx), args.gate)
     decisions.approve(ctx.redis, g, ctx.operator, args.reason)
-    st = decisions.state(ctx.redis, g)
+    st = decisions.states(ctx.redis, {g.id: g}, ctx.skips)[g.id]
     print(f"{g.id}: approved by {ctx.operator} ({len(st.approvers)} of {g.approvals})")
     return 0
 
@@ -171,7 +172,7 @@ def cmd_decide(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
     from gates import audit
 
-    evs = audit.events(ctx.redis)
+    evs = audit.events(ctx.redis, ctx.skips)
     if args.json:
         ctx.print_json([{"id": eid, **msgspec.to_builtins(ev)} for eid, ev in evs])
         return 0
@@ -196,7 +197,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     from gates import report
 
-    rep = report.build(ctx.redis, _gates(ctx))
+    rep = report.build(ctx.redis, _gates(ctx), ctx.skips)
     if args.json:
         import json
 

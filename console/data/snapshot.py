@@ -98,3 +98,4 @@ class Snapshot:
     """Redis's memory used, in bytes (0 with redis_max: not known)."""
     redis_max: int = 0
     """Redis's maxmemory in bytes (0: no limit, or not known)."""
+    skipped: dict[str, int] = field(default_factory=dict)  # undecodable entries skipped, per stream
