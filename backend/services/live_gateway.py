@@ -1,7 +1,9 @@
 """live-gateway (P2): exec.orders -> the venue -> exec.reports.
 
-`venue = "paper"` (default): a matching engine against the live price from md.ticks (market and
-limit orders, partial fills through `liquidity` per price update, configurable latency); its
+`venue = "paper"` (default): the exchange's matching engine against a synthetic book quoted at
+the live price from md.ticks (`backend.exchange.matching`: marketable orders fill at the quote,
+resting limits at their price when the market moves through them, partial fills through
+`liquidity` per price update, configurable latency); its
 working orders are kept in Redis so a restart resumes them, and each start numbers its orders in
 a session of its own (`paper:session`, a counter), so trade ids are never reused by a restarted
 instance or by the other instance of a blue/green cutover.
@@ -70,9 +72,9 @@ class LiveGatewayService(Service):
             self.rest = RestVenue(url, self.cfg.api_key, self.cfg.api_secret)
             self.every(0.5, self.reconcile)
         else:
-            await self._load_paper()
             for _, f in reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)):
                 self.engine.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
+            await self._load_paper()
             self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
         self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512,
                                    block_ms=100, auto_ack=False)  # acked with the reports they produce
@@ -139,11 +141,13 @@ class LiveGatewayService(Service):
         return cmds
 
     async def _load_paper(self) -> None:
-        for c, raw in (await self.r.hgetall(PAPER_KEY)).items():
+        """The saved working orders, back in the paper book (what crosses the last price fills)."""
+        reps: list[ExecReport] = []
+        for raw in (await self.r.hgetall(PAPER_KEY)).values():
             d = msgspec.msgpack.decode(raw)
             order = msgspec.convert(d["order"], Order)
-            self.engine.working[c.decode()] = Working(order, d["venue_order_id"], d["filled"],
-                                                      d["notional"], d["fills"])
+            reps += self.engine.restore(Working(order, d["venue_order_id"], d["filled"], d["notional"], d["fills"]))
+        await self._publish(reps)
 
     # -- REST venue ------------------------------------------------------------------------------
     async def _rest(self, eo: ExecOrder) -> list[ExecReport]:
