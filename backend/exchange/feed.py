@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from backend.exchange.filters import for_symbols
 from backend.exchange.history import TradeHistory
 from backend.exchange.wire import NewsEvent, TradeEvent, stream_name, trade_encoder
 from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
@@ -64,8 +64,12 @@ class TradeFeed:
         self.prices = np.array([START_PRICES.get(s, 100.0) for s in c.symbols])
         base = time.time_ns() // 1000  # ids continue across restarts
         self.next_id = {s: base for s in c.symbols}
-        self.decimals = [max(2, 6 - int(math.log10(max(p, 1e-6)))) for p in self.prices]
+        self.filters = for_symbols(c.symbols, dict(zip(c.symbols, self.prices.tolist(), strict=True)))
+        self._ticks = [float(self.filters[s].tick) for s in c.symbols]
+        self._steps = [float(self.filters[s].step) for s in c.symbols]
+        self.decimals = [8] * len(c.symbols)  # prices and quantities as Binance renders them
         self.history = TradeHistory(c.symbols, c.history, self.decimals)
+        self.print_listeners: list = []  # callables taking each TradeEvent sent (aggTrade, klines)
         self.raw_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.combined_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.news_subs: set[ServerConnection] = set()
@@ -88,6 +92,20 @@ class TradeFeed:
         except ValueError:
             raise KeyError(symbol) from None
 
+    def take_trade_id(self, symbol: str) -> int:
+        """The next trade id of `symbol`, for a trade the matching engine makes: engine trades and
+        the walk's share one sequence, so the trade stream and the history see them all."""
+        tid = self.next_id[symbol]
+        self.next_id[symbol] = tid + 1
+        return tid
+
+    def emit(self, symbol: str, trade_id: int, price: str, qty: str, time_ms: int, buyer_maker: bool) -> None:
+        """Send and record a trade the matching engine made (its id from `take_trade_id`)."""
+        j = self.config.symbols.index(symbol)
+        ev = TradeEvent("trade", time_ms, symbol, trade_id, price, qty, time_ms, buyer_maker)
+        self.history.add(j, trade_id, float(price), float(qty), time_ms, buyer_maker)
+        self.publish([(symbol, ev)])
+
     # -- generation -------------------------------------------------------------------------------
     def generate(self, n: int, now_ms: int) -> list[tuple[str, TradeEvent]]:
         c = self.config
@@ -98,16 +116,18 @@ class TradeFeed:
         makers = self.rng.random(n) < 0.5
         record = self.history.add
         out = []
+        ticks, lots = self._ticks, self._steps
         for i in range(n):
             j = int(which[i])
             self.prices[j] *= 1.0 + steps[i]
             sym = c.symbols[j]
             tid = self.next_id[sym]
             self.next_id[sym] = tid + 1
-            d = self.decimals[j]
-            out.append((sym, TradeEvent("trade", now_ms, sym, tid, f"{self.prices[j]:.{d}f}",
-                                        f"{qtys[i]:.4f}", now_ms, bool(makers[i]))))
-            record(j, tid, self.prices[j], qtys[i], now_ms, makers[i])
+            tick, lot = ticks[j], lots[j]
+            px = max(1, round(self.prices[j] / tick)) * tick  # on the tick and the step
+            q = max(1, round(qtys[i] / lot)) * lot
+            out.append((sym, TradeEvent("trade", now_ms, sym, tid, f"{px:.8f}", f"{q:.8f}", now_ms, bool(makers[i]))))
+            record(j, tid, px, q, now_ms, makers[i])
         return out
 
     async def run(self) -> None:
