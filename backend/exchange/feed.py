@@ -3,7 +3,12 @@ rate, served over websockets in Binance's public format:
 
 - `/ws/<symbol>@trade`: raw trade events of one symbol;
 - `/stream?streams=a@trade/b@trade`: combined events `{"stream": ..., "data": ...}`;
-- `/ws/news`: alt-data news items (symbol tags, headline, body, sentiment).
+- `/ws/news`: alt-data news items (symbol tags, headline, body, sentiment);
+- and the rest of Binance's market streams (`backend.exchange.wsapi`).
+
+Prices and quantities are on each symbol's tick and step (the instrument master's, through
+`backend.exchange.filters`); the matching engine's trades share the walk's trade ids
+(`take_trade_id`, `emit`).
 
 The last `history` trades of each symbol are kept (`backend.exchange.history`) for the REST
 API's trade history, where a gateway fetches again the trades it missed.
@@ -19,16 +24,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import Server, ServerConnection, broadcast
 
 from backend.exchange.filters import for_symbols
 from backend.exchange.history import TradeHistory
 from backend.exchange.wire import NewsEvent, TradeEvent, stream_name, trade_encoder
+from backend.exchange.wsapi import StreamHub, serve_streams
 from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
 
 log = logging.getLogger("tradeops.exchange")
@@ -70,9 +73,8 @@ class TradeFeed:
         self.decimals = [8] * len(c.symbols)  # prices and quantities as Binance renders them
         self.history = TradeHistory(c.symbols, c.history, self.decimals)
         self.print_listeners: list = []  # callables taking each TradeEvent sent (aggTrade, klines)
-        self.raw_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
-        self.combined_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
         self.news_subs: set[ServerConnection] = set()
+        self.hub = StreamHub(self)  # who listens to which stream (backend.exchange.wsapi)
         self._names = {s: stream_name(s) for s in c.symbols}
         self.listeners: list = []  # callables taking {symbol: last price} after each step
         self.sent = 0
@@ -165,9 +167,7 @@ class TradeFeed:
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait (bounded) until every subscriber's write buffer is empty, so a clean shutdown
         delivers the trades it already published instead of dropping them with the socket."""
-        conns = set(self.news_subs)
-        for subs in (*self.raw_subs.values(), *self.combined_subs.values()):
-            conns |= subs
+        conns = set(self.news_subs) | set(self.hub.conns)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(c.transport is None or c.transport.is_closing()
@@ -178,16 +178,21 @@ class TradeFeed:
 
     def publish(self, trades: list[tuple[str, TradeEvent]]) -> None:
         encode = trade_encoder.encode
+        hub = self.hub
+        raw_subs, comb_subs = hub.raw, hub.combined
+        others = bool(raw_subs or comb_subs or hub.tracked)
         for sym, ev in trades:
-            raw = self.raw_subs.get(sym)
-            comb = self.combined_subs.get(sym)
-            if not raw and not comb:
-                continue
-            body = encode(ev).decode()
-            if raw:
-                broadcast(raw, body)
-            if comb:
-                broadcast(comb, f'{{"stream":"{self._names[sym]}","data":{body}}}')
+            name = self._names[sym]
+            raw = raw_subs.get(name)
+            comb = comb_subs.get(name)
+            if raw or comb:
+                body = encode(ev).decode()
+                if raw:
+                    broadcast(raw, body)
+                if comb:
+                    broadcast(comb, f'{{"stream":"{name}","data":{body}}}')
+            if others:
+                hub.on_trade(sym, ev)
         self.sent += len(trades)
 
     def make_news(self) -> NewsEvent:
@@ -210,47 +215,6 @@ class TradeFeed:
         if self.news_subs:
             broadcast(self.news_subs, trade_encoder.encode(item).decode())
 
-    # -- websocket endpoint --------------------------------------------------------------------------
-    def _route(self, path: str) -> tuple[str, list[str]] | None:
-        """('raw'|'combined'|'news', symbols) for a request path, or None."""
-        parts = urlsplit(path)
-        by_lower = {s.lower(): s for s in self.config.symbols}
-        if parts.path == "/ws/news":
-            return "news", []
-        if parts.path.startswith("/ws/"):
-            name = parts.path[4:]
-            sym = name.removesuffix("@trade")
-            if name.endswith("@trade") and sym in by_lower:
-                return "raw", [by_lower[sym]]
-            return None
-        if parts.path == "/stream":
-            names = "/".join(parse_qs(parts.query).get("streams", [])).split("/")
-            syms = [by_lower.get(n.removesuffix("@trade")) for n in names if n]
-            if syms and all(s is not None and n.endswith("@trade") for s, n in zip(syms, names, strict=False)):
-                return "combined", [s for s in syms if s]
-        return None
-
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self._route(request.path) is None:
-            return connection.respond(404, f"unknown stream {request.path}; "
-                                           f"try /ws/<symbol>@trade or /stream?streams=a@trade/b@trade\n")
-        return None
-
-    async def handler(self, connection: ServerConnection) -> None:
-        kind, syms = self._route(connection.request.path)  # type: ignore[misc,union-attr]
-        subs = (self.news_subs,) if kind == "news" else tuple(
-            (self.raw_subs if kind == "raw" else self.combined_subs)[s] for s in syms)
-        for s in subs:
-            s.add(connection)
-        try:
-            await connection.wait_closed()
-        except ConnectionClosed:
-            pass
-        finally:
-            for s in subs:
-                s.discard(connection)
-
-
 async def serve_feed(feed: TradeFeed, host: str, port: int) -> Server:
-    return await serve(feed.handler, host, port, process_request=feed.process_request,
-                       max_queue=None, write_limit=2**20, compression=None)
+    """The feed's websocket endpoint (`backend.exchange.wsapi`)."""
+    return await serve_streams(feed.hub, host, port)

@@ -54,15 +54,20 @@ class Exchange:
         self._feed_task: asyncio.Task[None] | None = None
 
     async def start(self) -> ExchangeInfo:
-        self.ws_server = await serve_feed(self.feed, self.host, self.port)
-        port = self.ws_server.sockets[0].getsockname()[1]
         rest_url = None
         if self.rest_port is not None:
+            self.venue = LocalVenue(self.feed, self.venue_config)
+            hub = self.feed.hub
+            hub.venue = self.venue  # the book and user data streams
+            self.venue.users.sink, self.venue.users.on_gone = hub.send, hub.end_stream
+        self.ws_server = await serve_feed(self.feed, self.host, self.port)
+        port = self.ws_server.sockets[0].getsockname()[1]
+        if self.venue is not None:
             from backend.exchange.rest import create_rest_server
 
-            self.venue = LocalVenue(self.feed, self.venue_config)
             self.rest_server = await create_rest_server(self.feed, self.host, self.rest_port, self.venue)
             rest_url = self.rest_server.url
+        self.feed.hub.start()
         self._feed_task = asyncio.create_task(self.feed.run())
         self.info = ExchangeInfo(f"ws://{self.host}:{port}", rest_url, list(self.feed.config.symbols))
         if self.data_dir is not None:
@@ -76,6 +81,7 @@ class Exchange:
         if self._feed_task:
             await asyncio.gather(self._feed_task, return_exceptions=True)
         await self.feed.drain()
+        await self.feed.hub.stop()
         if self.ws_server:
             self.ws_server.close()
             await self.ws_server.wait_closed()

@@ -1,17 +1,15 @@
 """The user data stream: listen keys (`POST /api/v3/userDataStream` makes one, or gives the
 account's live one again; `PUT` keeps it alive for another 60 minutes; `DELETE` closes it) and
-the websocket connections on `/ws/<listenKey>` that receive the account's `executionReport`
-and `outboundAccountPosition` events. A key not kept alive expires: its connections get
+the streams named by the key (`/ws/<listenKey>`, or SUBSCRIBE to it: `backend.exchange.wsapi`)
+that receive the account's `executionReport` and `outboundAccountPosition` events. A key not kept alive expires: its connections get
 `listenKeyExpired` and are closed."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
-
-from websockets.asyncio.server import ServerConnection, broadcast
 
 TTL_S = 3600.0
 
@@ -20,7 +18,10 @@ class UserStreams:
     def __init__(self, ttl_s: float = TTL_S) -> None:
         self.ttl_s = ttl_s
         self.keys: dict[str, list[Any]] = {}  # listen key -> [account, expires (monotonic)]
-        self.conns: dict[str, set[ServerConnection]] = {}
+        self.sink: Callable[[str, dict[str, Any]], None] | None = None
+        """Sends an event on the stream named by a listen key (the websocket hub's `send`)."""
+        self.on_gone: Callable[[str, dict[str, Any] | None], None] | None = None
+        """Ends a listen key's stream, after a last event (the hub's `end_stream`)."""
 
     def create(self, account: str) -> str:
         for key, entry in self.keys.items():
@@ -43,49 +44,27 @@ class UserStreams:
         if entry is None or entry[0] != account:
             return False
         del self.keys[key]
-        for c in self.conns.pop(key, set()):
-            _close(c)
+        if self.on_gone is not None:
+            self.on_gone(key, None)
         return True
 
     def account_of(self, key: str) -> str | None:
         entry = self.keys.get(key)
         return entry[0] if entry is not None and entry[1] > time.monotonic() else None
 
-    def attach(self, key: str, conn: ServerConnection) -> None:
-        self.conns.setdefault(key, set()).add(conn)
-
-    def detach(self, key: str, conn: ServerConnection) -> None:
-        s = self.conns.get(key)
-        if s is not None:
-            s.discard(conn)
-
     def send(self, account: str, events: list[dict[str, Any]]) -> None:
-        targets: set[ServerConnection] = set()
+        if self.sink is None:
+            return
         for key, entry in self.keys.items():
             if entry[0] == account:
-                targets |= self.conns.get(key, set())
-        if targets:
-            for ev in events:
-                broadcast(targets, json.dumps(ev, separators=(",", ":")))
+                for ev in events:
+                    self.sink(key, ev)
 
     def sweep(self) -> None:
-        """Expire the keys not kept alive."""
+        """Expire the keys not kept alive: their streams get `listenKeyExpired` and end."""
         now = time.monotonic()
         for key, entry in list(self.keys.items()):
             if entry[1] <= now:
                 del self.keys[key]
-                conns = self.conns.pop(key, set())
-                if conns:
-                    ms = time.time_ns() // 1_000_000
-                    broadcast(conns, json.dumps({"e": "listenKeyExpired", "E": ms, "listenKey": key}))
-                    for c in conns:
-                        _close(c)
-
-
-def _close(conn: ServerConnection) -> None:
-    import asyncio
-
-    try:
-        asyncio.get_running_loop().create_task(conn.close())
-    except RuntimeError:
-        pass
+                if self.on_gone is not None:
+                    self.on_gone(key, {"e": "listenKeyExpired", "E": time.time_ns() // 1_000_000, "listenKey": key})
