@@ -71,7 +71,7 @@ class TradeFeed:
         self._ticks = [float(self.filters[s].tick) for s in c.symbols]
         self._steps = [float(self.filters[s].step) for s in c.symbols]
         self.decimals = [8] * len(c.symbols)  # prices and quantities as Binance renders them
-        self.history = TradeHistory(c.symbols, c.history, self.decimals)
+        self.history = TradeHistory(c.symbols, c.history, self.decimals, qty_decimals=8)
         self.print_listeners: list = []  # callables taking each TradeEvent sent (aggTrade, klines)
         self.news_subs: set[ServerConnection] = set()
         self.hub = StreamHub(self)  # who listens to which stream (backend.exchange.wsapi)

@@ -26,7 +26,7 @@ from backend.exchange.wire import HistoricalTrade
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
-QTY_DECIMALS = 8  # as Binance renders quantities (the feed's are on the symbol's step)
+QTY_DECIMALS = 4  # by default; the feed renders 8, as Binance does
 
 
 class _Ring:
@@ -52,10 +52,12 @@ class _Ring:
 class TradeHistory:
     """The last `size` trades of each symbol (numpy columns: about 25 bytes a trade)."""
 
-    def __init__(self, symbols: Sequence[str], size: int, price_decimals: Sequence[int]) -> None:
+    def __init__(self, symbols: Sequence[str], size: int, price_decimals: Sequence[int],
+                 qty_decimals: int = QTY_DECIMALS) -> None:
         if size < 1:
             raise ValueError(f"the trade history must hold at least 1 trade per symbol, not {size}")
         self.size = size
+        self.qty_decimals = qty_decimals
         self.symbols = list(symbols)
         self.rings = [_Ring(size, d) for d in price_decimals]
         self._index = {s: i for i, s in enumerate(self.symbols)}
@@ -118,7 +120,7 @@ class TradeHistory:
         oldest, newest = span
         start = max(oldest, newest - limit + 1) if from_id is None else max(oldest, from_id)
         end = min(newest, start + limit - 1)
-        d, qd = r.decimals, QTY_DECIMALS
+        d, qd = r.decimals, self.qty_decimals
         out = []
         for tid in range(start, end + 1):
             k = tid % r.size
