@@ -244,14 +244,19 @@ class Engine:
 
     def quote(self, account: str, symbol: str, levels: Iterable[tuple[str, int, int]]) -> list[Execution]:
         """A market maker's quotes on `symbol`: its resting orders there are replaced by one LIMIT
-        GTC order per (side, price ticks, qty steps); a quote that crosses other accounts'
-        resting orders trades with them at their prices first."""
+        GTC order per (side, price ticks, qty steps) (a quote already resting whole stays); a
+        quote that crosses other accounts' resting orders trades with them at their prices first."""
         t = now_ms()
         out: list[Execution] = []
+        want = [(side, price, qty) for side, price, qty in levels if qty > 0 and price > 0]
+        keep = {(side, price, qty) for side, price, qty in want}
         for rec in self.open_orders(account, symbol):
-            self._finish(rec, "CANCELED", t)
-        for side, price, qty in levels:
-            if qty <= 0 or price <= 0:
+            if (rec.side, rec.price, rec.leaves) in keep and rec.executed == 0:
+                keep.discard((rec.side, rec.price, rec.leaves))  # the same quote: it keeps its place
+            else:
+                self._finish(rec, "CANCELED", t)
+        for side, price, qty in want:
+            if (side, price, qty) not in keep:
                 continue
             _, ex = self.place(account, symbol, side, "LIMIT", qty, price, "GTC", at_ms=t)
             out += [e for e in ex if e.order.account != account]

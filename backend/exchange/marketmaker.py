@@ -1,7 +1,8 @@
 """The local exchange's synthetic liquidity: a market maker that quotes `levels` price levels a
 side around the random walk's price (the best ask and bid `spread_bp` apart, the levels `gap_bp`
 apart, at least a tick; `notional` quote currency a level, at least one step), requoted as the
-price moves (at most every `requote_s` per symbol), so marketable orders fill at resting prices
+price moves (at most every `requote_s` per symbol; the levels sit on a grid, so a small move
+replaces only a few), so marketable orders fill at resting prices
 and `depth` / `bookTicker` have content. Its account is unlimited: no balances, and it never
 trades with itself; its quotes trade with users' resting orders the price moved through."""
 
@@ -41,8 +42,9 @@ class MarketMaker:
         half = max(1.0, mid * c.spread_bp / 2e4)
         gap = max(1, round(mid * c.gap_bp / 1e4))
         size = max(1, int(c.notional / price / float(f.step)))
-        best_ask = max(1, math.ceil(mid + half))
-        best_bid = max(1, math.floor(mid - half))
+        # levels on a grid of `gap` ticks: a small move requotes only the levels at the edges
+        best_ask = max(gap, math.ceil((mid + half) / gap) * gap)
+        best_bid = max(gap, math.floor((mid - half) / gap) * gap)
         out = []
         for k in range(c.levels):
             out.append((SELL, best_ask + k * gap, size))

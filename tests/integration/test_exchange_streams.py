@@ -210,3 +210,13 @@ async def test_a_raw_user_stream_path_and_an_unknown_key(exchange: Exchange) -> 
     with pytest.raises(Exception, match="HTTP 404"):
         async with connect(f"{exchange.info.ws_url}/ws/{key}"):
             pass
+
+
+async def test_connections_end_at_the_connection_age_limit(exchange: Exchange) -> None:
+    exchange.feed.hub.limits.max_age_s = 0.5  # 24 h on Binance (and by default here)
+    async with connect(f"{exchange.info.ws_url}/ws/btcusdt@trade") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        assert closed.value.rcvd.reason == "24 h connection limit"
