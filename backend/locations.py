@@ -32,3 +32,8 @@ def redis_dir(base: Path) -> Path:
 
 def logs_dir(base: Path) -> Path:
     return base / "logs"
+
+
+def archive_dir(base: Path) -> Path:
+    """Where the control-plane logs' archived entries live (backend/bus/archive.py)."""
+    return base / "archive"

@@ -7,10 +7,10 @@ normalizer and sinks validate and aggregate vectorised instead of per tick.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 
 class Wire(Struct, tag_field="_t"):
@@ -73,6 +73,20 @@ class TickBatch(Wire, tag="ticks.v1", array_like=True):
     recv_ns: bytes
     buyer_maker: bytes
     normalized_ns: int = 0
+
+    def __post_init__(self) -> None:
+        """A batch whose columns do not hold `n` ticks, or whose symbol codes point past
+        `symbols`, is not a TickBatch: it does not decode (a reader skips it, the worker
+        dead-letters it) instead of failing whoever reads its columns."""
+        n = self.n
+        if n < 0 or len(self.sym) != 2 * n or len(self.buyer_maker) != n or any(
+                len(c) != 8 * n for c in (self.trade_id, self.price, self.qty, self.trade_ns, self.recv_ns)):
+            raise ValueError(f"the columns do not hold n={n} ticks")
+        if n:
+            import numpy as np
+
+            if int(np.frombuffer(self.sym, "<u2").max()) >= len(self.symbols):
+                raise ValueError(f"a symbol code points past the {len(self.symbols)} symbols")
 
 
 class Tick(Wire, tag="tick.v1", array_like=True):
@@ -139,26 +153,39 @@ OrderState = Literal[
 ]
 FINAL_STATES = frozenset({"DENIED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"})
 
+# Bounded strings where an order comes in: an id, an account or a symbol has no reason to be long,
+# and one of megabytes is refused when it is decoded (the OMS's worker dead-letters the entry with
+# the reason) and, with a message naming the field, before it is sent
+# (backend.trading.orders.invalid, used by the CLI and the console).
+ID_MAX = 128
+ACCOUNT_MAX = 64
+SYMBOL_MAX = 32
+TEXT_MAX = 1024
+OrderId = Annotated[str, Meta(max_length=ID_MAX)]
+Account = Annotated[str, Meta(max_length=ACCOUNT_MAX)]
+Symbol = Annotated[str, Meta(max_length=SYMBOL_MAX)]
+Text = Annotated[str, Meta(max_length=TEXT_MAX)]
+
 
 class Order(Wire, tag="order.v1", kw_only=True):
     """A new order (orders.new). `client_order_id` is the idempotency key."""
 
-    client_order_id: str
-    account: str
-    symbol: str
+    client_order_id: OrderId
+    account: Account
+    symbol: Symbol
     side: Side
     type: OrderType
     quantity: float
     limit_price: float | None = None
     time_in_force: TimeInForce = "GTC"
     sent_ns: int = 0
-    source: str = "cli"
+    source: Text = "cli"
 
 
 class CancelRequest(Wire, tag="cancel.v1", kw_only=True):
-    client_order_id: str
-    account: str = ""
-    reason: str = ""
+    client_order_id: OrderId
+    account: Account = ""
+    reason: Text = ""
     sent_ns: int = 0
 
 
@@ -378,13 +405,20 @@ class ReplayRequest(Wire, tag="replay_request.v1", kw_only=True):
     target: str = "md.ticks.replay"
 
 
+ServiceState = Literal["starting", "running", "degraded", "draining", "stopped", "failed"]
+"""An instance's state in its heartbeat. `degraded`: alive but unable to make progress (a full
+disk, a store that refuses writes ...), the heartbeat's `reason` says why; it goes back to
+`running` by itself once it can. starting, running, degraded and draining are alive."""
+LIVE_STATES: tuple[str, ...] = ("starting", "running", "degraded", "draining")
+
+
 class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     """Every service instance, every second (ops.health + hash health:<service>:<instance>)."""
 
     service: str
     instance: str
     environment: Environment
-    state: Literal["starting", "running", "draining", "stopped", "failed"]
+    state: ServiceState
     ts_ns: int
     started_ns: int
     pid: int
@@ -396,6 +430,8 @@ class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     dlq: int = 0
     latency_ms: dict[str, float] = {}
     extra: dict[str, Any] = {}
+    reason: str = ""
+    """Why the instance is in its state, when that needs saying (degraded: what stops progress)."""
 
 
 class Alert(Wire, tag="alert.v1", kw_only=True):

@@ -15,7 +15,10 @@ from typing import Any
 import msgspec
 
 from backend import locations
+from backend.bus.streams import memory_bytes
 from backend.errors import ConfigError
+
+MIN_MAXMEMORY = 64 * 2**20
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -23,6 +26,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Redis to use instead of the embedded one (env TRADEOPS_REDIS_URL, flag --redis-url)."""
     data_dir: str | None = None
     """Where the embedded Redis, logs and stores live (env TRADEOPS_DATA_DIR, flag --data-dir)."""
+    redis_maxmemory: str = "1gb"
+    """The embedded Redis's `maxmemory` (e.g. 1gb, 2gb; env TRADEOPS_REDIS_MAXMEMORY), with the
+    noeviction policy: at the limit, writes fail rather than evicting stream data. The streams'
+    budgets (backend/bus/streams.py) fit the default with room to spare."""
     operator: str | None = None
     """A label for who is at the keyboard (env TRADEOPS_OPERATOR). Gate, migration and kill switch
     actions are signed: who acted is the operator registry's name for the signing key."""
@@ -74,6 +81,7 @@ _ENV = {
     "TRADEOPS_ENVIRONMENT": "environment",
     "TRADEOPS_GATES_FILE": "gates_file",
     "TRADEOPS_SIGNING_KEY": "signing_key",
+    "TRADEOPS_REDIS_MAXMEMORY": "redis_maxmemory",
 }
 
 
@@ -107,6 +115,13 @@ def load_settings(
         settings = msgspec.convert(raw, Settings)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"config {path}: {exc}") from None
+    try:
+        maxmemory = memory_bytes(settings.redis_maxmemory)
+    except ValueError as exc:
+        raise ConfigError(f"config {path}: redis_maxmemory: {exc}") from None
+    if maxmemory < MIN_MAXMEMORY:
+        raise ConfigError(f"config {path}: redis_maxmemory {settings.redis_maxmemory!r} is below "
+                          f"{MIN_MAXMEMORY // 2**20} MB, too little for the streams' budgets to mean anything")
     if settings.environment not in ("legacy", "target"):
         raise ConfigError(
             f"config {path}: environment must be legacy or target, not {settings.environment!r}"

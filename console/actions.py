@@ -145,13 +145,14 @@ class LiveActions:
     def _anchor(self) -> str:
         """The audit log's signed checkpoint after an action (gates/anchor.py); a log that no
         longer extends the anchor is an alert in the returned line, the action itself stands."""
+        from backend.bus.archive import ArchiveUnreadable
         from gates import anchor, proof
 
-        logs = proof.from_redis(self.r)
         try:
+            logs = proof.from_redis(self.r)
             anchor.write(logs.chains(), proof.registry_of(logs), self.signer,
                          anchor.places(self.settings.resolved_data_dir(), self.settings.anchor_to))
-        except anchor.AnchorError as exc:
+        except (anchor.AnchorError, ArchiveUnreadable) as exc:
             return f" · ALERT: {exc}"
         return ""
 

@@ -2,7 +2,12 @@
 ops.gates carrying the SHA-256 of the event before it. The head hash is also kept in
 `gates:head`, written in the same transaction, so a removed tail is caught too. An append returns
 once the event is fsynced to the AOF (`backend.bus.durable`): a decision an operator was told is
-recorded survives a crash of Redis."""
+recorded survives a crash of Redis.
+
+The log's older entries may be archived to the data dir and trimmed from the stream
+(backend/bus/archive.py); `events` and `verify` read the archive first, then the live entries, and
+the chain runs on across the two: the first live entry's prev_hash is the last archived entry's
+hash."""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from typing import Any
 import msgspec
 import redis
 
-from backend.bus import codec, streams
+from backend.bus import archive, codec, streams
+from backend.bus.entries import Skips, decode_entries
 from backend.messages import GateEvent
 from gates import chained
 
@@ -27,9 +33,16 @@ def digest(ev: GateEvent) -> str:
 def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True,
            seal: Callable[[GateEvent], GateEvent] | None = None) -> GateEvent:
     """Chain `ev` after the newest event and add it (optimistic: retried if another writer won),
-    signed by `seal` once its previous hash and time are set (gates/decisions.py); return once it
+    signed by `seal` once its previous hash and time are set (gates/decisions.py); when the
+    newest entry is not a gate event it chains onto the recorded head (`head_hash`); return once it
     is on disk (`durable=False`: the caller waits once for several appends)."""
     return chained.append(r, streams.OPS_GATES, HEAD_KEY, ev, seal=seal, durable=durable)
+
+
+def head_hash(r: Any) -> str:
+    """The hash a new event chains onto: the newest entry's; when that entry is not a gate event
+    (the chain is broken there: `verify` says so), the recorded head, the newest event appended."""
+    return chained.head_hash(r, streams.OPS_GATES, HEAD_KEY, GateEvent)
 
 
 def decode(f: dict[Any, Any]) -> GateEvent:
@@ -37,8 +50,12 @@ def decode(f: dict[Any, Any]) -> GateEvent:
     return codec.decode(codec.payload(f), GateEvent)
 
 
-def events(r: redis.Redis) -> list[tuple[str, GateEvent]]:
-    return [(eid.decode(), decode(f)) for eid, f in r.xrange(streams.OPS_GATES)]
+def events(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, GateEvent]]:
+    """Every gate event in log order, the archived ones first; an entry that is not one is skipped
+    here (counted in `skips`) and is a break in the chain for `verify`."""
+    got, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES,
+                            skips=skips)
+    return [(eid.decode(), ev) for eid, ev in got]
 
 
 @dataclass
@@ -47,6 +64,8 @@ class Verdict:
     checked: int
     problem: str = ""
     entry: str | None = None
+    archived: int = 0
+    """Of the entries checked, how many were read from the archive."""
 
 
 class ChainVerifier:
@@ -89,22 +108,30 @@ class ChainVerifier:
         self.problem, self.entry = problem, eid
         return False
 
-    def verdict(self, head: str) -> Verdict:
-        """The verdict on the entries fed so far, `head` being the recorded head hash read with them."""
+    def verdict(self, head: str, archived: int = 0) -> Verdict:
+        """The verdict on the entries fed so far, `head` being the recorded head hash read with them
+        (`archived`: how many of them came from the archive)."""
         if self.problem:
-            return Verdict(False, self.checked, self.problem, self.entry)
+            return Verdict(False, self.checked, self.problem, self.entry, archived)
         if head != self.prev:
             return Verdict(False, self.checked, "the newest entries were removed: the log ends before the "
-                                                "recorded head", None)
-        return Verdict(True, self.checked)
+                                                "recorded head", None, archived)
+        return Verdict(True, self.checked, archived=archived)
 
 
 def verify(r: redis.Redis) -> Verdict:
-    """The whole log verified from its first entry (and the head read in the same transaction)."""
+    """The whole log verified from its first entry, the archived ones first (the live entries, the
+    head and the archive's record read in one transaction)."""
     with r.pipeline(transaction=True) as pipe:
         pipe.xrange(streams.OPS_GATES)
         pipe.get(HEAD_KEY)
-        items, head = pipe.execute()
+        pipe.hgetall(archive.key(streams.OPS_GATES))
+        live, head, record = pipe.execute()
+    try:
+        old = archive.archived_entries(streams.OPS_GATES, record)
+    except archive.ArchiveUnreadable as exc:
+        return Verdict(False, 0, str(exc))
+    items = archive.join(old, live)
     v = ChainVerifier()
     for eid, f in items:
         try:
@@ -114,7 +141,7 @@ def verify(r: redis.Redis) -> Verdict:
             break
         if not v.feed(eid.decode(), ev):
             break
-    return v.verdict(head.decode() if head else "")
+    return v.verdict(head.decode() if head else "", min(len(old), v.checked))
 
 
 def to_row(ev: GateEvent) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import streams
+from backend.bus.publish import queue
 from backend.messages import GateEvent
 from gates import audit
 
@@ -73,14 +74,13 @@ def history(gates: dict[str, Any], n: int, start_ns: int) -> Iterator[GateEvent]
 def write_history(r: Any, gates: dict[str, Any], n: int) -> None:
     """Append `n` chained events after the log's newest (written in batches, the head set with
     each batch: the same chain audit.append makes, without a round trip per event)."""
-    last = r.xrevrange(streams.OPS_GATES, count=1)
-    prev = audit.decode(last[0][1]).hash if last else ""
+    prev = audit.head_hash(r)
     with r.pipeline(transaction=True) as pipe:
         for k, ev in enumerate(history(gates, n, time.time_ns() - n), 1):
             ev = msgspec.structs.replace(ev, prev_hash=prev)
             ev = msgspec.structs.replace(ev, hash=audit.digest(ev))
             prev = ev.hash
-            pipe.xadd(streams.OPS_GATES, codec.fields(ev))
+            queue(pipe, streams.OPS_GATES, ev)
             if k % WRITE_BATCH == 0 or k == n:
                 pipe.set(audit.HEAD_KEY, prev)
                 pipe.execute()

@@ -82,6 +82,7 @@ def health(ctx: CheckContext, p: dict[str, Any]) -> Result:
         fresh = [b for b in mine if (now - b.ts_ns) / 1e9 <= max_age and b.state == "running"]
         per[svc] = {"instances": len(mine), "running_fresh": len(fresh),
                     "instances_detail": [{"instance": b.instance, "env": b.environment, "state": b.state,
+                                          **({"reason": b.reason} if b.reason else {}),
                                           "age_s": round((now - b.ts_ns) / 1e9, 2)} for b in mine]}
         ok &= bool(fresh)
     return Result("passed" if ok else "failed", {"services": per, "max_age_s": max_age})

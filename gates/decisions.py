@@ -26,6 +26,7 @@ import msgspec
 import redis
 
 from backend.bus.durable import wait_durable
+from backend.bus.entries import Skips
 from backend.messages import GateEvent
 from gates import audit, chained, operators, signing
 from gates.checks import CheckContext, run_check
@@ -37,10 +38,12 @@ from gates.state import CheckState, GateLedger, GateState
 __all__ = ["CheckState", "GateState", "Refused", "approve", "attest", "decide", "run", "state", "states"]
 
 
-def ledger(r: redis.Redis, gates: dict[str, Gate], registry: Registry | None = None) -> GateLedger:
-    """The whole audit log folded, every event judged against the registry."""
-    reg = registry if registry is not None else operators.load(r)
-    return GateLedger(gates, reg).extend(ev for _, ev in audit.events(r))
+def ledger(r: redis.Redis, gates: dict[str, Gate], registry: Registry | None = None,
+           skips: Skips | None = None) -> GateLedger:
+    """The whole audit log folded, archive then live, every event judged against the registry
+    (entries that do not decode skipped, counted in `skips`)."""
+    reg = registry if registry is not None else operators.load(r, skips)
+    return GateLedger(gates, reg).extend(ev for _, ev in audit.events(r, skips))
 
 
 def state(r: redis.Redis, gate: Gate) -> GateState:
@@ -48,15 +51,16 @@ def state(r: redis.Redis, gate: Gate) -> GateState:
     return states(r, {gate.id: gate})[gate.id]
 
 
-def states(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, GateState]:
-    """Every gate's state from one read of the audit log."""
-    return ledger(r, gates).states()
+def states(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) -> dict[str, GateState]:
+    """Every gate's state from one read of the audit log and the registry (entries that do not
+    decode skipped, counted in `skips`)."""
+    return ledger(r, gates, skips=skips).states()
 
 
-def verified_decisions(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, str]:
+def verified_decisions(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) -> dict[str, str]:
     """gate id -> its decision as the fold has it (signed, by the rules, not reopened): what the
     migration rules should count (backend.migration.state.check's `decisions`)."""
-    return {g: st.decision for g, st in states(r, gates).items() if st.decision}
+    return {g: st.decision for g, st in states(r, gates, skips).items() if st.decision}
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,13 @@ whether the log is still the one that was verified: an entry already read that i
 the verdict is the one `tradeops audit verify` gives; an entry changed in place after it was
 verified is caught by `audit verify`, which checks every entry.
 
-The operator registry (ops.operators) is read whole when the feed starts and whenever its length
-changes (rare: an operator added, a key revoked), and then the log is folded again, so every
-event is judged against the registry the CLI would judge it against."""
+The log's archived entries (backend/bus/archive.py) are folded and verified first, once per reset;
+a run of the archiver (its record moves) makes the next poll fold the log again, archive and all.
+
+The operator registry (ops.operators) is read whole (archive then live) when the feed starts and
+whenever it changes (its length or its archive's record moves: rare, an operator added, a key
+revoked), and then the log is folded again, so every event is judged against the registry the CLI
+would judge it against."""
 
 from __future__ import annotations
 
@@ -19,9 +23,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
-from backend.bus import streams
+from backend.bus import archive, streams
+from backend.bus.entries import UNDECODABLE, Skips, reason
 from backend.messages import GateEvent
 from gates import audit, operators
 from gates.model import Gate
@@ -40,59 +43,94 @@ class GateFeed:
         self._reset(gates)
 
     def _reset(self, gates: Mapping[str, Gate]) -> None:
-        self.registry = operators.load(self.r)
+        self.registry_mark = self._registry_mark()  # read before the registry: a change after it refolds
+        self.archive_error = ""
+        self.registry_skips = Skips()  # registry entries that do not decode (each one breaks its chain)
+        try:
+            self.registry = operators.load(self.r, self.registry_skips)
+        except archive.ArchiveUnreadable as exc:
+            self.registry = operators.Registry()
+            self.archive_error = str(exc)
         self.ledger = GateLedger(gates, self.registry)
         self.chain = audit.ChainVerifier()
         self.cursor = "0-0"  # id of the last entry read
-        self.count = 0  # entries read since the reset
+        self.count = 0  # live entries read since the reset
+        self.skipped = 0  # of those, entries that are not gate events (each one breaks the chain)
         self.recent: deque[tuple[str, GateEvent]] = deque(maxlen=TAIL)
         self.verdict = audit.Verdict(True, 0)
+        self.archived = 0  # entries folded from the archive
+        record = archive.record(self.r, streams.OPS_GATES)
+        self.archive_last: bytes = record.get(b"last_id", b"")  # the archive's newest, as of this reset
+        if self.archive_error:
+            return
+        try:
+            old = archive.archived_entries(streams.OPS_GATES, record)
+        except archive.ArchiveUnreadable as exc:
+            self.archive_error = str(exc)
+            return
+        for eid, f in old:
+            self._apply(eid.decode(), f)
+        self.archived = len(old)
+        # live entries the archive holds too (an archiver that stopped before trimming) are not read again
+        self.count = len(self.r.xrange(streams.OPS_GATES, "-", self.cursor)) if old else 0
 
     def poll(self, gates: Mapping[str, Gate] | None = None) -> None:
         """Fold the entries added since the last poll. New `gates` (the gates file changed) fold
         the log again from its first entry."""
         if gates is not None and dict(gates) != self.ledger.gates:
             self._reset(gates)
-        elif int(self.r.xlen(streams.OPS_OPERATORS)) != self.registry.read:
+        elif self._registry_mark() != self.registry_mark:
             self.refolds += 1
             self._reset(self.ledger.gates)
-        n, length, head = self._read()
-        if length != self.count:  # an entry read before is gone: fold and verify the log as it is now
+        n, length, head, archived_to = self._read()
+        if length != self.count or archived_to != self.archive_last:
+            # an entry read before is gone (or was archived): fold and verify the log as it is now
             self.refolds += 1
             self._reset(self.ledger.gates)
-            more, length, head = self._read()
+            more, length, head, _ = self._read()
             n += more
         self.read_last = n
         self.read_total += n
-        self.verdict = self.chain.verdict(head)
+        self.verdict = (audit.Verdict(False, 0, self.archive_error) if self.archive_error
+                        else self.chain.verdict(head, self.archived))
+
+    def _registry_mark(self) -> tuple[int, bytes]:
+        """What says the registry changed: ops.operators' length and its archive's newest entry."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.xlen(streams.OPS_OPERATORS)
+            pipe.hget(archive.key(streams.OPS_OPERATORS), "last_id")
+            length, last = pipe.execute()
+        return int(length), last or b""
 
     def states(self) -> dict[str, GateState]:
         return self.ledger.states()
 
-    def _read(self) -> tuple[int, int, str]:
-        """Read to the end of the log: (entries read, the log's length, its head), the last two
-        from the same transaction as the last entries."""
+    def _read(self) -> tuple[int, int, str, bytes]:
+        """Read to the end of the log: (entries read, the log's length, its head, the archive's
+        newest entry), the last three from the same transaction as the last entries."""
         n = 0
         while True:
             with self.r.pipeline(transaction=True) as pipe:
                 pipe.xread({streams.OPS_GATES: self.cursor}, count=CHUNK)
                 pipe.xlen(streams.OPS_GATES)
                 pipe.get(audit.HEAD_KEY)
-                resp, length, head = pipe.execute()
+                pipe.hget(archive.key(streams.OPS_GATES), "last_id")
+                resp, length, head, archived_to = pipe.execute()
             items = [it for _, its in resp or [] for it in its]
             for eid, f in items:
                 self._apply(eid.decode(), f)
             n += len(items)
             if len(items) < CHUNK:
-                return n, int(length), head.decode() if head else ""
+                return n, int(length), head.decode() if head else "", archived_to or b""
 
     def _apply(self, eid: str, f: dict[Any, Any]) -> None:
         self.cursor = eid
         self.count += 1
         try:
             ev = audit.decode(f)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.chain.unreadable(eid, str(exc))
+        except UNDECODABLE as exc:
+            self.skipped += 1
+            self.chain.unreadable(eid, reason(exc))
             return
         self.chain.feed(eid, ev)
         self.ledger.apply(ev)

@@ -24,7 +24,8 @@ from typing import Any, Literal
 import msgspec
 import redis
 
-from backend.bus import codec, replies, streams
+from backend.bus import archive, streams
+from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.messages import OperatorEvent
 from gates import chained, signing
@@ -340,23 +341,33 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
-def events(r: redis.Redis) -> list[tuple[str, OperatorEvent]]:
-    return [(eid.decode(), codec.decode(codec.payload(f), OperatorEvent))
-            for eid, f in replies.entries(r.xrange(streams.OPS_OPERATORS))]
+def history(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, OperatorEvent | str]]:
+    """ops.operators whole, archived entries first (backend/bus/archive.py), each entry as its event
+    or, when it does not decode, the text of why (counted in `skips`)."""
+    return chained.decode_all(archive.history(r, streams.OPS_OPERATORS), OperatorEvent,
+                              stream=streams.OPS_OPERATORS, skips=skips)
 
 
-def load(r: redis.Redis) -> Registry:
-    """The registry folded from ops.operators."""
+def events(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, OperatorEvent]]:
+    """The registry's events in log order (entries that do not decode skipped, counted in `skips`)."""
+    return [(eid, ev) for eid, ev in history(r, skips) if not isinstance(ev, str)]
+
+
+def fold(items: Iterable[tuple[str, OperatorEvent | str]]) -> Registry:
+    """The registry folded from the log's entries; one that does not decode breaks its chain."""
     out = Registry()
-    for eid, f in replies.entries(r.xrange(streams.OPS_OPERATORS)):
+    for eid, ev in items:
         out.read += 1
-        try:
-            ev = codec.decode(codec.payload(f), OperatorEvent)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.chain_problem = out.chain_problem or f"registry entry {eid.decode()} is not an operator event: {exc}"
+        if isinstance(ev, str):
+            out.chain_problem = out.chain_problem or f"registry entry {eid} is not an operator event: {ev}"
             continue
-        out.apply(eid.decode(), ev)
+        out.apply(eid, ev)
     return out
+
+
+def load(r: redis.Redis, skips: Skips | None = None) -> Registry:
+    """The registry folded from ops.operators, archive then live."""
+    return fold(history(r, skips))
 
 
 def _seal(signer: Signer, by: str) -> Any:

@@ -23,11 +23,11 @@ from typing import Any
 import msgspec
 import redis
 
-from backend.bus import codec as bus_codec
-from backend.bus import replies, streams
+from backend.bus import archive, replies, streams
+from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.messages import GateEvent, OperatorEvent
-from gates import anchor, audit, chained, signing
+from gates import anchor, audit, chained, operators, signing
 from gates.model import Gate
 from gates.operators import Registry, Trust
 from gates.state import GateLedger
@@ -44,6 +44,7 @@ class Logs:
     operators: list[Item]
     head: str | None = None
     checkpoints: dict[str, Any] = field(default_factory=dict)  # from an export: place -> its last checkpoint
+    archived: dict[str, int] = field(default_factory=dict)  # log -> of its entries, how many were archived
 
     def chains(self) -> dict[str, anchor.Chain]:
         return {streams.OPS_GATES: [(eid, ev.hash if not isinstance(ev, str) else "") for eid, ev in self.gates],
@@ -51,33 +52,29 @@ class Logs:
                                         for eid, ev in self.operators]}
 
 
-def _read(r: redis.Redis, stream: str, typ: type) -> list[Item]:
-    out: list[Item] = []
-    for eid, f in replies.entries(r.xrange(stream)):
-        try:
-            out.append((eid.decode(), bus_codec.decode(bus_codec.payload(f), typ)))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.append((eid.decode(), str(exc)))
-    return out
-
-
-def from_redis(r: redis.Redis) -> Logs:
+def from_redis(r: redis.Redis, skips: Skips | None = None) -> Logs:
+    """Both logs whole, archived entries first (backend/bus/archive.py), with the recorded head of
+    ops.gates, the live entries, the head and the archives' records read in one transaction; an
+    entry that does not decode stays in its place as the text of why (a break in its chain,
+    counted in `skips`). ArchiveUnreadable when an archive cannot be read or holds less than was
+    trimmed."""
     with r.pipeline(transaction=True) as pipe:
-        pipe.xlen(streams.OPS_GATES)
+        for stream in (streams.OPS_GATES, streams.OPS_OPERATORS):
+            pipe.xrange(stream)
+            pipe.hgetall(archive.key(stream))
         pipe.get(audit.HEAD_KEY)
-        _, head = pipe.execute()
-    return Logs(_read(r, streams.OPS_GATES, GateEvent), _read(r, streams.OPS_OPERATORS, OperatorEvent),
-                head.decode() if head else "")
+        gates_live, gates_rec, ops_live, ops_rec, head = pipe.execute()
+    old = {streams.OPS_GATES: archive.archived_entries(streams.OPS_GATES, gates_rec),
+           streams.OPS_OPERATORS: archive.archived_entries(streams.OPS_OPERATORS, ops_rec)}
+    gates = chained.decode_all(archive.join(old[streams.OPS_GATES], replies.entries(gates_live)), GateEvent,
+                               stream=streams.OPS_GATES, skips=skips)
+    ops = chained.decode_all(archive.join(old[streams.OPS_OPERATORS], replies.entries(ops_live)), OperatorEvent,
+                             stream=streams.OPS_OPERATORS, skips=skips)
+    return Logs(gates, ops, head.decode() if head else "", archived={s: len(e) for s, e in old.items()})
 
 
 def registry_of(logs: Logs) -> Registry:
-    reg = Registry()
-    for eid, ev in logs.operators:
-        if isinstance(ev, str):
-            reg.chain_problem = reg.chain_problem or f"registry entry {eid} is not an operator event: {ev}"
-            continue
-        reg.apply(eid, ev)
-    return reg
+    return operators.fold(logs.operators)
 
 
 @dataclass
@@ -104,7 +101,8 @@ def verify(logs: Logs, gates: dict[str, Gate], where: list[Path]) -> Report:
             break
         if not v.feed(eid, ev):
             break
-    verdict = v.verdict(logs.head if logs.head is not None else v.prev)
+    archived = logs.archived.get(streams.OPS_GATES, 0)
+    verdict = v.verdict(logs.head if logs.head is not None else v.prev, min(archived, v.checked))
     if not verdict.ok:
         problems.append(verdict.problem)  # the gate log's own words (`entry N (...)`), as before
     reg = registry_of(logs)
@@ -128,7 +126,8 @@ def verify(logs: Logs, gates: dict[str, Gate], where: list[Path]) -> Report:
     findings = anchor.check(logs.chains(), reg, where)
     findings += _export_checkpoints(logs, reg)
     problems += [f"anchor: {f.text}" for f in findings if not f.ok]
-    head = (f"audit OK: {len(logs.gates)} entries, chain intact" if not problems else
+    head = (f"audit OK: {len(logs.gates)} entries" + (f" ({archived} archived)" if archived else "")
+            + ", chain intact" if not problems else
             f"audit FAILED: {problems[0]}")
     lines = [head,
              f"signatures: {counts['valid']} valid, {counts['invalid']} invalid, {counts['unsigned']} unsigned "

@@ -8,20 +8,23 @@ from typing import Any
 
 import redis
 
-from backend.bus import codec, replies, streams
+from backend.bus import archive, streams
+from backend.bus.entries import Skips, decode_entries
 from backend.messages import MigrationEvent
 from backend.migration import inventory
 from gates import decisions
 from gates.model import Gate
 
 
-def migration_states(r: redis.Redis) -> tuple[dict[str, str], dict[str, float]]:
-    """service -> latest migration state; service -> hours spent (deploying -> migrated)."""
+def migration_states(r: redis.Redis, skips: Skips | None = None) -> tuple[dict[str, str], dict[str, float]]:
+    """service -> latest migration state; service -> hours spent (deploying -> migrated). Entries
+    that are not migration events are skipped (counted in `skips`)."""
     states: dict[str, str] = {}
     started: dict[str, int] = {}
     spent: dict[str, float] = {}
-    for _, f in replies.entries(r.xrange(streams.OPS_MIGRATION)):
-        ev = codec.decode(codec.payload(f), MigrationEvent)
+    events, _ = decode_entries(archive.history(r, streams.OPS_MIGRATION), MigrationEvent,
+                               stream=streams.OPS_MIGRATION, skips=skips)
+    for _, ev in events:
         states[ev.service] = ev.to_state
         if ev.to_state == "deploying":
             started.setdefault(ev.service, ev.ts_ns)
@@ -30,9 +33,9 @@ def migration_states(r: redis.Redis) -> tuple[dict[str, str], dict[str, float]]:
     return states, spent
 
 
-def build(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, Any]:
+def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) -> dict[str, Any]:
     inv = inventory.load()
-    states, spent = migration_states(r)
+    states, spent = migration_states(r, skips)
     prio = []
     for p, svcs in inv.by_priority().items():
         done = [s.name for s in svcs if states.get(s.name) == "migrated"]
@@ -45,7 +48,7 @@ def build(r: redis.Redis, gates: dict[str, Gate]) -> dict[str, Any]:
     migrated = sum(1 for s in inv.services if states.get(s.name) == "migrated")
     gate_rows = []
     risks = []
-    gate_states = decisions.states(r, gates)
+    gate_states = decisions.states(r, gates, skips)
     for g in gates.values():
         st = gate_states[g.id]
         gate_rows.append({"id": g.id, "title": g.title, "status": st.status, "decision": st.decision,

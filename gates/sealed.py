@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 import redis
 
-from backend.bus import codec, replies, streams
+from backend.bus import archive, streams
+from backend.bus.entries import Skips, decode_entries
 from backend.messages import ControlCommand, MigrationEvent
 from gates import chained, decisions, operators, signing
 from gates.operators import Registry, Trust
@@ -48,20 +49,20 @@ def judge_control(reg: Registry, cmd: ControlCommand) -> Trust:
     return reg.judge(chained.signed_message(cmd), cmd.sig, cmd.signer, cmd.ts_ns, signing.NS_CONTROL)
 
 
-def tally(r: redis.Redis, reg: Registry | None = None) -> tuple[dict[str, int], list[str]]:
+def tally(r: redis.Redis, reg: Registry | None = None,
+          skips: Skips | None = None) -> tuple[dict[str, int], list[str]]:
     """Moves and kill switch toggles by judgement (valid / invalid / unsigned), and the invalid
-    ones in words."""
-    reg = reg if reg is not None else operators.load(r)
+    ones in words; each log read whole, archive then live (entries that do not decode skipped,
+    counted in `skips`)."""
+    reg = reg if reg is not None else operators.load(r, skips)
     counts = {"valid": 0, "invalid": 0, "unsigned": 0}
     bad = []
     kinds: list[tuple[str, type, Callable[[Registry, Any], Trust]]] = [
         (streams.OPS_MIGRATION, MigrationEvent, judge_move), (streams.OPS_CONTROL, ControlCommand, judge_control)]
     for stream, typ, judge in kinds:
-        for eid, f in replies.entries(r.xrange(stream)):
-            try:
-                ev: Any = codec.decode(codec.payload(f), typ)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
+        got: list[tuple[bytes, Any]]
+        got, _ = decode_entries(archive.history(r, stream), typ, stream=stream, skips=skips)
+        for eid, ev in got:
             if isinstance(ev, ControlCommand) and ev.command != "kill_switch":
                 continue
             t = judge(reg, ev)

@@ -50,6 +50,7 @@ from backend.bench.md_pipeline import (
 )
 from backend.bench.oms import order
 from backend.bus import codec, streams
+from backend.bus.entries import Skips, decode_entries, decode_value, decode_with
 from backend.errors import TradeopsError
 from backend.marketdata import raw as rawcols
 from backend.messages import (
@@ -83,7 +84,6 @@ Grant = Callable[[Any, list[str], str], Any]
 """Records proceed decisions for gates (gates.bench.proceed_for_benchmark; backend/ does not
 import gates, so the CLI and the tests hand it in)."""
 
-_ev = msgspec.msgpack.Decoder(OrderEvent)
 _eo = msgspec.msgpack.Decoder(ExecOrder)
 _raw = msgspec.msgpack.Decoder(RawTickBatch)
 _rep = msgspec.msgpack.Decoder(ExecReport)
@@ -119,6 +119,7 @@ class CutoverStack:
         self.sup: ProcessSupervisor | None = None
         self._thread: threading.Thread | None = None
         self.last_ids: dict[str, int] | None = None
+        self.skips = Skips()  # entries the counts could not decode, per stream
 
     @property
     def r(self) -> Any:
@@ -169,7 +170,7 @@ class CutoverStack:
     def beat(self, instance: str) -> Heartbeat | None:
         service = instance.rsplit("-", 1)[0]
         raw = self.r.hget(streams.HEALTH_KEY.format(service=service, instance=instance), codec.FIELD_STR)
-        return codec.decode(raw, Heartbeat) if raw else None
+        return decode_value(raw, Heartbeat) if raw else None
 
     def stop_market_data(self) -> None:
         """Stop the exchange and wait until everything it sent is through the normalizer."""
@@ -181,14 +182,15 @@ class CutoverStack:
         """Every trade sent to the gateway exactly once on md.ticks, by trade id."""
         assert self.last_ids is not None, "stop_market_data first"
         first: dict[str, int] = {}
-        for _, f in self.r.xrange(streams.MD_TICKS_RAW):
-            b = _raw.decode(codec.payload(f))
+        batches, _ = decode_with(self.r.xrange(streams.MD_TICKS_RAW), _raw.decode, stream=streams.MD_TICKS_RAW,
+                                 skips=self.skips)
+        for _, b in batches:
             ids, codes = rawcols.ints(b, "trade_id"), rawcols.codes(b)
             for k, sym in enumerate(b.symbols):
                 sel = ids[codes == k]
                 if len(sel):
                     first[sym] = min(first.get(sym, int(sel.min())), int(sel.min()))
-        got, _ = delivered_ids(self.r)
+        got, _ = delivered_ids(self.r, skips=self.skips)
         sent = lost = dup = 0
         for sym, lo in first.items():
             hi = self.last_ids[sym]
@@ -216,7 +218,8 @@ class CutoverStack:
         for c in coids:
             pipe.hget(record_key(c), "d")
         records = {c: _rec.decode(d) for c, d in zip(coids, pipe.execute(), strict=True) if d}
-        reports = [_rep.decode(codec.payload(f)) for _, f in self.r.xrange(streams.EXEC_REPORTS)]
+        reports = [x for _, x in decode_with(self.r.xrange(streams.EXEC_REPORTS), _rep.decode,
+                                             stream=streams.EXEC_REPORTS, skips=self.skips)[0]]
         booked = read_positions(self.r)
         expected = expected_positions(records, reports)
         ptrc = self.beat(self.serving("ptrc"))
@@ -234,19 +237,18 @@ class CutoverStack:
 
     def recorded_moves(self) -> list[str]:
         """Every move on ops.migration, as `service action: from -> to`."""
-        out = []
-        for _, f in self.r.xrange(streams.OPS_MIGRATION):
-            ev = codec.decode(codec.payload(f), MigrationEvent)
-            out.append(f"{ev.service} {ev.action}: {ev.from_state} -> {ev.to_state}")
-        return out
+        events, _ = decode_entries(self.r.xrange(streams.OPS_MIGRATION), MigrationEvent,
+                                   stream=streams.OPS_MIGRATION, skips=self.skips)
+        return [f"{ev.service} {ev.action}: {ev.from_state} -> {ev.to_state}" for _, ev in events]
 
 
 class OrderFlow:
     """Orders at a fixed rate (open loop) and, from orders.events, what became of each."""
 
-    def __init__(self, url: str, rate: float) -> None:
+    def __init__(self, url: str, rate: float, skips: Skips | None = None) -> None:
         self.url = url
         self.rate = rate
+        self.skips = skips if skips is not None else Skips()
         self.sent = 0
         self.news: Counter[str] = Counter()
         self.finals: dict[str, list[str]] = defaultdict(list)
@@ -254,15 +256,15 @@ class OrderFlow:
         self._stop_reading = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
-    def _on(self, data: bytes, _now: int) -> None:
-        ev = _ev.decode(data)
+    def _on(self, ev: OrderEvent, _now: int) -> None:
         if ev.state == "NEW":
             self.news[ev.client_order_id] += 1
         elif ev.state in FINAL_STATES:
             self.finals[ev.client_order_id].append(ev.state)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(collect(self.url, streams.ORDERS_EVENTS, self._on, self._stop_reading, "0"))]
+        self._tasks = [asyncio.create_task(collect(self.url, streams.ORDERS_EVENTS, self._on, self._stop_reading, "0",
+                                                   decode=OrderEvent, skips=self.skips))]
         if self.rate > 0:
             self._tasks.append(asyncio.create_task(
                 open_loop(self.url, streams.ORDERS_NEW, order, self.rate, float("inf"), stop=self._stop_sending)))
@@ -280,8 +282,8 @@ class OrderFlow:
 
     def count(self, r: Any) -> dict[str, Any]:
         routed: Counter[str] = Counter()
-        for _, f in r.xrange(streams.EXEC_ORDERS):
-            eo = _eo.decode(codec.payload(f))
+        for _, eo in decode_with(r.xrange(streams.EXEC_ORDERS), _eo.decode, stream=streams.EXEC_ORDERS,
+                                 skips=self.skips)[0]:
             if eo.action == "new":
                 routed[eo.client_order_id] += 1
         coids = [f"o{i}" for i in range(self.sent)]
@@ -308,7 +310,7 @@ async def under_load(stack: CutoverStack, order_rate: float, seconds: float,
                      moves: Callable[[], list[switch.MoveResult]]) -> tuple[OrderFlow, list[switch.MoveResult], float]:
     """Orders flowing (ticks already are) while `moves` runs; the load lasts `seconds` or until
     the moves are done, whichever is later; then the load stops and everything drains."""
-    flow = OrderFlow(stack.bench.url, order_rate)
+    flow = OrderFlow(stack.bench.url, order_rate, stack.skips)
     flow.start()
     t0 = time.monotonic()
     try:
@@ -339,6 +341,7 @@ def measure(rate: float, order_rate: float, seconds: float, grant: Grant,
         "cutover_ms": round(max((m.switch_ms for m in results), default=0.0), 1),
         "moves": [m.as_dict() for m in results],
         "recorded": recorded,
+        "skipped_undecodable": dict(stack.skips.by_stream),
     }
 
 

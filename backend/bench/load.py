@@ -10,6 +10,7 @@ from typing import Any
 
 from backend.bus import codec
 from backend.bus.broadcast import Broadcast
+from backend.bus.entries import Skips
 from backend.bus.fastconn import FastRedis
 from backend.bus.publish import xadd
 
@@ -46,15 +47,16 @@ async def open_loop(
     return sent
 
 
-async def collect(url: str, stream: str, on_entry: Callable[[bytes, int], None],
-                  stop: asyncio.Event, start_id: str = "$") -> None:
-    """Read `stream` as entries arrive; on_entry(payload, received_ns) for each."""
-    reader = Broadcast(url, {stream: start_id}, count=2000, block_ms=50, min_interval_s=0)
+async def collect(url: str, stream: str, on_entry: Callable[[Any, int], None],
+                  stop: asyncio.Event, start_id: str = "$", *, decode: Any = None, skips: Skips | None = None) -> None:
+    """Read `stream` as entries arrive; on_entry(payload, received_ns) for each, or with `decode=T`
+    on_entry(message, received_ns) (what does not decode skipped, counted in `skips`)."""
+    reader = Broadcast(url, {stream: start_id}, count=2000, block_ms=50, min_interval_s=0, decode=decode, skips=skips)
     try:
         while not stop.is_set():
             got = await reader.read()
             now = time.time_ns()
             for _, _, f in got:
-                on_entry(codec.payload(f), now)
+                on_entry(f if decode is not None else codec.payload(f), now)
     finally:
         await reader.close()

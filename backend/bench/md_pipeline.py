@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from backend.bench.harness import BenchStack, wait_until
-from backend.bus import codec, replies, streams
+from backend.bus import replies, streams
+from backend.bus.entries import Skips, decode_entries, decode_value
 from backend.errors import TradeopsError
 from backend.marketdata import ticks as tickcols
 from backend.messages import Heartbeat, TickBatch
@@ -66,7 +67,7 @@ def wait_gateway_flushed(r: Any, instance: str, closed_ns: int, timeout: float =
 
     def flushed() -> bool:
         raw = r.hget(f"health:gateway:{instance}", "d")
-        hb = codec.decode(raw, Heartbeat) if raw else None
+        hb = decode_value(raw, Heartbeat) if raw else None
         if hb is None or hb.ts_ns <= closed_ns:
             return False
         if not hb.extra.get("connected"):
@@ -86,13 +87,15 @@ def wait_group_drained(r: Any, stream: str, group: str, timeout: float = 60) -> 
     wait_until(drained, timeout, f"{group} to drain {stream}", NAME)
 
 
-def delivered_ids(r: Any, stream: str = streams.MD_TICKS) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+def delivered_ids(r: Any, stream: str = streams.MD_TICKS,
+                  skips: Skips | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Every trade id on md.ticks by symbol (repeats kept), and per batch the latency from the
-    trade's exchange time to its normalization (ms)."""
+    trade's exchange time to its normalization (ms); entries that are not batches skipped
+    (counted in `skips`)."""
     ids: dict[str, list[np.ndarray]] = {}
     lat: list[np.ndarray] = []
-    for _, f in r.xrange(stream):
-        b = codec.decode(codec.payload(f), TickBatch)
+    batches, _ = decode_entries(r.xrange(stream), TickBatch, stream=stream, skips=skips)
+    for _, b in batches:
         c = tickcols.columns(b)
         for k, sym in enumerate(b.symbols):
             sel = c["sym"] == k
@@ -124,9 +127,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_group_drained(r, streams.MD_TICKS_RAW, "normalizer")
         elapsed = time.monotonic() - t_start
         hb_raw = r.hget("health:gateway:gateway-bench", "d")
-        feed = codec.decode(replies.blob(hb_raw), Heartbeat).latency_ms if hb_raw else {}
+        hb = decode_value(replies.blob(hb_raw), Heartbeat) if hb_raw else None
+        feed = hb.latency_ms if hb else {}
 
-        ids, lat = delivered_ids(r)
+        skips = Skips()
+        ids, lat = delivered_ids(r, skips=skips)
         delivered = sum(len(v) for v in ids.values())
         lost = 0
         for sym, every in ids.items():
@@ -152,4 +157,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sink_rows": sink_rows,
         "feed_p50_ms": feed.get("feed_delay_p50"),
         "feed_p99_ms": feed.get("feed_delay_p99"),
+        "skipped_undecodable": skips.total,
     }

@@ -14,6 +14,7 @@ import numpy as np
 
 from backend.bench.harness import BenchStack
 from backend.bus import codec, replies, streams
+from backend.bus.entries import decode_entries
 from backend.bus.publish import queue_fields
 from backend.errors import TradeopsError
 from backend.marketdata.raw import RawBatchBuilder
@@ -110,8 +111,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r.xgroup_destroy(streams.MD_TICKS_RAW, "passthrough")
         proc = stack.start("normalizer", wait=False)
         _wait_drained(stack, "normalizer", timeout=60 + total / 100_000, proc=proc)
-        out_ticks = sum(codec.decode(codec.payload(f), TickBatch).n
-                        for _, f in replies.entries(r.xrange(streams.MD_TICKS)))
+        assert stack.r is not None
+        batches, skipped = decode_entries(replies.entries(stack.r.xrange(streams.MD_TICKS)), TickBatch,
+                                          stream=streams.MD_TICKS)
+        out_ticks = sum(b.n for _, b in batches)
         rate = _rate_by_ids(stack, streams.MD_TICKS, out_ticks, args.batch * 64)
         wait_healthy(r, "normalizer", "normalizer-bench", proc=proc)
         bars = r.xlen(streams.MD_BARS_1S) + r.xlen(streams.MD_BARS_1M)
@@ -126,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dlq": dlq,
         "ticks_out": out_ticks,
         "batch": args.batch,
+        "skipped_undecodable": skipped,
     }
 
 

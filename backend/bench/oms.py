@@ -10,7 +10,6 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from backend import aio
@@ -18,13 +17,13 @@ from backend.bench.harness import BenchStack
 from backend.bench.load import collect, open_loop
 from backend.bench.risk import PRICES, SYMBOLS, seed_prices
 from backend.bus import streams
+from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.messages import FINAL_STATES, Order, OrderEvent
 
 NAME = "oms"
 HELP = "orders end to end (oms, risk, live-gateway, paper fills): rate, latency, loss, duplicates"
 DEFAULT_SECONDS = 10.0
-_ev = msgspec.msgpack.Decoder(OrderEvent)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,8 +47,7 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
     finals: dict[str, list[str]] = defaultdict(list)
     news: Counter[str] = Counter()
 
-    def on(data: bytes, _now: int) -> None:
-        ev = _ev.decode(data)
+    def on(ev: OrderEvent, _now: int) -> None:
         c = ev.client_order_id
         if ev.state == "NEW":
             news[c] += 1
@@ -62,7 +60,8 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
             finals[c].append(ev.state)
 
     stop = asyncio.Event()
-    col = asyncio.create_task(collect(url, streams.ORDERS_EVENTS, on, stop))
+    skips = Skips()
+    col = asyncio.create_task(collect(url, streams.ORDERS_EVENTS, on, stop, decode=OrderEvent, skips=skips))
     await asyncio.sleep(0.05)
     t0 = time.monotonic()
     sent = await open_loop(url, streams.ORDERS_NEW, order, rate, seconds)
@@ -89,6 +88,7 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
         "lost": sent - done,
         "duplicated": sum(1 for v in finals.values() if len(v) > 1) + sum(1 for v in news.values() if v > 1),
         "final_states": dict(Counter(v[0] for v in finals.values())),
+        "skipped_undecodable": skips.total,
     }
 
 

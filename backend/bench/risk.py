@@ -11,13 +11,13 @@ import sys
 import time
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from backend import aio
 from backend.bench.harness import BenchStack
 from backend.bench.load import collect, open_loop
 from backend.bus import publish_sync, streams
+from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.marketdata import ticks as tickcols
 from backend.messages import Order, RiskDecision, RiskRequest, Tick
@@ -28,7 +28,6 @@ HELP = "risk round-trip latency under open-loop load, against a bare echo baseli
 DEFAULT_SECONDS = 10.0
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 PRICES = {"BTCUSDT": 65000.0, "ETHUSDT": 3200.0, "SOLUSDT": 150.0}
-_dec = msgspec.msgpack.Decoder(RiskDecision)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,18 +47,17 @@ def request(i: int, now_ns: int) -> RiskRequest:
     return RiskRequest(request_id=f"b{i}#1", order=o, sent_ns=now_ns)
 
 
-async def measure(url: str, rate: float, seconds: float) -> tuple[int, np.ndarray, int]:
+async def measure(url: str, rate: float, seconds: float, skips: Skips | None = None) -> tuple[int, np.ndarray, int]:
     lat: list[int] = []
     approved = 0
 
-    def on(data: bytes, now: int) -> None:
+    def on(d: RiskDecision, now: int) -> None:
         nonlocal approved
-        d = _dec.decode(data)
         lat.append(now - d.request_sent_ns)
         approved += d.approved
 
     stop = asyncio.Event()
-    col = asyncio.create_task(collect(url, streams.RISK_DECISIONS, on, stop))
+    col = asyncio.create_task(collect(url, streams.RISK_DECISIONS, on, stop, decode=RiskDecision, skips=skips))
     await asyncio.sleep(0.05)
     sent = await open_loop(url, streams.RISK_REQUESTS, request, rate, seconds)
     deadline = time.monotonic() + 5
@@ -82,6 +80,7 @@ def _summary(ms: np.ndarray) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.rate <= 0:
         raise TradeopsError("--rate must be positive")
+    skips = Skips()
     with BenchStack() as stack:
         r = stack.r
         assert r is not None
@@ -91,17 +90,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_healthy(r, "echo", "echo-bench", proc=echo)
-            _, base, _ = aio.run(measure(stack.url, args.rate, min(args.seconds, 5.0)))
+            _, base, _ = aio.run(measure(stack.url, args.rate, min(args.seconds, 5.0), skips))
         finally:
             stop_process(echo)
         r.xgroup_destroy(streams.RISK_REQUESTS, "echo")
         r.delete(streams.RISK_DECISIONS, streams.RISK_REQUESTS)
         stack.start("risk")
-        sent, lat, approved = aio.run(measure(stack.url, args.rate, args.seconds))
+        sent, lat, approved = aio.run(measure(stack.url, args.rate, args.seconds, skips))
     out: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, **_summary(lat),
                            "sent": sent, "completed": len(lat), "lost": int(sent - len(lat)),
                            "approved": int(approved),
                            "baseline_p50_ms": _summary(base)["p50_ms"],
-                           "baseline_p99_ms": _summary(base)["p99_ms"]}
+                           "baseline_p99_ms": _summary(base)["p99_ms"],
+                           "skipped_undecodable": skips.total}
     out["p50_vs_baseline"] = round(out["p50_ms"] / out["baseline_p50_ms"], 3) if out["baseline_p50_ms"] else None
     return out

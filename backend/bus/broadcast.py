@@ -11,8 +11,10 @@ first read), and from then on no entry is skipped between two reads. `block_ms=N
 without waiting (a periodic look).
 
 Given `decode=T` (or `{stream: T}`), a read returns `(stream, id, message)`: one msgspec decoder
-per type, built once. An entry that does not decode is skipped with a warning and counted in
-`skipped`, never dead-lettered: a broadcast stream belongs to whoever consumes it in its group.
+per type, built once. An entry that does not decode (backend/bus/entries.py says when) is skipped
+and counted in `skipped` (and, per stream, in `skips`: a tally the reader may share with its
+owner's other reads), never dead-lettered: a broadcast stream belongs to whoever consumes it in
+its group.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.bus import codec
+from backend.bus.entries import UNDECODABLE, Skips, payload, reason
 from backend.bus.fastconn import FastRedis, stream_entries
 
 log = logging.getLogger("tradeops.broadcast")
@@ -38,8 +40,10 @@ Item = tuple[str, bytes, Any]  # (stream, entry id, fields, or the decoded messa
 class _Cursors:
     """What both readers share: the cursors, and decoding what was read."""
 
+    skip_level = logging.WARNING  # a service's log says which entry it skipped, and why
+
     def __init__(self, cursors: Mapping[str, str | bytes], count: int, block_ms: int | None,
-                 decode: Any) -> None:
+                 decode: Any, skips: Skips | None) -> None:
         self.cursors: dict[str, str | bytes] = dict(cursors)
         self.count = count
         self.block_ms = block_ms
@@ -50,6 +54,7 @@ class _Cursors:
         else:
             self._decoders = {s: codec.decoder(decode).decode for s in self.cursors}
         self.skipped = 0  # entries that did not decode
+        self.skips = skips if skips is not None else Skips()  # the same, per stream
 
     def _args(self) -> list[Any]:
         """The raw XREAD command from the cursors."""
@@ -65,26 +70,34 @@ class _Cursors:
             self.cursors[stream.decode()] = items[-1][0]
         return self._decoded(stream_entries(reply))
 
+    def seed(self, stream: str, entries: list[tuple[bytes, dict[Any, Any]]]) -> list[Item]:
+        """Entries of `stream` read another way, oldest first (its newest few, by XREVRANGE, for a
+        reader that starts with them), decoded and counted as a read would; the reader reads on
+        after the last of them (from the stream's start when there are none)."""
+        self.cursors[stream] = entries[-1][0] if entries else b"0-0"
+        return self._decoded([(stream.encode(), eid, fields) for eid, fields in entries if fields is not None])
+
     def _decoded(self, got: list[tuple[bytes, bytes, dict[bytes, bytes]]]) -> list[Item]:
         if self._decoders is None:
             return [(stream.decode(), eid, fields) for stream, eid, fields in got]
         out: list[Item] = []
-        decoders, field_ = self._decoders, codec.FIELD
+        decoders = self._decoders
         for s, eid, fields in got:
             stream = s.decode()
             try:
-                out.append((stream, eid, decoders[stream](fields[field_])))
-            except (msgspec.DecodeError, KeyError) as exc:
+                out.append((stream, eid, decoders[stream](payload(fields))))
+            except UNDECODABLE as exc:
                 self.skipped += 1
-                why = "no 'd' field" if isinstance(exc, KeyError) else exc
-                log.warning("skipping undecodable %s entry %s: %s", stream, eid.decode(), why)
+                self.skips.add(stream)
+                log.log(self.skip_level, "skipping undecodable %s entry %s: %s", stream, eid.decode(), reason(exc))
         return out
 
 
 class Broadcast(_Cursors):
     def __init__(self, r: Any, cursors: Mapping[str, str | bytes], *, count: int = 1000,
-                 block_ms: int | None = 100, min_interval_s: float = 0.005, decode: Any = None) -> None:
-        super().__init__(cursors, count, block_ms, decode)
+                 block_ms: int | None = 100, min_interval_s: float = 0.005, decode: Any = None,
+                 skips: Skips | None = None) -> None:
+        super().__init__(cursors, count, block_ms, decode, skips)
         self.r = r  # where to connect: a redis-py client (the service's), or a redis:// URL
         self.min_interval_s = min_interval_s
         self._conn: FastRedis | None = None
@@ -129,11 +142,15 @@ class Broadcast(_Cursors):
 
 
 class BroadcastSync(_Cursors):
-    """The same reads with a sync redis-py client (errors are the caller's: a CLI reports them)."""
+    """The same reads with a sync redis-py client (errors are the caller's: a CLI reports them).
+    Skipped entries are logged at debug only: a CLI prints its `skips` as one note per stream,
+    the console shows them in its alerts."""
+
+    skip_level = logging.DEBUG
 
     def __init__(self, r: Any, cursors: Mapping[str, str | bytes], *, count: int = 1000,
-                 block_ms: int | None = None, decode: Any = None) -> None:
-        super().__init__(cursors, count, block_ms, decode)
+                 block_ms: int | None = None, decode: Any = None, skips: Skips | None = None) -> None:
+        super().__init__(cursors, count, block_ms, decode, skips)
         self.r = r
 
     def start(self) -> None:

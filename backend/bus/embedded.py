@@ -1,7 +1,10 @@
 """The embedded Redis: a private redis-server (or valkey-server) on a loopback port.
 
-AOF on, data under `<data dir>/redis`. Its URL and pid are written there so every other tradeops
-process finds it. A data dir held by a live server is refused; a dead leftover is cleaned up.
+AOF on, data under `<data dir>/redis`, memory capped at `maxmemory` (settings `redis_maxmemory`,
+default streams.DEFAULT_MAXMEMORY) with the `noeviction` policy: a write that would go over fails
+loudly rather than evicting stream data (backend/bus/streams.py). Its URL and pid are written
+there so every other tradeops process finds it. A data dir held by a live server is refused; a
+dead leftover is cleaned up.
 
 The port is recorded in the data dir (`redis.port`, kept when the server stops) and taken again
 on the next start when it is free, so a server restarted after a crash (by the stack's supervisor,
@@ -28,6 +31,7 @@ from pathlib import Path
 import redis
 
 from backend import locations
+from backend.bus import streams
 from backend.errors import TradeopsError
 
 URL_FILE = "redis.url"
@@ -193,8 +197,10 @@ class EmbeddedRedis:
     (`tradeops redis up`).
     """
 
-    def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False):
+    def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False,
+                 maxmemory: str | int = streams.DEFAULT_MAXMEMORY):
         self.data_dir = Path(data_dir)
+        self.maxmemory = streams.memory_bytes(maxmemory)
         self.dir = locations.redis_dir(self.data_dir)
         self.port = port
         self.detach = detach
@@ -236,6 +242,8 @@ class EmbeddedRedis:
                 "--protected-mode", "yes",
                 "--logfile", "",
                 "--loglevel", "warning",
+                "--maxmemory", str(self.maxmemory),
+                "--maxmemory-policy", streams.MAXMEMORY_POLICY,
             ]
             if self.socket is not None:
                 self.socket.unlink(missing_ok=True)

@@ -1,4 +1,7 @@
-"""Stream names: one constant each (DESIGN.md's list), and the dead-letter naming rule."""
+"""Stream names: one constant each (DESIGN.md's list), the dead-letter naming rule, and each
+stream's memory budget (from which its MAXLEN and largest entry follow)."""
+
+from typing import NamedTuple
 
 MD_TICKS_RAW = "md.ticks.raw"
 MD_TICKS = "md.ticks"
@@ -65,19 +68,102 @@ ALL = (
 
 DLQ_PREFIX = "dlq."
 
-# Approximate MAXLEN (XADD MAXLEN ~) per stream; the event logs are never trimmed.
-MAXLEN: dict[str, int | None] = {
-    MD_TICKS_RAW: 200_000,  # entries are batches
-    MD_TICKS: 200_000,
-    MD_BARS_1S: 500_000,
-    MD_BARS_1M: 500_000,
-    OPS_HEALTH: 20_000,
-    OPS_MIGRATION: None,
-    OPS_GATES: None,
-    OPS_OPERATORS: None,  # the operator registry
-    MODELS_EVENTS: None,  # the registry's audit trail
+KB = 1 << 10
+MB = 1 << 20
+
+# -- memory budgets ---------------------------------------------------------------------------
+# Redis holds every stream in memory, so each stream gets a budget in bytes that it may use, and
+# its MAXLEN is derived from it: MAXLEN = budget // typical entry size (the encoded payload plus
+# Redis's own per-entry bytes). A stream's budgets together fit the embedded server's `maxmemory`
+# with room to spare for the keys beside the streams (order records, model versions, the feature
+# store, heartbeats ...), Redis's buffers and fragmentation (tests/unit/test_budgets.py).
+#
+# `maxmemory-policy noeviction`: when Redis is full, a write fails with an OOM error (loudly, in
+# the writer's log and heartbeat) instead of evicting keys: an evicting policy could drop a
+# stream, an order record or the audit log's head without a word. `tradeops health`, the console
+# and alerting (a warning at ALERT_MEMORY_PCT) show the memory used against the limit before that.
+#
+# A producer refuses an entry larger than its stream's `max_entry` (backend/bus/publish.py:
+# PayloadTooLarge), so a typical entry size holds up: nothing 1000 times too big gets in.
+DEFAULT_MAXMEMORY = "1gb"
+"""The embedded server's `maxmemory` (settings: `redis_maxmemory`)."""
+MAXMEMORY_POLICY = "noeviction"
+"""Writes fail rather than evicting stream data (see above)."""
+ALERT_MEMORY_PCT = 80.0
+"""Alerting warns at this share of maxmemory, and clears the alert below it."""
+BUDGET_SHARE = 0.6
+"""The budgets of all streams and their dead-letter streams together stay under this share of
+DEFAULT_MAXMEMORY (tests/unit/test_budgets.py)."""
+
+
+class Budget(NamedTuple):
+    bytes: int
+    """The memory this stream may hold."""
+    entry: int
+    """A typical entry's size in memory (payload and Redis's per-entry overhead)."""
+    max_entry: int
+    """The largest encoded entry a producer may add (larger ones are refused)."""
+    archived: bool = False
+    """A control-plane log: never trimmed by its writers; entries older than its kept window are
+    archived to the data dir, then trimmed (backend/bus/archive.py), so the live part stays
+    within `bytes`."""
+
+    @property
+    def maxlen(self) -> int:
+        """Entries kept: the budget over the typical entry size."""
+        return self.bytes // self.entry
+
+
+BUDGETS: dict[str, Budget] = {
+    # market data: batches of up to the gateway's max_batch (2000) trades, ~60 B a raw trade and
+    # ~45 B a clean one; a typical batch holds ~100 (about 3.7 KB clean). At the exchange's 2000
+    # trades/s (~24 batches/s) md.ticks keeps ~20 min and md.ticks.raw ~10 min for a consumer
+    # that falls behind (sink-ticks, the normalizer) to catch up before entries are trimmed.
+    MD_TICKS_RAW: Budget(88 * MB, 6 * KB, 4 * MB),
+    MD_TICKS: Budget(112 * MB, 4 * KB, 16 * MB),  # the normalizer joins up to 64 raw batches in one
+    MD_TICKS_REPLAY: Budget(24 * MB, 4 * KB, 4 * MB),
+    MD_BARS_1S: Budget(32 * MB, 160, 4 * KB),
+    MD_BARS_1M: Budget(8 * MB, 160, 4 * KB),
+    ALT_RAW: Budget(8 * MB, 1 * KB, 256 * KB),
+    ALT_ITEMS: Budget(16 * MB, 1 * KB, 256 * KB),
+    # trading: small structs whose strings are bounded (backend/messages.py)
+    ORDERS_NEW: Budget(8 * MB, 256, 8 * KB),
+    RISK_REQUESTS: Budget(8 * MB, 384, 8 * KB),
+    RISK_DECISIONS: Budget(8 * MB, 256, 8 * KB),
+    EXEC_ORDERS: Budget(8 * MB, 384, 8 * KB),
+    EXEC_REPORTS: Budget(12 * MB, 320, 8 * KB),
+    ORDERS_EVENTS: Budget(40 * MB, 320, 8 * KB),  # the daily report reads a day of it
+    POSITIONS: Budget(16 * MB, 256, 8 * KB),
+    FEATURES: Budget(40 * MB, 384, 64 * KB),
+    SIGNALS: Budget(16 * MB, 192, 8 * KB),
+    REFDATA_UPDATES: Budget(2 * MB, 256, 8 * KB),
+    REFDATA_EVENTS: Budget(2 * MB, 256, 8 * KB),
+    MODELS_REQUESTS: Budget(24 * MB, 16 * KB, 4 * MB),  # registrations carry the artifact
+    MODELS_EVENTS: Budget(4 * MB, 512, 64 * KB, archived=True),  # the registry's trail
+    TRAINING_JOBS: Budget(2 * MB, 512, 64 * KB),
+    BACKTEST_JOBS: Budget(2 * MB, 512, 64 * KB),
+    REPLAY_REQUESTS: Budget(1 * MB, 256, 8 * KB),
+    SCHEDULER_REQUESTS: Budget(1 * MB, 512, 64 * KB),
+    OPS_JOBS: Budget(4 * MB, 1 * KB, 64 * KB),
+    # operations
+    OPS_HEALTH: Budget(16 * MB, 768, 64 * KB),  # a heartbeat a second per instance
+    OPS_CONTROL: Budget(1 * MB, 256, 8 * KB),
+    OPS_ALERTS: Budget(8 * MB, 512, 64 * KB),
+    OPS_ALERTS_ACKED: Budget(4 * MB, 512, 64 * KB),
+    OPS_ALERTS_RESOLVED: Budget(4 * MB, 512, 64 * KB),
+    OPS_MIGRATION: Budget(4 * MB, 512, 64 * KB, archived=True),
+    OPS_GATES: Budget(16 * MB, 2 * KB, 512 * KB, archived=True),  # check evidence
+    OPS_OPERATORS: Budget(2 * MB, 1 * KB, 64 * KB, archived=True),  # the operator registry
 }
-DEFAULT_MAXLEN = 1_000_000
+DEFAULT_BUDGET = Budget(4 * MB, 1 * KB, 1 * MB)
+"""A stream not in the table (a replay's own target, a test's stream)."""
+DLQ_BYTES = 2 * MB
+"""Each dead-letter stream's budget."""
+DLQ_OVERHEAD = 4 * KB
+"""What a dead-letter record adds to the entry it holds (reason, origin)."""
+DLQ_MAX_ENTRY = 256 * KB
+"""The largest dead-letter record: a bigger one (an oversized entry, a long reason) is cut to fit,
+with a note of what was cut (backend/bus/deadletter.py); it is kept to be read, not replayed."""
 
 
 def dlq(stream: str) -> str:
@@ -85,10 +171,47 @@ def dlq(stream: str) -> str:
     return DLQ_PREFIX + stream
 
 
-def maxlen(stream: str) -> int | None:
+def budget(stream: str) -> Budget:
+    """The memory budget of `stream`; a dead-letter stream's follows from its source's."""
     if stream.startswith(DLQ_PREFIX):
-        return DEFAULT_MAXLEN
-    return MAXLEN.get(stream, DEFAULT_MAXLEN)
+        src = BUDGETS.get(stream[len(DLQ_PREFIX):], DEFAULT_BUDGET)
+        return Budget(DLQ_BYTES, min(src.entry, 2 * KB) + 256, min(src.max_entry + DLQ_OVERHEAD, DLQ_MAX_ENTRY))
+    return BUDGETS.get(stream, DEFAULT_BUDGET)
+
+
+def maxlen(stream: str) -> int | None:
+    """XADD's MAXLEN ~ for `stream`, or None for a log that is archived, never trimmed by XADD."""
+    b = budget(stream)
+    return None if b.archived else b.maxlen
+
+
+def max_entry(stream: str) -> int:
+    """The largest encoded entry a producer may add to `stream`."""
+    return budget(stream).max_entry
+
+
+def archived() -> tuple[str, ...]:
+    """The control-plane logs kept whole: archived to the data dir before they are trimmed."""
+    return tuple(s for s, b in BUDGETS.items() if b.archived)
+
+
+def total_budget() -> int:
+    """Every budgeted stream and its dead-letter stream, together."""
+    return sum(b.bytes + budget(dlq(s)).bytes for s, b in BUDGETS.items())
+
+
+def memory_bytes(value: str | int) -> int:
+    """A Redis memory size ("1gb", "512mb", "100000", 1024) in bytes, as redis.conf reads it
+    (k/m/g are powers of 1000, kb/mb/gb of 1024); ValueError naming the value when it is not one."""
+    if isinstance(value, int):
+        return value
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+    v = value.strip().lower()
+    num = v.rstrip("kmgb")
+    unit = v[len(num):]
+    if not num.isdigit() or unit not in units:
+        raise ValueError(f"{value!r} is not a memory size (e.g. 1gb, 512mb, 1073741824)")
+    return int(num) * units[unit]
 
 
 # Keys (not streams) shared between processes.

@@ -19,6 +19,14 @@
 - `redelivered` is True while the batch in hand was delivered before (own pending after a
   restart, or taken over from another consumer), so a handler can tell it may be older than
   what it has already seen;
+- with `auto_ack=False` the handler keeps what it was handed and acks later (`ack(ids)`, e.g.
+  after the flush that stored them): those entries are *in flight* and are never handed again
+  in this life. Its own pending entries are re-read (page by page) only after a (re)start, a
+  reconnect, a failed batch or `release`, skipping what is in flight; reclaims skip them too, and
+  every `claim_interval_s` the in-flight entries are touched (XCLAIM JUSTID: idle 0, no delivery
+  counted) so no other consumer reclaims them while this one lives. `release(ids)` gives back
+  entries the handler did not take (they are re-read later); `pause()` stops all reading (a
+  handler whose buffer is at its bound) until `resume()`;
 - `stop()` (SIGTERM in a Service) ends reading; the batch in hand is finished and acked.
 """
 
@@ -124,6 +132,10 @@ class StreamWorker:
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._retry_own = True  # first read: our own pending entries (left by a previous life)
+        self._own_cursor = "0"  # where the re-read of our own pending entries is (paged)
+        self.in_flight: set[bytes] = set()  # auto_ack=False: handed, not yet acked or released
+        self._open = asyncio.Event()  # cleared while paused
+        self._open.set()
         self._next_claim = 0.0
         self._next_dead_check = 0.0
         self.redelivered = False
@@ -133,6 +145,38 @@ class StreamWorker:
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
+        self._open.set()  # a paused worker ends too
+
+    def pause(self) -> None:
+        """Read nothing more (no new entries, no reclaims) until `resume()`; the batch in hand is
+        finished."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        """Read again after `pause()`; what was released meanwhile is re-read first."""
+        self._open.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._open.is_set()
+
+    def release(self, ids: list[bytes]) -> None:
+        """Give back entries the handler was handed but did not take (auto_ack=False): they stay
+        pending and are handed again, by a later re-read of our own pending entries."""
+        if ids:
+            self.in_flight.difference_update(ids)
+            self._retry_from_start()
+
+    async def ack(self, ids: list[bytes]) -> None:
+        """Acknowledge entries handed earlier (auto_ack=False: once they are stored); they are no
+        longer in flight."""
+        for i in range(0, len(ids), 1000):
+            await self._ack(ids[i:i + 1000])
+        self.in_flight.difference_update(ids)
+
+    def _retry_from_start(self) -> None:
+        self._retry_own = True
+        self._own_cursor = "0"
 
     @property
     def stopping(self) -> bool:
@@ -146,6 +190,9 @@ class StreamWorker:
         backoff = 0.1
         try:
             while not self._stop.is_set():
+                if not self._open.is_set():
+                    await self._open.wait()
+                    continue
                 try:
                     entries = await self._next_batch()
                     if entries:
@@ -159,7 +206,7 @@ class StreamWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
-                    self._retry_own = True
+                    self._retry_from_start()  # what we hold in flight is not handed again
         finally:
             await self._close_conn()
 
@@ -186,23 +233,66 @@ class StreamWorker:
         self.redelivered = True
         now = time.monotonic()
         if self.alive is not None and now >= self._next_dead_check:
-            claimed = await self.claim_from_gone()
+            claimed = self._not_in_flight(await self.claim_from_gone())
             if claimed:
                 return claimed  # check again at once: a gone consumer may hold more than a batch
             self._next_dead_check = now + self.dead_check_s
         if now >= self._next_claim:
             self._next_claim = now + self.claim_interval_s
+            await self._touch_in_flight()
             claimed = await self.reclaim()
             if claimed:
                 return claimed
         if self._retry_own:
-            self._retry_own = False
-            own = await self._read("0", None)
+            own = await self._own_pending()
             if own:
-                self._retry_own = len(own) >= self.count
                 return own
+            self._retry_own = False
+            self._own_cursor = "0"
         self.redelivered = False
         return await self._read(">", self.block_ms)
+
+    def _not_in_flight(self, entries: list[Entry]) -> list[Entry]:
+        if not self.in_flight:
+            return entries
+        return [(eid, f) for eid, f in entries if eid not in self.in_flight]
+
+    async def _own_pending(self) -> list[Entry]:
+        """The next page of our own pending entries after `_own_cursor`, without those in flight
+        (an empty list: none left). Without entries in flight, XREADGROUP from the cursor;
+        with some, XPENDING lists the page and only the others are claimed back (XCLAIM), so an
+        entry in flight is not even counted as delivered again."""
+        while True:
+            if not self.in_flight:
+                own = await self._read(self._own_cursor, None)
+                if own:
+                    self._own_cursor = own[-1][0].decode()
+                return own
+            start = "-" if self._own_cursor == "0" else f"({self._own_cursor}"
+            rows = await self.r.xpending_range(self.stream, self.group, min=start, max="+",
+                                               count=self.count, consumername=self.consumer)
+            if not rows:
+                return []
+            last = rows[-1]["message_id"]
+            self._own_cursor = last.decode() if isinstance(last, bytes) else str(last)
+            ids: list[StreamIdT] = [row["message_id"] for row in rows if row["message_id"] not in self.in_flight]
+            if not ids:
+                continue
+            resp = await self.r.xclaim(self.stream, self.group, self.consumer, 0, ids)
+            got = [(eid, f) for eid, f in replies.pending(resp) if f is not None]
+            if got:
+                return got
+
+    async def _touch_in_flight(self) -> None:
+        """Reset the idle time of entries in flight that are getting old (XCLAIM JUSTID counts no
+        delivery), so no other consumer's reclaim takes what this one still holds."""
+        if not self.in_flight:
+            return
+        ordered = sorted(self.in_flight, key=id_key)
+        ids: list[StreamIdT] = list(ordered)
+        for i in range(0, len(ids), 1000):
+            await self.r.xclaim(self.stream, self.group, self.consumer, self.claim_idle_ms // 2,
+                                ids[i:i + 1000], justid=True)
 
     async def claim_from_gone(self) -> list[Entry]:
         """Take over, without waiting for claim_idle_ms, the pending entries of a consumer that
@@ -234,16 +324,21 @@ class StreamWorker:
         return []
 
     async def reclaim(self) -> list[Entry]:
-        """Take over entries another consumer left pending for longer than claim_idle_ms."""
-        resp = await self.r.xautoclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.count
-        )
-        claimed = [(eid, f) for eid, f in resp[1] if f is not None] if resp else []
-        deleted = resp[2] if resp and len(resp) > 2 else []
-        if deleted:  # trimmed away while pending: nothing left to process
-            await self.r.xack(self.stream, self.group, *deleted)
-        self.stats.reclaimed += len(claimed)
-        return claimed
+        """Take over entries another consumer left pending for longer than claim_idle_ms (never
+        what this one holds in flight)."""
+        cursor: bytes | str = "0-0"
+        while True:
+            resp = await self.r.xautoclaim(
+                self.stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.count
+            )
+            claimed = self._not_in_flight([(eid, f) for eid, f in resp[1] if f is not None] if resp else [])
+            deleted = resp[2] if resp and len(resp) > 2 else []
+            if deleted:  # trimmed away while pending: nothing left to process
+                await self.r.xack(self.stream, self.group, *deleted)
+            self.stats.reclaimed += len(claimed)
+            cursor = resp[0] if resp else b"0-0"
+            if claimed or _text(cursor) == "0-0":
+                return claimed
 
     # -- processing ----------------------------------------------------------------------------
     def reject(self, eid: bytes, reason: str) -> None:
@@ -260,6 +355,8 @@ class StreamWorker:
             if not items:
                 return
         self._rejected = []
+        if not self.auto_ack:
+            self.in_flight.update(item[0] for item in items)  # the handler holds them until it acks
         try:
             await self.handler(items)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
@@ -322,6 +419,7 @@ class StreamWorker:
     async def _failed(self, failures: list[tuple[Entry, Exception]]) -> None:
         if not failures:
             return
+        self.in_flight.difference_update(e[0] for e, _ in failures)  # handed again when retried
         counts = await self._delivery_counts([e[0] for e, _ in failures])
         retry = False
         for (eid, fields), exc in failures:
@@ -336,7 +434,7 @@ class StreamWorker:
                 )
                 retry = True
         if retry:
-            self._retry_own = True
+            self._retry_from_start()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.retry_backoff_s)
 
@@ -371,6 +469,7 @@ class StreamWorker:
             pipe.xack(self.stream, self.group, *[d[0] for d in dead])
             await pipe.execute()
         self.stats.dead_lettered += len(dead)
+        self.in_flight.difference_update(d[0] for d in dead)
         for eid, _, reason, _ in dead:
             log.warning("dead-lettered %s %s: %s", self.stream, eid, reason)
 
@@ -378,6 +477,10 @@ class StreamWorker:
 def id_key(eid: bytes) -> tuple[int, int]:
     ms, _, seq = eid.partition(b"-")
     return int(ms), int(seq or 0)
+
+
+def _text(eid: bytes | str) -> str:
+    return eid.decode() if isinstance(eid, bytes) else eid
 
 
 def _reason(exc: BaseException) -> str:

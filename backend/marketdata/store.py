@@ -4,9 +4,17 @@ configured; both exactly-once across crashes, keyed by the md.ticks stream ids t
 Parquet commits in two phases: every partition file of a flush is written as `*.parquet.tmp`,
 then a manifest `_commits/<first id>_<last id>.json` naming them is written atomically, then the
 files are renamed into place. On start, `recover()` finishes the renames of every manifest and
-deletes temp files no manifest names; the newest manifest's last id is the committed offset, and
-entries at or below it are never written again. Delta Lake keeps the same offset as an app
-transaction version in the table's own log.
+deletes temp files no manifest names; the newest manifest's last id is the committed offset.
+A write that fails (a full disk: ENOSPC) removes what it wrote and raises; nothing is committed.
+
+Exactly once with the stream's consumer group: a flush given the entry ids it holds (`ids=`, as
+sink-ticks does) leaves its manifest, listing them, under `_commits/unacked/` until the sink has
+acknowledged them (`acked(stem)` moves it up to `_commits/`). So a crash between the commit and
+the XACK is settled on the next start: `unacked()` names the entries that are stored but may
+still be pending, the sink acks them and they are never delivered again; and a flush that repeats
+entries an unacked commit already holds (another instance took them over) writes none of their
+rows twice. Delta Lake keeps the committed offset as an app transaction version in the table's
+own log (no unacked commits: the sink skips entries at or below that offset).
 
 A closed day's many small files are compacted into one file per date and symbol by the
 scheduler's end-of-day job (`backend.marketdata.compaction`). Readers list and read under the
@@ -17,10 +25,12 @@ compacted file replaces, which covers a compaction that crashed mid-swap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -123,19 +133,36 @@ def _day(ns: int) -> str:
 
 
 @dataclass
+class Commit:
+    """A committed flush whose entries the sink may not have acknowledged yet."""
+
+    stem: str
+    ids: list[str]
+
+
+@dataclass
 class ParquetStore:
     root: Path
+    tracks_acks: ClassVar[bool] = True
+    """Commits keep the entry ids they hold until acked (`unacked()`): no offset skipping needed."""
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.commits = self.root / "_commits"
+        self.pending_acks = self.commits / "unacked"
+        # the last id of commits that never listed their entry ids (written before commits did,
+        # or without `ids=`): entries at or below it count as stored; set by recover()
+        self.untracked_offset: str | None = None
+
+    def _manifests(self) -> list[Path]:
+        return sorted([*self.commits.glob("*.json"), *self.pending_acks.glob("*.json")])
 
     def recover(self) -> str | None:
         """Finish interrupted commits, drop uncommitted temp files; the committed offset."""
         named: set[Path] = set()
         last: str | None = None
         if self.commits.exists():
-            for m in sorted(self.commits.glob("*.json")):
+            for m in self._manifests():
                 info = json.loads(m.read_text())
                 for rel in info["files"]:
                     final = self.root / rel
@@ -145,41 +172,108 @@ class ParquetStore:
                     named.add(final)
                 if last is None or id_key(info["last_id"]) > id_key(last):
                     last = info["last_id"]
+                untracked = self.untracked_offset
+                if "ids" not in info and not info.get("acked") and (
+                        untracked is None or id_key(info["last_id"]) > id_key(untracked)):
+                    self.untracked_offset = info["last_id"]
         for tmp in self.root.rglob("*.parquet.tmp"):
             tmp.unlink()
+        for mtmp in self.commits.rglob("*.json.tmp") if self.commits.exists() else []:
+            mtmp.unlink()
         return last
 
-    def write(self, table: pa.Table, first_id: str, last_id: str) -> list[Path]:
+    def unacked(self) -> list[Commit]:
+        """Committed flushes whose entries may not be acknowledged yet (oldest first)."""
+        out = []
+        for m in sorted(self.pending_acks.glob("*.json")):
+            try:
+                info = json.loads(m.read_text())
+            except FileNotFoundError:  # another instance acked it meanwhile
+                continue
+            out.append(Commit(m.stem, info.get("ids", [])))
+        return out
+
+    def acked(self, stem: str) -> None:
+        """The entries of commit `stem` are acknowledged: its manifest leaves `unacked/` for
+        `_commits/`, without its list of ids (kept whole when even that small write fails)."""
+        src, dst = self.pending_acks / f"{stem}.json", self.commits / f"{stem}.json"
+        try:
+            info = json.loads(src.read_text())
+        except FileNotFoundError:  # settled already (by another instance, or before)
+            return
+        info.pop("ids", None)
+        info["acked"] = True
+        tmp = dst.with_name(dst.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, dst)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(src, dst)
+            return
+        src.unlink(missing_ok=True)
+
+    def write(self, table: pa.Table, first_id: str, last_id: str, *, ids: list[str] | None = None) -> list[Path]:
+        """Commit `table` (the rows of entries `first_id` .. `last_id`). With `ids` (every entry
+        id the flush holds) the commit waits in `unacked/` for `acked()`, and rows of entries an
+        unacked commit already holds are left out. On any failure (ENOSPC ...) what was written
+        is removed and the error raised: nothing is committed."""
+        if ids is not None:
+            table = self._not_yet_stored(table)
         if table.num_rows == 0:
             return []
         table = _with_date(table)
         stem = f"{first_id}_{last_id}"
-        files = []
-        for date in pc.unique(table["date"]).to_pylist():
-            dt = table.filter(pc.equal(table["date"], date))
-            for sym in pc.unique(dt["symbol"]).to_pylist():
-                part = dt.filter(pc.equal(dt["symbol"], sym)).drop_columns(["date"])
-                rel = Path(f"date={date}") / f"symbol={sym}" / f"{stem}.parquet"
-                final = self.root / rel
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = final.with_name(final.name + ".tmp")
-                pq.write_table(part.drop_columns(["symbol"]), tmp)
-                files.append(rel)
-        self.commits.mkdir(parents=True, exist_ok=True)
-        manifest = self.commits / f"{stem}.json"
+        files: list[Path] = []
+        commits = self.pending_acks if ids is not None else self.commits
+        manifest = commits / f"{stem}.json"
         mtmp = manifest.with_name(manifest.name + ".tmp")
-        mtmp.write_text(json.dumps({"first_id": first_id, "last_id": last_id, "rows": table.num_rows,
-                                    "files": [str(f) for f in files]}))
+        try:
+            for date in pc.unique(table["date"]).to_pylist():
+                dt = table.filter(pc.equal(table["date"], date))
+                for sym in pc.unique(dt["symbol"]).to_pylist():
+                    part = dt.filter(pc.equal(dt["symbol"], sym)).drop_columns(["date"])
+                    rel = Path(f"date={date}") / f"symbol={sym}" / f"{stem}.parquet"
+                    final = self.root / rel
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    files.append(rel)
+                    pq.write_table(part.drop_columns(["symbol"]), final.with_name(final.name + ".tmp"))
+            commits.mkdir(parents=True, exist_ok=True)
+            info = {"first_id": first_id, "last_id": last_id, "rows": table.num_rows,
+                    "files": [str(f) for f in files]}
+            if ids is not None:
+                info["ids"] = ids
+            with open(mtmp, "w") as f:
+                f.write(json.dumps(info))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            for rel in files:  # nothing committed: free what this flush took
+                (self.root / rel).with_name(rel.name + ".tmp").unlink(missing_ok=True)
+            mtmp.unlink(missing_ok=True)
+            raise
         os.replace(mtmp, manifest)  # the commit point
         for rel in files:
             final = self.root / rel
             os.replace(final.with_name(final.name + ".tmp"), final)
         return [self.root / f for f in files]
 
+    def _not_yet_stored(self, table: pa.Table) -> pa.Table:
+        """`table` without the rows of entries an unacked commit holds (stored already)."""
+        held = {i for c in self.unacked() for i in c.ids}
+        if not held or table.num_rows == 0:
+            return table
+        keep = pc.invert(pc.is_in(table["stream_id"], pa.array(sorted(held), pa.string())))
+        return table.filter(keep)
+
 
 @dataclass
 class DeltaStore:
     root: Path
+    tracks_acks: ClassVar[bool] = False
+    """Only an offset: entries at or below it are skipped, redelivered or not."""
+    untracked_offset: ClassVar[str | None] = None
 
     def recover(self) -> str | None:
         from deltalake import DeltaTable
@@ -193,7 +287,13 @@ class DeltaStore:
             return None
         return f"{version >> 20}-{version & ((1 << 20) - 1)}"
 
-    def write(self, table: pa.Table, first_id: str, last_id: str) -> list[Path]:
+    def unacked(self) -> list[Commit]:
+        return []
+
+    def acked(self, stem: str) -> None:
+        pass
+
+    def write(self, table: pa.Table, first_id: str, last_id: str, *, ids: list[str] | None = None) -> list[Path]:
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         if table.num_rows == 0:

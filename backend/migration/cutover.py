@@ -27,12 +27,13 @@ from typing import Any
 from backend.bus import streams
 from backend.errors import TradeopsError
 from backend.health import gone
+from backend.messages import LIVE_STATES
 from backend.migration.state import MoveRefused, check, move
 
 FRESH_S = 3.0  # a heartbeat older than this does not count as healthy (they come every second)
 POLL_S = 0.02
 DEFAULT_TIMEOUT_S = 30.0
-LIVE = ("starting", "running", "draining")
+LIVE = LIVE_STATES  # a degraded instance still works: a cutover waits for it to drain
 
 
 class CutoverError(TradeopsError):

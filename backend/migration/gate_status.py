@@ -17,7 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from backend.bus import codec, streams
+from backend.bus import archive, streams
+from backend.bus.entries import Skips, decode_entries
 from backend.errors import TradeopsError
 from backend.messages import GateEvent
 from backend.migration import inventory
@@ -26,11 +27,14 @@ SHIPPED = "gates/definitions.toml"
 _PRIORITY = re.compile(r"P([0-9]+)")
 
 
-def latest_decisions(r: Any) -> dict[str, str]:
-    """gate id -> its latest decision (proceed / fix / stop)."""
+def latest_decisions(r: Any, skips: Skips | None = None) -> dict[str, str]:
+    """gate id -> its latest decision (proceed / fix / stop), over the whole log, archive and all; an
+    entry that is not a GateEvent is skipped (counted in `skips`; `audit verify` reports it as a
+    break in the chain)."""
     out: dict[str, str] = {}
-    for _, f in r.xrange(streams.OPS_GATES):
-        ev = codec.decode(codec.payload(f), GateEvent)
+    events, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES,
+                               skips=skips)
+    for _, ev in events:
         if ev.kind == "decision" and ev.decision:
             out[ev.gate] = ev.decision
     return out

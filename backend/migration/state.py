@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.bus import codec, streams
+from backend.bus import archive, streams
 from backend.bus.durable import wait_durable
+from backend.bus.entries import Skips, decode_entries
 from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
 from backend.messages import MigrationEvent
@@ -58,11 +59,14 @@ class ServiceState:
                 and bool(last.detail.get("keep_target")))
 
 
-def board(r: Any) -> dict[str, ServiceState]:
+def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
+    """Each service's state from every event on ops.migration; an entry that is not a
+    MigrationEvent is skipped (counted in `skips`): it moves nothing."""
     inv = inventory.load()
     out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
-    for _, f in r.xrange(streams.OPS_MIGRATION):
-        ev = codec.decode(codec.payload(f), MigrationEvent)
+    events, _ = decode_entries(archive.history(r, streams.OPS_MIGRATION), MigrationEvent,  # archived moves first
+                               stream=streams.OPS_MIGRATION, skips=skips)
+    for _, ev in events:
         if ev.service in out:
             out[ev.service].state = ev.to_state
             out[ev.service].history.append(ev)

@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend.bus import streams
+from backend.bus.entries import Skips, decode_entries
 from backend.bus.publish import queue
 from backend.messages import ModelEvent, ModelEventKind, ModelRegister
 from backend.models.linear import LinearModel
@@ -161,9 +162,12 @@ def history(r: Any, name: str) -> list[int]:
     return [int(v) for v in r.lrange(k_history(name), 0, -1)]
 
 
-def events(r: Any, name: str | None = None, count: int = 1000) -> list[ModelEvent]:
-    out = [codec.decode(codec.payload(f), ModelEvent) for _, f in r.xrevrange(streams.MODELS_EVENTS, count=count)]
-    return [e for e in reversed(out) if name is None or e.name == name]
+def events(r: Any, name: str | None = None, count: int = 1000, skips: Skips | None = None) -> list[ModelEvent]:
+    """The registry's newest `count` events (of `name`), oldest first; those that do not decode
+    are skipped (counted in `skips`)."""
+    got, _ = decode_entries(reversed(r.xrevrange(streams.MODELS_EVENTS, count=count)), ModelEvent,
+                            stream=streams.MODELS_EVENTS, skips=skips)
+    return [e for _, e in got if name is None or e.name == name]
 
 
 # -- reads (async clients: services) ---------------------------------------------------------------

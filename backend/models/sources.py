@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 import pandas as pd
 
-from backend.bus import codec, streams
+from backend.bus import streams
+from backend.bus.entries import Skips, decode_with
 from backend.bus.history import xrange_between
 from backend.messages import Bar, FeatureRow
 
@@ -24,15 +25,13 @@ _bar = msgspec.msgpack.Decoder(Bar)
 BAR_NS = {"1s": 1_000_000_000, "1m": 60_000_000_000}
 
 
-async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: int = 0) -> pd.DataFrame:
+async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: int = 0,
+                       skips: Skips | None = None) -> pd.DataFrame:
     """Feature rows (symbol, ts_ns, one column per feature) in time order; undecodable entries
-    are skipped (the feature pipeline dead-letters its own bad input)."""
+    are skipped, counted in `skips` (the feature pipeline dead-letters its own bad input)."""
     recs: list[dict[str, Any]] = []
-    for _, f in await xrange_between(r, streams.FEATURES):
-        try:
-            row = _row.decode(codec.payload(f))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
+    rows, _ = decode_with(await xrange_between(r, streams.FEATURES), _row.decode, stream=streams.FEATURES, skips=skips)
+    for _, row in rows:
         if symbols and row.symbol not in symbols:
             continue
         if (start_ns and row.ts_ns < start_ns) or (end_ns and row.ts_ns >= end_ns):
@@ -45,7 +44,7 @@ async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: in
 
 
 async def best_feature_rows(r: Any, data_dir: Path, symbols: list[str], start_ns: int = 0, end_ns: int = 0,
-                            source: str = "auto") -> tuple[pd.DataFrame, str]:
+                            source: str = "auto", skips: Skips | None = None) -> tuple[pd.DataFrame, str]:
     """Feature rows and where they came from: 'offline' (the feature store's Parquet), 'stream'
     (the `features` stream's history) or 'auto': whichever holds more rows for the range (the
     offline store lags by its flush interval; the stream is trimmed by MAXLEN)."""
@@ -53,7 +52,7 @@ async def best_feature_rows(r: Any, data_dir: Path, symbols: list[str], start_ns
     if source in ("auto", "offline"):
         offline = await asyncio.to_thread(offline_feature_rows, data_dir, symbols, start_ns, end_ns)
     if source in ("auto", "stream"):
-        stream = await feature_rows(r, symbols, start_ns, end_ns)
+        stream = await feature_rows(r, symbols, start_ns, end_ns, skips)
     if stream is None or (offline is not None and len(offline) >= len(stream)):
         return offline, "offline"
     return stream, "stream"
@@ -69,15 +68,13 @@ def offline_feature_rows(data_dir: Path, symbols: list[str], start_ns: int = 0, 
     return df.sort_values("ts_ns", kind="stable").reset_index(drop=True)
 
 
-async def bar_prices(r: Any, symbols: list[str], interval: str = "1s") -> pd.DataFrame:
-    """(symbol, ts_ns, price): each bar's close, stamped at the bar's end."""
+async def bar_prices(r: Any, symbols: list[str], interval: str = "1s", skips: Skips | None = None) -> pd.DataFrame:
+    """(symbol, ts_ns, price): each bar's close, stamped at the bar's end (undecodable entries
+    skipped, counted in `skips`)."""
     stream = streams.MD_BARS_1S if interval == "1s" else streams.MD_BARS_1M
     recs = []
-    for _, f in await xrange_between(r, stream):
-        try:
-            bar = _bar.decode(codec.payload(f))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
+    bars, _ = decode_with(await xrange_between(r, stream), _bar.decode, stream=stream, skips=skips)
+    for _, bar in bars:
         if symbols and bar.symbol not in symbols:
             continue
         recs.append((bar.symbol, bar.start_ns + BAR_NS[bar.interval], bar.close))

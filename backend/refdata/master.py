@@ -13,11 +13,11 @@ from typing import Any
 
 import msgspec
 
+from backend.bus.entries import Skips, decode_value
 from backend.errors import ConfigError
 from backend.messages import Instrument
 
 KEY = "refdata:instruments"
-_inst = msgspec.msgpack.Decoder(Instrument)
 
 
 def load_file(path: str | None) -> list[Instrument]:
@@ -61,6 +61,10 @@ def problem(i: Instrument) -> str | None:
     return None
 
 
-def instruments(r: Any) -> dict[str, Instrument]:
-    """The live master (a sync Redis client): symbol -> Instrument."""
-    return {k.decode(): _inst.decode(v) for k, v in r.hgetall(KEY).items()}
+def instruments(r: Any, skips: Skips | None = None) -> dict[str, Instrument]:
+    """The live master (a sync Redis client): symbol -> Instrument (an entry that does not decode
+    skipped, counted in `skips`)."""
+    got = {k.decode(): decode_value(v, Instrument) for k, v in r.hgetall(KEY).items()}
+    if skips is not None:
+        skips.add(KEY, sum(i is None for i in got.values()))
+    return {k: i for k, i in got.items() if i is not None}

@@ -5,7 +5,8 @@ What the day held: ticks stored per symbol (OHLC, volume, from the tick store), 
 they ended (orders.events), fills and notional (exec.reports), positions and PnL per account at
 the day's end (the last `positions` entry of each account and symbol), signals per model,
 alerts, dead letters added, and the scheduler's jobs. Streams are read as retained (MAXLEN ~
-trims the oldest entries of busy streams): counts say what the bus still held.
+trims the oldest entries of busy streams): counts say what the bus still held. Entries that do not
+decode are skipped and counted per stream (`skipped_undecodable`).
 
 It is pure backend (no gates, no console): the scheduler builds it at end of day.
 """
@@ -18,10 +19,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import pandas as pd
 
-from backend.bus import codec, streams
+from backend.bus import streams
+from backend.bus.entries import Skips, decode_entries
 from backend.bus.history import xrange_between
 from backend.bus.replies import Entry
 from backend.fileio import write_text_atomic
@@ -48,15 +49,10 @@ def day_bounds(day: str) -> tuple[int, int]:
     return start.value, start.value + DAY_NS
 
 
-def _decoded(entries: list[Entry], typ: type[T]) -> list[T]:
-    dec = msgspec.msgpack.Decoder(typ)
-    out: list[T] = []
-    for _, f in entries:
-        try:
-            out.append(dec.decode(codec.payload(f)))
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
-            continue  # a bad entry is its producer's DLQ matter, not the report's
-    return out
+def _decoded(entries: list[Entry], typ: type[T], stream: str, skips: Skips) -> list[T]:
+    """The messages of `entries`; a bad entry is its producer's DLQ matter: the report skips it
+    and says how many it skipped (`skipped_undecodable`)."""
+    return [m for _, m in decode_entries(entries, typ, stream=stream, skips=skips)[0]]
 
 
 def market_section(data_dir: Path, start: int, end: int) -> dict[str, Any]:
@@ -74,8 +70,12 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
     """The report for `day` as plain data."""
     start, end = day_bounds(day)
     market = await asyncio.to_thread(market_section, data_dir, start, end)
+    skips = Skips()
 
-    events: list[OrderEvent] = _decoded(await xrange_between(r, streams.ORDERS_EVENTS, start, end), OrderEvent)
+    async def read(stream: str, typ: type, since: int = start) -> list:
+        return _decoded(await xrange_between(r, stream, since, end), typ, stream, skips)
+
+    events: list[OrderEvent] = await read(streams.ORDERS_EVENTS, OrderEvent)
     final: dict[str, OrderEvent] = {}
     for ev in events:
         final[ev.client_order_id] = ev
@@ -83,7 +83,7 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
     reasons = Counter(ev.reason.split(":", 1)[0] for ev in final.values()
                       if ev.state in ("DENIED", "REJECTED") and ev.reason)
 
-    fills = [x for x in _decoded(await xrange_between(r, streams.EXEC_REPORTS, start, end), ExecReport)
+    fills = [x for x in await read(streams.EXEC_REPORTS, ExecReport)
              if x.kind == "fill"]
     by_sym: dict[str, dict[str, float]] = defaultdict(lambda: {"fills": 0, "bought": 0.0, "sold": 0.0, "notional": 0.0})
     for x in fills:
@@ -93,7 +93,7 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
         s["notional"] += x.fill_qty * x.fill_price
 
     positions: dict[tuple[str, str], Position] = {}
-    for p in _decoded(await xrange_between(r, streams.POSITIONS, 0, end), Position):
+    for p in await read(streams.POSITIONS, Position, 0):
         positions[(p.account, p.symbol)] = p
     accounts: dict[str, dict[str, Any]] = {}
     for (acc, sym), p in sorted(positions.items()):
@@ -108,7 +108,7 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
             a[k] = round(a[k], 6)
         a["pnl"] = round(a["realized"] + a["unrealized"], 6)
 
-    sigs: list[Signal] = _decoded(await xrange_between(r, streams.SIGNALS, start, end), Signal)
+    sigs: list[Signal] = await read(streams.SIGNALS, Signal)
     models: dict[str, dict[str, Any]] = {}
     for sig in sigs:
         m = models.setdefault(sig.model, {"signals": 0, "buy": 0, "sell": 0, "versions": set()})
@@ -119,13 +119,13 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
     for m in models.values():
         m["versions"] = sorted(m["versions"])
 
-    alerts: list[Alert] = _decoded(await xrange_between(r, streams.OPS_ALERTS, start, end), Alert)
+    alerts: list[Alert] = await read(streams.OPS_ALERTS, Alert)
     dead: dict[str, int] = {}
     async for key in r.scan_iter(match=streams.dlq("*"), count=500):
         n = len(await xrange_between(r, key.decode(), start, end))
         if n:
             dead[key.decode()] = n
-    jobs: list[JobRun] = _decoded(await xrange_between(r, streams.OPS_JOBS, start, end), JobRun)
+    jobs: list[JobRun] = await read(streams.OPS_JOBS, JobRun)
 
     return {
         "day": day,
@@ -141,6 +141,7 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
         "dead_letters": dict(sorted(dead.items())),
         "jobs": [{"job": j.job, "day": j.day, "outcome": j.detail.get("outcome", ""),
                   "reason": j.detail.get("reason", "")} for j in jobs],
+        "skipped_undecodable": dict(sorted(skips.by_stream.items())),
     }
 
 
@@ -180,6 +181,9 @@ def markdown(rep: dict[str, Any]) -> str:
               f"Alerts raised: {a['raised']}" + (f" ({', '.join(f'{k} {v}' for k, v in a['by_severity'].items())})"
                                                  if a["by_severity"] else "") + ".",
               "Dead letters added: " + (", ".join(f"{k} {v}" for k, v in rep["dead_letters"].items()) or "none") + "."]
+    if rep.get("skipped_undecodable"):
+        lines.append("Entries skipped by this report (undecodable): "
+                     + ", ".join(f"{k} {v}" for k, v in rep["skipped_undecodable"].items()) + ".")
     for j in rep["jobs"]:
         lines.append(f"- job {j['job']} ({j['day']}): {j['outcome'] or 'started'}"
                      + (f": {j['reason']}" if j["reason"] else ""))

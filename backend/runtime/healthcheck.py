@@ -83,11 +83,11 @@ def hmget(url: str, key: str, *fields: str, timeout: float = 2.0) -> list[bytes 
 def check(url: str, service: str, instance: str, max_age_s: float = HEALTH_TTL_S) -> str | None:
     """None when healthy, else the reason."""
     key = HEALTH_KEY.format(service=service, instance=instance)
-    state, ts_ns = hmget(url, key, "state", "ts_ns")
+    state, ts_ns, reason = hmget(url, key, "state", "ts_ns", "reason")
     if state is None:
         return f"no heartbeat at {key}"
     if state != b"running":
-        return f"{instance} is {state.decode()}"
+        return f"{instance} is {state.decode()}" + (f": {reason.decode()}" if reason else "")
     age = time.time() - int(ts_ns or 0) / 1e9
     if age > max_age_s:
         return f"last heartbeat {age:.1f}s ago (more than {max_age_s:g}s)"

@@ -9,12 +9,12 @@ import random
 import threading
 import time
 
-import msgspec
 import redis
 
-from backend.bus import codec, publish_sync, replies, streams
+from backend.bus import publish_sync, replies, streams
+from backend.bus.entries import Skips, decode_entries, decode_value
 from backend.marketdata import ticks as tickcols
-from backend.messages import Instrument, Order
+from backend.messages import Instrument, Order, TickBatch
 from backend.refdata import master as refdata
 
 
@@ -37,6 +37,7 @@ class PaperFlow:
         self.n = 0
         self.steps: dict[str, tuple[float, float]] = {}  # symbol -> (tick size, lot size)
         self.steps_read = 0.0
+        self.skips = Skips()  # each look that found the newest md.ticks entry undecodable
 
     def _steps(self) -> dict[str, tuple[float, float]]:
         """The instrument master as refdata holds it (it can change while the demo runs), else the
@@ -44,10 +45,8 @@ class PaperFlow:
         if self.steps and time.monotonic() - self.steps_read < 10:
             return self.steps
         raw = replies.fields(self.r.hgetall(refdata.KEY))
-        if raw:
-            dec = msgspec.msgpack.Decoder(Instrument)
-            insts = [dec.decode(v) for v in raw.values()]
-        else:
+        insts = [i for i in (decode_value(v, Instrument) for v in raw.values()) if i is not None]
+        if not insts:
             insts = refdata.load_file(None)
         self.steps = {i.symbol: (i.tick_size, i.lot_size) for i in insts}
         self.steps_read = time.monotonic()
@@ -58,10 +57,12 @@ class PaperFlow:
 
     def run(self) -> None:
         while not self._stop.wait(1.0 / self.per_s):
-            last = replies.entries(self.r.xrevrange(streams.MD_TICKS, count=1))
-            if not last:
+            last, _ = decode_entries(replies.entries(self.r.xrevrange(streams.MD_TICKS, count=1)), TickBatch,
+                                     stream=streams.MD_TICKS, skips=self.skips)
+            prices = {s: px for s, px in tickcols.last_prices(last[0][1]).items()
+                      if math.isfinite(px) and px > 0} if last else {}
+            if not prices:  # no ticks yet, or the newest batch is not one (or has no usable price)
                 continue
-            prices = tickcols.last_prices(tickcols.decode(codec.payload(last[0][1])))
             sym = self.rng.choice(sorted(prices))
             px = prices[sym]
             tick, lot = self._steps().get(sym, (1e-6, 1e-6))

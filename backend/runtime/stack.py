@@ -81,7 +81,8 @@ class Stack:
         live = embedded.live_info(self.data_dir)
         if live:
             return live.url
-        self.redis_server = embedded.EmbeddedRedis(self.data_dir, detach=True)
+        self.redis_server = embedded.EmbeddedRedis(self.data_dir, detach=True,
+                                                   maxmemory=self.settings.redis_maxmemory)
         return self.redis_server.start()
 
     def up(self, *, detach: bool = True, timeout: float = 60.0) -> str:
@@ -182,11 +183,13 @@ class Stack:
         for i in table["instances"]:
             hb = beats.get(i["instance"])
             health = hb.state if hb else ("n/a" if i["service"] == "exchange" else "no heartbeat")
+            if hb and hb.state == "degraded":
+                health += f": {hb.reason or 'no reason given'}"  # why it makes no progress
             if i.get("engine_health"):
                 health += f" ({i['engine_health']})"  # the container's health check, as the engine saw it
             rows.append({**i, "runtime": table.get("runtime", "process"), "health": health,
                          "uptime_s": round(time.time() - i["started"], 1),
-                         "rate": hb.rate if hb else None})
+                         "rate": hb.rate if hb else None, "reason": hb.reason if hb else ""})
         return rows
 
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 import redis
 
 from backend.bus import streams
+from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.fileio import write_text_atomic
 from backend.migration import inventory
@@ -234,7 +235,11 @@ class Supervisor:
 
     def desired(self) -> set[tuple[str, str]]:
         want = {(EXCHANGE, "legacy")} if self.with_exchange else set()
-        for svc, envs in desired_instances(board(self.r)).items():
+        skips = Skips()
+        states = board(self.r, skips)
+        for line in skips.notes():  # an entry that is not a move moves nothing
+            log.warning("supervisor: %s", line)
+        for svc, envs in desired_instances(states).items():
             if svc in self.services:
                 want |= {(svc, env) for env in envs}
         return want

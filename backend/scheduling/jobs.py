@@ -8,6 +8,9 @@ the params that kind takes (`params = {...}` of a job in the config).
   (backend.reports.daily);
 - `retrain`: a training job for ml-training over the recent history; the new version lands in
   modelops in staging with its lineage (promotion stays an operator's or modelops' policy).
+- `stream-archive`: the control-plane logs' entries older than `keep` (ops.gates, ops.migration,
+  models.events) are archived to `archive/<stream>/<day>.jsonl` in the data dir, then trimmed
+  from their streams (backend/bus/archive.py), so they stay within their memory budgets.
 
 A kind's coroutine gets the Run and returns what it did (a flat dict, shown by `tradeops jobs`);
 it raises JobFailed with the reason an operator reads, or JobInterrupted to leave the run claimed
@@ -27,7 +30,9 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, streams
+from backend import locations
+from backend.bus import archive, streams
+from backend.bus.entries import decode_entries
 from backend.bus.publish import publish
 from backend.features import store as fstore
 from backend.marketdata import compaction
@@ -191,11 +196,26 @@ async def retrain(run: Run) -> dict[str, Any]:
 
 async def _registry_answer(r: Any, request_id: str) -> ModelEvent | None:
     """modelops' answer (registered or refused) to the request `request_id`, among its recent events."""
-    for _, f in await r.xrevrange(streams.MODELS_EVENTS, count=500):
-        try:
-            ev = codec.decode(codec.payload(f), ModelEvent)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if ev.request_id == request_id:
-            return ev
-    return None
+    got, _ = decode_entries(await r.xrevrange(streams.MODELS_EVENTS, count=500), ModelEvent,
+                            stream=streams.MODELS_EVENTS)  # an entry that is not an event answers nothing
+    return next((ev for _, ev in got if ev.request_id == request_id), None)
+
+
+# -- stream-archive -------------------------------------------------------------------------------
+class ArchiveParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    keep: str = "7d"
+    """How long an entry stays live before it is archived (sooner when a log is over its budget)."""
+
+    def __post_init__(self) -> None:
+        duration(self.keep, key="keep")
+
+
+@kind("stream-archive", ArchiveParams)
+async def stream_archive(run: Run) -> dict[str, Any]:
+    try:
+        done = await archive.archive_all(run.r, run.data_dir, keep_s=duration(run.params.keep))
+    except archive.ArchiveUnreadable as exc:
+        raise JobFailed(str(exc)) from None
+    return {"archived": sum(a.archived for a in done), "trimmed": sum(a.trimmed for a in done),
+            "streams": ", ".join(f"{a.stream} {a.archived}" for a in done),
+            "dir": str(locations.archive_dir(run.data_dir))}

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, publish_sync, streams
+from backend.bus import publish_sync, streams
+from backend.bus.entries import Skips, decode_entries
 from backend.messages import JobRun
 
 SINCE_KEY = "scheduler:since"
@@ -50,12 +51,13 @@ def run_record(r: Any, job: str, slot: str) -> dict[str, Any] | None:
     return None if raw is None else msgspec.json.decode(raw)
 
 
-def finished_runs(r: Any, job: str = "", limit: int = 20, scan: int = 10_000) -> list[JobRun]:
+def finished_runs(r: Any, job: str = "", limit: int = 20, scan: int = 10_000,
+                  skips: Skips | None = None) -> list[JobRun]:
     """Finished runs on ops.jobs (of `job`, or of every job), newest first, at most `limit`,
-    among the last `scan` entries."""
+    among the last `scan` entries (those that do not decode skipped, counted in `skips`)."""
     rows: list[JobRun] = []
-    for _, f in r.xrevrange(streams.OPS_JOBS, count=scan):
-        run = codec.decode(codec.payload(f), JobRun)
+    got, _ = decode_entries(r.xrevrange(streams.OPS_JOBS, count=scan), JobRun, stream=streams.OPS_JOBS, skips=skips)
+    for _, run in got:
         if run.detail.get("outcome") in (None, "running") or (job and run.job != job):
             continue
         rows.append(run)

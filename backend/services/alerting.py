@@ -6,8 +6,11 @@ delivered to a webhook over httpx with retries.
 An alert is resolved (removed from `alerts:active`, kept on ops.alerts.resolved with the reason)
 when its cause is gone: an alert on ops.alerts saying so (`resolved`, e.g. ptrc's breach that is
 over), a dead-letter stream that has not grown for `dlq_quiet_s`, an instance that beats as
-running again, a gate check that passes on its next run. An instance that stopped cleanly (its
-final heartbeat says stopped: drained in a cutover, or shut down) is not alerted on."""
+running again, a gate check that passes on its next run. Redis's memory at or over
+streams.ALERT_MEMORY_PCT of its maxmemory is a warning (`redis:memory`), resolved once it is
+below again. An instance that stopped cleanly (its final heartbeat says stopped: drained in a
+cutover, or shut down) is not alerted on. An instance that beats `degraded` (alive, but it cannot
+make progress) raises a warning naming its reason, resolved when it beats running again."""
 
 from __future__ import annotations
 
@@ -19,11 +22,14 @@ import msgspec
 
 from backend.bus import codec, streams
 from backend.bus.broadcast import Item
+from backend.bus.entries import Skips, decode_value
 from backend.bus.publish import queue
+from backend.health import HEARTBEATS, memory_from_info
 from backend.messages import Alert, GateEvent
 from backend.services.base import Service
 
 ACTIVE = "alerts:active"
+MEMORY_KEY = "redis:memory"
 GATE_CURSOR = "alerting:gate_cursor"
 RESOLVED = streams.OPS_ALERTS_RESOLVED
 DLQ_SEEN = "alerting:dlq_seen"  # dead letters per stream at the last look (survives restarts)
@@ -56,7 +62,6 @@ class AlertingService(Service):
         self.raised = 0
         self.delivered = 0
         self.failed_deliveries = 0
-        self.bad_heartbeats = 0
         self.resolved = 0
         self.dlq_seen: dict[str, int] = {k.decode(): int(v) for k, v in (await self.r.hgetall(DLQ_SEEN)).items()}
         self.dlq_grew: dict[str, float] = {}  # stream -> when it last grew (monotonic; quiet since start)
@@ -72,14 +77,14 @@ class AlertingService(Service):
     @property
     def skipped(self) -> int:
         """Undecodable heartbeats and gate events skipped."""
-        return self.bad_heartbeats + self.gates.skipped
+        return self.skips.total
 
     def processed(self) -> int:
         return self.raised
 
     def metrics(self) -> dict[str, object]:
         return {"raised": self.raised, "resolved": self.resolved, "delivered": self.delivered,
-                "failed_deliveries": self.failed_deliveries, "skipped_undecodable": self.skipped}
+                "failed_deliveries": self.failed_deliveries}
 
     async def raise_alert(self, alert: Alert) -> bool:
         """Record an alert unless one with its key is already active; deliver it if new."""
@@ -139,6 +144,15 @@ class AlertingService(Service):
                                              message=f"{hb.service} ({hb.instance}) is {hb.state}, last beat {age:.1f}s ago"))
             elif key in active and hb.state == "running":
                 await self.clear(key, f"{hb.service} ({hb.instance}) is running again")
+            degraded = f"degraded:{hb.instance}"
+            if hb.state == "degraded" and age <= self.cfg.heartbeat_max_age_s:
+                await self.raise_alert(Alert(id=f"degraded-{hb.instance}-{now}", ts_ns=now, severity="warning",
+                                             source="alerting", kind="degraded", key=degraded,
+                                             message=f"{hb.service} ({hb.instance}) is degraded: "
+                                                     f"{hb.reason or 'no reason given'}"))
+            elif degraded in active and hb.state == "running":
+                await self.clear(degraded, f"{hb.service} ({hb.instance}) is running again")
+        await self.watch_memory(active, now)
         mono = time.monotonic()
         async for k in self.r.scan_iter(match="dlq.*", count=500):
             stream = k.decode()
@@ -157,6 +171,16 @@ class AlertingService(Service):
                 for key in sorted(a for a in active if a.startswith(f"dlq:{stream}:")):
                     await self.clear(key, quiet)
 
+    async def watch_memory(self, active: set[str], now: int) -> None:
+        """Redis's memory against its maxmemory: a warning at streams.ALERT_MEMORY_PCT, resolved below."""
+        mem = memory_from_info(await self.r.info("memory"))
+        if mem.high:
+            await self.raise_alert(Alert(id=f"mem-{now}", ts_ns=now, severity="warning", source="alerting",
+                                         kind="memory", key=MEMORY_KEY,
+                                         message=f"{mem.line()}: at 100% every write fails (noeviction)"))
+        elif MEMORY_KEY in active:
+            await self.clear(MEMORY_KEY, mem.line())
+
     async def on_gate_events(self, items: list[Item]) -> None:
         now = time.time_ns()
         for _, eid, ev in items:
@@ -174,23 +198,29 @@ class AlertingService(Service):
         from backend.messages import Heartbeat
 
         out = []
-        async for k in self.r.scan_iter(match="health:*", count=1000):
+        bad = 0
+        async for k in self.r.scan_iter(match=HEARTBEATS, count=1000):
             raw = await self.r.hget(k, codec.FIELD_STR)
             if not raw:
                 continue
             try:
                 out.append(codec.decode(raw, Heartbeat))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.bad_heartbeats += 1
+            except msgspec.DecodeError:  # a ValidationError too
+                bad += 1
                 self.log.warning("skipping undecodable heartbeat in %s", k)
+        self.skips.set(HEARTBEATS, bad)  # the heartbeats that do not decode now (each look reads them all)
         return out
 
     async def teardown(self) -> None:
         await self.http.aclose()
 
 
-def active(r) -> list[tuple[str, Alert]]:  # noqa: ANN001
-    return [(k.decode(), _alert.decode(v)) for k, v in r.hgetall(ACTIVE).items()]
+def active(r, skips: Skips | None = None) -> list[tuple[str, Alert]]:  # noqa: ANN001
+    """The active alerts, by key (one that does not decode is skipped, counted in `skips`)."""
+    got = [(k.decode(), decode_value(v, Alert)) for k, v in r.hgetall(ACTIVE).items()]
+    if skips is not None:
+        skips.add(ACTIVE, sum(a is None for _, a in got))
+    return [(k, a) for k, a in got if a is not None]
 
 
 def ack(r, key: str, operator: str) -> Alert | None:  # noqa: ANN001

@@ -15,6 +15,11 @@ heartbeat retry with backoff, and a periodic task that finds Redis away skips th
 of the service's own (`run_extra`) that fails on it fails the service, which exits non-zero and is
 restarted by its supervisor.
 
+A service that is alive but cannot make progress (its store's disk is full, say) calls
+`self.degrade(reason)`: its heartbeat says `degraded` with the reason at once (ps, the console's
+health tiles, `tradeops health`, alerting and the gates' health checks all show it), and
+`self.recover()` when it can again, which makes it `running`. It keeps retrying by itself.
+
 Every consumer takes over at once the pending entries of another instance of the same service
 whose heartbeat says it is gone (`backend.health.gone`); entries of a consumer that is alive but
 stuck are reclaimed after `claim_idle_ms` (15 s by default, `claim_idle_ms = N` in any
@@ -24,6 +29,7 @@ stuck are reclaimed after `claim_idle_ms` (15 s by default, `claim_idle_ms = N` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -41,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from backend.bus import codec, streams
 from backend.bus.broadcast import Broadcast, Item
 from backend.bus.connection import connect_async
+from backend.bus.entries import Skips
 from backend.bus.fastconn import Arg, FastRedis
 from backend.bus.publish import queue
 from backend.bus.worker import Handler, StreamWorker
@@ -86,12 +93,18 @@ class Service:
         self.fast: FastRedis = None  # type: ignore[assignment]  # set in run(): the hot-path writes
         self.workers: list[StreamWorker] = []
         self.readers: list[Broadcast] = []
+        self.skips = Skips()
+        """Undecodable entries skipped outside the consumer groups (broadcasts, the service's own
+        reads: decode_entries(..., skips=self.skips)), per stream; the heartbeat's
+        `skipped_undecodable` is their total."""
         self._listens: list[tuple[Broadcast, Callable[[list[Item]], Awaitable[None]]]] = []
         self.latency: dict[str, LatencyRecorder] = {}
         self.state = "starting"
+        self.reason = ""  # why the state is what it is (degraded: what stops progress)
         self.started_ns = time.time_ns()
         self._periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # beat now (the state changed), not at the next second
         self._last_processed = 0
         self._last_beat = time.monotonic()
         self._rate = 0.0
@@ -123,7 +136,7 @@ class Service:
         """A broadcast reader of `cursors` ({stream: "$" | "0" | an entry id}) on this service's
         Redis, closed when the service stops; `read()` it yourself (e.g. in a periodic task).
         `decode`: a type, or {stream: type}; `opts`: Broadcast's (count, block_ms, min_interval_s)."""
-        reader = Broadcast(self.r, cursors, decode=decode, **opts)
+        reader = Broadcast(self.r, cursors, decode=decode, skips=self.skips, **opts)
         self.readers.append(reader)
         return reader
 
@@ -164,12 +177,40 @@ class Service:
         return self.latency[name]
 
     def metrics(self) -> dict[str, Any]:
-        """Service-specific heartbeat fields (`extra`)."""
+        """Service-specific heartbeat fields (`extra`); the base adds `skipped_undecodable` for a
+        service that reads streams outside its groups (or skipped something it read)."""
         return {}
 
     def processed(self) -> int:
         """Items processed so far (default: entries acked by the workers)."""
         return sum(w.stats.processed for w in self.workers)
+
+    def degrade(self, reason: str) -> None:
+        """Say this instance is alive but cannot make progress, and why: the heartbeat says
+        `degraded` with `reason` from the next beat on (sent at once). Call it again with a new
+        reason to update it; `recover()` when progress is possible again."""
+        if self.state in ("stopped", "failed"):
+            return
+        if self.state not in ("running", "degraded"):
+            self.reason = reason  # starting or draining: the state stays, the reason shows
+            return
+        if self.state != "degraded" or reason != self.reason:
+            self.log.warning("degraded: %s", reason, extra={"instance": self.instance})
+            self._wake.set()
+        self.state, self.reason = "degraded", reason
+
+    def recover(self) -> None:
+        """Progress is possible again: a degraded instance is `running` again (beat sent at once)."""
+        if self.state == "degraded":
+            self.log.info("running again (was degraded: %s)", self.reason, extra={"instance": self.instance})
+            self.state = "running"
+            self._wake.set()
+        if self.state not in ("stopped", "failed"):  # a failure's reason stays
+            self.reason = ""
+
+    @property
+    def degraded(self) -> bool:
+        return self.state == "degraded"
 
     async def run_extra(self) -> None:
         """A long-running coroutine of the service's own (a websocket client, a server...)."""
@@ -186,6 +227,7 @@ class Service:
             if self.state != "failed":  # a failed service keeps saying so in its last heartbeat
                 self.state = "draining"
             self._stop.set()
+            self._wake.set()
             for w in self.workers:
                 w.stop()
 
@@ -209,7 +251,7 @@ class Service:
             for w in self.workers:
                 w.r = self.r
                 await w.setup()
-            self.state = "running"
+            self.state = "degraded" if self.reason else "running"  # setup may have said degrade()
             self.log.info(
                 "started",
                 extra={"instance": self.instance, "environment": self.environment,
@@ -233,6 +275,7 @@ class Service:
             if failed:
                 self.state = "failed"
                 exc = failed[0].exception()
+                self.reason = f"task {failed[0].get_name()} failed: {exc!r}"
                 self.log.error("task %s failed: %r", failed[0].get_name(), exc, exc_info=exc)
             self.request_stop()
             # Workers finish the batch in hand and ack; periodic tasks end at the stop event.
@@ -280,11 +323,11 @@ class Service:
 
     async def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.heartbeat_s)
+            with contextlib.suppress(TimeoutError):  # every heartbeat_s, or at once when the state changed
+                await asyncio.wait_for(self._wake.wait(), self.heartbeat_s)
+            self._wake.clear()
+            if self._stop.is_set():
                 return
-            except TimeoutError:
-                pass
             try:
                 await self.heartbeat()
             except Exception as exc:  # noqa: BLE001 - a missed beat is logged, not fatal
@@ -337,8 +380,15 @@ class Service:
             pending=pending,
             dlq=dlq,
             latency_ms=latency,
-            extra=self.metrics(),
+            extra=self._extra(),
+            reason=self.reason,
         )
+
+    def _extra(self) -> dict[str, Any]:
+        extra = self.metrics()
+        if self.readers or self.skips:
+            extra.setdefault("skipped_undecodable", self.skips.total)
+        return extra
 
     async def heartbeat(self) -> Heartbeat:
         lag, pending, dlq = await self._group_stats()
@@ -348,7 +398,7 @@ class Service:
             "service": hb.service, "instance": hb.instance, "environment": hb.environment,
             "state": hb.state, "processed": hb.processed, "rate": hb.rate, "lag": hb.lag,
             "pending": hb.pending, "dlq": hb.dlq, "ts_ns": hb.ts_ns, "pid": hb.pid, "host": hb.host,
-            "pidns": _PIDNS,
+            "pidns": _PIDNS, "reason": hb.reason,
         }
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={**readable, codec.FIELD_STR: codec.encode(hb)})

@@ -73,7 +73,7 @@ class BtOrchestratorService(Service):
                                          job.start_ns or None, job.end_ns or None)
             if not df.empty or self.cfg.source == "ticks":
                 return df, "ticks"
-        df = await sources.bar_prices(self.r, job.symbols)
+        df = await sources.bar_prices(self.r, job.symbols, skips=self.skips)
         if job.start_ns:
             df = df[df.ts_ns >= job.start_ns]
         if job.end_ns:
@@ -88,7 +88,7 @@ class BtOrchestratorService(Service):
             raise ValueError(f"model {name!r} has no production version")
         model = rec.model()
         feats, _ = await sources.best_feature_rows(self.r, self.settings.resolved_data_dir(), job.symbols,
-                                                   job.start_ns, job.end_ns)
+                                                   job.start_ns, job.end_ns, skips=self.skips)
         if feats.empty:
             raise ValueError("no feature rows in the range")
         missing = [f for f in model.features if f not in feats.columns]

@@ -99,12 +99,13 @@ class MlTrainingService(Service):
     async def train(self, job: TrainJob) -> None:
         await self._state(job, "running")
         feats, feature_source = await sources.best_feature_rows(
-            self.r, self.settings.resolved_data_dir(), job.symbols, job.start_ns, job.end_ns, self.cfg.feature_source)
+            self.r, self.settings.resolved_data_dir(), job.symbols, job.start_ns, job.end_ns, self.cfg.feature_source,
+            self.skips)
         if self.cfg.price_source == "ticks":
             prices = sources.tick_prices(self.settings.resolved_data_dir(), job.symbols,
                                          job.start_ns or None, job.end_ns or None)
         else:
-            prices = await sources.bar_prices(self.r, job.symbols)
+            prices = await sources.bar_prices(self.r, job.symbols, skips=self.skips)
         t0 = time.perf_counter_ns()
         try:
             rows, cols = build_training_set(feats, prices, job, self.cfg.features)

@@ -22,6 +22,7 @@ import time
 import msgspec
 
 from backend.bus import codec, deadletter, fence, streams
+from backend.bus.entries import decode_value
 from backend.bus.publish import queue, xadd
 from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
@@ -56,8 +57,10 @@ class NormalizerService(Service):
         symbols = list(c.symbols)
         # refdata's instrument master, when it is running, adds what it lists as trading
         for raw in (await self.r.hgetall("refdata:instruments")).values():
-            inst = codec.decode(raw, Instrument)
-            if symbols and inst.status == "trading" and inst.symbol not in symbols:
+            inst = decode_value(raw, Instrument)
+            if inst is None:
+                self.skips.add("refdata:instruments")
+            elif symbols and inst.status == "trading" and inst.symbol not in symbols:
                 symbols.append(inst.symbol)
         self.validator = TickValidator(
             symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s

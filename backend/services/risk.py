@@ -12,8 +12,9 @@ import time
 
 import msgspec
 
-from backend.bus import codec, replies, streams
+from backend.bus import replies, streams
 from backend.bus.broadcast import Item
+from backend.bus.entries import decode_with
 from backend.bus.publish import xadd
 from backend.marketdata import ticks as tickcols
 from backend.messages import (
@@ -49,9 +50,10 @@ class RiskService(Service):
             self.on_broadcast,
             decode={streams.MD_TICKS: TickBatch, streams.EXEC_REPORTS: ExecReport,
                     streams.OPS_CONTROL: ControlCommand, streams.REFDATA_EVENTS: Instrument})
-        last = replies.entries(await self.r.xrevrange(streams.MD_TICKS, count=20))
-        for _, f in reversed(last):
-            self.engine.book.prices.update(tickcols.last_prices(_ticks.decode(codec.payload(f))))
+        newest = replies.entries(await self.r.xrevrange(streams.MD_TICKS, count=20))
+        last, _ = decode_with(reversed(newest), _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
+        for _, batch in last:
+            self.engine.book.prices.update(tickcols.last_prices(batch))
 
     def processed(self) -> int:
         return self.checked

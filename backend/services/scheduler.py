@@ -1,8 +1,9 @@
 """scheduler (P4): the trading-session calendar and its jobs, performed, with their outcomes.
 
 Jobs (config `[[services.scheduler.jobs]]`: a name, a kind, `at = "HH:MM"` UTC daily or
-`every = "15m"`, and the kind's params). The kinds (sink-compaction, daily-report, retrain) and
-what each does are in backend/scheduling/jobs.py; the calendar in backend/scheduling/calendar.py.
+`every = "15m"`, and the kind's params). The kinds (sink-compaction, daily-report, retrain,
+stream-archive) and what each does are in backend/scheduling/jobs.py; the calendar in
+backend/scheduling/calendar.py.
 
 A run is claimed once per slot (slot: the occurrence's date, or its start time for `every` jobs)
 among any number of scheduler instances (backend/scheduling/claims.py). At start and every
@@ -79,7 +80,8 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tick_s: float = 20.0
     """How often due jobs are looked for."""
     jobs: list[Job] = msgspec.field(default_factory=lambda: [
-        Job(name="sink-compaction", at="00:30"), Job(name="daily-report", at="00:45")])
+        Job(name="stream-archive", at="00:15"), Job(name="sink-compaction", at="00:30"),
+        Job(name="daily-report", at="00:45")])
 
     def __post_init__(self) -> None:
         Session.parse(self.session_open, self.session_close)

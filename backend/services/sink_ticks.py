@@ -1,14 +1,27 @@
 """sink-ticks (P1): md.ticks -> the durable tick store (Parquet by date/symbol, or Delta Lake),
-and QuestDB over ILP when a QuestDB URL is configured. Flushes by size and by time; exactly once
-across crashes (see backend.marketdata.store): entries at or below the committed offset are
-acknowledged without being written again."""
+and QuestDB over ILP when a QuestDB URL is configured. Flushes by size and by time.
+
+Every trade is stored exactly once across crashes, restarts and a full disk:
+- the worker hands each entry once while it is buffered (`auto_ack=False`: in flight until the
+  flush that stores it acks it), and an entry handed twice anyway is not buffered twice;
+- a flush commits the entry ids it holds with its files (backend.marketdata.store); on start,
+  commits whose acks a crash cut off are acked before anything is read, so what is stored is
+  never delivered again, and a flush never writes rows an unacked commit already holds. New
+  entries at or below the committed offset (a consumer group set back) are acked unwritten;
+- a flush that fails (ENOSPC or anything else) keeps its buffer: the service says `degraded`
+  with the reason, retries with backoff, stops reading while `max_buffer_rows` ticks are held
+  (the stream's lag grows instead of the memory), and is `running` again after a flush succeeds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import time
 from typing import Literal
 
 import msgspec
+import pyarrow as pa
 
 from backend.bus import streams
 from backend.marketdata import store
@@ -23,8 +36,18 @@ class SinkTicksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Write when this many ticks are buffered ..."""
     flush_s: float = 2.0
     """... or when the oldest buffered tick is this old."""
+    max_buffer_rows: int = 400_000
+    """Never hold more ticks than this in memory: while flushes fail, reading stops here."""
+    retry_max_s: float = 5.0
+    """A failed flush is retried after 0.25 s, then twice as long each time, up to this."""
     questdb: str | None = None
     """QuestDB ILP conf, e.g. "http::addr=127.0.0.1:9000;" (also `infra.questdb` in config)."""
+
+    def __post_init__(self) -> None:
+        if self.flush_rows < 1 or self.max_buffer_rows < 1:
+            raise ValueError("flush_rows and max_buffer_rows must be at least 1")
+        if not self.flush_s > 0 or not self.retry_max_s > 0:
+            raise ValueError("flush_s and retry_max_s must be positive")
 
 
 class SinkTicksService(Service):
@@ -39,12 +62,18 @@ class SinkTicksService(Service):
             self.store = store.ParquetStore(store.ticks_dir(data_dir))
         self.committed = self.store.recover()
         self.buffer: list[tuple[str, TickBatch]] = []
-        self.buffered_ids: list[bytes] = []
+        self.held: set[bytes] = set()  # the entry ids in the buffer
         self.rows_buffered = 0
         self.oldest = 0.0
         self.rows_written = 0
         self.files_written = 0
         self.skipped = 0
+        self.settled = 0  # entries of commits a crash left unacked, acked on settling
+        self.flush_failures = 0
+        self.backoff = 0.0
+        self.retry_at = 0.0
+        self._last_failure_log = -60.0
+        self._flushing = asyncio.Lock()
         self.questdb = None
         conf = self.cfg.questdb or self.settings.infra.get("questdb")
         if conf:
@@ -54,11 +83,13 @@ class SinkTicksService(Service):
                 conf = f"http::addr={conf.split('://', 1)[-1].rstrip('/')};"
             self.questdb = Sender.from_conf(conf)
             self.questdb.establish()
-        # entries are acked only after the flush that stores them, so the worker must not
-        # reclaim our own in-flight entries: a long idle threshold
+        # entries are acked only after the flush that stores them; the worker does not hand them
+        # again meanwhile (in flight) and keeps other consumers from reclaiming them
         self.worker = self.consume(streams.MD_TICKS, self.on_ticks, decode=TickBatch, count=128, block_ms=100,
                                    claim_idle_ms=int(max(60, self.cfg.flush_s * 10) * 1000),
                                    auto_ack=False)
+        await self.worker.setup()  # the group exists before settling acks on it
+        await self.settle()
         self.every(0.2, self.flush_if_due)
 
     def processed(self) -> int:
@@ -66,50 +97,145 @@ class SinkTicksService(Service):
 
     def metrics(self) -> dict[str, object]:
         return {"rows_written": self.rows_written, "files": self.files_written,
-                "buffered": self.rows_buffered, "committed_id": self.committed,
-                "skipped_entries": self.skipped, "format": self.cfg.format,
+                "buffered": self.rows_buffered, "max_buffer_rows": self.cfg.max_buffer_rows,
+                "reading": not self.worker.paused, "committed_id": self.committed,
+                "skipped_entries": self.skipped, "settled_entries": self.settled,
+                "flush_failures": self.flush_failures, "format": self.cfg.format,
                 "questdb": bool(self.questdb)}
+
+    @property
+    def flush_at_rows(self) -> int:
+        return min(self.cfg.flush_rows, self.cfg.max_buffer_rows)
 
     async def on_ticks(self, batches: list[tuple[bytes, TickBatch]]) -> None:
         # Entries are buffered, not acked: they are acked by the flush that stores them.
-        for eid, batch in batches:
+        # a new entry at or below the committed offset: the group was set back (stored already);
+        # one delivered again is stored if an unacked commit holds it (settled), or if a commit
+        # that did not list its ids covers it (Delta Lake: the offset is all there is)
+        if not self.worker.redelivered or not self.store.tracks_acks:
+            offset = self.committed
+        else:
+            offset = self.store.untracked_offset
+        stored: list[bytes] = []
+        left: list[bytes] = []
+        for i, (eid, batch) in enumerate(batches):
+            if eid in self.held:
+                continue  # handed twice: it is in the buffer once, and its flush acks it
             sid = eid.decode()
-            if self.committed and store.id_key(sid) <= store.id_key(self.committed):
-                self.skipped += 1
-                await self.r.xack(streams.MD_TICKS, self.name, eid)
+            if offset and store.id_key(sid) <= store.id_key(offset):
+                stored.append(eid)
                 continue
+            if self.rows_buffered and self.rows_buffered + batch.n > self.cfg.max_buffer_rows:
+                left = [e for e, _ in batches[i:] if e not in self.held]  # not taken: read again later
+                break
             if not self.buffer:
                 self.oldest = time.monotonic()
             self.buffer.append((sid, batch))
-            self.buffered_ids.append(eid)
+            self.held.add(eid)
             self.rows_buffered += batch.n
-        if self.rows_buffered >= self.cfg.flush_rows:
+        if stored:
+            self.skipped += len(stored)
+            await self.worker.ack(stored)
+        if left:
+            self.worker.release(left)
+        if left or self.rows_buffered >= self.flush_at_rows:
             await self.flush()
+        if self.buffer and (left or self.rows_buffered >= self.cfg.max_buffer_rows):
+            self.worker.pause()  # at the bound: the flush that succeeds resumes reading
 
     async def flush_if_due(self) -> None:
-        if self.buffer and time.monotonic() - self.oldest >= self.cfg.flush_s:
+        if self.buffer and (time.monotonic() - self.oldest >= self.cfg.flush_s
+                            or self.rows_buffered >= self.flush_at_rows):
             await self.flush()
 
-    async def flush(self) -> None:
-        if not self.buffer:
-            return
-        buf, ids = self.buffer, self.buffered_ids
-        self.buffer, self.buffered_ids, self.rows_buffered = [], [], 0
-        table = store.to_table(buf)
-        first, last = buf[0][0], buf[-1][0]
-        files = self.store.write(table, first, last)
-        if self.questdb is not None:
+    async def flush(self, *, force: bool = False) -> bool:
+        """Store the buffer and ack its entries; False (buffer kept, degraded) if the write failed
+        or a retry is not due yet (unless `force`)."""
+        async with self._flushing:
+            if not self.buffer:
+                return True
+            if not force and time.monotonic() < self.retry_at:
+                return False
+            buf = self.buffer
+            sids = [sid for sid, _ in buf]
+            first, last = min(sids, key=store.id_key), max(sids, key=store.id_key)
+            table = store.to_table(buf)
+            try:
+                files = self.store.write(table, first, last, ids=sids)
+            except Exception as exc:  # noqa: BLE001 - ENOSPC or any other: keep the buffer, retry
+                self._flush_failed(exc)
+                return False
+            # nothing was awaited since `buf` was taken: the buffer is exactly what was stored
+            eids = [sid.encode() for sid in sids]
+            self.buffer, self.rows_buffered = [], 0
+            self.held.difference_update(eids)
+            if self.committed is None or store.id_key(last) > store.id_key(self.committed):
+                self.committed = last
+            self.rows_written += table.num_rows
+            self.files_written += len(files)
+            await self.worker.ack(eids)
+            self.store.acked(f"{first}_{last}")
+            await self.settle()  # commits another instance's crash left unacked, if any
+            self.backoff, self.retry_at, self._last_failure_log = 0.0, 0.0, -60.0
+            ok = self._to_questdb(table)
+            if ok and self.degraded:
+                self.recover()
+            self.worker.resume()
+            return True
+
+    def _flush_failed(self, exc: Exception) -> None:
+        self.flush_failures += 1
+        self.backoff = min(self.cfg.retry_max_s, max(0.25, self.backoff * 2))
+        self.retry_at = time.monotonic() + self.backoff
+        where = getattr(self.store, "root", "")
+        why = ("no space left on device (ENOSPC)" if no_space(exc)
+               else f"{type(exc).__name__}: {exc}")
+        self.degrade(f"cannot write the tick store {where}: {why}; flushes are retried and reading "
+                     f"stops at {self.cfg.max_buffer_rows} buffered ticks")
+        now = time.monotonic()
+        if now - self._last_failure_log >= 60:  # the first failure, then once a minute
+            self._last_failure_log = now
+            self.log.warning("flush of %d ticks failed (%s); retrying every %.2fs at most",
+                             self.rows_buffered, why, self.cfg.retry_max_s)
+        if self.rows_buffered >= self.cfg.max_buffer_rows:
+            self.worker.pause()
+
+    def _to_questdb(self, table: pa.Table) -> bool:
+        if self.questdb is None or table.num_rows == 0:
+            return True
+        try:
             df = table.to_pandas()
             self.questdb.dataframe(df.drop(columns=["stream_id"]), table_name="ticks",
                                    symbols=["symbol"], at="ts")
             self.questdb.flush()
-        self.committed = last
-        self.rows_written += table.num_rows
-        self.files_written += len(files)
-        for i in range(0, len(ids), 1000):
-            await self.r.xack(streams.MD_TICKS, self.name, *ids[i:i + 1000])
+        except Exception as exc:  # noqa: BLE001 - the ticks are in the store; QuestDB misses them
+            self.degrade(f"cannot write to QuestDB: {type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    async def settle(self) -> None:
+        """Ack the entries of commits whose acks a crash cut off (stored: never to be delivered
+        again), dropping any of them from the buffer, and mark those commits acked."""
+        for commit in self.store.unacked():
+            eids = [i.encode() for i in commit.ids]
+            await self.worker.ack(eids)
+            if self.held.intersection(eids):
+                done = set(eids)
+                self.buffer = [(sid, b) for sid, b in self.buffer if sid.encode() not in done]
+                self.held -= done
+                self.rows_buffered = sum(b.n for _, b in self.buffer)
+            self.store.acked(commit.stem)
+            self.settled += len(eids)
 
     async def teardown(self) -> None:
-        await self.flush()
+        await self.flush(force=True)
+        if self.buffer:
+            self.log.warning("stopping with %d ticks unstored: they stay pending and are stored after "
+                             "the restart", self.rows_buffered)
         if self.questdb is not None:
             self.questdb.close()
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether a write failed for a full disk (pyarrow says so in its message)."""
+    return isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "no space left" in str(exc).lower())

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backend.bus import codec, streams
+from backend.bus import streams
 from backend.bus.durable import wait_durable
+from backend.bus.entries import Skips, decode_entries
 from backend.bus.publish import queue
 from backend.errors import TradeopsError
 from backend.messages import ControlCommand
@@ -54,15 +55,13 @@ def kill_switch_on(r: Any) -> bool:
     return bool(r.get(KILL_KEY) == b"1")
 
 
-def kill_switch_history(r: Any, count: int = 20) -> list[ControlCommand]:
-    """The newest `count` toggles (among the newest SCAN entries of ops.control), newest first."""
-    out = []
-    for _, f in r.xrevrange(streams.OPS_CONTROL, count=SCAN):
-        c = codec.decode(codec.payload(f), ControlCommand)
-        if c.command == COMMAND:
-            out.append(c)
-    return out[:count]
+def kill_switch_history(r: Any, count: int = 20, skips: Skips | None = None) -> list[ControlCommand]:
+    """The newest `count` toggles (among the newest SCAN entries of ops.control), newest first;
+    entries that do not decode are skipped (counted in `skips`)."""
+    got, _ = decode_entries(r.xrevrange(streams.OPS_CONTROL, count=SCAN), ControlCommand,
+                            stream=streams.OPS_CONTROL, skips=skips)
+    return [c for _, c in got if c.command == COMMAND][:count]
 
 
-def kill_switch_status(r: Any, count: int = 20) -> KillSwitchStatus:
-    return KillSwitchStatus(kill_switch_on(r), kill_switch_history(r, count))
+def kill_switch_status(r: Any, count: int = 20, skips: Skips | None = None) -> KillSwitchStatus:
+    return KillSwitchStatus(kill_switch_on(r), kill_switch_history(r, count, skips))

@@ -11,7 +11,16 @@ import math
 
 import msgspec
 
-from backend.messages import FINAL_STATES, Order, OrderEvent, OrderState
+from backend.messages import (
+    ACCOUNT_MAX,
+    FINAL_STATES,
+    ID_MAX,
+    SYMBOL_MAX,
+    TEXT_MAX,
+    Order,
+    OrderEvent,
+    OrderState,
+)
 
 RECORD_KEY = "oms:order:{}"
 """Where the OMS keeps an order's record (a hash: the record `d`, msgpack, and its version `v`);
@@ -79,6 +88,11 @@ def record_key(client_order_id: str) -> str:
 
 def invalid(order: Order) -> str | None:
     """Why an order cannot be accepted at all (before risk), or None."""
+    bounded = (("client order id", order.client_order_id, ID_MAX), ("account", order.account, ACCOUNT_MAX),
+               ("symbol", order.symbol, SYMBOL_MAX), ("source", order.source, TEXT_MAX))
+    for name, value, most in bounded:
+        if len(value) > most:
+            return f"{name} is {len(value):,} characters long, at most {most} are allowed"
     if not order.client_order_id.strip():
         return "empty client order id"
     if not order.account.strip():

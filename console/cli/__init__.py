@@ -4,7 +4,9 @@ Each module in this package that defines `register(sub, common)` adds its comman
 command groups live in modules named for what they hold (core, exchange, orders, migrate, gate ...)
 and nobody edits a central list. `ORDER` (an int) in a module sorts it in `--help`.
 Errors that an operator can act on (`TradeopsError`) print one line and exit 1; wrong arguments
-print the usage and exit 2; never a traceback.
+print the usage and exit 2; never a traceback. Entries a command could not decode are skipped and
+counted in `ctx.skips` (backend/bus/entries.py); each stream's count is one line on stderr at the
+end ("tradeops: skipped 1 undecodable entry on orders.events").
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from console.cli.console_entry import open_console
 
             return int(open_console(ctx) or 0)
-        return int(handler(ctx, args) or 0)
+        try:
+            return int(handler(ctx, args) or 0)
+        finally:
+            for line in ctx.skips.notes():
+                print(f"tradeops: {line}", file=sys.stderr)
     except TradeopsError as exc:
         print(f"tradeops: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from backend.bus import connection
+from backend.bus.entries import Skips
 from backend.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentParse
 class Context:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.skips = Skips()
+        """Undecodable entries the command skipped, per stream: one note each on stderr at the end."""
 
     @cached_property
     def settings(self) -> Settings:

@@ -9,7 +9,7 @@ from typing import Any
 from backend import __version__
 from backend.bus import embedded, streams
 from backend.errors import TradeopsError
-from backend.health import read_heartbeats
+from backend.health import read_heartbeats, redis_memory
 from backend.migration import inventory as inv_mod
 from backend.services import run as service_run
 from console.cli._table import show
@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
     q.set_defaults(func=cmd_redis_down)
     q = command(rsub, "status", "is the bus's Redis up, and where")
     q.set_defaults(func=cmd_redis_status)
+    q = command(rsub, "archive", "archive the control-plane logs' older entries (ops.gates, ops.migration, "
+                "models.events) to the data dir, then trim them (what the scheduler's stream-archive job does)")
+    q.add_argument("--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but "
+                   "the newest)")
+    q.set_defaults(func=cmd_redis_archive)
 
     p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
     p.add_argument("--json", action="store_true", help="one JSON object: services and infra")
@@ -60,7 +65,8 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
-    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True)
+    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True,
+                                    maxmemory=ctx.settings.redis_maxmemory)
     url = server.start()
     print(f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir})")
     return 0
@@ -94,6 +100,31 @@ def cmd_redis_status(ctx: Context, args: argparse.Namespace) -> int:
         f"aof {'on' if info.get('aof_enabled') else 'off'}, "
         f"memory {info.get('used_memory_human')}, keys {r.dbsize()}"
     )
+    return 0
+
+
+def cmd_redis_archive(ctx: Context, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from backend.bus import archive, connection
+    from backend.scheduling.calendar import duration
+
+    try:
+        keep_s = duration(args.keep, key="--keep") if args.keep not in ("0", "0s") else 0.0
+    except ValueError as exc:
+        raise TradeopsError(str(exc)) from None
+    url = ctx.redis_url()
+
+    async def run() -> list[archive.Archived]:
+        r = await connection.connect_async(url)
+        try:
+            return await archive.archive_all(r, ctx.data_dir, keep_s=keep_s)
+        finally:
+            await r.aclose()
+
+    for a in asyncio.run(run()):
+        print(f"{a.stream}: {a.archived} archived, {a.trimmed} trimmed; {a.total} in "
+              f"{archive.stream_dir(ctx.data_dir, a.stream)}" if a.last_id else f"{a.stream}: nothing to archive")
     return 0
 
 
@@ -150,7 +181,7 @@ def cmd_service_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
-    beats = read_heartbeats(ctx.redis)
+    beats = read_heartbeats(ctx.redis, ctx.skips)
     if args.json:
         import msgspec
 
@@ -159,9 +190,15 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
     now = time.time_ns()
     show(
         ["SERVICE", "INSTANCE", "ENV", "STATE", "AGE", "PROCESSED", "RATE/s", "LAG", "PENDING", "DLQ"],
-        [[b.service, b.instance, b.environment, b.state, f"{(now - b.ts_ns) / 1e9:.1f}s",
+        [[b.service, b.instance, b.environment, f"{b.state}: {b.reason}" if b.state == "degraded" else b.state,
+          f"{(now - b.ts_ns) / 1e9:.1f}s",
           b.processed, b.rate, b.lag, b.pending, b.dlq] for b in beats],
     )
     if not beats:
         print(f"(no live instances; heartbeats expire after {streams.HEALTH_TTL_S}s)")
+    mem = redis_memory(ctx.redis)
+    print(mem.line())
+    if mem.high:
+        print(f"warning: redis memory is at or over {streams.ALERT_MEMORY_PCT:g}% of maxmemory; at 100% every "
+              f"write fails ({mem.policy or 'no eviction'})")
     return 0

@@ -98,7 +98,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions
 
     gates = _gates(ctx)
-    states = decisions.states(ctx.redis, gates)
+    states = decisions.states(ctx.redis, gates, ctx.skips)
     rows: list[dict[str, Any]] = []
     for g in gates.values():
         st = states[g.id]
@@ -121,7 +121,7 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     from gates.operators import when
 
     g = model.get(_gates(ctx), args.gate)
-    st = decisions.state(ctx.redis, g)
+    st = decisions.states(ctx.redis, {g.id: g}, ctx.skips)[g.id]
     counted = [{"operator": a.operator, "key": a.fingerprint, "reason": a.reason, "at": when(a.ts_ns)}
                for a in st.counted]
     if args.json:
@@ -161,7 +161,8 @@ def _brief(ev: dict[str, Any]) -> str:
                         "note", "error",
                         "redis_version", "skew_s", "free_gib") if k in ev]
     if "services" in ev and isinstance(ev["services"], dict):
-        return ", ".join(f"{s}:{v['running_fresh']}" for s, v in ev["services"].items())
+        return ", ".join(f"{s}:{v.get('running_fresh') if isinstance(v, dict) else v}"
+                         for s, v in ev["services"].items())
     text = ", ".join(f"{k}={ev[k]}" for k in keys)
     return text if "provide" in ev else text[:90]  # the command that provides what is missing, whole
 
@@ -204,7 +205,7 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
     g = model.get(_gates(ctx), args.gate)
     ev = decisions.approve(ctx.redis, g, ctx.signer, args.reason, label=ctx.label, evidence=args.evidence)
     _anchor(ctx)
-    st = decisions.state(ctx.redis, g)
+    st = decisions.states(ctx.redis, {g.id: g}, ctx.skips)[g.id]
     _say(decisions.Actor(ctx.signer, ev.operator, (), ctx.label).note)
     print(f"{g.id}: approved by {ev.operator} ({ev.signer}) of evidence {ev.evidence_digest[:16]} "
           f"({len(st.approvers)} of {g.approvals})")
@@ -228,20 +229,24 @@ def _anchor(ctx: Context) -> None:
     no longer extends the anchor is not anchored: an alert, the action itself stands."""
     import sys
 
+    from backend.bus.archive import ArchiveUnreadable
     from gates import anchor, proof
 
-    logs = proof.from_redis(ctx.redis)
     try:
+        logs = proof.from_redis(ctx.redis)
         anchor.write(logs.chains(), proof.registry_of(logs), ctx.signer, _places(ctx))
     except anchor.AnchorError as exc:
         print(f"tradeops: ALERT: the audit log was changed after it was anchored: {exc}", file=sys.stderr)
+    except ArchiveUnreadable as exc:
+        print(f"tradeops: ALERT: the audit log was not anchored: {exc}", file=sys.stderr)
 
 
 def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
-    from gates import audit, decisions
+    from gates import audit, operators
+    from gates.state import GateLedger
 
-    evs = audit.events(ctx.redis)
-    trust = decisions.ledger(ctx.redis, _gates(ctx)).trust
+    evs = audit.events(ctx.redis, ctx.skips)
+    trust = GateLedger(_gates(ctx), operators.load(ctx.redis, ctx.skips)).extend(ev for _, ev in evs).trust
     if args.json:
         ctx.print_json([{"id": eid, **msgspec.to_builtins(ev), "signed": _signed(trust.get(ev.hash))}
                         for eid, ev in evs])
@@ -267,14 +272,19 @@ def _places(ctx: Context) -> list[Path]:
 
 
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus.archive import ArchiveUnreadable
     from gates import proof, sealed
 
-    logs = proof.from_export(Path(args.from_file)) if args.from_file else proof.from_redis(ctx.redis)
+    try:
+        logs = proof.from_export(Path(args.from_file)) if args.from_file else proof.from_redis(ctx.redis, ctx.skips)
+    except ArchiveUnreadable as exc:
+        print(f"audit FAILED: {exc}")
+        return 1
     rep = proof.verify(logs, _gates(ctx), _places(ctx))
     print("\n".join(rep.lines))
     ok = rep.ok
     if not args.from_file:
-        counts, bad = sealed.tally(ctx.redis, rep.registry)
+        counts, bad = sealed.tally(ctx.redis, rep.registry, ctx.skips)
         print(f"migration moves and kill switch toggles: {counts['valid']} signed and valid, {counts['invalid']} "
               f"invalid, {counts['unsigned']} unsigned")
         for b in bad:
@@ -306,7 +316,7 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     from gates import report
 
-    rep = report.build(ctx.redis, _gates(ctx))
+    rep = report.build(ctx.redis, _gates(ctx), ctx.skips)
     if args.json:
         import json
 

@@ -100,7 +100,7 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
         raise TradeopsError("--limit must be positive")
     from backend.scheduling.records import finished_runs
 
-    rows = finished_runs(ctx.redis, args.name, args.limit)
+    rows = finished_runs(ctx.redis, args.name, args.limit, skips=ctx.skips)
     if args.json:
         from backend.messages import to_builtins
 

@@ -31,14 +31,16 @@ def register(sub: Any) -> None:
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    from backend.migration.state import blockers, board
+    from backend.migration.gate_status import latest_decisions
+    from backend.migration.state import blockers_of, board
 
-    states = board(ctx.redis)
+    states = board(ctx.redis, ctx.skips)
+    decisions = latest_decisions(ctx.redis, ctx.skips)  # read once (and its skipped entries counted once)
     gates = ctx.settings.gates_path()
     rows: list[dict[str, Any]] = []
     for name, st in sorted(states.items(), key=lambda kv: kv[1].priority):
-        why = (blockers(ctx.redis, name, states, gates_file=gates)
-               if st.state in ("planned", "rolled_back", "failed") else [])
+        why = blockers_of(name, {k: v.state for k, v in states.items()}, decisions,
+                          gates_file=gates) if st.state in ("planned", "rolled_back", "failed") else []
         last = st.history[-1] if st.history else None
         rows.append({"service": name, "priority": st.priority, "state": st.state, "blocked_by": why,
                      "last_by": last.operator if last else None, "last_reason": last.reason if last else None})

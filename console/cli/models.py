@@ -77,7 +77,7 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     if not vs:
         raise TradeopsError(f"no model {args.name!r}; known: {', '.join(reg.names(r)) or 'none'}")
     st = reg.stages(r, args.name)
-    evs = reg.events(r, args.name)
+    evs = reg.events(r, args.name, skips=ctx.skips)
     if args.json:
         ctx.print_json({"name": args.name, "stages": st, "production_history": reg.history(r, args.name),
                         "versions": [v.summary() for v in vs], "events": [to_builtins(e) for e in evs]})
@@ -129,7 +129,8 @@ def cmd_stage(ctx: Context, args: argparse.Namespace) -> int:
     req = ModelStage(name=args.name, action=args.action, version=getattr(args, "version", 0),
                      stage=getattr(args, "stage", "production"), reason=args.reason,
                      operator=ctx.operator, request_id=rid, ts_ns=time.time_ns())
-    events = BroadcastSync(r, {streams.MODELS_EVENTS: "$"}, count=100, block_ms=200, decode=ModelEvent)
+    events = BroadcastSync(r, {streams.MODELS_EVENTS: "$"}, count=100, block_ms=200, decode=ModelEvent,
+                           skips=ctx.skips)
     events.start()  # before the request: its answer cannot slip past
     publish_sync(r, streams.MODELS_REQUESTS, req)
     deadline = time.monotonic() + args.timeout

@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, publish_sync, replies, streams
+from backend.bus import publish_sync, replies, streams
 from backend.bus.broadcast import BroadcastSync
+from backend.bus.entries import decode_entries
 from backend.errors import TradeopsError
 from backend.messages import CancelRequest, Order, OrderEvent
 from backend.trading.orders import invalid
@@ -71,7 +72,8 @@ def _wait_final(ctx: Context, coid: str, timeout: float) -> OrderEvent | None:
     from backend.messages import FINAL_STATES
 
     deadline = time.monotonic() + timeout
-    events = BroadcastSync(ctx.redis, {streams.ORDERS_EVENTS: "0"}, count=1000, block_ms=100, decode=OrderEvent)
+    events = BroadcastSync(ctx.redis, {streams.ORDERS_EVENTS: "0"}, count=1000, block_ms=100, decode=OrderEvent,
+                           skips=ctx.skips)
     while time.monotonic() < deadline:
         for _, _, ev in events.read():
             if ev.client_order_id == coid and ev.state in FINAL_STATES:
@@ -87,8 +89,10 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _events(ctx: Context, count: int) -> list[OrderEvent]:
-    return [codec.decode(codec.payload(f), OrderEvent)
-            for _, f in reversed(replies.entries(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count)))]
+    got, _ = decode_entries(reversed(replies.entries(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count))),
+                            OrderEvent,
+                            stream=streams.ORDERS_EVENTS, skips=ctx.skips)
+    return [ev for _, ev in got]
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:

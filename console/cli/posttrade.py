@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import codec, publish_sync, replies, streams
+from backend.bus import publish_sync, replies, streams
+from backend.bus.entries import decode_entries
 from backend.errors import TradeopsError
 from console.cli._table import show
 from console.cli.context import Context, command
@@ -42,8 +43,9 @@ def cmd_positions(ctx: Context, args: argparse.Namespace) -> int:
     from backend.messages import Position
 
     latest: dict[tuple[str, str], Position] = {}
-    for _, f in replies.entries(ctx.redis.xrevrange(streams.POSITIONS, count=20_000)):
-        p = codec.decode(codec.payload(f), Position)
+    got, _ = decode_entries(replies.entries(ctx.redis.xrevrange(streams.POSITIONS, count=20_000)), Position,
+                            stream=streams.POSITIONS, skips=ctx.skips)
+    for _, p in got:
         latest.setdefault((p.account, p.symbol), p)
     rows = sorted(latest.values(), key=lambda p: (p.account, p.symbol))
     if args.json:
@@ -61,7 +63,7 @@ def cmd_positions(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_alerts(ctx: Context, args: argparse.Namespace) -> int:
     from backend.services.alerting import active
 
-    rows = active(ctx.redis)
+    rows = active(ctx.redis, ctx.skips)
     if args.json:
         ctx.print_json([{"key": k, **msgspec.to_builtins(a)} for k, a in rows])
         return 0
@@ -86,7 +88,7 @@ def cmd_ack(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_refdata(ctx: Context, args: argparse.Namespace) -> int:
     from backend.refdata.master import instruments
 
-    rows = instruments(ctx.redis)
+    rows = instruments(ctx.redis, ctx.skips)
     if not rows:
         print("no instruments yet (is refdata running?)")
         return 0

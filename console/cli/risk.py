@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
 def cmd_kill(ctx: Context, args: argparse.Namespace) -> int:
     r = ctx.redis
     if args.state == "status":
-        st = kill_switch_status(r)
+        st = kill_switch_status(r, skips=ctx.skips)
         print(f"kill switch: {'ON' if st.on else 'off'}")
         if st.history:
             show(["TIME (UTC)", "STATE", "OPERATOR", "REASON"],

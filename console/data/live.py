@@ -1,5 +1,10 @@
 """The live source: reads Redis (heartbeats, md.ticks, bars, order events, migration, gates, audit)
-into a Snapshot. Runs in a worker thread; keeps just enough state to compute rates."""
+into a Snapshot. Runs in a worker thread; keeps just enough state to compute rates.
+
+Streams are read incrementally through the broadcast reader (backend/bus/broadcast.py), each seeded
+with its newest entries; the newest tick batches are looked at again each poll. Every read skips
+what does not decode and counts it per stream (`skips`); the counts are in the snapshot's alerts
+(an undecodable ops.gates entry also breaks the chain: the audit verdict says so)."""
 
 from __future__ import annotations
 
@@ -10,10 +15,12 @@ from typing import Any
 
 import redis
 
-from backend.bus import codec, replies, streams
-from backend.health import read_heartbeats
+from backend.bus import archive, replies, streams
+from backend.bus.broadcast import BroadcastSync
+from backend.bus.entries import Skips, decode_entries, note
+from backend.health import read_heartbeats, redis_memory
 from backend.marketdata import ticks as tickcols
-from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent
+from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent, TickBatch
 from backend.migration import inventory
 from backend.migration.state import board
 from backend.trading.killswitch import kill_switch_on
@@ -28,6 +35,8 @@ from console.data.snapshot import (
 
 RISK_SLA_MS = 1.5
 LAST_BATCHES = 8  # newest md.ticks entries read per poll for last prices
+SEED_BARS = 200  # 1 s bars read at the first poll (the last few seconds seed the rates)
+AUDIT_TAIL = 200  # newest migration moves and kill switch toggles kept for the audit screen
 QUIET_NS = 3_000_000_000  # a symbol with no 1 s bar this recent shows 0 ticks/s
 
 
@@ -37,7 +46,17 @@ class LiveSource:
         self.settings = settings
         self.operator = operator
         self.r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        self.bar_cursor: str | bytes = "$"
+        self.skips = Skips()  # undecodable entries skipped since the console started, per stream
+        self.bar_reader = BroadcastSync(self.r, {streams.MD_BARS_1S: "$"}, count=5000, decode=Bar, skips=self.skips)
+        self.order_reader = BroadcastSync(self.r, {streams.ORDERS_EVENTS: "0"}, count=5000, decode=OrderEvent,
+                                          skips=self.skips)
+        # its own tally: the board reads the whole of ops.migration, and counts what it skips there
+        self.audit_reader = BroadcastSync(self.r, {streams.OPS_MIGRATION: "$", streams.OPS_CONTROL: "$"},
+                                          count=5000,
+                                          decode={streams.OPS_MIGRATION: MigrationEvent,
+                                                  streams.OPS_CONTROL: ControlCommand})
+        self.audit_log: dict[str, deque[Any]] = {s: deque(maxlen=AUDIT_TAIL) for s in self.audit_reader.cursors}
+        self._seeded: set[str] = set()  # streams whose newest entries were read as a start
         self.last: dict[str, float] = {}
         self.bar_start: dict[str, int] = {}
         self.recent_bars: deque[Bar] = deque(maxlen=12)
@@ -48,7 +67,6 @@ class LiveSource:
         self.risk_series: deque[float] = deque(maxlen=240)
         self.orders: dict[str, OrderEvent] = {}
         self.history: dict[str, list[str]] = defaultdict(list)
-        self.order_cursor: str | bytes = "0"
         self.inv = inventory.load()
         self.polls = 0
         self.slow_every = slow_every  # the board, gates and audit are read every this many polls
@@ -88,6 +106,7 @@ class LiveSource:
                 for k, v in self._slow.items():
                     setattr(snap, k, v)
                 snap.alerts.extend(self._slow_alerts)
+            self._skipped(snap)
             self.polls += 1
         except redis.RedisError as exc:
             snap.connected = False
@@ -102,8 +121,8 @@ class LiveSource:
         from backend.errors import TradeopsError
         from gates import operators, signing
 
-        reg = operators.load(self.r)
         try:
+            reg = operators.load(self.r)
             signer = signing.signer_for(self.settings.signing_key, reg.fingerprints())
         except TradeopsError as exc:
             return self.operator, f"[red]none: {str(exc)[:60]}[/]"
@@ -114,8 +133,25 @@ class LiveSource:
         return self._who
 
     # -- pieces ------------------------------------------------------------------------------------
+    def _seed(self, reader: BroadcastSync, stream: str, count: int) -> list[tuple[str, bytes, Any]]:
+        """The newest `count` entries of `stream`, oldest first, decoded as the reader decodes; the
+        reader reads on after the newest (or from the start of an empty stream)."""
+        newest = list(reversed(replies.entries(self.r.xrevrange(stream, count=count))))
+        self._seeded.add(stream)
+        return reader.seed(stream, newest)
+
+    def _skipped(self, snap: Snapshot) -> None:
+        """What could not be decoded, per stream: a plain count and one alert line each."""
+        self.skips.set(streams.OPS_CONTROL, self.audit_reader.skips.by_stream.get(streams.OPS_CONTROL, 0))
+        snap.skipped = dict(self.skips.by_stream)
+        if self.gate_feed is not None and self.gate_feed.skipped:
+            snap.skipped[streams.OPS_GATES] = self.gate_feed.skipped
+        if self.gate_feed is not None and self.gate_feed.registry_skips:
+            snap.skipped[streams.OPS_OPERATORS] = self.gate_feed.registry_skips.total
+        snap.alerts.extend(note(s, n) for s, n in sorted(snap.skipped.items()))
+
     def _health(self, snap: Snapshot) -> None:
-        beats = self._beats = read_heartbeats(self.r)
+        beats = self._beats = read_heartbeats(self.r, self.skips)
         nowns = time.time_ns()
         by: dict[str, list] = defaultdict(list)
         for b in beats:
@@ -124,8 +160,11 @@ class LiveSource:
             bs = [b for b in by.get(s.name, []) if nowns - b.ts_ns < 5e9]
             running = [b for b in bs if b.state == "running"]
             state = "absent" if not bs else ("ok" if running else "degraded")
-            if bs and any(b.dlq for b in bs):
+            if bs and any(b.dlq or b.state == "degraded" for b in bs):
                 state = "degraded" if state == "ok" else state
+            for b in bs:
+                if b.state == "degraded":
+                    snap.alerts.append(f"{s.name} ({b.instance}) degraded: {b.reason or 'no reason given'}")
             snap.health.append(HealthRow(
                 s.name, s.priority, state, legacy=sum(b.environment == "legacy" for b in bs),
                 target=sum(b.environment == "target" for b in bs), rate=sum(b.rate for b in bs),
@@ -134,29 +173,31 @@ class LiveSource:
             if any(b.dlq for b in bs):
                 snap.alerts.append(f"{s.name}: {max(b.dlq for b in bs)} message(s) in its dead-letter stream")
         snap.infra = [(i.name, "ok" if i.name == "redis" else "stand-in") for i in self.inv.infra]
+        mem = redis_memory(self.r)
+        snap.redis_used, snap.redis_max = mem.used, mem.maxmemory
+        if mem.high:
+            snap.alerts.append(f"{mem.line()}: at 100% every write fails")
 
     def _market(self, snap: Snapshot) -> None:
         """Per-symbol last price, ticks/s and volume at a cost that does not grow with the tick
         rate: prices from the newest few tick batches, rates and volume from the 1 s bars (each
         carries its trade count and volume), read incrementally."""
-        for _, f in reversed(replies.entries(self.r.xrevrange(streams.MD_TICKS, count=LAST_BATCHES))):
-            self.last.update(tickcols.last_prices(tickcols.decode(codec.payload(f))))
-        if self.bar_cursor == "$":  # first poll: the last few seconds seed the rates
-            items = list(reversed(replies.entries(self.r.xrevrange(streams.MD_BARS_1S, count=200))))
+        newest = reversed(replies.entries(self.r.xrevrange(streams.MD_TICKS, count=LAST_BATCHES)))
+        batches, bad = decode_entries(newest, TickBatch, stream=streams.MD_TICKS)
+        self.skips.set(streams.MD_TICKS, bad)  # the same few batches are looked at each poll
+        for _, batch in batches:
+            self.last.update(tickcols.last_prices(batch))
+        if streams.MD_BARS_1S not in self._seeded:  # first poll: the last few seconds seed the rates
+            items = self._seed(self.bar_reader, streams.MD_BARS_1S, SEED_BARS)
         else:
-            items = [it for _, its in replies.read(self.r.xread({streams.MD_BARS_1S: self.bar_cursor}, count=5000))
-                     for it in its]
-        for eid, f in items:
-            self.bar_cursor = eid
-            bar = codec.decode(codec.payload(f), Bar)
+            items = self.bar_reader.read()
+        for _, _, bar in items:
             seen = self.bar_start.get(bar.symbol, 0)
             if bar.start_ns > seen:
                 self.bar_start[bar.symbol] = bar.start_ns
                 self.rates[bar.symbol] = float(bar.trades)  # trades in the newest closed second
             self.volume[bar.symbol] += bar.volume
             self.recent_bars.appendleft(bar)
-        if self.bar_cursor == "$":
-            self.bar_cursor = "0-0" if not items else self.bar_cursor
         quiet_before = time.time_ns() - QUIET_NS
         for sym, px in self.last.items():
             self.prices[sym].append(px)
@@ -174,15 +215,11 @@ class LiveSource:
                                     bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades))
 
     def _orders(self, snap: Snapshot) -> None:
-        resp = self.r.xread({streams.ORDERS_EVENTS: self.order_cursor}, count=5000)
-        for _, items in replies.read(resp):
-            for eid, f in items:
-                self.order_cursor = eid
-                ev = codec.decode(codec.payload(f), OrderEvent)
-                self.orders[ev.client_order_id] = ev
-                self.history[ev.client_order_id].append(
-                    f"{time.strftime('%H:%M:%S', time.gmtime(ev.ts_ns / 1e9))}  {ev.prev_state or '-'} -> {ev.state}"
-                    + (f"  {ev.reason}" if ev.reason else ""))
+        for _, _, ev in self.order_reader.read():
+            self.orders[ev.client_order_id] = ev
+            self.history[ev.client_order_id].append(
+                f"{time.strftime('%H:%M:%S', time.gmtime(ev.ts_ns / 1e9))}  {ev.prev_state or '-'} -> {ev.state}"
+                + (f"  {ev.reason}" if ev.reason else ""))
         if len(self.orders) > 2000:
             for k in sorted(self.orders, key=lambda k: self.orders[k].ts_ns)[:-2000]:
                 self.orders.pop(k)
@@ -210,7 +247,9 @@ class LiveSource:
         snap.kill_switch = kill_switch_on(self.r)
 
     def _migration(self, snap: Snapshot) -> None:
-        states = board(self.r)
+        skipped = Skips()
+        states = board(self.r, skipped)
+        self.skips.set(streams.OPS_MIGRATION, skipped.total)  # the whole log is read each time
         health = {h.service: h.state for h in snap.health}
         for p, svcs in self.inv.by_priority().items():
             snap.board[p] = [(s.name, states[s.name].state, health.get(s.name, "absent")) for s in svcs]
@@ -251,14 +290,17 @@ class LiveSource:
                  ev.reason or str(ev.evidence.get("note", "")), _mark(trust.get(ev.hash)))
                 for _, ev in self.gate_feed.recent]
         reg = self.gate_feed.registry
-        # the migration log beside the gate log, in time order
-        for _, f in replies.entries(self.r.xrevrange(streams.OPS_MIGRATION, count=200)):
-            m = codec.decode(codec.payload(f), MigrationEvent)
+        # the migration log beside the gate log, in time order, and the kill switch's toggles
+        # (audited on ops.control): the newest of each, read on from where the last poll stopped
+        for stream, tail in self.audit_log.items():
+            if stream not in self._seeded:
+                tail.extend(m for _, _, m in self._seed(self.audit_reader, stream, AUDIT_TAIL))
+        for stream, _, msg in self.audit_reader.read():
+            self.audit_log[stream].append(msg)
+        for m in self.audit_log[streams.OPS_MIGRATION]:
             rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}",
                          m.operator, m.reason, _mark(sealed.judge_move(reg, m))))
-        # and the kill switch's toggles (audited on ops.control)
-        for _, f in replies.entries(self.r.xrevrange(streams.OPS_CONTROL, count=200)):
-            c = codec.decode(codec.payload(f), ControlCommand)
+        for c in self.audit_log[streams.OPS_CONTROL]:
             if c.command == "kill_switch":
                 rows.append((c.ts_ns, c.target, "kill switch", "ON" if c.args.get("on") else "off", c.operator,
                              c.reason, _mark(sealed.judge_control(reg, c))))
@@ -279,10 +321,14 @@ class LiveSource:
         lengths = (self.gate_feed.count, self.gate_feed.registry.read)
         self._anchor_polls += 1
         if lengths != self._anchor_seen or self._anchor_polls % 30 == 0:  # a rewrite keeps the lengths
-            logs = proof.from_redis(self.r)
-            where = anchor.places(self.settings.resolved_data_dir(), self.settings.anchor_to)
-            bad = [f.text for f in anchor.check(logs.chains(), self.gate_feed.registry, where) if not f.ok]
-            self._anchor_alert = bad[0] if bad else ""
+            try:
+                logs = proof.from_redis(self.r)
+            except archive.ArchiveUnreadable as exc:
+                self._anchor_alert = str(exc)
+            else:
+                where = anchor.places(self.settings.resolved_data_dir(), self.settings.anchor_to)
+                bad = [f.text for f in anchor.check(logs.chains(), self.gate_feed.registry, where) if not f.ok]
+                self._anchor_alert = bad[0] if bad else ""
             self._anchor_seen = lengths
         return self._anchor_alert
 

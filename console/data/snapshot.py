@@ -98,3 +98,8 @@ class Snapshot:
     gates: list[GateRow] = field(default_factory=list)
     audit: list[tuple[str, ...]] = field(default_factory=list)  # time, what, kind, ..., reason, signed (live)
     audit_verdict: str = ""
+    redis_used: int = 0
+    """Redis's memory used, in bytes (0 with redis_max: not known)."""
+    redis_max: int = 0
+    """Redis's maxmemory in bytes (0: no limit, or not known)."""
+    skipped: dict[str, int] = field(default_factory=dict)  # undecodable entries skipped, per stream

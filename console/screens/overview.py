@@ -4,6 +4,8 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Static
 
+from backend.bus.streams import ALERT_MEMORY_PCT
+from backend.health import human_bytes
 from console.data.snapshot import Snapshot
 from console.screens.base import BaseScreen
 from widgets.health import HealthTile
@@ -33,8 +35,12 @@ class OverviewScreen(BaseScreen):
                 f"P{h.priority} {h.service}", h.state,
                 [f"L{h.legacy} T{h.target}  {h.rate:,.0f}/s", f"lag {h.lag} pend {h.pending} dlq {h.dlq}"])
         for name, state in snap.infra:
-            self.query_one(f"#tile-infra-{name}", HealthTile).show_state(
-                name, "ok" if state in ("ok", "stand-in") else "down", [state])
+            lines, shown = [state], "ok" if state in ("ok", "stand-in") else "down"
+            if name == "redis" and snap.redis_max:  # memory against maxmemory, amber from the alert level
+                pct = 100 * snap.redis_used / snap.redis_max
+                lines.append(f"mem {human_bytes(snap.redis_used)}/{human_bytes(snap.redis_max)} {pct:.0f}%")
+                shown = "degraded" if shown == "ok" and pct >= ALERT_MEMORY_PCT else shown
+            self.query_one(f"#tile-infra-{name}", HealthTile).show_state(name, shown, lines)
         lines = ["[b]Migration progress[/b]"]
         for p, (done, total) in sorted(snap.progress.items()):
             bar = "█" * done + "░" * (total - done)

@@ -187,6 +187,40 @@ async def test_alerting_resolves_alerts_whose_cause_is_gone(redis_url: str, r: r
     assert svc.resolved == 4
 
 
+async def test_alerting_raises_a_degraded_instance_with_its_reason_until_it_runs_again(
+        redis_url: str, r: redis.Redis) -> None:
+    from backend.messages import Heartbeat
+    from backend.services.alerting import RESOLVED
+
+    def beat(state: str, reason: str = "") -> None:
+        now = time.time_ns()
+        r.hset("health:sink-ticks:sink-1", "d", codec.encode(Heartbeat(
+            service="sink-ticks", instance="sink-1", environment="legacy", state=state, ts_ns=now,
+            started_ns=now, pid=0, reason=reason)))
+
+    svc = AlertingService(redis_url=redis_url, instance="al-4")
+    task = asyncio.create_task(svc.run())
+    try:
+        def degraded_alert() -> Alert | None:
+            beat("degraded", "cannot write the tick store: no space left on device (ENOSPC)")
+            return dict(active(r)).get("degraded:sink-1")
+        alert = await await_for(degraded_alert, 20, interval=0.2, what="the degraded alert")
+        assert alert.severity == "warning" and alert.kind == "degraded"
+        assert alert.message == ("sink-ticks (sink-1) is degraded: cannot write the tick store: "
+                                 "no space left on device (ENOSPC)")
+        assert "heartbeat:sink-1" not in dict(active(r))  # alive: no heartbeat alert
+
+        def cleared() -> bool:
+            beat("running")
+            return not active(r)
+        await await_for(cleared, 20, interval=0.2, what="the alert resolved")
+    finally:
+        svc.request_stop()
+        await asyncio.wait_for(task, 10)
+    resolved = [codec.decode(codec.payload(f), Alert) for _, f in r.xrange(RESOLVED)]
+    assert [(a.key, a.resolved) for a in resolved] == [("degraded:sink-1", "sink-ticks (sink-1) is running again")]
+
+
 async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redis, tmp_path) -> None:
     now = time.time_ns()
     tks = [Tick("BTCUSDT" if i % 2 else "ETHUSDT", i, 100.0 + i, 1.0, now - 5_000_000_000 + i * 1_000_000)

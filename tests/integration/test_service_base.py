@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable
 
 import msgspec
 import pytest
@@ -92,3 +93,50 @@ def test_service_run_stops_on_sigterm(tradeops_env: dict[str, str], r) -> None:
             proc.kill()
             proc.wait()
     assert r.hget("health:risk:t1", "state") == b"stopped"
+
+
+class StuckService(Service):
+    """Cannot make progress while `blocked` says why."""
+
+    name = "stuck"
+
+    async def setup(self) -> None:
+        self.blocked = ""
+        self.every(0.05, self.check)
+
+    async def check(self) -> None:
+        if self.blocked:
+            self.degrade(self.blocked)
+        else:
+            self.recover()
+
+
+async def test_a_service_that_cannot_progress_beats_degraded_with_its_reason(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    svc = StuckService(redis_url=redis_url, instance="stuck-1")
+    task = asyncio.create_task(svc.run())
+
+    async def beat() -> Heartbeat | None:
+        raw = await r.hget("health:stuck:stuck-1", "d")
+        return codec.decode(raw, Heartbeat) if raw else None
+
+    try:
+        await await_for(lambda: svc.state == "running")
+        svc.blocked = "disk full (ENOSPC)"
+        hb = await await_for(lambda: _with_state(beat(), "degraded"), what="a degraded beat")
+        assert hb.reason == "disk full (ENOSPC)"
+        assert await r.hget("health:stuck:stuck-1", "reason") == b"disk full (ENOSPC)"
+        svc.blocked = ""
+        hb = await await_for(lambda: _with_state(beat(), "running"), what="running again")
+        assert hb.reason == "" and await r.hget("health:stuck:stuck-1", "reason") == b""
+    finally:
+        svc.request_stop()
+        await asyncio.wait_for(task, 5)
+    states = [codec.decode(f[b"d"], Heartbeat).state for _, f in await r.xrange(streams.OPS_HEALTH)]
+    assert "degraded" in states and states[-1] == "stopped"
+    await r.aclose()
+
+
+async def _with_state(beat: Awaitable[Heartbeat | None], state: str) -> Heartbeat | None:
+    hb = await beat
+    return hb if hb is not None and hb.state == state else None

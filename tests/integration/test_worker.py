@@ -249,3 +249,75 @@ async def test_a_fenced_commit_of_taken_over_entries_writes_nothing(redis_url: s
     assert [f[b"n"] for _, f in await r.xrange("out")] == [b"survivor", b"paused"]
     assert (await r.xpending(S, "g"))["pending"] == 0 and paused.refused == 1
     await r.aclose()
+
+
+async def test_entries_held_in_flight_are_handed_once_even_after_a_restart(redis_url: str) -> None:
+    """auto_ack=False (a sink that acks at its flush): a restart finds 300 of its own entries
+    pending, far more than one read; each is handed once while the handler holds it, the re-read
+    of its own pending entries pages on to the new ones, and a failed batch or a release hands
+    again only what the handler does not hold."""
+    r = aioredis.Redis.from_url(redis_url)
+    ids = await fill(r, 300)
+    await r.xgroup_create(S, "g", id="0")
+    await r.xreadgroup("g", "sink-1", {S: ">"}, count=1000)  # a previous life of sink-1, SIGKILLed
+    handed: list[bytes] = []
+    failures: list[bytes] = []
+    released: list[bytes] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        for eid, _ in entries:
+            if eid == ids[40] and len(failures) < 2:
+                failures.append(eid)  # its batch, then it alone: it is handed again later
+                raise RuntimeError("transient")
+        handled = [eid for eid, _ in entries]
+        handed.extend(handled)
+        if ids[100] in handled and not released:  # not taken now: handed again later
+            released.append(ids[100])
+            w.release([ids[100]])
+            handed.remove(ids[100])
+
+    w = StreamWorker(r, S, "g", "sink-1", handler, count=16, block_ms=20, auto_ack=False,
+                     claim_interval_s=0.05, claim_idle_ms=60_000)
+    task = asyncio.create_task(w.run())
+    try:
+        await await_for(lambda: len(handed) >= 300, what="the 300 pending entries")
+        more = await fill(r, 20)
+        await await_for(lambda: set(more) <= set(handed), what="new entries after the pending ones")
+        assert sorted(handed, key=lambda e: tuple(map(int, e.split(b"-")))) == ids + more  # each once
+        assert w.in_flight == set(ids + more)
+        # what is held is touched, never delivered again: the previous life's delivery and this
+        # life's (the new ones: one), and one more for the failed and the released entry
+        times = {p["message_id"]: p["times_delivered"] for p in
+                 await r.xpending_range(S, "g", min="-", max="+", count=1000)}
+        assert {eid: n for eid, n in times.items() if n != 2 - (eid in more)} == {ids[40]: 3, ids[100]: 3}
+        await w.ack(ids + more)  # the flush stored them
+        assert (await r.xpending(S, "g"))["pending"] == 0 and not w.in_flight
+    finally:
+        w.stop()
+        await asyncio.wait_for(task, 5)
+    await r.aclose()
+
+
+async def test_a_paused_worker_reads_nothing_until_resumed(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    ids = await fill(r, 30)
+    handed: list[bytes] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        handed.extend(eid for eid, _ in entries)
+        if len(handed) == 10:
+            w.pause()  # a buffer at its bound
+
+    w = StreamWorker(r, S, "g", "c1", handler, count=10, block_ms=20, auto_ack=False)
+    task = asyncio.create_task(w.run())
+    try:
+        await await_for(lambda: w.paused and len(handed) == 10)
+        await w.ack(handed)
+        assert (await r.xinfo_groups(S))[0]["lag"] == 20  # the stream waits, not the memory
+        w.resume()
+        await await_for(lambda: len(handed) == 30)
+        assert handed == ids
+    finally:
+        w.stop()
+        await asyncio.wait_for(task, 5)
+    await r.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -25,8 +26,10 @@ from tests.ui.conftest import replay_app
 SIZE = (150, 45)
 
 
-def live_app(url: str, operator: str, keys: Keys | None = None, **kw) -> TradeopsApp:
-    settings = Settings(signing_key=str(keys.path(operator)) if keys else None)  # each signs with its own key
+def live_app(url: str, operator: str, keys: Keys | None = None, data_dir: Path | None = None, **kw) -> TradeopsApp:
+    # each signs with its own key; the audit anchors go to the test's own data dir, not the session's
+    settings = Settings(signing_key=str(keys.path(operator)) if keys else None,
+                        data_dir=str(data_dir) if data_dir else None)
     return TradeopsApp(LiveSource(url, settings, operator), LiveActions(url, settings, operator), poll_s=0.1, **kw)
 
 
@@ -55,7 +58,8 @@ def _record(r: redis.Redis, gate: str, check: str, outcome: str, who: Signer) ->
 
 
 @pytest.mark.timeout(90)
-async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: redis.Redis, team: Keys) -> None:
+async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: redis.Redis, team: Keys,
+                                                           tmp_path: Path) -> None:
     g = model.load()["task04"]
     for c in g.checks:
         if c.kind == "manual":
@@ -63,7 +67,7 @@ async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: re
         else:
             _record(r, "task04", c.id, "passed", team("ann"))
     for operator, confirm_ok in (("ann", False), ("bob", True)):
-        app = live_app(redis_url, operator, team)
+        app = live_app(redis_url, operator, team, tmp_path)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("6")
             await until(pilot, lambda app=app: app.snapshot is not None and app.snapshot.gates)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.bus import codec
-from backend.messages import WIRE_TYPES, Bar, Order
+from backend.marketdata.ticks import from_ticks
+from backend.messages import WIRE_TYPES, Bar, Order, Tick, TickBatch
 
 FILLERS = {
     str: st.text(max_size=12),
@@ -20,7 +21,11 @@ FILLERS = {
 
 
 def _sample(t: type) -> msgspec.Struct:
-    """A valid instance built from the type's own field types."""
+    """A valid instance built from the type's own field types (a TickBatch's columns hold its
+    `n` ticks, or it is not one)."""
+    if t is TickBatch:
+        return from_ticks([Tick(symbol="x", trade_id=7, price=1.5, qty=1.5, trade_ns=7, recv_ns=7, buyer_maker=True)],
+                          normalized_ns=7)
     return msgspec.convert(_value_for(t), t)
 
 
