@@ -170,7 +170,8 @@ class OmsService(Service):
             else:
                 raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
             if entries and stream == streams.ORDERS_NEW:
-                await wait_durable_async(self.fast)  # the intake on disk: one fsync for the batch
+                # the intake on disk: one fsync for the batch (on the connection the commit took)
+                await wait_durable_async(self.fast)
         self.intake += b.intake
         self.duplicates += b.duplicates
         self.illegal += b.illegal
@@ -191,7 +192,7 @@ class OmsService(Service):
             else:
                 missing.append(c)
         if missing:
-            rows = await self.fast.pipeline([("HMGET", key(c), "v", "d") for c in missing])
+            rows = await self.send([("HMGET", key(c), "v", "d") for c in missing])
             for c, (v, d) in zip(missing, rows, strict=True):
                 b.versions[c] = int(v) if v else 0
                 b.records[c] = _rec.decode(d) if d else None
@@ -211,7 +212,7 @@ class OmsService(Service):
         if entries:
             args += [stream, self.name, *[eid for eid, _ in entries]]
         keys = [key(c) for c in ids] + [OPEN]
-        res = await _COMMIT.run(self.fast.call, keys, args)
+        res = await _COMMIT.run(self.call, keys, args)
         if res[0] != 1:
             for c in ids:
                 self.cache.pop(c, None)
