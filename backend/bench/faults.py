@@ -60,7 +60,6 @@ from backend.bench.oms import order
 from backend.bus import codec, embedded, streams
 from backend.bus.publish import queue
 from backend.errors import TradeopsError
-from backend.marketdata import store
 from backend.marketdata.backfill import LAST_ID_KEY
 from backend.runtime.process import ProcessSupervisor
 from backend.runtime.spawn import health_key
@@ -146,8 +145,10 @@ def degraded(beat: Beat) -> bool:
 
 def committed(beat: Beat | None) -> tuple[int, int]:
     """sink-ticks' committed offset (the store's), as a sortable key."""
+    from backend.marketdata.store import id_key  # pandas: loaded when the bench runs, not by the CLI parser
+
     cid = beat.extra.get("committed_id") if beat else None
-    return store.id_key(cid) if isinstance(cid, str) and cid else (0, 0)
+    return id_key(cid) if isinstance(cid, str) and cid else (0, 0)
 
 
 def gateway_caught_up(r: redis.Redis) -> bool:
@@ -263,7 +264,9 @@ class FaultStack:
         self.services = services or SERVICES
         self.store_mb = store_mb
         self.data_dir = Path(tempfile.mkdtemp(prefix="tradeops-faults-"))
-        self.store_root = store.ticks_dir(self.data_dir)
+        from backend.marketdata.store import ticks_dir  # pandas: loaded when the bench runs, not by the CLI parser
+
+        self.store_root = ticks_dir(self.data_dir)
         self.mount_store = mount_store
         self.mounted = False
         self.no_mount = ""  # why the store is not on a tmpfs of its own
@@ -579,6 +582,8 @@ def problems_of(res: dict[str, Any]) -> list[str]:
     """Everything that is not as it must be: a fault not recovered, a drain that did not finish,
     a count that is not zero."""
     out = [f"{f['fault']}: not recovered within the timeout" for f in res["faults"] if f["recovered"] is False]
+    out += [f"disk: sink-ticks did not report degraded within {DEGRADED_WAIT_S:g}s of its store's disk being full"
+            for f in res["faults"] if f["fault"] == "disk" and "skipped" not in f and f["observed"].get("degraded_s") is None]
     out += [f"drain: {k} did not happen" for k, v in res["drains"].items() if v is None]
     for k in ("ticks_lost", "ticks_duplicated_stream", "ticks_dead_lettered", "ticks_lost_store",
               "ticks_duplicated_store", "orders_lost", "orders_duplicated", "orders_not_final",
