@@ -160,15 +160,23 @@ class OmsService(Service):
         absent = set(new_ids)
         async with self.lock:
             fresh = False
-            for _ in range(MAX_TRIES):
-                b = await self._load(ids, absent, fresh)
-                apply(b)
-                if await self._commit(b, stream, entries):
-                    break
-                self.conflicts += 1
-                fresh = True  # read every record of the batch again: some changed under us
-            else:
-                raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+            try:
+                for _ in range(MAX_TRIES):
+                    b = await self._load(ids, absent, fresh)
+                    apply(b)
+                    if await self._commit(b, stream, entries):
+                        break
+                    self.conflicts += 1
+                    fresh = True  # read every record of the batch again: some changed under us
+                else:
+                    raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+            except BaseException:
+                # the batch changed the records it holds, which are the ones in memory, and Redis
+                # may not have them (the commit failed, Redis went away): forget them, so the
+                # batch delivered again starts from Redis, not from transitions never committed
+                for c in ids:
+                    self.cache.pop(c, None)
+                raise
             if entries and stream == streams.ORDERS_NEW:
                 # the intake on disk: one fsync for the batch (on the connection the commit took)
                 await wait_durable_async(self.fast)
