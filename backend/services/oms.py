@@ -200,7 +200,7 @@ class OmsService(Service):
             else:
                 missing.append(c)
         if missing:
-            rows = await self.send([("HMGET", key(c), "v", "d") for c in missing])
+            rows: list[Any] = await self.send([("HMGET", key(c), "v", "d") for c in missing])
             for c, (v, d) in zip(missing, rows, strict=True):
                 b.versions[c] = int(v) if v else 0
                 b.records[c] = _rec.decode(d) if d else None
