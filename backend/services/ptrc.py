@@ -161,9 +161,9 @@ class PtrcService(Service):
     async def _reload(self) -> None:
         """The positions a failed write touched, as Redis holds them (the truth, with the ledger)."""
         keys = sorted(self.unsure)
-        raws: list[bytes | None] = await self.r.hmget(POS_KEY, [f"{a}|{s}" for a, s in keys])
+        raws = await self.r.hmget(POS_KEY, [f"{a}|{s}" for a, s in keys])
         for key, raw in zip(keys, raws, strict=True):
-            if raw:
+            if isinstance(raw, bytes):
                 self.book[key] = Pos(**msgspec.msgpack.decode(raw))
             else:
                 self.book.pop(key, None)
