@@ -42,6 +42,7 @@ from backend.bench import counting
 from backend.bench.harness import BenchStack, wait_until
 from backend.bench.load import collect, open_loop
 from backend.bench.md_pipeline import (
+    gateway_caught_up,
     start_exchange,
     stop_exchange,
     wait_gateway_flushed,
@@ -156,7 +157,10 @@ class CutoverStack:
         return codec.decode(raw, Heartbeat) if raw else None
 
     def stop_market_data(self) -> None:
-        """Stop the exchange and wait until everything it sent is through the normalizer."""
+        """Stop the exchange (once the gateway has any gap back from its trade history) and wait
+        until everything it sent is through the normalizer."""
+        wait_until(lambda: gateway_caught_up(self.r, self.serving("gateway")), TIMEOUT_S,
+                   "the gateway to backfill its gap", NAME)
         self.last_ids = stop_exchange(self.exchange)
         wait_gateway_flushed(self.r, self.serving("gateway"), time.time_ns())
         wait_group_drained(self.r, streams.MD_TICKS_RAW, "normalizer")

@@ -53,7 +53,7 @@ from typing import Any
 import msgspec
 import redis
 
-from backend.bench import counting
+from backend.bench import counting, md_pipeline
 from backend.bench.cutover import CONFIG, SERVICES
 from backend.bench.md_pipeline import start_exchange, stop_exchange
 from backend.bench.oms import order
@@ -145,18 +145,20 @@ def degraded(beat: Beat) -> bool:
 
 def committed(beat: Beat | None) -> tuple[int, int]:
     """sink-ticks' committed offset (the store's), as a sortable key."""
-    from backend.marketdata.store import id_key  # pandas: loaded when the bench runs, not by the CLI parser
+    # pandas: loaded when the bench runs, not by the CLI parser
+    from backend.marketdata.store import id_key
 
     cid = beat.extra.get("committed_id") if beat else None
     return id_key(cid) if isinstance(cid, str) and cid else (0, 0)
 
 
 def gateway_caught_up(r: redis.Redis) -> bool:
-    """The gateway is connected, has live trades since it started, and backfills no gap (its
-    live trades of no symbol wait for the venue's trade history)."""
-    b = read_beat(r, "gateway")
-    return (b is not None and b.state == "running" and bool(b.extra.get("connected"))
-            and int(b.extra.get("received") or 0) > 0 and not b.extra.get("backfilling"))
+    """The gateway runs on live trades with no gap left to backfill (md_pipeline's, Redis away
+    being a no)."""
+    try:
+        return md_pipeline.gateway_caught_up(r, f"gateway-{ENV}")
+    except (redis.RedisError, OSError, msgspec.DecodeError):
+        return False
 
 
 def poll(pred: Callable[[], Any], timeout: float) -> Any:
@@ -264,7 +266,8 @@ class FaultStack:
         self.services = services or SERVICES
         self.store_mb = store_mb
         self.data_dir = Path(tempfile.mkdtemp(prefix="tradeops-faults-"))
-        from backend.marketdata.store import ticks_dir  # pandas: loaded when the bench runs, not by the CLI parser
+        # pandas: loaded when the bench runs, not by the CLI parser
+        from backend.marketdata.store import ticks_dir
 
         self.store_root = ticks_dir(self.data_dir)
         self.mount_store = mount_store
