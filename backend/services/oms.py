@@ -160,17 +160,26 @@ class OmsService(Service):
         absent = set(new_ids)
         async with self.lock:
             fresh = False
-            for _ in range(MAX_TRIES):
-                b = await self._load(ids, absent, fresh)
-                apply(b)
-                if await self._commit(b, stream, entries):
-                    break
-                self.conflicts += 1
-                fresh = True  # read every record of the batch again: some changed under us
-            else:
-                raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+            try:
+                for _ in range(MAX_TRIES):
+                    b = await self._load(ids, absent, fresh)
+                    apply(b)
+                    if await self._commit(b, stream, entries):
+                        break
+                    self.conflicts += 1
+                    fresh = True  # read every record of the batch again: some changed under us
+                else:
+                    raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+            except BaseException:
+                # the batch changed the records it holds, which are the ones in memory, and Redis
+                # may not have them (the commit failed, Redis went away): forget them, so the
+                # batch delivered again starts from Redis, not from transitions never committed
+                for c in ids:
+                    self.cache.pop(c, None)
+                raise
             if entries and stream == streams.ORDERS_NEW:
-                await wait_durable_async(self.fast)  # the intake on disk: one fsync for the batch
+                # the intake on disk: one fsync for the batch (on the connection the commit took)
+                await wait_durable_async(self.fast)
         self.intake += b.intake
         self.duplicates += b.duplicates
         self.illegal += b.illegal
@@ -191,7 +200,7 @@ class OmsService(Service):
             else:
                 missing.append(c)
         if missing:
-            rows = await self.fast.pipeline([("HMGET", key(c), "v", "d") for c in missing])
+            rows: list[Any] = await self.send([("HMGET", key(c), "v", "d") for c in missing])
             for c, (v, d) in zip(missing, rows, strict=True):
                 b.versions[c] = int(v) if v else 0
                 b.records[c] = _rec.decode(d) if d else None
@@ -211,7 +220,7 @@ class OmsService(Service):
         if entries:
             args += [stream, self.name, *[eid for eid, _ in entries]]
         keys = [key(c) for c in ids] + [OPEN]
-        res = await _COMMIT.run(self.fast.call, keys, args)
+        res = await _COMMIT.run(self.call, keys, args)
         if res[0] != 1:
             for c in ids:
                 self.cache.pop(c, None)

@@ -59,6 +59,7 @@ class PtrcService(Service):
         self.last_px: dict[str, float] = {}  # the newest trade per symbol: marks for new positions too
         self.breaches: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
+        self.unsure: set[tuple[str, str]] = set()  # positions whose last write may or may not be in Redis
         # marks follow md.ticks from its newest entry now, read once a second
         self.ticks = self.broadcast({streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None,
                                     min_interval_s=0)
@@ -108,8 +109,11 @@ class PtrcService(Service):
         return led
 
     async def _book(self, fills: list[tuple[bytes, ExecReport]]) -> None:
-        """Book the fills that fit their orders; dead-letter and alert the breaks. The book is put
-        back as it was if the write fails (the batch is then delivered again)."""
+        """Book the fills that fit their orders; dead-letter and alert the breaks. If the write
+        fails (the batch is then delivered again), the positions it touched are taken again from
+        Redis: it may have been made."""
+        if self.unsure:
+            await self._reload()
         led = await self._ledger([rep for _, rep in fills])
         touched: set[tuple[str, str]] = set()
         alerts: list[Alert] = []
@@ -144,15 +148,27 @@ class PtrcService(Service):
             try:
                 await self._publish(touched, alerts, led)
             except BaseException:
-                for key, p in before.items():
-                    if p is None:
-                        self.book.pop(key, None)
-                    else:
-                        self.book[key] = p
+                # the write may have been made without our knowing (Redis went away before it
+                # answered): the positions it touched are read back from Redis before the next
+                # batch, where the ledger written with them says which fills are booked
+                for key in before:
+                    self.book.pop(key, None)
+                self.unsure.update(before)
                 self.breaches = breaches
                 raise
         self.fills += booked
         self.duplicates += duplicates
+
+    async def _reload(self) -> None:
+        """The positions a failed write touched, as Redis holds them (the truth, with the ledger)."""
+        keys = sorted(self.unsure)
+        raws = await self.r.hmget(POS_KEY, [f"{a}|{s}" for a, s in keys])
+        for key, raw in zip(keys, raws, strict=True):
+            if isinstance(raw, bytes):
+                self.book[key] = Pos(**msgspec.msgpack.decode(raw))
+            else:
+                self.book.pop(key, None)
+        self.unsure.clear()
 
     async def _publish(self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None,
                        led: Ledger | None = None) -> None:
