@@ -64,10 +64,18 @@ def raw_first_ids(r: Any) -> dict[str, int]:
     return first
 
 
-def expected_ranges(r: Any, last_ids: dict[str, int]) -> dict[str, tuple[int, int]]:
+def expected_ranges(r: Any, last_ids: dict[str, int], *seen: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
     """Per symbol, the trade ids that must have arrived: from the first the gateway wrote to the
-    last the exchange sent (`last_ids`, what it said when it stopped)."""
-    return {sym: (lo, last_ids[sym]) for sym, lo in raw_first_ids(r).items()}
+    last the exchange sent (`last_ids`, what it said when it stopped). md.ticks.raw is trimmed to
+    its memory budget, so its first entry may be later than the run's first trade: the smallest id
+    of any other place that kept them (`seen`: md.ticks, the store) starts the range then, so the
+    early ticks are counted too."""
+    first = raw_first_ids(r)
+    for ids_by_symbol in seen:
+        for sym, ids in ids_by_symbol.items():
+            if len(ids) and sym in first:
+                first[sym] = min(first[sym], int(ids.min()))
+    return {sym: (lo, last_ids[sym]) for sym, lo in first.items()}
 
 
 def lost_and_duplicated(ranges: dict[str, tuple[int, int]], got: dict[str, np.ndarray]) -> tuple[int, int, int]:

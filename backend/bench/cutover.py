@@ -170,7 +170,8 @@ class CutoverStack:
     def count_ticks(self) -> dict[str, Any]:
         """Every trade sent to the gateway exactly once on md.ticks, by trade id."""
         assert self.last_ids is not None, "stop_market_data first"
-        counts = counting.tick_counts(self.r, counting.expected_ranges(self.r, self.last_ids))
+        ranges = counting.expected_ranges(self.r, self.last_ids, counting.delivered_ids(self.r)[0])
+        counts = counting.tick_counts(self.r, ranges)
         hb = self.beat(self.serving("gateway"))
         norm = self.beat(self.serving("normalizer"))
         return {**counts, "ticks_missed_by_gateway": hb.extra.get("missing_trades", 0) if hb else None,

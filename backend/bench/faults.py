@@ -638,7 +638,8 @@ def measure(rate: float = 2000.0, order_rate: float = 50.0, seconds: float = DEF
             assert stack.exchange is not None
             stack.last_ids = stop_exchange(stack.exchange)
         drains = {"gateway_backfilled": waited_backfill, **drain(stack, coids, DRAIN_TIMEOUT_S)}
-        ranges = counting.expected_ranges(stack.r, stack.last_ids or {})
+        ranges = counting.expected_ranges(stack.r, stack.last_ids or {}, counting.delivered_ids(stack.r)[0],
+                                          counting.stored_ids(stack.data_dir))
         ticks = counting.tick_counts(stack.r, ranges)
         stored = counting.store_counts(stack.data_dir, ranges)
         orders = counting.order_counts(stack.r, coids)
