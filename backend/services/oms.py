@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,6 +41,7 @@ from backend.messages import (
     RiskRequest,
 )
 from backend.services.base import Service
+from backend.trading.admission import IN_FLIGHT_STATES, OVERLOADED, Admission, AdmissionLimits, Gate, clock_offset_ms
 from backend.trading.orders import IllegalTransition, OrderRecord, invalid
 
 KEY = "oms:order:{}"
@@ -89,6 +91,8 @@ class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     risk_timeout_s: float = 5.0
     """An order waiting longer than this for its risk decision gets its request sent again."""
     read_count: int = 512
+    admission: AdmissionLimits = msgspec.field(default_factory=AdmissionLimits)
+    """Past these, new orders are refused at once (REJECTED, reason `overloaded`)."""
 
 
 def key(coid: str) -> str:
@@ -108,6 +112,7 @@ class _Batch:
         # counted once the batch is committed (a batch that starts over counts nothing twice)
         self.intake = self.duplicates = self.illegal = 0
         self.latency: list[tuple[LatencyRecorder, int]] = []
+        self.gate: Gate | None = None  # new orders: admission control's verdicts for this batch
 
 
 class OmsService(Service):
@@ -130,6 +135,12 @@ class OmsService(Service):
                                   auto_ack=False)
         self.ctl_cursor = "$"
         self.every(1.0, self.resend_stale_risk)
+        self.admission = Admission(self.cfg.admission)
+        self.in_flight: set[str] = set()  # orders waiting for risk or the venue (IN_FLIGHT_STATES)
+        self.overloaded: Counter[str] = Counter()  # orders refused, by signal
+        self._overload_logged = 0.0
+        await self.sync_clock()
+        self.every(10.0, self.sync_clock)
         # working orders' records as last committed: coid -> (version, record)
         self.cache: dict[str, tuple[int, OrderRecord]] = {}
         self.lock = asyncio.Lock()
@@ -140,6 +151,7 @@ class OmsService(Service):
     def metrics(self) -> dict[str, object]:
         return {"orders": self.intake, "illegal_transitions": self.illegal,
                 "duplicates": self.duplicates, "conflicts": self.conflicts,
+                "in_flight": len(self.in_flight), "overloaded": dict(self.overloaded),
                 "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0])}
 
     # -- batches ---------------------------------------------------------------------------------
@@ -211,6 +223,10 @@ class OmsService(Service):
                 self.cache.pop(c, None)
             else:
                 self.cache[c] = (v, rec)
+            if rec is not None and rec.state in IN_FLIGHT_STATES:
+                self.in_flight.add(c)
+            else:
+                self.in_flight.discard(c)
         return True
 
     def _move(self, b: _Batch, rec: OrderRecord, to: str, now: int, reason: str = "") -> bool:
@@ -238,16 +254,19 @@ class OmsService(Service):
 
         def apply(b: _Batch) -> None:
             now = time.time_ns()
-            for _, m in msgs:
+            b.gate = self.admission.gate(now, len(self.in_flight))
+            for e, m in msgs:
                 if isinstance(m, CancelRequest):
                     self._cancel(b, m, now)
                 else:
-                    self._intake(b, m, now)
-        await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW,
-                             [e for e, _ in msgs],
-                             new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)))
+                    self._intake(b, m, now, e[0])
+        b = await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW,
+                                 [e for e, _ in msgs],
+                                 new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)))
+        if b.gate is not None and b.gate.refused:
+            self._overload(b.gate)
 
-    def _intake(self, b: _Batch, o: Order, now: int) -> None:
+    def _intake(self, b: _Batch, o: Order, now: int, eid: bytes = b"") -> None:
         c = o.client_order_id
         if b.records.get(c) is not None:
             b.duplicates += 1  # a resubmission: never a second order
@@ -256,10 +275,15 @@ class OmsService(Service):
         b.records[c] = rec
         b.dirty.add(c)
         b.intake += 1
+        why = invalid(o)
+        if not why and b.gate is not None and b.gate.refuse(eid):
+            # refused at the door, at once and cheaply: its record (so a resubmission stays one
+            # order) and one event, NEW -> REJECTED; never queued, never routed, never open
+            b.out.append((streams.ORDERS_EVENTS, rec.move("REJECTED", now, OVERLOADED)))
+            return
         b.out.append((streams.ORDERS_EVENTS, OrderEvent(
             client_order_id=c, account=o.account, symbol=o.symbol, side=o.side, quantity=o.quantity,
             limit_price=o.limit_price, state="NEW", ts_ns=now, seq=0)))
-        why = invalid(o)
         if why:
             self._move(b, rec, "REJECTED", now, f"invalid order: {why}")
             return
@@ -268,6 +292,14 @@ class OmsService(Service):
         b.out.append((streams.RISK_REQUESTS, RiskRequest(request_id=f"{c}#1", order=o,
                                                          sent_ns=rec.risk_sent_ns)))
         b.opened.add(c)
+
+    def _overload(self, gate: Gate) -> None:
+        self.overloaded.update(gate.refused)
+        if time.monotonic() - self._overload_logged > 5.0:
+            self._overload_logged = time.monotonic()
+            self.log.warning("overloaded: refusing new orders (%s this batch; %d in flight, max %d; "
+                             "max intake age %g ms)", dict(gate.refused), len(self.in_flight),
+                             self.cfg.admission.max_in_flight, self.cfg.admission.max_intake_age_ms)
 
     def _cancel(self, b: _Batch, m: CancelRequest, now: int) -> None:
         rec = b.records.get(m.client_order_id)
@@ -357,6 +389,7 @@ class OmsService(Service):
         open_ids = {c.decode() for c in await self.r.smembers(OPEN)}
         for c in [c for c in self.cache if c not in open_ids]:
             del self.cache[c]  # finished by another instance
+            self.in_flight.discard(c)
         limit = int(self.cfg.risk_timeout_s * 1e9)
         due = time.time_ns() - limit
         coids = [c for c in open_ids if c not in self.cache
@@ -373,6 +406,17 @@ class OmsService(Service):
                     b.out.append((streams.RISK_REQUESTS, RiskRequest(
                         request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now)))
         await self._transact(coids, apply, streams.ORDERS_NEW, [])
+
+    async def sync_clock(self) -> None:
+        """Redis's clock against ours: admission reads an order's wait off its entry id."""
+        samples = []
+        for _ in range(3):
+            before = time.time_ns()
+            sec, usec = await self.r.time()
+            samples.append((before, int(sec), int(usec), time.time_ns()))
+        offset = clock_offset_ms(samples)
+        if offset is not None:
+            self.admission.offset_ms = offset
 
     async def run_extra(self) -> None:
         """The kill switch: when it goes on, cancel every working order."""
