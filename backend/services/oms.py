@@ -91,6 +91,8 @@ class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     risk_timeout_s: float = 5.0
     """An order waiting longer than this for its risk decision gets its request sent again."""
     read_count: int = 512
+    intake_chunk: int = 64
+    """New orders are committed this many at a time, so answers for orders in flight go between."""
     admission: AdmissionLimits = msgspec.field(default_factory=AdmissionLimits)
     """Past these, new orders are refused at once (REJECTED, reason `overloaded`)."""
 
@@ -140,6 +142,7 @@ class OmsService(Service):
         self.overloaded: Counter[str] = Counter()  # orders refused, by signal
         self._overload_logged = 0.0
         await self.sync_clock()
+        self.admission.start(time.time_ns())
         self.every(10.0, self.sync_clock)
         # working orders' records as last committed: coid -> (version, record)
         self.cache: dict[str, tuple[int, OrderRecord]] = {}
@@ -151,7 +154,8 @@ class OmsService(Service):
     def metrics(self) -> dict[str, object]:
         return {"orders": self.intake, "illegal_transitions": self.illegal,
                 "duplicates": self.duplicates, "conflicts": self.conflicts,
-                "in_flight": len(self.in_flight), "overloaded": dict(self.overloaded),
+                "in_flight": len(self.in_flight), "in_flight_limit": int(self.admission.in_flight_limit),
+                "overloaded": dict(self.overloaded),
                 "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0])}
 
     # -- batches ---------------------------------------------------------------------------------
@@ -251,10 +255,18 @@ class OmsService(Service):
                 msgs.append((e, _new.decode(codec.payload(e[1]))))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self.w_new.dead_letter(e[0], e[1], f"undecodable order: {exc}")
+        n = self.cfg.intake_chunk
+        for i in range(0, len(msgs), n):
+            await self._take_in(msgs[i:i + n])
+
+    async def _take_in(self, msgs: list[tuple[Entry, Order | CancelRequest]]) -> None:
+        """New orders and cancels, one commit. A batch read is taken in a chunk at a time: the
+        decisions and reports of orders in flight, waiting for their turn, get it between chunks
+        (a flood's 512 orders in one go held them up for its whole commit)."""
 
         def apply(b: _Batch) -> None:
             now = time.time_ns()
-            b.gate = self.admission.gate(now, len(self.in_flight))
+            b.gate = self.admission.gate(now, len(self.in_flight), self.w_new.redelivered)
             for e, m in msgs:
                 if isinstance(m, CancelRequest):
                     self._cancel(b, m, now)
@@ -301,6 +313,13 @@ class OmsService(Service):
                              "max intake age %g ms)", dict(gate.refused), len(self.in_flight),
                              self.cfg.admission.max_in_flight, self.cfg.admission.max_intake_age_ms)
 
+    def _answered(self, b: _Batch) -> None:
+        """How long after intake this batch's orders were routed or accepted: admission lets fewer
+        orders in flight while that is too long (Admission.answered)."""
+        slowest = max((ns for rec, ns in b.latency if rec is not self.rt_risk), default=None)
+        if slowest is not None:
+            self.admission.answered(slowest / 1e6, len(self.in_flight), time.time_ns())
+
     def _cancel(self, b: _Batch, m: CancelRequest, now: int) -> None:
         rec = b.records.get(m.client_order_id)
         if rec is None or rec.final:
@@ -340,7 +359,8 @@ class OmsService(Service):
                     b.latency.append((self.to_routed, now - rec.intake_ns))
                     b.out.append((streams.EXEC_ORDERS, ExecOrder(action="new", client_order_id=d.client_order_id,
                                                                  order=rec.order, sent_ns=now)))
-        await self._transact((d.client_order_id for d in decs), apply, streams.RISK_DECISIONS, entries)
+        self._answered(await self._transact((d.client_order_id for d in decs), apply, streams.RISK_DECISIONS,
+                                            entries))
 
     # -- exec.reports ----------------------------------------------------------------------------
     async def on_reports(self, entries: list[Entry]) -> None:
@@ -357,7 +377,7 @@ class OmsService(Service):
                 rec = b.records.get(rep.client_order_id)
                 if rec is not None and not rec.final:
                     self._apply_report(b, rec, rep, now)
-        await self._transact((r.client_order_id for r in reps), apply, streams.EXEC_REPORTS, entries)
+        self._answered(await self._transact((r.client_order_id for r in reps), apply, streams.EXEC_REPORTS, entries))
 
     def _apply_report(self, b: _Batch, rec: OrderRecord, rep: ExecReport, now: int) -> None:
         c = rec.order.client_order_id

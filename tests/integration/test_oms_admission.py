@@ -44,7 +44,8 @@ def all_final(r: redis.Redis, coids: list[str]) -> bool:
 
 def routed(r: redis.Redis) -> set[str]:
     """Orders that reached risk or the venue."""
-    out = {codec.decode(codec.payload(f), RiskRequest).order.client_order_id for _, f in r.xrange(streams.RISK_REQUESTS)}
+    out = {codec.decode(codec.payload(f), RiskRequest).order.client_order_id
+           for _, f in r.xrange(streams.RISK_REQUESTS)}
     return out | {codec.decode(codec.payload(f), ExecOrder).client_order_id for _, f in r.xrange(streams.EXEC_ORDERS)}
 
 
