@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
 from backend.bus import codec, streams
 from backend.bus.scripts import Script
@@ -95,6 +96,10 @@ class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """New orders are committed this many at a time, so answers for orders in flight go between."""
     admission: AdmissionLimits = msgspec.field(default_factory=AdmissionLimits)
     """Past these, new orders are refused at once (REJECTED, reason `overloaded`)."""
+
+    def __post_init__(self) -> None:
+        if self.intake_chunk < 1:
+            raise ValueError(f"intake_chunk must be at least 1, not {self.intake_chunk!r}")
 
 
 def key(coid: str) -> str:
@@ -309,8 +314,8 @@ class OmsService(Service):
         self.overloaded.update(gate.refused)
         if time.monotonic() - self._overload_logged > 5.0:
             self._overload_logged = time.monotonic()
-            self.log.warning("overloaded: refusing new orders (%s this batch; %d in flight, max %d; "
-                             "max intake age %g ms)", dict(gate.refused), len(self.in_flight),
+            self.log.warning("overloaded: refusing new orders (%s this batch; %d in flight, limit %d of %d; "
+                             "max intake age %g ms)", dict(gate.refused), len(self.in_flight), gate.limit,
                              self.cfg.admission.max_in_flight, self.cfg.admission.max_intake_age_ms)
 
     def _answered(self, b: _Batch) -> None:
@@ -430,10 +435,13 @@ class OmsService(Service):
     async def sync_clock(self) -> None:
         """Redis's clock against ours: admission reads an order's wait off its entry id."""
         samples = []
-        for _ in range(3):
-            before = time.time_ns()
-            sec, usec = await self.r.time()
-            samples.append((before, int(sec), int(usec), time.time_ns()))
+        try:
+            for _ in range(3):
+                before = time.time_ns()
+                sec, usec = await self.r.time()
+                samples.append((before, int(sec), int(usec), time.time_ns()))
+        except (RedisError, OSError) as exc:  # the offset in hand serves until the next try
+            self.log.warning("clock offset not measured: %r", exc)
         offset = clock_offset_ms(samples)
         if offset is not None:
             self.admission.offset_ms = offset

@@ -166,6 +166,11 @@ def test_bad_limits_are_a_config_error_naming_the_setting(section: dict, message
     assert message in str(exc.value) and "admission" in str(exc.value)
 
 
+def test_intake_chunk_is_at_least_one() -> None:
+    with pytest.raises(ConfigError, match=r"^\[services\.oms\]: intake_chunk must be at least 1, not 0"):
+        convert_section("oms", {"intake_chunk": 0}, OmsConfig)
+
+
 def test_default_limits() -> None:
     cfg = msgspec.convert({}, OmsConfig)
     assert cfg.admission == AdmissionLimits() and cfg.admission.max_intake_age_ms == 50.0
