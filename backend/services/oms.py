@@ -12,7 +12,8 @@ records are read again from Redis and the batch starts over, so no transition is
 made twice. The three consumers of one instance take turns (one lock), so they never race each
 other. Idempotent: a resubmitted client order id never makes a second order (a new order is
 committed only if no record of that id exists), a decision or report for an order that has moved
-on is ignored, and a fill is counted once per venue trade id.
+on is ignored, and a fill is counted once per venue trade id. Past its capacity the OMS refuses a
+new order at once (REJECTED, reason `overloaded`) instead of queueing it: backend/trading/admission.py.
 """
 
 from __future__ import annotations
