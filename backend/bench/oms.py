@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -73,6 +74,9 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
             if ev.state == "REJECTED" and ev.reason == OVERLOADED:
                 overloaded.add(c)
 
+    # the load's own pauses would bunch its orders: what is alive now is out of the collector's way
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     col = asyncio.create_task(collect(url, streams.ORDERS_EVENTS, on, stop))
     await asyncio.sleep(0.05)
