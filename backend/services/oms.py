@@ -261,14 +261,16 @@ class OmsService(Service):
                 msgs.append((e, _new.decode(codec.payload(e[1]))))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self.w_new.dead_letter(e[0], e[1], f"undecodable order: {exc}")
-        n = self.cfg.intake_chunk
-        for i in range(0, len(msgs), n):
+        i = 0
+        while i < len(msgs):  # in chunks while orders are in flight (nothing waits for a turn else)
+            n = self.cfg.intake_chunk if self.in_flight else len(msgs)
             await self._take_in(msgs[i:i + n])
+            i += n
 
     async def _take_in(self, msgs: list[tuple[Entry, Order | CancelRequest]]) -> None:
-        """New orders and cancels, one commit. A batch read is taken in a chunk at a time: the
-        decisions and reports of orders in flight, waiting for their turn, get it between chunks
-        (a flood's 512 orders in one go held them up for its whole commit)."""
+        """New orders and cancels, one commit. While orders are in flight a batch read is taken in
+        a chunk at a time: their decisions and reports, waiting for their turn, get it between
+        chunks (a flood's 512 orders in one go held them up for its whole commit)."""
 
         def apply(b: _Batch) -> None:
             now = time.time_ns()
