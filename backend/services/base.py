@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -258,6 +259,11 @@ class Service:
                        "consumes": [w.stream for w in self.workers]},
             )
             await self.heartbeat()
+            # What is alive now (modules, config, what setup built) lives as long as the process:
+            # out of the collector's way, so a full collection walks only what came since (it
+            # walked ~50,000 objects, 10-50 ms with the event loop and every message stopped).
+            gc.collect()
+            gc.freeze()
             tasks = [asyncio.create_task(w.run(), name=f"worker:{w.stream}") for w in self.workers]
             tasks += [asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
                       for b, fn in self._listens]
