@@ -18,6 +18,7 @@ writes an operator is told succeeded wait for their fsync with it (`backend.bus.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -234,7 +235,7 @@ class EmbeddedRedis:
             port = self.port or again or free_port()
             again = None
             url = f"redis://127.0.0.1:{port}/0"
-            log = open(self.dir / LOG_FILE, "ab")
+            log = open(self.dir / LOG_FILE, "ab")  # noqa: SIM115 - the child keeps it; closed below once started
             cmd = [
                 binary,
                 "--bind", "127.0.0.1",
@@ -291,7 +292,7 @@ class EmbeddedRedis:
             self.proc = None
         _clear(self.dir)
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         self.start()
         return self
 
@@ -313,10 +314,8 @@ def stop_pid(pid: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | No
         elif not _alive(pid):
             return
         time.sleep(0.02)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     if proc is not None:
         proc.wait()
 

@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import RedisError
 
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.bus.broadcast import Item
 from backend.bus.durable import wait_durable_async
 from backend.bus.publish import xadd
@@ -47,6 +47,7 @@ from backend.messages import (
     ExecReport,
     Order,
     OrderEvent,
+    OrderState,
     RiskDecision,
     RiskRequest,
 )
@@ -101,6 +102,10 @@ return {1}
 _COMMIT = Script(COMMIT_LUA)
 _rec = msgspec.msgpack.Decoder(OrderRecord)
 _rec_enc = msgspec.msgpack.Encoder()
+
+
+REPORT_STATE: dict[str, OrderState] = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
+"""The order's final state after the venue's report of that kind."""
 
 
 class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -267,7 +272,7 @@ class OmsService(Service):
                 self.in_flight.discard(c)
         return True
 
-    def _move(self, b: _Batch, rec: OrderRecord, to: str, now: int, reason: str = "") -> bool:
+    def _move(self, b: _Batch, rec: OrderRecord, to: OrderState, now: int, reason: str = "") -> bool:
         try:
             ev = rec.move(to, now, reason)
         except IllegalTransition as exc:
@@ -418,13 +423,12 @@ class OmsService(Service):
             done = rec.filled >= rec.order.quantity - 1e-9
             self._move(b, rec, "FILLED" if done else "PARTIALLY_FILLED", now)
         elif rep.kind in ("canceled", "expired", "rejected"):
-            to = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}[rep.kind]
-            self._move(b, rec, to, now, rep.reason)
+            self._move(b, rec, REPORT_STATE[rep.kind], now, rep.reason)
 
     # -- housekeeping ----------------------------------------------------------------------------
     async def resend_stale_risk(self) -> None:
         """Orders left PENDING_RISK (e.g. risk was down) get their request sent again."""
-        open_ids = {c.decode() for c in await self.r.smembers(OPEN)}
+        open_ids = {replies.text(c) for c in await self.r.smembers(OPEN)}
         for c in [c for c in self.cache if c not in open_ids]:
             del self.cache[c]  # finished by another instance
             self.in_flight.discard(c)
@@ -467,7 +471,7 @@ class OmsService(Service):
                 await self.cancel_all(f"kill switch on ({cmd.operator}: {cmd.reason})")
 
     async def cancel_all(self, reason: str) -> int:
-        coids = [c.decode() for c in await self.r.smembers(OPEN)]
+        coids = [replies.text(c) for c in await self.r.smembers(OPEN)]
         n = 0
 
         def apply(b: _Batch) -> None:

@@ -17,7 +17,7 @@ from dataclasses import replace
 import msgspec
 import redis
 
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.bus.publish import queue
 from backend.marketdata import ticks as tickcols
 from backend.messages import Alert, ExecReport, Position, TickBatch
@@ -51,8 +51,8 @@ class PtrcService(Service):
     async def setup(self) -> None:
         self.book: dict[tuple[str, str], Pos] = {}
         for k, v in (await self.r.hgetall(POS_KEY)).items():
-            acc, _, sym = k.decode().partition("|")
-            self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
+            acc, _, sym = replies.text(k).partition("|")
+            self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(replies.blob(v)))
         self.fills = 0
         self.duplicates = 0  # fills reported again (same trade, order and quantity): skipped
         self.breaks = 0  # fills that do not fit an order the OMS knows: dead-lettered
@@ -238,6 +238,6 @@ def read_positions(r: redis.Redis) -> dict[tuple[str, str], Pos]:
     """ptrc's book as kept in Redis: (account, symbol) -> position."""
     out = {}
     for k, v in r.hgetall(POS_KEY).items():
-        acc, _, sym = k.decode().partition("|")
-        out[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
+        acc, _, sym = replies.text(k).partition("|")
+        out[(acc, sym)] = Pos(**msgspec.msgpack.decode(replies.blob(v)))
     return out
