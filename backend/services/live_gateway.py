@@ -171,7 +171,7 @@ class LiveGatewayService(Service):
         """The saved working orders, back in the paper book (what crosses the last price fills)."""
         reps: list[ExecReport] = []
         for raw in (await self.r.hgetall(PAPER_KEY)).values():
-            d = msgspec.msgpack.decode(raw)
+            d = msgspec.msgpack.decode(replies.blob(raw))
             order = msgspec.convert(d["order"], Order)
             reps += self.engine.restore(Working(order, d["venue_order_id"], d["filled"], d["notional"], d["fills"]))
         await self._publish(reps)
@@ -211,7 +211,7 @@ class LiveGatewayService(Service):
 
     async def _load_inflight(self) -> None:
         for c, raw in (await self.r.hgetall(REST_KEY)).items():
-            self.inflight[c.decode()] = Tracked.decode(msgspec.msgpack.decode(raw))
+            self.inflight[replies.text(c)] = Tracked.decode(msgspec.msgpack.decode(replies.blob(raw)))
 
     async def _rest(self, eo: ExecOrder) -> list[ExecReport]:
         assert self.rest is not None
