@@ -85,9 +85,7 @@ _ENV = {
 }
 
 
-def load_settings(
-    config: str | os.PathLike[str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load settings: file, then env, then explicit overrides (None values are ignored)."""
     path = locations.config_file(config)
     raw: dict[str, Any] = {}
@@ -100,11 +98,14 @@ def load_settings(
             if isinstance(raw.get(key), str):
                 raw[key] = str(path.parent / Path(raw[key]).expanduser())
         if isinstance(raw.get("anchor_to"), list):
-            raw["anchor_to"] = [str(path.parent / Path(p).expanduser()) if isinstance(p, str) else p
-                                for p in raw["anchor_to"]]
+            raw["anchor_to"] = [
+                str(path.parent / Path(p).expanduser()) if isinstance(p, str) else p for p in raw["anchor_to"]
+            ]
         if "roles" in raw:
-            raise ConfigError(f"config {path}: `roles` is no longer read: roles come from the signed operator "
-                              f"registry (`tradeops operators list`); remove it")
+            raise ConfigError(
+                f"config {path}: `roles` is no longer read: roles come from the signed operator "
+                f"registry (`tradeops operators list`); remove it"
+            )
     elif config is not None:
         raise ConfigError(f"config {path}: no such file")
     for env, key in _ENV.items():
@@ -120,12 +121,12 @@ def load_settings(
     except ValueError as exc:
         raise ConfigError(f"config {path}: redis_maxmemory: {exc}") from None
     if maxmemory < MIN_MAXMEMORY:
-        raise ConfigError(f"config {path}: redis_maxmemory {settings.redis_maxmemory!r} is below "
-                          f"{MIN_MAXMEMORY // 2**20} MB, too little for the streams' budgets to mean anything")
-    if settings.environment not in ("legacy", "target"):
         raise ConfigError(
-            f"config {path}: environment must be legacy or target, not {settings.environment!r}"
+            f"config {path}: redis_maxmemory {settings.redis_maxmemory!r} is below "
+            f"{MIN_MAXMEMORY // 2**20} MB, too little for the streams' budgets to mean anything"
         )
+    if settings.environment not in ("legacy", "target"):
+        raise ConfigError(f"config {path}: environment must be legacy or target, not {settings.environment!r}")
     return settings
 
 

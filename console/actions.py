@@ -55,14 +55,21 @@ class ConsoleActions(Protocol):
     def kill_switch(self, on: bool, reason: str) -> str: ...
 
 
-def new_order(symbol: str, side: Side, qty: float, limit: float | None, operator: str,
-              account: str = ACCOUNT) -> Order:
+def new_order(symbol: str, side: Side, qty: float, limit: float | None, operator: str, account: str = ACCOUNT) -> Order:
     """The order the console sends, refused (TradeopsError) when it is invalid on its face."""
     from backend.trading.orders import invalid
 
-    o = Order(client_order_id=f"ui-{uuid.uuid4().hex[:10]}", account=account, symbol=symbol.upper(),
-              side=side, type="limit" if limit else "market", quantity=qty, limit_price=limit,
-              sent_ns=time.time_ns(), source=f"console:{operator}")
+    o = Order(
+        client_order_id=f"ui-{uuid.uuid4().hex[:10]}",
+        account=account,
+        symbol=symbol.upper(),
+        side=side,
+        type="limit" if limit else "market",
+        quantity=qty,
+        limit_price=limit,
+        sent_ns=time.time_ns(),
+        source=f"console:{operator}",
+    )
     why = invalid(o)
     if why:
         raise TradeopsError(f"order refused: {why}")
@@ -105,8 +112,16 @@ class LiveActions:
         seal = sealed.seal_move(self.signer)
         if action in ("cutover", "rollback"):  # waits for healthy / drained (an action worker thread)
             return switch(self.r, service, action, who, reason, seal=seal).summary() + self._anchor()
-        ev = move(self.r, service, action, who, reason, gates_file=self.settings.gates_path(), seal=seal,
-                  decisions=decisions.verified_decisions(self.r, model.configured(self.settings)))
+        ev = move(
+            self.r,
+            service,
+            action,
+            who,
+            reason,
+            gates_file=self.settings.gates_path(),
+            seal=seal,
+            decisions=decisions.verified_decisions(self.r, model.configured(self.settings)),
+        )
         return f"{service}: {ev.from_state} -> {ev.to_state}{self._anchor()}"
 
     def _gate(self, gate_id: str) -> Gate:
@@ -118,8 +133,9 @@ class LiveActions:
         from gates import decisions
         from gates.checks import CheckContext
 
-        evs = decisions.run(CheckContext(self.r, self.url, self.settings), self._gate(gate_id), self.signer, check,
-                            label=self.operator)
+        evs = decisions.run(
+            CheckContext(self.r, self.url, self.settings), self._gate(gate_id), self.signer, check, label=self.operator
+        )
         return run_summary(gate_id, [(e.check or "", e.outcome or "") for e in evs]) + self._anchor()
 
     def gate_attest(self, gate_id: str, check: str, note: str) -> str:
@@ -131,15 +147,15 @@ class LiveActions:
     def gate_approve(self, gate_id: str, reason: str, evidence: str | None = None) -> str:
         from gates import decisions
 
-        ev = decisions.approve(self.r, self._gate(gate_id), self.signer, reason, label=self.operator,
-                               evidence=evidence)
+        ev = decisions.approve(self.r, self._gate(gate_id), self.signer, reason, label=self.operator, evidence=evidence)
         return f"{gate_id} approved by {ev.operator} (evidence {ev.evidence_digest[:16]}){self._anchor()}"
 
     def gate_decide(self, gate_id: str, decision: Decision, reason: str, evidence: str | None = None) -> str:
         from gates import decisions
 
-        ev = decisions.decide(self.r, self._gate(gate_id), decision, self.signer, reason, label=self.operator,
-                              evidence=evidence)
+        ev = decisions.decide(
+            self.r, self._gate(gate_id), decision, self.signer, reason, label=self.operator, evidence=evidence
+        )
         return f"{gate_id}: {decision.upper()} by {ev.operator}{self._anchor()}"
 
     def _anchor(self) -> str:
@@ -150,8 +166,12 @@ class LiveActions:
 
         try:
             logs = proof.from_redis(self.r)
-            anchor.write(logs.chains(), proof.registry_of(logs), self.signer,
-                         anchor.places(self.settings.resolved_data_dir(), self.settings.anchor_to))
+            anchor.write(
+                logs.chains(),
+                proof.registry_of(logs),
+                self.signer,
+                anchor.places(self.settings.resolved_data_dir(), self.settings.anchor_to),
+            )
         except (anchor.AnchorError, ArchiveUnreadable) as exc:
             return f" · ALERT: {exc}"
         return ""
@@ -167,9 +187,13 @@ class LiveActions:
         from backend.bus import publish_sync, streams
         from backend.messages import CancelRequest
 
-        publish_sync(self.r, streams.ORDERS_NEW, CancelRequest(client_order_id=client_order_id,
-                                                               reason=f"canceled by {self.operator}",
-                                                               sent_ns=time.time_ns()))
+        publish_sync(
+            self.r,
+            streams.ORDERS_NEW,
+            CancelRequest(
+                client_order_id=client_order_id, reason=f"canceled by {self.operator}", sent_ns=time.time_ns()
+            ),
+        )
         return f"cancel sent for {client_order_id}"
 
     def kill_switch(self, on: bool, reason: str) -> str:
@@ -187,8 +211,9 @@ def run_summary(gate_id: str, outcomes: list[tuple[str, str]]) -> str:
         check, outcome = outcomes[0]
         return f"{gate_id}/{check}: {outcome}"
     bad = [f"{c} {o}" for c, o in outcomes if o != "passed"]
-    return (f"{gate_id}: {len(outcomes) - len(bad)} of {len(outcomes)} checks passed"
-            + (f"; {', '.join(bad)}" if bad else ""))
+    return f"{gate_id}: {len(outcomes) - len(bad)} of {len(outcomes)} checks passed" + (
+        f"; {', '.join(bad)}" if bad else ""
+    )
 
 
 def snapshot_blockers(snap: Snapshot, service: str) -> list[str]:
@@ -241,8 +266,10 @@ class ReplayActions:
     def gate_run(self, gate_id: str, check: str | None) -> str:
         g = self._gate(gate_id)
         if check is None:
-            raise replayed(f"{gate_id}'s checks are not run on a recording; "
-                                + run_summary(gate_id, [(c[0], c[3]) for c in g.checks if c[1] != "manual"]))
+            raise replayed(
+                f"{gate_id}'s checks are not run on a recording; "
+                + run_summary(gate_id, [(c[0], c[3]) for c in g.checks if c[1] != "manual"])
+            )
         _, kind, _, outcome, _ = self._check(g, check)
         if kind == "manual":
             raise TradeopsError(f"{gate_id}/{check} is a manual check: attest it with `tradeops gate attest`")
@@ -270,8 +297,9 @@ class ReplayActions:
         if decision == "proceed":
             red = [f"{c[0]} ({c[3]})" for c in g.checks if c[2] and c[3] != "passed"]
             if red:
-                raise TradeopsError("proceed refused: required checks not passed in their latest run: "
-                                    + ", ".join(red))
+                raise TradeopsError(
+                    "proceed refused: required checks not passed in their latest run: " + ", ".join(red)
+                )
             if g.needs:
                 raise TradeopsError(f"proceed refused: {gate_id} needs {'; '.join(g.needs)}")
         raise replayed(f"{gate_id}: {decision.upper()} is not recorded")

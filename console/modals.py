@@ -21,8 +21,7 @@ class ReasonModal(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="modal.cancel")]
 
-    def __init__(self, title: str, confirm: str | None = None, placeholder: str = "reason",
-                 detail: str = "") -> None:
+    def __init__(self, title: str, confirm: str | None = None, placeholder: str = "reason", detail: str = "") -> None:
         super().__init__()
         self.title_text = title
         self.confirm = confirm
@@ -127,8 +126,14 @@ class OrderModal(ModalScreen[OrderForm | None]):
         if limit is not None and not (math.isfinite(limit) and limit > 0):
             err.update("limit price must be a positive number (or empty for a market order)")
             return
-        self.dismiss(OrderForm(str(self.query_one("#symbol", Select).value),
-                               cast(Side, str(self.query_one("#side", Select).value)), qty, limit))
+        self.dismiss(
+            OrderForm(
+                str(self.query_one("#symbol", Select).value),
+                cast(Side, str(self.query_one("#side", Select).value)),
+                qty,
+                limit,
+            )
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -100,12 +100,18 @@ def compare(log: str, live: Chain, anchored: Chain) -> tuple[str, str | None]:
     name = LOGS[log]
     for i, (eid, h) in enumerate(anchored):
         if i >= len(live):
-            return (f"{log}: {len(anchored) - len(live)} entries removed: the live log has {len(live)}, the anchor "
-                    f"has {len(anchored)}; the first missing is entry {i + 1} ({eid})", eid)
+            return (
+                f"{log}: {len(anchored) - len(live)} entries removed: the live log has {len(live)}, the anchor "
+                f"has {len(anchored)}; the first missing is entry {i + 1} ({eid})",
+                eid,
+            )
         if live[i][1] != h:
             how = "rewritten" if live[i][0] == eid else "removed or replaced"
-            return (f"{log}: entry {i + 1} differs from the anchored {name} log: anchored {eid} {h[:16]}, live "
-                    f"{live[i][0]} {live[i][1][:16]} ({how} after it was anchored)", eid)
+            return (
+                f"{log}: entry {i + 1} differs from the anchored {name} log: anchored {eid} {h[:16]}, live "
+                f"{live[i][0]} {live[i][1][:16]} ({how} after it was anchored)",
+                eid,
+            )
     return "", None
 
 
@@ -121,16 +127,23 @@ def check(chains: dict[str, Chain], registry: Registry, where: list[Path]) -> li
         cp = cps[-1]
         t = judge(cp, registry)
         if not t.ok:
-            out.append(Finding(place, False, f"{place}: the last checkpoint ({when(cp.ts_ns)}) is not validly "
-                                             f"signed: {t.why}"))
+            out.append(
+                Finding(place, False, f"{place}: the last checkpoint ({when(cp.ts_ns)}) is not validly signed: {t.why}")
+            )
             continue
         if cp.root != registry.root:
-            out.append(Finding(place, False, f"{place}: the registry's first lead is {registry.root or 'none'}, "
-                                             f"the anchor says {cp.root}: the registry was re-initialised"))
+            out.append(
+                Finding(
+                    place,
+                    False,
+                    f"{place}: the registry's first lead is {registry.root or 'none'}, "
+                    f"the anchor says {cp.root}: the registry was re-initialised",
+                )
+            )
             continue
         problem, entry = "", None
         for log in LOGS:
-            anchored = read_hashes(place, log)[:cp.counts.get(log, 0)]
+            anchored = read_hashes(place, log)[: cp.counts.get(log, 0)]
             n = cp.counts.get(log, 0)
             if len(anchored) != n or (n and anchored[-1][1] != cp.heads.get(log)):
                 problem = f"{log}: the anchored hash list does not match its signed checkpoint ({n} entries)"
@@ -165,9 +178,14 @@ def _locked(place: Path) -> Iterator[None]:
 def write(chains: dict[str, Chain], registry: Registry, signer: Signer, where: list[Path]) -> Checkpoint:
     """A signed checkpoint of `chains` at every place, after checking the live logs extend what
     each place anchored (AnchorError naming the first difference when not)."""
-    cp = Checkpoint(counts={k: len(v) for k, v in chains.items()}, heads={k: v[-1][1] if v else ""
-                                                                         for k, v in chains.items()},
-                    root=registry.root, ts_ns=time.time_ns(), signer=signer.fingerprint, nonce=signing.nonce())
+    cp = Checkpoint(
+        counts={k: len(v) for k, v in chains.items()},
+        heads={k: v[-1][1] if v else "" for k, v in chains.items()},
+        root=registry.root,
+        ts_ns=time.time_ns(),
+        signer=signer.fingerprint,
+        nonce=signing.nonce(),
+    )
     cp = msgspec.structs.replace(cp, sig=signer.sign(message(cp), signing.NS_ANCHOR))
     for place in where:
         try:
@@ -179,7 +197,7 @@ def write(chains: dict[str, Chain], registry: Registry, signer: Signer, where: l
                         raise AnchorError(f"not anchored at {place}: {problem}")
                     if len(live) > len(anchored):
                         with open(place / f"{LOGS[log]}.hashes", "a") as f:
-                            f.writelines(f"{eid} {h}\n" for eid, h in live[len(anchored):])
+                            f.writelines(f"{eid} {h}\n" for eid, h in live[len(anchored) :])
                             f.flush()
                             os.fsync(f.fileno())
                 with open(place / CHECKPOINTS, "a") as f:
@@ -195,10 +213,19 @@ def write(chains: dict[str, Chain], registry: Registry, signer: Signer, where: l
 
 def _commit(place: Path, cp: Checkpoint) -> None:
     git = ["git", "-C", str(place), "-c", "user.name=tradeops", "-c", "user.email=tradeops@localhost"]
-    subprocess.run([*git, "add", CHECKPOINTS, *(f"{n}.hashes" for n in LOGS.values())], capture_output=True,
-                   timeout=60, check=False)
+    subprocess.run(
+        [*git, "add", CHECKPOINTS, *(f"{n}.hashes" for n in LOGS.values())],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     counts = json.dumps(cp.counts)
-    out = subprocess.run([*git, "commit", "-q", "-m", f"tradeops anchor {when(cp.ts_ns)}: {counts}"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [*git, "commit", "-q", "-m", f"tradeops anchor {when(cp.ts_ns)}: {counts}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if out.returncode != 0 and "nothing to commit" not in out.stdout + out.stderr:
         raise AnchorError(f"cannot commit the anchor in {place}: {out.stderr.strip() or out.stdout.strip()}")

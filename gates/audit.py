@@ -30,8 +30,9 @@ def digest(ev: GateEvent) -> str:
     return chained.digest(ev)
 
 
-def append(r: redis.Redis, ev: GateEvent, *, durable: bool = True,
-           seal: Callable[[GateEvent], GateEvent] | None = None) -> GateEvent:
+def append(
+    r: redis.Redis, ev: GateEvent, *, durable: bool = True, seal: Callable[[GateEvent], GateEvent] | None = None
+) -> GateEvent:
     """Chain `ev` after the newest event and add it (optimistic: retried if another writer won),
     signed by `seal` once its previous hash and time are set (gates/decisions.py); when the
     newest entry is not a gate event it chains onto the recorded head (`head_hash`); return once it
@@ -53,8 +54,7 @@ def decode(f: dict[Any, Any]) -> GateEvent:
 def events(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, GateEvent]]:
     """Every gate event in log order, the archived ones first; an entry that is not one is skipped
     here (counted in `skips`) and is a break in the chain for `verify`."""
-    got, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES,
-                            skips=skips)
+    got, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES, skips=skips)
     return [(eid.decode(), ev) for eid, ev in got]
 
 
@@ -90,11 +90,15 @@ class ChainVerifier:
             return False
         i = self.checked
         if ev.prev_hash != self.prev:
-            return self._broken(eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) does not follow the "
-                                     f"entry before it: an entry was removed or reordered")
+            return self._broken(
+                eid,
+                f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) does not follow the "
+                f"entry before it: an entry was removed or reordered",
+            )
         if digest(ev) != ev.hash:
-            return self._broken(eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) was changed: "
-                                     f"its content does not match its hash")
+            return self._broken(
+                eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) was changed: its content does not match its hash"
+            )
         self.prev = ev.hash
         self.checked += 1
         return True
@@ -114,8 +118,13 @@ class ChainVerifier:
         if self.problem:
             return Verdict(False, self.checked, self.problem, self.entry, archived)
         if head != self.prev:
-            return Verdict(False, self.checked, "the newest entries were removed: the log ends before the "
-                                                "recorded head", None, archived)
+            return Verdict(
+                False,
+                self.checked,
+                "the newest entries were removed: the log ends before the recorded head",
+                None,
+                archived,
+            )
         return Verdict(True, self.checked, archived=archived)
 
 

@@ -57,8 +57,13 @@ def signed_message(ev: msgspec.Struct) -> bytes:
     return _canon.encode(_body(ev, "sig"))
 
 
-def decode_all(items: Iterable[tuple[bytes, Mapping[Any, Any]]], type_: type[T], *, stream: str = "",
-               skips: entries.Skips | None = None) -> list[tuple[str, T | str]]:
+def decode_all(
+    items: Iterable[tuple[bytes, Mapping[Any, Any]]],
+    type_: type[T],
+    *,
+    stream: str = "",
+    skips: entries.Skips | None = None,
+) -> list[tuple[str, T | str]]:
     """Every entry of a log in order as (id, event), and an entry that does not decode (as
     bus/entries.py judges it) as (id, why): the chain verifiers report it as a break where it
     stands; it is counted in `skips` under `stream`."""
@@ -93,8 +98,9 @@ def head_hash(r: Any, stream: str, head_key: str, type_: type) -> str:
     return head.decode() if head else ""
 
 
-def append(r: Any, stream: str, head_key: str, ev: E, *, seal: Callable[[E], E] | None = None,
-           durable: bool = True) -> E:
+def append(
+    r: Any, stream: str, head_key: str, ev: E, *, seal: Callable[[E], E] | None = None, durable: bool = True
+) -> E:
     """Chain `ev` after the newest entry of `stream` and add it, `seal` (sign) it once its previous
     hash and time are set; optimistic: signed again and retried if another writer won. When the
     newest entry does not decode, `ev` chains onto the recorded head (`head_hash`). The entry goes

@@ -38,8 +38,9 @@ from gates.state import CheckState, GateLedger, GateState
 __all__ = ["CheckState", "GateState", "Refused", "approve", "attest", "decide", "run", "state", "states"]
 
 
-def ledger(r: redis.Redis, gates: dict[str, Gate], registry: Registry | None = None,
-           skips: Skips | None = None) -> GateLedger:
+def ledger(
+    r: redis.Redis, gates: dict[str, Gate], registry: Registry | None = None, skips: Skips | None = None
+) -> GateLedger:
     """The whole audit log folded, archive then live, every event judged against the registry
     (entries that do not decode skipped, counted in `skips`)."""
     reg = registry if registry is not None else operators.load(r, skips)
@@ -80,23 +81,33 @@ class Actor:
         return ""
 
 
-def refuse(r: redis.Redis, gate: str, attempt: str, rule: str, signer: Signer | None = None,
-           label: str = "") -> Refused:
+def refuse(
+    r: redis.Redis, gate: str, attempt: str, rule: str, signer: Signer | None = None, label: str = ""
+) -> Refused:
     """Record a refused attempt on ops.gates (unsigned: it counts for nothing); the error to raise."""
-    audit.append(r, GateEvent(gate=gate, kind="refused", operator=label or "?", ts_ns=time.time_ns(), reason=rule,
-                              evidence={"attempt": attempt, "signer": signer.fingerprint if signer else ""}))
+    audit.append(
+        r,
+        GateEvent(
+            gate=gate,
+            kind="refused",
+            operator=label or "?",
+            ts_ns=time.time_ns(),
+            reason=rule,
+            evidence={"attempt": attempt, "signer": signer.fingerprint if signer else ""},
+        ),
+    )
     return Refused(rule)
 
 
-def actor(r: redis.Redis, signer: Signer, gate: str, attempt: str, label: str = "",
-          registry: Registry | None = None) -> Actor:
+def actor(
+    r: redis.Redis, signer: Signer, gate: str, attempt: str, label: str = "", registry: Registry | None = None
+) -> Actor:
     """The registered operator behind `signer`, or Refused (recorded) when its key is unknown,
     revoked or not valid now."""
     reg = registry if registry is not None else operators.load(r)
     k, why = reg.key_at(signer.fingerprint, time.time_ns())
     if why or k is None:
-        hint = (" (a lead adds it: `tradeops operators add NAME --pubkey FILE.pub`)"
-                if k is None else "")
+        hint = " (a lead adds it: `tradeops operators add NAME --pubkey FILE.pub`)" if k is None else ""
         where = f" on {gate}" if gate != "-" else ""
         raise refuse(r, gate, attempt, f"{attempt}{where} refused: {why}{hint}", signer, label)
     return Actor(signer, k.name, reg.roles_at(k.name, time.time_ns()), label)
@@ -106,12 +117,14 @@ def _seal(signer: Signer) -> Any:
     def seal(ev: GateEvent) -> GateEvent:
         ev = msgspec.structs.replace(ev, signer=signer.fingerprint, nonce=signing.nonce(), sig="")
         return msgspec.structs.replace(ev, sig=signer.sign(chained.signed_message(ev), signing.NS_GATE))
+
     return seal
 
 
 def _record(r: redis.Redis, who: Actor, *, durable: bool = True, **kw: Any) -> GateEvent:
-    return audit.append(r, GateEvent(ts_ns=time.time_ns(), operator=who.name, **kw), durable=durable,
-                        seal=_seal(who.signer))
+    return audit.append(
+        r, GateEvent(ts_ns=time.time_ns(), operator=who.name, **kw), durable=durable, seal=_seal(who.signer)
+    )
 
 
 def _counted(r: redis.Redis, gate: Gate, ev: GateEvent, attempt: str) -> GateEvent:
@@ -124,8 +137,7 @@ def _counted(r: redis.Redis, gate: Gate, ev: GateEvent, attempt: str) -> GateEve
     return ev
 
 
-def run(ctx: CheckContext, gate: Gate, signer: Signer, check_id: str | None = None,
-        label: str = "") -> list[GateEvent]:
+def run(ctx: CheckContext, gate: Gate, signer: Signer, check_id: str | None = None, label: str = "") -> list[GateEvent]:
     who = actor(ctx.r, signer, gate.id, "check run", label)
     targets = [gate.check(check_id)] if check_id else [c for c in gate.checks if c.kind != "manual"]
     if check_id and targets[0].kind == "manual":
@@ -135,8 +147,18 @@ def run(ctx: CheckContext, gate: Gate, signer: Signer, check_id: str | None = No
         res = run_check(ctx, c)
         if "threshold" in c.params:
             res.evidence.setdefault("threshold", c.params["threshold"])
-        out.append(_record(ctx.r, who, gate=gate.id, kind="check_run", check=c.id,
-                           outcome=res.outcome, evidence=res.evidence, durable=False))
+        out.append(
+            _record(
+                ctx.r,
+                who,
+                gate=gate.id,
+                kind="check_run",
+                check=c.id,
+                outcome=res.outcome,
+                evidence=res.evidence,
+                durable=False,
+            )
+        )
     if out:
         wait_durable(ctx.r)  # one fsync for the run's events, before they are reported
     return out
@@ -152,8 +174,9 @@ def attest(r: redis.Redis, gate: Gate, check_id: str, signer: Signer, note: str,
     return _record(r, who, gate=gate.id, kind="attest", check=check_id, outcome="passed", evidence={"note": note})
 
 
-def approve(r: redis.Redis, gate: Gate, signer: Signer, reason: str, label: str = "",
-            evidence: str | None = None) -> GateEvent:
+def approve(
+    r: redis.Redis, gate: Gate, signer: Signer, reason: str, label: str = "", evidence: str | None = None
+) -> GateEvent:
     """Sign an approval of the latest check runs (`evidence`: the digest the operator was shown;
     refused when the runs changed since)."""
     if not reason.strip():
@@ -162,21 +185,49 @@ def approve(r: redis.Redis, gate: Gate, signer: Signer, reason: str, label: str 
     who = actor(r, signer, gate.id, "approval", label, reg)
     st = ledger(r, {gate.id: gate}, reg).state(gate.id)
     if gate.role not in who.roles:
-        raise refuse(r, gate.id, "approval", f"approving {gate.id} needs the {gate.role} role; {who.name} has "
-                                             f"{', '.join(who.roles) or 'none'}", signer, label or who.name)
+        raise refuse(
+            r,
+            gate.id,
+            "approval",
+            f"approving {gate.id} needs the {gate.role} role; {who.name} has {', '.join(who.roles) or 'none'}",
+            signer,
+            label or who.name,
+        )
     if who.name in st.approvers:
-        raise refuse(r, gate.id, "approval", f"{who.name} has already approved {gate.id} (key "
-                                             f"{signer.fingerprint}); approvals must come from {gate.approvals} "
-                                             f"different operators", signer, label)
+        raise refuse(
+            r,
+            gate.id,
+            "approval",
+            f"{who.name} has already approved {gate.id} (key "
+            f"{signer.fingerprint}); approvals must come from {gate.approvals} "
+            f"different operators",
+            signer,
+            label,
+        )
     if evidence is not None and evidence != st.evidence_digest:
-        raise refuse(r, gate.id, "approval", f"the evidence shown ({evidence[:16]}) is not the latest check runs "
-                                             f"({st.evidence_digest[:16]}): look again", signer, label or who.name)
+        raise refuse(
+            r,
+            gate.id,
+            "approval",
+            f"the evidence shown ({evidence[:16]}) is not the latest check runs "
+            f"({st.evidence_digest[:16]}): look again",
+            signer,
+            label or who.name,
+        )
     ev = _record(r, who, gate=gate.id, kind="approve", reason=reason, evidence_digest=st.evidence_digest)
     return _counted(r, gate, ev, "approval")
 
 
-def decide(r: redis.Redis, gate: Gate, decision: str, signer: Signer, reason: str,
-           override: list[str] | None = None, label: str = "", evidence: str | None = None) -> GateEvent:
+def decide(
+    r: redis.Redis,
+    gate: Gate,
+    decision: str,
+    signer: Signer,
+    reason: str,
+    override: list[str] | None = None,
+    label: str = "",
+    evidence: str | None = None,
+) -> GateEvent:
     if decision not in ("proceed", "fix", "stop"):
         raise Refused(f"decision must be proceed, fix or stop, not {decision!r}")
     if not reason.strip():
@@ -184,20 +235,37 @@ def decide(r: redis.Redis, gate: Gate, decision: str, signer: Signer, reason: st
     reg = operators.load(r)
     who = actor(r, signer, gate.id, f"{decision} decision", label, reg)
     st = ledger(r, {gate.id: gate}, reg).state(gate.id)
-    body: dict[str, Any] = {"checks": {c: s.outcome for c, s in st.checks.items()},
-                            "approvers": [{"operator": a.operator, "key": a.fingerprint} for a in st.approvals]}
+    body: dict[str, Any] = {
+        "checks": {c: s.outcome for c, s in st.checks.items()},
+        "approvers": [{"operator": a.operator, "key": a.fingerprint} for a in st.approvals],
+    }
     if evidence is not None and evidence != st.evidence_digest:
-        raise refuse(r, gate.id, f"{decision} decision", f"the evidence shown ({evidence[:16]}) is not the latest "
-                                                         f"check runs ({st.evidence_digest[:16]}): look again",
-                     signer, label or who.name)
+        raise refuse(
+            r,
+            gate.id,
+            f"{decision} decision",
+            f"the evidence shown ({evidence[:16]}) is not the latest "
+            f"check runs ({st.evidence_digest[:16]}): look again",
+            signer,
+            label or who.name,
+        )
     if decision == "proceed":
         override = override or []
         problems = st.proceed_problems(override, who.name, who.roles, st.evidence_digest)
         if problems:
-            raise refuse(r, gate.id, "proceed decision", "proceed refused: " + "; ".join(problems), signer,
-                         label or who.name)
+            raise refuse(
+                r, gate.id, "proceed decision", "proceed refused: " + "; ".join(problems), signer, label or who.name
+            )
         if override:
             body["override"] = {"checks": override, "by": who.name, "reason": reason}
-    ev = _record(r, who, gate=gate.id, kind="decision", decision=decision,  # type: ignore[arg-type]
-                 reason=reason, evidence=body, evidence_digest=st.evidence_digest)
+    ev = _record(
+        r,
+        who,
+        gate=gate.id,
+        kind="decision",
+        decision=decision,
+        reason=reason,
+        evidence=body,
+        evidence_digest=st.evidence_digest,
+    )
     return _counted(r, gate, ev, f"{decision} decision")

@@ -91,8 +91,11 @@ class GateFeed:
             n += more
         self.read_last = n
         self.read_total += n
-        self.verdict = (audit.Verdict(False, 0, self.archive_error) if self.archive_error
-                        else self.chain.verdict(head, self.archived))
+        self.verdict = (
+            audit.Verdict(False, 0, self.archive_error)
+            if self.archive_error
+            else self.chain.verdict(head, self.archived)
+        )
 
     def _registry_mark(self) -> tuple[int, bytes]:
         """What says the registry changed: ops.operators' length and its archive's newest entry."""

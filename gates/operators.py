@@ -155,8 +155,11 @@ class Registry:
         except signing.BadSignature as exc:
             return Trust("invalid", fingerprint=signer, why=f"the signature does not verify: {exc}")
         if pk.fingerprint != signer:
-            return Trust("invalid", fingerprint=pk.fingerprint,
-                         why=f"signed by key {pk.fingerprint}, but names key {signer or 'none'}")
+            return Trust(
+                "invalid",
+                fingerprint=pk.fingerprint,
+                why=f"signed by key {pk.fingerprint}, but names key {signer or 'none'}",
+            )
         k, problem = self.key_at(pk.fingerprint, ts_ns)
         if problem or k is None:
             return Trust("invalid", k.name if k else "", pk.fingerprint, why=problem)
@@ -179,8 +182,11 @@ class Registry:
             t = self.judge_event(ev)
         else:
             k, why = self.key_at(signed_by.fingerprint, ev.ts_ns)
-            t = (Trust("invalid", why=why) if why or k is None else
-                 Trust("valid", k.name, signed_by.fingerprint, self.roles_at(k.name, ev.ts_ns)))
+            t = (
+                Trust("invalid", why=why)
+                if why or k is None
+                else Trust("valid", k.name, signed_by.fingerprint, self.roles_at(k.name, ev.ts_ns))
+            )
         if not t.ok:
             return f"a registry change must be signed by a lead: {t.why}", False
         if "lead" not in t.roles:
@@ -227,8 +233,10 @@ class Registry:
 
     def _check_init(self, ev: OperatorEvent, signed_by: PublicKey | None) -> str:
         if self.root:
-            return (f"the registry was initialised at {when(self.keys[self.root].added_ns)} by "
-                    f"{self.name_of(self.root)}: the first lead is set once")
+            return (
+                f"the registry was initialised at {when(self.keys[self.root].added_ns)} by "
+                f"{self.name_of(self.root)}: the first lead is set once"
+            )
         pk = signed_by
         if pk is None:
             if not ev.sig:
@@ -271,8 +279,10 @@ class Registry:
             return keys
         for k in keys:
             if k.fingerprint in self.keys:
-                return (f"key {k.fingerprint} is already registered to {self.keys[k.fingerprint].name}: "
-                        f"one key, one operator")
+                return (
+                    f"key {k.fingerprint} is already registered to {self.keys[k.fingerprint].name}: "
+                    f"one key, one operator"
+                )
         if len({k.fingerprint for k in keys}) != len(keys):
             return "the same key twice"
         return ""
@@ -280,8 +290,10 @@ class Registry:
     def apply(self, eid: str, ev: OperatorEvent) -> str:
         """Fold one entry in log order: the rule it breaks ("" when it took effect or waits)."""
         if ev.prev_hash != self.head and not self.chain_problem:
-            self.chain_problem = (f"entry {len(self.entries) + 1} ({eid}) of the registry does not follow the "
-                                  f"entry before it: an entry was removed or reordered")
+            self.chain_problem = (
+                f"entry {len(self.entries) + 1} ({eid}) of the registry does not follow the "
+                f"entry before it: an entry was removed or reordered"
+            )
         elif chained.digest(ev) != ev.hash and not self.chain_problem:
             self.chain_problem = f"entry {len(self.entries) + 1} ({eid}) of the registry was changed"
         self.head = ev.hash
@@ -328,6 +340,7 @@ class Registry:
         """The registry as an ssh-keygen allowed_signers file: one line per key, principal = the
         operator, with its validity (valid-after / valid-before, revocation as the end), so that
         `ssh-keygen -Y verify -f FILE -I NAME -n gate@tradeops -s SIG < MSG` checks one signature."""
+
         def stamp(ns: int) -> str:
             return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(ns / 1e9))
 
@@ -344,8 +357,9 @@ class Registry:
 def history(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, OperatorEvent | str]]:
     """ops.operators whole, archived entries first (backend/bus/archive.py), each entry as its event
     or, when it does not decode, the text of why (counted in `skips`)."""
-    return chained.decode_all(archive.history(r, streams.OPS_OPERATORS), OperatorEvent,
-                              stream=streams.OPS_OPERATORS, skips=skips)
+    return chained.decode_all(
+        archive.history(r, streams.OPS_OPERATORS), OperatorEvent, stream=streams.OPS_OPERATORS, skips=skips
+    )
 
 
 def events(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, OperatorEvent]]:
@@ -374,28 +388,52 @@ def _seal(signer: Signer, by: str) -> Any:
     def seal(ev: OperatorEvent) -> OperatorEvent:
         ev = msgspec.structs.replace(ev, signer=signer.fingerprint, nonce=signing.nonce(), by=by, sig="")
         return msgspec.structs.replace(ev, sig=signer.sign(chained.signed_message(ev), signing.NS_OPERATORS))
+
     return seal
 
 
 def refuse(r: redis.Redis, kind: str, name: str, rule: str, signer: str = "", by: str = "") -> Refused:
     """Record a refused registry change (unsigned: it counts for nothing) and return the error."""
-    chained.append(r, streams.OPS_OPERATORS, HEAD_KEY,
-                   OperatorEvent(kind="refused", name=name, ts_ns=time.time_ns(), reason=f"{kind}: {rule}",
-                                 signer=signer, by=by))
+    chained.append(
+        r,
+        streams.OPS_OPERATORS,
+        HEAD_KEY,
+        OperatorEvent(kind="refused", name=name, ts_ns=time.time_ns(), reason=f"{kind}: {rule}", signer=signer, by=by),
+    )
     return Refused(f"{kind} {name} refused: {rule}")
 
 
-def change(r: redis.Redis, signer: Signer, kind: str, name: str, *, roles: list[str] | None = None,
-           keys: list[PublicKey] | None = None, key: str = "", valid_after_ns: int = 0, valid_before_ns: int = 0,
-           confirms: str = "", reason: str = "") -> tuple[OperatorEvent, bool]:
+def change(
+    r: redis.Redis,
+    signer: Signer,
+    kind: str,
+    name: str,
+    *,
+    roles: list[str] | None = None,
+    keys: list[PublicKey] | None = None,
+    key: str = "",
+    valid_after_ns: int = 0,
+    valid_before_ns: int = 0,
+    confirms: str = "",
+    reason: str = "",
+) -> tuple[OperatorEvent, bool]:
     """Sign and record one registry change: (the event, whether it waits for a second lead).
     Refused (and the attempt recorded) when a rule forbids it: the rules are checked before the
     key is asked to sign, and the signed entry is judged again as every reader will judge it."""
     reg = load(r)
-    ev = OperatorEvent(kind=kind, name=name, ts_ns=time.time_ns(), roles=roles or [],  # type: ignore[arg-type]
-                       keys=[k.line for k in keys or []], key=key, valid_after_ns=valid_after_ns,
-                       valid_before_ns=valid_before_ns, confirms=confirms, reason=reason,
-                       signer=signer.fingerprint)
+    ev = OperatorEvent(
+        kind=kind,
+        name=name,
+        ts_ns=time.time_ns(),
+        roles=roles or [],  # type: ignore[arg-type]
+        keys=[k.line for k in keys or []],
+        key=key,
+        valid_after_ns=valid_after_ns,
+        valid_before_ns=valid_before_ns,
+        confirms=confirms,
+        reason=reason,
+        signer=signer.fingerprint,
+    )
     by = name if kind == "init" else reg.name_of(signer.fingerprint)
     problem, _ = reg.check(ev, signed_by=signer.public)
     if problem:

@@ -47,9 +47,10 @@ class Logs:
     archived: dict[str, int] = field(default_factory=dict)  # log -> of its entries, how many were archived
 
     def chains(self) -> dict[str, anchor.Chain]:
-        return {streams.OPS_GATES: [(eid, ev.hash if not isinstance(ev, str) else "") for eid, ev in self.gates],
-                streams.OPS_OPERATORS: [(eid, ev.hash if not isinstance(ev, str) else "")
-                                        for eid, ev in self.operators]}
+        return {
+            streams.OPS_GATES: [(eid, ev.hash if not isinstance(ev, str) else "") for eid, ev in self.gates],
+            streams.OPS_OPERATORS: [(eid, ev.hash if not isinstance(ev, str) else "") for eid, ev in self.operators],
+        }
 
 
 def from_redis(r: redis.Redis, skips: Skips | None = None) -> Logs:
@@ -64,12 +65,22 @@ def from_redis(r: redis.Redis, skips: Skips | None = None) -> Logs:
             pipe.hgetall(archive.key(stream))
         pipe.get(audit.HEAD_KEY)
         gates_live, gates_rec, ops_live, ops_rec, head = pipe.execute()
-    old = {streams.OPS_GATES: archive.archived_entries(streams.OPS_GATES, gates_rec),
-           streams.OPS_OPERATORS: archive.archived_entries(streams.OPS_OPERATORS, ops_rec)}
-    gates = chained.decode_all(archive.join(old[streams.OPS_GATES], replies.entries(gates_live)), GateEvent,
-                               stream=streams.OPS_GATES, skips=skips)
-    ops = chained.decode_all(archive.join(old[streams.OPS_OPERATORS], replies.entries(ops_live)), OperatorEvent,
-                             stream=streams.OPS_OPERATORS, skips=skips)
+    old = {
+        streams.OPS_GATES: archive.archived_entries(streams.OPS_GATES, gates_rec),
+        streams.OPS_OPERATORS: archive.archived_entries(streams.OPS_OPERATORS, ops_rec),
+    }
+    gates = chained.decode_all(
+        archive.join(old[streams.OPS_GATES], replies.entries(gates_live)),
+        GateEvent,
+        stream=streams.OPS_GATES,
+        skips=skips,
+    )
+    ops = chained.decode_all(
+        archive.join(old[streams.OPS_OPERATORS], replies.entries(ops_live)),
+        OperatorEvent,
+        stream=streams.OPS_OPERATORS,
+        skips=skips,
+    )
     return Logs(gates, ops, head.decode() if head else "", archived={s: len(e) for s, e in old.items()})
 
 
@@ -117,8 +128,9 @@ def verify(logs: Logs, gates: dict[str, Gate], where: list[Path]) -> Report:
         t = ledger.apply(ev)
         counts[t.status] += 1
         if t.status == "invalid":
-            problems.append(f"ops.gates: entry {i + 1} ({eid}, {ev.kind} on {ev.gate} labelled {ev.operator!r}): "
-                            f"{t.why}")
+            problems.append(
+                f"ops.gates: entry {i + 1} ({eid}, {ev.kind} on {ev.gate} labelled {ev.operator!r}): {t.why}"
+            )
     for i, (eid, oev, why) in enumerate(reg.entries):
         if why and oev.kind != "refused" and oev.sig:
             problems.append(f"ops.operators: entry {i + 1} ({eid}, {oev.kind} {oev.name}): {why}")
@@ -126,13 +138,17 @@ def verify(logs: Logs, gates: dict[str, Gate], where: list[Path]) -> Report:
     findings = anchor.check(logs.chains(), reg, where)
     findings += _export_checkpoints(logs, reg)
     problems += [f"anchor: {f.text}" for f in findings if not f.ok]
-    head = (f"audit OK: {len(logs.gates)} entries" + (f" ({archived} archived)" if archived else "")
-            + ", chain intact" if not problems else
-            f"audit FAILED: {problems[0]}")
-    lines = [head,
-             f"signatures: {counts['valid']} valid, {counts['invalid']} invalid, {counts['unsigned']} unsigned "
-             f"(count for nothing); registry: {len(reg.operators)} operators, {len(reg.keys)} keys, "
-             f"{len(logs.operators)} entries"]
+    head = (
+        f"audit OK: {len(logs.gates)} entries" + (f" ({archived} archived)" if archived else "") + ", chain intact"
+        if not problems
+        else f"audit FAILED: {problems[0]}"
+    )
+    lines = [
+        head,
+        f"signatures: {counts['valid']} valid, {counts['invalid']} invalid, {counts['unsigned']} unsigned "
+        f"(count for nothing); registry: {len(reg.operators)} operators, {len(reg.keys)} keys, "
+        f"{len(logs.operators)} entries",
+    ]
     lines += [f"anchor {'ok' if f.ok else 'FAILED'}: {f.text}" for f in findings]
     lines += [f"problem: {p}" for p in problems[1:]]
     return Report(not problems, lines, problems, ledger.trust, reg, findings)
@@ -158,8 +174,13 @@ def _export_checkpoints(logs: Logs, reg: Registry) -> list[anchor.Finding]:
                 problem = f"{log}: the export has {len(chain)} entries, the checkpoint {n}"
             elif n and chain[n - 1][1] != cp.heads.get(log):
                 problem = f"{log}: entry {n} ({chain[n - 1][0]}) is not the checkpoint's head"
-        out.append(anchor.Finding(Path(place), not problem, f"exported checkpoint of {place}: "
-                                  + (problem or f"the exported logs extend it ({cp.counts})")))
+        out.append(
+            anchor.Finding(
+                Path(place),
+                not problem,
+                f"exported checkpoint of {place}: " + (problem or f"the exported logs extend it ({cp.counts})"),
+            )
+        )
     return out
 
 
@@ -174,10 +195,21 @@ def export(r: redis.Redis, path: Path, where: list[Path]) -> dict[str, Any]:
     signed = 0
     try:
         with open(path, "w") as out:
-            out.write(json.dumps({"tradeops_audit_export": EXPORT_VERSION, "exported_ns": time.time_ns(),
-                                  "root": reg.root, "checkpoints": last}) + "\n")
-            for log, items, ns in ((streams.OPS_OPERATORS, logs.operators, signing.NS_OPERATORS),
-                                   (streams.OPS_GATES, logs.gates, signing.NS_GATE)):
+            out.write(
+                json.dumps(
+                    {
+                        "tradeops_audit_export": EXPORT_VERSION,
+                        "exported_ns": time.time_ns(),
+                        "root": reg.root,
+                        "checkpoints": last,
+                    }
+                )
+                + "\n"
+            )
+            for log, items, ns in (
+                (streams.OPS_OPERATORS, logs.operators, signing.NS_OPERATORS),
+                (streams.OPS_GATES, logs.gates, signing.NS_GATE),
+            ):
                 short = "gates" if log == streams.OPS_GATES else "operators"
                 for i, (eid, ev) in enumerate(items, 1):
                     if isinstance(ev, str):
@@ -188,15 +220,21 @@ def export(r: redis.Redis, path: Path, where: list[Path]) -> dict[str, Any]:
                         stem = d / f"{short}-{i:06d}"
                         Path(f"{stem}.msg").write_bytes(chained.signed_message(ev))
                         Path(f"{stem}.sig").write_text(ev.sig)
-                        row.update(namespace=ns, message=f"{stem}.msg", signature=f"{stem}.sig",
-                                   signer=reg.name_of(ev.signer))
+                        row.update(
+                            namespace=ns, message=f"{stem}.msg", signature=f"{stem}.sig", signer=reg.name_of(ev.signer)
+                        )
                         signed += 1
                     out.write(json.dumps(row) + "\n")
         Path(str(path) + ".allowed_signers").write_text(reg.allowed_signers())
     except OSError as exc:
         raise TradeopsError(f"cannot write the export {path}: {exc}") from None
-    return {"gates": len(logs.gates), "operators": len(logs.operators), "signed": signed,
-            "allowed_signers": str(path) + ".allowed_signers", "signatures": str(d)}
+    return {
+        "gates": len(logs.gates),
+        "operators": len(logs.operators),
+        "signed": signed,
+        "allowed_signers": str(path) + ".allowed_signers",
+        "signatures": str(d),
+    }
 
 
 def from_export(path: Path) -> Logs:

@@ -25,6 +25,7 @@ def _sealer(signer: Signer, namespace: str) -> Callable[[Any], Any]:
     def seal(ev: Any) -> Any:
         ev = msgspec.structs.replace(ev, signer=signer.fingerprint, nonce=signing.nonce(), sig="")
         return msgspec.structs.replace(ev, sig=signer.sign(chained.signed_message(ev), namespace))
+
     return seal
 
 
@@ -49,8 +50,7 @@ def judge_control(reg: Registry, cmd: ControlCommand) -> Trust:
     return reg.judge(chained.signed_message(cmd), cmd.sig, cmd.signer, cmd.ts_ns, signing.NS_CONTROL)
 
 
-def tally(r: redis.Redis, reg: Registry | None = None,
-          skips: Skips | None = None) -> tuple[dict[str, int], list[str]]:
+def tally(r: redis.Redis, reg: Registry | None = None, skips: Skips | None = None) -> tuple[dict[str, int], list[str]]:
     """Moves and kill switch toggles by judgement (valid / invalid / unsigned), and the invalid
     ones in words; each log read whole, archive then live (entries that do not decode skipped,
     counted in `skips`)."""
@@ -58,7 +58,9 @@ def tally(r: redis.Redis, reg: Registry | None = None,
     counts = {"valid": 0, "invalid": 0, "unsigned": 0}
     bad = []
     kinds: list[tuple[str, type, Callable[[Registry, Any], Trust]]] = [
-        (streams.OPS_MIGRATION, MigrationEvent, judge_move), (streams.OPS_CONTROL, ControlCommand, judge_control)]
+        (streams.OPS_MIGRATION, MigrationEvent, judge_move),
+        (streams.OPS_CONTROL, ControlCommand, judge_control),
+    ]
     for stream, typ, judge in kinds:
         got: list[tuple[bytes, Any]]
         got, _ = decode_entries(archive.history(r, stream), typ, stream=stream, skips=skips)
@@ -68,8 +70,13 @@ def tally(r: redis.Redis, reg: Registry | None = None,
             t = judge(reg, ev)
             counts[t.status] += 1
             if t.status == "invalid":
-                what = (f"{ev.action} {ev.service}" if isinstance(ev, MigrationEvent)
-                        else f"kill switch {'on' if ev.args.get('on') else 'off'}")
-                bad.append(f"{stream} {eid.decode()} ({what}, labelled {ev.operator!r}, "
-                           f"{time.strftime('%H:%M:%S', time.gmtime(ev.ts_ns / 1e9))}): {t.why}")
+                what = (
+                    f"{ev.action} {ev.service}"
+                    if isinstance(ev, MigrationEvent)
+                    else f"kill switch {'on' if ev.args.get('on') else 'off'}"
+                )
+                bad.append(
+                    f"{stream} {eid.decode()} ({what}, labelled {ev.operator!r}, "
+                    f"{time.strftime('%H:%M:%S', time.gmtime(ev.ts_ns / 1e9))}): {t.why}"
+                )
     return counts, bad

@@ -73,7 +73,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.buf):
             raise BadSignature("truncated")
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -164,8 +164,11 @@ def _load(blob: bytes) -> tuple[str, object, bytes]:
         key = ed25519.Ed25519PublicKey.from_public_bytes(rd.string())
     elif kind.startswith("ecdsa-sha2-") or kind == SK_ECDSA:
         curve = rd.string().decode(errors="replace")
-        if curve not in _CURVES or (kind != SK_ECDSA and kind != f"ecdsa-sha2-{curve}") \
-                or (kind == SK_ECDSA and curve != "nistp256"):
+        if (
+            curve not in _CURVES
+            or (kind != SK_ECDSA and kind != f"ecdsa-sha2-{curve}")
+            or (kind == SK_ECDSA and curve != "nistp256")
+        ):
             raise BadSignature(f"curve {curve!r} does not match key kind {kind}")
         key = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[curve][0], rd.string())
     elif kind == RSA:
@@ -220,8 +223,12 @@ def verify(message: bytes, armored: str, namespace: str) -> PublicKey:
             srd.end()
             if not flags & _SK_USER_PRESENT:
                 raise BadSignature("the security key did not confirm user presence")
-            data = (hashlib.sha256(app).digest() + bytes([flags]) + struct.pack(">I", counter)
-                    + hashlib.sha256(signed).digest())
+            data = (
+                hashlib.sha256(app).digest()
+                + bytes([flags])
+                + struct.pack(">I", counter)
+                + hashlib.sha256(signed).digest()
+            )
             if isinstance(key, ed25519.Ed25519PublicKey):
                 key.verify(raw, data)
             else:
@@ -239,8 +246,10 @@ def verify(message: bytes, armored: str, namespace: str) -> PublicKey:
                 key.verify(_der(raw), signed, ec.ECDSA(_CURVES[kind.removeprefix("ecdsa-sha2-")][1]))
             else:
                 assert isinstance(key, rsa.RSAPublicKey)
-                algs: dict[str, hashes.HashAlgorithm] = {"rsa-sha2-256": hashes.SHA256(),
-                                                         "rsa-sha2-512": hashes.SHA512()}
+                algs: dict[str, hashes.HashAlgorithm] = {
+                    "rsa-sha2-256": hashes.SHA256(),
+                    "rsa-sha2-512": hashes.SHA512(),
+                }
                 if sig_kind not in algs:
                     raise BadSignature(f"RSA signature of kind {sig_kind!r} (rsa-sha2-256/512 only)")
                 key.verify(raw, signed, padding.PKCS1v15(), algs[sig_kind])
@@ -299,17 +308,25 @@ class Signer:
                 key = os.path.join(tmp, "key.pub")
                 Path(key).write_text(self.public.line + "\n")
             try:
-                out = subprocess.run([ssh_keygen(), "-q", "-Y", "sign", "-n", namespace, "-f", key],
-                                     input=message, capture_output=True, timeout=120,
-                                     start_new_session=True)  # no tty: a passphrase prompt fails, it does not hang
+                out = subprocess.run(
+                    [ssh_keygen(), "-q", "-Y", "sign", "-n", namespace, "-f", key],
+                    input=message,
+                    capture_output=True,
+                    timeout=120,
+                    start_new_session=True,
+                )  # no tty: a passphrase prompt fails, it does not hang
             except subprocess.TimeoutExpired:
-                raise SigningError(f"ssh-keygen did not sign within 120 s with {self.fingerprint} "
-                                   f"(a security key waiting for a touch?)") from None
+                raise SigningError(
+                    f"ssh-keygen did not sign within 120 s with {self.fingerprint} "
+                    f"(a security key waiting for a touch?)"
+                ) from None
         if out.returncode != 0:
             err = out.stderr.decode(errors="replace").strip().splitlines()
-            hint = (" (a key with a passphrase: add it to ssh-agent with ssh-add)"
-                    if self.key_file and not self.key_file.endswith(".pub") else
-                    " (is the key in the ssh-agent? ssh-add -l)")
+            hint = (
+                " (a key with a passphrase: add it to ssh-agent with ssh-add)"
+                if self.key_file and not self.key_file.endswith(".pub")
+                else " (is the key in the ssh-agent? ssh-add -l)"
+            )
             last = err[-1] if err else "ssh-keygen failed"
             raise SigningError(f"could not sign with {self.fingerprint}: {last}{hint}")
         armored = out.stdout.decode()
@@ -330,11 +347,14 @@ def signer_for(key: str | None = None, known: set[str] | None = None) -> Signer:
         pub = Path(str(p) + ".pub")
         if pub.is_file():
             return Signer(read_public_key(pub), str(p))
-        out = subprocess.run([ssh_keygen(), "-y", "-f", str(p)], capture_output=True, text=True,
-                             timeout=30, start_new_session=True)
+        out = subprocess.run(
+            [ssh_keygen(), "-y", "-f", str(p)], capture_output=True, text=True, timeout=30, start_new_session=True
+        )
         if out.returncode != 0:
-            raise SigningError(f"signing key {p}: cannot read its public half (no {pub.name}; "
-                               f"a passphrase? put the key in ssh-agent and name the .pub file)")
+            raise SigningError(
+                f"signing key {p}: cannot read its public half (no {pub.name}; "
+                f"a passphrase? put the key in ssh-agent and name the .pub file)"
+            )
         return Signer(parse_public_key(out.stdout), str(p))
     keys = agent_keys()
     if known is not None:
@@ -344,6 +364,8 @@ def signer_for(key: str | None = None, known: set[str] | None = None) -> Signer:
     if len(keys) == 1:
         return Signer(keys[0])
     if not keys:
-        raise SigningError("no signing key: give --key FILE (or signing_key in the config), or add your key "
-                           "to ssh-agent (ssh-add) with SSH_AUTH_SOCK set")
+        raise SigningError(
+            "no signing key: give --key FILE (or signing_key in the config), or add your key "
+            "to ssh-agent (ssh-add) with SSH_AUTH_SOCK set"
+        )
     raise SigningError(f"the ssh-agent holds {len(keys)} keys and none is registered: give --key FILE.pub")

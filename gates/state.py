@@ -114,13 +114,17 @@ class GateState:
         """What approval is still missing, in words (empty when enough)."""
         out = []
         if len(self.approvers) < self.gate.approvals:
-            out.append(f"{self.gate.approvals - len(self.approvers)} more approval(s) "
-                       f"({len(self.approvers)} of {self.gate.approvals})")
+            out.append(
+                f"{self.gate.approvals - len(self.approvers)} more approval(s) "
+                f"({len(self.approvers)} of {self.gate.approvals})"
+            )
         elif self.approvers and all(a in self.fixers for a in self.approvers):
             who = "; ".join(f"{a} re-ran {', '.join(self.fixed.get(a, []))} after it failed" for a in self.approvers)
-            out.append(f"an approver who did not fix a failing check ({who}; whoever fixed a check may not be "
-                       f"its only approver): another operator must approve: "
-                       f"`tradeops gate approve {self.gate.id} --reason ...`")
+            out.append(
+                f"an approver who did not fix a failing check ({who}; whoever fixed a check may not be "
+                f"its only approver): another operator must approve: "
+                f"`tradeops gate approve {self.gate.id} --reason ...`"
+            )
         return out
 
     def proceed_problems(self, override: list[str], who: str, roles: tuple[str, ...], digest: str) -> list[str]:
@@ -132,15 +136,18 @@ class GateState:
             out.append(f"gate {self.gate.id} has no check {unknown[0]!r} to override")
         red = [c for c in self.red if c not in override]
         if red:
-            out.append("required checks not passed in their latest run: "
-                       + ", ".join(f"{c} ({self.checks[c].outcome})" for c in red))
+            out.append(
+                "required checks not passed in their latest run: "
+                + ", ".join(f"{c} ({self.checks[c].outcome})" for c in red)
+            )
         if override and "lead" not in roles:
-            out.append(f"overriding {', '.join(override)} needs the lead role; {who} has "
-                       f"{', '.join(roles) or 'no role'} (by the operator registry)")
+            out.append(
+                f"overriding {', '.join(override)} needs the lead role; {who} has "
+                f"{', '.join(roles) or 'no role'} (by the operator registry)"
+            )
         out += [f"{self.gate.id} needs {m}" for m in self.approvals_needed()]
         if digest != self.evidence_digest:
-            out.append(f"it signed evidence {digest[:16]} but the latest check runs are "
-                       f"{self.evidence_digest[:16]}")
+            out.append(f"it signed evidence {digest[:16]} but the latest check runs are {self.evidence_digest[:16]}")
         return out
 
 
@@ -160,8 +167,9 @@ class GateLedger:
     def __init__(self, gates: Mapping[str, Gate], registry: Registry | None = None) -> None:
         self.gates = dict(gates)
         self.registry = registry if registry is not None else Registry()
-        self._folds = {gid: _Fold(GateState(g, {c.id: CheckState(c) for c in g.checks}, []))
-                       for gid, g in self.gates.items()}
+        self._folds = {
+            gid: _Fold(GateState(g, {c.id: CheckState(c) for c in g.checks}, [])) for gid, g in self.gates.items()
+        }
         self.applied = 0  # events folded (of any gate)
         self.trust: dict[str, Trust] = {}  # entry hash -> judgement
         self._last_ts = 0  # newest signed time of a trusted event
@@ -211,30 +219,45 @@ class GateLedger:
             return
         what = "attested" if ev.kind == "attest" else f"re-run ({cs.outcome})"
         for a in st.approvals:
-            st.cancelled.append((a, f"{cs.check.id} {what} by {t.name} at {when(ev.ts_ns)}: the evidence "
-                                    f"approved is no longer the latest"))
+            st.cancelled.append(
+                (
+                    a,
+                    f"{cs.check.id} {what} by {t.name} at {when(ev.ts_ns)}: the evidence "
+                    f"approved is no longer the latest",
+                )
+            )
         st.approvals.clear()
         if st.decision == "proceed" and cs.outcome == "failed":
-            st.reopened = (f"proceed by {st.decided_by} reopened: {cs.check.id} failed in a run by {t.name} "
-                           f"at {when(ev.ts_ns)}")
+            st.reopened = (
+                f"proceed by {st.decided_by} reopened: {cs.check.id} failed in a run by {t.name} at {when(ev.ts_ns)}"
+            )
             st.decision = None
 
     def _approve(self, st: GateState, ev: GateEvent, t: Trust) -> None:
         role = st.gate.role
         if role not in t.roles:
-            st.rejected.append((ev, f"approving {st.gate.id} needs the {role} role; {t.name} has "
-                                    f"{', '.join(t.roles) or 'none'}"))
+            st.rejected.append(
+                (ev, f"approving {st.gate.id} needs the {role} role; {t.name} has {', '.join(t.roles) or 'none'}")
+            )
         elif ev.evidence_digest != st.evidence_digest:
-            st.rejected.append((ev, f"an approval of evidence {ev.evidence_digest[:16] or 'none'}, not of the "
-                                    f"latest check runs ({st.evidence_digest[:16]}): it counts for nothing"))
+            st.rejected.append(
+                (
+                    ev,
+                    f"an approval of evidence {ev.evidence_digest[:16] or 'none'}, not of the "
+                    f"latest check runs ({st.evidence_digest[:16]}): it counts for nothing",
+                )
+            )
         elif t.name in st.approvers:
             st.rejected.append((ev, f"{t.name} has already approved: one operator counts once"))
         else:
             st.approvals.append(Approval(t.name, ev.reason, ev.ts_ns, t.fingerprint, ev.evidence_digest, ev.hash))
 
     def _decide(self, st: GateState, ev: GateEvent, t: Trust) -> None:
-        override = list(ev.evidence.get("override", {}).get("checks", [])) if isinstance(
-            ev.evidence.get("override"), dict) else []
+        override = (
+            list(ev.evidence.get("override", {}).get("checks", []))
+            if isinstance(ev.evidence.get("override"), dict)
+            else []
+        )
         if ev.decision == "proceed":
             problems = st.proceed_problems(override, t.name, t.roles, ev.evidence_digest)
             if problems:

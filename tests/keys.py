@@ -32,8 +32,11 @@ class Keys:
     def __call__(self, name: str, kind: str = "ed25519") -> Signer:
         if (name, kind) not in self._made:
             f = self.d / f"{name}_{kind}"
-            subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"{name}@test", "-f", str(f)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"{name}@test", "-f", str(f)],
+                check=True,
+                capture_output=True,
+            )
             self._made[(name, kind)] = signing.signer_for(str(f))
         return self._made[(name, kind)]
 
@@ -45,8 +48,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return Keys(tmp_path_factory.mktemp("keys"))
 
 
-def enrol(r: redis.Redis, keys: Keys, lead: str = "lee", others: Iterable[str] = ("ann", "bob"),
-          leads: Iterable[str] = ()) -> None:
+def enrol(
+    r: redis.Redis, keys: Keys, lead: str = "lee", others: Iterable[str] = ("ann", "bob"), leads: Iterable[str] = ()
+) -> None:
     """The registry: `lead` set at init, `others` added as operators, `leads` added as leads
     (the second lead needs no confirmation; a third would)."""
     operators.change(r, keys(lead), "init", lead, roles=["operator", "lead"], keys=[keys(lead).public])

@@ -33,14 +33,16 @@ class KillSwitchStatus:
     history: list[ControlCommand]  # the newest toggles first
 
 
-def set_kill_switch(r: Any, on: bool, operator: str, reason: str,
-                    seal: Callable[[ControlCommand], ControlCommand] | None = None) -> ControlCommand:
+def set_kill_switch(
+    r: Any, on: bool, operator: str, reason: str, seal: Callable[[ControlCommand], ControlCommand] | None = None
+) -> ControlCommand:
     """Turn the kill switch on or off (a sync redis client); returns the audited toggle. `seal`
     signs it (the operator's SSH signature: gates/sealed.py)."""
     if not reason.strip():
         raise KillSwitchRefused("changing the kill switch needs a reason")
-    cmd = ControlCommand(target="risk", command=COMMAND, args={"on": on}, operator=operator,
-                         reason=reason, ts_ns=time.time_ns())
+    cmd = ControlCommand(
+        target="risk", command=COMMAND, args={"on": on}, operator=operator, reason=reason, ts_ns=time.time_ns()
+    )
     if seal is not None:
         cmd = seal(cmd)
     pipe = r.pipeline(transaction=True)
@@ -58,8 +60,9 @@ def kill_switch_on(r: Any) -> bool:
 def kill_switch_history(r: Any, count: int = 20, skips: Skips | None = None) -> list[ControlCommand]:
     """The newest `count` toggles (among the newest SCAN entries of ops.control), newest first;
     entries that do not decode are skipped (counted in `skips`)."""
-    got, _ = decode_entries(r.xrevrange(streams.OPS_CONTROL, count=SCAN), ControlCommand,
-                            stream=streams.OPS_CONTROL, skips=skips)
+    got, _ = decode_entries(
+        r.xrevrange(streams.OPS_CONTROL, count=SCAN), ControlCommand, stream=streams.OPS_CONTROL, skips=skips
+    )
     return [c for _, c in got if c.command == COMMAND][:count]
 
 

@@ -21,9 +21,11 @@ ORDER = 50
 
 def register(sub: Any) -> None:
     p = command(sub, "gate", "validation gates: checks with evidence, approvals, decisions")
-    p.add_argument("--gates-file", default=None,
-                   help="a TOML file adding or replacing gates (default: gates_file of the settings, "
-                        "env TRADEOPS_GATES_FILE)")
+    p.add_argument(
+        "--gates-file",
+        default=None,
+        help="a TOML file adding or replacing gates (default: gates_file of the settings, env TRADEOPS_GATES_FILE)",
+    )
     gsub = p.add_subparsers(dest="gate_cmd", metavar="ACTION", required=True)
     q = command(gsub, "list", "the gates, their checks and state")
     q.add_argument("--json", action="store_true")
@@ -44,33 +46,59 @@ def register(sub: Any) -> None:
     q = command(gsub, "approve", "approve a gate: sign the evidence digest of its latest check runs")
     q.add_argument("gate")
     q.add_argument("--reason", required=True)
-    q.add_argument("--evidence", default=None, metavar="DIGEST",
-                   help="the evidence digest you reviewed (`gate show`): refused if the runs changed since")
+    q.add_argument(
+        "--evidence",
+        default=None,
+        metavar="DIGEST",
+        help="the evidence digest you reviewed (`gate show`): refused if the runs changed since",
+    )
     q.set_defaults(func=cmd_approve)
     q = command(gsub, "decide", "decide proceed, fix or stop, with a reason")
     q.add_argument("gate")
     q.add_argument("decision", choices=["proceed", "fix", "stop"])
     q.add_argument("--reason", required=True)
-    q.add_argument("--override", action="append", default=[], metavar="CHECK",
-                   help="proceed despite this failed check (lead role only, by the operator registry)")
-    q.add_argument("--evidence", default=None, metavar="DIGEST",
-                   help="the evidence digest you reviewed (`gate show`): refused if the runs changed since")
+    q.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="CHECK",
+        help="proceed despite this failed check (lead role only, by the operator registry)",
+    )
+    q.add_argument(
+        "--evidence",
+        default=None,
+        metavar="DIGEST",
+        help="the evidence digest you reviewed (`gate show`): refused if the runs changed since",
+    )
     q.set_defaults(func=cmd_decide)
 
     p = command(sub, "audit", "the gate decision and approval log")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
     asub = p.add_subparsers(dest="audit_cmd", metavar="ACTION")
-    q = command(asub, "verify", "verify the hash chains, every signature against the registry at its time, and "
-                                "that the live log extends the last anchor: OK, or the first entry that differs")
-    q.add_argument("--from", dest="from_file", default=None, metavar="FILE",
-                   help="verify an export (`audit export`) instead of the live log: no Redis needed")
+    q = command(
+        asub,
+        "verify",
+        "verify the hash chains, every signature against the registry at its time, and "
+        "that the live log extends the last anchor: OK, or the first entry that differs",
+    )
+    q.add_argument(
+        "--from",
+        dest="from_file",
+        default=None,
+        metavar="FILE",
+        help="verify an export (`audit export`) instead of the live log: no Redis needed",
+    )
     q.add_argument("--gates-file", default=None, help="a TOML file adding or replacing gates")
     q.set_defaults(func=cmd_verify)
     q = command(asub, "anchor", "write a signed checkpoint of the audit log to the data dir (and anchor_to places)")
     q.set_defaults(func=cmd_anchor)
-    q = command(asub, "export", "write the log with its signatures (JSON Lines), the registry as an allowed_signers "
-                                "file, and each signed entry's message and signature for ssh-keygen -Y verify")
+    q = command(
+        asub,
+        "export",
+        "write the log with its signatures (JSON Lines), the registry as an allowed_signers "
+        "file, and each signed entry's message and signature for ssh-keygen -Y verify",
+    )
     q.add_argument("file")
     q.set_defaults(func=cmd_export)
 
@@ -102,17 +130,38 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for g in gates.values():
         st = states[g.id]
-        rows.append({"id": g.id, "title": g.title, "state": st.status, "decision": st.decision,
-                     "approvals_required": g.approvals, "approvers": [a.operator for a in st.counted],
-                     "critical": g.critical, "evidence_digest": st.evidence_digest,
-                     "checks": [{"id": c.id, "kind": c.kind, "required": c.required,
-                                 "outcome": st.checks[c.id].outcome} for c in g.checks]})
+        rows.append(
+            {
+                "id": g.id,
+                "title": g.title,
+                "state": st.status,
+                "decision": st.decision,
+                "approvals_required": g.approvals,
+                "approvers": [a.operator for a in st.counted],
+                "critical": g.critical,
+                "evidence_digest": st.evidence_digest,
+                "checks": [
+                    {"id": c.id, "kind": c.kind, "required": c.required, "outcome": st.checks[c.id].outcome}
+                    for c in g.checks
+                ],
+            }
+        )
     if args.json:
         ctx.print_json(rows)
         return 0
-    show(["GATE", "STATE", "CHECKS PASSED", "APPROVALS", "TITLE"],
-         [[r["id"], r["state"], f"{sum(c['outcome'] == 'passed' for c in r['checks'])}/{len(r['checks'])}",
-           f"{len(r['approvers'])}/{r['approvals_required']}", r["title"]] for r in rows])
+    show(
+        ["GATE", "STATE", "CHECKS PASSED", "APPROVALS", "TITLE"],
+        [
+            [
+                r["id"],
+                r["state"],
+                f"{sum(c['outcome'] == 'passed' for c in r['checks'])}/{len(r['checks'])}",
+                f"{len(r['approvers'])}/{r['approvals_required']}",
+                r["title"],
+            ]
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -122,33 +171,55 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
 
     g = model.get(_gates(ctx), args.gate)
     st = decisions.states(ctx.redis, {g.id: g}, ctx.skips)[g.id]
-    counted = [{"operator": a.operator, "key": a.fingerprint, "reason": a.reason, "at": when(a.ts_ns)}
-               for a in st.counted]
+    counted = [
+        {"operator": a.operator, "key": a.fingerprint, "reason": a.reason, "at": when(a.ts_ns)} for a in st.counted
+    ]
     if args.json:
-        ctx.print_json({"id": g.id, "state": st.status, "decision": st.decision, "decided_by": st.decided_by,
-                        "approvers": [a["operator"] for a in counted], "approvals": counted,
-                        "needs": [] if st.decision else st.approvals_needed(),
-                        "evidence_digest": st.evidence_digest, "reopened": st.reopened,
-                        "cancelled": [{"operator": a.operator, "why": why} for a, why in st.cancelled],
-                        "not_counted": [{"kind": ev.kind, "operator": ev.operator, "entry": ev.hash, "why": why}
-                                        for ev, why in st.rejected],
-                        "checks": {c: {"outcome": s.outcome, "by": s.operator, "evidence": s.evidence}
-                                   for c, s in st.checks.items()}})
+        ctx.print_json(
+            {
+                "id": g.id,
+                "state": st.status,
+                "decision": st.decision,
+                "decided_by": st.decided_by,
+                "approvers": [a["operator"] for a in counted],
+                "approvals": counted,
+                "needs": [] if st.decision else st.approvals_needed(),
+                "evidence_digest": st.evidence_digest,
+                "reopened": st.reopened,
+                "cancelled": [{"operator": a.operator, "why": why} for a, why in st.cancelled],
+                "not_counted": [
+                    {"kind": ev.kind, "operator": ev.operator, "entry": ev.hash, "why": why} for ev, why in st.rejected
+                ],
+                "checks": {
+                    c: {"outcome": s.outcome, "by": s.operator, "evidence": s.evidence} for c, s in st.checks.items()
+                },
+            }
+        )
         return 0
-    print(f"{g.id}: {g.title}\nstate: {st.status}"
-          + (f" ({st.decision} by {st.decided_by} [{st.decided_fingerprint}]: {st.decision_reason})"
-             if st.decision else ""))
+    print(
+        f"{g.id}: {g.title}\nstate: {st.status}"
+        + (
+            f" ({st.decision} by {st.decided_by} [{st.decided_fingerprint}]: {st.decision_reason})"
+            if st.decision
+            else ""
+        )
+    )
     if st.reopened:
         print(f"reopened: {st.reopened}")
-    show(["CHECK", "KIND", "REQ", "OUTCOME", "BY", "EVIDENCE"],
-         [[c.check.id, c.check.kind, "yes" if c.check.required else "no", c.outcome, c.operator,
-           _brief(c.evidence)] for c in st.checks.values()])
+    show(
+        ["CHECK", "KIND", "REQ", "OUTCOME", "BY", "EVIDENCE"],
+        [
+            [c.check.id, c.check.kind, "yes" if c.check.required else "no", c.outcome, c.operator, _brief(c.evidence)]
+            for c in st.checks.values()
+        ],
+    )
     print(f"\nevidence digest (what an approval signs): {st.evidence_digest}")
     need = [] if st.decision else st.approvals_needed()
     label = "approvals counted by the decision" if st.decision else "approvals"
-    print(f"{label}: {', '.join(f'{a.operator} [{a.fingerprint}]' for a in st.counted) or 'none'} "
-          f"({len(st.counted)} of {g.approvals}, role {g.role})"
-          + (f"; still needed: {'; '.join(need)}" if need else ""))
+    print(
+        f"{label}: {', '.join(f'{a.operator} [{a.fingerprint}]' for a in st.counted) or 'none'} "
+        f"({len(st.counted)} of {g.approvals}, role {g.role})" + (f"; still needed: {'; '.join(need)}" if need else "")
+    )
     for a, why in st.cancelled[-5:]:
         print(f"cancelled: approval by {a.operator}: {why}")
     for ev, why in st.rejected[-5:]:
@@ -157,12 +228,30 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _brief(ev: dict[str, Any]) -> str:
-    keys = [k for k in ("value", "op", "threshold", "entries", "rows", "probed", "reason", "missing", "provide",
-                        "note", "error",
-                        "redis_version", "skew_s", "free_gib") if k in ev]
+    keys = [
+        k
+        for k in (
+            "value",
+            "op",
+            "threshold",
+            "entries",
+            "rows",
+            "probed",
+            "reason",
+            "missing",
+            "provide",
+            "note",
+            "error",
+            "redis_version",
+            "skew_s",
+            "free_gib",
+        )
+        if k in ev
+    ]
     if "services" in ev and isinstance(ev["services"], dict):
-        return ", ".join(f"{s}:{v.get('running_fresh') if isinstance(v, dict) else v}"
-                         for s, v in ev["services"].items())
+        return ", ".join(
+            f"{s}:{v.get('running_fresh') if isinstance(v, dict) else v}" for s, v in ev["services"].items()
+        )
     text = ", ".join(f"{k}={ev[k]}" for k in keys)
     return text if "provide" in ev else text[:90]  # the command that provides what is missing, whole
 
@@ -207,8 +296,10 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
     _anchor(ctx)
     st = decisions.states(ctx.redis, {g.id: g}, ctx.skips)[g.id]
     _say(decisions.Actor(ctx.signer, ev.operator, (), ctx.label).note)
-    print(f"{g.id}: approved by {ev.operator} ({ev.signer}) of evidence {ev.evidence_digest[:16]} "
-          f"({len(st.approvers)} of {g.approvals})")
+    print(
+        f"{g.id}: approved by {ev.operator} ({ev.signer}) of evidence {ev.evidence_digest[:16]} "
+        f"({len(st.approvers)} of {g.approvals})"
+    )
     return 0
 
 
@@ -216,8 +307,9 @@ def cmd_decide(ctx: Context, args: argparse.Namespace) -> int:
     from gates import decisions, model
 
     g = model.get(_gates(ctx), args.gate)
-    ev = decisions.decide(ctx.redis, g, args.decision, ctx.signer, args.reason, args.override, label=ctx.label,
-                          evidence=args.evidence)
+    ev = decisions.decide(
+        ctx.redis, g, args.decision, ctx.signer, args.reason, args.override, label=ctx.label, evidence=args.evidence
+    )
     _anchor(ctx)
     _say(decisions.Actor(ctx.signer, ev.operator, (), ctx.label).note)
     print(f"{g.id}: {args.decision.upper()} by {ev.operator} ({ev.signer}): {args.reason}")
@@ -248,13 +340,27 @@ def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
     evs = audit.events(ctx.redis, ctx.skips)
     trust = GateLedger(_gates(ctx), operators.load(ctx.redis, ctx.skips)).extend(ev for _, ev in evs).trust
     if args.json:
-        ctx.print_json([{"id": eid, **msgspec.to_builtins(ev), "signed": _signed(trust.get(ev.hash))}
-                        for eid, ev in evs])
+        ctx.print_json(
+            [{"id": eid, **msgspec.to_builtins(ev), "signed": _signed(trust.get(ev.hash))} for eid, ev in evs]
+        )
         return 0
-    show(["TIME (UTC)", "GATE", "KIND", "CHECK", "OUTCOME/DECISION", "OPERATOR", "REASON/NOTE", "SIGNED", "HASH"],
-         [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ev.ts_ns / 1e9)), ev.gate, ev.kind, ev.check or "",
-           ev.decision or ev.outcome or "", ev.operator, (ev.reason or ev.evidence.get("note", ""))[:40],
-           _signed(trust.get(ev.hash))[:40], ev.hash[:12]] for _, ev in evs])
+    show(
+        ["TIME (UTC)", "GATE", "KIND", "CHECK", "OUTCOME/DECISION", "OPERATOR", "REASON/NOTE", "SIGNED", "HASH"],
+        [
+            [
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ev.ts_ns / 1e9)),
+                ev.gate,
+                ev.kind,
+                ev.check or "",
+                ev.decision or ev.outcome or "",
+                ev.operator,
+                (ev.reason or ev.evidence.get("note", ""))[:40],
+                _signed(trust.get(ev.hash))[:40],
+                ev.hash[:12],
+            ]
+            for _, ev in evs
+        ],
+    )
     return 0
 
 
@@ -285,8 +391,10 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
     ok = rep.ok
     if not args.from_file:
         counts, bad = sealed.tally(ctx.redis, rep.registry, ctx.skips)
-        print(f"migration moves and kill switch toggles: {counts['valid']} signed and valid, {counts['invalid']} "
-              f"invalid, {counts['unsigned']} unsigned")
+        print(
+            f"migration moves and kill switch toggles: {counts['valid']} signed and valid, {counts['invalid']} "
+            f"invalid, {counts['unsigned']} unsigned"
+        )
         for b in bad:
             print(f"problem: {b}")
         ok = ok and not bad
@@ -298,8 +406,10 @@ def cmd_anchor(ctx: Context, args: argparse.Namespace) -> int:
 
     logs = proof.from_redis(ctx.redis)
     cp = anchor.write(logs.chains(), proof.registry_of(logs), ctx.signer, _places(ctx))
-    print(f"anchored: {', '.join(f'{k} {v} entries' for k, v in cp.counts.items())}, signed by {cp.signer}, at "
-          f"{', '.join(str(p) for p in _places(ctx))}")
+    print(
+        f"anchored: {', '.join(f'{k} {v} entries' for k, v in cp.counts.items())}, signed by {cp.signer}, at "
+        f"{', '.join(str(p) for p in _places(ctx))}"
+    )
     return 0
 
 
@@ -307,8 +417,10 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     from gates import proof
 
     out = proof.export(ctx.redis, Path(args.file), _places(ctx))
-    print(f"exported {out['gates']} gate and {out['operators']} registry entries ({out['signed']} signed) to "
-          f"{args.file}; registry: {out['allowed_signers']}; signatures: {out['signatures']}/")
+    print(
+        f"exported {out['gates']} gate and {out['operators']} registry entries ({out['signed']} signed) to "
+        f"{args.file}; registry: {out['allowed_signers']}; signatures: {out['signatures']}/"
+    )
     print(f"check it without Redis: tradeops audit verify --from {args.file}")
     return 0
 

@@ -19,8 +19,9 @@ ORDER = 51
 def register(sub: Any) -> None:
     p = command(sub, "operators", "the operator registry: names, roles and SSH keys, every change signed by a lead")
     osub = p.add_subparsers(dest="operators_cmd", metavar="ACTION", required=True)
-    q = command(osub, "init", "set the first lead, once, with its own key (--key FILE.pub in ssh-agent, or a "
-                              "private key file)")
+    q = command(
+        osub, "init", "set the first lead, once, with its own key (--key FILE.pub in ssh-agent, or a private key file)"
+    )
     q.add_argument("--name", default=None, help="the first lead's name (default: --operator, or your user name)")
     q.set_defaults(func=cmd_init)
     q = command(osub, "list", "operators, roles, keys and their validity")
@@ -29,8 +30,13 @@ def register(sub: Any) -> None:
     q = command(osub, "add", "add an operator with one or more public keys (signed by a lead)")
     q.add_argument("name")
     q.add_argument("--pubkey", action="append", required=True, metavar="FILE.pub", help="a public key (repeat)")
-    q.add_argument("--role", action="append", choices=["operator", "lead"], default=None,
-                   help="operator (default) and/or lead; a new lead needs a second lead once there are two")
+    q.add_argument(
+        "--role",
+        action="append",
+        choices=["operator", "lead"],
+        default=None,
+        help="operator (default) and/or lead; a new lead needs a second lead once there are two",
+    )
     q.add_argument("--valid-from", default=None, metavar="YYYY-MM-DD")
     q.add_argument("--valid-until", default=None, metavar="YYYY-MM-DD")
     q.add_argument("--reason", default="")
@@ -91,12 +97,21 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     from gates import operators, signing
 
     if not ctx.settings.signing_key:
-        raise TradeopsError("init needs --key FILE.pub (a key in ssh-agent) or a private key file: the first "
-                            "lead's own key, which signs the registry's first entry")
+        raise TradeopsError(
+            "init needs --key FILE.pub (a key in ssh-agent) or a private key file: the first "
+            "lead's own key, which signs the registry's first entry"
+        )
     signer = signing.signer_for(ctx.settings.signing_key)
     name = args.name or ctx.settings.resolved_operator()
-    operators.change(ctx.redis, signer, "init", name, roles=["operator", "lead"], keys=[signer.public],
-                     reason="control plane initialised")
+    operators.change(
+        ctx.redis,
+        signer,
+        "init",
+        name,
+        roles=["operator", "lead"],
+        keys=[signer.public],
+        reason="control plane initialised",
+    )
     print(f"registry initialised: {name} is the first lead, key {signer.fingerprint}")
     from console.cli.gate import _anchor
 
@@ -115,25 +130,54 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     for name, op in reg.operators.items():
         for fp in op.keys:
             k = reg.keys[fp]
-            rows.append({"name": name, "roles": list(op.roles_at(now)) if not op.removed_ns else [],
-                         "removed": when(op.removed_ns) if op.removed_ns else "",
-                         "kind": k.key.kind, "fingerprint": fp, "status": k.status(now), "added": when(k.added_ns)})
-    pending = [{"hash": h, "kind": ev.kind, "name": ev.name, "roles": ev.roles, "by": ev.by}
-               for h, ev in reg.pending.items()]
+            rows.append(
+                {
+                    "name": name,
+                    "roles": list(op.roles_at(now)) if not op.removed_ns else [],
+                    "removed": when(op.removed_ns) if op.removed_ns else "",
+                    "kind": k.key.kind,
+                    "fingerprint": fp,
+                    "status": k.status(now),
+                    "added": when(k.added_ns),
+                }
+            )
+    pending = [
+        {"hash": h, "kind": ev.kind, "name": ev.name, "roles": ev.roles, "by": ev.by} for h, ev in reg.pending.items()
+    ]
     if args.json:
-        ctx.print_json({"operators": rows, "pending": pending, "root": reg.root,
-                        "problems": [{"entry": eid, "kind": ev.kind, "name": ev.name, "why": p}
-                                     for eid, ev, p in reg.entries if p]})
+        ctx.print_json(
+            {
+                "operators": rows,
+                "pending": pending,
+                "root": reg.root,
+                "problems": [
+                    {"entry": eid, "kind": ev.kind, "name": ev.name, "why": p} for eid, ev, p in reg.entries if p
+                ],
+            }
+        )
         return 0
     if not rows:
         print("no operators: the registry is not initialised (`tradeops operators init --key FILE.pub`)")
         return 0
-    show(["OPERATOR", "ROLES", "KEY", "FINGERPRINT", "STATUS", "ADDED"],
-         [[r["name"], ",".join(r["roles"]) or f"removed {r['removed']}", r["kind"], r["fingerprint"], r["status"],
-           r["added"]] for r in rows])
+    show(
+        ["OPERATOR", "ROLES", "KEY", "FINGERPRINT", "STATUS", "ADDED"],
+        [
+            [
+                r["name"],
+                ",".join(r["roles"]) or f"removed {r['removed']}",
+                r["kind"],
+                r["fingerprint"],
+                r["status"],
+                r["added"],
+            ]
+            for r in rows
+        ],
+    )
     for p in pending:
-        print(f"pending (needs a second lead): {p['kind']} {p['name']} roles {','.join(p['roles'])} by {p['by']}: "
-              f"`tradeops operators confirm {p['hash'][:16]}`")
+        print(
+            f"pending (needs a second lead): {p['kind']} {p['name']} roles {','.join(p['roles'])} by {p['by']}: "
+            f"`tradeops operators confirm {p['hash'][:16]}`"
+        )
     if reg.chain_problem:
         print(f"REGISTRY CHAIN BROKEN: {reg.chain_problem}")
     return 0
@@ -142,17 +186,31 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_add(ctx: Context, args: argparse.Namespace) -> int:
     from gates import operators
 
-    ev, waits = operators.change(ctx.redis, ctx.signer, "add", args.name, roles=args.role or ["operator"],
-                                 keys=_keys(args.pubkey), valid_after_ns=_day(args.valid_from),
-                                 valid_before_ns=_day(args.valid_until, end=True), reason=args.reason)
+    ev, waits = operators.change(
+        ctx.redis,
+        ctx.signer,
+        "add",
+        args.name,
+        roles=args.role or ["operator"],
+        keys=_keys(args.pubkey),
+        valid_after_ns=_day(args.valid_from),
+        valid_before_ns=_day(args.valid_until, end=True),
+        reason=args.reason,
+    )
     return _done(ev, waits, f"{args.name} added with roles {','.join(args.role or ['operator'])}", ctx)
 
 
 def cmd_add_key(ctx: Context, args: argparse.Namespace) -> int:
     from gates import operators
 
-    ev, waits = operators.change(ctx.redis, ctx.signer, "add_key", args.name, keys=_keys(args.pubkey),
-                                 valid_before_ns=_day(args.valid_until, end=True))
+    ev, waits = operators.change(
+        ctx.redis,
+        ctx.signer,
+        "add_key",
+        args.name,
+        keys=_keys(args.pubkey),
+        valid_before_ns=_day(args.valid_until, end=True),
+    )
     return _done(ev, waits, f"key(s) added to {args.name}", ctx)
 
 

@@ -129,6 +129,7 @@ class GatesScreen(BaseScreen):
         def done(note: str | None) -> None:
             if note:
                 self.post_message(RequestGateAttest(gid, cid, note))
+
         self.app.push_screen(ReasonModal(f"Attest {gid}/{cid}", placeholder="what you checked"), done)
 
     @changes
@@ -142,6 +143,7 @@ class GatesScreen(BaseScreen):
         def done(reason: str | None) -> None:
             if reason:
                 self.post_message(RequestGateApprove(gid, reason, evidence or None))
+
         self.app.push_screen(ReasonModal(f"Approve gate {gid}", confirm=gid, detail=_signs(evidence)), done)
 
     @changes
@@ -155,12 +157,17 @@ class GatesScreen(BaseScreen):
         def done(reason: str | None) -> None:
             if reason:
                 self.post_message(RequestGateDecide(gid, decision, reason, evidence or None))
-        self.app.push_screen(ReasonModal(f"Decide {decision.upper()} on {gid}",
-                                         confirm=gid if decision == "proceed" else None,
-                                         detail=_signs(evidence)), done)
+
+        self.app.push_screen(
+            ReasonModal(
+                f"Decide {decision.upper()} on {gid}",
+                confirm=gid if decision == "proceed" else None,
+                detail=_signs(evidence),
+            ),
+            done,
+        )
 
 
 def _signs(evidence: str) -> str:
     """The line the approve and decide modals show: what the operator's key will sign."""
-    return (f"Your key signs the latest check runs, evidence digest\n[b]{evidence[:32]}[/b]…"
-            if evidence else "")
+    return f"Your key signs the latest check runs, evidence digest\n[b]{evidence[:32]}[/b]…" if evidence else ""

@@ -56,8 +56,11 @@ def test_the_three_rewrites_are_caught_by_the_anchor(r: redis.Redis, team: Keys,
     r.set(audit.HEAD_KEY, prev)
     assert audit.verify(r).ok
     rep = verify(r, where)
-    assert not rep.ok and f"1 entries removed: the live log has 2, the anchor has 3; the first missing is entry 3 " \
-                          f"({ids[2]})" in rep.problem
+    assert (
+        not rep.ok
+        and f"1 entries removed: the live log has 2, the anchor has 3; the first missing is entry 3 ({ids[2]})"
+        in rep.problem
+    )
     assert decisions.state(r, GATES["task04"]).decision is None  # and the proceed is gone with it
     with pytest.raises(anchor.AnchorError, match="not anchored"):  # a tampered log is never anchored
         anchor_now(r, team, where)
@@ -87,8 +90,9 @@ def test_the_three_rewrites_are_caught_by_the_anchor(r: redis.Redis, team: Keys,
 def test_unsigned_history_is_still_anchored(r: redis.Redis, team: Keys, tmp_path: Path) -> None:
     where = [tmp_path / "a", tmp_path / "b"]
     for i in range(3):
-        audit.append(r, GateEvent(gate="task04", kind="check_run", operator=f"op{i}", ts_ns=0, check="plan",
-                                  outcome="passed"))
+        audit.append(
+            r, GateEvent(gate="task04", kind="check_run", operator=f"op{i}", ts_ns=0, check="plan", outcome="passed")
+        )
     anchor_now(r, team, where)
     entries = r.xrange(streams.OPS_GATES)
     r.delete(streams.OPS_GATES)  # the log rebuilt with its first entry twice
@@ -113,12 +117,15 @@ def test_anchor_in_a_git_repository(r: redis.Redis, team: Keys, tmp_path: Path) 
     assert verify(r, [repo]).ok
 
 
-def test_export_verifies_without_redis_and_with_ssh_keygen(r: redis.Redis, team: Keys, tradeops_env,
-                                                          tmp_path: Path) -> None:
+def test_export_verifies_without_redis_and_with_ssh_keygen(
+    r: redis.Redis, team: Keys, tradeops_env, tmp_path: Path
+) -> None:
     env = dict(tradeops_env, TRADEOPS_SIGNING_KEY=str(team.path("lee")))
     gates_file = tmp_path / "gates.toml"
-    gates_file.write_text('[[gate]]\nid = "task04"\ntitle = "t"\napprovals = 1\n'
-                          'checks = [{ id = "plan", title = "p", kind = "manual" }]\n')
+    gates_file.write_text(
+        '[[gate]]\nid = "task04"\ntitle = "t"\napprovals = 1\n'
+        'checks = [{ id = "plan", title = "p", kind = "manual" }]\n'
+    )
     env["TRADEOPS_GATES_FILE"] = str(gates_file)
     assert model.load(gates_file)["task04"].approvals == 1
     history(r, team)
@@ -133,10 +140,24 @@ def test_export_verifies_without_redis_and_with_ssh_keygen(r: redis.Redis, team:
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.startswith("audit OK: 3 entries") and "3 valid, 0 invalid" in out.stdout
     # one approval, with plain ssh-keygen
-    row = next(json.loads(ln) for ln in f.read_text().splitlines()[1:] if json.loads(ln).get("event", {}).get("kind")
-               == "approve")
-    cmd = ["ssh-keygen", "-Y", "verify", "-f", f"{f}.allowed_signers", "-I", row["signer"], "-n", row["namespace"],
-           "-s", row["signature"]]
+    row = next(
+        json.loads(ln)
+        for ln in f.read_text().splitlines()[1:]
+        if json.loads(ln).get("event", {}).get("kind") == "approve"
+    )
+    cmd = [
+        "ssh-keygen",
+        "-Y",
+        "verify",
+        "-f",
+        f"{f}.allowed_signers",
+        "-I",
+        row["signer"],
+        "-n",
+        row["namespace"],
+        "-s",
+        row["signature"],
+    ]
     with open(row["message"], "rb") as msg:
         ok = subprocess.run(cmd, stdin=msg, capture_output=True, text=True)
     assert ok.returncode == 0 and 'Good "gate@tradeops" signature for bob' in ok.stdout

@@ -37,8 +37,7 @@ def _source(redis_url: str, settings: Settings | None = None) -> LiveSource:
     return LiveSource(redis_url, settings or Settings(), "alice", slow_every=1)  # gates read every poll
 
 
-def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis, redis_url: str,
-                                                                  team: Keys) -> None:
+def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis, redis_url: str, team: Keys) -> None:
     gates = model.load()
     write_history(r, gates, 300)
     src = _source(redis_url)
@@ -56,10 +55,22 @@ def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis
         # the folded state is the one the CLI folds from the whole log
         cli = decisions.states(r, gates)
         assert [(row.id, row.status, row.approvals, row.needs, [c[3] for c in row.checks]) for row in snap.gates] == [
-            (g, st.status, f"{len(st.counted)}/{st.gate.approvals}", [] if st.decision else st.approvals_needed(),
-             [c.outcome for c in st.checks.values()]) for g, st in cli.items()]
-        assert [row for row in snap.audit if row[1] == "task03"][-1][2:] == ("decision", "stop", "bob",
-                                                                             "latency regression", "✓ bob")
+            (
+                g,
+                st.status,
+                f"{len(st.counted)}/{st.gate.approvals}",
+                [] if st.decision else st.approvals_needed(),
+                [c.outcome for c in st.checks.values()],
+            )
+            for g, st in cli.items()
+        ]
+        assert [row for row in snap.audit if row[1] == "task03"][-1][2:] == (
+            "decision",
+            "stop",
+            "bob",
+            "latency regression",
+            "✓ bob",
+        )
     finally:
         src.close()
 
@@ -99,9 +110,9 @@ def test_a_broken_chain_shows_in_the_console(r: redis.Redis, redis_url: str) -> 
         src.close()
 
 
-def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Redis, redis_url: str,
-                                                                     tradeops_env, tmp_path: Path,
-                                                                     team: Keys) -> None:
+def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(
+    r: redis.Redis, redis_url: str, tradeops_env, tmp_path: Path, team: Keys
+) -> None:
     tradeops_env = dict(tradeops_env, TRADEOPS_SIGNING_KEY=str(team.path("ann")))
     extra = '[[gate]]\nid = "{id}"\ntitle = "extra"\nchecks = [{{ id = "plan", title = "p", kind = "manual" }}]\n'
     (tmp_path / "gates.toml").write_text(extra.format(id="extra"))
@@ -116,8 +127,14 @@ def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Re
         assert console_ids[-1] == "extra" and console_ids == list(model.configured(settings))
 
         def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*TRADEOPS, "--config", str(cfg), *args], capture_output=True, text=True,
-                                  env=env or tradeops_env, timeout=60, cwd=tmp_path.parent)
+            return subprocess.run(
+                [*TRADEOPS, "--config", str(cfg), *args],
+                capture_output=True,
+                text=True,
+                env=env or tradeops_env,
+                timeout=60,
+                cwd=tmp_path.parent,
+            )
 
         out = cli("gate", "list", "--json")
         assert out.returncode == 0, out.stderr
@@ -146,8 +163,9 @@ def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Re
         src.close()
 
 
-def test_the_console_shows_the_key_the_signatures_and_a_failed_anchor(r: redis.Redis, redis_url: str,
-                                                                      team: Keys, tmp_path: Path) -> None:
+def test_the_console_shows_the_key_the_signatures_and_a_failed_anchor(
+    r: redis.Redis, redis_url: str, team: Keys, tmp_path: Path
+) -> None:
     from gates import anchor, proof
 
     gates = model.load()

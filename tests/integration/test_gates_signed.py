@@ -22,16 +22,25 @@ from tests.keys import Keys
 
 
 def gate(approvals: int = 2) -> Gate:
-    return Gate(id="task04", title="t", approvals=approvals, critical=approvals > 1, checks=[
-        Check(id="rows", title="r", kind="data", params={"sink": "ticks", "min_rows": 1}),
-        Check(id="plan", title="p", kind="manual"),
-    ])
+    return Gate(
+        id="task04",
+        title="t",
+        approvals=approvals,
+        critical=approvals > 1,
+        checks=[
+            Check(id="rows", title="r", kind="data", params={"sink": "ticks", "min_rows": 1}),
+            Check(id="plan", title="p", kind="manual"),
+        ],
+    )
 
 
 def run(r: redis.Redis, g: Gate, check: str, outcome: str, who: Signer) -> GateEvent:
     name = operators.load(r).name_of(who.fingerprint)
-    return audit.append(r, GateEvent(gate=g.id, kind="check_run", operator=name, ts_ns=0, check=check,
-                                     outcome=outcome), seal=decisions._seal(who))
+    return audit.append(
+        r,
+        GateEvent(gate=g.id, kind="check_run", operator=name, ts_ns=0, check=check, outcome=outcome),
+        seal=decisions._seal(who),
+    )
 
 
 def green(r: redis.Redis, g: Gate, who: Signer) -> None:
@@ -65,14 +74,20 @@ def test_unsigned_and_badly_signed_events_count_for_nothing(r: redis.Redis, team
     # unsigned, straight into Redis
     audit.append(r, GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=0, reason="x", evidence_digest=digest))
     # signed by bob, then its reason changed and its hash recomputed
-    good = audit.append(r, GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=0, reason="ok",
-                                     evidence_digest=digest), seal=decisions._seal(team("bob")))
+    good = audit.append(
+        r,
+        GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=0, reason="ok", evidence_digest=digest),
+        seal=decisions._seal(team("bob")),
+    )
     r.xdel("ops.gates", r.xrevrange("ops.gates", count=1)[0][0])
     forged = msgspec.structs.replace(good, reason="rubber stamp")
     audit.append(r, forged)
     # signed by a key nobody registered
-    audit.append(r, GateEvent(gate=g.id, kind="approve", operator="lee", ts_ns=0, reason="x", evidence_digest=digest),
-                 seal=decisions._seal(team("mallory")))
+    audit.append(
+        r,
+        GateEvent(gate=g.id, kind="approve", operator="lee", ts_ns=0, reason="x", evidence_digest=digest),
+        seal=decisions._seal(team("mallory")),
+    )
     st = decisions.state(r, g)
     assert st.approvers == []
     whys = [why for _, why in st.rejected]
@@ -90,9 +105,18 @@ def test_a_revoked_key_may_not_act(r: redis.Redis, team: Keys) -> None:
     operators.change(r, team("lee"), "revoke_key", "bob", key=team("bob").fingerprint, reason="laptop stolen")
     with pytest.raises(Refused, match=r"approval on task04 refused: key .* of bob was revoked"):
         decisions.approve(r, g, team("bob"), "still me")
-    audit.append(r, GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=0, reason="x",
-                              evidence_digest=decisions.state(r, g).evidence_digest),
-                 seal=decisions._seal(team("bob")))
+    audit.append(
+        r,
+        GateEvent(
+            gate=g.id,
+            kind="approve",
+            operator="bob",
+            ts_ns=0,
+            reason="x",
+            evidence_digest=decisions.state(r, g).evidence_digest,
+        ),
+        seal=decisions._seal(team("bob")),
+    )
     st = decisions.state(r, g)
     assert st.approvers == [] and "was revoked at" in st.rejected[-1][1]
 
@@ -108,8 +132,11 @@ def test_an_approval_is_of_one_check_run_and_is_cancelled_out_loud(r: redis.Redi
     assert st.approvers == [] and st.evidence_digest != old
     assert st.cancelled[0][0].operator == "bob" and "rows re-run (passed) by ann" in st.cancelled[0][1]
     # replayed: a signature of the old evidence, on the new run
-    audit.append(r, GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=0, reason="again", evidence_digest=old),
-                 seal=decisions._seal(team("bob")))
+    audit.append(
+        r,
+        GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=0, reason="again", evidence_digest=old),
+        seal=decisions._seal(team("bob")),
+    )
     st = decisions.state(r, g)
     assert st.approvers == [] and "not of the latest check runs" in st.rejected[-1][1]
     with pytest.raises(Refused, match=r"the evidence shown .* is not the latest check runs"):
@@ -138,9 +165,20 @@ def test_a_lead_override_needs_lead_by_the_registry(r: redis.Redis, team: Keys, 
         decisions.decide(r, g, "proceed", team("bob"), "ship it", override=["rows"])
     # bob signs the override himself, past the CLI: it counts for nothing
     st = decisions.state(r, g)
-    audit.append(r, GateEvent(gate=g.id, kind="decision", operator="lee", ts_ns=0, decision="proceed", reason="x",
-                              evidence={"override": {"checks": ["rows"], "by": "lee", "reason": "x"}},
-                              evidence_digest=st.evidence_digest), seal=decisions._seal(team("bob")))
+    audit.append(
+        r,
+        GateEvent(
+            gate=g.id,
+            kind="decision",
+            operator="lee",
+            ts_ns=0,
+            decision="proceed",
+            reason="x",
+            evidence={"override": {"checks": ["rows"], "by": "lee", "reason": "x"}},
+            evidence_digest=st.evidence_digest,
+        ),
+        seal=decisions._seal(team("bob")),
+    )
     st = decisions.state(r, g)
     assert st.decision is None and "overriding rows needs the lead role; bob has operator" in st.rejected[-1][1]
     decisions.decide(r, g, "proceed", team("lee"), "backfill tracked", override=["rows"])
@@ -166,8 +204,11 @@ def test_the_fixer_rule_says_the_way_forward(r: redis.Redis, team: Keys) -> None
     run(r, g, "rows", "passed", team("ann"))
     decisions.attest(r, g, "plan", team("ann"), "ok")
     decisions.approve(r, g, team("ann"), "flaky, re-ran it")
-    with pytest.raises(Refused, match=r"an approver who did not fix a failing check \(ann re-ran rows after it "
-                                      r"failed.*another operator must approve: `tradeops gate approve task04"):
+    with pytest.raises(
+        Refused,
+        match=r"an approver who did not fix a failing check \(ann re-ran rows after it "
+        r"failed.*another operator must approve: `tradeops gate approve task04",
+    ):
         decisions.decide(r, g, "proceed", team("ann"), "go")
 
 
@@ -180,7 +221,22 @@ def test_signatures_check_with_ssh_keygen(r: redis.Redis, team: Keys, tmp_path: 
     (tmp_path / "allowed").write_text(operators.load(r).allowed_signers())
     (tmp_path / "msg").write_bytes(chained.signed_message(ev))
     (tmp_path / "sig").write_text(ev.sig)
-    out = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "bob",
-                          "-n", signing.NS_GATE, "-s", str(tmp_path / "sig")],
-                         stdin=(tmp_path / "msg").open("rb"), capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            str(tmp_path / "allowed"),
+            "-I",
+            "bob",
+            "-n",
+            signing.NS_GATE,
+            "-s",
+            str(tmp_path / "sig"),
+        ],
+        stdin=(tmp_path / "msg").open("rb"),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and 'Good "gate@tradeops" signature for bob' in out.stdout

@@ -34,8 +34,9 @@ def test_init_once_and_changes_signed_by_a_lead(r: redis.Redis, keys: Keys) -> N
     assert reg.root == keys("lee").fingerprint and reg.name_of(keys("ann").fingerprint) == "ann"
     assert reg.roles_at("lee", time.time_ns()) == ("operator", "lead")
     with pytest.raises(Refused, match="the first lead is set once"):
-        operators.change(r, keys("mallory"), "init", "mallory", roles=["operator", "lead"],
-                         keys=[keys("mallory").public])
+        operators.change(
+            r, keys("mallory"), "init", "mallory", roles=["operator", "lead"], keys=[keys("mallory").public]
+        )
     with pytest.raises(Refused, match="must be signed by a lead: ann has operator"):
         operators.change(r, keys("ann"), "add", "mallory", roles=["operator", "lead"], keys=[keys("mallory").public])
     with pytest.raises(Refused, match=r"must be signed by a lead: key .* is not registered"):
@@ -74,16 +75,17 @@ def test_revocation_is_judged_at_the_signed_time(r: redis.Redis, keys: Keys) -> 
 def test_entries_forged_into_redis_count_for_nothing(r: redis.Redis, keys: Keys) -> None:
     enrol(r, keys)
     # mallory, with Redis access, adds herself as a lead: unsigned, then signed with her own key
-    forged = OperatorEvent(kind="add", name="mallory", ts_ns=0, roles=["operator", "lead"],
-                           keys=[keys("mallory").public.line])
+    forged = OperatorEvent(
+        kind="add", name="mallory", ts_ns=0, roles=["operator", "lead"], keys=[keys("mallory").public.line]
+    )
     chained.append(r, streams.OPS_OPERATORS, operators.HEAD_KEY, forged)
-    chained.append(r, streams.OPS_OPERATORS, operators.HEAD_KEY, forged,
-                   seal=operators._seal(keys("mallory"), "lee"))
+    chained.append(r, streams.OPS_OPERATORS, operators.HEAD_KEY, forged, seal=operators._seal(keys("mallory"), "lee"))
     reg = operators.load(r)
     assert "mallory" not in reg.operators
     assert [p for _, ev, p in reg.entries if ev.name == "mallory"] == [
         "a registry change must be signed by a lead: not signed",
-        f"a registry change must be signed by a lead: key {keys('mallory').fingerprint} is not registered"]
+        f"a registry change must be signed by a lead: key {keys('mallory').fingerprint} is not registered",
+    ]
     # and a re-initialisation after deleting the registry is another registry: the anchor catches it
     r.xadd(streams.OPS_OPERATORS, codec.fields(forged))
     assert "does not follow" in operators.load(r).chain_problem
@@ -96,11 +98,18 @@ def test_allowed_signers_checks_with_ssh_keygen(r: redis.Redis, keys: Keys, tmp_
     f.write_text(reg.allowed_signers())
     sig = tmp_path / "sig"
     sig.write_text(keys("ann").sign(b"hello", signing.NS_GATE))
-    ok = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(f), "-I", "ann", "-n", signing.NS_GATE,
-                         "-s", str(sig)], input=b"hello", capture_output=True, text=False)
+    ok = subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(f), "-I", "ann", "-n", signing.NS_GATE, "-s", str(sig)],
+        input=b"hello",
+        capture_output=True,
+        text=False,
+    )
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(f), "-I", "bob", "-n", signing.NS_GATE,
-                          "-s", str(sig)], input=b"hello", capture_output=True)
+    bad = subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(f), "-I", "bob", "-n", signing.NS_GATE, "-s", str(sig)],
+        input=b"hello",
+        capture_output=True,
+    )
     assert bad.returncode != 0
 
 
@@ -111,6 +120,7 @@ def _archive(redis_url: str, data_dir: Path, stream: str) -> archive.Archived:
             return await archive.archive(ar, stream, data_dir, keep_s=0)  # all but the newest
         finally:
             await ar.aclose()
+
     return asyncio.run(go())
 
 
@@ -125,8 +135,12 @@ def test_the_registry_is_read_archive_then_live(redis_url: str, r: redis.Redis, 
     assert done.archived == n - 1 and r.xlen(streams.OPS_OPERATORS) == 1
     _archive(redis_url, tmp_path, streams.OPS_GATES)
     reg = operators.load(r)
-    assert (reg.root, sorted(reg.operators), reg.read, reg.chain_problem) == (before.root, sorted(before.operators),
-                                                                            n, "")
+    assert (reg.root, sorted(reg.operators), reg.read, reg.chain_problem) == (
+        before.root,
+        sorted(before.operators),
+        n,
+        "",
+    )
     # a change after the archive chains onto the live newest; signed actions still count
     operators.change(r, keys("lee"), "add", "cat", roles=["operator"], keys=[keys("cat").public])
     decisions.approve(r, g, keys("bob"), "reviewed")

@@ -28,8 +28,9 @@ SIZE = (150, 45)
 
 def live_app(url: str, operator: str, keys: Keys | None = None, data_dir: Path | None = None, **kw) -> TradeopsApp:
     # each signs with its own key; the audit anchors go to the test's own data dir, not the session's
-    settings = Settings(signing_key=str(keys.path(operator)) if keys else None,
-                        data_dir=str(data_dir) if data_dir else None)
+    settings = Settings(
+        signing_key=str(keys.path(operator)) if keys else None, data_dir=str(data_dir) if data_dir else None
+    )
     return TradeopsApp(LiveSource(url, settings, operator), LiveActions(url, settings, operator), poll_s=0.1, **kw)
 
 
@@ -53,13 +54,17 @@ async def answer_modal(pilot: Pilot, reason: str, confirm: str | None = None) ->
 def _record(r: redis.Redis, gate: str, check: str, outcome: str, who: Signer) -> None:
     from backend.messages import GateEvent
 
-    audit.append(r, GateEvent(gate=gate, kind="check_run", operator="ann", ts_ns=0, check=check, outcome=outcome),
-                 seal=decisions._seal(who))
+    audit.append(
+        r,
+        GateEvent(gate=gate, kind="check_run", operator="ann", ts_ns=0, check=check, outcome=outcome),
+        seal=decisions._seal(who),
+    )
 
 
 @pytest.mark.timeout(90)
-async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: redis.Redis, team: Keys,
-                                                           tmp_path: Path) -> None:
+async def test_decide_the_critical_gate_with_two_approvers(
+    redis_url: str, r: redis.Redis, team: Keys, tmp_path: Path
+) -> None:
     g = model.load()["task04"]
     for c in g.checks:
         if c.kind == "manual":
@@ -83,16 +88,19 @@ async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: re
             await pilot.press("d")
             await answer_modal(pilot, "trading validated", "task04")
             if not confirm_ok:  # one approver is not enough on the critical gate
-                await until(pilot, lambda app=app: any("needs 1 more approval" in str(n.message)
-                                                       for n in app._notifications))
+                await until(
+                    pilot, lambda app=app: any("needs 1 more approval" in str(n.message) for n in app._notifications)
+                )
                 assert decisions.state(r, g).decision is None
             else:
                 await until(pilot, lambda: decisions.state(r, g).decision == "proceed")
     st = decisions.state(r, g)
     assert st.decision == "proceed" and st.decided_by == "bob"
     assert [e.operator for _, e in audit.events(r) if e.kind == "approve"] == ["ann", "bob"]
-    assert [e.signer for _, e in audit.events(r) if e.kind == "approve"] == [team("ann").fingerprint,
-                                                                               team("bob").fingerprint]
+    assert [e.signer for _, e in audit.events(r) if e.kind == "approve"] == [
+        team("ann").fingerprint,
+        team("bob").fingerprint,
+    ]
     assert st.decision_approvers == ["ann", "bob"]  # the approvals stay with the decision
     assert audit.verify(r).ok
 
@@ -131,8 +139,13 @@ async def test_submit_and_cancel_an_order(redis_url: str, r: redis.Redis) -> Non
             await pilot.press(*"0.5", "tab", *"64000", "enter")  # a resting buy limit
             await until(pilot, lambda: app.snapshot and any(o.state == "ACCEPTED" for o in app.snapshot.orders))
             await pilot.press("x")
-            await until(pilot, lambda: app.snapshot and any(o.state == "CANCELED" and "canceled by ann" in o.reason
-                                                            for o in app.snapshot.orders))
+            await until(
+                pilot,
+                lambda: (
+                    app.snapshot
+                    and any(o.state == "CANCELED" and "canceled by ann" in o.reason for o in app.snapshot.orders)
+                ),
+            )
             o = app.snapshot.orders[0]
             assert (o.symbol, o.side, o.qty, o.price) == ("BTCUSDT", "buy", 0.5, "64000")
 
@@ -168,8 +181,9 @@ async def test_console_on_real_redis_sees_live_ticks_and_orders(redis_url: str) 
     from backend.runtime.paperflow import PaperFlow
 
     with BenchStack(redis_url=redis_url) as st:
-        ex = subprocess.Popen(exchange_command(st.data_dir, 500), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True)
+        ex = subprocess.Popen(
+            exchange_command(st.data_dir, 500), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         try:
             assert ex.stdout and ex.stdout.readline().startswith("exchange up")
             for name in ("normalizer", "gateway", "risk", "live-gateway", "oms"):
@@ -182,8 +196,9 @@ async def test_console_on_real_redis_sees_live_ticks_and_orders(redis_url: str) 
             app = live_app(redis_url, "ann")
             async with app.run_test(size=SIZE) as pilot:
                 await pilot.press("2")
-                await until(pilot, lambda: app.snapshot and app.snapshot.total_tps > 0
-                            and len(app.snapshot.market) == 10, 30)
+                await until(
+                    pilot, lambda: app.snapshot and app.snapshot.total_tps > 0 and len(app.snapshot.market) == 10, 30
+                )
                 table = app.screen.query_one("#quotes")
                 assert table.row_count == 10
                 await pilot.press("3")

@@ -25,13 +25,17 @@ pytestmark = pytest.mark.skipif(not shutil.which("ssh-keygen"), reason=NO_SSH_KE
 MSG = b'{"gate":"task04","kind":"approve"}'
 
 
-def ssh_verify(tmp: Path, name: str, key: PublicKey, msg: bytes, sig: str, ns: str = signing.NS_GATE,
-               opts: str = "") -> subprocess.CompletedProcess[bytes]:
+def ssh_verify(
+    tmp: Path, name: str, key: PublicKey, msg: bytes, sig: str, ns: str = signing.NS_GATE, opts: str = ""
+) -> subprocess.CompletedProcess[bytes]:
     allowed = tmp / "allowed_signers"
     allowed.write_text(f'{name} namespaces="{ns}"{"," + opts if opts else ""} {key.line}\n')
     (tmp / "sig").write_text(sig)
-    return subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", name, "-n", ns,
-                           "-s", str(tmp / "sig")], input=msg, capture_output=True)
+    return subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", name, "-n", ns, "-s", str(tmp / "sig")],
+        input=msg,
+        capture_output=True,
+    )
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
