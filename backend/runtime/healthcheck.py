@@ -66,8 +66,9 @@ def hmget(url: str, key: str, *fields: str, timeout: float = 2.0) -> list[bytes 
     with sock, sock.makefile("rb") as f:
         calls: list[tuple[str, ...]] = []
         if u.password:
-            calls.append(("AUTH", unquote(u.username), unquote(u.password)) if u.username
-                         else ("AUTH", unquote(u.password)))
+            calls.append(
+                ("AUTH", unquote(u.username), unquote(u.password)) if u.username else ("AUTH", unquote(u.password))
+            )
         db = u.path.strip("/")
         if db and db != "0":
             calls.append(("SELECT", db))

@@ -117,8 +117,9 @@ class Service:
     async def teardown(self) -> None:
         """Flush and close what setup opened. Called after the workers finished."""
 
-    def consume(self, stream: str, handler: Handler, *, decode: Any = None, what: str | None = None,
-                **opts: Any) -> StreamWorker:
+    def consume(
+        self, stream: str, handler: Handler, *, decode: Any = None, what: str | None = None, **opts: Any
+    ) -> StreamWorker:
         """Consume `stream` in this service's consumer group, one handler call per batch.
 
         With `decode=T` (a wire type or a union of them) the handler gets `[(entry id, T)]`; an
@@ -141,8 +142,14 @@ class Service:
         self.readers.append(reader)
         return reader
 
-    def listen(self, cursors: dict[str, str], handler: Callable[[list[Item]], Awaitable[None]], *,
-               decode: Any = None, **opts: Any) -> Broadcast:
+    def listen(
+        self,
+        cursors: dict[str, str],
+        handler: Callable[[list[Item]], Awaitable[None]],
+        *,
+        decode: Any = None,
+        **opts: Any,
+    ) -> Broadcast:
         """Read `cursors` as broadcasts while the service runs: `handler([(stream, id, message)])`
         for every read that brought something (undecodable entries skipped and counted in the
         reader's `skipped`)."""
@@ -153,8 +160,9 @@ class Service:
     async def consumer_alive(self, consumer: str) -> bool:
         """Whether another consumer in this service's groups (an instance id) still works."""
         key = streams.HEALTH_KEY.format(service=self.name, instance=consumer)
-        state, pid, host, pidns = (None if v is None else replies.blob(v)
-                                   for v in await self.r.hmget(key, "state", "pid", "host", "pidns"))
+        state, pid, host, pidns = (
+            None if v is None else replies.blob(v) for v in await self.r.hmget(key, "state", "pid", "host", "pidns")
+        )
         return not gone(state, pid, host, pidns)
 
     async def call(self, *args: Arg) -> object:
@@ -257,8 +265,11 @@ class Service:
             self.state = "degraded" if self.reason else "running"  # setup may have said degrade()
             self.log.info(
                 "started",
-                extra={"instance": self.instance, "environment": self.environment,
-                       "consumes": [w.stream for w in self.workers]},
+                extra={
+                    "instance": self.instance,
+                    "environment": self.environment,
+                    "consumes": [w.stream for w in self.workers],
+                },
             )
             await self.heartbeat()
             # What is alive now (modules, config, what setup built) lives as long as the process:
@@ -267,18 +278,17 @@ class Service:
             gc.collect()
             gc.freeze()
             tasks = [asyncio.create_task(w.run(), name=f"worker:{w.stream}") for w in self.workers]
-            tasks += [asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
-                      for b, fn in self._listens]
+            tasks += [
+                asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
+                for b, fn in self._listens
+            ]
             tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
             tasks += [
-                asyncio.create_task(self._every_loop(s, fn), name=f"every:{fn.__name__}")
-                for s, fn in self._periodic
+                asyncio.create_task(self._every_loop(s, fn), name=f"every:{fn.__name__}") for s, fn in self._periodic
             ]
             extra = asyncio.create_task(self.run_extra(), name="extra")
             stopper = asyncio.create_task(self._stop.wait(), name="stop")
-            done, _ = await asyncio.wait(
-                [*tasks, extra, stopper], return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait([*tasks, extra, stopper], return_when=asyncio.FIRST_COMPLETED)
             failed = [t for t in done if t is not stopper and t.exception() is not None]
             if failed:
                 self.state = "failed"
@@ -403,10 +413,20 @@ class Service:
         hb = self.heartbeat_message(lag, pending, dlq)
         key = streams.HEALTH_KEY.format(service=self.name, instance=self.instance)
         readable: dict[str, str | int | float] = {
-            "service": hb.service, "instance": hb.instance, "environment": hb.environment,
-            "state": hb.state, "processed": hb.processed, "rate": hb.rate, "lag": hb.lag,
-            "pending": hb.pending, "dlq": hb.dlq, "ts_ns": hb.ts_ns, "pid": hb.pid, "host": hb.host,
-            "pidns": _PIDNS, "reason": hb.reason,
+            "service": hb.service,
+            "instance": hb.instance,
+            "environment": hb.environment,
+            "state": hb.state,
+            "processed": hb.processed,
+            "rate": hb.rate,
+            "lag": hb.lag,
+            "pending": hb.pending,
+            "dlq": hb.dlq,
+            "ts_ns": hb.ts_ns,
+            "pid": hb.pid,
+            "host": hb.host,
+            "pidns": _PIDNS,
+            "reason": hb.reason,
         }
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={**readable, codec.FIELD_STR: codec.encode(hb)})  # type: ignore[dict-item]  # redis-py's mapping type is invariant

@@ -104,11 +104,18 @@ class GatewayService(Service):
 
     def metrics(self) -> dict[str, Any]:
         return {
-            "received": self.received, "published": self.published, "gaps": self.gaps,
-            "missing_trades": self.missing, "backfilled_trades": self.backfilled,
-            "backfilling": sorted(self.held), "last_gap": self.last_gap,
-            "regressions": self.regressions, "connected": sorted(self.connected),
-            "reconnects": self.reconnects, "news": self.news, "decode_errors": self.decode_errors,
+            "received": self.received,
+            "published": self.published,
+            "gaps": self.gaps,
+            "missing_trades": self.missing,
+            "backfilled_trades": self.backfilled,
+            "backfilling": sorted(self.held),
+            "last_gap": self.last_gap,
+            "regressions": self.regressions,
+            "connected": sorted(self.connected),
+            "reconnects": self.reconnects,
+            "news": self.news,
+            "decode_errors": self.decode_errors,
         }
 
     def _urls(self) -> tuple[list[str], str | None]:
@@ -162,7 +169,7 @@ class GatewayService(Service):
                 self.connected.discard(url)
             if self.stopping:
                 return
-            delay = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** attempt)
+            delay = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2**attempt)
             attempt += 1
             await self.wait_stopped(delay * random.uniform(0.5, 1.5))
 
@@ -189,8 +196,9 @@ class GatewayService(Service):
                 if self.write_error is not None:
                     raise self.write_error  # the service stops; the supervisor restarts it
                 if gap is not None or (held and ev.s in held):  # waits for the gap's backfill
-                    self._hold(builder, gap, (ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000,
-                                              ev.E * 1_000_000, ev.m, recv_ns))
+                    self._hold(
+                        builder, gap, (ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000, ev.E * 1_000_000, ev.m, recv_ns)
+                    )
                     self.received += 1
                     continue
                 if not len(builder):
@@ -270,8 +278,15 @@ class GatewayService(Service):
         gap = backfill.find_gap(symbol, last, trade_id)
         if gap is not None:
             self.gaps += 1
-            self.last_gap = {"symbol": symbol, "after": last, "next": trade_id, "missing": gap.size,
-                             "backfilled": None, "lost": None, "ts_ns": time.time_ns()}
+            self.last_gap = {
+                "symbol": symbol,
+                "after": last,
+                "next": trade_id,
+                "missing": gap.size,
+                "backfilled": None,
+                "lost": None,
+                "ts_ns": time.time_ns(),
+            }
             self.log.warning("trade-id gap: backfilling it", extra=self.last_gap)
         return gap
 
@@ -310,17 +325,21 @@ class GatewayService(Service):
 
         def write(trades: list[Any]) -> None:
             for i in range(0, len(trades), max_batch):
-                backfill.add_trades(out, gap.symbol, trades[i:i + max_batch], time.time_ns())
+                backfill.add_trades(out, gap.symbol, trades[i : i + max_batch], time.time_ns())
                 self._flush(out)
             self.backfilled += len(trades)
 
         key = self.cfg.api_key
         if key is None:
             from backend.exchange.rest import API_KEY as key
-        done = await backfill.fill(self.http, self._rest_url(), key, gap, write,
-                                   max_trades=self.cfg.backfill_max_trades)
-        if self.last_gap is not None and self.last_gap["symbol"] == gap.symbol \
-                and self.last_gap["after"] == gap.first - 1:
+        done = await backfill.fill(
+            self.http, self._rest_url(), key, gap, write, max_trades=self.cfg.backfill_max_trades
+        )
+        if (
+            self.last_gap is not None
+            and self.last_gap["symbol"] == gap.symbol
+            and self.last_gap["after"] == gap.first - 1
+        ):
             self.last_gap.update(backfilled=done.fetched, lost=done.lost)
         if done.lost:
             self.missing += done.lost
@@ -328,8 +347,10 @@ class GatewayService(Service):
             self.log.error(alert.message)
             await publish(self.r, streams.OPS_ALERTS, alert)
         else:
-            self.log.info("trade-id gap backfilled", extra={"symbol": gap.symbol, "first": gap.first,
-                                                            "last": gap.last, "trades": done.fetched})
+            self.log.info(
+                "trade-id gap backfilled",
+                extra={"symbol": gap.symbol, "first": gap.first, "last": gap.last, "trades": done.fetched},
+            )
 
     def _backfill_done(self, task: asyncio.Task[None]) -> None:
         self.backfills.discard(task)
@@ -363,13 +384,19 @@ class GatewayService(Service):
             except msgspec.DecodeError as exc:
                 await self._dead_frame(streams.ALT_RAW, msg, f"undecodable news message: {exc}")
                 continue
-            item = AltItem(id=n.id, ts_ns=n.ts * 1_000_000, symbols=n.symbols, headline=n.headline,
-                           body=n.body, sentiment=n.sentiment, source="local-exchange")
+            item = AltItem(
+                id=n.id,
+                ts_ns=n.ts * 1_000_000,
+                symbols=n.symbols,
+                headline=n.headline,
+                body=n.body,
+                sentiment=n.sentiment,
+                source="local-exchange",
+            )
             await publish(self.r, streams.ALT_RAW, item)
             self.news += 1
 
     async def _dead_frame(self, stream: str, msg: str | bytes, reason: str) -> None:
         """A frame bound for `stream` that does not decode: to dlq.<stream>, its bytes kept (64 KiB)."""
         data = msg.encode() if isinstance(msg, str) else msg
-        await deadletter.queue(self.r, stream, {b"raw": data[:65536]}, reason, group=self.name,
-                               consumer=self.instance)
+        await deadletter.queue(self.r, stream, {b"raw": data[:65536]}, reason, group=self.name, consumer=self.instance)

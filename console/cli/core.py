@@ -31,10 +31,15 @@ def register(sub: Any) -> None:
     q.set_defaults(func=cmd_redis_down)
     q = command(rsub, "status", "is the bus's Redis up, and where")
     q.set_defaults(func=cmd_redis_status)
-    q = command(rsub, "archive", "archive the control-plane logs' older entries (ops.gates, ops.migration, "
-                "models.events) to the data dir, then trim them (what the scheduler's stream-archive job does)")
-    q.add_argument("--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but "
-                   "the newest)")
+    q = command(
+        rsub,
+        "archive",
+        "archive the control-plane logs' older entries (ops.gates, ops.migration, "
+        "models.events) to the data dir, then trim them (what the scheduler's stream-archive job does)",
+    )
+    q.add_argument(
+        "--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but the newest)"
+    )
     q.set_defaults(func=cmd_redis_archive)
 
     p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
@@ -47,8 +52,9 @@ def register(sub: Any) -> None:
 
     p = command(sub, "service", "run or list services")
     ssub = p.add_subparsers(dest="service_cmd", metavar="ACTION", required=True)
-    q = command(ssub, "run", "run one service instance in the foreground until SIGTERM "
-                "(what `python -m backend.services` does)")
+    q = command(
+        ssub, "run", "run one service instance in the foreground until SIGTERM (what `python -m backend.services` does)"
+    )
     service_run.add_arguments(q)
     q.set_defaults(func=cmd_service_run)
     q = command(ssub, "list", "the services this build can run")
@@ -65,8 +71,7 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
-    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True,
-                                    maxmemory=ctx.settings.redis_maxmemory)
+    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True, maxmemory=ctx.settings.redis_maxmemory)
     url = server.start()
     print(f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir})")
     return 0
@@ -79,8 +84,10 @@ def cmd_redis_down(ctx: Context, args: argparse.Namespace) -> int:
     sup = table.get("supervisor_pid")
     info = embedded.read_info(ctx.data_dir)
     if sup and embedded._alive(sup) and info is not None and table.get("redis_url") == info.url:
-        raise TradeopsError(f"a stack is up on this Redis (supervisor pid {sup}), which would start it again; "
-                            "`tradeops down` stops the stack and its Redis")
+        raise TradeopsError(
+            f"a stack is up on this Redis (supervisor pid {sup}), which would start it again; "
+            "`tradeops down` stops the stack and its Redis"
+        )
     info = embedded.stop_data_dir(ctx.data_dir)
     if info is None:
         print(f"redis: none running for data dir {ctx.data_dir}")
@@ -123,15 +130,28 @@ def cmd_redis_archive(ctx: Context, args: argparse.Namespace) -> int:
             await r.aclose()
 
     for a in asyncio.run(run()):
-        print(f"{a.stream}: {a.archived} archived, {a.trimmed} trimmed; {a.total} in "
-              f"{archive.stream_dir(ctx.data_dir, a.stream)}" if a.last_id else f"{a.stream}: nothing to archive")
+        print(
+            f"{a.stream}: {a.archived} archived, {a.trimmed} trimmed; {a.total} in "
+            f"{archive.stream_dir(ctx.data_dir, a.stream)}"
+            if a.last_id
+            else f"{a.stream}: nothing to archive"
+        )
     return 0
 
 
 def _inventory_rows(inv: inv_mod.Inventory) -> list[list[Any]]:
     return [
-        [s.priority, s.name, s.task, s.port, ",".join(s.lanes), ",".join(s.depends_on) or "-",
-         s.complexity, s.risk, f"{s.hours:g}"]
+        [
+            s.priority,
+            s.name,
+            s.task,
+            s.port,
+            ",".join(s.lanes),
+            ",".join(s.depends_on) or "-",
+            s.complexity,
+            s.risk,
+            f"{s.hours:g}",
+        ]
         for s in sorted(inv.services, key=lambda s: (s.priority, inv.order().index(s.name)))
     ]
 
@@ -141,15 +161,23 @@ def cmd_inventory(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         ctx.print_json(inv.to_json())
         return 0
-    show(["P", "SERVICE", "TASK", "PORT", "LANES", "DEPENDS ON", "COMPLEXITY", "RISK", "HOURS"],
-         _inventory_rows(inv))
+    show(["P", "SERVICE", "TASK", "PORT", "LANES", "DEPENDS ON", "COMPLEXITY", "RISK", "HOURS"], _inventory_rows(inv))
     total = sum(s.hours for s in inv.services)
     per = ", ".join(f"P{p} {sum(s.hours for s in ss):g}h" for p, ss in inv.by_priority().items())
     print(f"\n{len(inv.services)} services, {total:g} hours ({per})\n")
-    show(["INFRA", "PORT", "LANES", "PROBE", "EMBEDDED STAND-IN"],
-         [[i.name, i.port, ",".join(i.lanes),
-           i.probe.kind + (f" {i.probe.path}" if i.probe.kind == "http" else ""), i.standin]
-          for i in inv.infra])
+    show(
+        ["INFRA", "PORT", "LANES", "PROBE", "EMBEDDED STAND-IN"],
+        [
+            [
+                i.name,
+                i.port,
+                ",".join(i.lanes),
+                i.probe.kind + (f" {i.probe.path}" if i.probe.kind == "http" else ""),
+                i.standin,
+            ]
+            for i in inv.infra
+        ],
+    )
     return 0
 
 
@@ -160,8 +188,9 @@ def cmd_inventory_check(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_service_run(ctx: Context, args: argparse.Namespace) -> int:
-    service_run.run_service(args.name, ctx.settings, instance=args.instance, environment=args.environment,
-                            log_level=args.log_level)
+    service_run.run_service(
+        args.name, ctx.settings, instance=args.instance, environment=args.environment, log_level=args.log_level
+    )
     return 0
 
 
@@ -190,15 +219,29 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
     now = time.time_ns()
     show(
         ["SERVICE", "INSTANCE", "ENV", "STATE", "AGE", "PROCESSED", "RATE/s", "LAG", "PENDING", "DLQ"],
-        [[b.service, b.instance, b.environment, f"{b.state}: {b.reason}" if b.state == "degraded" else b.state,
-          f"{(now - b.ts_ns) / 1e9:.1f}s",
-          b.processed, b.rate, b.lag, b.pending, b.dlq] for b in beats],
+        [
+            [
+                b.service,
+                b.instance,
+                b.environment,
+                f"{b.state}: {b.reason}" if b.state == "degraded" else b.state,
+                f"{(now - b.ts_ns) / 1e9:.1f}s",
+                b.processed,
+                b.rate,
+                b.lag,
+                b.pending,
+                b.dlq,
+            ]
+            for b in beats
+        ],
     )
     if not beats:
         print(f"(no live instances; heartbeats expire after {streams.HEALTH_TTL_S}s)")
     mem = redis_memory(ctx.redis)
     print(mem.line())
     if mem.high:
-        print(f"warning: redis memory is at or over {streams.ALERT_MEMORY_PCT:g}% of maxmemory; at 100% every "
-              f"write fails ({mem.policy or 'no eviction'})")
+        print(
+            f"warning: redis memory is at or over {streams.ALERT_MEMORY_PCT:g}% of maxmemory; at 100% every "
+            f"write fails ({mem.policy or 'no eviction'})"
+        )
     return 0

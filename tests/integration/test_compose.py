@@ -39,8 +39,14 @@ def test_every_service_has_a_fixed_instance_and_the_images_health_check() -> Non
         # the image's entrypoint (`tradeops`) is replaced by the services' own
         assert _list(block, "entrypoint") == ["python", "-m", "backend.services"]
         assert _list(block, "command") == [s.name, "--instance", f"{s.name}-target", "--environment", "target"]
-        assert _list(block, "test") == ["CMD", "python", "-m", "backend.runtime.healthcheck", s.name,
-                                        f"{s.name}-target"]
+        assert _list(block, "test") == [
+            "CMD",
+            "python",
+            "-m",
+            "backend.runtime.healthcheck",
+            s.name,
+            f"{s.name}-target",
+        ]
 
 
 def test_the_written_command_and_health_check_agree_on_real_redis(redis_url: str, tmp_path: Path) -> None:

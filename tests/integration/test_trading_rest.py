@@ -58,16 +58,28 @@ async def test_rest_adapter_place_query_cancel() -> None:
 async def test_live_gateway_rest_mode(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
     async with Exchange(FeedConfig(symbols=["BTCUSDT"], rate=500), rest_port=0) as ex:
-        svc = LiveGatewayService(redis_url=redis_url, instance="lg-rest", config={
-            "venue": "rest", "rest_url": ex.info.rest_url, "reconcile_after_s": 0.1})
+        svc = LiveGatewayService(
+            redis_url=redis_url,
+            instance="lg-rest",
+            config={"venue": "rest", "rest_url": ex.info.rest_url, "reconcile_after_s": 0.1},
+        )
         task = asyncio.create_task(svc.run())
         try:
-            await r.xadd(streams.EXEC_ORDERS, codec.fields(ExecOrder(action="new", client_order_id="m1",
-                                                                     order=order("m1"))))
+            await r.xadd(
+                streams.EXEC_ORDERS, codec.fields(ExecOrder(action="new", client_order_id="m1", order=order("m1")))
+            )
             px = ex.feed.last_price("BTCUSDT")
             # a buy limit above the market crosses at once and fills at the resting asks, not its limit
-            await r.xadd(streams.EXEC_ORDERS, codec.fields(ExecOrder(
-                action="new", client_order_id="l2", order=order("l2", type="limit", limit_price=round(px * 1.5, 2)))))
+            await r.xadd(
+                streams.EXEC_ORDERS,
+                codec.fields(
+                    ExecOrder(
+                        action="new",
+                        client_order_id="l2",
+                        order=order("l2", type="limit", limit_price=round(px * 1.5, 2)),
+                    )
+                ),
+            )
 
             async def kinds() -> dict[str, list[str]]:
                 out: dict[str, list[str]] = {}
