@@ -422,10 +422,10 @@ def change(
     key is asked to sign, and the signed entry is judged again as every reader will judge it."""
     reg = load(r)
     ev = OperatorEvent(
-        kind=kind,
+        kind=kind,  # type: ignore[arg-type]  # one of the kinds checked by the caller
         name=name,
         ts_ns=time.time_ns(),
-        roles=roles or [],  # type: ignore[arg-type]
+        roles=roles or [],
         keys=[k.line for k in keys or []],
         key=key,
         valid_after_ns=valid_after_ns,
