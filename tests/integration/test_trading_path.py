@@ -38,12 +38,22 @@ def final(r: redis.Redis, coid: str) -> OrderEvent | None:
     return evs[-1] if evs else None
 
 
+# These tests are about the order path, restarts and the kill switch, not admission control: a
+# loaded CI machine must not make the OMS refuse an order as `overloaded` (tests/integration/
+# test_oms_admission.py covers that), so the intake may wait long here.
+PATIENT_OMS = "[services.oms.admission]\nmax_intake_age_ms = 30000.0\n"
+
+
 @pytest.fixture
 def stack(redis_url: str):
     with BenchStack(redis_url=redis_url) as st:
         seed_prices(st.r)
-        for name in ("risk", "live-gateway", "oms"):
+        oms_config = st.data_dir / "oms.toml"
+        oms_config.write_text(PATIENT_OMS)
+        st.oms_config = oms_config  # type: ignore[attr-defined]
+        for name in ("risk", "live-gateway"):
             st.start(name)
+        st.start("oms", config=oms_config)
         yield st
 
 
@@ -146,7 +156,7 @@ def test_oms_killed_mid_stream_every_order_ends_once(stack: BenchStack, r: redis
         submit(r, f"k{i}", side="buy" if i % 2 else "sell", quantity=0.01)
         if i == 200:
             stack.stop("oms-bench", kill=True)  # SIGKILL, mid-stream
-    stack.start("oms", instance="oms-bench")  # the same instance restarts and resumes
+    stack.start("oms", instance="oms-bench", config=stack.oms_config)  # the same instance restarts and resumes
     wait_for(lambda: sum(1 for c, evs in events(r).items() if any(e.state in FINAL_STATES for e in evs)) >= n, 60)
     evs = events(r)
     for i in range(n):
