@@ -21,6 +21,7 @@ import httpx
 import msgspec
 
 from backend.bus import codec, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import Skips, decode_value
 from backend.bus.publish import queue
@@ -57,6 +58,10 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class AlertingService(Service):
     name = "alerting"
     Config = AlertingConfig
+    reads = (Reads(streams.OPS_ALERTS, group=True), Reads(streams.OPS_GATES), Reads(streams.dlq("*")))
+    writes = (Writes(RESOLVED),)
+    keys = (Keys(ACTIVE, write=True), Keys("alerting:*", write=True), Keys(HEARTBEATS))
+    commands = ("info", "scan")  # redis's memory; the heartbeats and dead-letter streams
 
     async def setup(self) -> None:
         self.raised = 0

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from backend.bus import deadletter, replies, streams
+from backend.bus.access import Keys, Writes
 from backend.bus.publish import publish, xadd
 from backend.exchange import server as exchange_server
 from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
@@ -69,6 +70,10 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class GatewayService(Service):
     name = "gateway"
     Config = GatewayConfig
+    writes = (Writes(streams.MD_TICKS_RAW), Writes(streams.ALT_RAW), Writes(streams.OPS_ALERTS),
+              # frames that do not decode
+              Writes(streams.dlq(streams.MD_TICKS_RAW)), Writes(streams.dlq(streams.ALT_RAW)))
+    keys = (Keys(backfill.LAST_ID_KEY, write=True),)
 
     async def setup(self) -> None:
         self.received = 0
@@ -84,7 +89,7 @@ class GatewayService(Service):
         self.news = 0
         self.delay = self.recorder("feed_delay")
         self.decode_errors = 0
-        self.writes: set[asyncio.Future[Any]] = set()  # raw batches written, reply not yet back
+        self.unanswered: set[asyncio.Future[Any]] = set()  # raw batches written, reply not yet back
         self.write_error: BaseException | None = None
         self.backfilled = 0
         # symbol -> its live ticks (and any later gap) waiting while a gap is backfilled
@@ -224,11 +229,11 @@ class GatewayService(Service):
             self.write_error = exc
             self.log.error("writing raw ticks failed: %s", exc)
             return
-        self.writes.add(fut)
+        self.unanswered.add(fut)
         fut.add_done_callback(partial(self._written, n=batch.n))
 
     def _written(self, fut: asyncio.Future[Any], n: int) -> None:
-        self.writes.discard(fut)
+        self.unanswered.discard(fut)
         exc = fut.exception() if not fut.cancelled() else None
         reply = fut.result() if exc is None and not fut.cancelled() else None
         if isinstance(reply, list):  # EXEC: the XADD's and the HSET's replies
@@ -240,8 +245,8 @@ class GatewayService(Service):
             self.log.error("writing raw ticks failed: %s", self.write_error)
 
     async def _drain_writes(self) -> None:
-        if self.writes:
-            await asyncio.wait(list(self.writes), timeout=5)
+        if self.unanswered:
+            await asyncio.wait(list(self.unanswered), timeout=5)
 
     @staticmethod
     def _quiet(fut: asyncio.Future[Any]) -> None:

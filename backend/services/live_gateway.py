@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from backend.bus import codec, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
 from backend.bus.publish import xadd
@@ -52,6 +53,9 @@ class LiveGatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class LiveGatewayService(Service):
     name = "live-gateway"
     Config = LiveGatewayConfig
+    reads = (Reads(streams.EXEC_ORDERS, group=True), Reads(streams.MD_TICKS))
+    writes = (Writes(streams.EXEC_REPORTS),)
+    keys = (Keys(PAPER_KEY, write=True), Keys(SESSION_KEY, write=True))
 
     async def setup(self) -> None:
         self.sent = 0

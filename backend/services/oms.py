@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 
 from backend.bus import streams
+from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.broadcast import Item
 from backend.bus.durable import wait_durable_async
 from backend.bus.publish import xadd
@@ -120,6 +121,11 @@ class _Batch:
 class OmsService(Service):
     name = "oms"
     Config = OmsConfig
+    reads = (Reads(streams.ORDERS_NEW, group=True), Reads(streams.RISK_DECISIONS, group=True),
+             Reads(streams.EXEC_REPORTS, group=True), Reads(streams.OPS_CONTROL))
+    writes = (Writes(streams.RISK_REQUESTS), Writes(streams.EXEC_ORDERS), Writes(streams.ORDERS_EVENTS))
+    keys = (Keys(KEY.format("*"), write=True), Keys(OPEN, write=True), Keys(KILL_KEY))
+    scripts = (Scripts((KEY.format("*"), OPEN)),)  # the compare-and-set commit
 
     async def setup(self) -> None:
         self.intake = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -36,6 +37,10 @@ def register(sub: Any) -> None:
     q.add_argument("--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but "
                    "the newest)")
     q.set_defaults(func=cmd_redis_archive)
+    q = command(rsub, "acl", "the Redis users generated from the services' declared access and the inventory: "
+                "print their rules (`acl check`: compare them with the live server; `acl apply`: set them on it)")
+    q.add_argument("--user", action="append", default=None, metavar="USER", help="only this user (repeatable)")
+    q.set_defaults(func=cmd_redis_acl)
 
     p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
     p.add_argument("--json", action="store_true", help="one JSON object: services and infra")
@@ -125,6 +130,19 @@ def cmd_redis_archive(ctx: Context, args: argparse.Namespace) -> int:
     for a in asyncio.run(run()):
         print(f"{a.stream}: {a.archived} archived, {a.trimmed} trimmed; {a.total} in "
               f"{archive.stream_dir(ctx.data_dir, a.stream)}" if a.last_id else f"{a.stream}: nothing to archive")
+    return 0
+
+
+def cmd_redis_acl(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import acl
+
+    users = acl.accesses()
+    if args.user:
+        unknown = [u for u in args.user if u not in users]
+        if unknown:
+            raise TradeopsError(f"no generated Redis user {', '.join(unknown)}; users: {', '.join(users)}")
+        users = {u: users[u] for u in args.user}
+    sys.stdout.write(acl.describe(users, default=not args.user))
     return 0
 
 
