@@ -75,9 +75,9 @@ class LiveActions:
     """Changes on the running stack, as `operator`."""
 
     def __init__(self, url: str, settings: Settings, operator: str) -> None:
-        import redis
+        from backend.bus import connection
 
-        self.r = redis.Redis.from_url(url)
+        self.r = connection.client(url, connection.operator_login(settings, url))
         self.url = url
         self.settings = settings
         self.operator = operator

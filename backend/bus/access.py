@@ -79,8 +79,8 @@ STREAM_WRITE = ("xadd",)
 STREAM_TRIM = ("xtrim",)
 KEY_READ = ("get", "exists", "hget", "hmget", "hgetall", "hkeys", "hvals", "hexists", "hlen", "smembers",
             "sismember", "scard", "lrange", "llen", "watch")
-KEY_WRITE = ("set", "del", "expire", "incr", "hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "sadd", "srem",
-             "rpush", "rpop")
+KEY_WRITE = ("set", "del", "expire", "incr", "incrby", "hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat",
+             "sadd", "srem", "rpush", "rpop")
 SCRIPT_RUN = ("evalsha",)
 
 
@@ -161,7 +161,7 @@ class Access(NamedTuple):
         """The user's root rules: the connection's commands, MULTI/EXEC, SCRIPT LOAD when it runs
         scripts, and its keyless commands."""
         extra = ["script|load"] if self.scripts else []
-        conn = CONNECTION if not self.read_all else (*CONNECTION[:2], "+@read", *CONNECTION[2:])
+        conn = CONNECTION if not self.read_all else (*CONNECTION[:2], "+@read", *CONNECTION[2:], "+watch")
         return (*conn, *(f"+{c}" for c in dict.fromkeys([*extra, *self.commands])))
 
     def rules(self) -> list[str]:

@@ -31,12 +31,12 @@ from typing import Any
 
 from backend import locations
 from backend import secrets as sec
-from backend.bus import streams
+from backend.bus import embedded, streams
 from backend.bus.access import Access, Keys, Reads, Writes
 from backend.bus.connection import ADMIN, OPERATOR
 from backend.errors import TradeopsError
 
-ACL_FILE = "users.acl"
+ACL_FILE = embedded.ACL_FILE
 DEFAULT = "default"
 ADMIN_RULES = ("~*", "&*", "+@all")
 GATES_HEAD = "gates:head"  # = gates.audit.HEAD_KEY (backend never imports gates)
@@ -231,6 +231,10 @@ def check(r: Any, pws: Mapping[str, str | None], *, skip: tuple[str, ...] = (),
         pw = pws.get(user)
         if pw is not None and f"#{password_hash(pw)}" not in have_pw:
             drifts.append(Drift(user, "its password is not the one the secrets provider holds"))
+        elif len(have_pw) > 1:
+            drifts.append(Drift(user, f"it takes {len(have_pw)} passwords, not the one the secrets provider holds"))
+        elif "nopass" in live[user].split():
+            drifts.append(Drift(user, "it takes any password (nopass)"))
         for t in want_root:
             if t not in have_root:
                 drifts.append(Drift(user, f"rule {t} missing on the server"))
@@ -277,6 +281,76 @@ def _show(sel: frozenset[str]) -> str:
     keys = sorted(t for t in sel if t[:1] not in "+-")
     cmds = [t for t in sorted(sel) if t[:1] in "+-"]
     return " ".join(keys + sorted(cmds, key=lambda t: (t != "-@all", t)))
+
+
+# -- denials (Redis's ACL LOG) --------------------------------------------------------------------------
+DENIAL = "acl"
+"""The kind of the alerts alerting raises for ACL LOG entries."""
+ALERTS_ACTIVE = "alerts:active"  # = backend.services.alerting.ACTIVE
+
+
+@dataclass(frozen=True)
+class Denial:
+    """One ACL LOG entry: Redis refused `command` (on `key`) to `user`, `count` times."""
+
+    user: str
+    reason: str
+    """command (the command is not allowed), key, channel, auth (a failed login)."""
+    command: str
+    key: str
+    context: str
+    """toplevel, multi, lua (inside a script: `command` is the script's EVALSHA)."""
+    count: int
+    entry: str
+    """The entry's id and creation time: the same entry, counted again, keeps it."""
+    addr: str
+
+    @property
+    def alert_key(self) -> str:
+        return f"{DENIAL}:{self.user}:{self.command}:{self.key or '-'}"
+
+    def message(self) -> str:
+        where = f" from {self.addr}" if self.addr else ""
+        times = f"{self.count} time{'s' if self.count != 1 else ''}"
+        if self.reason == "auth":
+            return f"failed Redis login as the user {self.user} ({times}{where}): a wrong or stolen password"
+        script = " inside a script" if self.context == "lua" else ""
+        what = (f"{self.command.upper()} on the key {self.key}" if self.reason in ("key", "channel")
+                else f"the command {self.command.upper()}")
+        return (f"Redis refused {what} to the user {self.user}{script} ({times}{where}): NOPERM, its ACL "
+                f"does not allow it: a deployment bug or an intrusion")
+
+
+def denials(entries: list[Any]) -> list[Denial]:
+    """The ACL LOG reply (redis-py's acl_log: dicts) as denials, oldest first."""
+    out = []
+    for e in entries:
+        d = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in dict(e).items()}
+        info = d.get("client-info") or {}
+        if not isinstance(info, dict):
+            info = dict(kv.split("=", 1) for kv in _text(info).split() if "=" in kv)
+        obj, reason = _text(d.get("object", "")), _text(d.get("reason", ""))
+        cmd = obj if reason == "command" else "auth" if reason == "auth" else _text(info.get("cmd", "")) or obj
+        out.append(Denial(user=_text(d.get("username", "")), reason=reason, command=cmd.lower(),
+                          key=obj if reason in ("key", "channel") else "", context=_text(d.get("context", "")),
+                          count=int(d.get("count", 1) or 1),
+                          entry=f"{_text(d.get('entry-id', ''))}:{_text(d.get('timestamp-created', ''))}",
+                          addr=_text(info.get("addr", ""))))
+    return list(reversed(out))
+
+
+def _text(v: Any) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def active_denials(r: Any) -> list[str]:
+    """The messages of the active ACL denial alerts (what the console shows), newest first."""
+    from backend.bus.entries import decode_value
+    from backend.messages import Alert
+
+    alerts = [decode_value(v, Alert) for v in r.hvals(ALERTS_ACTIVE)]
+    got = sorted((a for a in alerts if a is not None and a.kind == DENIAL), key=lambda a: -a.ts_ns)
+    return [a.message for a in got]
 
 
 def has_secret_files(data_dir: Path) -> bool:

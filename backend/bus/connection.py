@@ -28,7 +28,7 @@ from backend.bus import embedded
 from backend.errors import RedisUnavailable
 
 USER_ENV = "TRADEOPS_REDIS_USER"
-ADMIN = "admin"
+ADMIN = embedded.ADMIN
 OPERATOR = "operator"
 
 
@@ -62,6 +62,42 @@ def login(user: str, settings: Any = None, *, data_dir: Path | None = None, url:
         provider = secrets.Provider(provider.data_dir, provider.vault, environ={})
     password = provider.find(secret)
     return Login(user, password) if password is not None else None
+
+
+def env_login() -> Login | None:
+    """The login this process was handed (TRADEOPS_REDIS_USER, and TRADEOPS_REDIS_PASSWORD or the
+    file TRADEOPS_REDIS_PASSWORD_FILE names), else None."""
+    user = os.environ.get(USER_ENV)
+    if not user:
+        return None
+    password = secrets.Provider(None).find(secrets.redis_password(user))
+    return Login(user, password) if password is not None else None
+
+
+def operator_login(settings: Any = None, url: str | None = None) -> Login | None:
+    """The login of the CLI and the console: TRADEOPS_REDIS_USER, else `operator`."""
+    return login(user_of(OPERATOR), settings, url=url)
+
+
+def admin_login(settings: Any = None, *, data_dir: Path | None = None, url: str | None = None) -> Login | None:
+    """The login of the supervisor, the stack, the benchmarks and `tradeops redis`: `admin`."""
+    return login(ADMIN, settings, data_dir=data_dir, url=url)
+
+
+LOGIN_ENV = (USER_ENV, "TRADEOPS_REDIS_PASSWORD", "TRADEOPS_REDIS_PASSWORD_FILE")
+
+
+def login_env(user: str | None, data_dir: Path, environ: dict[str, str]) -> dict[str, str]:
+    """`environ` for a child process that logs in as `user`: TRADEOPS_REDIS_USER and the path of
+    its password file in the data dir's secrets when there is one (never the password itself);
+    None: no login of this process is handed on (it finds its own)."""
+    env = {k: v for k, v in environ.items() if k not in LOGIN_ENV}
+    if user is not None:
+        env[USER_ENV] = user
+        path = secrets.Provider(data_dir, environ={}).local_path(secrets.redis_password(user))
+        if path is not None and path.exists():
+            env["TRADEOPS_REDIS_PASSWORD_FILE"] = str(path)
+    return env
 
 
 def where_password(user: str, settings: Any = None, *, data_dir: Path | None = None) -> str:

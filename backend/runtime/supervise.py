@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def supervise(redis_url: str, data_dir: Path, rate: float, runtime: str = "process", *,
-              network: str = "host", image: str | None = None, keep_redis: bool = False) -> None:
+              network: str = "host", image: str | None = None, keep_redis: bool = False,
+              auth: Any = None) -> None:
     """Run the supervisor of `runtime` until SIGTERM (docker: in `network` mode, on `image`);
     `keep_redis`: also restart the data dir's embedded Redis when it dies."""
     from backend.runtime.stack import serve_supervisor
@@ -33,6 +34,8 @@ def supervise(redis_url: str, data_dir: Path, rate: float, runtime: str = "proce
     options: dict[str, Any] = {"network": network, "image": image} if runtime == "docker" else {}
     if keep_redis:
         options["keep_redis"] = True
+    if auth is not None:
+        options["auth"] = auth
     serve_supervisor(redis_url, data_dir, rate, runtime, **options)
 
 
@@ -47,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = entry.settings_of(args)
         data_dir = settings.resolved_data_dir()
         supervise(connection.require_url(settings.redis_url, data_dir), data_dir, args.rate, args.runtime,
-                  network=args.network, image=args.image, keep_redis=args.keep_redis)
+                  network=args.network, image=args.image, keep_redis=args.keep_redis,
+                  auth=connection.admin_login(settings))
 
     return entry.run(body)
 

@@ -348,7 +348,7 @@ class Service:
         except NoPermissionError as exc:  # in setup: the same deployment bug, before anything ran
             self.state, self.reason = "failed", self.refused(exc)
             self.log.error("%s (setup)", self.reason)
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(Exception):  # setup did not finish: its metrics may not be there
                 await self.heartbeat()  # say so, if the heartbeat itself is allowed
             raise AccessDenied(self.reason) from exc
         finally:

@@ -100,8 +100,9 @@ def cmd_compose(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import connection
     from backend.runtime.supervise import supervise
 
     supervise(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, network=args.network, image=args.image,
-              keep_redis=args.keep_redis)
+              keep_redis=args.keep_redis, auth=connection.admin_login(ctx.settings))
     return 0

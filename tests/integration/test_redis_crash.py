@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from backend.bus import embedded
+from backend.bus import connection, embedded
 from backend.health import read_heartbeats
 from backend.runtime.redis_watch import RedisWatch
 from backend.runtime.supervisor import read_table
@@ -71,7 +71,7 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
         again = wait_for(back, 60, what="the supervisor to start redis again")
         assert again.url == url  # the same port: every client finds it where it was
         assert again.socket_url == info.socket_url
-        r = redis.Redis.from_url(url)
+        r = connection.client(url, connection.admin_login(data_dir=data))  # the stack runs with its ACL users
         wait_for(lambda: services <= _fresh_heartbeats(r, killed_ns), 120,
                  what=f"every service heartbeating running after the crash: {sorted(services)}")
         wait_for(lambda: not [p for p, st in _children(sup) if st == "Z"], 30,

@@ -234,7 +234,8 @@ async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redi
                           config={"batch": 64})
     await run_until(svc, lambda: getattr(svc, "replayed", 0) == 300
                     and r.xlen(streams.dlq(streams.REPLAY_REQUESTS)) == 1)
-    got = [t for _, f in r.xrange("md.ticks.replay.test") for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
+    got = [t for _, f in r.xrange("md.ticks.replay.test")
+           for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
     assert [t.trade_id for t in got] == list(range(300))
     assert [t.trade_ns for t in got] == sorted(t.trade_ns for t in got)
 
