@@ -100,9 +100,10 @@ def login_env(user: str | None, data_dir: Path, environ: dict[str, str]) -> dict
     return env
 
 
-def where_password(user: str, settings: Any = None, *, data_dir: Path | None = None) -> str:
-    """Where `user`'s password is looked for, in words (for an error)."""
-    return ", ".join(secrets.provider(settings, data_dir=data_dir).places(secrets.redis_password(user)))
+def looked_for(user: str, settings: Any = None) -> str:
+    """Whose password was looked for where, in words (for an error)."""
+    places = secrets.provider(settings).places(secrets.redis_password(user))
+    return f"the Redis user {user!r}; looked in: {', '.join(places)}"
 
 
 def resolve_url(redis_url: str | None, data_dir: Path) -> str | None:
@@ -137,33 +138,38 @@ def async_client(url: str, auth: Login | None = None, **kw: Any) -> aioredis.Red
     return aioredis.Redis.from_url(url, **kw)
 
 
-def connect(url: str, *, timeout: float = 2.0, auth: Login | None = None) -> redis.Redis:
-    """A sync client that has answered PING, or RedisUnavailable with one clear line."""
+def connect(url: str, *, timeout: float = 2.0, auth: Login | None = None, who: str | None = None) -> redis.Redis:
+    """A sync client that has answered PING, or RedisUnavailable with one clear line (`who`: whose
+    password was looked for where, `looked_for()`, said when the server asks for a login)."""
     try:
         c = client(url, auth, socket_connect_timeout=timeout)
         c.ping()
         return c
     except (redis.RedisError, OSError, ValueError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {url}: {_reason(exc, auth)}") from None
+        raise RedisUnavailable(f"cannot reach Redis at {url}: {_reason(exc, auth, who)}") from None
 
 
-async def connect_async(url: str, *, timeout: float = 2.0, auth: Login | None = None) -> aioredis.Redis:
+async def connect_async(url: str, *, timeout: float = 2.0, auth: Login | None = None,
+                        who: str | None = None) -> aioredis.Redis:
     try:
         c = async_client(url, auth, socket_connect_timeout=timeout)
         await c.ping()
         return c
     except (redis.RedisError, OSError, ValueError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {url}: {_reason(exc, auth)}") from None
+        raise RedisUnavailable(f"cannot reach Redis at {url}: {_reason(exc, auth, who)}") from None
 
 
-def _reason(exc: BaseException, auth: Login | None = None) -> str:
+def _reason(exc: BaseException, auth: Login | None = None, who: str | None = None) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = text.splitlines()[0]
     if auth is not None:
         line = line.replace(auth.password, "***")
     low = line.lower()
-    if "authentication required" in low or "noauth" in low:
-        line += " (the server has ACLs: set TRADEOPS_REDIS_USER and its password, see `tradeops redis acl`)"
+    if auth is None and ("authentication required" in low or "noauth" in low or "already authenticated" in low):
+        line = "the server asks for a login (it has ACL users)"
+        if who:
+            line += f" and no password was found for {who}"
+        line += " (see `tradeops redis acl`)"
     elif "invalid username-password" in low or "wrongpass" in low:
         line += f" (as user {auth.user if auth else 'default'})"
     return line

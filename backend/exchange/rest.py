@@ -15,12 +15,9 @@ from backend.exchange.matching import MatchingEngine
 from backend.messages import ExecReport, Order
 from backend.trading.venue_rest import sign
 
-API_KEY = "local-key"
-API_SECRET = "local-secret"
-
 
 class OrderApi:
-    def __init__(self, feed: Any, api_key: str = API_KEY, api_secret: str = API_SECRET) -> None:
+    def __init__(self, feed: Any, api_key: str, api_secret: str) -> None:
         self.feed = feed
         self.key, self.secret = api_key, api_secret
         self.engine = MatchingEngine(venue="local", liquidity=None)
@@ -121,13 +118,14 @@ class RestServer:
         await self.runner.cleanup()
 
 
-async def create_rest_server(feed: Any, host: str, port: int) -> RestServer:
-    api = OrderApi(feed)
+async def create_rest_server(feed: Any, host: str, port: int, api_key: str, api_secret: str) -> RestServer:
+    """The REST API on `host:port`, its requests signed with the pair (backend/exchange/keys.py)."""
+    api = OrderApi(feed, api_key, api_secret)
     app = web.Application()
     app.router.add_post("/api/v3/order", api.new)
     app.router.add_delete("/api/v3/order", api.cancel)
     app.router.add_get("/api/v3/order", api.query)
-    add_history_routes(app, feed.history, API_KEY)
+    add_history_routes(app, feed.history, api_key)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.exchange.feed import FeedConfig, TradeFeed, serve_feed
+from backend.exchange.keys import local_pair
 from backend.fileio import write_text_atomic
 
 log = logging.getLogger("tradeops.exchange")
@@ -48,6 +49,7 @@ class Exchange:
         self.rest_server: Any = None
         self.info: ExchangeInfo | None = None
         self._feed_task: asyncio.Task[None] | None = None
+        self.api_key = self.api_secret = ""  # set at start (backend/exchange/keys.py)
 
     async def start(self) -> ExchangeInfo:
         self.ws_server = await serve_feed(self.feed, self.host, self.port)
@@ -59,7 +61,9 @@ class Exchange:
             except ImportError:
                 pass
             else:
-                self.rest_server = await create_rest_server(self.feed, self.host, self.rest_port)
+                self.api_key, self.api_secret = local_pair(self.data_dir)  # kept in the data dir's secrets
+                self.rest_server = await create_rest_server(self.feed, self.host, self.rest_port,
+                                                            self.api_key, self.api_secret)
                 rest_url = getattr(self.rest_server, "url", None)
         self._feed_task = asyncio.create_task(self.feed.run())
         self.info = ExchangeInfo(f"ws://{self.host}:{port}", rest_url, list(self.feed.config.symbols))

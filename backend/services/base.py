@@ -55,7 +55,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from backend.bus import codec, streams
 from backend.bus.access import Access, Keys, Reads, Scripts, Trims, Writes, base, denied
 from backend.bus.broadcast import Broadcast, Item
-from backend.bus.connection import Login, connect_async
+from backend.bus.connection import Login, connect_async, looked_for
 from backend.bus.entries import Skips
 from backend.bus.fastconn import Arg, FastRedis
 from backend.bus.publish import queue
@@ -291,7 +291,8 @@ class Service:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-        self.r = await connect_async(self.redis_url, auth=self.login)
+        self.r = await connect_async(self.redis_url, auth=self.login,
+                                     who=None if self.login else looked_for(self.name, self.settings))
         self.fast = await FastRedis.like(self.r)
         try:
             await self.setup()

@@ -33,7 +33,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from backend.bus import deadletter, replies, streams
 from backend.bus.access import Keys, Writes
 from backend.bus.publish import publish, xadd
+from backend.errors import TradeopsError
 from backend.exchange import server as exchange_server
+from backend.exchange.keys import client_key
 from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
 from backend.marketdata import backfill
 from backend.marketdata.raw import RawBatchBuilder, max_ids
@@ -54,8 +56,6 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rest_url: str | None = None
     """The venue's REST API, whose trade history (`/api/v3/historicalTrades`) gives back trades
     missed; empty: the local exchange's, recorded in the data dir."""
-    api_key: str | None = None
-    """X-MBX-APIKEY for the trade history; empty: the local exchange's key."""
     backfill_max_trades: int = 100_000
     """At most this many of a gap's (latest) trades are fetched; older ones count as missing."""
     rest_timeout_s: float = 5.0
@@ -319,9 +319,11 @@ class GatewayService(Service):
                 self._flush(out)
             self.backfilled += len(trades)
 
-        key = self.cfg.api_key
-        if key is None:
-            from backend.exchange.rest import API_KEY as key
+        try:
+            key = client_key(self.settings)  # read again each time: the local exchange's is new at each start
+        except TradeopsError as exc:  # no key anywhere: the history refuses us, the gap is reported lost
+            self.log.error("backfill of %s without the venue's API key: %s", gap.symbol, exc)
+            key = ""
         done = await backfill.fill(self.http, self._rest_url(), key, gap, write,
                                    max_trades=self.cfg.backfill_max_trades)
         if self.last_gap is not None and self.last_gap["symbol"] == gap.symbol \

@@ -6,7 +6,9 @@ working orders are kept in Redis so a restart resumes them, and each start numbe
 a session of its own (`paper:session`, a counter), so trade ids are never reused by a restarted
 instance or by the other instance of a blue/green cutover.
 `venue = "rest"`: the venue's REST order API over httpx with HMAC-signed requests (the local
-exchange serves the same endpoints); orders in flight and quiet for `reconcile_after_s` are
+exchange serves the same endpoints), the key and secret from the secrets provider (`exchange/api-key`
+and `exchange/api-secret`: TRADEOPS_EXCHANGE_API_KEY / _SECRET or their `_FILE`, Vault, or the local
+exchange's pair in the data dir); orders in flight and quiet for `reconcile_after_s` are
 queried and reconciled.
 """
 
@@ -25,6 +27,7 @@ from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
 from backend.bus.publish import xadd
 from backend.exchange import server as exchange_server
+from backend.exchange.keys import client_pair
 from backend.exchange.matching import MatchingEngine, Working
 from backend.marketdata import ticks as tickcols
 from backend.messages import ExecOrder, ExecReport, Order, TickBatch
@@ -44,8 +47,6 @@ class LiveGatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     """Paper venue: most quantity one order fills per price update (None: all of it)."""
     rest_url: str | None = None
     """REST venue base URL; unset: the local exchange's, from the data dir."""
-    api_key: str = "local-key"
-    api_secret: str = "local-secret"
     reconcile_after_s: float = 2.0
     """REST venue: orders in flight and quiet this long are queried."""
 
@@ -72,7 +73,8 @@ class LiveGatewayService(Service):
                 url = info.rest_url if info else None
             if not url:
                 raise RuntimeError("live-gateway venue=rest needs rest_url (or a running local exchange)")
-            self.rest = RestVenue(url, self.cfg.api_key, self.cfg.api_secret)
+            key, secret = client_pair(self.settings)  # the secrets provider's, never the config's
+            self.rest = RestVenue(url, key, secret)
             self.every(0.5, self.reconcile)
         else:
             await self._load_paper()

@@ -71,7 +71,8 @@ class Context:
     def redis(self) -> redis.Redis:
         """The bus, logged in as the operator (TRADEOPS_REDIS_USER, else `operator`)."""
         url = self.redis_url()
-        return connection.connect(url, auth=connection.operator_login(self.settings, url))
+        return connection.connect(url, auth=connection.operator_login(self.settings, url),
+                                  who=connection.looked_for(connection.user_of(connection.OPERATOR), self.settings))
 
     @cached_property
     def admin(self) -> Redis:
