@@ -130,14 +130,20 @@ def passwords(provider: sec.Provider, users: list[str], *, create: bool) -> dict
 def prepare(data_dir: Path, settings: Any = None) -> Path:
     """The embedded server's ACL file, written now from the generated rules and every user's password
     (generated into the data dir's secrets when missing). Returns its path."""
+    path = acl_path(data_dir)
+    sec.write_private(path, acl_text(data_dir, settings))
+    return path
+
+
+def acl_text(data_dir: Path, settings: Any = None) -> str:
+    """The generated users as an ACL file (hashes), every password from the provider, generated
+    into the data dir's secrets when missing."""
     users = accesses()
     provider = sec.provider(settings, data_dir=Path(data_dir), environ={})
     pws = passwords(provider, list(users), create=True)
     lines = [user_line(u, a, pws[u]) for u, a in users.items()]
     lines.append(f"user {DEFAULT} off resetkeys resetchannels -@all")
-    path = acl_path(data_dir)
-    sec.write_private(path, "\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"
 
 
 def enabled(data_dir: Path) -> bool:

@@ -64,6 +64,7 @@ from backend.errors import ConfigError, TradeopsError
 from backend.health import gone, pid_namespace
 from backend.latency import LatencyRecorder
 from backend.messages import Heartbeat
+from backend.secrets import Secret
 from backend.settings import Settings, convert_section
 
 _PIDNS = pid_namespace()
@@ -100,6 +101,9 @@ class Service:
     """Keyless commands beyond the connection's (info, scan ...)."""
     trims: ClassVar[tuple[Trims, ...]] = ()
     """Streams it trims (XTRIM)."""
+    secrets: ClassVar[tuple[Secret, ...]] = ()
+    """The secrets it reads beside its Redis password (backend/secrets.py): the runtimes mount each
+    as a file (a container's /run/secrets), never an environment variable."""
 
     @classmethod
     def access(cls) -> Access:

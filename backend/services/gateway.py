@@ -40,6 +40,7 @@ from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
 from backend.marketdata import backfill
 from backend.marketdata.raw import RawBatchBuilder, max_ids
 from backend.messages import AltItem
+from backend.secrets import EXCHANGE_API_KEY
 from backend.services.base import Service
 
 
@@ -74,6 +75,7 @@ class GatewayService(Service):
               # frames that do not decode
               Writes(streams.dlq(streams.MD_TICKS_RAW)), Writes(streams.dlq(streams.ALT_RAW)))
     keys = (Keys(backfill.LAST_ID_KEY, write=True),)
+    secrets = (EXCHANGE_API_KEY,)  # the venue's trade history
 
     async def setup(self) -> None:
         self.received = 0

@@ -31,6 +31,7 @@ from backend.exchange.keys import client_pair
 from backend.exchange.matching import MatchingEngine, Working
 from backend.marketdata import ticks as tickcols
 from backend.messages import ExecOrder, ExecReport, Order, TickBatch
+from backend.secrets import EXCHANGE_API_KEY, EXCHANGE_API_SECRET
 from backend.services.base import Service
 from backend.trading.venue_rest import RestVenue, VenueError, reports_from
 
@@ -57,6 +58,7 @@ class LiveGatewayService(Service):
     reads = (Reads(streams.EXEC_ORDERS, group=True), Reads(streams.MD_TICKS))
     writes = (Writes(streams.EXEC_REPORTS),)
     keys = (Keys(PAPER_KEY, write=True), Keys(SESSION_KEY, write=True))
+    secrets = (EXCHANGE_API_KEY, EXCHANGE_API_SECRET)  # the REST venue's signed requests
 
     async def setup(self) -> None:
         self.sent = 0
