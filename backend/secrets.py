@@ -64,8 +64,8 @@ EXCHANGE_API_SECRET = Secret("exchange/api-secret", "TRADEOPS_EXCHANGE_API_SECRE
 
 
 def redis_password(user: str) -> Secret:
-    """The Redis password of `user` (TRADEOPS_REDIS_PASSWORD holds the one of the process's own
-    user, TRADEOPS_REDIS_USER: the runtimes set both)."""
+    """The Redis password of `user` (TRADEOPS_REDIS_PASSWORD, or the file TRADEOPS_REDIS_PASSWORD_FILE
+    names, holds the one of TRADEOPS_REDIS_USER only: the runtimes set both)."""
     return Secret(f"redis/{user}", "TRADEOPS_REDIS_PASSWORD")
 
 

@@ -135,11 +135,18 @@ def prepare(data_dir: Path, settings: Any = None) -> Path:
     return path
 
 
+def store(data_dir: Path, settings: Any = None) -> sec.Provider:
+    """Where every user's password is found: Vault (when configured) and the data dir, never the
+    process's own TRADEOPS_REDIS_PASSWORD (that is one user's)."""
+    return sec.provider(settings, data_dir=Path(data_dir),
+                        environ={k: v for k, v in os.environ.items() if k.startswith("VAULT_")})
+
+
 def acl_text(data_dir: Path, settings: Any = None) -> str:
     """The generated users as an ACL file (hashes), every password from the provider, generated
     into the data dir's secrets when missing."""
     users = accesses()
-    provider = sec.provider(settings, data_dir=Path(data_dir), environ={})
+    provider = store(data_dir, settings)
     pws = passwords(provider, list(users), create=True)
     lines = [user_line(u, a, pws[u]) for u, a in users.items()]
     lines.append(f"user {DEFAULT} off resetkeys resetchannels -@all")
@@ -337,11 +344,12 @@ def denials(entries: list[Any]) -> list[Denial]:
             info = dict(kv.split("=", 1) for kv in _text(info).split() if "=" in kv)
         obj, reason = _text(d.get("object", "")), _text(d.get("reason", ""))
         cmd = obj if reason == "command" else "auth" if reason == "auth" else _text(info.get("cmd", "")) or obj
-        out.append(Denial(user=_text(d.get("username", "")), reason=reason, command=cmd.lower(),
-                          key=obj if reason in ("key", "channel") else "", context=_text(d.get("context", "")),
-                          count=int(d.get("count", 1) or 1),
-                          entry=f"{_text(d.get('entry-id', ''))}:{_text(d.get('timestamp-created', ''))}",
-                          addr=_text(info.get("addr", ""))))
+        user, context = _text(d.get("username", "")), _text(d.get("context", ""))
+        entry = (f"{_text(d['entry-id'])}:{_text(d.get('timestamp-created', ''))}" if "entry-id" in d
+                 else f"{user}|{reason}|{obj}|{context}")  # a server before 7.2: its entries have no id
+        key = obj if reason in ("key", "channel") else ""
+        out.append(Denial(user=user, reason=reason, command=cmd.lower(), key=key, context=context,
+                          count=int(d.get("count", 1) or 1), entry=entry, addr=_text(info.get("addr", ""))))
     return list(reversed(out))
 
 
@@ -365,6 +373,4 @@ def has_secret_files(data_dir: Path) -> bool:
 
 def local_passwords(data_dir: Path, settings: Any = None) -> dict[str, str | None]:
     """Every generated user's password as the provider finds it (no process-wide override)."""
-    provider = sec.provider(settings, data_dir=Path(data_dir), environ={k: v for k, v in os.environ.items()
-                                                                       if k.startswith("VAULT_")})
-    return passwords(provider, list(accesses()), create=False)
+    return passwords(store(data_dir, settings), list(accesses()), create=False)

@@ -56,10 +56,10 @@ def login(user: str, settings: Any = None, *, data_dir: Path | None = None, url:
         if named:
             user = unquote(named)
     provider = secrets.provider(settings, data_dir=data_dir)
-    own = os.environ.get(USER_ENV)
     secret = secrets.redis_password(user)
-    if own and own != user:  # TRADEOPS_REDIS_PASSWORD(_FILE) hold the process's own user's password
-        provider = secrets.Provider(provider.data_dir, provider.vault, environ={})
+    if os.environ.get(USER_ENV) != user:  # TRADEOPS_REDIS_PASSWORD(_FILE) hold TRADEOPS_REDIS_USER's password
+        provider = secrets.Provider(provider.data_dir, provider.vault,
+                                    environ={k: v for k, v in os.environ.items() if k.startswith("VAULT_")})
     password = provider.find(secret)
     return Login(user, password) if password is not None else None
 

@@ -188,7 +188,6 @@ def cmd_redis_acl_check(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_acl_apply(ctx: Context, args: argparse.Namespace) -> int:
-    from backend import secrets
     from backend.bus import acl
 
     skip, off = _acl_scope(ctx)
@@ -198,7 +197,7 @@ def cmd_redis_acl_apply(ctx: Context, args: argparse.Namespace) -> int:
         print(f"acl apply: {len(acl.accesses())} users written to {acl.acl_path(ctx.data_dir)} and loaded")
         return 0
     users = [u for u in acl.accesses() if u not in skip]
-    pws = acl.passwords(secrets.provider(ctx.settings), users, create=True)
+    pws = acl.passwords(acl.store(ctx.data_dir, ctx.settings), users, create=True)
     done = acl.apply(ctx.admin, pws, skip=skip, disable_default=off)
     print(f"acl apply: {len(done)} users set on {ctx.settings.redis_admin_url or ctx.redis_url()}"
           + ("; default is off" if off else ""))

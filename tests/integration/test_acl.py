@@ -325,3 +325,42 @@ async def test_denials_become_alerts_naming_user_command_and_key_and_the_console
     finally:
         svc.request_stop()
         await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.timeout(120)
+def test_an_external_redis_gets_the_users_through_its_admin_url(tmp_path: Path) -> None:
+    """An external server whose admin is its `default` user (no ACLs of ours yet): `acl apply`
+    through redis_admin_url sets the generated users (passwords made into the data dir), `acl check`
+    agrees, and a service given its own URL (`redis_urls`) logs in as its user with its password."""
+    from backend.services.run import run_service  # noqa: F401 - the entry point the URL is read by
+
+    ext = EmbeddedRedis(tmp_path / "external")  # no ACL file: `default` may do everything
+    url = ext.start()
+    data = tmp_path / "data"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")},
+           "TRADEOPS_DATA_DIR": str(data), "TRADEOPS_REDIS_URL": url,
+           "TRADEOPS_REDIS_ADMIN_URL": url.replace("redis://", "redis://default@")}
+    try:
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(TRADEOPS + list(args), capture_output=True, text=True, env=env, timeout=120)
+
+        out = cli("redis", "acl", "apply")
+        assert out.returncode == 0 and "acl apply: 19 users set on" in out.stdout, out.stdout + out.stderr
+        assert "default is off" not in out.stdout  # it is the admin here
+        out = cli("redis", "acl", "check")
+        assert out.returncode == 0 and "acl check: ok: 19 users match" in out.stdout, out.stdout + out.stderr
+        pw = (data / "secrets" / "redis" / "risk").read_text()
+        assert (data / "secrets" / "redis" / "risk").stat().st_mode & 0o777 == 0o600
+        risk = connection.client(url, connection.Login("risk", pw))
+        risk.xadd(streams.RISK_DECISIONS, {b"d": b"x"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            risk.xadd(streams.EXEC_REPORTS, {b"d": b"x"})
+        # a service given its own URL: the user from the URL, the password from the provider
+        settings = Settings(data_dir=str(data), redis_urls={"risk": url.replace("redis://", "redis://risk@")})
+        auth = connection.login(connection.user_of("risk"), settings, url=settings.redis_urls["risk"])
+        assert auth is not None and auth.user == "risk" and auth.password == pw
+        assert "risk" in repr(auth) and pw not in repr(auth)
+        out = cli("health")
+        assert out.returncode == 0, out.stderr  # the CLI as operator
+    finally:
+        ext.stop()

@@ -84,7 +84,8 @@ def test_no_secret_appears_in_any_log_output_heartbeat_or_process(tmp_path: Path
         cli("compose", "-o", str(compose_file))
         outputs.append(compose_file.read_text())
         # a login that fails, and a service refused a command: its traceback goes to its log
-        wrong = cli("health", ok=False, extra={"TRADEOPS_REDIS_PASSWORD": "not-the-password"})
+        wrong = cli("health", ok=False, extra={"TRADEOPS_REDIS_USER": "operator",
+                                               "TRADEOPS_REDIS_PASSWORD": "not-the-password"})
         assert wrong.returncode == 1 and "invalid username-password pair" in wrong.stderr, wrong.stderr
         admin.execute_command("ACL", "SETUSER", "feast-pipeline", "clearselectors")
         log = data / "logs" / "feast-pipeline-legacy.log"
