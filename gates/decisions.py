@@ -111,5 +111,5 @@ def decide(r: redis.Redis, settings: Settings, gate: Gate, decision: str, operat
         missing = st.approvals_needed()
         if missing:
             raise Refused(f"proceed refused: {gate.id} needs {'; '.join(missing)}")
-    return _record(r, gate=gate.id, kind="decision", operator=operator, decision=decision,  # type: ignore[arg-type]
+    return _record(r, gate=gate.id, kind="decision", operator=operator, decision=decision,
                    reason=reason, evidence=evidence)

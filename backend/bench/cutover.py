@@ -36,13 +36,13 @@ from types import TracebackType
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from backend import aio
+from backend.bench import counting
 from backend.bench.harness import BenchStack, wait_until
 from backend.bench.load import collect, open_loop
 from backend.bench.md_pipeline import (
-    delivered_ids,
+    gateway_caught_up,
     start_exchange,
     stop_exchange,
     wait_gateway_flushed,
@@ -50,25 +50,14 @@ from backend.bench.md_pipeline import (
 )
 from backend.bench.oms import order
 from backend.bus import codec, streams
-from backend.bus.entries import Skips, decode_entries, decode_value, decode_with
+from backend.bus.entries import Skips, decode_entries, decode_value
 from backend.errors import TradeopsError
-from backend.marketdata import raw as rawcols
-from backend.messages import (
-    FINAL_STATES,
-    ExecOrder,
-    ExecReport,
-    Heartbeat,
-    MigrationEvent,
-    OrderEvent,
-    RawTickBatch,
-)
+from backend.messages import FINAL_STATES, Heartbeat, MigrationEvent, OrderEvent
 from backend.migration import cutover as switch
 from backend.migration import inventory
 from backend.migration.gate_status import gate_guards
 from backend.migration.state import board, desired_instances, move
-from backend.posttrade.reconcile import differences, expected_positions, reused_trade_ids
 from backend.runtime.process import ProcessSupervisor
-from backend.trading.orders import OrderRecord, record_key
 
 NAME = "cutover"
 HELP = "blue/green cutover under load (md pipeline + orders): lost, duplicated, switch time"
@@ -84,10 +73,7 @@ Grant = Callable[[Any, list[str], str], Any]
 """Records proceed decisions for gates (gates.bench.proceed_for_benchmark; backend/ does not
 import gates, so the CLI and the tests hand it in)."""
 
-_eo = msgspec.msgpack.Decoder(ExecOrder)
-_raw = msgspec.msgpack.Decoder(RawTickBatch)
-_rep = msgspec.msgpack.Decoder(ExecReport)
-_rec = msgspec.msgpack.Decoder(OrderRecord)
+_ev = msgspec.msgpack.Decoder(OrderEvent)
 # the bench's orders spread over accounts and symbols: no concentration limit to breach
 CONFIG = "[services.sink-ticks]\nflush_s = 2.0\n[services.ptrc]\nmax_concentration = 1.0\n"
 
@@ -173,7 +159,10 @@ class CutoverStack:
         return decode_value(raw, Heartbeat) if raw else None
 
     def stop_market_data(self) -> None:
-        """Stop the exchange and wait until everything it sent is through the normalizer."""
+        """Stop the exchange (once the gateway has any gap back from its trade history) and wait
+        until everything it sent is through the normalizer."""
+        wait_until(lambda: gateway_caught_up(self.r, self.serving("gateway")), TIMEOUT_S,
+                   "the gateway to backfill its gap", NAME)
         self.last_ids = stop_exchange(self.exchange)
         wait_gateway_flushed(self.r, self.serving("gateway"), time.time_ns())
         wait_group_drained(self.r, streams.MD_TICKS_RAW, "normalizer")
@@ -181,59 +170,23 @@ class CutoverStack:
     def count_ticks(self) -> dict[str, Any]:
         """Every trade sent to the gateway exactly once on md.ticks, by trade id."""
         assert self.last_ids is not None, "stop_market_data first"
-        first: dict[str, int] = {}
-        batches, _ = decode_with(self.r.xrange(streams.MD_TICKS_RAW), _raw.decode, stream=streams.MD_TICKS_RAW,
-                                 skips=self.skips)
-        for _, b in batches:
-            ids, codes = rawcols.ints(b, "trade_id"), rawcols.codes(b)
-            for k, sym in enumerate(b.symbols):
-                sel = ids[codes == k]
-                if len(sel):
-                    first[sym] = min(first.get(sym, int(sel.min())), int(sel.min()))
-        got, _ = delivered_ids(self.r, skips=self.skips)
-        sent = lost = dup = 0
-        for sym, lo in first.items():
-            hi = self.last_ids[sym]
-            ids = got.get(sym, np.empty(0, np.int64))
-            uniq = np.unique(ids[(ids >= lo) & (ids <= hi)])
-            sent += hi - lo + 1
-            lost += hi - lo + 1 - len(uniq)
-            dup += len(ids) - len(np.unique(ids))
+        ranges = counting.expected_ranges(self.r, self.last_ids, counting.delivered_ids(self.r)[0])
+        counts = counting.tick_counts(self.r, ranges)
         hb = self.beat(self.serving("gateway"))
-        missed = hb.extra.get("missing_trades", 0) if hb else None
         norm = self.beat(self.serving("normalizer"))
-        return {"ticks_sent": int(sent), "ticks_delivered": int(sum(len(v) for v in got.values())),
-                "ticks_lost": int(lost), "ticks_duplicated": int(dup),
-                "ticks_dead_lettered": self.r.xlen(streams.dlq(streams.MD_TICKS_RAW)),
-                "ticks_missed_by_gateway": missed,
+        return {**counts, "ticks_missed_by_gateway": hb.extra.get("missing_trades", 0) if hb else None,
                 "ticks_repeated": norm.extra.get("repeats", 0) if norm else None}
 
     def count_fills(self, coids: list[str]) -> dict[str, Any]:
         """After the orders are final: every fill's trade id used once, none ptrc could not book,
         and ptrc's positions the ones the OMS's orders (`coids`) make."""
-        from backend.services.ptrc import read_positions
-
         wait_group_drained(self.r, streams.EXEC_REPORTS, "ptrc")
-        pipe = self.r.pipeline(transaction=False)
-        for c in coids:
-            pipe.hget(record_key(c), "d")
-        records = {c: _rec.decode(d) for c, d in zip(coids, pipe.execute(), strict=True) if d}
-        reports = [x for _, x in decode_with(self.r.xrange(streams.EXEC_REPORTS), _rep.decode,
-                                             stream=streams.EXEC_REPORTS, skips=self.skips)[0]]
-        booked = read_positions(self.r)
-        expected = expected_positions(records, reports)
         ptrc = self.beat(self.serving("ptrc"))
-        return {"fills": sum(r.kind == "fill" for r in reports),
-                "trade_ids_reused": reused_trade_ids(reports),
-                "fills_broken": self.r.xlen(streams.dlq(streams.EXEC_REPORTS)),
-                "fills_repeated": ptrc.extra.get("duplicates", 0) if ptrc else None,
-                "positions": len(expected), "positions_wrong": differences(expected, booked)}
+        return counting.fill_counts(self.r, coids, ptrc.extra.get("duplicates", 0) if ptrc else None)
 
     def active_alerts(self) -> list[str]:
         """The alerts still active, as `key: message`."""
-        from backend.services.alerting import active
-
-        return [f"{k}: {a.message}" for k, a in sorted(active(self.r), key=lambda x: x[0])]
+        return counting.active_alerts(self.r)
 
     def recorded_moves(self) -> list[str]:
         """Every move on ops.migration, as `service action: from -> to`."""
@@ -281,17 +234,10 @@ class OrderFlow:
         await self._tasks[0]
 
     def count(self, r: Any) -> dict[str, Any]:
-        routed: Counter[str] = Counter()
-        for _, eo in decode_with(r.xrange(streams.EXEC_ORDERS), _eo.decode, stream=streams.EXEC_ORDERS,
-                                 skips=self.skips)[0]:
-            if eo.action == "new":
-                routed[eo.client_order_id] += 1
-        coids = [f"o{i}" for i in range(self.sent)]
-        final = [c for c in coids if self.finals.get(c)]
-        dup = [c for c in coids if len(self.finals.get(c, ())) > 1 or self.news[c] > 1 or routed[c] > 1]
-        return {"orders_sent": self.sent, "orders_final": len(final), "orders_lost": self.sent - len(final),
-                "orders_duplicated": len(dup),
-                "order_states": dict(Counter(self.finals[c][0] for c in final))}
+        """Every order sent one final state, one NEW event, routed and placed once; lost here is
+        every order without a final state (lost or not final)."""
+        counts = counting.order_counts(r, [f"o{i}" for i in range(self.sent)])
+        return {**counts, "orders_lost": self.sent - counts["orders_final"]}
 
 
 def blue_green(r: Any) -> list[switch.MoveResult]:

@@ -78,6 +78,16 @@ def wait_gateway_flushed(r: Any, instance: str, closed_ns: int, timeout: float =
     wait_until(flushed, timeout, "the gateway to read the exchange's last trades", NAME)
 
 
+def gateway_caught_up(r: Any, instance: str) -> bool:
+    """The gateway instance is connected, has had live trades since it started and backfills no
+    gap (no symbol's live trades wait for the venue's trade history, which the exchange serves:
+    stopping it now would leave the gap missing)."""
+    raw = r.hget(f"health:gateway:{instance}", "d")
+    hb = decode_value(replies.blob(raw), Heartbeat) if raw else None
+    return (hb is not None and hb.state == "running" and bool(hb.extra.get("connected"))
+            and int(hb.extra.get("received") or 0) > 0 and not hb.extra.get("backfilling"))
+
+
 def wait_group_drained(r: Any, stream: str, group: str, timeout: float = 60) -> None:
     """Until the group has read everything on the stream and acked it."""
     def drained() -> bool:

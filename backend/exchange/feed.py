@@ -3,7 +3,12 @@ rate, served over websockets in Binance's public format:
 
 - `/ws/<symbol>@trade`: raw trade events of one symbol;
 - `/stream?streams=a@trade/b@trade`: combined events `{"stream": ..., "data": ...}`;
-- `/ws/news`: alt-data news items (symbol tags, headline, body, sentiment).
+- `/ws/news`: alt-data news items (symbol tags, headline, body, sentiment);
+- and the rest of Binance's market streams (`backend.exchange.wsapi`).
+
+Prices and quantities are on each symbol's tick and step (the instrument master's, through
+`backend.exchange.filters`); the matching engine's trades share the walk's trade ids
+(`take_trade_id`, `emit`).
 
 The last `history` trades of each symbol are kept (`backend.exchange.history`) for the REST
 API's trade history, where a gateway fetches again the trades it missed.
@@ -16,19 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import Server, ServerConnection, broadcast
 
+from backend.exchange.filters import for_symbols
 from backend.exchange.history import TradeHistory
 from backend.exchange.wire import NewsEvent, TradeEvent, stream_name, trade_encoder
+from backend.exchange.wsapi import StreamHub, serve_streams
 from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
 
 log = logging.getLogger("tradeops.exchange")
@@ -64,11 +67,14 @@ class TradeFeed:
         self.prices = np.array([START_PRICES.get(s, 100.0) for s in c.symbols])
         base = time.time_ns() // 1000  # ids continue across restarts
         self.next_id = {s: base for s in c.symbols}
-        self.decimals = [max(2, 6 - int(math.log10(max(p, 1e-6)))) for p in self.prices]
-        self.history = TradeHistory(c.symbols, c.history, self.decimals)
-        self.raw_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
-        self.combined_subs: dict[str, set[ServerConnection]] = {s: set() for s in c.symbols}
+        self.filters = for_symbols(c.symbols, dict(zip(c.symbols, self.prices.tolist(), strict=True)))
+        self._ticks = [float(self.filters[s].tick) for s in c.symbols]
+        self._steps = [float(self.filters[s].step) for s in c.symbols]
+        self.decimals = [8] * len(c.symbols)  # prices and quantities as Binance renders them
+        self.history = TradeHistory(c.symbols, c.history, self.decimals, qty_decimals=8)
+        self.print_listeners: list = []  # callables taking each TradeEvent sent (aggTrade, klines)
         self.news_subs: set[ServerConnection] = set()
+        self.hub = StreamHub(self)  # who listens to which stream (backend.exchange.wsapi)
         self._names = {s: stream_name(s) for s in c.symbols}
         self.listeners: list = []  # callables taking {symbol: last price} after each step
         self.sent = 0
@@ -88,6 +94,20 @@ class TradeFeed:
         except ValueError:
             raise KeyError(symbol) from None
 
+    def take_trade_id(self, symbol: str) -> int:
+        """The next trade id of `symbol`, for a trade the matching engine makes: engine trades and
+        the walk's share one sequence, so the trade stream and the history see them all."""
+        tid = self.next_id[symbol]
+        self.next_id[symbol] = tid + 1
+        return tid
+
+    def emit(self, symbol: str, trade_id: int, price: str, qty: str, time_ms: int, buyer_maker: bool) -> None:
+        """Send and record a trade the matching engine made (its id from `take_trade_id`)."""
+        j = self.config.symbols.index(symbol)
+        ev = TradeEvent("trade", time_ms, symbol, trade_id, price, qty, time_ms, buyer_maker)
+        self.history.add(j, trade_id, float(price), float(qty), time_ms, buyer_maker)
+        self.publish([(symbol, ev)])
+
     # -- generation -------------------------------------------------------------------------------
     def generate(self, n: int, now_ms: int) -> list[tuple[str, TradeEvent]]:
         c = self.config
@@ -98,16 +118,18 @@ class TradeFeed:
         makers = self.rng.random(n) < 0.5
         record = self.history.add
         out = []
+        ticks, lots = self._ticks, self._steps
         for i in range(n):
             j = int(which[i])
             self.prices[j] *= 1.0 + steps[i]
             sym = c.symbols[j]
             tid = self.next_id[sym]
             self.next_id[sym] = tid + 1
-            d = self.decimals[j]
-            out.append((sym, TradeEvent("trade", now_ms, sym, tid, f"{self.prices[j]:.{d}f}",
-                                        f"{qtys[i]:.4f}", now_ms, bool(makers[i]))))
-            record(j, tid, self.prices[j], qtys[i], now_ms, makers[i])
+            tick, lot = ticks[j], lots[j]
+            px = max(1, round(self.prices[j] / tick)) * tick  # on the tick and the step
+            q = max(1, round(qtys[i] / lot)) * lot
+            out.append((sym, TradeEvent("trade", now_ms, sym, tid, f"{px:.8f}", f"{q:.8f}", now_ms, bool(makers[i]))))
+            record(j, tid, px, q, now_ms, makers[i])
         return out
 
     async def run(self) -> None:
@@ -145,9 +167,7 @@ class TradeFeed:
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait (bounded) until every subscriber's write buffer is empty, so a clean shutdown
         delivers the trades it already published instead of dropping them with the socket."""
-        conns = set(self.news_subs)
-        for subs in (*self.raw_subs.values(), *self.combined_subs.values()):
-            conns |= subs
+        conns = set(self.news_subs) | set(self.hub.conns)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(c.transport is None or c.transport.is_closing()
@@ -158,16 +178,21 @@ class TradeFeed:
 
     def publish(self, trades: list[tuple[str, TradeEvent]]) -> None:
         encode = trade_encoder.encode
+        hub = self.hub
+        raw_subs, comb_subs = hub.raw, hub.combined
+        others = bool(raw_subs or comb_subs or hub.tracked)
         for sym, ev in trades:
-            raw = self.raw_subs.get(sym)
-            comb = self.combined_subs.get(sym)
-            if not raw and not comb:
-                continue
-            body = encode(ev).decode()
-            if raw:
-                broadcast(raw, body)
-            if comb:
-                broadcast(comb, f'{{"stream":"{self._names[sym]}","data":{body}}}')
+            name = self._names[sym]
+            raw = raw_subs.get(name)
+            comb = comb_subs.get(name)
+            if raw or comb:
+                body = encode(ev).decode()
+                if raw:
+                    broadcast(raw, body)
+                if comb:
+                    broadcast(comb, f'{{"stream":"{name}","data":{body}}}')
+            if others:
+                hub.on_trade(sym, ev)
         self.sent += len(trades)
 
     def make_news(self) -> NewsEvent:
@@ -190,50 +215,6 @@ class TradeFeed:
         if self.news_subs:
             broadcast(self.news_subs, trade_encoder.encode(item).decode())
 
-    # -- websocket endpoint --------------------------------------------------------------------------
-    def _route(self, path: str) -> tuple[str, list[str]] | None:
-        """('raw'|'combined'|'news', symbols) for a request path, or None."""
-        parts = urlsplit(path)
-        by_lower = {s.lower(): s for s in self.config.symbols}
-        if parts.path == "/ws/news":
-            return "news", []
-        if parts.path.startswith("/ws/"):
-            name = parts.path[4:]
-            sym = name.removesuffix("@trade")
-            if name.endswith("@trade") and sym in by_lower:
-                return "raw", [by_lower[sym]]
-            return None
-        if parts.path == "/stream":
-            names = "/".join(parse_qs(parts.query).get("streams", [])).split("/")
-            syms = [by_lower.get(n.removesuffix("@trade")) for n in names if n]
-            if syms and all(s is not None and n.endswith("@trade") for s, n in zip(syms, names, strict=False)):
-                return "combined", [s for s in syms if s]
-        return None
-
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self._route(request.path) is None:
-            return connection.respond(404, f"unknown stream {request.path}; "
-                                           f"try /ws/<symbol>@trade or /stream?streams=a@trade/b@trade\n")
-        return None
-
-    async def handler(self, connection: ServerConnection) -> None:
-        route = self._route(connection.request.path) if connection.request is not None else None
-        if route is None:
-            return  # process_request answered 404 before the handshake: not reached
-        kind, syms = route
-        subs = (self.news_subs,) if kind == "news" else tuple(
-            (self.raw_subs if kind == "raw" else self.combined_subs)[s] for s in syms)
-        for s in subs:
-            s.add(connection)
-        try:
-            await connection.wait_closed()
-        except ConnectionClosed:
-            pass
-        finally:
-            for s in subs:
-                s.discard(connection)
-
-
 async def serve_feed(feed: TradeFeed, host: str, port: int) -> Server:
-    return await serve(feed.handler, host, port, process_request=feed.process_request,
-                       max_queue=None, write_limit=2**20, compression=None)
+    """The feed's websocket endpoint (`backend.exchange.wsapi`)."""
+    return await serve_streams(feed.hub, host, port)

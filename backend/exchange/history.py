@@ -26,7 +26,7 @@ from backend.exchange.wire import HistoricalTrade
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
-QTY_DECIMALS = 4  # the feed's quantities: f"{qty:.4f}"
+QTY_DECIMALS = 4  # by default; the feed renders 8, as Binance does
 
 
 class _Ring:
@@ -52,10 +52,12 @@ class _Ring:
 class TradeHistory:
     """The last `size` trades of each symbol (numpy columns: about 25 bytes a trade)."""
 
-    def __init__(self, symbols: Sequence[str], size: int, price_decimals: Sequence[int]) -> None:
+    def __init__(self, symbols: Sequence[str], size: int, price_decimals: Sequence[int],
+                 qty_decimals: int = QTY_DECIMALS) -> None:
         if size < 1:
             raise ValueError(f"the trade history must hold at least 1 trade per symbol, not {size}")
         self.size = size
+        self.qty_decimals = qty_decimals
         self.symbols = list(symbols)
         self.rings = [_Ring(size, d) for d in price_decimals]
         self._index = {s: i for i, s in enumerate(self.symbols)}
@@ -76,6 +78,38 @@ class TradeHistory:
         """(oldest, newest) trade id held for `symbol`; None when none is; KeyError if unknown."""
         return self.rings[self._index[symbol]].span()
 
+    def first_at(self, symbol: str, time_ms: int) -> int | None:
+        """The id of the oldest held trade of `symbol` at or after `time_ms`, or None."""
+        r = self.rings[self._index[symbol]]
+        span = r.span()
+        if span is None:
+            return None
+        lo, hi = span
+        if r.time[hi % r.size] < time_ms:
+            return None
+        while lo < hi:  # times rise with ids
+            mid = (lo + hi) // 2
+            if r.time[mid % r.size] < time_ms:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def window(self, symbol: str, since_ms: int) -> dict[str, float] | None:
+        """Open, high, low, last, volume, quote volume, first and last id and count of the held
+        trades of `symbol` at or after `since_ms` (the 24 h ticker), or None."""
+        first = self.first_at(symbol, since_ms)
+        if first is None:
+            return None
+        r = self.rings[self._index[symbol]]
+        last = r.next - 1
+        idx = np.arange(first, last + 1) % r.size
+        p, q = r.price[idx], r.qty[idx]
+        return {"open": float(p[0]), "high": float(p.max()), "low": float(p.min()), "last": float(p[-1]),
+                "last_qty": float(q[-1]), "volume": float(q.sum()), "quote_volume": float((p * q).sum()),
+                "first_id": first, "last_id": last, "count": last - first + 1,
+                "open_time": int(r.time[idx[0]]), "close_time": int(r.time[idx[-1]])}
+
     def trades(self, symbol: str, from_id: int | None = None, limit: int = DEFAULT_LIMIT) -> list[HistoricalTrade]:
         """Up to `limit` trades from `from_id` up (from the oldest held if that is older), or the
         most recent `limit` without `from_id`; KeyError for an unknown symbol."""
@@ -86,7 +120,7 @@ class TradeHistory:
         oldest, newest = span
         start = max(oldest, newest - limit + 1) if from_id is None else max(oldest, from_id)
         end = min(newest, start + limit - 1)
-        d, qd = r.decimals, QTY_DECIMALS
+        d, qd = r.decimals, self.qty_decimals
         out = []
         for tid in range(start, end + 1):
             k = tid % r.size
@@ -115,9 +149,10 @@ def _number(request: web.Request, name: str) -> int | web.Response | None:
 class HistoryApi:
     """The two GET handlers over a TradeHistory; `api_key` guards historicalTrades."""
 
-    def __init__(self, history: TradeHistory, api_key: str) -> None:
+    def __init__(self, history: TradeHistory, api_key: str, keys: set[str] | None = None) -> None:
         self.history = history
         self.key = api_key
+        self.keys = keys or {api_key}
 
     def _answer(self, request: web.Request, *, with_from: bool) -> web.Response:
         symbol = request.query.get("symbol", "")
@@ -140,7 +175,7 @@ class HistoryApi:
         key = request.headers.get("X-MBX-APIKEY")
         if not key:
             return _error(401, -2014, "API-key format invalid.")
-        if key != self.key:
+        if key not in self.keys:
             return _error(401, -2015, "Invalid API-key, IP, or permissions for action.")
         return self._answer(request, with_from=True)
 
@@ -148,9 +183,10 @@ class HistoryApi:
         return self._answer(request, with_from=False)
 
 
-def add_history_routes(app: web.Application, history: Any, api_key: str) -> HistoryApi:
-    """Serve `history` (a TradeHistory) on `app`: /api/v3/historicalTrades and /api/v3/trades."""
-    api = HistoryApi(history, api_key)
+def add_history_routes(app: web.Application, history: Any, api_key: str, keys: set[str] | None = None) -> HistoryApi:
+    """Serve `history` (a TradeHistory) on `app`: /api/v3/historicalTrades and /api/v3/trades
+    (historicalTrades for `api_key`, or any of `keys`)."""
+    api = HistoryApi(history, api_key, keys)
     app.router.add_get("/api/v3/historicalTrades", api.historical)
     app.router.add_get("/api/v3/trades", api.recent)
     return api

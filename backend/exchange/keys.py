@@ -18,11 +18,16 @@ def local_pair(data_dir: Path | None) -> tuple[str, str]:
     given = secrets.Provider(None)  # its environment only: a pair from an earlier start is not reused
     key = given.find(secrets.EXCHANGE_API_KEY) or secrets.generate(18)
     secret = given.find(secrets.EXCHANGE_API_SECRET) or secrets.generate(32)
+    keep_pair(data_dir, key, secret)
+    return key, secret
+
+
+def keep_pair(data_dir: Path | None, key: str, secret: str) -> None:
+    """Keep the exchange's pair in `data_dir`'s secrets (0600 files), when given."""
     if data_dir is not None:
         store = secrets.Provider(Path(data_dir), environ={})
         store.store(secrets.EXCHANGE_API_KEY, key)
         store.store(secrets.EXCHANGE_API_SECRET, secret)
-    return key, secret
 
 
 def client_key(settings: Any) -> str:

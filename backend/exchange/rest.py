@@ -1,134 +1,119 @@
-"""The local exchange's REST order API (Binance-style `/api/v3/order`: POST new, DELETE cancel,
-GET query), HMAC-SHA256 signed, matched against the feed's live prices; and the feed's trade
-history (`backend.exchange.history`: `/api/v3/historicalTrades`, `/api/v3/trades`)."""
+"""The local exchange's REST API, Binance Spot's as trading clients use it (binance-connector's
+`Spot`, ccxt's `binance` with its urls pointed here): the public endpoints
+(`backend.exchange.rest_market`, the trade history of `backend.exchange.history`), the signed
+trading and account endpoints and the listen keys (`backend.exchange.rest_trade`).
+
+Around every request: its weight is charged to the caller's IP (`X-MBX-USED-WEIGHT-1M`; over
+the limit HTTP 429 with `Retry-After`, then 418 for an IP that keeps going:
+`backend.exchange.ratelimit`), and every error is Binance's JSON `{"code", "msg"}` with its HTTP
+status (a route that does not exist: 404; anything unexpected: 500, code -1000)."""
 
 from __future__ import annotations
 
-import hmac
-import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from backend.exchange.history import add_history_routes
-from backend.exchange.matching import MatchingEngine
-from backend.messages import ExecReport, Order
-from backend.trading.venue_rest import sign
+from backend.exchange.params import ApiError
+from backend.exchange.ratelimit import Limited, Limits, RateLimiter
+from backend.exchange.rest_market import MarketApi
+from backend.exchange.rest_trade import TradeApi
+from backend.exchange.venue import LocalVenue, VenueConfig
+
+__all__ = ["RestServer", "create_rest_server"]
+
+WEIGHTS: dict[tuple[str, str], int] = {
+    ("GET", "/api/v3/ping"): 1, ("GET", "/api/v3/time"): 1, ("GET", "/api/v3/exchangeInfo"): 20,
+    ("GET", "/api/v3/trades"): 25, ("GET", "/api/v3/historicalTrades"): 25, ("GET", "/api/v3/aggTrades"): 4,
+    ("POST", "/api/v3/order"): 1, ("GET", "/api/v3/order"): 4, ("DELETE", "/api/v3/order"): 1,
+    ("POST", "/api/v3/order/test"): 1, ("DELETE", "/api/v3/openOrders"): 1, ("GET", "/api/v3/allOrders"): 20,
+    ("GET", "/api/v3/account"): 20, ("GET", "/api/v3/myTrades"): 20,
+    ("POST", "/api/v3/userDataStream"): 2, ("PUT", "/api/v3/userDataStream"): 2,
+    ("DELETE", "/api/v3/userDataStream"): 2,
+}
 
 
-class OrderApi:
-    def __init__(self, feed: Any, api_key: str, api_secret: str) -> None:
-        self.feed = feed
-        self.key, self.secret = api_key, api_secret
-        self.engine = MatchingEngine(venue="local", liquidity=None)
-        self.fills: dict[str, list[dict[str, Any]]] = {}
-        self.orders: dict[str, Order] = {}
-        self.status: dict[str, str] = {}
-        self.venue_ids: dict[str, str] = {}
-        self.trade_seq = 0
-        feed.listeners.append(self.on_prices)
+def weight(request: web.Request) -> int:
+    """What a request costs, as Binance counts it."""
+    path, q = request.path, request.query
+    if path == "/api/v3/depth":
+        n = int(q["limit"]) if q.get("limit", "").isdigit() else 100
+        return 5 if n <= 100 else 25 if n <= 500 else 50 if n <= 1000 else 250
+    if path in ("/api/v3/ticker/price", "/api/v3/ticker/bookTicker"):
+        return 2 if q.get("symbol") else 4
+    if path == "/api/v3/ticker/24hr":
+        return 2 if q.get("symbol") else 80
+    if path == "/api/v3/openOrders" and request.method == "GET":
+        return 6 if q.get("symbol") else 80
+    return WEIGHTS.get((request.method, path), 1)
 
-    # prices from the feed: resting limit orders fill when crossed
-    def on_prices(self, prices: dict[str, float]) -> None:
-        for sym, px in prices.items():
-            self._record(self.engine.on_price(sym, px))
 
-    def _record(self, reports: list[ExecReport]) -> None:
-        for rep in reports:
-            c = rep.client_order_id
-            self.venue_ids[c] = rep.venue_order_id
-            if rep.kind == "fill":
-                self.trade_seq += 1
-                self.fills.setdefault(c, []).append(
-                    {"tradeId": self.trade_seq, "price": repr(rep.fill_price), "qty": repr(rep.fill_qty)})
-                self.status[c] = "FILLED" if rep.leaves_qty <= 1e-12 else "PARTIALLY_FILLED"
-            elif rep.kind == "accepted":
-                self.status.setdefault(c, "NEW")
-            elif rep.kind in ("canceled", "expired", "rejected"):
-                self.status[c] = rep.kind.upper()
+def error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"code": code, "msg": msg}, status=status, headers=headers)
 
-    def _body(self, c: str, msg: str = "") -> dict[str, Any]:
-        fills = self.fills.get(c, [])
-        o = self.orders[c]
-        return {"symbol": o.symbol, "orderId": self.venue_ids.get(c, ""), "clientOrderId": c,
-                "status": self.status.get(c, "NEW"), "origQty": repr(o.quantity),
-                "executedQty": repr(sum(float(f["qty"]) for f in fills)), "fills": fills,
-                "transactTime": int(time.time() * 1000), "msg": msg}
 
-    def _auth(self, request: web.Request) -> dict[str, str]:
-        params = dict(request.query)
-        if request.headers.get("X-MBX-APIKEY") != self.key:
-            raise web.HTTPUnauthorized(text='{"code":-2015,"msg":"invalid API key"}',
-                                       content_type="application/json")
-        sig = params.pop("signature", "")
-        if not hmac.compare_digest(sig, sign(self.secret, params)):
-            raise web.HTTPUnauthorized(text='{"code":-1022,"msg":"signature for this request is not valid"}',
-                                       content_type="application/json")
-        return params
+def rate_limits_info(limits: Limits) -> list[dict[str, Any]]:
+    return [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+             "limit": limits.weight_per_minute},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": limits.orders_per_10s},
+            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000}]
 
-    @staticmethod
-    def _bad(msg: str) -> web.HTTPBadRequest:
-        return web.HTTPBadRequest(text=f'{{"code":-1100,"msg":"{msg}"}}', content_type="application/json")
 
-    async def new(self, request: web.Request) -> web.Response:
-        p = self._auth(request)
+def middleware(limiter: RateLimiter) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def handle(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        ip = request.remote or "?"
         try:
-            c = p["newClientOrderId"]
-            # the request's strings: side and type are checked just below, time in force is kept as sent
-            order = Order(client_order_id=c, account="venue", symbol=p["symbol"],
-                          side=p["side"].lower(), type=p["type"].lower(),  # type: ignore[arg-type]
-                          quantity=float(p["quantity"]), limit_price=float(p["price"]) if "price" in p else None,
-                          time_in_force=p.get("timeInForce", "GTC"))  # type: ignore[arg-type]
-        except (KeyError, ValueError) as exc:
-            raise self._bad(f"bad order parameters: {exc}") from None
-        if order.side not in ("buy", "sell") or order.type not in ("market", "limit"):
-            raise self._bad("side must be BUY/SELL and type MARKET/LIMIT")
+            used = limiter.spend(ip, weight(request))
+        except Limited as exc:
+            return error(exc.status, exc.code, exc.msg, {"Retry-After": str(exc.retry_after),
+                                                         "X-MBX-USED-WEIGHT-1M": str(limiter.used(ip))})
+        headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
         try:
-            self.feed.last_price(order.symbol)
-        except KeyError:
-            raise self._bad(f"unknown symbol {order.symbol}") from None
-        if c not in self.orders:
-            self.orders[c] = order
-            self.engine.prices[order.symbol] = self.feed.last_price(order.symbol)
-            self._record(self.engine.place(order))
-        return web.json_response(self._body(c))
+            resp = await handler(request)
+        except ApiError as exc:
+            return error(exc.status, exc.code, exc.msg, {**headers, **exc.headers})
+        except web.HTTPNotFound:
+            return error(404, -1000, f"Unknown endpoint {request.method} {request.path}.", headers)
+        except web.HTTPMethodNotAllowed:
+            return error(405, -1000, f"Method {request.method} is not allowed on {request.path}.", headers)
+        except web.HTTPException as exc:
+            return error(exc.status, -1000, exc.reason, headers)
+        except Exception:
+            import logging
+            logging.getLogger("tradeops.exchange").exception("REST %s %s failed", request.method, request.path)
+            return error(500, -1000, "An unknown error occurred while processing the request.", headers)
+        resp.headers.update(headers)
+        return resp
 
-    async def cancel(self, request: web.Request) -> web.Response:
-        p = self._auth(request)
-        c = p.get("origClientOrderId", "")
-        if c not in self.orders:
-            raise web.HTTPBadRequest(text='{"code":-2011,"msg":"Unknown order sent."}', content_type="application/json")
-        self._record(self.engine.cancel(c))
-        return web.json_response(self._body(c))
-
-    async def query(self, request: web.Request) -> web.Response:
-        p = self._auth(request)
-        c = p.get("origClientOrderId", "")
-        if c not in self.orders:
-            raise web.HTTPBadRequest(text='{"code":-2013,"msg":"Order does not exist."}',
-                                     content_type="application/json")
-        return web.json_response(self._body(c))
+    return handle
 
 
 class RestServer:
-    def __init__(self, runner: web.AppRunner, url: str, api: OrderApi) -> None:
-        self.runner, self.url, self.api = runner, url, api
+    def __init__(self, runner: web.AppRunner, url: str, venue: LocalVenue, limiter: RateLimiter) -> None:
+        self.runner, self.url, self.venue, self.limiter = runner, url, venue, limiter
 
     async def close(self) -> None:
         await self.runner.cleanup()
 
 
-async def create_rest_server(feed: Any, host: str, port: int, api_key: str, api_secret: str) -> RestServer:
-    """The REST API on `host:port`, its requests signed with the pair (backend/exchange/keys.py)."""
-    api = OrderApi(feed, api_key, api_secret)
-    app = web.Application()
-    app.router.add_post("/api/v3/order", api.new)
-    app.router.add_delete("/api/v3/order", api.cancel)
-    app.router.add_get("/api/v3/order", api.query)
-    add_history_routes(app, feed.history, api_key)
+async def create_rest_server(feed: Any, host: str, port: int, venue: LocalVenue | None = None,
+                             config: VenueConfig | None = None) -> RestServer:
+    """The REST API on `host:port`, its requests signed with the venue's keys (no default: see
+    backend/exchange/keys.py)."""
+    venue = venue or LocalVenue(feed, config)
+    limiter = RateLimiter(venue.config.limits)
+    app = web.Application(middlewares=[middleware(limiter)])
+    MarketApi(venue, rate_limits_info(venue.config.limits)).add_routes(app)
+    TradeApi(venue, limiter).add_routes(app)
+    keys = set(venue.config.keys)
+    add_history_routes(app, feed.history, next(iter(venue.config.keys), ""), keys=keys)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0][1]  # the port the site bound (0 asks for a free one)
-    return RestServer(runner, f"http://{host}:{bound}", api)
+    return RestServer(runner, f"http://{host}:{bound}", venue, limiter)

@@ -8,12 +8,13 @@ import asyncio
 import json
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from backend.exchange.feed import FeedConfig, TradeFeed, serve_feed
-from backend.exchange.keys import local_pair
+from backend.exchange.keys import keep_pair, local_pair
+from backend.exchange.venue import ACCOUNT, LocalVenue, VenueConfig
 from backend.fileio import write_text_atomic
 
 log = logging.getLogger("tradeops.exchange")
@@ -41,30 +42,47 @@ def read_info(data_dir: Path) -> ExchangeInfo | None:
 
 class Exchange:
     def __init__(self, config: FeedConfig, host: str = "127.0.0.1", port: int = 0,
-                 rest_port: int | None = 0, data_dir: Path | None = None) -> None:
+                 rest_port: int | None = 0, data_dir: Path | None = None,
+                 venue: VenueConfig | None = None) -> None:
         self.feed = TradeFeed(config)
         self.host, self.port, self.rest_port = host, port, rest_port
         self.data_dir = data_dir
+        self.venue_config = venue
+        self.venue: LocalVenue | None = None
         self.ws_server: Any = None
         self.rest_server: Any = None
         self.info: ExchangeInfo | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self.api_key = self.api_secret = ""  # set at start (backend/exchange/keys.py)
 
+    def _with_keys(self, config: VenueConfig) -> VenueConfig:
+        """`config` with its API keys: none configured, the pair of this start (local_pair: from the
+        environment or generated); either way the first pair is kept in the data dir's secrets
+        (0600), where the gateways find it through the secrets provider (backend/exchange/keys.py)."""
+        if not config.keys:
+            key, secret = local_pair(self.data_dir)
+            config = replace(config, keys={key: (secret, ACCOUNT)})
+        else:
+            key, (secret, _) = next(iter(config.keys.items()))
+            keep_pair(self.data_dir, key, secret)
+        self.api_key, self.api_secret = key, secret
+        return config
+
     async def start(self) -> ExchangeInfo:
-        self.ws_server = await serve_feed(self.feed, self.host, self.port)
-        port = self.ws_server.sockets[0].getsockname()[1]
         rest_url = None
         if self.rest_port is not None:
-            try:
-                from backend.exchange.rest import create_rest_server
-            except ImportError:
-                pass
-            else:
-                self.api_key, self.api_secret = local_pair(self.data_dir)  # kept in the data dir's secrets
-                self.rest_server = await create_rest_server(self.feed, self.host, self.rest_port,
-                                                            self.api_key, self.api_secret)
-                rest_url = getattr(self.rest_server, "url", None)
+            self.venue = LocalVenue(self.feed, self._with_keys(self.venue_config or VenueConfig()))
+            hub = self.feed.hub
+            hub.venue = self.venue  # the book and user data streams
+            self.venue.users.sink, self.venue.users.on_gone = hub.send, hub.end_stream
+        self.ws_server = await serve_feed(self.feed, self.host, self.port)
+        port = self.ws_server.sockets[0].getsockname()[1]
+        if self.venue is not None and self.rest_port is not None:
+            from backend.exchange.rest import create_rest_server
+
+            self.rest_server = await create_rest_server(self.feed, self.host, self.rest_port, self.venue)
+            rest_url = self.rest_server.url
+        self.feed.hub.start()
         self._feed_task = asyncio.create_task(self.feed.run())
         self.info = ExchangeInfo(f"ws://{self.host}:{port}", rest_url, list(self.feed.config.symbols))
         if self.data_dir is not None:
@@ -78,6 +96,7 @@ class Exchange:
         if self._feed_task:
             await asyncio.gather(self._feed_task, return_exceptions=True)
         await self.feed.drain()
+        await self.feed.hub.stop()
         if self.ws_server:
             self.ws_server.close()
             await self.ws_server.wait_closed()

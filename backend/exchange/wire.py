@@ -17,6 +17,7 @@ class TradeEvent(msgspec.Struct, frozen=True):
     q: str  # quantity
     T: int  # trade time (ms)
     m: bool  # buyer is the maker
+    M: bool = True  # "ignore" in Binance's docs; always sent
 
 
 class CombinedEvent(msgspec.Struct, frozen=True):

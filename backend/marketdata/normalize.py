@@ -22,7 +22,9 @@ At or below the floor it is rejected as a duplicate, as before.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -240,7 +242,7 @@ class TickValidator:
         batch = tickcols.pack(self.symbols, sym, tid, price, qty, tns, rns, bm, normalized_ns)
         return Validated(batch, rejected, repeats, sym, price, qty, tns)
 
-    def _one(self, bi: int, b: RawTickBatch, now_ns: int, check_hwm: bool = True):  # noqa: ANN202
+    def _one(self, bi: int, b: RawTickBatch, now_ns: int, check_hwm: bool = True) -> Any:
         n = b.n
         local = rawcols.codes(b)
         lut = np.array([(self._global(s) if self._global(s) is not None else NO_CODE)
@@ -258,7 +260,7 @@ class TickValidator:
         bad = np.zeros(n, bool)
         reasons: dict[int, str] = {}
 
-        def flag(mask: np.ndarray, why) -> None:  # noqa: ANN001
+        def flag(mask: np.ndarray, why: Callable[[int], str]) -> None:
             new = mask & ~bad
             if new.any():
                 for i in np.flatnonzero(new):

@@ -25,8 +25,9 @@ import time
 
 import httpx
 import msgspec
+import redis
 
-from backend.bus import acl, codec, streams
+from backend.bus import acl, codec, replies, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import Skips, decode_value
@@ -76,12 +77,12 @@ class AlertingService(Service):
         self.failed_deliveries = 0
         self.resolved = 0
         self.denials = 0  # ACL LOG entries seen (new or counted again)
-        self.dlq_seen: dict[str, int] = {k.decode(): int(v) for k, v in (await self.r.hgetall(DLQ_SEEN)).items()}
+        self.dlq_seen: dict[str, int] = {replies.text(k): int(v) for k, v in (await self.r.hgetall(DLQ_SEEN)).items()}
         self.dlq_grew: dict[str, float] = {}  # stream -> when it last grew (monotonic; quiet since start)
         self.started = time.monotonic()
         # where gate events were read up to survives restarts: a failed check alerts once;
         # ops.gates is read, not consumed: the gates log owns its entries (bad ones are skipped)
-        self.gates = self.listen({streams.OPS_GATES: (await self.r.get(GATE_CURSOR) or b"0").decode()},
+        self.gates = self.listen({streams.OPS_GATES: replies.text(await self.r.get(GATE_CURSOR) or b"0")},
                                  self.on_gate_events, decode=GateEvent, count=500, block_ms=200)
         self.http = httpx.AsyncClient(timeout=3)
         self.worker = self.consume(streams.OPS_ALERTS, self.on_alerts, decode=Alert, count=200, block_ms=200)
@@ -115,7 +116,7 @@ class AlertingService(Service):
         raw = await self.r.hget(ACTIVE, key)
         if raw is None:
             return False
-        alert = msgspec.structs.replace(_alert.decode(raw), resolved=why)
+        alert = msgspec.structs.replace(_alert.decode(replies.blob(raw)), resolved=why)
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hdel(ACTIVE, key)
             queue(pipe, RESOLVED, alert)
@@ -128,7 +129,7 @@ class AlertingService(Service):
         body = msgspec.to_builtins(alert)
         for attempt in range(3):
             try:
-                resp = await self.http.post(self.cfg.webhook, json=body)  # type: ignore[arg-type]
+                resp = await self.http.post(self.cfg.webhook, json=body)
                 if resp.status_code < 500:
                     self.delivered += resp.status_code < 400
                     return
@@ -147,14 +148,15 @@ class AlertingService(Service):
 
     async def watch(self) -> None:
         now = time.time_ns()
-        active = {k.decode() for k in await self.r.hkeys(ACTIVE)}
+        active = {replies.text(k) for k in await self.r.hkeys(ACTIVE)}
         for hb in await self._beats():
             age = (now - hb.ts_ns) / 1e9
             key = f"heartbeat:{hb.instance}"
             if hb.state == "failed" or (hb.state != "stopped" and age > self.cfg.heartbeat_max_age_s):
                 await self.raise_alert(Alert(id=f"hb-{hb.instance}-{now}", ts_ns=now, severity="critical",
                                              source="alerting", kind="heartbeat", key=key,
-                                             message=f"{hb.service} ({hb.instance}) is {hb.state}, last beat {age:.1f}s ago"))
+                                             message=f"{hb.service} ({hb.instance}) is {hb.state}, "
+                                                     f"last beat {age:.1f}s ago"))
             elif key in active and hb.state == "running":
                 await self.clear(key, f"{hb.service} ({hb.instance}) is running again")
             degraded = f"degraded:{hb.instance}"
@@ -197,7 +199,7 @@ class AlertingService(Service):
 
     async def watch_acl(self, now: int) -> None:
         """Each new entry of Redis's ACL LOG (or one counted again) raises its denial alert."""
-        seen = {k.decode(): int(v) for k, v in (await self.r.hgetall(ACL_SEEN)).items()}
+        seen = {replies.text(k): int(v) for k, v in (await self.r.hgetall(ACL_SEEN)).items()}
         got = acl.denials(await self.r.acl_log(count=128))
         for d in got:
             if seen.get(d.entry, 0) >= d.count:
@@ -238,7 +240,7 @@ class AlertingService(Service):
             if not raw:
                 continue
             try:
-                out.append(codec.decode(raw, Heartbeat))
+                out.append(codec.decode(replies.blob(raw), Heartbeat))
             except msgspec.DecodeError:  # a ValidationError too
                 bad += 1
                 self.log.warning("skipping undecodable heartbeat in %s", k)
@@ -249,19 +251,19 @@ class AlertingService(Service):
         await self.http.aclose()
 
 
-def active(r, skips: Skips | None = None) -> list[tuple[str, Alert]]:  # noqa: ANN001
+def active(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, Alert]]:
     """The active alerts, by key (one that does not decode is skipped, counted in `skips`)."""
-    got = [(k.decode(), decode_value(v, Alert)) for k, v in r.hgetall(ACTIVE).items()]
+    got = [(replies.text(k), decode_value(replies.blob(v), Alert)) for k, v in r.hgetall(ACTIVE).items()]
     if skips is not None:
         skips.add(ACTIVE, sum(a is None for _, a in got))
     return [(k, a) for k, a in got if a is not None]
 
 
-def ack(r, key: str, operator: str) -> Alert | None:  # noqa: ANN001
+def ack(r: redis.Redis, key: str, operator: str) -> Alert | None:
     raw = r.hget(ACTIVE, key)
     if raw is None:
         return None
-    alert = msgspec.structs.replace(_alert.decode(raw), acked_by=operator)
+    alert = msgspec.structs.replace(_alert.decode(replies.blob(raw)), acked_by=operator)
     pipe = r.pipeline(transaction=True)
     pipe.hdel(ACTIVE, key)
     queue(pipe, streams.OPS_ALERTS_ACKED, alert)

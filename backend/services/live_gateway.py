@@ -1,27 +1,36 @@
 """live-gateway (P2): exec.orders -> the venue -> exec.reports.
 
-`venue = "paper"` (default): a matching engine against the live price from md.ticks (market and
-limit orders, partial fills through `liquidity` per price update, configurable latency); its
+`venue = "paper"` (default): the exchange's matching engine against a synthetic book quoted at
+the live price from md.ticks (`backend.exchange.matching`: marketable orders fill at the quote,
+resting limits at their price when the market moves through them, partial fills through
+`liquidity` per price update, configurable latency); its
 working orders are kept in Redis so a restart resumes them, and each start numbers its orders in
 a session of its own (`paper:session`, a counter), so trade ids are never reused by a restarted
 instance or by the other instance of a blue/green cutover.
-`venue = "rest"`: the venue's REST order API over httpx with HMAC-signed requests (the local
-exchange serves the same endpoints), the key and secret from the secrets provider (`exchange/api-key`
-and `exchange/api-secret`: TRADEOPS_EXCHANGE_API_KEY / _SECRET or their `_FILE`, Vault, or the local
-exchange's pair in the data dir); orders in flight and quiet for `reconcile_after_s` are
-queried and reconciled.
+`venue = "rest"`: a Binance Spot venue (the local exchange, or Binance's Spot testnet: URLs from
+the config, the key and secret from the secrets provider: `exchange/api-key` and
+`exchange/api-secret`, TRADEOPS_EXCHANGE_API_KEY / _SECRET or their `_FILE`, Vault, or the local
+exchange's pair in the data dir): orders by REST, executions from the user data
+stream (`executionReport`), every order in flight resynced from the venue (`order`, `myTrades`)
+after the stream (re)connects; the orders in flight are kept in Redis (`rest:inflight`, written
+before an order is sent and with every report), so a restarted instance resumes them and a
+redelivered exec order is never placed twice (`backend.trading.rest_orders`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import msgspec
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
-from backend.bus import codec, streams
+from backend.bus import codec, replies, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
@@ -33,10 +42,13 @@ from backend.marketdata import ticks as tickcols
 from backend.messages import ExecOrder, ExecReport, Order, TickBatch
 from backend.secrets import EXCHANGE_API_KEY, EXCHANGE_API_SECRET
 from backend.services.base import Service
-from backend.trading.venue_rest import RestVenue, VenueError, reports_from
+from backend.trading.rest_orders import Tracked
+from backend.trading.venue_rest import RestVenue, VenueError
 
 PAPER_KEY = "paper:working"
 SESSION_KEY = "paper:session"
+REST_KEY = "rest:inflight"  # the REST venue's orders in flight: client order id -> Tracked
+REST_DONE_KEY = "rest:done"  # the REST venue's finished orders (a day of them): client order id -> time
 _ticks = msgspec.msgpack.Decoder(TickBatch)
 
 
@@ -45,11 +57,20 @@ class LiveGatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     latency_ms: float = 0.0
     """Paper venue: added latency before each batch of orders is handled."""
     liquidity: float | None = None
-    """Paper venue: most quantity one order fills per price update (None: all of it)."""
+    """Paper venue: the quantity the synthetic quote at the last price offers a side, per price
+    update (None: unlimited); a large resting order fills partially over several updates."""
     rest_url: str | None = None
-    """REST venue base URL; unset: the local exchange's, from the data dir."""
+    """REST venue base URL (Binance's Spot testnet: https://testnet.binance.vision); unset: the
+    local exchange's, from the data dir."""
+    ws_url: str | None = None
+    """REST venue: the websocket base of its user data stream (the testnet's:
+    wss://stream.testnet.binance.vision); unset: the local exchange's, from the data dir."""
+    recv_window_ms: int = 5000
     reconcile_after_s: float = 2.0
-    """REST venue: orders in flight and quiet this long are queried."""
+    """REST venue: while the user data stream is down, orders in flight and quiet this long are
+    queried (with it up, executions come from the stream alone)."""
+    keepalive_s: float = 1800.0
+    """REST venue: how often the user data stream's listen key is kept alive."""
 
 
 class LiveGatewayService(Service):
@@ -57,33 +78,31 @@ class LiveGatewayService(Service):
     Config = LiveGatewayConfig
     reads = (Reads(streams.EXEC_ORDERS, group=True), Reads(streams.MD_TICKS))
     writes = (Writes(streams.EXEC_REPORTS),)
-    keys = (Keys(PAPER_KEY, write=True), Keys(SESSION_KEY, write=True))
+    keys = (Keys(PAPER_KEY, write=True), Keys(SESSION_KEY, write=True), Keys(REST_KEY, write=True),
+            Keys(REST_DONE_KEY, write=True))
     secrets = (EXCHANGE_API_KEY, EXCHANGE_API_SECRET)  # the REST venue's signed requests
 
     async def setup(self) -> None:
         self.sent = 0
         self.reports = 0
         self.errors = 0
+        self.user_streams = 0
+        self.stream_up = False
+        self._trimmed = 0.0
         session = f"s{await self.r.incr(SESSION_KEY)}" if self.cfg.venue == "paper" else None
         self.engine = MatchingEngine(venue="paper", liquidity=self.cfg.liquidity, session=session)
         self.rest: RestVenue | None = None
-        self.inflight: dict[str, tuple[Order, float, set[str]]] = {}
+        self.inflight: dict[str, Tracked] = {}
         if self.cfg.venue == "rest":
-            url = self.cfg.rest_url
-            if not url:
-                info = exchange_server.read_info(Path(self.settings.resolved_data_dir()))
-                url = info.rest_url if info else None
-            if not url:
-                raise RuntimeError("live-gateway venue=rest needs rest_url (or a running local exchange)")
-            key, secret = client_pair(self.settings)  # the secrets provider's, never the config's
-            self.rest = RestVenue(url, key, secret)
+            self.rest = self._rest_venue()
+            await self._load_inflight()
             self.every(0.5, self.reconcile)
         else:
-            await self._load_paper()
-            last, _ = decode_with(reversed(await self.r.xrevrange(streams.MD_TICKS, count=20)), _ticks.decode,
-                                  stream=streams.MD_TICKS, skips=self.skips)
+            newest = replies.entries(await self.r.xrevrange(streams.MD_TICKS, count=20))
+            last, _ = decode_with(reversed(newest), _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
             for _, batch in last:
                 self.engine.prices.update(tickcols.last_prices(batch))
+            await self._load_paper()
             self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
         self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512,
                                    block_ms=100, auto_ack=False)  # acked with the reports they produce
@@ -94,13 +113,15 @@ class LiveGatewayService(Service):
     def metrics(self) -> dict[str, object]:
         return {"venue": self.cfg.venue, "orders": self.sent, "reports": self.reports,
                 "working": len(self.engine.working) if self.rest is None else len(self.inflight),
-                "venue_errors": self.errors}
+                "venue_errors": self.errors, "user_streams": self.user_streams}
 
     async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None) -> None:
         """The reports, the paper book's changes and the XACK of what produced them, in one MULTI."""
         cmds: list[tuple[Any, ...]] = [xadd(streams.EXEC_REPORTS, rep) for rep in reps]
         if self.rest is None and reps:
             cmds += self._save_paper({r.client_order_id for r in reps})
+        elif reps:
+            cmds += self._save_inflight({r.client_order_id for r in reps})
         if ack:
             cmds.append(("XACK", streams.EXEC_ORDERS, self.name, *ack))
         if cmds:
@@ -150,62 +171,182 @@ class LiveGatewayService(Service):
         return cmds
 
     async def _load_paper(self) -> None:
-        for c, raw in (await self.r.hgetall(PAPER_KEY)).items():
-            d = msgspec.msgpack.decode(raw)
+        """The saved working orders, back in the paper book (what crosses the last price fills)."""
+        reps: list[ExecReport] = []
+        for raw in (await self.r.hgetall(PAPER_KEY)).values():
+            d = msgspec.msgpack.decode(replies.blob(raw))
             order = msgspec.convert(d["order"], Order)
-            self.engine.working[c.decode()] = Working(order, d["venue_order_id"], d["filled"],
-                                                      d["notional"], d["fills"])
+            reps += self.engine.restore(Working(order, d["venue_order_id"], d["filled"], d["notional"], d["fills"]))
+        await self._publish(reps)
 
     # -- REST venue ------------------------------------------------------------------------------
+    def _rest_venue(self) -> RestVenue:
+        """The venue from the config: URLs (or the local exchange's); the key and secret from the
+        secrets provider, never the config (backend/secrets.py)."""
+        c = self.cfg
+        url, ws = c.rest_url, c.ws_url
+        if not url or not ws:
+            info = exchange_server.read_info(Path(self.settings.resolved_data_dir()))
+            url = url or (info.rest_url if info else None)
+            ws = ws or (info.ws_url if info else None)
+        if not url:
+            raise RuntimeError("live-gateway venue=rest needs rest_url (or a running local exchange)")
+        key, secret = client_pair(self.settings)
+        return RestVenue(url, key, secret, ws_url=ws, recv_window=c.recv_window_ms)
+
+    def _save_inflight(self, coids: set[str]) -> list[tuple[Any, ...]]:
+        cmds: list[tuple[Any, ...]] = []
+        for c in coids:
+            t = self.inflight.get(c)
+            if t is None or t.state == "done":
+                self.inflight.pop(c, None)
+                cmds.append(("HDEL", REST_KEY, c))
+                cmds.append(("ZADD", REST_DONE_KEY, time.time(), c))
+            else:
+                cmds.append(("HSET", REST_KEY, c, codec.encode(t.encode())))
+        return cmds
+
+    async def _load_inflight(self) -> None:
+        for c, raw in (await self.r.hgetall(REST_KEY)).items():
+            self.inflight[replies.text(c)] = Tracked.decode(msgspec.msgpack.decode(replies.blob(raw)))
+
     async def _rest(self, eo: ExecOrder) -> list[ExecReport]:
         assert self.rest is not None
         try:
             if eo.action == "new" and eo.order is not None:
-                body = await self.rest.place(eo.order)
-                known: set[str] = set()
-                reps = [ExecReport(client_order_id=eo.client_order_id, venue_order_id=str(body.get("orderId", "")),
-                                   kind="accepted", account=eo.order.account, symbol=eo.order.symbol,
-                                   side=eo.order.side, ts_ns=time.time_ns())]
-                reps += reports_from(eo.order, body, known)
-                if body.get("status") in ("NEW", "PARTIALLY_FILLED"):
-                    self.inflight[eo.client_order_id] = (eo.order, time.monotonic(), known)
-                return reps
-            entry = self.inflight.get(eo.client_order_id)
-            if entry is None:
+                return await self._place(eo.order)
+            t = self.inflight.get(eo.client_order_id)
+            if t is None:
                 return []
-            order, _, known = entry
-            body = await (self.rest.cancel(order.symbol, eo.client_order_id) if eo.action == "cancel"
-                          else self.rest.query(order.symbol, eo.client_order_id))
-            return self._settle(order, body, known)
-        except (VenueError, OSError, Exception) as exc:  # noqa: BLE001 - the venue's answer, reported
+            if eo.action == "cancel":
+                try:
+                    body = await self.rest.cancel(t.order.symbol, eo.client_order_id)
+                except VenueError as exc:
+                    if exc.code != -2011:  # -2011: no longer open: the venue says how it ended
+                        raise
+                    return await self._resync(t)
+                return t.from_body(body)
+            return await self._resync(t)
+        except Exception as exc:  # noqa: BLE001 - the venue's answer (or its absence), reported
             self.errors += 1
             self.log.warning("venue call failed: %s", exc)
             if eo.action == "new" and eo.order is not None:
+                self.inflight.pop(eo.client_order_id, None)
+                await self.r.hdel(REST_KEY, eo.client_order_id)
                 return [ExecReport(client_order_id=eo.client_order_id, venue_order_id="", kind="rejected",
                                    account=eo.order.account, symbol=eo.order.symbol, side=eo.order.side,
                                    reason=str(exc), ts_ns=time.time_ns())]
             return []
 
-    def _settle(self, order: Order, body: dict, known: set[str]) -> list[ExecReport]:
-        reps = reports_from(order, body, known)
+    async def _place(self, order: Order) -> list[ExecReport]:
+        """Place an order once: one already tracked (a redelivered exec order) is not placed
+        again; one whose placing was recorded but not its answer (a crash in between) is looked up
+        first and adopted if the venue has it."""
+        assert self.rest is not None
         c = order.client_order_id
-        if body.get("status") in ("FILLED", "CANCELED", "EXPIRED", "REJECTED"):
-            self.inflight.pop(c, None)
-        else:
-            self.inflight[c] = (order, time.monotonic(), known)
-        return reps
+        t = self.inflight.get(c)
+        if t is not None and t.state != "placing":
+            return []
+        if t is None and await self.r.zscore(REST_DONE_KEY, c) is not None:
+            return []  # finished already: a repeat of an exec order handled before
+        if t is not None:  # placed before a crash, maybe: the venue knows
+            try:
+                body = await self.rest.query(order.symbol, c)
+            except VenueError as exc:
+                if exc.code != -2013:
+                    raise
+            else:
+                return t.from_body(body, first=True) + await self._resync(t)
+        t = self.inflight[c] = Tracked(order)
+        await self.r.hset(REST_KEY, c, codec.encode(t.encode()))  # placing: recorded before the call
+        try:
+            body = await self.rest.place(order)
+        except VenueError as exc:
+            if exc.code != -2010 or "Duplicate" not in str(exc):
+                raise
+            body = await self.rest.query(order.symbol, c)  # ours, already open at the venue
+        return t.from_body(body, first=True)
+
+    async def _resync(self, t: Tracked) -> list[ExecReport]:
+        """What the venue knows of an order: its trades, then its state."""
+        assert self.rest is not None
+        body = await self.rest.query(t.order.symbol, t.order.client_order_id)
+        t.venue_order_id = str(body.get("orderId", t.venue_order_id))
+        reps = t.from_trades(await self.rest.my_trades(t.order.symbol, int(t.venue_order_id)))
+        t.seen = time.monotonic()
+        return reps + t.from_body(body)
+
+    async def resync_all(self) -> None:
+        """After the user data stream (re)connects: every order in flight, from the venue."""
+        reps: list[ExecReport] = []
+        for t in list(self.inflight.values()):
+            if t.state == "placing":
+                continue  # its exec order is still pending: handled when it is redelivered
+            try:
+                reps += await self._resync(t)
+            except VenueError as exc:
+                self.errors += 1
+                self.log.warning("resync of %s failed: %s", t.order.client_order_id, exc)
+        await self._publish(reps)
 
     async def reconcile(self) -> None:
-        """Query orders that have been quiet too long and report what changed."""
-        assert self.rest is not None
+        """While the user data stream is down: query orders that have been quiet too long. (And
+        forget the finished orders older than a day.)"""
+        if time.monotonic() - self._trimmed > 60:
+            self._trimmed = time.monotonic()
+            await self.r.zremrangebyscore(REST_DONE_KEY, 0, time.time() - 86_400)
+        if self.stream_up:
+            return
         now = time.monotonic()
         reps: list[ExecReport] = []
-        for c, (order, seen, known) in list(self.inflight.items()):
-            if now - seen < self.cfg.reconcile_after_s:
+        for t in list(self.inflight.values()):
+            if t.state != "open" or now - t.seen < self.cfg.reconcile_after_s:
                 continue
             try:
-                reps += self._settle(order, await self.rest.query(order.symbol, c), known)
+                reps += await self._resync(t)
             except Exception as exc:  # noqa: BLE001
                 self.errors += 1
-                self.log.warning("reconcile of %s failed: %s", c, exc)
+                self.log.warning("reconcile of %s failed: %s", t.order.client_order_id, exc)
         await self._publish(reps)
+
+    async def on_user_event(self, ev: dict[str, Any]) -> None:
+        if ev.get("e") != "executionReport":
+            return
+        t = self.inflight.get(ev.get("c", ""))
+        if t is None or t.state == "done":
+            return
+        await self._publish(t.from_event(ev))
+
+    async def run_extra(self) -> None:
+        """The REST venue's user data stream: a listen key, its websocket, a resync of the orders
+        in flight on every (re)connect, the key kept alive; reconnect with backoff after a drop."""
+        if self.rest is None or not self.rest.ws:
+            await self._stop.wait()
+            return
+        backoff = 0.1
+        while not self.stopping:
+            try:
+                key = await self.rest.listen_key()
+                async with ws_connect(self.rest.user_stream_url(key), max_queue=1024) as ws:
+                    self.stream_up = True
+                    backoff = 0.1
+                    self.user_streams += 1
+                    await self.resync_all()
+                    last_keep = time.monotonic()
+                    while not self.stopping:
+                        try:
+                            raw = await asyncio.wait_for(ws.recv(), 0.5)
+                        except TimeoutError:
+                            raw = None
+                        if raw is not None:
+                            await self.on_user_event(json.loads(raw))
+                        if time.monotonic() - last_keep > self.cfg.keepalive_s:
+                            await self.rest.keep_alive(key)
+                            last_keep = time.monotonic()
+            except (OSError, ConnectionClosed, VenueError, ValueError, TimeoutError, httpx.HTTPError) as exc:
+                self.log.warning("user data stream down: %r; reconnecting in %.1fs", exc, backoff)
+            finally:
+                self.stream_up = False
+            if not self.stopping:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

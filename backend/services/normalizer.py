@@ -20,8 +20,9 @@ from __future__ import annotations
 import time
 
 import msgspec
+from redis.asyncio.client import Pipeline
 
-from backend.bus import codec, deadletter, fence, streams
+from backend.bus import codec, deadletter, fence, replies, streams
 from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.entries import decode_value
 from backend.bus.publish import queue, xadd
@@ -63,7 +64,7 @@ class NormalizerService(Service):
         symbols = list(c.symbols)
         # refdata's instrument master, when it is running, adds what it lists as trading
         for raw in (await self.r.hgetall(INSTRUMENTS)).values():
-            inst = decode_value(raw, Instrument)
+            inst = decode_value(replies.blob(raw), Instrument)
             if inst is None:
                 self.skips.add(INSTRUMENTS)
             elif symbols and inst.status == "trading" and inst.symbol not in symbols:
@@ -72,7 +73,7 @@ class NormalizerService(Service):
             symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s
         )
         marks = await self.r.hgetall(HWM_KEY)
-        self.validator.load_hwm({k.decode(): int(v) for k, v in marks.items()})
+        self.validator.load_hwm({replies.text(k): int(v) for k, v in marks.items()})
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = self.repeats = 0
         self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, decode=RawTickBatch, what="raw batch",
@@ -124,7 +125,7 @@ class NormalizerService(Service):
         self.repeats += result.repeats
         self.ticks_out += result.ticks.n if result.ticks is not None else 0
 
-    def _queue_bars(self, pipe, bars: list[Bar]) -> None:  # noqa: ANN001
+    def _queue_bars(self, pipe: Pipeline, bars: list[Bar]) -> None:
         for bar in bars:
             queue(pipe, _bar_stream(bar), bar)
         self.bars_out += len(bars)

@@ -12,7 +12,8 @@ records are read again from Redis and the batch starts over, so no transition is
 made twice. The three consumers of one instance take turns (one lock), so they never race each
 other. Idempotent: a resubmitted client order id never makes a second order (a new order is
 committed only if no record of that id exists), a decision or report for an order that has moved
-on is ignored, and a fill is counted once per venue trade id.
+on is ignored, and a fill is counted once per venue trade id. Past its capacity the OMS refuses a
+new order at once (REJECTED, reason `overloaded`) instead of queueing it: backend/trading/admission.py.
 
 A batch of orders.new is on disk before anything more happens to its orders: after its commit the
 OMS waits, still holding the lock, for the AOF fsync (one WAITAOF acknowledges every order of the
@@ -26,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.broadcast import Item
 from backend.bus.durable import wait_durable_async
@@ -45,10 +48,19 @@ from backend.messages import (
     ExecReport,
     Order,
     OrderEvent,
+    OrderState,
     RiskDecision,
     RiskRequest,
 )
 from backend.services.base import Service
+from backend.trading.admission import (
+    IN_FLIGHT_STATES,
+    OVERLOADED,
+    Admission,
+    AdmissionLimits,
+    Gate,
+    clock_offset_ms,
+)
 from backend.trading.killswitch import COMMAND, KILL_KEY
 from backend.trading.orders import RECORD_KEY, IllegalTransition, OrderRecord, invalid
 
@@ -93,10 +105,22 @@ _rec = msgspec.msgpack.Decoder(OrderRecord)
 _rec_enc = msgspec.msgpack.Encoder()
 
 
+REPORT_STATE: dict[str, OrderState] = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
+"""The order's final state after the venue's report of that kind."""
+
+
 class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     risk_timeout_s: float = 5.0
     """An order waiting longer than this for its risk decision gets its request sent again."""
     read_count: int = 512
+    intake_chunk: int = 64
+    """New orders are committed this many at a time, so answers for orders in flight go between."""
+    admission: AdmissionLimits = msgspec.field(default_factory=AdmissionLimits)
+    """Past these, new orders are refused at once (REJECTED, reason `overloaded`)."""
+
+    def __post_init__(self) -> None:
+        if self.intake_chunk < 1:
+            raise ValueError(f"intake_chunk must be at least 1, not {self.intake_chunk!r}")
 
 
 def key(coid: str) -> str:
@@ -116,6 +140,7 @@ class _Batch:
         # counted once the batch is committed (a batch that starts over counts nothing twice)
         self.intake = self.duplicates = self.illegal = 0
         self.latency: list[tuple[LatencyRecorder, int]] = []
+        self.gate: Gate | None = None  # new orders: admission control's verdicts for this batch
 
 
 class OmsService(Service):
@@ -126,6 +151,7 @@ class OmsService(Service):
     writes = (Writes(streams.RISK_REQUESTS), Writes(streams.EXEC_ORDERS), Writes(streams.ORDERS_EVENTS))
     keys = (Keys(KEY.format("*"), write=True), Keys(OPEN, write=True), Keys(KILL_KEY))
     scripts = (Scripts((KEY.format("*"), OPEN)),)  # the compare-and-set commit
+    commands = ("time",)  # admission control: the age of an order against Redis's clock
 
     async def setup(self) -> None:
         self.intake = 0
@@ -144,6 +170,13 @@ class OmsService(Service):
                                   block_ms=100, auto_ack=False)
         self.listen({streams.OPS_CONTROL: "$"}, self.on_control, decode=ControlCommand, count=100, block_ms=200)
         self.every(1.0, self.resend_stale_risk)
+        self.admission = Admission(self.cfg.admission)
+        self.in_flight: set[str] = set()  # orders waiting for risk or the venue (IN_FLIGHT_STATES)
+        self.overloaded: Counter[str] = Counter()  # orders refused, by signal
+        self._overload_logged = 0.0
+        await self.sync_clock()
+        self.admission.start(time.time_ns())
+        self.every(10.0, self.sync_clock)
         # working orders' records as last committed: coid -> (version, record)
         self.cache: dict[str, tuple[int, OrderRecord]] = {}
         self.lock = asyncio.Lock()
@@ -154,6 +187,8 @@ class OmsService(Service):
     def metrics(self) -> dict[str, object]:
         return {"orders": self.intake, "illegal_transitions": self.illegal,
                 "duplicates": self.duplicates, "conflicts": self.conflicts,
+                "in_flight": len(self.in_flight), "in_flight_limit": int(self.admission.in_flight_limit),
+                "overloaded": dict(self.overloaded),
                 "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0])}
 
     # -- batches ---------------------------------------------------------------------------------
@@ -166,17 +201,26 @@ class OmsService(Service):
         absent = set(new_ids)
         async with self.lock:
             fresh = False
-            for _ in range(MAX_TRIES):
-                b = await self._load(ids, absent, fresh)
-                apply(b)
-                if await self._commit(b, stream, entries):
-                    break
-                self.conflicts += 1
-                fresh = True  # read every record of the batch again: some changed under us
-            else:
-                raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+            try:
+                for _ in range(MAX_TRIES):
+                    b = await self._load(ids, absent, fresh)
+                    apply(b)
+                    if await self._commit(b, stream, entries):
+                        break
+                    self.conflicts += 1
+                    fresh = True  # read every record of the batch again: some changed under us
+                else:
+                    raise RuntimeError(f"the records of a batch of {stream} kept changing ({MAX_TRIES} tries)")
+            except BaseException:
+                # the batch changed the records it holds, which are the ones in memory, and Redis
+                # may not have them (the commit failed, Redis went away): forget them, so the
+                # batch delivered again starts from Redis, not from transitions never committed
+                for c in ids:
+                    self.cache.pop(c, None)
+                raise
             if entries and stream == streams.ORDERS_NEW:
-                await wait_durable_async(self.fast)  # the intake on disk: one fsync for the batch
+                # the intake on disk: one fsync for the batch (on the connection the commit took)
+                await wait_durable_async(self.fast)
         self.intake += b.intake
         self.duplicates += b.duplicates
         self.illegal += b.illegal
@@ -197,7 +241,7 @@ class OmsService(Service):
             else:
                 missing.append(c)
         if missing:
-            rows = await self.fast.pipeline([("HMGET", key(c), "v", "d") for c in missing])
+            rows: list[Any] = await self.send([("HMGET", key(c), "v", "d") for c in missing])
             for c, (v, d) in zip(missing, rows, strict=True):
                 b.versions[c] = int(v) if v else 0
                 b.records[c] = _rec.decode(d) if d else None
@@ -217,7 +261,7 @@ class OmsService(Service):
         if entries:
             args += [stream, self.name, *[eid for eid, _ in entries]]
         keys = [key(c) for c in ids] + [OPEN]
-        res = await _COMMIT.run(self.fast.call, keys, args)
+        res = await _COMMIT.run(self.call, keys, args)
         if res[0] != 1:
             for c in ids:
                 self.cache.pop(c, None)
@@ -229,9 +273,13 @@ class OmsService(Service):
                 self.cache.pop(c, None)
             else:
                 self.cache[c] = (v, rec)
+            if rec is not None and rec.state in IN_FLIGHT_STATES:
+                self.in_flight.add(c)
+            else:
+                self.in_flight.discard(c)
         return True
 
-    def _move(self, b: _Batch, rec: OrderRecord, to: str, now: int, reason: str = "") -> bool:
+    def _move(self, b: _Batch, rec: OrderRecord, to: OrderState, now: int, reason: str = "") -> bool:
         try:
             ev = rec.move(to, now, reason)
         except IllegalTransition as exc:
@@ -247,17 +295,31 @@ class OmsService(Service):
 
     # -- orders.new ------------------------------------------------------------------------------
     async def on_new(self, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
+        i = 0
+        while i < len(msgs):  # in chunks while orders are in flight (nothing waits for a turn else)
+            n = self.cfg.intake_chunk if self.in_flight else len(msgs)
+            await self._take_in(msgs[i:i + n])
+            i += n
+
+    async def _take_in(self, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
+        """New orders and cancels, one commit. While orders are in flight a batch read is taken in
+        a chunk at a time: their decisions and reports, waiting for their turn, get it between
+        chunks (a flood's 512 orders in one go held them up for its whole commit)."""
+
         def apply(b: _Batch) -> None:
             now = time.time_ns()
-            for _, m in msgs:
+            b.gate = self.admission.gate(now, len(self.in_flight), self.w_new.redelivered)
+            for eid, m in msgs:
                 if isinstance(m, CancelRequest):
                     self._cancel(b, m, now)
                 else:
-                    self._intake(b, m, now)
-        await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW, msgs,
-                             new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)))
+                    self._intake(b, m, now, eid)
+        b = await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW, msgs,
+                                 new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)))
+        if b.gate is not None and b.gate.refused:
+            self._overload(b.gate)
 
-    def _intake(self, b: _Batch, o: Order, now: int) -> None:
+    def _intake(self, b: _Batch, o: Order, now: int, eid: bytes = b"") -> None:
         c = o.client_order_id
         if b.records.get(c) is not None:
             b.duplicates += 1  # a resubmission: never a second order
@@ -266,10 +328,15 @@ class OmsService(Service):
         b.records[c] = rec
         b.dirty.add(c)
         b.intake += 1
+        why = invalid(o)
+        if not why and b.gate is not None and b.gate.refuse(eid):
+            # refused at the door, at once and cheaply: its record (so a resubmission stays one
+            # order) and one event, NEW -> REJECTED; never queued, never routed, never open
+            b.out.append((streams.ORDERS_EVENTS, rec.move("REJECTED", now, OVERLOADED)))
+            return
         b.out.append((streams.ORDERS_EVENTS, OrderEvent(
             client_order_id=c, account=o.account, symbol=o.symbol, side=o.side, quantity=o.quantity,
             limit_price=o.limit_price, state="NEW", ts_ns=now, seq=0)))
-        why = invalid(o)
         if why:
             self._move(b, rec, "REJECTED", now, f"invalid order: {why}")
             return
@@ -278,6 +345,21 @@ class OmsService(Service):
         b.out.append((streams.RISK_REQUESTS, RiskRequest(request_id=f"{c}#1", order=o,
                                                          sent_ns=rec.risk_sent_ns)))
         b.opened.add(c)
+
+    def _overload(self, gate: Gate) -> None:
+        self.overloaded.update(gate.refused)
+        if time.monotonic() - self._overload_logged > 5.0:
+            self._overload_logged = time.monotonic()
+            self.log.warning("overloaded: refusing new orders (%s this batch; %d in flight, limit %d of %d; "
+                             "max intake age %g ms)", dict(gate.refused), len(self.in_flight), gate.limit,
+                             self.cfg.admission.max_in_flight, self.cfg.admission.max_intake_age_ms)
+
+    def _answered(self, b: _Batch) -> None:
+        """How long after intake this batch's orders were routed or accepted: admission lets fewer
+        orders in flight while that is too long (Admission.answered)."""
+        slowest = max((ns for rec, ns in b.latency if rec is not self.rt_risk), default=None)
+        if slowest is not None:
+            self.admission.answered(slowest / 1e6, len(self.in_flight), time.time_ns())
 
     def _cancel(self, b: _Batch, m: CancelRequest, now: int) -> None:
         rec = b.records.get(m.client_order_id)
@@ -312,7 +394,8 @@ class OmsService(Service):
                     b.latency.append((self.to_routed, now - rec.intake_ns))
                     b.out.append((streams.EXEC_ORDERS, ExecOrder(action="new", client_order_id=d.client_order_id,
                                                                  order=rec.order, sent_ns=now)))
-        await self._transact((d.client_order_id for _, d in decs), apply, streams.RISK_DECISIONS, decs)
+        self._answered(await self._transact((d.client_order_id for _, d in decs), apply, streams.RISK_DECISIONS,
+                                            decs))
 
     # -- exec.reports ----------------------------------------------------------------------------
     async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
@@ -323,7 +406,8 @@ class OmsService(Service):
                 rec = b.records.get(rep.client_order_id)
                 if rec is not None and not rec.final:
                     self._apply_report(b, rec, rep, now)
-        await self._transact((r.client_order_id for _, r in reps), apply, streams.EXEC_REPORTS, reps)
+        self._answered(await self._transact((r.client_order_id for _, r in reps), apply, streams.EXEC_REPORTS,
+                                            reps))
 
     def _apply_report(self, b: _Batch, rec: OrderRecord, rep: ExecReport, now: int) -> None:
         c = rec.order.client_order_id
@@ -346,15 +430,15 @@ class OmsService(Service):
             done = rec.filled >= rec.order.quantity - 1e-9
             self._move(b, rec, "FILLED" if done else "PARTIALLY_FILLED", now)
         elif rep.kind in ("canceled", "expired", "rejected"):
-            to = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}[rep.kind]
-            self._move(b, rec, to, now, rep.reason)
+            self._move(b, rec, REPORT_STATE[rep.kind], now, rep.reason)
 
     # -- housekeeping ----------------------------------------------------------------------------
     async def resend_stale_risk(self) -> None:
         """Orders left PENDING_RISK (e.g. risk was down) get their request sent again."""
-        open_ids = {c.decode() for c in await self.r.smembers(OPEN)}
+        open_ids = {replies.text(c) for c in await self.r.smembers(OPEN)}
         for c in [c for c in self.cache if c not in open_ids]:
             del self.cache[c]  # finished by another instance
+            self.in_flight.discard(c)
         limit = int(self.cfg.risk_timeout_s * 1e9)
         due = time.time_ns() - limit
         coids = [c for c in open_ids if c not in self.cache
@@ -372,6 +456,20 @@ class OmsService(Service):
                         request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now)))
         await self._transact(coids, apply, streams.ORDERS_NEW, [])
 
+    async def sync_clock(self) -> None:
+        """Redis's clock against ours: admission reads an order's wait off its entry id."""
+        samples = []
+        try:
+            for _ in range(3):
+                before = time.time_ns()
+                sec, usec = await self.r.time()
+                samples.append((before, int(sec), int(usec), time.time_ns()))
+        except (RedisError, OSError) as exc:  # the offset in hand serves until the next try
+            self.log.warning("clock offset not measured: %r", exc)
+        offset = clock_offset_ms(samples)
+        if offset is not None:
+            self.admission.offset_ms = offset
+
     async def on_control(self, items: list[Item]) -> None:
         """The kill switch: when it goes on, cancel every working order. The toggle on ops.control
         is the cue; the key is the truth (a toggle whose key says off cancels nothing)."""
@@ -380,7 +478,7 @@ class OmsService(Service):
                 await self.cancel_all(f"kill switch on ({cmd.operator}: {cmd.reason})")
 
     async def cancel_all(self, reason: str) -> int:
-        coids = [c.decode() for c in await self.r.smembers(OPEN)]
+        coids = [replies.text(c) for c in await self.r.smembers(OPEN)]
         n = 0
 
         def apply(b: _Batch) -> None:

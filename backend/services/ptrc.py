@@ -17,7 +17,7 @@ from dataclasses import replace
 import msgspec
 import redis
 
-from backend.bus import streams
+from backend.bus import replies, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.publish import queue
 from backend.marketdata import ticks as tickcols
@@ -56,14 +56,15 @@ class PtrcService(Service):
     async def setup(self) -> None:
         self.book: dict[tuple[str, str], Pos] = {}
         for k, v in (await self.r.hgetall(POS_KEY)).items():
-            acc, _, sym = k.decode().partition("|")
-            self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
+            acc, _, sym = replies.text(k).partition("|")
+            self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(replies.blob(v)))
         self.fills = 0
         self.duplicates = 0  # fills reported again (same trade, order and quantity): skipped
         self.breaks = 0  # fills that do not fit an order the OMS knows: dead-lettered
         self.last_px: dict[str, float] = {}  # the newest trade per symbol: marks for new positions too
         self.breaches: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
+        self.unsure: set[tuple[str, str]] = set()  # positions whose last write may or may not be in Redis
         # marks follow md.ticks from its newest entry now, read once a second
         self.ticks = self.broadcast({streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None,
                                     min_interval_s=0)
@@ -113,8 +114,11 @@ class PtrcService(Service):
         return led
 
     async def _book(self, fills: list[tuple[bytes, ExecReport]]) -> None:
-        """Book the fills that fit their orders; dead-letter and alert the breaks. The book is put
-        back as it was if the write fails (the batch is then delivered again)."""
+        """Book the fills that fit their orders; dead-letter and alert the breaks. If the write
+        fails (the batch is then delivered again), the positions it touched are taken again from
+        Redis: it may have been made."""
+        if self.unsure:
+            await self._reload()
         led = await self._ledger([rep for _, rep in fills])
         touched: set[tuple[str, str]] = set()
         alerts: list[Alert] = []
@@ -149,15 +153,27 @@ class PtrcService(Service):
             try:
                 await self._publish(touched, alerts, led)
             except BaseException:
-                for key, p in before.items():
-                    if p is None:
-                        self.book.pop(key, None)
-                    else:
-                        self.book[key] = p
+                # the write may have been made without our knowing (Redis went away before it
+                # answered): the positions it touched are read back from Redis before the next
+                # batch, where the ledger written with them says which fills are booked
+                for key in before:
+                    self.book.pop(key, None)
+                self.unsure.update(before)
                 self.breaches = breaches
                 raise
         self.fills += booked
         self.duplicates += duplicates
+
+    async def _reload(self) -> None:
+        """The positions a failed write touched, as Redis holds them (the truth, with the ledger)."""
+        keys = sorted(self.unsure)
+        raws = await self.r.hmget(POS_KEY, [f"{a}|{s}" for a, s in keys])
+        for key, raw in zip(keys, raws, strict=True):
+            if isinstance(raw, bytes):
+                self.book[key] = Pos(**msgspec.msgpack.decode(raw))
+            else:
+                self.book.pop(key, None)
+        self.unsure.clear()
 
     async def _publish(self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None,
                        led: Ledger | None = None) -> None:
@@ -227,6 +243,6 @@ def read_positions(r: redis.Redis) -> dict[tuple[str, str], Pos]:
     """ptrc's book as kept in Redis: (account, symbol) -> position."""
     out = {}
     for k, v in r.hgetall(POS_KEY).items():
-        acc, _, sym = k.decode().partition("|")
-        out[(acc, sym)] = Pos(**msgspec.msgpack.decode(v))
+        acc, _, sym = replies.text(k).partition("|")
+        out[(acc, sym)] = Pos(**msgspec.msgpack.decode(replies.blob(v)))
     return out

@@ -24,6 +24,7 @@ def test_start_writes_url_runs_with_aof_and_stops(tmp_path) -> None:
         c = connection.connect(url)
         assert c.config_get("appendonly")["appendonly"] == "yes"
         assert c.config_get("appendfsync")["appendfsync"] == "everysec"
+        assert c.config_get("auto-aof-rewrite-min-size")["auto-aof-rewrite-min-size"] == str(512 * 1024 * 1024)
         assert c.config_get("bind")["bind"].startswith("127.0.0.1")
         c.close()
     finally:

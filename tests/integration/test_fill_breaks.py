@@ -75,6 +75,35 @@ async def test_fills_nobody_ordered_are_breaks_not_positions(redis_url: str, r: 
     assert list(pos) == [("acc", "BTCUSDT")] and pos["acc", "BTCUSDT"].quantity == 0.001
 
 
+async def test_a_write_ptrc_could_not_confirm_is_taken_from_redis(redis_url: str, r: redis.Redis) -> None:
+    # the write of a batch of fills can be made and still fail for ptrc (Redis went away before
+    # it answered; here one command of the transaction fails and the others are made): the
+    # fill is booked in Redis, ptrc's book must not go on without it (its next write of the
+    # position dropped the fill, which the ledger then called a duplicate for ever)
+    known(r, "o1", "buy", 0.001)
+    known(r, "o2", "buy", 0.001)
+    ptrc = PtrcService(redis_url=redis_url, instance="ptrc-unsure")
+    task = asyncio.create_task(ptrc.run())
+    try:
+        await await_for(lambda: ptrc.state == "running", 20, what="ptrc running")
+        first = codec.decode(fill("o1", "paper-s1-1-1", 0.001)[codec.FIELD], ExecReport)
+        r.set(streams.POSITIONS, "not a stream")  # the transaction's XADD of the position fails
+        try:
+            with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+                await ptrc.on_reports([(b"0-1", first)])
+        finally:
+            r.delete(streams.POSITIONS)
+        assert r.hget("ptrc:trades", "paper-s1-1-1") is not None  # booked in Redis all the same
+        r.xadd(streams.EXEC_REPORTS, fill("o1", "paper-s1-1-1", 0.001))  # delivered again
+        r.xadd(streams.EXEC_REPORTS, fill("o2", "paper-s1-2-1", 0.001))
+        await await_for(lambda: ptrc.duplicates == 1 and ptrc.fills == 1, 20, what="the second fill booked")
+        assert read_positions(r)["acc", "BTCUSDT"].quantity == pytest.approx(0.002)
+        assert ptrc.book["acc", "BTCUSDT"].quantity == pytest.approx(0.002)
+    finally:
+        ptrc.request_stop()
+        await asyncio.wait_for(task, 10)
+
+
 def set_price(r: redis.Redis, px: float) -> None:
     now = time.time_ns()
     r.xadd(streams.MD_TICKS, codec.fields(tickcols.from_ticks([Tick("BTCUSDT", now, px, 1.0, now)])))

@@ -71,7 +71,7 @@ async def test_exchange_speaks_binance_trade_streams() -> None:
             import json
 
             m = json.loads(await ws.recv())
-            assert set(m) == {"e", "E", "s", "t", "p", "q", "T", "m"}
+            assert set(m) == {"e", "E", "s", "t", "p", "q", "T", "m", "M"}
             assert m["e"] == "trade" and m["s"] == "BTCUSDT" and isinstance(m["p"], str)
         async with connect(info.stream_url()) as ws:
             m = json.loads(await ws.recv())

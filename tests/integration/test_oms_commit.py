@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from backend.bus import codec, streams
-from backend.messages import ExecReport, Order, OrderEvent
+from backend.messages import ExecOrder, ExecReport, Order, OrderEvent, RiskDecision
 from backend.services.oms import KEY, OmsService
 from backend.trading.orders import OrderRecord
 from tests.conftest import await_for
@@ -66,3 +68,38 @@ async def test_a_record_changed_by_another_instance_is_not_overwritten(redis_url
         oms.request_stop()
         await asyncio.wait_for(task, 10)
         await r.aclose()
+
+
+async def test_a_batch_whose_commit_failed_is_taken_again_from_redis(redis_url: str) -> None:
+    # the batch changes the records it holds in memory; when its commit fails (Redis refused it,
+    # or went away), the batch delivered again must not find them as if committed: it was acked
+    # as "the order has moved on" and the order stayed PENDING_RISK (or ROUTED) for ever
+    r = aioredis.Redis.from_url(redis_url)
+    oms = OmsService(redis_url=redis_url, instance="oms-a")
+    task = asyncio.create_task(oms.run())
+    try:
+        order = Order(client_order_id="x2", account="acc", symbol="BTCUSDT", side="buy", type="limit",
+                      quantity=1.0, limit_price=100.0)
+        await r.xadd(streams.ORDERS_NEW, codec.fields(order))
+        await await_for(lambda: "x2" in getattr(oms, "cache", {}), what="x2 held in memory")
+        decision = RiskDecision(request_id="x2#1", client_order_id="x2", approved=True)
+        await r.config_set("min-replicas-to-write", 1)  # Redis refuses every write: the commit fails
+        try:
+            with pytest.raises(ResponseError, match="NOREPLICAS"):
+                await oms.on_decisions([(b"0-1", decision)])
+        finally:
+            await r.config_set("min-replicas-to-write", 0)
+        assert codec.decode(await r.hget(KEY.format("x2"), "d"), OrderRecord).state == "PENDING_RISK"
+        await r.xadd(streams.RISK_DECISIONS, codec.fields(decision))  # the decision, delivered again
+        await await_for(lambda: _has(r, "x2", "ROUTED"), what="the order routed")
+        assert codec.decode(await r.hget(KEY.format("x2"), "d"), OrderRecord).state == "ROUTED"
+        routed = [codec.decode(codec.payload(f), ExecOrder) for _, f in await r.xrange(streams.EXEC_ORDERS)]
+        assert [(e.client_order_id, e.action) for e in routed if e.client_order_id == "x2"] == [("x2", "new")]
+    finally:
+        oms.request_stop()
+        await asyncio.wait_for(task, 10)
+        await r.aclose()
+
+
+async def _has(r: aioredis.Redis, coid: str, state: str) -> bool:
+    return state in await _events(r, coid)

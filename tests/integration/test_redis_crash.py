@@ -1,5 +1,6 @@
 """A crash of the embedded Redis needs no operator: the stack's supervisor starts it again on the
-same port and data dir, every service heartbeats `running` again, no child is left a zombie."""
+same port and data dir, every service heartbeats `running` again, no child is left a zombie, and
+the OMS takes orders again."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from backend.bus import connection, embedded
+from backend.bench.harness import BenchStack
+from backend.bus import codec, connection, embedded, streams
 from backend.health import read_heartbeats
+from backend.messages import Order, OrderEvent
 from backend.runtime.redis_watch import RedisWatch
 from backend.runtime.supervisor import read_table
 from tests.conftest import TRADEOPS, wait_for
@@ -115,3 +118,39 @@ def test_the_watch_restarts_a_server_it_started_and_reaps_the_old_one(tmp_path: 
     finally:
         watch.close()
         embedded.stop_data_dir(tmp_path)
+
+
+def _events(r: redis.Redis, coid: str) -> list[str]:
+    evs = (codec.decode(codec.payload(f), OrderEvent) for _, f in r.xrange(streams.ORDERS_EVENTS))
+    return [e.state for e in evs if e.client_order_id == coid]
+
+
+def _submit(r: redis.Redis, coid: str) -> None:
+    r.xadd(streams.ORDERS_NEW, codec.fields(Order(client_order_id=coid, account="acc-1", symbol="BTCUSDT",
+                                                  side="buy", type="market", quantity=0.5)))
+
+
+@pytest.mark.timeout(120)
+def test_the_oms_takes_orders_again_once_its_redis_is_back() -> None:
+    # it rides through the outage, and its batches then take a new connection: the one Redis
+    # closed failed every batch, and each order was dead-lettered after five tries
+    with BenchStack() as stack:
+        assert stack.r is not None and stack.server is not None and stack.server.proc is not None
+        stack.start("oms")
+        _submit(stack.r, "before")
+        wait_for(lambda: "PENDING_RISK" in _events(stack.r, "before"), 30, what="the first order taken in")
+        url, pid = stack.server.url, stack.server.proc.pid
+        os.kill(pid, signal.SIGKILL)
+        stack.server.proc.wait()
+        again = embedded.EmbeddedRedis(stack.data_dir)
+        try:
+            assert again.start() == url  # the same port and socket: the OMS reconnects by itself
+            r = redis.Redis.from_url(url)
+            _submit(r, "after")
+            wait_for(lambda: "PENDING_RISK" in _events(r, "after"), 30, what="an order taken in after the restart")
+            assert r.xlen(streams.dlq(streams.ORDERS_NEW)) == 0
+            assert r.hget("health:oms:oms-bench", "pid") == str(stack.procs["oms-bench"].pid).encode()  # rode through
+            stack.stop("oms-bench")
+            r.close()
+        finally:
+            again.stop()

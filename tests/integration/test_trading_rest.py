@@ -49,7 +49,7 @@ async def test_rest_adapter_place_query_cancel() -> None:
         finally:
             await venue.close()
         bad = RestVenue(info.rest_url, ex.api_key, "wrong-secret")
-        with pytest.raises(VenueError, match="signature for this request is not valid"):
+        with pytest.raises(VenueError, match=r"HTTP 400: Signature for this request is not valid\."):  # Binance's
             await bad.place(order("x"))
         await bad.close()
         async with httpx.AsyncClient() as http:  # unsigned
@@ -69,7 +69,7 @@ async def test_live_gateway_rest_mode(redis_url: str, tmp_path: Path) -> None:
             await r.xadd(streams.EXEC_ORDERS, codec.fields(ExecOrder(action="new", client_order_id="m1",
                                                                      order=order("m1"))))
             px = ex.feed.last_price("BTCUSDT")
-            # a buy limit above the market crosses at once and fills at its limit
+            # a buy limit above the market crosses at once and fills at the resting asks, not its limit
             await r.xadd(streams.EXEC_ORDERS, codec.fields(ExecOrder(
                 action="new", client_order_id="l2", order=order("l2", type="limit", limit_price=round(px * 1.5, 2)))))
 

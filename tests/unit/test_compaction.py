@@ -22,6 +22,7 @@ SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TODAY = time.strftime("%Y-%m-%d", time.gmtime())
 YESTERDAY = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
 NOW = time.time_ns()
+YESTERDAY_NOON = (NOW // (86400 * S)) * 86400 * S - 12 * 3600 * S  # inside yesterday at any time of day
 
 
 def flushes(st: store.ParquetStore | store.DeltaStore, n: int, t0: int, *, start: int = 0, per: int = 30) -> int:
@@ -92,7 +93,7 @@ def test_late_files_are_compacted_again_with_the_compacted_one(filled: tuple[Pat
     root = store.ticks_dir(data)
     compaction.compact_parquet(root, YESTERDAY)
     st = store.ParquetStore(root)
-    n += flushes(st, 2, NOW - 86400 * S + 3600 * S, start=16)  # late ticks for yesterday
+    n += flushes(st, 2, YESTERDAY_NOON, start=16)  # late ticks for yesterday
     assert len(store.read_ticks(data)) == n
     res = compaction.compact_parquet(root, YESTERDAY)
     assert res.partitions == 3 and res.files_before == 9
