@@ -117,8 +117,9 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def compact_dir(root: Path, part: Path, sort_by: list[str], span: Callable[[list[Path]], str],
-                res: CompactionResult) -> None:
+def compact_dir(
+    root: Path, part: Path, sort_by: list[str], span: Callable[[list[Path]], str], res: CompactionResult
+) -> None:
     """Compact the Parquet files of one partition directory (see the module's protocol)."""
     files = sorted(part.glob("*.parquet"))
     gone = {name for f in files for name in replaced_by(f)}
@@ -142,8 +143,9 @@ def compact_dir(root: Path, part: Path, sort_by: list[str], span: Callable[[list
     while name in taken:  # never overwrite an input (or anything else)
         n += 1
         name = f"{base}-r{n}.parquet"
-    table = table.replace_schema_metadata({REPLACES_META: json.dumps(sorted(f.name for f in live)).encode(),
-                                           b"tradeops.rows": str(expected).encode()})
+    table = table.replace_schema_metadata(
+        {REPLACES_META: json.dumps(sorted(f.name for f in live)).encode(), b"tradeops.rows": str(expected).encode()}
+    )
     tmp = part / f".{name}.part"
     pq.write_table(table, tmp)
     _fsync(tmp)

@@ -56,15 +56,20 @@ class RedisMemory:
         if not self.maxmemory:
             return f"redis memory: used {human_bytes(self.used)}, no maxmemory set (unbounded)"
         policy = f", policy {self.policy}" if self.policy else ""
-        return (f"redis memory: used {human_bytes(self.used)} of maxmemory {human_bytes(self.maxmemory)} "
-                f"({self.pct:.1f}%{policy})")
+        return (
+            f"redis memory: used {human_bytes(self.used)} of maxmemory {human_bytes(self.maxmemory)} "
+            f"({self.pct:.1f}%{policy})"
+        )
 
 
 def memory_from_info(info: dict[str, Any]) -> RedisMemory:
     """The memory part of an `INFO memory` reply (redis-py's dict, sync or async alike)."""
     policy = info.get("maxmemory_policy", "")
-    return RedisMemory(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0),
-                       policy.decode() if isinstance(policy, bytes) else str(policy))
+    return RedisMemory(
+        int(info.get("used_memory", 0)),
+        int(info.get("maxmemory", 0) or 0),
+        policy.decode() if isinstance(policy, bytes) else str(policy),
+    )
 
 
 def redis_memory(r: Any) -> RedisMemory:
@@ -88,8 +93,12 @@ def pid_namespace() -> str:
         return ""
 
 
-def gone(state: str | bytes | None, pid: int | bytes | None = None, host: str | bytes | None = None,
-         pidns: str | bytes | None = None) -> bool:
+def gone(
+    state: str | bytes | None,
+    pid: int | bytes | None = None,
+    host: str | bytes | None = None,
+    pidns: str | bytes | None = None,
+) -> bool:
     """Whether an instance, by its heartbeat hash, no longer works on anything: the hash expired
     (state None), its last beat said stopped or failed, or it ran on this host, in this pid
     namespace, under a pid that no longer exists (known at once, without waiting for the hash to

@@ -45,8 +45,10 @@ def _last_slot_at_or_below(us: float) -> int:
     """The last slot of the counts array whose values all are <= `us` (-1: none); every histogram
     here has the same layout."""
     h = _LAYOUT
-    return bisect_right(range(h.counts_len), us,
-                        key=lambda i: h.get_highest_equivalent_value(h.get_value_from_index(i))) - 1
+    return (
+        bisect_right(range(h.counts_len), us, key=lambda i: h.get_highest_equivalent_value(h.get_value_from_index(i)))
+        - 1
+    )
 
 
 def summary_ms(h: HdrHistogram) -> dict[str, float]:

@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 class Wire(Struct, tag_field="_t"):
     """Base of every wire type: the tag (`_t`) names the type and its version."""
 
+
 # --------------------------------------------------------------------------------------------
 # Market data
 # --------------------------------------------------------------------------------------------
@@ -79,8 +80,12 @@ class TickBatch(Wire, tag="ticks.v1", array_like=True):
         `symbols`, is not a TickBatch: it does not decode (a reader skips it, the worker
         dead-letters it) instead of failing whoever reads its columns."""
         n = self.n
-        if n < 0 or len(self.sym) != 2 * n or len(self.buyer_maker) != n or any(
-                len(c) != 8 * n for c in (self.trade_id, self.price, self.qty, self.trade_ns, self.recv_ns)):
+        if (
+            n < 0
+            or len(self.sym) != 2 * n
+            or len(self.buyer_maker) != n
+            or any(len(c) != 8 * n for c in (self.trade_id, self.price, self.qty, self.trade_ns, self.recv_ns))
+        ):
             raise ValueError(f"the columns do not hold n={n} ticks")
         if n:
             import numpy as np

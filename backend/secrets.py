@@ -183,11 +183,13 @@ def _read(path: Path, what: str) -> str:
         mode = path.stat().st_mode
         text = path.read_text()
     except OSError as exc:
-        raise SecretsError(f"cannot read the secret file {path} ({what}): {exc.strerror or type(exc).__name__}") \
-            from None
+        raise SecretsError(
+            f"cannot read the secret file {path} ({what}): {exc.strerror or type(exc).__name__}"
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO) and what == LOCAL:
-        raise SecretsError(f"the secret file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
-                           "it must be 0600")
+        raise SecretsError(
+            f"the secret file {path} is readable by others (mode {stat.S_IMODE(mode):o}); it must be 0600"
+        )
     return text.rstrip("\r\n")
 
 
@@ -214,8 +216,10 @@ def _vault_read(vault: Vault, path: str, environ: Mapping[str, str]) -> dict[str
     if resp.status_code == 404:
         return None
     if resp.status_code != 200:
-        raise SecretsError(f"vault {url} answered {resp.status_code}" +
-                           (" (is the token allowed to read it?)" if resp.status_code == 403 else ""))
+        raise SecretsError(
+            f"vault {url} answered {resp.status_code}"
+            + (" (is the token allowed to read it?)" if resp.status_code == 403 else "")
+        )
     try:
         data = resp.json()["data"]["data"]
     except (ValueError, KeyError, TypeError):
@@ -223,8 +227,9 @@ def _vault_read(vault: Vault, path: str, environ: Mapping[str, str]) -> dict[str
     return data if isinstance(data, dict) else None
 
 
-def provider(settings: Any = None, *, data_dir: Path | None = None,
-             environ: Mapping[str, str] | None = None) -> Provider:
+def provider(
+    settings: Any = None, *, data_dir: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Provider:
     """The provider of a process: its data dir and `infra.vault` from `settings` (or none)."""
     infra: dict[str, str] = dict(getattr(settings, "infra", {}) or {})
     if data_dir is None and settings is not None:

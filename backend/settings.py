@@ -90,9 +90,7 @@ _ENV = {
 }
 
 
-def load_settings(
-    config: str | os.PathLike[str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load settings: file, then env, then explicit overrides (None values are ignored)."""
     path = locations.config_file(config)
     raw: dict[str, Any] = {}
@@ -118,12 +116,12 @@ def load_settings(
     except ValueError as exc:
         raise ConfigError(f"config {path}: redis_maxmemory: {exc}") from None
     if maxmemory < MIN_MAXMEMORY:
-        raise ConfigError(f"config {path}: redis_maxmemory {settings.redis_maxmemory!r} is below "
-                          f"{MIN_MAXMEMORY // 2**20} MB, too little for the streams' budgets to mean anything")
-    if settings.environment not in ("legacy", "target"):
         raise ConfigError(
-            f"config {path}: environment must be legacy or target, not {settings.environment!r}"
+            f"config {path}: redis_maxmemory {settings.redis_maxmemory!r} is below "
+            f"{MIN_MAXMEMORY // 2**20} MB, too little for the streams' budgets to mean anything"
         )
+    if settings.environment not in ("legacy", "target"):
+        raise ConfigError(f"config {path}: environment must be legacy or target, not {settings.environment!r}")
     return settings
 
 

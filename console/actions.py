@@ -52,14 +52,21 @@ class ConsoleActions(Protocol):
     def kill_switch(self, on: bool, reason: str) -> str: ...
 
 
-def new_order(symbol: str, side: Side, qty: float, limit: float | None, operator: str,
-              account: str = ACCOUNT) -> Order:
+def new_order(symbol: str, side: Side, qty: float, limit: float | None, operator: str, account: str = ACCOUNT) -> Order:
     """The order the console sends, refused (TradeopsError) when it is invalid on its face."""
     from backend.trading.orders import invalid
 
-    o = Order(client_order_id=f"ui-{uuid.uuid4().hex[:10]}", account=account, symbol=symbol.upper(),
-              side=side, type="limit" if limit else "market", quantity=qty, limit_price=limit,
-              sent_ns=time.time_ns(), source=f"console:{operator}")
+    o = Order(
+        client_order_id=f"ui-{uuid.uuid4().hex[:10]}",
+        account=account,
+        symbol=symbol.upper(),
+        side=side,
+        type="limit" if limit else "market",
+        quantity=qty,
+        limit_price=limit,
+        sent_ns=time.time_ns(),
+        source=f"console:{operator}",
+    )
     why = invalid(o)
     if why:
         raise TradeopsError(f"order refused: {why}")
@@ -132,9 +139,13 @@ class LiveActions:
         from backend.bus import publish_sync, streams
         from backend.messages import CancelRequest
 
-        publish_sync(self.r, streams.ORDERS_NEW, CancelRequest(client_order_id=client_order_id,
-                                                               reason=f"canceled by {self.operator}",
-                                                               sent_ns=time.time_ns()))
+        publish_sync(
+            self.r,
+            streams.ORDERS_NEW,
+            CancelRequest(
+                client_order_id=client_order_id, reason=f"canceled by {self.operator}", sent_ns=time.time_ns()
+            ),
+        )
         return f"cancel sent for {client_order_id}"
 
     def kill_switch(self, on: bool, reason: str) -> str:
@@ -150,8 +161,9 @@ def run_summary(gate_id: str, outcomes: list[tuple[str, str]]) -> str:
         check, outcome = outcomes[0]
         return f"{gate_id}/{check}: {outcome}"
     bad = [f"{c} {o}" for c, o in outcomes if o != "passed"]
-    return (f"{gate_id}: {len(outcomes) - len(bad)} of {len(outcomes)} checks passed"
-            + (f"; {', '.join(bad)}" if bad else ""))
+    return f"{gate_id}: {len(outcomes) - len(bad)} of {len(outcomes)} checks passed" + (
+        f"; {', '.join(bad)}" if bad else ""
+    )
 
 
 def snapshot_blockers(snap: Snapshot, service: str) -> list[str]:
@@ -204,8 +216,10 @@ class ReplayActions:
     def gate_run(self, gate_id: str, check: str | None) -> str:
         g = self._gate(gate_id)
         if check is None:
-            raise replayed(f"{gate_id}'s checks are not run on a recording; "
-                                + run_summary(gate_id, [(c[0], c[3]) for c in g.checks if c[1] != "manual"]))
+            raise replayed(
+                f"{gate_id}'s checks are not run on a recording; "
+                + run_summary(gate_id, [(c[0], c[3]) for c in g.checks if c[1] != "manual"])
+            )
         _, kind, _, outcome, _ = self._check(g, check)
         if kind == "manual":
             raise TradeopsError(f"{gate_id}/{check} is a manual check: attest it with `tradeops gate attest`")
@@ -233,8 +247,9 @@ class ReplayActions:
         if decision == "proceed":
             red = [f"{c[0]} ({c[3]})" for c in g.checks if c[2] and c[3] != "passed"]
             if red:
-                raise TradeopsError("proceed refused: required checks not passed in their latest run: "
-                                    + ", ".join(red))
+                raise TradeopsError(
+                    "proceed refused: required checks not passed in their latest run: " + ", ".join(red)
+                )
             if g.needs:
                 raise TradeopsError(f"proceed refused: {gate_id} needs {'; '.join(g.needs)}")
         raise replayed(f"{gate_id}: {decision.upper()} is not recorded")

@@ -34,8 +34,14 @@ from console.screens.risk import RiskScreen
 SCREENS = ["overview", "market", "orders", "risk", "migration", "gates", "audit"]
 READ_ONLY = "read-only mode: nothing can be changed"
 SCREEN_CLASSES: dict[str, type[BaseScreen]] = {
-    "overview": OverviewScreen, "market": MarketScreen, "orders": OrdersScreen, "risk": RiskScreen,
-    "migration": MigrationScreen, "gates": GatesScreen, "audit": AuditScreen}
+    "overview": OverviewScreen,
+    "market": MarketScreen,
+    "orders": OrdersScreen,
+    "risk": RiskScreen,
+    "migration": MigrationScreen,
+    "gates": GatesScreen,
+    "audit": AuditScreen,
+}
 
 
 class TradeopsCommands(Provider):
@@ -47,12 +53,14 @@ class TradeopsCommands(Provider):
         app = self.app
         assert isinstance(app, TradeopsApp)
         matcher = self.matcher(query)
-        items: list[tuple[str, Any, str]] = [(f"screen: {s}", lambda s=s: app.switch_mode(s), f"go to {s}")
-                                             for s in SCREENS]
+        items: list[tuple[str, Any, str]] = [
+            (f"screen: {s}", lambda s=s: app.switch_mode(s), f"go to {s}") for s in SCREENS
+        ]
         for svc in inventory.load().services:
-            items.append((f"service: {svc.name} (P{svc.priority})", lambda n=svc.name: app.go_to("migration", n),
-                          svc.purpose))
-        for g in (app.snapshot.gates if app.snapshot else []):
+            items.append(
+                (f"service: {svc.name} (P{svc.priority})", lambda n=svc.name: app.go_to("migration", n), svc.purpose)
+            )
+        for g in app.snapshot.gates if app.snapshot else []:
             items.append((f"gate: {g.id} ({g.status})", lambda n=g.id: app.go_to("gates", n), g.title))
         for text, cb, help_ in items:
             score = matcher.match(text)
@@ -70,17 +78,27 @@ class TradeopsApp(App):
     MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {**SCREEN_CLASSES}
     BINDINGS: ClassVar[list[BindingType]] = [
         # shown in the tab line under the status bar, not in the footer (which keeps the screen's own keys)
-        *[Binding(str(i + 1), f"switch_mode('{s}')", s.capitalize(), show=False, id=f"screen.{s}")
-          for i, s in enumerate(SCREENS)],
+        *[
+            Binding(str(i + 1), f"switch_mode('{s}')", s.capitalize(), show=False, id=f"screen.{s}")
+            for i, s in enumerate(SCREENS)
+        ],
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("slash", "filter", "Filter", id="app.filter"),
         Binding("p", "pause", "Pause", id="app.pause"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
-    def __init__(self, source: ConsoleSource, actions: ConsoleActions, *, read_only: bool = False,
-                 keymap: dict[str, str] | None = None, poll_s: float = 0.5, live: bool = True,
-                 theme: str | None = None) -> None:
+    def __init__(
+        self,
+        source: ConsoleSource,
+        actions: ConsoleActions,
+        *,
+        read_only: bool = False,
+        keymap: dict[str, str] | None = None,
+        poll_s: float = 0.5,
+        live: bool = True,
+        theme: str | None = None,
+    ) -> None:
         super().__init__()
         self.source = source
         self.actions = actions
@@ -182,9 +200,13 @@ class TradeopsApp(App):
     def action_help(self) -> None:
         rows = [("ctrl+p", "Command palette: any screen, service or gate", "everywhere", "")]
         groups: list[tuple[str, type, list[Any]]] = [
-            ("everywhere", type(self), self.BINDINGS), ("everywhere", BaseScreen, BaseScreen.BINDINGS),
-            *((mode, cls, vars(cls).get("BINDINGS", []))  # its own, not inherited
-              for mode, cls in SCREEN_CLASSES.items())]
+            ("everywhere", type(self), self.BINDINGS),
+            ("everywhere", BaseScreen, BaseScreen.BINDINGS),
+            *(
+                (mode, cls, vars(cls).get("BINDINGS", []))  # its own, not inherited
+                for mode, cls in SCREEN_CLASSES.items()
+            ),
+        ]
         for where, node, screen_bindings in groups:
             for b in screen_bindings:
                 if isinstance(b, Binding) and b.id and not (asks_change(node, b.action) and self.refusal()):

@@ -49,8 +49,9 @@ async def _drive(url: str, seconds: float) -> dict[str, Any]:
             app.post_message(events.Key(str(i % len(SCREENS) + 1), str(i % len(SCREENS) + 1)))
             # until the new screen is up, has taken the newest snapshot, has processed what that
             # queued, and its frame is rendered (what the next refresh tick would draw)
-            while not (app.screen.__class__.__name__.lower() == f"{name}screen"
-                       and getattr(app.screen, "shown_at", 0) > k0):
+            while not (
+                app.screen.__class__.__name__.lower() == f"{name}screen" and getattr(app.screen, "shown_at", 0) > k0
+            ):
                 await asyncio.sleep(0.001)
             await pilot._wait_for_screen()
             app.screen._on_timer_update()
@@ -59,11 +60,16 @@ async def _drive(url: str, seconds: float) -> dict[str, Any]:
             await asyncio.sleep(PACE_S)  # an operator's pace, not a flood
         tps = app.snapshot.total_tps if app.snapshot else 0.0
     cold = np.array(lat[: len(SCREENS)])  # each screen's first visit mounts it
-    arr = np.array(lat[len(SCREENS):]) if len(lat) > len(SCREENS) else cold
-    return {"first_frame_s": round(first, 3), "key_p50_ms": round(float(np.percentile(arr, 50)), 2),
-            "key_p99_ms": round(float(np.percentile(arr, 99)), 2), "key_presses": len(arr),
-            "first_visit_max_ms": round(float(cold.max()), 2), "ticks_per_s_seen": round(tps),
-            "worst_ms_by_screen": {k: round(max(v[1:] or v), 1) for k, v in per.items()}}
+    arr = np.array(lat[len(SCREENS) :]) if len(lat) > len(SCREENS) else cold
+    return {
+        "first_frame_s": round(first, 3),
+        "key_p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "key_p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "key_presses": len(arr),
+        "first_visit_max_ms": round(float(cold.max()), 2),
+        "ticks_per_s_seen": round(tps),
+        "worst_ms_by_screen": {k: round(max(v[1:] or v), 1) for k, v in per.items()},
+    }
 
 
 def _first_frame_of_process(url: str, data_dir: Any, timeout: float = 30.0) -> float:
@@ -78,9 +84,14 @@ def _first_frame_of_process(url: str, data_dir: Any, timeout: float = 30.0) -> f
     os.set_blocking(master, False)
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "150", "LINES": "45"}
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--data-dir", str(data_dir),
-                             "--redis-url", url, "console"], stdin=slave, stdout=slave, stderr=slave,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "--data-dir", str(data_dir), "--redis-url", url, "console"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
     os.close(slave)
     seen = b""
     try:
@@ -108,9 +119,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from backend.bench.harness import BenchStack
 
     with BenchStack() as st:
-        ex = subprocess.Popen([sys.executable, "-m", "console.cli", "--data-dir", str(st.data_dir), "exchange",
-                               "--rate", str(args.rate), "--news-every", "3600"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ex = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "console.cli",
+                "--data-dir",
+                str(st.data_dir),
+                "exchange",
+                "--rate",
+                str(args.rate),
+                "--news-every",
+                "3600",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert ex.stdout is not None and ex.stdout.readline().startswith("exchange up")
             for name in ("normalizer", "sink-ticks", "gateway"):

@@ -123,8 +123,14 @@ class OrderModal(ModalScreen[OrderForm | None]):
         if limit is not None and not (math.isfinite(limit) and limit > 0):
             err.update("limit price must be a positive number (or empty for a market order)")
             return
-        self.dismiss(OrderForm(str(self.query_one("#symbol", Select).value),
-                               cast(Side, str(self.query_one("#side", Select).value)), qty, limit))
+        self.dismiss(
+            OrderForm(
+                str(self.query_one("#symbol", Select).value),
+                cast(Side, str(self.query_one("#side", Select).value)),
+                qty,
+                limit,
+            )
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)

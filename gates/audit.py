@@ -77,8 +77,7 @@ def decode(f: dict[Any, Any]) -> GateEvent:
 def events(r: redis.Redis, skips: Skips | None = None) -> list[tuple[str, GateEvent]]:
     """Every gate event in log order, the archived ones first; an entry that is not one is skipped
     here (counted in `skips`) and is a break in the chain for `verify`."""
-    got, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES,
-                            skips=skips)
+    got, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES, skips=skips)
     return [(eid.decode(), ev) for eid, ev in got]
 
 
@@ -114,11 +113,15 @@ class ChainVerifier:
             return False
         i = self.checked
         if ev.prev_hash != self.prev:
-            return self._broken(eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) does not follow the "
-                                     f"entry before it: an entry was removed or reordered")
+            return self._broken(
+                eid,
+                f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) does not follow the "
+                f"entry before it: an entry was removed or reordered",
+            )
         if digest(ev) != ev.hash:
-            return self._broken(eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) was changed: "
-                                     f"its content does not match its hash")
+            return self._broken(
+                eid, f"entry {i + 1} ({eid}, {ev.kind} on {ev.gate}) was changed: its content does not match its hash"
+            )
         self.prev = ev.hash
         self.checked += 1
         return True
@@ -138,8 +141,13 @@ class ChainVerifier:
         if self.problem:
             return Verdict(False, self.checked, self.problem, self.entry, archived)
         if head != self.prev:
-            return Verdict(False, self.checked, "the newest entries were removed: the log ends before the "
-                                                "recorded head", None, archived)
+            return Verdict(
+                False,
+                self.checked,
+                "the newest entries were removed: the log ends before the recorded head",
+                None,
+                archived,
+            )
         return Verdict(True, self.checked, archived=archived)
 
 

@@ -27,9 +27,21 @@ OPERATOR = "bench"
 def proceed_for_benchmark(r: Any, gates: Iterable[str], reason: str) -> list[GateEvent]:
     """Record a proceed decision for each gate, on the hash-chained audit log (without waiting for
     the fsync: the benchmark's Redis is thrown away)."""
-    return [audit.append(r, GateEvent(gate=g, kind="decision", operator=OPERATOR, ts_ns=time.time_ns(),
-                                      decision="proceed", reason=f"benchmark: {reason}"), durable=False)
-            for g in gates]
+    return [
+        audit.append(
+            r,
+            GateEvent(
+                gate=g,
+                kind="decision",
+                operator=OPERATOR,
+                ts_ns=time.time_ns(),
+                decision="proceed",
+                reason=f"benchmark: {reason}",
+            ),
+            durable=False,
+        )
+        for g in gates
+    ]
 
 
 # -- `tradeops bench gates` -------------------------------------------------------------------------
@@ -52,19 +64,40 @@ def history(gates: dict[str, Any], n: int, start_ns: int) -> Iterator[GateEvent]
         for g in gates.values():
             for c in g.checks:
                 if c.kind == "manual":
-                    ev = GateEvent(gate=g.id, kind="attest", operator="ann", ts_ns=start_ns + i, check=c.id,
-                                   outcome="passed", evidence={"note": f"attested, round {i}"})
+                    ev = GateEvent(
+                        gate=g.id,
+                        kind="attest",
+                        operator="ann",
+                        ts_ns=start_ns + i,
+                        check=c.id,
+                        outcome="passed",
+                        evidence={"note": f"attested, round {i}"},
+                    )
                 else:
-                    ev = GateEvent(gate=g.id, kind="check_run", operator="ann", ts_ns=start_ns + i, check=c.id,
-                                   outcome="failed" if i % 7 == 0 else "passed",
-                                   evidence={"value": i % 97, "threshold": 50, "duration_s": 0.01})
+                    ev = GateEvent(
+                        gate=g.id,
+                        kind="check_run",
+                        operator="ann",
+                        ts_ns=start_ns + i,
+                        check=c.id,
+                        outcome="failed" if i % 7 == 0 else "passed",
+                        evidence={"value": i % 97, "threshold": 50, "duration_s": 0.01},
+                    )
                 yield ev
                 i += 1
                 if i == n:
                     return
-            for ev in (GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=start_ns + i, reason="reviewed"),
-                       GateEvent(gate=g.id, kind="decision", operator="bob", ts_ns=start_ns + i + 1,
-                                 decision="fix", reason="another round")):
+            for ev in (
+                GateEvent(gate=g.id, kind="approve", operator="bob", ts_ns=start_ns + i, reason="reviewed"),
+                GateEvent(
+                    gate=g.id,
+                    kind="decision",
+                    operator="bob",
+                    ts_ns=start_ns + i + 1,
+                    decision="fix",
+                    reason="another round",
+                ),
+            ):
                 yield ev
                 i += 1
                 if i == n:
@@ -96,8 +129,18 @@ def _measure(r: Any, poll: Callable[[], int], polls: int) -> tuple[list[float], 
     times: list[float] = []
     most = 0
     for k in range(polls):
-        audit.append(r, GateEvent(gate="phase1", kind="check_run", operator="bench", ts_ns=0, check="clock-sync",
-                                  outcome="passed", evidence={"poll": k}))
+        audit.append(
+            r,
+            GateEvent(
+                gate="phase1",
+                kind="check_run",
+                operator="bench",
+                ts_ns=0,
+                check="clock-sync",
+                outcome="passed",
+                evidence={"poll": k},
+            ),
+        )
         t0 = time.perf_counter()
         most = max(most, poll())
         times.append(time.perf_counter() - t0)

@@ -80,10 +80,20 @@ def health(ctx: CheckContext, p: dict[str, Any]) -> Result:
     for svc in p["services"]:
         mine = [b for b in beats if b.service == svc]
         fresh = [b for b in mine if (now - b.ts_ns) / 1e9 <= max_age and b.state == "running"]
-        per[svc] = {"instances": len(mine), "running_fresh": len(fresh),
-                    "instances_detail": [{"instance": b.instance, "env": b.environment, "state": b.state,
-                                          **({"reason": b.reason} if b.reason else {}),
-                                          "age_s": round((now - b.ts_ns) / 1e9, 2)} for b in mine]}
+        per[svc] = {
+            "instances": len(mine),
+            "running_fresh": len(fresh),
+            "instances_detail": [
+                {
+                    "instance": b.instance,
+                    "env": b.environment,
+                    "state": b.state,
+                    **({"reason": b.reason} if b.reason else {}),
+                    "age_s": round((now - b.ts_ns) / 1e9, 2),
+                }
+                for b in mine
+            ],
+        }
         ok &= bool(fresh)
     return Result("passed" if ok else "failed", {"services": per, "max_age_s": max_age})
 
@@ -124,14 +134,18 @@ def data(ctx: CheckContext, p: dict[str, Any]) -> Result:
         where = ctx.settings.infra.get("opensearch") or str(index_path(ctx.data_dir))
     else:
         raise TradeopsError(f"unknown sink {p['sink']!r}")
-    return Result("passed" if rows >= need else "failed", {"sink": p["sink"], "rows": rows,
-                                                           "threshold": need, "where": where})
+    return Result(
+        "passed" if rows >= need else "failed", {"sink": p["sink"], "rows": rows, "threshold": need, "where": where}
+    )
 
 
 # -- perf --------------------------------------------------------------------------------------
 OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": lambda v, t: v <= t, ">=": lambda v, t: v >= t, "==": lambda v, t: v == t,
-    "<": lambda v, t: v < t, ">": lambda v, t: v > t,
+    "<=": lambda v, t: v <= t,
+    ">=": lambda v, t: v >= t,
+    "==": lambda v, t: v == t,
+    "<": lambda v, t: v < t,
+    ">": lambda v, t: v > t,
 }
 
 
@@ -150,8 +164,14 @@ def perf(ctx: CheckContext, p: dict[str, Any]) -> Result:
         setattr(args, k, v)
     out = mod.run(args)
     value = out.get(p["metric"])
-    ev = {"bench": p["bench"], "metric": p["metric"], "value": value, "op": p["op"],
-          "threshold": p["threshold"], "result": out}
+    ev = {
+        "bench": p["bench"],
+        "metric": p["metric"],
+        "value": value,
+        "op": p["op"],
+        "threshold": p["threshold"],
+        "result": out,
+    }
     if value is None:
         return Result("inconclusive", {**ev, "reason": "the benchmark gave no value"})
     return Result("passed" if OPS[p["op"]](float(value), float(p["threshold"])) else "failed", ev)
@@ -175,8 +195,9 @@ def _probe_infra(ctx: CheckContext, name: str, p: dict[str, Any]) -> Result:
     if endpoint:
         return _probe_endpoint(name, endpoint, spec.probe.kind, spec.probe.path)
     ok, detail = _standin(ctx, name)
-    return Result("passed" if ok else "failed",
-                  {"probed": "embedded stand-in", "standin": spec.standin, "detail": detail})
+    return Result(
+        "passed" if ok else "failed", {"probed": "embedded stand-in", "standin": spec.standin, "detail": detail}
+    )
 
 
 def _probe_endpoint(name: str, endpoint: str, kind: str, path: str) -> Result:
@@ -186,8 +207,10 @@ def _probe_endpoint(name: str, endpoint: str, kind: str, path: str) -> Result:
         url = f"{u.scheme}://{u.netloc}{path}"
         t0 = time.perf_counter()
         resp = httpx.get(url, timeout=3)
-        return Result("passed" if resp.status_code < 400 else "failed",
-                      {"probed": url, "status": resp.status_code, "ms": round((time.perf_counter() - t0) * 1000, 2)})
+        return Result(
+            "passed" if resp.status_code < 400 else "failed",
+            {"probed": url, "status": resp.status_code, "ms": round((time.perf_counter() - t0) * 1000, 2)},
+        )
     if port is None:
         raise TradeopsError(f"{name}: endpoint {endpoint!r} has no port")
     t0 = time.perf_counter()
@@ -231,8 +254,10 @@ def _probe_bus(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
         info = r.info("server")
         v = str(info.get("redis_version", "0"))
         major = int(v.split(".")[0])
-        return Result("passed" if major >= 7 else "failed", {"redis_version": v, "threshold": "7.0",
-                                                              "server": info.get("server_name", "redis")})
+        return Result(
+            "passed" if major >= 7 else "failed",
+            {"redis_version": v, "threshold": "7.0", "server": info.get("server_name", "redis")},
+        )
     if what == "aof":
         aof = r.config_get("appendonly").get("appendonly")
         fsync = r.config_get("appendfsync").get("appendfsync")
@@ -247,8 +272,10 @@ def _probe_bus(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
             r.ping()
             samples.append((time.perf_counter() - t0) * 1000)
         med = sorted(samples)[len(samples) // 2]
-        return Result("passed" if med <= p.get("max_ms", 5.0) else "failed",
-                      {"median_ms": round(med, 3), "threshold_ms": p.get("max_ms", 5.0)})
+        return Result(
+            "passed" if med <= p.get("max_ms", 5.0) else "failed",
+            {"median_ms": round(med, 3), "threshold_ms": p.get("max_ms", 5.0)},
+        )
     key = f"gates:probe:{uuid.uuid4().hex}"
     try:
         if what in ("write", "read"):
@@ -271,8 +298,10 @@ def _probe_bus(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
         if what == "clock":
             sec, usec = r.time()
             skew = abs(time.time() - (sec + usec / 1e6))
-            return Result("passed" if skew <= p.get("max_s", 1.0) else "failed",
-                          {"skew_s": round(skew, 4), "threshold_s": p.get("max_s", 1.0)})
+            return Result(
+                "passed" if skew <= p.get("max_s", 1.0) else "failed",
+                {"skew_s": round(skew, 4), "threshold_s": p.get("max_s", 1.0)},
+            )
         if what == "stream":
             name = p["stream"]
             n = r.xlen(name)
@@ -289,8 +318,9 @@ def _probe_host(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
         d.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(d).free / 2**30
         need = float(p.get("min_gib", 1.0))
-        return Result("passed" if free >= need else "failed",
-                      {"free_gib": round(free, 2), "threshold_gib": need, "path": str(d)})
+        return Result(
+            "passed" if free >= need else "failed", {"free_gib": round(free, 2), "threshold_gib": need, "path": str(d)}
+        )
     if what == "datadir":
         d.mkdir(parents=True, exist_ok=True)
         f = d / f".probe-{uuid.uuid4().hex}"

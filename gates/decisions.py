@@ -58,8 +58,18 @@ def run(ctx: CheckContext, gate: Gate, operator: str, check_id: str | None = Non
         res = run_check(ctx, c)
         if "threshold" in c.params:
             res.evidence.setdefault("threshold", c.params["threshold"])
-        out.append(_record(ctx.r, gate=gate.id, kind="check_run", operator=operator, check=c.id,
-                           outcome=res.outcome, evidence=res.evidence, durable=False))
+        out.append(
+            _record(
+                ctx.r,
+                gate=gate.id,
+                kind="check_run",
+                operator=operator,
+                check=c.id,
+                outcome=res.outcome,
+                evidence=res.evidence,
+                durable=False,
+            )
+        )
     if out:
         wait_durable(ctx.r)  # one fsync for the run's events, before they are reported
     return out
@@ -71,8 +81,9 @@ def attest(r: redis.Redis, gate: Gate, check_id: str, operator: str, note: str) 
         raise Refused(f"{gate.id}/{check_id} is a {c.kind} check: run it, attestation is for manual checks")
     if not note.strip():
         raise Refused("an attestation needs a note saying what was checked")
-    return _record(r, gate=gate.id, kind="attest", operator=operator, check=check_id, outcome="passed",
-                   evidence={"note": note})
+    return _record(
+        r, gate=gate.id, kind="attest", operator=operator, check=check_id, outcome="passed", evidence={"note": note}
+    )
 
 
 def approve(r: redis.Redis, gate: Gate, operator: str, reason: str) -> GateEvent:
@@ -80,20 +91,27 @@ def approve(r: redis.Redis, gate: Gate, operator: str, reason: str) -> GateEvent
     if not reason.strip():
         raise Refused("an approval needs a reason")
     if operator in st.approvers:
-        raise Refused(f"{operator} has already approved {gate.id}; approvals must come from "
-                      f"{gate.approvals} different operators")
+        raise Refused(
+            f"{operator} has already approved {gate.id}; approvals must come from {gate.approvals} different operators"
+        )
     return _record(r, gate=gate.id, kind="approve", operator=operator, reason=reason)
 
 
-def decide(r: redis.Redis, settings: Settings, gate: Gate, decision: str, operator: str, reason: str,
-           override: list[str] | None = None) -> GateEvent:
+def decide(
+    r: redis.Redis,
+    settings: Settings,
+    gate: Gate,
+    decision: str,
+    operator: str,
+    reason: str,
+    override: list[str] | None = None,
+) -> GateEvent:
     if decision not in ("proceed", "fix", "stop"):
         raise Refused(f"decision must be proceed, fix or stop, not {decision!r}")
     if not reason.strip():
         raise Refused(f"a {decision} decision needs a reason")
     st = state(r, gate)
-    evidence: dict[str, Any] = {"checks": {c: s.outcome for c, s in st.checks.items()},
-                                "approvers": st.approvers}
+    evidence: dict[str, Any] = {"checks": {c: s.outcome for c, s in st.checks.items()}, "approvers": st.approvers}
     if decision == "proceed":
         override = override or []
         unknown = [o for o in override if o not in st.checks]
@@ -101,15 +119,20 @@ def decide(r: redis.Redis, settings: Settings, gate: Gate, decision: str, operat
             raise Refused(f"gate {gate.id} has no check {unknown[0]!r} to override")
         red = [c for c in st.red if c not in override]
         if red:
-            raise Refused(f"proceed refused: required checks not passed in their latest run: "
-                          f"{', '.join(f'{c} ({st.checks[c].outcome})' for c in red)}")
+            raise Refused(
+                f"proceed refused: required checks not passed in their latest run: "
+                f"{', '.join(f'{c} ({st.checks[c].outcome})' for c in red)}"
+            )
         if override:
             if "lead" not in settings.roles_of(operator):
-                raise Refused(f"overriding {', '.join(override)} needs the lead role; {operator} has "
-                              f"{', '.join(settings.roles_of(operator))}")
+                raise Refused(
+                    f"overriding {', '.join(override)} needs the lead role; {operator} has "
+                    f"{', '.join(settings.roles_of(operator))}"
+                )
             evidence["override"] = {"checks": override, "by": operator, "reason": reason}
         missing = st.approvals_needed()
         if missing:
             raise Refused(f"proceed refused: {gate.id} needs {'; '.join(missing)}")
-    return _record(r, gate=gate.id, kind="decision", operator=operator, decision=decision,
-                   reason=reason, evidence=evidence)
+    return _record(
+        r, gate=gate.id, kind="decision", operator=operator, decision=decision, reason=reason, evidence=evidence
+    )

@@ -74,8 +74,11 @@ class GateFeed:
             n += more
         self.read_last = n
         self.read_total += n
-        self.verdict = (audit.Verdict(False, 0, self.archive_error) if self.archive_error
-                        else self.chain.verdict(head, self.archived))
+        self.verdict = (
+            audit.Verdict(False, 0, self.archive_error)
+            if self.archive_error
+            else self.chain.verdict(head, self.archived)
+        )
 
     def states(self) -> dict[str, GateState]:
         return self.ledger.states()

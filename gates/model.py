@@ -40,8 +40,9 @@ class Gate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for c in self.checks:
             if c.id == check_id:
                 return c
-        raise TradeopsError(f"gate {self.id} has no check {check_id!r}; "
-                            f"its checks: {', '.join(c.id for c in self.checks)}")
+        raise TradeopsError(
+            f"gate {self.id} has no check {check_id!r}; its checks: {', '.join(c.id for c in self.checks)}"
+        )
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):
@@ -91,8 +92,9 @@ def configured(settings: Any) -> dict[str, Gate]:
     settings (`gates_file`: config key, env TRADEOPS_GATES_FILE, or the CLI's --gates-file)."""
     f = getattr(settings, "gates_file", None)
     if f and not Path(f).is_file():
-        raise TradeopsError(f"gates file {f}: no such file (set by --gates-file, TRADEOPS_GATES_FILE "
-                            f"or gates_file in the config)")
+        raise TradeopsError(
+            f"gates file {f}: no such file (set by --gates-file, TRADEOPS_GATES_FILE or gates_file in the config)"
+        )
     return load(Path(f) if f else None)
 
 

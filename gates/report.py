@@ -22,8 +22,9 @@ def migration_states(r: redis.Redis, skips: Skips | None = None) -> tuple[dict[s
     states: dict[str, str] = {}
     started: dict[str, int] = {}
     spent: dict[str, float] = {}
-    events, _ = decode_entries(archive.history(r, streams.OPS_MIGRATION), MigrationEvent,
-                               stream=streams.OPS_MIGRATION, skips=skips)
+    events, _ = decode_entries(
+        archive.history(r, streams.OPS_MIGRATION), MigrationEvent, stream=streams.OPS_MIGRATION, skips=skips
+    )
     for _, ev in events:
         states[ev.service] = ev.to_state
         if ev.to_state == "deploying":
@@ -39,11 +40,18 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
     prio = []
     for p, svcs in inv.by_priority().items():
         done = [s.name for s in svcs if states.get(s.name) == "migrated"]
-        prio.append({"priority": p, "task": svcs[0].task, "services": len(svcs), "migrated": len(done),
-                     "progress_pct": round(100 * len(done) / len(svcs), 1),
-                     "hours_estimated": sum(s.hours for s in svcs),
-                     "hours_spent": round(sum(spent.get(s.name, 0.0) for s in svcs), 2),
-                     "states": {s.name: states.get(s.name, "planned") for s in svcs}})
+        prio.append(
+            {
+                "priority": p,
+                "task": svcs[0].task,
+                "services": len(svcs),
+                "migrated": len(done),
+                "progress_pct": round(100 * len(done) / len(svcs), 1),
+                "hours_estimated": sum(s.hours for s in svcs),
+                "hours_spent": round(sum(spent.get(s.name, 0.0) for s in svcs), 2),
+                "states": {s.name: states.get(s.name, "planned") for s in svcs},
+            }
+        )
     total = len(inv.services)
     migrated = sum(1 for s in inv.services if states.get(s.name) == "migrated")
     gate_rows = []
@@ -51,13 +59,29 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
     gate_states = decisions.states(r, gates, skips)
     for g in gates.values():
         st = gate_states[g.id]
-        gate_rows.append({"id": g.id, "title": g.title, "status": st.status, "decision": st.decision,
-                          "reason": st.decision_reason, "decided_by": st.decided_by,
-                          "approvers": st.approvers, "approvals_required": g.approvals,
-                          "checks": [{"id": c.check.id, "kind": c.check.kind, "required": c.check.required,
-                                      "outcome": c.outcome, "by": c.operator,
-                                      "evidence": {k: v for k, v in c.evidence.items() if k != "result"}}
-                                     for c in st.checks.values()]})
+        gate_rows.append(
+            {
+                "id": g.id,
+                "title": g.title,
+                "status": st.status,
+                "decision": st.decision,
+                "reason": st.decision_reason,
+                "decided_by": st.decided_by,
+                "approvers": st.approvers,
+                "approvals_required": g.approvals,
+                "checks": [
+                    {
+                        "id": c.check.id,
+                        "kind": c.check.kind,
+                        "required": c.check.required,
+                        "outcome": c.outcome,
+                        "by": c.operator,
+                        "evidence": {k: v for k, v in c.evidence.items() if k != "result"},
+                    }
+                    for c in st.checks.values()
+                ],
+            }
+        )
         for c in st.checks.values():
             if c.outcome == "failed":
                 risks.append(f"gate {g.id}: check {c.check.id} failed ({c.check.title})")
@@ -68,35 +92,56 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
             risks.append(f"{s.name} (P{s.priority}, high risk) not migrated yet: {states.get(s.name, 'planned')}")
     return {
         "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "overall": {"services": total, "migrated": migrated, "progress_pct": round(100 * migrated / total, 1),
-                    "hours_estimated": sum(s.hours for s in inv.services),
-                    "hours_spent": round(sum(spent.values()), 2)},
-        "priorities": prio, "gates": gate_rows, "open_risks": risks,
+        "overall": {
+            "services": total,
+            "migrated": migrated,
+            "progress_pct": round(100 * migrated / total, 1),
+            "hours_estimated": sum(s.hours for s in inv.services),
+            "hours_spent": round(sum(spent.values()), 2),
+        },
+        "priorities": prio,
+        "gates": gate_rows,
+        "open_risks": risks,
     }
 
 
 def markdown(rep: dict[str, Any]) -> str:
     o = rep["overall"]
-    lines = ["# Completion tracker: Phase 2 backend migration", "", f"Generated {rep['generated']}.", "",
-             f"**Overall**: {o['migrated']}/{o['services']} services migrated ({o['progress_pct']}%), "
-             f"{o['hours_spent']:g} of {o['hours_estimated']:g} estimated hours spent.", "",
-             "## Progress per priority", "",
-             "| P | task | services | migrated | progress | hours est. | hours spent |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Completion tracker: Phase 2 backend migration",
+        "",
+        f"Generated {rep['generated']}.",
+        "",
+        f"**Overall**: {o['migrated']}/{o['services']} services migrated ({o['progress_pct']}%), "
+        f"{o['hours_spent']:g} of {o['hours_estimated']:g} estimated hours spent.",
+        "",
+        "## Progress per priority",
+        "",
+        "| P | task | services | migrated | progress | hours est. | hours spent |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for p in rep["priorities"]:
-        lines.append(f"| P{p['priority']} | {p['task']} | {p['services']} | {p['migrated']} | "
-                     f"{p['progress_pct']}% | {p['hours_estimated']:g} | {p['hours_spent']:g} |")
+        lines.append(
+            f"| P{p['priority']} | {p['task']} | {p['services']} | {p['migrated']} | "
+            f"{p['progress_pct']}% | {p['hours_estimated']:g} | {p['hours_spent']:g} |"
+        )
     lines += ["", "## Gates", ""]
     for g in rep["gates"]:
         dec = f"**{g['decision'].upper()}** by {g['decided_by']}: {g['reason']}" if g["decision"] else g["status"]
-        lines += [f"### {g['id']}: {g['title']}", "",
-                  f"Decision: {dec}. Approvals: {', '.join(g['approvers']) or 'none'} "
-                  f"({len(g['approvers'])} of {g['approvals_required']}).", "",
-                  "| check | kind | required | outcome | by | evidence |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {g['id']}: {g['title']}",
+            "",
+            f"Decision: {dec}. Approvals: {', '.join(g['approvers']) or 'none'} "
+            f"({len(g['approvers'])} of {g['approvals_required']}).",
+            "",
+            "| check | kind | required | outcome | by | evidence |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in g["checks"]:
             ev = ", ".join(f"{k}={v}" for k, v in c["evidence"].items() if k not in ("services",))[:120]
-            lines.append(f"| {c['id']} | {c['kind']} | {'yes' if c['required'] else 'no'} | {c['outcome']} | "
-                         f"{c['by']} | {ev} |")
+            lines.append(
+                f"| {c['id']} | {c['kind']} | {'yes' if c['required'] else 'no'} | {c['outcome']} | {c['by']} | {ev} |"
+            )
         lines.append("")
     lines += ["## Open risks", ""] + [f"- {x}" for x in rep["open_risks"] or ["none"]]
     return "\n".join(lines) + "\n"

@@ -61,8 +61,10 @@ class GateState:
         """What approval is still missing, in words (empty when enough)."""
         out = []
         if len(self.approvers) < self.gate.approvals:
-            out.append(f"{self.gate.approvals - len(self.approvers)} more approval(s) "
-                       f"({len(self.approvers)} of {self.gate.approvals})")
+            out.append(
+                f"{self.gate.approvals - len(self.approvers)} more approval(s) "
+                f"({len(self.approvers)} of {self.gate.approvals})"
+            )
         elif self.approvers and all(a in self.fixers for a in self.approvers):
             out.append("an approver who did not fix a failing check")
         return out
@@ -83,8 +85,9 @@ class GateLedger:
 
     def __init__(self, gates: Mapping[str, Gate]) -> None:
         self.gates = dict(gates)
-        self._folds = {gid: _Fold(GateState(g, {c.id: CheckState(c) for c in g.checks}, []))
-                       for gid, g in self.gates.items()}
+        self._folds = {
+            gid: _Fold(GateState(g, {c.id: CheckState(c) for c in g.checks}, [])) for gid, g in self.gates.items()
+        }
         self.applied = 0  # events folded (of any gate)
 
     def apply(self, ev: GateEvent) -> None:

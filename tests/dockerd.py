@@ -31,11 +31,22 @@ class SessionDockerd:
             return "no dockerd binary on PATH (`apt-get install docker.io`)"
         if os.geteuid() != 0:
             return f"dockerd needs root; these tests run as uid {os.geteuid()}"
-        cmd = [binary, "--host", self.host, "--data-root", str(self.root / "data"),
-               "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"), *DOCKERD_FLAGS]
+        cmd = [
+            binary,
+            "--host",
+            self.host,
+            "--data-root",
+            str(self.root / "data"),
+            "--exec-root",
+            str(self.root / "exec"),
+            "--pidfile",
+            str(self.root / "docker.pid"),
+            *DOCKERD_FLAGS,
+        ]
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         import docker
 
         deadline = time.monotonic() + timeout

@@ -8,8 +8,13 @@ from typing import Any
 from textual.widgets import DataTable
 
 COLUMNS = ("check", "kind", "req", "outcome", "evidence")
-GLYPH = {"passed": "✔ passed", "failed": "✘ failed", "inconclusive": "? inconclusive",
-         "pending": "· pending", "running": "… running"}
+GLYPH = {
+    "passed": "✔ passed",
+    "failed": "✘ failed",
+    "inconclusive": "? inconclusive",
+    "pending": "· pending",
+    "running": "… running",
+}
 
 
 class Checklist(DataTable):

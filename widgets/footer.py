@@ -17,8 +17,11 @@ class KeysFooter(Footer):
         if not (self.is_attached and screen is self.screen and screen.app.app_focus):
             super().bindings_changed(screen)
             return
-        keys = tuple((b.key, b.description, b.action, enabled, tooltip)
-                     for _, b, enabled, tooltip in screen.active_bindings.values() if b.show)
+        keys = tuple(
+            (b.key, b.description, b.action, enabled, tooltip)
+            for _, b, enabled, tooltip in screen.active_bindings.values()
+            if b.show
+        )
         if keys != self._shown:
             self._shown = keys
             super().bindings_changed(screen)

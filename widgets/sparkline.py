@@ -28,7 +28,7 @@ class SlaSparkline(Widget):
         self.values = tuple(values)
 
     def render(self) -> Text:
-        vals = self.values[-max(1, self.size.width - 16):]
+        vals = self.values[-max(1, self.size.width - 16) :]
         if not vals:
             return Text("no data yet", style="dim")
         if self.sla is not None:  # latency: from zero, so the SLA line means something

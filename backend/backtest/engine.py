@@ -51,7 +51,9 @@ def _hold(close: pd.Series, p: dict[str, Any]) -> pd.Series:
 
 
 STRATEGIES: dict[str, Callable[[pd.Series, dict[str, Any]], pd.Series]] = {
-    "momentum": _momentum, "meanrev": _meanrev, "buy-hold": _hold,
+    "momentum": _momentum,
+    "meanrev": _meanrev,
+    "buy-hold": _hold,
 }
 assert set(STRATEGIES) == set(STRATEGY_NAMES)
 
@@ -62,8 +64,10 @@ MODEL_PREFIX = "model:"
 def check(strategy: str, params: dict[str, Any]) -> None:
     """ValueError naming what is wrong with a job's strategy or parameters."""
     if strategy not in STRATEGIES and not (strategy.startswith(MODEL_PREFIX) and len(strategy) > len(MODEL_PREFIX)):
-        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}, "
-                         f"or model:NAME (the registry's production model on the stored features)")
+        raise ValueError(
+            f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}, "
+            f"or model:NAME (the registry's production model on the stored features)"
+        )
     unknown = set(params) - PARAMS
     if unknown:
         raise ValueError(f"unknown parameters {', '.join(sorted(unknown))}; known: {', '.join(sorted(PARAMS))}")
@@ -85,8 +89,16 @@ def _from_signals(signals: pd.DataFrame, sym: str, bar: str, index: pd.DatetimeI
     return side.resample(bar).last().ffill().reindex(index).ffill().fillna(0.0)
 
 
-def run(prices: pd.DataFrame, strategy: str, params: dict[str, Any], *, job_id: str = "",
-        start_ns: int = 0, end_ns: int = 0, signals: pd.DataFrame | None = None) -> BacktestResult:
+def run(
+    prices: pd.DataFrame,
+    strategy: str,
+    params: dict[str, Any],
+    *,
+    job_id: str = "",
+    start_ns: int = 0,
+    end_ns: int = 0,
+    signals: pd.DataFrame | None = None,
+) -> BacktestResult:
     """`prices`: (symbol, ts_ns, price) rows; for a `model:NAME` strategy, `signals`
     (symbol, ts_ns, side in -1/0/1). Returns the result; ValueError if there is no data."""
     check(strategy, params)
@@ -100,8 +112,7 @@ def run(prices: pd.DataFrame, strategy: str, params: dict[str, Any], *, job_id: 
     capital = float(params.get("capital", 100_000.0))
     pnl_parts, per_symbol, trades = [], {}, 0
     for sym, g in prices.groupby("symbol"):
-        close = (g.set_index(pd.to_datetime(g.ts_ns, utc=True)).price.sort_index()
-                 .resample(bar).last().ffill())
+        close = g.set_index(pd.to_datetime(g.ts_ns, utc=True)).price.sort_index().resample(bar).last().ffill()
         if len(close) < 2:
             continue
         if signals is not None and strategy.startswith(MODEL_PREFIX):
@@ -125,8 +136,16 @@ def run(prices: pd.DataFrame, strategy: str, params: dict[str, Any], *, job_id: 
     peak = equity.cummax()
     mdd = float(((peak - equity) / peak).max())
     return BacktestResult(
-        job_id=job_id, strategy=strategy, symbols=sorted(per_symbol), params=params,
-        start_ns=start_ns or int(prices.ts_ns.min()), end_ns=end_ns or int(prices.ts_ns.max()),
-        bars=len(total), trades=trades, pnl=round(float(total.sum()), 6), sharpe=round(sharpe, 4),
-        max_drawdown=round(mdd, 6), per_symbol=per_symbol,
+        job_id=job_id,
+        strategy=strategy,
+        symbols=sorted(per_symbol),
+        params=params,
+        start_ns=start_ns or int(prices.ts_ns.min()),
+        end_ns=end_ns or int(prices.ts_ns.max()),
+        bars=len(total),
+        trades=trades,
+        pnl=round(float(total.sum()), 6),
+        sharpe=round(sharpe, 4),
+        max_drawdown=round(mdd, 6),
+        per_symbol=per_symbol,
     )

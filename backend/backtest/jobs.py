@@ -24,10 +24,26 @@ def k_job(job_id: str) -> str:
     return f"backtest:job:{job_id}"
 
 
-def submit(r: Any, strategy: str, symbols: list[str], params: dict[str, Any], *, start_ns: int = 0,
-           end_ns: int = 0, operator: str = "") -> BacktestJob:
-    job = BacktestJob(job_id=uuid.uuid4().hex[:10], strategy=strategy, symbols=symbols, start_ns=start_ns,
-                      end_ns=end_ns, params=params, submitted_by=operator, ts_ns=time.time_ns())
+def submit(
+    r: Any,
+    strategy: str,
+    symbols: list[str],
+    params: dict[str, Any],
+    *,
+    start_ns: int = 0,
+    end_ns: int = 0,
+    operator: str = "",
+) -> BacktestJob:
+    job = BacktestJob(
+        job_id=uuid.uuid4().hex[:10],
+        strategy=strategy,
+        symbols=symbols,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        params=params,
+        submitted_by=operator,
+        ts_ns=time.time_ns(),
+    )
     pipe = r.pipeline(transaction=True)
     pipe.zadd(INDEX, {job.job_id: job.ts_ns})
     pipe.hset(k_job(job.job_id), mapping={"state": "queued", "reason": "", "job": msgspec.json.encode(job)})

@@ -96,9 +96,13 @@ def tick_counts(r: Any, ranges: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """md.ticks against the exchange's ranges: sent, delivered, lost, duplicated, dead-lettered."""
     got, _ = delivered_ids(r)
     sent, lost, dup = lost_and_duplicated(ranges, got)
-    return {"ticks_sent": sent, "ticks_delivered": int(sum(len(v) for v in got.values())),
-            "ticks_lost": lost, "ticks_duplicated": dup,
-            "ticks_dead_lettered": r.xlen(streams.dlq(streams.MD_TICKS_RAW))}
+    return {
+        "ticks_sent": sent,
+        "ticks_delivered": int(sum(len(v) for v in got.values())),
+        "ticks_lost": lost,
+        "ticks_duplicated": dup,
+        "ticks_dead_lettered": r.xlen(streams.dlq(streams.MD_TICKS_RAW)),
+    }
 
 
 def stored_ids(data_dir: Path) -> dict[str, np.ndarray]:
@@ -115,8 +119,11 @@ def store_counts(data_dir: Path, ranges: dict[str, tuple[int, int]]) -> dict[str
     """The tick store against the exchange's ranges: rows, lost, duplicated."""
     got = stored_ids(data_dir)
     _, lost, dup = lost_and_duplicated(ranges, got)
-    return {"ticks_stored": int(sum(len(v) for v in got.values())), "ticks_lost_store": lost,
-            "ticks_duplicated_store": dup}
+    return {
+        "ticks_stored": int(sum(len(v) for v in got.values())),
+        "ticks_lost_store": lost,
+        "ticks_duplicated_store": dup,
+    }
 
 
 def order_counts(r: Any, coids: list[str]) -> dict[str, Any]:
@@ -144,13 +151,15 @@ def order_counts(r: Any, coids: list[str]) -> dict[str, Any]:
         if rep.kind == "accepted":
             placed[rep.client_order_id] += 1
     final = [c for c in coids if finals.get(c)]
-    dup = [c for c in coids
-           if len(finals.get(c, ())) > 1 or news[c] > 1 or routed[c] > 1 or placed[c] > 1]
-    return {"orders_sent": len(coids), "orders_final": len(final),
-            "orders_lost": sum(1 for c in coids if c not in seen),
-            "orders_not_final": sum(1 for c in coids if c in seen and not finals.get(c)),
-            "orders_duplicated": len(dup),
-            "order_states": dict(Counter(finals[c][0] for c in final))}
+    dup = [c for c in coids if len(finals.get(c, ())) > 1 or news[c] > 1 or routed[c] > 1 or placed[c] > 1]
+    return {
+        "orders_sent": len(coids),
+        "orders_final": len(final),
+        "orders_lost": sum(1 for c in coids if c not in seen),
+        "orders_not_final": sum(1 for c in coids if c in seen and not finals.get(c)),
+        "orders_duplicated": len(dup),
+        "order_states": dict(Counter(finals[c][0] for c in final)),
+    }
 
 
 def final_orders(r: Any, coids: set[str], cursor: str = "-") -> tuple[set[str], str]:
@@ -189,11 +198,14 @@ def fill_counts(r: Any, coids: list[str], ptrc_duplicates: int | None) -> dict[s
     reports = [_rep.decode(codec.payload(f)) for _, f in entries(r, streams.EXEC_REPORTS)]
     booked = read_positions(r)
     expected = expected_positions(records, reports)
-    return {"fills": sum(rep.kind == "fill" for rep in reports),
-            "trade_ids_reused": reused_trade_ids(reports),
-            "fills_broken": r.xlen(streams.dlq(streams.EXEC_REPORTS)),
-            "fills_repeated": ptrc_duplicates,
-            "positions": len(expected), "positions_wrong": differences(expected, booked)}
+    return {
+        "fills": sum(rep.kind == "fill" for rep in reports),
+        "trade_ids_reused": reused_trade_ids(reports),
+        "fills_broken": r.xlen(streams.dlq(streams.EXEC_REPORTS)),
+        "fills_repeated": ptrc_duplicates,
+        "positions": len(expected),
+        "positions_wrong": differences(expected, booked),
+    }
 
 
 def active_alerts(r: Any) -> list[str]:

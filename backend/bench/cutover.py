@@ -93,8 +93,15 @@ class CutoverStack:
     """Redis, the exchange and the services under the process supervisor, with the gates the
     moves need; stopped and thrown away on exit."""
 
-    def __init__(self, rate: float, grant: Grant, *, services: list[str] | None = None,
-                 config: str = "", moved: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        grant: Grant,
+        *,
+        services: list[str] | None = None,
+        config: str = "",
+        moved: list[str] | None = None,
+    ) -> None:
         self.rate = rate
         self.grant = grant
         self.services = services or SERVICES
@@ -161,8 +168,12 @@ class CutoverStack:
     def stop_market_data(self) -> None:
         """Stop the exchange (once the gateway has any gap back from its trade history) and wait
         until everything it sent is through the normalizer."""
-        wait_until(lambda: gateway_caught_up(self.r, self.serving("gateway")), TIMEOUT_S,
-                   "the gateway to backfill its gap", NAME)
+        wait_until(
+            lambda: gateway_caught_up(self.r, self.serving("gateway")),
+            TIMEOUT_S,
+            "the gateway to backfill its gap",
+            NAME,
+        )
         self.last_ids = stop_exchange(self.exchange)
         wait_gateway_flushed(self.r, self.serving("gateway"), time.time_ns())
         wait_group_drained(self.r, streams.MD_TICKS_RAW, "normalizer")
@@ -174,8 +185,11 @@ class CutoverStack:
         counts = counting.tick_counts(self.r, ranges)
         hb = self.beat(self.serving("gateway"))
         norm = self.beat(self.serving("normalizer"))
-        return {**counts, "ticks_missed_by_gateway": hb.extra.get("missing_trades", 0) if hb else None,
-                "ticks_repeated": norm.extra.get("repeats", 0) if norm else None}
+        return {
+            **counts,
+            "ticks_missed_by_gateway": hb.extra.get("missing_trades", 0) if hb else None,
+            "ticks_repeated": norm.extra.get("repeats", 0) if norm else None,
+        }
 
     def count_fills(self, coids: list[str]) -> dict[str, Any]:
         """After the orders are final: every fill's trade id used once, none ptrc could not book,
@@ -190,8 +204,9 @@ class CutoverStack:
 
     def recorded_moves(self) -> list[str]:
         """Every move on ops.migration, as `service action: from -> to`."""
-        events, _ = decode_entries(self.r.xrange(streams.OPS_MIGRATION), MigrationEvent,
-                                   stream=streams.OPS_MIGRATION, skips=self.skips)
+        events, _ = decode_entries(
+            self.r.xrange(streams.OPS_MIGRATION), MigrationEvent, stream=streams.OPS_MIGRATION, skips=self.skips
+        )
         return [f"{ev.service} {ev.action}: {ev.from_state} -> {ev.to_state}" for _, ev in events]
 
 
@@ -216,11 +231,25 @@ class OrderFlow:
             self.finals[ev.client_order_id].append(ev.state)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(collect(self.url, streams.ORDERS_EVENTS, self._on, self._stop_reading, "0",
-                                                   decode=OrderEvent, skips=self.skips))]
+        self._tasks = [
+            asyncio.create_task(
+                collect(
+                    self.url,
+                    streams.ORDERS_EVENTS,
+                    self._on,
+                    self._stop_reading,
+                    "0",
+                    decode=OrderEvent,
+                    skips=self.skips,
+                )
+            )
+        ]
         if self.rate > 0:
-            self._tasks.append(asyncio.create_task(
-                open_loop(self.url, streams.ORDERS_NEW, order, self.rate, float("inf"), stop=self._stop_sending)))
+            self._tasks.append(
+                asyncio.create_task(
+                    open_loop(self.url, streams.ORDERS_NEW, order, self.rate, float("inf"), stop=self._stop_sending)
+                )
+            )
 
     async def stop(self, timeout: float = TIMEOUT_S) -> None:
         """Stop sending; wait until every order sent is final (or `timeout`), stop reading."""
@@ -252,8 +281,9 @@ def blue_green(r: Any) -> list[switch.MoveResult]:
     return out
 
 
-async def under_load(stack: CutoverStack, order_rate: float, seconds: float,
-                     moves: Callable[[], list[switch.MoveResult]]) -> tuple[OrderFlow, list[switch.MoveResult], float]:
+async def under_load(
+    stack: CutoverStack, order_rate: float, seconds: float, moves: Callable[[], list[switch.MoveResult]]
+) -> tuple[OrderFlow, list[switch.MoveResult], float]:
     """Orders flowing (ticks already are) while `moves` runs; the load lasts `seconds` or until
     the moves are done, whichever is later; then the load stops and everything drains."""
     flow = OrderFlow(stack.bench.url, order_rate, stack.skips)
@@ -271,8 +301,13 @@ async def under_load(stack: CutoverStack, order_rate: float, seconds: float,
     return flow, results, elapsed
 
 
-def measure(rate: float, order_rate: float, seconds: float, grant: Grant,
-            moves: Callable[[Any], list[switch.MoveResult]] = blue_green) -> dict[str, Any]:
+def measure(
+    rate: float,
+    order_rate: float,
+    seconds: float,
+    grant: Grant,
+    moves: Callable[[Any], list[switch.MoveResult]] = blue_green,
+) -> dict[str, Any]:
     """The whole proof; returns the figures."""
     with CutoverStack(rate, grant) as stack:
         flow, results, elapsed = aio.run(under_load(stack, order_rate, seconds, lambda: moves(stack.r)))
@@ -282,8 +317,13 @@ def measure(rate: float, order_rate: float, seconds: float, grant: Grant,
         recorded = stack.recorded_moves()
         alerts = stack.active_alerts()
     return {
-        "rate": rate, "order_rate": order_rate, "seconds": round(elapsed, 2),
-        **ticks, **orders, **fills, "alerts_active": alerts,
+        "rate": rate,
+        "order_rate": order_rate,
+        "seconds": round(elapsed, 2),
+        **ticks,
+        **orders,
+        **fills,
+        "alerts_active": alerts,
         "cutover_ms": round(max((m.switch_ms for m in results), default=0.0), 1),
         "moves": [m.as_dict() for m in results],
         "recorded": recorded,

@@ -23,8 +23,9 @@ class EchoService(Service):
 
     async def setup(self) -> None:
         self.n = 0
-        self.consume(streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512, block_ms=100,
-                     auto_ack=False)
+        self.consume(
+            streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512, block_ms=100, auto_ack=False
+        )
 
     def processed(self) -> int:
         return self.n
@@ -32,12 +33,22 @@ class EchoService(Service):
     async def on_requests(self, entries: list[tuple[bytes, RiskRequest]]) -> None:
         out: list[tuple] = []
         for _, req in entries:
-            out.append(xadd(streams.RISK_DECISIONS, RiskDecision(
-                request_id=req.request_id, client_order_id=req.order.client_order_id, approved=True,
-                request_sent_ns=req.sent_ns, decided_ns=time.time_ns())))
+            out.append(
+                xadd(
+                    streams.RISK_DECISIONS,
+                    RiskDecision(
+                        request_id=req.request_id,
+                        client_order_id=req.order.client_order_id,
+                        approved=True,
+                        request_sent_ns=req.sent_ns,
+                        decided_ns=time.time_ns(),
+                    ),
+                )
+            )
         out.append(("XACK", streams.RISK_REQUESTS, self.name, *[eid for eid, _ in entries]))
         await self.send(out)
         self.n += len(entries)
+
 
 if __name__ == "__main__":
     aio.run(EchoService(redis_url=sys.argv[1], instance="echo-bench", login=env_login()).run(install_signals=True))

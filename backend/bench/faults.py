@@ -69,8 +69,12 @@ HELP = "SIGKILL each service and Redis, fill the tick store's disk, under load: 
 DEFAULT_SECONDS = 10.0
 SERVICE_FAULTS = ["gateway", "normalizer", "sink-ticks", "oms", "risk", "live-gateway", "ptrc"]
 FAULTS = [*SERVICE_FAULTS, "redis", "disk"]
-SMALL: dict[str, Any] = {"rate": 500.0, "order_rate": 10.0, "interval": 3.0,
-                         "faults": ["gateway", "sink-ticks", "oms", "redis"]}
+SMALL: dict[str, Any] = {
+    "rate": 500.0,
+    "order_rate": 10.0,
+    "interval": 3.0,
+    "faults": ["gateway", "sink-ticks", "oms", "redis"],
+}
 DEFAULTS: dict[str, Any] = {"rate": 2000.0, "order_rate": 50.0, "interval": 5.0, "faults": FAULTS}
 RECOVERY_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 90.0
@@ -96,16 +100,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=None, help="trades per second from the exchange (default 2000)")
     p.add_argument("--order-rate", type=float, default=None, help="paper orders per second (default 50)")
     p.add_argument("--interval", type=float, default=None, help="seconds between faults (default 5)")
-    p.add_argument("--faults", default=None,
-                   help=f"comma-separated, in order (default all: {','.join(FAULTS)})")
-    p.add_argument("--small", action="store_true",
-                   help="rate 500, order rate 10, interval 3, faults gateway,sink-ticks,oms,redis "
-                        "(options given win)")
-    p.add_argument("--recovery-timeout", type=float, default=RECOVERY_TIMEOUT_S,
-                   help="seconds a fault may take to recover before it counts as failed "
-                        f"(default {RECOVERY_TIMEOUT_S:g})")
-    p.add_argument("--store-mb", type=int, default=STORE_MB,
-                   help=f"size of the tmpfs the tick store lives on for the disk fault (default {STORE_MB})")
+    p.add_argument("--faults", default=None, help=f"comma-separated, in order (default all: {','.join(FAULTS)})")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="rate 500, order rate 10, interval 3, faults gateway,sink-ticks,oms,redis (options given win)",
+    )
+    p.add_argument(
+        "--recovery-timeout",
+        type=float,
+        default=RECOVERY_TIMEOUT_S,
+        help=f"seconds a fault may take to recover before it counts as failed (default {RECOVERY_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--store-mb",
+        type=int,
+        default=STORE_MB,
+        help=f"size of the tmpfs the tick store lives on for the disk fault (default {STORE_MB})",
+    )
 
 
 # -- reading the stack -------------------------------------------------------------------------
@@ -123,8 +135,7 @@ class Beat(msgspec.Struct):
 def read_beat(r: redis.Redis, service: str) -> Beat | None:
     """The service's (legacy instance's) heartbeat, None when there is none or Redis is away."""
     try:
-        state, pid, ts, d = r.hmget(health_key(service, f"{service}-{ENV}"), "state", "pid", "ts_ns",
-                                    codec.FIELD_STR)
+        state, pid, ts, d = r.hmget(health_key(service, f"{service}-{ENV}"), "state", "pid", "ts_ns", codec.FIELD_STR)
     except (redis.RedisError, OSError):
         return None
     if not isinstance(state, bytes) or pid is None:
@@ -260,8 +271,15 @@ class FaultStack:
     the process supervisor, the tick store on a tmpfs when the disk fault is asked for and the
     bench may mount one; all stopped and thrown away on exit."""
 
-    def __init__(self, rate: float, *, services: list[str] | None = None, store_mb: int = STORE_MB,
-                 mount_store: bool = True, keep_dir: bool = False) -> None:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        services: list[str] | None = None,
+        store_mb: int = STORE_MB,
+        mount_store: bool = True,
+        keep_dir: bool = False,
+    ) -> None:
         self.rate = rate
         self.keep_dir = keep_dir
         self.services = services or SERVICES
@@ -296,16 +314,20 @@ class FaultStack:
             self.exchange = start_exchange(self.data_dir, self.rate)
             self._sup_logger.addHandler(self.sup_log)
             self._sup_logger.setLevel(logging.INFO)
-            self.sup = ProcessSupervisor(self.url, self.data_dir, with_exchange=False, config=config,
-                                         keep_redis=True, redis_server=self.server)
+            self.sup = ProcessSupervisor(
+                self.url, self.data_dir, with_exchange=False, config=config, keep_redis=True, redis_server=self.server
+            )
             self.sup.services = list(self.services)
             self._thread = threading.Thread(target=self.sup.run, name="supervisor", daemon=True)
             self._thread.start()
-            up = poll(lambda: all((b := read_beat(self.r, s)) and b.state == "running" for s in self.services),
-                      RECOVERY_TIMEOUT_S)
+            up = poll(
+                lambda: all((b := read_beat(self.r, s)) and b.state == "running" for s in self.services),
+                RECOVERY_TIMEOUT_S,
+            )
             if not up:
-                raise TradeopsError(f"faults: the stack did not come up within {RECOVERY_TIMEOUT_S:.0f}s; "
-                                    f"see {self.data_dir / 'logs'}")
+                raise TradeopsError(
+                    f"faults: the stack did not come up within {RECOVERY_TIMEOUT_S:.0f}s; see {self.data_dir / 'logs'}"
+                )
             if not poll(lambda: self.r.xlen(streams.MD_TICKS) > 0, RECOVERY_TIMEOUT_S):
                 raise TradeopsError("faults: no ticks on md.ticks")
         except BaseException:
@@ -321,8 +343,12 @@ class FaultStack:
             self.no_mount = f"mounting a tmpfs for the tick store needs root (uid {os.geteuid()})"
             return
         self.store_root.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.store_mb}m,mode=0755", "tmpfs",
-                              str(self.store_root)], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.store_mb}m,mode=0755", "tmpfs", str(self.store_root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode != 0:
             self.no_mount = f"mount of a tmpfs failed: {(out.stderr or out.stdout).strip()}"
             return
@@ -383,20 +409,33 @@ def kill_service(stack: FaultStack, service: str, timeout: float) -> dict[str, A
     """SIGKILL the service's process; recovered at its first `running` heartbeat under a new pid."""
     pid = stack.pid(service)
     if pid is None:
-        return {"fault": service, "recovered": False, "recovery_s": None,
-                "observed": {"error": "no instance of it in the supervisor's table"}}
+        return {
+            "fault": service,
+            "recovered": False,
+            "recovery_s": None,
+            "observed": {"error": "no instance of it in the supervisor's table"},
+        }
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     new = poll(lambda: (b := read_beat(stack.r, service)) and b.pid != pid and b.state == "running" and b, timeout)
     done = time.monotonic()
-    observed: dict[str, Any] = {"pid": pid, "new_pid": new.pid if new else None,
-                                "restarts": stack.restarts(service), "supervisor": stack.sup_log.since(t0)}
+    observed: dict[str, Any] = {
+        "pid": pid,
+        "new_pid": new.pid if new else None,
+        "restarts": stack.restarts(service),
+        "supervisor": stack.sup_log.since(t0),
+    }
     if new is None:
         observed["log"] = stack.log_tail(service)
     elif service == "gateway":
         observed["backfilled_s"] = _backfilled(stack, t0, timeout)
-    return {"fault": service, "action": f"SIGKILL pid {pid}", "recovered": new is not None,
-            "recovery_s": round(done - t0, 3) if new else None, "observed": observed}
+    return {
+        "fault": service,
+        "action": f"SIGKILL pid {pid}",
+        "recovered": new is not None,
+        "recovery_s": round(done - t0, 3) if new else None,
+        "observed": observed,
+    }
 
 
 def kill_redis(stack: FaultStack, timeout: float) -> dict[str, Any]:
@@ -404,8 +443,12 @@ def kill_redis(stack: FaultStack, timeout: float) -> dict[str, Any]:
     after the kill."""
     info = embedded.read_info(stack.data_dir)
     if info is None:
-        return {"fault": "redis", "recovered": False, "recovery_s": None,
-                "observed": {"error": "no embedded Redis recorded in the data dir"}}
+        return {
+            "fault": "redis",
+            "recovered": False,
+            "recovery_s": None,
+            "observed": {"error": "no embedded Redis recorded in the data dir"},
+        }
     pids = {s: stack.pid(s) for s in stack.services}
     killed_ns = time.time_ns()
     t0 = time.monotonic()
@@ -416,23 +459,34 @@ def kill_redis(stack: FaultStack, timeout: float) -> dict[str, Any]:
     def running() -> bool:
         beats = {s: read_beat(stack.r, s) for s in stack.services}
         return all(b is not None and b.state == "running" and b.ts_ns > killed_ns for b in beats.values())
+
     ok = back is not None and poll(running, max(0.0, timeout - (t_ping - t0)))
     done = time.monotonic()
     now = {s: stack.pid(s) for s in stack.services}
     observed: dict[str, Any] = {
-        "pid": info.pid, "new_pid": back.pid if back else None, "same_url": bool(back and back.url == info.url),
+        "pid": info.pid,
+        "new_pid": back.pid if back else None,
+        "same_url": bool(back and back.url == info.url),
         "ping_s": round(t_ping - t0, 3) if back else None,
         "restarted": sorted(s for s in stack.services if now[s] != pids[s]),
         "rode_through": sorted(s for s in stack.services if now[s] == pids[s]),
-        "supervisor": stack.sup_log.since(t0)}
+        "supervisor": stack.sup_log.since(t0),
+    }
     if ok:
         observed["gateway_backfilled_s"] = _backfilled(stack, t0, timeout)
     else:
-        observed["not_running"] = sorted(s for s in stack.services
-                                         if not ((b := read_beat(stack.r, s)) and b.state == "running"
-                                                 and b.ts_ns > killed_ns))
-    return {"fault": "redis", "action": f"SIGKILL pid {info.pid}", "recovered": bool(ok),
-            "recovery_s": round(done - t0, 3) if ok else None, "observed": observed}
+        observed["not_running"] = sorted(
+            s
+            for s in stack.services
+            if not ((b := read_beat(stack.r, s)) and b.state == "running" and b.ts_ns > killed_ns)
+        )
+    return {
+        "fault": "redis",
+        "action": f"SIGKILL pid {info.pid}",
+        "recovered": bool(ok),
+        "recovery_s": round(done - t0, 3) if ok else None,
+        "observed": observed,
+    }
 
 
 def _backfilled(stack: FaultStack, t0: float, timeout: float) -> float | None:
@@ -459,12 +513,21 @@ def fill_disk(stack: FaultStack, timeout: float) -> dict[str, Any]:
     ballast.unlink()
     t0 = time.monotonic()
     mark = committed(at_free)
-    back = poll(lambda: (b := read_beat(stack.r, "sink-ticks")) and b.state == "running" and not degraded(b)
-                and committed(b) > mark and b, timeout)
+    back = poll(
+        lambda: (
+            (b := read_beat(stack.r, "sink-ticks"))
+            and b.state == "running"
+            and not degraded(b)
+            and committed(b) > mark
+            and b
+        ),
+        timeout,
+    )
     done = time.monotonic()
     logged = _read_from(stack.log_path("sink-ticks"), log_from)
     observed: dict[str, Any] = {
-        "ballast_mb": round(filled / 2**20, 1), "fill_s": round(t_full - t_fill, 3),
+        "ballast_mb": round(filled / 2**20, 1),
+        "fill_s": round(t_full - t_fill, 3),
         "degraded_s": round(t_seen - t_full, 3) if seen else None,
         "state_when_full": at_free.state if at_free else None,
         "rows_written": [b.extra.get("rows_written") if b else None for b in (before, at_free, back)],
@@ -474,9 +537,13 @@ def fill_disk(stack: FaultStack, timeout: float) -> dict[str, Any]:
     }
     if seen is None:
         observed["note"] = f"sink-ticks did not report degraded within {DEGRADED_WAIT_S:g}s of the disk being full"
-    return {"fault": "disk", "action": f"ballast {observed['ballast_mb']} MB on the store's {stack.store_mb} MB tmpfs",
-            "recovered": back is not None, "recovery_s": round(done - t0, 3) if back else None,
-            "observed": observed}
+    return {
+        "fault": "disk",
+        "action": f"ballast {observed['ballast_mb']} MB on the store's {stack.store_mb} MB tmpfs",
+        "recovered": back is not None,
+        "recovery_s": round(done - t0, 3) if back else None,
+        "observed": observed,
+    }
 
 
 def _fill(path: Path) -> int:
@@ -554,8 +621,14 @@ def drain(stack: FaultStack, coids: list[str], timeout: float) -> dict[str, Any]
 
     timed("gateway_caught_up", gateway)
     timed("normalizer_drained", lambda: _drained(r, streams.MD_TICKS_RAW, "normalizer"))
-    timed("sink_ticks_drained", lambda: _drained(r, streams.MD_TICKS, "sink-ticks")
-          and (b := read_beat(r, "sink-ticks")) is not None and not b.extra.get("buffered"))
+    timed(
+        "sink_ticks_drained",
+        lambda: (
+            _drained(r, streams.MD_TICKS, "sink-ticks")
+            and (b := read_beat(r, "sink-ticks")) is not None
+            and not b.extra.get("buffered")
+        ),
+    )
     want, done = set(coids), set[str]()
     cursor = ["-"]
 
@@ -563,6 +636,7 @@ def drain(stack: FaultStack, coids: list[str], timeout: float) -> dict[str, Any]
         got, cursor[0] = counting.final_orders(r, want - done, cursor[0])
         done.update(got)
         return len(done) == len(want)
+
     timed("orders_final", final)
     timed("ptrc_drained", lambda: _drained(r, streams.EXEC_REPORTS, "ptrc"))
     return out
@@ -574,6 +648,7 @@ def _quiet(pred: Callable[[], Any]) -> Callable[[], Any]:
             return pred()
         except (redis.RedisError, OSError):
             return False
+
     return safe
 
 
@@ -586,13 +661,24 @@ def problems_of(res: dict[str, Any]) -> list[str]:
     """Everything that is not as it must be: a fault not recovered, a drain that did not finish,
     a count that is not zero."""
     out = [f"{f['fault']}: not recovered within the timeout" for f in res["faults"] if f["recovered"] is False]
-    out += [f"disk: sink-ticks did not report degraded within {DEGRADED_WAIT_S:g}s of its store's disk being full"
-            for f in res["faults"]
-            if f["fault"] == "disk" and "skipped" not in f and f["observed"].get("degraded_s") is None]
+    out += [
+        f"disk: sink-ticks did not report degraded within {DEGRADED_WAIT_S:g}s of its store's disk being full"
+        for f in res["faults"]
+        if f["fault"] == "disk" and "skipped" not in f and f["observed"].get("degraded_s") is None
+    ]
     out += [f"drain: {k} did not happen" for k, v in res["drains"].items() if v is None]
-    for k in ("ticks_lost", "ticks_duplicated_stream", "ticks_dead_lettered", "ticks_lost_store",
-              "ticks_duplicated_store", "orders_lost", "orders_duplicated", "orders_not_final",
-              "operator_actions", "fills_broken"):
+    for k in (
+        "ticks_lost",
+        "ticks_duplicated_stream",
+        "ticks_dead_lettered",
+        "ticks_lost_store",
+        "ticks_duplicated_store",
+        "orders_lost",
+        "orders_duplicated",
+        "orders_not_final",
+        "operator_actions",
+        "fills_broken",
+    ):
         if res.get(k):
             out.append(f"{k}: {res[k]}")
     if res.get("trade_ids_reused"):
@@ -602,9 +688,16 @@ def problems_of(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def measure(rate: float = 2000.0, order_rate: float = 50.0, seconds: float = DEFAULT_SECONDS,
-            interval: float = 5.0, faults: list[str] | None = None, recovery_timeout: float = RECOVERY_TIMEOUT_S,
-            store_mb: int = STORE_MB, keep_dir: bool = False) -> dict[str, Any]:
+def measure(
+    rate: float = 2000.0,
+    order_rate: float = 50.0,
+    seconds: float = DEFAULT_SECONDS,
+    interval: float = 5.0,
+    faults: list[str] | None = None,
+    recovery_timeout: float = RECOVERY_TIMEOUT_S,
+    store_mb: int = STORE_MB,
+    keep_dir: bool = False,
+) -> dict[str, Any]:
     """The whole run; returns the figures (`keep_dir`: leave the data dir, logs and store, for a
     look after; the store as `store/ticks-kept` when it was on the tmpfs)."""
     faults = list(FAULTS if faults is None else faults)
@@ -638,8 +731,9 @@ def measure(rate: float = 2000.0, order_rate: float = 50.0, seconds: float = DEF
             assert stack.exchange is not None
             stack.last_ids = stop_exchange(stack.exchange)
         drains = {"gateway_backfilled": waited_backfill, **drain(stack, coids, DRAIN_TIMEOUT_S)}
-        ranges = counting.expected_ranges(stack.r, stack.last_ids or {}, counting.delivered_ids(stack.r)[0],
-                                          counting.stored_ids(stack.data_dir))
+        ranges = counting.expected_ranges(
+            stack.r, stack.last_ids or {}, counting.delivered_ids(stack.r)[0], counting.stored_ids(stack.data_dir)
+        )
         ticks = counting.tick_counts(stack.r, ranges)
         stored = counting.store_counts(stack.data_dir, ranges)
         orders = counting.order_counts(stack.r, coids)
@@ -648,14 +742,22 @@ def measure(rate: float = 2000.0, order_rate: float = 50.0, seconds: float = DEF
         alerts = counting.active_alerts(stack.r)
     res: dict[str, Any] = {
         **({"data_dir": str(stack.data_dir)} if keep_dir else {}),
-        "rate": rate, "order_rate": order_rate, "interval_s": interval, "seconds": round(elapsed, 2),
+        "rate": rate,
+        "order_rate": order_rate,
+        "interval_s": interval,
+        "seconds": round(elapsed, 2),
         "faults": results,
-        "ticks_sent": ticks["ticks_sent"], "ticks_delivered": ticks["ticks_delivered"],
-        "ticks_lost": ticks["ticks_lost"], "ticks_duplicated_stream": ticks["ticks_duplicated"],
-        "ticks_dead_lettered": ticks["ticks_dead_lettered"], **stored,
-        "orders_submitted": orders["orders_sent"], "order_resubmits": sender.resubmits,
+        "ticks_sent": ticks["ticks_sent"],
+        "ticks_delivered": ticks["ticks_delivered"],
+        "ticks_lost": ticks["ticks_lost"],
+        "ticks_duplicated_stream": ticks["ticks_duplicated"],
+        "ticks_dead_lettered": ticks["ticks_dead_lettered"],
+        **stored,
+        "orders_submitted": orders["orders_sent"],
+        "order_resubmits": sender.resubmits,
         **{k: v for k, v in orders.items() if k != "orders_sent"},
-        **fills, "alerts_active": alerts,
+        **fills,
+        "alerts_active": alerts,
         "operator_actions": len(actions),
         "drains": drains,
     }

@@ -67,8 +67,14 @@ class BenchStack:
         instance = instance or f"{name}-bench"
         log = self.data_dir / "logs" / f"{instance}.log"
         proc = spawn_service(
-            name, redis_url=self.url, data_dir=self.data_dir, instance=instance,
-            environment=environment, log_path=log, config=config, env=env,
+            name,
+            redis_url=self.url,
+            data_dir=self.data_dir,
+            instance=instance,
+            environment=environment,
+            log_path=log,
+            config=config,
+            env=env,
         )
         self.procs[instance] = proc
         if wait:
@@ -79,9 +85,7 @@ class BenchStack:
     def stop(self, instance: str, *, kill: bool = False) -> int:
         return stop_process(self.procs.pop(instance), kill=kill)
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         for instance in list(self.procs):
             self.stop(instance)
         for k, v in self._env.items():

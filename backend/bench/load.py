@@ -48,8 +48,16 @@ async def open_loop(
     return sent
 
 
-async def collect(url: str, stream: str, on_entry: Callable[[Any, int], None],
-                  stop: asyncio.Event, start_id: str = "$", *, decode: Any = None, skips: Skips | None = None) -> None:
+async def collect(
+    url: str,
+    stream: str,
+    on_entry: Callable[[Any, int], None],
+    stop: asyncio.Event,
+    start_id: str = "$",
+    *,
+    decode: Any = None,
+    skips: Skips | None = None,
+) -> None:
     """Read `stream` as entries arrive; on_entry(payload, received_ns) for each, or with `decode=T`
     on_entry(message, received_ns) (what does not decode skipped, counted in `skips`)."""
     reader = Broadcast(url, {stream: start_id}, count=2000, block_ms=50, min_interval_s=0, decode=decode, skips=skips)

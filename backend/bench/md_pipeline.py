@@ -36,8 +36,8 @@ def start_exchange(data_dir: Path, rate: float) -> subprocess.Popen[str]:
     """The local exchange at `rate` trades/s, its stdout piped (it says when it is up and, on
     SIGTERM, the last trade id it sent per symbol)."""
     exchange = subprocess.Popen(
-        exchange_command(data_dir, rate, news_every=3600),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        exchange_command(data_dir, rate, news_every=3600), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     first = exchange.stdout.readline() if exchange.stdout else ""
     if not first.startswith("exchange up"):
         stop_process(exchange)
@@ -75,6 +75,7 @@ def wait_gateway_flushed(r: Any, instance: str, closed_ns: int, timeout: float =
         if not seen or seen[-1][0] != hb.ts_ns:
             seen.append((hb.ts_ns, int(hb.extra.get("published", 0))))
         return len(seen) >= 2 and seen[-1][1] == seen[-2][1]
+
     wait_until(flushed, timeout, "the gateway to read the exchange's last trades", NAME)
 
 
@@ -84,21 +85,29 @@ def gateway_caught_up(r: Any, instance: str) -> bool:
     stopping it now would leave the gap missing)."""
     raw = r.hget(f"health:gateway:{instance}", "d")
     hb = decode_value(replies.blob(raw), Heartbeat) if raw else None
-    return (hb is not None and hb.state == "running" and bool(hb.extra.get("connected"))
-            and int(hb.extra.get("received") or 0) > 0 and not hb.extra.get("backfilling"))
+    return (
+        hb is not None
+        and hb.state == "running"
+        and bool(hb.extra.get("connected"))
+        and int(hb.extra.get("received") or 0) > 0
+        and not hb.extra.get("backfilling")
+    )
 
 
 def wait_group_drained(r: Any, stream: str, group: str, timeout: float = 60) -> None:
     """Until the group has read everything on the stream and acked it."""
+
     def drained() -> bool:
         groups = {g["name"].decode(): g for g in r.xinfo_groups(stream)}
         g = groups.get(group)
         return g is not None and g["lag"] == 0 and g["pending"] == 0
+
     wait_until(drained, timeout, f"{group} to drain {stream}", NAME)
 
 
-def delivered_ids(r: Any, stream: str = streams.MD_TICKS,
-                  skips: Skips | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+def delivered_ids(
+    r: Any, stream: str = streams.MD_TICKS, skips: Skips | None = None
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Every trade id on md.ticks by symbol (repeats kept), and per batch the latency from the
     trade's exchange time to its normalization (ms); entries that are not batches skipped
     (counted in `skips`)."""

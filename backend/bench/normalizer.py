@@ -30,8 +30,7 @@ ASSUMED_RATE = 1_500_000  # ticks/s, to size the preload for --seconds
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=5000, help="ticks per raw batch (default 5000)")
-    p.add_argument("--ticks", type=int, default=None,
-                   help="ticks to preload (default: enough for --seconds at 1.5M/s)")
+    p.add_argument("--ticks", type=int, default=None, help="ticks to preload (default: enough for --seconds at 1.5M/s)")
 
 
 def raw_batches(total: int, batch: int, start_ns: int) -> list[bytes]:
@@ -43,21 +42,41 @@ def raw_batches(total: int, batch: int, start_ns: int) -> list[bytes]:
     for i in range(batch):
         k = i % n_sym
         price = base[k] * (1 + rng.normal(0, 1e-4))
-        b.add(DEFAULT_SYMBOLS[k], i // n_sym, f"{price:.4f}", f"{rng.uniform(0.001, 2):.5f}",
-              start_ns, start_ns, bool(i & 1), start_ns)
+        b.add(
+            DEFAULT_SYMBOLS[k],
+            i // n_sym,
+            f"{price:.4f}",
+            f"{rng.uniform(0.001, 2):.5f}",
+            start_ns,
+            start_ns,
+            bool(i & 1),
+            start_ns,
+        )
     template = b.build()
     tids0 = np.frombuffer(template.trade_id, np.int64)
     per_sym = (batch + n_sym - 1) // n_sym
     out = []
     for j in range(max(1, total // batch)):
         ts = np.full(batch, start_ns + j * 10_000_000, np.int64)  # 10 ms of exchange time a batch
-        out.append(codec.encode(RawTickBatch(
-            source="bench", n=batch, symbols=template.symbols, sym=template.sym,
-            trade_id=(tids0 + j * per_sym).tobytes(), price=template.price,
-            price_offsets=template.price_offsets, qty=template.qty, qty_offsets=template.qty_offsets,
-            trade_ns=ts.tobytes(), event_ns=ts.tobytes(), recv_ns=ts.tobytes(),
-            buyer_maker=template.buyer_maker,
-        )))
+        out.append(
+            codec.encode(
+                RawTickBatch(
+                    source="bench",
+                    n=batch,
+                    symbols=template.symbols,
+                    sym=template.sym,
+                    trade_id=(tids0 + j * per_sym).tobytes(),
+                    price=template.price,
+                    price_offsets=template.price_offsets,
+                    qty=template.qty,
+                    qty_offsets=template.qty_offsets,
+                    trade_ns=ts.tobytes(),
+                    event_ns=ts.tobytes(),
+                    recv_ns=ts.tobytes(),
+                    buyer_maker=template.buyer_maker,
+                )
+            )
+        )
     return out
 
 
@@ -67,7 +86,7 @@ def _preload(stack: BenchStack, payloads: list[bytes]) -> None:
     r.delete(streams.MD_TICKS_RAW, streams.MD_TICKS, "bench.passthrough", "normalizer:hwm")
     for i in range(0, len(payloads), 200):
         pipe = r.pipeline(transaction=False)
-        for p in payloads[i:i + 200]:
+        for p in payloads[i : i + 200]:
             queue_fields(pipe, streams.MD_TICKS_RAW, {codec.FIELD: p})
         pipe.execute()
 
@@ -95,8 +114,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with BenchStack() as stack:
         # the baseline first: decode + re-publish only
         _preload(stack, payloads)
-        proc = subprocess.Popen([sys.executable, "-m", "backend.bench.passthrough", stack.url],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backend.bench.passthrough", stack.url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait_drained(stack, "passthrough", timeout=60 + total / 100_000, proc=proc)
         finally:
@@ -112,8 +134,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         proc = stack.start("normalizer", wait=False)
         _wait_drained(stack, "normalizer", timeout=60 + total / 100_000, proc=proc)
         assert stack.r is not None
-        batches, skipped = decode_entries(replies.entries(stack.r.xrange(streams.MD_TICKS)), TickBatch,
-                                          stream=streams.MD_TICKS)
+        batches, skipped = decode_entries(
+            replies.entries(stack.r.xrange(streams.MD_TICKS)), TickBatch, stream=streams.MD_TICKS
+        )
         out_ticks = sum(b.n for _, b in batches)
         rate = _rate_by_ids(stack, streams.MD_TICKS, out_ticks, args.batch * 64)
         wait_healthy(r, "normalizer", "normalizer-bench", proc=proc)

@@ -38,10 +38,18 @@ def order(i: int, now_ns: int) -> Order:
     s = SYMBOLS[i % len(SYMBOLS)]
     # alternate buys and sells per account so positions stay flat; every 10th a resting limit
     limit = PRICES[s] * (0.99 if i % 2 else 1.01) if i % 10 == 0 else None
-    return Order(client_order_id=f"o{i}", account=f"acct-{i % 10}", symbol=s,
-                 side="buy" if (i // 10) % 2 else "sell", type="limit" if limit else "market",
-                 quantity=0.01, limit_price=limit, time_in_force="IOC" if limit else "GTC",
-                 sent_ns=now_ns, source="bench")
+    return Order(
+        client_order_id=f"o{i}",
+        account=f"acct-{i % 10}",
+        symbol=s,
+        side="buy" if (i // 10) % 2 else "sell",
+        type="limit" if limit else "market",
+        quantity=0.01,
+        limit_price=limit,
+        time_in_force="IOC" if limit else "GTC",
+        sent_ns=now_ns,
+        source="bench",
+    )
 
 
 async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
@@ -95,7 +103,9 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
     # with the wait in orders.new before the OMS took the order in (what admission control bounds)
     e2e = np.array([acc_ns[c] - sent_ns[c] for c in acc_ns if c in sent_ns], dtype=np.int64) / 1e6
     return {
-        "rate": rate, "seconds": round(elapsed, 2), "sent": sent,
+        "rate": rate,
+        "seconds": round(elapsed, 2),
+        "sent": sent,
         "orders_per_s": round(done / elapsed, 1) if elapsed else 0.0,
         "accepted_per_s": round(len(lat) / elapsed, 1) if elapsed else 0.0,
         "p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
@@ -103,8 +113,10 @@ async def measure(url: str, rate: float, seconds: float) -> dict[str, Any]:
         "max_ms": round(float(lat.max()), 3) if len(lat) else None,
         # where the time goes: intake -> routed (the risk round trip) and routed -> accepted
         # (the venue round trip through live-gateway), each with the OMS's own work
-        "intake_to_routed_p50_ms": _p(to_routed, 50), "routed_to_accepted_p50_ms": _p(to_acc, 50),
-        "sent_to_accepted_p50_ms": _p(e2e, 50), "sent_to_accepted_p99_ms": _p(e2e, 99),
+        "intake_to_routed_p50_ms": _p(to_routed, 50),
+        "routed_to_accepted_p50_ms": _p(to_acc, 50),
+        "sent_to_accepted_p50_ms": _p(e2e, 50),
+        "sent_to_accepted_p99_ms": _p(e2e, 99),
         "lost": sent - done,
         "duplicated": sum(1 for v in finals.values() if len(v) > 1) + sum(1 for v in news.values() if v > 1),
         "final_states": dict(Counter(v[0] for v in finals.values())),

@@ -38,6 +38,7 @@ class PassthroughService(Service):
         cmds += [("XACK", streams.MD_TICKS_RAW, self.name, *[eid for eid, _ in entries]), ("EXEC",)]
         await self.send(cmds)
 
+
 if __name__ == "__main__":
     svc = PassthroughService(redis_url=sys.argv[1], instance="passthrough-bench", login=env_login())
     aio.run(svc.run(install_signals=True))

@@ -42,8 +42,15 @@ def seed_prices(r: Any) -> None:
 
 def request(i: int, now_ns: int) -> RiskRequest:
     s = SYMBOLS[i % len(SYMBOLS)]
-    o = Order(client_order_id=f"b{i}", account=f"acct-{i % 10}", symbol=s, side="buy" if i % 2 else "sell",
-              type="limit", quantity=0.01, limit_price=PRICES[s])
+    o = Order(
+        client_order_id=f"b{i}",
+        account=f"acct-{i % 10}",
+        symbol=s,
+        side="buy" if i % 2 else "sell",
+        type="limit",
+        quantity=0.01,
+        limit_price=PRICES[s],
+    )
     return RiskRequest(request_id=f"b{i}#1", order=o, sent_ns=now_ns)
 
 
@@ -70,11 +77,21 @@ async def measure(url: str, rate: float, seconds: float, skips: Skips | None = N
 
 def _summary(ms: np.ndarray) -> dict[str, float]:
     if len(ms) == 0:
-        return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan"),
-                "p999_ms": float("nan"), "max_ms": float("nan")}
+        return {
+            "p50_ms": float("nan"),
+            "p90_ms": float("nan"),
+            "p99_ms": float("nan"),
+            "p999_ms": float("nan"),
+            "max_ms": float("nan"),
+        }
     q = np.percentile(ms, [50, 90, 99, 99.9])
-    return {"p50_ms": round(float(q[0]), 4), "p90_ms": round(float(q[1]), 4), "p99_ms": round(float(q[2]), 4),
-            "p999_ms": round(float(q[3]), 4), "max_ms": round(float(ms.max()), 4)}
+    return {
+        "p50_ms": round(float(q[0]), 4),
+        "p90_ms": round(float(q[1]), 4),
+        "p99_ms": round(float(q[2]), 4),
+        "p999_ms": round(float(q[3]), 4),
+        "max_ms": round(float(ms.max()), 4),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,8 +103,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert r is not None
         seed_prices(r)
         # the floor: echo through the same streams
-        echo = subprocess.Popen([sys.executable, "-m", "backend.bench.echo", stack.url],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        echo = subprocess.Popen(
+            [sys.executable, "-m", "backend.bench.echo", stack.url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_healthy(r, "echo", "echo-bench", proc=echo)
             _, base, _ = aio.run(measure(stack.url, args.rate, min(args.seconds, 5.0), skips))
@@ -97,11 +117,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r.delete(streams.RISK_DECISIONS, streams.RISK_REQUESTS)
         stack.start("risk")
         sent, lat, approved = aio.run(measure(stack.url, args.rate, args.seconds, skips))
-    out: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, **_summary(lat),
-                           "sent": sent, "completed": len(lat), "lost": int(sent - len(lat)),
-                           "approved": int(approved),
-                           "baseline_p50_ms": _summary(base)["p50_ms"],
-                           "baseline_p99_ms": _summary(base)["p99_ms"],
-                           "skipped_undecodable": skips.total}
+    out: dict[str, Any] = {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        **_summary(lat),
+        "sent": sent,
+        "completed": len(lat),
+        "lost": int(sent - len(lat)),
+        "approved": int(approved),
+        "baseline_p50_ms": _summary(base)["p50_ms"],
+        "baseline_p99_ms": _summary(base)["p99_ms"],
+        "skipped_undecodable": skips.total,
+    }
     out["p50_vs_baseline"] = round(out["p50_ms"] / out["baseline_p50_ms"], 3) if out["baseline_p50_ms"] else None
     return out

@@ -71,16 +71,53 @@ T = TypeVar("T")
 
 # what each kind of access may run (lower case, as ACL rules name them)
 CONNECTION = ("-@all", "+@connection", "-@dangerous", "+multi", "+exec", "+discard", "+unwatch")
-GROUP_COMMANDS = ("xreadgroup", "xack", "xautoclaim", "xclaim", "xpending", "xinfo|groups", "xinfo|consumers",
-                  "xgroup|create")
+GROUP_COMMANDS = (
+    "xreadgroup",
+    "xack",
+    "xautoclaim",
+    "xclaim",
+    "xpending",
+    "xinfo|groups",
+    "xinfo|consumers",
+    "xgroup|create",
+)
 DLQ_COMMANDS = ("xadd", "xlen")
 STREAM_READ = ("xread", "xrange", "xrevrange", "xlen", "xinfo|stream")
 STREAM_WRITE = ("xadd",)
 STREAM_TRIM = ("xtrim",)
-KEY_READ = ("get", "exists", "hget", "hmget", "hgetall", "hkeys", "hvals", "hexists", "hlen", "smembers",
-            "sismember", "scard", "lrange", "llen", "watch")
-KEY_WRITE = ("set", "del", "expire", "incr", "incrby", "hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat",
-             "sadd", "srem", "rpush", "rpop")
+KEY_READ = (
+    "get",
+    "exists",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hvals",
+    "hexists",
+    "hlen",
+    "smembers",
+    "sismember",
+    "scard",
+    "lrange",
+    "llen",
+    "watch",
+)
+KEY_WRITE = (
+    "set",
+    "del",
+    "expire",
+    "incr",
+    "incrby",
+    "hset",
+    "hsetnx",
+    "hdel",
+    "hincrby",
+    "hincrbyfloat",
+    "sadd",
+    "srem",
+    "rpush",
+    "rpop",
+)
 SCRIPT_RUN = ("evalsha",)
 
 
@@ -112,10 +149,15 @@ class Access(NamedTuple):
     def __add__(self, other: object) -> Access:
         if not isinstance(other, Access):
             return NotImplemented
-        return Access(reads=_merge(self.reads, other.reads), writes=_merge(self.writes, other.writes),
-                      keys=_merge(self.keys, other.keys), scripts=_merge(self.scripts, other.scripts),
-                      commands=_merge(self.commands, other.commands), trims=_merge(self.trims, other.trims),
-                      read_all=self.read_all or other.read_all)
+        return Access(
+            reads=_merge(self.reads, other.reads),
+            writes=_merge(self.writes, other.writes),
+            keys=_merge(self.keys, other.keys),
+            scripts=_merge(self.scripts, other.scripts),
+            commands=_merge(self.commands, other.commands),
+            trims=_merge(self.trims, other.trims),
+            read_all=self.read_all or other.read_all,
+        )
 
     # -- what is declared ------------------------------------------------------------------------
     def consumed(self) -> list[str]:
@@ -173,13 +215,16 @@ class Access(NamedTuple):
     def summary(self) -> str:
         """One line in words: what it consumes, reads, writes, which keys."""
         parts = []
-        for label, names in (("consumes", self.consumed()), ("reads", self.followed()),
-                             ("writes", [w.stream for w in self.writes]),
-                             ("trims", [t.stream for t in self.trims]),
-                             ("reads keys", [k.pattern for k in self.keys if not k.write]),
-                             ("changes keys", [k.pattern for k in self.keys if k.write]),
-                             ("scripts on", [k for s in self.scripts for k in s.keys]),
-                             ("commands", list(self.commands))):
+        for label, names in (
+            ("consumes", self.consumed()),
+            ("reads", self.followed()),
+            ("writes", [w.stream for w in self.writes]),
+            ("trims", [t.stream for t in self.trims]),
+            ("reads keys", [k.pattern for k in self.keys if not k.write]),
+            ("changes keys", [k.pattern for k in self.keys if k.write]),
+            ("scripts on", [k for s in self.scripts for k in s.keys]),
+            ("commands", list(self.commands)),
+        ):
             if names:
                 parts.append(f"{label} {', '.join(dict.fromkeys(names))}")
         return "; ".join(parts)
@@ -200,8 +245,10 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 def base(service: str) -> Access:
     """What every service does: its heartbeat (the hash `health:<service>:<instance>`, read back
     by the other instances of the service, and ops.health)."""
-    return Access(writes=(Writes(streams.OPS_HEALTH),),
-                  keys=(Keys(streams.HEALTH_KEY.format(service=service, instance="*"), write=True),))
+    return Access(
+        writes=(Writes(streams.OPS_HEALTH),),
+        keys=(Keys(streams.HEALTH_KEY.format(service=service, instance="*"), write=True),),
+    )
 
 
 def denied(exc: BaseException | None) -> NoPermissionError | None:

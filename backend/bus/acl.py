@@ -43,15 +43,36 @@ GATES_HEAD = "gates:head"  # = gates.audit.HEAD_KEY (backend never imports gates
 GATES_PROBE = "gates:probe:*"  # the gate checks' bus probes (gates/checks.py)
 
 OPERATOR_ACCESS = Access(
-    writes=tuple(Writes(s) for s in (
-        streams.OPS_GATES, streams.OPS_MIGRATION, streams.OPS_CONTROL, streams.ORDERS_NEW,
-        streams.MODELS_REQUESTS, streams.TRAINING_JOBS, streams.BACKTEST_JOBS, streams.REPLAY_REQUESTS,
-        streams.SCHEDULER_REQUESTS, streams.REFDATA_UPDATES, streams.OPS_ALERTS_ACKED, GATES_PROBE,
-        streams.dlq(GATES_PROBE))),
+    writes=tuple(
+        Writes(s)
+        for s in (
+            streams.OPS_GATES,
+            streams.OPS_MIGRATION,
+            streams.OPS_CONTROL,
+            streams.ORDERS_NEW,
+            streams.MODELS_REQUESTS,
+            streams.TRAINING_JOBS,
+            streams.BACKTEST_JOBS,
+            streams.REPLAY_REQUESTS,
+            streams.SCHEDULER_REQUESTS,
+            streams.REFDATA_UPDATES,
+            streams.OPS_ALERTS_ACKED,
+            GATES_PROBE,
+            streams.dlq(GATES_PROBE),
+        )
+    ),
     reads=(Reads(GATES_PROBE, group=True),),
-    keys=(Keys(GATES_HEAD, True), Keys("risk:kill_switch", True), Keys("durable:fence", True),
-          Keys("training:job:*", True), Keys("backtest:job:*", True), Keys("market:subs:*", True),
-          Keys("alerts:active", True), Keys(GATES_PROBE, True), Keys(streams.dlq(GATES_PROBE), True)),
+    keys=(
+        Keys(GATES_HEAD, True),
+        Keys("risk:kill_switch", True),
+        Keys("durable:fence", True),
+        Keys("training:job:*", True),
+        Keys("backtest:job:*", True),
+        Keys("market:subs:*", True),
+        Keys("alerts:active", True),
+        Keys(GATES_PROBE, True),
+        Keys(streams.dlq(GATES_PROBE), True),
+    ),
     commands=("info", "config|get", "time", "dbsize", "scan"),
     read_all=True,
 )
@@ -138,8 +159,9 @@ def prepare(data_dir: Path, settings: Any = None) -> Path:
 def store(data_dir: Path, settings: Any = None) -> sec.Provider:
     """Where every user's password is found: Vault (when configured) and the data dir, never the
     process's own TRADEOPS_REDIS_PASSWORD (that is one user's)."""
-    return sec.provider(settings, data_dir=Path(data_dir),
-                        environ={k: v for k, v in os.environ.items() if k.startswith("VAULT_")})
+    return sec.provider(
+        settings, data_dir=Path(data_dir), environ={k: v for k, v in os.environ.items() if k.startswith("VAULT_")}
+    )
 
 
 def acl_text(data_dir: Path, settings: Any = None) -> str:
@@ -159,8 +181,14 @@ def enabled(data_dir: Path) -> bool:
 
 
 # -- a running server --------------------------------------------------------------------------------
-def apply(r: Any, pws: Mapping[str, str | None], *, skip: tuple[str, ...] = (), disable_default: bool = True,
-          users: Mapping[str, Access | None] | None = None) -> list[str]:
+def apply(
+    r: Any,
+    pws: Mapping[str, str | None],
+    *,
+    skip: tuple[str, ...] = (),
+    disable_default: bool = True,
+    users: Mapping[str, Access | None] | None = None,
+) -> list[str]:
     """Set every generated user on the server `r` (an admin login), each from scratch (`reset`);
     the `default` user off unless it is the one applying them. Returns the users set."""
     done = []
@@ -196,7 +224,7 @@ def _parse_line(line: str) -> tuple[str, list[str], list[frozenset[str]]]:
     while i < len(rest):
         if rest[i] == "(":
             j = rest.index(")", i)
-            sels.append(frozenset(_norm(rest[i + 1:j].split())))
+            sels.append(frozenset(_norm(rest[i + 1 : j].split())))
             i = j + 1
         elif rest[i] == " ":
             i += 1
@@ -219,8 +247,13 @@ def expected_line(user: str, access: Access | None, password: str | None) -> str
     return user_line(user, access, password)
 
 
-def check(r: Any, pws: Mapping[str, str | None], *, skip: tuple[str, ...] = (),
-          users: Mapping[str, Access | None] | None = None) -> list[Drift]:
+def check(
+    r: Any,
+    pws: Mapping[str, str | None],
+    *,
+    skip: tuple[str, ...] = (),
+    users: Mapping[str, Access | None] | None = None,
+) -> list[Drift]:
     """Every way the live users of `r` differ from the generated ones: a user missing or extra, a
     rule (root or selector) missing or extra, a password that is not the one the provider holds
     (when it holds one), `default` not off."""
@@ -328,10 +361,15 @@ class Denial:
         if self.reason == "auth":
             return f"failed Redis login as the user {self.user} ({times}{where}): a wrong or stolen password"
         script = " inside a script" if self.context == "lua" else ""
-        what = (f"{self.command.upper()} on the key {self.key}" if self.reason in ("key", "channel")
-                else f"the command {self.command.upper()}")
-        return (f"Redis refused {what} to the user {self.user}{script} ({times}{where}): NOPERM, its ACL "
-                f"does not allow it: a deployment bug or an intrusion")
+        what = (
+            f"{self.command.upper()} on the key {self.key}"
+            if self.reason in ("key", "channel")
+            else f"the command {self.command.upper()}"
+        )
+        return (
+            f"Redis refused {what} to the user {self.user}{script} ({times}{where}): NOPERM, its ACL "
+            f"does not allow it: a deployment bug or an intrusion"
+        )
 
 
 def denials(entries: list[Any]) -> list[Denial]:
@@ -345,11 +383,24 @@ def denials(entries: list[Any]) -> list[Denial]:
         obj, reason = _text(d.get("object", "")), _text(d.get("reason", ""))
         cmd = obj if reason == "command" else "auth" if reason == "auth" else _text(info.get("cmd", "")) or obj
         user, context = _text(d.get("username", "")), _text(d.get("context", ""))
-        entry = (f"{_text(d['entry-id'])}:{_text(d.get('timestamp-created', ''))}" if "entry-id" in d
-                 else f"{user}|{reason}|{obj}|{context}")  # a server before 7.2: its entries have no id
+        entry = (
+            f"{_text(d['entry-id'])}:{_text(d.get('timestamp-created', ''))}"
+            if "entry-id" in d
+            else f"{user}|{reason}|{obj}|{context}"
+        )  # a server before 7.2: its entries have no id
         key = obj if reason in ("key", "channel") else ""
-        out.append(Denial(user=user, reason=reason, command=cmd.lower(), key=key, context=context,
-                          count=int(d.get("count", 1) or 1), entry=entry, addr=_text(info.get("addr", ""))))
+        out.append(
+            Denial(
+                user=user,
+                reason=reason,
+                command=cmd.lower(),
+                key=key,
+                context=context,
+                count=int(d.get("count", 1) or 1),
+                entry=entry,
+                addr=_text(info.get("addr", "")),
+            )
+        )
     return list(reversed(out))
 
 

@@ -163,13 +163,17 @@ def archived_entries(stream: str, record: dict[bytes, bytes] | None) -> list[Ent
     except OSError as exc:
         raise ArchiveUnreadable(f"{stream}: its archive {d} cannot be read: {exc.strerror or exc}") from None
     if entries is None:
-        raise ArchiveUnreadable(f"{stream}: {want} entries (up to {last}) were archived to {d} and trimmed "
-                                f"from the stream, but that directory is not there; restore it from a backup")
+        raise ArchiveUnreadable(
+            f"{stream}: {want} entries (up to {last}) were archived to {d} and trimmed "
+            f"from the stream, but that directory is not there; restore it from a backup"
+        )
     if len(entries) < want or (last and (not entries or _ord(entries[-1][0]) < _ord(last))):
         have = entries[-1][0].decode() if entries else "none"
-        raise ArchiveUnreadable(f"{stream}: its archive {d} holds {len(entries)} entries (up to {have}), but "
-                                f"{want} (up to {last}) were archived and trimmed from the stream; restore "
-                                f"it from a backup")
+        raise ArchiveUnreadable(
+            f"{stream}: its archive {d} holds {len(entries)} entries (up to {have}), but "
+            f"{want} (up to {last}) were archived and trimmed from the stream; restore "
+            f"it from a backup"
+        )
     return entries
 
 
@@ -235,8 +239,12 @@ def _line_of(eid: bytes, fields: dict[bytes, bytes]) -> bytes:
         msg = msgspec.to_builtins(codec.decode_any(codec.payload(fields)))
     except (msgspec.DecodeError, msgspec.ValidationError):
         msg = None
-    return _enc.encode({"id": eid.decode(), "fields": {k.decode(errors="replace"): v for k, v in fields.items()},
-                        "msg": msg}) + b"\n"
+    return (
+        _enc.encode(
+            {"id": eid.decode(), "fields": {k.decode(errors="replace"): v for k, v in fields.items()}, "msg": msg}
+        )
+        + b"\n"
+    )
 
 
 def _append(d: Path, entries: list[Entry]) -> list[str]:
@@ -260,8 +268,9 @@ def _append(d: Path, entries: list[Entry]) -> list[str]:
     return written
 
 
-async def archive(r: Any, stream: str, data_dir: Path, *, keep_s: float = KEEP_S, keep: int | None = None,
-                  now_ms: int | None = None) -> Archived:
+async def archive(
+    r: Any, stream: str, data_dir: Path, *, keep_s: float = KEEP_S, keep: int | None = None, now_ms: int | None = None
+) -> Archived:
     """Archive `stream`'s entries older than `keep_s` seconds, or beyond its newest `keep` (default:
     its budget in entries), to `<data dir>/archive/<stream>/`, then trim them from the stream (an
     async client). The newest entry always stays. One archiver at a time per stream (a file lock)."""
@@ -284,8 +293,9 @@ async def _archive(r: Any, stream: str, d: Path, keep: int, cutoff_ms: int) -> A
     if rec:
         where = rec[b"dir"].decode()
         if where != str(d.resolve()):
-            raise ArchiveUnreadable(f"{stream} is archived to {where}, not to {d}: archive it with the data "
-                                    f"dir it belongs to")
+            raise ArchiveUnreadable(
+                f"{stream} is archived to {where}, not to {d}: archive it with the data dir it belongs to"
+            )
         if not last or _ord(last) < _ord(rec.get(b"last_id", b"0-0")):
             archived_entries(stream, rec)  # raises, naming what is missing
     length = await r.xlen(stream)

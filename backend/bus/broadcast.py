@@ -42,8 +42,9 @@ class _Cursors:
 
     skip_level = logging.WARNING  # a service's log says which entry it skipped, and why
 
-    def __init__(self, cursors: Mapping[str, str | bytes], count: int, block_ms: int | None,
-                 decode: Any, skips: Skips | None) -> None:
+    def __init__(
+        self, cursors: Mapping[str, str | bytes], count: int, block_ms: int | None, decode: Any, skips: Skips | None
+    ) -> None:
         self.cursors: dict[str, str | bytes] = dict(cursors)
         self.count = count
         self.block_ms = block_ms
@@ -94,9 +95,17 @@ class _Cursors:
 
 
 class Broadcast(_Cursors):
-    def __init__(self, r: Any, cursors: Mapping[str, str | bytes], *, count: int = 1000,
-                 block_ms: int | None = 100, min_interval_s: float = 0.005, decode: Any = None,
-                 skips: Skips | None = None) -> None:
+    def __init__(
+        self,
+        r: Any,
+        cursors: Mapping[str, str | bytes],
+        *,
+        count: int = 1000,
+        block_ms: int | None = 100,
+        min_interval_s: float = 0.005,
+        decode: Any = None,
+        skips: Skips | None = None,
+    ) -> None:
         super().__init__(cursors, count, block_ms, decode, skips)
         self.r = r  # where to connect: a redis-py client (the service's), or a redis:// URL
         self.min_interval_s = min_interval_s
@@ -153,8 +162,16 @@ class BroadcastSync(_Cursors):
 
     skip_level = logging.DEBUG
 
-    def __init__(self, r: Any, cursors: Mapping[str, str | bytes], *, count: int = 1000,
-                 block_ms: int | None = None, decode: Any = None, skips: Skips | None = None) -> None:
+    def __init__(
+        self,
+        r: Any,
+        cursors: Mapping[str, str | bytes],
+        *,
+        count: int = 1000,
+        block_ms: int | None = None,
+        decode: Any = None,
+        skips: Skips | None = None,
+    ) -> None:
         super().__init__(cursors, count, block_ms, decode, skips)
         self.r = r
 

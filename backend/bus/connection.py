@@ -58,8 +58,9 @@ def login(user: str, settings: Any = None, *, data_dir: Path | None = None, url:
     provider = secrets.provider(settings, data_dir=data_dir)
     secret = secrets.redis_password(user)
     if os.environ.get(USER_ENV) != user:  # TRADEOPS_REDIS_PASSWORD(_FILE) hold TRADEOPS_REDIS_USER's password
-        provider = secrets.Provider(provider.data_dir, provider.vault,
-                                    environ={k: v for k, v in os.environ.items() if k.startswith("VAULT_")})
+        provider = secrets.Provider(
+            provider.data_dir, provider.vault, environ={k: v for k, v in os.environ.items() if k.startswith("VAULT_")}
+        )
     password = provider.find(secret)
     return Login(user, password) if password is not None else None
 
@@ -149,8 +150,9 @@ def connect(url: str, *, timeout: float = 2.0, auth: Login | None = None, who: s
         raise RedisUnavailable(f"cannot reach Redis at {url}: {_reason(exc, auth, who)}") from None
 
 
-async def connect_async(url: str, *, timeout: float = 2.0, auth: Login | None = None,
-                        who: str | None = None) -> aioredis.Redis:
+async def connect_async(
+    url: str, *, timeout: float = 2.0, auth: Login | None = None, who: str | None = None
+) -> aioredis.Redis:
     try:
         c = async_client(url, auth, socket_connect_timeout=timeout)
         await c.ping()

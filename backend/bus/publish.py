@@ -30,8 +30,9 @@ class PayloadTooLarge(TradeopsError):
 
     def __init__(self, stream: str, size: int, limit: int) -> None:
         self.stream, self.size, self.limit = stream, size, limit
-        super().__init__(f"refused to publish to {stream}: the entry is {size:,} bytes, over the "
-                         f"stream's limit of {limit:,} bytes")
+        super().__init__(
+            f"refused to publish to {stream}: the entry is {size:,} bytes, over the stream's limit of {limit:,} bytes"
+        )
 
 
 @lru_cache(maxsize=1024)

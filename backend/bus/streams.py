@@ -171,7 +171,7 @@ def dlq(stream: str) -> str:
 def budget(stream: str) -> Budget:
     """The memory budget of `stream`; a dead-letter stream's follows from its source's."""
     if stream.startswith(DLQ_PREFIX):
-        src = BUDGETS.get(stream[len(DLQ_PREFIX):], DEFAULT_BUDGET)
+        src = BUDGETS.get(stream[len(DLQ_PREFIX) :], DEFAULT_BUDGET)
         return Budget(DLQ_BYTES, min(src.entry, 2 * KB) + 256, min(src.max_entry + DLQ_OVERHEAD, DLQ_MAX_ENTRY))
     return BUDGETS.get(stream, DEFAULT_BUDGET)
 
@@ -205,7 +205,7 @@ def memory_bytes(value: str | int) -> int:
     units = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
     v = value.strip().lower()
     num = v.rstrip("kmgb")
-    unit = v[len(num):]
+    unit = v[len(num) :]
     if not num.isdigit() or unit not in units:
         raise ValueError(f"{value!r} is not a memory size (e.g. 1gb, 512mb, 1073741824)")
     return int(num) * units[unit]

@@ -174,7 +174,7 @@ class StreamWorker:
         """Acknowledge entries handed earlier (auto_ack=False: once they are stored); they are no
         longer in flight."""
         for i in range(0, len(ids), 1000):
-            await self._ack(ids[i:i + 1000])
+            await self._ack(ids[i : i + 1000])
         self.in_flight.difference_update(ids)
 
     def _retry_from_start(self) -> None:
@@ -272,8 +272,9 @@ class StreamWorker:
                     self._own_cursor = own[-1][0].decode()
                 return own
             start = "-" if self._own_cursor == "0" else f"({self._own_cursor}"
-            rows = await self.r.xpending_range(self.stream, self.group, min=start, max="+",
-                                               count=self.count, consumername=self.consumer)
+            rows = await self.r.xpending_range(
+                self.stream, self.group, min=start, max="+", count=self.count, consumername=self.consumer
+            )
             if not rows:
                 return []
             last = rows[-1]["message_id"]
@@ -294,8 +295,9 @@ class StreamWorker:
         ordered = sorted(self.in_flight, key=id_key)
         ids: list[StreamIdT] = list(ordered)
         for i in range(0, len(ids), 1000):
-            await self.r.xclaim(self.stream, self.group, self.consumer, self.claim_idle_ms // 2,
-                                ids[i:i + 1000], justid=True)
+            await self.r.xclaim(
+                self.stream, self.group, self.consumer, self.claim_idle_ms // 2, ids[i : i + 1000], justid=True
+            )
 
     async def claim_from_gone(self) -> list[Entry]:
         """Take over, without waiting for claim_idle_ms, the pending entries of a consumer that
@@ -321,8 +323,9 @@ class StreamWorker:
             claimed = [(eid, f) for eid, f in replies.pending(resp) if f is not None]
             if claimed:
                 self.stats.reclaimed += len(claimed)
-                log.warning("took over %d entries of %s from %s, which is gone",
-                            len(claimed), self.stream, name.decode())
+                log.warning(
+                    "took over %d entries of %s from %s, which is gone", len(claimed), self.stream, name.decode()
+                )
                 return claimed
         return []
 
@@ -437,7 +440,11 @@ class StreamWorker:
             else:
                 log.warning(
                     "handler failed on %s %s (delivery %d of %d): %s",
-                    self.stream, eid, deliveries, self.max_deliveries, reason,
+                    self.stream,
+                    eid,
+                    deliveries,
+                    self.max_deliveries,
+                    reason,
                 )
                 retry = True
         if retry:
@@ -458,9 +465,7 @@ class StreamWorker:
                 out[mid] = int(row["times_delivered"])
         return out
 
-    async def dead_letter(
-        self, eid: bytes, fields: dict[bytes, bytes], reason: str, deliveries: int = 1
-    ) -> None:
+    async def dead_letter(self, eid: bytes, fields: dict[bytes, bytes], reason: str, deliveries: int = 1) -> None:
         """Move one entry to dlq.<stream> with its reason and origin, then ack it."""
         await self._bury([(eid, fields, reason, deliveries)])
 
@@ -471,8 +476,16 @@ class StreamWorker:
             return
         async with self.r.pipeline(transaction=True) as pipe:
             for eid, fields, reason, deliveries in dead:
-                deadletter.queue(pipe, self.stream, fields, reason, eid=eid, group=self.group,
-                                 consumer=self.consumer, deliveries=deliveries)
+                deadletter.queue(
+                    pipe,
+                    self.stream,
+                    fields,
+                    reason,
+                    eid=eid,
+                    group=self.group,
+                    consumer=self.consumer,
+                    deliveries=deliveries,
+                )
             pipe.xack(self.stream, self.group, *[d[0] for d in dead])
             await pipe.execute()
         self.stats.dead_lettered += len(dead)

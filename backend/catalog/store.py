@@ -85,8 +85,7 @@ def queue_put(pipe: Any, item: CatalogItem) -> None:
 
 
 def items(r: Any) -> list[CatalogItem]:
-    return sorted((msgspec.json.decode(v, type=CatalogItem) for v in r.hvals(CATALOG)),
-                  key=lambda i: (i.kind, i.id))
+    return sorted((msgspec.json.decode(v, type=CatalogItem) for v in r.hvals(CATALOG)), key=lambda i: (i.kind, i.id))
 
 
 def subscriptions(r: Any, item: str) -> list[Subscription]:
@@ -106,8 +105,7 @@ def subscribe(r: Any, account: str, item_id: str, quantity: float, operator: str
     item = msgspec.json.decode(raw, type=CatalogItem)
     if not item.signals:
         raise TradeopsError(f"{item_id} is a {item.kind} without signals: nothing to subscribe to")
-    sub = Subscription(account=account, item=item_id, quantity=quantity, operator=operator,
-                       since_ns=time.time_ns())
+    sub = Subscription(account=account, item=item_id, quantity=quantity, operator=operator, since_ns=time.time_ns())
     r.hset(k_subs(item_id), account, msgspec.json.encode(sub))
     return sub
 

@@ -136,6 +136,7 @@ class Book:
 
     def depth(self, limit: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """(bids, asks): up to `limit` (price, total) levels a side, best first."""
+
         def take(s: Side) -> list[tuple[int, int]]:
             out = []
             for p in s.levels():
@@ -143,6 +144,7 @@ class Book:
                 if len(out) >= limit:
                     break
             return out
+
         return take(self.bids), take(self.asks)
 
     def take_changes(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

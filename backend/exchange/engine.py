@@ -145,8 +145,9 @@ class Engine:
         self.books.setdefault(f.symbol, Book(f.symbol))
 
     # -- look-ups ------------------------------------------------------------------------------
-    def order(self, symbol: str, order_id: int | None = None, client_order_id: str | None = None,
-              account: str | None = None) -> OrderRec | None:
+    def order(
+        self, symbol: str, order_id: int | None = None, client_order_id: str | None = None, account: str | None = None
+    ) -> OrderRec | None:
         """An order of `symbol` by id or by client order id (the newest with it), or None."""
         if order_id is not None:
             rec = self.orders.get((symbol, order_id))
@@ -174,9 +175,20 @@ class Engine:
         return next(c)
 
     # -- orders --------------------------------------------------------------------------------
-    def place(self, account: str, symbol: str, side: str, type: str, qty: int = 0, price: int | None = None,
-              tif: str = "GTC", quote_qty: Decimal | None = None, client_order_id: str = "",
-              test: bool = False, at_ms: int | None = None) -> tuple[OrderRec, list[Execution]]:
+    def place(
+        self,
+        account: str,
+        symbol: str,
+        side: str,
+        type: str,
+        qty: int = 0,
+        price: int | None = None,
+        tif: str = "GTC",
+        quote_qty: Decimal | None = None,
+        client_order_id: str = "",
+        test: bool = False,
+        at_ms: int | None = None,
+    ) -> tuple[OrderRec, list[Execution]]:
         """Place an order (quantities in steps, prices in ticks); Reject with Binance's code when
         it breaks a filter, cannot be paid for or repeats an open client order id. `test`
         validates only (`order/test`)."""
@@ -188,8 +200,9 @@ class Engine:
         book = self.books[symbol]
         if type == "MARKET":
             tif = "IOC"
-        if client_order_id and any(o.client_order_id == client_order_id and o.symbol == symbol
-                                   for o in self.open.get(account, {}).values()):
+        if client_order_id and any(
+            o.client_order_id == client_order_id and o.symbol == symbol for o in self.open.get(account, {}).values()
+        ):
             raise Reject(-2010, "Duplicate order sent.")
         if type != "MARKET" and (qty <= 0 or price is None):
             raise Reject(-1013, "Invalid quantity.")
@@ -198,8 +211,20 @@ class Engine:
         if price is not None and type != "MARKET":
             f.check_notional(price, qty)
         t = now_ms() if at_ms is None else at_ms
-        rec = OrderRec(symbol, 0, client_order_id, account, side, type, tif, price if type != "MARKET" else None,
-                       qty, quote_qty if type == "MARKET" and qty <= 0 else None, time_ms=t, update_ms=t)
+        rec = OrderRec(
+            symbol,
+            0,
+            client_order_id,
+            account,
+            side,
+            type,
+            tif,
+            price if type != "MARKET" else None,
+            qty,
+            quote_qty if type == "MARKET" and qty <= 0 else None,
+            time_ms=t,
+            update_ms=t,
+        )
         plan = self._plan(book, rec)
         planned = sum(q for _, q, _ in plan)
         cost = sum((f.notional(p, q) for _, q, p in plan), Decimal(0))
@@ -324,8 +349,9 @@ class Engine:
     def _exec(self, rec: OrderRec, kind: str, t: int, fill: Fill | None = None, reason: str = "") -> Execution:
         return Execution(rec, kind, rec.status, rec.executed, rec.cum_quote, t, fill, reason)
 
-    def _trade(self, book: Book, f: SymbolFilters, taker: OrderRec, r: Resting, qty: int, price: int,
-               t: int) -> list[Execution]:
+    def _trade(
+        self, book: Book, f: SymbolFilters, taker: OrderRec, r: Resting, qty: int, price: int, t: int
+    ) -> list[Execution]:
         maker: OrderRec = r.ref  # type: ignore[assignment]
         tid = self._next_trade_id(f.symbol)
         book.reduce(r, qty)

@@ -170,8 +170,10 @@ class TradeFeed:
         conns = set(self.news_subs) | set(self.hub.conns)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(c.transport is None or c.transport.is_closing()
-                   or c.transport.get_write_buffer_size() == 0 for c in conns):
+            if all(
+                c.transport is None or c.transport.is_closing() or c.transport.get_write_buffer_size() == 0
+                for c in conns
+            ):
                 return True
             await asyncio.sleep(0.01)
         return False
@@ -207,13 +209,14 @@ class TradeFeed:
             symbols=[sym],
             headline=text.format(sym=base),
             body=f"{text.format(sym=base)}. {base} last traded at {self.last_price(sym):g}; "
-                 f"market participants weigh the move.",
+            f"market participants weigh the move.",
             sentiment=round(sentiment, 3),
         )
 
     def publish_news(self, item: NewsEvent) -> None:
         if self.news_subs:
             broadcast(self.news_subs, trade_encoder.encode(item).decode())
+
 
 async def serve_feed(feed: TradeFeed, host: str, port: int) -> Server:
     """The feed's websocket endpoint (`backend.exchange.wsapi`)."""

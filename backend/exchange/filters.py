@@ -124,23 +124,49 @@ class SymbolFilters:
     # -- exchangeInfo --------------------------------------------------------------------------
     def info(self) -> dict:
         return {
-            "symbol": self.symbol, "status": self.status, "baseAsset": self.base, "baseAssetPrecision": 8,
-            "quoteAsset": self.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
-            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+            "symbol": self.symbol,
+            "status": self.status,
+            "baseAsset": self.base,
+            "baseAssetPrecision": 8,
+            "quoteAsset": self.quote,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8,
+            "quoteCommissionPrecision": 8,
             "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
-            "icebergAllowed": False, "ocoAllowed": False, "otoAllowed": False,
-            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False, "cancelReplaceAllowed": False,
-            "amendAllowed": False, "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+            "icebergAllowed": False,
+            "ocoAllowed": False,
+            "otoAllowed": False,
+            "quoteOrderQtyMarketAllowed": True,
+            "allowTrailingStop": False,
+            "cancelReplaceAllowed": False,
+            "amendAllowed": False,
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
             "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": fmt8(self.tick_units), "maxPrice": "1000000.00000000",
-                 "tickSize": fmt8(self.tick_units)},
-                {"filterType": "LOT_SIZE", "minQty": fmt8(self.step_units), "maxQty": dec8(self.max_qty),
-                 "stepSize": fmt8(self.step_units)},
-                {"filterType": "MIN_NOTIONAL", "minNotional": dec8(self.min_notional), "applyToMarket": True,
-                 "avgPriceMins": 5},
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": fmt8(self.tick_units),
+                    "maxPrice": "1000000.00000000",
+                    "tickSize": fmt8(self.tick_units),
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": fmt8(self.step_units),
+                    "maxQty": dec8(self.max_qty),
+                    "stepSize": fmt8(self.step_units),
+                },
+                {
+                    "filterType": "MIN_NOTIONAL",
+                    "minNotional": dec8(self.min_notional),
+                    "applyToMarket": True,
+                    "avgPriceMins": 5,
+                },
             ],
-            "permissions": [], "permissionSets": [["SPOT"]],
-            "defaultSelfTradePreventionMode": "NONE", "allowedSelfTradePreventionModes": ["NONE"],
+            "permissions": [],
+            "permissionSets": [["SPOT"]],
+            "defaultSelfTradePreventionMode": "NONE",
+            "allowedSelfTradePreventionModes": ["NONE"],
         }
 
 
@@ -169,17 +195,28 @@ def split_symbol(symbol: str, quote: str = "USDT") -> tuple[str, str]:
 
 def from_instrument(inst: Instrument) -> SymbolFilters:
     base, quote = split_symbol(inst.symbol, inst.currency)
-    return SymbolFilters(inst.symbol, base, quote, Decimal(repr(inst.tick_size)), Decimal(repr(inst.lot_size)),
-                         status="TRADING" if inst.status == "trading" else "HALT")
+    return SymbolFilters(
+        inst.symbol,
+        base,
+        quote,
+        Decimal(repr(inst.tick_size)),
+        Decimal(repr(inst.lot_size)),
+        status="TRADING" if inst.status == "trading" else "HALT",
+    )
 
 
-def for_symbols(symbols: Iterable[str], prices: dict[str, float], instruments: Iterable[Instrument] | None = None,
-                step: Decimal | None = None) -> dict[str, SymbolFilters]:
+def for_symbols(
+    symbols: Iterable[str],
+    prices: dict[str, float],
+    instruments: Iterable[Instrument] | None = None,
+    step: Decimal | None = None,
+) -> dict[str, SymbolFilters]:
     """Filters for `symbols`: from the instrument master (the shipped one by default), or from
     the start price's magnitude for a symbol it does not list. `step` overrides every step (the
     paper venue, whose quantities risk already checked against the lot size)."""
     if instruments is None:
         from backend.refdata.master import load_file
+
         instruments = load_file(None)
     known = {i.symbol: from_instrument(i) for i in instruments}
     out = {}

@@ -52,8 +52,9 @@ class _Ring:
 class TradeHistory:
     """The last `size` trades of each symbol (numpy columns: about 25 bytes a trade)."""
 
-    def __init__(self, symbols: Sequence[str], size: int, price_decimals: Sequence[int],
-                 qty_decimals: int = QTY_DECIMALS) -> None:
+    def __init__(
+        self, symbols: Sequence[str], size: int, price_decimals: Sequence[int], qty_decimals: int = QTY_DECIMALS
+    ) -> None:
         if size < 1:
             raise ValueError(f"the trade history must hold at least 1 trade per symbol, not {size}")
         self.size = size
@@ -105,10 +106,20 @@ class TradeHistory:
         last = r.next - 1
         idx = np.arange(first, last + 1) % r.size
         p, q = r.price[idx], r.qty[idx]
-        return {"open": float(p[0]), "high": float(p.max()), "low": float(p.min()), "last": float(p[-1]),
-                "last_qty": float(q[-1]), "volume": float(q.sum()), "quote_volume": float((p * q).sum()),
-                "first_id": first, "last_id": last, "count": last - first + 1,
-                "open_time": int(r.time[idx[0]]), "close_time": int(r.time[idx[-1]])}
+        return {
+            "open": float(p[0]),
+            "high": float(p.max()),
+            "low": float(p.min()),
+            "last": float(p[-1]),
+            "last_qty": float(q[-1]),
+            "volume": float(q.sum()),
+            "quote_volume": float((p * q).sum()),
+            "first_id": first,
+            "last_id": last,
+            "count": last - first + 1,
+            "open_time": int(r.time[idx[0]]),
+            "close_time": int(r.time[idx[-1]]),
+        }
 
     def trades(self, symbol: str, from_id: int | None = None, limit: int = DEFAULT_LIMIT) -> list[HistoricalTrade]:
         """Up to `limit` trades from `from_id` up (from the oldest held if that is older), or the
@@ -125,15 +136,24 @@ class TradeHistory:
         for tid in range(start, end + 1):
             k = tid % r.size
             p, q = r.price[k], r.qty[k]
-            out.append(HistoricalTrade(id=tid, price=f"{p:.{d}f}", qty=f"{q:.{qd}f}",
-                                       quote_qty=f"{p * q:.8f}", time=int(r.time[k]),
-                                       is_buyer_maker=bool(r.maker[k]), is_best_match=True))
+            out.append(
+                HistoricalTrade(
+                    id=tid,
+                    price=f"{p:.{d}f}",
+                    qty=f"{q:.{qd}f}",
+                    quote_qty=f"{p * q:.8f}",
+                    time=int(r.time[k]),
+                    is_buyer_maker=bool(r.maker[k]),
+                    is_best_match=True,
+                )
+            )
         return out
 
 
 def _error(status: int, code: int, msg: str) -> web.Response:
-    return web.Response(status=status, body=msgspec.json.encode({"code": code, "msg": msg}),
-                        content_type="application/json")
+    return web.Response(
+        status=status, body=msgspec.json.encode({"code": code, "msg": msg}), content_type="application/json"
+    )
 
 
 def _number(request: web.Request, name: str) -> int | web.Response | None:
@@ -141,8 +161,7 @@ def _number(request: web.Request, name: str) -> int | web.Response | None:
     if raw is None or raw == "":
         return None
     if not raw.isdigit() or len(raw) > 20:
-        return _error(400, -1100, f"Illegal characters found in parameter '{name}'; "
-                                  f"legal range is '^[0-9]{{1,20}}$'.")
+        return _error(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
     return int(raw)
 
 

@@ -61,16 +61,22 @@ class Working:
 
 
 class MatchingEngine:
-    def __init__(self, venue: str = "paper", liquidity: float | None = None, session: str | None = None,
-                 instruments: list | None = None) -> None:
+    def __init__(
+        self,
+        venue: str = "paper",
+        liquidity: float | None = None,
+        session: str | None = None,
+        instruments: list | None = None,
+    ) -> None:
         self.venue = venue
         self.session = session or default_session()
         self.liquidity = liquidity
         self.working: dict[str, Working] = {}
         self.done: dict[str, ExecReport] = {}  # last report of finished orders (for queries)
         self.prices: dict[str, float] = {}
-        self.engine = Engine({}, Accounts(unlimited=(USERS, MAKER)), maker_fee=Decimal(0), taker_fee=Decimal(0),
-                             keep_prints=False)
+        self.engine = Engine(
+            {}, Accounts(unlimited=(USERS, MAKER)), maker_fee=Decimal(0), taker_fee=Decimal(0), keep_prints=False
+        )
         self._instruments = instruments
         self._quoted: dict[str, int] = {}
         self._ids = itertools.count(1)
@@ -134,9 +140,16 @@ class MatchingEngine:
         ticks = f.nearest_ticks(o.limit_price) if o.type == "limit" and o.limit_price else None
         self.working[o.client_order_id] = w
         try:
-            rec, execs = self.engine.place(USERS, o.symbol, BUY if o.side == "buy" else SELL,
-                                           "LIMIT" if ticks else "MARKET", steps, ticks, tif,
-                                           client_order_id=o.client_order_id)
+            rec, execs = self.engine.place(
+                USERS,
+                o.symbol,
+                BUY if o.side == "buy" else SELL,
+                "LIMIT" if ticks else "MARKET",
+                steps,
+                ticks,
+                tif,
+                client_order_id=o.client_order_id,
+            )
         except Reject as exc:
             self.working.pop(o.client_order_id, None)
             return [self._reject(w, exc.msg)]
@@ -164,9 +177,18 @@ class MatchingEngine:
         leaves = w.leaves
         if w.rec is not None:
             leaves = self.engine.filters[o.symbol].qty_float(w.rec.leaves)
-        return ExecReport(client_order_id=o.client_order_id, venue_order_id=w.venue_order_id,
-                          kind=kind, account=o.account, symbol=o.symbol, side=o.side,  # type: ignore[arg-type]
-                          cum_qty=w.filled, leaves_qty=leaves, ts_ns=time.time_ns(), **kw)  # type: ignore[arg-type]
+        return ExecReport(
+            client_order_id=o.client_order_id,
+            venue_order_id=w.venue_order_id,
+            kind=kind,
+            account=o.account,
+            symbol=o.symbol,
+            side=o.side,  # type: ignore[arg-type]
+            cum_qty=w.filled,
+            leaves_qty=leaves,
+            ts_ns=time.time_ns(),
+            **kw,
+        )  # type: ignore[arg-type]
 
     def _reject(self, w: Working, reason: str) -> ExecReport:
         rep = self._report(w, "rejected", reason=reason)

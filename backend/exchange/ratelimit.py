@@ -46,9 +46,14 @@ class RateLimiter:
         until = self.banned.get(ip)
         if until is not None:
             if now < until:
-                raise Limited(418, -1003, f"Way too much request weight used; IP banned until "
-                                          f"{int(until * 1000)}. Please use WebSocket Streams for live updates "
-                                          f"to avoid bans.", max(1, int(until - now + 0.999)))
+                raise Limited(
+                    418,
+                    -1003,
+                    f"Way too much request weight used; IP banned until "
+                    f"{int(until * 1000)}. Please use WebSocket Streams for live updates "
+                    f"to avoid bans.",
+                    max(1, int(until - now + 0.999)),
+                )
             del self.banned[ip]
         minute = int(now // 60)
         w = self.weights.get(ip)
@@ -58,10 +63,14 @@ class RateLimiter:
             w.refused += 1
             if w.refused > self.limits.ban_after:
                 self.banned[ip] = now + self.limits.ban_s
-            raise Limited(429, -1003, f"Too much request weight used; current limit is "
-                                      f"{self.limits.weight_per_minute} request weight per 1 MINUTE. Please use "
-                                      f"WebSocket Streams for live updates to avoid polling the API.",
-                          max(1, int((minute + 1) * 60 - now + 0.999)))
+            raise Limited(
+                429,
+                -1003,
+                f"Too much request weight used; current limit is "
+                f"{self.limits.weight_per_minute} request weight per 1 MINUTE. Please use "
+                f"WebSocket Streams for live updates to avoid polling the API.",
+                max(1, int((minute + 1) * 60 - now + 0.999)),
+            )
         w.used += weight
         return w.used
 
@@ -73,8 +82,12 @@ class RateLimiter:
         if w is None or w.start != slot:
             w = self.orders[account] = _Window(slot)
         if w.used >= self.limits.orders_per_10s:
-            raise Limited(429, -1015, f"Too many new orders; current limit is {self.limits.orders_per_10s} "
-                                      f"orders per TEN_SECONDS.", max(1, int((slot + 1) * 10 - now + 0.999)))
+            raise Limited(
+                429,
+                -1015,
+                f"Too many new orders; current limit is {self.limits.orders_per_10s} orders per TEN_SECONDS.",
+                max(1, int((slot + 1) * 10 - now + 0.999)),
+            )
         w.used += 1
         return w.used
 

@@ -25,12 +25,22 @@ from backend.exchange.venue import LocalVenue, VenueConfig
 __all__ = ["RestServer", "create_rest_server"]
 
 WEIGHTS: dict[tuple[str, str], int] = {
-    ("GET", "/api/v3/ping"): 1, ("GET", "/api/v3/time"): 1, ("GET", "/api/v3/exchangeInfo"): 20,
-    ("GET", "/api/v3/trades"): 25, ("GET", "/api/v3/historicalTrades"): 25, ("GET", "/api/v3/aggTrades"): 4,
-    ("POST", "/api/v3/order"): 1, ("GET", "/api/v3/order"): 4, ("DELETE", "/api/v3/order"): 1,
-    ("POST", "/api/v3/order/test"): 1, ("DELETE", "/api/v3/openOrders"): 1, ("GET", "/api/v3/allOrders"): 20,
-    ("GET", "/api/v3/account"): 20, ("GET", "/api/v3/myTrades"): 20,
-    ("POST", "/api/v3/userDataStream"): 2, ("PUT", "/api/v3/userDataStream"): 2,
+    ("GET", "/api/v3/ping"): 1,
+    ("GET", "/api/v3/time"): 1,
+    ("GET", "/api/v3/exchangeInfo"): 20,
+    ("GET", "/api/v3/trades"): 25,
+    ("GET", "/api/v3/historicalTrades"): 25,
+    ("GET", "/api/v3/aggTrades"): 4,
+    ("POST", "/api/v3/order"): 1,
+    ("GET", "/api/v3/order"): 4,
+    ("DELETE", "/api/v3/order"): 1,
+    ("POST", "/api/v3/order/test"): 1,
+    ("DELETE", "/api/v3/openOrders"): 1,
+    ("GET", "/api/v3/allOrders"): 20,
+    ("GET", "/api/v3/account"): 20,
+    ("GET", "/api/v3/myTrades"): 20,
+    ("POST", "/api/v3/userDataStream"): 2,
+    ("PUT", "/api/v3/userDataStream"): 2,
     ("DELETE", "/api/v3/userDataStream"): 2,
 }
 
@@ -55,22 +65,28 @@ def error(status: int, code: int, msg: str, headers: dict[str, str] | None = Non
 
 
 def rate_limits_info(limits: Limits) -> list[dict[str, Any]]:
-    return [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-             "limit": limits.weight_per_minute},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": limits.orders_per_10s},
-            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000}]
+    return [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": limits.weight_per_minute},
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": limits.orders_per_10s},
+        {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+    ]
 
 
 def middleware(limiter: RateLimiter) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
-    async def handle(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
+    async def handle(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         ip = request.remote or "?"
         try:
             used = limiter.spend(ip, weight(request))
         except Limited as exc:
-            return error(exc.status, exc.code, exc.msg, {"Retry-After": str(exc.retry_after),
-                                                         "X-MBX-USED-WEIGHT-1M": str(limiter.used(ip))})
+            return error(
+                exc.status,
+                exc.code,
+                exc.msg,
+                {"Retry-After": str(exc.retry_after), "X-MBX-USED-WEIGHT-1M": str(limiter.used(ip))},
+            )
         headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
         try:
             resp = await handler(request)
@@ -84,6 +100,7 @@ def middleware(limiter: RateLimiter) -> Callable[..., Awaitable[web.StreamRespon
             return error(exc.status, -1000, exc.reason, headers)
         except Exception:
             import logging
+
             logging.getLogger("tradeops.exchange").exception("REST %s %s failed", request.method, request.path)
             return error(500, -1000, "An unknown error occurred while processing the request.", headers)
         resp.headers.update(headers)
@@ -100,8 +117,9 @@ class RestServer:
         await self.runner.cleanup()
 
 
-async def create_rest_server(feed: Any, host: str, port: int, venue: LocalVenue | None = None,
-                             config: VenueConfig | None = None) -> RestServer:
+async def create_rest_server(
+    feed: Any, host: str, port: int, venue: LocalVenue | None = None, config: VenueConfig | None = None
+) -> RestServer:
     """The REST API on `host:port`, its requests signed with the venue's keys (no default: see
     backend/exchange/keys.py)."""
     venue = venue or LocalVenue(feed, config)

@@ -42,8 +42,15 @@ class MarketApi:
         p = dict(request.query)
         chosen = P.symbols(p, self.filters)
         fs = chosen if chosen is not None else list(self.filters.values())
-        return json({"timezone": "UTC", "serverTime": now_ms(), "rateLimits": self.rate_limits,
-                     "exchangeFilters": [], "symbols": [f.info() for f in fs]})
+        return json(
+            {
+                "timezone": "UTC",
+                "serverTime": now_ms(),
+                "rateLimits": self.rate_limits,
+                "exchangeFilters": [],
+                "symbols": [f.info() for f in fs],
+            }
+        )
 
     async def depth(self, request: web.Request) -> web.Response:
         p = dict(request.query)
@@ -53,16 +60,22 @@ class MarketApi:
         self.venue.requote(f.symbol)
         book = self.venue.engine.books[f.symbol]
         bids, asks = book.depth(n)
-        return json({"lastUpdateId": book.update_id,
-                     "bids": [[f.price_str(px), f.qty_str(q)] for px, q in bids],
-                     "asks": [[f.price_str(px), f.qty_str(q)] for px, q in asks]})
+        return json(
+            {
+                "lastUpdateId": book.update_id,
+                "bids": [[f.price_str(px), f.qty_str(q)] for px, q in bids],
+                "asks": [[f.price_str(px), f.qty_str(q)] for px, q in asks],
+            }
+        )
 
     async def ticker_price(self, request: web.Request) -> web.Response:
         p = dict(request.query)
         chosen = P.symbols(p, self.filters)
         fs = chosen if chosen is not None else list(self.filters.values())
-        rows = [{"symbol": f.symbol, "price": f.price_str(f.nearest_ticks(self.venue.feed.last_price(f.symbol)))}
-                for f in fs]
+        rows = [
+            {"symbol": f.symbol, "price": f.price_str(f.nearest_ticks(self.venue.feed.last_price(f.symbol)))}
+            for f in fs
+        ]
         return json(rows[0] if "symbol" in p else rows)
 
     async def book_ticker(self, request: web.Request) -> web.Response:
@@ -73,8 +86,15 @@ class MarketApi:
         for f in fs:
             book = self.venue.engine.books[f.symbol]
             b, a = book.best_bid() or (0, 0), book.best_ask() or (0, 0)
-            rows.append({"symbol": f.symbol, "bidPrice": f.price_str(b[0]), "bidQty": f.qty_str(b[1]),
-                         "askPrice": f.price_str(a[0]), "askQty": f.qty_str(a[1])})
+            rows.append(
+                {
+                    "symbol": f.symbol,
+                    "bidPrice": f.price_str(b[0]),
+                    "bidQty": f.qty_str(b[1]),
+                    "askPrice": f.price_str(a[0]),
+                    "askQty": f.qty_str(a[1]),
+                }
+            )
         return json(rows[0] if "symbol" in p else rows)
 
     async def ticker_24hr(self, request: web.Request) -> web.Response:
@@ -93,18 +113,31 @@ class MarketApi:
             def px(v: float, f: SymbolFilters = f) -> str:
                 return f.price_str(f.nearest_ticks(v))
 
-            rows.append({
-                "symbol": f.symbol, "priceChange": dec8(Decimal(repr(last)) - Decimal(repr(o))),
-                "priceChangePercent": f"{(last - o) / o * 100:.3f}" if o else "0.000",
-                "weightedAvgPrice": px(w["quote_volume"] / w["volume"]) if w and w["volume"] else px(last),
-                "prevClosePrice": px(o), "lastPrice": px(last),
-                "lastQty": dec8(Decimal(repr(w["last_qty"])) if w else Decimal(0)),
-                "bidPrice": f.price_str(b[0]), "bidQty": f.qty_str(b[1]), "askPrice": f.price_str(a[0]),
-                "askQty": f.qty_str(a[1]), "openPrice": px(o), "highPrice": px(w["high"] if w else last),
-                "lowPrice": px(w["low"] if w else last), "volume": f"{w['volume'] if w else 0:.8f}",
-                "quoteVolume": f"{w['quote_volume'] if w else 0:.8f}", "openTime": w["open_time"] if w else since,
-                "closeTime": w["close_time"] if w else now_ms(), "firstId": w["first_id"] if w else -1,
-                "lastId": w["last_id"] if w else -1, "count": w["count"] if w else 0})
+            rows.append(
+                {
+                    "symbol": f.symbol,
+                    "priceChange": dec8(Decimal(repr(last)) - Decimal(repr(o))),
+                    "priceChangePercent": f"{(last - o) / o * 100:.3f}" if o else "0.000",
+                    "weightedAvgPrice": px(w["quote_volume"] / w["volume"]) if w and w["volume"] else px(last),
+                    "prevClosePrice": px(o),
+                    "lastPrice": px(last),
+                    "lastQty": dec8(Decimal(repr(w["last_qty"])) if w else Decimal(0)),
+                    "bidPrice": f.price_str(b[0]),
+                    "bidQty": f.qty_str(b[1]),
+                    "askPrice": f.price_str(a[0]),
+                    "askQty": f.qty_str(a[1]),
+                    "openPrice": px(o),
+                    "highPrice": px(w["high"] if w else last),
+                    "lowPrice": px(w["low"] if w else last),
+                    "volume": f"{w['volume'] if w else 0:.8f}",
+                    "quoteVolume": f"{w['quote_volume'] if w else 0:.8f}",
+                    "openTime": w["open_time"] if w else since,
+                    "closeTime": w["close_time"] if w else now_ms(),
+                    "firstId": w["first_id"] if w else -1,
+                    "lastId": w["last_id"] if w else -1,
+                    "count": w["count"] if w else 0,
+                }
+            )
         return json(rows[0] if "symbol" in p else rows)
 
     async def agg_trades(self, request: web.Request) -> web.Response:
@@ -119,8 +152,11 @@ class MarketApi:
             if from_id is None:
                 return json([])
         rows = history.trades(f.symbol, from_id, n)
-        out = [{"a": t.id, "p": t.price, "q": t.qty, "f": t.id, "l": t.id, "T": t.time, "m": t.is_buyer_maker,
-                "M": True} for t in rows if end is None or t.time <= end]
+        out = [
+            {"a": t.id, "p": t.price, "q": t.qty, "f": t.id, "l": t.id, "T": t.time, "m": t.is_buyer_maker, "M": True}
+            for t in rows
+            if end is None or t.time <= end
+        ]
         return json(out)
 
     def add_routes(self, app: web.Application) -> None:

@@ -69,8 +69,11 @@ class TradeApi:
         side = P.choice(p, "side", ("BUY", "SELL"), required=True)
         typ = P.text(p, "type", required=True)
         if typ in BINANCE_TYPES or typ not in ORDER_TYPES:
-            raise P.ApiError(400, -1116, "Invalid orderType.") if typ in BINANCE_TYPES else \
-                P.illegal("type", ", ".join(ORDER_TYPES))
+            raise (
+                P.ApiError(400, -1116, "Invalid orderType.")
+                if typ in BINANCE_TYPES
+                else P.illegal("type", ", ".join(ORDER_TYPES))
+            )
         tif = P.text(p, "timeInForce")
         if typ == "LIMIT":
             if tif is None:
@@ -90,8 +93,9 @@ class TradeApi:
             if price is not None:
                 raise P.not_required("price")
             if qty is None and quote is None:
-                raise P.ApiError(400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, "
-                                             "but both were empty/null!")
+                raise P.ApiError(
+                    400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
+                )
             if qty is not None and quote is not None:
                 raise P.not_required("quoteOrderQty")
             if quote is not None and quote <= 0:
@@ -103,8 +107,17 @@ class TradeApi:
                 raise P.missing("quantity")
             if price is None:
                 raise P.missing("price")
-        return dict(f=f, side=side, type=typ, tif=tif or "GTC", qty=qty, quote=quote, price=price,
-                    coid=coid or new_client_id(), resp=resp)
+        return dict(
+            f=f,
+            side=side,
+            type=typ,
+            tif=tif or "GTC",
+            qty=qty,
+            quote=quote,
+            price=price,
+            coid=coid or new_client_id(),
+            resp=resp,
+        )
 
     def _place(self, account: str, a: dict[str, Any], test: bool = False) -> tuple[Any, list]:
         f = a["f"]
@@ -114,8 +127,9 @@ class TradeApi:
             if not test:
                 self.limiter.order(account)
             self.venue.requote(f.symbol)
-            rec, execs = self.engine.place(account, f.symbol, a["side"], a["type"], steps, ticks, a["tif"],
-                                           a["quote"], a["coid"], test=test)
+            rec, execs = self.engine.place(
+                account, f.symbol, a["side"], a["type"], steps, ticks, a["tif"], a["quote"], a["coid"], test=test
+            )
         except Limited as exc:
             raise P.ApiError(exc.status, exc.code, exc.msg, {"Retry-After": str(exc.retry_after)}) from None
         except (Reject, FilterFailure) as exc:
@@ -135,12 +149,19 @@ class TradeApi:
         if p.get("computeCommissionRates") == "true":
             rate = render.fmt8(int(self.engine.taker_fee * 10**8))
             zero = render.ZERO8
-            return web.json_response({
-                "standardCommissionForOrder": {"maker": rate, "taker": rate},
-                "specialCommissionForOrder": {"maker": zero, "taker": zero},
-                "taxCommissionForOrder": {"maker": zero, "taker": zero},
-                "discount": {"enabledForAccount": False, "enabledForSymbol": False, "discountAsset": "BNB",
-                             "discount": zero}})
+            return web.json_response(
+                {
+                    "standardCommissionForOrder": {"maker": rate, "taker": rate},
+                    "specialCommissionForOrder": {"maker": zero, "taker": zero},
+                    "taxCommissionForOrder": {"maker": zero, "taker": zero},
+                    "discount": {
+                        "enabledForAccount": False,
+                        "enabledForSymbol": False,
+                        "discountAsset": "BNB",
+                        "discount": zero,
+                    },
+                }
+            )
         return web.json_response({})
 
     def _find(self, p: dict[str, str], account: str, unknown: tuple[int, str]) -> Any:
@@ -149,8 +170,9 @@ class TradeApi:
         oid = P.integer(p, "orderId")
         coid = P.text(p, "origClientOrderId")
         if oid is None and coid is None:
-            raise P.ApiError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were "
-                                         "empty/null!")
+            raise P.ApiError(
+                400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+            )
         rec = self.engine.order(f.symbol, oid, None if oid is not None else coid, account)
         if rec is None or (oid is not None and coid is not None and rec.client_order_id != coid):
             raise P.ApiError(400, *unknown)
@@ -176,8 +198,9 @@ class TradeApi:
         p, account = await self._signed(request)
         f = P.symbol(p, self.filters, required=False)
         recs = self.engine.open_orders(account, f.symbol if f else None)
-        return web.json_response([render.order(r, self.filters[r.symbol]) for r in
-                                  sorted(recs, key=lambda r: r.order_id)])
+        return web.json_response(
+            [render.order(r, self.filters[r.symbol]) for r in sorted(recs, key=lambda r: r.order_id)]
+        )
 
     async def cancel_open_orders(self, request: web.Request) -> web.Response:
         p, account = await self._signed(request)
@@ -200,9 +223,14 @@ class TradeApi:
         assert f is not None
         oid, start, end = P.integer(p, "orderId"), P.integer(p, "startTime"), P.integer(p, "endTime")
         n = P.limit(p, 500, 1000)
-        recs = [r for r in self.engine.by_account.get(account, []) if r.symbol == f.symbol
-                and (oid is None or r.order_id >= oid) and (start is None or r.time_ms >= start)
-                and (end is None or r.time_ms <= end)]
+        recs = [
+            r
+            for r in self.engine.by_account.get(account, [])
+            if r.symbol == f.symbol
+            and (oid is None or r.order_id >= oid)
+            and (start is None or r.time_ms >= start)
+            and (end is None or r.time_ms <= end)
+        ]
         recs = recs[:n] if oid is not None or start is not None else recs[-n:]
         return web.json_response([render.order(r, f) for r in recs])
 
@@ -213,9 +241,14 @@ class TradeApi:
         oid, from_id = P.integer(p, "orderId"), P.integer(p, "fromId")
         start, end = P.integer(p, "startTime"), P.integer(p, "endTime")
         n = P.limit(p, 500, 1000)
-        fills = [x for x in self.engine.fills.get((account, f.symbol), [])
-                 if (oid is None or x.order_id == oid) and (from_id is None or x.trade_id >= from_id)
-                 and (start is None or x.time_ms >= start) and (end is None or x.time_ms <= end)]
+        fills = [
+            x
+            for x in self.engine.fills.get((account, f.symbol), [])
+            if (oid is None or x.order_id == oid)
+            and (from_id is None or x.trade_id >= from_id)
+            and (start is None or x.time_ms >= start)
+            and (end is None or x.time_ms <= end)
+        ]
         fills = fills[:n] if from_id is not None or start is not None else fills[-n:]
         return web.json_response([render.my_trade(x, f) for x in fills])
 
@@ -223,8 +256,9 @@ class TradeApi:
         p, account = await self._signed(request)
         omit = p.get("omitZeroBalances") == "true"
         fee_bp = int(self.engine.taker_fee * 10**4)
-        return web.json_response(render.account(self.engine.accounts, account, self.venue.uids.get(account, 0),
-                                                now_ms(), omit, fee_bp))
+        return web.json_response(
+            render.account(self.engine.accounts, account, self.venue.uids.get(account, 0), now_ms(), omit, fee_bp)
+        )
 
     # -- the user data stream's listen keys ------------------------------------------------------
     async def _listen_key(self, request: web.Request) -> tuple[str, str | None]:

@@ -24,8 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=1000.0, help="trades per second, all symbols (default 1000)")
     p.add_argument("--seed", type=int, default=42, help="random walk seed")
     p.add_argument("--news-every", type=float, default=2.0, help="seconds between news items")
-    p.add_argument("--history", type=int, default=100_000,
-                   help="trades kept per symbol for the REST trade history (default 100000)")
+    p.add_argument(
+        "--history",
+        type=int,
+        default=100_000,
+        help="trades kept per symbol for the REST trade history (default 100000)",
+    )
 
 
 def run_exchange(args: argparse.Namespace, data_dir: Path) -> None:
@@ -50,8 +54,10 @@ def run_exchange(args: argparse.Namespace, data_dir: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m backend.exchange",
-                                description="run the local exchange: Binance-style trade feed (+ REST order API)")
+    p = argparse.ArgumentParser(
+        prog="python -m backend.exchange",
+        description="run the local exchange: Binance-style trade feed (+ REST order API)",
+    )
     add_arguments(p)
     entry.add_settings_options(p)
     args = p.parse_args(argv)

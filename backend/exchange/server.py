@@ -41,9 +41,15 @@ def read_info(data_dir: Path) -> ExchangeInfo | None:
 
 
 class Exchange:
-    def __init__(self, config: FeedConfig, host: str = "127.0.0.1", port: int = 0,
-                 rest_port: int | None = 0, data_dir: Path | None = None,
-                 venue: VenueConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: FeedConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rest_port: int | None = 0,
+        data_dir: Path | None = None,
+        venue: VenueConfig | None = None,
+    ) -> None:
         self.feed = TradeFeed(config)
         self.host, self.port, self.rest_port = host, port, rest_port
         self.data_dir = data_dir
@@ -87,8 +93,7 @@ class Exchange:
         self.info = ExchangeInfo(f"ws://{self.host}:{port}", rest_url, list(self.feed.config.symbols))
         if self.data_dir is not None:
             write_text_atomic(self.data_dir / INFO_FILE, json.dumps(self.info.__dict__) + "\n")
-        log.info("exchange up", extra={"ws": self.info.ws_url, "rest": rest_url,
-                                       "rate": self.feed.config.rate})
+        log.info("exchange up", extra={"ws": self.info.ws_url, "rest": rest_url, "rate": self.feed.config.rate})
         return self.info
 
     async def stop(self) -> None:
@@ -119,8 +124,7 @@ async def run_forever(exchange: Exchange, announce: Any = print) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     info = await exchange.start()
-    announce(f"exchange up: market data {info.stream_url()}"
-             + (f", orders {info.rest_url}" if info.rest_url else ""))
+    announce(f"exchange up: market data {info.stream_url()}" + (f", orders {info.rest_url}" if info.rest_url else ""))
     try:
         stopper = asyncio.create_task(stop.wait())
         assert exchange._feed_task is not None
@@ -128,5 +132,4 @@ async def run_forever(exchange: Exchange, announce: Any = print) -> None:
         stopper.cancel()
     finally:
         await exchange.stop()
-        announce("exchange down: " + json.dumps({"sent": exchange.feed.sent,
-                                                 "last_ids": exchange.feed.last_ids()}))
+        announce("exchange down: " + json.dumps({"sent": exchange.feed.sent, "last_ids": exchange.feed.last_ids()}))

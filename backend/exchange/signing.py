@@ -39,7 +39,7 @@ def _without_signature(raw: str) -> tuple[str, str | None]:
     kept, sig = [], None
     for part in raw.split("&"):
         if part.startswith("signature="):
-            sig = part[len("signature="):]
+            sig = part[len("signature=") :]
         else:
             kept.append(part)
     return "&".join(kept), sig
@@ -70,8 +70,9 @@ def check(secret: str, query: str, body: str, params: dict[str, str], now_ms: in
     if not ts:
         raise mandatory("timestamp")
     if not ts.isdigit():
-        raise SignatureError(400, -1100, "Illegal characters found in parameter 'timestamp'; "
-                                         "legal range is '^[0-9]{1,20}$'.")
+        raise SignatureError(
+            400, -1100, "Illegal characters found in parameter 'timestamp'; legal range is '^[0-9]{1,20}$'."
+        )
     window_raw = params.get("recvWindow", "")
     window = DEFAULT_RECV_WINDOW
     if window_raw:

@@ -36,8 +36,9 @@ class LocalVenue:
     def __init__(self, feed: Any, config: VenueConfig | None = None) -> None:
         self.feed = feed
         self.config = c = config or VenueConfig()
-        self.engine = Engine(dict(feed.filters), Accounts(), trade_ids=feed.take_trade_id,
-                             first_order_id=time.time_ns() // 1000)  # order ids continue across restarts
+        self.engine = Engine(
+            dict(feed.filters), Accounts(), trade_ids=feed.take_trade_id, first_order_id=time.time_ns() // 1000
+        )  # order ids continue across restarts
         self.maker = MarketMaker(self.engine, c.maker)
         self.users = UserStreams()
         accounts = {acc for _, acc in c.keys.values()}

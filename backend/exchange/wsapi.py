@@ -35,8 +35,21 @@ from websockets.http11 import Request, Response
 
 log = logging.getLogger("tradeops.exchange")
 
-INTERVALS = {"1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-             "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400}
+INTERVALS = {
+    "1s": 1,
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1d": 86400,
+}
 STREAM = re.compile(r"^([a-z0-9]+)@(trade|aggTrade|bookTicker|kline_([0-9]+[smhd])|depth(5|10|20)?(@100ms|@1000ms)?)$")
 MAX_STREAMS = 1024
 MSGS_PER_S = 5
@@ -163,8 +176,22 @@ class StreamHub:
         low = sym.lower()
         name = f"{low}@aggTrade"
         if name in self.raw or name in self.combined:
-            self.send(name, {"e": "aggTrade", "E": ev.E, "s": sym, "a": ev.t, "p": ev.p, "q": ev.q, "f": ev.t,
-                             "l": ev.t, "T": ev.T, "m": ev.m, "M": True})
+            self.send(
+                name,
+                {
+                    "e": "aggTrade",
+                    "E": ev.E,
+                    "s": sym,
+                    "a": ev.t,
+                    "p": ev.p,
+                    "q": ev.q,
+                    "f": ev.t,
+                    "l": ev.t,
+                    "T": ev.T,
+                    "m": ev.m,
+                    "M": True,
+                },
+            )
         intervals = self.tracked.get(sym)
         if intervals:
             px, q = float(ev.p), float(ev.q)
@@ -196,10 +223,33 @@ class StreamHub:
         f = self.feed.filters[sym]
         px = lambda v: f.price_str(f.nearest_ticks(v))  # noqa: E731
         span = INTERVALS[iv] * 1000
-        self.send(name, {"e": "kline", "E": int(time.time() * 1000), "s": sym, "k": {
-            "t": k.start_ms, "T": k.start_ms + span - 1, "s": sym, "i": iv, "f": k.first, "L": k.last,
-            "o": px(k.o), "c": px(k.c), "h": px(k.h), "l": px(k.low), "v": f"{k.v:.8f}", "n": k.n, "x": closed,
-            "q": f"{k.qv:.8f}", "V": f"{k.taker_v:.8f}", "Q": f"{k.taker_qv:.8f}", "B": "0"}})
+        self.send(
+            name,
+            {
+                "e": "kline",
+                "E": int(time.time() * 1000),
+                "s": sym,
+                "k": {
+                    "t": k.start_ms,
+                    "T": k.start_ms + span - 1,
+                    "s": sym,
+                    "i": iv,
+                    "f": k.first,
+                    "L": k.last,
+                    "o": px(k.o),
+                    "c": px(k.c),
+                    "h": px(k.h),
+                    "l": px(k.low),
+                    "v": f"{k.v:.8f}",
+                    "n": k.n,
+                    "x": closed,
+                    "q": f"{k.qv:.8f}",
+                    "V": f"{k.taker_v:.8f}",
+                    "Q": f"{k.taker_qv:.8f}",
+                    "B": "0",
+                },
+            },
+        )
 
     # -- the book streams ----------------------------------------------------------------------
     def _depth_tick(self, slow: bool) -> None:
@@ -237,15 +287,26 @@ class StreamHub:
                     name = f"{low}@depth{n}{suffix}"
                     if fast != slow and self.listening(name):
                         b, a = book.depth(n)
-                        self.send(name, {"lastUpdateId": book.update_id,
-                                         "bids": [[f.price_str(p), f.qty_str(q)] for p, q in b],
-                                         "asks": [[f.price_str(p), f.qty_str(q)] for p, q in a]})
+                        self.send(
+                            name,
+                            {
+                                "lastUpdateId": book.update_id,
+                                "bids": [[f.price_str(p), f.qty_str(q)] for p, q in b],
+                                "asks": [[f.price_str(p), f.qty_str(q)] for p, q in a],
+                            },
+                        )
 
     @staticmethod
     def _diff(sym: str, f: Any, first: int, last: int, bids: list, asks: list, now: int) -> dict[str, Any]:
-        return {"e": "depthUpdate", "E": now, "s": sym, "U": first, "u": last,
-                "b": [[f.price_str(p), f.qty_str(q)] for p, q in bids],
-                "a": [[f.price_str(p), f.qty_str(q)] for p, q in asks]}
+        return {
+            "e": "depthUpdate",
+            "E": now,
+            "s": sym,
+            "U": first,
+            "u": last,
+            "b": [[f.price_str(p), f.qty_str(q)] for p, q in bids],
+            "a": [[f.price_str(p), f.qty_str(q)] for p, q in asks],
+        }
 
     def _book_ticker(self, sym: str, book: Any, f: Any) -> None:
         name = f"{sym.lower()}@bookTicker"
@@ -256,8 +317,17 @@ class StreamHub:
             return
         self.best[sym] = best
         b, a = best[0] or (0, 0), best[1] or (0, 0)
-        self.send(name, {"u": book.update_id, "s": sym, "b": f.price_str(b[0]), "B": f.qty_str(b[1]),
-                         "a": f.price_str(a[0]), "A": f.qty_str(a[1])})
+        self.send(
+            name,
+            {
+                "u": book.update_id,
+                "s": sym,
+                "b": f.price_str(b[0]),
+                "B": f.qty_str(b[1]),
+                "a": f.price_str(a[0]),
+                "A": f.qty_str(a[1]),
+            },
+        )
 
     async def _every(self, period: float, fn: Any) -> None:
         while True:
@@ -277,9 +347,11 @@ class StreamHub:
                 self._kline_send(sym, iv, k, closed=False)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._every(0.1, lambda: self._depth_tick(False))),
-                       asyncio.create_task(self._every(1.0, lambda: self._depth_tick(True))),
-                       asyncio.create_task(self._every(1.0, self._klines_tick))]
+        self._tasks = [
+            asyncio.create_task(self._every(0.1, lambda: self._depth_tick(False))),
+            asyncio.create_task(self._every(1.0, lambda: self._depth_tick(True))),
+            asyncio.create_task(self._every(1.0, self._klines_tick)),
+        ]
         if self.venue is not None:
             self._tasks.append(asyncio.create_task(self._every(30.0, self.venue.users.sweep)))
 
@@ -309,8 +381,11 @@ class StreamHub:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.route(request.path) is None:
-            return connection.respond(404, f"unknown stream {request.path}; try /ws/<symbol>@trade, "
-                                           f"/stream?streams=a@trade/b@depth, or /ws and SUBSCRIBE\n")
+            return connection.respond(
+                404,
+                f"unknown stream {request.path}; try /ws/<symbol>@trade, "
+                f"/stream?streams=a@trade/b@depth, or /ws and SUBSCRIBE\n",
+            )
         return None
 
     async def handler(self, connection: ServerConnection) -> None:
@@ -370,8 +445,7 @@ class StreamHub:
             return {"error": {"code": 3, "msg": "Invalid JSON: expected an object"}}
         rid = req.get("id")
         if (rid is not None and not isinstance(rid, (int, str))) or isinstance(rid, bool):
-            return {"error": {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer"},
-                    "id": None}
+            return {"error": {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer"}, "id": None}
 
         def bad(msg: str) -> dict[str, Any]:
             return {"error": {"code": 2, "msg": f"Invalid request: {msg}"}, "id": rid}
@@ -394,8 +468,12 @@ class StreamHub:
         if method == "LIST_SUBSCRIPTIONS":
             return {"result": sorted(st.streams), "id": rid}
         if method == "SET_PROPERTY":
-            if not (isinstance(params, list) and len(params) == 2 and params[0] == "combined"
-                    and isinstance(params[1], bool)):
+            if not (
+                isinstance(params, list)
+                and len(params) == 2
+                and params[0] == "combined"
+                and isinstance(params[1], bool)
+            ):
                 return bad('SET_PROPERTY takes ["combined", true|false]')
             self.set_combined(conn, params[1])
             return {"result": None, "id": rid}
@@ -403,12 +481,23 @@ class StreamHub:
             if params != ["combined"]:
                 return bad('GET_PROPERTY takes ["combined"]')
             return {"result": st.combined, "id": rid}
-        return bad(f"unknown method {method!r}; expected SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, "
-                   f"SET_PROPERTY or GET_PROPERTY")
+        return bad(
+            f"unknown method {method!r}; expected SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, "
+            f"SET_PROPERTY or GET_PROPERTY"
+        )
 
 
 async def serve_streams(hub: StreamHub, host: str, port: int) -> Server:
     lim = hub.limits
-    return await serve(hub.handler, host, port, process_request=hub.process_request,
-                       max_queue=lim.max_queue, max_size=lim.max_size, write_limit=2**20, compression=None,
-                       ping_interval=lim.ping_interval_s, ping_timeout=lim.ping_timeout_s)
+    return await serve(
+        hub.handler,
+        host,
+        port,
+        process_request=hub.process_request,
+        max_queue=lim.max_queue,
+        max_size=lim.max_size,
+        write_limit=2**20,
+        compression=None,
+        ping_interval=lim.ping_interval_s,
+        ping_timeout=lim.ping_timeout_s,
+    )

@@ -54,12 +54,12 @@ def compute(bars: list[Bar], defs: tuple[FeatureDef, ...] | None = None) -> dict
         if d.kind == "return":
             out[d.name] = float(math.log(closes[-1] / closes[-1 - d.window])) if len(closes) > d.window else 0.0
         elif d.kind == "volatility":
-            r = logret[-d.window:]
+            r = logret[-d.window :]
             out[d.name] = float(r.std()) if len(r) >= 2 else 0.0
         elif d.kind == "vwap_distance":
             out[d.name] = float(bars[-1].close / bars[-1].vwap - 1) if bars[-1].vwap else 0.0
         elif d.kind == "volume_z":
-            v = np.array([b.volume for b in bars[-d.window:]])
+            v = np.array([b.volume for b in bars[-d.window :]])
             sd = v.std()
             out[d.name] = float((v[-1] - v.mean()) / sd) if len(v) >= 3 and sd > 0 else 0.0
     return out

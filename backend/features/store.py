@@ -105,7 +105,7 @@ def compact_offline(data_dir: Path, through: str) -> CompactionResult:
         return res
     with compactor_lock(root) as res.cleaned:
         for ddir in sorted(root.glob("date=*")):
-            if ddir.name[len("date="):] > through:
+            if ddir.name[len("date=") :] > through:
                 res.skipped_open += 1
                 continue
             compact_dir(root, ddir, ["ts_ns", "symbol"], _span, res)

@@ -111,13 +111,15 @@ class HistoryError(Exception):
     """The venue's trade history could not be read (a clear message, no traceback)."""
 
 
-async def fetch_page(client: httpx.AsyncClient, base_url: str, api_key: str, symbol: str,
-                     from_id: int, limit: int = PAGE) -> list[HistoricalTrade]:
+async def fetch_page(
+    client: httpx.AsyncClient, base_url: str, api_key: str, symbol: str, from_id: int, limit: int = PAGE
+) -> list[HistoricalTrade]:
     """One page of `GET /api/v3/historicalTrades` from `from_id` up."""
     url = f"{base_url.rstrip('/')}/api/v3/historicalTrades"
     try:
-        resp = await client.get(url, params={"symbol": symbol, "fromId": from_id, "limit": limit},
-                                headers={"X-MBX-APIKEY": api_key})
+        resp = await client.get(
+            url, params={"symbol": symbol, "fromId": from_id, "limit": limit}, headers={"X-MBX-APIKEY": api_key}
+        )
     except httpx.HTTPError as exc:
         raise HistoryError(f"GET {url} failed: {exc!r}") from None
     if resp.status_code != 200:
@@ -128,9 +130,16 @@ async def fetch_page(client: httpx.AsyncClient, base_url: str, api_key: str, sym
         raise HistoryError(f"GET {url} answered something that is not a trade list: {exc}") from None
 
 
-async def fill(client: httpx.AsyncClient, base_url: str | None, api_key: str, gap: Gap,
-               on_page: Callable[[list[HistoricalTrade]], None], *, page: int = PAGE,
-               max_trades: int | None = None) -> Filled:
+async def fill(
+    client: httpx.AsyncClient,
+    base_url: str | None,
+    api_key: str,
+    gap: Gap,
+    on_page: Callable[[list[HistoricalTrade]], None],
+    *,
+    page: int = PAGE,
+    max_trades: int | None = None,
+) -> Filled:
     """Fetch the gap's trades from the venue's history, handing each page (in id order, inside
     the gap) to `on_page`; at most the last `max_trades` ids of the gap are asked for."""
     cov = Coverage(gap)
@@ -139,14 +148,17 @@ async def fill(client: httpx.AsyncClient, base_url: str | None, api_key: str, ga
     if start > gap.first:
         reason = f"the gap is larger than backfill_max_trades ({max_trades}) and older ids are not asked for"
     if base_url is None:
-        reason = ("no REST trade history to backfill from (set [services.gateway] rest_url, "
-                  "or run the local exchange with its REST API)")
+        reason = (
+            "no REST trade history to backfill from (set [services.gateway] rest_url, "
+            "or run the local exchange with its REST API)"
+        )
     elif start <= gap.last:  # (backfill_max_trades = 0 fetches nothing)
         cursor = start
         while not cov.done:
             try:
-                trades = await fetch_page(client, base_url, api_key, gap.symbol, cursor,
-                                          min(page, gap.last - cursor + 1))
+                trades = await fetch_page(
+                    client, base_url, api_key, gap.symbol, cursor, min(page, gap.last - cursor + 1)
+                )
             except HistoryError as exc:
                 reason = str(exc)
                 break
@@ -182,8 +194,14 @@ def lost_alert(filled: Filled, source: str, now_ns: int | None = None) -> Alert:
     now_ns = now_ns or time.time_ns()
     g = filled.gap
     return Alert(
-        id=f"md-gap-{g.symbol}-{g.first}-{now_ns}", ts_ns=now_ns, severity="critical", source=source,
-        kind=ALERT_KIND, key=f"{ALERT_KIND}:{g.symbol}:{g.first}-{g.last}",
-        message=(f"{g.symbol}: {filled.lost} trade(s) lost from md.ticks, ids {describe(filled.holes)} "
-                 f"(gap {g.first}..{g.last}, {filled.fetched} backfilled): {filled.reason}"),
+        id=f"md-gap-{g.symbol}-{g.first}-{now_ns}",
+        ts_ns=now_ns,
+        severity="critical",
+        source=source,
+        kind=ALERT_KIND,
+        key=f"{ALERT_KIND}:{g.symbol}:{g.first}-{g.last}",
+        message=(
+            f"{g.symbol}: {filled.lost} trade(s) lost from md.ticks, ids {describe(filled.holes)} "
+            f"(gap {g.first}..{g.last}, {filled.fetched} backfilled): {filled.reason}"
+        ),
     )

@@ -34,7 +34,7 @@ def compact_parquet(root: Path, through: str) -> CompactionResult:
         return res
     with compactor_lock(root) as res.cleaned:
         for ddir in sorted(root.glob("date=*")):
-            if ddir.name[len("date="):] > through:
+            if ddir.name[len("date=") :] > through:
                 res.skipped_open += sum(1 for _ in ddir.glob("symbol=*"))
                 continue
             for sdir in sorted(ddir.glob("symbol=*")):

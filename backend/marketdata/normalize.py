@@ -48,7 +48,7 @@ def _parse_small(data: bytes, offsets: np.ndarray) -> np.ndarray | None:
     plain decimal number (the caller then takes the Arrow path, which says which ones)."""
     out = np.empty(len(offsets) - 1)
     for i in range(len(out)):
-        s = data[offsets[i]:offsets[i + 1]]
+        s = data[offsets[i] : offsets[i + 1]]
         if _number.fullmatch(s) is None:
             return None
         out[i] = float(s)
@@ -121,8 +121,15 @@ class PublishedTicks:
         self.half = max(1, remember // 2)
         self.gens = [_Generation()]
 
-    def add(self, sym: np.ndarray, tid: np.ndarray, price: np.ndarray, qty: np.ndarray,
-            trade_ns: np.ndarray, buyer_maker: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def add(
+        self,
+        sym: np.ndarray,
+        tid: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        trade_ns: np.ndarray,
+        buyer_maker: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Remember published ticks; returns the (symbol codes, trade ids) forgotten to make room."""
         if len(tid) == 0:
             return None
@@ -135,8 +142,15 @@ class PublishedTicks:
         self.gens[-1].add((sym, tid, price, qty, trade_ns, buyer_maker))
         return dropped
 
-    def find(self, sym: np.ndarray, tid: np.ndarray, price: np.ndarray, qty: np.ndarray,
-             trade_ns: np.ndarray, buyer_maker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def find(
+        self,
+        sym: np.ndarray,
+        tid: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        trade_ns: np.ndarray,
+        buyer_maker: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per tick: (published, published with these very values)."""
         keys = tick_keys(sym, tid)
         found = np.zeros(len(keys), bool)
@@ -149,8 +163,12 @@ class PublishedTicks:
             hit = k[pos] == keys
             if hit.any():
                 at = pos[hit]
-                eq = ((cols[2][at] == price[hit]) & (cols[3][at] == qty[hit]) & (cols[4][at] == trade_ns[hit])
-                      & (cols[5][at] == buyer_maker[hit]))
+                eq = (
+                    (cols[2][at] == price[hit])
+                    & (cols[3][at] == qty[hit])
+                    & (cols[4][at] == trade_ns[hit])
+                    & (cols[5][at] == buyer_maker[hit])
+                )
                 found |= hit
                 same[np.flatnonzero(hit)[eq]] = True
         return found, same
@@ -217,8 +235,9 @@ class TickValidator:
         return code
 
     # -- validation ------------------------------------------------------------------------------
-    def validate(self, batches: list[RawTickBatch], now_ns: int, normalized_ns: int = 0,
-                 *, check_hwm: bool = True) -> Validated:
+    def validate(
+        self, batches: list[RawTickBatch], now_ns: int, normalized_ns: int = 0, *, check_hwm: bool = True
+    ) -> Validated:
         """Accepted ticks as one TickBatch, and the rejected with their reasons.
 
         `check_hwm=False` for batches delivered again (after a crash, or taken over from another
@@ -245,8 +264,9 @@ class TickValidator:
     def _one(self, bi: int, b: RawTickBatch, now_ns: int, check_hwm: bool = True) -> Any:
         n = b.n
         local = rawcols.codes(b)
-        lut = np.array([(self._global(s) if self._global(s) is not None else NO_CODE)
-                        for s in b.symbols] or [NO_CODE], np.uint16)
+        lut = np.array(
+            [(self._global(s) if self._global(s) is not None else NO_CODE) for s in b.symbols] or [NO_CODE], np.uint16
+        )
         g = lut[local]
         tid = rawcols.ints(b, "trade_id")
         tns = rawcols.ints(b, "trade_ns")
@@ -268,10 +288,22 @@ class TickValidator:
                 bad[new] = True
 
         # one combined test first: a clean batch (the usual case) skips the rule-by-rule reasons
-        suspect = p_bad is not None or q_bad is not None or bool((
-            ~np.isfinite(price) | ~np.isfinite(qty) | (price <= 0) | (qty <= 0) | (g == NO_CODE)
-            | (tns > now_ns + self.max_future_ns) | (tns < now_ns - self.max_past_ns)
-            | ((tid <= marks) if check_hwm else False)).any())
+        suspect = (
+            p_bad is not None
+            or q_bad is not None
+            or bool(
+                (
+                    ~np.isfinite(price)
+                    | ~np.isfinite(qty)
+                    | (price <= 0)
+                    | (qty <= 0)
+                    | (g == NO_CODE)
+                    | (tns > now_ns + self.max_future_ns)
+                    | (tns < now_ns - self.max_past_ns)
+                    | ((tid <= marks) if check_hwm else False)
+                ).any()
+            )
+        )
         if suspect:
             if p_bad is not None:
                 pstr = rawcols.strings(b, "price")
@@ -284,28 +316,45 @@ class TickValidator:
             flag(price <= 0, lambda i: f"non-positive price {price[i]:g}")
             flag(qty <= 0, lambda i: f"non-positive quantity {qty[i]:g}")
             flag(g == NO_CODE, lambda i: f"unknown symbol {b.symbols[int(local[i])]!r}")
-            flag(tns > now_ns + self.max_future_ns,
-                 lambda i: f"timestamp {int(tns[i])} is {(tns[i] - now_ns) / 1e9:.1f}s in the future "
-                           f"(limit {self.max_future_ns / 1e9:g}s)")
-            flag(tns < now_ns - self.max_past_ns,
-                 lambda i: f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
-                           f"(limit {self.max_past_ns / 1e9:g}s)")
+            flag(
+                tns > now_ns + self.max_future_ns,
+                lambda i: (
+                    f"timestamp {int(tns[i])} is {(tns[i] - now_ns) / 1e9:.1f}s in the future "
+                    f"(limit {self.max_future_ns / 1e9:g}s)"
+                ),
+            )
+            flag(
+                tns < now_ns - self.max_past_ns,
+                lambda i: (
+                    f"timestamp {int(tns[i])} is {(now_ns - tns[i]) / 1e9:.1f}s in the past "
+                    f"(limit {self.max_past_ns / 1e9:g}s)"
+                ),
+            )
             # duplicates: at or below the symbol's high-water mark, unless a repeat of a
             # published tick (dropped, counted) or a late one never published (accepted) ...
             if check_hwm:
                 low = (tid <= marks) & ~bad
                 if low.any():
-                    flag(low & (tid <= self.floor[safe_g]),
-                         lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
-                                   f"(already seen up to {int(marks[i])})")
+                    flag(
+                        low & (tid <= self.floor[safe_g]),
+                        lambda i: (
+                            f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                            f"(already seen up to {int(marks[i])})"
+                        ),
+                    )
                     at = np.flatnonzero(low & ~bad)
                     found, same = self.published.find(safe_g[at], tid[at], price[at], qty[at], tns[at], bm[at])
                     repeat = np.zeros(n, bool)
                     repeat[at[same]] = True
                     other = np.zeros(n, bool)
                     other[at[found & ~same]] = True
-                    flag(other, lambda i: f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
-                                          "with another price, quantity, time or side than the tick published")
+                    flag(
+                        other,
+                        lambda i: (
+                            f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} "
+                            "with another price, quantity, time or side than the tick published"
+                        ),
+                    )
         # ... or repeated within the batch (the first one stays)
         skip = bad if repeat is None else bad | repeat
         ok_idx = np.flatnonzero(~skip)
@@ -318,8 +367,12 @@ class TickValidator:
             if rep.any():
                 mask = np.zeros(n, bool)
                 mask[ok_idx[rep]] = True
-                flag(mask, lambda i: f"duplicate trade id {int(tid[i])} for "
-                                     f"{b.symbols[int(local[i])]} (repeated in the batch)")
+                flag(
+                    mask,
+                    lambda i: (
+                        f"duplicate trade id {int(tid[i])} for {b.symbols[int(local[i])]} (repeated in the batch)"
+                    ),
+                )
 
         rejected = [Rejected(bi, i, r) for i, r in sorted(reasons.items())]
         repeats = 0 if repeat is None else int(repeat.sum())
@@ -359,8 +412,9 @@ class BarAggregator:
     bar still closes on time. A tick for a bar already closed is counted in `late_ticks` (it
     still flows on md.ticks) and does not reopen the bar: bars are final."""
 
-    def __init__(self, intervals: tuple[str, ...] = ("1s", "1m"), grace_s: float = 0.25,
-                 max_delay_s: float = 2.0) -> None:
+    def __init__(
+        self, intervals: tuple[str, ...] = ("1s", "1m"), grace_s: float = 0.25, max_delay_s: float = 2.0
+    ) -> None:
         self.intervals = {k: INTERVALS[k] for k in intervals}
         self.grace_ns = int(grace_s * 1e9)
         self.max_delay_ns = int(max_delay_s * 1e9)
@@ -371,8 +425,7 @@ class BarAggregator:
         self.late_ticks = 0
         self.max_lateness_ns = 0
 
-    def add(self, sym: np.ndarray, price: np.ndarray, qty: np.ndarray, trade_ns: np.ndarray,
-            wall_ns: int) -> None:
+    def add(self, sym: np.ndarray, price: np.ndarray, qty: np.ndarray, trade_ns: np.ndarray, wall_ns: int) -> None:
         if len(price) == 0:
             return
         top = int(trade_ns.max())
@@ -406,8 +459,17 @@ class BarAggregator:
                 key = (name, int(s_[a]), int(st_[a]))
                 bar = self.open.get(key)
                 if bar is None:
-                    self.open[key] = _Open(float(p_[a]), float(highs[j]), float(lows[j]), float(p_[z]),
-                                           float(vols[j]), float(pvs[j]), int(counts[j]), int(t_[a]), int(t_[z]))
+                    self.open[key] = _Open(
+                        float(p_[a]),
+                        float(highs[j]),
+                        float(lows[j]),
+                        float(p_[z]),
+                        float(vols[j]),
+                        float(pvs[j]),
+                        int(counts[j]),
+                        int(t_[a]),
+                        int(t_[z]),
+                    )
                     continue
                 if t_[a] < bar.first_ns:
                     bar.open, bar.first_ns = float(p_[a]), int(t_[a])
@@ -434,10 +496,18 @@ class BarAggregator:
             if everything or end + self.grace_ns <= mark:
                 bar = self.open.pop(key)
                 self.closed_until[name] = max(self.closed_until[name], end)
-                out.append(Bar(
-                    symbol=symbols[code], interval=name, start_ns=start,  # type: ignore[arg-type]
-                    open=bar.open, high=bar.high, low=bar.low, close=bar.close,
-                    volume=bar.volume, vwap=bar.pv / bar.volume if bar.volume else bar.close,
-                    trades=bar.trades,
-                ))
+                out.append(
+                    Bar(
+                        symbol=symbols[code],
+                        interval=name,
+                        start_ns=start,  # type: ignore[arg-type]
+                        open=bar.open,
+                        high=bar.high,
+                        low=bar.low,
+                        close=bar.close,
+                        volume=bar.volume,
+                        vwap=bar.pv / bar.volume if bar.volume else bar.close,
+                        trades=bar.trades,
+                    )
+                )
         return out

@@ -42,8 +42,17 @@ class RawBatchBuilder:
     def __len__(self) -> int:
         return len(self.trade_id)
 
-    def add(self, symbol: str, trade_id: int, price: str, qty: str, trade_ns: int,
-            event_ns: int, buyer_maker: bool, recv_ns: int) -> None:
+    def add(
+        self,
+        symbol: str,
+        trade_id: int,
+        price: str,
+        qty: str,
+        trade_ns: int,
+        event_ns: int,
+        buyer_maker: bool,
+        recv_ns: int,
+    ) -> None:
         code = self._codes.get(symbol)
         if code is None:
             code = self._codes[symbol] = len(self.symbols)

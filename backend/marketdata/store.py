@@ -43,16 +43,18 @@ from backend.compaction import drop_replaced, store_lock
 from backend.marketdata import ticks as tickcols
 from backend.messages import TickBatch
 
-SCHEMA = pa.schema([
-    ("symbol", pa.string()),
-    ("trade_id", pa.int64()),
-    ("price", pa.float64()),
-    ("qty", pa.float64()),
-    ("ts", pa.timestamp("ns", tz="UTC")),
-    ("recv_ns", pa.int64()),
-    ("buyer_maker", pa.bool_()),
-    ("stream_id", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("trade_id", pa.int64()),
+        ("price", pa.float64()),
+        ("qty", pa.float64()),
+        ("ts", pa.timestamp("ns", tz="UTC")),
+        ("recv_ns", pa.int64()),
+        ("buyer_maker", pa.bool_()),
+        ("stream_id", pa.string()),
+    ]
+)
 APP_ID = "tradeops-sink-ticks"
 
 
@@ -76,8 +78,9 @@ def id_version(stream_id: str) -> int:
 
 def to_table(batches: list[tuple[str, TickBatch]]) -> pa.Table:
     """Rows of many TickBatches (with the stream id of the entry each came from)."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("symbol", "trade_id", "price", "qty", "ts",
-                                                           "recv_ns", "buyer_maker", "stream_id")}
+    cols: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("symbol", "trade_id", "price", "qty", "ts", "recv_ns", "buyer_maker", "stream_id")
+    }
     for sid, b in batches:
         if b.n == 0:
             continue
@@ -117,7 +120,7 @@ def live_files(root: Path, dates: tuple[str | None, str | None] = (None, None)) 
     lo, hi = dates
     files = []
     for ddir in sorted(Path(root).glob("date=*")):
-        day = ddir.name[len("date="):]
+        day = ddir.name[len("date=") :]
         if (lo and day < lo) or (hi and day > hi):
             continue
         files += sorted(ddir.glob("symbol=*/*.parquet"))
@@ -173,8 +176,11 @@ class ParquetStore:
                 if last is None or id_key(info["last_id"]) > id_key(last):
                     last = info["last_id"]
                 untracked = self.untracked_offset
-                if "ids" not in info and not info.get("acked") and (
-                        untracked is None or id_key(info["last_id"]) > id_key(untracked)):
+                if (
+                    "ids" not in info
+                    and not info.get("acked")
+                    and (untracked is None or id_key(info["last_id"]) > id_key(untracked))
+                ):
                     self.untracked_offset = info["last_id"]
         for tmp in self.root.rglob("*.parquet.tmp"):
             tmp.unlink()
@@ -240,8 +246,7 @@ class ParquetStore:
                     files.append(rel)
                     pq.write_table(part.drop_columns(["symbol"]), final.with_name(final.name + ".tmp"))
             commits.mkdir(parents=True, exist_ok=True)
-            info = {"first_id": first_id, "last_id": last_id, "rows": table.num_rows,
-                    "files": [str(f) for f in files]}
+            info = {"first_id": first_id, "last_id": last_id, "rows": table.num_rows, "files": [str(f) for f in files]}
             if ids is not None:
                 info["ids"] = ids
             with open(mtmp, "w") as f:
@@ -299,8 +304,9 @@ class DeltaStore:
         if table.num_rows == 0:
             return []
         props = CommitProperties(app_transactions=[Transaction(APP_ID, id_version(last_id))])
-        write_deltalake(str(self.root), _with_date(table), partition_by=["date", "symbol"],
-                        mode="append", commit_properties=props)
+        write_deltalake(
+            str(self.root), _with_date(table), partition_by=["date", "symbol"], mode="append", commit_properties=props
+        )
         return [self.root]
 
 
@@ -328,14 +334,12 @@ def read_ticks(
         if not root.exists():
             return SCHEMA.empty_table().to_pandas()
         # date partitions that can hold [start, end); end is exclusive, a partition is a whole day
-        days = (_day(_ns(start)) if start is not None else None,
-                _day(_ns(end) - 1) if end is not None else None)
+        days = (_day(_ns(start)) if start is not None else None, _day(_ns(end) - 1) if end is not None else None)
         with store_lock(root):  # compaction cannot swap files between the listing and the read
             files = [str(p) for p in live_files(root, days)]
             if not files:
                 return SCHEMA.empty_table().to_pandas()
-            dataset = ds.dataset(files, format="parquet", partitioning="hive",
-                                 partition_base_dir=str(root))
+            dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(root))
             table = dataset.to_table()
         table = table.drop_columns([c for c in ("date",) if c in table.column_names])
     if symbols:

@@ -47,12 +47,25 @@ def compose(image: str = "tradeops:latest", secrets_dir: Path | str = "./secrets
     for i in inv.infra:
         if i.name != "redis":
             continue
-        cmd = ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec", "--aclfile",
-               f"/run/secrets/{ACL_SECRET}"]
-        lines += ["  redis:", "    image: redis:7.2", f"    command: {json.dumps(cmd)}",
-                  "    networks: [" + ", ".join(i.lanes) + "]", f"    secrets: [{ACL_SECRET}]",
-                  "    healthcheck:", "      test: [\"CMD-SHELL\", \"redis-cli ping | grep -qE 'PONG|NOAUTH'\"]",
-                  "      interval: 5s"]
+        cmd = [
+            "redis-server",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--aclfile",
+            f"/run/secrets/{ACL_SECRET}",
+        ]
+        lines += [
+            "  redis:",
+            "    image: redis:7.2",
+            f"    command: {json.dumps(cmd)}",
+            "    networks: [" + ", ".join(i.lanes) + "]",
+            f"    secrets: [{ACL_SECRET}]",
+            "    healthcheck:",
+            '      test: ["CMD-SHELL", "redis-cli ping | grep -qE \'PONG|NOAUTH\'"]',
+            "      interval: 5s",
+        ]
     for s in inv.services:
         deps = ["redis", *s.depends_on]
         instance = target_instance(s.name)
@@ -67,14 +80,14 @@ def compose(image: str = "tradeops:latest", secrets_dir: Path | str = "./secrets
             "      TRADEOPS_ENVIRONMENT: target",
             *(f"      {k}: {json.dumps(v)}" for k, v in env.items()),
             "    secrets: [" + ", ".join(f.name for f in files[s.name]) + "]",
-            f"    ports: [\"{s.port}:{s.port}\"]",
+            f'    ports: ["{s.port}:{s.port}"]',
             "    networks: [" + ", ".join(s.lanes) + "]",
             "    depends_on: [" + ", ".join(deps) + "]",
             "    restart: unless-stopped",
             "    labels:",
             f"      tradeops.service: {json.dumps(s.name)}",
             "      tradeops.environment: target",
-            f"      tradeops.priority: \"{s.priority}\"",
+            f'      tradeops.priority: "{s.priority}"',
             f"      tradeops.instance: {json.dumps(instance)}",
             "    healthcheck:",
             f"      test: {json.dumps(['CMD', 'python', '-m', 'backend.runtime.healthcheck', s.name, instance])}",

@@ -71,8 +71,10 @@ class MoveResult:
         if self.drained:
             parts.append(f"{', '.join(self.drained)} drained and stopped")
         if self.vanished:
-            parts.append(f"{', '.join(self.vanished)} vanished without draining (its pending entries "
-                         "are taken over by the survivors)")
+            parts.append(
+                f"{', '.join(self.vanished)} vanished without draining (its pending entries "
+                "are taken over by the survivors)"
+            )
         if not (self.drained or self.vanished):
             parts.append("no instance to drain")
         return "; ".join(parts) + f" ({self.switch_ms / 1000:.1f}s after the switch)"
@@ -97,9 +99,14 @@ def instances(r: Any, service: str, environment: str) -> dict[str, dict[str, Any
 def healthy(r: Any, service: str, environment: str, since_ns: int = 0) -> list[str]:
     """Instances running with a fresh heartbeat (newer than `since_ns` when given)."""
     now = time.time_ns()
-    return sorted(i for i, h in instances(r, service, environment).items()
-                  if h["state"] == "running" and now - h["ts_ns"] < FRESH_S * 1e9 and h["ts_ns"] > since_ns
-                  and not gone(h["state"], h["pid"], h["host"], h["pidns"]))
+    return sorted(
+        i
+        for i, h in instances(r, service, environment).items()
+        if h["state"] == "running"
+        and now - h["ts_ns"] < FRESH_S * 1e9
+        and h["ts_ns"] > since_ns
+        and not gone(h["state"], h["pid"], h["host"], h["pidns"])
+    )
 
 
 def wait_healthy(r: Any, service: str, environment: str, timeout: float, since_ns: int = 0) -> list[str]:
@@ -138,13 +145,14 @@ def wait_gone(r: Any, service: str, environment: str, timeout: float, since_ns: 
         if not live:
             return sorted(drained), sorted(vanished - drained)
         if time.monotonic() > deadline:
-            raise CutoverError(f"{', '.join(sorted(live))} still running {timeout:g}s after the switch; "
-                               "is a supervisor running (`tradeops up`)?")
+            raise CutoverError(
+                f"{', '.join(sorted(live))} still running {timeout:g}s after the switch; "
+                "is a supervisor running (`tradeops up`)?"
+            )
         time.sleep(POLL_S)
 
 
-def cutover(r: Any, service: str, operator: str, reason: str, *,
-            timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
+def cutover(r: Any, service: str, operator: str, reason: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
     """Wait for a healthy target, record the cutover, wait until the legacy instance drained."""
     st, to = check(r, service, "cutover", reason)
     t0 = time.monotonic()
@@ -158,12 +166,12 @@ def cutover(r: Any, service: str, operator: str, reason: str, *,
         drained, vanished = wait_gone(r, service, "legacy", timeout, ev.ts_ns)
     except CutoverError as exc:
         raise CutoverError(f"{service} is cut over (migrated), but {exc}") from None
-    return MoveResult(service, "cutover", st.state, to, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000,
-                      incoming, drained, vanished)
+    return MoveResult(
+        service, "cutover", st.state, to, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000, incoming, drained, vanished
+    )
 
 
-def rollback(r: Any, service: str, operator: str, reason: str, *,
-             timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
+def rollback(r: Any, service: str, operator: str, reason: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
     """Roll back: from migrated, the legacy instance is back and healthy before the target drains."""
     try:
         st, to = check(r, service, "rollback", reason)
@@ -185,20 +193,32 @@ def rollback(r: Any, service: str, operator: str, reason: str, *,
         try:
             incoming = wait_healthy(r, service, "legacy", timeout, since_ns=ev.ts_ns)
         except CutoverError as exc:
-            raise CutoverError(f"{service} is rolled back, but {exc}: the target keeps serving until there is "
-                               "one (run the rollback again to finish it)") from None
+            raise CutoverError(
+                f"{service} is rolled back, but {exc}: the target keeps serving until there is "
+                "one (run the rollback again to finish it)"
+            ) from None
         ev = move(r, service, "retire", operator, reason)
     t1 = time.monotonic()
     try:
         drained, vanished = wait_gone(r, service, "target", timeout, ev.ts_ns)
     except CutoverError as exc:
         raise CutoverError(f"{service} is rolled back, but {exc}") from None
-    return MoveResult(service, "rollback", from_state, to, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000,
-                      incoming, drained, vanished)
+    return MoveResult(
+        service,
+        "rollback",
+        from_state,
+        to,
+        (t1 - t0) * 1000,
+        (time.monotonic() - t1) * 1000,
+        incoming,
+        drained,
+        vanished,
+    )
 
 
-def switch(r: Any, service: str, action: str, operator: str, reason: str, *,
-           timeout: float = DEFAULT_TIMEOUT_S) -> MoveResult:
+def switch(
+    r: Any, service: str, action: str, operator: str, reason: str, *, timeout: float = DEFAULT_TIMEOUT_S
+) -> MoveResult:
     """`cutover` or `rollback` by name."""
     if action not in ("cutover", "rollback"):
         raise CutoverError(f"unknown switch {action!r}: cutover or rollback")

@@ -32,8 +32,7 @@ def latest_decisions(r: Any, skips: Skips | None = None) -> dict[str, str]:
     entry that is not a GateEvent is skipped (counted in `skips`; `audit verify` reports it as a
     break in the chain)."""
     out: dict[str, str] = {}
-    events, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES,
-                               skips=skips)
+    events, _ = decode_entries(archive.history(r, streams.OPS_GATES), GateEvent, stream=streams.OPS_GATES, skips=skips)
     for _, ev in events:
         if ev.kind == "decision" and ev.decision:
             out[ev.gate] = ev.decision
@@ -52,8 +51,10 @@ def guarded_priority(value: Any, source: str, gate: str) -> int:
     priorities = sorted(inventory.load().by_priority())
     m = _PRIORITY.fullmatch(value) if isinstance(value, str) else None
     if m is None or int(m.group(1)) not in priorities:
-        raise TradeopsError(f"{source}: gate {gate}: guards must name a priority "
-                            f"({', '.join(f'P{p}' for p in priorities)}), not {value!r}")
+        raise TradeopsError(
+            f"{source}: gate {gate}: guards must name a priority "
+            f"({', '.join(f'P{p}' for p in priorities)}), not {value!r}"
+        )
     return int(m.group(1))
 
 
@@ -67,8 +68,10 @@ def guard_map(gates: Iterable[tuple[str, Any, str]]) -> dict[int, str]:
             continue
         priority = guarded_priority(value, source, gate)
         if priority in out:
-            raise TradeopsError(f"{source}: gate {gate}: P{priority} is already guarded by gate "
-                                f"{out[priority]} (a priority is guarded by at most one gate)")
+            raise TradeopsError(
+                f"{source}: gate {gate}: P{priority} is already guarded by gate "
+                f"{out[priority]} (a priority is guarded by at most one gate)"
+            )
         out[priority] = gate
     return out
 

@@ -64,9 +64,7 @@ class Inventory(msgspec.Struct):
         for s in self.services:
             if s.name == name:
                 return s
-        raise InventoryError(
-            f"unknown service {name!r}; known: {', '.join(s.name for s in self.services)}"
-        )
+        raise InventoryError(f"unknown service {name!r}; known: {', '.join(s.name for s in self.services)}")
 
     def infra_spec(self, name: str) -> InfraSpec:
         for i in self.infra:
@@ -103,9 +101,7 @@ def validate(inv: Inventory, source: str = "inventory") -> Inventory:
                 raise InventoryError(f"{source}: {kind} {e.name!r}: duplicate name")
             names[e.name] = kind
             if e.port in ports:
-                raise InventoryError(
-                    f"{source}: {kind} {e.name!r}: duplicate port {e.port} (also {ports[e.port]!r})"
-                )
+                raise InventoryError(f"{source}: {kind} {e.name!r}: duplicate port {e.port} (also {ports[e.port]!r})")
             ports[e.port] = e.name
     prio = {s.name: s.priority for s in inv.services}
     for s in inv.services:
@@ -115,9 +111,7 @@ def validate(inv: Inventory, source: str = "inventory") -> Inventory:
             raise InventoryError(f"{source}: service {s.name!r}: hours must not be negative")
         for i in s.infra:
             if i not in infra_names:
-                raise InventoryError(
-                    f"{source}: service {s.name!r}: unknown infrastructure dependency {i!r}"
-                )
+                raise InventoryError(f"{source}: service {s.name!r}: unknown infrastructure dependency {i!r}")
         for d in s.depends_on:
             if d not in prio:
                 raise InventoryError(f"{source}: service {s.name!r}: unknown dependency {d!r}")
@@ -125,8 +119,7 @@ def validate(inv: Inventory, source: str = "inventory") -> Inventory:
                 raise InventoryError(f"{source}: service {s.name!r}: depends on itself")
             if prio[d] > s.priority:
                 raise InventoryError(
-                    f"{source}: service {s.name!r} (P{s.priority}) depends on {d!r} "
-                    f"(P{prio[d]}), a later priority"
+                    f"{source}: service {s.name!r} (P{s.priority}) depends on {d!r} (P{prio[d]}), a later priority"
                 )
     try:
         TopologicalSorter({s.name: s.depends_on for s in inv.services}).prepare()

@@ -33,8 +33,12 @@ ALLOWED: dict[str, dict[str, str]] = {
     "validate": {"deploying": "validating"},
     "cutover": {"validating": "migrated", "deploying": "migrated"},
     "fail": {"deploying": "failed", "validating": "failed"},
-    "rollback": {"migrated": "rolled_back", "validating": "rolled_back", "deploying": "rolled_back",
-                 "failed": "rolled_back"},
+    "rollback": {
+        "migrated": "rolled_back",
+        "validating": "rolled_back",
+        "deploying": "rolled_back",
+        "failed": "rolled_back",
+    },
     "retire": {"rolled_back": "rolled_back"},  # the kept target drains (see the module doc)
 }
 
@@ -54,8 +58,12 @@ class ServiceState:
     def target_kept(self) -> bool:
         """Rolled back with the target kept running until the legacy instance is healthy."""
         last = self.history[-1] if self.history else None
-        return (self.state == "rolled_back" and last is not None and last.action == "rollback"
-                and bool(last.detail.get("keep_target")))
+        return (
+            self.state == "rolled_back"
+            and last is not None
+            and last.action == "rollback"
+            and bool(last.detail.get("keep_target"))
+        )
 
 
 def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
@@ -63,8 +71,12 @@ def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
     MigrationEvent is skipped (counted in `skips`): it moves nothing."""
     inv = inventory.load()
     out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
-    events, _ = decode_entries(archive.history(r, streams.OPS_MIGRATION), MigrationEvent,  # archived moves first
-                               stream=streams.OPS_MIGRATION, skips=skips)
+    events, _ = decode_entries(
+        archive.history(r, streams.OPS_MIGRATION),
+        MigrationEvent,  # archived moves first
+        stream=streams.OPS_MIGRATION,
+        skips=skips,
+    )
     for _, ev in events:
         if ev.service in out:
             out[ev.service].state = ev.to_state
@@ -72,29 +84,34 @@ def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
     return out
 
 
-def blockers(r: Any, service: str, states: dict[str, ServiceState] | None = None, *,
-             gates_file: Path | None = None) -> list[str]:
+def blockers(
+    r: Any, service: str, states: dict[str, ServiceState] | None = None, *, gates_file: Path | None = None
+) -> list[str]:
     """What keeps `service` from starting, in words (empty: it may start). `gates_file`: the user
     gates file, whose gates may guard priorities too (gate_status.gate_guards)."""
     states = states or board(r)
-    return blockers_of(service, {k: v.state for k, v in states.items()}, latest_decisions(r),
-                       gates_file=gates_file)
+    return blockers_of(service, {k: v.state for k, v in states.items()}, latest_decisions(r), gates_file=gates_file)
 
 
-def blockers_of(service: str, states: dict[str, str], decisions: dict[str, str], *,
-                gates_file: Path | None = None) -> list[str]:
+def blockers_of(
+    service: str, states: dict[str, str], decisions: dict[str, str], *, gates_file: Path | None = None
+) -> list[str]:
     """The same rule on plain values: dependencies not migrated, the gate guarding the priority."""
     spec = inventory.load().service(service)
-    out = [f"dependency {d} is {states.get(d, 'planned')}, not migrated" for d in spec.depends_on
-           if states.get(d) != "migrated"]
+    out = [
+        f"dependency {d} is {states.get(d, 'planned')}, not migrated"
+        for d in spec.depends_on
+        if states.get(d) != "migrated"
+    ]
     gate = blocking_gate(spec.priority, decisions, gates_file)
     if gate:
         out.append(f"gate {gate} (before P{spec.priority}) has no proceed decision")
     return out
 
 
-def check(r: Any, service: str, action: str, reason: str, *,
-          gates_file: Path | None = None) -> tuple[ServiceState, str]:
+def check(
+    r: Any, service: str, action: str, reason: str, *, gates_file: Path | None = None
+) -> tuple[ServiceState, str]:
     """The rules for one move, without recording it: (the service's state, the state it would
     move to), or MoveRefused naming what blocks it."""
     inv = inventory.load()
@@ -107,8 +124,7 @@ def check(r: Any, service: str, action: str, reason: str, *,
     cur = states[service].state
     to = ALLOWED[action].get(cur)
     if to is None:
-        raise MoveRefused(f"cannot {action} {service}: it is {cur} "
-                          f"(allowed from: {', '.join(ALLOWED[action])})")
+        raise MoveRefused(f"cannot {action} {service}: it is {cur} (allowed from: {', '.join(ALLOWED[action])})")
     if action == "start":
         why = blockers(r, service, states, gates_file=gates_file)
         if why:
@@ -118,13 +134,22 @@ def check(r: Any, service: str, action: str, reason: str, *,
     return states[service], to
 
 
-def move(r: Any, service: str, action: str, operator: str, reason: str, *, gates_file: Path | None = None,
-         **detail: Any) -> MigrationEvent:
+def move(
+    r: Any, service: str, action: str, operator: str, reason: str, *, gates_file: Path | None = None, **detail: Any
+) -> MigrationEvent:
     """Check the rules and record the move as an event on ops.migration; return once it is on disk
     (`backend.bus.durable`), so a move the operator was told is recorded survives a Redis crash."""
     st, to = check(r, service, action, reason, gates_file=gates_file)
-    ev = MigrationEvent(service=service, from_state=st.state, to_state=to, operator=operator,  # type: ignore[arg-type]
-                        reason=reason, ts_ns=time.time_ns(), action=action, detail=detail)
+    ev = MigrationEvent(
+        service=service,
+        from_state=st.state,
+        to_state=to,
+        operator=operator,  # type: ignore[arg-type]
+        reason=reason,
+        ts_ns=time.time_ns(),
+        action=action,
+        detail=detail,
+    )
     publish_sync(r, streams.OPS_MIGRATION, ev)
     wait_durable(r)
     return ev

@@ -13,8 +13,9 @@ import pandas as pd
 LABEL = "fwd_logret"
 
 
-def label_rows(features: pd.DataFrame, prices: pd.DataFrame, horizon_ns: int,
-               end_ns: int | None = None) -> pd.DataFrame:
+def label_rows(
+    features: pd.DataFrame, prices: pd.DataFrame, horizon_ns: int, end_ns: int | None = None
+) -> pd.DataFrame:
     """`features` (symbol, ts_ns, <feature columns>) + `prices` (symbol, ts_ns, price) ->
     the labelled rows, in time order, with a `fwd_logret` column."""
     if features.empty or prices.empty:
@@ -29,11 +30,19 @@ def label_rows(features: pd.DataFrame, prices: pd.DataFrame, horizon_ns: int,
     if rows.empty:
         return rows.assign(**{LABEL: pd.Series(dtype=float)})
     p = prices[["symbol", "ts_ns", "price"]]
-    now = pd.merge_asof(rows[["symbol", "ts_ns"]].reset_index(), p, on="ts_ns", by="symbol",
-                        direction="backward").set_index("index").price
+    now = (
+        pd.merge_asof(rows[["symbol", "ts_ns"]].reset_index(), p, on="ts_ns", by="symbol", direction="backward")
+        .set_index("index")
+        .price
+    )
     fut_keys = rows[["symbol", "ts_ns"]].assign(ts_ns=rows.ts_ns + horizon_ns)
-    fut = pd.merge_asof(fut_keys.sort_values("ts_ns", kind="stable").reset_index(), p,
-                        on="ts_ns", by="symbol", direction="backward").set_index("index").price
+    fut = (
+        pd.merge_asof(
+            fut_keys.sort_values("ts_ns", kind="stable").reset_index(), p, on="ts_ns", by="symbol", direction="backward"
+        )
+        .set_index("index")
+        .price
+    )
     rows[LABEL] = np.log(fut.reindex(rows.index) / now.reindex(rows.index))
     rows = rows[np.isfinite(rows[LABEL])]
     return rows.reset_index(drop=True)

@@ -28,8 +28,10 @@ class LinearModel(msgspec.Struct, kw_only=True, dict=True):
     def __post_init__(self) -> None:
         n = len(self.features)
         if n == 0 or not (len(self.mean) == len(self.std) == len(self.coef) == n):
-            raise ValueError(f"model has {n} features but {len(self.mean)} means, "
-                             f"{len(self.std)} stds, {len(self.coef)} coefficients")
+            raise ValueError(
+                f"model has {n} features but {len(self.mean)} means, "
+                f"{len(self.std)} stds, {len(self.coef)} coefficients"
+            )
         vals = [*self.mean, *self.std, *self.coef, self.intercept, self.pred_std]
         if not all(math.isfinite(v) for v in vals):
             raise ValueError("model has non-finite parameters")
@@ -64,8 +66,9 @@ class LinearModel(msgspec.Struct, kw_only=True, dict=True):
         return float(pred / self.pred_std) if self.pred_std > 0 else 0.0
 
 
-def fit(x: np.ndarray, y: np.ndarray, features: list[str], *, ridge: float = 1.0,
-        test_frac: float = 0.25) -> tuple[LinearModel, dict[str, float]]:
+def fit(
+    x: np.ndarray, y: np.ndarray, features: list[str], *, ridge: float = 1.0, test_frac: float = 0.25
+) -> tuple[LinearModel, dict[str, float]]:
     """Fit on the earlier part of the rows (already in time order), measure on the later part."""
     n = len(y)
     if n < 20:
@@ -81,9 +84,14 @@ def fit(x: np.ndarray, y: np.ndarray, features: list[str], *, ridge: float = 1.0
     yc = ytr - ytr.mean()
     coef = np.linalg.solve(z.T @ z + ridge * np.eye(len(features)), z.T @ yc)
     pred_tr = z @ coef + ytr.mean()
-    model = LinearModel(features=list(features), mean=mean.tolist(), std=std.tolist(),
-                        coef=coef.tolist(), intercept=float(ytr.mean()),
-                        pred_std=float(pred_tr.std()))
+    model = LinearModel(
+        features=list(features),
+        mean=mean.tolist(),
+        std=std.tolist(),
+        coef=coef.tolist(),
+        intercept=float(ytr.mean()),
+        pred_std=float(pred_tr.std()),
+    )
     pred = model.predict(xte)
     metrics = {"n_train": float(split), "n_test": float(n - split)}
     metrics["ic"] = _corr(pred, yte)

@@ -96,17 +96,27 @@ def validate(req: ModelRegister) -> LinearModel:
     if bad:
         raise ValueError(f"non-finite metrics: {', '.join(bad)}")
     if req.rows <= 0 or req.data_end_ns <= req.data_start_ns:
-        raise ValueError(f"empty lineage: rows={req.rows}, data range "
-                         f"{req.data_start_ns}..{req.data_end_ns}")
+        raise ValueError(f"empty lineage: rows={req.rows}, data range {req.data_start_ns}..{req.data_end_ns}")
     return model
 
 
 def new_record(req: ModelRegister, version: int, parent: int) -> VersionRecord:
     return VersionRecord(
-        name=req.name, version=version, kind=req.kind, features=req.features, label=req.label,
-        metrics=req.metrics, data_start_ns=req.data_start_ns, data_end_ns=req.data_end_ns,
-        rows=req.rows, symbols=req.symbols, params=req.params, trained_by=req.trained_by,
-        created_ns=time.time_ns(), parent=parent, sha256=hashlib.sha256(req.artifact).hexdigest(),
+        name=req.name,
+        version=version,
+        kind=req.kind,
+        features=req.features,
+        label=req.label,
+        metrics=req.metrics,
+        data_start_ns=req.data_start_ns,
+        data_end_ns=req.data_end_ns,
+        rows=req.rows,
+        symbols=req.symbols,
+        params=req.params,
+        trained_by=req.trained_by,
+        created_ns=time.time_ns(),
+        parent=parent,
+        sha256=hashlib.sha256(req.artifact).hexdigest(),
         artifact=req.artifact,
     )
 
@@ -118,8 +128,7 @@ def queue_register(pipe: Any, rec: VersionRecord, ev: ModelEvent) -> None:
     queue_event(pipe, ev)
 
 
-def queue_stage(pipe: Any, name: str, stage: str, version: int, ev: ModelEvent,
-                *, history: bool = True) -> None:
+def queue_stage(pipe: Any, name: str, stage: str, version: int, ev: ModelEvent, *, history: bool = True) -> None:
     pipe.hset(k_stage(name), stage, version)
     if stage == "production" and history:
         pipe.rpush(k_history(name), version)
@@ -167,8 +176,9 @@ def history(r: Any, name: str) -> list[int]:
 def events(r: Any, name: str | None = None, count: int = 1000, skips: Skips | None = None) -> list[ModelEvent]:
     """The registry's newest `count` events (of `name`), oldest first; those that do not decode
     are skipped (counted in `skips`)."""
-    got, _ = decode_entries(reversed(r.xrevrange(streams.MODELS_EVENTS, count=count)), ModelEvent,
-                            stream=streams.MODELS_EVENTS, skips=skips)
+    got, _ = decode_entries(
+        reversed(r.xrevrange(streams.MODELS_EVENTS, count=count)), ModelEvent, stream=streams.MODELS_EVENTS, skips=skips
+    )
     return [e for _, e in got if name is None or e.name == name]
 
 

@@ -25,8 +25,9 @@ _bar = msgspec.msgpack.Decoder(Bar)
 BAR_NS = {"1s": 1_000_000_000, "1m": 60_000_000_000}
 
 
-async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: int = 0,
-                       skips: Skips | None = None) -> pd.DataFrame:
+async def feature_rows(
+    r: Any, symbols: list[str], start_ns: int = 0, end_ns: int = 0, skips: Skips | None = None
+) -> pd.DataFrame:
     """Feature rows (symbol, ts_ns, one column per feature) in time order; undecodable entries
     are skipped, counted in `skips` (the feature pipeline dead-letters its own bad input)."""
     recs: list[dict[str, Any]] = []
@@ -43,8 +44,15 @@ async def feature_rows(r: Any, symbols: list[str], start_ns: int = 0, end_ns: in
     return df.sort_values("ts_ns", kind="stable").reset_index(drop=True)
 
 
-async def best_feature_rows(r: Any, data_dir: Path, symbols: list[str], start_ns: int = 0, end_ns: int = 0,
-                            source: str = "auto", skips: Skips | None = None) -> tuple[pd.DataFrame, str]:
+async def best_feature_rows(
+    r: Any,
+    data_dir: Path,
+    symbols: list[str],
+    start_ns: int = 0,
+    end_ns: int = 0,
+    source: str = "auto",
+    skips: Skips | None = None,
+) -> tuple[pd.DataFrame, str]:
     """Feature rows and where they came from: 'offline' (the feature store's Parquet), 'stream'
     (the `features` stream's history) or 'auto': whichever holds more rows for the range (the
     offline store lags by its flush interval; the stream is trimmed by MAXLEN)."""
@@ -81,8 +89,9 @@ async def bar_prices(r: Any, symbols: list[str], interval: str = "1s", skips: Sk
     return pd.DataFrame.from_records(recs, columns=["symbol", "ts_ns", "price"])
 
 
-def tick_prices(data_dir: Path, symbols: list[str], start_ns: int | None = None,
-                end_ns: int | None = None) -> pd.DataFrame:
+def tick_prices(
+    data_dir: Path, symbols: list[str], start_ns: int | None = None, end_ns: int | None = None
+) -> pd.DataFrame:
     """(symbol, ts_ns, price) from the stored ticks."""
     from backend.marketdata.store import read_ticks
 

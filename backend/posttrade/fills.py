@@ -63,20 +63,33 @@ def judge(rep: ExecReport, order: Order | None, filled: float, booked: Booked | 
     if booked is not None:
         if booked.client_order_id == coid and same_qty(booked.qty, rep.fill_qty):
             return DUPLICATE
-        return Verdict("break", f"trade id {tid!r} reused: booked for order {booked.client_order_id!r} "
-                                f"qty {booked.qty:g}, reported again for order {coid!r} qty {rep.fill_qty:g}")
+        return Verdict(
+            "break",
+            f"trade id {tid!r} reused: booked for order {booked.client_order_id!r} "
+            f"qty {booked.qty:g}, reported again for order {coid!r} qty {rep.fill_qty:g}",
+        )
     if order is None:
-        return Verdict("break", f"fill {tid!r} of {rep.fill_qty:g} {rep.symbol} for order {coid!r}, "
-                                "which the OMS does not know")
-    wrong = [f"{name} {got!r} (the order's is {want!r})"
-             for name, got, want in (("account", rep.account, order.account), ("symbol", rep.symbol, order.symbol),
-                                     ("side", rep.side, order.side)) if got != want]
+        return Verdict(
+            "break", f"fill {tid!r} of {rep.fill_qty:g} {rep.symbol} for order {coid!r}, which the OMS does not know"
+        )
+    wrong = [
+        f"{name} {got!r} (the order's is {want!r})"
+        for name, got, want in (
+            ("account", rep.account, order.account),
+            ("symbol", rep.symbol, order.symbol),
+            ("side", rep.side, order.side),
+        )
+        if got != want
+    ]
     if wrong:
         return Verdict("break", f"fill {tid!r} for order {coid!r} has " + ", ".join(wrong))
     total = filled + rep.fill_qty
     if not within(total, order.quantity):
-        return Verdict("break", f"over-fill: fill {tid!r} of {rep.fill_qty:g} takes order {coid!r} to "
-                                f"{total:g} filled of {order.quantity:g}")
+        return Verdict(
+            "break",
+            f"over-fill: fill {tid!r} of {rep.fill_qty:g} takes order {coid!r} to "
+            f"{total:g} filled of {order.quantity:g}",
+        )
     return BOOK
 
 

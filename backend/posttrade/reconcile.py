@@ -36,8 +36,10 @@ def differences(expected: Mapping[Key, Pos], booked: Mapping[Key, Pos], pnl_tol:
     for key in sorted(set(expected) | set(booked)):
         e, b = expected.get(key, Pos()), booked.get(key, Pos())
         if not same_qty(e.quantity, b.quantity) or abs(e.realized - b.realized) > pnl_tol * max(1.0, abs(e.realized)):
-            out.append(f"{key[0]} {key[1]}: booked {b.quantity:g} (realized {b.realized:.2f}), "
-                       f"the OMS's orders make {e.quantity:g} (realized {e.realized:.2f})")
+            out.append(
+                f"{key[0]} {key[1]}: booked {b.quantity:g} (realized {b.realized:.2f}), "
+                f"the OMS's orders make {e.quantity:g} (realized {e.realized:.2f})"
+            )
     return out
 
 

@@ -24,8 +24,11 @@ def load_file(path: str | None) -> list[Instrument]:
     """The instruments of a master file, each checked; ConfigError naming the file and the entry."""
     where = f"[services.refdata] file {path}" if path else "the packaged instruments.toml"
     try:
-        text = (Path(path).read_text() if path
-                else resources.files("backend.refdata").joinpath("instruments.toml").read_text())
+        text = (
+            Path(path).read_text()
+            if path
+            else resources.files("backend.refdata").joinpath("instruments.toml").read_text()
+        )
         raw = tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None

@@ -59,10 +59,16 @@ def market_section(data_dir: Path, start: int, end: int) -> dict[str, Any]:
     df = read_ticks(data_dir, None, start, end)
     out: dict[str, Any] = {}
     for sym, g in df.groupby("symbol", sort=True):
-        out[str(sym)] = {"ticks": len(g), "open": float(g.price.iloc[0]), "high": float(g.price.max()),
-                         "low": float(g.price.min()), "close": float(g.price.iloc[-1]),
-                         "volume": round(float(g.qty.sum()), 8),
-                         "first": g.ts.iloc[0].strftime("%H:%M:%S"), "last": g.ts.iloc[-1].strftime("%H:%M:%S")}
+        out[str(sym)] = {
+            "ticks": len(g),
+            "open": float(g.price.iloc[0]),
+            "high": float(g.price.max()),
+            "low": float(g.price.min()),
+            "close": float(g.price.iloc[-1]),
+            "volume": round(float(g.qty.sum()), 8),
+            "first": g.ts.iloc[0].strftime("%H:%M:%S"),
+            "last": g.ts.iloc[-1].strftime("%H:%M:%S"),
+        }
     return out
 
 
@@ -80,11 +86,11 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
     for ev in events:
         final[ev.client_order_id] = ev
     states = Counter(ev.state for ev in final.values())
-    reasons = Counter(ev.reason.split(":", 1)[0] for ev in final.values()
-                      if ev.state in ("DENIED", "REJECTED") and ev.reason)
+    reasons = Counter(
+        ev.reason.split(":", 1)[0] for ev in final.values() if ev.state in ("DENIED", "REJECTED") and ev.reason
+    )
 
-    fills = [x for x in await read(streams.EXEC_REPORTS, ExecReport)
-             if x.kind == "fill"]
+    fills = [x for x in await read(streams.EXEC_REPORTS, ExecReport) if x.kind == "fill"]
     by_sym: dict[str, dict[str, float]] = defaultdict(lambda: {"fills": 0, "bought": 0.0, "sold": 0.0, "notional": 0.0})
     for x in fills:
         s = by_sym[x.symbol]
@@ -98,8 +104,13 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
     accounts: dict[str, dict[str, Any]] = {}
     for (acc, sym), p in sorted(positions.items()):
         a = accounts.setdefault(acc, {"pnl": 0.0, "realized": 0.0, "unrealized": 0.0, "exposure": 0.0, "positions": {}})
-        a["positions"][sym] = {"quantity": p.quantity, "avg_price": p.avg_price, "mark": p.mark,
-                               "realized": round(p.realized_pnl, 6), "unrealized": round(p.unrealized_pnl, 6)}
+        a["positions"][sym] = {
+            "quantity": p.quantity,
+            "avg_price": p.avg_price,
+            "mark": p.mark,
+            "realized": round(p.realized_pnl, 6),
+            "unrealized": round(p.unrealized_pnl, 6),
+        }
         a["realized"] += p.realized_pnl
         a["unrealized"] += p.unrealized_pnl
         a["exposure"] += p.exposure
@@ -130,17 +141,27 @@ async def build(r: Any, data_dir: Path, day: str) -> dict[str, Any]:
     return {
         "day": day,
         "market": market,
-        "orders": {"orders": len(final), "states": dict(sorted(states.items())),
-                   "denied_or_rejected_by": dict(reasons.most_common())},
-        "fills": {"fills": len(fills), "by_symbol": {k: {kk: round(vv, 6) for kk, vv in v.items()}
-                                                    for k, v in sorted(by_sym.items())}},
+        "orders": {
+            "orders": len(final),
+            "states": dict(sorted(states.items())),
+            "denied_or_rejected_by": dict(reasons.most_common()),
+        },
+        "fills": {
+            "fills": len(fills),
+            "by_symbol": {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in sorted(by_sym.items())},
+        },
         "accounts": accounts,
         "models": models,
-        "alerts": {"raised": len(alerts), "by_severity": dict(Counter(a.severity for a in alerts)),
-                   "by_kind": dict(Counter(a.kind for a in alerts))},
+        "alerts": {
+            "raised": len(alerts),
+            "by_severity": dict(Counter(a.severity for a in alerts)),
+            "by_kind": dict(Counter(a.kind for a in alerts)),
+        },
         "dead_letters": dict(sorted(dead.items())),
-        "jobs": [{"job": j.job, "day": j.day, "outcome": j.detail.get("outcome", ""),
-                  "reason": j.detail.get("reason", "")} for j in jobs],
+        "jobs": [
+            {"job": j.job, "day": j.day, "outcome": j.detail.get("outcome", ""), "reason": j.detail.get("reason", "")}
+            for j in jobs
+        ],
         "skipped_undecodable": dict(sorted(skips.by_stream.items())),
     }
 
@@ -149,44 +170,70 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Daily report {rep['day']} (UTC)", ""]
     lines += ["## Market data (tick store)", ""]
     if rep["market"]:
-        lines += ["| symbol | ticks | open | high | low | close | volume | first | last |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {s} | {m['ticks']} | {m['open']:g} | {m['high']:g} | {m['low']:g} | {m['close']:g} | "
-                  f"{m['volume']:g} | {m['first']} | {m['last']} |" for s, m in rep["market"].items()]
+        lines += [
+            "| symbol | ticks | open | high | low | close | volume | first | last |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s} | {m['ticks']} | {m['open']:g} | {m['high']:g} | {m['low']:g} | {m['close']:g} | "
+            f"{m['volume']:g} | {m['first']} | {m['last']} |"
+            for s, m in rep["market"].items()
+        ]
     else:
         lines.append("No ticks stored for the day.")
     o = rep["orders"]
-    lines += ["", "## Orders and fills", "",
-              f"{o['orders']} orders: " + (", ".join(f"{k} {v}" for k, v in o["states"].items()) or "none") + ".",
-              f"{rep['fills']['fills']} fills."]
+    lines += [
+        "",
+        "## Orders and fills",
+        "",
+        f"{o['orders']} orders: " + (", ".join(f"{k} {v}" for k, v in o["states"].items()) or "none") + ".",
+        f"{rep['fills']['fills']} fills.",
+    ]
     if o["denied_or_rejected_by"]:
-        lines.append("Denied or rejected by: "
-                     + ", ".join(f"{k} ({v})" for k, v in o["denied_or_rejected_by"].items()) + ".")
+        lines.append(
+            "Denied or rejected by: " + ", ".join(f"{k} ({v})" for k, v in o["denied_or_rejected_by"].items()) + "."
+        )
     if rep["fills"]["by_symbol"]:
         lines += ["", "| symbol | fills | bought | sold | notional |", "|---|---|---|---|---|"]
-        lines += [f"| {s} | {int(f['fills'])} | {f['bought']:g} | {f['sold']:g} | {f['notional']:,.2f} |"
-                  for s, f in rep["fills"]["by_symbol"].items()]
+        lines += [
+            f"| {s} | {int(f['fills'])} | {f['bought']:g} | {f['sold']:g} | {f['notional']:,.2f} |"
+            for s, f in rep["fills"]["by_symbol"].items()
+        ]
     lines += ["", "## Positions and PnL at the day's end", ""]
     if rep["accounts"]:
         lines += ["| account | PnL | realized | unrealized | exposure |", "|---|---|---|---|---|"]
-        lines += [f"| {acc} | {a['pnl']:,.2f} | {a['realized']:,.2f} | {a['unrealized']:,.2f} | {a['exposure']:,.2f} |"
-                  for acc, a in rep["accounts"].items()]
+        lines += [
+            f"| {acc} | {a['pnl']:,.2f} | {a['realized']:,.2f} | {a['unrealized']:,.2f} | {a['exposure']:,.2f} |"
+            for acc, a in rep["accounts"].items()
+        ]
     else:
         lines.append("No positions.")
     lines += ["", "## Models", ""]
-    lines += [f"- {name}: {m['signals']} signals ({m['buy']} buy, {m['sell']} sell), versions "
-              f"{', '.join(map(str, m['versions']))}" for name, m in rep["models"].items()] or ["No signals."]
+    lines += [
+        f"- {name}: {m['signals']} signals ({m['buy']} buy, {m['sell']} sell), versions "
+        f"{', '.join(map(str, m['versions']))}"
+        for name, m in rep["models"].items()
+    ] or ["No signals."]
     a = rep["alerts"]
-    lines += ["", "## Operations", "",
-              f"Alerts raised: {a['raised']}" + (f" ({', '.join(f'{k} {v}' for k, v in a['by_severity'].items())})"
-                                                 if a["by_severity"] else "") + ".",
-              "Dead letters added: " + (", ".join(f"{k} {v}" for k, v in rep["dead_letters"].items()) or "none") + "."]
+    lines += [
+        "",
+        "## Operations",
+        "",
+        f"Alerts raised: {a['raised']}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in a['by_severity'].items())})" if a["by_severity"] else "")
+        + ".",
+        "Dead letters added: " + (", ".join(f"{k} {v}" for k, v in rep["dead_letters"].items()) or "none") + ".",
+    ]
     if rep.get("skipped_undecodable"):
-        lines.append("Entries skipped by this report (undecodable): "
-                     + ", ".join(f"{k} {v}" for k, v in rep["skipped_undecodable"].items()) + ".")
+        lines.append(
+            "Entries skipped by this report (undecodable): "
+            + ", ".join(f"{k} {v}" for k, v in rep["skipped_undecodable"].items())
+            + "."
+        )
     for j in rep["jobs"]:
-        lines.append(f"- job {j['job']} ({j['day']}): {j['outcome'] or 'started'}"
-                     + (f": {j['reason']}" if j["reason"] else ""))
+        lines.append(
+            f"- job {j['job']} ({j['day']}): {j['outcome'] or 'started'}" + (f": {j['reason']}" if j["reason"] else "")
+        )
     return "\n".join(lines) + "\n"
 
 

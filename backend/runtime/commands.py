@@ -34,8 +34,9 @@ def service_command(name: str, instance: str, environment: str, *, python: str |
     return [*service_entrypoint(python), *service_args(name, instance, environment)]
 
 
-def exchange_command(data_dir: Path | str, rate: float, *, news_every: float | None = None,
-                     python: str | None = None) -> list[str]:
+def exchange_command(
+    data_dir: Path | str, rate: float, *, news_every: float | None = None, python: str | None = None
+) -> list[str]:
     """Run the local exchange for `data_dir` at `rate` trades/s until SIGTERM (its first line on
     stdout says it is up, its last one what it sent)."""
     cmd = [python or sys.executable, "-m", EXCHANGE_MODULE, "--data-dir", str(data_dir), "--rate", str(rate)]
@@ -44,12 +45,31 @@ def exchange_command(data_dir: Path | str, rate: float, *, news_every: float | N
     return cmd
 
 
-def supervisor_command(data_dir: Path | str, redis_url: str, rate: float, runtime: str, *,
-                       network: str | None = None, image: str | None = None, keep_redis: bool = False,
-                       python: str | None = None) -> list[str]:
+def supervisor_command(
+    data_dir: Path | str,
+    redis_url: str,
+    rate: float,
+    runtime: str,
+    *,
+    network: str | None = None,
+    image: str | None = None,
+    keep_redis: bool = False,
+    python: str | None = None,
+) -> list[str]:
     """Run the supervisor of `runtime` in the foreground until SIGTERM (what `tradeops up` starts)."""
-    cmd = [python or sys.executable, "-m", SUPERVISOR_MODULE, "--data-dir", str(data_dir), "--redis-url", redis_url,
-           "--rate", str(rate), "--runtime", runtime]
+    cmd = [
+        python or sys.executable,
+        "-m",
+        SUPERVISOR_MODULE,
+        "--data-dir",
+        str(data_dir),
+        "--redis-url",
+        redis_url,
+        "--rate",
+        str(rate),
+        "--runtime",
+        runtime,
+    ]
     if network is not None:
         cmd += ["--network", network]
     if image is not None:

@@ -76,8 +76,9 @@ def connect_engine(base_url: str | None = None, timeout: float = 30.0) -> docker
         client = docker.DockerClient(base_url=where, version="auto", timeout=int(timeout))
         client.ping()
     except (docker.errors.DockerException, requests.RequestException, OSError):
-        raise DockerUnavailable(f"no Docker engine reachable at {where} "
-                                "(start dockerd, or point DOCKER_HOST at one)") from None
+        raise DockerUnavailable(
+            f"no Docker engine reachable at {where} (start dockerd, or point DOCKER_HOST at one)"
+        ) from None
     return client
 
 
@@ -97,12 +98,20 @@ def ensure_lane_networks(client: docker.DockerClient) -> list[str]:
         name = lane_network(lane)
         have = [n for n in client.networks.list(names=[name]) if n.name == name]
         if not have:
-            client.networks.create(name, driver="bridge", labels={"tradeops.lane": lane}, check_duplicate=True,
-                                   internal=lane in INTERNAL_LANES)
+            client.networks.create(
+                name,
+                driver="bridge",
+                labels={"tradeops.lane": lane},
+                check_duplicate=True,
+                internal=lane in INTERNAL_LANES,
+            )
             log.info("created network %s", name)
         elif bool(have[0].attrs.get("Internal")) != (lane in INTERNAL_LANES):
-            log.warning("network %s exists with internal=%s (made by an older tradeops): remove it to have it "
-                        "made again", name, have[0].attrs.get("Internal"))
+            log.warning(
+                "network %s exists with internal=%s (made by an older tradeops): remove it to have it made again",
+                name,
+                have[0].attrs.get("Internal"),
+            )
         if lane in INTERNAL_LANES:
             _no_forwarding(client.networks.get(name))
         names.append(name)
@@ -120,8 +129,11 @@ def _no_forwarding(net: Any) -> None:
         if flag.exists() and flag.read_text().strip() != "0":
             flag.write_text("0")
     except OSError as exc:  # not root, or a read-only /proc/sys: the engine's iptables rules isolate it
-        log.warning("cannot turn forwarding off on %s (%s): the backend lane's isolation is the engine's", bridge,
-                    exc.strerror or exc)
+        log.warning(
+            "cannot turn forwarding off on %s (%s): the backend lane's isolation is the engine's",
+            bridge,
+            exc.strerror or exc,
+        )
 
 
 def stack_id(data_dir: Path) -> str:
@@ -138,21 +150,38 @@ def check_network_mode(network: str, redis_url: str | None) -> None:
     if network not in NETWORK_MODES:
         raise TradeopsError(f"unknown network mode {network!r} (use {' or '.join(NETWORK_MODES)})")
     if network == "lanes" and (redis_url is None or (urlparse(redis_url).hostname or "") in _LOOPBACK):
-        raise TradeopsError(f"network mode lanes needs a Redis the lane networks reach; "
-                            f"{redis_url or 'the embedded Redis'} is on the host's loopback (use --network host)")
+        raise TradeopsError(
+            f"network mode lanes needs a Redis the lane networks reach; "
+            f"{redis_url or 'the embedded Redis'} is on the host's loopback (use --network host)"
+        )
 
 
-def container_config(service: str, environment: str, instance: str, *, stack: str, image: ImageSpec,
-                     network: str, redis_url: str, data_dir: Path, config: Path | None,
-                     health_interval_s: float = 10.0) -> dict[str, Any]:
+def container_config(
+    service: str,
+    environment: str,
+    instance: str,
+    *,
+    stack: str,
+    image: ImageSpec,
+    network: str,
+    redis_url: str,
+    data_dir: Path,
+    config: Path | None,
+    health_interval_s: float = 10.0,
+) -> dict[str, Any]:
     """Arguments of `containers.create` for one instance (the first lane network only; the others
     are connected after create)."""
     from docker.types import Healthcheck, LogConfig, Mount
 
     spec = inventory.load().service(service)
     data_dir = Path(data_dir).resolve()
-    env = {"TRADEOPS_REDIS_URL": redis_url, "TRADEOPS_DATA_DIR": str(data_dir),
-           "TRADEOPS_ENVIRONMENT": environment, "PYTHONUNBUFFERED": "1", "TRADEOPS_REDIS_USER": service}
+    env = {
+        "TRADEOPS_REDIS_URL": redis_url,
+        "TRADEOPS_DATA_DIR": str(data_dir),
+        "TRADEOPS_ENVIRONMENT": environment,
+        "PYTHONUNBUFFERED": "1",
+        "TRADEOPS_REDIS_USER": service,
+    }
     if image.kind == "local":  # the source is mounted where it is on the host: import it from there
         import backend
 
@@ -183,14 +212,23 @@ def container_config(service: str, environment: str, instance: str, *, stack: st
         entrypoint=service_entrypoint(CONTAINER_PYTHON),
         command=service_args(service, instance, environment),
         environment=env,
-        labels={"tradeops.service": service, "tradeops.environment": environment,
-                "tradeops.instance": instance, "tradeops.priority": str(spec.priority),
-                "tradeops.lanes": ",".join(spec.lanes), "tradeops.stack": stack,
-                "tradeops.data_dir": str(data_dir)},
+        labels={
+            "tradeops.service": service,
+            "tradeops.environment": environment,
+            "tradeops.instance": instance,
+            "tradeops.priority": str(spec.priority),
+            "tradeops.lanes": ",".join(spec.lanes),
+            "tradeops.stack": stack,
+            "tradeops.data_dir": str(data_dir),
+        },
         mounts=mounts,
-        healthcheck=Healthcheck(test=["CMD", "python", "-m", "backend.runtime.healthcheck", service, instance],
-                                interval=int(health_interval_s * second), timeout=5 * second, retries=3,
-                                start_period=20 * second),
+        healthcheck=Healthcheck(
+            test=["CMD", "python", "-m", "backend.runtime.healthcheck", service, instance],
+            interval=int(health_interval_s * second),
+            timeout=5 * second,
+            retries=3,
+            start_period=20 * second,
+        ),
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
         stop_signal="SIGTERM",
         log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
@@ -247,8 +285,12 @@ class ContainerHandle:
         self.gone = True
 
     def describe(self) -> dict[str, Any]:
-        return {"container_id": self.id[:12], "status": self.state, "engine_health": self.health,
-                "engine_restarts": self.engine_restarts}
+        return {
+            "container_id": self.id[:12],
+            "status": self.state,
+            "engine_health": self.health,
+            "engine_restarts": self.engine_restarts,
+        }
 
     def update(self, client: Any) -> None:
         """Read the container's state from the engine (gone: no such container)."""
@@ -272,8 +314,17 @@ class DockerSupervisor(Supervisor):
     runtime = "docker"
     refresh_every_s = 1.0
 
-    def __init__(self, redis_url: str, data_dir: Path, *, image: str | None = None, network: str = "host",
-                 docker_host: str | None = None, health_interval_s: float = 10.0, **kw: Any) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        data_dir: Path,
+        *,
+        image: str | None = None,
+        network: str = "host",
+        docker_host: str | None = None,
+        health_interval_s: float = 10.0,
+        **kw: Any,
+    ) -> None:
         check_network_mode(network, redis_url)
         super().__init__(redis_url, data_dir, **kw)
         self.docker_host = engine_address(docker_host)
@@ -291,9 +342,18 @@ class DockerSupervisor(Supervisor):
     def launch(self, service: str, environment: str, instance: str) -> tuple[InstanceHandle, str]:
         import docker.errors
 
-        kw = container_config(service, environment, instance, stack=self.stack, image=self.image,
-                              network=self.network, redis_url=self.redis_url, data_dir=self.data_dir,
-                              config=self.config, health_interval_s=self.health_interval_s)
+        kw = container_config(
+            service,
+            environment,
+            instance,
+            stack=self.stack,
+            image=self.image,
+            network=self.network,
+            redis_url=self.redis_url,
+            data_dir=self.data_dir,
+            config=self.config,
+            health_interval_s=self.health_interval_s,
+        )
         try:
             self._remove_leftover(kw["name"])
             c = self.client.containers.create(**kw)
@@ -332,8 +392,7 @@ class DockerSupervisor(Supervisor):
             raise TradeopsError(f"docker engine at {self.docker_host}: {exc}") from None
 
     def table_extra(self) -> dict[str, Any]:
-        return {"docker_host": self.docker_host, "stack": self.stack, "network": self.network,
-                "image": self.image.ref}
+        return {"docker_host": self.docker_host, "stack": self.stack, "network": self.network, "image": self.image.ref}
 
 
 def remove_stack(docker_host: str | None, stack: str) -> list[str]:

@@ -68,8 +68,9 @@ def login() -> tuple[str, str] | None:
     return (user, password) if user and password else None
 
 
-def hmget(url: str, key: str, *fields: str, timeout: float = 2.0,
-          auth: tuple[str, str] | None = None) -> list[bytes | None]:
+def hmget(
+    url: str, key: str, *fields: str, timeout: float = 2.0, auth: tuple[str, str] | None = None
+) -> list[bytes | None]:
     """HMGET over one short connection to the Redis at `url` (redis:// or rediss://), logged in as
     `auth` (user, password) when given."""
     u = urlparse(url)
@@ -83,8 +84,9 @@ def hmget(url: str, key: str, *fields: str, timeout: float = 2.0,
         if auth is not None:
             calls.append(("AUTH", *auth))
         elif u.password:
-            calls.append(("AUTH", unquote(u.username), unquote(u.password)) if u.username
-                         else ("AUTH", unquote(u.password)))
+            calls.append(
+                ("AUTH", unquote(u.username), unquote(u.password)) if u.username else ("AUTH", unquote(u.password))
+            )
         db = u.path.strip("/")
         if db and db != "0":
             calls.append(("SELECT", db))

@@ -60,6 +60,7 @@ def _rootfs(uid: int, gid: int) -> bytes:
     """A deterministic tar of the minimal rootfs (same inputs, same bytes)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+
         def add(name: str, kind: bytes, mode: int = 0o755, data: bytes = b"", link: str = "") -> None:
             info = tarfile.TarInfo(name)
             info.type, info.mode, info.mtime, info.linkname = kind, mode, 0, link
@@ -120,8 +121,9 @@ def build_local_image(client: Any, ref: str = LOCAL_IMAGE, *, force: bool = Fals
             pass
     repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
     try:
-        client.api.import_image_from_data(rootfs, repository=repo, tag=tag,
-                                          changes=_changes(mounts, uid, gid, fingerprint))
+        client.api.import_image_from_data(
+            rootfs, repository=repo, tag=tag, changes=_changes(mounts, uid, gid, fingerprint)
+        )
     except docker.errors.APIError as exc:
         raise TradeopsError(f"docker import of {ref} failed: {exc.explanation or exc}") from None
     return ImageSpec(ref, mounts, "local"), True
@@ -137,8 +139,10 @@ def image_spec(client: Any, ref: str | None) -> ImageSpec:
     try:
         img = client.images.get(ref)
     except docker.errors.ImageNotFound:
-        raise TradeopsError(f"image {ref!r} not found on the engine; `docker build -t {ref} .` makes the "
-                            f"production one, `tradeops image build-local` a local one") from None
+        raise TradeopsError(
+            f"image {ref!r} not found on the engine; `docker build -t {ref} .` makes the "
+            f"production one, `tradeops image build-local` a local one"
+        ) from None
     labels = img.labels or {}
     mounts = [m for m in labels.get(LABEL_MOUNTS, "").split(":") if m]
     missing = [m for m in mounts if not Path(m).exists()]

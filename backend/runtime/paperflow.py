@@ -56,22 +56,41 @@ class PaperFlow:
 
     def run(self) -> None:
         while not self._stop.wait(1.0 / self.per_s):
-            last, _ = decode_entries(replies.entries(self.r.xrevrange(streams.MD_TICKS, count=1)), TickBatch,
-                                     stream=streams.MD_TICKS, skips=self.skips)
-            prices = {s: px for s, px in tickcols.last_prices(last[0][1]).items()
-                      if math.isfinite(px) and px > 0} if last else {}
+            last, _ = decode_entries(
+                replies.entries(self.r.xrevrange(streams.MD_TICKS, count=1)),
+                TickBatch,
+                stream=streams.MD_TICKS,
+                skips=self.skips,
+            )
+            prices = (
+                {s: px for s, px in tickcols.last_prices(last[0][1]).items() if math.isfinite(px) and px > 0}
+                if last
+                else {}
+            )
             if not prices:  # no ticks yet, or the newest batch is not one (or has no usable price)
                 continue
             sym = self.rng.choice(sorted(prices))
             px = prices[sym]
             tick, lot = self._steps().get(sym, (1e-6, 1e-6))
-            limit = (on_step(px * self.rng.uniform(0.995, 1.005), tick, minimum=True)
-                     if self.rng.random() < 0.4 else None)
+            limit = (
+                on_step(px * self.rng.uniform(0.995, 1.005), tick, minimum=True) if self.rng.random() < 0.4 else None
+            )
             qty = on_step(max(0.001, 1000 / px * self.rng.uniform(0.1, 1)), lot, minimum=True)
             self.n += 1
-            publish_sync(self.r, streams.ORDERS_NEW, Order(
-                client_order_id=f"demo-{int(time.time())}-{self.n}", account=f"paper-{self.n % 3 + 1}", symbol=sym,
-                side=self.rng.choice(["buy", "sell"]), type="limit" if limit else "market",
-                quantity=qty, limit_price=limit,
-                time_in_force="GTC", sent_ns=time.time_ns(), source="demo"))
+            publish_sync(
+                self.r,
+                streams.ORDERS_NEW,
+                Order(
+                    client_order_id=f"demo-{int(time.time())}-{self.n}",
+                    account=f"paper-{self.n % 3 + 1}",
+                    symbol=sym,
+                    side=self.rng.choice(["buy", "sell"]),
+                    type="limit" if limit else "market",
+                    quantity=qty,
+                    limit_price=limit,
+                    time_in_force="GTC",
+                    sent_ns=time.time_ns(),
+                    source="demo",
+                ),
+            )
         self.r.close()

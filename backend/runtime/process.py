@@ -23,8 +23,7 @@ from backend.runtime.supervisor import (
     table_path,
 )
 
-__all__ = ["EXCHANGE", "Instance", "ProcessSupervisor", "built_services", "read_table", "runtime_dir",
-           "table_path"]
+__all__ = ["EXCHANGE", "Instance", "ProcessSupervisor", "built_services", "read_table", "runtime_dir", "table_path"]
 
 
 class ProcessSupervisor(Supervisor):
@@ -35,6 +34,13 @@ class ProcessSupervisor(Supervisor):
     def launch(self, service: str, environment: str, instance: str) -> tuple[InstanceHandle, str]:
         logf = self.data_dir / "logs" / f"{instance}.log"
         url = local_url(self.redis_url, self.data_dir)  # the embedded server's unix socket if it is ours
-        proc = spawn_service(service, redis_url=url, data_dir=self.data_dir, instance=instance,
-                             environment=environment, log_path=logf, config=self.config)
+        proc = spawn_service(
+            service,
+            redis_url=url,
+            data_dir=self.data_dir,
+            instance=instance,
+            environment=environment,
+            log_path=logf,
+            config=self.config,
+        )
         return ProcessHandle(proc), str(logf)

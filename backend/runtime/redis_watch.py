@@ -67,8 +67,12 @@ class RedisWatch:
                 self.failures = 0
             backoff = 0.0 if not self.failures else min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (self.failures - 1))
             self.next_restart = now + backoff
-            log.warning("redis %s (pid %s) is gone; restarting it on the same port and data dir%s",
-                        self.url, self.pid, f" in {backoff:.1f}s" if backoff else "")
+            log.warning(
+                "redis %s (pid %s) is gone; restarting it on the same port and data dir%s",
+                self.url,
+                self.pid,
+                f" in {backoff:.1f}s" if backoff else "",
+            )
         if now < self.next_restart:
             return False
         self.next_restart = 0.0
@@ -103,8 +107,12 @@ class RedisWatch:
     def _adopt(self, live: embedded.ServerInfo) -> None:
         self.pid, self.started = live.pid, time.monotonic()
         if live.url != self.url:
-            log.error("redis of %s is back on %s, not %s: the stack does not follow it there (`tradeops down` "
-                      "and `up` do)", self.data_dir, live.url, self.url)
+            log.error(
+                "redis of %s is back on %s, not %s: the stack does not follow it there (`tradeops down` and `up` do)",
+                self.data_dir,
+                live.url,
+                self.url,
+            )
         else:
             log.warning("redis %s is back (pid %d), started by another process", self.url, self.pid)
 

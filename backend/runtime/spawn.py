@@ -48,8 +48,11 @@ def spawn_service(
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             service_command(name, instance, environment),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=penv, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=penv,
+            start_new_session=True,
         )
 
 

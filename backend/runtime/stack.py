@@ -26,8 +26,16 @@ from backend.settings import Settings
 RUNTIMES = ("process", "docker")
 
 
-def make_supervisor(runtime: str, redis_url: str, data_dir: Path, *, exchange_rate: float = 2000.0,
-                    network: str = "host", image: str | None = None, **kw: Any) -> Supervisor:
+def make_supervisor(
+    runtime: str,
+    redis_url: str,
+    data_dir: Path,
+    *,
+    exchange_rate: float = 2000.0,
+    network: str = "host",
+    image: str | None = None,
+    **kw: Any,
+) -> Supervisor:
     """A supervisor of the named runtime (docker: `network` mode and `image`, see its module)."""
     check_runtime(runtime)
     if runtime == "docker":
@@ -43,8 +51,15 @@ def check_runtime(runtime: str) -> None:
 
 
 class Stack:
-    def __init__(self, settings: Settings, runtime: str = "process", exchange_rate: float = 2000.0,
-                 *, network: str = "host", image: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: str = "process",
+        exchange_rate: float = 2000.0,
+        *,
+        network: str = "host",
+        image: str | None = None,
+    ) -> None:
         check_runtime(runtime)
         self.settings = settings
         self.runtime = runtime
@@ -81,8 +96,9 @@ class Stack:
         live = embedded.live_info(self.data_dir)
         if live:
             return live.url
-        self.redis_server = embedded.EmbeddedRedis(self.data_dir, detach=True, maxmemory=self.settings.redis_maxmemory,
-                                                   acl=True, settings=self.settings)
+        self.redis_server = embedded.EmbeddedRedis(
+            self.data_dir, detach=True, maxmemory=self.settings.redis_maxmemory, acl=True, settings=self.settings
+        )
         return self.redis_server.start()
 
     @property
@@ -95,8 +111,10 @@ class Stack:
         its own process (`tradeops up`); otherwise in a thread of this process (`tradeops demo`)."""
         table = read_table(self.data_dir)
         if table and _alive(table.get("supervisor_pid", 0)):
-            raise TradeopsError(f"a stack is already up for {self.data_dir} "
-                                f"(supervisor pid {table['supervisor_pid']}); `tradeops down` stops it")
+            raise TradeopsError(
+                f"a stack is already up for {self.data_dir} "
+                f"(supervisor pid {table['supervisor_pid']}); `tradeops down` stops it"
+            )
         if self.runtime == "docker":
             self._check_docker()
         self.url = self._redis()
@@ -104,18 +122,36 @@ class Stack:
             log = self._log
             log.parent.mkdir(parents=True, exist_ok=True)
             docker = self.runtime == "docker"
-            cmd = supervisor_command(self.data_dir, self.url, self.exchange_rate, self.runtime,
-                                     network=self.network if docker else None,
-                                     image=str(self.image) if docker else None,
-                                     keep_redis=self.keeps_redis)
+            cmd = supervisor_command(
+                self.data_dir,
+                self.url,
+                self.exchange_rate,
+                self.runtime,
+                network=self.network if docker else None,
+                image=str(self.image) if docker else None,
+                keep_redis=self.keeps_redis,
+            )
             with open(log, "ab") as out:  # the supervisor finds its own login (admin), no one else's
-                self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                              start_new_session=True,
-                                              env=connection.login_env(None, self.data_dir, dict(os.environ)))
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=connection.login_env(None, self.data_dir, dict(os.environ)),
+                )
         else:
-            self.supervisor = make_supervisor(self.runtime, self.url, self.data_dir, exchange_rate=self.exchange_rate,
-                                              network=self.network, image=self.image, keep_redis=self.keeps_redis,
-                                              redis_server=self.redis_server, auth=self.auth)
+            self.supervisor = make_supervisor(
+                self.runtime,
+                self.url,
+                self.data_dir,
+                exchange_rate=self.exchange_rate,
+                network=self.network,
+                image=self.image,
+                keep_redis=self.keeps_redis,
+                redis_server=self.redis_server,
+                auth=self.auth,
+            )
             self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
             self._thread.start()
         self.wait_healthy(timeout)
@@ -128,8 +164,9 @@ class Stack:
             while time.monotonic() < deadline:
                 table = read_table(self.data_dir)
                 if self._proc is not None and self._proc.poll() is not None:
-                    raise TradeopsError(f"the supervisor exited with {self._proc.returncode}: "
-                                        f"{_last_line(self._log)} (see {self._log})")
+                    raise TradeopsError(
+                        f"the supervisor exited with {self._proc.returncode}: {_last_line(self._log)} (see {self._log})"
+                    )
                 if table and table["instances"]:
                     want = {(i["service"], i["instance"]) for i in table["instances"] if i["service"] != "exchange"}
                     beats = {(b.service, b.instance) for b in read_heartbeats(r) if b.state == "running"}
@@ -193,9 +230,16 @@ class Stack:
                 health += f": {hb.reason or 'no reason given'}"  # why it makes no progress
             if i.get("engine_health"):
                 health += f" ({i['engine_health']})"  # the container's health check, as the engine saw it
-            rows.append({**i, "runtime": table.get("runtime", "process"), "health": health,
-                         "uptime_s": round(time.time() - i["started"], 1),
-                         "rate": hb.rate if hb else None, "reason": hb.reason if hb else ""})
+            rows.append(
+                {
+                    **i,
+                    "runtime": table.get("runtime", "process"),
+                    "health": health,
+                    "uptime_s": round(time.time() - i["started"], 1),
+                    "rate": hb.rate if hb else None,
+                    "reason": hb.reason if hb else "",
+                }
+            )
         return rows
 
 
@@ -211,8 +255,9 @@ def _alive(pid: int) -> bool:
     return bool(pid) and embedded._alive(pid)
 
 
-def serve_supervisor(redis_url: str, data_dir: Path, exchange_rate: float, runtime: str = "process",
-                     **options: Any) -> None:
+def serve_supervisor(
+    redis_url: str, data_dir: Path, exchange_rate: float, runtime: str = "process", **options: Any
+) -> None:
     """Run the supervisor in the foreground until SIGTERM (backend.runtime.supervise)."""
     sup = make_supervisor(runtime, redis_url, data_dir, exchange_rate=exchange_rate, **options)
     signal.signal(signal.SIGTERM, lambda *_: sup.stop())

@@ -19,13 +19,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=["process", "docker"], default="process")
     p.add_argument("--network", choices=["host", "lanes"], default="host")
     p.add_argument("--image", default=None)
-    p.add_argument("--keep-redis", action="store_true",
-                   help="also keep the data dir's embedded Redis running (restarted on its port when it dies)")
+    p.add_argument(
+        "--keep-redis",
+        action="store_true",
+        help="also keep the data dir's embedded Redis running (restarted on its port when it dies)",
+    )
 
 
-def supervise(redis_url: str, data_dir: Path, rate: float, runtime: str = "process", *,
-              network: str = "host", image: str | None = None, keep_redis: bool = False,
-              auth: Any = None) -> None:
+def supervise(
+    redis_url: str,
+    data_dir: Path,
+    rate: float,
+    runtime: str = "process",
+    *,
+    network: str = "host",
+    image: str | None = None,
+    keep_redis: bool = False,
+    auth: Any = None,
+) -> None:
     """Run the supervisor of `runtime` until SIGTERM (docker: in `network` mode, on `image`);
     `keep_redis`: also restart the data dir's embedded Redis when it dies."""
     from backend.runtime.stack import serve_supervisor
@@ -40,8 +51,9 @@ def supervise(redis_url: str, data_dir: Path, rate: float, runtime: str = "proce
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m backend.runtime.supervise",
-                                description="run the supervisor in the foreground until SIGTERM")
+    p = argparse.ArgumentParser(
+        prog="python -m backend.runtime.supervise", description="run the supervisor in the foreground until SIGTERM"
+    )
     add_arguments(p)
     entry.add_settings_options(p)
     args = p.parse_args(argv)
@@ -49,9 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         settings = entry.settings_of(args)
         data_dir = settings.resolved_data_dir()
-        supervise(connection.require_url(settings.redis_url, data_dir), data_dir, args.rate, args.runtime,
-                  network=args.network, image=args.image, keep_redis=args.keep_redis,
-                  auth=connection.admin_login(settings))
+        supervise(
+            connection.require_url(settings.redis_url, data_dir),
+            data_dir,
+            args.rate,
+            args.runtime,
+            network=args.network,
+            image=args.image,
+            keep_redis=args.keep_redis,
+            auth=connection.admin_login(settings),
+        )
 
     return entry.run(body)
 

@@ -140,9 +140,17 @@ class Instance:
         return getattr(self.handle, "proc", None)
 
     def row(self) -> dict[str, Any]:
-        return {"service": self.service, "environment": self.environment, "instance": self.instance,
-                "pid": self.pid, "container": self.container, "started": self.started, "log": self.log,
-                "restarts": self.restarts, **self.handle.describe()}
+        return {
+            "service": self.service,
+            "environment": self.environment,
+            "instance": self.instance,
+            "pid": self.pid,
+            "container": self.container,
+            "started": self.started,
+            "log": self.log,
+            "restarts": self.restarts,
+            **self.handle.describe(),
+        }
 
 
 class Supervisor:
@@ -154,9 +162,18 @@ class Supervisor:
     runtime: ClassVar[str] = ""
     poll_every_s: ClassVar[float] = 0.25
 
-    def __init__(self, redis_url: str, data_dir: Path, *, exchange_rate: float = 2000.0,
-                 with_exchange: bool = True, config: Path | None = None, keep_redis: bool = False,
-                 redis_server: Any = None, auth: connection.Login | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        data_dir: Path,
+        *,
+        exchange_rate: float = 2000.0,
+        with_exchange: bool = True,
+        config: Path | None = None,
+        keep_redis: bool = False,
+        redis_server: Any = None,
+        auth: connection.Login | None = None,
+    ) -> None:
         self.redis_url = redis_url
         self.data_dir = Path(data_dir)
         self.exchange_rate = exchange_rate
@@ -193,8 +210,16 @@ class Supervisor:
         else:
             handle, logf = self.launch(service, environment, instance)
         old = self.instances.get(instance)
-        inst = Instance(service, environment, instance, handle, time.time(), logf,
-                        restarts=old.restarts + 1 if old else 0, failures=old.failures if old else 0)
+        inst = Instance(
+            service,
+            environment,
+            instance,
+            handle,
+            time.time(),
+            logf,
+            restarts=old.restarts + 1 if old else 0,
+            failures=old.failures if old else 0,
+        )
         self.instances[instance] = inst
         log.info("started %s (%s)", instance, inst.container or f"pid {inst.pid}")
         return inst
@@ -205,8 +230,12 @@ class Supervisor:
         with open(logf, "ab") as out:
             proc = subprocess.Popen(
                 exchange_command(self.data_dir, self.exchange_rate),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env=connection.login_env(None, self.data_dir, dict(os.environ)))  # it has no Redis login
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=connection.login_env(None, self.data_dir, dict(os.environ)),
+            )  # it has no Redis login
         return ProcessHandle(proc), str(logf)
 
     def stop_instance(self, instance: str, *, kill: bool = False) -> None:
@@ -293,10 +322,20 @@ class Supervisor:
     def write_table(self) -> None:
         path = table_path(self.data_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps({"supervisor_pid": self.pid, "runtime": self.runtime,
-                                            "redis_url": self.redis_url, **self.table_extra(),
-                                            "not_built": self.missing, "instances": self._rows()},
-                                           indent=1))
+        write_text_atomic(
+            path,
+            json.dumps(
+                {
+                    "supervisor_pid": self.pid,
+                    "runtime": self.runtime,
+                    "redis_url": self.redis_url,
+                    **self.table_extra(),
+                    "not_built": self.missing,
+                    "instances": self._rows(),
+                },
+                indent=1,
+            ),
+        )
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self) -> None:

@@ -83,8 +83,9 @@ class Schedule:
     def check_tick(self, job: str, tick_s: float) -> None:
         """An `every` shorter than how often the scheduler looks would skip occurrences."""
         if self.step_s is not None and self.step_s < tick_s:
-            raise ValueError(f"job {job!r}: every {self.every} is shorter than tick_s {tick_s:g}s "
-                             "(how often the scheduler looks)")
+            raise ValueError(
+                f"job {job!r}: every {self.every} is shorter than tick_s {tick_s:g}s (how often the scheduler looks)"
+            )
 
     def describe(self) -> str:
         return f"daily at {self.at} UTC" if self.at is not None else f"every {self.every}"

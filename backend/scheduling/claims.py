@@ -53,8 +53,12 @@ class Claims:
         state, pid, host = await self.r.hmget(hkey, "state", "pid", "host")
         if not gone(state, pid, host):
             return None
-        new = {**rec, "instance": self.instance, "ts_ns": time.time_ns(),
-               "trigger": f"resumed: {rec.get('instance')} stopped while running it"}
+        new = {
+            **rec,
+            "instance": self.instance,
+            "ts_ns": time.time_ns(),
+            "trigger": f"resumed: {rec.get('instance')} stopped while running it",
+        }
         async with self.r.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)

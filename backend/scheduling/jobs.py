@@ -89,11 +89,13 @@ class NoParams(msgspec.Struct, forbid_unknown_fields=True):
 
 def kind(name: str, params: type[msgspec.Struct] = NoParams) -> Callable[[JobFn], JobFn]:
     """Register the decorated coroutine as the job kind `name`, taking `params`."""
+
     def register(fn: JobFn) -> JobFn:
         if name in KINDS:
             raise ValueError(f"job kind {name!r} registered twice")
         KINDS[name] = Kind(name, params, fn)
         return fn
+
     return register
 
 
@@ -131,9 +133,15 @@ async def daily_report(run: Run) -> dict[str, Any]:
     except ValueError as exc:
         raise JobFailed(str(exc)) from None
     js, md = await asyncio.to_thread(daily.write, run.data_dir, rep)
-    return {"day": run.day, "file": str(md), "json": str(js),
-            "ticks": sum(m["ticks"] for m in rep["market"].values()), "orders": rep["orders"]["orders"],
-            "fills": rep["fills"]["fills"], "accounts": len(rep["accounts"])}
+    return {
+        "day": run.day,
+        "file": str(md),
+        "json": str(js),
+        "ticks": sum(m["ticks"] for m in rep["market"].values()),
+        "orders": rep["orders"]["orders"],
+        "fills": rep["fills"]["fills"],
+        "accounts": len(rep["accounts"]),
+    }
 
 
 # -- retrain: a training job for ml-training, registered by modelops -----------------------------
@@ -157,8 +165,11 @@ class RetrainParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def training_job_id(job: str, slot: str) -> str:
     """The same for every attempt at one run (a resumed run waits for the job it queued)."""
-    return re.sub(r"[^A-Za-z0-9]", "", f"{job}{slot}")[-40:] + "-" + uuid.uuid5(
-        uuid.NAMESPACE_URL, f"{job}/{slot}").hex[:6]
+    return (
+        re.sub(r"[^A-Za-z0-9]", "", f"{job}{slot}")[-40:]
+        + "-"
+        + uuid.uuid5(uuid.NAMESPACE_URL, f"{job}/{slot}").hex[:6]
+    )
 
 
 @kind("retrain", RetrainParams)
@@ -167,8 +178,15 @@ async def retrain(run: Run) -> dict[str, Any]:
     r = run.r
     now = time.time_ns()
     job_id = training_job_id(run.job, run.slot)
-    tj = TrainJob(job_id=job_id, name=p.model, symbols=p.symbols, horizon_s=p.horizon_s, ridge=p.ridge,
-                  start_ns=now - int(duration(p.lookback) * 1e9), requested_by=run.requested_by)
+    tj = TrainJob(
+        job_id=job_id,
+        name=p.model,
+        symbols=p.symbols,
+        horizon_s=p.horizon_s,
+        ridge=p.ridge,
+        start_ns=now - int(duration(p.lookback) * 1e9),
+        requested_by=run.requested_by,
+    )
     key = f"training:job:{job_id}"
     if await r.hsetnx(key, "state", "queued"):  # a resumed run does not queue it twice
         await r.hset(key, "name", p.model)
@@ -184,20 +202,28 @@ async def retrain(run: Run) -> dict[str, Any]:
             if ev is not None:
                 if ev.kind == "refused":
                     raise JobFailed(f"modelops refused {p.model} from training job {job_id}: {ev.reason}")
-                return {"model": p.model, "version": ev.version, "stage": ev.stage, "training_job": job_id,
-                        "rows": int(h.get("rows", 0)), "ic": float(h.get("ic", 0))}
+                return {
+                    "model": p.model,
+                    "version": ev.version,
+                    "stage": ev.stage,
+                    "training_job": job_id,
+                    "rows": int(h.get("rows", 0)),
+                    "ic": float(h.get("ic", 0)),
+                }
         await asyncio.sleep(0.2)
     waiting_for = "modelops to register" if h.get("state") == "registered" else "ml-training to finish"
     if run.stopping():
         raise JobInterrupted(f"stopped while waiting for {waiting_for} training job {job_id}")
-    raise JobFailed(f"gave up waiting for {waiting_for} training job {job_id} after {p.wait}"
-                    f" (is {waiting_for.split()[0]} running?)")
+    raise JobFailed(
+        f"gave up waiting for {waiting_for} training job {job_id} after {p.wait} (is {waiting_for.split()[0]} running?)"
+    )
 
 
 async def _registry_answer(r: Any, request_id: str) -> ModelEvent | None:
     """modelops' answer (registered or refused) to the request `request_id`, among its recent events."""
-    got, _ = decode_entries(await r.xrevrange(streams.MODELS_EVENTS, count=500), ModelEvent,
-                            stream=streams.MODELS_EVENTS)  # an entry that is not an event answers nothing
+    got, _ = decode_entries(
+        await r.xrevrange(streams.MODELS_EVENTS, count=500), ModelEvent, stream=streams.MODELS_EVENTS
+    )  # an entry that is not an event answers nothing
     return next((ev for _, ev in got if ev.request_id == request_id), None)
 
 
@@ -216,6 +242,9 @@ async def stream_archive(run: Run) -> dict[str, Any]:
         done = await archive.archive_all(run.r, run.data_dir, keep_s=duration(run.params.keep))
     except archive.ArchiveUnreadable as exc:
         raise JobFailed(str(exc)) from None
-    return {"archived": sum(a.archived for a in done), "trimmed": sum(a.trimmed for a in done),
-            "streams": ", ".join(f"{a.stream} {a.archived}" for a in done),
-            "dir": str(locations.archive_dir(run.data_dir))}
+    return {
+        "archived": sum(a.archived for a in done),
+        "trimmed": sum(a.trimmed for a in done),
+        "streams": ", ".join(f"{a.stream} {a.archived}" for a in done),
+        "dir": str(locations.archive_dir(run.data_dir)),
+    }

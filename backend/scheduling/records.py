@@ -51,8 +51,9 @@ def run_record(r: Any, job: str, slot: str) -> dict[str, Any] | None:
     return None if raw is None else msgspec.json.decode(raw)
 
 
-def finished_runs(r: Any, job: str = "", limit: int = 20, scan: int = 10_000,
-                  skips: Skips | None = None) -> list[JobRun]:
+def finished_runs(
+    r: Any, job: str = "", limit: int = 20, scan: int = 10_000, skips: Skips | None = None
+) -> list[JobRun]:
     """Finished runs on ops.jobs (of `job`, or of every job), newest first, at most `limit`,
     among the last `scan` entries (those that do not decode skipped, counted in `skips`)."""
     rows: list[JobRun] = []
@@ -68,8 +69,11 @@ def finished_runs(r: Any, job: str = "", limit: int = 20, scan: int = 10_000,
 
 def request_run(r: Any, job: str, *, day: str = "", reason: str = "", operator: str = "") -> str:
     """Ask the scheduler to run `job` once (for `day`, or the last closed day); the run's slot."""
-    eid = publish_sync(r, streams.SCHEDULER_REQUESTS, JobRun(job=job, day=day, ts_ns=time.time_ns(),
-                                                             reason=reason, detail={"operator": operator}))
+    eid = publish_sync(
+        r,
+        streams.SCHEDULER_REQUESTS,
+        JobRun(job=job, day=day, ts_ns=time.time_ns(), reason=reason, detail={"operator": operator}),
+    )
     return request_slot(eid.decode())
 
 

@@ -82,8 +82,13 @@ class AlertingService(Service):
         self.started = time.monotonic()
         # where gate events were read up to survives restarts: a failed check alerts once;
         # ops.gates is read, not consumed: the gates log owns its entries (bad ones are skipped)
-        self.gates = self.listen({streams.OPS_GATES: replies.text(await self.r.get(GATE_CURSOR) or b"0")},
-                                 self.on_gate_events, decode=GateEvent, count=500, block_ms=200)
+        self.gates = self.listen(
+            {streams.OPS_GATES: replies.text(await self.r.get(GATE_CURSOR) or b"0")},
+            self.on_gate_events,
+            decode=GateEvent,
+            count=500,
+            block_ms=200,
+        )
         self.http = httpx.AsyncClient(timeout=3)
         self.worker = self.consume(streams.OPS_ALERTS, self.on_alerts, decode=Alert, count=200, block_ms=200)
         self.every(2.0, self.watch)
@@ -97,8 +102,13 @@ class AlertingService(Service):
         return self.raised
 
     def metrics(self) -> dict[str, object]:
-        return {"raised": self.raised, "resolved": self.resolved, "delivered": self.delivered,
-                "failed_deliveries": self.failed_deliveries, "acl_denials": self.denials}
+        return {
+            "raised": self.raised,
+            "resolved": self.resolved,
+            "delivered": self.delivered,
+            "failed_deliveries": self.failed_deliveries,
+            "acl_denials": self.denials,
+        }
 
     async def raise_alert(self, alert: Alert) -> bool:
         """Record an alert unless one with its key is already active; deliver it if new."""
@@ -135,7 +145,7 @@ class AlertingService(Service):
                     return
             except httpx.HTTPError:
                 pass
-            await asyncio.sleep(0.1 * 2 ** attempt)
+            await asyncio.sleep(0.1 * 2**attempt)
         self.failed_deliveries += 1
         self.log.warning("webhook delivery of %s failed after 3 tries", alert.key or alert.id)
 
@@ -153,18 +163,32 @@ class AlertingService(Service):
             age = (now - hb.ts_ns) / 1e9
             key = f"heartbeat:{hb.instance}"
             if hb.state == "failed" or (hb.state != "stopped" and age > self.cfg.heartbeat_max_age_s):
-                await self.raise_alert(Alert(id=f"hb-{hb.instance}-{now}", ts_ns=now, severity="critical",
-                                             source="alerting", kind="heartbeat", key=key,
-                                             message=f"{hb.service} ({hb.instance}) is {hb.state}, "
-                                                     f"last beat {age:.1f}s ago"))
+                await self.raise_alert(
+                    Alert(
+                        id=f"hb-{hb.instance}-{now}",
+                        ts_ns=now,
+                        severity="critical",
+                        source="alerting",
+                        kind="heartbeat",
+                        key=key,
+                        message=f"{hb.service} ({hb.instance}) is {hb.state}, last beat {age:.1f}s ago",
+                    )
+                )
             elif key in active and hb.state == "running":
                 await self.clear(key, f"{hb.service} ({hb.instance}) is running again")
             degraded = f"degraded:{hb.instance}"
             if hb.state == "degraded" and age <= self.cfg.heartbeat_max_age_s:
-                await self.raise_alert(Alert(id=f"degraded-{hb.instance}-{now}", ts_ns=now, severity="warning",
-                                             source="alerting", kind="degraded", key=degraded,
-                                             message=f"{hb.service} ({hb.instance}) is degraded: "
-                                                     f"{hb.reason or 'no reason given'}"))
+                await self.raise_alert(
+                    Alert(
+                        id=f"degraded-{hb.instance}-{now}",
+                        ts_ns=now,
+                        severity="warning",
+                        source="alerting",
+                        kind="degraded",
+                        key=degraded,
+                        message=f"{hb.service} ({hb.instance}) is degraded: {hb.reason or 'no reason given'}",
+                    )
+                )
             elif degraded in active and hb.state == "running":
                 await self.clear(degraded, f"{hb.service} ({hb.instance}) is running again")
         await self.watch_memory(active, now)
@@ -179,9 +203,17 @@ class AlertingService(Service):
                 await self.r.hset(DLQ_SEEN, stream, n)
             if n - before >= self.cfg.dlq_growth:
                 self.dlq_grew[stream] = mono
-                await self.raise_alert(Alert(id=f"dlq-{stream}-{now}", ts_ns=now, severity="warning", source="alerting",
-                                             kind="dlq", key=f"dlq:{stream}:{n // 100}",
-                                             message=f"{stream} grew by {n - before} to {n} dead letter(s)"))
+                await self.raise_alert(
+                    Alert(
+                        id=f"dlq-{stream}-{now}",
+                        ts_ns=now,
+                        severity="warning",
+                        source="alerting",
+                        kind="dlq",
+                        key=f"dlq:{stream}:{n // 100}",
+                        message=f"{stream} grew by {n - before} to {n} dead letter(s)",
+                    )
+                )
             elif mono - self.dlq_grew.get(stream, self.started) >= self.cfg.dlq_quiet_s:
                 quiet = f"{stream} has not grown for {self.cfg.dlq_quiet_s:g}s ({n} dead letter(s))"
                 for key in sorted(a for a in active if a.startswith(f"dlq:{stream}:")):
@@ -191,9 +223,17 @@ class AlertingService(Service):
         """Redis's memory against its maxmemory: a warning at streams.ALERT_MEMORY_PCT, resolved below."""
         mem = memory_from_info(await self.r.info("memory"))
         if mem.high:
-            await self.raise_alert(Alert(id=f"mem-{now}", ts_ns=now, severity="warning", source="alerting",
-                                         kind="memory", key=MEMORY_KEY,
-                                         message=f"{mem.line()}: at 100% every write fails (noeviction)"))
+            await self.raise_alert(
+                Alert(
+                    id=f"mem-{now}",
+                    ts_ns=now,
+                    severity="warning",
+                    source="alerting",
+                    kind="memory",
+                    key=MEMORY_KEY,
+                    message=f"{mem.line()}: at 100% every write fails (noeviction)",
+                )
+            )
         elif MEMORY_KEY in active:
             await self.clear(MEMORY_KEY, mem.line())
 
@@ -204,9 +244,17 @@ class AlertingService(Service):
         for d in got:
             if seen.get(d.entry, 0) >= d.count:
                 continue
-            if await self.raise_alert(Alert(id=f"acl-{d.entry}-{now}", ts_ns=now, severity="critical",
-                                            source="alerting", kind=acl.DENIAL, key=d.alert_key,
-                                            message=d.message())):
+            if await self.raise_alert(
+                Alert(
+                    id=f"acl-{d.entry}-{now}",
+                    ts_ns=now,
+                    severity="critical",
+                    source="alerting",
+                    kind=acl.DENIAL,
+                    key=d.alert_key,
+                    message=d.message(),
+                )
+            ):
                 self.log.error("ACL denial: %s", d.message())
             self.denials += 1
         live = {d.entry: d.count for d in got}
@@ -221,9 +269,17 @@ class AlertingService(Service):
         now = time.time_ns()
         for _, eid, ev in items:
             if ev.kind == "check_run" and ev.outcome == "failed":
-                await self.raise_alert(Alert(id=f"gate-{eid.decode()}", ts_ns=now, severity="warning",
-                                             source="alerting", kind="gate", key=f"gate:{ev.gate}:{ev.check}",
-                                             message=f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})"))
+                await self.raise_alert(
+                    Alert(
+                        id=f"gate-{eid.decode()}",
+                        ts_ns=now,
+                        severity="warning",
+                        source="alerting",
+                        kind="gate",
+                        key=f"gate:{ev.gate}:{ev.check}",
+                        message=f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})",
+                    )
+                )
             elif ev.kind in ("check_run", "attest") and ev.outcome == "passed":
                 how = "passed" if ev.kind == "check_run" else "attested as passed"
                 await self.clear(f"gate:{ev.gate}:{ev.check}", f"check {ev.check} {how} (by {ev.operator})")

@@ -109,8 +109,14 @@ class Service:
     @classmethod
     def access(cls) -> Access:
         """Everything the service does on the bus: its declarations and its heartbeat."""
-        return base(cls.name) + Access(reads=cls.reads, writes=cls.writes, keys=cls.keys, scripts=cls.scripts,
-                                       commands=cls.commands, trims=cls.trims)
+        return base(cls.name) + Access(
+            reads=cls.reads,
+            writes=cls.writes,
+            keys=cls.keys,
+            scripts=cls.scripts,
+            commands=cls.commands,
+            trims=cls.trims,
+        )
 
     def __init__(
         self,
@@ -161,8 +167,9 @@ class Service:
     async def teardown(self) -> None:
         """Flush and close what setup opened. Called after the workers finished."""
 
-    def consume(self, stream: str, handler: Handler, *, decode: Any = None, what: str | None = None,
-                **opts: Any) -> StreamWorker:
+    def consume(
+        self, stream: str, handler: Handler, *, decode: Any = None, what: str | None = None, **opts: Any
+    ) -> StreamWorker:
         """Consume `stream` in this service's consumer group, one handler call per batch.
 
         With `decode=T` (a wire type or a union of them) the handler gets `[(entry id, T)]`; an
@@ -171,8 +178,10 @@ class Service:
         handle with `worker.reject(entry id, reason)` (or raises `Poison`). `opts`: StreamWorker's
         (count, block_ms, auto_ack, claim_idle_ms, group...)."""
         if not self.declared.may_consume(stream):
-            raise UndeclaredAccess(f"{self.name} consumes {stream} but does not declare it: add "
-                                   f"Reads({stream!r}, group=True) to {type(self).__name__}.reads")
+            raise UndeclaredAccess(
+                f"{self.name} consumes {stream} but does not declare it: add "
+                f"Reads({stream!r}, group=True) to {type(self).__name__}.reads"
+            )
         group = opts.pop("group", self.name)
         opts.setdefault("claim_idle_ms", self.claim_idle_ms)
         opts.setdefault("alive", self.consumer_alive)
@@ -186,14 +195,22 @@ class Service:
         `decode`: a type, or {stream: type}; `opts`: Broadcast's (count, block_ms, min_interval_s)."""
         for stream in cursors:
             if not self.declared.may_follow(stream):
-                raise UndeclaredAccess(f"{self.name} reads {stream} whole but does not declare it: add "
-                                       f"Reads({stream!r}) to {type(self).__name__}.reads")
+                raise UndeclaredAccess(
+                    f"{self.name} reads {stream} whole but does not declare it: add "
+                    f"Reads({stream!r}) to {type(self).__name__}.reads"
+                )
         reader = Broadcast(self.r, cursors, decode=decode, skips=self.skips, **opts)
         self.readers.append(reader)
         return reader
 
-    def listen(self, cursors: dict[str, str], handler: Callable[[list[Item]], Awaitable[None]], *,
-               decode: Any = None, **opts: Any) -> Broadcast:
+    def listen(
+        self,
+        cursors: dict[str, str],
+        handler: Callable[[list[Item]], Awaitable[None]],
+        *,
+        decode: Any = None,
+        **opts: Any,
+    ) -> Broadcast:
         """Read `cursors` as broadcasts while the service runs: `handler([(stream, id, message)])`
         for every read that brought something (undecodable entries skipped and counted in the
         reader's `skipped`)."""
@@ -204,8 +221,9 @@ class Service:
     async def consumer_alive(self, consumer: str) -> bool:
         """Whether another consumer in this service's groups (an instance id) still works."""
         key = streams.HEALTH_KEY.format(service=self.name, instance=consumer)
-        state, pid, host, pidns = (None if v is None else replies.blob(v)
-                                   for v in await self.r.hmget(key, "state", "pid", "host", "pidns"))
+        state, pid, host, pidns = (
+            None if v is None else replies.blob(v) for v in await self.r.hmget(key, "state", "pid", "host", "pidns")
+        )
         return not gone(state, pid, host, pidns)
 
     async def call(self, *args: Arg) -> object:
@@ -298,8 +316,9 @@ class Service:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-        self.r = await connect_async(self.redis_url, auth=self.login,
-                                     who=None if self.login else looked_for(self.name, self.settings))
+        self.r = await connect_async(
+            self.redis_url, auth=self.login, who=None if self.login else looked_for(self.name, self.settings)
+        )
         self.fast = await FastRedis.like(self.r)
         try:
             await self.setup()
@@ -309,8 +328,11 @@ class Service:
             self.state = "degraded" if self.reason else "running"  # setup may have said degrade()
             self.log.info(
                 "started",
-                extra={"instance": self.instance, "environment": self.environment,
-                       "consumes": [w.stream for w in self.workers]},
+                extra={
+                    "instance": self.instance,
+                    "environment": self.environment,
+                    "consumes": [w.stream for w in self.workers],
+                },
             )
             await self.heartbeat()
             # What is alive now (modules, config, what setup built) lives as long as the process:
@@ -319,18 +341,17 @@ class Service:
             gc.collect()
             gc.freeze()
             tasks = [asyncio.create_task(w.run(), name=f"worker:{w.stream}") for w in self.workers]
-            tasks += [asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
-                      for b, fn in self._listens]
+            tasks += [
+                asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
+                for b, fn in self._listens
+            ]
             tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
             tasks += [
-                asyncio.create_task(self._every_loop(s, fn), name=f"every:{fn.__name__}")
-                for s, fn in self._periodic
+                asyncio.create_task(self._every_loop(s, fn), name=f"every:{fn.__name__}") for s, fn in self._periodic
             ]
             extra = asyncio.create_task(self.run_extra(), name="extra")
             stopper = asyncio.create_task(self._stop.wait(), name="stop")
-            done, _ = await asyncio.wait(
-                [*tasks, extra, stopper], return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait([*tasks, extra, stopper], return_when=asyncio.FIRST_COMPLETED)
             failed = [t for t in done if t is not stopper and t.exception() is not None]
             if failed:
                 self.state = "failed"
@@ -374,9 +395,11 @@ class Service:
         """The reason a service fails with when Redis refused it a command (NOPERM)."""
         user = self.login.user if self.login else "default"
         why = str(exc).removeprefix("NOPERM").strip()
-        return (f"Redis refused a command to the user {user!r} (NOPERM: {why}): a deployment bug, not a "
-                f"transient error; the service's declared access or the server's ACL rules are wrong "
-                f"(`tradeops redis acl check`; the ACL denial alert names the command and the key)")
+        return (
+            f"Redis refused a command to the user {user!r} (NOPERM: {why}): a deployment bug, not a "
+            f"transient error; the service's declared access or the server's ACL rules are wrong "
+            f"(`tradeops redis acl check`; the ACL denial alert names the command and the key)"
+        )
 
     async def _listen_loop(self, reader: Broadcast, handler: Callable[[list[Item]], Awaitable[None]]) -> None:
         while not self._stop.is_set():
@@ -479,10 +502,20 @@ class Service:
         hb = self.heartbeat_message(lag, pending, dlq)
         key = streams.HEALTH_KEY.format(service=self.name, instance=self.instance)
         readable: dict[str, str | int | float] = {
-            "service": hb.service, "instance": hb.instance, "environment": hb.environment,
-            "state": hb.state, "processed": hb.processed, "rate": hb.rate, "lag": hb.lag,
-            "pending": hb.pending, "dlq": hb.dlq, "ts_ns": hb.ts_ns, "pid": hb.pid, "host": hb.host,
-            "pidns": _PIDNS, "reason": hb.reason,
+            "service": hb.service,
+            "instance": hb.instance,
+            "environment": hb.environment,
+            "state": hb.state,
+            "processed": hb.processed,
+            "rate": hb.rate,
+            "lag": hb.lag,
+            "pending": hb.pending,
+            "dlq": hb.dlq,
+            "ts_ns": hb.ts_ns,
+            "pid": hb.pid,
+            "host": hb.host,
+            "pidns": _PIDNS,
+            "reason": hb.reason,
         }
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={**readable, codec.FIELD_STR: codec.encode(hb)})  # type: ignore[dict-item]  # redis-py's mapping type is invariant

@@ -38,8 +38,12 @@ class BtOrchestratorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
 class BtOrchestratorService(Service):
     name = "bt-orchestrator"
     Config = BtOrchestratorConfig
-    reads = (Reads(streams.BACKTEST_JOBS, group=True), Reads(streams.MD_BARS_1S), Reads(streams.MD_BARS_1M),
-             Reads(streams.FEATURES))
+    reads = (
+        Reads(streams.BACKTEST_JOBS, group=True),
+        Reads(streams.MD_BARS_1S),
+        Reads(streams.MD_BARS_1M),
+        Reads(streams.FEATURES),
+    )
     keys = (Keys(k_job("*"), write=True), Keys(reg.KEYS))
 
     async def setup(self) -> None:
@@ -73,8 +77,13 @@ class BtOrchestratorService(Service):
 
     async def prices(self, job: BacktestJob) -> tuple[pd.DataFrame, str]:
         if self.cfg.source in ("ticks", "auto"):
-            df = await asyncio.to_thread(sources.tick_prices, self.settings.resolved_data_dir(), job.symbols,
-                                         job.start_ns or None, job.end_ns or None)
+            df = await asyncio.to_thread(
+                sources.tick_prices,
+                self.settings.resolved_data_dir(),
+                job.symbols,
+                job.start_ns or None,
+                job.end_ns or None,
+            )
             if not df.empty or self.cfg.source == "ticks":
                 return df, "ticks"
         df = await sources.bar_prices(self.r, job.symbols, skips=self.skips)
@@ -86,13 +95,14 @@ class BtOrchestratorService(Service):
 
     async def model_signals(self, job: BacktestJob) -> pd.DataFrame:
         """The production model's signals over the stored feature rows (as serving would score them)."""
-        name = job.strategy[len(engine.MODEL_PREFIX):]
+        name = job.strategy[len(engine.MODEL_PREFIX) :]
         rec = await reg.aproduction(self.r, name)
         if rec is None:
             raise ValueError(f"model {name!r} has no production version")
         model = rec.model()
-        feats, _ = await sources.best_feature_rows(self.r, self.settings.resolved_data_dir(), job.symbols,
-                                                   job.start_ns, job.end_ns, skips=self.skips)
+        feats, _ = await sources.best_feature_rows(
+            self.r, self.settings.resolved_data_dir(), job.symbols, job.start_ns, job.end_ns, skips=self.skips
+        )
         if feats.empty:
             raise ValueError("no feature rows in the range")
         missing = [f for f in model.features if f not in feats.columns]
@@ -110,8 +120,16 @@ class BtOrchestratorService(Service):
         try:
             df, source = await self.prices(job)
             signals = await self.model_signals(job) if job.strategy.startswith(engine.MODEL_PREFIX) else None
-            res = await asyncio.to_thread(engine.run, df, job.strategy, job.params, job_id=job.job_id,
-                                          start_ns=job.start_ns, end_ns=job.end_ns, signals=signals)
+            res = await asyncio.to_thread(
+                engine.run,
+                df,
+                job.strategy,
+                job.params,
+                job_id=job.job_id,
+                start_ns=job.start_ns,
+                end_ns=job.end_ns,
+                signals=signals,
+            )
         except ValueError as exc:
             self.failed += 1
             await self._set(job.job_id, state="failed", reason=str(exc))

@@ -71,9 +71,14 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class GatewayService(Service):
     name = "gateway"
     Config = GatewayConfig
-    writes = (Writes(streams.MD_TICKS_RAW), Writes(streams.ALT_RAW), Writes(streams.OPS_ALERTS),
-              # frames that do not decode
-              Writes(streams.dlq(streams.MD_TICKS_RAW)), Writes(streams.dlq(streams.ALT_RAW)))
+    writes = (
+        Writes(streams.MD_TICKS_RAW),
+        Writes(streams.ALT_RAW),
+        Writes(streams.OPS_ALERTS),
+        # frames that do not decode
+        Writes(streams.dlq(streams.MD_TICKS_RAW)),
+        Writes(streams.dlq(streams.ALT_RAW)),
+    )
     keys = (Keys(backfill.LAST_ID_KEY, write=True),)
     secrets = (EXCHANGE_API_KEY,)  # the venue's trade history
 
@@ -111,11 +116,18 @@ class GatewayService(Service):
 
     def metrics(self) -> dict[str, Any]:
         return {
-            "received": self.received, "published": self.published, "gaps": self.gaps,
-            "missing_trades": self.missing, "backfilled_trades": self.backfilled,
-            "backfilling": sorted(self.held), "last_gap": self.last_gap,
-            "regressions": self.regressions, "connected": sorted(self.connected),
-            "reconnects": self.reconnects, "news": self.news, "decode_errors": self.decode_errors,
+            "received": self.received,
+            "published": self.published,
+            "gaps": self.gaps,
+            "missing_trades": self.missing,
+            "backfilled_trades": self.backfilled,
+            "backfilling": sorted(self.held),
+            "last_gap": self.last_gap,
+            "regressions": self.regressions,
+            "connected": sorted(self.connected),
+            "reconnects": self.reconnects,
+            "news": self.news,
+            "decode_errors": self.decode_errors,
         }
 
     def _urls(self) -> tuple[list[str], str | None]:
@@ -169,7 +181,7 @@ class GatewayService(Service):
                 self.connected.discard(url)
             if self.stopping:
                 return
-            delay = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** attempt)
+            delay = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2**attempt)
             attempt += 1
             await self.wait_stopped(delay * random.uniform(0.5, 1.5))
 
@@ -196,8 +208,9 @@ class GatewayService(Service):
                 if self.write_error is not None:
                     raise self.write_error  # the service stops; the supervisor restarts it
                 if gap is not None or (held and ev.s in held):  # waits for the gap's backfill
-                    self._hold(builder, gap, (ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000,
-                                              ev.E * 1_000_000, ev.m, recv_ns))
+                    self._hold(
+                        builder, gap, (ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000, ev.E * 1_000_000, ev.m, recv_ns)
+                    )
                     self.received += 1
                     continue
                 if not len(builder):
@@ -277,8 +290,15 @@ class GatewayService(Service):
         gap = backfill.find_gap(symbol, last, trade_id)
         if gap is not None:
             self.gaps += 1
-            self.last_gap = {"symbol": symbol, "after": last, "next": trade_id, "missing": gap.size,
-                             "backfilled": None, "lost": None, "ts_ns": time.time_ns()}
+            self.last_gap = {
+                "symbol": symbol,
+                "after": last,
+                "next": trade_id,
+                "missing": gap.size,
+                "backfilled": None,
+                "lost": None,
+                "ts_ns": time.time_ns(),
+            }
             self.log.warning("trade-id gap: backfilling it", extra=self.last_gap)
         return gap
 
@@ -317,7 +337,7 @@ class GatewayService(Service):
 
         def write(trades: list[Any]) -> None:
             for i in range(0, len(trades), max_batch):
-                backfill.add_trades(out, gap.symbol, trades[i:i + max_batch], time.time_ns())
+                backfill.add_trades(out, gap.symbol, trades[i : i + max_batch], time.time_ns())
                 self._flush(out)
             self.backfilled += len(trades)
 
@@ -326,10 +346,14 @@ class GatewayService(Service):
         except TradeopsError as exc:  # no key anywhere: the history refuses us, the gap is reported lost
             self.log.error("backfill of %s without the venue's API key: %s", gap.symbol, exc)
             key = ""
-        done = await backfill.fill(self.http, self._rest_url(), key, gap, write,
-                                   max_trades=self.cfg.backfill_max_trades)
-        if self.last_gap is not None and self.last_gap["symbol"] == gap.symbol \
-                and self.last_gap["after"] == gap.first - 1:
+        done = await backfill.fill(
+            self.http, self._rest_url(), key, gap, write, max_trades=self.cfg.backfill_max_trades
+        )
+        if (
+            self.last_gap is not None
+            and self.last_gap["symbol"] == gap.symbol
+            and self.last_gap["after"] == gap.first - 1
+        ):
             self.last_gap.update(backfilled=done.fetched, lost=done.lost)
         if done.lost:
             self.missing += done.lost
@@ -337,8 +361,10 @@ class GatewayService(Service):
             self.log.error(alert.message)
             await publish(self.r, streams.OPS_ALERTS, alert)
         else:
-            self.log.info("trade-id gap backfilled", extra={"symbol": gap.symbol, "first": gap.first,
-                                                            "last": gap.last, "trades": done.fetched})
+            self.log.info(
+                "trade-id gap backfilled",
+                extra={"symbol": gap.symbol, "first": gap.first, "last": gap.last, "trades": done.fetched},
+            )
 
     def _backfill_done(self, task: asyncio.Task[None]) -> None:
         self.backfills.discard(task)
@@ -372,13 +398,19 @@ class GatewayService(Service):
             except msgspec.DecodeError as exc:
                 await self._dead_frame(streams.ALT_RAW, msg, f"undecodable news message: {exc}")
                 continue
-            item = AltItem(id=n.id, ts_ns=n.ts * 1_000_000, symbols=n.symbols, headline=n.headline,
-                           body=n.body, sentiment=n.sentiment, source="local-exchange")
+            item = AltItem(
+                id=n.id,
+                ts_ns=n.ts * 1_000_000,
+                symbols=n.symbols,
+                headline=n.headline,
+                body=n.body,
+                sentiment=n.sentiment,
+                source="local-exchange",
+            )
             await publish(self.r, streams.ALT_RAW, item)
             self.news += 1
 
     async def _dead_frame(self, stream: str, msg: str | bytes, reason: str) -> None:
         """A frame bound for `stream` that does not decode: to dlq.<stream>, its bytes kept (64 KiB)."""
         data = msg.encode() if isinstance(msg, str) else msg
-        await deadletter.queue(self.r, stream, {b"raw": data[:65536]}, reason, group=self.name,
-                               consumer=self.instance)
+        await deadletter.queue(self.r, stream, {b"raw": data[:65536]}, reason, group=self.name, consumer=self.instance)

@@ -78,8 +78,12 @@ class LiveGatewayService(Service):
     Config = LiveGatewayConfig
     reads = (Reads(streams.EXEC_ORDERS, group=True), Reads(streams.MD_TICKS))
     writes = (Writes(streams.EXEC_REPORTS),)
-    keys = (Keys(PAPER_KEY, write=True), Keys(SESSION_KEY, write=True), Keys(REST_KEY, write=True),
-            Keys(REST_DONE_KEY, write=True))
+    keys = (
+        Keys(PAPER_KEY, write=True),
+        Keys(SESSION_KEY, write=True),
+        Keys(REST_KEY, write=True),
+        Keys(REST_DONE_KEY, write=True),
+    )
     secrets = (EXCHANGE_API_KEY, EXCHANGE_API_SECRET)  # the REST venue's signed requests
 
     async def setup(self) -> None:
@@ -104,16 +108,22 @@ class LiveGatewayService(Service):
                 self.engine.prices.update(tickcols.last_prices(batch))
             await self._load_paper()
             self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
-        self.worker = self.consume(streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512,
-                                   block_ms=100, auto_ack=False)  # acked with the reports they produce
+        self.worker = self.consume(
+            streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512, block_ms=100, auto_ack=False
+        )  # acked with the reports they produce
 
     def processed(self) -> int:
         return self.sent
 
     def metrics(self) -> dict[str, object]:
-        return {"venue": self.cfg.venue, "orders": self.sent, "reports": self.reports,
-                "working": len(self.engine.working) if self.rest is None else len(self.inflight),
-                "venue_errors": self.errors, "user_streams": self.user_streams}
+        return {
+            "venue": self.cfg.venue,
+            "orders": self.sent,
+            "reports": self.reports,
+            "working": len(self.engine.working) if self.rest is None else len(self.inflight),
+            "venue_errors": self.errors,
+            "user_streams": self.user_streams,
+        }
 
     async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None) -> None:
         """The reports, the paper book's changes and the XACK of what produced them, in one MULTI."""
@@ -165,9 +175,24 @@ class LiveGatewayService(Service):
         for c in coids:
             w = self.engine.working.get(c)
             if w is not None:
-                cmds.append(("HSET", PAPER_KEY, c, codec.encode(msgspec.to_builtins(
-                    {"order": w.order, "venue_order_id": w.venue_order_id, "filled": w.filled,
-                     "notional": w.notional, "fills": w.fills}))))
+                cmds.append(
+                    (
+                        "HSET",
+                        PAPER_KEY,
+                        c,
+                        codec.encode(
+                            msgspec.to_builtins(
+                                {
+                                    "order": w.order,
+                                    "venue_order_id": w.venue_order_id,
+                                    "filled": w.filled,
+                                    "notional": w.notional,
+                                    "fills": w.fills,
+                                }
+                            )
+                        ),
+                    )
+                )
         return cmds
 
     async def _load_paper(self) -> None:
@@ -233,9 +258,18 @@ class LiveGatewayService(Service):
             if eo.action == "new" and eo.order is not None:
                 self.inflight.pop(eo.client_order_id, None)
                 await self.r.hdel(REST_KEY, eo.client_order_id)
-                return [ExecReport(client_order_id=eo.client_order_id, venue_order_id="", kind="rejected",
-                                   account=eo.order.account, symbol=eo.order.symbol, side=eo.order.side,
-                                   reason=str(exc), ts_ns=time.time_ns())]
+                return [
+                    ExecReport(
+                        client_order_id=eo.client_order_id,
+                        venue_order_id="",
+                        kind="rejected",
+                        account=eo.order.account,
+                        symbol=eo.order.symbol,
+                        side=eo.order.side,
+                        reason=str(exc),
+                        ts_ns=time.time_ns(),
+                    )
+                ]
             return []
 
     async def _place(self, order: Order) -> list[ExecReport]:

@@ -58,15 +58,20 @@ class MarketplaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class MarketplaceService(Service):
     name = "marketplace"
     Config = MarketplaceConfig
-    reads = (Reads(streams.SIGNALS, group=True), Reads(streams.ORDERS_EVENTS, group=True),
-             Reads(streams.MODELS_EVENTS))
+    reads = (Reads(streams.SIGNALS, group=True), Reads(streams.ORDERS_EVENTS, group=True), Reads(streams.MODELS_EVENTS))
     writes = (Writes(streams.ORDERS_NEW),)
     keys = (Keys("market:*", write=True), Keys(reg.KEYS))
     scripts = (Scripts((store.OPEN_ORDERS, store.k_target("*"))),)  # an ended order's unfilled part back
 
     async def setup(self) -> None:
-        self.counts = {"signals_in": 0, "orders": 0, "stale": 0, "before_subscription": 0,
-                       "given_back": 0, "conflicts": 0}
+        self.counts = {
+            "signals_in": 0,
+            "orders": 0,
+            "stale": 0,
+            "before_subscription": 0,
+            "given_back": 0,
+            "conflicts": 0,
+        }
         pipe = self.r.pipeline(transaction=False)
         for item in store.seed_items():
             if not await self.r.hexists(store.CATALOG, item.id):
@@ -74,8 +79,9 @@ class MarketplaceService(Service):
         await pipe.execute()
         self.settle = self.r.register_script(_SETTLE)
         self.worker = self.consume(streams.SIGNALS, self.on_signals, decode=Signal, count=256, block_ms=100)
-        self.w_events = self.consume(streams.ORDERS_EVENTS, self.on_order_events, decode=OrderEvent, count=512,
-                                     block_ms=100)
+        self.w_events = self.consume(
+            streams.ORDERS_EVENTS, self.on_order_events, decode=OrderEvent, count=512, block_ms=100
+        )
         self.listen({streams.MODELS_EVENTS: "0"}, self.on_model_events, decode=ModelEvent, count=100, block_ms=200)
 
     def processed(self) -> int:
@@ -116,14 +122,24 @@ class MarketplaceService(Service):
                     coid = f"mk-{sub.account}-{sub.item}-{sig.symbol}-{sig.ts_ns}"
                     if delta == 0 or await pipe.exists(store.k_sent(coid)):
                         return None  # nothing to do, or this signal was acted on for the sleeve already
-                    order = Order(client_order_id=coid, account=sub.account, symbol=sig.symbol,
-                                  side="buy" if delta > 0 else "sell", type="market", quantity=abs(delta),
-                                  sent_ns=time.time_ns(), source=f"marketplace:{sub.item}")
+                    order = Order(
+                        client_order_id=coid,
+                        account=sub.account,
+                        symbol=sig.symbol,
+                        side="buy" if delta > 0 else "sell",
+                        type="market",
+                        quantity=abs(delta),
+                        sent_ns=time.time_ns(),
+                        source=f"marketplace:{sub.item}",
+                    )
                     pipe.multi()
                     pipe.hset(key, sleeve, repr(want))
                     pipe.set(store.k_sent(coid), 1, ex=SENT_TTL_S)
-                    pipe.hset(store.OPEN_ORDERS, order.client_order_id,
-                              msgspec.json.encode({"account": sub.account, "sleeve": sleeve, "signed": delta}))
+                    pipe.hset(
+                        store.OPEN_ORDERS,
+                        order.client_order_id,
+                        msgspec.json.encode({"account": sub.account, "sleeve": sleeve, "signed": delta}),
+                    )
                     queue(pipe, streams.ORDERS_NEW, order)
                     await pipe.execute()
                     self.counts["orders"] += 1
@@ -142,11 +158,22 @@ class MarketplaceService(Service):
             info = msgspec.json.decode(raw)
             unfilled = max(0.0, abs(info["signed"]) - ev.filled_qty)
             back = -unfilled if info["signed"] > 0 else unfilled
-            if await self.settle(keys=[store.OPEN_ORDERS, store.k_target(info["account"])],
-                                 args=[ev.client_order_id, info["sleeve"], repr(round(back, 10))]) and back:
+            if (
+                await self.settle(
+                    keys=[store.OPEN_ORDERS, store.k_target(info["account"])],
+                    args=[ev.client_order_id, info["sleeve"], repr(round(back, 10))],
+                )
+                and back
+            ):
                 self.counts["given_back"] += 1
-                self.log.info("order %s ended %s with %g unfilled (%s): sleeve %s gets it back",
-                              ev.client_order_id, ev.state, unfilled, ev.reason, info["sleeve"])
+                self.log.info(
+                    "order %s ended %s with %g unfilled (%s): sleeve %s gets it back",
+                    ev.client_order_id,
+                    ev.state,
+                    unfilled,
+                    ev.reason,
+                    info["sleeve"],
+                )
 
     async def on_model_events(self, items: list[Item]) -> None:
         """Every registered model joins the catalog (its lineage as metadata)."""
@@ -160,10 +187,19 @@ class MarketplaceService(Service):
             return
         rec = reg.decode_record(replies.blob(data))
         item = store.CatalogItem(
-            id=f"model:{rec.name}", kind="model", name=rec.name, owner=rec.trained_by or "unknown",
-            description=f"{rec.kind} on {', '.join(rec.features)}", signals=rec.name,
-            metadata={"latest_version": rec.version, "metrics": rec.metrics, "symbols": rec.symbols,
-                      "data_start_ns": rec.data_start_ns, "data_end_ns": rec.data_end_ns},
+            id=f"model:{rec.name}",
+            kind="model",
+            name=rec.name,
+            owner=rec.trained_by or "unknown",
+            description=f"{rec.kind} on {', '.join(rec.features)}",
+            signals=rec.name,
+            metadata={
+                "latest_version": rec.version,
+                "metrics": rec.metrics,
+                "symbols": rec.symbols,
+                "data_start_ns": rec.data_start_ns,
+                "data_end_ns": rec.data_end_ns,
+            },
         )
         pipe = self.r.pipeline(transaction=False)
         store.queue_put(pipe, item)

@@ -35,8 +35,9 @@ class MdReplayService(Service):
         self.replayed = 0
         self.current: str | None = None
         self.data_dir = Path(self.settings.resolved_data_dir())
-        self.worker = self.consume(streams.REPLAY_REQUESTS, self.on_requests, decode=ReplayRequest, count=1,
-                                   block_ms=200)
+        self.worker = self.consume(
+            streams.REPLAY_REQUESTS, self.on_requests, decode=ReplayRequest, count=1, block_ms=200
+        )
 
     def processed(self) -> int:
         return self.replayed
@@ -47,12 +48,18 @@ class MdReplayService(Service):
     async def on_requests(self, requests: list[tuple[bytes, ReplayRequest]]) -> None:
         for eid, req in requests:
             if req.end_ns <= req.start_ns or req.speed < 0 or not req.target:
-                self.worker.reject(eid, f"bad replay request {req.id!r}: range [{req.start_ns}, "
-                                        f"{req.end_ns}), speed {req.speed}, target {req.target!r}")
+                self.worker.reject(
+                    eid,
+                    f"bad replay request {req.id!r}: range [{req.start_ns}, "
+                    f"{req.end_ns}), speed {req.speed}, target {req.target!r}",
+                )
                 continue
             if not self.declared.may_write(req.target):
-                self.worker.reject(eid, f"bad replay request {req.id!r}: target {req.target!r} is not a replay "
-                                        f"stream ({streams.MD_TICKS_REPLAY} or {streams.MD_TICKS_REPLAY}.<name>)")
+                self.worker.reject(
+                    eid,
+                    f"bad replay request {req.id!r}: target {req.target!r} is not a replay "
+                    f"stream ({streams.MD_TICKS_REPLAY} or {streams.MD_TICKS_REPLAY}.<name>)",
+                )
                 continue
             await self.replay(req)
 
@@ -79,9 +86,17 @@ class MdReplayService(Service):
                 wait = due - (time.monotonic() - t0_wall)
                 if wait > 0:
                     await asyncio.sleep(wait)
-            batch = tickcols.pack(symbols, sym[i:j], df.trade_id.to_numpy()[i:j], df.price.to_numpy()[i:j],
-                                  df.qty.to_numpy()[i:j], ts[i:j], df.recv_ns.to_numpy()[i:j],
-                                  df.buyer_maker.to_numpy()[i:j], time.time_ns())
+            batch = tickcols.pack(
+                symbols,
+                sym[i:j],
+                df.trade_id.to_numpy()[i:j],
+                df.price.to_numpy()[i:j],
+                df.qty.to_numpy()[i:j],
+                ts[i:j],
+                df.recv_ns.to_numpy()[i:j],
+                df.buyer_maker.to_numpy()[i:j],
+                time.time_ns(),
+            )
             await publish(self.r, req.target, batch)
             self.replayed += j - i
             i = j

@@ -34,8 +34,9 @@ class ModelopsService(Service):
 
     async def setup(self) -> None:
         self.counts = {"registered": 0, "promoted": 0, "rolled_back": 0, "refused": 0}
-        self.worker = self.consume(streams.MODELS_REQUESTS, self.on_requests, decode=ModelRegister | ModelStage,
-                                   what="model request", count=32)
+        self.worker = self.consume(
+            streams.MODELS_REQUESTS, self.on_requests, decode=ModelRegister | ModelStage, what="model request", count=32
+        )
 
     def metrics(self) -> dict[str, object]:
         return dict(self.counts)
@@ -52,8 +53,16 @@ class ModelopsService(Service):
         self.counts["refused"] += 1
         self.log.warning("refused %s: %s", name, reason)
         pipe = self.r.pipeline(transaction=True)
-        reg.queue_event(pipe, reg.event(name, "refused", reason=reason, request_id=req.request_id,
-                                        operator=getattr(req, "operator", "") or getattr(req, "trained_by", "")))
+        reg.queue_event(
+            pipe,
+            reg.event(
+                name,
+                "refused",
+                reason=reason,
+                request_id=req.request_id,
+                operator=getattr(req, "operator", "") or getattr(req, "trained_by", ""),
+            ),
+        )
         await pipe.execute()
 
     async def register(self, req: ModelRegister) -> None:
@@ -68,16 +77,38 @@ class ModelopsService(Service):
         prod = await self.r.hget(reg.k_stage(req.name), "production")
         rec = reg.new_record(req, version, int(prod) if prod else 0)
         pipe = self.r.pipeline(transaction=True)
-        reg.queue_register(pipe, rec, reg.event(req.name, "registered", version=version, stage="staging",
-                                                from_version=rec.parent, operator=req.trained_by,
-                                                request_id=req.request_id,
-                                                reason=f"{len(model.features)} features, {req.rows} rows"))
+        reg.queue_register(
+            pipe,
+            rec,
+            reg.event(
+                req.name,
+                "registered",
+                version=version,
+                stage="staging",
+                from_version=rec.parent,
+                operator=req.trained_by,
+                request_id=req.request_id,
+                reason=f"{len(model.features)} features, {req.rows} rows",
+            ),
+        )
         ic = req.metrics.get("ic")
         auto = self.cfg.auto_promote_min_ic
         if auto is not None and ic is not None and ic >= auto:
-            reg.queue_stage(pipe, req.name, "production", version, reg.event(
-                req.name, "promoted", version=version, stage="production", from_version=rec.parent,
-                operator=self.name, reason=f"auto: held-out ic {ic:.3f} >= {auto:g}"))
+            reg.queue_stage(
+                pipe,
+                req.name,
+                "production",
+                version,
+                reg.event(
+                    req.name,
+                    "promoted",
+                    version=version,
+                    stage="production",
+                    from_version=rec.parent,
+                    operator=self.name,
+                    reason=f"auto: held-out ic {ic:.3f} >= {auto:g}",
+                ),
+            )
             self.counts["promoted"] += 1
         if req.request_id:
             pipe.sadd("models:requests_done", req.request_id)
@@ -91,17 +122,29 @@ class ModelopsService(Service):
         if not req.reason.strip():
             await self._refuse(req.name, f"{req.action} needs a reason", req)
             return
-        stage_now = {k.decode(): int(v)
-                     for k, v in replies.fields(await self.r.hgetall(reg.k_stage(req.name))).items()}
+        stage_now = {k.decode(): int(v) for k, v in replies.fields(await self.r.hgetall(reg.k_stage(req.name))).items()}
         current = stage_now.get(req.stage, 0)
         pipe = self.r.pipeline(transaction=True)
         if req.action == "promote":
             if not await self.r.hexists(reg.k_versions(req.name), str(req.version)):
                 await self._refuse(req.name, f"no version {req.version} of model {req.name!r}", req)
                 return
-            reg.queue_stage(pipe, req.name, req.stage, req.version, reg.event(
-                req.name, "promoted", version=req.version, stage=req.stage, from_version=current,
-                reason=req.reason, operator=req.operator, request_id=req.request_id))
+            reg.queue_stage(
+                pipe,
+                req.name,
+                req.stage,
+                req.version,
+                reg.event(
+                    req.name,
+                    "promoted",
+                    version=req.version,
+                    stage=req.stage,
+                    from_version=current,
+                    reason=req.reason,
+                    operator=req.operator,
+                    request_id=req.request_id,
+                ),
+            )
             self.counts["promoted"] += 1
         else:
             if req.stage != "production":
@@ -113,9 +156,23 @@ class ModelopsService(Service):
                 return
             target = hist[-2]
             pipe.rpop(reg.k_history(req.name))
-            reg.queue_stage(pipe, req.name, "production", target, reg.event(
-                req.name, "rolled_back", version=target, stage="production", from_version=current,
-                reason=req.reason, operator=req.operator, request_id=req.request_id), history=False)
+            reg.queue_stage(
+                pipe,
+                req.name,
+                "production",
+                target,
+                reg.event(
+                    req.name,
+                    "rolled_back",
+                    version=target,
+                    stage="production",
+                    from_version=current,
+                    reason=req.reason,
+                    operator=req.operator,
+                    request_id=req.request_id,
+                ),
+                history=False,
+            )
             self.counts["rolled_back"] += 1
         if req.request_id:
             pipe.sadd("models:requests_done", req.request_id)

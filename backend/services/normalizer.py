@@ -69,15 +69,14 @@ class NormalizerService(Service):
                 self.skips.add(INSTRUMENTS)
             elif symbols and inst.status == "trading" and inst.symbol not in symbols:
                 symbols.append(inst.symbol)
-        self.validator = TickValidator(
-            symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s
-        )
+        self.validator = TickValidator(symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s)
         marks = await self.r.hgetall(HWM_KEY)
         self.validator.load_hwm({replies.text(k): int(v) for k, v in marks.items()})
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = self.repeats = 0
-        self.worker = self.consume(streams.MD_TICKS_RAW, self.on_raw, decode=RawTickBatch, what="raw batch",
-                                   count=c.read_count, block_ms=50)
+        self.worker = self.consume(
+            streams.MD_TICKS_RAW, self.on_raw, decode=RawTickBatch, what="raw batch", count=c.read_count, block_ms=50
+        )
         self.fence = fence.Fence(self.call, streams.MD_TICKS_RAW, self.name, self.instance)
         self.every(0.1, self.close_bars)
 
@@ -86,11 +85,15 @@ class NormalizerService(Service):
 
     def metrics(self) -> dict[str, object]:
         return {
-            "ticks_in": self.ticks_in, "ticks_out": self.ticks_out, "rejected": self.rejected,
+            "ticks_in": self.ticks_in,
+            "ticks_out": self.ticks_out,
+            "rejected": self.rejected,
             "repeats": self.repeats,
-            "bars_out": self.bars_out, "late_ticks": self.bars.late_ticks,
+            "bars_out": self.bars_out,
+            "late_ticks": self.bars.late_ticks,
             "max_lateness_ms": self.bars.max_lateness_ns / 1e6,
-            "open_bars": len(self.bars.open), "taken_over": self.fence.refused,
+            "open_bars": len(self.bars.open),
+            "taken_over": self.fence.refused,
         }
 
     async def on_raw(self, raw: list[tuple[bytes, RawTickBatch]]) -> None:
@@ -101,8 +104,16 @@ class NormalizerService(Service):
         result = self.validator.validate(batches, now, normalized_ns=now, check_hwm=not self.worker.redelivered)
         for rej in result.rejected:
             tick = rawcols.tick_at(batches[rej.batch], rej.index)
-            cmds.append(deadletter.xadd(streams.MD_TICKS_RAW, codec.fields(tick), rej.reason, eid=ids[rej.batch],
-                                        group=self.name, consumer=self.instance))
+            cmds.append(
+                deadletter.xadd(
+                    streams.MD_TICKS_RAW,
+                    codec.fields(tick),
+                    rej.reason,
+                    eid=ids[rej.batch],
+                    group=self.name,
+                    consumer=self.instance,
+                )
+            )
         bars: list[Bar] = []
         if result.ticks is not None:
             cmds.append(xadd(streams.MD_TICKS, result.ticks))
@@ -111,8 +122,7 @@ class NormalizerService(Service):
             cmds += [xadd(_bar_stream(b), b) for b in bars]
             cmds.append(["HSET", HWM_KEY, *(x for kv in self.validator.hwm_map().items() for x in kv)])
         if not await self.fence.commit(ids, cmds):
-            self.log.warning("%d raw batches were taken over by another instance; not published here",
-                             len(raw))
+            self.log.warning("%d raw batches were taken over by another instance; not published here", len(raw))
             if bars:  # closed bars hold ticks this instance published before: they go out anyway
                 pipe = self.r.pipeline(transaction=False)
                 self._queue_bars(pipe, bars)
@@ -141,4 +151,3 @@ class NormalizerService(Service):
 
 def _bar_stream(bar: Bar) -> str:
     return streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
-

@@ -146,8 +146,12 @@ class _Batch:
 class OmsService(Service):
     name = "oms"
     Config = OmsConfig
-    reads = (Reads(streams.ORDERS_NEW, group=True), Reads(streams.RISK_DECISIONS, group=True),
-             Reads(streams.EXEC_REPORTS, group=True), Reads(streams.OPS_CONTROL))
+    reads = (
+        Reads(streams.ORDERS_NEW, group=True),
+        Reads(streams.RISK_DECISIONS, group=True),
+        Reads(streams.EXEC_REPORTS, group=True),
+        Reads(streams.OPS_CONTROL),
+    )
     writes = (Writes(streams.RISK_REQUESTS), Writes(streams.EXEC_ORDERS), Writes(streams.ORDERS_EVENTS))
     keys = (Keys(KEY.format("*"), write=True), Keys(OPEN, write=True), Keys(KILL_KEY))
     scripts = (Scripts((KEY.format("*"), OPEN)),)  # the compare-and-set commit
@@ -162,12 +166,21 @@ class OmsService(Service):
         self.to_routed = self.recorder("intake_to_routed")
         self.to_accepted = self.recorder("intake_to_accepted")
         n = self.cfg.read_count
-        self.w_new = self.consume(streams.ORDERS_NEW, self.on_new, decode=Order | CancelRequest, what="order",
-                                  count=n, block_ms=100, auto_ack=False)
-        self.w_dec = self.consume(streams.RISK_DECISIONS, self.on_decisions, decode=RiskDecision, count=n,
-                                  block_ms=100, auto_ack=False)
-        self.w_rep = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=n,
-                                  block_ms=100, auto_ack=False)
+        self.w_new = self.consume(
+            streams.ORDERS_NEW,
+            self.on_new,
+            decode=Order | CancelRequest,
+            what="order",
+            count=n,
+            block_ms=100,
+            auto_ack=False,
+        )
+        self.w_dec = self.consume(
+            streams.RISK_DECISIONS, self.on_decisions, decode=RiskDecision, count=n, block_ms=100, auto_ack=False
+        )
+        self.w_rep = self.consume(
+            streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=n, block_ms=100, auto_ack=False
+        )
         self.listen({streams.OPS_CONTROL: "$"}, self.on_control, decode=ControlCommand, count=100, block_ms=200)
         self.every(1.0, self.resend_stale_risk)
         self.admission = Admission(self.cfg.admission)
@@ -185,15 +198,27 @@ class OmsService(Service):
         return self.intake
 
     def metrics(self) -> dict[str, object]:
-        return {"orders": self.intake, "illegal_transitions": self.illegal,
-                "duplicates": self.duplicates, "conflicts": self.conflicts,
-                "in_flight": len(self.in_flight), "in_flight_limit": int(self.admission.in_flight_limit),
-                "overloaded": dict(self.overloaded),
-                "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0])}
+        return {
+            "orders": self.intake,
+            "illegal_transitions": self.illegal,
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "in_flight": len(self.in_flight),
+            "in_flight_limit": int(self.admission.in_flight_limit),
+            "overloaded": dict(self.overloaded),
+            "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]),
+        }
 
     # -- batches ---------------------------------------------------------------------------------
-    async def _transact(self, coids: Iterable[str], apply: Callable[[_Batch], None], stream: str,
-                        entries: list[tuple[bytes, Any]], *, new_ids: Iterable[str] = ()) -> _Batch:
+    async def _transact(
+        self,
+        coids: Iterable[str],
+        apply: Callable[[_Batch], None],
+        stream: str,
+        entries: list[tuple[bytes, Any]],
+        *,
+        new_ids: Iterable[str] = (),
+    ) -> _Batch:
         """Apply a batch's transitions to its records and commit them with the XACK of `entries`
         (compare-and-set on the records' versions); start over from Redis if one changed.
         `new_ids`: ids of new orders, not looked up when unknown (committed only if still absent)."""
@@ -298,7 +323,7 @@ class OmsService(Service):
         i = 0
         while i < len(msgs):  # in chunks while orders are in flight (nothing waits for a turn else)
             n = self.cfg.intake_chunk if self.in_flight else len(msgs)
-            await self._take_in(msgs[i:i + n])
+            await self._take_in(msgs[i : i + n])
             i += n
 
     async def _take_in(self, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
@@ -314,8 +339,14 @@ class OmsService(Service):
                     self._cancel(b, m, now)
                 else:
                     self._intake(b, m, now, eid)
-        b = await self._transact((m.client_order_id for _, m in msgs), apply, streams.ORDERS_NEW, msgs,
-                                 new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)))
+
+        b = await self._transact(
+            (m.client_order_id for _, m in msgs),
+            apply,
+            streams.ORDERS_NEW,
+            msgs,
+            new_ids=(m.client_order_id for _, m in msgs if isinstance(m, Order)),
+        )
         if b.gate is not None and b.gate.refused:
             self._overload(b.gate)
 
@@ -334,25 +365,42 @@ class OmsService(Service):
             # order) and one event, NEW -> REJECTED; never queued, never routed, never open
             b.out.append((streams.ORDERS_EVENTS, rec.move("REJECTED", now, OVERLOADED)))
             return
-        b.out.append((streams.ORDERS_EVENTS, OrderEvent(
-            client_order_id=c, account=o.account, symbol=o.symbol, side=o.side, quantity=o.quantity,
-            limit_price=o.limit_price, state="NEW", ts_ns=now, seq=0)))
+        b.out.append(
+            (
+                streams.ORDERS_EVENTS,
+                OrderEvent(
+                    client_order_id=c,
+                    account=o.account,
+                    symbol=o.symbol,
+                    side=o.side,
+                    quantity=o.quantity,
+                    limit_price=o.limit_price,
+                    state="NEW",
+                    ts_ns=now,
+                    seq=0,
+                ),
+            )
+        )
         if why:
             self._move(b, rec, "REJECTED", now, f"invalid order: {why}")
             return
         self._move(b, rec, "PENDING_RISK", now)
         rec.risk_sent_ns = time.time_ns()
-        b.out.append((streams.RISK_REQUESTS, RiskRequest(request_id=f"{c}#1", order=o,
-                                                         sent_ns=rec.risk_sent_ns)))
+        b.out.append((streams.RISK_REQUESTS, RiskRequest(request_id=f"{c}#1", order=o, sent_ns=rec.risk_sent_ns)))
         b.opened.add(c)
 
     def _overload(self, gate: Gate) -> None:
         self.overloaded.update(gate.refused)
         if time.monotonic() - self._overload_logged > 5.0:
             self._overload_logged = time.monotonic()
-            self.log.warning("overloaded: refusing new orders (%s this batch; %d in flight, limit %d of %d; "
-                             "max intake age %g ms)", dict(gate.refused), len(self.in_flight), gate.limit,
-                             self.cfg.admission.max_in_flight, self.cfg.admission.max_intake_age_ms)
+            self.log.warning(
+                "overloaded: refusing new orders (%s this batch; %d in flight, limit %d of %d; max intake age %g ms)",
+                dict(gate.refused),
+                len(self.in_flight),
+                gate.limit,
+                self.cfg.admission.max_in_flight,
+                self.cfg.admission.max_intake_age_ms,
+            )
 
     def _answered(self, b: _Batch) -> None:
         """How long after intake this batch's orders were routed or accepted: admission lets fewer
@@ -372,8 +420,12 @@ class OmsService(Service):
         if not rec.cancel_requested:
             rec.cancel_requested = True
             b.dirty.add(m.client_order_id)
-            b.out.append((streams.EXEC_ORDERS, ExecOrder(action="cancel", client_order_id=m.client_order_id,
-                                                         sent_ns=now, reason=m.reason)))
+            b.out.append(
+                (
+                    streams.EXEC_ORDERS,
+                    ExecOrder(action="cancel", client_order_id=m.client_order_id, sent_ns=now, reason=m.reason),
+                )
+            )
 
     # -- risk.decisions --------------------------------------------------------------------------
     async def on_decisions(self, decs: list[tuple[bytes, RiskDecision]]) -> None:
@@ -392,10 +444,14 @@ class OmsService(Service):
                 if self._move(b, rec, "ROUTED", now):
                     rec.routed_ns = now
                     b.latency.append((self.to_routed, now - rec.intake_ns))
-                    b.out.append((streams.EXEC_ORDERS, ExecOrder(action="new", client_order_id=d.client_order_id,
-                                                                 order=rec.order, sent_ns=now)))
-        self._answered(await self._transact((d.client_order_id for _, d in decs), apply, streams.RISK_DECISIONS,
-                                            decs))
+                    b.out.append(
+                        (
+                            streams.EXEC_ORDERS,
+                            ExecOrder(action="new", client_order_id=d.client_order_id, order=rec.order, sent_ns=now),
+                        )
+                    )
+
+        self._answered(await self._transact((d.client_order_id for _, d in decs), apply, streams.RISK_DECISIONS, decs))
 
     # -- exec.reports ----------------------------------------------------------------------------
     async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
@@ -406,8 +462,8 @@ class OmsService(Service):
                 rec = b.records.get(rep.client_order_id)
                 if rec is not None and not rec.final:
                     self._apply_report(b, rec, rep, now)
-        self._answered(await self._transact((r.client_order_id for _, r in reps), apply, streams.EXEC_REPORTS,
-                                            reps))
+
+        self._answered(await self._transact((r.client_order_id for _, r in reps), apply, streams.EXEC_REPORTS, reps))
 
     def _apply_report(self, b: _Batch, rec: OrderRecord, rep: ExecReport, now: int) -> None:
         c = rec.order.client_order_id
@@ -441,8 +497,11 @@ class OmsService(Service):
             self.in_flight.discard(c)
         limit = int(self.cfg.risk_timeout_s * 1e9)
         due = time.time_ns() - limit
-        coids = [c for c in open_ids if c not in self.cache
-                 or (self.cache[c][1].state == "PENDING_RISK" and self.cache[c][1].risk_sent_ns < due)]
+        coids = [
+            c
+            for c in open_ids
+            if c not in self.cache or (self.cache[c][1].state == "PENDING_RISK" and self.cache[c][1].risk_sent_ns < due)
+        ]
         if not coids:
             return
 
@@ -452,8 +511,13 @@ class OmsService(Service):
                 if rec is not None and rec.state == "PENDING_RISK" and now - rec.risk_sent_ns > limit:
                     rec.risk_sent_ns = now
                     b.dirty.add(c)
-                    b.out.append((streams.RISK_REQUESTS, RiskRequest(
-                        request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now)))
+                    b.out.append(
+                        (
+                            streams.RISK_REQUESTS,
+                            RiskRequest(request_id=f"{c}#{uuid.uuid4().hex[:8]}", order=rec.order, sent_ns=now),
+                        )
+                    )
+
         await self._transact(coids, apply, streams.ORDERS_NEW, [])
 
     async def sync_clock(self) -> None:
@@ -488,6 +552,7 @@ class OmsService(Service):
                 if rec is not None and not rec.final:
                     self._cancel(b, CancelRequest(client_order_id=c, reason=reason), now)
                     n += 1
+
         await self._transact(coids, apply, streams.ORDERS_NEW, [])
         return n
 

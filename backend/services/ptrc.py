@@ -50,8 +50,12 @@ class PtrcService(Service):
     Config = PtrcConfig
     reads = (Reads(streams.EXEC_REPORTS, group=True), Reads(streams.MD_TICKS))
     writes = (Writes(streams.POSITIONS), Writes(streams.OPS_ALERTS))
-    keys = (Keys(POS_KEY, write=True), Keys(TRADES_KEY, write=True), Keys(FILLED_KEY, write=True),
-            Keys(RECORD_KEY.format("*")))  # the OMS's orders: only their fills are booked
+    keys = (
+        Keys(POS_KEY, write=True),
+        Keys(TRADES_KEY, write=True),
+        Keys(FILLED_KEY, write=True),
+        Keys(RECORD_KEY.format("*")),
+    )  # the OMS's orders: only their fills are booked
 
     async def setup(self) -> None:
         self.book: dict[tuple[str, str], Pos] = {}
@@ -66,19 +70,24 @@ class PtrcService(Service):
         self.dirty: set[tuple[str, str]] = set()
         self.unsure: set[tuple[str, str]] = set()  # positions whose last write may or may not be in Redis
         # marks follow md.ticks from its newest entry now, read once a second
-        self.ticks = self.broadcast({streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None,
-                                    min_interval_s=0)
+        self.ticks = self.broadcast(
+            {streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None, min_interval_s=0
+        )
         await self.ticks.start()
-        self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=512,
-                                   block_ms=100)
+        self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=512, block_ms=100)
         self.every(1.0, self.publish_marks)
 
     def processed(self) -> int:
         return self.fills
 
     def metrics(self) -> dict[str, object]:
-        return {"positions": len(self.book), "fills": self.fills, "duplicates": self.duplicates,
-                "breaks": self.breaks, "breaches": sorted(self.breaches)}
+        return {
+            "positions": len(self.book),
+            "fills": self.fills,
+            "duplicates": self.duplicates,
+            "breaks": self.breaks,
+            "breaches": sorted(self.breaches),
+        }
 
     async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
         fills: list[tuple[bytes, ExecReport]] = []
@@ -86,8 +95,10 @@ class PtrcService(Service):
             if rep.kind != "fill":
                 continue
             if not (rep.fill_qty > 0 and rep.fill_price > 0 and rep.account and rep.symbol):
-                self.worker.reject(eid, f"bad fill {rep.trade_id!r}: qty {rep.fill_qty}, "
-                                        f"price {rep.fill_price}, account {rep.account!r}")
+                self.worker.reject(
+                    eid,
+                    f"bad fill {rep.trade_id!r}: qty {rep.fill_qty}, price {rep.fill_price}, account {rep.account!r}",
+                )
                 continue
             fills.append((eid, rep))
         if fills:
@@ -109,7 +120,7 @@ class PtrcService(Service):
             rec, filled = got[2 * i], got[2 * i + 1]
             led.orders[c] = _record.decode(rec).order if rec else None
             led.filled[c] = float(filled) if filled else 0.0
-        for t, raw in zip(tids, got[2 * len(coids):], strict=True):
+        for t, raw in zip(tids, got[2 * len(coids) :], strict=True):
             led.booked[t] = _booked.decode(raw) if raw else None
         return led
 
@@ -134,9 +145,17 @@ class PtrcService(Service):
             if v.action == "break":
                 self.worker.reject(eid, f"break: {v.reason}")
                 self.breaks += 1
-                alerts.append(Alert(id=f"ptrc-break-{eid.decode()}", ts_ns=now, severity="critical", source="ptrc",
-                                    kind="break", key=f"break:{rep.client_order_id}:{rep.trade_id}",
-                                    message=f"fill not booked: {v.reason}"))
+                alerts.append(
+                    Alert(
+                        id=f"ptrc-break-{eid.decode()}",
+                        ts_ns=now,
+                        severity="critical",
+                        source="ptrc",
+                        kind="break",
+                        key=f"break:{rep.client_order_id}:{rep.trade_id}",
+                        message=f"fill not booked: {v.reason}",
+                    )
+                )
                 continue
             key = (rep.account, rep.symbol)
             if key not in before:
@@ -175,8 +194,9 @@ class PtrcService(Service):
                 self.book.pop(key, None)
         self.unsure.clear()
 
-    async def _publish(self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None,
-                       led: Ledger | None = None) -> None:
+    async def _publish(
+        self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None, led: Ledger | None = None
+    ) -> None:
         now = time.time_ns()
         pipe = self.r.pipeline(transaction=led is not None)  # fills: the book and the ledger together
         if led is not None and led.new_trades:
@@ -184,12 +204,28 @@ class PtrcService(Service):
             pipe.hset(FILLED_KEY, mapping={c: repr(q) for c, q in led.new_filled.items()})
         for key in keys:
             p = self.book[key]
-            pipe.hset(POS_KEY, f"{key[0]}|{key[1]}", msgspec.msgpack.encode(
-                {"quantity": p.quantity, "avg_price": p.avg_price, "realized": p.realized, "mark": p.mark}))
-            queue(pipe, streams.POSITIONS, Position(
-                account=key[0], symbol=key[1], quantity=p.quantity, avg_price=p.avg_price,
-                realized_pnl=p.realized, unrealized_pnl=p.unrealized, mark=p.mark, exposure=p.exposure,
-                ts_ns=now))
+            pipe.hset(
+                POS_KEY,
+                f"{key[0]}|{key[1]}",
+                msgspec.msgpack.encode(
+                    {"quantity": p.quantity, "avg_price": p.avg_price, "realized": p.realized, "mark": p.mark}
+                ),
+            )
+            queue(
+                pipe,
+                streams.POSITIONS,
+                Position(
+                    account=key[0],
+                    symbol=key[1],
+                    quantity=p.quantity,
+                    avg_price=p.avg_price,
+                    realized_pnl=p.realized,
+                    unrealized_pnl=p.unrealized,
+                    mark=p.mark,
+                    exposure=p.exposure,
+                    ts_ns=now,
+                ),
+            )
         if alerts is None:  # a mark moved: check the accounts it touched
             alerts = self._breaches({k[0] for k in keys}, now)
         for alert in alerts:
@@ -203,25 +239,62 @@ class PtrcService(Service):
             rows = {s: p for (a, s), p in self.book.items() if a == acc}
             total = sum(p.exposure for p in rows.values())
             pnl = sum(p.realized + p.unrealized for p in rows.values())
-            checks = [(f"exposure:{acc}:{s}", p.exposure > c.max_exposure, "warning",
-                       f"{acc} {s} exposure {p.exposure:,.2f} > {c.max_exposure:,.2f}") for s, p in rows.items()]
+            checks = [
+                (
+                    f"exposure:{acc}:{s}",
+                    p.exposure > c.max_exposure,
+                    "warning",
+                    f"{acc} {s} exposure {p.exposure:,.2f} > {c.max_exposure:,.2f}",
+                )
+                for s, p in rows.items()
+            ]
             if len(rows) >= 2 and total:
                 for s, p in rows.items():
                     share = p.exposure / total
-                    checks.append((f"concentration:{acc}:{s}", share > c.max_concentration, "warning",
-                                   f"{acc} {s} is {share:.0%} of exposure (max {c.max_concentration:.0%})"))
-            checks.append((f"drawdown:{acc}", -pnl > c.max_drawdown, "critical",
-                           f"{acc} PnL {pnl:,.2f} beyond drawdown limit {c.max_drawdown:,.2f}"))
+                    checks.append(
+                        (
+                            f"concentration:{acc}:{s}",
+                            share > c.max_concentration,
+                            "warning",
+                            f"{acc} {s} is {share:.0%} of exposure (max {c.max_concentration:.0%})",
+                        )
+                    )
+            checks.append(
+                (
+                    f"drawdown:{acc}",
+                    -pnl > c.max_drawdown,
+                    "critical",
+                    f"{acc} PnL {pnl:,.2f} beyond drawdown limit {c.max_drawdown:,.2f}",
+                )
+            )
             for key, bad, sev, msg in checks:
                 if bad and key not in self.breaches:  # once per breach, not every fill
                     self.breaches.add(key)
-                    out.append(Alert(id=f"ptrc-{key}-{now}", ts_ns=now, severity=sev, source="ptrc",  # type: ignore[arg-type]
-                                     kind=key.split(":")[0], message=msg, key=key))
+                    out.append(
+                        Alert(
+                            id=f"ptrc-{key}-{now}",
+                            ts_ns=now,
+                            severity=sev,
+                            source="ptrc",  # type: ignore[arg-type]
+                            kind=key.split(":")[0],
+                            message=msg,
+                            key=key,
+                        )
+                    )
                 elif not bad and key in self.breaches:  # over: alerting clears the alert
                     self.breaches.discard(key)
-                    out.append(Alert(id=f"ptrc-{key}-{now}", ts_ns=now, severity="info", source="ptrc",
-                                     kind=key.split(":")[0], message=f"{key} back within its limit", key=key,
-                                     resolved="back within its limit"))
+                    out.append(
+                        Alert(
+                            id=f"ptrc-{key}-{now}",
+                            ts_ns=now,
+                            severity="info",
+                            source="ptrc",
+                            kind=key.split(":")[0],
+                            message=f"{key} back within its limit",
+                            key=key,
+                            resolved="back within its limit",
+                        )
+                    )
         return out
 
     async def publish_marks(self) -> None:

@@ -34,8 +34,7 @@ class RefdataService(Service):
         for inst in load_file(self.cfg.file):
             if inst.symbol not in current:  # seed what is missing; operator updates stay
                 await self._apply(inst)
-        self.worker = self.consume(streams.REFDATA_UPDATES, self.on_updates, decode=Instrument, count=100,
-                                   block_ms=200)
+        self.worker = self.consume(streams.REFDATA_UPDATES, self.on_updates, decode=Instrument, count=100, block_ms=200)
 
     def processed(self) -> int:
         return self.changes
@@ -54,4 +53,3 @@ class RefdataService(Service):
                 self.worker.reject(eid, f"bad instrument: {why}")
                 continue
             await self._apply(inst)
-

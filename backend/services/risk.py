@@ -36,8 +36,13 @@ _ticks = msgspec.msgpack.Decoder(TickBatch)
 class RiskService(Service):
     name = "risk"
     Config = RiskConfig
-    reads = (Reads(streams.RISK_REQUESTS, group=True), Reads(streams.MD_TICKS), Reads(streams.EXEC_REPORTS),
-             Reads(streams.OPS_CONTROL), Reads(streams.REFDATA_EVENTS))
+    reads = (
+        Reads(streams.RISK_REQUESTS, group=True),
+        Reads(streams.MD_TICKS),
+        Reads(streams.EXEC_REPORTS),
+        Reads(streams.OPS_CONTROL),
+        Reads(streams.REFDATA_EVENTS),
+    )
     writes = (Writes(streams.RISK_DECISIONS),)
     keys = (Keys(KILL_KEY),)
 
@@ -47,14 +52,20 @@ class RiskService(Service):
         self.every(1.0, self.sync_kill_switch)
         self.checked = 0
         self.check_us = self.recorder("check")
-        self.worker = self.consume(streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512,
-                                   block_ms=100, auto_ack=False)
+        self.worker = self.consume(
+            streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512, block_ms=100, auto_ack=False
+        )
         # broadcasts: every instance reads every price, fill and control command
         self.feeds = self.listen(
             {streams.MD_TICKS: "$", streams.EXEC_REPORTS: "0", streams.OPS_CONTROL: "$", streams.REFDATA_EVENTS: "0"},
             self.on_broadcast,
-            decode={streams.MD_TICKS: TickBatch, streams.EXEC_REPORTS: ExecReport,
-                    streams.OPS_CONTROL: ControlCommand, streams.REFDATA_EVENTS: Instrument})
+            decode={
+                streams.MD_TICKS: TickBatch,
+                streams.EXEC_REPORTS: ExecReport,
+                streams.OPS_CONTROL: ControlCommand,
+                streams.REFDATA_EVENTS: Instrument,
+            },
+        )
         newest = replies.entries(await self.r.xrevrange(streams.MD_TICKS, count=20))
         last, _ = decode_with(reversed(newest), _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
         for _, batch in last:
@@ -64,18 +75,31 @@ class RiskService(Service):
         return self.checked
 
     def metrics(self) -> dict[str, object]:
-        return {"kill_switch": self.engine.kill_switch, "denials": dict(self.engine.denials),
-                "symbols_priced": len(self.engine.book.prices)}
+        return {
+            "kill_switch": self.engine.kill_switch,
+            "denials": dict(self.engine.denials),
+            "symbols_priced": len(self.engine.book.prices),
+        }
 
     async def on_requests(self, reqs: list[tuple[bytes, RiskRequest]]) -> None:
         out: list[tuple] = []
         for _, req in reqs:
             t0 = time.perf_counter_ns()
             d = self.engine.check(req.order)
-            out.append(xadd(streams.RISK_DECISIONS, RiskDecision(
-                request_id=req.request_id, client_order_id=req.order.client_order_id,
-                approved=d.approved, rule=d.rule, reason=d.reason,
-                request_sent_ns=req.sent_ns, decided_ns=time.time_ns())))
+            out.append(
+                xadd(
+                    streams.RISK_DECISIONS,
+                    RiskDecision(
+                        request_id=req.request_id,
+                        client_order_id=req.order.client_order_id,
+                        approved=d.approved,
+                        rule=d.rule,
+                        reason=d.reason,
+                        request_sent_ns=req.sent_ns,
+                        decided_ns=time.time_ns(),
+                    ),
+                )
+            )
             self.check_us.record_ns(time.perf_counter_ns() - t0)
         out.append(("XACK", streams.RISK_REQUESTS, self.name, *[eid for eid, _ in reqs]))
         await self.send(out)

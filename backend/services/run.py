@@ -28,8 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="INFO")
 
 
-def run_service(name: str, settings: Settings, *, instance: str | None = None, environment: str | None = None,
-                log_level: str = "INFO") -> None:
+def run_service(
+    name: str,
+    settings: Settings,
+    *,
+    instance: str | None = None,
+    environment: str | None = None,
+    log_level: str = "INFO",
+) -> None:
     """Run service `name` until it is stopped (SIGTERM/SIGINT: it drains)."""
     from backend.services import service_class
 
@@ -47,10 +53,18 @@ def run_service(name: str, settings: Settings, *, instance: str | None = None, e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m backend.services",
-                                description="run one service instance in the foreground until SIGTERM")
+    p = argparse.ArgumentParser(
+        prog="python -m backend.services", description="run one service instance in the foreground until SIGTERM"
+    )
     add_arguments(p)
     entry.add_settings_options(p)
     args = p.parse_args(argv)
-    return entry.run(lambda: run_service(args.name, entry.settings_of(args), instance=args.instance,
-                                         environment=args.environment, log_level=args.log_level))
+    return entry.run(
+        lambda: run_service(
+            args.name,
+            entry.settings_of(args),
+            instance=args.instance,
+            environment=args.environment,
+            log_level=args.log_level,
+        )
+    )

@@ -80,9 +80,13 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A day is closed from its session close on; end-of-day jobs work on closed days."""
     tick_s: float = 20.0
     """How often due jobs are looked for."""
-    jobs: list[Job] = msgspec.field(default_factory=lambda: [
-        Job(name="stream-archive", at="00:15"), Job(name="sink-compaction", at="00:30"),
-        Job(name="daily-report", at="00:45")])
+    jobs: list[Job] = msgspec.field(
+        default_factory=lambda: [
+            Job(name="stream-archive", at="00:15"),
+            Job(name="sink-compaction", at="00:30"),
+            Job(name="daily-report", at="00:45"),
+        ]
+    )
 
     def __post_init__(self) -> None:
         Session.parse(self.session_open, self.session_close)
@@ -99,15 +103,30 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SchedulerService(Service):
     name = "scheduler"
     Config = SchedulerConfig
-    reads = (Reads(streams.SCHEDULER_REQUESTS, group=True),
-             # the daily report's sections, the retrain's answer, the logs the archive keeps
-             *(Reads(s) for s in (streams.ORDERS_EVENTS, streams.EXEC_REPORTS, streams.POSITIONS, streams.SIGNALS,
-                                  streams.OPS_ALERTS, streams.OPS_JOBS, streams.dlq("*"),
-                                  *dict.fromkeys([streams.MODELS_EVENTS, *streams.archived()]))))
+    reads = (
+        Reads(streams.SCHEDULER_REQUESTS, group=True),
+        # the daily report's sections, the retrain's answer, the logs the archive keeps
+        *(
+            Reads(s)
+            for s in (
+                streams.ORDERS_EVENTS,
+                streams.EXEC_REPORTS,
+                streams.POSITIONS,
+                streams.SIGNALS,
+                streams.OPS_ALERTS,
+                streams.OPS_JOBS,
+                streams.dlq("*"),
+                *dict.fromkeys([streams.MODELS_EVENTS, *streams.archived()]),
+            )
+        ),
+    )
     writes = (Writes(streams.OPS_JOBS), Writes(streams.OPS_ALERTS), Writes(streams.TRAINING_JOBS))
     trims = tuple(Trims(s) for s in streams.archived())  # archived before they are trimmed
-    keys = (Keys("scheduler:*", write=True), Keys("training:job:*", write=True),
-            Keys(archive.KEY.format("*"), write=True))
+    keys = (
+        Keys("scheduler:*", write=True),
+        Keys("training:job:*", write=True),
+        Keys(archive.KEY.format("*"), write=True),
+    )
     commands = ("scan",)  # the report counts every dead-letter stream
 
     async def setup(self) -> None:
@@ -123,11 +142,15 @@ class SchedulerService(Service):
         pipe = self.r.pipeline(transaction=False)
         pipe.delete(records.SCHEDULE_KEY)
         for j in self.jobs.values():
-            pipe.hset(records.SCHEDULE_KEY, j.name, msgspec.json.encode(
-                {"kind": j.kind, "schedule": self.when[j.name].describe(), "params": j.params}))
+            pipe.hset(
+                records.SCHEDULE_KEY,
+                j.name,
+                msgspec.json.encode({"kind": j.kind, "schedule": self.when[j.name].describe(), "params": j.params}),
+            )
         await pipe.execute()
-        self.worker = self.consume(streams.SCHEDULER_REQUESTS, self.on_requests, decode=JobRun,
-                                   what="job request", count=20, block_ms=200)
+        self.worker = self.consume(
+            streams.SCHEDULER_REQUESTS, self.on_requests, decode=JobRun, what="job request", count=20, block_ms=200
+        )
         await self.tick()  # catch up what was missed while down
         self.every(self.cfg.tick_s, self._tick)
 
@@ -135,8 +158,12 @@ class SchedulerService(Service):
         return self.runs
 
     def metrics(self) -> dict[str, object]:
-        return {"session_open": self.session.is_open(time.time()),
-                "runs": self.runs, "failed": self.failures, "running": sorted(self.running)}
+        return {
+            "session_open": self.session.is_open(time.time()),
+            "runs": self.runs,
+            "failed": self.failures,
+            "running": sorted(self.running),
+        }
 
     async def _tick(self) -> None:
         await self.tick()
@@ -172,8 +199,16 @@ class SchedulerService(Service):
         t0 = time.monotonic()
         await self._publish(job, slot, trigger, {"outcome": "running", "target_day": day})
         try:
-            run = Run(job=job.name, slot=slot, day=day, params=job.typed_params(), r=self.r, data_dir=self.data_dir,
-                      requested_by=f"{self.name}:{job.name}", stopping=lambda: self.stopping)
+            run = Run(
+                job=job.name,
+                slot=slot,
+                day=day,
+                params=job.typed_params(),
+                r=self.r,
+                data_dir=self.data_dir,
+                requested_by=f"{self.name}:{job.name}",
+                stopping=lambda: self.stopping,
+            )
             detail = await KINDS[job.kind_name].run(run)
             outcome, reason = "ok", ""
         except JobFailed as exc:
@@ -184,27 +219,53 @@ class SchedulerService(Service):
         except Exception as exc:  # any failure is the run's outcome, not the service's
             self.log.exception("job %s %s failed", job.name, slot)
             outcome, reason, detail = "failed", f"{type(exc).__name__}: {exc}", {}
-        rec = {"state": outcome, "reason": reason, "instance": self.instance, "trigger": trigger,
-               "slot": slot, "target_day": day, "kind": job.kind, "ts_ns": time.time_ns(),
-               "took_s": round(time.monotonic() - t0, 3), "detail": detail}
+        rec = {
+            "state": outcome,
+            "reason": reason,
+            "instance": self.instance,
+            "trigger": trigger,
+            "slot": slot,
+            "target_day": day,
+            "kind": job.kind,
+            "ts_ns": time.time_ns(),
+            "took_s": round(time.monotonic() - t0, 3),
+            "detail": detail,
+        }
         await self.claims.finish(job.name, slot, rec)
-        await self._publish(job, slot, trigger, {"outcome": outcome, "reason": reason, "target_day": day,
-                                                 "took_s": rec["took_s"], **detail})
+        await self._publish(
+            job,
+            slot,
+            trigger,
+            {"outcome": outcome, "reason": reason, "target_day": day, "took_s": rec["took_s"], **detail},
+        )
         self.runs += 1
         if outcome == "failed":
             self.failures += 1
             now = time.time_ns()
-            await publish(self.r, streams.OPS_ALERTS, Alert(
-                id=f"job-{job.name}-{slot}-{now}", ts_ns=now, severity="warning", source=self.name, kind="job",
-                key=f"job:{job.name}:{slot}", message=f"job {job.name} ({slot}) failed: {reason}"))
+            await publish(
+                self.r,
+                streams.OPS_ALERTS,
+                Alert(
+                    id=f"job-{job.name}-{slot}-{now}",
+                    ts_ns=now,
+                    severity="warning",
+                    source=self.name,
+                    kind="job",
+                    key=f"job:{job.name}:{slot}",
+                    message=f"job {job.name} ({slot}) failed: {reason}",
+                ),
+            )
             self.log.warning("job %s %s failed: %s", job.name, slot, reason)
         else:
             self.log.info("job %s %s ok (%s): %s", job.name, slot, trigger, detail)
         return rec
 
     async def _publish(self, job: Job, slot: str, trigger: str, detail: dict[str, Any]) -> None:
-        await publish(self.r, streams.OPS_JOBS, JobRun(job=job.name, day=slot, ts_ns=time.time_ns(),
-                                                       reason=trigger, detail=detail))
+        await publish(
+            self.r,
+            streams.OPS_JOBS,
+            JobRun(job=job.name, day=slot, ts_ns=time.time_ns(), reason=trigger, detail=detail),
+        )
 
     # -- operator requests -----------------------------------------------------------------------
     async def on_requests(self, requests: list[tuple[bytes, JobRun]]) -> None:
@@ -219,8 +280,9 @@ class SchedulerService(Service):
             except ValueError as exc:
                 self.worker.reject(eid, f"job {req.job}: {exc}")
                 continue
-            trigger = (f"requested by {req.detail.get('operator') or 'an operator'}"
-                       + (f": {req.reason}" if req.reason else ""))
+            trigger = f"requested by {req.detail.get('operator') or 'an operator'}" + (
+                f": {req.reason}" if req.reason else ""
+            )
             slot = records.request_slot(eid.decode())
             if await self.claims.claim(job.name, slot, trigger):  # a redelivered request does not run twice
                 self.start(job, slot, day, trigger)

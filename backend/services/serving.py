@@ -77,19 +77,27 @@ class ServingService(Service):
         self.score_lat = self.recorder("score")
         self.signal_lat = self.recorder("signal")
         self.publish_signal = self.r.register_script(_CLAIM_AND_PUBLISH)
-        events = self.listen({streams.MODELS_EVENTS: "$"}, self.on_model_events, decode=ModelEvent, count=100,
-                             block_ms=200)
+        events = self.listen(
+            {streams.MODELS_EVENTS: "$"}, self.on_model_events, decode=ModelEvent, count=100, block_ms=200
+        )
         await events.start()  # before loading: no promotion slips between
         await self.load()
-        self.worker = self.consume(streams.FEATURES, self.on_updates, decode=FeatureRow, what="feature update",
-                                   count=512, block_ms=100)
+        self.worker = self.consume(
+            streams.FEATURES, self.on_updates, decode=FeatureRow, what="feature update", count=512, block_ms=100
+        )
 
     def processed(self) -> int:
         return self.signals
 
     def metrics(self) -> dict[str, object]:
-        return {"model": self.cfg.model, "version": self.version, "swaps": self.swaps,
-                "signals": self.signals, "coalesced_updates": self.coalesced, "unscored_no_model": self.unscored}
+        return {
+            "model": self.cfg.model,
+            "version": self.version,
+            "swaps": self.swaps,
+            "signals": self.signals,
+            "coalesced_updates": self.coalesced,
+            "unscored_no_model": self.unscored,
+        }
 
     async def load(self) -> None:
         """(Re)load the production version; keep the one in hand if the new one cannot load."""
@@ -128,8 +136,9 @@ class ServingService(Service):
                 try:
                     score = model.score(values)
                 except KeyError as exc:
-                    raise ValueError(f"online features for {sym} lack {exc.args[0]!r} needed by "
-                                     f"{self.cfg.model} v{version}") from None
+                    raise ValueError(
+                        f"online features for {sym} lack {exc.args[0]!r} needed by {self.cfg.model} v{version}"
+                    ) from None
                 self.score_lat.record_ns(time.perf_counter_ns() - t0)
                 if not math.isfinite(score):
                     raise ValueError(f"online features for {sym} score {score} (non-finite feature values)")
@@ -137,13 +146,21 @@ class ServingService(Service):
                 for eid in updates[sym]:
                     self.worker.reject(eid, str(exc))
                 continue
-            side: Side | None = ("buy" if score >= self.cfg.threshold
-                                 else "sell" if score <= -self.cfg.threshold else None)
-            sig = Signal(symbol=sym, ts_ns=ts_ns, model=self.cfg.model, version=version,
-                         score=round(score, 6), side=side, strength=round(min(abs(score), 10.0), 6))
+            side: Side | None = (
+                "buy" if score >= self.cfg.threshold else "sell" if score <= -self.cfg.threshold else None
+            )
+            sig = Signal(
+                symbol=sym,
+                ts_ns=ts_ns,
+                model=self.cfg.model,
+                version=version,
+                score=round(score, 6),
+                side=side,
+                strength=round(min(abs(score), 10.0), 6),
+            )
             published = await self.publish_signal(
-                keys=[scored_key(self.cfg.model), streams.SIGNALS],
-                args=[sym, str(ts_ns), *xadd(streams.SIGNALS, sig)])
+                keys=[scored_key(self.cfg.model), streams.SIGNALS], args=[sym, str(ts_ns), *xadd(streams.SIGNALS, sig)]
+            )
             if published:
                 self.signals += 1
                 newest = max(int(eid.split(b"-")[0]) for eid in updates[sym])

@@ -87,9 +87,15 @@ class SinkTicksService(Service):
             self.questdb.establish()
         # entries are acked only after the flush that stores them; the worker does not hand them
         # again meanwhile (in flight) and keeps other consumers from reclaiming them
-        self.worker = self.consume(streams.MD_TICKS, self.on_ticks, decode=TickBatch, count=128, block_ms=100,
-                                   claim_idle_ms=int(max(60, self.cfg.flush_s * 10) * 1000),
-                                   auto_ack=False)
+        self.worker = self.consume(
+            streams.MD_TICKS,
+            self.on_ticks,
+            decode=TickBatch,
+            count=128,
+            block_ms=100,
+            claim_idle_ms=int(max(60, self.cfg.flush_s * 10) * 1000),
+            auto_ack=False,
+        )
         await self.worker.setup()  # the group exists before settling acks on it
         await self.settle()
         self.every(0.2, self.flush_if_due)
@@ -98,12 +104,19 @@ class SinkTicksService(Service):
         return self.rows_written
 
     def metrics(self) -> dict[str, object]:
-        return {"rows_written": self.rows_written, "files": self.files_written,
-                "buffered": self.rows_buffered, "max_buffer_rows": self.cfg.max_buffer_rows,
-                "reading": not self.worker.paused, "committed_id": self.committed,
-                "skipped_entries": self.skipped, "settled_entries": self.settled,
-                "flush_failures": self.flush_failures, "format": self.cfg.format,
-                "questdb": bool(self.questdb)}
+        return {
+            "rows_written": self.rows_written,
+            "files": self.files_written,
+            "buffered": self.rows_buffered,
+            "max_buffer_rows": self.cfg.max_buffer_rows,
+            "reading": not self.worker.paused,
+            "committed_id": self.committed,
+            "skipped_entries": self.skipped,
+            "settled_entries": self.settled,
+            "flush_failures": self.flush_failures,
+            "format": self.cfg.format,
+            "questdb": bool(self.questdb),
+        }
 
     @property
     def flush_at_rows(self) -> int:
@@ -146,8 +159,9 @@ class SinkTicksService(Service):
             self.worker.pause()  # at the bound: the flush that succeeds resumes reading
 
     async def flush_if_due(self) -> None:
-        if self.buffer and (time.monotonic() - self.oldest >= self.cfg.flush_s
-                            or self.rows_buffered >= self.flush_at_rows):
+        if self.buffer and (
+            time.monotonic() - self.oldest >= self.cfg.flush_s or self.rows_buffered >= self.flush_at_rows
+        ):
             await self.flush()
 
     async def flush(self, *, force: bool = False) -> bool:
@@ -190,15 +204,20 @@ class SinkTicksService(Service):
         self.backoff = min(self.cfg.retry_max_s, max(0.25, self.backoff * 2))
         self.retry_at = time.monotonic() + self.backoff
         where = getattr(self.store, "root", "")
-        why = ("no space left on device (ENOSPC)" if no_space(exc)
-               else f"{type(exc).__name__}: {exc}")
-        self.degrade(f"cannot write the tick store {where}: {why}; flushes are retried and reading "
-                     f"stops at {self.cfg.max_buffer_rows} buffered ticks")
+        why = "no space left on device (ENOSPC)" if no_space(exc) else f"{type(exc).__name__}: {exc}"
+        self.degrade(
+            f"cannot write the tick store {where}: {why}; flushes are retried and reading "
+            f"stops at {self.cfg.max_buffer_rows} buffered ticks"
+        )
         now = time.monotonic()
         if now - self._last_failure_log >= 60:  # the first failure, then once a minute
             self._last_failure_log = now
-            self.log.warning("flush of %d ticks failed (%s); retrying every %.2fs at most",
-                             self.rows_buffered, why, self.cfg.retry_max_s)
+            self.log.warning(
+                "flush of %d ticks failed (%s); retrying every %.2fs at most",
+                self.rows_buffered,
+                why,
+                self.cfg.retry_max_s,
+            )
         if self.rows_buffered >= self.cfg.max_buffer_rows:
             self.worker.pause()
 
@@ -207,8 +226,7 @@ class SinkTicksService(Service):
             return True
         try:
             df = table.to_pandas()
-            self.questdb.dataframe(df.drop(columns=["stream_id"]), table_name="ticks",
-                                   symbols=["symbol"], at="ts")
+            self.questdb.dataframe(df.drop(columns=["stream_id"]), table_name="ticks", symbols=["symbol"], at="ts")
             self.questdb.flush()
         except Exception as exc:  # noqa: BLE001 - the ticks are in the store; QuestDB misses them
             self.degrade(f"cannot write to QuestDB: {type(exc).__name__}: {exc}")
@@ -232,8 +250,10 @@ class SinkTicksService(Service):
     async def teardown(self) -> None:
         await self.flush(force=True)
         if self.buffer:
-            self.log.warning("stopping with %d ticks unstored: they stay pending and are stored after "
-                             "the restart", self.rows_buffered)
+            self.log.warning(
+                "stopping with %d ticks unstored: they stay pending and are stored after the restart",
+                self.rows_buffered,
+            )
         if self.questdb is not None:
             self.questdb.close()
 

@@ -56,13 +56,13 @@ class AdmissionLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
 
     def __post_init__(self) -> None:
         if not self.max_intake_age_ms > 0:
-            raise ValueError(f"max_intake_age_ms must be a positive number of milliseconds, "
-                             f"not {self.max_intake_age_ms!r}")
+            raise ValueError(
+                f"max_intake_age_ms must be a positive number of milliseconds, not {self.max_intake_age_ms!r}"
+            )
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {self.max_in_flight!r}")
         if not self.max_answer_ms > 0:
-            raise ValueError(f"max_answer_ms must be a positive number of milliseconds, "
-                             f"not {self.max_answer_ms!r}")
+            raise ValueError(f"max_answer_ms must be a positive number of milliseconds, not {self.max_answer_ms!r}")
 
 
 def entry_ms(eid: bytes | str) -> int:
@@ -114,8 +114,16 @@ class Admission:
         if self.since_ms is None:
             self.since_ms = now_ms
         started = self.since_ms if self.started_ms is None else min(self.started_ms, self.since_ms)
-        return Gate(now_ms, started, self.since_ms, self.limits.max_intake_age_ms, self.limits.max_in_flight,
-                    int(self.in_flight_limit), in_flight, redelivered)
+        return Gate(
+            now_ms,
+            started,
+            self.since_ms,
+            self.limits.max_intake_age_ms,
+            self.limits.max_in_flight,
+            int(self.in_flight_limit),
+            in_flight,
+            redelivered,
+        )
 
     def answered(self, slowest_ms: float, in_flight: int, now_ns: int) -> None:
         """A batch of orders was answered (routed after risk's decision, or accepted by the venue),

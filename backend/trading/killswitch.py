@@ -36,8 +36,9 @@ def set_kill_switch(r: Any, on: bool, operator: str, reason: str) -> ControlComm
     """Turn the kill switch on or off (a sync redis client); returns the audited toggle."""
     if not reason.strip():
         raise KillSwitchRefused("changing the kill switch needs a reason")
-    cmd = ControlCommand(target="risk", command=COMMAND, args={"on": on}, operator=operator,
-                         reason=reason, ts_ns=time.time_ns())
+    cmd = ControlCommand(
+        target="risk", command=COMMAND, args={"on": on}, operator=operator, reason=reason, ts_ns=time.time_ns()
+    )
     pipe = r.pipeline(transaction=True)
     pipe.set(KILL_KEY, "1" if on else "0")
     queue(pipe, streams.OPS_CONTROL, cmd)
@@ -53,8 +54,9 @@ def kill_switch_on(r: Any) -> bool:
 def kill_switch_history(r: Any, count: int = 20, skips: Skips | None = None) -> list[ControlCommand]:
     """The newest `count` toggles (among the newest SCAN entries of ops.control), newest first;
     entries that do not decode are skipped (counted in `skips`)."""
-    got, _ = decode_entries(r.xrevrange(streams.OPS_CONTROL, count=SCAN), ControlCommand,
-                            stream=streams.OPS_CONTROL, skips=skips)
+    got, _ = decode_entries(
+        r.xrevrange(streams.OPS_CONTROL, count=SCAN), ControlCommand, stream=streams.OPS_CONTROL, skips=skips
+    )
     return [c for _, c in got if c.command == COMMAND][:count]
 
 

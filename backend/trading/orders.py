@@ -76,10 +76,21 @@ class OrderRecord(msgspec.Struct, kw_only=True):
         if reason:
             self.reason = reason
         o = self.order
-        return OrderEvent(client_order_id=o.client_order_id, account=o.account, symbol=o.symbol,
-                          side=o.side, quantity=o.quantity, limit_price=o.limit_price,
-                          state=to, prev_state=prev, filled_qty=self.filled,
-                          avg_price=self.avg_price, reason=reason, ts_ns=now_ns, seq=self.seq)
+        return OrderEvent(
+            client_order_id=o.client_order_id,
+            account=o.account,
+            symbol=o.symbol,
+            side=o.side,
+            quantity=o.quantity,
+            limit_price=o.limit_price,
+            state=to,
+            prev_state=prev,
+            filled_qty=self.filled,
+            avg_price=self.avg_price,
+            reason=reason,
+            ts_ns=now_ns,
+            seq=self.seq,
+        )
 
 
 def record_key(client_order_id: str) -> str:
@@ -88,8 +99,12 @@ def record_key(client_order_id: str) -> str:
 
 def invalid(order: Order) -> str | None:
     """Why an order cannot be accepted at all (before risk), or None."""
-    bounded = (("client order id", order.client_order_id, ID_MAX), ("account", order.account, ACCOUNT_MAX),
-               ("symbol", order.symbol, SYMBOL_MAX), ("source", order.source, TEXT_MAX))
+    bounded = (
+        ("client order id", order.client_order_id, ID_MAX),
+        ("account", order.account, ACCOUNT_MAX),
+        ("symbol", order.symbol, SYMBOL_MAX),
+        ("source", order.source, TEXT_MAX),
+    )
     for name, value, most in bounded:
         if len(value) > most:
             return f"{name} is {len(value):,} characters long, at most {most} are allowed"

@@ -17,7 +17,11 @@ from backend.messages import ExecReport, Order
 
 FINAL = {"FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"}
 KIND: dict[str, Literal["canceled", "expired", "rejected"]] = {
-    "CANCELED": "canceled", "EXPIRED": "expired", "REJECTED": "rejected", "EXPIRED_IN_MATCH": "expired"}
+    "CANCELED": "canceled",
+    "EXPIRED": "expired",
+    "REJECTED": "rejected",
+    "EXPIRED_IN_MATCH": "expired",
+}
 
 
 @dataclass
@@ -30,8 +34,13 @@ class Tracked:
     seen: float = field(default_factory=time.monotonic)
 
     def encode(self) -> dict[str, Any]:
-        return {"order": msgspec.to_builtins(self.order), "vid": self.venue_order_id, "state": self.state,
-                "known": sorted(self.known), "cum": self.cum}
+        return {
+            "order": msgspec.to_builtins(self.order),
+            "vid": self.venue_order_id,
+            "state": self.state,
+            "known": sorted(self.known),
+            "cum": self.cum,
+        }
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> Tracked:
@@ -39,8 +48,13 @@ class Tracked:
 
     def _base(self) -> dict[str, Any]:
         o = self.order
-        return dict(client_order_id=o.client_order_id, venue_order_id=self.venue_order_id, account=o.account,
-                    symbol=o.symbol, side=o.side)
+        return dict(
+            client_order_id=o.client_order_id,
+            venue_order_id=self.venue_order_id,
+            account=o.account,
+            symbol=o.symbol,
+            side=o.side,
+        )
 
     def accepted(self) -> ExecReport:
         return ExecReport(kind="accepted", ts_ns=time.time_ns(), **self._base())
@@ -52,9 +66,18 @@ class Tracked:
         self.known.add(tid)
         self.cum += qty
         self.seen = time.monotonic()
-        return [ExecReport(kind="fill", trade_id=tid, fill_qty=qty, fill_price=price, cum_qty=self.cum,
-                           leaves_qty=max(0.0, self.order.quantity - self.cum), ts_ns=time.time_ns(),
-                           **self._base())]
+        return [
+            ExecReport(
+                kind="fill",
+                trade_id=tid,
+                fill_qty=qty,
+                fill_price=price,
+                cum_qty=self.cum,
+                leaves_qty=max(0.0, self.order.quantity - self.cum),
+                ts_ns=time.time_ns(),
+                **self._base(),
+            )
+        ]
 
     def status(self, status: str, reason: str = "") -> list[ExecReport]:
         """The end of the order, reported once (after its fills)."""
@@ -64,8 +87,15 @@ class Tracked:
         kind = KIND.get(status)
         if kind is None:  # FILLED: the fills said it
             return []
-        return [ExecReport(kind=kind, reason=reason or f"venue status {status}", cum_qty=self.cum,
-                           ts_ns=time.time_ns(), **self._base())]
+        return [
+            ExecReport(
+                kind=kind,
+                reason=reason or f"venue status {status}",
+                cum_qty=self.cum,
+                ts_ns=time.time_ns(),
+                **self._base(),
+            )
+        ]
 
     # -- the sources -----------------------------------------------------------------------------
     def from_body(self, body: dict[str, Any], first: bool = False) -> list[ExecReport]:

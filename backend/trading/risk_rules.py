@@ -82,8 +82,9 @@ class RiskEngine:
 
     def reduces_risk(self, o: Order) -> bool:
         pos = self.book.positions.get((o.account, o.symbol), 0.0)
-        return (pos > 0 and o.side == "sell" and o.quantity <= pos + 1e-12) or \
-               (pos < 0 and o.side == "buy" and o.quantity <= -pos + 1e-12)
+        return (pos > 0 and o.side == "sell" and o.quantity <= pos + 1e-12) or (
+            pos < 0 and o.side == "buy" and o.quantity <= -pos + 1e-12
+        )
 
     def check(self, o: Order, now: float | None = None) -> Decision:
         d = self._check(o, time.monotonic() if now is None else now)
@@ -106,11 +107,15 @@ class RiskEngine:
         if steps is not None:
             tick, lot = steps
             if not _on_step(o.quantity, lot):
-                return Decision(False, "lot_size", f"quantity {o.quantity:g} is not a multiple of {o.symbol}'s "
-                                                   f"lot size {lot:g} (refdata)")
+                return Decision(
+                    False,
+                    "lot_size",
+                    f"quantity {o.quantity:g} is not a multiple of {o.symbol}'s lot size {lot:g} (refdata)",
+                )
             if o.limit_price is not None and not _on_step(o.limit_price, tick):
-                return Decision(False, "tick_size", f"limit {o.limit_price:g} is not on {o.symbol}'s "
-                                                    f"tick size {tick:g} (refdata)")
+                return Decision(
+                    False, "tick_size", f"limit {o.limit_price:g} is not on {o.symbol}'s tick size {tick:g} (refdata)"
+                )
         max_qty = sym.get("max_quantity", lim.max_quantity)
         if o.quantity > max_qty:
             return Decision(False, "max_quantity", f"quantity {o.quantity:g} > max {max_qty:g} (fat finger)")
@@ -121,20 +126,22 @@ class RiskEngine:
         if ref is not None:
             notional = o.quantity * ref
             if notional > lim.max_order_notional:
-                return Decision(False, "max_order_notional",
-                                f"notional {notional:,.2f} > max {lim.max_order_notional:,.2f}")
+                return Decision(
+                    False, "max_order_notional", f"notional {notional:,.2f} > max {lim.max_order_notional:,.2f}"
+                )
         if o.limit_price is not None and last:
             dev = abs(o.limit_price - last) / last * 100
             if dev > lim.price_band_pct:
-                return Decision(False, "price_band",
-                                f"limit {o.limit_price:g} is {dev:.2f}% from last {last:g} "
-                                f"(band {lim.price_band_pct:g}%)")
+                return Decision(
+                    False,
+                    "price_band",
+                    f"limit {o.limit_price:g} is {dev:.2f}% from last {last:g} (band {lim.price_band_pct:g}%)",
+                )
         pos = self.book.positions.get((o.account, o.symbol), 0.0)
         after = pos + (o.quantity if o.side == "buy" else -o.quantity)
         max_pos = sym.get("max_position", lim.max_position)
         if abs(after) > max_pos and abs(after) > abs(pos):
-            return Decision(False, "max_position",
-                            f"position would be {after:g} (now {pos:g}), max {max_pos:g}")
+            return Decision(False, "max_position", f"position would be {after:g} (now {pos:g}), max {max_pos:g}")
         q = self.book.recent[o.account]
         while q and q[0] <= now - 1.0:
             q.popleft()

@@ -36,16 +36,22 @@ def qty_str(x: float) -> str:
 
 
 class RestVenue:
-    def __init__(self, base_url: str, api_key: str, api_secret: str, timeout: float = 5.0,
-                 ws_url: str | None = None, recv_window: int = 5000) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        api_secret: str,
+        timeout: float = 5.0,
+        ws_url: str | None = None,
+        recv_window: int = 5000,
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.ws = ws_url.rstrip("/") if ws_url else None
         self.key, self.secret = api_key, api_secret
         self.recv_window = recv_window
         self.http = httpx.AsyncClient(timeout=timeout, headers={"X-MBX-APIKEY": api_key})
 
-    async def _call(self, method: str, params: dict[str, Any], path: str = "/api/v3/order",
-                    signed: bool = True) -> Any:
+    async def _call(self, method: str, params: dict[str, Any], path: str = "/api/v3/order", signed: bool = True) -> Any:
         if signed:
             params = {**params, "recvWindow": self.recv_window, "timestamp": int(time.time() * 1000)}
             params["signature"] = sign(self.secret, params)
@@ -58,9 +64,14 @@ class RestVenue:
         return body
 
     async def place(self, o: Order) -> dict[str, Any]:
-        params: dict[str, Any] = {"symbol": o.symbol, "side": o.side.upper(), "type": o.type.upper(),
-                                  "quantity": qty_str(o.quantity), "newClientOrderId": o.client_order_id,
-                                  "newOrderRespType": "FULL"}
+        params: dict[str, Any] = {
+            "symbol": o.symbol,
+            "side": o.side.upper(),
+            "type": o.type.upper(),
+            "quantity": qty_str(o.quantity),
+            "newClientOrderId": o.client_order_id,
+            "newOrderRespType": "FULL",
+        }
         if o.type == "limit":
             params["price"] = qty_str(o.limit_price or 0.0)
             params["timeInForce"] = o.time_in_force if o.time_in_force != "DAY" else "GTC"
@@ -97,7 +108,11 @@ class RestVenue:
 
 
 STATUS_KIND: dict[str, Literal["canceled", "expired", "rejected"]] = {
-    "CANCELED": "canceled", "EXPIRED": "expired", "REJECTED": "rejected", "EXPIRED_IN_MATCH": "expired"}
+    "CANCELED": "canceled",
+    "EXPIRED": "expired",
+    "REJECTED": "rejected",
+    "EXPIRED_IN_MATCH": "expired",
+}
 
 
 class _OrderFields(TypedDict):
@@ -115,8 +130,9 @@ def reports_from(o: Order, body: dict[str, Any], known_trades: set[str]) -> list
     vid = str(body.get("orderId", ""))
     out = []
     cum = 0.0
-    base = _OrderFields(client_order_id=o.client_order_id, venue_order_id=vid, account=o.account,
-                        symbol=o.symbol, side=o.side)
+    base = _OrderFields(
+        client_order_id=o.client_order_id, venue_order_id=vid, account=o.account, symbol=o.symbol, side=o.side
+    )
     for f in body.get("fills", []):
         tid = f"{vid}-{f['tradeId']}"
         qty = float(f["qty"])
@@ -124,12 +140,27 @@ def reports_from(o: Order, body: dict[str, Any], known_trades: set[str]) -> list
         if tid in known_trades:
             continue
         known_trades.add(tid)
-        out.append(ExecReport(kind="fill", trade_id=tid, fill_qty=qty, fill_price=float(f["price"]),
-                              cum_qty=cum, leaves_qty=max(0.0, o.quantity - cum), ts_ns=time.time_ns(),
-                              **base))
+        out.append(
+            ExecReport(
+                kind="fill",
+                trade_id=tid,
+                fill_qty=qty,
+                fill_price=float(f["price"]),
+                cum_qty=cum,
+                leaves_qty=max(0.0, o.quantity - cum),
+                ts_ns=time.time_ns(),
+                **base,
+            )
+        )
     kind = STATUS_KIND.get(body.get("status", ""))
     if kind:
-        out.append(ExecReport(kind=kind, reason=body.get("msg", "") or f"venue status {body['status']}",
-                              cum_qty=float(body.get("executedQty", cum) or cum), ts_ns=time.time_ns(),
-                              **base))
+        out.append(
+            ExecReport(
+                kind=kind,
+                reason=body.get("msg", "") or f"venue status {body['status']}",
+                cum_qty=float(body.get("executedQty", cum) or cum),
+                ts_ns=time.time_ns(),
+                **base,
+            )
+        )
     return out

@@ -71,8 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoPermissionError as exc:
         from backend.bus.connection import OPERATOR, user_of
 
-        print(f"tradeops: error: Redis refused a command to the user {user_of(OPERATOR)!r} (NOPERM: {exc}); "
-              "see what it may do with `tradeops redis acl --user USER`", file=sys.stderr)
+        print(
+            f"tradeops: error: Redis refused a command to the user {user_of(OPERATOR)!r} (NOPERM: {exc}); "
+            "see what it may do with `tradeops redis acl --user USER`",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("tradeops: interrupted", file=sys.stderr)

@@ -37,7 +37,17 @@ def cmd_search(ctx: Context, args: argparse.Namespace) -> int:
     if not hits:
         print(f"no matches for {args.query!r}")
         return 0
-    show(["TIME (UTC)", "SYMBOLS", "SENTIMENT", "HEADLINE", "ID"],
-         [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h.ts_ns / 1e9)), ",".join(h.symbols),
-           f"{h.sentiment:+.2f}", h.headline, h.id[:12]] for h in hits])
+    show(
+        ["TIME (UTC)", "SYMBOLS", "SENTIMENT", "HEADLINE", "ID"],
+        [
+            [
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h.ts_ns / 1e9)),
+                ",".join(h.symbols),
+                f"{h.sentiment:+.2f}",
+                h.headline,
+                h.id[:12],
+            ]
+            for h in hits
+        ],
+    )
     return 0

@@ -30,8 +30,13 @@ def register(sub: Any) -> None:
     q = command(bsub, "run", "queue a backtest job (and wait for it with --wait)")
     q.add_argument("strategy", help=f"one of: {', '.join(sorted(STRATEGY_NAMES))}")
     q.add_argument("--symbols", default="", help="comma-separated (default: all stored)")
-    q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"strategy parameter ({', '.join(sorted(PARAMS))}); repeatable")
+    q.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"strategy parameter ({', '.join(sorted(PARAMS))}); repeatable",
+    )
     q.add_argument("--start", type=int, default=0, help="ns since the epoch (default: all)")
     q.add_argument("--end", type=int, default=0, help="ns since the epoch, exclusive")
     q.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
@@ -63,8 +68,15 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     if args.end and args.end <= args.start:
         raise TradeopsError("--end must be after --start")
     r = ctx.redis
-    job = jobs.submit(r, args.strategy, [s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-                      params, start_ns=args.start, end_ns=args.end, operator=ctx.operator)
+    job = jobs.submit(
+        r,
+        args.strategy,
+        [s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        params,
+        start_ns=args.start,
+        end_ns=args.end,
+        operator=ctx.operator,
+    )
     if args.wait <= 0:
         print(f"backtest {job.job_id} queued ({job.strategy})")
         return 0
@@ -88,8 +100,10 @@ def _print(ctx: Context, st: dict[str, Any], as_json: bool) -> int:
         return 0
     res = st["result"]
     print(f"backtest {st['job_id']}: {res.strategy} on {','.join(res.symbols)} ({st['reason']})")
-    show(["PNL", "SHARPE", "MAX DD", "TRADES", "BARS"],
-         [[f"{res.pnl:.2f}", f"{res.sharpe:.2f}", f"{res.max_drawdown:.2%}", res.trades, res.bars]])
+    show(
+        ["PNL", "SHARPE", "MAX DD", "TRADES", "BARS"],
+        [[f"{res.pnl:.2f}", f"{res.sharpe:.2f}", f"{res.max_drawdown:.2%}", res.trades, res.bars]],
+    )
     return 0
 
 
@@ -115,9 +129,17 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     rows = []
     for st in recs:
         res = st.get("result")
-        rows.append([st["job_id"], st["job"]["strategy"] if "job" in st else "?", st["state"],
-                     f"{res.pnl:.2f}" if res else "-", f"{res.sharpe:.2f}" if res else "-",
-                     f"{res.max_drawdown:.2%}" if res else "-", res.trades if res else "-",
-                     st["reason"] if st["state"] == "failed" else ""])
+        rows.append(
+            [
+                st["job_id"],
+                st["job"]["strategy"] if "job" in st else "?",
+                st["state"],
+                f"{res.pnl:.2f}" if res else "-",
+                f"{res.sharpe:.2f}" if res else "-",
+                f"{res.max_drawdown:.2%}" if res else "-",
+                res.trades if res else "-",
+                st["reason"] if st["state"] == "failed" else "",
+            ]
+        )
     show(["JOB", "STRATEGY", "STATE", "PNL", "SHARPE", "MAX DD", "TRADES", "REASON"], rows)
     return 0

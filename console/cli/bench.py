@@ -39,8 +39,9 @@ def register(sub: Any) -> None:
     for mod in _benchmarks():
         q = command(bsub, mod.NAME, mod.HELP)
         q.add_argument("--json", action="store_true", help="one JSON object on stdout")
-        q.add_argument("--seconds", type=float, default=getattr(mod, "DEFAULT_SECONDS", 10.0),
-                       help="how long to measure")
+        q.add_argument(
+            "--seconds", type=float, default=getattr(mod, "DEFAULT_SECONDS", 10.0), help="how long to measure"
+        )
         mod.add_arguments(q)
         q.set_defaults(func=_runner(mod))
 
@@ -81,8 +82,9 @@ def _live_source(url: str) -> Any:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, list) and v:  # one item a line (a dict as key=value pairs)
-        return "".join("\n    " + (" ".join(f"{k}={_fmt(x)}" for k, x in i.items()) if isinstance(i, dict) else _fmt(i))
-                       for i in v)
+        return "".join(
+            "\n    " + (" ".join(f"{k}={_fmt(x)}" for k, x in i.items()) if isinstance(i, dict) else _fmt(i)) for i in v
+        )
     if isinstance(v, float):
         return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, int):

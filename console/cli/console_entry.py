@@ -34,23 +34,31 @@ def open_console(ctx: Context, read_only: bool = False, replay: bool = False) ->
         from console.data.replay import ReplaySource
 
         replay_src = ReplaySource()
-        TradeopsApp(replay_src, ReplayActions(replay_src.current), read_only=read_only, live=False,
-                    keymap=ctx.settings.keymap).run()
+        TradeopsApp(
+            replay_src, ReplayActions(replay_src.current), read_only=read_only, live=False, keymap=ctx.settings.keymap
+        ).run()
         return 0
     from backend.bus import connection
 
     url = connection.resolve_url(ctx.settings.redis_url, ctx.data_dir)
     if url is None:
-        raise TradeopsError(f"no running stack for {ctx.data_dir}: start one with `tradeops up` "
-                            "(or `tradeops demo` for everything at once)")
+        raise TradeopsError(
+            f"no running stack for {ctx.data_dir}: start one with `tradeops up` "
+            "(or `tradeops demo` for everything at once)"
+        )
     connection.connect(url, auth=connection.operator_login(ctx.settings, url)).close()
     from console.actions import LiveActions
     from console.data.live import LiveSource
 
     src = LiveSource(url, ctx.settings, ctx.operator)
     try:
-        TradeopsApp(src, LiveActions(url, ctx.settings, ctx.operator), read_only=read_only or ctx.settings.read_only,
-                    keymap=ctx.settings.keymap, theme=ctx.settings.theme).run()
+        TradeopsApp(
+            src,
+            LiveActions(url, ctx.settings, ctx.operator),
+            read_only=read_only or ctx.settings.read_only,
+            keymap=ctx.settings.keymap,
+            theme=ctx.settings.theme,
+        ).run()
     finally:
         src.close()
     return 0

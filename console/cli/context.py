@@ -21,14 +21,25 @@ def add_common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     """Options every command accepts, before or after the command name."""
     default = None if top else argparse.SUPPRESS
     g = parser.add_argument_group("common options")
-    g.add_argument("--data-dir", default=default, metavar="DIR",
-                   help="data dir (env TRADEOPS_DATA_DIR; default $XDG_DATA_HOME/tradeops)")
-    g.add_argument("--redis-url", default=default, metavar="URL",
-                   help="use this Redis instead of the embedded one (env TRADEOPS_REDIS_URL)")
-    g.add_argument("--config", default=default, metavar="FILE",
-                   help="config file (env TRADEOPS_CONFIG; default $XDG_CONFIG_HOME/tradeops/config.toml)")
-    g.add_argument("--operator", default=default, metavar="NAME",
-                   help="who is acting (env TRADEOPS_OPERATOR)")
+    g.add_argument(
+        "--data-dir",
+        default=default,
+        metavar="DIR",
+        help="data dir (env TRADEOPS_DATA_DIR; default $XDG_DATA_HOME/tradeops)",
+    )
+    g.add_argument(
+        "--redis-url",
+        default=default,
+        metavar="URL",
+        help="use this Redis instead of the embedded one (env TRADEOPS_REDIS_URL)",
+    )
+    g.add_argument(
+        "--config",
+        default=default,
+        metavar="FILE",
+        help="config file (env TRADEOPS_CONFIG; default $XDG_CONFIG_HOME/tradeops/config.toml)",
+    )
+    g.add_argument("--operator", default=default, metavar="NAME", help="who is acting (env TRADEOPS_OPERATOR)")
 
 
 def command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
@@ -71,8 +82,11 @@ class Context:
     def redis(self) -> redis.Redis:
         """The bus, logged in as the operator (TRADEOPS_REDIS_USER, else `operator`)."""
         url = self.redis_url()
-        return connection.connect(url, auth=connection.operator_login(self.settings, url),
-                                  who=connection.looked_for(connection.user_of(connection.OPERATOR), self.settings))
+        return connection.connect(
+            url,
+            auth=connection.operator_login(self.settings, url),
+            who=connection.looked_for(connection.user_of(connection.OPERATOR), self.settings),
+        )
 
     @cached_property
     def admin(self) -> Redis:

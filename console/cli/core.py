@@ -32,22 +32,36 @@ def register(sub: Any) -> None:
     q.set_defaults(func=cmd_redis_down)
     q = command(rsub, "status", "is the bus's Redis up, and where")
     q.set_defaults(func=cmd_redis_status)
-    q = command(rsub, "archive", "archive the control-plane logs' older entries (ops.gates, ops.migration, "
-                "models.events) to the data dir, then trim them (what the scheduler's stream-archive job does)")
-    q.add_argument("--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but "
-                   "the newest)")
+    q = command(
+        rsub,
+        "archive",
+        "archive the control-plane logs' older entries (ops.gates, ops.migration, "
+        "models.events) to the data dir, then trim them (what the scheduler's stream-archive job does)",
+    )
+    q.add_argument(
+        "--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but the newest)"
+    )
     q.set_defaults(func=cmd_redis_archive)
-    q = command(rsub, "acl", "the Redis users generated from the services' declared access and the inventory: "
-                "print their rules (`acl check`: compare them with the live server; `acl apply`: set them on it)")
+    q = command(
+        rsub,
+        "acl",
+        "the Redis users generated from the services' declared access and the inventory: "
+        "print their rules (`acl check`: compare them with the live server; `acl apply`: set them on it)",
+    )
     q.add_argument("--user", action="append", default=None, metavar="USER", help="only this user (repeatable)")
     q.set_defaults(func=cmd_redis_acl)
     asub = q.add_subparsers(dest="acl_cmd", metavar="ACTION")
-    a = command(asub, "check", "compare the generated users with the live server (as admin): exit 1 naming every "
-                "drifted rule")
+    a = command(
+        asub, "check", "compare the generated users with the live server (as admin): exit 1 naming every drifted rule"
+    )
     a.set_defaults(func=cmd_redis_acl_check)
-    a = command(asub, "apply", "set the generated users on the server (as admin: the embedded server's, or "
-                "redis_admin_url's for an external one); passwords from the secrets provider, new ones generated "
-                "into the data dir")
+    a = command(
+        asub,
+        "apply",
+        "set the generated users on the server (as admin: the embedded server's, or "
+        "redis_admin_url's for an external one); passwords from the secrets provider, new ones generated "
+        "into the data dir",
+    )
     a.set_defaults(func=cmd_redis_acl_apply)
 
     p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
@@ -60,8 +74,9 @@ def register(sub: Any) -> None:
 
     p = command(sub, "service", "run or list services")
     ssub = p.add_subparsers(dest="service_cmd", metavar="ACTION", required=True)
-    q = command(ssub, "run", "run one service instance in the foreground until SIGTERM "
-                "(what `python -m backend.services` does)")
+    q = command(
+        ssub, "run", "run one service instance in the foreground until SIGTERM (what `python -m backend.services` does)"
+    )
     service_run.add_arguments(q)
     q.set_defaults(func=cmd_service_run)
     q = command(ssub, "list", "the services this build can run")
@@ -78,11 +93,19 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
-    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True,
-                                    maxmemory=ctx.settings.redis_maxmemory, acl=True, settings=ctx.settings)
+    server = embedded.EmbeddedRedis(
+        ctx.data_dir,
+        port=args.port,
+        detach=True,
+        maxmemory=ctx.settings.redis_maxmemory,
+        acl=True,
+        settings=ctx.settings,
+    )
     url = server.start()
-    print(f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir}; "
-          f"ACL users in {server.dir / embedded.ACL_FILE}, passwords in {ctx.data_dir / 'secrets' / 'redis'})")
+    print(
+        f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir}; "
+        f"ACL users in {server.dir / embedded.ACL_FILE}, passwords in {ctx.data_dir / 'secrets' / 'redis'})"
+    )
     return 0
 
 
@@ -93,8 +116,10 @@ def cmd_redis_down(ctx: Context, args: argparse.Namespace) -> int:
     sup = table.get("supervisor_pid")
     info = embedded.read_info(ctx.data_dir)
     if sup and embedded._alive(sup) and info is not None and table.get("redis_url") == info.url:
-        raise TradeopsError(f"a stack is up on this Redis (supervisor pid {sup}), which would start it again; "
-                            "`tradeops down` stops the stack and its Redis")
+        raise TradeopsError(
+            f"a stack is up on this Redis (supervisor pid {sup}), which would start it again; "
+            "`tradeops down` stops the stack and its Redis"
+        )
     info = embedded.stop_data_dir(ctx.data_dir)
     if info is None:
         print(f"redis: none running for data dir {ctx.data_dir}")
@@ -138,8 +163,12 @@ def cmd_redis_archive(ctx: Context, args: argparse.Namespace) -> int:
             await r.aclose()
 
     for a in asyncio.run(run()):
-        print(f"{a.stream}: {a.archived} archived, {a.trimmed} trimmed; {a.total} in "
-              f"{archive.stream_dir(ctx.data_dir, a.stream)}" if a.last_id else f"{a.stream}: nothing to archive")
+        print(
+            f"{a.stream}: {a.archived} archived, {a.trimmed} trimmed; {a.total} in "
+            f"{archive.stream_dir(ctx.data_dir, a.stream)}"
+            if a.last_id
+            else f"{a.stream}: nothing to archive"
+        )
     return 0
 
 
@@ -174,14 +203,16 @@ def cmd_redis_acl_check(ctx: Context, args: argparse.Namespace) -> int:
     from backend.bus import acl
 
     skip, off = _acl_scope(ctx)
-    drifts = acl.check(ctx.admin, acl.local_passwords(ctx.data_dir, ctx.settings),
-                       skip=skip + (() if off else ("default",)))
+    drifts = acl.check(
+        ctx.admin, acl.local_passwords(ctx.data_dir, ctx.settings), skip=skip + (() if off else ("default",))
+    )
     for d in drifts:
         print(f"drift: {d}")
     if drifts:
         where = ctx.settings.redis_admin_url or ctx.redis_url()
-        raise TradeopsError(f"acl check: {len(drifts)} drifted rule(s) on {where} "
-                            "(`tradeops redis acl apply` sets the generated ones)")
+        raise TradeopsError(
+            f"acl check: {len(drifts)} drifted rule(s) on {where} (`tradeops redis acl apply` sets the generated ones)"
+        )
     n = len(acl.accesses()) - len([u for u in skip if u in acl.accesses()])
     print(f"acl check: ok: {n} users match the generated rules" + ("; default is off" if off else ""))
     return 0
@@ -199,15 +230,26 @@ def cmd_redis_acl_apply(ctx: Context, args: argparse.Namespace) -> int:
     users = [u for u in acl.accesses() if u not in skip]
     pws = acl.passwords(acl.store(ctx.data_dir, ctx.settings), users, create=True)
     done = acl.apply(ctx.admin, pws, skip=skip, disable_default=off)
-    print(f"acl apply: {len(done)} users set on {ctx.settings.redis_admin_url or ctx.redis_url()}"
-          + ("; default is off" if off else ""))
+    print(
+        f"acl apply: {len(done)} users set on {ctx.settings.redis_admin_url or ctx.redis_url()}"
+        + ("; default is off" if off else "")
+    )
     return 0
 
 
 def _inventory_rows(inv: inv_mod.Inventory) -> list[list[Any]]:
     return [
-        [s.priority, s.name, s.task, s.port, ",".join(s.lanes), ",".join(s.depends_on) or "-",
-         s.complexity, s.risk, f"{s.hours:g}"]
+        [
+            s.priority,
+            s.name,
+            s.task,
+            s.port,
+            ",".join(s.lanes),
+            ",".join(s.depends_on) or "-",
+            s.complexity,
+            s.risk,
+            f"{s.hours:g}",
+        ]
         for s in sorted(inv.services, key=lambda s: (s.priority, inv.order().index(s.name)))
     ]
 
@@ -217,15 +259,23 @@ def cmd_inventory(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         ctx.print_json(inv.to_json())
         return 0
-    show(["P", "SERVICE", "TASK", "PORT", "LANES", "DEPENDS ON", "COMPLEXITY", "RISK", "HOURS"],
-         _inventory_rows(inv))
+    show(["P", "SERVICE", "TASK", "PORT", "LANES", "DEPENDS ON", "COMPLEXITY", "RISK", "HOURS"], _inventory_rows(inv))
     total = sum(s.hours for s in inv.services)
     per = ", ".join(f"P{p} {sum(s.hours for s in ss):g}h" for p, ss in inv.by_priority().items())
     print(f"\n{len(inv.services)} services, {total:g} hours ({per})\n")
-    show(["INFRA", "PORT", "LANES", "PROBE", "EMBEDDED STAND-IN"],
-         [[i.name, i.port, ",".join(i.lanes),
-           i.probe.kind + (f" {i.probe.path}" if i.probe.kind == "http" else ""), i.standin]
-          for i in inv.infra])
+    show(
+        ["INFRA", "PORT", "LANES", "PROBE", "EMBEDDED STAND-IN"],
+        [
+            [
+                i.name,
+                i.port,
+                ",".join(i.lanes),
+                i.probe.kind + (f" {i.probe.path}" if i.probe.kind == "http" else ""),
+                i.standin,
+            ]
+            for i in inv.infra
+        ],
+    )
     return 0
 
 
@@ -236,8 +286,9 @@ def cmd_inventory_check(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_service_run(ctx: Context, args: argparse.Namespace) -> int:
-    service_run.run_service(args.name, ctx.settings, instance=args.instance, environment=args.environment,
-                            log_level=args.log_level)
+    service_run.run_service(
+        args.name, ctx.settings, instance=args.instance, environment=args.environment, log_level=args.log_level
+    )
     return 0
 
 
@@ -266,15 +317,29 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
     now = time.time_ns()
     show(
         ["SERVICE", "INSTANCE", "ENV", "STATE", "AGE", "PROCESSED", "RATE/s", "LAG", "PENDING", "DLQ"],
-        [[b.service, b.instance, b.environment, f"{b.state}: {b.reason}" if b.state == "degraded" else b.state,
-          f"{(now - b.ts_ns) / 1e9:.1f}s",
-          b.processed, b.rate, b.lag, b.pending, b.dlq] for b in beats],
+        [
+            [
+                b.service,
+                b.instance,
+                b.environment,
+                f"{b.state}: {b.reason}" if b.state == "degraded" else b.state,
+                f"{(now - b.ts_ns) / 1e9:.1f}s",
+                b.processed,
+                b.rate,
+                b.lag,
+                b.pending,
+                b.dlq,
+            ]
+            for b in beats
+        ],
     )
     if not beats:
         print(f"(no live instances; heartbeats expire after {streams.HEALTH_TTL_S}s)")
     mem = redis_memory(ctx.redis)
     print(mem.line())
     if mem.high:
-        print(f"warning: redis memory is at or over {streams.ALERT_MEMORY_PCT:g}% of maxmemory; at 100% every "
-              f"write fails ({mem.policy or 'no eviction'})")
+        print(
+            f"warning: redis memory is at or over {streams.ALERT_MEMORY_PCT:g}% of maxmemory; at 100% every "
+            f"write fails ({mem.policy or 'no eviction'})"
+        )
     return 0

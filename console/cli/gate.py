@@ -21,9 +21,11 @@ ORDER = 50
 
 def register(sub: Any) -> None:
     p = command(sub, "gate", "validation gates: checks with evidence, approvals, decisions")
-    p.add_argument("--gates-file", default=None,
-                   help="a TOML file adding or replacing gates (default: gates_file of the settings, "
-                        "env TRADEOPS_GATES_FILE)")
+    p.add_argument(
+        "--gates-file",
+        default=None,
+        help="a TOML file adding or replacing gates (default: gates_file of the settings, env TRADEOPS_GATES_FILE)",
+    )
     gsub = p.add_subparsers(dest="gate_cmd", metavar="ACTION", required=True)
     q = command(gsub, "list", "the gates, their checks and state")
     q.add_argument("--json", action="store_true")
@@ -49,8 +51,13 @@ def register(sub: Any) -> None:
     q.add_argument("gate")
     q.add_argument("decision", choices=["proceed", "fix", "stop"])
     q.add_argument("--reason", required=True)
-    q.add_argument("--override", action="append", default=[], metavar="CHECK",
-                   help="proceed despite this failed check (lead role only)")
+    q.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="CHECK",
+        help="proceed despite this failed check (lead role only)",
+    )
     q.set_defaults(func=cmd_decide)
 
     p = command(sub, "audit", "the gate decision and approval log")
@@ -88,16 +95,37 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for g in gates.values():
         st = states[g.id]
-        rows.append({"id": g.id, "title": g.title, "state": st.status, "decision": st.decision,
-                     "approvals_required": g.approvals, "approvers": st.approvers, "critical": g.critical,
-                     "checks": [{"id": c.id, "kind": c.kind, "required": c.required,
-                                 "outcome": st.checks[c.id].outcome} for c in g.checks]})
+        rows.append(
+            {
+                "id": g.id,
+                "title": g.title,
+                "state": st.status,
+                "decision": st.decision,
+                "approvals_required": g.approvals,
+                "approvers": st.approvers,
+                "critical": g.critical,
+                "checks": [
+                    {"id": c.id, "kind": c.kind, "required": c.required, "outcome": st.checks[c.id].outcome}
+                    for c in g.checks
+                ],
+            }
+        )
     if args.json:
         ctx.print_json(rows)
         return 0
-    show(["GATE", "STATE", "CHECKS PASSED", "APPROVALS", "TITLE"],
-         [[r["id"], r["state"], f"{sum(c['outcome'] == 'passed' for c in r['checks'])}/{len(r['checks'])}",
-           f"{len(r['approvers'])}/{r['approvals_required']}", r["title"]] for r in rows])
+    show(
+        ["GATE", "STATE", "CHECKS PASSED", "APPROVALS", "TITLE"],
+        [
+            [
+                r["id"],
+                r["state"],
+                f"{sum(c['outcome'] == 'passed' for c in r['checks'])}/{len(r['checks'])}",
+                f"{len(r['approvers'])}/{r['approvals_required']}",
+                r["title"],
+            ]
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -107,28 +135,61 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     g = model.get(_gates(ctx), args.gate)
     st = decisions.states(ctx.redis, {g.id: g}, ctx.skips)[g.id]
     if args.json:
-        ctx.print_json({"id": g.id, "state": st.status, "decision": st.decision, "approvers": st.approvers,
-                        "needs": st.approvals_needed(),
-                        "checks": {c: {"outcome": s.outcome, "by": s.operator, "evidence": s.evidence}
-                                   for c, s in st.checks.items()}})
+        ctx.print_json(
+            {
+                "id": g.id,
+                "state": st.status,
+                "decision": st.decision,
+                "approvers": st.approvers,
+                "needs": st.approvals_needed(),
+                "checks": {
+                    c: {"outcome": s.outcome, "by": s.operator, "evidence": s.evidence} for c, s in st.checks.items()
+                },
+            }
+        )
         return 0
-    print(f"{g.id}: {g.title}\nstate: {st.status}"
-          + (f" ({st.decision} by {st.decided_by}: {st.decision_reason})" if st.decision else ""))
-    show(["CHECK", "KIND", "REQ", "OUTCOME", "BY", "EVIDENCE"],
-         [[c.check.id, c.check.kind, "yes" if c.check.required else "no", c.outcome, c.operator,
-           _brief(c.evidence)] for c in st.checks.values()])
+    print(
+        f"{g.id}: {g.title}\nstate: {st.status}"
+        + (f" ({st.decision} by {st.decided_by}: {st.decision_reason})" if st.decision else "")
+    )
+    show(
+        ["CHECK", "KIND", "REQ", "OUTCOME", "BY", "EVIDENCE"],
+        [
+            [c.check.id, c.check.kind, "yes" if c.check.required else "no", c.outcome, c.operator, _brief(c.evidence)]
+            for c in st.checks.values()
+        ],
+    )
     need = st.approvals_needed()
-    print(f"\napprovals: {', '.join(st.approvers) or 'none'} ({len(st.approvers)} of {g.approvals})"
-          + (f"; still needed: {'; '.join(need)}" if need else ""))
+    print(
+        f"\napprovals: {', '.join(st.approvers) or 'none'} ({len(st.approvers)} of {g.approvals})"
+        + (f"; still needed: {'; '.join(need)}" if need else "")
+    )
     return 0
 
 
 def _brief(ev: dict[str, Any]) -> str:
-    keys = [k for k in ("value", "op", "threshold", "entries", "rows", "probed", "reason", "note", "error",
-                        "redis_version", "skew_s", "free_gib") if k in ev]
+    keys = [
+        k
+        for k in (
+            "value",
+            "op",
+            "threshold",
+            "entries",
+            "rows",
+            "probed",
+            "reason",
+            "note",
+            "error",
+            "redis_version",
+            "skew_s",
+            "free_gib",
+        )
+        if k in ev
+    ]
     if "services" in ev and isinstance(ev["services"], dict):
-        return ", ".join(f"{s}:{v.get('running_fresh') if isinstance(v, dict) else v}"
-                         for s, v in ev["services"].items())
+        return ", ".join(
+            f"{s}:{v.get('running_fresh') if isinstance(v, dict) else v}" for s, v in ev["services"].items()
+        )
     return ", ".join(f"{k}={ev[k]}" for k in keys)[:90]
 
 
@@ -176,10 +237,22 @@ def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         ctx.print_json([{"id": eid, **msgspec.to_builtins(ev)} for eid, ev in evs])
         return 0
-    show(["TIME (UTC)", "GATE", "KIND", "CHECK", "OUTCOME/DECISION", "OPERATOR", "REASON/NOTE", "HASH"],
-         [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ev.ts_ns / 1e9)), ev.gate, ev.kind, ev.check or "",
-           ev.decision or ev.outcome or "", ev.operator, (ev.reason or ev.evidence.get("note", ""))[:40],
-           ev.hash[:12]] for _, ev in evs])
+    show(
+        ["TIME (UTC)", "GATE", "KIND", "CHECK", "OUTCOME/DECISION", "OPERATOR", "REASON/NOTE", "HASH"],
+        [
+            [
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ev.ts_ns / 1e9)),
+                ev.gate,
+                ev.kind,
+                ev.check or "",
+                ev.decision or ev.outcome or "",
+                ev.operator,
+                (ev.reason or ev.evidence.get("note", ""))[:40],
+                ev.hash[:12],
+            ]
+            for _, ev in evs
+        ],
+    )
     return 0
 
 

@@ -52,8 +52,9 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     r = ctx.redis
     sched, last = schedule(r), last_runs(r)
     if args.json:
-        ctx.print_json({name: {**sched.get(name, {}), "last": last.get(name)}
-                        for name in sorted(set(sched) | set(last))})
+        ctx.print_json(
+            {name: {**sched.get(name, {}), "last": last.get(name)} for name in sorted(set(sched) | set(last))}
+        )
         return 0
     if not sched and not last:
         print("no jobs yet (is scheduler running?)")
@@ -61,9 +62,18 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     rows = []
     for name in sorted(set(sched) | set(last)):
         s, rec = sched.get(name, {}), last.get(name) or {}
-        rows.append([name, s.get("kind", rec.get("kind", "-")), s.get("schedule", "(no longer scheduled)"),
-                     rec.get("slot", "-"), rec.get("state", "never ran"), _t(rec.get("ts_ns")),
-                     rec.get("trigger", ""), _what(rec)])
+        rows.append(
+            [
+                name,
+                s.get("kind", rec.get("kind", "-")),
+                s.get("schedule", "(no longer scheduled)"),
+                rec.get("slot", "-"),
+                rec.get("state", "never ran"),
+                _t(rec.get("ts_ns")),
+                rec.get("trigger", ""),
+                _what(rec),
+            ]
+        )
     show(["JOB", "KIND", "SCHEDULE", "LAST SLOT", "OUTCOME", "AT (UTC)", "TRIGGER", "WHAT"], rows)
     return 0
 
@@ -89,8 +99,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     rec = wait_finished(r, args.name, slot, args.wait)
     if rec is None:
-        raise TradeopsError(f"job {args.name} not finished within {args.wait:g}s (is scheduler running?); "
-                            f"`tradeops jobs` shows it when it is")
+        raise TradeopsError(
+            f"job {args.name} not finished within {args.wait:g}s (is scheduler running?); "
+            f"`tradeops jobs` shows it when it is"
+        )
     print(f"{rec['state']}: {_what(rec)} (took {rec.get('took_s', 0):g}s)")
     return 0 if rec["state"] == "ok" else 1
 
@@ -109,8 +121,19 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
     if not rows:
         print("no finished runs yet")
         return 0
-    show(["AT (UTC)", "JOB", "SLOT", "OUTCOME", "TRIGGER", "WHAT"],
-         [[_t(x.ts_ns), x.job, x.day, x.detail.get("outcome"), x.reason,
-           x.detail.get("reason") or _what({"detail": {k: v for k, v in x.detail.items()
-                                                       if k not in ("outcome", "reason")}})] for x in rows])
+    show(
+        ["AT (UTC)", "JOB", "SLOT", "OUTCOME", "TRIGGER", "WHAT"],
+        [
+            [
+                _t(x.ts_ns),
+                x.job,
+                x.day,
+                x.detail.get("outcome"),
+                x.reason,
+                x.detail.get("reason")
+                or _what({"detail": {k: v for k, v in x.detail.items() if k not in ("outcome", "reason")}}),
+            ]
+            for x in rows
+        ],
+    )
     return 0

@@ -46,9 +46,13 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     if not items:
         print("catalog is empty (is marketplace running?)")
         return 0
-    show(["ID", "KIND", "OWNER", "SIGNALS", "SUBSCRIBERS", "DESCRIPTION"],
-         [[i.id, i.kind, i.owner, i.signals or "-", ",".join(s.account for s in subs[i.id]) or "-",
-           i.description] for i in items])
+    show(
+        ["ID", "KIND", "OWNER", "SIGNALS", "SUBSCRIBERS", "DESCRIPTION"],
+        [
+            [i.id, i.kind, i.owner, i.signals or "-", ",".join(s.account for s in subs[i.id]) or "-", i.description]
+            for i in items
+        ],
+    )
     return 0
 
 

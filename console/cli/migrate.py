@@ -17,16 +17,21 @@ def register(sub: Any) -> None:
     q = command(msub, "status", "each service's migration state and what blocks it")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_status)
-    for action, help_ in (("start", "bring up the target instance beside the legacy one"),
-                          ("cutover", "wait until the target is healthy, then drain and stop the legacy instance"),
-                          ("rollback",
-                           "bring the legacy instance back; once it is healthy, drain and stop the target")):
+    for action, help_ in (
+        ("start", "bring up the target instance beside the legacy one"),
+        ("cutover", "wait until the target is healthy, then drain and stop the legacy instance"),
+        ("rollback", "bring the legacy instance back; once it is healthy, drain and stop the target"),
+    ):
         q = command(msub, action, help_)
         q.add_argument("service")
         q.add_argument("--reason", required=True)
         if action != "start":
-            q.add_argument("--timeout", type=float, default=30.0,
-                           help="seconds to wait for each side (healthy, drained); default 30")
+            q.add_argument(
+                "--timeout",
+                type=float,
+                default=30.0,
+                help="seconds to wait for each side (healthy, drained); default 30",
+            )
         q.set_defaults(func=cmd_move, action=action)
 
 
@@ -39,17 +44,38 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     gates = ctx.settings.gates_path()
     rows: list[dict[str, Any]] = []
     for name, st in sorted(states.items(), key=lambda kv: kv[1].priority):
-        why = blockers_of(name, {k: v.state for k, v in states.items()}, decisions,
-                          gates_file=gates) if st.state in ("planned", "rolled_back", "failed") else []
+        why = (
+            blockers_of(name, {k: v.state for k, v in states.items()}, decisions, gates_file=gates)
+            if st.state in ("planned", "rolled_back", "failed")
+            else []
+        )
         last = st.history[-1] if st.history else None
-        rows.append({"service": name, "priority": st.priority, "state": st.state, "blocked_by": why,
-                     "last_by": last.operator if last else None, "last_reason": last.reason if last else None})
+        rows.append(
+            {
+                "service": name,
+                "priority": st.priority,
+                "state": st.state,
+                "blocked_by": why,
+                "last_by": last.operator if last else None,
+                "last_reason": last.reason if last else None,
+            }
+        )
     if args.json:
         ctx.print_json(rows)
         return 0
-    show(["P", "SERVICE", "STATE", "BLOCKED BY", "LAST MOVE"],
-         [[r["priority"], r["service"], r["state"], "; ".join(r["blocked_by"])[:70],
-           f"{r['last_by']}: {r['last_reason']}" if r["last_by"] else ""] for r in rows])
+    show(
+        ["P", "SERVICE", "STATE", "BLOCKED BY", "LAST MOVE"],
+        [
+            [
+                r["priority"],
+                r["service"],
+                r["state"],
+                "; ".join(r["blocked_by"])[:70],
+                f"{r['last_by']}: {r['last_reason']}" if r["last_by"] else "",
+            ]
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -59,8 +85,7 @@ def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
     from backend.migration.state import move
 
     if args.action == "start":
-        ev = move(ctx.redis, args.service, args.action, ctx.operator, args.reason,
-                  gates_file=ctx.settings.gates_path())
+        ev = move(ctx.redis, args.service, args.action, ctx.operator, args.reason, gates_file=ctx.settings.gates_path())
         print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({ctx.operator}: {args.reason})")
         return 0
     if args.timeout <= 0:

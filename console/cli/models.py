@@ -38,8 +38,10 @@ def register(sub: Any) -> None:
     q.add_argument("--ridge", type=float, default=1.0)
     q.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for the job to finish")
     q.set_defaults(func=cmd_train)
-    for action, help_ in (("promote", "promote a version to a stage"),
-                          ("rollback", "put production back to the version before it")):
+    for action, help_ in (
+        ("promote", "promote a version to a stage"),
+        ("rollback", "put production back to the version before it"),
+    ):
         q = command(msub, action, help_)
         q.add_argument("name")
         if action == "promote":
@@ -57,17 +59,33 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
         st = reg.stages(r, name)
         vs = reg.versions(r, name)
         prod = next((v for v in vs if v.version == st.get("production")), None)
-        rows.append({"name": name, "versions": len(vs), "staging": st.get("staging"),
-                     "production": st.get("production"),
-                     "production_ic": prod.metrics.get("ic") if prod else None})
+        rows.append(
+            {
+                "name": name,
+                "versions": len(vs),
+                "staging": st.get("staging"),
+                "production": st.get("production"),
+                "production_ic": prod.metrics.get("ic") if prod else None,
+            }
+        )
     if args.json:
         ctx.print_json(rows)
     elif not rows:
         print("no models registered")
     else:
-        show(["MODEL", "VERSIONS", "STAGING", "PRODUCTION", "PROD IC"],
-             [[x["name"], x["versions"], x["staging"] or "-", x["production"] or "-",
-               "-" if x["production_ic"] is None else f"{x['production_ic']:.3f}"] for x in rows])
+        show(
+            ["MODEL", "VERSIONS", "STAGING", "PRODUCTION", "PROD IC"],
+            [
+                [
+                    x["name"],
+                    x["versions"],
+                    x["staging"] or "-",
+                    x["production"] or "-",
+                    "-" if x["production_ic"] is None else f"{x['production_ic']:.3f}",
+                ]
+                for x in rows
+            ],
+        )
     return 0
 
 
@@ -79,17 +97,39 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     st = reg.stages(r, args.name)
     evs = reg.events(r, args.name, skips=ctx.skips)
     if args.json:
-        ctx.print_json({"name": args.name, "stages": st, "production_history": reg.history(r, args.name),
-                        "versions": [v.summary() for v in vs], "events": [to_builtins(e) for e in evs]})
+        ctx.print_json(
+            {
+                "name": args.name,
+                "stages": st,
+                "production_history": reg.history(r, args.name),
+                "versions": [v.summary() for v in vs],
+                "events": [to_builtins(e) for e in evs],
+            }
+        )
         return 0
     print(f"model {args.name}: staging v{st.get('staging', '-')}, production v{st.get('production', '-')}")
-    show(["VERSION", "STAGE", "ROWS", "IC", "HIT", "FEATURES", "DATA (UTC)", "PARENT", "BY"],
-         [[v.version, ",".join(s for s, n in st.items() if n == v.version) or "-", v.rows,
-           f"{v.metrics.get('ic', 0):.3f}", f"{v.metrics.get('hit_rate', 0):.2f}", ",".join(v.features),
-           f"{_t(v.data_start_ns)}..{_t(v.data_end_ns)}", v.parent or "-", v.trained_by] for v in vs])
+    show(
+        ["VERSION", "STAGE", "ROWS", "IC", "HIT", "FEATURES", "DATA (UTC)", "PARENT", "BY"],
+        [
+            [
+                v.version,
+                ",".join(s for s, n in st.items() if n == v.version) or "-",
+                v.rows,
+                f"{v.metrics.get('ic', 0):.3f}",
+                f"{v.metrics.get('hit_rate', 0):.2f}",
+                ",".join(v.features),
+                f"{_t(v.data_start_ns)}..{_t(v.data_end_ns)}",
+                v.parent or "-",
+                v.trained_by,
+            ]
+            for v in vs
+        ],
+    )
     print()
-    show(["TIME (UTC)", "EVENT", "VERSION", "FROM", "OPERATOR", "REASON"],
-         [[_t(e.ts_ns), e.kind, e.version or "-", e.from_version or "-", e.operator, e.reason] for e in evs])
+    show(
+        ["TIME (UTC)", "EVENT", "VERSION", "FROM", "OPERATOR", "REASON"],
+        [[_t(e.ts_ns), e.kind, e.version or "-", e.from_version or "-", e.operator, e.reason] for e in evs],
+    )
     return 0
 
 
@@ -100,9 +140,14 @@ def _t(ns: int) -> str:
 def cmd_train(ctx: Context, args: argparse.Namespace) -> int:
     if args.horizon <= 0 or args.ridge < 0:
         raise TradeopsError("--horizon must be positive and --ridge not negative")
-    job = TrainJob(job_id=uuid.uuid4().hex[:12], name=args.name,
-                   symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-                   horizon_s=args.horizon, ridge=args.ridge, requested_by=ctx.operator)
+    job = TrainJob(
+        job_id=uuid.uuid4().hex[:12],
+        name=args.name,
+        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        horizon_s=args.horizon,
+        ridge=args.ridge,
+        requested_by=ctx.operator,
+    )
     r = ctx.redis
     r.hset(f"training:job:{job.job_id}", mapping={"state": "queued", "name": job.name})
     publish_sync(r, streams.TRAINING_JOBS, job)
@@ -113,8 +158,12 @@ def cmd_train(ctx: Context, args: argparse.Namespace) -> int:
             h = replies.fields(r.hgetall(f"training:job:{job.job_id}"))
             state = h.get(b"state", b"").decode()
             if state in ("registered", "failed"):
-                print(f"{state}: " + ", ".join(f"{k.decode()}={v.decode()}" for k, v in h.items()
-                                               if k not in (b"state", b"name", b"ts_ns")))
+                print(
+                    f"{state}: "
+                    + ", ".join(
+                        f"{k.decode()}={v.decode()}" for k, v in h.items() if k not in (b"state", b"name", b"ts_ns")
+                    )
+                )
                 return 0 if state == "registered" else 1
             time.sleep(0.1)
         raise TradeopsError(f"job {job.job_id} not finished within {args.wait:g}s (is ml-training running?)")
@@ -126,11 +175,17 @@ def cmd_stage(ctx: Context, args: argparse.Namespace) -> int:
         raise TradeopsError(f"{args.action} needs --reason")
     r = ctx.redis
     rid = uuid.uuid4().hex[:12]
-    req = ModelStage(name=args.name, action=args.action, version=getattr(args, "version", 0),
-                     stage=getattr(args, "stage", "production"), reason=args.reason,
-                     operator=ctx.operator, request_id=rid, ts_ns=time.time_ns())
-    events = BroadcastSync(r, {streams.MODELS_EVENTS: "$"}, count=100, block_ms=200, decode=ModelEvent,
-                           skips=ctx.skips)
+    req = ModelStage(
+        name=args.name,
+        action=args.action,
+        version=getattr(args, "version", 0),
+        stage=getattr(args, "stage", "production"),
+        reason=args.reason,
+        operator=ctx.operator,
+        request_id=rid,
+        ts_ns=time.time_ns(),
+    )
+    events = BroadcastSync(r, {streams.MODELS_EVENTS: "$"}, count=100, block_ms=200, decode=ModelEvent, skips=ctx.skips)
     events.start()  # before the request: its answer cannot slip past
     publish_sync(r, streams.MODELS_REQUESTS, req)
     deadline = time.monotonic() + args.timeout
@@ -138,14 +193,15 @@ def cmd_stage(ctx: Context, args: argparse.Namespace) -> int:
         for _, _, ev in events.read():
             if ev.request_id == rid:
                 return _report(ev)
-    raise TradeopsError(f"no answer from modelops within {args.timeout:g}s (is it running?); "
-                        f"the request stays queued")
+    raise TradeopsError(f"no answer from modelops within {args.timeout:g}s (is it running?); the request stays queued")
 
 
 def _report(ev: ModelEvent) -> int:
     if ev.kind == "refused":
         raise TradeopsError(f"modelops refused: {ev.reason}")
     verb = "promoted" if ev.kind == "promoted" else "rolled back"
-    print(f"{ev.name}: {verb} to v{ev.version} in {ev.stage} (was v{ev.from_version or '-'}) "
-          f"by {ev.operator}: {ev.reason}")
+    print(
+        f"{ev.name}: {verb} to v{ev.version} in {ev.stage} (was v{ev.from_version or '-'}) "
+        f"by {ev.operator}: {ev.reason}"
+    )
     return 0

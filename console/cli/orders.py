@@ -48,23 +48,36 @@ def register(sub: Any) -> None:
 
 
 def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
-    order = Order(client_order_id=args.id or f"cli-{uuid.uuid4().hex[:12]}", account=args.account,
-                  symbol=args.symbol.upper(), side=args.side, type="limit" if args.limit is not None else "market",
-                  quantity=args.quantity, limit_price=args.limit, time_in_force=args.tif,
-                  sent_ns=time.time_ns(), source=f"cli:{ctx.operator}")
+    order = Order(
+        client_order_id=args.id or f"cli-{uuid.uuid4().hex[:12]}",
+        account=args.account,
+        symbol=args.symbol.upper(),
+        side=args.side,
+        type="limit" if args.limit is not None else "market",
+        quantity=args.quantity,
+        limit_price=args.limit,
+        time_in_force=args.tif,
+        sent_ns=time.time_ns(),
+        source=f"cli:{ctx.operator}",
+    )
     why = invalid(order)
     if why:
         raise TradeopsError(f"order refused: {why}")
     publish_sync(ctx.redis, streams.ORDERS_NEW, order)
-    print(f"submitted {order.client_order_id}: {order.side} {order.quantity:g} {order.symbol} "
-          f"{'@ ' + format(order.limit_price, 'g') if order.limit_price else 'at market'}")
+    print(
+        f"submitted {order.client_order_id}: {order.side} {order.quantity:g} {order.symbol} "
+        f"{'@ ' + format(order.limit_price, 'g') if order.limit_price else 'at market'}"
+    )
     if args.wait > 0:
         ev = _wait_final(ctx, order.client_order_id, args.wait)
         if ev is None:
             print(f"no final state within {args.wait:g}s (see `tradeops order show {order.client_order_id}`)")
             return 1
-        print(f"{ev.state}" + (f" {ev.filled_qty:g} @ {ev.avg_price:g}" if ev.filled_qty else "")
-              + (f": {ev.reason}" if ev.reason else ""))
+        print(
+            f"{ev.state}"
+            + (f" {ev.filled_qty:g} @ {ev.avg_price:g}" if ev.filled_qty else "")
+            + (f": {ev.reason}" if ev.reason else "")
+        )
     return 0
 
 
@@ -72,8 +85,9 @@ def _wait_final(ctx: Context, coid: str, timeout: float) -> OrderEvent | None:
     from backend.messages import FINAL_STATES
 
     deadline = time.monotonic() + timeout
-    events = BroadcastSync(ctx.redis, {streams.ORDERS_EVENTS: "0"}, count=1000, block_ms=100, decode=OrderEvent,
-                           skips=ctx.skips)
+    events = BroadcastSync(
+        ctx.redis, {streams.ORDERS_EVENTS: "0"}, count=1000, block_ms=100, decode=OrderEvent, skips=ctx.skips
+    )
     while time.monotonic() < deadline:
         for _, _, ev in events.read():
             if ev.client_order_id == coid and ev.state in FINAL_STATES:
@@ -82,16 +96,24 @@ def _wait_final(ctx: Context, coid: str, timeout: float) -> OrderEvent | None:
 
 
 def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
-    publish_sync(ctx.redis, streams.ORDERS_NEW, CancelRequest(
-        client_order_id=args.id, reason=args.reason or f"canceled by {ctx.operator}", sent_ns=time.time_ns()))
+    publish_sync(
+        ctx.redis,
+        streams.ORDERS_NEW,
+        CancelRequest(
+            client_order_id=args.id, reason=args.reason or f"canceled by {ctx.operator}", sent_ns=time.time_ns()
+        ),
+    )
     print(f"cancel sent for {args.id}")
     return 0
 
 
 def _events(ctx: Context, count: int) -> list[OrderEvent]:
-    got, _ = decode_entries(reversed(replies.entries(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count))),
-                            OrderEvent,
-                            stream=streams.ORDERS_EVENTS, skips=ctx.skips)
+    got, _ = decode_entries(
+        reversed(replies.entries(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count))),
+        OrderEvent,
+        stream=streams.ORDERS_EVENTS,
+        skips=ctx.skips,
+    )
     return [ev for _, ev in got]
 
 
@@ -103,10 +125,25 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         ctx.print_json(msgspec.to_builtins(rows))
         return 0
-    show(["TIME", "CLIENT ID", "ACCOUNT", "SYMBOL", "SIDE", "QTY", "LIMIT", "STATE", "FILLED", "AVG", "REASON"],
-         [[time.strftime("%H:%M:%S", time.gmtime(e.ts_ns / 1e9)), e.client_order_id, e.account, e.symbol,
-           e.side, f"{e.quantity:g}", f"{e.limit_price:g}" if e.limit_price else "mkt", e.state,
-           f"{e.filled_qty:g}", f"{e.avg_price:g}" if e.filled_qty else "", e.reason[:50]] for e in rows])
+    show(
+        ["TIME", "CLIENT ID", "ACCOUNT", "SYMBOL", "SIDE", "QTY", "LIMIT", "STATE", "FILLED", "AVG", "REASON"],
+        [
+            [
+                time.strftime("%H:%M:%S", time.gmtime(e.ts_ns / 1e9)),
+                e.client_order_id,
+                e.account,
+                e.symbol,
+                e.side,
+                f"{e.quantity:g}",
+                f"{e.limit_price:g}" if e.limit_price else "mkt",
+                e.state,
+                f"{e.filled_qty:g}",
+                f"{e.avg_price:g}" if e.filled_qty else "",
+                e.reason[:50],
+            ]
+            for e in rows
+        ],
+    )
     return 0
 
 
@@ -114,8 +151,19 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     evs = [e for e in _events(ctx, 50_000) if e.client_order_id == args.id]
     if not evs:
         raise TradeopsError(f"no events for order {args.id!r}")
-    show(["TIME", "SEQ", "FROM", "TO", "FILLED", "AVG", "REASON"],
-         [[time.strftime("%H:%M:%S", time.gmtime(e.ts_ns / 1e9)) + f".{e.ts_ns // 1000 % 1000000:06d}",
-           e.seq, e.prev_state or "", e.state, f"{e.filled_qty:g}", f"{e.avg_price:g}" if e.filled_qty else "",
-           e.reason] for e in evs])
+    show(
+        ["TIME", "SEQ", "FROM", "TO", "FILLED", "AVG", "REASON"],
+        [
+            [
+                time.strftime("%H:%M:%S", time.gmtime(e.ts_ns / 1e9)) + f".{e.ts_ns // 1000 % 1000000:06d}",
+                e.seq,
+                e.prev_state or "",
+                e.state,
+                f"{e.filled_qty:g}",
+                f"{e.avg_price:g}" if e.filled_qty else "",
+                e.reason,
+            ]
+            for e in evs
+        ],
+    )
     return 0

@@ -43,8 +43,12 @@ def cmd_positions(ctx: Context, args: argparse.Namespace) -> int:
     from backend.messages import Position
 
     latest: dict[tuple[str, str], Position] = {}
-    got, _ = decode_entries(replies.entries(ctx.redis.xrevrange(streams.POSITIONS, count=20_000)), Position,
-                            stream=streams.POSITIONS, skips=ctx.skips)
+    got, _ = decode_entries(
+        replies.entries(ctx.redis.xrevrange(streams.POSITIONS, count=20_000)),
+        Position,
+        stream=streams.POSITIONS,
+        skips=ctx.skips,
+    )
     for _, p in got:
         latest.setdefault((p.account, p.symbol), p)
     rows = sorted(latest.values(), key=lambda p: (p.account, p.symbol))
@@ -54,9 +58,22 @@ def cmd_positions(ctx: Context, args: argparse.Namespace) -> int:
     if not rows:
         print("no positions yet")
         return 0
-    show(["ACCOUNT", "SYMBOL", "QTY", "AVG", "MARK", "REALIZED", "UNREALIZED", "EXPOSURE"],
-         [[p.account, p.symbol, f"{p.quantity:g}", f"{p.avg_price:,.6g}", f"{p.mark:,.6g}", f"{p.realized_pnl:,.2f}",
-           f"{p.unrealized_pnl:,.2f}", f"{p.exposure:,.2f}"] for p in rows])
+    show(
+        ["ACCOUNT", "SYMBOL", "QTY", "AVG", "MARK", "REALIZED", "UNREALIZED", "EXPOSURE"],
+        [
+            [
+                p.account,
+                p.symbol,
+                f"{p.quantity:g}",
+                f"{p.avg_price:,.6g}",
+                f"{p.mark:,.6g}",
+                f"{p.realized_pnl:,.2f}",
+                f"{p.unrealized_pnl:,.2f}",
+                f"{p.exposure:,.2f}",
+            ]
+            for p in rows
+        ],
+    )
     return 0
 
 
@@ -70,8 +87,10 @@ def cmd_alerts(ctx: Context, args: argparse.Namespace) -> int:
     if not rows:
         print("no active alerts")
         return 0
-    show(["KEY", "SEVERITY", "SOURCE", "TIME (UTC)", "MESSAGE"],
-         [[k, a.severity, a.source, time.strftime("%H:%M:%S", time.gmtime(a.ts_ns / 1e9)), a.message] for k, a in rows])
+    show(
+        ["KEY", "SEVERITY", "SOURCE", "TIME (UTC)", "MESSAGE"],
+        [[k, a.severity, a.source, time.strftime("%H:%M:%S", time.gmtime(a.ts_ns / 1e9)), a.message] for k, a in rows],
+    )
     return 0
 
 
@@ -92,8 +111,10 @@ def cmd_refdata(ctx: Context, args: argparse.Namespace) -> int:
     if not rows:
         print("no instruments yet (is refdata running?)")
         return 0
-    show(["SYMBOL", "TICK", "LOT", "CCY", "SESSION", "STATUS"],
-         [[i.symbol, f"{i.tick_size:g}", f"{i.lot_size:g}", i.currency, i.session, i.status] for i in rows.values()])
+    show(
+        ["SYMBOL", "TICK", "LOT", "CCY", "SESSION", "STATUS"],
+        [[i.symbol, f"{i.tick_size:g}", f"{i.lot_size:g}", i.currency, i.session, i.status] for i in rows.values()],
+    )
     return 0
 
 
@@ -103,10 +124,17 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
     if args.minutes <= 0 or args.speed < 0:
         raise TradeopsError("--minutes must be positive and --speed not negative")
     now = time.time_ns()
-    req = ReplayRequest(id=uuid.uuid4().hex[:10], start_ns=now - int(args.minutes * 60e9), end_ns=now,
-                        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-                        speed=args.speed, target=args.target)
+    req = ReplayRequest(
+        id=uuid.uuid4().hex[:10],
+        start_ns=now - int(args.minutes * 60e9),
+        end_ns=now,
+        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        speed=args.speed,
+        target=args.target,
+    )
     publish_sync(ctx.redis, streams.REPLAY_REQUESTS, req)
-    print(f"replay {req.id} requested: last {args.minutes:g} min into {args.target} at "
-          f"{'max speed' if args.speed == 0 else f'{args.speed:g}x'}")
+    print(
+        f"replay {req.id} requested: last {args.minutes:g} min into {args.target} at "
+        f"{'max speed' if args.speed == 0 else f'{args.speed:g}x'}"
+    )
     return 0

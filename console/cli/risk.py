@@ -30,13 +30,24 @@ def cmd_kill(ctx: Context, args: argparse.Namespace) -> int:
         st = kill_switch_status(r, skips=ctx.skips)
         print(f"kill switch: {'ON' if st.on else 'off'}")
         if st.history:
-            show(["TIME (UTC)", "STATE", "OPERATOR", "REASON"],
-                 [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.ts_ns / 1e9)),
-                   "ON" if c.args.get("on") else "off", c.operator, c.reason] for c in st.history])
+            show(
+                ["TIME (UTC)", "STATE", "OPERATOR", "REASON"],
+                [
+                    [
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.ts_ns / 1e9)),
+                        "ON" if c.args.get("on") else "off",
+                        c.operator,
+                        c.reason,
+                    ]
+                    for c in st.history
+                ],
+            )
         return 0
     if not args.reason.strip():
         raise TradeopsError("changing the kill switch needs --reason")
     set_kill_switch(r, args.state == "on", ctx.operator, args.reason)
-    print(f"kill switch {'ON: new orders blocked, working orders being canceled' if args.state == 'on' else 'off'} "
-          f"({ctx.operator}: {args.reason})")
+    print(
+        f"kill switch {'ON: new orders blocked, working orders being canceled' if args.state == 'on' else 'off'} "
+        f"({ctx.operator}: {args.reason})"
+    )
     return 0

@@ -31,19 +31,33 @@ def register(sub: Any) -> None:
     p = command(sub, "supervise", "run the supervisor in the foreground (what `up` starts)")
     _runtime_options(p)
     p.add_argument("--rate", type=float, default=2000.0)
-    p.add_argument("--keep-redis", action="store_true",
-                   help="also keep the data dir's embedded Redis running (restarted on its port when it dies)")
+    p.add_argument(
+        "--keep-redis",
+        action="store_true",
+        help="also keep the data dir's embedded Redis running (restarted on its port when it dies)",
+    )
     p.set_defaults(func=cmd_supervise)
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", choices=["process", "docker"], default="process",
-                   help="instances as OS processes (default) or Docker containers")
-    p.add_argument("--network", choices=["host", "lanes"], default="host",
-                   help="docker: share the host's network (default; a Redis on loopback needs it) or join "
-                        "the CPGS lane networks (a Redis those networks reach)")
-    p.add_argument("--image", default=None,
-                   help="docker: image to run (default: the local image, made by `docker import` when missing)")
+    p.add_argument(
+        "--runtime",
+        choices=["process", "docker"],
+        default="process",
+        help="instances as OS processes (default) or Docker containers",
+    )
+    p.add_argument(
+        "--network",
+        choices=["host", "lanes"],
+        default="host",
+        help="docker: share the host's network (default; a Redis on loopback needs it) or join "
+        "the CPGS lane networks (a Redis those networks reach)",
+    )
+    p.add_argument(
+        "--image",
+        default=None,
+        help="docker: image to run (default: the local image, made by `docker import` when missing)",
+    )
 
 
 def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
@@ -57,8 +71,11 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     url = stack.up(timeout=60.0 if args.runtime == "process" else 180.0)
     table = read_table(ctx.data_dir) or {}
     n = len(table.get("instances", []))
-    where = f" ({table.get('image')} on {table.get('docker_host')}, network {table.get('network')})" \
-        if args.runtime == "docker" else ""
+    where = (
+        f" ({table.get('image')} on {table.get('docker_host')}, network {table.get('network')})"
+        if args.runtime == "docker"
+        else ""
+    )
     print(f"stack up in {time.monotonic() - t0:.1f}s: {n} instances on {url}{where} (data {ctx.data_dir})")
     if table.get("not_built"):
         print(f"not built yet (skipped): {', '.join(table['not_built'])}")
@@ -84,10 +101,22 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     if not rows:
         print(f"no stack running for {ctx.data_dir} (`tradeops up` starts one)")
         return 0
-    show(["SERVICE", "ENV", "INSTANCE", "PID/CONTAINER", "HEALTH", "UPTIME", "RESTARTS", "RATE/s"],
-         [[r["service"], r["environment"], r["instance"], r.get("container") or r["pid"], r["health"],
-           f"{r['uptime_s']:.0f}s", r["restarts"] + r.get("engine_restarts", 0),
-           r["rate"] if r["rate"] is not None else ""] for r in rows])
+    show(
+        ["SERVICE", "ENV", "INSTANCE", "PID/CONTAINER", "HEALTH", "UPTIME", "RESTARTS", "RATE/s"],
+        [
+            [
+                r["service"],
+                r["environment"],
+                r["instance"],
+                r.get("container") or r["pid"],
+                r["health"],
+                f"{r['uptime_s']:.0f}s",
+                r["restarts"] + r.get("engine_restarts", 0),
+                r["rate"] if r["rate"] is not None else "",
+            ]
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -99,8 +128,10 @@ def cmd_compose(ctx: Context, args: argparse.Namespace) -> int:
     store = ctx.data_dir / secrets.DIR
     secrets.write_private(store / ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))  # passwords made if missing
     Path(args.output).write_text(compose(args.image, store))
-    print(f"wrote {args.output}; its Docker secrets are files in {store} (the Redis users' passwords, "
-          f"{ACL_FILE}; the venue's exchange/api-key and api-secret), to be readable by the containers' users")
+    print(
+        f"wrote {args.output}; its Docker secrets are files in {store} (the Redis users' passwords, "
+        f"{ACL_FILE}; the venue's exchange/api-key and api-secret), to be readable by the containers' users"
+    )
     return 0
 
 
@@ -108,6 +139,14 @@ def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
     from backend.bus import connection
     from backend.runtime.supervise import supervise
 
-    supervise(ctx.redis_url(), ctx.data_dir, args.rate, args.runtime, network=args.network, image=args.image,
-              keep_redis=args.keep_redis, auth=connection.admin_login(ctx.settings))
+    supervise(
+        ctx.redis_url(),
+        ctx.data_dir,
+        args.rate,
+        args.runtime,
+        network=args.network,
+        image=args.image,
+        keep_redis=args.keep_redis,
+        auth=connection.admin_login(ctx.settings),
+    )
     return 0

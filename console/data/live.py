@@ -46,17 +46,21 @@ class LiveSource:
         self.url = url
         self.settings = settings
         self.operator = operator
-        self.r = connection.client(url, connection.operator_login(settings, url), socket_connect_timeout=2,
-                                   socket_timeout=5)  # as the operator
+        self.r = connection.client(
+            url, connection.operator_login(settings, url), socket_connect_timeout=2, socket_timeout=5
+        )  # as the operator
         self.skips = Skips()  # undecodable entries skipped since the console started, per stream
         self.bar_reader = BroadcastSync(self.r, {streams.MD_BARS_1S: "$"}, count=5000, decode=Bar, skips=self.skips)
-        self.order_reader = BroadcastSync(self.r, {streams.ORDERS_EVENTS: "0"}, count=5000, decode=OrderEvent,
-                                          skips=self.skips)
+        self.order_reader = BroadcastSync(
+            self.r, {streams.ORDERS_EVENTS: "0"}, count=5000, decode=OrderEvent, skips=self.skips
+        )
         # its own tally: the board reads the whole of ops.migration, and counts what it skips there
-        self.audit_reader = BroadcastSync(self.r, {streams.OPS_MIGRATION: "$", streams.OPS_CONTROL: "$"},
-                                          count=5000,
-                                          decode={streams.OPS_MIGRATION: MigrationEvent,
-                                                  streams.OPS_CONTROL: ControlCommand})
+        self.audit_reader = BroadcastSync(
+            self.r,
+            {streams.OPS_MIGRATION: "$", streams.OPS_CONTROL: "$"},
+            count=5000,
+            decode={streams.OPS_MIGRATION: MigrationEvent, streams.OPS_CONTROL: ControlCommand},
+        )
         self.audit_log: dict[str, deque[Any]] = {s: deque(maxlen=AUDIT_TAIL) for s in self.audit_reader.cursors}
         self._seeded: set[str] = set()  # streams whose newest entries were read as a start
         self.last: dict[str, float] = {}
@@ -85,8 +89,12 @@ class LiveSource:
 
     def poll(self) -> Snapshot:
         now = time.time()
-        snap = Snapshot(clock=time.strftime("%H:%M:%S", time.gmtime(now)) + " UTC",
-                        environment=self.settings.environment, redis=self.url, operator=self.operator)
+        snap = Snapshot(
+            clock=time.strftime("%H:%M:%S", time.gmtime(now)) + " UTC",
+            environment=self.settings.environment,
+            redis=self.url,
+            operator=self.operator,
+        )
         try:
             self._health(snap)
             self._market(snap)
@@ -96,8 +104,9 @@ class LiveSource:
             if self.polls % self.slow_every == 0 or not self._slow:
                 self._migration(snap)
                 self._gates(snap)
-                self._slow = {k: getattr(snap, k) for k in
-                              ("board", "progress", "gates", "open_gates", "audit", "audit_verdict")}
+                self._slow = {
+                    k: getattr(snap, k) for k in ("board", "progress", "gates", "open_gates", "audit", "audit_verdict")
+                }
                 self._slow_alerts = [a for a in snap.alerts if a.startswith("gate ")]
             else:
                 for k, v in self._slow.items():
@@ -141,11 +150,19 @@ class LiveSource:
             for b in bs:
                 if b.state == "degraded":
                     snap.alerts.append(f"{s.name} ({b.instance}) degraded: {b.reason or 'no reason given'}")
-            snap.health.append(HealthRow(
-                s.name, s.priority, state, legacy=sum(b.environment == "legacy" for b in bs),
-                target=sum(b.environment == "target" for b in bs), rate=sum(b.rate for b in bs),
-                lag=max((b.lag for b in bs), default=0), pending=max((b.pending for b in bs), default=0),
-                dlq=max((b.dlq for b in bs), default=0)))
+            snap.health.append(
+                HealthRow(
+                    s.name,
+                    s.priority,
+                    state,
+                    legacy=sum(b.environment == "legacy" for b in bs),
+                    target=sum(b.environment == "target" for b in bs),
+                    rate=sum(b.rate for b in bs),
+                    lag=max((b.lag for b in bs), default=0),
+                    pending=max((b.pending for b in bs), default=0),
+                    dlq=max((b.dlq for b in bs), default=0),
+                )
+            )
             if any(b.dlq for b in bs):
                 snap.alerts.append(f"{s.name}: {max(b.dlq for b in bs)} message(s) in its dead-letter stream")
         snap.infra = [(i.name, "ok" if i.name == "redis" else "stand-in") for i in self.inv.infra]
@@ -183,29 +200,49 @@ class LiveSource:
             last = self.prices[sym][-1]
             first = self.first[sym]
             rate = self.rates.get(sym, 0.0) if self.bar_start.get(sym, 0) >= quiet_before else 0.0
-            snap.market.append(MarketRow(sym, last, (last / first - 1) * 100 if first else 0.0,
-                                         rate, self.volume[sym], list(self.prices[sym])))
+            snap.market.append(
+                MarketRow(
+                    sym,
+                    last,
+                    (last / first - 1) * 100 if first else 0.0,
+                    rate,
+                    self.volume[sym],
+                    list(self.prices[sym]),
+                )
+            )
         snap.total_tps = sum(m.ticks_per_s for m in snap.market)
         for bar in self.recent_bars:  # newest first, from the read above (no second read)
             start = time.strftime("%H:%M:%S", time.gmtime(bar.start_ns / 1e9))
-            snap.bars.append(BarRow(bar.symbol, bar.interval, start,
-                                    bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades))
+            snap.bars.append(
+                BarRow(bar.symbol, bar.interval, start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades)
+            )
 
     def _orders(self, snap: Snapshot) -> None:
         for _, _, ev in self.order_reader.read():
             self.orders[ev.client_order_id] = ev
             self.history[ev.client_order_id].append(
                 f"{time.strftime('%H:%M:%S', time.gmtime(ev.ts_ns / 1e9))}  {ev.prev_state or '-'} -> {ev.state}"
-                + (f"  {ev.reason}" if ev.reason else ""))
+                + (f"  {ev.reason}" if ev.reason else "")
+            )
         if len(self.orders) > 2000:
             for k in sorted(self.orders, key=lambda k: self.orders[k].ts_ns)[:-2000]:
                 self.orders.pop(k)
                 self.history.pop(k, None)
         for ev in sorted(self.orders.values(), key=lambda e: e.ts_ns, reverse=True)[:300]:
-            snap.orders.append(OrderRow(
-                time.strftime("%H:%M:%S", time.gmtime(ev.ts_ns / 1e9)), ev.client_order_id, ev.account, ev.symbol,
-                ev.side, ev.quantity, f"{ev.limit_price:g}" if ev.limit_price else "mkt", ev.state, ev.filled_qty,
-                ev.reason))
+            snap.orders.append(
+                OrderRow(
+                    time.strftime("%H:%M:%S", time.gmtime(ev.ts_ns / 1e9)),
+                    ev.client_order_id,
+                    ev.account,
+                    ev.symbol,
+                    ev.side,
+                    ev.quantity,
+                    f"{ev.limit_price:g}" if ev.limit_price else "mkt",
+                    ev.state,
+                    ev.filled_qty,
+                    ev.reason,
+                )
+            )
         snap.order_history = dict(self.history)
 
     def _risk(self, snap: Snapshot) -> None:
@@ -243,17 +280,36 @@ class LiveSource:
         self.gate_feed.poll(gates)
         for st in self.gate_feed.states().values():
             g = st.gate
-            snap.gates.append(GateRow(g.id, g.title, st.status, f"{len(st.approvers)}/{g.approvals}",
-                                      [] if st.decision else st.approvals_needed(), g.critical,
-                                      [(c.check.id, c.check.kind, c.check.required, c.outcome, _brief(c.evidence))
-                                       for c in st.checks.values()]))
+            snap.gates.append(
+                GateRow(
+                    g.id,
+                    g.title,
+                    st.status,
+                    f"{len(st.approvers)}/{g.approvals}",
+                    [] if st.decision else st.approvals_needed(),
+                    g.critical,
+                    [
+                        (c.check.id, c.check.kind, c.check.required, c.outcome, _brief(c.evidence))
+                        for c in st.checks.values()
+                    ],
+                )
+            )
             if st.status not in ("proceed",):
                 snap.open_gates.append(f"{g.id}: {st.status}")
             for c in st.checks.values():
                 if c.outcome == "failed":
                     snap.alerts.append(f"gate {g.id}: check {c.check.id} failed")
-        rows = [(ev.ts_ns, ev.gate, ev.kind, ev.check or ev.decision or "", ev.operator,
-                 ev.reason or str(ev.evidence.get("note", ""))) for _, ev in self.gate_feed.recent]
+        rows = [
+            (
+                ev.ts_ns,
+                ev.gate,
+                ev.kind,
+                ev.check or ev.decision or "",
+                ev.operator,
+                ev.reason or str(ev.evidence.get("note", "")),
+            )
+            for _, ev in self.gate_feed.recent
+        ]
         # the migration log beside the gate log, in time order, and the kill switch's toggles
         # (audited on ops.control): the newest of each, read on from where the last poll stopped
         for stream, tail in self.audit_log.items():
@@ -262,12 +318,14 @@ class LiveSource:
         for stream, _, msg in self.audit_reader.read():
             self.audit_log[stream].append(msg)
         for m in self.audit_log[streams.OPS_MIGRATION]:
-            rows.append((m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}",
-                         m.operator, m.reason))
+            rows.append(
+                (m.ts_ns, m.service, "migration", f"{m.from_state or '-'} -> {m.to_state}", m.operator, m.reason)
+            )
         for c in self.audit_log[streams.OPS_CONTROL]:
             if c.command == "kill_switch":
-                rows.append((c.ts_ns, c.target, "kill switch", "ON" if c.args.get("on") else "off", c.operator,
-                             c.reason))
+                rows.append(
+                    (c.ts_ns, c.target, "kill switch", "ON" if c.args.get("on") else "off", c.operator, c.reason)
+                )
         for ts, *rest in sorted(rows)[-300:]:
             snap.audit.append((time.strftime("%H:%M:%S", time.gmtime(ts / 1e9)), *rest))
         v = self.gate_feed.verdict

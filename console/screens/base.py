@@ -44,7 +44,8 @@ class BaseScreen(Screen):
     TITLE = ""
     AUTO_FOCUS: ClassVar[str | None] = None  # screens name their main widget; the hidden filter line never takes focus
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")]
+        Binding("escape", "close_filter", "Close filter", show=False, id="screen.close_filter")
+    ]
     before_filter: Widget | None = None  # what had the focus when the filter line opened
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -104,8 +105,11 @@ class BaseScreen(Screen):
         running = list(getattr(app, "running", {}).values())
         if running:
             flags.append(f"[reverse] running: {', '.join(running)} [/]")
-        self.set_text("#status", f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · "
-                      f"{snap.redis} · operator [b]{snap.operator}[/b] · {snap.clock}  " + " ".join(flags))
+        self.set_text(
+            "#status",
+            f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · "
+            f"{snap.redis} · operator [b]{snap.operator}[/b] · {snap.clock}  " + " ".join(flags),
+        )
         banner = self.query_one("#banner", Static)
         if banner.display == snap.connected:
             banner.display = not snap.connected

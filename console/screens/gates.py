@@ -117,6 +117,7 @@ class GatesScreen(BaseScreen):
         def done(note: str | None) -> None:
             if note:
                 self.post_message(RequestGateAttest(gid, cid, note))
+
         self.app.push_screen(ReasonModal(f"Attest {gid}/{cid}", placeholder="what you checked"), done)
 
     @changes
@@ -128,6 +129,7 @@ class GatesScreen(BaseScreen):
         def done(reason: str | None) -> None:
             if reason:
                 self.post_message(RequestGateApprove(gid, reason))
+
         self.app.push_screen(ReasonModal(f"Approve gate {gid}", confirm=gid), done)
 
     @changes
@@ -139,5 +141,7 @@ class GatesScreen(BaseScreen):
         def done(reason: str | None) -> None:
             if reason:
                 self.post_message(RequestGateDecide(gid, decision, reason))
-        self.app.push_screen(ReasonModal(f"Decide {decision.upper()} on {gid}",
-                                         confirm=gid if decision == "proceed" else None), done)
+
+        self.app.push_screen(
+            ReasonModal(f"Decide {decision.upper()} on {gid}", confirm=gid if decision == "proceed" else None), done
+        )

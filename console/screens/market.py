@@ -33,8 +33,9 @@ class MarketScreen(BaseScreen):
         q = self.query_one("#quotes", DataTable)
         for c in COLS:
             q.add_column(c, key=c)
-        self.query_one("#bars", DataTable).add_columns("start", "symbol", "open", "high", "low", "close", "volume",
-                                                       "trades")
+        self.query_one("#bars", DataTable).add_columns(
+            "start", "symbol", "open", "high", "low", "close", "volume", "trades"
+        )
         super().on_mount()
 
     def render_snapshot(self, snap: Snapshot) -> None:
@@ -64,8 +65,19 @@ class MarketScreen(BaseScreen):
             self.set_text("#spark-title", f"{pick.symbol} price")
             self.query_one("#spark", SlaSparkline).set_values(pick.spark)
         rows: list[tuple[str, ...]] = [
-            (b.start, b.symbol, f"{b.open:,.6g}", f"{b.high:,.6g}", f"{b.low:,.6g}", f"{b.close:,.6g}",
-             f"{b.volume:,.3f}", str(b.trades)) for b in snap.bars if self.matches(b.symbol)]
+            (
+                b.start,
+                b.symbol,
+                f"{b.open:,.6g}",
+                f"{b.high:,.6g}",
+                f"{b.low:,.6g}",
+                f"{b.close:,.6g}",
+                f"{b.volume:,.3f}",
+                str(b.trades),
+            )
+            for b in snap.bars
+            if self.matches(b.symbol)
+        ]
         if rows != self._bars:  # new bars close once a second: redraw the table only then
             self._bars = rows
             bars = self.query_one("#bars", DataTable)

@@ -97,8 +97,11 @@ class MigrationScreen(BaseScreen):
         else:
             moves = [f"{k} {a}" for a, k in (("cut over", "c"), ("roll back", "r")) if state in ALLOWED[MOVE[a]]]
             nxt = f"{state}: " + (", ".join(moves) if moves else "no move from here")
-        self.set_text("#deps", f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h"
-                      f" · [b]{state}[/b]\ndepends on: {deps}\nneeded by: {users}\n{nxt}")
+        self.set_text(
+            "#deps",
+            f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h"
+            f" · [b]{state}[/b]\ndepends on: {deps}\nneeded by: {users}\n{nxt}",
+        )
 
     def on_list_view_highlighted(self) -> None:
         self._refused = None
@@ -117,8 +120,11 @@ class MigrationScreen(BaseScreen):
             return
         state = self._states().get(svc, "planned")
         if state not in ALLOWED[action]:
-            self.notify(f"cannot {action} {svc}: it is {state} (allowed from: {', '.join(ALLOWED[action])})",
-                        title="move refused", severity="error")
+            self.notify(
+                f"cannot {action} {svc}: it is {state} (allowed from: {', '.join(ALLOWED[action])})",
+                title="move refused",
+                severity="error",
+            )
             return
         if action == "start":
             why = snapshot_blockers(self.tapp.snapshot, svc)
@@ -132,4 +138,5 @@ class MigrationScreen(BaseScreen):
         def done(reason: str | None) -> None:
             if reason:
                 self.post_message(RequestMigrate(svc, action, reason))
+
         self.app.push_screen(ReasonModal(f"{action} {svc}", confirm=confirm), done)

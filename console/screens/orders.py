@@ -32,13 +32,33 @@ class OrdersScreen(BaseScreen):
 
     def render_snapshot(self, snap: Snapshot) -> None:
         t = self.query_one(BlotterTable)
-        rows = [(o.client_order_id, (o.time, o.client_order_id, o.account, o.symbol, o.side, f"{o.qty:g}", o.price,
-                                     o.state, f"{o.filled:g}", o.reason[:40]))
-                for o in snap.orders if self.matches(o.client_order_id, o.symbol, o.state, o.account)]
+        rows = [
+            (
+                o.client_order_id,
+                (
+                    o.time,
+                    o.client_order_id,
+                    o.account,
+                    o.symbol,
+                    o.side,
+                    f"{o.qty:g}",
+                    o.price,
+                    o.state,
+                    f"{o.filled:g}",
+                    o.reason[:40],
+                ),
+            )
+            for o in snap.orders
+            if self.matches(o.client_order_id, o.symbol, o.state, o.account)
+        ]
         t.set_rows(rows)
-        self.set_text("#follow", "following newest" if t.follow else
-                      (f"[reverse] {t.new_since_pause} new [/] " if t.new_since_pause else "")
-                      + "held on the selected order (scroll to the top to follow)")
+        self.set_text(
+            "#follow",
+            "following newest"
+            if t.follow
+            else (f"[reverse] {t.new_since_pause} new [/] " if t.new_since_pause else "")
+            + "held on the selected order (scroll to the top to follow)",
+        )
         key = self._selected()
         hist = snap.order_history.get(key or "", [])
         self.set_text("#history", f"[b]{key or 'no order selected'}[/b]\n" + "\n".join(hist[-20:]))
@@ -54,6 +74,7 @@ class OrdersScreen(BaseScreen):
         def done(form: OrderForm | None) -> None:
             if form:
                 self.post_message(RequestOrderSubmit(*form))
+
         self.app.push_screen(OrderModal(symbols), done)
 
     @changes

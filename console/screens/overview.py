@@ -32,8 +32,10 @@ class OverviewScreen(BaseScreen):
     def render_snapshot(self, snap: Snapshot) -> None:
         for h in snap.health:
             self.query_one(f"#tile-{h.service}", HealthTile).show_state(
-                f"P{h.priority} {h.service}", h.state,
-                [f"L{h.legacy} T{h.target}  {h.rate:,.0f}/s", f"lag {h.lag} pend {h.pending} dlq {h.dlq}"])
+                f"P{h.priority} {h.service}",
+                h.state,
+                [f"L{h.legacy} T{h.target}  {h.rate:,.0f}/s", f"lag {h.lag} pend {h.pending} dlq {h.dlq}"],
+            )
         for name, state in snap.infra:
             lines, shown = [state], "ok" if state in ("ok", "stand-in") else "down"
             if name == "redis" and snap.redis_max:  # memory against maxmemory, amber from the alert level

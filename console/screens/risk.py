@@ -35,20 +35,28 @@ class RiskScreen(BaseScreen):
 
     def render_snapshot(self, snap: Snapshot) -> None:
         p = snap.risk_pcts
+
         def fmt(k: str) -> str:
             v = p.get(k)
             if v is None:
                 return f"{k} —"
             return f"{k} [{'red' if v > SLA_MS else 'green'}]{v:.3f} ms[/]"
-        self.set_text("#pcts", f"[b]Risk round trip[/b] (OMS -> risk -> OMS)   {fmt('p50')}   {fmt('p90')}   "
-                               f"{fmt('p99')}   SLA {SLA_MS} ms")
+
+        self.set_text(
+            "#pcts",
+            f"[b]Risk round trip[/b] (OMS -> risk -> OMS)   {fmt('p50')}   {fmt('p90')}   "
+            f"{fmt('p99')}   SLA {SLA_MS} ms",
+        )
         self.query_one("#series", SlaSparkline).set_values(snap.risk_series)
         self.query_one("#hist", LatencyHistogram).set_buckets(snap.risk_hist)
         d = "\n".join(f"{k}: {v}" for k, v in sorted(snap.denials.items(), key=lambda kv: -kv[1])) or "none"
         self.set_text("#denials", f"[b]Denials by rule[/b]\n{d}")
-        self.set_text("#kill",
-            "[b]Kill switch:[/b] " + ("[reverse red] ON [/] new orders blocked" if snap.kill_switch else "off")
-            + "   (k: toggle, typed confirmation)")
+        self.set_text(
+            "#kill",
+            "[b]Kill switch:[/b] "
+            + ("[reverse red] ON [/] new orders blocked" if snap.kill_switch else "off")
+            + "   (k: toggle, typed confirmation)",
+        )
 
     @changes
     def action_kill_switch(self) -> None:
@@ -58,4 +66,5 @@ class RiskScreen(BaseScreen):
         def done(reason: str | None) -> None:
             if reason:
                 self.post_message(RequestKillSwitch(on, reason))
+
         self.app.push_screen(ReasonModal(f"Turn the kill switch {'ON' if on else 'off'}", confirm=word), done)

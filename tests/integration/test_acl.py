@@ -56,14 +56,27 @@ def as_user(server: tuple[str, Path], user: str) -> redis.Redis:
 
 
 def forged_toggle() -> dict[bytes, bytes]:
-    return codec.fields(ControlCommand(target="risk", command="kill_switch", args={"on": False},
-                                       operator="intruder", reason="forged", ts_ns=1))
+    return codec.fields(
+        ControlCommand(
+            target="risk", command="kill_switch", args={"on": False}, operator="intruder", reason="forged", ts_ns=1
+        )
+    )
 
 
 def forged_fill() -> dict[bytes, bytes]:
-    return codec.fields(ExecReport(client_order_id="nobody-ordered-this", venue_order_id="v1", kind="fill",
-                                   account="acc", symbol="ETHUSDT", side="buy", trade_id="forged-1",
-                                   fill_qty=1000.0, fill_price=0.01))
+    return codec.fields(
+        ExecReport(
+            client_order_id="nobody-ordered-this",
+            venue_order_id="v1",
+            kind="fill",
+            account="acc",
+            symbol="ETHUSDT",
+            side="buy",
+            trade_id="forged-1",
+            fill_qty=1000.0,
+            fill_price=0.01,
+        )
+    )
 
 
 def test_default_user_is_off_and_passwords_are_files_only_their_owner_reads(acl_redis: tuple[str, Path]) -> None:
@@ -74,7 +87,7 @@ def test_default_user_is_off_and_passwords_are_files_only_their_owner_reads(acl_
         f = data / "secrets" / "redis" / user
         assert f.stat().st_mode & 0o777 == 0o600, user
     assert (data / "secrets").stat().st_mode & 0o777 == 0o700
-    aclfile = (data / "redis" / "users.acl")
+    aclfile = data / "redis" / "users.acl"
     assert aclfile.stat().st_mode & 0o777 == 0o600
     text = aclfile.read_text()
     for user in acl.accesses():  # hashes only
@@ -141,8 +154,10 @@ def test_the_operator_reads_everything_and_writes_only_the_control_plane(acl_red
     assert op.xrange(streams.EXEC_REPORTS) and op.hgetall("ptrc:pos") and op.info("memory")
     cmd = set_kill_switch(op, True, "root", "acl test")  # the key and the audit entry, durable
     assert cmd.args == {"on": True} and kill_switch_on(op)
-    op.xadd(streams.ORDERS_NEW, codec.fields(Order(client_order_id="o", account="a", symbol="ETHUSDT",
-                                                   side="buy", type="market", quantity=1)))
+    op.xadd(
+        streams.ORDERS_NEW,
+        codec.fields(Order(client_order_id="o", account="a", symbol="ETHUSDT", side="buy", type="market", quantity=1)),
+    )
     for stream in (streams.EXEC_REPORTS, streams.RISK_DECISIONS, streams.POSITIONS, streams.OPS_HEALTH):
         with pytest.raises(redis.exceptions.NoPermissionError):
             op.xadd(stream, {b"d": b"x"})
@@ -191,17 +206,32 @@ def test_the_trading_path_runs_as_its_users() -> None:
             assert not any(password in e for e in env)
             assert password not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         op = as_user((st.url, st.data_dir), "operator")
-        op.xadd(streams.ORDERS_NEW, codec.fields(Order(client_order_id="acl-1", account="acc-acl",
-                                                       symbol="BTCUSDT", side="buy", type="market",
-                                                       quantity=0.01)))
+        op.xadd(
+            streams.ORDERS_NEW,
+            codec.fields(
+                Order(
+                    client_order_id="acl-1",
+                    account="acc-acl",
+                    symbol="BTCUSDT",
+                    side="buy",
+                    type="market",
+                    quantity=0.01,
+                )
+            ),
+        )
 
         def filled() -> bool:
             evs = [codec.decode(codec.payload(f), OrderEvent) for _, f in op.xrange(streams.ORDERS_EVENTS)]
             return any(e.client_order_id == "acl-1" and e.state == "FILLED" for e in evs)
 
         wait_for(filled, 30, what="the order filled")
-        wait_for(lambda: any(codec.decode(codec.payload(f), Position).account == "acc-acl"
-                             for _, f in op.xrange(streams.POSITIONS)), 30, what="ptrc's position")
+        wait_for(
+            lambda: any(
+                codec.decode(codec.payload(f), Position).account == "acc-acl" for _, f in op.xrange(streams.POSITIONS)
+            ),
+            30,
+            what="ptrc's position",
+        )
         assert st.r.execute_command("ACL", "LOG") == []
         for proc in procs.values():
             assert proc.poll() is None
@@ -216,14 +246,34 @@ async def test_a_service_refused_a_command_fails_loudly(acl_redis: tuple[str, Pa
     access = acl.accesses()["risk"]
     assert access is not None
     broken = access._replace(writes=tuple(w for w in access.writes if w.stream != streams.RISK_DECISIONS))
-    admin.execute_command("ACL", "SETUSER", "risk", "reset", "on",
-                          f"#{acl.password_hash((data / 'secrets' / 'redis' / 'risk').read_text())}",
-                          *broken.rules())
+    admin.execute_command(
+        "ACL",
+        "SETUSER",
+        "risk",
+        "reset",
+        "on",
+        f"#{acl.password_hash((data / 'secrets' / 'redis' / 'risk').read_text())}",
+        *broken.rules(),
+    )
     try:
-        admin.xadd(streams.RISK_REQUESTS, codec.fields(RiskRequest(request_id="r#1", order=Order(
-            client_order_id="r", account="a", symbol="ETHUSDT", side="buy", type="market", quantity=1), sent_ns=1)))
-        svc = RiskService(redis_url=url, settings=Settings(data_dir=str(data)), instance="risk-broken",
-                          login=connection.login("risk", data_dir=data))
+        admin.xadd(
+            streams.RISK_REQUESTS,
+            codec.fields(
+                RiskRequest(
+                    request_id="r#1",
+                    order=Order(
+                        client_order_id="r", account="a", symbol="ETHUSDT", side="buy", type="market", quantity=1
+                    ),
+                    sent_ns=1,
+                )
+            ),
+        )
+        svc = RiskService(
+            redis_url=url,
+            settings=Settings(data_dir=str(data)),
+            instance="risk-broken",
+            login=connection.login("risk", data_dir=data),
+        )
         with pytest.raises(AccessDenied, match="NOPERM") as info:
             await asyncio.wait_for(svc.run(), 30)
         assert "deployment bug" in str(info.value) and "'risk'" in str(info.value)
@@ -232,21 +282,31 @@ async def test_a_service_refused_a_command_fails_loudly(acl_redis: tuple[str, Pa
         assert admin.xlen(streams.RISK_DECISIONS) == 0
         assert admin.hget("health:risk:risk-broken", "state") == b"failed"
     finally:
-        acl.apply(admin, {"risk": (data / "secrets" / "redis" / "risk").read_text()},
-                  users={"risk": access}, disable_default=False)
+        acl.apply(
+            admin,
+            {"risk": (data / "secrets" / "redis" / "risk").read_text()},
+            users={"risk": access},
+            disable_default=False,
+        )
 
 
 def test_acl_check_names_every_drifted_rule(acl_redis: tuple[str, Path], tmp_path: Path) -> None:
     _, data = acl_redis
-    env = {"TRADEOPS_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin",
-           "XDG_CONFIG_HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    env = {
+        "TRADEOPS_DATA_DIR": str(data),
+        "PYTHONUNBUFFERED": "1",
+        "PATH": "/usr/bin:/bin",
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(TRADEOPS + list(args), capture_output=True, text=True, env=env, timeout=120)
 
     out = cli("redis", "acl", "check")
-    assert out.returncode == 0 and "acl check: ok: 20 users match the generated rules; default is off" in out.stdout, \
+    assert out.returncode == 0 and "acl check: ok: 20 users match the generated rules; default is off" in out.stdout, (
         out.stdout + out.stderr
+    )
     admin = as_user(acl_redis, "admin")
     admin.execute_command("ACL", "SETUSER", "ptrc", "%W~exec.reports", "(+xadd %W~ops.control)")
     admin.execute_command("ACL", "SETUSER", "risk", "+keys", ">another-password")
@@ -256,15 +316,17 @@ def test_acl_check_names_every_drifted_rule(acl_redis: tuple[str, Path], tmp_pat
     out = cli("redis", "acl", "check")
     assert out.returncode == 1, out.stdout
     drifts = [ln for ln in out.stdout.splitlines() if ln.startswith("drift: ")]
-    assert sorted(drifts) == sorted([
-        "drift: ptrc: rule %W~exec.reports on the server is not generated",
-        "drift: ptrc: selector (%W~ops.control -@all +xadd) on the server is not generated",
-        "drift: risk: it takes 2 passwords, not the one the secrets provider holds",
-        "drift: risk: rule +keys on the server is not generated",
-        "drift: modelops: missing on the server",
-        "drift: intruder: a user on the server that is not generated",
-        "drift: default: the default user is on (it must be off)",
-    ]), out.stdout
+    assert sorted(drifts) == sorted(
+        [
+            "drift: ptrc: rule %W~exec.reports on the server is not generated",
+            "drift: ptrc: selector (%W~ops.control -@all +xadd) on the server is not generated",
+            "drift: risk: it takes 2 passwords, not the one the secrets provider holds",
+            "drift: risk: rule +keys on the server is not generated",
+            "drift: modelops: missing on the server",
+            "drift: intruder: a user on the server that is not generated",
+            "drift: default: the default user is on (it must be off)",
+        ]
+    ), out.stdout
     assert "acl check: 7 drifted rule(s)" in out.stderr
     out = cli("redis", "acl", "apply")
     assert out.returncode == 0, out.stderr
@@ -275,7 +337,8 @@ def test_acl_check_names_every_drifted_rule(acl_redis: tuple[str, Path], tmp_pat
 
 
 async def test_denials_become_alerts_naming_user_command_and_key_and_the_console_shows_them(
-        acl_redis: tuple[str, Path]) -> None:
+    acl_redis: tuple[str, Path],
+) -> None:
     """alerting (as its own user) collects ACL LOG: the forged toggle and the forged fill are
     critical alerts naming the user, the command and the key, once each; a failed login too."""
     from backend.services.alerting import AlertingService, active
@@ -284,8 +347,9 @@ async def test_denials_become_alerts_naming_user_command_and_key_and_the_console
 
     url, data = acl_redis
     settings = Settings(data_dir=str(data))
-    svc = AlertingService(redis_url=url, settings=settings, instance="alerting-acl",
-                          login=connection.login("alerting", data_dir=data))
+    svc = AlertingService(
+        redis_url=url, settings=settings, instance="alerting-acl", login=connection.login("alerting", data_dir=data)
+    )
     task = asyncio.create_task(svc.run())
     try:
         await await_for(lambda: svc.state == "running", 20, what="alerting running")
@@ -304,9 +368,12 @@ async def test_denials_become_alerts_naming_user_command_and_key_and_the_console
             return {k: a for k, a in active(op) if k.startswith("acl:")}
 
         got = await await_for(lambda: (a := alerts()) and set(a) >= want and a, 20, what="the ACL alerts")
-        toggle, fill, login = (got[k] for k in sorted(want, key=["acl:ptrc:xadd:ops.control",
-                                                                  "acl:oms:xadd:exec.reports",
-                                                                  "acl:risk:auth:-"].index))
+        toggle, fill, login = (
+            got[k]
+            for k in sorted(
+                want, key=["acl:ptrc:xadd:ops.control", "acl:oms:xadd:exec.reports", "acl:risk:auth:-"].index
+            )
+        )
         assert toggle.severity == "critical" and toggle.kind == "acl" and toggle.source == "alerting"
         assert "Redis refused XADD on the key ops.control to the user ptrc (3 times" in toggle.message
         assert "Redis refused XADD on the key exec.reports to the user oms (1 time" in fill.message
@@ -337,10 +404,14 @@ def test_an_external_redis_gets_the_users_through_its_admin_url(tmp_path: Path) 
     ext = EmbeddedRedis(tmp_path / "external")  # no ACL file: `default` may do everything
     url = ext.start()
     data = tmp_path / "data"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")},
-           "TRADEOPS_DATA_DIR": str(data), "TRADEOPS_REDIS_URL": url,
-           "TRADEOPS_REDIS_ADMIN_URL": url.replace("redis://", "redis://default@")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")},
+        "TRADEOPS_DATA_DIR": str(data),
+        "TRADEOPS_REDIS_URL": url,
+        "TRADEOPS_REDIS_ADMIN_URL": url.replace("redis://", "redis://default@"),
+    }
     try:
+
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(TRADEOPS + list(args), capture_output=True, text=True, env=env, timeout=120)
 

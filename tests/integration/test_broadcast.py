@@ -44,8 +44,9 @@ async def test_decoded_reads_skip_what_does_not_decode(redis_url: str) -> None:
     try:
         await b.start()  # "$" is now: what is added from here on is read, even before the first read
         await r.xadd("control", {"d": b"\xc1junk"})
-        eid = await r.xadd("control", codec.fields(ControlCommand(target="risk", command="kill_switch",
-                                                                  operator="ann", ts_ns=2)))
+        eid = await r.xadd(
+            "control", codec.fields(ControlCommand(target="risk", command="kill_switch", operator="ann", ts_ns=2))
+        )
         got = await b.read()  # without blocking
         assert [(s, i, m.command) for s, i, m in got] == [("control", eid, "kill_switch")]
         assert b.skipped == 1 and b.cursors["control"] == eid
@@ -61,8 +62,18 @@ def test_the_sync_reader_reads_the_same_way(r: redis.Redis) -> None:
     from backend.messages import OrderEvent
 
     def ev(coid: str) -> dict[bytes, bytes]:
-        return codec.fields(OrderEvent(client_order_id=coid, account="a", symbol="BTCUSDT", side="buy",
-                                       quantity=1.0, limit_price=None, state="NEW", ts_ns=1))
+        return codec.fields(
+            OrderEvent(
+                client_order_id=coid,
+                account="a",
+                symbol="BTCUSDT",
+                side="buy",
+                quantity=1.0,
+                limit_price=None,
+                state="NEW",
+                ts_ns=1,
+            )
+        )
 
     r.xadd("orders.events", ev("before"))
     b = BroadcastSync(r, {"orders.events": "$", "other": "0"}, block_ms=50, decode=OrderEvent)

@@ -39,8 +39,7 @@ def test_inventory_check(tradeops_env, tmp_path: Path) -> None:
     good = Path(__file__).parents[2] / "backend" / "migration" / "inventory.toml"
     assert run(["inventory", "check", str(good)], tradeops_env).returncode == 0
     bad = tmp_path / "bad.toml"
-    bad.write_text(good.read_text().replace('depends_on = ["risk", "live-gateway"]',
-                                            'depends_on = ["risk", "ptrc"]'))
+    bad.write_text(good.read_text().replace('depends_on = ["risk", "live-gateway"]', 'depends_on = ["risk", "ptrc"]'))
     res = run(["inventory", "check", str(bad)], tradeops_env)
     assert res.returncode == 1
     assert "service 'oms' (P3) depends on 'ptrc' (P4), a later priority" in res.stderr
@@ -49,8 +48,9 @@ def test_inventory_check(tradeops_env, tmp_path: Path) -> None:
     assert res.returncode == 1 and "cannot read" in res.stderr
 
 
-@pytest.mark.parametrize("args", [["bogus"], ["redis"], ["redis", "sideways"], ["inventory", "--nope"],
-                                  ["service", "run"]])
+@pytest.mark.parametrize(
+    "args", [["bogus"], ["redis"], ["redis", "sideways"], ["inventory", "--nope"], ["service", "run"]]
+)
 def test_wrong_arguments_exit_2_with_usage(args, tradeops_env) -> None:
     res = run(args, tradeops_env)
     assert res.returncode == 2

@@ -39,8 +39,14 @@ def test_every_service_has_a_fixed_instance_and_the_images_health_check() -> Non
         # the image's entrypoint (`tradeops`) is replaced by the services' own
         assert _list(block, "entrypoint") == ["python", "-m", "backend.services"]
         assert _list(block, "command") == [s.name, "--instance", f"{s.name}-target", "--environment", "target"]
-        assert _list(block, "test") == ["CMD", "python", "-m", "backend.runtime.healthcheck", s.name,
-                                        f"{s.name}-target"]
+        assert _list(block, "test") == [
+            "CMD",
+            "python",
+            "-m",
+            "backend.runtime.healthcheck",
+            s.name,
+            f"{s.name}-target",
+        ]
 
 
 def test_the_written_command_and_health_check_agree_on_real_redis(redis_url: str, tmp_path: Path) -> None:
@@ -66,9 +72,13 @@ def test_secrets_are_docker_secret_files_never_values(tmp_path: Path) -> None:
     gateways get the venue's key pair the same way, Redis starts with the generated users; the file
     holds paths, no value; the backend lane is internal."""
     data = tmp_path / "data"
-    out = subprocess.run([sys.executable, "-m", "console.cli", "--data-dir", str(data), "compose", "-o",
-                          str(tmp_path / "c.yml")], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    out = subprocess.run(
+        [sys.executable, "-m", "console.cli", "--data-dir", str(data), "compose", "-o", str(tmp_path / "c.yml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+    )
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "c.yml").read_text()
     store = data / "secrets"

@@ -54,10 +54,21 @@ def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis
         # the folded state is the one the CLI folds from the whole log
         cli = decisions.states(r, gates)
         assert [(row.id, row.status, row.approvals, row.needs, [c[3] for c in row.checks]) for row in snap.gates] == [
-            (g, st.status, f"{len(st.approvers)}/{st.gate.approvals}", [] if st.decision else st.approvals_needed(),
-             [c.outcome for c in st.checks.values()]) for g, st in cli.items()]
-        assert [row for row in snap.audit if row[1] == "task03"][-1][2:] == ("decision", "stop", "bob",
-                                                                             "latency regression")
+            (
+                g,
+                st.status,
+                f"{len(st.approvers)}/{st.gate.approvals}",
+                [] if st.decision else st.approvals_needed(),
+                [c.outcome for c in st.checks.values()],
+            )
+            for g, st in cli.items()
+        ]
+        assert [row for row in snap.audit if row[1] == "task03"][-1][2:] == (
+            "decision",
+            "stop",
+            "bob",
+            "latency regression",
+        )
     finally:
         src.close()
 
@@ -97,8 +108,9 @@ def test_a_broken_chain_shows_in_the_console(r: redis.Redis, redis_url: str) -> 
         src.close()
 
 
-def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Redis, redis_url: str,
-                                                                     tradeops_env, tmp_path: Path) -> None:
+def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(
+    r: redis.Redis, redis_url: str, tradeops_env, tmp_path: Path
+) -> None:
     extra = '[[gate]]\nid = "{id}"\ntitle = "extra"\nchecks = [{{ id = "plan", title = "p", kind = "manual" }}]\n'
     (tmp_path / "gates.toml").write_text(extra.format(id="extra"))
     (tmp_path / "other.toml").write_text(extra.format(id="other"))
@@ -112,8 +124,14 @@ def test_the_console_and_the_cli_load_the_gates_file_of_the_settings(r: redis.Re
         assert console_ids[-1] == "extra" and console_ids == list(model.configured(settings))
 
         def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*TRADEOPS, "--config", str(cfg), *args], capture_output=True, text=True,
-                                  env=env or tradeops_env, timeout=60, cwd=tmp_path.parent)
+            return subprocess.run(
+                [*TRADEOPS, "--config", str(cfg), *args],
+                capture_output=True,
+                text=True,
+                env=env or tradeops_env,
+                timeout=60,
+                cwd=tmp_path.parent,
+            )
 
         out = cli("gate", "list", "--json")
         assert out.returncode == 0, out.stderr

@@ -24,9 +24,16 @@ from tests.conftest import TRADEOPS, wait_for
 
 def beat(r: redis.Redis, service: str, environment: str, state: str = "running") -> None:
     """A heartbeat hash as a running instance writes it (no process needed for the state rules)."""
-    r.hset(f"health:{service}:{service}-{environment}",
-           mapping={"instance": f"{service}-{environment}", "environment": environment, "state": state,
-                    "ts_ns": time.time_ns(), "pid": 0})
+    r.hset(
+        f"health:{service}:{service}-{environment}",
+        mapping={
+            "instance": f"{service}-{environment}",
+            "environment": environment,
+            "state": state,
+            "ts_ns": time.time_ns(),
+            "pid": 0,
+        },
+    )
 
 
 def test_rollback_keeps_the_target_until_the_legacy_instance_is_healthy(r: redis.Redis) -> None:
@@ -41,9 +48,12 @@ def test_rollback_keeps_the_target_until_the_legacy_instance_is_healthy(r: redis
     res = switch.cutover(r, "normalizer", "ann", "target healthy", timeout=5)
     assert (res.from_state, res.to_state, res.incoming) == ("deploying", "migrated", ["normalizer-target"])
     assert desired_instances(board(r))["normalizer"] == {"target"}
-    with pytest.raises(switch.CutoverError, match=r"^normalizer is rolled back, but no healthy legacy instance of "
-                                                  r"normalizer within 0.2s \(no heartbeat at all\): the target "
-                                                  r"keeps serving until there is one"):
+    with pytest.raises(
+        switch.CutoverError,
+        match=r"^normalizer is rolled back, but no healthy legacy instance of "
+        r"normalizer within 0.2s \(no heartbeat at all\): the target "
+        r"keeps serving until there is one",
+    ):
         switch.rollback(r, "normalizer", "bob", "latency regression", timeout=0.2)
     assert desired_instances(board(r))["normalizer"] == {"legacy", "target"}  # make before break
     beat(r, "normalizer", "legacy")
@@ -52,7 +62,13 @@ def test_rollback_keeps_the_target_until_the_legacy_instance_is_healthy(r: redis
     assert (res.from_state, res.to_state, res.incoming) == ("migrated", "rolled_back", ["normalizer-legacy"])
     assert desired_instances(board(r))["normalizer"] == {"legacy"}
     assert [e.action for e in board(r)["normalizer"].history] == [
-        "start", "rollback", "start", "cutover", "rollback", "retire"]
+        "start",
+        "rollback",
+        "start",
+        "cutover",
+        "rollback",
+        "retire",
+    ]
     with pytest.raises(MoveRefused, match=r"cannot rollback normalizer: it is rolled_back"):
         switch.rollback(r, "normalizer", "bob", "again", timeout=1)
 
@@ -60,12 +76,17 @@ def test_rollback_keeps_the_target_until_the_legacy_instance_is_healthy(r: redis
 def test_cli_cutover_without_a_healthy_target_is_one_line(r: redis.Redis, tradeops_env: dict[str, str]) -> None:
     proceed_for_benchmark(r, ["phase1"], "test")
     move(r, "normalizer", "start", "ann", "go")
-    out = subprocess.run([*TRADEOPS, "migrate", "cutover", "normalizer", "--reason", "x", "--timeout", "0.2"],
-                         capture_output=True, text=True, env=tradeops_env)
+    out = subprocess.run(
+        [*TRADEOPS, "migrate", "cutover", "normalizer", "--reason", "x", "--timeout", "0.2"],
+        capture_output=True,
+        text=True,
+        env=tradeops_env,
+    )
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [
         "tradeops: error: cannot cut over normalizer: no healthy target instance of normalizer within 0.2s "
-        "(no heartbeat at all); is the stack up (`tradeops up`)?"]
+        "(no heartbeat at all); is the stack up (`tradeops up`)?"
+    ]
     assert board(r)["normalizer"].state == "deploying"  # nothing recorded
 
 
@@ -79,16 +100,26 @@ def test_cutover_and_rollback_under_load_lose_and_duplicate_nothing() -> None:
     assert res["orders_final"] == res["orders_sent"]
     assert (res["orders_lost"], res["orders_duplicated"]) == (0, 0)
     assert res["recorded"] == [
-        f"{svc} {action}" for svc in ("normalizer", "gateway", "live-gateway", "risk", "oms")
+        f"{svc} {action}"
+        for svc in ("normalizer", "gateway", "live-gateway", "risk", "oms")
         for action in ("start: planned -> deploying", "cutover: deploying -> migrated")
-    ] + [f"{svc} {action}" for svc in ("oms", "live-gateway", "gateway")
-         for action in ("rollback: migrated -> rolled_back", "retire: rolled_back -> rolled_back")]
+    ] + [
+        f"{svc} {action}"
+        for svc in ("oms", "live-gateway", "gateway")
+        for action in ("rollback: migrated -> rolled_back", "retire: rolled_back -> rolled_back")
+    ]
     for m in res["moves"][:5]:  # every legacy instance drained (final heartbeat: stopped)
-        assert (m["incoming"], m["drained"], m["vanished"]) == ([f"{m['service']}-target"],
-                                                                [f"{m['service']}-legacy"], [])
+        assert (m["incoming"], m["drained"], m["vanished"]) == (
+            [f"{m['service']}-target"],
+            [f"{m['service']}-legacy"],
+            [],
+        )
     for m in res["moves"][5:]:  # rolled back: the legacy instance is back, the target drained
-        assert (m["incoming"], m["drained"], m["vanished"]) == ([f"{m['service']}-legacy"],
-                                                                [f"{m['service']}-target"], [])
+        assert (m["incoming"], m["drained"], m["vanished"]) == (
+            [f"{m['service']}-legacy"],
+            [f"{m['service']}-target"],
+            [],
+        )
     # the gateways' overlaps: second copies counted, not dead-lettered; the live-gateways': every
     # trade id once, every fill booked, positions as the OMS's orders make them
     assert res["ticks_repeated"] > 0
@@ -98,14 +129,14 @@ def test_cutover_and_rollback_under_load_lose_and_duplicate_nothing() -> None:
 
 
 def pending_to(r: redis.Redis, consumer: str) -> list[bytes]:
-    rows = r.xpending_range(streams.MD_TICKS_RAW, "normalizer", min="-", max="+", count=100_000,
-                            consumername=consumer)
+    rows = r.xpending_range(streams.MD_TICKS_RAW, "normalizer", min="-", max="+", count=100_000, consumername=consumer)
     return [row["message_id"] for row in rows]
 
 
 def consumer_idle_ms(r: redis.Redis, consumer: str) -> int:
-    return next(int(c["idle"]) for c in r.xinfo_consumers(streams.MD_TICKS_RAW, "normalizer")
-                if c["name"] == consumer.encode())
+    return next(
+        int(c["idle"]) for c in r.xinfo_consumers(streams.MD_TICKS_RAW, "normalizer") if c["name"] == consumer.encode()
+    )
 
 
 def freeze_holding_entries(r: redis.Redis, pid: int, other: int | None) -> list[bytes]:
@@ -132,8 +163,9 @@ def freeze_holding_entries(r: redis.Redis, pid: int, other: int | None) -> list[
 def test_an_instance_killed_mid_cutover_leaves_its_entries_to_the_survivor() -> None:
     # the idle-time backstop is an hour away: only the takeover of a gone consumer can save them
     config = "[services.normalizer]\nclaim_idle_ms = 3600000\n"
-    with CutoverStack(2000, proceed_for_benchmark, services=["gateway", "normalizer"], moved=["normalizer"],
-                      config=config) as stack:
+    with CutoverStack(
+        2000, proceed_for_benchmark, services=["gateway", "normalizer"], moved=["normalizer"], config=config
+    ) as stack:
         r = stack.r
         move(r, "normalizer", "start", "bench", "blue/green")
         switch.wait_healthy(r, "normalizer", "target", 60)
@@ -148,6 +180,7 @@ def test_an_instance_killed_mid_cutover_leaves_its_entries_to_the_survivor() -> 
                 results.append(switch.cutover(r, "normalizer", "bench", "killed mid-cutover", timeout=60))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
+
         t = threading.Thread(target=cut)
         t.start()
         assert stack.sup is not None
@@ -170,6 +203,9 @@ def test_claim_idle_is_set_per_service_and_checked(redis_url: str) -> None:
     from backend.services.normalizer import NormalizerService
 
     assert NormalizerService(redis_url=redis_url, config={"claim_idle_ms": 2000}).claim_idle_ms == 2000
-    with pytest.raises(ConfigError, match=r"\[services.normalizer\]: claim_idle_ms must be a positive integer "
-                                          r"\(milliseconds\), not 'soon'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\[services.normalizer\]: claim_idle_ms must be a positive integer "
+        r"\(milliseconds\), not 'soon'",
+    ):
         NormalizerService(redis_url=redis_url, config={"claim_idle_ms": "soon"})

@@ -63,8 +63,15 @@ def unlock_risk(r: redis.Redis) -> None:
 
 @pytest.fixture
 def supervisor(docker_engine: str, local_image: str, redis_url: str, tmp_path: Path) -> Iterator[DockerSupervisor]:
-    sup = DockerSupervisor(redis_url, tmp_path / "data", with_exchange=False, docker_host=docker_engine,
-                           image=local_image, network="host", health_interval_s=1.0)
+    sup = DockerSupervisor(
+        redis_url,
+        tmp_path / "data",
+        with_exchange=False,
+        docker_host=docker_engine,
+        image=local_image,
+        network="host",
+        health_interval_s=1.0,
+    )
     sup.services = ["risk"]  # one cheap service shows the mechanism
     yield sup
     sup.shutdown()
@@ -72,8 +79,9 @@ def supervisor(docker_engine: str, local_image: str, redis_url: str, tmp_path: P
 
 @pytest.mark.docker
 @pytest.mark.timeout(180)
-def test_runs_a_service_in_a_container_lists_and_stops_it(supervisor: DockerSupervisor, r: redis.Redis,
-                                                         docker_engine: str, tradeops_env: dict[str, str]) -> None:
+def test_runs_a_service_in_a_container_lists_and_stops_it(
+    supervisor: DockerSupervisor, r: redis.Redis, docker_engine: str, tradeops_env: dict[str, str]
+) -> None:
     sup = supervisor
     data_dir = sup.data_dir
     sup.reconcile()
@@ -96,16 +104,28 @@ def test_runs_a_service_in_a_container_lists_and_stops_it(supervisor: DockerSupe
     client = engine_client(docker_engine)
     (c,) = containers_of(client, data_dir)
     assert c.name == name
-    assert {k: v for k, v in c.labels.items()
-            if k in ("tradeops.service", "tradeops.environment", "tradeops.priority", "tradeops.lanes",
-                     "tradeops.instance")} == {
-        "tradeops.service": "risk", "tradeops.environment": "legacy", "tradeops.priority": "3",
-        "tradeops.lanes": "lowlatency", "tradeops.instance": "risk-legacy"}
+    assert {
+        k: v
+        for k, v in c.labels.items()
+        if k in ("tradeops.service", "tradeops.environment", "tradeops.priority", "tradeops.lanes", "tradeops.instance")
+    } == {
+        "tradeops.service": "risk",
+        "tradeops.environment": "legacy",
+        "tradeops.priority": "3",
+        "tradeops.lanes": "lowlatency",
+        "tradeops.instance": "risk-legacy",
+    }
     host_config = c.attrs["HostConfig"]
     assert host_config["RestartPolicy"]["Name"] == "on-failure"
     assert host_config["NetworkMode"] == "host"
-    assert c.attrs["Config"]["Healthcheck"]["Test"] == ["CMD", "python", "-m", "backend.runtime.healthcheck",
-                                                        "risk", "risk-legacy"]
+    assert c.attrs["Config"]["Healthcheck"]["Test"] == [
+        "CMD",
+        "python",
+        "-m",
+        "backend.runtime.healthcheck",
+        "risk",
+        "risk-legacy",
+    ]
     mounts = {m["Destination"]: m["RW"] for m in c.attrs["Mounts"]}
     assert mounts.pop(str(data_dir.resolve())) is True and mounts and not any(mounts.values())
     for lane in ("frontend", "lowlatency", "backend"):
@@ -134,8 +154,9 @@ def test_runs_a_service_in_a_container_lists_and_stops_it(supervisor: DockerSupe
 
 @pytest.mark.docker
 @pytest.mark.timeout(180)
-def test_the_engine_restarts_a_crashed_container(supervisor: DockerSupervisor, r: redis.Redis,
-                                                 docker_engine: str) -> None:
+def test_the_engine_restarts_a_crashed_container(
+    supervisor: DockerSupervisor, r: redis.Redis, docker_engine: str
+) -> None:
     sup = supervisor
     sup.reconcile()
     wait_for(lambda: state(r, "risk", "risk-legacy") == b"running", 30, what="risk-legacy heartbeat")
@@ -147,6 +168,7 @@ def test_the_engine_restarts_a_crashed_container(supervisor: DockerSupervisor, r
     def restarted() -> bool:
         sup.check_children()
         return sup.instances["risk-legacy"].handle.describe()["engine_restarts"] == 1
+
     wait_for(restarted, 60, interval=0.2, what="the engine's restart")
     wait_for(lambda: state(r, "risk", "risk-legacy") == b"running", 30, what="heartbeat after the restart")
     assert sup.instances["risk-legacy"].restarts == 0  # the engine's restart, not the supervisor's
@@ -170,9 +192,25 @@ def lane_redis(docker_engine: str, tmp_path: Path) -> Iterator[str]:
     gateway = client.networks.get(lane_network("backend")).attrs["IPAM"]["Config"][0]["Gateway"]
     client.close()
     port = embedded.free_port()
-    proc = subprocess.Popen([embedded.server_binary(), "--bind", gateway, "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--protected-mode", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            embedded.server_binary(),
+            "--bind",
+            gateway,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://{gateway}:{port}/0"
     wait_for(lambda: _pings(url), 10, what=f"redis on {url}")
     yield url
@@ -189,20 +227,30 @@ def _pings(url: str) -> bool:
 
 @pytest.mark.docker
 @pytest.mark.timeout(180)
-def test_lanes_mode_puts_each_service_on_its_lane_networks(docker_engine: str, local_image: str, lane_redis: str,
-                                                           tmp_path: Path) -> None:
+def test_lanes_mode_puts_each_service_on_its_lane_networks(
+    docker_engine: str, local_image: str, lane_redis: str, tmp_path: Path
+) -> None:
     r = redis.Redis.from_url(lane_redis)
-    sup = DockerSupervisor(lane_redis, tmp_path / "data", with_exchange=False, docker_host=docker_engine,
-                           image=local_image, network="lanes")
+    sup = DockerSupervisor(
+        lane_redis,
+        tmp_path / "data",
+        with_exchange=False,
+        docker_host=docker_engine,
+        image=local_image,
+        network="lanes",
+    )
     sup.services = ["normalizer", "risk"]  # lowlatency + backend; lowlatency only
     client = engine_client(docker_engine)
     try:
         sup.reconcile()
         for svc in sup.services:
-            wait_for(lambda svc=svc: state(r, svc, f"{svc}-legacy") == b"running", 30,
-                     what=f"{svc} heartbeat over the lanes")
-        nets = {c.labels["tradeops.service"]: c.attrs["NetworkSettings"]["Networks"]
-                for c in containers_of(client, sup.data_dir)}
+            wait_for(
+                lambda svc=svc: state(r, svc, f"{svc}-legacy") == b"running", 30, what=f"{svc} heartbeat over the lanes"
+            )
+        nets = {
+            c.labels["tradeops.service"]: c.attrs["NetworkSettings"]["Networks"]
+            for c in containers_of(client, sup.data_dir)
+        }
         assert set(nets["normalizer"]) == {"tradeops-lowlatency", "tradeops-backend"}
         assert set(nets["risk"]) == {"tradeops-lowlatency"}
         assert "normalizer" in nets["normalizer"]["tradeops-backend"]["Aliases"]
@@ -216,8 +264,9 @@ def test_lanes_mode_puts_each_service_on_its_lane_networks(docker_engine: str, l
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_up_ps_down_with_the_docker_runtime(docker_engine: str, local_image: str, tradeops_env: dict[str, str],
-                                            tmp_path: Path) -> None:
+def test_up_ps_down_with_the_docker_runtime(
+    docker_engine: str, local_image: str, tradeops_env: dict[str, str], tmp_path: Path
+) -> None:
     env = {**tradeops_env, "DOCKER_HOST": docker_engine}
     out = run(["up", "--runtime", "docker"], env)
     try:
@@ -253,13 +302,19 @@ def test_health_check_reads_the_heartbeat_hash(r: redis.Redis, redis_url: str) -
     assert healthcheck.check(redis_url.rsplit("/", 1)[0] + "/3", "risk", "risk-legacy") is None
     other.close()
     env = {**os.environ, "TRADEOPS_REDIS_URL": redis_url}
-    res = subprocess.run([sys.executable, "-m", "backend.runtime.healthcheck", "risk", "risk-legacy"],
-                         capture_output=True, text=True, env=env, timeout=30)
+    res = subprocess.run(
+        [sys.executable, "-m", "backend.runtime.healthcheck", "risk", "risk-legacy"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert res.returncode == 1 and res.stderr == "risk-legacy is stopped\n"
 
 
-def test_no_engine_is_one_clear_line(tradeops_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_engine_is_one_clear_line(
+    tradeops_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from console.cli import main
 
     for k in ("TRADEOPS_REDIS_URL", "TRADEOPS_DATA_DIR"):
@@ -267,9 +322,11 @@ def test_no_engine_is_one_clear_line(tradeops_env: dict[str, str], tmp_path: Pat
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     for args in (["up", "--runtime", "docker"], ["image", "build-local"]):
         assert main(args) == 1, args
-        assert capsys.readouterr().err == (f"tradeops: error: no Docker engine reachable at "
-                                           f"unix://{tmp_path}/none.sock "
-                                           "(start dockerd, or point DOCKER_HOST at one)\n")
+        assert capsys.readouterr().err == (
+            f"tradeops: error: no Docker engine reachable at "
+            f"unix://{tmp_path}/none.sock "
+            "(start dockerd, or point DOCKER_HOST at one)\n"
+        )
     assert main(["up", "--image", "tradeops:latest"]) == 1
     assert capsys.readouterr().err == "tradeops: error: --image and --network are options of --runtime docker\n"
     with pytest.raises(SystemExit) as exc:
@@ -280,8 +337,9 @@ def test_no_engine_is_one_clear_line(tradeops_env: dict[str, str], tmp_path: Pat
 
 @pytest.mark.docker
 @pytest.mark.timeout(240)
-def test_a_container_logs_in_as_its_service_with_its_secrets_as_files(docker_engine: str, local_image: str,
-                                                                        tmp_path: Path) -> None:
+def test_a_container_logs_in_as_its_service_with_its_secrets_as_files(
+    docker_engine: str, local_image: str, tmp_path: Path
+) -> None:
     """On a Redis with the generated users: each container is its service's user, its password and
     the secrets its service declares are read-only files under /run/secrets, the rest of the data
     dir's secrets is hidden, and no secret is in its environment, labels or command."""
@@ -293,17 +351,28 @@ def test_a_container_logs_in_as_its_service_with_its_secrets_as_files(docker_eng
     url = server.start()
     local_pair(data)  # the local exchange's key pair, as its start leaves it
     admin = connection.client(url, connection.admin_login(data_dir=data))
-    sup = DockerSupervisor(url, data, with_exchange=False, docker_host=docker_engine, image=local_image,
-                           network="host", health_interval_s=1.0)
+    sup = DockerSupervisor(
+        url,
+        data,
+        with_exchange=False,
+        docker_host=docker_engine,
+        image=local_image,
+        network="host",
+        health_interval_s=1.0,
+    )
     sup.services = ["risk", "live-gateway"]
     client = engine_client(docker_engine)
     try:
         sup.reconcile()
         for svc in sup.services:
-            wait_for(lambda svc=svc: state(admin, svc, f"{svc}-legacy") == b"running", 60,
-                     what=f"{svc} running as its own user")
-            wait_for(lambda svc=svc: healthy_container(sup, f"{svc}-legacy"), 60,
-                     what=f"{svc}'s health check logged in")
+            wait_for(
+                lambda svc=svc: state(admin, svc, f"{svc}-legacy") == b"running",
+                60,
+                what=f"{svc} running as its own user",
+            )
+            wait_for(
+                lambda svc=svc: healthy_container(sup, f"{svc}-legacy"), 60, what=f"{svc}'s health check logged in"
+            )
         clients = admin.execute_command("CLIENT", "LIST").decode().splitlines()
         users = {ln.split(" user=")[1].split()[0] for ln in clients if " user=" in ln}
         assert {"risk", "live-gateway"} <= users
@@ -315,8 +384,15 @@ def test_a_container_logs_in_as_its_service_with_its_secrets_as_files(docker_eng
             env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
             assert env["TRADEOPS_REDIS_USER"] == svc
             assert env["TRADEOPS_REDIS_PASSWORD_FILE"] == f"/run/secrets/redis-{svc}"
-            shown = json.dumps([c.attrs["Config"]["Env"], c.attrs["Config"]["Labels"], c.attrs["Config"]["Cmd"],
-                                c.attrs["Config"]["Entrypoint"], c.attrs["Args"]])
+            shown = json.dumps(
+                [
+                    c.attrs["Config"]["Env"],
+                    c.attrs["Config"]["Labels"],
+                    c.attrs["Config"]["Cmd"],
+                    c.attrs["Config"]["Entrypoint"],
+                    c.attrs["Args"],
+                ]
+            )
             assert not any(v in shown for v in values), f"a secret in {svc}'s container config"
             mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
             assert mounts[f"/run/secrets/redis-{svc}"]["RW"] is False
@@ -352,18 +428,28 @@ def test_a_backend_only_service_cannot_reach_the_frontend_lane(docker_engine: st
     spec = image_spec(client, local_image)
     mounts = [Mount(target=p, source=p, type="bind", read_only=True) for p in spec.mounts]
     py = sys.executable
-    server = client.containers.run(local_image, ["-m", "http.server", "8099"], entrypoint=[py], detach=True,
-                                   mounts=mounts, network=lane_network("frontend"), name="tradeops-lane-test-frontend")
+    server = client.containers.run(
+        local_image,
+        ["-m", "http.server", "8099"],
+        entrypoint=[py],
+        detach=True,
+        mounts=mounts,
+        network=lane_network("frontend"),
+        name="tradeops-lane-test-frontend",
+    )
     try:
         server.reload()
         ip = server.attrs["NetworkSettings"]["Networks"][lane_network("frontend")]["IPAddress"]
-        probe = ("import socket,sys\n"
-                 "try:\n socket.create_connection((sys.argv[1], 8099), timeout=3).close(); print('reached')\n"
-                 "except OSError as e:\n print('unreachable', e)\n")
+        probe = (
+            "import socket,sys\n"
+            "try:\n socket.create_connection((sys.argv[1], 8099), timeout=3).close(); print('reached')\n"
+            "except OSError as e:\n print('unreachable', e)\n"
+        )
 
         def connect(lane: str) -> str:
-            out = client.containers.run(local_image, ["-c", probe, ip], entrypoint=[py], remove=True, mounts=mounts,
-                                        network=lane_network(lane))
+            out = client.containers.run(
+                local_image, ["-c", probe, ip], entrypoint=[py], remove=True, mounts=mounts, network=lane_network(lane)
+            )
             return out.decode().strip()
 
         wait_for(lambda: connect("frontend") == "reached", 30, interval=0.5, what="the frontend port from the frontend")

@@ -73,8 +73,9 @@ def test_acknowledged_control_plane_writes_survive_a_kill_9(tmp_path: Path) -> N
     url = server.start()
     r = redis.Redis.from_url(url)
     try:
-        ev = audit.append(r, GateEvent(gate="phase1", kind="decision", operator="lee", ts_ns=0,
-                                       decision="proceed", reason="durable"))
+        ev = audit.append(
+            r, GateEvent(gate="phase1", kind="decision", operator="lee", ts_ns=0, decision="proceed", reason="durable")
+        )
         moved = move(r, "normalizer", "start", "ann", "durable")
         set_kill_switch(r, True, "ann", "durable")
         assert server.proc is not None
@@ -108,9 +109,19 @@ def test_the_oms_waits_once_for_a_batch_of_orders_and_they_survive_a_kill_9() ->
         assert stack.r is not None and stack.server is not None and stack.server.proc is not None
         pipe = stack.r.pipeline(transaction=False)
         for i in range(n):
-            pipe.xadd(streams.ORDERS_NEW, codec.fields(Order(
-                client_order_id=f"d{i}", account="acc-1", symbol="BTCUSDT", side="buy", type="market",
-                quantity=0.5)))
+            pipe.xadd(
+                streams.ORDERS_NEW,
+                codec.fields(
+                    Order(
+                        client_order_id=f"d{i}",
+                        account="acc-1",
+                        symbol="BTCUSDT",
+                        side="buy",
+                        type="market",
+                        quantity=0.5,
+                    )
+                ),
+            )
         pipe.execute()
         stack.start("oms")  # reads all of them as one batch
 

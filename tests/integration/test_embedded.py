@@ -103,12 +103,15 @@ def test_a_recorded_port_someone_else_took_gives_a_free_one(tmp_path) -> None:
             assert second.url and second.url != url and redis.Redis.from_url(second.url).ping()
 
 
-@pytest.mark.parametrize(("banner", "policy"), [
-    ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64", "always"),  # no WAITAOF
-    ("Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64", "everysec"),
-    ("Valkey server v=9.1.2 sha=00000000:1 malloc=libc bits=64", "everysec"),
-    ("something else", "always"),
-])
+@pytest.mark.parametrize(
+    ("banner", "policy"),
+    [
+        ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64", "always"),  # no WAITAOF
+        ("Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64", "everysec"),
+        ("Valkey server v=9.1.2 sha=00000000:1 malloc=libc bits=64", "everysec"),
+        ("something else", "always"),
+    ],
+)
 def test_appendfsync_follows_waitaof_support(tmp_path, banner: str, policy: str) -> None:
     binary = tmp_path / "redis-server"
     binary.write_text(f"#!/bin/sh\necho '{banner}'\n")

@@ -24,16 +24,17 @@ def _imported(importtime_log: str) -> set[str]:
 
 
 def test_a_service_runs_from_its_own_entry_point_without_the_console(
-        tradeops_env: dict[str, str], r: redis.Redis, tmp_path: Path) -> None:
+    tradeops_env: dict[str, str], r: redis.Redis, tmp_path: Path
+) -> None:
     cmd = service_command("risk", "entry-1", "target")
     assert cmd[:3] == [sys.executable, "-m", "backend.services"]
     err = tmp_path / "stderr"
     with open(err, "wb") as out:
-        proc = subprocess.Popen([cmd[0], "-X", "importtime", *cmd[1:]], env=tradeops_env,
-                                stdout=subprocess.DEVNULL, stderr=out)
+        proc = subprocess.Popen(
+            [cmd[0], "-X", "importtime", *cmd[1:]], env=tradeops_env, stdout=subprocess.DEVNULL, stderr=out
+        )
     try:
-        wait_for(lambda: r.hget("health:risk:entry-1", "state") == b"running", timeout=30,
-                 what="the risk heartbeat")
+        wait_for(lambda: r.hget("health:risk:entry-1", "state") == b"running", timeout=30, what="the risk heartbeat")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     finally:
@@ -57,15 +58,21 @@ def test_a_bad_service_config_or_name_is_one_line(tradeops_env: dict[str, str], 
         assert out.returncode == 1, out.stderr
         assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert out.stderr.startswith("tradeops: error: ") and message in out.stderr, out.stderr
-    out = subprocess.run(service_command("risk", "x", "legacy")[:3], capture_output=True, text=True,
-                         env=tradeops_env, timeout=60)
+    out = subprocess.run(
+        service_command("risk", "x", "legacy")[:3], capture_output=True, text=True, env=tradeops_env, timeout=60
+    )
     assert out.returncode == 2 and "usage: python -m backend.services" in out.stderr
 
 
 def test_the_exchange_runs_from_its_own_entry_point(tradeops_env: dict[str, str], tmp_path: Path) -> None:
     data = tmp_path / "exchange-data"
-    proc = subprocess.Popen(exchange_command(data, 200.0, news_every=3600), env=tradeops_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        exchange_command(data, 200.0, news_every=3600),
+        env=tradeops_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -85,10 +92,18 @@ def test_the_exchange_runs_from_its_own_entry_point(tradeops_env: dict[str, str]
 
 
 def test_the_supervisor_entry_point_says_what_is_wrong_in_one_line(
-        tradeops_env: dict[str, str], redis_url: str, tmp_path: Path) -> None:
+    tradeops_env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     env = {**tradeops_env, "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
-    out = subprocess.run(supervisor_command(tmp_path / "data", redis_url, 100.0, "docker", network="host"),
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        supervisor_command(tmp_path / "data", redis_url, 100.0, "docker", network="host"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 1, out.stderr
-    assert out.stderr == (f"tradeops: error: no Docker engine reachable at unix://{tmp_path}/none.sock "
-                          "(start dockerd, or point DOCKER_HOST at one)\n")
+    assert out.stderr == (
+        f"tradeops: error: no Docker engine reachable at unix://{tmp_path}/none.sock "
+        "(start dockerd, or point DOCKER_HOST at one)\n"
+    )

@@ -30,8 +30,9 @@ SYMS = ["BTCUSDT", "ETHUSDT"]
 
 @pytest.fixture
 async def exchange() -> AsyncIterator[Exchange]:
-    async with Exchange(FeedConfig(symbols=SYMS, rate=200, news_every_s=3600), rest_port=0,
-                        venue=VenueConfig(keys=KEYS)) as ex:
+    async with Exchange(
+        FeedConfig(symbols=SYMS, rate=200, news_every_s=3600), rest_port=0, venue=VenueConfig(keys=KEYS)
+    ) as ex:
         yield ex
 
 
@@ -65,8 +66,15 @@ async def test_binance_connector_trades_on_the_local_exchange(exchange: Exchange
         best_ask = Decimal(book["asks"][0][0])
         assert len(book["bids"]) == 5 and Decimal(book["bids"][0][0]) < best_ask
         # a marketable buy limit far above the market fills at the resting asks, on the tick
-        r = c.new_order(symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.5",
-                        price="100000", newClientOrderId="far-above")
+        r = c.new_order(
+            symbol="ETHUSDT",
+            side="BUY",
+            type="LIMIT",
+            timeInForce="GTC",
+            quantity="0.5",
+            price="100000",
+            newClientOrderId="far-above",
+        )
         assert r["status"] == "FILLED" and r["type"] == "LIMIT" and r["side"] == "BUY"
         assert r["price"] == "100000.00000000" and r["executedQty"] == "0.50000000"
         prices = {Decimal(f["price"]) for f in r["fills"]}
@@ -102,8 +110,12 @@ async def test_binance_connector_trades_on_the_local_exchange(exchange: Exchange
             c.new_order(symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price=p)
         assert [o["status"] for o in c.cancel_open_orders("ETHUSDT")] == ["CANCELED", "CANCELED"]
         assert code_of(lambda: c.cancel_open_orders("ETHUSDT")) == (400, -2011, "Unknown order sent.")
-        assert c.new_order_test(symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01",
-                                price="1000") == {}
+        assert (
+            c.new_order_test(
+                symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="1000"
+            )
+            == {}
+        )
         assert c.get_open_orders("ETHUSDT") == []
         assert c.ticker_price("BTCUSDT")["symbol"] == "BTCUSDT"
         held(exchange, "BTCUSDT", 3)
@@ -123,15 +135,23 @@ async def test_binance_error_codes(exchange: Exchange) -> None:
             (dict(order, quantity="0.01", price="1000.001"), (400, -1013, "Filter failure: PRICE_FILTER")),
             (dict(order, quantity="0.00001", price="1000"), (400, -1013, "Filter failure: LOT_SIZE")),
             (dict(order, quantity="0.001", price="1000"), (400, -1013, "Filter failure: MIN_NOTIONAL")),
-            (dict(order, quantity="1000000", price="1000"),
-             (400, -2010, "Account has insufficient balance for requested action.")),
+            (
+                dict(order, quantity="1000000", price="1000"),
+                (400, -2010, "Account has insufficient balance for requested action."),
+            ),
             (dict(order, symbol="NOPEUSDT", quantity="1", price="1"), (400, -1121, "Invalid symbol.")),
-            (dict(symbol="ETHUSDT", side="BUY", type="LIMIT", quantity="1", price="1000"),
-             (400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
-            (dict(symbol="ETHUSDT", side="BUY", type="MARKET"),
-             (400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")),
-            (dict(order, type="LIMIT_MAKER", quantity="0.01", price="100000", timeInForce=None),
-             (400, -2010, "Order would immediately match and take.")),
+            (
+                dict(symbol="ETHUSDT", side="BUY", type="LIMIT", quantity="1", price="1000"),
+                (400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."),
+            ),
+            (
+                dict(symbol="ETHUSDT", side="BUY", type="MARKET"),
+                (400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"),
+            ),
+            (
+                dict(order, type="LIMIT_MAKER", quantity="0.01", price="100000", timeInForce=None),
+                (400, -2010, "Order would immediately match and take."),
+            ),
         ]
         for params, (status, code, msg) in cases:
             params = {k: v for k, v in params.items() if v is not None}
@@ -140,10 +160,16 @@ async def test_binance_error_codes(exchange: Exchange) -> None:
             if msg is not None:
                 assert got[2] == msg, (params, got)
         c.new_order(**dict(order, quantity="0.01", price="1000", newClientOrderId="dup-1"))
-        assert code_of(lambda: c.new_order(**dict(order, quantity="0.01", price="1000", newClientOrderId="dup-1"))) \
-            == (400, -2010, "Duplicate order sent.")
+        assert code_of(lambda: c.new_order(**dict(order, quantity="0.01", price="1000", newClientOrderId="dup-1"))) == (
+            400,
+            -2010,
+            "Duplicate order sent.",
+        )
         assert code_of(lambda: c.get_order("ETHUSDT")) == (
-            400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+            400,
+            -1102,
+            "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+        )
         assert code_of(lambda: c.depth("NOPE")) == (400, -1121, "Invalid symbol.")
         bad = Spot(api_key=KEY, api_secret="wrong", base_url=exchange.info.rest_url)
         assert code_of(lambda: bad.account()) == (400, -1022, "Signature for this request is not valid.")
@@ -168,7 +194,9 @@ async def test_signed_requests_expire_and_cover_the_body(exchange: Exchange) -> 
         assert (await http.get(f"{url}?{signed({'timestamp': str(now)})}", headers=h)).status_code == 200
         hour_ago = await http.get(f"{url}?{signed({'timestamp': str(now - 3_600_000)})}", headers=h)
         assert hour_ago.status_code == 400 and hour_ago.json() == {
-            "code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}
+            "code": -1021,
+            "msg": "Timestamp for this request is outside of the recvWindow.",
+        }
         wide = signed({"timestamp": str(now - 20_000), "recvWindow": "30000"})
         assert (await http.get(f"{url}?{wide}", headers=h)).status_code == 200
         ahead = await http.get(f"{url}?{signed({'timestamp': str(now + 10_000)})}", headers=h)
@@ -176,22 +204,39 @@ async def test_signed_requests_expire_and_cover_the_body(exchange: Exchange) -> 
         missing = await http.get(f"{url}?timestamp={now}", headers=h)
         assert missing.json()["code"] == -1102
         # a form body (ccxt's way): the signature covers the query string and the body
-        body = signed({"symbol": "ETHUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
-                       "quantity": "0.01", "price": "1000", "timestamp": str(int(time.time() * 1000))})
-        resp = await http.post(f"{exchange.info.rest_url}/api/v3/order", content=body,
-                               headers={**h, "Content-Type": "application/x-www-form-urlencoded"})
+        body = signed(
+            {
+                "symbol": "ETHUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.01",
+                "price": "1000",
+                "timestamp": str(int(time.time() * 1000)),
+            }
+        )
+        resp = await http.post(
+            f"{exchange.info.rest_url}/api/v3/order",
+            content=body,
+            headers={**h, "Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert resp.status_code == 200 and resp.json()["status"] == "NEW"
         tampered = body.replace("price=1000", "price=1001")
-        resp = await http.post(f"{exchange.info.rest_url}/api/v3/order", content=tampered,
-                               headers={**h, "Content-Type": "application/x-www-form-urlencoded"})
+        resp = await http.post(
+            f"{exchange.info.rest_url}/api/v3/order",
+            content=tampered,
+            headers={**h, "Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert resp.status_code == 400 and resp.json()["code"] == -1022
         assert int(resp.headers["X-MBX-USED-WEIGHT-1M"]) > 0
 
 
 async def test_request_weight_over_the_limit_answers_429_then_418() -> None:
     cfg = VenueConfig(keys=KEYS, limits=Limits(weight_per_minute=30, ban_after=2, ban_s=60))
-    async with Exchange(FeedConfig(symbols=SYMS, rate=50, news_every_s=3600), rest_port=0, venue=cfg) as ex, \
-            httpx.AsyncClient(timeout=5) as http:
+    async with (
+        Exchange(FeedConfig(symbols=SYMS, rate=50, news_every_s=3600), rest_port=0, venue=cfg) as ex,
+        httpx.AsyncClient(timeout=5) as http,
+    ):
         url = f"{ex.info.rest_url}/api/v3/exchangeInfo"  # weight 20
         assert (await http.get(url)).status_code == 200
         got = await http.get(url)
@@ -205,10 +250,20 @@ async def test_request_weight_over_the_limit_answers_429_then_418() -> None:
 async def test_ccxt_binance_trades_on_the_local_exchange(exchange: Exchange) -> None:
     def run() -> None:
         base = f"{exchange.info.rest_url}/api/v3"
-        x = ccxt.binance({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                          "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                                      "fetchMargins": False, "defaultType": "spot",
-                                      "warnOnFetchOpenOrdersWithoutSymbol": False}})
+        x = ccxt.binance(
+            {
+                "apiKey": KEY,
+                "secret": SECRET,
+                "enableRateLimit": False,
+                "options": {
+                    "fetchMarkets": {"types": ["spot"]},
+                    "fetchCurrencies": False,
+                    "fetchMargins": False,
+                    "defaultType": "spot",
+                    "warnOnFetchOpenOrdersWithoutSymbol": False,
+                },
+            }
+        )
         x.urls["api"] = {**x.urls["api"], "public": base, "private": base, "v1": base}
         markets = x.load_markets()
         assert "ETH/USDT" in markets and markets["ETH/USDT"]["precision"]["price"] == 0.01

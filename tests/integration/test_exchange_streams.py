@@ -30,8 +30,11 @@ KEY, SECRET = "test-key", "test-secret"  # the venue's keys here (the exchange h
 
 @pytest.fixture
 async def exchange() -> AsyncIterator[Exchange]:
-    async with Exchange(FeedConfig(symbols=["BTCUSDT", "ETHUSDT"], rate=400, news_every_s=3600), rest_port=0,
-                        venue=VenueConfig(keys={KEY: (SECRET, ACCOUNT)})) as ex:
+    async with Exchange(
+        FeedConfig(symbols=["BTCUSDT", "ETHUSDT"], rate=400, news_every_s=3600),
+        rest_port=0,
+        venue=VenueConfig(keys={KEY: (SECRET, ACCOUNT)}),
+    ) as ex:
         yield ex
 
 
@@ -52,12 +55,15 @@ async def test_binance_connector_subscribes_on_a_bare_connection(exchange: Excha
         q: queue.Queue = queue.Queue()
         client = SpotWebsocketStreamClient(stream_url=exchange.info.ws_url, on_message=lambda _, m: q.put(m))
         try:
-            client.subscribe(["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@kline_1s", "ethusdt@bookTicker",
-                              "ethusdt@depth@100ms"], id=1)
+            client.subscribe(
+                ["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@kline_1s", "ethusdt@bookTicker", "ethusdt@depth@100ms"],
+                id=1,
+            )
             kinds = {"trade", "aggTrade", "kline", "bookTicker", "depthUpdate"}
 
             def seen(ms: list[dict]) -> set[str]:
                 return {m.get("e") or ("bookTicker" if "u" in m and "b" in m and "s" in m else None) for m in ms}
+
             got = collect(q, lambda ms: {"result": None, "id": 1} in ms and kinds <= seen(ms))
             trade = next(m for m in got if m.get("e") == "trade")
             assert set(trade) == {"e", "E", "s", "t", "p", "q", "T", "m", "M"} and trade["M"] is True
@@ -70,9 +76,12 @@ async def test_binance_connector_subscribes_on_a_bare_connection(exchange: Excha
             client.list_subscribe(id=2)
             got = collect(q, lambda ms: any(m.get("id") == 2 for m in ms))
             assert next(m for m in got if m.get("id") == 2)["result"] == sorted(
-                ["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@kline_1s", "ethusdt@bookTicker", "ethusdt@depth@100ms"])
-            client.unsubscribe(["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@kline_1s", "ethusdt@bookTicker",
-                                "ethusdt@depth@100ms"], id=3)
+                ["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@kline_1s", "ethusdt@bookTicker", "ethusdt@depth@100ms"]
+            )
+            client.unsubscribe(
+                ["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@kline_1s", "ethusdt@bookTicker", "ethusdt@depth@100ms"],
+                id=3,
+            )
             collect(q, lambda ms: {"result": None, "id": 3} in ms)
             client.list_subscribe(id=4)
             assert {"result": [], "id": 4} in collect(q, lambda ms: any(m.get("id") == 4 for m in ms))
@@ -172,20 +181,36 @@ async def test_user_data_stream_reports_orders_placed_by_rest(exchange: Exchange
         try:
             client.user_data(key, id=1)
             collect(q, lambda ms: {"result": None, "id": 1} in ms)
-            rest = c.new_order(symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01",
-                               price="1000", newClientOrderId="uds-rest")
+            rest = c.new_order(
+                symbol="ETHUSDT",
+                side="BUY",
+                type="LIMIT",
+                timeInForce="GTC",
+                quantity="0.01",
+                price="1000",
+                newClientOrderId="uds-rest",
+            )
             c.cancel_order("ETHUSDT", orderId=rest["orderId"])
-            fill = c.new_order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.02",
-                               newClientOrderId="uds-mkt")
+            fill = c.new_order(
+                symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.02", newClientOrderId="uds-mkt"
+            )
+
             def filled_then_position(ms: list[dict]) -> bool:
-                done = [i for i, m in enumerate(ms) if m.get("e") == "executionReport" and m["c"] == "uds-mkt"
-                        and m["X"] == "FILLED"]
-                return bool(done) and any(m.get("e") == "outboundAccountPosition" for m in ms[done[0]:])
+                done = [
+                    i
+                    for i, m in enumerate(ms)
+                    if m.get("e") == "executionReport" and m["c"] == "uds-mkt" and m["X"] == "FILLED"
+                ]
+                return bool(done) and any(m.get("e") == "outboundAccountPosition" for m in ms[done[0] :])
+
             got = collect(q, filled_then_position)
             reports = [(m["c"], m["x"], m["X"]) for m in got if m.get("e") == "executionReport"]
             assert sum(r[0] == "uds-mkt" and r[2] == "FILLED" for r in reports) == 1
-            assert reports[:3] == [("uds-rest", "NEW", "NEW"), ("uds-rest", "CANCELED", "CANCELED"),
-                                   ("uds-mkt", "NEW", "NEW")]
+            assert reports[:3] == [
+                ("uds-rest", "NEW", "NEW"),
+                ("uds-rest", "CANCELED", "CANCELED"),
+                ("uds-mkt", "NEW", "NEW"),
+            ]
             assert reports[-1] == ("uds-mkt", "TRADE", "FILLED")
             trade = [m for m in got if m.get("e") == "executionReport" and m["x"] == "TRADE"]
             assert sum(Decimal(m["l"]) for m in trade) == Decimal("0.02")

@@ -31,14 +31,16 @@ def test_the_stack_heals_from_each_fault_losing_and_duplicating_nothing() -> Non
     assert redis_fault["observed"]["same_url"] and redis_fault["observed"]["ping_s"] is not None
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--faults", "gateway,printer"], "unknown fault(s) printer: choose from gateway, normalizer, sink-ticks"),
-    (["--interval", "0"], "--rate, --order-rate and --interval must be positive"),
-    (["--store-mb", "1"], "--store-mb at least 8"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--faults", "gateway,printer"], "unknown fault(s) printer: choose from gateway, normalizer, sink-ticks"),
+        (["--interval", "0"], "--rate, --order-rate and --interval must be positive"),
+        (["--store-mb", "1"], "--store-mb at least 8"),
+    ],
+)
 def test_bad_arguments_are_one_line(args: list[str], message: str) -> None:
-    out = subprocess.run([*TRADEOPS, "bench", "faults", *args], capture_output=True, text=True, timeout=60,
-                         check=False)
+    out = subprocess.run([*TRADEOPS, "bench", "faults", *args], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.startswith("tradeops: error: ") and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

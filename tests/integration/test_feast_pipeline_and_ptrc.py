@@ -36,8 +36,19 @@ async def test_feast_pipeline_rows_online_store_and_bad_bars(redis_url: str, r: 
 
 
 def fill(tid: str, side: str, qty: float, px: float, account: str = "a1") -> dict:
-    return codec.fields(ExecReport(client_order_id=tid, venue_order_id="v", kind="fill", account=account,
-                                   symbol="BTCUSDT", side=side, trade_id=tid, fill_qty=qty, fill_price=px))
+    return codec.fields(
+        ExecReport(
+            client_order_id=tid,
+            venue_order_id="v",
+            kind="fill",
+            account=account,
+            symbol="BTCUSDT",
+            side=side,
+            trade_id=tid,
+            fill_qty=qty,
+            fill_price=px,
+        )
+    )
 
 
 def known(r: redis.Redis, *orders: tuple[str, str, float], account: str = "a1") -> None:
@@ -80,8 +91,7 @@ async def test_ptrc_breaches_become_alerts_once_each(redis_url: str, r: redis.Re
     r.xadd(streams.EXEC_REPORTS, fill("b2", "buy", 1, 100.0, account="a2"))  # exposure 200 > 150
     r.xadd(streams.EXEC_REPORTS, fill("b3", "buy", 1, 100.0, account="a2"))  # still breached: no second alert
     r.xadd(streams.EXEC_REPORTS, fill("b4", "sell", 3, 90.0, account="a2"))  # flat, lost 30 > 20
-    svc = PtrcService(redis_url=redis_url, instance="p2",
-                      config={"max_exposure": 150.0, "max_drawdown": 20.0})
+    svc = PtrcService(redis_url=redis_url, instance="p2", config={"max_exposure": 150.0, "max_drawdown": 20.0})
     task = asyncio.create_task(svc.run())
     await await_for(lambda: getattr(svc, "fills", 0) == 4, 20)
     svc.request_stop()
@@ -91,6 +101,7 @@ async def test_ptrc_breaches_become_alerts_once_each(redis_url: str, r: redis.Re
     assert [(a.kind, a.severity, a.key, a.resolved) for a in alerts] == [
         ("exposure", "warning", "exposure:a2:BTCUSDT", ""),
         ("exposure", "info", "exposure:a2:BTCUSDT", "back within its limit"),
-        ("drawdown", "critical", "drawdown:a2", "")]
+        ("drawdown", "critical", "drawdown:a2", ""),
+    ]
     assert alerts[0].message == "a2 BTCUSDT exposure 200.00 > 150.00"
     assert alerts[2].message == "a2 PnL -30.00 beyond drawdown limit 20.00"

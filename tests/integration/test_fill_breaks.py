@@ -33,28 +33,46 @@ def known(r: redis.Redis, coid: str, side: str, qty: float) -> None:
 
 
 def fill(coid: str, tid: str, qty: float, side: str = "buy") -> dict:
-    return codec.fields(ExecReport(client_order_id=coid, venue_order_id=tid.rpartition("-")[0], kind="fill",
-                                   account="acc", symbol="BTCUSDT", side=side, trade_id=tid, fill_qty=qty,
-                                   fill_price=65000.0))
+    return codec.fields(
+        ExecReport(
+            client_order_id=coid,
+            venue_order_id=tid.rpartition("-")[0],
+            kind="fill",
+            account="acc",
+            symbol="BTCUSDT",
+            side=side,
+            trade_id=tid,
+            fill_qty=qty,
+            fill_price=65000.0,
+        )
+    )
 
 
 async def test_fills_nobody_ordered_are_breaks_not_positions(redis_url: str, r: redis.Redis) -> None:
     known(r, "o1", "buy", 0.001)
     known(r, "o2", "sell", 0.001)
-    for f in (fill("o1", "paper-s1-1-1", 0.001),
-              fill("ghost", "paper-s1-9-1", 0.5),  # no such order
-              fill("o1", "paper-s1-1-2", 50.0),  # 50 BTC on a 0.001 order
-              fill("o2", "paper-s1-1-1", 0.001, side="sell"),  # o1's trade id on another order
-              fill("o1", "paper-s1-1-1", 0.001)):  # o1's fill reported again
+    for f in (
+        fill("o1", "paper-s1-1-1", 0.001),
+        fill("ghost", "paper-s1-9-1", 0.5),  # no such order
+        fill("o1", "paper-s1-1-2", 50.0),  # 50 BTC on a 0.001 order
+        fill("o2", "paper-s1-1-1", 0.001, side="sell"),  # o1's trade id on another order
+        fill("o1", "paper-s1-1-1", 0.001),
+    ):  # o1's fill reported again
         r.xadd(streams.EXEC_REPORTS, f)
     ptrc = PtrcService(redis_url=redis_url, instance="ptrc-breaks")
     alerting = AlertingService(redis_url=redis_url, instance="alerting-breaks")
     tasks = [asyncio.create_task(ptrc.run()), asyncio.create_task(alerting.run())]
     try:
-        await await_for(lambda: r.xlen(streams.dlq(streams.EXEC_REPORTS)) == 3 and ptrc.duplicates == 1, 20,
-                        what="three breaks and one duplicate")
-        await await_for(lambda: sum(k.startswith("break:") for k, _ in active(r)) == 3, 20,
-                        what="the breaks among the active alerts")
+        await await_for(
+            lambda: r.xlen(streams.dlq(streams.EXEC_REPORTS)) == 3 and ptrc.duplicates == 1,
+            20,
+            what="three breaks and one duplicate",
+        )
+        await await_for(
+            lambda: sum(k.startswith("break:") for k, _ in active(r)) == 3,
+            20,
+            what="the breaks among the active alerts",
+        )
     finally:
         for svc in (ptrc, alerting):
             svc.request_stop()
@@ -64,12 +82,17 @@ async def test_fills_nobody_ordered_are_breaks_not_positions(redis_url: str, r: 
     assert reasons == [
         "break: fill 'paper-s1-9-1' of 0.5 BTCUSDT for order 'ghost', which the OMS does not know",
         "break: over-fill: fill 'paper-s1-1-2' of 50 takes order 'o1' to 50.001 filled of 0.001",
-        ("break: trade id 'paper-s1-1-1' reused: booked for order 'o1' qty 0.001, reported again for order 'o2' "
-         "qty 0.001")]
+        (
+            "break: trade id 'paper-s1-1-1' reused: booked for order 'o1' qty 0.001, reported again for order 'o2' "
+            "qty 0.001"
+        ),
+    ]
     alerts = [codec.decode(codec.payload(f), Alert) for _, f in r.xrange(streams.OPS_ALERTS)]
     assert [(a.kind, a.severity, a.key) for a in alerts] == [
-        ("break", "critical", "break:ghost:paper-s1-9-1"), ("break", "critical", "break:o1:paper-s1-1-2"),
-        ("break", "critical", "break:o2:paper-s1-1-1")]
+        ("break", "critical", "break:ghost:paper-s1-9-1"),
+        ("break", "critical", "break:o1:paper-s1-1-2"),
+        ("break", "critical", "break:o2:paper-s1-1-1"),
+    ]
     assert alerts[0].message == f"fill not booked: {reasons[0].removeprefix('break: ')}"
     pos = read_positions(r)
     assert list(pos) == [("acc", "BTCUSDT")] and pos["acc", "BTCUSDT"].quantity == 0.001
@@ -113,8 +136,14 @@ def orders_filled(r: redis.Redis, sides: list[str], first: int) -> list[str]:
     coids = []
     for i, side in enumerate(sides, first):
         coid = f"c{i}"
-        o = Order(client_order_id=coid, account="acc-1", symbol="BTCUSDT", side=side,  # type: ignore[arg-type]
-                  type="market", quantity=0.01)
+        o = Order(
+            client_order_id=coid,
+            account="acc-1",
+            symbol="BTCUSDT",
+            side=side,  # type: ignore[arg-type]
+            type="market",
+            quantity=0.01,
+        )
         r.xadd(streams.ORDERS_NEW, codec.fields(o))
         coids.append(coid)
 
@@ -125,9 +154,11 @@ def orders_filled(r: redis.Redis, sides: list[str], first: int) -> list[str]:
             if ev.state in FINAL_STATES:
                 out[ev.client_order_id] = ev.state
         return out
+
     def all_final() -> dict[str, str] | None:
         fs = finals()
         return fs if all(c in fs for c in coids) else None
+
     got = wait_for(all_final, 30, what=f"orders {coids[0]}..{coids[-1]} final")
     assert {got[c] for c in coids} == {"FILLED"}
     return coids

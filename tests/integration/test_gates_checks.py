@@ -71,8 +71,7 @@ def test_flow_passes_fails_and_times_out(r: redis.Redis, redis_url: str, tmp_pat
     r.xadd("a.in", {"x": 1})
     res = run_check(ctx(r, redis_url, tmp_path), c)  # nothing flows now
     assert res.outcome == "failed" and res.evidence["reason"] == "nothing passed in the window"
-    slow = Check(id="f", title="f", kind="flow", params={"from": "a.in", "to": "a.out", "window_s": 5},
-                 timeout_s=0.3)
+    slow = Check(id="f", title="f", kind="flow", params={"from": "a.in", "to": "a.out", "window_s": 5}, timeout_s=0.3)
     res = run_check(ctx(r, redis_url, tmp_path), slow)
     assert res.outcome == "inconclusive" and "timed out after 0.3s" in res.evidence["reason"]
 
@@ -110,8 +109,9 @@ def test_probe_tcp_http_and_standin(r: redis.Redis, redis_url: str, tmp_path: Pa
         pg = Check(id="p", title="p", kind="probe", params={"target": "infra:postgres"})
         res = run_check(ctx(r, redis_url, tmp_path, infra={"postgres": dead}), pg)
         assert res.outcome == "failed" and "refused" in res.evidence["error"].lower()
-        res = run_check(ctx(r, redis_url, tmp_path), Check(id="v", title="v", kind="probe",
-                                                            params={"target": "bus:version"}))
+        res = run_check(
+            ctx(r, redis_url, tmp_path), Check(id="v", title="v", kind="probe", params={"target": "bus:version"})
+        )
         assert res.outcome == "passed" and res.evidence["redis_version"] >= "7"
     finally:
         srv.shutdown()
@@ -120,15 +120,24 @@ def test_probe_tcp_http_and_standin(r: redis.Redis, redis_url: str, tmp_path: Pa
 @pytest.mark.timeout(120)
 def test_perf_passes_fails_and_missing_bench_is_inconclusive(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
     args = {"ticks": 200000, "batch": 500}
-    ok = Check(id="p", title="p", kind="perf", params={"bench": "normalizer", "metric": "ticks_per_s", "op": ">=",
-                                                       "threshold": 1000, "args": args})
+    ok = Check(
+        id="p",
+        title="p",
+        kind="perf",
+        params={"bench": "normalizer", "metric": "ticks_per_s", "op": ">=", "threshold": 1000, "args": args},
+    )
     res = run_check(ctx(r, redis_url, tmp_path), ok)
     assert res.outcome == "passed" and res.evidence["value"] >= 1000 and res.evidence["threshold"] == 1000
-    bad = Check(id="p", title="p", kind="perf", params={"bench": "normalizer", "metric": "dlq", "op": ">",
-                                                        "threshold": 0, "args": args})
+    bad = Check(
+        id="p",
+        title="p",
+        kind="perf",
+        params={"bench": "normalizer", "metric": "dlq", "op": ">", "threshold": 0, "args": args},
+    )
     assert run_check(ctx(r, redis_url, tmp_path), bad).outcome == "failed"
-    missing = Check(id="p", title="p", kind="perf", params={"bench": "nosuch", "metric": "x", "op": ">",
-                                                            "threshold": 0})
+    missing = Check(
+        id="p", title="p", kind="perf", params={"bench": "nosuch", "metric": "x", "op": ">", "threshold": 0}
+    )
     res = run_check(ctx(r, redis_url, tmp_path), missing)
     assert res.outcome == "inconclusive" and "not built yet" in res.evidence["reason"]
 

@@ -21,11 +21,17 @@ SETTINGS = Settings(roles={"lee": ["operator", "lead"], "ann": ["operator"], "bo
 
 
 def gate(approvals: int = 1) -> Gate:
-    return Gate(id="task04", title="t", approvals=approvals, critical=approvals > 1, checks=[
-        Check(id="stream", title="s", kind="probe", params={"target": "bus:stream", "stream": "x"}),
-        Check(id="rows", title="r", kind="data", params={"sink": "ticks", "min_rows": 1}),
-        Check(id="plan", title="p", kind="manual"),
-    ])
+    return Gate(
+        id="task04",
+        title="t",
+        approvals=approvals,
+        critical=approvals > 1,
+        checks=[
+            Check(id="stream", title="s", kind="probe", params={"target": "bus:stream", "stream": "x"}),
+            Check(id="rows", title="r", kind="data", params={"sink": "ticks", "min_rows": 1}),
+            Check(id="plan", title="p", kind="manual"),
+        ],
+    )
 
 
 def record_run(r: redis.Redis, g: Gate, check: str, outcome: str, who: str) -> None:
@@ -137,24 +143,53 @@ def _rewrite(r: redis.Redis, items: list[tuple[bytes, dict[bytes, bytes]]]) -> N
 
 
 def test_report_and_cli(r: redis.Redis, tradeops_env, tmp_path: Path) -> None:
-    r.xadd(streams.OPS_MIGRATION, codec.fields(MigrationEvent(service="normalizer", from_state="planned",
-                                                               to_state="deploying", operator="ann", reason="go",
-                                                               ts_ns=1_000_000_000_000)))
-    r.xadd(streams.OPS_MIGRATION, codec.fields(MigrationEvent(service="normalizer", from_state="validating",
-                                                               to_state="migrated", operator="ann", reason="ok",
-                                                               ts_ns=1_000_000_000_000 + 2 * 3_600_000_000_000)))
+    r.xadd(
+        streams.OPS_MIGRATION,
+        codec.fields(
+            MigrationEvent(
+                service="normalizer",
+                from_state="planned",
+                to_state="deploying",
+                operator="ann",
+                reason="go",
+                ts_ns=1_000_000_000_000,
+            )
+        ),
+    )
+    r.xadd(
+        streams.OPS_MIGRATION,
+        codec.fields(
+            MigrationEvent(
+                service="normalizer",
+                from_state="validating",
+                to_state="migrated",
+                operator="ann",
+                reason="ok",
+                ts_ns=1_000_000_000_000 + 2 * 3_600_000_000_000,
+            )
+        ),
+    )
     env = dict(tradeops_env, TRADEOPS_OPERATOR="ann")
     out = subprocess.run([*TRADEOPS, "gate", "run", "phase1", "clock-sync"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "phase1/clock-sync: passed" in out.stdout
-    out = subprocess.run([*TRADEOPS, "gate", "decide", "phase1", "proceed", "--reason", "go"], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [*TRADEOPS, "gate", "decide", "phase1", "proceed", "--reason", "go"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 1 and "proceed refused: required checks not passed" in out.stderr
     assert "Traceback" not in out.stderr
-    out = subprocess.run([*TRADEOPS, "gate", "attest", "phase1", "secrets", "--note", "vault in place"],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [*TRADEOPS, "gate", "attest", "phase1", "secrets", "--note", "vault in place"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0
-    out = subprocess.run([*TRADEOPS, "gate", "decide", "phase1", "stop", "--reason", "wait for backups"],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [*TRADEOPS, "gate", "decide", "phase1", "stop", "--reason", "wait for backups"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0
     rep = report.build(r, load())
     assert rep["overall"]["migrated"] == 1 and rep["overall"]["hours_spent"] == 2.0

@@ -57,34 +57,56 @@ async def far_bid(http: httpx.AsyncClient) -> str:
 
 @pytest.mark.timeout(90)
 async def test_executions_come_from_the_user_stream_and_a_restart_resyncs(redis_url: str, tmp_path: Path) -> None:
-    cfg = VenueConfig(keys={KEY: (SECRET, "local"), OTHER: (OTHER_SECRET, "other")},
-                      maker=MakerConfig(levels=3, notional=100))
+    cfg = VenueConfig(
+        keys={KEY: (SECRET, "local"), OTHER: (OTHER_SECRET, "other")}, maker=MakerConfig(levels=3, notional=100)
+    )
     r = aioredis.Redis.from_url(redis_url)
-    async with Exchange(FeedConfig(symbols=["ETHUSDT"], rate=20, news_every_s=3600), rest_port=0, venue=cfg,
-                        data_dir=tmp_path) as ex, \
-            httpx.AsyncClient(base_url=ex.info.rest_url, timeout=5) as http:
-        config = {"venue": "rest", "rest_url": ex.info.rest_url, "ws_url": ex.info.ws_url,
-                  "reconcile_after_s": 3600}  # no polling: executions come from the stream
+    async with (
+        Exchange(
+            FeedConfig(symbols=["ETHUSDT"], rate=20, news_every_s=3600), rest_port=0, venue=cfg, data_dir=tmp_path
+        ) as ex,
+        httpx.AsyncClient(base_url=ex.info.rest_url, timeout=5) as http,
+    ):
+        config = {
+            "venue": "rest",
+            "rest_url": ex.info.rest_url,
+            "ws_url": ex.info.ws_url,
+            "reconcile_after_s": 3600,
+        }  # no polling: executions come from the stream
 
         async def start(instance: str) -> tuple[LiveGatewayService, asyncio.Task]:
-            svc = LiveGatewayService(redis_url=redis_url, instance=instance, config=config,
-                                     settings=Settings(data_dir=str(tmp_path)))  # the pair: the data dir's
+            svc = LiveGatewayService(
+                redis_url=redis_url, instance=instance, config=config, settings=Settings(data_dir=str(tmp_path))
+            )  # the pair: the data dir's
             task = asyncio.create_task(svc.run())
             await await_for(lambda: getattr(svc, "stream_up", False), 20, what="the user data stream up")
             return svc, task
 
         async def submit(o: Order) -> None:
-            await r.xadd(streams.EXEC_ORDERS, codec.fields(ExecOrder(action="new", client_order_id=o.client_order_id,
-                                                                     order=o)))
+            await r.xadd(
+                streams.EXEC_ORDERS, codec.fields(ExecOrder(action="new", client_order_id=o.client_order_id, order=o))
+            )
 
         async def kinds_of(coid: str) -> list[str]:
             return [x.kind for x in await reports(r) if x.client_order_id == coid]
 
         async def sell_to(price: str) -> None:
             """Another account sells at `price`, taking every bid down to it."""
-            await signed(http, "POST", "/api/v3/order", {"symbol": "ETHUSDT", "side": "SELL", "type": "LIMIT",
-                                                         "timeInForce": "IOC", "quantity": "1", "price": price},
-                         OTHER, OTHER_SECRET)
+            await signed(
+                http,
+                "POST",
+                "/api/v3/order",
+                {
+                    "symbol": "ETHUSDT",
+                    "side": "SELL",
+                    "type": "LIMIT",
+                    "timeInForce": "IOC",
+                    "quantity": "1",
+                    "price": price,
+                },
+                OTHER,
+                OTHER_SECRET,
+            )
 
         svc, task = await start("lg-a")
         try:

@@ -33,8 +33,18 @@ from backend.runtime.spawn import wait_healthy
 from backend.services import service_class
 from tests.conftest import TRADEOPS, wait_for
 
-SERVICES = ("normalizer", "feast-pipeline", "modelops", "ml-training", "serving", "marketplace",
-            "risk", "live-gateway", "oms", "ptrc")
+SERVICES = (
+    "normalizer",
+    "feast-pipeline",
+    "modelops",
+    "ml-training",
+    "serving",
+    "marketplace",
+    "risk",
+    "live-gateway",
+    "oms",
+    "ptrc",
+)
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 S = 1_000_000_000
 ACCOUNT = "loop-acct"
@@ -81,8 +91,16 @@ class Market:
                 price = start + (end - start) * (k + 1) / per_s
                 ts = t_ns + k * (S // per_s)
                 self.last[sym] = float(f"{price:.2f}")
-                b.add(sym, self.trade_id[sym], f"{price:.2f}", f"{self.rng.uniform(0.01, 0.5):.4f}", ts, ts,
-                      bool(k % 2), time.time_ns())
+                b.add(
+                    sym,
+                    self.trade_id[sym],
+                    f"{price:.2f}",
+                    f"{self.rng.uniform(0.01, 0.5):.4f}",
+                    ts,
+                    ts,
+                    bool(k % 2),
+                    time.time_ns(),
+                )
             self.px[sym] = end
         self.ticks += b.__len__()
         return b.build()
@@ -106,8 +124,9 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("acl", [False, True], ids=["default-user", "acl-users"])
-def test_ticks_to_pnl_loop(acl: bool, redis_url: str, r: redis.Redis, tradeops_env: dict[str, str],
-                           tmp_path: Path) -> None:
+def test_ticks_to_pnl_loop(
+    acl: bool, redis_url: str, r: redis.Redis, tradeops_env: dict[str, str], tmp_path: Path
+) -> None:
     """`acl-users`: on a server of its own with the generated ACL users, each service as its own
     user, the CLI as the operator, the ticks written as the gateway writes them (its user)."""
     missing = _missing()
@@ -127,8 +146,9 @@ def test_ticks_to_pnl_loop(acl: bool, redis_url: str, r: redis.Redis, tradeops_e
             writer = r
         procs = {name: st.start(name, instance=f"{name}-loop", config=config, wait=False) for name in SERVICES}
         for name, proc in procs.items():
-            wait_healthy(st.r, name, f"{name}-loop", proc=proc, timeout=45,
-                         log_path=st.data_dir / "logs" / f"{name}-loop.log")
+            wait_healthy(
+                st.r, name, f"{name}-loop", proc=proc, timeout=45, log_path=st.data_dir / "logs" / f"{name}-loop.log"
+            )
         market = Market()
         now = time.time_ns() // S * S
         # history: 150 s of market, ending 60 s ago; trained on from the feature store's offline
@@ -139,11 +159,11 @@ def test_ticks_to_pnl_loop(acl: bool, redis_url: str, r: redis.Redis, tradeops_e
 
         out = cli(env, "models", "train", "alpha", "--horizon", "5", "--wait", "30")
         assert out.returncode == 0 and "registered" in out.stdout and "source=offline" in out.stdout, (
-            out.stdout + out.stderr)
+            out.stdout + out.stderr
+        )
         out = cli(env, "models", "promote", "alpha", "1", "--reason", "loop test: first model")
         assert out.returncode == 0 and "promoted to v1 in production" in out.stdout, out.stderr
-        wait_for(lambda: (hb := heartbeat(r, "serving")) and hb.extra.get("version") == 1, 15,
-                 what="serving on v1")
+        wait_for(lambda: (hb := heartbeat(r, "serving")) and hb.extra.get("version") == 1, 15, what="serving on v1")
         out = cli(env, "market", "subscribe", "strategy:alpha-momentum", "--account", ACCOUNT, "--quantity", "0.01")
         assert out.returncode == 0, out.stderr
 
@@ -156,8 +176,12 @@ def test_ticks_to_pnl_loop(acl: bool, redis_url: str, r: redis.Redis, tradeops_e
             scored = r.hgetall("serving:scored:alpha")
             online = [r.hget(online_key(s), "ts_ns") for s in SYMBOLS]
             group = next(g for g in r.xinfo_groups(streams.FEATURES) if g["name"] == b"serving")
-            return (group["lag"] == 0 and group["pending"] == 0 and all(o and int(o) >= since_ns for o in online)
-                    and [scored.get(s.encode()) for s in SYMBOLS] == online)
+            return (
+                group["lag"] == 0
+                and group["pending"] == 0
+                and all(o and int(o) >= since_ns for o in online)
+                and [scored.get(s.encode()) for s in SYMBOLS] == online
+            )
 
         features_before = r.xlen(streams.FEATURES)
         for k in range(11):
@@ -173,9 +197,15 @@ def test_ticks_to_pnl_loop(acl: bool, redis_url: str, r: redis.Redis, tradeops_e
             reps = [codec.decode(codec.payload(f), ExecReport) for _, f in r.xrange(streams.EXEC_REPORTS)]
             return [x for x in reps if x.kind == "fill"]
 
-        orders = wait_for(lambda: (o := [codec.decode(codec.payload(f), Order)
-                                         for _, f in r.xrange(streams.ORDERS_NEW)])
-                          and len(fills()) >= len(o) and o, 30, what="every order filled")
+        orders = wait_for(
+            lambda: (
+                (o := [codec.decode(codec.payload(f), Order) for _, f in r.xrange(streams.ORDERS_NEW)])
+                and len(fills()) >= len(o)
+                and o
+            ),
+            30,
+            what="every order filled",
+        )
 
         def positions() -> dict[str, Position]:
             out: dict[str, Position] = {}
@@ -186,16 +216,26 @@ def test_ticks_to_pnl_loop(acl: bool, redis_url: str, r: redis.Redis, tradeops_e
             return out
 
         filled_syms = {x.symbol for x in fills()}
+
         def signed(sym: str) -> float:
             return sum(x.fill_qty if x.side == "buy" else -x.fill_qty for x in fills() if x.symbol == sym)
 
         # ptrc's positions add up to the fills
-        pos = wait_for(lambda: (p := positions()) and set(p) >= filled_syms
-                       and all(abs(x.quantity - signed(s)) < 1e-9 for s, x in p.items()) and p, 30,
-                       what="ptrc positions matching the fills")
-        pos = wait_for(lambda: (p := positions())
-                       and all(x.quantity == 0 or x.mark == market.last[s] for s, x in p.items()) and p, 30,
-                       what="ptrc marks at the last trades")
+        pos = wait_for(
+            lambda: (
+                (p := positions())
+                and set(p) >= filled_syms
+                and all(abs(x.quantity - signed(s)) < 1e-9 for s, x in p.items())
+                and p
+            ),
+            30,
+            what="ptrc positions matching the fills",
+        )
+        pos = wait_for(
+            lambda: (p := positions()) and all(x.quantity == 0 or x.mark == market.last[s] for s, x in p.items()) and p,
+            30,
+            what="ptrc marks at the last trades",
+        )
         sigs = [codec.decode(codec.payload(f), Signal) for _, f in r.xrange(streams.SIGNALS)]
         wait_for(lambda: heartbeat(r, "serving").extra.get("signals") == len(sigs), 10, what="serving's heartbeat")
         assert {s.version for s in sigs} == {1} and all(s.model == "alpha" for s in sigs)
@@ -219,8 +259,11 @@ def test_ticks_to_pnl_loop(acl: bool, redis_url: str, r: redis.Redis, tradeops_e
             "ptrc_marks": {s: p.mark for s, p in pos.items()},
             "last_trades": {s: market.last[s] for s in pos},
             "model_ic": json.loads(cli(env, "models", "list", "--json").stdout)[0]["production_ic"],
-            "serving_latency_ms": {k: v for k, v in heartbeat(r, "serving").latency_ms.items()
-                                   if k in ("score_p50", "score_p99", "signal_p50", "signal_p99")},
+            "serving_latency_ms": {
+                k: v
+                for k, v in heartbeat(r, "serving").latency_ms.items()
+                if k in ("score_p50", "score_p99", "signal_p50", "signal_p99")
+            },
         }
         print("\nLOOP FIGURES", json.dumps(figures))
         for name, proc in procs.items():

@@ -68,13 +68,16 @@ def sleeve(r: redis.Redis, account: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_subscriptions_trade_signals_through_oms_and_risk(redis_url: str, r: redis.Redis, tradeops_env,
-                                                          tmp_path: Path) -> None:
+def test_subscriptions_trade_signals_through_oms_and_risk(
+    redis_url: str, r: redis.Redis, tradeops_env, tmp_path: Path
+) -> None:
     cfg = tmp_path / "mk.toml"
     cfg.write_text(CONFIG)
     env = dict(tradeops_env, TRADEOPS_CONFIG=str(cfg), TRADEOPS_OPERATOR="mona")
+
     def cli(*a: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*TRADEOPS, *a], capture_output=True, text=True, env=env, timeout=60)
+
     with BenchStack(redis_url=redis_url) as st:
         seed_prices(st.r)
         for name in ("risk", "live-gateway", "oms", "ptrc"):
@@ -85,16 +88,30 @@ def test_subscriptions_trade_signals_through_oms_and_risk(redis_url: str, r: red
             assert out.returncode == 0 and f"{acct} subscribed to {ITEM}" in out.stdout, out.stderr
         # a subscription from an hour ago, and a signal published two minutes ago (a backlog after
         # downtime): too old for the old subscription, from before the new ones
-        r.hset(store.k_subs(ITEM), "acct-old", msgspec.json.encode(store.Subscription(
-            account="acct-old", item=ITEM, quantity=1.0, operator="mona", since_ns=time.time_ns() - 3600 * 10**9)))
+        r.hset(
+            store.k_subs(ITEM),
+            "acct-old",
+            msgspec.json.encode(
+                store.Subscription(
+                    account="acct-old", item=ITEM, quantity=1.0, operator="mona", since_ns=time.time_ns() - 3600 * 10**9
+                )
+            ),
+        )
         r.xadd(streams.SIGNALS, signal("buy", 1), id=f"{int(time.time() * 1000) - 120_000}-0")
         wait_for(lambda: counts(r).get("signals_in") == 1, 20, what="the old signal read")
         assert counts(r)["stale"] == 1 and r.xlen(streams.ORDERS_NEW) == 0
 
         # buy: acct-a and acct-old go long; acct-capped's order is denied by risk and given back
         r.xadd(streams.SIGNALS, signal("buy", 2))
-        wait_for(lambda: positions(r).get("acct-a") == 2.0 and positions(r).get("acct-old") == 1.0
-                 and counts(r).get("given_back") == 1, 30, what="the buy filled, the capped order given back")
+        wait_for(
+            lambda: (
+                positions(r).get("acct-a") == 2.0
+                and positions(r).get("acct-old") == 1.0
+                and counts(r).get("given_back") == 1
+            ),
+            30,
+            what="the buy filled, the capped order given back",
+        )
         assert sleeve(r, "acct-capped") == 0.0 and sleeve(r, "acct-a") == 2.0
         capped = [o for o in orders(r) if o.account == "acct-capped"]
         assert len(capped) == 1 and finals(r)[capped[0].client_order_id].state == "DENIED"
@@ -102,8 +119,9 @@ def test_subscriptions_trade_signals_through_oms_and_risk(redis_url: str, r: red
 
         # sell: from +2 to -2 is one order of 4; the capped account tries again from 0 (and is denied again)
         r.xadd(streams.SIGNALS, signal("sell", 3))
-        wait_for(lambda: positions(r).get("acct-a") == -2.0 and counts(r).get("given_back") == 2, 30,
-                 what="the sell filled")
+        wait_for(
+            lambda: positions(r).get("acct-a") == -2.0 and counts(r).get("given_back") == 2, 30, what="the sell filled"
+        )
         a = [o for o in orders(r) if o.account == "acct-a"]
         assert [(o.side, o.quantity) for o in a] == [("buy", 2.0), ("sell", 4.0)]
         assert all(finals(r)[o.client_order_id].state == "FILLED" for o in a)
@@ -115,8 +133,15 @@ def test_subscriptions_trade_signals_through_oms_and_risk(redis_url: str, r: red
         r.xadd(streams.SIGNALS, signal("sell", 3))
         r.xadd(streams.SIGNALS, {b"d": b"\xc1junk"})
         r.xadd(streams.ORDERS_EVENTS, {b"d": b"\xc1junk"})
-        wait_for(lambda: counts(r).get("signals_in") == 5 and r.xlen(streams.dlq(streams.SIGNALS)) == 1
-                 and r.xlen(streams.dlq(streams.ORDERS_EVENTS)) == 1, 20, what="the last signals read")
+        wait_for(
+            lambda: (
+                counts(r).get("signals_in") == 5
+                and r.xlen(streams.dlq(streams.SIGNALS)) == 1
+                and r.xlen(streams.dlq(streams.ORDERS_EVENTS)) == 1
+            ),
+            20,
+            what="the last signals read",
+        )
         assert r.xlen(streams.ORDERS_NEW) == n_orders
         assert r.xrange(streams.dlq(streams.SIGNALS))[0][1][b"dlq_reason"].startswith(b"undecodable signal:")
         assert r.xrange(streams.dlq(streams.ORDERS_EVENTS))[0][1][b"dlq_reason"].startswith(b"undecodable order event:")
@@ -125,10 +150,16 @@ def test_subscriptions_trade_signals_through_oms_and_risk(redis_url: str, r: red
         st.stop("mk-1", kill=True)
         r.xadd(streams.SIGNALS, signal("buy", 5))
         st.start("marketplace", instance="mk-1", config=cfg)
-        wait_for(lambda: positions(r).get("acct-a") == 2.0 and positions(r).get("acct-old") == 1.0, 30,
-                 what="the buy after the restart filled")
-        wait_for(lambda: all(o.client_order_id in finals(r) for o in orders(r)) and not r.hlen(store.OPEN_ORDERS),
-                 30, what="every marketplace order ended and settled")
+        wait_for(
+            lambda: positions(r).get("acct-a") == 2.0 and positions(r).get("acct-old") == 1.0,
+            30,
+            what="the buy after the restart filled",
+        )
+        wait_for(
+            lambda: all(o.client_order_id in finals(r) for o in orders(r)) and not r.hlen(store.OPEN_ORDERS),
+            30,
+            what="every marketplace order ended and settled",
+        )
         # what ptrc holds is what each sleeve wants: the signals, less what risk refused
         for acct in ("acct-a", "acct-old", "acct-capped"):
             assert positions(r).get(acct, 0.0) == sleeve(r, acct), acct

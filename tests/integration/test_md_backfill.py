@@ -50,14 +50,18 @@ async def test_exchange_serves_binance_historical_trades() -> None:
     base = f"{info.rest_url}/api/v3"
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            await await_for(lambda: all((s := ex.feed.history.span(x)) and s[1] - s[0] >= 1100 for x in SYMS),
-                            30, what="1,100 trades per symbol")
+            await await_for(
+                lambda: all((s := ex.feed.history.span(x)) and s[1] - s[0] >= 1100 for x in SYMS),
+                30,
+                what="1,100 trades per symbol",
+            )
             await stop_flow(ex)  # the ring stays put while it is read
             oldest, _ = ex.feed.history.span("BTCUSDT")
             key = {"X-MBX-APIKEY": ex.api_key}
 
-            resp = await http.get(f"{base}/historicalTrades", params={"symbol": "BTCUSDT", "fromId": oldest + 10},
-                                  headers=key)
+            resp = await http.get(
+                f"{base}/historicalTrades", params={"symbol": "BTCUSDT", "fromId": oldest + 10}, headers=key
+            )
             assert resp.status_code == 200
             rows = resp.json()
             assert len(rows) == 500  # the default limit
@@ -68,21 +72,25 @@ async def test_exchange_serves_binance_historical_trades() -> None:
             assert rows[0]["isBestMatch"] is True and rows[0]["time"] > 1_600_000_000_000
             assert history_decoder.decode(resp.content)[0].id == oldest + 10
 
-            resp = await http.get(f"{base}/historicalTrades", params={"symbol": "BTCUSDT", "fromId": oldest,
-                                                                      "limit": 5000}, headers=key)
+            resp = await http.get(
+                f"{base}/historicalTrades", params={"symbol": "BTCUSDT", "fromId": oldest, "limit": 5000}, headers=key
+            )
             assert len(resp.json()) == 1000  # at most 1000
-            resp = await http.get(f"{base}/historicalTrades", params={"symbol": "BTCUSDT", "fromId": 0, "limit": 3},
-                                  headers=key)
+            resp = await http.get(
+                f"{base}/historicalTrades", params={"symbol": "BTCUSDT", "fromId": 0, "limit": 3}, headers=key
+            )
             assert resp.json()[0]["id"] == oldest  # older than the ring: from the oldest still held
-            resp = await http.get(f"{base}/historicalTrades", params={"symbol": "ETHUSDT", "fromId": 10**17},
-                                  headers=key)
+            resp = await http.get(
+                f"{base}/historicalTrades", params={"symbol": "ETHUSDT", "fromId": 10**17}, headers=key
+            )
             assert resp.status_code == 200 and resp.json() == []
             resp = await http.get(f"{base}/trades", params={"symbol": "ETHUSDT", "limit": 2})
             recent = resp.json()
             assert len(recent) == 2 and recent[1]["id"] == recent[0]["id"] + 1
 
-            async def error(path: str, params: dict[str, Any],
-                            headers: dict[str, str] | None = None) -> tuple[int, int]:
+            async def error(
+                path: str, params: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> tuple[int, int]:
                 resp = await http.get(f"{base}/{path}", params=params, headers=headers if headers is not None else key)
                 return resp.status_code, resp.json()["code"]
 
@@ -111,8 +119,9 @@ async def test_the_history_has_the_trades_the_stream_sent() -> None:
                 sent.append(json.loads(await ws.recv()))
         async with httpx.AsyncClient(timeout=5) as http:
             got = await backfill.fetch_page(http, info.rest_url, ex.api_key, "ETHUSDT", sent[0]["t"], 50)
-        assert [(t.id, t.price, t.qty, t.time, t.is_buyer_maker) for t in got] == \
-               [(m["t"], m["p"], m["q"], m["T"], m["m"]) for m in sent]
+        assert [(t.id, t.price, t.qty, t.time, t.is_buyer_maker) for t in got] == [
+            (m["t"], m["p"], m["q"], m["T"], m["m"]) for m in sent
+        ]
     finally:
         await ex.stop()
 
@@ -123,8 +132,11 @@ async def test_fill_pages_through_a_gap_and_says_what_is_lost() -> None:
     info = await ex.start()
     try:
         ring = ex.feed.history.rings[0]
-        await await_for(lambda: (s := ring.span()) and s[0] > ring.first, 30,
-                        what="the BTCUSDT ring to have dropped its first trades")
+        await await_for(
+            lambda: (s := ring.span()) and s[0] > ring.first,
+            30,
+            what="the BTCUSDT ring to have dropped its first trades",
+        )
         await stop_flow(ex)  # the ring stays put while it is read
         oldest, newest = ex.feed.history.span("BTCUSDT")
         assert newest - oldest + 1 == 3000
@@ -132,8 +144,9 @@ async def test_fill_pages_through_a_gap_and_says_what_is_lost() -> None:
         async with httpx.AsyncClient(timeout=5) as http:
             # inside the history: all of it, in pages of at most 1000
             gap = Gap("BTCUSDT", newest - 2500, newest - 1)
-            done = await backfill.fill(http, info.rest_url, ex.api_key, gap,
-                                       lambda ts: pages.append([t.id for t in ts]))
+            done = await backfill.fill(
+                http, info.rest_url, ex.api_key, gap, lambda ts: pages.append([t.id for t in ts])
+            )
             assert done.fetched == 2500 and done.holes == [] and done.lost == 0 and done.reason == ""
             assert [len(p) for p in pages] == [1000, 1000, 500]
             assert [i for p in pages for i in p] == list(range(gap.first, gap.last + 1))
@@ -149,8 +162,9 @@ async def test_fill_pages_through_a_gap_and_says_what_is_lost() -> None:
             # at most backfill_max_trades of the latest ids are asked for
             gap = Gap("BTCUSDT", newest - 100, newest - 1)
             got.clear()
-            done = await backfill.fill(http, info.rest_url, ex.api_key, gap, lambda ts: got.extend(t.id for t in ts),
-                                       max_trades=30)
+            done = await backfill.fill(
+                http, info.rest_url, ex.api_key, gap, lambda ts: got.extend(t.id for t in ts), max_trades=30
+            )
             assert got == list(range(newest - 30, newest)) and done.holes == [(newest - 100, newest - 31)]
             assert "backfill_max_trades" in done.reason
             done = await backfill.fill(http, info.rest_url, ex.api_key, gap, pages.append, max_trades=0)
@@ -175,9 +189,11 @@ async def stop_flow(ex: Exchange) -> None:
 # -- the gateway, SIGKILLed and started again (real processes) -------------------------------------
 def start_exchange(data_dir: Path, *, rate: float, symbols: list[str], history: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [*exchange_command(data_dir, rate, news_every=3600), "--symbols", ",".join(symbols),
-         "--history", str(history)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [*exchange_command(data_dir, rate, news_every=3600), "--symbols", ",".join(symbols), "--history", str(history)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     first = proc.stdout.readline() if proc.stdout else ""
     if not first.startswith("exchange up"):
         stop_process(proc)
@@ -210,8 +226,9 @@ class Pipeline:
     def __init__(self, redis_url: str, data_dir: Path, symbols: list[str], history: int) -> None:
         self.url, self.data_dir, self.symbols = redis_url, data_dir, symbols
         self.r = redis.Redis.from_url(redis_url)
-        self.exchange: subprocess.Popen[str] | None = start_exchange(data_dir, rate=2000, symbols=symbols,
-                                                                     history=history)
+        self.exchange: subprocess.Popen[str] | None = start_exchange(
+            data_dir, rate=2000, symbols=symbols, history=history
+        )
         info = read_info(data_dir)
         assert info is not None and info.rest_url
         self.rest_url = info.rest_url
@@ -242,14 +259,21 @@ class Pipeline:
         wait_for(written, 60, what="the gateway writing trades of every symbol")
         stop_process(self.gateway, kill=True)
         stored = {k.decode(): int(v) for k, v in self.r.hgetall(backfill.LAST_ID_KEY).items()}
-        wait_for(lambda: all(latest_id(self.rest_url, s) > stored[s] + hole for s in self.symbols), 60,
-                 what=f"{hole} trades of each symbol sent while the gateway is down")
+        wait_for(
+            lambda: all(latest_id(self.rest_url, s) > stored[s] + hole for s in self.symbols),
+            60,
+            what=f"{hole} trades of each symbol sent while the gateway is down",
+        )
         self.gateway = self.spawn("gateway", "gateway-bf")
 
         def settled() -> Heartbeat | None:
             hb = self.beat()
-            ok = (hb is not None and hb.pid == self.gateway.pid and hb.extra["gaps"] >= len(self.symbols)
-                  and not hb.extra["backfilling"])
+            ok = (
+                hb is not None
+                and hb.pid == self.gateway.pid
+                and hb.extra["gaps"] >= len(self.symbols)
+                and not hb.extra["backfilling"]
+            )
             assert self.gateway.poll() is None, "the restarted gateway exited"
             return hb if ok else None
 
@@ -322,8 +346,10 @@ def test_trades_the_history_no_longer_holds_are_counted_and_alerted(redis_url: s
             lost += len(hole)
             # exactly the ids the alert names are missing, and they are in the gap after `stored`
             edges = np.flatnonzero(np.diff(hole) != 1)
-            ranges = [(int(a), int(b)) for a, b in zip(np.r_[hole[0], hole[edges + 1]],
-                                                       np.r_[hole[edges], hole[-1]], strict=True)]
+            ranges = [
+                (int(a), int(b))
+                for a, b in zip(np.r_[hole[0], hole[edges + 1]], np.r_[hole[edges], hole[-1]], strict=True)
+            ]
             alert = by_sym[sym]
             assert ranges[0][0] == stored[sym] + 1
             assert f"{sym}: {len(hole)} trade(s) lost" in alert.message

@@ -34,9 +34,11 @@ def test_bench_md_pipeline_prints_its_keys() -> None:
 
 
 def test_bench_rejects_bad_arguments() -> None:
-    out = subprocess.run([*TRADEOPS, "bench", "md-pipeline", "--rate", "-5"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [*TRADEOPS, "bench", "md-pipeline", "--rate", "-5"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1 and "--rate must be positive" in out.stderr
-    out = subprocess.run([*TRADEOPS, "bench", "normalizer", "--seconds", "x"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [*TRADEOPS, "bench", "normalizer", "--seconds", "x"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2 and "usage:" in out.stderr

@@ -30,9 +30,16 @@ async def test_gateway_reconnects_after_exchange_restart_and_reports_the_gap(red
     cfg = FeedConfig(symbols=SYMS, rate=2000, news_every_s=0.2)
     ex = Exchange(cfg, port=port, rest_port=None)
     info = await ex.start()
-    gw = GatewayService(redis_url=redis_url, instance="gw-1", config={
-        "urls": [info.stream_url()], "news_url": f"{info.ws_url}/ws/news",
-        "backoff_initial_s": 0.05, "backoff_max_s": 0.2})
+    gw = GatewayService(
+        redis_url=redis_url,
+        instance="gw-1",
+        config={
+            "urls": [info.stream_url()],
+            "news_url": f"{info.ws_url}/ws/news",
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.2,
+        },
+    )
     task = asyncio.create_task(gw.run())
     try:
         await await_for(lambda: getattr(gw, "received", 0) > 500 and gw.news > 0, 20, what="ticks and news")
@@ -124,20 +131,25 @@ async def test_undecodable_frames_go_to_the_dlq_of_the_stream_they_were_bound_fo
     r = aioredis.Redis.from_url(redis_url)
     async with serve(venue, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
-        gw = GatewayService(redis_url=redis_url, instance="gw-3", config={
-            "urls": [f"ws://127.0.0.1:{port}/trades"], "news_url": f"ws://127.0.0.1:{port}/news"})
+        gw = GatewayService(
+            redis_url=redis_url,
+            instance="gw-3",
+            config={"urls": [f"ws://127.0.0.1:{port}/trades"], "news_url": f"ws://127.0.0.1:{port}/news"},
+        )
         task = asyncio.create_task(gw.run())
         try:
+
             async def both() -> bool:
-                return bool(await r.xlen(streams.dlq(streams.MD_TICKS_RAW))
-                            and await r.xlen(streams.dlq(streams.ALT_RAW)))
+                return bool(
+                    await r.xlen(streams.dlq(streams.MD_TICKS_RAW)) and await r.xlen(streams.dlq(streams.ALT_RAW))
+                )
 
             await await_for(both, 20, what="a dead letter in each DLQ")
         finally:
             gw.request_stop()
             await asyncio.wait_for(task, 10)
-    (_, trade), = await r.xrange(streams.dlq(streams.MD_TICKS_RAW))
-    (_, news), = await r.xrange(streams.dlq(streams.ALT_RAW))
+    ((_, trade),) = await r.xrange(streams.dlq(streams.MD_TICKS_RAW))
+    ((_, news),) = await r.xrange(streams.dlq(streams.ALT_RAW))
     assert trade[b"dlq_stream"] == b"md.ticks.raw" and trade[b"raw"] == b"not a trade"
     assert trade[b"dlq_reason"].startswith(b"undecodable trade message: ")
     assert news[b"dlq_stream"] == b"alt.raw" and news[b"raw"] == b"not news"

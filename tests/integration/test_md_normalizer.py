@@ -36,8 +36,9 @@ def make_ticks(n: int, start_ns: int, seed: int = 1) -> list[RawTick]:
 
 
 async def run_service(redis_url: str, **cfg) -> tuple[NormalizerService, asyncio.Task]:
-    svc = NormalizerService(redis_url=redis_url, instance="norm-test",
-                            config={"symbols": SYMS, "bar_grace_s": 0.05, **cfg})
+    svc = NormalizerService(
+        redis_url=redis_url, instance="norm-test", config={"symbols": SYMS, "bar_grace_s": 0.05, **cfg}
+    )
     task = asyncio.create_task(svc.run())
     return svc, task
 
@@ -56,28 +57,42 @@ async def test_bars_equal_pandas_resample(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
     start = (time.time_ns() // 60_000_000_000) * 60_000_000_000 - 180_000_000_000  # 3 min ago
     tks = make_ticks(6000, start)
-    await publish_raw(r, [tks[i:i + 700] for i in range(0, len(tks), 700)])
+    await publish_raw(r, [tks[i : i + 700] for i in range(0, len(tks), 700)])
     svc, task = await run_service(redis_url)
     # the last bars close once the watermark (newest trade + quiet wall time) passes their end
     last_1m = (tks[-1].trade_ns // 60_000_000_000) * 60_000_000_000
-    df = pd.DataFrame({"symbol": [t.symbol for t in tks], "price": [float(t.price) for t in tks],
-                       "qty": [float(t.qty) for t in tks],
-                       "ts": pd.to_datetime([t.trade_ns for t in tks], unit="ns")})
+    df = pd.DataFrame(
+        {
+            "symbol": [t.symbol for t in tks],
+            "price": [float(t.price) for t in tks],
+            "qty": [float(t.qty) for t in tks],
+            "ts": pd.to_datetime([t.trade_ns for t in tks], unit="ns"),
+        }
+    )
     try:
         for interval, stream, rule in (("1s", streams.MD_BARS_1S, "1s"), ("1m", streams.MD_BARS_1M, "1min")):
             expected = []
             for sym, g in df.groupby("symbol"):
                 g = g.set_index("ts")
                 rs = g.resample(rule)
-                e = pd.DataFrame({"open": rs.price.first(), "high": rs.price.max(), "low": rs.price.min(),
-                                  "close": rs.price.last(), "volume": rs.qty.sum(), "trades": rs.price.count(),
-                                  "pv": (g.price * g.qty).resample(rule).sum()})
+                e = pd.DataFrame(
+                    {
+                        "open": rs.price.first(),
+                        "high": rs.price.max(),
+                        "low": rs.price.min(),
+                        "close": rs.price.last(),
+                        "volume": rs.qty.sum(),
+                        "trades": rs.price.count(),
+                        "pv": (g.price * g.qty).resample(rule).sum(),
+                    }
+                )
                 e = e[e.trades > 0]
                 for ts, row in e.iterrows():
                     expected.append((sym, int(ts.value), row))
             want = len(expected)
-            got = await await_for(lambda s=stream, w=want: _bars_when(r, s, w), timeout=30,
-                                  what=f"{want} {interval} bars")
+            got = await await_for(
+                lambda s=stream, w=want: _bars_when(r, s, w), timeout=30, what=f"{want} {interval} bars"
+            )
             by_key = {(b.symbol, b.start_ns): b for b in got}
             assert len(by_key) == want
             for sym, start_ns, row in expected:
@@ -100,21 +115,35 @@ async def _bars_when(r: aioredis.Redis, stream: str, want: int) -> list[Bar] | N
 
 
 BAD = [
-    (lambda t: RawTick(t.symbol, 1000, "abc", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
-     "unparseable price 'abc'"),
-    (lambda t: RawTick(t.symbol, 1001, t.price, "", t.trade_ns, t.event_ns, False, t.recv_ns),
-     "unparseable quantity ''"),
+    (
+        lambda t: RawTick(t.symbol, 1000, "abc", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
+        "unparseable price 'abc'",
+    ),
+    (
+        lambda t: RawTick(t.symbol, 1001, t.price, "", t.trade_ns, t.event_ns, False, t.recv_ns),
+        "unparseable quantity ''",
+    ),
     (lambda t: RawTick(t.symbol, 1002, "-5", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns), "non-positive price -5"),
-    (lambda t: RawTick(t.symbol, 1003, t.price, "0", t.trade_ns, t.event_ns, False, t.recv_ns),
-     "non-positive quantity 0"),
-    (lambda t: RawTick(t.symbol, 1004, "1e999", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
-     "non-finite price inf"),
-    (lambda t: RawTick("DOGEUSDT", 1, t.price, t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
-     "unknown symbol 'DOGEUSDT'"),
-    (lambda t: RawTick(t.symbol, 1005, t.price, t.qty, t.trade_ns + 3600 * 10**9, t.event_ns, False, t.recv_ns),
-     "in the future"),
-    (lambda t: RawTick(t.symbol, 1006, t.price, t.qty, t.trade_ns - 86400 * 10**9, t.event_ns, False, t.recv_ns),
-     "in the past"),
+    (
+        lambda t: RawTick(t.symbol, 1003, t.price, "0", t.trade_ns, t.event_ns, False, t.recv_ns),
+        "non-positive quantity 0",
+    ),
+    (
+        lambda t: RawTick(t.symbol, 1004, "1e999", t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
+        "non-finite price inf",
+    ),
+    (
+        lambda t: RawTick("DOGEUSDT", 1, t.price, t.qty, t.trade_ns, t.event_ns, False, t.recv_ns),
+        "unknown symbol 'DOGEUSDT'",
+    ),
+    (
+        lambda t: RawTick(t.symbol, 1005, t.price, t.qty, t.trade_ns + 3600 * 10**9, t.event_ns, False, t.recv_ns),
+        "in the future",
+    ),
+    (
+        lambda t: RawTick(t.symbol, 1006, t.price, t.qty, t.trade_ns - 86400 * 10**9, t.event_ns, False, t.recv_ns),
+        "in the past",
+    ),
     (lambda t: RawTick(t.symbol, 1, t.price, t.qty, t.trade_ns, t.event_ns, False, t.recv_ns), "duplicate trade id 1"),
 ]
 
@@ -131,23 +160,28 @@ async def test_bad_ticks_go_to_the_dlq_with_their_reason(redis_url: str) -> None
     await r.xadd(streams.MD_TICKS_RAW, {b"d": b"\x93 garbage"})  # an undecodable batch
     svc, task = await run_service(redis_url)
     try:
+
         async def dead() -> list:
             d = await r.xrange(streams.dlq(streams.MD_TICKS_RAW))
             return d if len(d) >= len(BAD) + 1 else None
 
         dl = await await_for(dead, timeout=20, what="dead letters")
         reasons = [f[b"dlq_reason"].decode() for _, f in dl]
-        for (_, why) in BAD:
+        for _, why in BAD:
             assert any(why in reason for reason in reasons), (why, reasons)
         assert any("undecodable raw batch" in x for x in reasons)
         # the dead letter keeps the raw tick as the venue sent it
-        first_tick = next(codec.decode(codec.payload(f), RawTick) for _, f in dl
-                          if f[b"dlq_reason"].startswith(b"unparseable price"))
+        first_tick = next(
+            codec.decode(codec.payload(f), RawTick) for _, f in dl if f[b"dlq_reason"].startswith(b"unparseable price")
+        )
         assert first_tick.price == "abc"
 
         async def clean() -> list:
-            out = [t for _, f in await r.xrange(streams.MD_TICKS)
-                   for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
+            out = [
+                t
+                for _, f in await r.xrange(streams.MD_TICKS)
+                for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))
+            ]
             return out if len(out) >= 10 else None
 
         got = await await_for(clean, timeout=20)
@@ -199,8 +233,8 @@ async def test_an_overlap_of_two_gateways_is_counted_as_repeats_not_dead_lettere
 
     r = aioredis.Redis.from_url(redis_url)
     tks = make_ticks(400, time.time_ns() - 10 * 10**9)
-    legacy = [tks[i:i + 50] for i in range(0, 300, 50)]
-    target = [tks[i:i + 40] for i in range(120, 400, 40)]  # connected later, both publish until 300
+    legacy = [tks[i : i + 50] for i in range(0, 300, 50)]
+    target = [tks[i : i + 40] for i in range(120, 400, 40)]  # connected later, both publish until 300
     bad = RawTick("BTCUSDT", 10**6, "-1", "1", tks[-1].trade_ns, tks[-1].event_ns, False, tks[-1].recv_ns)
     svc, task = await run_service(redis_url)
     try:
@@ -217,8 +251,11 @@ async def test_an_overlap_of_two_gateways_is_counted_as_repeats_not_dead_lettere
 
         hb = await await_for(beat, timeout=30, what="a heartbeat after every raw batch")
         assert (hb.extra["repeats"], hb.extra["rejected"]) == (300 - 120, 1)
-        got = [(t.symbol, t.trade_id) for _, f in await r.xrange(streams.MD_TICKS)
-               for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
+        got = [
+            (t.symbol, t.trade_id)
+            for _, f in await r.xrange(streams.MD_TICKS)
+            for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))
+        ]
         assert sorted(got) == sorted((t.symbol, t.trade_id) for t in tks)
         dl = await r.xrange(streams.dlq(streams.MD_TICKS_RAW))
         assert [f[b"dlq_reason"] for _, f in dl] == [b"non-positive price -1"]

@@ -19,8 +19,14 @@ from tests.conftest import TRADEOPS, await_for
 
 
 def item(i: int, headline: str, sentiment: float = 0.3) -> AltItem:
-    return AltItem(id=f"n{i}", ts_ns=time.time_ns(), symbols=["BTCUSDT"], headline=headline,
-                   body=f"{headline}. More details follow.", sentiment=sentiment)
+    return AltItem(
+        id=f"n{i}",
+        ts_ns=time.time_ns(),
+        symbols=["BTCUSDT"],
+        headline=headline,
+        body=f"{headline}. More details follow.",
+        sentiment=sentiment,
+    )
 
 
 async def test_items_are_stored_indexed_and_searchable(redis_url: str, tmp_path: Path, tradeops_env) -> None:
@@ -45,10 +51,10 @@ async def test_items_are_stored_indexed_and_searchable(redis_url: str, tmp_path:
     idx.close()
     assert list(alt_dir(tmp_path).rglob("*.parquet"))
     env = dict(tradeops_env, TRADEOPS_DATA_DIR=str(tmp_path))
-    out = subprocess.run([*TRADEOPS, "alt", "search", "withdrawals", "--json"], capture_output=True,
-                         text=True, env=env, timeout=30)
+    out = subprocess.run(
+        [*TRADEOPS, "alt", "search", "withdrawals", "--json"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     assert [h["id"] for h in json.loads(out.stdout)] == ["n2"]
-    out = subprocess.run([*TRADEOPS, "alt", "search", "AND AND"], capture_output=True, text=True,
-                         env=env, timeout=30)
+    out = subprocess.run([*TRADEOPS, "alt", "search", "AND AND"], capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode == 1 and "bad search query" in out.stderr and "Traceback" not in out.stderr

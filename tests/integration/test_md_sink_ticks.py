@@ -32,8 +32,7 @@ SYMS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 def publish(r: redis.Redis, start_batch: int, n_batches: int, per_batch: int = 50) -> int:
     now = time.time_ns()
     for b in range(start_batch, start_batch + n_batches):
-        tks = [Tick(SYMS[i % 3], b * per_batch + i, 100.0 + i, 1.0, now + b * 1000 + i)
-               for i in range(per_batch)]
+        tks = [Tick(SYMS[i % 3], b * per_batch + i, 100.0 + i, 1.0, now + b * 1000 + i) for i in range(per_batch)]
         r.xadd(streams.MD_TICKS, codec.fields(ticks.from_ticks(tks)))
     return n_batches * per_batch
 
@@ -43,7 +42,7 @@ def test_crash_and_restart_store_every_tick_exactly_once(r: redis.Redis, redis_u
     cfg = tmp_path / "config.toml"
     # First run: flushes by time only, so entries it has read stay pending (unstored) for 1.5 s,
     # a window the kill below is sure to land in; the restart flushes quickly.
-    cfg.write_text('[services.sink-ticks]\nflush_rows = 1000000\nflush_s = 1.5\n')
+    cfg.write_text("[services.sink-ticks]\nflush_rows = 1000000\nflush_s = 1.5\n")
     data = tmp_path / "data"
     total = publish(r, 0, 100)  # 5000 ticks
 
@@ -56,17 +55,22 @@ def test_crash_and_restart_store_every_tick_exactly_once(r: redis.Redis, redis_u
     # let it commit some flushes, then kill it hard in the middle of the stream
     wait_for(lambda: len(list((store.ticks_dir(data) / "_commits").glob("*.json"))) >= 1, 30)
     total += publish(r, 100, 100)
-    wait_for(lambda: r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 0, 30,
-             what="entries read but not yet stored")
+    wait_for(
+        lambda: r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 0, 30, what="entries read but not yet stored"
+    )
     stop_process(proc, kill=True)
     assert r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 0
     total += publish(r, 200, 50)
-    cfg.write_text('[services.sink-ticks]\nflush_rows = 500\nflush_s = 0.2\n')
+    cfg.write_text("[services.sink-ticks]\nflush_rows = 500\nflush_s = 0.2\n")
     proc = start()
     try:
+
         def stored() -> bool:
-            return (r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] == 0
-                    and r.xinfo_groups(streams.MD_TICKS)[0]["lag"] == 0)
+            return (
+                r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] == 0
+                and r.xinfo_groups(streams.MD_TICKS)[0]["lag"] == 0
+            )
+
         wait_for(stored, 30, what="every entry acked")
     finally:
         assert stop_process(proc) == 0
@@ -123,8 +127,9 @@ def test_questdb_writer() -> None:
 
     with Sender.from_conf(f"http::addr={url.split('://', 1)[-1]};") as sender:
         t = store.to_table([("1-0", ticks.from_ticks([Tick("BTCUSDT", 1, 10.0, 1.0, time.time_ns())]))])
-        sender.dataframe(t.to_pandas().drop(columns=["stream_id"]), table_name="ticks_test",
-                         symbols=["symbol"], at="ts")
+        sender.dataframe(
+            t.to_pandas().drop(columns=["stream_id"]), table_name="ticks_test", symbols=["symbol"], at="ts"
+        )
     assert pa is not None
 
 
@@ -172,12 +177,13 @@ def all_acked(r: redis.Redis) -> bool:
 
 
 @pytest.mark.timeout(180)
-def test_sigkills_under_a_steady_flow_store_every_trade_exactly_once(r: redis.Redis, redis_url: str,
-                                                                     tmp_path: Path) -> None:
+def test_sigkills_under_a_steady_flow_store_every_trade_exactly_once(
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     """Four SIGKILLs, each while hundreds of entries (many reads' worth) are read and unstored:
     each restart finds them pending and stores each trade once."""
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[services.sink-ticks]\nflush_rows = 1000000\nflush_s = 1.0\n')
+    cfg.write_text("[services.sink-ticks]\nflush_rows = 1000000\nflush_s = 1.0\n")
     data = tmp_path / "data"
     commits = store.ticks_dir(data) / "_commits"
 
@@ -194,11 +200,14 @@ def test_sigkills_under_a_steady_flow_store_every_trade_exactly_once(r: redis.Re
             proc = start()
             before = n_commits()
             wait_for(lambda before=before: n_commits() > before, 30, what="a flush since the start")
-            wait_for(lambda: r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 300, 30,
-                     what="more than two reads' worth of entries read and not yet stored")
+            wait_for(
+                lambda: r.xpending(streams.MD_TICKS, "sink-ticks")["pending"] > 300,
+                30,
+                what="more than two reads' worth of entries read and not yet stored",
+            )
             stop_process(proc, kill=True)
         total = flow.stop()
-    cfg.write_text('[services.sink-ticks]\nflush_rows = 2000\nflush_s = 0.2\n')
+    cfg.write_text("[services.sink-ticks]\nflush_rows = 2000\nflush_s = 0.2\n")
     proc = start()
     try:
         wait_for(lambda: all_acked(r), 60, what="every entry stored and acked")
@@ -209,8 +218,9 @@ def test_sigkills_under_a_steady_flow_store_every_trade_exactly_once(r: redis.Re
 
 
 @pytest.mark.timeout(60)
-async def test_a_crash_between_a_commit_and_its_ack_is_settled_on_start(r: redis.Redis, redis_url: str,
-                                                                        tmp_path: Path) -> None:
+async def test_a_crash_between_a_commit_and_its_ack_is_settled_on_start(
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     total = publish(r, 0, 20)
     r.xgroup_create(streams.MD_TICKS, "sink-ticks", id="0")
     read = r.xreadgroup("sink-ticks", "sink-1", {streams.MD_TICKS: ">"}, count=100)[0][1]
@@ -252,8 +262,9 @@ def small_tick_store(tmp_path: Path) -> Iterator[Path]:
     data = tmp_path / "data"
     root = store.ticks_dir(data)
     root.mkdir(parents=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(root)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(root)], capture_output=True, text=True, check=False
+    )
     if res.returncode:
         pytest.skip(f"cannot mount a tmpfs for the tick store: {res.stderr.strip()}")
     try:
@@ -282,7 +293,8 @@ def fill_up(path: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_a_full_disk_degrades_the_sink_with_bounded_memory_until_space_returns(
-        r: redis.Redis, redis_url: str, small_tick_store: Path, tradeops_env: dict[str, str]) -> None:
+    r: redis.Redis, redis_url: str, small_tick_store: Path, tradeops_env: dict[str, str]
+) -> None:
     from backend.services.alerting import RESOLVED, active
     from backend.settings import Settings as S
     from console.data.live import LiveSource
@@ -290,8 +302,9 @@ def test_a_full_disk_degrades_the_sink_with_bounded_memory_until_space_returns(
     data = small_tick_store
     bound = 2000
     cfg = data.parent / "config.toml"
-    cfg.write_text("[services.sink-ticks]\nflush_rows = 500\nflush_s = 0.2\n"
-                   f"max_buffer_rows = {bound}\nretry_max_s = 0.5\n")
+    cfg.write_text(
+        f"[services.sink-ticks]\nflush_rows = 500\nflush_s = 0.2\nmax_buffer_rows = {bound}\nretry_max_s = 0.5\n"
+    )
     procs: list[subprocess.Popen] = []
 
     def start(name: str, instance: str) -> subprocess.Popen:
@@ -321,8 +334,9 @@ def test_a_full_disk_degrades_the_sink_with_bounded_memory_until_space_returns(
         assert hb.extra["buffered"] <= bound
         alert = wait_for(lambda: dict(active(r)).get("degraded:sink-1"), 30, what="the degraded alert")
         assert alert.severity == "warning" and "no space left on device (ENOSPC)" in alert.message
-        out = subprocess.run([*TRADEOPS, "health"], env=tradeops_env, capture_output=True, text=True, timeout=60,
-                             check=False)
+        out = subprocess.run(
+            [*TRADEOPS, "health"], env=tradeops_env, capture_output=True, text=True, timeout=60, check=False
+        )
         assert "degraded: cannot write the tick store" in out.stdout, out.stdout + out.stderr
         src = LiveSource(redis_url, S(), "ops")
         try:
@@ -349,8 +363,11 @@ def test_a_full_disk_degrades_the_sink_with_bounded_memory_until_space_returns(
 
         # space returns: it resumes by itself, stores everything once, the alert is resolved
         (store.ticks_dir(data) / "filler").unlink()
-        wait_for(lambda: all_acked(r) and (b := heartbeat(r)) and b.state == "running", 60,
-                 what="everything stored and the sink running")
+        wait_for(
+            lambda: all_acked(r) and (b := heartbeat(r)) and b.state == "running",
+            60,
+            what="everything stored and the sink running",
+        )
         wait_for(lambda: "degraded:sink-1" not in dict(active(r)), 30, what="the alert resolved")
         resolved = [codec.decode(codec.payload(f), Alert) for _, f in r.xrange(RESOLVED)]
         assert ("degraded:sink-1", "sink-ticks (sink-1) is running again") in [(a.key, a.resolved) for a in resolved]

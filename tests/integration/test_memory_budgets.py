@@ -59,9 +59,11 @@ def test_oversized_payloads_are_refused_at_the_producer(r: redis.Redis) -> None:
     assert msg.startswith(f"refused to publish to {streams.ORDERS_NEW}: the entry is ")
     assert f"over the stream's limit of {limit:,} bytes" in msg
     assert err.value.size > FIVE_MB and err.value.limit == limit
-    for attempt in (lambda: xadd(streams.ORDERS_NEW, big),  # the raw command (fast connection, fenced commits)
-                    lambda: xadd_fields(streams.ORDERS_NEW, {b"d": b"x" * (limit + 1)}),
-                    lambda: queue(r.pipeline(), streams.ORDERS_NEW, big)):
+    for attempt in (
+        lambda: xadd(streams.ORDERS_NEW, big),  # the raw command (fast connection, fenced commits)
+        lambda: xadd_fields(streams.ORDERS_NEW, {b"d": b"x" * (limit + 1)}),
+        lambda: queue(r.pipeline(), streams.ORDERS_NEW, big),
+    ):
         with pytest.raises(PayloadTooLarge, match=streams.ORDERS_NEW):
             attempt()
     assert r.xlen(streams.ORDERS_NEW) == 0
@@ -89,8 +91,9 @@ def test_order_submit_refuses_a_5mb_account(redis_url: str, r: redis.Redis, tmp_
     rc = main(["order", "submit", "buy", "1", "BTCUSDT", "--account", "x" * FIVE_MB, *args])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.strip() == ("tradeops: error: order refused: account is 5,242,880 characters long, "
-                           "at most 64 are allowed")
+    assert err.strip() == (
+        "tradeops: error: order refused: account is 5,242,880 characters long, at most 64 are allowed"
+    )
     rc = main(["order", "submit", "buy", "1", "S" * 40, *args])
     assert rc == 1 and "symbol is 40 characters long, at most 32" in capsys.readouterr().err
     assert r.xlen(streams.ORDERS_NEW) == 0
@@ -104,12 +107,14 @@ async def test_the_oms_dead_letters_a_5mb_account_that_reached_the_bus(redis_url
     svc = OmsService(redis_url=redis_url, instance="oms-mem")
     await run_until(svc, lambda: r.xlen(dlq) == 2)
     (_, fat), (_, long_id) = r.xrange(dlq)
-    assert fat[b"dlq_reason"].decode() == ("undecodable order: Expected `str` of length <= 64 - at `$.account` "
-                                           "(expected Order | CancelRequest)")
+    assert fat[b"dlq_reason"].decode() == (
+        "undecodable order: Expected `str` of length <= 64 - at `$.account` (expected Order | CancelRequest)"
+    )
     assert re.fullmatch(rb"d: 5,24\d,\d{3} bytes, first [\d,]+ kept", fat[b"dlq_truncated"])  # cut to fit
     assert sum(len(k) + len(v) for k, v in fat.items()) <= streams.max_entry(dlq)
-    assert long_id[b"dlq_reason"].decode() == ("undecodable order: Expected `str` of length <= 128 - at "
-                                               "`$.client_order_id` (expected Order | CancelRequest)")
+    assert long_id[b"dlq_reason"].decode() == (
+        "undecodable order: Expected `str` of length <= 128 - at `$.client_order_id` (expected Order | CancelRequest)"
+    )
     assert r.xlen(streams.RISK_REQUESTS) == 0 and r.xlen(streams.ORDERS_EVENTS) == 0  # not routed, not filled
     assert svc.state == "stopped"
 
@@ -118,15 +123,17 @@ async def test_the_oms_dead_letters_a_5mb_account_that_reached_the_bus(redis_url
 
 
 def gate_event(i: int, **kw) -> GateEvent:
-    base = dict(gate="task04", kind="check_run", operator="ann", ts_ns=0, check="health", outcome="passed",
-                reason=f"run {i}")
+    base = dict(
+        gate="task04", kind="check_run", operator="ann", ts_ns=0, check="health", outcome="passed", reason=f"run {i}"
+    )
     return GateEvent(**{**base, **kw})
 
 
 def archived_lines(data_dir: Path, stream: str) -> list[bytes]:
     """The archive's lines, oldest first (a run across midnight UTC writes two days' files)."""
-    return [ln for p in sorted(archive.stream_dir(data_dir, stream).glob("*.jsonl"))
-            for ln in p.read_bytes().splitlines()]
+    return [
+        ln for p in sorted(archive.stream_dir(data_dir, stream).glob("*.jsonl")) for ln in p.read_bytes().splitlines()
+    ]
 
 
 def archive_now(r_url: str, data_dir: Path, stream: str, **kw) -> archive.Archived:
@@ -136,6 +143,7 @@ def archive_now(r_url: str, data_dir: Path, stream: str, **kw) -> archive.Archiv
             return await archive.archive(ar, stream, data_dir, **kw)
         finally:
             await ar.aclose()
+
     return asyncio.run(go())
 
 
@@ -201,8 +209,9 @@ def test_a_changed_archived_entry_breaks_the_chain(redis_url: str, r: redis.Redi
     assert not v.ok and v.problem.startswith("entry 3 (") and "was changed" in v.problem
 
 
-def test_an_archiver_that_stopped_before_trimming_loses_and_doubles_nothing(redis_url: str, r: redis.Redis,
-                                                                          tmp_path: Path) -> None:
+def test_an_archiver_that_stopped_before_trimming_loses_and_doubles_nothing(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
     for i in range(6):
         audit.append(r, gate_event(i))
     d = archive.stream_dir(tmp_path, streams.OPS_GATES)
@@ -227,15 +236,20 @@ def test_only_what_is_old_or_over_the_budget_is_archived(redis_url: str, r: redi
     assert audit.verify(r).ok and audit.verify(r).checked == 10
 
 
-def test_the_migration_board_and_its_history_survive_archiving(redis_url: str, r: redis.Redis,
-                                                                tmp_path: Path) -> None:
+def test_the_migration_board_and_its_history_survive_archiving(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
     from backend.migration.state import board
 
     for to in ("deploying", "validating", "migrated"):
-        publish_sync(r, streams.OPS_MIGRATION, MigrationEvent(service="refdata", from_state=None, to_state=to,
-                                                              operator="ann", reason="t", ts_ns=1))
-    publish_sync(r, streams.OPS_MIGRATION, MigrationEvent(service="alerting", from_state=None, to_state="deploying",
-                                                          operator="ann", reason="t", ts_ns=2))
+        publish_sync(
+            r,
+            streams.OPS_MIGRATION,
+            MigrationEvent(service="refdata", from_state=None, to_state=to, operator="ann", reason="t", ts_ns=1),
+        )
+    publish_sync(
+        r,
+        streams.OPS_MIGRATION,
+        MigrationEvent(service="alerting", from_state=None, to_state="deploying", operator="ann", reason="t", ts_ns=2),
+    )
     before = {k: (v.state, len(v.history)) for k, v in board(r).items()}
     assert archive_now(redis_url, tmp_path, streams.OPS_MIGRATION, keep_s=0).archived == 3
     assert r.xlen(streams.OPS_MIGRATION) == 1
@@ -253,33 +267,50 @@ def test_redis_archive_and_audit_verify_from_the_cli(r: redis.Redis, tradeops_en
     out = run("redis", "archive", "--keep", "0s")
     assert out.returncode == 0, out.stderr
     data = Path(tradeops_env["TRADEOPS_DATA_DIR"])
-    assert out.stdout.splitlines() == ["models.events: nothing to archive", "ops.migration: nothing to archive",
-                                       f"ops.gates: 3 archived, 3 trimmed; 3 in {data / 'archive' / 'ops.gates'}"]
+    assert out.stdout.splitlines() == [
+        "models.events: nothing to archive",
+        "ops.migration: nothing to archive",
+        f"ops.gates: 3 archived, 3 trimmed; 3 in {data / 'archive' / 'ops.gates'}",
+    ]
     out = run("audit", "verify")
     assert out.returncode == 0 and out.stdout.strip() == "audit OK: 4 entries (3 archived), chain intact"
     out = run("redis", "archive", "--keep", "soon")
     assert out.returncode == 1 and "--keep 'soon' is not a positive duration" in out.stderr
 
 
-async def test_the_scheduler_job_archives_the_control_plane_logs(redis_url: str, r: redis.Redis,
-                                                                 tmp_path: Path) -> None:
+async def test_the_scheduler_job_archives_the_control_plane_logs(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
     from backend.scheduling.jobs import KINDS, Run, parse_params
 
     now_ms = int(r.time()[0]) * 1000
     for k, age_days in enumerate((9, 8, 6, 1)):  # two older than the week kept, two within it
-        ev = MigrationEvent(service="refdata", from_state=None, to_state="deploying", operator="ann", reason=str(k),
-                            ts_ns=1)
+        ev = MigrationEvent(
+            service="refdata", from_state=None, to_state="deploying", operator="ann", reason=str(k), ts_ns=1
+        )
         r.xadd(streams.OPS_MIGRATION, codec.fields(ev), id=f"{now_ms - age_days * 86_400_000}-0")
     audit.append(r, gate_event(0))  # new: stays
     ar = redis.asyncio.Redis.from_url(redis_url)
     try:
-        run = Run(job="stream-archive", slot="s", day="2024-01-01", params=parse_params("a", "stream-archive", {}),
-                  r=ar, data_dir=tmp_path, requested_by="scheduler:a", stopping=lambda: False)
+        run = Run(
+            job="stream-archive",
+            slot="s",
+            day="2024-01-01",
+            params=parse_params("a", "stream-archive", {}),
+            r=ar,
+            data_dir=tmp_path,
+            requested_by="scheduler:a",
+            stopping=lambda: False,
+        )
         out = await KINDS["stream-archive"].run(run)
     finally:
         await ar.aclose()
-    assert out == {"archived": 2, "trimmed": 2, "streams": "models.events 0, ops.migration 2, ops.gates 0",
-                   "dir": str(tmp_path / "archive")}
+    assert out == {
+        "archived": 2,
+        "trimmed": 2,
+        "streams": "models.events 0, ops.migration 2, ops.gates 0",
+        "dir": str(tmp_path / "archive"),
+    }
     assert [ev.reason for ev in board_history(r)] == ["0", "1", "2", "3"]
     assert r.xlen(streams.OPS_MIGRATION) == 2 and audit.verify(r).ok
 
@@ -331,7 +362,7 @@ async def test_alert_at_80_percent_of_maxmemory_and_cleared_below(tmp_path: Path
             finally:
                 svc.request_stop()
                 await asyncio.wait_for(task, 10)
-            (_, f), = [e for e in r.xrange(streams.OPS_ALERTS_RESOLVED)]
+            ((_, f),) = [e for e in r.xrange(streams.OPS_ALERTS_RESOLVED)]
             resolved = codec.decode(codec.payload(f), type(alert))
             assert resolved.key == MEMORY_KEY and resolved.resolved.startswith("redis memory: used ")
         finally:

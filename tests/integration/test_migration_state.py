@@ -23,16 +23,18 @@ def proceed(r: redis.Redis, gate: str) -> None:
 
 
 def test_refused_moves_name_what_blocks_them(r: redis.Redis) -> None:
-    with pytest.raises(MoveRefused,
-                       match=r"cannot start normalizer: gate phase1 \(before P1\) has no proceed decision"):
+    with pytest.raises(
+        MoveRefused, match=r"cannot start normalizer: gate phase1 \(before P1\) has no proceed decision"
+    ):
         move(r, "normalizer", "start", "ann", "go")
     proceed(r, "phase1")
     with pytest.raises(MoveRefused, match="cannot start sink-ticks: dependency normalizer is planned, not migrated"):
         move(r, "sink-ticks", "start", "ann", "go")
     with pytest.raises(TradeopsError, match="unknown service 'nosuch'"):
         move(r, "nosuch", "start", "ann", "go")
-    with pytest.raises(MoveRefused,
-                       match=r"cannot cutover normalizer: it is planned \(allowed from: validating, deploying\)"):
+    with pytest.raises(
+        MoveRefused, match=r"cannot cutover normalizer: it is planned \(allowed from: validating, deploying\)"
+    ):
         move(r, "normalizer", "cutover", "ann", "go")
     with pytest.raises(MoveRefused, match="a reason is required"):
         move(r, "normalizer", "start", "ann", " ")
@@ -81,6 +83,7 @@ def test_supervisor_blue_green_and_restart(r: redis.Redis, redis_url: str, tmp_p
         def restarted() -> bool:
             sup.check_children()
             return sup.instances["risk-target"].pid != pid
+
         wait_for(restarted, 20)
         assert sup.instances["risk-target"].restarts == 1
     finally:

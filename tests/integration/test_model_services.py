@@ -38,12 +38,21 @@ def seed_history(r: redis.Redis, n: int = 240, symbols: tuple[str, ...] = ("BTCU
     for k, sym in enumerate(symbols):
         px = (100.0 * (k + 1) * np.exp(np.cumsum(rng.normal(scale=0.002, size=n + 6)))).tolist()
         for i in range(n):
-            pipe.xadd(streams.MD_BARS_1S, codec.fields(Bar(sym, "1s", T0 + i * S, px[i], px[i], px[i], px[i],
-                                                           1.0, px[i], 1)))
+            pipe.xadd(
+                streams.MD_BARS_1S, codec.fields(Bar(sym, "1s", T0 + i * S, px[i], px[i], px[i], px[i], 1.0, px[i], 1))
+            )
         for i in range(n):
             lead = float(np.log(px[i + 4] / px[i - 1])) if i >= 1 else 0.0  # bar i-1 closes at T0 + i s
-            pipe.xadd(streams.FEATURES, codec.fields(FeatureRow(symbol=sym, ts_ns=T0 + i * S, values={
-                "lead": float(lead + rng.normal(scale=0.001)), "noise": float(rng.normal())})))
+            pipe.xadd(
+                streams.FEATURES,
+                codec.fields(
+                    FeatureRow(
+                        symbol=sym,
+                        ts_ns=T0 + i * S,
+                        values={"lead": float(lead + rng.normal(scale=0.001)), "noise": float(rng.normal())},
+                    )
+                ),
+            )
     pipe.execute()
 
 
@@ -101,64 +110,108 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
 
         # promotion through the CLI, with a reason; serving swaps it in without a restart
         env = dict(tradeops_env, TRADEOPS_OPERATOR="carol")
-        out = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "models", "promote", "alpha", "1"],
-                                      capture_output=True, text=True, env=env)
+        out = await asyncio.to_thread(
+            subprocess.run, [*TRADEOPS, "models", "promote", "alpha", "1"], capture_output=True, text=True, env=env
+        )
         assert out.returncode == 1 and "promote needs --reason" in out.stderr
-        out = await asyncio.to_thread(subprocess.run,
-                                      [*TRADEOPS, "models", "promote", "alpha", "1", "--reason", "ic 0.9 on holdout"],
-                                      capture_output=True, text=True, env=env)
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [*TRADEOPS, "models", "promote", "alpha", "1", "--reason", "ic 0.9 on holdout"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert out.returncode == 0 and "promoted to v1 in production" in out.stdout and "carol" in out.stdout
         await await_for(lambda: sv.version == 1, 10)
 
         # a subscription turns signals into paper orders for the account
         store.subscribe(r, "acct-ml", "strategy:alpha-momentum", 0.5, "carol")
-        rows = [FeatureRow(symbol="BTCUSDT", ts_ns=T0 + 10_000 * S + i, values={"lead": v, "noise": 0.0})
-                for i, v in enumerate([0.05, 0.05, -0.05, 0.0])]
+        rows = [
+            FeatureRow(symbol="BTCUSDT", ts_ns=T0 + 10_000 * S + i, values={"lead": v, "noise": 0.0})
+            for i, v in enumerate([0.05, 0.05, -0.05, 0.0])
+        ]
         for n, row in enumerate(rows, 1):  # one update at a time: each is scored (not coalesced)
             await feature_update(ar, row)
             await await_for(lambda n=n: sv.signals >= n, 10)
         # a redelivered (or repeated) update of features already scored publishes nothing
         await ar.xadd(streams.FEATURES, codec.fields(rows[-1]))
         await await_for(lambda: sv.coalesced >= 1, 10)
-        sigs = await await_for(lambda: [s for s in (codec.decode(codec.payload(f), Signal) for _, f in
-                                                     r.xrange(streams.SIGNALS)) if s.ts_ns >= T0 + 10_000 * S]
-                               if sv.signals >= 4 else None, 15)
+        sigs = await await_for(
+            lambda: (
+                [
+                    s
+                    for s in (codec.decode(codec.payload(f), Signal) for _, f in r.xrange(streams.SIGNALS))
+                    if s.ts_ns >= T0 + 10_000 * S
+                ]
+                if sv.signals >= 4
+                else None
+            ),
+            15,
+        )
         assert [s.side for s in sigs] == ["buy", "buy", "sell", None] and {s.version for s in sigs} == {1}
-        orders = await await_for(lambda: [codec.decode(codec.payload(f), Order)
-                                          for _, f in r.xrange(streams.ORDERS_NEW)]
-                                 if r.xlen(streams.ORDERS_NEW) >= 2 else None, 10)
+        orders = await await_for(
+            lambda: (
+                [codec.decode(codec.payload(f), Order) for _, f in r.xrange(streams.ORDERS_NEW)]
+                if r.xlen(streams.ORDERS_NEW) >= 2
+                else None
+            ),
+            10,
+        )
         assert [(o.side, o.quantity) for o in orders] == [("buy", 0.5), ("sell", 1.0)]  # flat->long, long->short
         assert all(o.account == "acct-ml" and o.source == "marketplace:strategy:alpha-momentum" for o in orders)
         # the registered model joined the catalog with its owner
         assert "model:alpha" in {i.id for i in store.items(r)}
 
         # promote v2, then roll back to v1 with a reason; refusals name why
-        await ar.xadd(streams.MODELS_REQUESTS, codec.fields(ModelStage(name="alpha", action="promote", version=2,
-                                                                       reason="fresher data", operator="dave")))
+        await ar.xadd(
+            streams.MODELS_REQUESTS,
+            codec.fields(ModelStage(name="alpha", action="promote", version=2, reason="fresher data", operator="dave")),
+        )
         await await_for(lambda: sv.version == 2, 10)
-        for bad in (ModelStage(name="alpha", action="promote", version=9, reason="typo", operator="dave"),
-                    ModelStage(name="alpha", action="rollback", reason="", operator="dave")):
+        for bad in (
+            ModelStage(name="alpha", action="promote", version=9, reason="typo", operator="dave"),
+            ModelStage(name="alpha", action="rollback", reason="", operator="dave"),
+        ):
             await ar.xadd(streams.MODELS_REQUESTS, codec.fields(bad))
-        await ar.xadd(streams.MODELS_REQUESTS, codec.fields(ModelStage(name="alpha", action="rollback",
-                                                                       reason="v2 drifts", operator="dave")))
+        await ar.xadd(
+            streams.MODELS_REQUESTS,
+            codec.fields(ModelStage(name="alpha", action="rollback", reason="v2 drifts", operator="dave")),
+        )
         await await_for(lambda: sv.version == 1 and sv.swaps == 2, 10)
         evs = reg.events(r, "alpha")
-        assert [e.kind for e in evs] == ["registered", "registered", "promoted", "promoted", "refused", "refused",
-                                         "rolled_back"]
+        assert [e.kind for e in evs] == [
+            "registered",
+            "registered",
+            "promoted",
+            "promoted",
+            "refused",
+            "refused",
+            "rolled_back",
+        ]
         assert evs[4].reason == "no version 9 of model 'alpha'" and evs[5].reason == "rollback needs a reason"
         assert evs[6].from_version == 2 and evs[6].version == 1 and evs[6].reason == "v2 drifts"
-        out = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "models", "rollback", "alpha", "--reason", "again"],
-                                      capture_output=True, text=True, env=env)
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [*TRADEOPS, "models", "rollback", "alpha", "--reason", "again"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert out.returncode == 1 and "nothing to roll back to: production history [1]" in out.stderr
-        show = await asyncio.to_thread(subprocess.run, [*TRADEOPS, "models", "show", "alpha"],
-                                       capture_output=True, text=True, env=env)
+        show = await asyncio.to_thread(
+            subprocess.run, [*TRADEOPS, "models", "show", "alpha"], capture_output=True, text=True, env=env
+        )
         assert "production v1" in show.stdout and "v2 drifts" in show.stdout and "lead,noise" in show.stdout
 
         # a backtest of the production model over the stored features and bars
         job = btjobs.submit(r, "model:alpha", ["BTCUSDT", "ETHUSDT"], {"quantity": 1, "threshold": 0.5})
         nope = btjobs.submit(r, "model:nope", [], {})
-        await await_for(lambda: btjobs.status(r, job.job_id)["state"] == "done"
-                        and btjobs.status(r, nope.job_id)["state"] == "failed", 20)
+        await await_for(
+            lambda: (
+                btjobs.status(r, job.job_id)["state"] == "done" and btjobs.status(r, nope.job_id)["state"] == "failed"
+            ),
+            20,
+        )
         res = btjobs.status(r, job.job_id)["result"]
         assert res.trades > 0 and res.symbols == ["BTCUSDT", "ETHUSDT"] and res.pnl > 0  # `lead` does lead
         assert btjobs.status(r, nope.job_id)["reason"] == "model 'nope' has no production version"
@@ -173,21 +226,30 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
         await ar.xadd(streams.FEATURES, codec.fields(FeatureRow(symbol="NOSYM", ts_ns=4, values={})))
         await ar.xadd(streams.FEATURES, {b"d": b"\x93junk"})
         await ar.xadd(streams.SIGNALS, {b"d": b"junk"})
-        await await_for(lambda: len(dlq(r, streams.FEATURES)) == 5 and dlq(r, streams.SIGNALS)
-                        and dlq(r, streams.MODELS_REQUESTS) and dlq(r, streams.TRAINING_JOBS), 20)
+        await await_for(
+            lambda: (
+                len(dlq(r, streams.FEATURES)) == 5
+                and dlq(r, streams.SIGNALS)
+                and dlq(r, streams.MODELS_REQUESTS)
+                and dlq(r, streams.TRAINING_JOBS)
+            ),
+            20,
+        )
         reasons = sorted(dlq(r, streams.FEATURES))  # a batch dead-letters undecodable entries first
         assert reasons[:4] == [
             "no online features for NOSYM (features:online:NOSYM is empty)",
             "online features for BAD1 lack 'lead' needed by alpha v1",
             "online features for BAD2 score nan (non-finite feature values)",
-            "online features for BAD3: noise = 'lots' is not a number"]
+            "online features for BAD3: noise = 'lots' is not a number",
+        ]
         assert reasons[4].startswith("undecodable feature update:")
         assert dlq(r, streams.MODELS_REQUESTS)[0].startswith("undecodable model request:")
         assert "bad training job neg: horizon_s=-1.0" in dlq(r, streams.TRAINING_JOBS)[0]
         assert dlq(r, streams.SIGNALS)[0].startswith("undecodable signal:")
         # a job over a range with no data fails with a reason (not a noise model)
-        await ar.xadd(streams.TRAINING_JOBS,
-                      codec.fields(TrainJob(job_id="empty", name="alpha", start_ns=10, end_ns=20)))
+        await ar.xadd(
+            streams.TRAINING_JOBS, codec.fields(TrainJob(job_id="empty", name="alpha", start_ns=10, end_ns=20))
+        )
         await await_for(lambda: r.hget("training:job:empty", "state") == b"failed", 10)
         assert r.hget("training:job:empty", "reason").decode() == "no feature rows in the range"
         assert all(not t.done() for _, t in tasks)
@@ -197,17 +259,31 @@ async def test_train_promote_serve_swap_rollback_subscribe(redis_url: str, r: re
 
 
 @pytest.mark.timeout(60)
-async def test_backtests_run_over_stored_data_and_bad_jobs_are_refused(redis_url: str, r: redis.Redis,
-                                                                        tradeops_env) -> None:
+async def test_backtests_run_over_stored_data_and_bad_jobs_are_refused(
+    redis_url: str, r: redis.Redis, tradeops_env
+) -> None:
     seed_history(r, n=120)
     bt = BtOrchestratorService(redis_url=redis_url, instance="bt-1")
     task = await start(bt)
     try:
         env = dict(tradeops_env)
+
         def run(*a: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([*TRADEOPS, "backtest", *a], capture_output=True, text=True, env=env)
-        out = await asyncio.to_thread(run, "run", "momentum", "--symbols", "BTCUSDT", "--param", "window=3",
-                                      "--param", "quantity=1", "--wait", "20")
+
+        out = await asyncio.to_thread(
+            run,
+            "run",
+            "momentum",
+            "--symbols",
+            "BTCUSDT",
+            "--param",
+            "window=3",
+            "--param",
+            "quantity=1",
+            "--wait",
+            "20",
+        )
         assert out.returncode == 0, out.stderr
         assert "momentum on BTCUSDT (source: bars)" in out.stdout and "SHARPE" in out.stdout
         done = btjobs.recent(r)[0]
@@ -237,8 +313,10 @@ async def test_market_catalog_and_subscription_errors(redis_url: str, r: redis.R
     mk = MarketplaceService(redis_url=redis_url, instance="mk-2")
     task = await start(mk)
     try:
+
         def run(*a: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([*TRADEOPS, "market", *a], capture_output=True, text=True, env=tradeops_env)
+
         out = await asyncio.to_thread(run, "list")
         assert "strategy:alpha-momentum" in out.stdout and "quant-desk" in out.stdout
         out = await asyncio.to_thread(run, "subscribe", "strategy:nope", "--account", "a1")
@@ -259,8 +337,14 @@ async def test_market_catalog_and_subscription_errors(redis_url: str, r: redis.R
         await stop((mk, task))
 
 
-@pytest.mark.parametrize("cls,bad", [(ServingService, {"modle": "alpha"}), (MlTrainingService, {"min_rows": "x"}),
-                                     (ModelopsService, {"auto_promote_min_ic": "high"})])
+@pytest.mark.parametrize(
+    "cls,bad",
+    [
+        (ServingService, {"modle": "alpha"}),
+        (MlTrainingService, {"min_rows": "x"}),
+        (ModelopsService, {"auto_promote_min_ic": "high"}),
+    ],
+)
 def test_bad_config_names_the_section_and_key(redis_url: str, cls: type[Service], bad: dict) -> None:
     from backend.errors import ConfigError
 
@@ -274,12 +358,18 @@ async def test_training_reads_the_offline_feature_store(redis_url: str, r: redis
     from backend.settings import Settings
 
     seed_history(r, n=120)
-    rows = [{"symbol": x.symbol, "ts_ns": x.ts_ns, **x.values}
-            for x in (codec.decode(codec.payload(f), FeatureRow) for _, f in r.xrange(streams.FEATURES))]
+    rows = [
+        {"symbol": x.symbol, "ts_ns": x.ts_ns, **x.values}
+        for x in (codec.decode(codec.payload(f), FeatureRow) for _, f in r.xrange(streams.FEATURES))
+    ]
     r.delete(streams.FEATURES)  # only the offline store holds them now
     write_offline(tmp_path, rows, "part-0")
-    ml = MlTrainingService(redis_url=redis_url, instance="ml-off", settings=Settings(data_dir=str(tmp_path)),
-                           config={"feature_source": "offline"})
+    ml = MlTrainingService(
+        redis_url=redis_url,
+        instance="ml-off",
+        settings=Settings(data_dir=str(tmp_path)),
+        config={"feature_source": "offline"},
+    )
     task = await start(ml)
     try:
         r.xadd(streams.TRAINING_JOBS, codec.fields(TrainJob(job_id="off", name="beta", symbols=["BTCUSDT"])))

@@ -44,8 +44,9 @@ def all_final(r: redis.Redis, coids: list[str]) -> bool:
 
 def routed(r: redis.Redis) -> set[str]:
     """Orders that reached risk or the venue."""
-    out = {codec.decode(codec.payload(f), RiskRequest).order.client_order_id
-           for _, f in r.xrange(streams.RISK_REQUESTS)}
+    out = {
+        codec.decode(codec.payload(f), RiskRequest).order.client_order_id for _, f in r.xrange(streams.RISK_REQUESTS)
+    }
     return out | {codec.decode(codec.payload(f), ExecOrder).client_order_id for _, f in r.xrange(streams.EXEC_ORDERS)}
 
 
@@ -64,15 +65,19 @@ def config(tmp_path: Path, **admission: float) -> Path:
 
 @pytest.mark.timeout(120)
 def test_in_flight_past_the_bound_is_refused_and_taken_again_once_answered(
-        stack: BenchStack, r: redis.Redis, tmp_path: Path) -> None:
+    stack: BenchStack, r: redis.Redis, tmp_path: Path
+) -> None:
     # risk is not running: whatever the OMS admits stays in flight (PENDING_RISK)
     stack.start("live-gateway")
     stack.start("oms", config=config(tmp_path, max_in_flight=20, max_intake_age_ms=600_000))
     flood = [f"f{i}" for i in range(60)]
     for c in flood:
         submit(r, c, quantity=0.01)
-    wait_for(lambda: sum(1 for v in finals(r).values() if v == [("REJECTED", OVERLOADED)]) == 40, 30,
-             what="40 of 60 orders refused past 20 in flight")
+    wait_for(
+        lambda: sum(1 for v in finals(r).values() if v == [("REJECTED", OVERLOADED)]) == 40,
+        30,
+        what="40 of 60 orders refused past 20 in flight",
+    )
     refused = [c for c in flood if finals(r).get(c)]
     admitted = [c for c in flood if c not in refused]
     assert len(admitted) == 20 and all(read_order(r, c).state == "PENDING_RISK" for c in admitted)
@@ -96,7 +101,8 @@ def test_in_flight_past_the_bound_is_refused_and_taken_again_once_answered(
 
 @pytest.mark.timeout(120)
 def test_orders_queued_past_the_bound_are_refused_and_the_backlog_drains(
-        stack: BenchStack, r: redis.Redis, tmp_path: Path) -> None:
+    stack: BenchStack, r: redis.Redis, tmp_path: Path
+) -> None:
     bound_ms = 1000
     stack.start("risk")
     stack.start("live-gateway")
@@ -114,6 +120,7 @@ def test_orders_queued_past_the_bound_are_refused_and_the_backlog_drains(
         def redis_ms() -> int:
             sec, usec = r.time()
             return sec * 1000 + usec // 1000
+
         # every entry of the backlog has waited past the bound (with room for the clocks' offset)
         wait_for(lambda: redis_ms() > last + bound_ms + 100, 30, interval=0.05, what="the backlog to age")
     finally:

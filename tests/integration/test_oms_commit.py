@@ -32,8 +32,15 @@ async def test_a_record_changed_by_another_instance_is_not_overwritten(redis_url
     oms = OmsService(redis_url=redis_url, instance="oms-a")
     task = asyncio.create_task(oms.run())
     try:
-        order = Order(client_order_id="x1", account="acc", symbol="BTCUSDT", side="buy", type="limit",
-                      quantity=1.0, limit_price=100.0)
+        order = Order(
+            client_order_id="x1",
+            account="acc",
+            symbol="BTCUSDT",
+            side="buy",
+            type="limit",
+            quantity=1.0,
+            limit_price=100.0,
+        )
         await r.xadd(streams.ORDERS_NEW, codec.fields(order))
         await await_for(lambda: "x1" in getattr(oms, "cache", {}), what="x1 held in memory")
         version, rec = oms.cache["x1"]
@@ -44,14 +51,30 @@ async def test_a_record_changed_by_another_instance_is_not_overwritten(redis_url
         await r.hset(KEY.format("x1"), mapping={"v": version + 1, "d": msgspec.msgpack.encode(other)})
 
         # A fill for the order reaches this instance, which still remembers it PENDING_RISK.
-        await r.xadd(streams.EXEC_REPORTS, codec.fields(ExecReport(
-            client_order_id="x1", venue_order_id="v1", kind="fill", account="acc", symbol="BTCUSDT",
-            side="buy", fill_qty=1.0, fill_price=100.0, leaves_qty=0.0, trade_id="t1", ts_ns=1)))
+        await r.xadd(
+            streams.EXEC_REPORTS,
+            codec.fields(
+                ExecReport(
+                    client_order_id="x1",
+                    venue_order_id="v1",
+                    kind="fill",
+                    account="acc",
+                    symbol="BTCUSDT",
+                    side="buy",
+                    fill_qty=1.0,
+                    fill_price=100.0,
+                    leaves_qty=0.0,
+                    trade_id="t1",
+                    ts_ns=1,
+                )
+            ),
+        )
         await await_for(lambda: oms.conflicts >= 1, what="the commit to see the changed record")
 
         async def settled() -> bool:
             groups = await r.xinfo_groups(streams.EXEC_REPORTS)
             return any(g["name"] == b"oms" and g["pending"] == 0 and g["lag"] == 0 for g in groups)
+
         await await_for(settled, what="the report to be handled and acked")
 
         raw = await r.hget(KEY.format("x1"), "d")
@@ -78,8 +101,15 @@ async def test_a_batch_whose_commit_failed_is_taken_again_from_redis(redis_url: 
     oms = OmsService(redis_url=redis_url, instance="oms-a")
     task = asyncio.create_task(oms.run())
     try:
-        order = Order(client_order_id="x2", account="acc", symbol="BTCUSDT", side="buy", type="limit",
-                      quantity=1.0, limit_price=100.0)
+        order = Order(
+            client_order_id="x2",
+            account="acc",
+            symbol="BTCUSDT",
+            side="buy",
+            type="limit",
+            quantity=1.0,
+            limit_price=100.0,
+        )
         await r.xadd(streams.ORDERS_NEW, codec.fields(order))
         await await_for(lambda: "x2" in getattr(oms, "cache", {}), what="x2 held in memory")
         decision = RiskDecision(request_id="x2#1", client_order_id="x2", approved=True)

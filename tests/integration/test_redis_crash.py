@@ -51,8 +51,9 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TRADEOPS_REDIS_URL", None)
-    up = subprocess.run([*TRADEOPS, "--data-dir", str(data), "up"], env=env, capture_output=True, text=True,
-                        timeout=180, check=False)
+    up = subprocess.run(
+        [*TRADEOPS, "--data-dir", str(data), "up"], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         table = read_table(data)
@@ -75,24 +76,33 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
         assert again.url == url  # the same port: every client finds it where it was
         assert again.socket_url == info.socket_url
         r = connection.client(url, connection.admin_login(data_dir=data))  # the stack runs with its ACL users
-        wait_for(lambda: services <= _fresh_heartbeats(r, killed_ns), 120,
-                 what=f"every service heartbeating running after the crash: {sorted(services)}")
-        wait_for(lambda: not [p for p, st in _children(sup) if st == "Z"], 30,
-                 what="no zombie child of the supervisor")
+        wait_for(
+            lambda: services <= _fresh_heartbeats(r, killed_ns),
+            120,
+            what=f"every service heartbeating running after the crash: {sorted(services)}",
+        )
+        wait_for(lambda: not [p for p, st in _children(sup) if st == "Z"], 30, what="no zombie child of the supervisor")
         table = read_table(data)
         assert table is not None and table["supervisor_pid"] == sup  # the same supervisor: the stack was not restarted
         now = {i["instance"]: i["pid"] for i in table["instances"]}
         # consumers and periodic tasks wait for Redis: they ride through without a restart
         for rode_through in ("risk-legacy", "normalizer-legacy", "sink-ticks-legacy"):
             assert now[rode_through] == pids[rode_through], rode_through
-        out = subprocess.run([*TRADEOPS, "--data-dir", str(data), "redis", "down"], env=env, capture_output=True,
-                             text=True, timeout=60, check=False)
+        out = subprocess.run(
+            [*TRADEOPS, "--data-dir", str(data), "redis", "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert out.returncode == 1 and "a stack is up on this Redis" in out.stderr  # it would only come back
         assert embedded.live_info(data) is not None
         r.close()
     finally:
-        subprocess.run([*TRADEOPS, "--data-dir", str(data), "down"], env=env, capture_output=True, timeout=120,
-                       check=False)
+        subprocess.run(
+            [*TRADEOPS, "--data-dir", str(data), "down"], env=env, capture_output=True, timeout=120, check=False
+        )
         embedded.stop_data_dir(data)  # never leave a server behind, whatever failed
 
 
@@ -126,8 +136,12 @@ def _events(r: redis.Redis, coid: str) -> list[str]:
 
 
 def _submit(r: redis.Redis, coid: str) -> None:
-    r.xadd(streams.ORDERS_NEW, codec.fields(Order(client_order_id=coid, account="acc-1", symbol="BTCUSDT",
-                                                  side="buy", type="market", quantity=0.5)))
+    r.xadd(
+        streams.ORDERS_NEW,
+        codec.fields(
+            Order(client_order_id=coid, account="acc-1", symbol="BTCUSDT", side="buy", type="market", quantity=0.5)
+        ),
+    )
 
 
 @pytest.mark.timeout(120)

@@ -36,30 +36,45 @@ async def run_until(svc: Service, pred: Callable[[], Any], timeout: float = 20) 
 
 
 async def test_refdata_seeds_updates_and_rejects(redis_url: str, r: redis.Redis) -> None:
-    r.xadd(streams.REFDATA_UPDATES, codec.fields(Instrument(symbol="BTCUSDT", tick_size=0.1, lot_size=0.001,
-                                                            status="halted")))
+    r.xadd(
+        streams.REFDATA_UPDATES,
+        codec.fields(Instrument(symbol="BTCUSDT", tick_size=0.1, lot_size=0.001, status="halted")),
+    )
     r.xadd(streams.REFDATA_UPDATES, codec.fields(Instrument(symbol="ETHUSDT", tick_size=-1, lot_size=1)))
     svc = RefdataService(redis_url=redis_url, instance="rd")
     await run_until(svc, lambda: r.xlen(streams.dlq(streams.REFDATA_UPDATES)) == 1 and svc.changes >= 11)
     inst = instruments(r)
     assert len(inst) == 10 and inst["BTCUSDT"].status == "halted" and inst["ETHUSDT"].tick_size == 0.01
-    (_, f), = r.xrange(streams.dlq(streams.REFDATA_UPDATES))
+    ((_, f),) = r.xrange(streams.dlq(streams.REFDATA_UPDATES))
     assert f[b"dlq_reason"] == b"bad instrument: ETHUSDT: tick_size must be positive, not -1.0"
     assert r.xlen(streams.REFDATA_EVENTS) == 11
 
 
-@pytest.mark.parametrize("text,message", [
-    ('[[instrument]]\nsymbol = "BTCUSDT"\ntick_size = 0.1\nlot_size = 1\n[[instrument]]\nsymbol = "ETHUSDT"\n'
-     'tick_size = -1\nlot_size = 1\n', "instrument 2: ETHUSDT: tick_size must be positive, not -1.0"),
-    ('[[instrument]]\nsymbol = "BTCUSDT"\ntick_sise = 0.1\nlot_size = 1\n',
-     "instrument 1: Object missing required field `tick_size`"),
-    ('[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\nstatus = "open"\n',
-     "instrument 1: Invalid enum value 'open'"),
-    ("[[instrument]\n", "not valid TOML"),
-    ('title = "none"\n', "no [[instrument]] entries"),
-    ('[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\n[[instrument]]\nsymbol = "X"\ntick_size = 1\n'
-     'lot_size = 1\n', "symbols listed twice: X"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            '[[instrument]]\nsymbol = "BTCUSDT"\ntick_size = 0.1\nlot_size = 1\n[[instrument]]\nsymbol = "ETHUSDT"\n'
+            "tick_size = -1\nlot_size = 1\n",
+            "instrument 2: ETHUSDT: tick_size must be positive, not -1.0",
+        ),
+        (
+            '[[instrument]]\nsymbol = "BTCUSDT"\ntick_sise = 0.1\nlot_size = 1\n',
+            "instrument 1: Object missing required field `tick_size`",
+        ),
+        (
+            '[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\nstatus = "open"\n',
+            "instrument 1: Invalid enum value 'open'",
+        ),
+        ("[[instrument]\n", "not valid TOML"),
+        ('title = "none"\n', "no [[instrument]] entries"),
+        (
+            '[[instrument]]\nsymbol = "X"\ntick_size = 1\nlot_size = 1\n[[instrument]]\nsymbol = "X"\ntick_size = 1\n'
+            "lot_size = 1\n",
+            "symbols listed twice: X",
+        ),
+    ],
+)
 def test_refdata_master_file_errors_name_the_entry(tmp_path, text: str, message: str) -> None:
     from backend.errors import ConfigError
     from backend.refdata.master import load_file
@@ -74,8 +89,9 @@ def test_refdata_master_file_errors_name_the_entry(tmp_path, text: str, message:
 async def test_alerting_skips_undecodable_gate_events_and_heartbeats(redis_url: str, r: redis.Redis) -> None:
     from gates import audit
 
-    audit.append(r, GateEvent(gate="task03", kind="check_run", operator="ann", ts_ns=0, check="latency",
-                              outcome="failed"))
+    audit.append(
+        r, GateEvent(gate="task03", kind="check_run", operator="ann", ts_ns=0, check="latency", outcome="failed")
+    )
     r.xadd(streams.OPS_GATES, {b"d": b"\xc1junk"})
     r.hset("health:x:x-1", "d", b"\xc1junk")
     svc = AlertingService(redis_url=redis_url, instance="al-2")
@@ -113,18 +129,32 @@ async def test_alerting_dedups_acks_watches_and_retries_webhooks(redis_url: str,
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         for _ in range(2):  # the same breach twice: one alert
-            r.xadd(streams.OPS_ALERTS, codec.fields(Alert(id="x", ts_ns=1, severity="warning", source="ptrc",
-                                                          kind="exposure", message="too big", key="exposure:a:BTC")))
+            r.xadd(
+                streams.OPS_ALERTS,
+                codec.fields(
+                    Alert(
+                        id="x",
+                        ts_ns=1,
+                        severity="warning",
+                        source="ptrc",
+                        kind="exposure",
+                        message="too big",
+                        key="exposure:a:BTC",
+                    )
+                ),
+            )
         r.xadd(streams.OPS_ALERTS, {b"d": b"junk"})
         r.xadd("dlq.md.ticks.raw", {b"dlq_reason": b"x"})
         from gates import audit
 
-        svc = AlertingService(redis_url=redis_url, instance="al",
-                              config={"webhook": f"http://127.0.0.1:{srv.server_address[1]}/hook"})
+        svc = AlertingService(
+            redis_url=redis_url, instance="al", config={"webhook": f"http://127.0.0.1:{srv.server_address[1]}/hook"}
+        )
         task = asyncio.create_task(svc.run())
         await asyncio.sleep(0)
-        audit.append(r, GateEvent(gate="task02", kind="check_run", operator="ann", ts_ns=0, check="bars",
-                                  outcome="failed"))
+        audit.append(
+            r, GateEvent(gate="task02", kind="check_run", operator="ann", ts_ns=0, check="bars", outcome="failed")
+        )
         try:
             await await_for(lambda: {k.split(":")[0] for k, _ in active(r)} >= {"exposure", "dlq", "gate"}, 20)
         finally:
@@ -132,8 +162,9 @@ async def test_alerting_dedups_acks_watches_and_retries_webhooks(redis_url: str,
             await asyncio.wait_for(task, 10)
         keys = [k for k, _ in active(r)]
         assert keys.count("exposure:a:BTC") == 1
-        assert any(f[b"dlq_reason"].startswith(b"undecodable alert")
-                   for _, f in r.xrange(streams.dlq(streams.OPS_ALERTS)))
+        assert any(
+            f[b"dlq_reason"].startswith(b"undecodable alert") for _, f in r.xrange(streams.dlq(streams.OPS_ALERTS))
+        )
         assert {a["kind"] for a in _Hook.got} >= {"exposure"}  # delivered after a retry
         assert ack(r, "exposure:a:BTC", "ann").acked_by == "ann"
         assert "exposure:a:BTC" not in [k for k, _ in active(r)]
@@ -151,29 +182,51 @@ async def test_alerting_resolves_alerts_whose_cause_is_gone(redis_url: str, r: r
 
     def beat(instance: str, state: str) -> None:
         now = time.time_ns()
-        r.hset(f"health:svc:{instance}", "d", codec.encode(Heartbeat(
-            service="svc", instance=instance, environment="legacy", state=state, ts_ns=now, started_ns=now, pid=0)))
+        r.hset(
+            f"health:svc:{instance}",
+            "d",
+            codec.encode(
+                Heartbeat(
+                    service="svc",
+                    instance=instance,
+                    environment="legacy",
+                    state=state,
+                    ts_ns=now,
+                    started_ns=now,
+                    pid=0,
+                )
+            ),
+        )
 
-    breach = {"id": "x", "ts_ns": 1, "severity": "warning", "source": "ptrc", "kind": "exposure",
-              "key": "exposure:a:BTC"}
+    breach = {
+        "id": "x",
+        "ts_ns": 1,
+        "severity": "warning",
+        "source": "ptrc",
+        "kind": "exposure",
+        "key": "exposure:a:BTC",
+    }
     r.xadd(streams.OPS_ALERTS, codec.fields(Alert(message="too big", **breach)))
     beat("svc-1", "failed")
     beat("svc-2", "stopped")  # drained in a cutover
     r.xadd("dlq.md.ticks.raw", {b"dlq_reason": b"x"})
-    audit.append(r, GateEvent(gate="task03", kind="check_run", operator="ann", ts_ns=0, check="latency",
-                              outcome="failed"))
+    audit.append(
+        r, GateEvent(gate="task03", kind="check_run", operator="ann", ts_ns=0, check="latency", outcome="failed")
+    )
     keys = {"exposure:a:BTC", "heartbeat:svc-1", "dlq:dlq.md.ticks.raw:0", "gate:task03:latency"}
     svc = AlertingService(redis_url=redis_url, instance="al-3", config={"dlq_quiet_s": 3.0})
     task = asyncio.create_task(svc.run())
     try:
         await await_for(lambda: {k for k, _ in active(r)} == keys, 20, what="the four alerts")
         r.xadd(streams.OPS_ALERTS, codec.fields(Alert(message="over", resolved="back within its limit", **breach)))
-        audit.append(r, GateEvent(gate="task03", kind="check_run", operator="bob", ts_ns=0, check="latency",
-                                  outcome="passed"))
+        audit.append(
+            r, GateEvent(gate="task03", kind="check_run", operator="bob", ts_ns=0, check="latency", outcome="passed")
+        )
 
         def running_and_all_resolved() -> bool:
             beat("svc-1", "running")  # it beats while it runs
             return not active(r)
+
         await await_for(running_and_all_resolved, 30, interval=0.2, what="every alert resolved")
     finally:
         svc.request_stop()
@@ -183,36 +236,55 @@ async def test_alerting_resolves_alerts_whose_cause_is_gone(redis_url: str, r: r
         "exposure:a:BTC": "back within its limit",
         "heartbeat:svc-1": "svc (svc-1) is running again",
         "dlq:dlq.md.ticks.raw:0": "dlq.md.ticks.raw has not grown for 3s (1 dead letter(s))",
-        "gate:task03:latency": "check latency passed (by bob)"}
+        "gate:task03:latency": "check latency passed (by bob)",
+    }
     assert svc.resolved == 4
 
 
 async def test_alerting_raises_a_degraded_instance_with_its_reason_until_it_runs_again(
-        redis_url: str, r: redis.Redis) -> None:
+    redis_url: str, r: redis.Redis
+) -> None:
     from backend.messages import Heartbeat
     from backend.services.alerting import RESOLVED
 
     def beat(state: str, reason: str = "") -> None:
         now = time.time_ns()
-        r.hset("health:sink-ticks:sink-1", "d", codec.encode(Heartbeat(
-            service="sink-ticks", instance="sink-1", environment="legacy", state=state, ts_ns=now,
-            started_ns=now, pid=0, reason=reason)))
+        r.hset(
+            "health:sink-ticks:sink-1",
+            "d",
+            codec.encode(
+                Heartbeat(
+                    service="sink-ticks",
+                    instance="sink-1",
+                    environment="legacy",
+                    state=state,
+                    ts_ns=now,
+                    started_ns=now,
+                    pid=0,
+                    reason=reason,
+                )
+            ),
+        )
 
     svc = AlertingService(redis_url=redis_url, instance="al-4")
     task = asyncio.create_task(svc.run())
     try:
+
         def degraded_alert() -> Alert | None:
             beat("degraded", "cannot write the tick store: no space left on device (ENOSPC)")
             return dict(active(r)).get("degraded:sink-1")
+
         alert = await await_for(degraded_alert, 20, interval=0.2, what="the degraded alert")
         assert alert.severity == "warning" and alert.kind == "degraded"
-        assert alert.message == ("sink-ticks (sink-1) is degraded: cannot write the tick store: "
-                                 "no space left on device (ENOSPC)")
+        assert alert.message == (
+            "sink-ticks (sink-1) is degraded: cannot write the tick store: no space left on device (ENOSPC)"
+        )
         assert "heartbeat:sink-1" not in dict(active(r))  # alive: no heartbeat alert
 
         def cleared() -> bool:
             beat("running")
             return not active(r)
+
         await await_for(cleared, 20, interval=0.2, what="the alert resolved")
     finally:
         svc.request_stop()
@@ -223,19 +295,28 @@ async def test_alerting_raises_a_degraded_instance_with_its_reason_until_it_runs
 
 async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redis, tmp_path) -> None:
     now = time.time_ns()
-    tks = [Tick("BTCUSDT" if i % 2 else "ETHUSDT", i, 100.0 + i, 1.0, now - 5_000_000_000 + i * 1_000_000)
-           for i in range(300)]
+    tks = [
+        Tick("BTCUSDT" if i % 2 else "ETHUSDT", i, 100.0 + i, 1.0, now - 5_000_000_000 + i * 1_000_000)
+        for i in range(300)
+    ]
     batch = ticks.from_ticks(tks)
     store.ParquetStore(store.ticks_dir(tmp_path)).write(store.to_table([("1-0", batch)]), "1-0", "1-0")
     r.xadd(streams.REPLAY_REQUESTS, codec.fields(ReplayRequest(id="bad", start_ns=10, end_ns=5)))
-    r.xadd(streams.REPLAY_REQUESTS, codec.fields(ReplayRequest(id="r1", start_ns=now - 10**10, end_ns=now, speed=0,
-                                                               target="md.ticks.replay.test")))
-    svc = MdReplayService(redis_url=redis_url, settings=Settings(data_dir=str(tmp_path)), instance="mr",
-                          config={"batch": 64})
-    await run_until(svc, lambda: getattr(svc, "replayed", 0) == 300
-                    and r.xlen(streams.dlq(streams.REPLAY_REQUESTS)) == 1)
-    got = [t for _, f in r.xrange("md.ticks.replay.test")
-           for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
+    r.xadd(
+        streams.REPLAY_REQUESTS,
+        codec.fields(ReplayRequest(id="r1", start_ns=now - 10**10, end_ns=now, speed=0, target="md.ticks.replay.test")),
+    )
+    svc = MdReplayService(
+        redis_url=redis_url, settings=Settings(data_dir=str(tmp_path)), instance="mr", config={"batch": 64}
+    )
+    await run_until(
+        svc, lambda: getattr(svc, "replayed", 0) == 300 and r.xlen(streams.dlq(streams.REPLAY_REQUESTS)) == 1
+    )
+    got = [
+        t
+        for _, f in r.xrange("md.ticks.replay.test")
+        for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))
+    ]
     assert [t.trade_id for t in got] == list(range(300))
     assert [t.trade_ns for t in got] == sorted(t.trade_ns for t in got)
 
@@ -250,14 +331,27 @@ def test_risk_validates_orders_against_refdata(redis_url: str, r: redis.Redis) -
     from tests.conftest import wait_for
 
     def ask(coid: str, **kw: object) -> None:
-        o = Order(**{"client_order_id": coid, "account": "a", "symbol": "BTCUSDT", "side": "buy", "type": "limit",
-                     "quantity": 0.001, "limit_price": 65000.0, **kw})
-        r.xadd(streams.RISK_REQUESTS,
-               codec.fields(RiskRequest(request_id=f"{coid}#1", order=o, sent_ns=time.time_ns())))
+        o = Order(
+            **{
+                "client_order_id": coid,
+                "account": "a",
+                "symbol": "BTCUSDT",
+                "side": "buy",
+                "type": "limit",
+                "quantity": 0.001,
+                "limit_price": 65000.0,
+                **kw,
+            }
+        )
+        r.xadd(
+            streams.RISK_REQUESTS, codec.fields(RiskRequest(request_id=f"{coid}#1", order=o, sent_ns=time.time_ns()))
+        )
 
     def decisions() -> dict[str, RiskDecision]:
-        return {d.client_order_id: d for d in (codec.decode(codec.payload(f), RiskDecision)
-                                               for _, f in r.xrange(streams.RISK_DECISIONS))}
+        return {
+            d.client_order_id: d
+            for d in (codec.decode(codec.payload(f), RiskDecision) for _, f in r.xrange(streams.RISK_DECISIONS))
+        }
 
     with BenchStack(redis_url=redis_url) as st:
         seed_prices(st.r)
@@ -284,11 +378,17 @@ def test_risk_validates_orders_against_refdata(redis_url: str, r: redis.Redis) -
         d = decisions()
         assert d["good"].approved
         assert (d["odd-lot"].rule, d["odd-lot"].reason) == (
-            "lot_size", "quantity 1.5e-05 is not a multiple of BTCUSDT's lot size 1e-05 (refdata)")
+            "lot_size",
+            "quantity 1.5e-05 is not a multiple of BTCUSDT's lot size 1e-05 (refdata)",
+        )
         assert (d["off-tick"].rule, d["off-tick"].reason) == (
-            "tick_size", "limit 65000 is not on BTCUSDT's tick size 0.01 (refdata)")
-        r.xadd(streams.REFDATA_UPDATES, codec.fields(Instrument(symbol="BTCUSDT", tick_size=0.01, lot_size=0.00001,
-                                                                status="halted")))
+            "tick_size",
+            "limit 65000 is not on BTCUSDT's tick size 0.01 (refdata)",
+        )
+        r.xadd(
+            streams.REFDATA_UPDATES,
+            codec.fields(Instrument(symbol="BTCUSDT", tick_size=0.01, lot_size=0.00001, status="halted")),
+        )
         wait_for(lambda: r.xlen(streams.REFDATA_EVENTS) == 11, 20, what="the halt published")
         ask("after-halt")
         wait_for(lambda: "after-halt" in decisions(), 20, what="the decision after the halt")

@@ -25,27 +25,42 @@ from tests.integration.test_model_services import seed_history, start, stop
 async def test_scheduled_retraining_registers_a_new_version_with_lineage(redis_url: str, r: redis.Redis) -> None:
     seed_history(r)
     mo = ModelopsService(redis_url=redis_url, instance="mo-r")
-    ml = MlTrainingService(redis_url=redis_url, instance="ml-r", config={"features": ["lead", "noise"],
-                                                                         "feature_source": "stream"})
+    ml = MlTrainingService(
+        redis_url=redis_url, instance="ml-r", config={"features": ["lead", "noise"], "feature_source": "stream"}
+    )
     tasks = [(s, await start(s)) for s in (mo, ml)]
     try:
         # v1 on demand, promoted by an operator
         r.xadd(streams.TRAINING_JOBS, codec.fields(TrainJob(job_id="manual", name="alpha", requested_by="erin")))
         await await_for(lambda: reg.get_version(r, "alpha", 1), 20)
-        r.xadd(streams.MODELS_REQUESTS, codec.fields(ModelStage(name="alpha", action="promote", version=1,
-                                                                reason="first", operator="erin")))
+        r.xadd(
+            streams.MODELS_REQUESTS,
+            codec.fields(ModelStage(name="alpha", action="promote", version=1, reason="first", operator="erin")),
+        )
         await await_for(lambda: reg.stages(r, "alpha").get("production") == 1, 10)
 
         r.set("scheduler:since", str(time.time() - 2 * 86400))  # deployed earlier: this hour's run is due
-        jobs = [{"name": "retrain-alpha", "kind": "retrain", "every": "1h",
-                 "params": {"model": "alpha", "lookback": "5000d", "wait": "30s"}},
-                {"name": "retrain-nodata", "kind": "retrain", "every": "1h",
-                 "params": {"model": "alpha", "symbols": ["NOSUCH"], "wait": "30s"}}]
-        sch = SchedulerService(redis_url=redis_url, instance="sch-r",
-                               settings=Settings(services={"scheduler": {"jobs": jobs}}))
+        jobs = [
+            {
+                "name": "retrain-alpha",
+                "kind": "retrain",
+                "every": "1h",
+                "params": {"model": "alpha", "lookback": "5000d", "wait": "30s"},
+            },
+            {
+                "name": "retrain-nodata",
+                "kind": "retrain",
+                "every": "1h",
+                "params": {"model": "alpha", "symbols": ["NOSUCH"], "wait": "30s"},
+            },
+        ]
+        sch = SchedulerService(
+            redis_url=redis_url, instance="sch-r", settings=Settings(services={"scheduler": {"jobs": jobs}})
+        )
         tasks.append((sch, await start(sch)))
-        await await_for(lambda: len(last_runs(r)) == 2 and all(v["state"] in ("ok", "failed")
-                                                                for v in last_runs(r).values()), 30)
+        await await_for(
+            lambda: len(last_runs(r)) == 2 and all(v["state"] in ("ok", "failed") for v in last_runs(r).values()), 30
+        )
         runs = last_runs(r)
         ok, bad = runs["retrain-alpha"], runs["retrain-nodata"]
         assert ok["state"] == "ok" and ok["detail"]["version"] == 2 and ok["detail"]["stage"] == "staging", ok
@@ -64,13 +79,17 @@ async def test_scheduled_retraining_registers_a_new_version_with_lineage(redis_u
 
 
 @pytest.mark.timeout(60)
-async def test_a_retrain_waiting_when_the_scheduler_stops_is_resumed_by_the_next(redis_url: str,
-                                                                                  r: redis.Redis) -> None:
+async def test_a_retrain_waiting_when_the_scheduler_stops_is_resumed_by_the_next(
+    redis_url: str, r: redis.Redis
+) -> None:
     seed_history(r)
     r.set("scheduler:since", str(time.time() - 2 * 86400))
     params = {"model": "alpha", "lookback": "5000d", "wait": "1h"}
-    cfg = Settings(services={"scheduler": {"jobs": [{"name": "retrain-alpha", "kind": "retrain", "every": "1d",
-                                                     "params": params}]}})
+    cfg = Settings(
+        services={
+            "scheduler": {"jobs": [{"name": "retrain-alpha", "kind": "retrain", "every": "1d", "params": params}]}
+        }
+    )
     s1 = SchedulerService(redis_url=redis_url, instance="sch-1", settings=cfg)
     t1 = await start(s1)
     await await_for(lambda: r.xlen(streams.TRAINING_JOBS) == 1, 10)  # queued; nobody trains yet

@@ -52,13 +52,20 @@ def test_no_secret_appears_in_any_log_output_heartbeat_or_process(tmp_path: Path
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
-    env.update(TRADEOPS_DATA_DIR=str(data), TRADEOPS_CONFIG=str(config), PYTHONUNBUFFERED="1",
-               TRADEOPS_OPERATOR="leak-test")
+    env.update(
+        TRADEOPS_DATA_DIR=str(data), TRADEOPS_CONFIG=str(config), PYTHONUNBUFFERED="1", TRADEOPS_OPERATOR="leak-test"
+    )
     outputs: list[str] = []
 
     def cli(*args: str, ok: bool = True, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(TRADEOPS + list(args), capture_output=True, text=True, env={**env, **(extra or {})},
-                             timeout=240, check=False)
+        out = subprocess.run(
+            TRADEOPS + list(args),
+            capture_output=True,
+            text=True,
+            env={**env, **(extra or {})},
+            timeout=240,
+            check=False,
+        )
         outputs.append(f"$ tradeops {' '.join(args)}\n{out.stdout}\n{out.stderr}")
         if ok:
             assert out.returncode == 0, out.stdout + out.stderr
@@ -84,8 +91,9 @@ def test_no_secret_appears_in_any_log_output_heartbeat_or_process(tmp_path: Path
         cli("compose", "-o", str(compose_file))
         outputs.append(compose_file.read_text())
         # a login that fails, and a service refused a command: its traceback goes to its log
-        wrong = cli("health", ok=False, extra={"TRADEOPS_REDIS_USER": "operator",
-                                               "TRADEOPS_REDIS_PASSWORD": "not-the-password"})
+        wrong = cli(
+            "health", ok=False, extra={"TRADEOPS_REDIS_USER": "operator", "TRADEOPS_REDIS_PASSWORD": "not-the-password"}
+        )
         assert wrong.returncode == 1 and "invalid username-password pair" in wrong.stderr, wrong.stderr
         admin.execute_command("ACL", "SETUSER", "feast-pipeline", "clearselectors")
         log = data / "logs" / "feast-pipeline-legacy.log"

@@ -46,10 +46,11 @@ class CountingService(Service):
 async def test_heartbeat_is_visible_and_stop_is_clean(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
     for i in range(30):
-        await r.xadd(streams.ORDERS_NEW, codec.fields(Order(
-            client_order_id=str(i), account="a", symbol="S", side="buy", type="market", quantity=1)))
-    svc = CountingService(redis_url=redis_url, instance="counting-1", environment="target",
-                          config={"label": "blue"})
+        await r.xadd(
+            streams.ORDERS_NEW,
+            codec.fields(Order(client_order_id=str(i), account="a", symbol="S", side="buy", type="market", quantity=1)),
+        )
+    svc = CountingService(redis_url=redis_url, instance="counting-1", environment="target", config={"label": "blue"})
     task = asyncio.create_task(svc.run())
     await await_for(lambda: getattr(svc, "seen", 0) == 30)
 
@@ -81,7 +82,10 @@ def test_a_typo_in_service_config_names_the_key(redis_url: str) -> None:
 def test_service_run_stops_on_sigterm(tradeops_env: dict[str, str], r) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "console.cli", "service", "run", "risk", "--instance", "t1"],
-        env=tradeops_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=tradeops_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = proc.stderr.readline()

@@ -33,8 +33,10 @@ CONSUMES = {
 BAD_CONFIG = {
     "ptrc": ("max_exposur = 1", "unknown field `max_exposur`"),
     "feast-pipeline": ('flush_rows = "many"', "Expected `int`, got `str` - at `$.flush_rows`"),
-    "refdata": ('file = "/nonexistent/instruments.toml"',
-                "file /nonexistent/instruments.toml: cannot read it: No such file or directory"),
+    "refdata": (
+        'file = "/nonexistent/instruments.toml"',
+        "file /nonexistent/instruments.toml: cannot read it: No such file or directory",
+    ),
     "scheduler": ('jobs = [{name = "daily-report", at = "7pm"}]', "time '7pm' is not HH:MM"),
     "alerting": ('webhook = "ftp://hooks"', "webhook 'ftp://hooks' is not an http:// or https:// URL"),
     "md-replay": ('batch = "x"', "- at `$.batch`"),
@@ -59,8 +61,11 @@ def test_each_runs_as_a_process_with_group_heartbeat_dlq_and_clean_stop(redis_ur
             r.xadd(stream, {b"d": b"\xc1poison"})
 
         def reasons(name: str) -> list[str]:
-            return [f[b"dlq_reason"].decode() for _, f in r.xrange(streams.dlq(CONSUMES[name]))
-                    if f[b"dlq_group"] == name.encode()]
+            return [
+                f[b"dlq_reason"].decode()
+                for _, f in r.xrange(streams.dlq(CONSUMES[name]))
+                if f[b"dlq_group"] == name.encode()
+            ]
 
         wait_for(lambda: all(reasons(n) for n in CONSUMES), 30, what="every poison message dead-lettered")
         for name in CONSUMES:
@@ -84,8 +89,13 @@ def test_bad_config_is_one_line_naming_section_and_key(name: str, tradeops_env: 
     line, message = BAD_CONFIG[name]
     cfg = tmp_path / "bad.toml"
     cfg.write_text(f"[services.{name}]\n{line}\n")
-    out = subprocess.run([*TRADEOPS, "service", "run", name, "--config", str(cfg)], capture_output=True, text=True,
-                         env=tradeops_env, timeout=60)
+    out = subprocess.run(
+        [*TRADEOPS, "service", "run", name, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=tradeops_env,
+        timeout=60,
+    )
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert f"[services.{name}]" in out.stderr and message in out.stderr, out.stderr

@@ -49,39 +49,80 @@ def garbage(tag: str) -> list[dict[bytes, bytes]]:
         {codec.FIELD: msgspec.msgpack.encode([1, "two", None])},  # msgpack, not a message
         codec.fields(hb),  # a message of another type
         {codec.FIELD: msgspec.msgpack.encode({"_t": tag})},  # required fields missing
-    ] + ([{codec.FIELD: msgspec.msgpack.encode(["ticks.v1", 3, ["X"], b"\x00\x00", b"", b"", b"", b"", b"", b"", 0])}]
-         if tag == "ticks.v1" else [])  # a batch whose columns do not hold its ticks
+    ] + (
+        [{codec.FIELD: msgspec.msgpack.encode(["ticks.v1", 3, ["X"], b"\x00\x00", b"", b"", b"", b"", b"", b"", 0])}]
+        if tag == "ticks.v1"
+        else []
+    )  # a batch whose columns do not hold its ticks
 
 
 def odd() -> dict[str, list[object]]:
     """Well-typed messages with values nobody sends, per stream."""
-    weird = Order(client_order_id="odd-1", account="", symbol="\x00", side="buy", type="limit", quantity=NAN,
-                  limit_price=INF, sent_ns=BIG)
+    weird = Order(
+        client_order_id="odd-1",
+        account="",
+        symbol="\x00",
+        side="buy",
+        type="limit",
+        quantity=NAN,
+        limit_price=INF,
+        sent_ns=BIG,
+    )
     return {
-        streams.ORDERS_NEW: [weird, msgspec.structs.replace(weird, client_order_id="odd-2", quantity=1e308,
-                                                            limit_price=-1.0, symbol="BTCUSDT")],
+        streams.ORDERS_NEW: [
+            weird,
+            msgspec.structs.replace(weird, client_order_id="odd-2", quantity=1e308, limit_price=-1.0, symbol="BTCUSDT"),
+        ],
         streams.RISK_REQUESTS: [RiskRequest(request_id="r?", order=weird, sent_ns=-(2**63))],
-        streams.RISK_DECISIONS: [RiskDecision(request_id="nope", client_order_id="nope", approved=True,
-                                              request_sent_ns=BIG)],
-        streams.EXEC_ORDERS: [ExecOrder(action="new", client_order_id="odd-3"),
-                              ExecOrder(action="cancel", client_order_id="never-seen")],
-        streams.EXEC_REPORTS: [ExecReport(client_order_id="never-seen", venue_order_id="", kind="fill",
-                                          account="a", symbol="BTCUSDT", fill_qty=NAN, fill_price=INF,
-                                          trade_id="t?", ts_ns=BIG)],
+        streams.RISK_DECISIONS: [
+            RiskDecision(request_id="nope", client_order_id="nope", approved=True, request_sent_ns=BIG)
+        ],
+        streams.EXEC_ORDERS: [
+            ExecOrder(action="new", client_order_id="odd-3"),
+            ExecOrder(action="cancel", client_order_id="never-seen"),
+        ],
+        streams.EXEC_REPORTS: [
+            ExecReport(
+                client_order_id="never-seen",
+                venue_order_id="",
+                kind="fill",
+                account="a",
+                symbol="BTCUSDT",
+                fill_qty=NAN,
+                fill_price=INF,
+                trade_id="t?",
+                ts_ns=BIG,
+            )
+        ],
         streams.OPS_ALERTS: [Alert(id="", ts_ns=-1, severity="critical", source="", kind="", message="\x00" * 3)],
         streams.MD_TICKS: [from_ticks([Tick(symbol="WEIRD", trade_id=-1, price=NAN, qty=-INF, trade_ns=BIG // 2)])],
         streams.OPS_CONTROL: [ControlCommand(target="nobody", command="kill_switch", args={"on": [1]}, ts_ns=BIG)],
         streams.REFDATA_EVENTS: [Instrument(symbol="WEIRD", tick_size=NAN, lot_size=-1.0)],
-        streams.OPS_GATES: [GateEvent(gate="?", kind="check_run", operator="", ts_ns=-1, outcome="failed",
-                                      check="\x00", evidence={"services": {"x": 1}})],
+        streams.OPS_GATES: [
+            GateEvent(
+                gate="?",
+                kind="check_run",
+                operator="",
+                ts_ns=-1,
+                outcome="failed",
+                check="\x00",
+                evidence={"services": {"x": 1}},
+            )
+        ],
     }
 
 
 TAGS = {
-    streams.ORDERS_NEW: "order.v1", streams.RISK_REQUESTS: "risk_request.v1",
-    streams.RISK_DECISIONS: "risk_decision.v1", streams.EXEC_ORDERS: "exec_order.v1",
-    streams.EXEC_REPORTS: "exec_report.v1", streams.OPS_ALERTS: "alert.v1", streams.MD_TICKS: "ticks.v1",
-    streams.OPS_CONTROL: "control.v1", streams.REFDATA_EVENTS: "instrument.v1", streams.OPS_GATES: "gate_event.v1",
+    streams.ORDERS_NEW: "order.v1",
+    streams.RISK_REQUESTS: "risk_request.v1",
+    streams.RISK_DECISIONS: "risk_decision.v1",
+    streams.EXEC_ORDERS: "exec_order.v1",
+    streams.EXEC_REPORTS: "exec_report.v1",
+    streams.OPS_ALERTS: "alert.v1",
+    streams.MD_TICKS: "ticks.v1",
+    streams.OPS_CONTROL: "control.v1",
+    streams.REFDATA_EVENTS: "instrument.v1",
+    streams.OPS_GATES: "gate_event.v1",
 }
 SERVICES = ["risk", "live-gateway", "oms", "ptrc", "alerting"]
 
@@ -103,8 +144,9 @@ async def test_services_keep_running_and_dead_letter_garbage(redis_url: str, r: 
     try:
         # every broadcast reader knows where it starts (a "$" cursor is resolved at its first read)
         def started() -> bool:
-            return all(s.state == "running" and all(c != "$" for b in s.readers for c in b.cursors.values())
-                       for s in svcs) or any(t.done() for t in tasks)
+            return all(
+                s.state == "running" and all(c != "$" for b in s.readers for c in b.cursors.values()) for s in svcs
+            ) or any(t.done() for t in tasks)
 
         await await_for(started, 30, what="the services started")
         assert not any(t.done() for t in tasks)
@@ -119,22 +161,40 @@ async def test_services_keep_running_and_dead_letter_garbage(redis_url: str, r: 
         assert (streams.EXEC_REPORTS, "oms") in consumed and (streams.EXEC_REPORTS, "ptrc") in consumed
         for stream, group in sorted(consumed):  # each group dead-letters each entry it cannot decode
             want = set(bad.get(stream, []))
-            await await_for(lambda s=stream, g=group, w=want: (w <= dead_lettered(r, s, g)
-                                                                or any(t.done() for t in tasks)),
-                            30, what=f"{group}'s dead letters on {stream}")
+            await await_for(
+                lambda s=stream, g=group, w=want: w <= dead_lettered(r, s, g) or any(t.done() for t in tasks),
+                30,
+                what=f"{group}'s dead letters on {stream}",
+            )
             assert want <= dead_lettered(r, stream, group), (stream, group)
 
         followed = {s.name: sum(len(bad.get(c, [])) for b in s.readers for c in b.cursors) for s in svcs}
         assert followed == {"risk": 25, "live-gateway": 7, "oms": 6, "ptrc": 7, "alerting": 6}
         for s in svcs:  # what a service follows and cannot decode is counted in its heartbeat
-            await await_for(lambda s=s: ((hb := heartbeat(r, s)) is not None
-                                         and hb.extra.get("skipped_undecodable") == followed[s.name])
-                            or any(t.done() for t in tasks), 30, what=f"{s.name}'s skipped_undecodable")
+            await await_for(
+                lambda s=s: (
+                    ((hb := heartbeat(r, s)) is not None and hb.extra.get("skipped_undecodable") == followed[s.name])
+                    or any(t.done() for t in tasks)
+                ),
+                30,
+                what=f"{s.name}'s skipped_undecodable",
+            )
             assert heartbeat(r, s).extra["skipped_undecodable"] == followed[s.name]
 
         # still working: an order submitted now fills
-        r.xadd(streams.ORDERS_NEW, codec.fields(Order(client_order_id="after-garbage", account="acc-1",
-                                                      symbol="BTCUSDT", side="buy", type="market", quantity=0.5)))
+        r.xadd(
+            streams.ORDERS_NEW,
+            codec.fields(
+                Order(
+                    client_order_id="after-garbage",
+                    account="acc-1",
+                    symbol="BTCUSDT",
+                    side="buy",
+                    type="market",
+                    quantity=0.5,
+                )
+            ),
+        )
 
         def filled() -> OrderEvent | None:
             for _, f in r.xrange(streams.ORDERS_EVENTS):

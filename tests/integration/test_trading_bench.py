@@ -19,8 +19,9 @@ def bench(args: list[str]) -> dict:
 @pytest.mark.timeout(160)
 def test_bench_risk_keys() -> None:
     res = bench(["risk", "--seconds", "1", "--rate", "300"])
-    assert {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "sent", "completed", "lost",
-            "baseline_p50_ms"} <= set(res)
+    assert {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "sent", "completed", "lost", "baseline_p50_ms"} <= set(
+        res
+    )
     assert res["completed"] == res["sent"] > 0 and res["lost"] == 0
 
 

@@ -64,8 +64,9 @@ def test_orders_flow_resubmission_and_bad_input(stack: BenchStack, r: redis.Redi
     assert "quantity must be a positive number, not -2" in final(r, "neg").reason
     assert final(r, "fat").state == "DENIED" and final(r, "fat").reason.startswith("max_quantity:")
     assert final(r, "nosuch").state == "DENIED" and "no trade seen for NOSUCHUSDT" in final(r, "nosuch").reason
-    dl = wait_for(lambda: r.xrange(streams.dlq(streams.ORDERS_NEW))
-                  if r.xlen(streams.dlq(streams.ORDERS_NEW)) == 2 else None, 10)
+    dl = wait_for(
+        lambda: r.xrange(streams.dlq(streams.ORDERS_NEW)) if r.xlen(streams.dlq(streams.ORDERS_NEW)) == 2 else None, 10
+    )
     assert all(f[b"dlq_reason"].startswith(b"undecodable order:") for _, f in dl)
     assert "Object missing required field" in dl[1][1][b"dlq_reason"].decode()
     # the limit order rests, then is canceled on request
@@ -84,8 +85,9 @@ def test_kill_switch_blocks_cancels_and_is_audited(stack: BenchStack, r: redis.R
     env = dict(tradeops_env, TRADEOPS_OPERATOR="alice")
     out = subprocess.run([*TRADEOPS, "risk", "kill", "on"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "needs --reason" in out.stderr
-    out = subprocess.run([*TRADEOPS, "risk", "kill", "on", "--reason", "runaway algo"], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [*TRADEOPS, "risk", "kill", "on", "--reason", "runaway algo"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0, out.stderr
     wait_for(lambda: final(r, "resting"), 15)
     assert final(r, "resting").state == "CANCELED"
@@ -109,8 +111,14 @@ def test_a_toggle_on_ops_control_alone_changes_nothing(stack: BenchStack, r: red
     wait_for(lambda: risk_kill_switch(r) is True, 15)
     submit(r, "resting-2", type="limit", limit_price=64000.0)  # denied: the switch is on
     wait_for(lambda: final(r, "resting-2"), 15)
-    forged = ControlCommand(target="risk", command="kill_switch", args={"on": False}, operator="mallory",
-                            reason="forged", ts_ns=time.time_ns())
+    forged = ControlCommand(
+        target="risk",
+        command="kill_switch",
+        args={"on": False},
+        operator="mallory",
+        reason="forged",
+        ts_ns=time.time_ns(),
+    )
     r.xadd(streams.OPS_CONTROL, codec.fields(forged))
     submit(r, "after-forged")
     wait_for(lambda: final(r, "after-forged"), 15)

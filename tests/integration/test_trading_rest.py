@@ -62,16 +62,29 @@ async def test_live_gateway_rest_mode(redis_url: str, tmp_path: Path) -> None:
     r = aioredis.Redis.from_url(redis_url)
     # the exchange keeps its generated key pair in the data dir's secrets; the live-gateway finds it there
     async with Exchange(FeedConfig(symbols=["BTCUSDT"], rate=500), rest_port=0, data_dir=tmp_path) as ex:
-        svc = LiveGatewayService(redis_url=redis_url, instance="lg-rest", settings=Settings(data_dir=str(tmp_path)),
-                                 config={"venue": "rest", "rest_url": ex.info.rest_url, "reconcile_after_s": 0.1})
+        svc = LiveGatewayService(
+            redis_url=redis_url,
+            instance="lg-rest",
+            settings=Settings(data_dir=str(tmp_path)),
+            config={"venue": "rest", "rest_url": ex.info.rest_url, "reconcile_after_s": 0.1},
+        )
         task = asyncio.create_task(svc.run())
         try:
-            await r.xadd(streams.EXEC_ORDERS, codec.fields(ExecOrder(action="new", client_order_id="m1",
-                                                                     order=order("m1"))))
+            await r.xadd(
+                streams.EXEC_ORDERS, codec.fields(ExecOrder(action="new", client_order_id="m1", order=order("m1")))
+            )
             px = ex.feed.last_price("BTCUSDT")
             # a buy limit above the market crosses at once and fills at the resting asks, not its limit
-            await r.xadd(streams.EXEC_ORDERS, codec.fields(ExecOrder(
-                action="new", client_order_id="l2", order=order("l2", type="limit", limit_price=round(px * 1.5, 2)))))
+            await r.xadd(
+                streams.EXEC_ORDERS,
+                codec.fields(
+                    ExecOrder(
+                        action="new",
+                        client_order_id="l2",
+                        order=order("l2", type="limit", limit_price=round(px * 1.5, 2)),
+                    )
+                ),
+            )
 
             async def kinds() -> dict[str, list[str]]:
                 out: dict[str, list[str]] = {}

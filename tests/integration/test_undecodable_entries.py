@@ -99,10 +99,11 @@ assert set(TYPES) == set(streams.ALL), "a stream without its type here: add it"
 SERVICES = [s.name for s in inventory.load().services]
 
 # -- strategies ------------------------------------------------------------------------------------
-ANY_VALUE = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8),
-                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
-                                                                                     max_size=3),
-                         max_leaves=6)
+ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
 ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 
 
@@ -136,9 +137,19 @@ def _of(info: Any) -> st.SearchStrategy[Any]:
     raise AssertionError(f"no strategy for {info}")
 
 
-TICKS = st.lists(st.builds(Tick, symbol=st.text(min_size=1, max_size=6), trade_id=st.integers(-(2**63), 2**63 - 1),
-                           price=ANY_FLOAT, qty=ANY_FLOAT, trade_ns=st.integers(-(2**63), 2**63 - 1),
-                           recv_ns=st.integers(-(2**63), 2**63 - 1), buyer_maker=st.booleans()), max_size=4)
+TICKS = st.lists(
+    st.builds(
+        Tick,
+        symbol=st.text(min_size=1, max_size=6),
+        trade_id=st.integers(-(2**63), 2**63 - 1),
+        price=ANY_FLOAT,
+        qty=ANY_FLOAT,
+        trade_ns=st.integers(-(2**63), 2**63 - 1),
+        recv_ns=st.integers(-(2**63), 2**63 - 1),
+        buyer_maker=st.booleans(),
+    ),
+    max_size=4,
+)
 
 
 def message(t: Any) -> st.SearchStrategy[Any]:
@@ -170,8 +181,15 @@ def bad(t: Any) -> st.SearchStrategy[dict[bytes, bytes]]:
         st.just({codec.FIELD: msgspec.msgpack.encode({"_t": some_tag})}),  # required fields missing
     ]
     if t is TickBatch:  # a batch whose columns do not hold its n ticks
-        choices.append(st.integers(1, 50).map(lambda n: {codec.FIELD: msgspec.msgpack.encode(
-            ["ticks.v1", n, ["X"], b"\x00\x00", b"", b"", b"", b"", b"", b"", 0])}))
+        choices.append(
+            st.integers(1, 50).map(
+                lambda n: {
+                    codec.FIELD: msgspec.msgpack.encode(
+                        ["ticks.v1", n, ["X"], b"\x00\x00", b"", b"", b"", b"", b"", b"", 0]
+                    )
+                }
+            )
+        )
     return st.one_of(*choices)
 
 
@@ -216,9 +234,15 @@ def bus(draw: st.DrawFn) -> dict[str, list[Entry]]:
     out = {s: _unique(s, draw(entries(t))) for s, t in TYPES.items()}
     out[streams.OPS_JOBS] = _unique(streams.OPS_JOBS, draw(entries(JobRun)))
     for s in streams.ALL:  # dead letters: any fields at all
-        out[streams.dlq(s)] = [Entry(None, f) for f in draw(st.lists(
-            st.dictionaries(st.binary(min_size=1, max_size=8), st.binary(max_size=16), min_size=1, max_size=3),
-            max_size=2))]
+        out[streams.dlq(s)] = [
+            Entry(None, f)
+            for f in draw(
+                st.lists(
+                    st.dictionaries(st.binary(min_size=1, max_size=8), st.binary(max_size=16), min_size=1, max_size=3),
+                    max_size=2,
+                )
+            )
+        ]
     return out
 
 
@@ -269,16 +293,33 @@ def expected(es: dict[str, list[Entry]], *names: str) -> dict[str, int]:
 
 # -- the property ------------------------------------------------------------------------------------
 @pytest.mark.timeout(600)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(es=bus(), bad_heartbeat=st.booleans())
 def test_every_reader_skips_and_counts_what_does_not_decode(
-        r: redis.Redis, redis_url: str, tmp_path_factory: pytest.TempPathFactory,
-        es: dict[str, list[Entry]], bad_heartbeat: bool) -> None:
+    r: redis.Redis,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    es: dict[str, list[Entry]],
+    bad_heartbeat: bool,
+) -> None:
     r.flushall()
     # an order that ended: `order submit --wait` finds it after everything else on orders.events
-    done = OrderEvent(client_order_id="final-1", account="a", symbol="BTCUSDT", side="buy", quantity=1.0,
-                      limit_price=None, state="FILLED", filled_qty=1.0, avg_price=1.0, ts_ns=1)
+    done = OrderEvent(
+        client_order_id="final-1",
+        account="a",
+        symbol="BTCUSDT",
+        side="buy",
+        quantity=1.0,
+        limit_price=None,
+        state="FILLED",
+        filled_qty=1.0,
+        avg_price=1.0,
+        ts_ns=1,
+    )
     es[streams.ORDERS_EVENTS] = [*es[streams.ORDERS_EVENTS], Entry(done, codec.fields(done))]
     write(r, es, bad_heartbeat)
     data = str(tmp_path_factory.getbasetemp() / "undecodable")
@@ -288,15 +329,15 @@ def test_every_reader_skips_and_counts_what_does_not_decode(
     res = cli(redis_url, data, "order", "list", "--json", "--limit", "1000")
     assert res.code == 0 and res.notes() == expected(es, streams.ORDERS_EVENTS)
     assert {o["client_order_id"] for o in json.loads(res.out)} == {
-        m.client_order_id for m in good(es, streams.ORDERS_EVENTS)}
+        m.client_order_id for m in good(es, streams.ORDERS_EVENTS)
+    }
     res = cli(redis_url, data, "order", "show", "final-1")
     assert res.code == 0 and "FILLED" in res.out and res.notes() == expected(es, streams.ORDERS_EVENTS)
     res = cli(redis_url, data, "order", "submit", "buy", "1", "BTCUSDT", "--id", "final-1", "--wait", "10")
     assert res.code == 0 and "FILLED" in res.out and res.notes() == expected(es, streams.ORDERS_EVENTS)
     res = cli(redis_url, data, "positions", "--json")
     assert res.code == 0 and res.notes() == expected(es, streams.POSITIONS)
-    assert sorted(p["account"] for p in json.loads(res.out)) == sorted(
-        p.account for p in good(es, streams.POSITIONS))
+    assert sorted(p["account"] for p in json.loads(res.out)) == sorted(p.account for p in good(es, streams.POSITIONS))
     res = cli(redis_url, data, "jobs", "history", "--json", "--limit", "1000")
     assert res.code == 0 and res.notes() == expected(es, streams.OPS_JOBS)
     assert sorted(j["job"] for j in json.loads(res.out)) == sorted(j.job for j in good(es, streams.OPS_JOBS))
@@ -329,9 +370,14 @@ def test_every_reader_skips_and_counts_what_does_not_decode(
     latest_decisions(r, skips)
     report.build(r, gates, skips)
     states = board(r, skips)
-    assert skips.by_stream == {s: n * k for s, n, k in ((streams.OPS_GATES, nbad(es, streams.OPS_GATES), 4),
-                                                         (streams.OPS_MIGRATION, nbad(es, streams.OPS_MIGRATION), 2))
-                               if n}
+    assert skips.by_stream == {
+        s: n * k
+        for s, n, k in (
+            (streams.OPS_GATES, nbad(es, streams.OPS_GATES), 4),
+            (streams.OPS_MIGRATION, nbad(es, streams.OPS_MIGRATION), 2),
+        )
+        if n
+    }
     moves = [m for m in good(es, streams.OPS_MIGRATION) if m.service in states]
     assert sum(len(s.history) for s in states.values()) == len(moves)
     feed = GateFeed(r, gates)
@@ -346,8 +392,18 @@ def test_every_reader_skips_and_counts_what_does_not_decode(
     try:
         snap = src.poll()
         assert snap.connected, snap.error
-        shown = expected(es, streams.MD_TICKS, streams.MD_BARS_1S, streams.ORDERS_EVENTS, streams.OPS_MIGRATION,
-                         streams.OPS_CONTROL, streams.OPS_GATES) | heartbeats
+        shown = (
+            expected(
+                es,
+                streams.MD_TICKS,
+                streams.MD_BARS_1S,
+                streams.ORDERS_EVENTS,
+                streams.OPS_MIGRATION,
+                streams.OPS_CONTROL,
+                streams.OPS_GATES,
+            )
+            | heartbeats
+        )
         assert snap.skipped == shown
         assert all(f"skipped {n} undecodable entr" in " ".join(snap.alerts) for n in shown.values())
         assert {o.client_order_id for o in snap.orders} == {m.client_order_id for m in good(es, streams.ORDERS_EVENTS)}

@@ -16,8 +16,7 @@ S = "orders.new"
 
 
 def order(i: int) -> Order:
-    return Order(client_order_id=f"c{i}", account="acc", symbol="BTCUSDT", side="buy",
-                 type="market", quantity=1.0 + i)
+    return Order(client_order_id=f"c{i}", account="acc", symbol="BTCUSDT", side="buy", type="market", quantity=1.0 + i)
 
 
 async def fill(r: aioredis.Redis, n: int) -> list[bytes]:
@@ -62,8 +61,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(redis_url: str) -> None:
     async def handler(entries: list[Entry]) -> None:
         seen.extend(eid for eid, _ in entries)
 
-    w = StreamWorker(r, S, "g", "alive", handler, block_ms=20, claim_idle_ms=50,
-                     claim_interval_s=0.05)
+    w = StreamWorker(r, S, "g", "alive", handler, block_ms=20, claim_idle_ms=50, claim_interval_s=0.05)
     await run_until(w, lambda: len(seen) >= 10)
     assert sorted(seen) == sorted(ids)
     assert w.stats.reclaimed == 10
@@ -83,8 +81,7 @@ async def test_a_handler_that_keeps_failing_dead_letters_with_reason(redis_url: 
                 raise RuntimeError("downstream refused c2")
         done.extend(codec.decode(codec.payload(f), Order).client_order_id for _, f in entries)
 
-    w = StreamWorker(r, S, "g", "c1", handler, block_ms=20, max_deliveries=3,
-                     retry_backoff_s=0.01)
+    w = StreamWorker(r, S, "g", "c1", handler, block_ms=20, max_deliveries=3, retry_backoff_s=0.01)
 
     async def dead() -> int:
         return await r.xlen(streams.dlq(S))
@@ -125,15 +122,14 @@ async def test_poison_goes_to_dlq_at_once(redis_url: str) -> None:
         return len(good) == 2 and await r.xlen(streams.dlq(S)) == 1
 
     await run_until(w, ready)
-    (_, f), = await r.xrange(streams.dlq(S))
+    ((_, f),) = await r.xrange(streams.dlq(S))
     assert f[b"dlq_reason"].startswith(b"undecodable order:")
     assert int(f[b"dlq_deliveries"]) == 1
     assert f[b"d"] == b"\xc1 not msgpack"
     await r.aclose()
 
 
-async def test_with_a_type_the_handler_gets_messages_and_what_does_not_decode_is_dead_lettered(
-        redis_url: str) -> None:
+async def test_with_a_type_the_handler_gets_messages_and_what_does_not_decode_is_dead_lettered(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
     bad = [await r.xadd(S, {b"d": b"\xc1 not msgpack"})]
     ids = await fill(r, 2)
@@ -182,7 +178,7 @@ async def test_a_rejected_entry_goes_to_the_dlq_and_the_rest_of_its_batch_is_ack
         return len(done) == 4 and await r.xlen(streams.dlq(S)) == 1
 
     await run_until(w, ready)
-    (_, f), = await r.xrange(streams.dlq(S))
+    ((_, f),) = await r.xrange(streams.dlq(S))
     assert f[b"dlq_reason"] == b"c4: quantity 5.0 over 4" and f[b"dlq_id"] == ids[4]
     assert codec.decode(codec.payload(f), Order) == order(4)
     assert (await r.xpending(S, "g"))["pending"] == 0 and w.stats.acked == 4
@@ -227,8 +223,18 @@ async def test_entries_of_a_gone_consumer_are_taken_over_at_once(redis_url: str)
         return consumer != "gone"  # its heartbeat has expired
 
     # the idle-time backstop is far away: only the liveness check can hand them over
-    w = StreamWorker(r, S, "g", "survivor", handler, block_ms=20, claim_idle_ms=3_600_000,
-                     alive=alive, dead_check_s=0.05, dead_claim_idle_ms=0)
+    w = StreamWorker(
+        r,
+        S,
+        "g",
+        "survivor",
+        handler,
+        block_ms=20,
+        claim_idle_ms=3_600_000,
+        alive=alive,
+        dead_check_s=0.05,
+        dead_claim_idle_ms=0,
+    )
     await run_until(w, lambda: len(seen) >= 10)
     assert sorted(eid for eid, _ in seen) == sorted(ids) and all(again for _, again in seen)
     assert (await r.xpending(S, "g"))["pending"] == 0
@@ -276,8 +282,9 @@ async def test_entries_held_in_flight_are_handed_once_even_after_a_restart(redis
             w.release([ids[100]])
             handed.remove(ids[100])
 
-    w = StreamWorker(r, S, "g", "sink-1", handler, count=16, block_ms=20, auto_ack=False,
-                     claim_interval_s=0.05, claim_idle_ms=60_000)
+    w = StreamWorker(
+        r, S, "g", "sink-1", handler, count=16, block_ms=20, auto_ack=False, claim_interval_s=0.05, claim_idle_ms=60_000
+    )
     task = asyncio.create_task(w.run())
     try:
         await await_for(lambda: len(handed) >= 300, what="the 300 pending entries")
@@ -287,8 +294,9 @@ async def test_entries_held_in_flight_are_handed_once_even_after_a_restart(redis
         assert w.in_flight == set(ids + more)
         # what is held is touched, never delivered again: the previous life's delivery and this
         # life's (the new ones: one), and one more for the failed and the released entry
-        times = {p["message_id"]: p["times_delivered"] for p in
-                 await r.xpending_range(S, "g", min="-", max="+", count=1000)}
+        times = {
+            p["message_id"]: p["times_delivered"] for p in await r.xpending_range(S, "g", min="-", max="+", count=1000)
+        }
         assert {eid: n for eid, n in times.items() if n != 2 - (eid in more)} == {ids[40]: 3, ids[100]: 3}
         await w.ack(ids + more)  # the flush stored them
         assert (await r.xpending(S, "g"))["pending"] == 0 and not w.in_flight

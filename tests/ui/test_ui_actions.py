@@ -153,8 +153,21 @@ async def test_read_only_refuses_every_request_through_the_one_guard() -> None:
 
 
 # the keys that change something, by binding id: each must be marked @changes
-CHANGING = {"orders.new", "orders.cancel", "risk.kill", "migration.start", "migration.cutover", "migration.rollback",
-            "gates.run", "gates.run_all", "gates.attest", "gates.approve", "gates.proceed", "gates.fix", "gates.stop"}
+CHANGING = {
+    "orders.new",
+    "orders.cancel",
+    "risk.kill",
+    "migration.start",
+    "migration.cutover",
+    "migration.rollback",
+    "gates.run",
+    "gates.run_all",
+    "gates.attest",
+    "gates.approve",
+    "gates.proceed",
+    "gates.fix",
+    "gates.stop",
+}
 
 
 @pytest.mark.parametrize("mode", list(TradeopsApp.MODES))
@@ -198,26 +211,36 @@ async def test_read_only_help_lists_no_key_that_asks_for_a_change() -> None:
 
 
 REPLAY_ANSWERS = [
-    (lambda a: a.migrate("gateway", "start", "go"),
-     "cannot start gateway: gate task02 (before P2) has no proceed decision"),
-    (lambda a: a.migrate("sink-ticks", "cutover", "go"),
-     "cannot cutover sink-ticks: it is planned (allowed from: validating, deploying)"),
+    (
+        lambda a: a.migrate("gateway", "start", "go"),
+        "cannot start gateway: gate task02 (before P2) has no proceed decision",
+    ),
+    (
+        lambda a: a.migrate("sink-ticks", "cutover", "go"),
+        "cannot cutover sink-ticks: it is planned (allowed from: validating, deploying)",
+    ),
     (lambda a: a.migrate("sink-alt", "cutover", "go"), "replay data: sink-alt would go deploying -> migrated"),
     (lambda a: a.migrate("nope", "start", "go"), "no service 'nope' on the recorded board"),
     (lambda a: a.gate_run("nope", None), "no gate 'nope' in the recording"),
     (lambda a: a.gate_run("task04", "rollback-plan"), "task04/rollback-plan is a manual check"),
-    (lambda a: a.gate_run("task04", "health"),
-     "replay data: task04/health is not run on a recording (recorded: pending)"),
+    (
+        lambda a: a.gate_run("task04", "health"),
+        "replay data: task04/health is not run on a recording (recorded: pending)",
+    ),
     (lambda a: a.gate_run("phase1", None), "replay data: phase1's checks are not run on a recording; phase1: 24 of 24"),
     (lambda a: a.gate_attest("task04", "health", "x"), "task04/health is a health check: run it"),
-    (lambda a: a.gate_attest("task04", "rollback-plan", "rehearsed"),
-     "replay data: the attestation of task04/rollback-plan is not recorded"),
+    (
+        lambda a: a.gate_attest("task04", "rollback-plan", "rehearsed"),
+        "replay data: the attestation of task04/rollback-plan is not recorded",
+    ),
     (lambda a: a.gate_approve("task04", "reviewed"), "replay data: the approval of task04 is not recorded"),
     (lambda a: a.gate_decide("task04", "proceed", "ok"), "proceed refused: required checks not passed"),
     (lambda a: a.gate_decide("task04", "stop", "ok"), "replay data: task04: STOP is not recorded"),
     (lambda a: a.order_submit("BTCUSDT", "buy", -1.0, None), "order refused: quantity must be a positive number"),
-    (lambda a: a.order_submit("btcusdt", "buy", 0.5, 64000.0),
-     "replay data: order not sent: buy 0.5 BTCUSDT limit 64000 (paper-1)"),
+    (
+        lambda a: a.order_submit("btcusdt", "buy", 0.5, 64000.0),
+        "replay data: order not sent: buy 0.5 BTCUSDT limit 64000 (paper-1)",
+    ),
     (lambda a: a.order_cancel("demo-1795499327-461"), "demo-1795499327-461 is FILLED: nothing left to cancel"),
     (lambda a: a.order_cancel("demo-1795499327-456"), "replay data: no cancel sent for demo-1795499327-456"),
     (lambda a: a.order_cancel("nope"), "no order nope in the recording"),
@@ -226,8 +249,9 @@ REPLAY_ANSWERS = [
 
 
 @pytest.mark.parametrize("call,answer", REPLAY_ANSWERS)
-def test_replay_actions_judge_by_the_live_rules_and_change_nothing(call: Callable[[ReplayActions], str],
-                                                                   answer: str) -> None:
+def test_replay_actions_judge_by_the_live_rules_and_change_nothing(
+    call: Callable[[ReplayActions], str], answer: str
+) -> None:
     src = ReplaySource()
     before = src.poll()
     with pytest.raises(TradeopsError) as err:

@@ -71,8 +71,9 @@ async def test_decide_the_critical_gate_with_two_approvers(redis_url: str, r: re
             await pilot.press("d")
             await answer_modal(pilot, "trading validated", "task04")
             if not confirm_ok:  # one approver is not enough on the critical gate
-                await until(pilot, lambda app=app: any("needs 1 more approval" in str(n.message)
-                                                       for n in app._notifications))
+                await until(
+                    pilot, lambda app=app: any("needs 1 more approval" in str(n.message) for n in app._notifications)
+                )
                 assert decisions.state(r, g).decision is None
             else:
                 await until(pilot, lambda: decisions.state(r, g).decision == "proceed")
@@ -116,8 +117,13 @@ async def test_submit_and_cancel_an_order(redis_url: str, r: redis.Redis) -> Non
             await pilot.press(*"0.5", "tab", *"64000", "enter")  # a resting buy limit
             await until(pilot, lambda: app.snapshot and any(o.state == "ACCEPTED" for o in app.snapshot.orders))
             await pilot.press("x")
-            await until(pilot, lambda: app.snapshot and any(o.state == "CANCELED" and "canceled by ann" in o.reason
-                                                            for o in app.snapshot.orders))
+            await until(
+                pilot,
+                lambda: (
+                    app.snapshot
+                    and any(o.state == "CANCELED" and "canceled by ann" in o.reason for o in app.snapshot.orders)
+                ),
+            )
             o = app.snapshot.orders[0]
             assert (o.symbol, o.side, o.qty, o.price) == ("BTCUSDT", "buy", 0.5, "64000")
 
@@ -153,8 +159,9 @@ async def test_console_on_real_redis_sees_live_ticks_and_orders(redis_url: str) 
     from backend.runtime.paperflow import PaperFlow
 
     with BenchStack(redis_url=redis_url) as st:
-        ex = subprocess.Popen(exchange_command(st.data_dir, 500), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True)
+        ex = subprocess.Popen(
+            exchange_command(st.data_dir, 500), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         try:
             assert ex.stdout and ex.stdout.readline().startswith("exchange up")
             for name in ("normalizer", "gateway", "risk", "live-gateway", "oms"):
@@ -167,8 +174,9 @@ async def test_console_on_real_redis_sees_live_ticks_and_orders(redis_url: str) 
             app = live_app(redis_url, "ann")
             async with app.run_test(size=SIZE) as pilot:
                 await pilot.press("2")
-                await until(pilot, lambda: app.snapshot and app.snapshot.total_tps > 0
-                            and len(app.snapshot.market) == 10, 30)
+                await until(
+                    pilot, lambda: app.snapshot and app.snapshot.total_tps > 0 and len(app.snapshot.market) == 10, 30
+                )
                 table = app.screen.query_one("#quotes")
                 assert table.row_count == 10
                 await pilot.press("3")

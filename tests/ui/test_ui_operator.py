@@ -64,8 +64,9 @@ async def test_cancel_of_a_finished_order_is_refused_with_its_state() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3", "slash", *"7-461", "enter", "x")
         await pilot.pause()
-        assert any("demo-1795499327-461 is FILLED: nothing left to cancel" in str(n.message)
-                   for n in app._notifications)
+        assert any(
+            "demo-1795499327-461 is FILLED: nothing left to cancel" in str(n.message) for n in app._notifications
+        )
 
 
 async def test_a_bad_limit_price_is_a_message_not_a_traceback() -> None:

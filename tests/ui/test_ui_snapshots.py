@@ -11,8 +11,18 @@ from tests.ui.conftest import replay_app
 SIZE = (150, 45)
 
 
-@pytest.mark.parametrize("key,name", [("1", "overview"), ("2", "market"), ("3", "orders"), ("4", "risk"),
-                                      ("5", "migration"), ("6", "gates"), ("7", "audit")])
+@pytest.mark.parametrize(
+    "key,name",
+    [
+        ("1", "overview"),
+        ("2", "market"),
+        ("3", "orders"),
+        ("4", "risk"),
+        ("5", "migration"),
+        ("6", "gates"),
+        ("7", "audit"),
+    ],
+)
 def test_screen(snap_compare, key: str, name: str) -> None:
     async def go(pilot: Pilot) -> None:
         await pilot.press(key)
@@ -50,6 +60,7 @@ def test_help_and_read_only(snap_compare) -> None:
 @pytest.mark.parametrize("key,name", [("1", "overview"), ("3", "orders"), ("6", "gates")])
 def test_screen_at_120x40(snap_compare, key: str, name: str) -> None:
     """The narrow layout: three tiles a row on the overview, every key of the footer in view."""
+
     async def go(pilot: Pilot) -> None:
         await pilot.press(key)
         await pilot.pause()

@@ -29,8 +29,11 @@ def test_the_control_plane_and_the_fills_have_one_writer() -> None:
     assert _writers(streams.OPS_GATES) == {"operator"}
     assert _writers(streams.OPS_MIGRATION) == {"operator"}
     assert _writers(streams.ORDERS_NEW) == {"operator", "marketplace"}
-    kill = {u for u, a in acl.accesses().items() if a is not None
-            and any(k.write and k.pattern == "risk:kill_switch" for k in a.keys)}
+    kill = {
+        u
+        for u, a in acl.accesses().items()
+        if a is not None and any(k.write and k.pattern == "risk:kill_switch" for k in a.keys)
+    }
     assert kill == {"operator"}
 
 
@@ -117,18 +120,41 @@ def test_access_adds_up() -> None:
 
 def test_acl_log_entries_become_denials_naming_user_command_and_key() -> None:
     log = [  # newest first, as ACL LOG answers; the second as a server before 7.2 (no entry id)
-        {"count": 3, "reason": "key", "context": "toplevel", "object": "ops.control", "username": "ptrc",
-         "client-info": {"addr": "127.0.0.1:5000", "cmd": "xadd"}, "entry-id": 7, "timestamp-created": 99},
-        {b"count": 1, b"reason": b"command", b"context": b"lua", b"object": b"set", b"username": b"serving",
-         b"client-info": b"id=4 addr=127.0.0.1:6000 cmd=evalsha user=serving"},
-        {"count": 1, "reason": "auth", "context": "toplevel", "object": "AUTH", "username": "risk",
-         "client-info": {"addr": "10.0.0.9:1", "cmd": "hello"}, "entry-id": 5, "timestamp-created": 90},
+        {
+            "count": 3,
+            "reason": "key",
+            "context": "toplevel",
+            "object": "ops.control",
+            "username": "ptrc",
+            "client-info": {"addr": "127.0.0.1:5000", "cmd": "xadd"},
+            "entry-id": 7,
+            "timestamp-created": 99,
+        },
+        {
+            b"count": 1,
+            b"reason": b"command",
+            b"context": b"lua",
+            b"object": b"set",
+            b"username": b"serving",
+            b"client-info": b"id=4 addr=127.0.0.1:6000 cmd=evalsha user=serving",
+        },
+        {
+            "count": 1,
+            "reason": "auth",
+            "context": "toplevel",
+            "object": "AUTH",
+            "username": "risk",
+            "client-info": {"addr": "10.0.0.9:1", "cmd": "hello"},
+            "entry-id": 5,
+            "timestamp-created": 90,
+        },
     ]
     auth, script, key = acl.denials(log)
     assert (key.user, key.command, key.key, key.count, key.entry) == ("ptrc", "xadd", "ops.control", 3, "7:99")
     assert key.alert_key == "acl:ptrc:xadd:ops.control"
-    assert key.message().startswith("Redis refused XADD on the key ops.control to the user ptrc (3 times from "
-                                    "127.0.0.1:5000): NOPERM")
+    assert key.message().startswith(
+        "Redis refused XADD on the key ops.control to the user ptrc (3 times from 127.0.0.1:5000): NOPERM"
+    )
     assert (script.command, script.key, script.entry) == ("set", "", "serving|command|set|lua")
     assert "the command SET to the user serving inside a script" in script.message()
     assert auth.alert_key == "acl:risk:auth:-" and auth.message().startswith("failed Redis login as the user risk")

@@ -153,13 +153,16 @@ def test_in_flight_states_are_the_ones_waiting_for_an_answer() -> None:
     assert {"PENDING_RISK", "ROUTED"} == IN_FLIGHT_STATES
 
 
-@pytest.mark.parametrize(("section", "message"), [
-    ({"max_in_flight": 0}, "max_in_flight must be at least 1, not 0"),
-    ({"max_intake_age_ms": -5}, "max_intake_age_ms must be a positive number of milliseconds, not -5"),
-    ({"max_intake_age_ms": "soon"}, "Expected `float`, got `str`"),
-    ({"max_answer_ms": 0}, "max_answer_ms must be a positive number of milliseconds, not 0"),
-    ({"max_queue": 3}, "Object contains unknown field `max_queue`"),
-])
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"max_in_flight": 0}, "max_in_flight must be at least 1, not 0"),
+        ({"max_intake_age_ms": -5}, "max_intake_age_ms must be a positive number of milliseconds, not -5"),
+        ({"max_intake_age_ms": "soon"}, "Expected `float`, got `str`"),
+        ({"max_answer_ms": 0}, "max_answer_ms must be a positive number of milliseconds, not 0"),
+        ({"max_queue": 3}, "Object contains unknown field `max_queue`"),
+    ],
+)
 def test_bad_limits_are_a_config_error_naming_the_setting(section: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=r"^\[services\.oms\]: ") as exc:
         convert_section("oms", {"admission": section}, OmsConfig)

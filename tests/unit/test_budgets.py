@@ -20,7 +20,8 @@ def test_the_budgets_sum_well_under_the_default_maxmemory() -> None:
     total = streams.total_budget()
     assert total == sum(b.bytes + streams.budget(streams.dlq(s)).bytes for s, b in streams.BUDGETS.items())
     assert total <= streams.BUDGET_SHARE * maxmemory, (
-        f"streams' budgets {total / 2**20:.0f} MB leave too little of {maxmemory / 2**20:.0f} MB for the other keys")
+        f"streams' budgets {total / 2**20:.0f} MB leave too little of {maxmemory / 2**20:.0f} MB for the other keys"
+    )
     assert streams.MAXMEMORY_POLICY == "noeviction"
     assert load_settings().redis_maxmemory == streams.DEFAULT_MAXMEMORY
 
@@ -38,8 +39,11 @@ def test_each_stream_fits_its_budget(stream: str) -> None:
 
 
 def test_every_stream_in_use_has_a_budget_of_its_own() -> None:
-    consts = {v for k, v in vars(streams).items() if k.isupper() and isinstance(v, str) and "." in v
-              and not k.endswith(("PREFIX", "KEY", "MAXMEMORY", "POLICY"))}
+    consts = {
+        v
+        for k, v in vars(streams).items()
+        if k.isupper() and isinstance(v, str) and "." in v and not k.endswith(("PREFIX", "KEY", "MAXMEMORY", "POLICY"))
+    }
     assert consts <= set(streams.BUDGETS), sorted(consts - set(streams.BUDGETS))
     assert set(streams.archived()) == {streams.OPS_GATES, streams.OPS_MIGRATION, streams.MODELS_EVENTS}
 
@@ -52,8 +56,9 @@ def test_dead_letter_streams_take_their_sources_largest_entry() -> None:
     assert streams.maxlen(streams.dlq(streams.OPS_GATES)) is not None  # a DLQ is never archived
 
 
-@pytest.mark.parametrize("text,n", [("1gb", 1 << 30), ("512mb", 512 << 20), ("100000", 100_000), ("2g", 2 * 10**9),
-                                    (" 64MB ", 64 << 20)])
+@pytest.mark.parametrize(
+    "text,n", [("1gb", 1 << 30), ("512mb", 512 << 20), ("100000", 100_000), ("2g", 2 * 10**9), (" 64MB ", 64 << 20)]
+)
 def test_memory_sizes_read_as_redis_reads_them(text: str, n: int) -> None:
     assert streams.memory_bytes(text) == n
 

@@ -24,8 +24,9 @@ def _sample(t: type) -> msgspec.Struct:
     """A valid instance built from the type's own field types (a TickBatch's columns hold its
     `n` ticks, or it is not one)."""
     if t is TickBatch:
-        return from_ticks([Tick(symbol="x", trade_id=7, price=1.5, qty=1.5, trade_ns=7, recv_ns=7, buyer_maker=True)],
-                          normalized_ns=7)
+        return from_ticks(
+            [Tick(symbol="x", trade_id=7, price=1.5, qty=1.5, trade_ns=7, recv_ns=7, buyer_maker=True)], normalized_ns=7
+        )
     return msgspec.convert(_value_for(t), t)
 
 
@@ -86,8 +87,9 @@ def test_tags_are_unique_and_versioned() -> None:
     coid=st.text(min_size=1, max_size=40),
 )
 def test_order_round_trips(qty: float, price: float | None, coid: str) -> None:
-    o = Order(client_order_id=coid, account="a", symbol="BTCUSDT", side="sell", type="limit",
-              quantity=qty, limit_price=price)
+    o = Order(
+        client_order_id=coid, account="a", symbol="BTCUSDT", side="sell", type="limit", quantity=qty, limit_price=price
+    )
     assert codec.decode(codec.encode(o), Order) == o
 
 

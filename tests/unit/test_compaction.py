@@ -170,8 +170,10 @@ def test_the_offline_feature_store_is_compacted_per_closed_day(tmp_path: Path) -
 
     y0 = NOW - 86400 * S
     for k in range(8):  # eight flushes yesterday, two today; a later one adds a feature column
-        rows = [{"symbol": s, "ts_ns": y0 + (k * 10 + i) * S, "ret_1": 0.001 * i, **({"vol_5": 1.0} if k == 7 else {})}
-                for i, s in enumerate(SYMS * 3)]
+        rows = [
+            {"symbol": s, "ts_ns": y0 + (k * 10 + i) * S, "ret_1": 0.001 * i, **({"vol_5": 1.0} if k == 7 else {})}
+            for i, s in enumerate(SYMS * 3)
+        ]
         write_offline(tmp_path, rows, f"{1000 + k}-a{k}")
     for k in range(2):
         write_offline(tmp_path, [{"symbol": "BTCUSDT", "ts_ns": NOW + k * S, "ret_1": 0.0}], f"{2000 + k}-b{k}")

@@ -41,18 +41,27 @@ def test_price_time_priority_and_a_buy_across_levels_at_the_resting_prices() -> 
     c, _ = e.place("carol", "BTCUSDT", "SELL", "LIMIT", qty("2"), px("101"))
     e.place("alice", "BTCUSDT", "SELL", "LIMIT", qty("1"), px("102"))
     taker, ex = e.place("bob", "BTCUSDT", "BUY", "LIMIT", qty("2"), px("105"))
-    fills = [(x.fill.order_id, F.price_str(x.fill.price), F.qty_str(x.fill.qty)) for x in ex
-             if x.exec_type == "TRADE" and x.order is not taker]  # the makers' side of each trade
+    fills = [
+        (x.fill.order_id, F.price_str(x.fill.price), F.qty_str(x.fill.qty))
+        for x in ex
+        if x.exec_type == "TRADE" and x.order is not taker
+    ]  # the makers' side of each trade
     # oldest first at 100, then 101; never at the taker's 105
-    assert fills == [(a.order_id, "100.00000000", "1.00000000"), (b.order_id, "100.00000000", "0.50000000"),
-                     (c.order_id, "101.00000000", "0.50000000")]
+    assert fills == [
+        (a.order_id, "100.00000000", "1.00000000"),
+        (b.order_id, "100.00000000", "0.50000000"),
+        (c.order_id, "101.00000000", "0.50000000"),
+    ]
     assert taker.status == "FILLED" and taker.cum_quote == D("200.5")
     assert (a.status, b.status, c.status, F.qty_str(c.leaves)) == ("FILLED", "FILLED", "PARTIALLY_FILLED", "1.50000000")
     bids, asks = e.books["BTCUSDT"].depth(5)
     assert bids == [] and asks == [(px("101"), qty("1.5")), (px("102"), qty("1"))]
     # the public trades: buyer is the taker, so not the maker
     assert [(p.price, p.qty, p.buyer_maker) for p in e.take_prints()] == [
-        (px("100"), qty("1"), False), (px("100"), qty("0.5"), False), (px("101"), qty("0.5"), False)]
+        (px("100"), qty("1"), False),
+        (px("100"), qty("0.5"), False),
+        (px("101"), qty("0.5"), False),
+    ]
 
 
 def test_fees_and_balances_move_with_each_fill() -> None:
@@ -81,7 +90,9 @@ def test_a_resting_buy_is_filled_at_its_own_price_when_a_later_sell_crosses_it()
     b, _ = e.place("bob", "BTCUSDT", "BUY", "LIMIT", qty("1"), px("100"))
     s, ex = e.place("alice", "BTCUSDT", "SELL", "LIMIT", qty("0.4"), px("95"))
     assert [(x.order.order_id, x.fill.price) for x in ex if x.exec_type == "TRADE"] == [
-        (s.order_id, px("100")), (b.order_id, px("100"))]
+        (s.order_id, px("100")),
+        (b.order_id, px("100")),
+    ]
     assert b.status == "PARTIALLY_FILLED" and F.qty_str(b.leaves) == "0.60000000"
 
 
@@ -110,9 +121,11 @@ def test_ioc_fok_limit_maker_and_market_by_quote() -> None:
 
 def test_filters_balance_duplicates_and_cancels_answer_binance_codes() -> None:
     e = engine()
-    for kw, msg in [(dict(qty=0, price=px("100")), "Invalid quantity."),
-                    (dict(qty=qty("0.01"), price=px("100")), "Filter failure: MIN_NOTIONAL"),
-                    (dict(qty=qty("2000"), price=px("100")), "Account has insufficient balance for requested action.")]:
+    for kw, msg in [
+        (dict(qty=0, price=px("100")), "Invalid quantity."),
+        (dict(qty=qty("0.01"), price=px("100")), "Filter failure: MIN_NOTIONAL"),
+        (dict(qty=qty("2000"), price=px("100")), "Account has insufficient balance for requested action."),
+    ]:
         with pytest.raises(FilterFailure, match=msg.replace(".", r"\.")):
             e.place("alice", "BTCUSDT", "BUY", "LIMIT", **kw)
     with pytest.raises(FilterFailure, match="PRICE_FILTER"):

@@ -29,8 +29,10 @@ def test_the_shipped_gates_guard_each_priority_once() -> None:
 
 
 def test_the_rules_read_the_guards_without_the_gates_package() -> None:
-    code = ("import sys\nfrom backend.migration.gate_status import gate_guards\nguards = gate_guards()\n"
-            "print(len(guards), sorted(n for n in sys.modules if n == 'gates' or n.startswith('gates.')))")
+    code = (
+        "import sys\nfrom backend.migration.gate_status import gate_guards\nguards = gate_guards()\n"
+        "print(len(guards), sorted(n for n in sys.modules if n == 'gates' or n.startswith('gates.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "5 []"
 
@@ -45,12 +47,18 @@ def test_a_user_file_moves_a_guard(tmp_path: Path) -> None:
     assert gate_guards(tmp_path / "missing.toml") == SHIPPED  # no user file: the shipped gates
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ('guards = "P9"', "gate mine: guards must name a priority (P1, P2, P3, P4, P5), not 'P9'"),
-    ('guards = "2"', "gate mine: guards must name a priority (P1, P2, P3, P4, P5), not '2'"),
-    ("guards = 2", "gate mine: guards must name a priority (P1, P2, P3, P4, P5), not 2"),
-    ('guards = "P3"', "gate mine: P3 is already guarded by gate task03 (a priority is guarded by at most one gate)"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('guards = "P9"', "gate mine: guards must name a priority (P1, P2, P3, P4, P5), not 'P9'"),
+        ('guards = "2"', "gate mine: guards must name a priority (P1, P2, P3, P4, P5), not '2'"),
+        ("guards = 2", "gate mine: guards must name a priority (P1, P2, P3, P4, P5), not 2"),
+        (
+            'guards = "P3"',
+            "gate mine: P3 is already guarded by gate task03 (a priority is guarded by at most one gate)",
+        ),
+    ],
+)
 def test_a_bad_guard_names_the_file_and_the_gate(tmp_path: Path, extra: str, message: str) -> None:
     f = tmp_path / "gates.toml"
     f.write_text(gate("mine", extra))

@@ -36,17 +36,26 @@ def ui_references(source: str) -> list[str]:
 
 
 def test_the_check_sees_imports_and_module_strings() -> None:
-    src = ("import console.cli\nfrom widgets import x\nfrom . import console\n"
-           "cmd = [sys.executable, '-m', 'console.cli']\nimportlib.import_module('widgets.log')\n"
-           "print('the console: see console/cli')\n")
-    assert ui_references(src) == ["line 1: console.cli", "line 2: widgets", "line 4: console.cli",
-                                  "line 5: widgets.log"]
+    src = (
+        "import console.cli\nfrom widgets import x\nfrom . import console\n"
+        "cmd = [sys.executable, '-m', 'console.cli']\nimportlib.import_module('widgets.log')\n"
+        "print('the console: see console/cli')\n"
+    )
+    assert ui_references(src) == [
+        "line 1: console.cli",
+        "line 2: widgets",
+        "line 4: console.cli",
+        "line 5: widgets.log",
+    ]
 
 
 @pytest.mark.parametrize("pkg", HEADLESS)
 def test_headless_sources_do_not_name_the_console(pkg: str) -> None:
-    bad = {str(f.relative_to(ROOT)): refs for f in sorted((ROOT / pkg).rglob("*.py"))
-           if (refs := ui_references(f.read_text()))}
+    bad = {
+        str(f.relative_to(ROOT)): refs
+        for f in sorted((ROOT / pkg).rglob("*.py"))
+        if (refs := ui_references(f.read_text()))
+    }
     assert bad == {}
 
 

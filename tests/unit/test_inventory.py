@@ -18,7 +18,15 @@ def test_shipped_inventory_has_18_services_and_8_infra() -> None:
     assert len(i.services) == 18
     assert len(i.infra) == 8
     assert {x.name for x in i.infra} == {
-        "redis", "questdb", "minio", "opensearch", "postgres", "prometheus", "grafana", "vault"}
+        "redis",
+        "questdb",
+        "minio",
+        "opensearch",
+        "postgres",
+        "prometheus",
+        "grafana",
+        "vault",
+    }
     assert {p: sum(s.hours for s in ss) for p, ss in i.by_priority().items()} == SEED_HOURS
     assert sum(s.hours for s in i.services) == 68
     assert {s.name for s in i.by_priority()[4]} >= {"refdata", "scheduler", "alerting", "md-replay"}
@@ -73,8 +81,10 @@ def test_valid_small_file() -> None:
         (BASE_INFRA + svc("a", deps='"ghost"'), r"service 'a': unknown dependency 'ghost'"),
         (BASE_INFRA + svc("a", infra='"kafka"'), r"service 'a': unknown infrastructure dependency 'kafka'"),
         (BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 1, 8001, '"a"'), r"dependency cycle: "),
-        (BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 2, 8001),
-         r"service 'a' \(P1\) depends on 'b' \(P2\), a later priority"),
+        (
+            BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 2, 8001),
+            r"service 'a' \(P1\) depends on 'b' \(P2\), a later priority",
+        ),
         (BASE_INFRA + svc("a") + svc("a", 1, 8001), r"service 'a': duplicate name"),
         (BASE_INFRA + svc("a") + svc("b", 1, 8000), r"service 'b': duplicate port 8000 \(also 'a'\)"),
         (BASE_INFRA + svc("a", 1, 6379), r"service 'a': duplicate port 6379 \(also 'redis'\)"),

@@ -28,8 +28,9 @@ def test_percentiles_and_buckets_match_hdrh(seed: int) -> None:
     n = rnd.choice([1, 3, 500, 20_000])
     for _ in range(n):
         # mostly around a millisecond, a tail up to seconds, and exact bucket bounds now and then
-        ns = rnd.choice([int(rnd.lognormvariate(0, 1.2) * 1e6), int(rnd.choice(BOUNDS) * 1e6),
-                         rnd.randrange(1, 3_000_000_000)])
+        ns = rnd.choice(
+            [int(rnd.lognormvariate(0, 1.2) * 1e6), int(rnd.choice(BOUNDS) * 1e6), rnd.randrange(1, 3_000_000_000)]
+        )
         rec.record_ns(ns)
     h = rec.recent()
     expect = {k: h.get_value_at_percentile(p) / 1000.0 for k, p in PERCENTILES.items()}

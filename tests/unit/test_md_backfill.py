@@ -22,8 +22,17 @@ from backend.messages import RawTick
 
 
 def trades(*ids: int) -> list[HistoricalTrade]:
-    return [HistoricalTrade(id=i, price="1.5", qty="2.0000", quote_qty="3.00000000", time=1_700_000_000_000 + i,
-                            is_buyer_maker=bool(i % 2)) for i in ids]
+    return [
+        HistoricalTrade(
+            id=i,
+            price="1.5",
+            qty="2.0000",
+            quote_qty="3.00000000",
+            time=1_700_000_000_000 + i,
+            is_buyer_maker=bool(i % 2),
+        )
+        for i in ids
+    ]
 
 
 def test_find_gap_only_above_the_next_id() -> None:
@@ -82,9 +91,16 @@ def test_history_trades_become_raw_ticks() -> None:
     add_trades(b, "BTCUSDT", trades(5, 6), recv_ns=42)
     batch = b.build()
     t = raw.tick_at(batch, 1)
-    assert t == RawTick(symbol="BTCUSDT", trade_id=6, price="1.5", qty="2.0000",
-                        trade_ns=(1_700_000_000_000 + 6) * 1_000_000, event_ns=(1_700_000_000_000 + 6) * 1_000_000,
-                        buyer_maker=False, recv_ns=42)
+    assert t == RawTick(
+        symbol="BTCUSDT",
+        trade_id=6,
+        price="1.5",
+        qty="2.0000",
+        trade_ns=(1_700_000_000_000 + 6) * 1_000_000,
+        event_ns=(1_700_000_000_000 + 6) * 1_000_000,
+        buyer_maker=False,
+        recv_ns=42,
+    )
 
 
 def test_max_ids_per_symbol_of_a_raw_batch() -> None:

@@ -33,8 +33,7 @@ def test_an_overlap_of_two_gateways_counts_repeats() -> None:
     first = v.validate([batch(legacy, "gateway-legacy")], NOW)
     assert (ids(first), first.repeats, first.rejected) == ([*range(1, 11), 1, 2, 3], 0, [])
     # the target's batch, and the legacy's next one, in one read: each trade once, the rest repeats
-    both = v.validate([batch(target, "gateway-target"), batch([tick(i) for i in range(11, 18)], "gateway-legacy")],
-                      NOW)
+    both = v.validate([batch(target, "gateway-target"), batch([tick(i) for i in range(11, 18)], "gateway-legacy")], NOW)
     assert ids(both) == [11, 12, 13, 14, 15, 4, 5, 16, 17]
     assert (both.repeats, both.rejected) == (6 + 2 + 5, [])
 
@@ -47,7 +46,8 @@ def test_a_copy_with_other_values_or_an_id_never_published_is_still_a_duplicate(
     assert ids(res) == [] and res.repeats == 1
     assert [r.reason for r in res.rejected] == [
         "duplicate trade id 50 for BTCUSDT (already seen up to 105)",
-        "duplicate trade id 102 for BTCUSDT with another price, quantity, time or side than the tick published"]
+        "duplicate trade id 102 for BTCUSDT with another price, quantity, time or side than the tick published",
+    ]
 
 
 def test_repeats_are_recognised_among_the_newest_published_only() -> None:
@@ -56,7 +56,8 @@ def test_repeats_are_recognised_among_the_newest_published_only() -> None:
         v.validate([batch([tick(i) for i in range(start, start + 5)], "a")], NOW)
     res = v.validate([batch([tick(2), tick(39)], "b")], NOW)  # 2 is long forgotten, 39 is recent
     assert res.repeats == 1 and [r.reason for r in res.rejected] == [
-        "duplicate trade id 2 for BTCUSDT (already seen up to 40)"]
+        "duplicate trade id 2 for BTCUSDT (already seen up to 40)"
+    ]
 
 
 def test_a_batch_overtaken_by_the_other_gateways_newer_one_is_late_not_a_duplicate() -> None:

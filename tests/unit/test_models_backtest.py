@@ -39,8 +39,7 @@ def test_bad_artifacts_and_too_little_data_are_named() -> None:
 
 
 def test_labels_use_only_prices_after_the_row_and_never_past_the_end() -> None:
-    prices = pd.DataFrame({"symbol": "X", "ts_ns": np.arange(0, 11) * S,
-                           "price": 100.0 + np.arange(0, 11)})
+    prices = pd.DataFrame({"symbol": "X", "ts_ns": np.arange(0, 11) * S, "price": 100.0 + np.arange(0, 11)})
     feats = pd.DataFrame({"symbol": "X", "ts_ns": np.arange(0, 11) * S + S // 2, "f": 1.0})
     rows = label_rows(feats, prices, 2 * S)
     # row at 0.5 s: price now 100 (t=0), at 2.5 s: 102 (t=2); the last rows have no realised label
@@ -77,13 +76,16 @@ def test_engine_trades_a_models_signals_and_holds_through_neutral_ones() -> None
         engine.run(up, "model:alpha", {}, signals=long.iloc[0:0])
 
 
-@pytest.mark.parametrize("strategy,params,message", [
-    ("nope", {}, "unknown strategy 'nope'; known: buy-hold, meanrev, momentum, or model:NAME"),
-    ("model:", {}, "unknown strategy 'model:'"),
-    ("momentum", {"windw": 3}, "unknown parameters windw"),
-    ("momentum", {"window": "x"}, "parameter window must be a number"),
-    ("momentum", {"window": -1}, "parameter window must be positive"),
-])
+@pytest.mark.parametrize(
+    "strategy,params,message",
+    [
+        ("nope", {}, "unknown strategy 'nope'; known: buy-hold, meanrev, momentum, or model:NAME"),
+        ("model:", {}, "unknown strategy 'model:'"),
+        ("momentum", {"windw": 3}, "unknown parameters windw"),
+        ("momentum", {"window": "x"}, "parameter window must be a number"),
+        ("momentum", {"window": -1}, "parameter window must be positive"),
+    ],
+)
 def test_engine_rejects_bad_jobs(strategy: str, params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         engine.check(strategy, params)

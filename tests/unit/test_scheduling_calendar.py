@@ -49,16 +49,19 @@ def test_an_every_job_is_aligned_to_the_epoch() -> None:
     assert s.describe() == "every 15m" and s.period_s == 900
 
 
-@pytest.mark.parametrize("at,every,message", [
-    ("25:00", None, "job 'daily-report': time '25:00' is not HH:MM (00:00 .. 23:59, UTC)"),
-    ("12:60", None, "job 'daily-report': time '12:60' is not HH:MM"),
-    ("noon", None, "job 'daily-report': time 'noon' is not HH:MM"),
-    (None, "5x", "job 'daily-report': every '5x' is not a positive duration like 30s, 15m, 1h, 1d"),
-    (None, "0m", "job 'daily-report': every '0m' is not a positive duration"),
-    (None, "-1h", "job 'daily-report': every '-1h' is not a positive duration"),
-    (None, None, "job 'daily-report' needs exactly one of `at` (HH:MM) or `every` (15m)"),
-    ("01:00", "1h", "job 'daily-report' needs exactly one of `at` (HH:MM) or `every` (15m)"),
-])
+@pytest.mark.parametrize(
+    "at,every,message",
+    [
+        ("25:00", None, "job 'daily-report': time '25:00' is not HH:MM (00:00 .. 23:59, UTC)"),
+        ("12:60", None, "job 'daily-report': time '12:60' is not HH:MM"),
+        ("noon", None, "job 'daily-report': time 'noon' is not HH:MM"),
+        (None, "5x", "job 'daily-report': every '5x' is not a positive duration like 30s, 15m, 1h, 1d"),
+        (None, "0m", "job 'daily-report': every '0m' is not a positive duration"),
+        (None, "-1h", "job 'daily-report': every '-1h' is not a positive duration"),
+        (None, None, "job 'daily-report' needs exactly one of `at` (HH:MM) or `every` (15m)"),
+        ("01:00", "1h", "job 'daily-report' needs exactly one of `at` (HH:MM) or `every` (15m)"),
+    ],
+)
 def test_bad_schedules_name_the_job_and_the_value(at: str | None, every: str | None, message: str) -> None:
     with pytest.raises(ValueError) as err:
         Schedule.parse("daily-report", at, every)
@@ -67,8 +70,9 @@ def test_bad_schedules_name_the_job_and_the_value(at: str | None, every: str | N
 
 def test_an_every_shorter_than_the_tick_names_the_job() -> None:
     s = Schedule.parse("r", None, "5s")
-    with pytest.raises(ValueError,
-                       match=r"^job 'r': every 5s is shorter than tick_s 20s \(how often the scheduler looks\)$"):
+    with pytest.raises(
+        ValueError, match=r"^job 'r': every 5s is shorter than tick_s 20s \(how often the scheduler looks\)$"
+    ):
         s.check_tick("r", 20.0)
     s.check_tick("r", 5.0)  # as often as the scheduler looks: fine
     Schedule.parse("r", "00:01", None).check_tick("r", 3600.0)  # daily jobs are never too short

@@ -34,8 +34,10 @@ def test_environment_then_file_then_the_data_dir(tmp_path: Path) -> None:
     assert p.get(KEY) == "from-the-data-dir"
     mounted = tmp_path / "run-secrets-key"
     mounted.write_text("from-a-mounted-file\n")  # a trailing newline is not part of it
-    assert secrets.Provider(tmp_path, environ={"TRADEOPS_EXCHANGE_API_KEY_FILE": str(mounted)}).get(KEY) \
+    assert (
+        secrets.Provider(tmp_path, environ={"TRADEOPS_EXCHANGE_API_KEY_FILE": str(mounted)}).get(KEY)
         == "from-a-mounted-file"
+    )
     env = {"TRADEOPS_EXCHANGE_API_KEY": "from-the-env", "TRADEOPS_EXCHANGE_API_KEY_FILE": str(mounted)}
     assert secrets.Provider(tmp_path, environ=env).get(KEY) == "from-the-env"
 
@@ -45,10 +47,11 @@ def test_a_missing_secret_names_every_place_looked_at(tmp_path: Path) -> None:
     with pytest.raises(secrets.SecretNotFound) as info:
         secrets.Provider(tmp_path, environ={}).get(secrets.EXCHANGE_API_SECRET)
     msg = str(info.value)
-    assert msg == (f"secret exchange/api-secret not found; looked in: $TRADEOPS_EXCHANGE_API_SECRET, "
-                   f"$TRADEOPS_EXCHANGE_API_SECRET_FILE, {tmp_path}/secrets/exchange/api-secret")
-    assert p.places(KEY)[2] == ("vault http://vault.invalid:8200/v1/secret/data/tradeops/exchange "
-                                "field 'api-key'")
+    assert msg == (
+        f"secret exchange/api-secret not found; looked in: $TRADEOPS_EXCHANGE_API_SECRET, "
+        f"$TRADEOPS_EXCHANGE_API_SECRET_FILE, {tmp_path}/secrets/exchange/api-secret"
+    )
+    assert p.places(KEY)[2] == ("vault http://vault.invalid:8200/v1/secret/data/tradeops/exchange field 'api-key'")
 
 
 def test_unreadable_or_open_files_are_errors_that_show_no_value(tmp_path: Path) -> None:
@@ -94,7 +97,8 @@ class _Kv2(BaseHTTPRequestHandler):
     """What Vault's KV v2 answers to a read (a stand-in for the protocol; the real one below)."""
 
     data: ClassVar[dict[str, dict[str, str]]] = {
-        "/v1/secret/data/tradeops/exchange": {"api-key": "k-in-vault", "api-secret": "s-in-vault"}}
+        "/v1/secret/data/tradeops/exchange": {"api-key": "k-in-vault", "api-secret": "s-in-vault"}
+    }
 
     def do_GET(self) -> None:
         if self.headers.get("X-Vault-Token") != "t0ken":
@@ -106,8 +110,9 @@ class _Kv2(BaseHTTPRequestHandler):
         self.send_response(200 if found else 404)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(json.dumps({"data": {"data": found, "metadata": {"version": 1}}} if found
-                                    else {"errors": []}).encode())
+        self.wfile.write(
+            json.dumps({"data": {"data": found, "metadata": {"version": 1}}} if found else {"errors": []}).encode()
+        )
 
     def log_message(self, *args: object) -> None:
         pass
@@ -135,13 +140,19 @@ def test_vault_kv2_is_read_over_http(kv2: str, tmp_path: Path) -> None:
         secrets.provider(settings, environ={}).get(KEY)
 
 
-@pytest.mark.skipif(not os.environ.get("TRADEOPS_TEST_VAULT"),
-                    reason="no Vault: set TRADEOPS_TEST_VAULT=http://host:8200 and VAULT_TOKEN (a token that may "
-                           "write secret/data/tradeops-test/*) to test against a real one")
+@pytest.mark.skipif(
+    not os.environ.get("TRADEOPS_TEST_VAULT"),
+    reason="no Vault: set TRADEOPS_TEST_VAULT=http://host:8200 and VAULT_TOKEN (a token that may "
+    "write secret/data/tradeops-test/*) to test against a real one",
+)
 def test_a_real_vault(tmp_path: Path) -> None:
     url, token = os.environ["TRADEOPS_TEST_VAULT"].rstrip("/"), os.environ["VAULT_TOKEN"]
-    resp = httpx.post(f"{url}/v1/secret/data/tradeops-test/exchange", headers={"X-Vault-Token": token},
-                      json={"data": {"api-key": "real-vault-key"}}, timeout=10)
+    resp = httpx.post(
+        f"{url}/v1/secret/data/tradeops-test/exchange",
+        headers={"X-Vault-Token": token},
+        json={"data": {"api-key": "real-vault-key"}},
+        timeout=10,
+    )
     assert resp.status_code in (200, 204), resp.text
     settings = Settings(data_dir=str(tmp_path), infra={"vault": url, "vault_prefix": "tradeops-test"})
     p = secrets.provider(settings, environ={"VAULT_TOKEN": token})

@@ -11,8 +11,9 @@ from backend.trading.risk_rules import Limits, RiskConfig, RiskEngine
 
 
 def order(**kw) -> Order:
-    base = dict(client_order_id="c1", account="acc", symbol="BTCUSDT", side="buy", type="limit",
-                quantity=1.0, limit_price=100.0)
+    base = dict(
+        client_order_id="c1", account="acc", symbol="BTCUSDT", side="buy", type="limit", quantity=1.0, limit_price=100.0
+    )
     base.update(kw)
     return Order(**base)
 
@@ -24,15 +25,18 @@ def engine(**limits) -> RiskEngine:
     return e
 
 
-@pytest.mark.parametrize(("o", "limits", "rule", "reason"), [
-    (order(quantity=50), {"max_order_notional": 1000}, "max_order_notional", "notional 5,000.00 > max 1,000.00"),
-    (order(limit_price=120.0), {"price_band_pct": 5}, "price_band", "limit 120 is 20.00% from last 100 (band 5%)"),
-    (order(quantity=11), {"max_position": 10}, "max_position", "position would be 11 (now 0), max 10"),
-    (order(quantity=1000), {"max_quantity": 500}, "max_quantity", "quantity 1000 > max 500 (fat finger)"),
-    (order(symbol="ETHUSDT", quantity=3, limit_price=10.0), {}, "max_quantity", "quantity 3 > max 2 (fat finger)"),
-    (order(symbol="LUNAUSDT", limit_price=1.0), {}, "restricted_symbol", "LUNAUSDT is restricted"),
-    (order(symbol="XRPUSDT", type="market", limit_price=None), {}, "no_price", "no trade seen for XRPUSDT"),
-])
+@pytest.mark.parametrize(
+    ("o", "limits", "rule", "reason"),
+    [
+        (order(quantity=50), {"max_order_notional": 1000}, "max_order_notional", "notional 5,000.00 > max 1,000.00"),
+        (order(limit_price=120.0), {"price_band_pct": 5}, "price_band", "limit 120 is 20.00% from last 100 (band 5%)"),
+        (order(quantity=11), {"max_position": 10}, "max_position", "position would be 11 (now 0), max 10"),
+        (order(quantity=1000), {"max_quantity": 500}, "max_quantity", "quantity 1000 > max 500 (fat finger)"),
+        (order(symbol="ETHUSDT", quantity=3, limit_price=10.0), {}, "max_quantity", "quantity 3 > max 2 (fat finger)"),
+        (order(symbol="LUNAUSDT", limit_price=1.0), {}, "restricted_symbol", "LUNAUSDT is restricted"),
+        (order(symbol="XRPUSDT", type="market", limit_price=None), {}, "no_price", "no trade seen for XRPUSDT"),
+    ],
+)
 def test_each_rule_denies_with_its_numbers(o, limits, rule, reason) -> None:
     e = engine(**limits)
     d = e.check(o)
@@ -56,10 +60,32 @@ def test_rate_limit_and_open_orders() -> None:
 
 def test_kill_switch_blocks_new_but_lets_risk_reducing_orders_through() -> None:
     e = engine()
-    e.book.on_report(ExecReport(client_order_id="f", venue_order_id="v", kind="fill", account="acc",
-                                symbol="BTCUSDT", side="buy", trade_id="t1", fill_qty=5, fill_price=100))
-    e.book.on_report(ExecReport(client_order_id="f", venue_order_id="v", kind="fill", account="acc",
-                                symbol="BTCUSDT", side="buy", trade_id="t1", fill_qty=5, fill_price=100))
+    e.book.on_report(
+        ExecReport(
+            client_order_id="f",
+            venue_order_id="v",
+            kind="fill",
+            account="acc",
+            symbol="BTCUSDT",
+            side="buy",
+            trade_id="t1",
+            fill_qty=5,
+            fill_price=100,
+        )
+    )
+    e.book.on_report(
+        ExecReport(
+            client_order_id="f",
+            venue_order_id="v",
+            kind="fill",
+            account="acc",
+            symbol="BTCUSDT",
+            side="buy",
+            trade_id="t1",
+            fill_qty=5,
+            fill_price=100,
+        )
+    )
     assert e.book.positions[("acc", "BTCUSDT")] == 5  # the repeated fill counted once
     e.kill_switch = True
     d = e.check(order(side="buy"))
@@ -80,13 +106,16 @@ def test_state_machine_refuses_illegal_moves() -> None:
         rec.move("ROUTED", 4)
 
 
-@pytest.mark.parametrize(("o", "why"), [
-    (order(quantity=-1), "quantity must be a positive number, not -1"),
-    (order(quantity=float("nan")), "quantity must be a positive number"),
-    (order(limit_price=None), "a limit order needs a limit price"),
-    (order(type="market"), "a market order takes no limit price"),
-    (order(symbol=" "), "empty symbol"),
-])
+@pytest.mark.parametrize(
+    ("o", "why"),
+    [
+        (order(quantity=-1), "quantity must be a positive number, not -1"),
+        (order(quantity=float("nan")), "quantity must be a positive number"),
+        (order(limit_price=None), "a limit order needs a limit price"),
+        (order(type="market"), "a market order takes no limit price"),
+        (order(symbol=" "), "empty symbol"),
+    ],
+)
 def test_invalid_orders_are_named(o, why) -> None:
     assert why in invalid(o)
 
