@@ -21,8 +21,7 @@ demo: $(STAMP)
 # Lint, format check and types first (configured in pyproject.toml), then the tests.
 test: $(STAMP)
 	$(BIN)/ruff check .
-# enabled after the one-time ruff format (delete the leading '#'):
-#	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
