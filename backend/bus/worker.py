@@ -365,7 +365,7 @@ class StreamWorker:
             self.in_flight.update(item[0] for item in items)  # the handler holds them until it acks
         try:
             await self.handler(items)
-        except Exception as exc:
+        except Exception as exc:  # any handler failure is retried or dead-lettered
             if denied(exc) is not None:
                 raise  # the ACL refused the service a command: a deployment bug, not a bad entry
             self.stats.failed_batches += 1
@@ -379,7 +379,7 @@ class StreamWorker:
                 self._rejected = []
                 try:
                     await self.handler([item])
-                except Exception as one_exc:
+                except Exception as one_exc:  # as above, one entry at a time
                     if denied(one_exc) is not None:
                         raise
                     failures.append(((item[0], fields[item[0]]), one_exc))

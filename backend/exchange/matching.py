@@ -180,15 +180,15 @@ class MatchingEngine:
         return ExecReport(
             client_order_id=o.client_order_id,
             venue_order_id=w.venue_order_id,
-            kind=kind,
+            kind=kind,  # type: ignore[arg-type]
             account=o.account,
             symbol=o.symbol,
-            side=o.side,  # type: ignore[arg-type]
+            side=o.side,
             cum_qty=w.filled,
             leaves_qty=leaves,
             ts_ns=time.time_ns(),
-            **kw,
-        )  # type: ignore[arg-type]
+            **kw,  # type: ignore[arg-type]
+        )
 
     def _reject(self, w: Working, reason: str) -> ExecReport:
         rep = self._report(w, "rejected", reason=reason)

@@ -499,8 +499,8 @@ class BarAggregator:
                 out.append(
                     Bar(
                         symbol=symbols[code],
-                        interval=name,
-                        start_ns=start,  # type: ignore[arg-type]
+                        interval=name,  # type: ignore[arg-type]  # a key of self.intervals: "1s" or "1m"
+                        start_ns=start,
                         open=bar.open,
                         high=bar.high,
                         low=bar.low,

@@ -142,9 +142,9 @@ def move(
     st, to = check(r, service, action, reason, gates_file=gates_file)
     ev = MigrationEvent(
         service=service,
-        from_state=st.state,
-        to_state=to,
-        operator=operator,  # type: ignore[arg-type]
+        from_state=st.state,  # type: ignore[arg-type]  # states come from ALLOWED's literals
+        to_state=to,  # type: ignore[arg-type]
+        operator=operator,
         reason=reason,
         ts_ns=time.time_ns(),
         action=action,

@@ -435,7 +435,7 @@ class Service:
                 return
             try:
                 await self.heartbeat()
-            except Exception as exc:
+            except Exception as exc:  # a missed beat is logged, not fatal
                 if denied(exc) is not None:
                     raise  # refused, not missed: the service fails with the reason
                 self.log.warning("heartbeat failed: %r", exc)

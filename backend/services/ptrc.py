@@ -274,8 +274,8 @@ class PtrcService(Service):
                         Alert(
                             id=f"ptrc-{key}-{now}",
                             ts_ns=now,
-                            severity=sev,
-                            source="ptrc",  # type: ignore[arg-type]
+                            severity=sev,  # type: ignore[arg-type]  # "warning" or "critical" above
+                            source="ptrc",
                             kind=key.split(":")[0],
                             message=msg,
                             key=key,
