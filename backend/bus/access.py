@@ -9,7 +9,7 @@ A service declares, on its class (backend/services/base.py):
   `Reads(stream)` for one it reads whole (XREAD, XRANGE, XREVRANGE, XLEN, XINFO STREAM: read only);
 - `writes`: `Writes(stream)`, a stream it appends to (XADD only: never a read of it);
 - `keys`: `Keys(pattern)` it reads, `Keys(pattern, write=True)` it reads and changes (strings,
-  hashes, sets, lists, expiry, WATCH);
+  hashes, sets, sorted sets, lists, expiry, WATCH);
 - `scripts`: `Scripts(keys...)`, the key patterns its server-side scripts name as KEYS (EVALSHA
   checks those for read and write; every command a script runs is checked again on its own keys);
 - `commands`: keyless commands beyond the connection's (INFO, SCAN, ACL LOG ...).
@@ -100,6 +100,9 @@ KEY_READ = (
     "scard",
     "lrange",
     "llen",
+    "zscore",
+    "zcard",
+    "zrange",
     "watch",
 )
 KEY_WRITE = (
@@ -117,6 +120,9 @@ KEY_WRITE = (
     "srem",
     "rpush",
     "rpop",
+    "zadd",
+    "zrem",
+    "zremrangebyscore",
 )
 SCRIPT_RUN = ("evalsha",)
 
