@@ -76,6 +76,7 @@ class WorkerStats:
     failed_batches: int = 0
     dead_lettered: int = 0
     reclaimed: int = 0
+    reconnects: int = 0  # times Redis went away and the worker came back
     last_batch_ns: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -209,6 +210,7 @@ class StreamWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
+                    self.stats.reconnects += 1
                     self._retry_from_start()  # what we hold in flight is not handed again
         finally:
             await self._close_conn()

@@ -187,6 +187,7 @@ class OmsService(Service):
         self.in_flight: set[str] = set()  # orders waiting for risk or the venue (IN_FLIGHT_STATES)
         self.overloaded: Counter[str] = Counter()  # orders refused, by signal
         self._overload_logged = 0.0
+        self._reconnects = 0  # of the intake worker, when admission last (re)started
         await self.sync_clock()
         self.admission.start(time.time_ns())
         self.every(10.0, self.sync_clock)
@@ -330,6 +331,12 @@ class OmsService(Service):
         """New orders and cancels, one commit. While orders are in flight a batch read is taken in
         a chunk at a time: their decisions and reports, waiting for their turn, get it between
         chunks (a flood's 512 orders in one go held them up for its whole commit)."""
+
+        if self.w_new.stats.reconnects != self._reconnects:
+            # Redis was away: what was added meanwhile waited for Redis, not for us; a backlog, as
+            # at a start (taken in up to max_in_flight), not an overload
+            self._reconnects = self.w_new.stats.reconnects
+            self.admission.resume(time.time_ns())
 
         def apply(b: _Batch) -> None:
             now = time.time_ns()

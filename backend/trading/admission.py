@@ -107,6 +107,12 @@ class Admission:
         """This instance starts (`now_ns` our clock): orders added before are a backlog."""
         self.started_ms = now_ns / 1e6 + self.offset_ms
 
+    def resume(self, now_ns: int) -> None:
+        """The intake comes back after Redis was away (`now_ns` our clock): what was added meanwhile
+        waited for Redis, not for this instance, so it is a backlog, as at a start, and waits
+        count from now."""
+        self.started_ms = self.since_ms = now_ns / 1e6 + self.offset_ms
+
     def gate(self, now_ns: int, in_flight: int, redelivered: bool = False) -> Gate:
         """The gate for a batch at `now_ns` (our clock) with `in_flight` orders waiting;
         `redelivered`: the batch was delivered before, to a consumer that failed."""

@@ -178,3 +178,19 @@ def test_default_limits() -> None:
     cfg = msgspec.convert({}, OmsConfig)
     assert cfg.admission == AdmissionLimits() and cfg.admission.max_intake_age_ms == 50.0
     assert cfg.admission.max_in_flight == 1000 and cfg.admission.max_answer_ms == 20.0
+
+
+def test_what_was_added_while_redis_was_away_is_a_backlog() -> None:
+    """Redis went away and came back: the orders added meanwhile waited for Redis, not for this
+    instance; after `resume` they are a backlog, and waits count from the resumption."""
+    a = Admission(AdmissionLimits(max_intake_age_ms=50))
+    a.start(1_000 * MS)
+    a.gate(1_000 * MS, 0)
+    during = a.gate(20_000 * MS, 0)  # without resume: an order added at 19,000 waited 1 s
+    assert during.refuse(b"19000-0") == QUEUED
+    a.resume(20_000 * MS)
+    after = a.gate(20_010 * MS, 0)
+    assert after.backlog(b"19000-0") and after.refuse(b"19000-0") is None
+    assert after.refuse(b"20005-0") is None  # waited 5 ms from the resumption
+    later = a.gate(20_100 * MS, 0)
+    assert later.refuse(b"20030-0") == QUEUED  # waited 70 ms after it
