@@ -24,6 +24,13 @@ MIN_MAXMEMORY = 64 * 2**20
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     redis_url: str | None = None
     """Redis to use instead of the embedded one (env TRADEOPS_REDIS_URL, flag --redis-url)."""
+    redis_admin_url: str | None = None
+    """An external Redis's admin login, e.g. `redis://admin@redis:6379/0` (its password from the
+    secrets provider, never in the URL): `tradeops redis acl apply` sets the generated users
+    through it, `acl check` reads them back (env TRADEOPS_REDIS_ADMIN_URL)."""
+    redis_urls: dict[str, str] = {}
+    """Per Redis user, the URL it connects with (`oms = "redis://oms@redis:6379/0"`): a deployment
+    whose users exist already; each password from the secrets provider."""
     data_dir: str | None = None
     """Where the embedded Redis, logs and stores live (env TRADEOPS_DATA_DIR, flag --data-dir)."""
     redis_maxmemory: str = "1gb"
@@ -82,6 +89,7 @@ _ENV = {
     "TRADEOPS_GATES_FILE": "gates_file",
     "TRADEOPS_SIGNING_KEY": "signing_key",
     "TRADEOPS_REDIS_MAXMEMORY": "redis_maxmemory",
+    "TRADEOPS_REDIS_ADMIN_URL": "redis_admin_url",
 }
 
 

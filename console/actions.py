@@ -86,9 +86,9 @@ class LiveActions:
     or the ssh-agent's registered key); `operator` is only a label."""
 
     def __init__(self, url: str, settings: Settings, operator: str) -> None:
-        import redis
+        from backend.bus import connection
 
-        self.r = redis.Redis.from_url(url)
+        self.r = connection.client(url, connection.operator_login(settings, url))
         self.url = url
         self.settings = settings
         self.operator = operator

@@ -9,6 +9,8 @@ import time
 
 from backend import aio
 from backend.bus import streams
+from backend.bus.access import Reads, Writes
+from backend.bus.connection import env_login
 from backend.bus.publish import xadd
 from backend.messages import RiskDecision, RiskRequest
 from backend.services.base import Service
@@ -16,6 +18,8 @@ from backend.services.base import Service
 
 class EchoService(Service):
     name = "echo"
+    reads = (Reads(streams.RISK_REQUESTS, group=True),)
+    writes = (Writes(streams.RISK_DECISIONS),)
 
     async def setup(self) -> None:
         self.n = 0
@@ -47,4 +51,4 @@ class EchoService(Service):
 
 
 if __name__ == "__main__":
-    aio.run(EchoService(redis_url=sys.argv[1], instance="echo-bench").run(install_signals=True))
+    aio.run(EchoService(redis_url=sys.argv[1], instance="echo-bench", login=env_login()).run(install_signals=True))

@@ -10,6 +10,7 @@ from typing import Any
 
 from backend.bus import codec
 from backend.bus.broadcast import Broadcast
+from backend.bus.connection import env_login
 from backend.bus.entries import Skips
 from backend.bus.fastconn import FastRedis
 from backend.bus.publish import xadd
@@ -28,7 +29,7 @@ async def open_loop(
     returns how many were sent.
 
     Every `batch_ms` the messages due so far go out in one pipeline, stamped when sent."""
-    r = await FastRedis.connect(url)
+    r = await FastRedis.connect(url, auth=env_login())
     sent = 0
     start = time.perf_counter()
     end = start + seconds

@@ -8,6 +8,8 @@ import sys
 
 from backend import aio
 from backend.bus import streams
+from backend.bus.access import Reads, Writes
+from backend.bus.connection import env_login
 from backend.bus.publish import xadd
 from backend.messages import RawTickBatch
 from backend.services.base import Service
@@ -17,6 +19,8 @@ OUT = "bench.passthrough"
 
 class PassthroughService(Service):
     name = "passthrough"
+    reads = (Reads(streams.MD_TICKS_RAW, group=True),)
+    writes = (Writes(OUT),)
 
     async def setup(self) -> None:
         self.ticks = 0
@@ -36,5 +40,5 @@ class PassthroughService(Service):
 
 
 if __name__ == "__main__":
-    svc = PassthroughService(redis_url=sys.argv[1], instance="passthrough-bench")
+    svc = PassthroughService(redis_url=sys.argv[1], instance="passthrough-bench", login=env_login())
     aio.run(svc.run(install_signals=True))

@@ -114,7 +114,12 @@ class Broadcast(_Cursors):
 
     async def _connect(self) -> FastRedis:
         if self._conn is None or self._conn.closed:
-            self._conn = await (FastRedis.connect(self.r) if isinstance(self.r, str) else FastRedis.like(self.r))
+            if isinstance(self.r, str):  # a URL: logged in as this process was told (TRADEOPS_REDIS_USER)
+                from backend.bus.connection import env_login
+
+                self._conn = await FastRedis.connect(self.r, auth=env_login())
+            else:
+                self._conn = await FastRedis.like(self.r)
         return self._conn
 
     async def start(self) -> None:

@@ -11,6 +11,13 @@ The port is recorded in the data dir (`redis.port`, kept when the server stops) 
 on the next start when it is free, so a server restarted after a crash (by the stack's supervisor,
 or `tradeops redis up`) comes back on the same URL and unix socket and its clients reconnect.
 
+ACLs: `EmbeddedRedis(..., acl=True)` (what `tradeops redis up`, `tradeops up` and the benchmarks
+ask for) writes the users generated from the services' declared access (backend/bus/acl.py) into
+`<data dir>/redis/users.acl`, every password generated into the data dir's secrets when it has
+none, and starts the server with that file: one user per service, `operator`, `admin`, and the
+`default` user off. A server started again on a data dir that has the file (the supervisor's
+restart after a crash) uses it as it is. Without it (a test's server) the `default` user is all.
+
 appendfsync: `everysec` on a server that has WAITAOF (Redis >= 7.2, every Valkey), where the
 writes an operator is told succeeded wait for their fsync with it (`backend.bus.durable`);
 `always` on an older server, where every write is fsynced before its reply.
@@ -29,6 +36,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -41,6 +49,8 @@ SOCKET_FILE = "redis.sock"
 PID_FILE = "redis.pid"
 LOG_FILE = "redis.log"
 PORT_FILE = "redis.port"  # the last port the server listened on; kept when it stops
+ACL_FILE = "users.acl"  # = backend.bus.acl.ACL_FILE: the users the server starts with
+ADMIN = "admin"  # = backend.bus.connection.ADMIN
 WAITAOF_SINCE = (7, 2)  # WAITAOF came with Redis 7.2; Valkey forked from 7.2.4 and has it
 AOF_REWRITE_MIN_SIZE = "512mb"
 """Redis's default, 64 MB, rewrote the AOF every ~10 s at 1,000 orders/s (~6.6 KB of AOF each) and
@@ -133,16 +143,22 @@ def _pings(url: str, timeout: float = 0.5) -> bool:
     return _probe(url, timeout) == "ok"
 
 
-def _probe(url: str, timeout: float = 0.5) -> str:
-    """ "ok" (PING answered), "loading" (the server is reading its AOF) or "" (no answer)."""
+def _probe(url: str, timeout: float = 0.5, auth: tuple[str, str] | None = None) -> str:
+    """ "ok" (PING answered; or a login asked for, by a server with ACLs: it answers), "loading" (the
+    server is reading its AOF) or "" (no answer). `auth`: (user, password) to log in with."""
+    kw = {"username": auth[0], "password": auth[1]} if auth else {}
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, **kw)
         try:
             return "ok" if client.ping() else ""
         finally:
             client.close()
     except redis.BusyLoadingError:
         return "loading"
+    except redis.AuthenticationError:
+        return "ok"
+    except redis.ResponseError as exc:
+        return "ok" if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) else ""
     except (redis.RedisError, OSError):
         return ""
 
@@ -208,8 +224,14 @@ class EmbeddedRedis:
         port: int | None = None,
         detach: bool = False,
         maxmemory: str | int = streams.DEFAULT_MAXMEMORY,
+        acl: bool | None = None,
+        settings: Any = None,
     ):
         self.data_dir = Path(data_dir)
+        self.acl = acl
+        """True: (re)generate the users and start with them; None: with the data dir's ACL file if it
+        has one; False: without ACLs."""
+        self.settings = settings
         self.maxmemory = streams.memory_bytes(maxmemory)
         self.dir = locations.redis_dir(self.data_dir)
         self.port = port
@@ -231,6 +253,7 @@ class EmbeddedRedis:
                 )
             _clear(self.dir)  # a dead leftover
         binary = server_binary()
+        aclfile, auth = self._acl()
         last_error = ""
         again = recorded_port(self.data_dir)
         if again is not None and not port_is_free(again):
@@ -272,6 +295,8 @@ class EmbeddedRedis:
             if self.socket is not None:
                 self.socket.unlink(missing_ok=True)
                 cmd += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+            if aclfile is not None:
+                cmd += ["--aclfile", str(aclfile)]
             self.proc = subprocess.Popen(
                 cmd,
                 stdout=log,
@@ -284,7 +309,7 @@ class EmbeddedRedis:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                state = _probe(url, timeout=0.2)
+                state = _probe(url, timeout=0.2, auth=auth)
                 if state == "loading":  # a big AOF: wait as long as it is read
                     deadline = time.monotonic() + timeout
                 elif state == "ok":
@@ -302,6 +327,24 @@ class EmbeddedRedis:
             if self.port:  # a fixed port that failed will not get better
                 break
         raise TradeopsError(f"redis-server ({binary}) failed to start: {last_error}")
+
+    def _acl(self) -> tuple[Path | None, tuple[str, str] | None]:
+        """The ACL file to start with (made now when `acl`), and the admin's login to probe with."""
+        from backend import secrets
+
+        path = locations.redis_dir(self.data_dir) / ACL_FILE
+        if self.acl:
+            from backend.bus import acl
+
+            acl.prepare(self.data_dir, self.settings)
+        elif self.acl is False or not path.exists():
+            return None, None
+        pw = secrets.Provider(self.data_dir, environ={}).find(secrets.redis_password(ADMIN))
+        return path, (ADMIN, pw) if pw is not None else None
+
+    @property
+    def has_acl(self) -> bool:
+        return (locations.redis_dir(self.data_dir) / ACL_FILE).exists() and self.acl is not False
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is not None:

@@ -21,7 +21,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import hiredis
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import BusyLoadingError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 Arg = str | bytes | int | float
@@ -66,8 +66,9 @@ class FastRedis:
         self._p = protocol
 
     @classmethod
-    async def connect(cls, url: str, *, timeout: float = 2.0) -> FastRedis:
-        """redis://[:password@]host:port[/db] or unix:///path/to/socket[?db=N]."""
+    async def connect(cls, url: str, *, timeout: float = 2.0, auth: Any = None) -> FastRedis:
+        """redis://[user@]host:port[/db] or unix:///path/to/socket[?db=N]; `auth`: a
+        backend.bus.connection.Login (its user and password), else the URL's."""
         u = urlparse(url)
         loop = asyncio.get_running_loop()
         try:
@@ -81,7 +82,9 @@ class FastRedis:
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis at {url}: {exc}") from None
         conn = cls(proto)
-        if u.password:
+        if auth is not None:
+            await conn.call("AUTH", auth.user, auth.password)
+        elif u.password:
             user = unquote(u.username) if u.username else None
             await conn.call("AUTH", *([user] if user else []), unquote(u.password))
         db = (
@@ -159,8 +162,14 @@ class FastRedis:
 
 
 def _error(reply: ResponseError) -> Exception:
-    """A restarted server answers LOADING while it reads its AOF: a wait, like a lost connection."""
-    return BusyLoadingError(str(reply)) if str(reply).startswith("LOADING") else reply
+    """A restarted server answers LOADING while it reads its AOF: a wait, like a lost connection.
+    NOPERM (the ACL refused the command) is redis-py's NoPermissionError, as from its own client."""
+    text = str(reply)
+    if text.startswith("LOADING"):
+        return BusyLoadingError(text)
+    if text.startswith("NOPERM"):
+        return NoPermissionError(text)
+    return reply
 
 
 def stream_entries(reply: Any) -> list[tuple[bytes, bytes, dict[bytes, bytes]]]:

@@ -27,7 +27,9 @@
   counted) so no other consumer reclaims them while this one lives. `release(ids)` gives back
   entries the handler did not take (they are re-read later); `pause()` stops all reading (a
   handler whose buffer is at its bound) until `resume()`;
-- `stop()` (SIGTERM in a Service) ends reading; the batch in hand is finished and acked.
+- `stop()` (SIGTERM in a Service) ends reading; the batch in hand is finished and acked;
+- a handler that Redis refused a command (NOPERM: the ACL) fails the worker at once: that is a
+  deployment bug, not a bad entry (never retried, never dead-lettered).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import StreamIdT
 
 from backend.bus import codec, deadletter, replies, streams
+from backend.bus.access import denied
 from backend.bus.fastconn import FastRedis
 from backend.bus.fastconn import entries as fast_entries
 from backend.bus.replies import Entry
@@ -364,7 +367,9 @@ class StreamWorker:
             self.in_flight.update(item[0] for item in items)  # the handler holds them until it acks
         try:
             await self.handler(items)
-        except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
+        except Exception as exc:  # any handler failure is retried or dead-lettered
+            if denied(exc) is not None:
+                raise  # the ACL refused the service a command: a deployment bug, not a bad entry
             self.stats.failed_batches += 1
             fields = dict(entries)
             if len(items) == 1:
@@ -376,7 +381,9 @@ class StreamWorker:
                 self._rejected = []
                 try:
                     await self.handler([item])
-                except Exception as one_exc:  # noqa: BLE001 - as above, one entry at a time
+                except Exception as one_exc:  # as above, one entry at a time
+                    if denied(one_exc) is not None:
+                        raise
                     failures.append(((item[0], fields[item[0]]), one_exc))
                     continue
                 if self._rejected:

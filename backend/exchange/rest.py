@@ -20,9 +20,9 @@ from backend.exchange.params import ApiError
 from backend.exchange.ratelimit import Limited, Limits, RateLimiter
 from backend.exchange.rest_market import MarketApi
 from backend.exchange.rest_trade import TradeApi
-from backend.exchange.venue import API_KEY, API_SECRET, LocalVenue, VenueConfig
+from backend.exchange.venue import LocalVenue, VenueConfig
 
-__all__ = ["API_KEY", "API_SECRET", "RestServer", "create_rest_server"]
+__all__ = ["RestServer", "create_rest_server"]
 
 WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/api/v3/ping"): 1,
@@ -120,12 +120,15 @@ class RestServer:
 async def create_rest_server(
     feed: Any, host: str, port: int, venue: LocalVenue | None = None, config: VenueConfig | None = None
 ) -> RestServer:
+    """The REST API on `host:port`, its requests signed with the venue's keys (no default: see
+    backend/exchange/keys.py)."""
     venue = venue or LocalVenue(feed, config)
     limiter = RateLimiter(venue.config.limits)
     app = web.Application(middlewares=[middleware(limiter)])
     MarketApi(venue, rate_limits_info(venue.config.limits)).add_routes(app)
     TradeApi(venue, limiter).add_routes(app)
-    add_history_routes(app, feed.history, API_KEY, keys=set(venue.config.keys))
+    keys = set(venue.config.keys)
+    add_history_routes(app, feed.history, next(iter(venue.config.keys), ""), keys=keys)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -8,12 +8,13 @@ import asyncio
 import json
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from backend.exchange.feed import FeedConfig, TradeFeed, serve_feed
-from backend.exchange.venue import LocalVenue, VenueConfig
+from backend.exchange.keys import keep_pair, local_pair
+from backend.exchange.venue import ACCOUNT, LocalVenue, VenueConfig
 from backend.fileio import write_text_atomic
 
 log = logging.getLogger("tradeops.exchange")
@@ -58,11 +59,25 @@ class Exchange:
         self.rest_server: Any = None
         self.info: ExchangeInfo | None = None
         self._feed_task: asyncio.Task[None] | None = None
+        self.api_key = self.api_secret = ""  # set at start (backend/exchange/keys.py)
+
+    def _with_keys(self, config: VenueConfig) -> VenueConfig:
+        """`config` with its API keys: none configured, the pair of this start (local_pair: from the
+        environment or generated); either way the first pair is kept in the data dir's secrets
+        (0600), where the gateways find it through the secrets provider (backend/exchange/keys.py)."""
+        if not config.keys:
+            key, secret = local_pair(self.data_dir)
+            config = replace(config, keys={key: (secret, ACCOUNT)})
+        else:
+            key, (secret, _) = next(iter(config.keys.items()))
+            keep_pair(self.data_dir, key, secret)
+        self.api_key, self.api_secret = key, secret
+        return config
 
     async def start(self) -> ExchangeInfo:
         rest_url = None
         if self.rest_port is not None:
-            self.venue = LocalVenue(self.feed, self.venue_config)
+            self.venue = LocalVenue(self.feed, self._with_keys(self.venue_config or VenueConfig()))
             hub = self.feed.hub
             hub.venue = self.venue  # the book and user data streams
             self.venue.users.sink, self.venue.users.on_gone = hub.send, hub.end_stream

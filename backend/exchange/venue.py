@@ -18,15 +18,14 @@ from backend.exchange.marketmaker import MakerConfig, MarketMaker
 from backend.exchange.ratelimit import Limits
 from backend.exchange.userstream import UserStreams
 
-API_KEY = "local-key"
-API_SECRET = "local-secret"
 ACCOUNT = "local"
 
 
 @dataclass
 class VenueConfig:
-    keys: dict[str, tuple[str, str]] = field(default_factory=lambda: {API_KEY: (API_SECRET, ACCOUNT)})
-    """API key -> (secret, account)."""
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """API key -> (secret, account). No default key: the exchange process (backend/exchange/server.py)
+    puts in the pair of its start (backend/exchange/keys.py)."""
     quote_balance: float = 1_000_000.0
     """Each account starts with this much of each quote asset and this much worth of each base asset."""
     limits: Limits = field(default_factory=Limits)

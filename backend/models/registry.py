@@ -24,6 +24,8 @@ from backend.messages import ModelEvent, ModelEventKind, ModelRegister
 from backend.models.linear import LinearModel
 
 NAMES = "models:names"
+KEYS = "models:*"
+"""Every key of the registry (its names, versions, stages, history, requests done)."""
 STAGES = ("staging", "production")
 
 

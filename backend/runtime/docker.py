@@ -10,6 +10,15 @@ state, writes the same instance table (a container name where the process runtim
   and instance), for a deployment whose Redis those networks reach. Mode `host`: containers share
   the host's network, what a Redis on the host's loopback (the embedded one, the test one) needs;
   the lane networks are still made, and the lanes are on the container's labels.
+- Secrets: a container logs in as its service's own Redis user; its password file, and the secrets
+  its service declares (the venue's key pair for the gateways), are bind-mounted read-only under
+  /run/secrets from the data dir's secrets, the environment naming their paths
+  (TRADEOPS_REDIS_PASSWORD_FILE ...; backend/runtime/secretfiles.py); the rest of the data dir's
+  secrets is hidden under an empty tmpfs. No secret is in an environment variable or a label.
+- The backend lane is an internal network (no route out of its subnet; on an engine without
+  iptables rules, its bridge's forwarding is turned off on this host): a service on the backend
+  lane only cannot reach a port on the frontend lane (nor the outside); the frontend lane reaches
+  the venues, the low-latency lane its peers and the host.
 - Labels: `tradeops.service`, `.environment`, `.instance`, `.priority`, `.lanes`, `.stack` (the
   data dir the instance belongs to) and `.data_dir`.
 - Command: `python -m backend.services SERVICE --instance ... --environment ...` (the image's
@@ -36,6 +45,7 @@ from backend.migration import inventory
 from backend.migration.compose import LANES
 from backend.runtime.commands import CONTAINER_PYTHON, service_args, service_entrypoint
 from backend.runtime.image import ImageSpec, image_spec
+from backend.runtime.secretfiles import CONTAINER_DIR, SECRETS_DIR, service_files
 from backend.runtime.supervisor import InstanceHandle, Supervisor
 
 if TYPE_CHECKING:
@@ -76,16 +86,54 @@ def lane_network(lane: str) -> str:
     return f"tradeops-{lane}"
 
 
+INTERNAL_LANES = ("backend",)
+"""Lanes with no route out of their own subnet (docker's `internal` networks)."""
+
+
 def ensure_lane_networks(client: docker.DockerClient) -> list[str]:
-    """The lane networks, made (bridge, labelled `tradeops.lane`) when missing."""
+    """The lane networks, made (bridge, labelled `tradeops.lane`; the backend lane internal) when
+    missing."""
     names = []
     for lane in LANES:
         name = lane_network(lane)
-        if not any(n.name == name for n in client.networks.list(names=[name])):
-            client.networks.create(name, driver="bridge", labels={"tradeops.lane": lane}, check_duplicate=True)
+        have = [n for n in client.networks.list(names=[name]) if n.name == name]
+        if not have:
+            client.networks.create(
+                name,
+                driver="bridge",
+                labels={"tradeops.lane": lane},
+                check_duplicate=True,
+                internal=lane in INTERNAL_LANES,
+            )
             log.info("created network %s", name)
+        elif bool(have[0].attrs.get("Internal")) != (lane in INTERNAL_LANES):
+            log.warning(
+                "network %s exists with internal=%s (made by an older tradeops): remove it to have it made again",
+                name,
+                have[0].attrs.get("Internal"),
+            )
+        if lane in INTERNAL_LANES:
+            _no_forwarding(client.networks.get(name))
         names.append(name)
     return names
+
+
+def _no_forwarding(net: Any) -> None:
+    """An internal lane's bridge forwards nothing out of its subnet, even on an engine that manages
+    no iptables rules (`--iptables=false`, where `internal` alone still leaves the containers a
+    default route through the host): its IPv4 forwarding off, on this host, when the engine's
+    bridge is here. The containers still reach the host's own addresses on it (the bus's Redis)."""
+    bridge = (net.attrs.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{net.id[:12]}"
+    flag = Path("/proc/sys/net/ipv4/conf") / bridge / "forwarding"
+    try:
+        if flag.exists() and flag.read_text().strip() != "0":
+            flag.write_text("0")
+    except OSError as exc:  # not root, or a read-only /proc/sys: the engine's iptables rules isolate it
+        log.warning(
+            "cannot turn forwarding off on %s (%s): the backend lane's isolation is the engine's",
+            bridge,
+            exc.strerror or exc,
+        )
 
 
 def stack_id(data_dir: Path) -> str:
@@ -132,9 +180,27 @@ def container_config(
         "TRADEOPS_DATA_DIR": str(data_dir),
         "TRADEOPS_ENVIRONMENT": environment,
         "PYTHONUNBUFFERED": "1",
+        "TRADEOPS_REDIS_USER": service,
     }
+    if image.kind == "local":  # the source is mounted where it is on the host: import it from there
+        import backend
+
+        env["PYTHONPATH"] = str(Path(backend.__file__).resolve().parents[1])
     mounts = [Mount(target=p, source=p, type="bind", read_only=True) for p in image.mounts]
     mounts.append(Mount(target=str(data_dir), source=str(data_dir), type="bind"))
+    store = data_dir / SECRETS_DIR
+    if store.is_dir():  # the data dir's secrets hidden; the service's own mounted, read-only
+        mounts.append(Mount(target=str(store), source="", type="tmpfs"))
+        for f in service_files(service, store):
+            if f.host.exists():
+                if f.name.startswith("redis-"):  # made once: the file itself
+                    mounts.append(Mount(target=f.container, source=str(f.host), type="bind", read_only=True))
+                    env[f.env] = f.container
+                else:  # replaced at each start of the local exchange: its directory, read again
+                    target = f"{CONTAINER_DIR}/{f.host.parent.name}"
+                    if all(m["Target"] != target for m in mounts):
+                        mounts.append(Mount(target=target, source=str(f.host.parent), type="bind", read_only=True))
+                    env[f.env] = f"{target}/{f.host.name}"
     if config is not None:
         config = Path(config).resolve()
         env["TRADEOPS_CONFIG"] = str(config)

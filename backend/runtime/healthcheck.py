@@ -6,7 +6,9 @@ URL from TRADEOPS_REDIS_URL, as the service itself does, so it sees what the ser
 
 The engine runs this every few seconds in every container, so it imports only the standard
 library (a tenth of the CPU time of importing the Redis client and the bus package): one
-connection, AUTH and SELECT when the URL asks for them, one HMGET."""
+connection, AUTH (as the service's own Redis user: TRADEOPS_REDIS_USER, its password from
+TRADEOPS_REDIS_PASSWORD or the file TRADEOPS_REDIS_PASSWORD_FILE names, as the service finds it)
+and SELECT when the URL asks for it, one HMGET."""
 
 from __future__ import annotations
 
@@ -55,8 +57,22 @@ def _reply(f: BinaryIO) -> Reply:
     raise RespError(f"unexpected reply {line[:20]!r}")
 
 
-def hmget(url: str, key: str, *fields: str, timeout: float = 2.0) -> list[bytes | None]:
-    """HMGET over one short connection to the Redis at `url` (redis:// or rediss://)."""
+def login() -> tuple[str, str] | None:
+    """(user, password) from the environment the service runs with, or None."""
+    user = os.environ.get("TRADEOPS_REDIS_USER")
+    password = os.environ.get("TRADEOPS_REDIS_PASSWORD")
+    path = os.environ.get("TRADEOPS_REDIS_PASSWORD_FILE")
+    if not password and path:
+        with open(path) as f:
+            password = f.read().rstrip("\r\n")
+    return (user, password) if user and password else None
+
+
+def hmget(
+    url: str, key: str, *fields: str, timeout: float = 2.0, auth: tuple[str, str] | None = None
+) -> list[bytes | None]:
+    """HMGET over one short connection to the Redis at `url` (redis:// or rediss://), logged in as
+    `auth` (user, password) when given."""
     u = urlparse(url)
     sock = socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379), timeout=timeout)
     if u.scheme == "rediss":
@@ -65,7 +81,9 @@ def hmget(url: str, key: str, *fields: str, timeout: float = 2.0) -> list[bytes 
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
     with sock, sock.makefile("rb") as f:
         calls: list[tuple[str, ...]] = []
-        if u.password:
+        if auth is not None:
+            calls.append(("AUTH", *auth))
+        elif u.password:
             calls.append(
                 ("AUTH", unquote(u.username), unquote(u.password)) if u.username else ("AUTH", unquote(u.password))
             )
@@ -84,7 +102,7 @@ def hmget(url: str, key: str, *fields: str, timeout: float = 2.0) -> list[bytes 
 def check(url: str, service: str, instance: str, max_age_s: float = HEALTH_TTL_S) -> str | None:
     """None when healthy, else the reason."""
     key = HEALTH_KEY.format(service=service, instance=instance)
-    state, ts_ns, reason = hmget(url, key, "state", "ts_ns", "reason")
+    state, ts_ns, reason = hmget(url, key, "state", "ts_ns", "reason", auth=login())
     if state is None:
         return f"no heartbeat at {key}"
     if state != b"running":

@@ -9,9 +9,8 @@ import random
 import threading
 import time
 
-import redis
-
 from backend.bus import publish_sync, replies, streams
+from backend.bus.connection import Login, client
 from backend.bus.entries import Skips, decode_entries, decode_value
 from backend.marketdata import ticks as tickcols
 from backend.messages import Instrument, Order, TickBatch
@@ -29,8 +28,8 @@ def on_step(value: float, step: float, minimum: bool = False) -> float:
 
 
 class PaperFlow:
-    def __init__(self, url: str, per_s: float = 2.0, seed: int = 7) -> None:
-        self.r = redis.Redis.from_url(url)
+    def __init__(self, url: str, per_s: float = 2.0, seed: int = 7, auth: Login | None = None) -> None:
+        self.r = client(url, auth)  # orders.new: the operator's intake
         self.per_s = per_s
         self.rng = random.Random(seed)
         self._stop = threading.Event()

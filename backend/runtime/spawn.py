@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from backend.bus import streams
+from backend.bus.connection import login_env
 from backend.errors import TradeopsError
 from backend.runtime.commands import service_command
 
@@ -30,11 +31,12 @@ def spawn_service(
     config: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start service `name` (`python -m backend.services NAME`) with its logs in `log_path`
-    (default under data_dir/logs)."""
+    (default under data_dir/logs), logged in as its own Redis user (the path of its password file
+    in TRADEOPS_REDIS_PASSWORD_FILE when the data dir holds one)."""
     instance = instance or f"{name}-{environment}"
     log_path = log_path or Path(data_dir) / "logs" / f"{instance}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    penv = dict(os.environ)
+    penv = login_env(name, Path(data_dir), dict(os.environ))  # its own user, its password file's path
     penv.update(
         TRADEOPS_REDIS_URL=redis_url,
         TRADEOPS_DATA_DIR=str(data_dir),

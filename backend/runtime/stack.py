@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from backend.bus import embedded
+from backend.bus import connection, embedded
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
 from backend.runtime.commands import supervisor_command
@@ -96,8 +96,15 @@ class Stack:
         live = embedded.live_info(self.data_dir)
         if live:
             return live.url
-        self.redis_server = embedded.EmbeddedRedis(self.data_dir, detach=True, maxmemory=self.settings.redis_maxmemory)
+        self.redis_server = embedded.EmbeddedRedis(
+            self.data_dir, detach=True, maxmemory=self.settings.redis_maxmemory, acl=True, settings=self.settings
+        )
         return self.redis_server.start()
+
+    @property
+    def auth(self) -> connection.Login | None:
+        """The stack's own login (admin)."""
+        return connection.admin_login(self.settings)
 
     def up(self, *, detach: bool = True, timeout: float = 60.0) -> str:
         """Start everything; return once every instance heartbeats. detach: the supervisor runs as
@@ -124,9 +131,14 @@ class Stack:
                 image=str(self.image) if docker else None,
                 keep_redis=self.keeps_redis,
             )
-            with open(log, "ab") as out:
+            with open(log, "ab") as out:  # the supervisor finds its own login (admin), no one else's
                 self._proc = subprocess.Popen(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=connection.login_env(None, self.data_dir, dict(os.environ)),
                 )
         else:
             self.supervisor = make_supervisor(
@@ -138,6 +150,7 @@ class Stack:
                 image=self.image,
                 keep_redis=self.keeps_redis,
                 redis_server=self.redis_server,
+                auth=self.auth,
             )
             self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
             self._thread.start()
@@ -145,7 +158,7 @@ class Stack:
         return self.url
 
     def wait_healthy(self, timeout: float) -> None:
-        r = redis.Redis.from_url(self.url)
+        r = connection.client(self.url, self.auth)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -204,7 +217,7 @@ class Stack:
             return []
         beats: dict[str, Any] = {}
         try:
-            r = redis.Redis.from_url(table["redis_url"], socket_connect_timeout=1)
+            r = connection.client(table["redis_url"], self.auth, socket_connect_timeout=1)
             beats = {b.instance: b for b in read_heartbeats(r)}
             r.close()
         except redis.RedisError:

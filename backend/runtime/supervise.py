@@ -35,6 +35,7 @@ def supervise(
     network: str = "host",
     image: str | None = None,
     keep_redis: bool = False,
+    auth: Any = None,
 ) -> None:
     """Run the supervisor of `runtime` until SIGTERM (docker: in `network` mode, on `image`);
     `keep_redis`: also restart the data dir's embedded Redis when it dies."""
@@ -44,6 +45,8 @@ def supervise(
     options: dict[str, Any] = {"network": network, "image": image} if runtime == "docker" else {}
     if keep_redis:
         options["keep_redis"] = True
+    if auth is not None:
+        options["auth"] = auth
     serve_supervisor(redis_url, data_dir, rate, runtime, **options)
 
 
@@ -66,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             network=args.network,
             image=args.image,
             keep_redis=args.keep_redis,
+            auth=connection.admin_login(settings),
         )
 
     return entry.run(body)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol
 
 import redis
 
-from backend.bus import streams
+from backend.bus import connection, streams
 from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.fileio import write_text_atomic
@@ -172,6 +172,7 @@ class Supervisor:
         config: Path | None = None,
         keep_redis: bool = False,
         redis_server: Any = None,
+        auth: connection.Login | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.data_dir = Path(data_dir)
@@ -180,7 +181,9 @@ class Supervisor:
         self.config = config
         self.instances: dict[str, Instance] = {}
         self.services, self.missing = built_services()
-        self.r = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        self.auth = auth if auth is not None else connection.admin_login(data_dir=self.data_dir)
+        """The supervisor's own login (admin); each instance logs in as its service's user."""
+        self.r = connection.client(redis_url, self.auth, socket_timeout=5.0, socket_connect_timeout=2.0)
         self.redis_watch = RedisWatch(self.data_dir, redis_server) if keep_redis else None
         self._stop = threading.Event()
         self._migration_len = -1
@@ -231,7 +234,8 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )
+                env=connection.login_env(None, self.data_dir, dict(os.environ)),
+            )  # it has no Redis login
         return ProcessHandle(proc), str(logf)
 
     def stop_instance(self, instance: str, *, kill: bool = False) -> None:

@@ -10,7 +10,13 @@ running again, a gate check that passes on its next run. Redis's memory at or ov
 streams.ALERT_MEMORY_PCT of its maxmemory is a warning (`redis:memory`), resolved once it is
 below again. An instance that stopped cleanly (its final heartbeat says stopped: drained in a
 cutover, or shut down) is not alerted on. An instance that beats `degraded` (alive, but it cannot
-make progress) raises a warning naming its reason, resolved when it beats running again."""
+make progress) raises a warning naming its reason, resolved when it beats running again.
+
+Redis's ACL LOG is collected too: every command or key the server refused to a user (NOPERM: a
+deployment bug, or a process trying what its user may not, such as a forged kill switch toggle
+or fill) and every failed login becomes a critical alert naming the user, the command and the
+key (`acl:<user>:<command>:<key>`), once per log entry (an entry counted again raises nothing
+new while its alert is active); it stays until acknowledged."""
 
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import httpx
 import msgspec
 import redis
 
-from backend.bus import codec, replies, streams
+from backend.bus import acl, codec, replies, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import Skips, decode_value
 from backend.bus.publish import queue
@@ -34,6 +41,7 @@ MEMORY_KEY = "redis:memory"
 GATE_CURSOR = "alerting:gate_cursor"
 RESOLVED = streams.OPS_ALERTS_RESOLVED
 DLQ_SEEN = "alerting:dlq_seen"  # dead letters per stream at the last look (survives restarts)
+ACL_SEEN = "alerting:acl_seen"  # ACL LOG entry -> its count at the last look (survives restarts)
 _alert = msgspec.msgpack.Decoder(Alert)
 
 
@@ -58,12 +66,17 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class AlertingService(Service):
     name = "alerting"
     Config = AlertingConfig
+    reads = (Reads(streams.OPS_ALERTS, group=True), Reads(streams.OPS_GATES), Reads(streams.dlq("*")))
+    writes = (Writes(RESOLVED),)
+    keys = (Keys(ACTIVE, write=True), Keys("alerting:*", write=True), Keys(HEARTBEATS))
+    commands = ("info", "scan", "acl|log")  # redis's memory; heartbeats and dead letters; the ACL's denials
 
     async def setup(self) -> None:
         self.raised = 0
         self.delivered = 0
         self.failed_deliveries = 0
         self.resolved = 0
+        self.denials = 0  # ACL LOG entries seen (new or counted again)
         self.dlq_seen: dict[str, int] = {replies.text(k): int(v) for k, v in (await self.r.hgetall(DLQ_SEEN)).items()}
         self.dlq_grew: dict[str, float] = {}  # stream -> when it last grew (monotonic; quiet since start)
         self.started = time.monotonic()
@@ -94,6 +107,7 @@ class AlertingService(Service):
             "resolved": self.resolved,
             "delivered": self.delivered,
             "failed_deliveries": self.failed_deliveries,
+            "acl_denials": self.denials,
         }
 
     async def raise_alert(self, alert: Alert) -> bool:
@@ -178,6 +192,7 @@ class AlertingService(Service):
             elif degraded in active and hb.state == "running":
                 await self.clear(degraded, f"{hb.service} ({hb.instance}) is running again")
         await self.watch_memory(active, now)
+        await self.watch_acl(now)
         mono = time.monotonic()
         async for k in self.r.scan_iter(match="dlq.*", count=500):
             stream = k.decode()
@@ -221,6 +236,34 @@ class AlertingService(Service):
             )
         elif MEMORY_KEY in active:
             await self.clear(MEMORY_KEY, mem.line())
+
+    async def watch_acl(self, now: int) -> None:
+        """Each new entry of Redis's ACL LOG (or one counted again) raises its denial alert."""
+        seen = {replies.text(k): int(v) for k, v in (await self.r.hgetall(ACL_SEEN)).items()}
+        got = acl.denials(await self.r.acl_log(count=128))
+        for d in got:
+            if seen.get(d.entry, 0) >= d.count:
+                continue
+            if await self.raise_alert(
+                Alert(
+                    id=f"acl-{d.entry}-{now}",
+                    ts_ns=now,
+                    severity="critical",
+                    source="alerting",
+                    kind=acl.DENIAL,
+                    key=d.alert_key,
+                    message=d.message(),
+                )
+            ):
+                self.log.error("ACL denial: %s", d.message())
+            self.denials += 1
+        live = {d.entry: d.count for d in got}
+        if live != seen:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.delete(ACL_SEEN)
+                if live:
+                    pipe.hset(ACL_SEEN, mapping=live)  # type: ignore[arg-type]
+                await pipe.execute()
 
     async def on_gate_events(self, items: list[Item]) -> None:
         now = time.time_ns()

@@ -1,8 +1,10 @@
 """The one Service base that all 18 services use.
 
-A service declares its `name`, a typed `Config` (checked against `[services.<name>]`), and in
-`setup()` registers what it consumes (`self.consume(stream, handler, decode=T)`: the handler gets
-`[(entry id, T)]`, and what does not decode is dead-lettered for it), the broadcasts it follows
+A service declares its `name`, a typed `Config` (checked against `[services.<name>]`), what it
+does on the bus (`reads`, `writes`, `keys`, `scripts`, `commands`: backend/bus/access.py; its Redis
+user's ACL rules are generated from them, backend/bus/acl.py), and in `setup()` registers what
+it consumes (`self.consume(stream, handler, decode=T)`: the handler gets `[(entry id, T)]`, and
+what does not decode is dead-lettered for it), the broadcasts it follows
 (`self.listen({stream: cursor}, handler, decode=T)`: every instance reads every entry), and its
 periodic tasks (`self.every(seconds, fn)`). It publishes through `backend.bus.publish`. The base
 owns the rest: the Redis connection, the consumer-group workers (group = service name, consumer =
@@ -19,6 +21,12 @@ A service that is alive but cannot make progress (its store's disk is full, say)
 `self.degrade(reason)`: its heartbeat says `degraded` with the reason at once (ps, the console's
 health tiles, `tradeops health`, alerting and the gates' health checks all show it), and
 `self.recover()` when it can again, which makes it `running`. It keeps retrying by itself.
+
+What setup registers must be declared: consuming a stream not in `reads` (group=True), or
+following one not in `reads`, is refused at setup (UndeclaredAccess), so the declarations, and
+the ACL rules made from them, cannot drift from what the service does. A command Redis refuses
+(NOPERM: the service's user may not do it) is a deployment bug, not a transient error: the
+service fails at once, its reason saying so (never retried, never a dead letter).
 
 Every consumer takes over at once the pending entries of another instance of the same service
 whose heartbeat says it is gone (`backend.health.gone`); entries of a consumer that is alive but
@@ -42,20 +50,22 @@ from typing import Any, ClassVar
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.bus import codec, replies, streams
+from backend.bus.access import Access, Keys, Reads, Scripts, Trims, Writes, base, denied
 from backend.bus.broadcast import Broadcast, Item
-from backend.bus.connection import connect_async
+from backend.bus.connection import Login, connect_async, looked_for
 from backend.bus.entries import Skips
 from backend.bus.fastconn import Arg, FastRedis
 from backend.bus.publish import queue
 from backend.bus.worker import Handler, StreamWorker
-from backend.errors import ConfigError
+from backend.errors import ConfigError, TradeopsError
 from backend.health import gone, pid_namespace
 from backend.latency import LatencyRecorder
 from backend.messages import Heartbeat
+from backend.secrets import Secret
 from backend.settings import Settings, convert_section
 
 _PIDNS = pid_namespace()
@@ -65,12 +75,48 @@ class NoConfig(msgspec.Struct, forbid_unknown_fields=True):
     """A service without settings of its own."""
 
 
+class UndeclaredAccess(TradeopsError):
+    """A service registered a read its class does not declare (see Service.reads)."""
+
+
+class AccessDenied(TradeopsError):
+    """Redis refused a command to the service's user (NOPERM): a deployment bug."""
+
+
 class Service:
     name: ClassVar[str] = "service"
     Config: ClassVar[type[msgspec.Struct]] = NoConfig
     heartbeat_s: ClassVar[float] = 1.0
     claim_idle_ms: int = 15_000
     """Default for entries left pending by a live consumer; a gone consumer's are taken at once."""
+    # what the service does on the bus (backend/bus/access.py), its heartbeat aside (base()):
+    reads: ClassVar[tuple[Reads, ...]] = ()
+    """Streams consumed in its group (`Reads(s, group=True)`) or read whole (`Reads(s)`)."""
+    writes: ClassVar[tuple[Writes, ...]] = ()
+    """Streams it appends to."""
+    keys: ClassVar[tuple[Keys, ...]] = ()
+    """Keys it reads (`Keys(k)`) or reads and changes (`Keys(k, write=True)`)."""
+    scripts: ClassVar[tuple[Scripts, ...]] = ()
+    """The keys its server-side scripts name."""
+    commands: ClassVar[tuple[str, ...]] = ()
+    """Keyless commands beyond the connection's (info, scan ...)."""
+    trims: ClassVar[tuple[Trims, ...]] = ()
+    """Streams it trims (XTRIM)."""
+    secrets: ClassVar[tuple[Secret, ...]] = ()
+    """The secrets it reads beside its Redis password (backend/secrets.py): the runtimes mount each
+    as a file (a container's /run/secrets), never an environment variable."""
+
+    @classmethod
+    def access(cls) -> Access:
+        """Everything the service does on the bus: its declarations and its heartbeat."""
+        return base(cls.name) + Access(
+            reads=cls.reads,
+            writes=cls.writes,
+            keys=cls.keys,
+            scripts=cls.scripts,
+            commands=cls.commands,
+            trims=cls.trims,
+        )
 
     def __init__(
         self,
@@ -80,9 +126,13 @@ class Service:
         instance: str | None = None,
         environment: str | None = None,
         config: dict[str, Any] | None = None,
+        login: Login | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.redis_url = redis_url
+        self.login = login
+        """Its Redis user and password (None: log in as nobody, a server without ACLs)."""
+        self.declared = self.access()
         self.environment = environment or self.settings.environment
         self.instance = instance or f"{self.name}-{self.environment}-{os.getpid()}"
         raw = self.settings.service_section(self.name)
@@ -127,6 +177,11 @@ class Service:
         T)", `what` defaulting to T's name in words). A handler rejects an entry it can never
         handle with `worker.reject(entry id, reason)` (or raises `Poison`). `opts`: StreamWorker's
         (count, block_ms, auto_ack, claim_idle_ms, group...)."""
+        if not self.declared.may_consume(stream):
+            raise UndeclaredAccess(
+                f"{self.name} consumes {stream} but does not declare it: add "
+                f"Reads({stream!r}, group=True) to {type(self).__name__}.reads"
+            )
         group = opts.pop("group", self.name)
         opts.setdefault("claim_idle_ms", self.claim_idle_ms)
         opts.setdefault("alive", self.consumer_alive)
@@ -138,6 +193,12 @@ class Service:
         """A broadcast reader of `cursors` ({stream: "$" | "0" | an entry id}) on this service's
         Redis, closed when the service stops; `read()` it yourself (e.g. in a periodic task).
         `decode`: a type, or {stream: type}; `opts`: Broadcast's (count, block_ms, min_interval_s)."""
+        for stream in cursors:
+            if not self.declared.may_follow(stream):
+                raise UndeclaredAccess(
+                    f"{self.name} reads {stream} whole but does not declare it: add "
+                    f"Reads({stream!r}) to {type(self).__name__}.reads"
+                )
         reader = Broadcast(self.r, cursors, decode=decode, skips=self.skips, **opts)
         self.readers.append(reader)
         return reader
@@ -255,7 +316,9 @@ class Service:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-        self.r = await connect_async(self.redis_url)
+        self.r = await connect_async(
+            self.redis_url, auth=self.login, who=None if self.login else looked_for(self.name, self.settings)
+        )
         self.fast = await FastRedis.like(self.r)
         try:
             await self.setup()
@@ -293,8 +356,13 @@ class Service:
             if failed:
                 self.state = "failed"
                 exc = failed[0].exception()
-                self.reason = f"task {failed[0].get_name()} failed: {exc!r}"
-                self.log.error("task %s failed: %r", failed[0].get_name(), exc, exc_info=exc)
+                nope = denied(exc)
+                if nope is not None:
+                    self.reason = self.refused(nope)
+                    self.log.error("%s (task %s)", self.reason, failed[0].get_name(), exc_info=exc)
+                else:
+                    self.reason = f"task {failed[0].get_name()} failed: {exc!r}"
+                    self.log.error("task %s failed: %r", failed[0].get_name(), exc, exc_info=exc)
             self.request_stop()
             # Workers finish the batch in hand and ack; periodic tasks end at the stop event.
             await asyncio.gather(*tasks, extra, return_exceptions=True)
@@ -307,12 +375,31 @@ class Service:
                 self.log.warning("final heartbeat failed: %r", exc)
             self.log.info("stopped", extra={"instance": self.instance, "processed": self.processed()})
             if failed:
+                nope = denied(failed[0].exception())
+                if nope is not None:
+                    raise AccessDenied(self.reason) from failed[0].exception()
                 raise failed[0].exception()  # type: ignore[misc]
+        except NoPermissionError as exc:  # in setup: the same deployment bug, before anything ran
+            self.state, self.reason = "failed", self.refused(exc)
+            self.log.error("%s (setup)", self.reason)
+            with contextlib.suppress(Exception):  # setup did not finish: its metrics may not be there
+                await self.heartbeat()  # say so, if the heartbeat itself is allowed
+            raise AccessDenied(self.reason) from exc
         finally:
             for reader in self.readers:
                 await reader.close()
             await self.fast.aclose()
             await self.r.aclose()
+
+    def refused(self, exc: BaseException) -> str:
+        """The reason a service fails with when Redis refused it a command (NOPERM)."""
+        user = self.login.user if self.login else "default"
+        why = str(exc).removeprefix("NOPERM").strip()
+        return (
+            f"Redis refused a command to the user {user!r} (NOPERM: {why}): a deployment bug, not a "
+            f"transient error; the service's declared access or the server's ACL rules are wrong "
+            f"(`tradeops redis acl check`; the ACL denial alert names the command and the key)"
+        )
 
     async def _listen_loop(self, reader: Broadcast, handler: Callable[[list[Item]], Awaitable[None]]) -> None:
         while not self._stop.is_set():
@@ -348,7 +435,9 @@ class Service:
                 return
             try:
                 await self.heartbeat()
-            except Exception as exc:  # noqa: BLE001 - a missed beat is logged, not fatal
+            except Exception as exc:  # a missed beat is logged, not fatal
+                if denied(exc) is not None:
+                    raise  # refused, not missed: the service fails with the reason
                 self.log.warning("heartbeat failed: %r", exc)
 
     # -- heartbeat -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import pandas as pd
 from backend.backtest import engine
 from backend.backtest.jobs import k_job
 from backend.bus import streams
+from backend.bus.access import Keys, Reads
 from backend.bus.worker import Poison
 from backend.messages import BacktestJob
 from backend.models import registry as reg
@@ -37,6 +38,13 @@ class BtOrchestratorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
 class BtOrchestratorService(Service):
     name = "bt-orchestrator"
     Config = BtOrchestratorConfig
+    reads = (
+        Reads(streams.BACKTEST_JOBS, group=True),
+        Reads(streams.MD_BARS_1S),
+        Reads(streams.MD_BARS_1M),
+        Reads(streams.FEATURES),
+    )
+    keys = (Keys(k_job("*"), write=True), Keys(reg.KEYS))
 
     async def setup(self) -> None:
         self.done = 0

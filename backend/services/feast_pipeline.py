@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from backend.bus import streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.publish import queue
 from backend.features import store
 from backend.features.compute import SymbolHistory, definitions
@@ -30,6 +31,9 @@ class FeastConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class FeastPipelineService(Service):
     name = "feast-pipeline"
     Config = FeastConfig
+    reads = (Reads(streams.MD_BARS_1S, group=True),)
+    writes = (Writes(streams.FEATURES),)
+    keys = (Keys(store.ONLINE_KEY.format(symbol="*"), write=True),)
 
     async def setup(self) -> None:
         depth = max(d.window for d in definitions()) + 1

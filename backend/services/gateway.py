@@ -31,12 +31,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from backend.bus import deadletter, replies, streams
+from backend.bus.access import Keys, Writes
 from backend.bus.publish import publish, xadd
+from backend.errors import TradeopsError
 from backend.exchange import server as exchange_server
+from backend.exchange.keys import client_key
 from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
 from backend.marketdata import backfill
 from backend.marketdata.raw import RawBatchBuilder, max_ids
 from backend.messages import AltItem
+from backend.secrets import EXCHANGE_API_KEY
 from backend.services.base import Service
 
 
@@ -53,8 +57,6 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rest_url: str | None = None
     """The venue's REST API, whose trade history (`/api/v3/historicalTrades`) gives back trades
     missed; empty: the local exchange's, recorded in the data dir."""
-    api_key: str | None = None
-    """X-MBX-APIKEY for the trade history; empty: the local exchange's key."""
     backfill_max_trades: int = 100_000
     """At most this many of a gap's (latest) trades are fetched; older ones count as missing."""
     rest_timeout_s: float = 5.0
@@ -69,6 +71,16 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class GatewayService(Service):
     name = "gateway"
     Config = GatewayConfig
+    writes = (
+        Writes(streams.MD_TICKS_RAW),
+        Writes(streams.ALT_RAW),
+        Writes(streams.OPS_ALERTS),
+        # frames that do not decode
+        Writes(streams.dlq(streams.MD_TICKS_RAW)),
+        Writes(streams.dlq(streams.ALT_RAW)),
+    )
+    keys = (Keys(backfill.LAST_ID_KEY, write=True),)
+    secrets = (EXCHANGE_API_KEY,)  # the venue's trade history
 
     async def setup(self) -> None:
         self.received = 0
@@ -84,7 +96,7 @@ class GatewayService(Service):
         self.news = 0
         self.delay = self.recorder("feed_delay")
         self.decode_errors = 0
-        self.writes: set[asyncio.Future[Any]] = set()  # raw batches written, reply not yet back
+        self.unanswered: set[asyncio.Future[Any]] = set()  # raw batches written, reply not yet back
         self.write_error: BaseException | None = None
         self.backfilled = 0
         # symbol -> its live ticks (and any later gap) waiting while a gap is backfilled
@@ -232,11 +244,11 @@ class GatewayService(Service):
             self.write_error = exc
             self.log.error("writing raw ticks failed: %s", exc)
             return
-        self.writes.add(fut)
+        self.unanswered.add(fut)
         fut.add_done_callback(partial(self._written, n=batch.n))
 
     def _written(self, fut: asyncio.Future[Any], n: int) -> None:
-        self.writes.discard(fut)
+        self.unanswered.discard(fut)
         exc = fut.exception() if not fut.cancelled() else None
         reply = fut.result() if exc is None and not fut.cancelled() else None
         if isinstance(reply, list):  # EXEC: the XADD's and the HSET's replies
@@ -248,8 +260,8 @@ class GatewayService(Service):
             self.log.error("writing raw ticks failed: %s", self.write_error)
 
     async def _drain_writes(self) -> None:
-        if self.writes:
-            await asyncio.wait(list(self.writes), timeout=5)
+        if self.unanswered:
+            await asyncio.wait(list(self.unanswered), timeout=5)
 
     @staticmethod
     def _quiet(fut: asyncio.Future[Any]) -> None:
@@ -329,9 +341,11 @@ class GatewayService(Service):
                 self._flush(out)
             self.backfilled += len(trades)
 
-        key = self.cfg.api_key
-        if key is None:
-            from backend.exchange.rest import API_KEY as key
+        try:
+            key = client_key(self.settings)  # read again each time: the local exchange's is new at each start
+        except TradeopsError as exc:  # no key anywhere: the history refuses us, the gap is reported lost
+            self.log.error("backfill of %s without the venue's API key: %s", gap.symbol, exc)
+            key = ""
         done = await backfill.fill(
             self.http, self._rest_url(), key, gap, write, max_trades=self.cfg.backfill_max_trades
         )

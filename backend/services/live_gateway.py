@@ -7,8 +7,10 @@ resting limits at their price when the market moves through them, partial fills 
 working orders are kept in Redis so a restart resumes them, and each start numbers its orders in
 a session of its own (`paper:session`, a counter), so trade ids are never reused by a restarted
 instance or by the other instance of a blue/green cutover.
-`venue = "rest"`: a Binance Spot venue (the local exchange, or Binance's Spot testnet: URLs, key
-and secret from the config and the environment): orders by REST, executions from the user data
+`venue = "rest"`: a Binance Spot venue (the local exchange, or Binance's Spot testnet: URLs from
+the config, the key and secret from the secrets provider: `exchange/api-key` and
+`exchange/api-secret`, TRADEOPS_EXCHANGE_API_KEY / _SECRET or their `_FILE`, Vault, or the local
+exchange's pair in the data dir): orders by REST, executions from the user data
 stream (`executionReport`), every order in flight resynced from the venue (`order`, `myTrades`)
 after the stream (re)connects; the orders in flight are kept in Redis (`rest:inflight`, written
 before an order is sent and with every report), so a restarted instance resumes them and a
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -30,13 +31,16 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from backend.bus import codec, replies, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
 from backend.bus.publish import xadd
 from backend.exchange import server as exchange_server
+from backend.exchange.keys import client_pair
 from backend.exchange.matching import MatchingEngine, Working
 from backend.marketdata import ticks as tickcols
 from backend.messages import ExecOrder, ExecReport, Order, TickBatch
+from backend.secrets import EXCHANGE_API_KEY, EXCHANGE_API_SECRET
 from backend.services.base import Service
 from backend.trading.rest_orders import Tracked
 from backend.trading.venue_rest import RestVenue, VenueError
@@ -61,12 +65,6 @@ class LiveGatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     ws_url: str | None = None
     """REST venue: the websocket base of its user data stream (the testnet's:
     wss://stream.testnet.binance.vision); unset: the local exchange's, from the data dir."""
-    api_key: str = "local-key"
-    api_secret: str = "local-secret"
-    api_key_env: str | None = None
-    """REST venue: the environment variable holding the API key (a secret); overrides api_key."""
-    api_secret_env: str | None = None
-    """REST venue: the environment variable holding the API secret; overrides api_secret."""
     recv_window_ms: int = 5000
     reconcile_after_s: float = 2.0
     """REST venue: while the user data stream is down, orders in flight and quiet this long are
@@ -78,6 +76,15 @@ class LiveGatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class LiveGatewayService(Service):
     name = "live-gateway"
     Config = LiveGatewayConfig
+    reads = (Reads(streams.EXEC_ORDERS, group=True), Reads(streams.MD_TICKS))
+    writes = (Writes(streams.EXEC_REPORTS),)
+    keys = (
+        Keys(PAPER_KEY, write=True),
+        Keys(SESSION_KEY, write=True),
+        Keys(REST_KEY, write=True),
+        Keys(REST_DONE_KEY, write=True),
+    )
+    secrets = (EXCHANGE_API_KEY, EXCHANGE_API_SECRET)  # the REST venue's signed requests
 
     async def setup(self) -> None:
         self.sent = 0
@@ -199,8 +206,8 @@ class LiveGatewayService(Service):
 
     # -- REST venue ------------------------------------------------------------------------------
     def _rest_venue(self) -> RestVenue:
-        """The venue from the config: URLs (or the local exchange's), key and secret (or the
-        environment variables the config names: secrets stay out of config files)."""
+        """The venue from the config: URLs (or the local exchange's); the key and secret from the
+        secrets provider, never the config (backend/secrets.py)."""
         c = self.cfg
         url, ws = c.rest_url, c.ws_url
         if not url or not ws:
@@ -209,13 +216,7 @@ class LiveGatewayService(Service):
             ws = ws or (info.ws_url if info else None)
         if not url:
             raise RuntimeError("live-gateway venue=rest needs rest_url (or a running local exchange)")
-        key, secret = c.api_key, c.api_secret
-        for name, attr in ((c.api_key_env, "key"), (c.api_secret_env, "secret")):
-            if name:
-                value = os.environ.get(name)
-                if not value:
-                    raise RuntimeError(f"live-gateway: the environment variable {name} (api_{attr}_env) is not set")
-                key, secret = (value, secret) if attr == "key" else (key, value)
+        key, secret = client_pair(self.settings)
         return RestVenue(url, key, secret, ws_url=ws, recv_window=c.recv_window_ms)
 
     def _save_inflight(self, coids: set[str]) -> list[tuple[Any, ...]]:

@@ -27,6 +27,7 @@ import msgspec
 from redis.exceptions import WatchError
 
 from backend.bus import replies, streams
+from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.broadcast import Item
 from backend.bus.publish import queue
 from backend.catalog import store
@@ -57,6 +58,10 @@ class MarketplaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class MarketplaceService(Service):
     name = "marketplace"
     Config = MarketplaceConfig
+    reads = (Reads(streams.SIGNALS, group=True), Reads(streams.ORDERS_EVENTS, group=True), Reads(streams.MODELS_EVENTS))
+    writes = (Writes(streams.ORDERS_NEW),)
+    keys = (Keys("market:*", write=True), Keys(reg.KEYS))
+    scripts = (Scripts((store.OPEN_ORDERS, store.k_target("*"))),)  # an ended order's unfilled part back
 
     async def setup(self) -> None:
         self.counts = {

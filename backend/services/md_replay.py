@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 
 from backend.bus import streams
+from backend.bus.access import Reads, Writes
 from backend.bus.publish import publish
 from backend.marketdata import store
 from backend.marketdata import ticks as tickcols
@@ -27,6 +28,8 @@ class ReplayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class MdReplayService(Service):
     name = "md-replay"
     Config = ReplayConfig
+    reads = (Reads(streams.REPLAY_REQUESTS, group=True),)
+    writes = (Writes(streams.MD_TICKS_REPLAY), Writes(f"{streams.MD_TICKS_REPLAY}.*"))
 
     async def setup(self) -> None:
         self.replayed = 0
@@ -49,6 +52,13 @@ class MdReplayService(Service):
                     eid,
                     f"bad replay request {req.id!r}: range [{req.start_ns}, "
                     f"{req.end_ns}), speed {req.speed}, target {req.target!r}",
+                )
+                continue
+            if not self.declared.may_write(req.target):
+                self.worker.reject(
+                    eid,
+                    f"bad replay request {req.id!r}: target {req.target!r} is not a replay "
+                    f"stream ({streams.MD_TICKS_REPLAY} or {streams.MD_TICKS_REPLAY}.<name>)",
                 )
                 continue
             await self.replay(req)

@@ -20,6 +20,7 @@ import msgspec
 import pandas as pd
 
 from backend.bus import streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.publish import publish
 from backend.bus.worker import Poison
 from backend.messages import ModelRegister, TrainJob
@@ -65,6 +66,14 @@ def build_training_set(
 class MlTrainingService(Service):
     name = "ml-training"
     Config = MlTrainingConfig
+    reads = (
+        Reads(streams.TRAINING_JOBS, group=True),
+        Reads(streams.FEATURES),
+        Reads(streams.MD_BARS_1S),
+        Reads(streams.MD_BARS_1M),
+    )
+    writes = (Writes(streams.MODELS_REQUESTS),)
+    keys = (Keys(job_key("*"), write=True),)
 
     async def setup(self) -> None:
         self.trained = 0

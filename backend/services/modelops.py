@@ -13,6 +13,7 @@ from __future__ import annotations
 import msgspec
 
 from backend.bus import replies, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.messages import ModelRegister, ModelStage
 from backend.models import registry as reg
 from backend.services.base import Service
@@ -27,6 +28,9 @@ class ModelopsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ModelopsService(Service):
     name = "modelops"
     Config = ModelopsConfig
+    reads = (Reads(streams.MODELS_REQUESTS, group=True),)
+    writes = (Writes(streams.MODELS_EVENTS),)
+    keys = (Keys(reg.KEYS, write=True),)  # the registry's only writer
 
     async def setup(self) -> None:
         self.counts = {"registered": 0, "promoted": 0, "rolled_back": 0, "refused": 0}

@@ -23,12 +23,14 @@ import msgspec
 from redis.asyncio.client import Pipeline
 
 from backend.bus import codec, deadletter, fence, replies, streams
+from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.entries import decode_value
 from backend.bus.publish import queue, xadd
 from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
 from backend.marketdata.symbols import DEFAULT_SYMBOLS
 from backend.messages import Bar, Instrument, RawTickBatch
+from backend.refdata.master import KEY as INSTRUMENTS
 from backend.services.base import Service
 
 HWM_KEY = "normalizer:hwm"
@@ -52,15 +54,19 @@ class NormalizerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 class NormalizerService(Service):
     name = "normalizer"
     Config = NormalizerConfig
+    reads = (Reads(streams.MD_TICKS_RAW, group=True),)
+    writes = (Writes(streams.MD_TICKS), Writes(streams.MD_BARS_1S), Writes(streams.MD_BARS_1M))
+    keys = (Keys(HWM_KEY, write=True), Keys(INSTRUMENTS))
+    scripts = (Scripts((streams.MD_TICKS_RAW,)),)  # the fenced commit (backend/bus/fence.py)
 
     async def setup(self) -> None:
         c = self.cfg
         symbols = list(c.symbols)
         # refdata's instrument master, when it is running, adds what it lists as trading
-        for raw in (await self.r.hgetall("refdata:instruments")).values():
+        for raw in (await self.r.hgetall(INSTRUMENTS)).values():
             inst = decode_value(replies.blob(raw), Instrument)
             if inst is None:
-                self.skips.add("refdata:instruments")
+                self.skips.add(INSTRUMENTS)
             elif symbols and inst.status == "trading" and inst.symbol not in symbols:
                 symbols.append(inst.symbol)
         self.validator = TickValidator(symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s)

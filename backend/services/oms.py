@@ -35,6 +35,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from backend.bus import replies, streams
+from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.broadcast import Item
 from backend.bus.durable import wait_durable_async
 from backend.bus.publish import xadd
@@ -145,6 +146,16 @@ class _Batch:
 class OmsService(Service):
     name = "oms"
     Config = OmsConfig
+    reads = (
+        Reads(streams.ORDERS_NEW, group=True),
+        Reads(streams.RISK_DECISIONS, group=True),
+        Reads(streams.EXEC_REPORTS, group=True),
+        Reads(streams.OPS_CONTROL),
+    )
+    writes = (Writes(streams.RISK_REQUESTS), Writes(streams.EXEC_ORDERS), Writes(streams.ORDERS_EVENTS))
+    keys = (Keys(KEY.format("*"), write=True), Keys(OPEN, write=True), Keys(KILL_KEY))
+    scripts = (Scripts((KEY.format("*"), OPEN)),)  # the compare-and-set commit
+    commands = ("time",)  # admission control: the age of an order against Redis's clock
 
     async def setup(self) -> None:
         self.intake = 0

@@ -18,13 +18,14 @@ import msgspec
 import redis
 
 from backend.bus import replies, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.publish import queue
 from backend.marketdata import ticks as tickcols
 from backend.messages import Alert, ExecReport, Position, TickBatch
 from backend.posttrade.book import Pos
 from backend.posttrade.fills import Booked, Ledger
 from backend.services.base import Service
-from backend.trading.orders import OrderRecord, record_key
+from backend.trading.orders import RECORD_KEY, OrderRecord, record_key
 
 POS_KEY = "ptrc:pos"
 TRADES_KEY = "ptrc:trades"
@@ -47,6 +48,14 @@ class PtrcConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class PtrcService(Service):
     name = "ptrc"
     Config = PtrcConfig
+    reads = (Reads(streams.EXEC_REPORTS, group=True), Reads(streams.MD_TICKS))
+    writes = (Writes(streams.POSITIONS), Writes(streams.OPS_ALERTS))
+    keys = (
+        Keys(POS_KEY, write=True),
+        Keys(TRADES_KEY, write=True),
+        Keys(FILLED_KEY, write=True),
+        Keys(RECORD_KEY.format("*")),
+    )  # the OMS's orders: only their fills are booked
 
     async def setup(self) -> None:
         self.book: dict[tuple[str, str], Pos] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from backend.bus import codec, replies, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.publish import queue
 from backend.messages import Instrument
 from backend.refdata.master import KEY, load_file, problem
@@ -23,6 +24,9 @@ class RefdataConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class RefdataService(Service):
     name = "refdata"
     Config = RefdataConfig
+    reads = (Reads(streams.REFDATA_UPDATES, group=True),)
+    writes = (Writes(streams.REFDATA_EVENTS),)
+    keys = (Keys(KEY, write=True),)
 
     async def setup(self) -> None:
         self.changes = 0

@@ -13,6 +13,7 @@ import time
 import msgspec
 
 from backend.bus import replies, streams
+from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
 from backend.bus.publish import xadd
@@ -35,6 +36,15 @@ _ticks = msgspec.msgpack.Decoder(TickBatch)
 class RiskService(Service):
     name = "risk"
     Config = RiskConfig
+    reads = (
+        Reads(streams.RISK_REQUESTS, group=True),
+        Reads(streams.MD_TICKS),
+        Reads(streams.EXEC_REPORTS),
+        Reads(streams.OPS_CONTROL),
+        Reads(streams.REFDATA_EVENTS),
+    )
+    writes = (Writes(streams.RISK_DECISIONS),)
+    keys = (Keys(KILL_KEY),)
 
     async def setup(self) -> None:
         self.engine = RiskEngine(self.cfg)

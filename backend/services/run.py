@@ -3,9 +3,11 @@
 operator's front door) both come here.
 
 The service's class comes from the registry, its settings from the config file and the
-environment; its logs are JSON lines on stderr, the event loop is uvloop's, SIGTERM and SIGINT
-make it drain. A bad config or an unknown service is one line naming what is wrong (a
-TradeopsError); a crash is one line too, the traceback being in the log."""
+environment, its Redis user and password from TRADEOPS_REDIS_USER and the secrets provider (the
+runtimes hand it the path of its password file, TRADEOPS_REDIS_PASSWORD_FILE); its logs are JSON
+lines on stderr, the event loop is uvloop's, SIGTERM and SIGINT make it drain. A bad config or an
+unknown service is one line naming what is wrong (a TradeopsError); a crash is one line too, the
+traceback being in the log."""
 
 from __future__ import annotations
 
@@ -38,8 +40,9 @@ def run_service(
     from backend.services import service_class
 
     cls = service_class(name)
-    url = connection.require_url(settings.redis_url, settings.resolved_data_dir())
-    svc = cls(redis_url=url, settings=settings, instance=instance, environment=environment)
+    url = settings.redis_urls.get(name) or connection.require_url(settings.redis_url, settings.resolved_data_dir())
+    auth = connection.login(connection.user_of(name), settings, url=url)  # its own user (backend/bus/acl.py)
+    svc = cls(redis_url=url, settings=settings, instance=instance, environment=environment, login=auth)
     logs.setup(log_level.upper(), service=svc.name, instance=svc.instance)
     try:
         aio.run(svc.run(install_signals=True))

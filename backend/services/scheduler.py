@@ -28,7 +28,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import streams
+from backend.bus import archive, streams
+from backend.bus.access import Keys, Reads, Trims, Writes
 from backend.bus.publish import publish
 from backend.messages import Alert, JobRun
 from backend.reports import daily
@@ -102,6 +103,31 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SchedulerService(Service):
     name = "scheduler"
     Config = SchedulerConfig
+    reads = (
+        Reads(streams.SCHEDULER_REQUESTS, group=True),
+        # the daily report's sections, the retrain's answer, the logs the archive keeps
+        *(
+            Reads(s)
+            for s in (
+                streams.ORDERS_EVENTS,
+                streams.EXEC_REPORTS,
+                streams.POSITIONS,
+                streams.SIGNALS,
+                streams.OPS_ALERTS,
+                streams.OPS_JOBS,
+                streams.dlq("*"),
+                *dict.fromkeys([streams.MODELS_EVENTS, *streams.archived()]),
+            )
+        ),
+    )
+    writes = (Writes(streams.OPS_JOBS), Writes(streams.OPS_ALERTS), Writes(streams.TRAINING_JOBS))
+    trims = tuple(Trims(s) for s in streams.archived())  # archived before they are trimmed
+    keys = (
+        Keys("scheduler:*", write=True),
+        Keys("training:job:*", write=True),
+        Keys(archive.KEY.format("*"), write=True),
+    )
+    commands = ("scan",)  # the report counts every dead-letter stream
 
     async def setup(self) -> None:
         self.jobs: dict[str, Job] = {j.name: j for j in self.cfg.jobs}

@@ -25,6 +25,7 @@ from collections import defaultdict
 import msgspec
 
 from backend.bus import streams
+from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.broadcast import Item
 from backend.bus.publish import xadd
 from backend.features import store as fstore
@@ -61,6 +62,10 @@ class ServingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ServingService(Service):
     name = "serving"
     Config = ServingConfig
+    reads = (Reads(streams.FEATURES, group=True), Reads(streams.MODELS_EVENTS))
+    writes = (Writes(streams.SIGNALS),)
+    keys = (Keys(fstore.ONLINE_KEY.format(symbol="*")), Keys(scored_key("*"), write=True), Keys(reg.KEYS))
+    scripts = (Scripts((scored_key("*"), streams.SIGNALS)),)  # the claim and the signal, together
 
     async def setup(self) -> None:
         self.model: LinearModel | None = None

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from backend.alt.index import open_index
 from backend.bus import streams
+from backend.bus.access import Reads, Writes
 from backend.bus.publish import queue
 from backend.fileio import atomic_path
 from backend.messages import AltItem
@@ -44,6 +45,8 @@ def check(item: AltItem) -> str | None:
 class SinkAltService(Service):
     name = "sink-alt"
     Config = SinkAltConfig
+    reads = (Reads(streams.ALT_RAW, group=True),)
+    writes = (Writes(streams.ALT_ITEMS),)
 
     async def setup(self) -> None:
         self.data_dir = Path(self.settings.resolved_data_dir())

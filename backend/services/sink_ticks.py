@@ -24,6 +24,7 @@ import msgspec
 import pyarrow as pa
 
 from backend.bus import streams
+from backend.bus.access import Reads
 from backend.marketdata import store
 from backend.messages import TickBatch
 from backend.services.base import Service
@@ -53,6 +54,7 @@ class SinkTicksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SinkTicksService(Service):
     name = "sink-ticks"
     Config = SinkTicksConfig
+    reads = (Reads(streams.MD_TICKS, group=True),)
 
     async def setup(self) -> None:
         data_dir = self.settings.resolved_data_dir()

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from redis.exceptions import NoPermissionError
+
 from backend.errors import TradeopsError
 from console.cli.context import Context, add_common
 
@@ -66,6 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TradeopsError as exc:
         print(f"tradeops: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except NoPermissionError as exc:
+        from backend.bus.connection import OPERATOR, user_of
+
+        print(
+            f"tradeops: error: Redis refused a command to the user {user_of(OPERATOR)!r} (NOPERM: {exc}); "
+            "see what it may do with `tradeops redis acl --user USER`",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("tradeops: interrupted", file=sys.stderr)
         return 130

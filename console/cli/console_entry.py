@@ -46,7 +46,7 @@ def open_console(ctx: Context, read_only: bool = False, replay: bool = False) ->
             f"no running stack for {ctx.data_dir}: start one with `tradeops up` "
             "(or `tradeops demo` for everything at once)"
         )
-    connection.connect(url).close()
+    connection.connect(url, auth=connection.operator_login(ctx.settings, url)).close()
     from console.actions import LiveActions
     from console.data.live import LiveSource
 
@@ -71,7 +71,9 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
     stack = Stack(ctx.settings, exchange_rate=args.rate)
     print(f"starting the demo stack in {ctx.data_dir} ...", flush=True)
     url = stack.up(detach=False)
-    flow = PaperFlow(url, args.orders_per_s)
+    from backend.bus import connection
+
+    flow = PaperFlow(url, args.orders_per_s, auth=connection.operator_login(ctx.settings))
     t = threading.Thread(target=flow.run, daemon=True)
     t.start()
     try:

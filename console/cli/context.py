@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis import Redis
 
 from backend.bus import connection
 from backend.bus.entries import Skips
@@ -108,7 +109,20 @@ class Context:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return connection.connect(self.redis_url())
+        """The bus, logged in as the operator (TRADEOPS_REDIS_USER, else `operator`)."""
+        url = self.redis_url()
+        return connection.connect(
+            url,
+            auth=connection.operator_login(self.settings, url),
+            who=connection.looked_for(connection.user_of(connection.OPERATOR), self.settings),
+        )
+
+    @cached_property
+    def admin(self) -> Redis:
+        """The bus as `admin` (`tradeops redis`): the settings' admin URL, else the bus URL."""
+        admin_url = self.settings.redis_admin_url
+        url = admin_url or self.redis_url()
+        return connection.connect(url, auth=connection.admin_login(self.settings, url=admin_url))
 
     @staticmethod
     def print_json(obj: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -41,6 +42,27 @@ def register(sub: Any) -> None:
         "--keep", default="7d", help="how long entries stay live (default 7d; 0s archives all but the newest)"
     )
     q.set_defaults(func=cmd_redis_archive)
+    q = command(
+        rsub,
+        "acl",
+        "the Redis users generated from the services' declared access and the inventory: "
+        "print their rules (`acl check`: compare them with the live server; `acl apply`: set them on it)",
+    )
+    q.add_argument("--user", action="append", default=None, metavar="USER", help="only this user (repeatable)")
+    q.set_defaults(func=cmd_redis_acl)
+    asub = q.add_subparsers(dest="acl_cmd", metavar="ACTION")
+    a = command(
+        asub, "check", "compare the generated users with the live server (as admin): exit 1 naming every drifted rule"
+    )
+    a.set_defaults(func=cmd_redis_acl_check)
+    a = command(
+        asub,
+        "apply",
+        "set the generated users on the server (as admin: the embedded server's, or "
+        "redis_admin_url's for an external one); passwords from the secrets provider, new ones generated "
+        "into the data dir",
+    )
+    a.set_defaults(func=cmd_redis_acl_apply)
 
     p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
     p.add_argument("--json", action="store_true", help="one JSON object: services and infra")
@@ -71,9 +93,19 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
-    server = embedded.EmbeddedRedis(ctx.data_dir, port=args.port, detach=True, maxmemory=ctx.settings.redis_maxmemory)
+    server = embedded.EmbeddedRedis(
+        ctx.data_dir,
+        port=args.port,
+        detach=True,
+        maxmemory=ctx.settings.redis_maxmemory,
+        acl=True,
+        settings=ctx.settings,
+    )
     url = server.start()
-    print(f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir})")
+    print(
+        f"redis up: {url} (pid {server.proc.pid if server.proc else '?'}, data {server.dir}; "
+        f"ACL users in {server.dir / embedded.ACL_FILE}, passwords in {ctx.data_dir / 'secrets' / 'redis'})"
+    )
     return 0
 
 
@@ -121,9 +153,10 @@ def cmd_redis_archive(ctx: Context, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise TradeopsError(str(exc)) from None
     url = ctx.redis_url()
+    auth = connection.admin_login(ctx.settings)  # XTRIM: only the scheduler and the admin
 
     async def run() -> list[archive.Archived]:
-        r = await connection.connect_async(url)
+        r = await connection.connect_async(url, auth=auth)
         try:
             return await archive.archive_all(r, ctx.data_dir, keep_s=keep_s)
         finally:
@@ -136,6 +169,71 @@ def cmd_redis_archive(ctx: Context, args: argparse.Namespace) -> int:
             if a.last_id
             else f"{a.stream}: nothing to archive"
         )
+    return 0
+
+
+def cmd_redis_acl(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import acl
+
+    users = acl.accesses()
+    if args.user:
+        unknown = [u for u in args.user if u not in users]
+        if unknown:
+            raise TradeopsError(f"no generated Redis user {', '.join(unknown)}; users: {', '.join(users)}")
+        users = {u: users[u] for u in args.user}
+    sys.stdout.write(acl.describe(users, default=not args.user))
+    return 0
+
+
+def _acl_scope(ctx: Context) -> tuple[tuple[str, ...], bool]:
+    """(users not to touch, whether to turn `default` off): an external server's admin login is
+    its own, and so is `admin`; the embedded server's admin is generated."""
+    from urllib.parse import unquote, urlparse
+
+    from backend.bus import connection
+
+    admin_url = ctx.settings.redis_admin_url
+    if not admin_url:
+        return (), True
+    who = unquote(urlparse(admin_url).username or "") or connection.ADMIN
+    return tuple(dict.fromkeys([connection.ADMIN, who])), who != "default"
+
+
+def cmd_redis_acl_check(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import acl
+
+    skip, off = _acl_scope(ctx)
+    drifts = acl.check(
+        ctx.admin, acl.local_passwords(ctx.data_dir, ctx.settings), skip=skip + (() if off else ("default",))
+    )
+    for d in drifts:
+        print(f"drift: {d}")
+    if drifts:
+        where = ctx.settings.redis_admin_url or ctx.redis_url()
+        raise TradeopsError(
+            f"acl check: {len(drifts)} drifted rule(s) on {where} (`tradeops redis acl apply` sets the generated ones)"
+        )
+    n = len(acl.accesses()) - len([u for u in skip if u in acl.accesses()])
+    print(f"acl check: ok: {n} users match the generated rules" + ("; default is off" if off else ""))
+    return 0
+
+
+def cmd_redis_acl_apply(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import acl
+
+    skip, off = _acl_scope(ctx)
+    if not ctx.settings.redis_admin_url and embedded.read_info(ctx.data_dir) is not None:
+        acl.prepare(ctx.data_dir, ctx.settings)  # the embedded server's file, then loaded from it
+        ctx.admin.execute_command("ACL", "LOAD")
+        print(f"acl apply: {len(acl.accesses())} users written to {acl.acl_path(ctx.data_dir)} and loaded")
+        return 0
+    users = [u for u in acl.accesses() if u not in skip]
+    pws = acl.passwords(acl.store(ctx.data_dir, ctx.settings), users, create=True)
+    done = acl.apply(ctx.admin, pws, skip=skip, disable_default=off)
+    print(
+        f"acl apply: {len(done)} users set on {ctx.settings.redis_admin_url or ctx.redis_url()}"
+        + ("; default is off" if off else "")
+    )
     return 0
 
 

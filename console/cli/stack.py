@@ -121,14 +121,22 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_compose(ctx: Context, args: argparse.Namespace) -> int:
-    from backend.migration.compose import compose
+    from backend import secrets
+    from backend.bus import acl
+    from backend.migration.compose import ACL_FILE, compose
 
-    Path(args.output).write_text(compose(args.image))
-    print(f"wrote {args.output}")
+    store = ctx.data_dir / secrets.DIR
+    secrets.write_private(store / ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))  # passwords made if missing
+    Path(args.output).write_text(compose(args.image, store))
+    print(
+        f"wrote {args.output}; its Docker secrets are files in {store} (the Redis users' passwords, "
+        f"{ACL_FILE}; the venue's exchange/api-key and api-secret), to be readable by the containers' users"
+    )
     return 0
 
 
 def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import connection
     from backend.runtime.supervise import supervise
 
     supervise(
@@ -139,5 +147,6 @@ def cmd_supervise(ctx: Context, args: argparse.Namespace) -> int:
         network=args.network,
         image=args.image,
         keep_redis=args.keep_redis,
+        auth=connection.admin_login(ctx.settings),
     )
     return 0

@@ -15,7 +15,8 @@ from typing import Any
 
 import redis
 
-from backend.bus import archive, replies, streams
+from backend.bus import archive, connection, replies, streams
+from backend.bus.acl import active_denials
 from backend.bus.broadcast import BroadcastSync
 from backend.bus.entries import Skips, decode_entries, note
 from backend.health import read_heartbeats, redis_memory
@@ -45,7 +46,9 @@ class LiveSource:
         self.url = url
         self.settings = settings
         self.operator = operator
-        self.r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.r = connection.client(
+            url, connection.operator_login(settings, url), socket_connect_timeout=2, socket_timeout=5
+        )  # as the operator
         self.skips = Skips()  # undecodable entries skipped since the console started, per stream
         self.bar_reader = BroadcastSync(self.r, {streams.MD_BARS_1S: "$"}, count=5000, decode=Bar, skips=self.skips)
         self.order_reader = BroadcastSync(
@@ -189,6 +192,7 @@ class LiveSource:
             if any(b.dlq for b in bs):
                 snap.alerts.append(f"{s.name}: {max(b.dlq for b in bs)} message(s) in its dead-letter stream")
         snap.infra = [(i.name, "ok" if i.name == "redis" else "stand-in") for i in self.inv.infra]
+        snap.alerts.extend(f"ACL: {m}" for m in reversed(active_denials(self.r)[:8]))  # alerting's, from ACL LOG
         mem = redis_memory(self.r)
         snap.redis_used, snap.redis_max = mem.used, mem.maxmemory
         if mem.high:

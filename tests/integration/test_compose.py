@@ -65,3 +65,42 @@ def test_the_written_command_and_health_check_agree_on_real_redis(redis_url: str
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_secrets_are_docker_secret_files_never_values(tmp_path: Path) -> None:
+    """Each service logs in as its own Redis user with its password file (a Docker secret), the
+    gateways get the venue's key pair the same way, Redis starts with the generated users; the file
+    holds paths, no value; the backend lane is internal."""
+    data = tmp_path / "data"
+    out = subprocess.run(
+        [sys.executable, "-m", "console.cli", "--data-dir", str(data), "compose", "-o", str(tmp_path / "c.yml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+    )
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "c.yml").read_text()
+    store = data / "secrets"
+    assert "Docker secrets are files in" in out.stdout and str(store) in out.stdout
+    values = [p.read_text() for p in (store / "redis").iterdir()]
+    assert len(values) == 20 and not any(v in text or v in out.stdout for v in values)
+    acl_file = (store / "redis.acl").read_text()
+    assert "user default off" in acl_file and not any(v in acl_file for v in values)
+    redis_block = _service_block(text, "redis")
+    assert _list(redis_block, "command")[-2:] == ["--aclfile", "/run/secrets/redis-acl"]
+    assert "    secrets: [redis-acl]\n" in redis_block
+    for s in inventory.load().services:
+        block = _service_block(text, s.name)
+        assert f'TRADEOPS_REDIS_USER: "{s.name}"' in block
+        assert f'TRADEOPS_REDIS_PASSWORD_FILE: "/run/secrets/redis-{s.name}"' in block
+        venue = {"gateway": ["exchange-api-key"], "live-gateway": ["exchange-api-key", "exchange-api-secret"]}
+        want = [f"redis-{s.name}", *venue.get(s.name, [])]
+        m = re.search(r"^\s+secrets: \[(.*)\]$", block, re.M)
+        assert m is not None and m.group(1).split(", ") == want
+        assert f'  redis-{s.name}:\n    file: "{store}/redis/{s.name}"' in text
+        assert "PASSWORD:" not in block and "API_KEY:" not in block  # only the _FILE variables
+    assert 'TRADEOPS_EXCHANGE_API_KEY_FILE: "/run/secrets/exchange-api-key"' in _service_block(text, "gateway")
+    assert f'  exchange-api-secret:\n    file: "{store}/exchange/api-secret"' in text
+    assert "  backend:\n    driver: bridge\n    internal: true" in text
+    assert "  frontend:\n    driver: bridge\n  " in text

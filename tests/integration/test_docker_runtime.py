@@ -333,3 +333,130 @@ def test_no_engine_is_one_clear_line(
         main(["up", "--runtime", "kubernetes"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "invalid choice: 'kubernetes'" in err and "Traceback" not in err
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(240)
+def test_a_container_logs_in_as_its_service_with_its_secrets_as_files(
+    docker_engine: str, local_image: str, tmp_path: Path
+) -> None:
+    """On a Redis with the generated users: each container is its service's user, its password and
+    the secrets its service declares are read-only files under /run/secrets, the rest of the data
+    dir's secrets is hidden, and no secret is in its environment, labels or command."""
+    from backend.bus import acl, connection
+    from backend.exchange.keys import local_pair
+
+    data = tmp_path / "data"
+    server = embedded.EmbeddedRedis(data, acl=True)
+    url = server.start()
+    local_pair(data)  # the local exchange's key pair, as its start leaves it
+    admin = connection.client(url, connection.admin_login(data_dir=data))
+    sup = DockerSupervisor(
+        url,
+        data,
+        with_exchange=False,
+        docker_host=docker_engine,
+        image=local_image,
+        network="host",
+        health_interval_s=1.0,
+    )
+    sup.services = ["risk", "live-gateway"]
+    client = engine_client(docker_engine)
+    try:
+        sup.reconcile()
+        for svc in sup.services:
+            wait_for(
+                lambda svc=svc: state(admin, svc, f"{svc}-legacy") == b"running",
+                60,
+                what=f"{svc} running as its own user",
+            )
+            wait_for(
+                lambda svc=svc: healthy_container(sup, f"{svc}-legacy"), 60, what=f"{svc}'s health check logged in"
+            )
+        clients = admin.execute_command("CLIENT", "LIST").decode().splitlines()
+        users = {ln.split(" user=")[1].split()[0] for ln in clients if " user=" in ln}
+        assert {"risk", "live-gateway"} <= users
+        assert admin.execute_command("ACL", "LOG") == []
+        values = {p.read_text() for p in (data / "secrets").rglob("*") if p.is_file()}
+        assert len(values) == len(acl.accesses()) + 2
+        for c in containers_of(client, data):
+            svc = c.labels["tradeops.service"]
+            env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
+            assert env["TRADEOPS_REDIS_USER"] == svc
+            assert env["TRADEOPS_REDIS_PASSWORD_FILE"] == f"/run/secrets/redis-{svc}"
+            shown = json.dumps(
+                [
+                    c.attrs["Config"]["Env"],
+                    c.attrs["Config"]["Labels"],
+                    c.attrs["Config"]["Cmd"],
+                    c.attrs["Config"]["Entrypoint"],
+                    c.attrs["Args"],
+                ]
+            )
+            assert not any(v in shown for v in values), f"a secret in {svc}'s container config"
+            mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
+            assert mounts[f"/run/secrets/redis-{svc}"]["RW"] is False
+            assert mounts[f"/run/secrets/redis-{svc}"]["Source"] == str(data / "secrets" / "redis" / svc)
+            assert mounts[str(data.resolve() / "secrets")]["Type"] == "tmpfs"
+            if svc == "live-gateway":
+                assert env["TRADEOPS_EXCHANGE_API_KEY_FILE"] == "/run/secrets/exchange/api-key"
+                assert env["TRADEOPS_EXCHANGE_API_SECRET_FILE"] == "/run/secrets/exchange/api-secret"
+                assert mounts["/run/secrets/exchange"]["RW"] is False
+            else:
+                assert "/run/secrets/exchange" not in mounts and "TRADEOPS_EXCHANGE_API_KEY_FILE" not in env
+            seen = c.exec_run(["ls", "-A", str(data.resolve() / "secrets")]).output.decode().split()
+            assert seen == []  # the other services' passwords are not there
+    finally:
+        sup.shutdown()
+        client.close()
+        admin.close()
+        server.stop()
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(180)
+def test_a_backend_only_service_cannot_reach_the_frontend_lane(docker_engine: str, local_image: str) -> None:
+    """The lanes follow the inventory's CPGS lanes: a container on the backend lane only has no route
+    to a port on the frontend lane, which a frontend container reaches."""
+    from docker.types import Mount
+
+    from backend.runtime.docker import connect_engine, ensure_lane_networks
+    from backend.runtime.image import image_spec
+
+    client = connect_engine(docker_engine)
+    ensure_lane_networks(client)
+    spec = image_spec(client, local_image)
+    mounts = [Mount(target=p, source=p, type="bind", read_only=True) for p in spec.mounts]
+    py = sys.executable
+    server = client.containers.run(
+        local_image,
+        ["-m", "http.server", "8099"],
+        entrypoint=[py],
+        detach=True,
+        mounts=mounts,
+        network=lane_network("frontend"),
+        name="tradeops-lane-test-frontend",
+    )
+    try:
+        server.reload()
+        ip = server.attrs["NetworkSettings"]["Networks"][lane_network("frontend")]["IPAddress"]
+        probe = (
+            "import socket,sys\n"
+            "try:\n socket.create_connection((sys.argv[1], 8099), timeout=3).close(); print('reached')\n"
+            "except OSError as e:\n print('unreachable', e)\n"
+        )
+
+        def connect(lane: str) -> str:
+            out = client.containers.run(
+                local_image, ["-c", probe, ip], entrypoint=[py], remove=True, mounts=mounts, network=lane_network(lane)
+            )
+            return out.decode().strip()
+
+        wait_for(lambda: connect("frontend") == "reached", 30, interval=0.5, what="the frontend port from the frontend")
+        got = connect("backend")
+        assert got.startswith("unreachable"), got
+        assert client.networks.get(lane_network("backend")).attrs["Internal"] is True
+        assert client.networks.get(lane_network("frontend")).attrs["Internal"] is False
+    finally:
+        server.remove(force=True)
+        client.close()

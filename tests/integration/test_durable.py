@@ -14,7 +14,7 @@ import redis
 import redis.asyncio as aioredis
 
 from backend.bench.harness import BenchStack
-from backend.bus import codec, embedded, streams
+from backend.bus import codec, connection, embedded, streams
 from backend.bus.durable import NotDurable, wait_durable, wait_durable_async
 from backend.bus.embedded import EmbeddedRedis
 from backend.bus.fastconn import FastRedis
@@ -138,8 +138,8 @@ def test_the_oms_waits_once_for_a_batch_of_orders_and_they_survive_a_kill_9() ->
         stack.server.proc.wait()
         again = EmbeddedRedis(stack.data_dir)
         try:
-            assert again.start() == url
-            r = redis.Redis.from_url(url)
+            assert again.start() == url  # with the data dir's ACL users again
+            r = connection.client(url, connection.admin_login(data_dir=stack.data_dir))
             assert all(read_order(r, f"d{i}") is not None for i in range(n))
             assert r.xlen(streams.RISK_REQUESTS) == n
             r.close()

@@ -21,15 +21,18 @@ from binance.spot import Spot
 from backend.exchange.feed import FeedConfig
 from backend.exchange.ratelimit import Limits
 from backend.exchange.server import Exchange
-from backend.exchange.venue import VenueConfig
+from backend.exchange.venue import ACCOUNT, VenueConfig
 
-KEY, SECRET = "local-key", "local-secret"
+KEY, SECRET = "test-key", "test-secret"  # the venue's keys here (the exchange has no default)
+KEYS = {KEY: (SECRET, ACCOUNT)}
 SYMS = ["BTCUSDT", "ETHUSDT"]
 
 
 @pytest.fixture
 async def exchange() -> AsyncIterator[Exchange]:
-    async with Exchange(FeedConfig(symbols=SYMS, rate=200, news_every_s=3600), rest_port=0) as ex:
+    async with Exchange(
+        FeedConfig(symbols=SYMS, rate=200, news_every_s=3600), rest_port=0, venue=VenueConfig(keys=KEYS)
+    ) as ex:
         yield ex
 
 
@@ -229,7 +232,7 @@ async def test_signed_requests_expire_and_cover_the_body(exchange: Exchange) -> 
 
 
 async def test_request_weight_over_the_limit_answers_429_then_418() -> None:
-    cfg = VenueConfig(limits=Limits(weight_per_minute=30, ban_after=2, ban_s=60))
+    cfg = VenueConfig(keys=KEYS, limits=Limits(weight_per_minute=30, ban_after=2, ban_s=60))
     async with (
         Exchange(FeedConfig(symbols=SYMS, rate=50, news_every_s=3600), rest_port=0, venue=cfg) as ex,
         httpx.AsyncClient(timeout=5) as http,

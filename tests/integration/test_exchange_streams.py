@@ -23,13 +23,18 @@ from websockets.exceptions import ConnectionClosed
 
 from backend.exchange.feed import FeedConfig
 from backend.exchange.server import Exchange
+from backend.exchange.venue import ACCOUNT, VenueConfig
 
-KEY, SECRET = "local-key", "local-secret"
+KEY, SECRET = "test-key", "test-secret"  # the venue's keys here (the exchange has no default)
 
 
 @pytest.fixture
 async def exchange() -> AsyncIterator[Exchange]:
-    async with Exchange(FeedConfig(symbols=["BTCUSDT", "ETHUSDT"], rate=400, news_every_s=3600), rest_port=0) as ex:
+    async with Exchange(
+        FeedConfig(symbols=["BTCUSDT", "ETHUSDT"], rate=400, news_every_s=3600),
+        rest_port=0,
+        venue=VenueConfig(keys={KEY: (SECRET, ACCOUNT)}),
+    ) as ex:
         yield ex
 
 

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import time
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -23,9 +24,10 @@ from backend.exchange.server import Exchange
 from backend.exchange.venue import VenueConfig
 from backend.messages import ExecOrder, ExecReport, Order
 from backend.services.live_gateway import REST_KEY, LiveGatewayService
+from backend.settings import Settings
 from tests.conftest import await_for
 
-KEY, SECRET = "local-key", "local-secret"
+KEY, SECRET = "test-key", "test-secret"  # the venue's keys here (the exchange has no default)
 OTHER, OTHER_SECRET = "other-key", "other-secret"
 
 
@@ -54,13 +56,15 @@ async def far_bid(http: httpx.AsyncClient) -> str:
 
 
 @pytest.mark.timeout(90)
-async def test_executions_come_from_the_user_stream_and_a_restart_resyncs(redis_url: str) -> None:
+async def test_executions_come_from_the_user_stream_and_a_restart_resyncs(redis_url: str, tmp_path: Path) -> None:
     cfg = VenueConfig(
         keys={KEY: (SECRET, "local"), OTHER: (OTHER_SECRET, "other")}, maker=MakerConfig(levels=3, notional=100)
     )
     r = aioredis.Redis.from_url(redis_url)
     async with (
-        Exchange(FeedConfig(symbols=["ETHUSDT"], rate=20, news_every_s=3600), rest_port=0, venue=cfg) as ex,
+        Exchange(
+            FeedConfig(symbols=["ETHUSDT"], rate=20, news_every_s=3600), rest_port=0, venue=cfg, data_dir=tmp_path
+        ) as ex,
         httpx.AsyncClient(base_url=ex.info.rest_url, timeout=5) as http,
     ):
         config = {
@@ -71,7 +75,9 @@ async def test_executions_come_from_the_user_stream_and_a_restart_resyncs(redis_
         }  # no polling: executions come from the stream
 
         async def start(instance: str) -> tuple[LiveGatewayService, asyncio.Task]:
-            svc = LiveGatewayService(redis_url=redis_url, instance=instance, config=config)
+            svc = LiveGatewayService(
+                redis_url=redis_url, instance=instance, config=config, settings=Settings(data_dir=str(tmp_path))
+            )  # the pair: the data dir's
             task = asyncio.create_task(svc.run())
             await await_for(lambda: getattr(svc, "stream_up", False), 20, what="the user data stream up")
             return svc, task

@@ -23,7 +23,8 @@ import pytest
 import redis
 
 from backend.bench.harness import BenchStack
-from backend.bus import codec, streams
+from backend.bus import codec, connection, streams
+from backend.bus.connection import LOGIN_ENV
 from backend.errors import TradeopsError
 from backend.features.store import online_key, read_offline
 from backend.marketdata.raw import RawBatchBuilder
@@ -121,15 +122,28 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("acl", [False, True], ids=["default-user", "acl-users"])
+def test_ticks_to_pnl_loop(
+    acl: bool, redis_url: str, r: redis.Redis, tradeops_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`acl-users`: on a server of its own with the generated ACL users, each service as its own
+    user, the CLI as the operator, the ticks written as the gateway writes them (its user)."""
     missing = _missing()
     if missing:
         pytest.skip(f"services not built yet: {', '.join(missing)}")
     config = tmp_path / "loop.toml"
     config.write_text(CONFIG)
     env = dict(tradeops_env, TRADEOPS_CONFIG=str(config), TRADEOPS_OPERATOR="loop-operator")
-    with BenchStack(redis_url=redis_url) as st:
+    with BenchStack(redis_url=None if acl else redis_url) as st:
+        if acl:
+            assert st.r is not None
+            r = st.r  # admin: the test's own reads
+            env = {k: v for k, v in env.items() if k not in ("TRADEOPS_REDIS_URL", *LOGIN_ENV)}
+            env["TRADEOPS_DATA_DIR"] = str(st.data_dir)  # the CLI finds the server and its operator password
+            writer = connection.client(st.url, connection.login("gateway", data_dir=st.data_dir))
+        else:
+            writer = r
         procs = {name: st.start(name, instance=f"{name}-loop", config=config, wait=False) for name in SERVICES}
         for name, proc in procs.items():
             wait_healthy(
@@ -139,7 +153,7 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         now = time.time_ns() // S * S
         # history: 150 s of market, ending 60 s ago; trained on from the feature store's offline
         # Parquet once feast-pipeline has flushed it
-        market.run(r, now - 210 * S, 150)
+        market.run(writer, now - 210 * S, 150)
         wait_for(lambda: r.xlen(streams.FEATURES) >= 200, 30, what="feature rows from the history")
         wait_for(lambda: len(read_offline(st.data_dir)) >= 200, 30, what="offline feature store")
 
@@ -172,7 +186,7 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         features_before = r.xlen(streams.FEATURES)
         for k in range(11):
             t_k = now - 60 * S + 5 * k * S
-            market.run(r, t_k, 5)
+            market.run(writer, t_k, 5)
             # the ticks of t_k + 4 s close the bar of t_k + 3 s (its features are stamped t_k + 4 s)
             wait_for(lambda t_k=t_k: serving_caught_up(t_k + 4 * S), 30, what=f"live second {5 * k + 4} scored")
         wait_for(lambda: r.xlen(streams.FEATURES) - features_before >= 2 * 55, 30, what="live feature rows")
@@ -254,3 +268,5 @@ def test_ticks_to_pnl_loop(redis_url: str, r: redis.Redis, tradeops_env: dict[st
         print("\nLOOP FIGURES", json.dumps(figures))
         for name, proc in procs.items():
             assert proc.poll() is None, f"{name} exited"
+        if acl:
+            assert r.acl_log(count=128) == []  # nothing was refused to anyone

@@ -30,7 +30,6 @@ from backend.bench.md_pipeline import (
 )
 from backend.bus import codec, streams
 from backend.exchange.feed import FeedConfig
-from backend.exchange.rest import API_KEY
 from backend.exchange.server import Exchange, read_info
 from backend.exchange.wire import history_decoder
 from backend.marketdata import backfill
@@ -58,7 +57,7 @@ async def test_exchange_serves_binance_historical_trades() -> None:
             )
             await stop_flow(ex)  # the ring stays put while it is read
             oldest, _ = ex.feed.history.span("BTCUSDT")
-            key = {"X-MBX-APIKEY": API_KEY}
+            key = {"X-MBX-APIKEY": ex.api_key}
 
             resp = await http.get(
                 f"{base}/historicalTrades", params={"symbol": "BTCUSDT", "fromId": oldest + 10}, headers=key
@@ -119,7 +118,7 @@ async def test_the_history_has_the_trades_the_stream_sent() -> None:
             while len(sent) < 50:
                 sent.append(json.loads(await ws.recv()))
         async with httpx.AsyncClient(timeout=5) as http:
-            got = await backfill.fetch_page(http, info.rest_url, API_KEY, "ETHUSDT", sent[0]["t"], 50)
+            got = await backfill.fetch_page(http, info.rest_url, ex.api_key, "ETHUSDT", sent[0]["t"], 50)
         assert [(t.id, t.price, t.qty, t.time, t.is_buyer_maker) for t in got] == [
             (m["t"], m["p"], m["q"], m["T"], m["m"]) for m in sent
         ]
@@ -145,7 +144,9 @@ async def test_fill_pages_through_a_gap_and_says_what_is_lost() -> None:
         async with httpx.AsyncClient(timeout=5) as http:
             # inside the history: all of it, in pages of at most 1000
             gap = Gap("BTCUSDT", newest - 2500, newest - 1)
-            done = await backfill.fill(http, info.rest_url, API_KEY, gap, lambda ts: pages.append([t.id for t in ts]))
+            done = await backfill.fill(
+                http, info.rest_url, ex.api_key, gap, lambda ts: pages.append([t.id for t in ts])
+            )
             assert done.fetched == 2500 and done.holes == [] and done.lost == 0 and done.reason == ""
             assert [len(p) for p in pages] == [1000, 1000, 500]
             assert [i for p in pages for i in p] == list(range(gap.first, gap.last + 1))
@@ -153,7 +154,7 @@ async def test_fill_pages_through_a_gap_and_says_what_is_lost() -> None:
             # older than the ring holds: the part still held comes back, the rest is lost
             gap = Gap("BTCUSDT", oldest - 100, oldest + 9)
             got: list[int] = []
-            done = await backfill.fill(http, info.rest_url, API_KEY, gap, lambda ts: got.extend(t.id for t in ts))
+            done = await backfill.fill(http, info.rest_url, ex.api_key, gap, lambda ts: got.extend(t.id for t in ts))
             assert done.holes == [(oldest - 100, oldest - 1)] and got == list(range(oldest, oldest + 10))
             assert (done.lost, done.fetched) == (100, 10)
             assert "not in the venue's trade history" in done.reason
@@ -162,15 +163,15 @@ async def test_fill_pages_through_a_gap_and_says_what_is_lost() -> None:
             gap = Gap("BTCUSDT", newest - 100, newest - 1)
             got.clear()
             done = await backfill.fill(
-                http, info.rest_url, API_KEY, gap, lambda ts: got.extend(t.id for t in ts), max_trades=30
+                http, info.rest_url, ex.api_key, gap, lambda ts: got.extend(t.id for t in ts), max_trades=30
             )
             assert got == list(range(newest - 30, newest)) and done.holes == [(newest - 100, newest - 31)]
             assert "backfill_max_trades" in done.reason
-            done = await backfill.fill(http, info.rest_url, API_KEY, gap, pages.append, max_trades=0)
+            done = await backfill.fill(http, info.rest_url, ex.api_key, gap, pages.append, max_trades=0)
             assert done.holes == [(gap.first, gap.last)] and done.fetched == 0
 
             # no history to ask, or one that refuses: all lost, with the reason
-            done = await backfill.fill(http, None, API_KEY, gap, pages.append)
+            done = await backfill.fill(http, None, ex.api_key, gap, pages.append)
             assert done.holes == [(gap.first, gap.last)] and "rest_url" in done.reason
             done = await backfill.fill(http, info.rest_url, "wrong-key", gap, pages.append)
             assert done.lost == gap.size and "HTTP 401" in done.reason and "-2015" in done.reason

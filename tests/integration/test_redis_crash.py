@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from backend.bench.harness import BenchStack
-from backend.bus import codec, embedded, streams
+from backend.bus import codec, connection, embedded, streams
 from backend.health import read_heartbeats
 from backend.messages import Order, OrderEvent
 from backend.runtime.redis_watch import RedisWatch
@@ -75,7 +75,7 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
         again = wait_for(back, 60, what="the supervisor to start redis again")
         assert again.url == url  # the same port: every client finds it where it was
         assert again.socket_url == info.socket_url
-        r = redis.Redis.from_url(url)
+        r = connection.client(url, connection.admin_login(data_dir=data))  # the stack runs with its ACL users
         wait_for(
             lambda: services <= _fresh_heartbeats(r, killed_ns),
             120,
@@ -159,7 +159,7 @@ def test_the_oms_takes_orders_again_once_its_redis_is_back() -> None:
         again = embedded.EmbeddedRedis(stack.data_dir)
         try:
             assert again.start() == url  # the same port and socket: the OMS reconnects by itself
-            r = redis.Redis.from_url(url)
+            r = connection.client(url, stack.auth)  # the server comes back with its ACL users
             _submit(r, "after")
             wait_for(lambda: "PENDING_RISK" in _events(r, "after"), 30, what="an order taken in after the restart")
             assert r.xlen(streams.dlq(streams.ORDERS_NEW)) == 0

@@ -304,7 +304,7 @@ async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redi
     r.xadd(streams.REPLAY_REQUESTS, codec.fields(ReplayRequest(id="bad", start_ns=10, end_ns=5)))
     r.xadd(
         streams.REPLAY_REQUESTS,
-        codec.fields(ReplayRequest(id="r1", start_ns=now - 10**10, end_ns=now, speed=0, target="replay.test")),
+        codec.fields(ReplayRequest(id="r1", start_ns=now - 10**10, end_ns=now, speed=0, target="md.ticks.replay.test")),
     )
     svc = MdReplayService(
         redis_url=redis_url, settings=Settings(data_dir=str(tmp_path)), instance="mr", config={"batch": 64}
@@ -312,7 +312,11 @@ async def test_md_replay_in_order_and_bad_requests(redis_url: str, r: redis.Redi
     await run_until(
         svc, lambda: getattr(svc, "replayed", 0) == 300 and r.xlen(streams.dlq(streams.REPLAY_REQUESTS)) == 1
     )
-    got = [t for _, f in r.xrange("replay.test") for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))]
+    got = [
+        t
+        for _, f in r.xrange("md.ticks.replay.test")
+        for t in ticks.iter_ticks(codec.decode(codec.payload(f), TickBatch))
+    ]
     assert [t.trade_id for t in got] == list(range(300))
     assert [t.trade_ns for t in got] == sorted(t.trade_ns for t in got)
 

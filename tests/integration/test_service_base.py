@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from backend.bus import codec, streams
+from backend.bus.access import Reads
 from backend.bus.worker import Entry
 from backend.errors import ConfigError
 from backend.messages import Heartbeat, Order
@@ -23,6 +24,7 @@ from tests.conftest import await_for, wait_for
 
 class CountingService(Service):
     name = "counting"
+    reads = (Reads(streams.ORDERS_NEW, group=True),)
 
     class Config(msgspec.Struct, forbid_unknown_fields=True):
         label: str = "x"

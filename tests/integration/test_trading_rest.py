@@ -4,6 +4,7 @@ signed), and live-gateway in REST mode turns the venue's answers into exec repor
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from backend.exchange.feed import FeedConfig
 from backend.exchange.server import Exchange
 from backend.messages import ExecOrder, ExecReport, Order
 from backend.services.live_gateway import LiveGatewayService
+from backend.settings import Settings
 from backend.trading.venue_rest import RestVenue, VenueError, reports_from
 from tests.conftest import await_for
 
@@ -28,7 +30,8 @@ async def test_rest_adapter_place_query_cancel() -> None:
     async with Exchange(FeedConfig(symbols=["BTCUSDT"], rate=200), rest_port=0) as ex:
         info = ex.info
         assert info and info.rest_url
-        venue = RestVenue(info.rest_url, "local-key", "local-secret")
+        assert ex.api_key and ex.api_secret and ex.api_key != "local-key"  # generated at its start
+        venue = RestVenue(info.rest_url, ex.api_key, ex.api_secret)
         try:
             body = await venue.place(order("m1"))
             assert body["status"] == "FILLED" and float(body["executedQty"]) == 0.25
@@ -45,7 +48,7 @@ async def test_rest_adapter_place_query_cancel() -> None:
                 await venue.query("BTCUSDT", "nope")
         finally:
             await venue.close()
-        bad = RestVenue(info.rest_url, "local-key", "wrong-secret")
+        bad = RestVenue(info.rest_url, ex.api_key, "wrong-secret")
         with pytest.raises(VenueError, match=r"HTTP 400: Signature for this request is not valid\."):  # Binance's
             await bad.place(order("x"))
         await bad.close()
@@ -55,12 +58,14 @@ async def test_rest_adapter_place_query_cancel() -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_live_gateway_rest_mode(redis_url: str) -> None:
+async def test_live_gateway_rest_mode(redis_url: str, tmp_path: Path) -> None:
     r = aioredis.Redis.from_url(redis_url)
-    async with Exchange(FeedConfig(symbols=["BTCUSDT"], rate=500), rest_port=0) as ex:
+    # the exchange keeps its generated key pair in the data dir's secrets; the live-gateway finds it there
+    async with Exchange(FeedConfig(symbols=["BTCUSDT"], rate=500), rest_port=0, data_dir=tmp_path) as ex:
         svc = LiveGatewayService(
             redis_url=redis_url,
             instance="lg-rest",
+            settings=Settings(data_dir=str(tmp_path)),
             config={"venue": "rest", "rest_url": ex.info.rest_url, "reconcile_after_s": 0.1},
         )
         task = asyncio.create_task(svc.run())
