@@ -76,6 +76,7 @@ class AlertingService(Service):
         self.delivered = 0
         self.failed_deliveries = 0
         self.resolved = 0
+        self.acl_looks = 0  # reads of Redis's ACL LOG so far
         self.denials = 0  # ACL LOG entries seen (new or counted again)
         self.dlq_seen: dict[str, int] = {replies.text(k): int(v) for k, v in (await self.r.hgetall(DLQ_SEEN)).items()}
         self.dlq_grew: dict[str, float] = {}  # stream -> when it last grew (monotonic; quiet since start)
@@ -241,6 +242,7 @@ class AlertingService(Service):
         """Each new entry of Redis's ACL LOG (or one counted again) raises its denial alert."""
         seen = {replies.text(k): int(v) for k, v in (await self.r.hgetall(ACL_SEEN)).items()}
         got = acl.denials(await self.r.acl_log(count=128))
+        self.acl_looks += 1
         for d in got:
             if seen.get(d.entry, 0) >= d.count:
                 continue

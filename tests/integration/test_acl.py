@@ -379,7 +379,8 @@ async def test_denials_become_alerts_naming_user_command_and_key_and_the_console
         assert "Redis refused XADD on the key exec.reports to the user oms (1 time" in fill.message
         assert "failed Redis login as the user risk" in login.message and "not-its-password" not in login.message
         raised = svc.raised
-        await asyncio.sleep(2.5)  # another look at the log: nothing new
+        looks = svc.acl_looks  # another look at the log: nothing new
+        await await_for(lambda: svc.acl_looks > looks + 1, 20, what="two more looks at the ACL log")
         assert svc.raised == raised and svc.state == "running"
         src = LiveSource(url, settings, "alice")
         try:
