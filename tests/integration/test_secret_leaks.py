@@ -27,6 +27,7 @@ from backend.messages import Heartbeat
 from backend.runtime.supervisor import read_table
 from backend.settings import Settings
 from tests.conftest import TRADEOPS, wait_for
+from tests.keys import Keys
 
 CONFIG = """
 [services.live-gateway]
@@ -47,7 +48,7 @@ def _pids_of_stack(data: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_no_secret_appears_in_any_log_output_heartbeat_or_process(tmp_path: Path) -> None:
+def test_no_secret_appears_in_any_log_output_heartbeat_or_process(tmp_path: Path, keys: Keys) -> None:
     data = tmp_path / "data"
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
@@ -84,7 +85,9 @@ def test_no_secret_appears_in_any_log_output_heartbeat_or_process(tmp_path: Path
         cli("inventory")
         out = cli("order", "submit", "buy", "0.01", "BTCUSDT", "--wait", "30")
         assert "FILLED" in out.stdout  # through the REST venue: signed with the exchange's secret
-        cli("risk", "kill", "on", "--reason", "leak test")
+        signed = {"TRADEOPS_SIGNING_KEY": str(keys.path("leak-test"))}  # toggles are signed by a registered key
+        cli("operators", "init", extra=signed)
+        cli("risk", "kill", "on", "--reason", "leak test", extra=signed)
         cli("risk", "kill", "status")
         cli("positions")
         compose_file = tmp_path / "compose.yml"
