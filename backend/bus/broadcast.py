@@ -25,12 +25,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from backend.bus import codec
+from backend.bus import codec, outage
 from backend.bus.entries import UNDECODABLE, Skips, payload, reason
 from backend.bus.fastconn import FastRedis, stream_entries
+from backend.bus.outage import redis_away
 
 log = logging.getLogger("tradeops.broadcast")
 
@@ -136,7 +134,9 @@ class Broadcast(_Cursors):
             conn = await self._connect()
             await self._resolve_newest(conn)
             reply = await conn.call(*self._args())
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except outage.CAUGHT as exc:
+            if not redis_away(exc):
+                raise
             log.warning("broadcast read failed: %s; retrying", exc)
             await self.close()
             await asyncio.sleep(0.5)

@@ -45,15 +45,14 @@ from typing import Any, Union, get_args, get_origin
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import StreamIdT
 
-from backend.bus import codec, deadletter, replies, streams
+from backend.bus import codec, deadletter, outage, replies, streams
 from backend.bus.access import denied
 from backend.bus.fastconn import FastRedis
 from backend.bus.fastconn import entries as fast_entries
+from backend.bus.outage import redis_away
 from backend.bus.replies import Entry
 
 log = logging.getLogger("tradeops.worker")
@@ -202,9 +201,11 @@ class StreamWorker:
                     if entries:
                         await self.process(entries)
                     backoff = 0.1
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    # Redis went away: keep the entries in hand pending (they are redelivered),
-                    # retry with backoff instead of dying.
+                except outage.CAUGHT as exc:
+                    if not redis_away(exc):
+                        raise
+                    # Redis went away (or cannot take writes for now: NOREPLICAS, a failover):
+                    # keep the entries in hand pending (they are redelivered), retry with backoff.
                     log.warning("redis unavailable on %s: %s; retrying in %.1fs", self.stream, exc, backoff)
                     await self._close_conn()
                     with contextlib.suppress(TimeoutError):

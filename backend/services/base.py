@@ -49,16 +49,15 @@ from typing import Any, ClassVar
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backend.bus import codec, replies, streams
+from backend.bus import codec, outage, replies, streams
 from backend.bus.access import Access, Keys, Reads, Scripts, Trims, Writes, base, denied
 from backend.bus.broadcast import Broadcast, Item
 from backend.bus.connection import Login, connect_async, looked_for
 from backend.bus.entries import Skips
 from backend.bus.fastconn import Arg, FastRedis
+from backend.bus.outage import redis_away
 from backend.bus.publish import queue
 from backend.bus.worker import Handler, StreamWorker
 from backend.errors import ConfigError, TradeopsError
@@ -417,7 +416,9 @@ class Service:
                 pass
             try:
                 await fn()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except outage.CAUGHT as exc:
+                if not redis_away(exc):
+                    raise
                 if not away:  # Redis away (restarting, reading its AOF): the next round tries again
                     self.log.warning("%s: redis unavailable, retrying every %gs: %r", fn.__name__, seconds, exc)
                 away = True

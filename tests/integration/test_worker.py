@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from backend.bus import codec, streams
 from backend.bus.fence import Fence
@@ -328,4 +330,46 @@ async def test_a_paused_worker_reads_nothing_until_resumed(redis_url: str) -> No
     finally:
         w.stop()
         await asyncio.wait_for(task, 5)
+    await r.aclose()
+
+
+async def test_a_server_that_cannot_take_writes_for_a_while_is_waited_for_not_fatal(redis_url: str) -> None:
+    # NOREPLICAS (min-replicas-to-write not met) refuses XREADGROUP, a write: the worker must wait
+    # it out like a lost connection (the OMS died of it in CI), and then take what came meanwhile
+    r = aioredis.Redis.from_url(redis_url)
+    seen: list[str] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        seen.extend(codec.decode(codec.payload(f), Order).client_order_id for _, f in entries)
+
+    w = StreamWorker(r, S, "g", "c1", handler, count=16, block_ms=20)
+    task = asyncio.create_task(w.run())
+    try:
+        await await_for(lambda: w.stats.reconnects == 0 and not task.done())
+        await r.config_set("min-replicas-to-write", 1)
+        try:
+            await await_for(lambda: w.stats.reconnects >= 2, what="the worker backing off")
+            assert not task.done()
+        finally:
+            await r.config_set("min-replicas-to-write", 0)
+        await fill(r, 5)
+        await await_for(lambda: len(seen) == 5, what="the entries taken after the server took writes again")
+        assert not task.done()
+    finally:
+        w.stop()
+        await asyncio.wait_for(task, 10)
+    await r.aclose()
+
+
+async def test_a_refusal_a_retry_cannot_fix_still_fails_the_worker(redis_url: str) -> None:
+    # WRONGTYPE is a bug, not an outage: the worker fails loudly instead of retrying for ever
+    r = aioredis.Redis.from_url(redis_url)
+    await r.set(S, "not a stream")
+
+    async def handler(entries: list[Entry]) -> None:
+        raise AssertionError("nothing to hand")
+
+    w = StreamWorker(r, S, "g", "c1", handler, count=16, block_ms=20)
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await asyncio.wait_for(w.run(), 10)
     await r.aclose()
