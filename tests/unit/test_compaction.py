@@ -19,10 +19,13 @@ from backend.messages import Tick
 
 S = 1_000_000_000
 SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-TODAY = time.strftime("%Y-%m-%d", time.gmtime())
-YESTERDAY = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
-NOW = time.time_ns()
-YESTERDAY_NOON = (NOW // (86400 * S)) * 86400 * S - 12 * 3600 * S  # inside yesterday at any time of day
+# the days are fixed once, from the start of today (UTC), so that no tick a test writes crosses
+# midnight whatever the time of day the test runs at
+DAY0 = (time.time_ns() // (86400 * S)) * 86400 * S
+TODAY = time.strftime("%Y-%m-%d", time.gmtime(DAY0 // S))
+YESTERDAY = time.strftime("%Y-%m-%d", time.gmtime(DAY0 // S - 86400))
+NOW = DAY0 + S  # one second into today: today's ticks (a few seconds' worth) stay inside today
+YESTERDAY_NOON = DAY0 - 12 * 3600 * S  # inside yesterday
 
 
 def flushes(st: store.ParquetStore | store.DeltaStore, n: int, t0: int, *, start: int = 0, per: int = 30) -> int:
