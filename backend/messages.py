@@ -439,10 +439,13 @@ class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     """Why the instance is in its state, when that needs saying (degraded: what stops progress)."""
 
 
+Severity = Literal["info", "warning", "critical"]
+
+
 class Alert(Wire, tag="alert.v1", kw_only=True):
     id: str
     ts_ns: int
-    severity: Literal["info", "warning", "critical"]
+    severity: Severity
     source: str
     kind: str
     message: str

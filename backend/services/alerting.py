@@ -33,7 +33,7 @@ from backend.bus.broadcast import Item
 from backend.bus.entries import Skips, decode_value
 from backend.bus.publish import queue
 from backend.health import HEARTBEATS, memory_from_info
-from backend.messages import Alert, GateEvent
+from backend.messages import Alert, GateEvent, Severity
 from backend.services.base import Service
 
 ACTIVE = "alerts:active"
@@ -157,41 +157,29 @@ class AlertingService(Service):
             else:
                 await self.raise_alert(alert)
 
+    async def hold(self, active: set[str], a: Alert, *, firing: bool, cleared: str | None) -> None:
+        """One condition's alert: raised while `firing`, otherwise resolved with `cleared` (when
+        given) if it is active."""
+        if firing:
+            await self.raise_alert(a)
+        elif cleared is not None and a.key in active:
+            await self.clear(a.key, cleared)
+
     async def watch(self) -> None:
         now = time.time_ns()
         active = {replies.text(k) for k in await self.r.hkeys(ACTIVE)}
         for hb in await self._beats():
             age = (now - hb.ts_ns) / 1e9
-            key = f"heartbeat:{hb.instance}"
-            if hb.state == "failed" or (hb.state != "stopped" and age > self.cfg.heartbeat_max_age_s):
-                await self.raise_alert(
-                    Alert(
-                        id=f"hb-{hb.instance}-{now}",
-                        ts_ns=now,
-                        severity="critical",
-                        source="alerting",
-                        kind="heartbeat",
-                        key=key,
-                        message=f"{hb.service} ({hb.instance}) is {hb.state}, last beat {age:.1f}s ago",
-                    )
-                )
-            elif key in active and hb.state == "running":
-                await self.clear(key, f"{hb.service} ({hb.instance}) is running again")
-            degraded = f"degraded:{hb.instance}"
-            if hb.state == "degraded" and age <= self.cfg.heartbeat_max_age_s:
-                await self.raise_alert(
-                    Alert(
-                        id=f"degraded-{hb.instance}-{now}",
-                        ts_ns=now,
-                        severity="warning",
-                        source="alerting",
-                        kind="degraded",
-                        key=degraded,
-                        message=f"{hb.service} ({hb.instance}) is degraded: {hb.reason or 'no reason given'}",
-                    )
-                )
-            elif degraded in active and hb.state == "running":
-                await self.clear(degraded, f"{hb.service} ({hb.instance}) is running again")
+            who = f"{hb.service} ({hb.instance})"
+            failed = hb.state == "failed" or (hb.state != "stopped" and age > self.cfg.heartbeat_max_age_s)
+            degraded = hb.state == "degraded" and age <= self.cfg.heartbeat_max_age_s
+            again = f"{who} is running again" if hb.state == "running" else None
+            last = f"{who} is {hb.state}, last beat {age:.1f}s ago"
+            down = alert(now, "heartbeat", f"heartbeat:{hb.instance}", "critical", last)
+            await self.hold(active, down, firing=failed, cleared=again)
+            why = hb.reason or "no reason given"
+            slow = alert(now, "degraded", f"degraded:{hb.instance}", "warning", f"{who} is degraded: {why}")
+            await self.hold(active, slow, firing=degraded, cleared=again)
         await self.watch_memory(active, now)
         await self.watch_acl(now)
         mono = time.monotonic()
@@ -204,17 +192,8 @@ class AlertingService(Service):
                 await self.r.hset(DLQ_SEEN, stream, n)
             if n - before >= self.cfg.dlq_growth:
                 self.dlq_grew[stream] = mono
-                await self.raise_alert(
-                    Alert(
-                        id=f"dlq-{stream}-{now}",
-                        ts_ns=now,
-                        severity="warning",
-                        source="alerting",
-                        kind="dlq",
-                        key=f"dlq:{stream}:{n // 100}",
-                        message=f"{stream} grew by {n - before} to {n} dead letter(s)",
-                    )
-                )
+                message = f"{stream} grew by {n - before} to {n} dead letter(s)"
+                await self.raise_alert(alert(now, "dlq", f"dlq:{stream}:{n // 100}", "warning", message))
             elif mono - self.dlq_grew.get(stream, self.started) >= self.cfg.dlq_quiet_s:
                 quiet = f"{stream} has not grown for {self.cfg.dlq_quiet_s:g}s ({n} dead letter(s))"
                 for key in sorted(a for a in active if a.startswith(f"dlq:{stream}:")):
@@ -223,20 +202,9 @@ class AlertingService(Service):
     async def watch_memory(self, active: set[str], now: int) -> None:
         """Redis's memory against its maxmemory: a warning at streams.ALERT_MEMORY_PCT, resolved below."""
         mem = memory_from_info(await self.r.info("memory"))
-        if mem.high:
-            await self.raise_alert(
-                Alert(
-                    id=f"mem-{now}",
-                    ts_ns=now,
-                    severity="warning",
-                    source="alerting",
-                    kind="memory",
-                    key=MEMORY_KEY,
-                    message=f"{mem.line()}: at 100% every write fails (noeviction)",
-                )
-            )
-        elif MEMORY_KEY in active:
-            await self.clear(MEMORY_KEY, mem.line())
+        message = f"{mem.line()}: at 100% every write fails (noeviction)"
+        memory = alert(now, "memory", MEMORY_KEY, "warning", message)
+        await self.hold(active, memory, firing=mem.high, cleared=mem.line())
 
     async def watch_acl(self, now: int) -> None:
         """Each new entry of Redis's ACL LOG (or one counted again) raises its denial alert."""
@@ -246,17 +214,7 @@ class AlertingService(Service):
         for d in got:
             if seen.get(d.entry, 0) >= d.count:
                 continue
-            if await self.raise_alert(
-                Alert(
-                    id=f"acl-{d.entry}-{now}",
-                    ts_ns=now,
-                    severity="critical",
-                    source="alerting",
-                    kind=acl.DENIAL,
-                    key=d.alert_key,
-                    message=d.message(),
-                )
-            ):
+            if await self.raise_alert(alert(now, acl.DENIAL, d.alert_key, "critical", d.message())):
                 self.log.error("ACL denial: %s", d.message())
             self.denials += 1
         live = {d.entry: d.count for d in got}
@@ -271,17 +229,8 @@ class AlertingService(Service):
         now = time.time_ns()
         for _, eid, ev in items:
             if ev.kind == "check_run" and ev.outcome == "failed":
-                await self.raise_alert(
-                    Alert(
-                        id=f"gate-{eid.decode()}",
-                        ts_ns=now,
-                        severity="warning",
-                        source="alerting",
-                        kind="gate",
-                        key=f"gate:{ev.gate}:{ev.check}",
-                        message=f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})",
-                    )
-                )
+                message = f"gate {ev.gate}: check {ev.check} failed (run by {ev.operator})"
+                await self.raise_alert(alert(now, "gate", f"gate:{ev.gate}:{ev.check}", "warning", message))
             elif ev.kind in ("check_run", "attest") and ev.outcome == "passed":
                 how = "passed" if ev.kind == "check_run" else "attested as passed"
                 await self.clear(f"gate:{ev.gate}:{ev.check}", f"check {ev.check} {how} (by {ev.operator})")
@@ -327,3 +276,10 @@ def ack(r: redis.Redis, key: str, operator: str) -> Alert | None:
     queue(pipe, streams.OPS_ALERTS_ACKED, alert)
     pipe.execute()
     return alert
+
+
+def alert(now: int, kind: str, key: str, severity: Severity, message: str) -> Alert:
+    """An alert of this service: one per `key` is active at a time (its id is unique)."""
+    return Alert(
+        id=f"{kind}-{key}-{now}", ts_ns=now, severity=severity, source="alerting", kind=kind, key=key, message=message
+    )
