@@ -15,10 +15,15 @@ from typing import Any
 import msgspec
 
 from backend import locations
-from backend.bus.streams import memory_bytes
+from backend.bus.streams import MD_TICKS_RAW, memory_bytes
 from backend.errors import ConfigError
 
 MIN_MAXMEMORY = 64 * 2**20
+
+
+PARTITIONABLE = (MD_TICKS_RAW,)
+"""The streams whose producer routes by key and whose consumer owns partitions (so far)."""
+MAX_PARTITIONS = 256
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -58,6 +63,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Console theme."""
     read_only: bool = False
     """Console read-only mode: no action that changes anything."""
+    partitions: dict[str, int] = {}
+    """Streams split into partitions (`[partitions]`, e.g. `"md.ticks.raw" = 4`): each partition a
+    stream of its own with one owner among the consuming service's instances (backend/bus/
+    partitions.py, leases.py). Unset or 1: the single stream, as always."""
     gates_file: str | None = None
     """A TOML file adding or replacing gates, for the console and the CLI alike (env
     TRADEOPS_GATES_FILE, flag --gates-file); relative to the config file when set there."""
@@ -76,6 +85,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             return getpass.getuser()
         except Exception:  # noqa: BLE001  # pragma: no cover - no user database in some containers
             return "operator"
+
+    def partition_count(self, stream: str) -> int:
+        """How many partitions `stream` is split into (1: not split)."""
+        return self.partitions.get(stream, 1)
 
     def service_section(self, name: str) -> dict[str, Any]:
         return dict(self.services.get(name, {}))
@@ -135,6 +148,14 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
         )
     if settings.environment not in ("legacy", "target"):
         raise ConfigError(f"config {path}: environment must be legacy or target, not {settings.environment!r}")
+    for stream, n in settings.partitions.items():
+        if stream not in PARTITIONABLE:
+            raise ConfigError(
+                f"config {path}: [partitions] {stream!r} is not a stream that can be partitioned "
+                f"(these can: {', '.join(PARTITIONABLE)})"
+            )
+        if isinstance(n, bool) or not 1 <= n <= MAX_PARTITIONS:
+            raise ConfigError(f"config {path}: [partitions] {stream} = {n!r}: a count from 1 to {MAX_PARTITIONS}")
     return settings
 
 

@@ -35,7 +35,7 @@ from typing import NamedTuple, TypeVar
 
 from redis.exceptions import NoPermissionError, RedisError
 
-from backend.bus import streams
+from backend.bus import partitions, streams
 
 
 class Reads(NamedTuple):
@@ -123,6 +123,7 @@ KEY_WRITE = (
     "zadd",
     "zrem",
     "zremrangebyscore",
+    "pexpire",
 )
 SCRIPT_RUN = ("evalsha",)
 
@@ -186,12 +187,12 @@ class Access(NamedTuple):
         out: list[Selector] = []
         consumed = self.consumed()
         if consumed:
-            out.append(Selector("consumes", _keys("~", consumed), GROUP_COMMANDS))
-            out.append(Selector("dead letters", _keys("~", [streams.dlq(s) for s in consumed]), DLQ_COMMANDS))
+            out.append(Selector("consumes", _streams("~", consumed), GROUP_COMMANDS))
+            out.append(Selector("dead letters", _streams("~", [streams.dlq(s) for s in consumed]), DLQ_COMMANDS))
         if self.followed():
-            out.append(Selector("reads", _keys("%R~", self.followed()), STREAM_READ))
+            out.append(Selector("reads", _streams("%R~", self.followed()), STREAM_READ))
         if self.writes:
-            out.append(Selector("writes", _keys("%W~", [w.stream for w in self.writes]), STREAM_WRITE))
+            out.append(Selector("writes", _streams("%W~", [w.stream for w in self.writes]), STREAM_WRITE))
         if self.trims:
             out.append(Selector("trims", _keys("%W~", [t.stream for t in self.trims]), STREAM_TRIM))
         ro = [k.pattern for k in self.keys if not k.write]
@@ -202,7 +203,7 @@ class Access(NamedTuple):
             out.append(Selector("changes keys", _keys("~", rw), KEY_READ + KEY_WRITE))
         script_keys = [k for s in self.scripts for k in s.keys]
         if script_keys:
-            out.append(Selector("runs scripts on", _keys("~", script_keys), SCRIPT_RUN))
+            out.append(Selector("runs scripts on", _streams("~", script_keys), SCRIPT_RUN))
         return out
 
     def root(self) -> tuple[str, ...]:
@@ -244,8 +245,15 @@ def _keys(prefix: str, names: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"{prefix}{n}" for n in dict.fromkeys(names))
 
 
+def _streams(prefix: str, names: Iterable[str]) -> tuple[str, ...]:
+    """Streams' key patterns: each stream and its partitions (`md.ticks.raw:{p3of4}`)."""
+    return _keys(prefix, [x for n in dict.fromkeys(names) for x in (n, f"{n}:{{p*}}")])
+
+
 def _matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+    """`name` (a stream, or a partition of one) is one of `patterns` or matches one."""
+    base = partitions.split(name)[0]
+    return any(n == p or fnmatch.fnmatchcase(n, p) for p in patterns for n in {name, base})
 
 
 def base(service: str) -> Access:
@@ -253,7 +261,13 @@ def base(service: str) -> Access:
     by the other instances of the service, and ops.health)."""
     return Access(
         writes=(Writes(streams.OPS_HEALTH),),
-        keys=(Keys(streams.HEALTH_KEY.format(service=service, instance="*"), write=True),),
+        keys=(
+            Keys(streams.HEALTH_KEY.format(service=service, instance="*"), write=True),
+            # the leases of its partitions, when a stream it consumes is partitioned (leases.py)
+            Keys(f"lease:{service}:*", write=True),
+            Keys(f"members:{service}", write=True),
+        ),
+        scripts=(Scripts((f"lease:{service}:*",)),),
     )
 
 

@@ -3,6 +3,8 @@ stream's memory budget (from which its MAXLEN and largest entry follow)."""
 
 from typing import NamedTuple
 
+from backend.bus.partitions import split as _split
+
 MD_TICKS_RAW = "md.ticks.raw"
 MD_TICKS = "md.ticks"
 MD_BARS_1S = "md.bars.1s"
@@ -172,11 +174,18 @@ def dlq(stream: str) -> str:
 
 
 def budget(stream: str) -> Budget:
-    """The memory budget of `stream`; a dead-letter stream's follows from its source's."""
+    """The memory budget of `stream`; a dead-letter stream's follows from its source's; a partition
+    of a stream (backend/bus/partitions.py) has its share of the stream's bytes."""
     if stream.startswith(DLQ_PREFIX):
-        src = BUDGETS.get(stream[len(DLQ_PREFIX) :], DEFAULT_BUDGET)
+        src = BUDGETS.get(_unpartitioned(stream[len(DLQ_PREFIX) :]), DEFAULT_BUDGET)
         return Budget(DLQ_BYTES, min(src.entry, 2 * KB) + 256, min(src.max_entry + DLQ_OVERHEAD, DLQ_MAX_ENTRY))
-    return BUDGETS.get(stream, DEFAULT_BUDGET)
+    base, _, parts = _split(stream)
+    b = BUDGETS.get(base, DEFAULT_BUDGET)
+    return b if parts == 1 else b._replace(bytes=max(b.bytes // parts, 64 * b.entry))
+
+
+def _unpartitioned(stream: str) -> str:
+    return _split(stream)[0]
 
 
 def maxlen(stream: str) -> int | None:

@@ -58,6 +58,7 @@ from backend.bus.connection import Login, connect_async, looked_for
 from backend.bus.entries import Skips
 from backend.bus.fastconn import Arg, FastRedis
 from backend.bus.outage import redis_away
+from backend.bus.partitioned import Partitioned
 from backend.bus.publish import queue
 from backend.bus.worker import Handler, StreamWorker
 from backend.errors import ConfigError, TradeopsError
@@ -142,6 +143,7 @@ class Service:
         self.r: aioredis.Redis = None  # type: ignore[assignment]  # set in run()
         self.fast: FastRedis = None  # type: ignore[assignment]  # set in run(): the hot-path writes
         self.workers: list[StreamWorker] = []
+        self.partitioned: list[Partitioned] = []
         self.readers: list[Broadcast] = []
         self.skips = Skips()
         """Undecodable entries skipped outside the consumer groups (broadcasts, the service's own
@@ -187,6 +189,47 @@ class Service:
         worker = StreamWorker(self.r, stream, group, self.instance, handler, decode=decode, what=what, **opts)
         self.workers.append(worker)
         return worker
+
+    def consume_partitions(
+        self,
+        stream: str,
+        handler_for: Callable[[int], Handler],
+        *,
+        decode: Any = None,
+        what: str | None = None,
+        on_acquire: Callable[[int, int], Any] | None = None,
+        on_release: Callable[[int], Any] | None = None,
+        **opts: Any,
+    ) -> Partitioned:
+        """Consume `stream` split into the partitions the settings give it (`[partitions]`; 1: the
+        stream itself, as `consume` does), one owner per partition among the live instances of
+        this service (backend/bus/partitioned.py). `handler_for(p)` is partition p's handler;
+        `on_acquire(p, token)` runs when p becomes this instance's (before its worker reads),
+        `on_release(p)` after its worker stopped when p goes to another."""
+        if not self.declared.may_consume(stream):
+            raise UndeclaredAccess(
+                f"{self.name} consumes {stream} but does not declare it: add "
+                f"Reads({stream!r}, group=True) to {type(self).__name__}.reads"
+            )
+        group = opts.pop("group", self.name)
+        opts.setdefault("claim_idle_ms", self.claim_idle_ms)
+        opts.setdefault("alive", self.consumer_alive)
+
+        def make_worker(p: int, name: str) -> StreamWorker:
+            return StreamWorker(self.r, name, group, self.instance, handler_for(p), decode=decode, what=what, **opts)
+
+        part = Partitioned(
+            self.r,
+            stream,
+            self.settings.partition_count(stream),
+            group,
+            self.instance,
+            make_worker,
+            on_acquire=on_acquire,
+            on_release=on_release,
+        )
+        self.partitioned.append(part)
+        return part
 
     def broadcast(self, cursors: dict[str, str], *, decode: Any = None, **opts: Any) -> Broadcast:
         """A broadcast reader of `cursors` ({stream: "$" | "0" | an entry id}) on this service's
@@ -254,7 +297,7 @@ class Service:
 
     def processed(self) -> int:
         """Items processed so far (default: entries acked by the workers)."""
-        return sum(w.stats.processed for w in self.workers)
+        return sum(w.stats.processed for w in self.workers) + sum(p.processed() for p in self.partitioned)
 
     def degrade(self, reason: str) -> None:
         """Say this instance is alive but cannot make progress, and why: the heartbeat says
@@ -301,6 +344,8 @@ class Service:
             self._wake.set()
             for w in self.workers:
                 w.stop()
+            for part in self.partitioned:
+                part.stop()
 
     async def wait_stopped(self, timeout: float | None = None) -> bool:
         try:
@@ -340,6 +385,7 @@ class Service:
             gc.collect()
             gc.freeze()
             tasks = [asyncio.create_task(w.run(), name=f"worker:{w.stream}") for w in self.workers]
+            tasks += [asyncio.create_task(p.run(), name=f"partitions:{p.stream}") for p in self.partitioned]
             tasks += [
                 asyncio.create_task(self._listen_loop(b, fn), name=f"listen:{','.join(b.cursors)}")
                 for b, fn in self._listens
@@ -444,14 +490,15 @@ class Service:
     # -- heartbeat -------------------------------------------------------------------------------
     async def _group_stats(self) -> tuple[int, int, int]:
         lag = pending = dlq = 0
-        if not self.workers:
+        workers = self.workers + [w for p in self.partitioned for w in p.workers]
+        if not workers:
             return lag, pending, dlq
         async with self.r.pipeline(transaction=False) as pipe:
-            for w in self.workers:
+            for w in workers:
                 pipe.xinfo_groups(w.stream)
                 pipe.xlen(w.dlq_stream)
             res = await pipe.execute(raise_on_error=False)
-        for w, groups, dlen in zip(self.workers, res[0::2], res[1::2], strict=True):
+        for w, groups, dlen in zip(workers, res[0::2], res[1::2], strict=True):
             if isinstance(groups, list):
                 for g in groups:
                     gname = g.get("name")

@@ -18,11 +18,12 @@ overtaken by the other gateway's newer one is late, not a duplicate (backend/mar
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import msgspec
 from redis.asyncio.client import Pipeline
 
-from backend.bus import codec, deadletter, fence, replies, streams
+from backend.bus import codec, deadletter, fence, partitions, replies, streams
 from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.entries import decode_value
 from backend.bus.publish import queue, xadd
@@ -56,7 +57,7 @@ class NormalizerService(Service):
     Config = NormalizerConfig
     reads = (Reads(streams.MD_TICKS_RAW, group=True),)
     writes = (Writes(streams.MD_TICKS), Writes(streams.MD_BARS_1S), Writes(streams.MD_BARS_1M))
-    keys = (Keys(HWM_KEY, write=True), Keys(INSTRUMENTS))
+    keys = (Keys(HWM_KEY, write=True), Keys(HWM_KEY + ":{p*}", write=True), Keys(INSTRUMENTS))
     scripts = (Scripts((streams.MD_TICKS_RAW,)),)  # the fenced commit (backend/bus/fence.py)
 
     async def setup(self) -> None:
@@ -70,15 +71,35 @@ class NormalizerService(Service):
             elif symbols and inst.status == "trading" and inst.symbol not in symbols:
                 symbols.append(inst.symbol)
         self.validator = TickValidator(symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s)
-        marks = await self.r.hgetall(HWM_KEY)
-        self.validator.load_hwm({replies.text(k): int(v) for k, v in marks.items()})
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = self.repeats = 0
-        self.worker = self.consume(
-            streams.MD_TICKS_RAW, self.on_raw, decode=RawTickBatch, what="raw batch", count=c.read_count, block_ms=50
+        self.n = self.settings.partition_count(streams.MD_TICKS_RAW)
+        self.fences: dict[int, fence.Fence] = {}
+        self.taken_over = self.lease_lost = 0  # batches fenced off by fences no longer in use
+        self.parts = self.consume_partitions(
+            streams.MD_TICKS_RAW,
+            lambda p: partial(self.on_raw, p),
+            decode=RawTickBatch,
+            what="raw batch",
+            count=c.read_count,
+            block_ms=50,
+            on_acquire=self._acquired,
+            on_release=self._released,
         )
-        self.fence = fence.Fence(self.call, streams.MD_TICKS_RAW, self.name, self.instance)
         self.every(0.1, self.close_bars)
+
+    async def _acquired(self, p: int, token: int) -> None:
+        """Partition p is ours: its fence (with its lease) and its symbols' high-water marks."""
+        stream = partitions.name(streams.MD_TICKS_RAW, p, self.n)
+        self.fences[p] = fence.Fence(self.call, stream, self.name, self.instance, lease=self.parts.lease(p))
+        marks = await self.r.hgetall(hwm_key(p, self.n))
+        self.validator.load_hwm({replies.text(k): int(v) for k, v in marks.items()})
+
+    async def _released(self, p: int) -> None:
+        f = self.fences.pop(p, None)
+        if f is not None:
+            self.taken_over += f.refused
+            self.lease_lost += f.lease_lost
 
     def processed(self) -> int:
         return self.ticks_in
@@ -93,20 +114,23 @@ class NormalizerService(Service):
             "late_ticks": self.bars.late_ticks,
             "max_lateness_ms": self.bars.max_lateness_ns / 1e6,
             "open_bars": len(self.bars.open),
-            "taken_over": self.fence.refused,
+            "taken_over": self.taken_over + sum(f.refused for f in self.fences.values()),
+            "lease_lost": self.lease_lost + sum(f.lease_lost for f in self.fences.values()),
+            **({"partitions": self.parts.partitions(), "of": self.n} if self.n > 1 else {}),
         }
 
-    async def on_raw(self, raw: list[tuple[bytes, RawTickBatch]]) -> None:
+    async def on_raw(self, p: int, raw: list[tuple[bytes, RawTickBatch]]) -> None:
         now = time.time_ns()
+        part = self.parts.owned[p]
         ids = [eid for eid, _ in raw]
         batches = [b for _, b in raw]
         cmds: list[fence.Command] = []
-        result = self.validator.validate(batches, now, normalized_ns=now, check_hwm=not self.worker.redelivered)
+        result = self.validator.validate(batches, now, normalized_ns=now, check_hwm=not part.worker.redelivered)
         for rej in result.rejected:
             tick = rawcols.tick_at(batches[rej.batch], rej.index)
             cmds.append(
                 deadletter.xadd(
-                    streams.MD_TICKS_RAW,
+                    part.stream,
                     codec.fields(tick),
                     rej.reason,
                     eid=ids[rej.batch],
@@ -120,8 +144,11 @@ class NormalizerService(Service):
             self.bars.add(result.sym, result.price, result.qty, result.trade_ns, now)
             bars = self.bars.close_due(self.validator.symbols, now)
             cmds += [xadd(_bar_stream(b), b) for b in bars]
-            cmds.append(["HSET", HWM_KEY, *(x for kv in self.validator.hwm_map().items() for x in kv)])
-        if not await self.fence.commit(ids, cmds):
+            marks = self.validator.hwm_map()
+            if self.n > 1:  # this partition's symbols only (the key is in the partition's slot)
+                marks = {s: m for s, m in marks.items() if partitions.partition_of(s, self.n) == p}
+            cmds.append(["HSET", hwm_key(p, self.n), *(x for kv in marks.items() for x in kv)])
+        if not await self.fences[p].commit(ids, cmds):
             self.log.warning("%d raw batches were taken over by another instance; not published here", len(raw))
             if bars:  # closed bars hold ticks this instance published before: they go out anyway
                 pipe = self.r.pipeline(transaction=False)
@@ -147,6 +174,11 @@ class NormalizerService(Service):
             pipe = self.r.pipeline(transaction=False)
             self._queue_bars(pipe, bars)
             await pipe.execute()
+
+
+def hwm_key(p: int, n: int) -> str:
+    """The trade-id high-water marks of partition p's symbols (the whole stream's when n is 1)."""
+    return partitions.name(HWM_KEY, p, n)
 
 
 def _bar_stream(bar: Bar) -> str:
