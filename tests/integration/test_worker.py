@@ -345,7 +345,9 @@ async def test_a_server_that_cannot_take_writes_for_a_while_is_waited_for_not_fa
     w = StreamWorker(r, S, "g", "c1", handler, count=16, block_ms=20)
     task = asyncio.create_task(w.run())
     try:
-        await await_for(lambda: w.stats.reconnects == 0 and not task.done())
+        await fill(r, 1)
+        await await_for(lambda: len(seen) == 1, what="the worker reading")  # past its setup
+        seen.clear()
         await r.config_set("min-replicas-to-write", 1)
         try:
             await await_for(lambda: w.stats.reconnects >= 2, what="the worker backing off")
