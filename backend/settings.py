@@ -15,15 +15,11 @@ from typing import Any
 import msgspec
 
 from backend import locations
-from backend.bus.streams import MD_TICKS_RAW, memory_bytes
+from backend.bus.partitions import MAX_PARTITIONS, PARTITIONABLE
+from backend.bus.streams import memory_bytes
 from backend.errors import ConfigError
 
 MIN_MAXMEMORY = 64 * 2**20
-
-
-PARTITIONABLE = (MD_TICKS_RAW,)
-"""The streams whose producer routes by key and whose consumer owns partitions (so far)."""
-MAX_PARTITIONS = 256
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -246,8 +246,14 @@ def _keys(prefix: str, names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _streams(prefix: str, names: Iterable[str]) -> tuple[str, ...]:
-    """Streams' key patterns: each stream and its partitions (`md.ticks.raw:{p3of4}`)."""
-    return _keys(prefix, [x for n in dict.fromkeys(names) for x in (n, f"{n}:{{p*}}")])
+    """Streams' key patterns: each stream, and the partitions of one that may be partitioned
+    (`md.ticks.raw:{p3of4}`: backend/bus/partitions.py)."""
+    out = []
+    for n in dict.fromkeys(names):
+        out.append(n)
+        if partitions.partitionable(n.removeprefix(streams.DLQ_PREFIX)):
+            out.append(f"{n}:{{p*}}")
+    return _keys(prefix, out)
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
@@ -261,12 +267,17 @@ def base(service: str) -> Access:
     by the other instances of the service, and ops.health)."""
     return Access(
         writes=(Writes(streams.OPS_HEALTH),),
-        keys=(
-            Keys(streams.HEALTH_KEY.format(service=service, instance="*"), write=True),
-            # the leases of its partitions, when a stream it consumes is partitioned (leases.py)
-            Keys(f"lease:{service}:*", write=True),
-            Keys(f"members:{service}", write=True),
-        ),
+        keys=(Keys(streams.HEALTH_KEY.format(service=service, instance="*"), write=True),),
+    )
+
+
+def leased(service: str, reads: Iterable[Reads]) -> Access:
+    """The leases of a service that consumes a stream that may be partitioned (backend/bus/
+    leases.py): its membership and its partitions' leases; nothing for the others."""
+    if not any(r.group and partitions.partitionable(r.stream) for r in reads):
+        return Access()
+    return Access(
+        keys=(Keys(f"lease:{service}:*", write=True), Keys(f"members:{service}", write=True)),
         scripts=(Scripts((f"lease:{service}:*",)),),
     )
 

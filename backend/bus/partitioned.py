@@ -20,7 +20,7 @@ from typing import Any
 
 from backend.bus import partitions
 from backend.bus.leases import Leases
-from backend.bus.worker import Handler, StreamWorker
+from backend.bus.worker import StreamWorker
 
 log = logging.getLogger("tradeops.partitioned")
 
@@ -142,14 +142,20 @@ class Partitioned:
 
 
 async def take_pending(r: Any, stream: str, group: str, consumer: str) -> int:
-    """Claim every entry pending in `group` on `stream` for `consumer` (XAUTOCLAIM from 0 with no
-    idle time): a partition's new owner holds all of it before it reads, so order holds."""
-    taken, start = 0, "0-0"
+    """Claim every entry pending in `group` on `stream` to another consumer for `consumer` (XCLAIM
+    JUSTID: no delivery counted): a partition's new owner holds all of it before it reads, so the
+    entries are handed in order by one owner."""
+    taken, start = 0, "-"
     while True:
-        reply = await r.xautoclaim(stream, group, consumer, 0, start_id=start, count=1000, justid=True)
-        nxt, ids = reply[0], reply[1]
-        taken += len(ids)
-        nxt = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
-        if nxt in ("0-0", "0"):
+        rows = await r.xpending_range(stream, group, min=start, max="+", count=1000)
+        if not rows:
             return taken
-        start = nxt
+        ids = [row["message_id"] for row in rows if _text(row["consumer"]) != consumer]
+        if ids:
+            await r.xclaim(stream, group, consumer, 0, ids, justid=True)
+            taken += len(ids)
+        start = "(" + _text(rows[-1]["message_id"])
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

@@ -20,7 +20,15 @@ from __future__ import annotations
 import re
 import zlib
 
+PARTITIONABLE = ("md.ticks.raw",)
+"""The streams whose producers route by key and whose consumers own partitions (so far)."""
+MAX_PARTITIONS = 256
+
 _TAGGED = re.compile(r"^(?P<base>.+):\{p(?P<p>\d+)of(?P<n>\d+)\}$")
+
+
+def partitionable(stream: str) -> bool:
+    return stream in PARTITIONABLE
 
 
 def partition_of(key: str | bytes, partitions: int) -> int:

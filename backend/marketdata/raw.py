@@ -22,8 +22,10 @@ def _joined(strings: Sequence[str]) -> tuple[bytes, bytes]:
 class RawBatchBuilder:
     """Accumulates raw ticks (one venue message at a time) and packs them into a RawTickBatch."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, stream: str = "md.ticks.raw") -> None:
         self.source = source
+        self.stream = stream
+        """Where its batches go: md.ticks.raw, or the partition of it its symbols belong to."""
         self._codes: dict[str, int] = {}
         self.clear()
 

@@ -52,7 +52,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, RedisError
 
 from backend.bus import codec, outage, replies, streams
-from backend.bus.access import Access, Keys, Reads, Scripts, Trims, Writes, base, denied
+from backend.bus.access import Access, Keys, Reads, Scripts, Trims, Writes, base, denied, leased
 from backend.bus.broadcast import Broadcast, Item
 from backend.bus.connection import Login, connect_async, looked_for
 from backend.bus.entries import Skips
@@ -109,7 +109,7 @@ class Service:
     @classmethod
     def access(cls) -> Access:
         """Everything the service does on the bus: its declarations and its heartbeat."""
-        return base(cls.name) + Access(
+        return base(cls.name) + leased(cls.name, cls.reads) + Access(
             reads=cls.reads,
             writes=cls.writes,
             keys=cls.keys,

@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from backend.bus import deadletter, replies, streams
+from backend.bus import deadletter, partitions, replies, streams
 from backend.bus.access import Keys, Writes
 from backend.bus.publish import publish, xadd
 from backend.errors import TradeopsError
@@ -186,8 +186,11 @@ class GatewayService(Service):
             await self.wait_stopped(delay * random.uniform(0.5, 1.5))
 
     async def _on_trades(self, ws: ClientConnection) -> None:
-        builder = RawBatchBuilder(self.instance)
-        add, check_gap, record = builder.add, self._check_gap, self.delay.record_ns
+        n_parts = self.settings.partition_count(streams.MD_TICKS_RAW)
+        builders = [RawBatchBuilder(self.instance, s) for s in partitions.names(streams.MD_TICKS_RAW, n_parts)]
+        by_symbol: dict[str, RawBatchBuilder] = {}  # a symbol's partition, looked up once
+        builder = builders[0]
+        check_gap, record = self._check_gap, self.delay.record_ns
         max_batch, held = self.cfg.max_batch, self.held
         loop = asyncio.get_running_loop()
         n = 0
@@ -203,6 +206,10 @@ class GatewayService(Service):
                     continue
                 gap = check_gap(ev.s, ev.t)
                 n += 1
+                if n_parts > 1:
+                    builder = by_symbol.get(ev.s) or by_symbol.setdefault(
+                        ev.s, builders[partitions.partition_of(ev.s, n_parts)]
+                    )
                 if not n & 7:  # the delay histogram samples one message in 8
                     record(max(0, recv_ns - ev.E * 1_000_000))
                 if self.write_error is not None:
@@ -217,12 +224,13 @@ class GatewayService(Service):
                     # Messages that arrived together are read without yielding to the loop;
                     # this runs once they are all in the batch (no timer, no added latency).
                     loop.call_soon(self._flush, builder)
-                add(ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000, ev.E * 1_000_000, ev.m, recv_ns)
+                builder.add(ev.s, ev.t, ev.p, ev.q, ev.T * 1_000_000, ev.E * 1_000_000, ev.m, recv_ns)
                 self.received += 1
                 if len(builder) >= max_batch:
                     self._flush(builder)
         finally:
-            self._flush(builder)
+            for b in builders:
+                self._flush(b)
             await self._drain_writes()
 
     def _flush(self, builder: RawBatchBuilder) -> None:
@@ -235,7 +243,7 @@ class GatewayService(Service):
         try:
             if marks:  # the batch and the last ids it raises, together (MULTI/EXEC)
                 self._quiet(self.fast.send("MULTI"))
-            fut = self.fast.send(*xadd(streams.MD_TICKS_RAW, batch))
+            fut = self.fast.send(*xadd(builder.stream, batch))
             if marks:
                 self._quiet(fut)
                 self._quiet(self.fast.send("HSET", backfill.LAST_ID_KEY, *marks))
@@ -318,7 +326,8 @@ class GatewayService(Service):
 
     async def _backfill(self, symbol: str, queue: list[Any]) -> None:
         """Each gap of the queue fetched and written, then the live ticks behind it, in order."""
-        out = RawBatchBuilder(self.instance)
+        n_parts = self.settings.partition_count(streams.MD_TICKS_RAW)
+        out = RawBatchBuilder(self.instance, partitions.route(streams.MD_TICKS_RAW, symbol, n_parts))
         max_batch = self.cfg.max_batch
         while queue:
             gap = queue.pop(0)  # a queue starts with a gap

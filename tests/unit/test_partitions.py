@@ -1,0 +1,75 @@
+"""Partition routing: a stable hash, names with their hash tag, budgets shared out, the
+rendezvous assignment of partitions to instances."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from backend.bus import partitions, streams
+from backend.bus.leases import assign
+from backend.errors import ConfigError
+from backend.settings import load_settings
+
+
+def test_a_key_has_one_partition_in_every_process() -> None:
+    # CRC-32, not hash(): another interpreter (another PYTHONHASHSEED) routes the same way
+    here = [partitions.partition_of(s, 8) for s in ("BTCUSDT", "ETHUSDT", "acc-1", "acc-2")]
+    code = (
+        "from backend.bus import partitions as P; "
+        "print([P.partition_of(s, 8) for s in ('BTCUSDT', 'ETHUSDT', 'acc-1', 'acc-2')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
+    ).stdout
+    assert out.strip() == str(here)
+    assert here[0] == zlib.crc32(b"BTCUSDT") % 8
+    assert all(partitions.partition_of(s, 1) == 0 for s in ("BTCUSDT", "x"))
+
+
+def test_names_carry_the_partition_and_the_count_in_one_hash_tag() -> None:
+    assert partitions.name(streams.MD_TICKS_RAW, 0, 1) == "md.ticks.raw"  # unchanged when not split
+    assert partitions.names("md.ticks.raw", 2) == ["md.ticks.raw:{p0of2}", "md.ticks.raw:{p1of2}"]
+    assert partitions.split("md.ticks.raw:{p1of2}") == ("md.ticks.raw", 1, 2)
+    assert partitions.split("md.ticks.raw") == ("md.ticks.raw", 0, 1)
+    assert partitions.route("md.ticks.raw", "BTCUSDT", 4) == partitions.name(
+        "md.ticks.raw", partitions.partition_of("BTCUSDT", 4), 4
+    )
+    with pytest.raises(ValueError, match="out of range"):
+        partitions.name("md.ticks.raw", 4, 4)
+
+
+def test_a_partition_has_its_share_of_the_stream_budget() -> None:
+    whole = streams.budget(streams.MD_TICKS_RAW)
+    part = streams.budget("md.ticks.raw:{p1of4}")
+    assert part.bytes == whole.bytes // 4 and part.entry == whole.entry and part.max_entry == whole.max_entry
+    assert streams.budget("dlq.md.ticks.raw:{p1of4}") == streams.budget(streams.dlq(streams.MD_TICKS_RAW))
+
+
+def test_the_assignment_is_the_same_everywhere_and_moves_little() -> None:
+    three = assign(["a", "b", "c"], 16)
+    assert three == assign(["c", "a", "b"], 16)  # the members' order does not matter
+    assert set(three.values()) == {"a", "b", "c"}
+    four = assign(["a", "b", "c", "d"], 16)
+    moved = [p for p in range(16) if three[p] != four[p]]
+    assert moved and all(four[p] == "d" for p in moved)  # only what the newcomer takes moves
+    two = assign(["a", "b"], 16)
+    assert all(two[p] == three[p] for p in range(16) if three[p] != "c")  # c's go, the rest stay
+    assert assign([], 4) == {}
+
+
+def test_the_config_names_what_is_wrong_with_a_partition_count(tmp_path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[partitions]\n"orders.nope" = 4\n')
+    with pytest.raises(ConfigError, match=r"'orders\.nope' is not a stream that can be partitioned"):
+        load_settings(bad)
+    bad.write_text('[partitions]\n"md.ticks.raw" = 0\n')
+    with pytest.raises(ConfigError, match=r"md.ticks.raw = 0: a count from 1 to 256"):
+        load_settings(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('[partitions]\n"md.ticks.raw" = 4\n')
+    s = load_settings(good)
+    assert s.partition_count("md.ticks.raw") == 4 and s.partition_count("md.ticks") == 1
