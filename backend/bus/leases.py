@@ -82,10 +82,21 @@ def token_key(group: str, p: int, n: int) -> str:
 
 
 def assign(members: list[str], n: int) -> dict[int, str]:
-    """Partition -> member, by rendezvous hashing (the same everywhere for the same members)."""
+    """Partition -> member: the same everywhere for the same members, balanced (no member holds
+    more than ceil(n / members)), and a member joining or leaving moves few partitions. Each
+    partition ranks the members by CRC-32 of "member/partition" (rendezvous hashing) and goes to
+    the best-ranked member that still has room, partitions taken in order."""
     if not members:
         return {}
-    return {p: max(members, key=lambda m: (zlib.crc32(f"{m}/{p}".encode()), m)) for p in range(n)}
+    room = -(-n // len(members))
+    held: dict[str, int] = dict.fromkeys(members, 0)
+    out: dict[int, str] = {}
+    for p in range(n):
+        ranked = sorted(members, key=lambda m: (zlib.crc32(f"{m}/{p}".encode()), m), reverse=True)
+        m = next(m for m in ranked if held[m] < room)
+        out[p] = m
+        held[m] += 1
+    return out
 
 
 @dataclass

@@ -64,6 +64,23 @@ def register(sub: Any) -> None:
     )
     a.set_defaults(func=cmd_redis_acl_apply)
 
+    q = command(
+        rsub,
+        "cluster",
+        "a local Redis Cluster from the same binaries, for development, tests and `bench scale` "
+        "(up: start and form it; down: stop it; status: each node's role and state)",
+    )
+    csub = q.add_subparsers(dest="cluster_cmd", metavar="ACTION", required=True)
+    c = command(csub, "up", "start a local cluster: every slot served, replicas following their primaries")
+    c.add_argument("--primaries", type=int, default=3, help="primaries (default 3)")
+    c.add_argument("--replicas", type=int, default=1, help="replicas per primary (default 1)")
+    c.set_defaults(func=cmd_redis_cluster_up)
+    c = command(csub, "down", "stop the local cluster of the data dir")
+    c.set_defaults(func=cmd_redis_cluster_down)
+    c = command(csub, "status", "each node of the local cluster: port, role, cluster state")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_redis_cluster_status)
+
     p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
     p.add_argument("--json", action="store_true", help="one JSON object: services and infra")
     p.set_defaults(func=cmd_inventory)
@@ -107,6 +124,54 @@ def cmd_redis_up(ctx: Context, args: argparse.Namespace) -> int:
         f"ACL users in {server.dir / embedded.ACL_FILE}, passwords in {ctx.data_dir / 'secrets' / 'redis'})"
     )
     return 0
+
+
+def cmd_redis_cluster_up(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import cluster
+
+    c = cluster.LocalCluster(
+        ctx.data_dir,
+        primaries=args.primaries,
+        replicas=args.replicas,
+        maxmemory=ctx.settings.redis_maxmemory,
+        detach=True,
+    )
+    info = c.start()
+    for n in info.nodes:
+        follows = f" (replica of :{n.primary_port})" if n.primary_port else ""
+        print(f"  {n.role:<8} {n.url}  pid {n.pid}{follows}")
+    print(
+        f"redis cluster up: {len(info.primaries)} primaries, {len(info.nodes) - len(info.primaries)} replicas; "
+        f"clients start from any node, e.g. --redis-url redis+cluster://127.0.0.1:{info.nodes[0].port}/0"
+    )
+    return 0
+
+
+def cmd_redis_cluster_down(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.bus import cluster
+
+    info = cluster.stop_data_dir(ctx.data_dir)
+    if info is None:
+        print(f"redis cluster: none for data dir {ctx.data_dir}")
+    else:
+        print(f"redis cluster down: {len(info.nodes)} nodes stopped")
+    return 0
+
+
+def cmd_redis_cluster_status(ctx: Context, args: argparse.Namespace) -> int:
+    import json
+
+    from backend.bus import cluster
+
+    rows = cluster.status(ctx.data_dir)
+    if args.json:
+        print(json.dumps(rows))
+        return 0 if rows else 1
+    if not rows:
+        print(f"redis cluster: none for data dir {ctx.data_dir} (`tradeops redis cluster up` starts one)")
+        return 1
+    show(["PORT", "PID", "ROLE", "STATE"], [[r["port"], r["pid"], r["role"], r.get("state", "-")] for r in rows])
+    return 0 if all(r.get("state") == "ok" for r in rows) else 1
 
 
 def cmd_redis_down(ctx: Context, args: argparse.Namespace) -> int:
