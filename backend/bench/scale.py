@@ -1,0 +1,217 @@
+"""`tradeops bench scale`: the normalizer with 1, 2 and 4 partitions of md.ticks.raw and as many
+instances (processes), each size on a fresh Redis: throughput (a backlog published at once and
+drained: from its first XADD until every partition's group has nothing left), the
+P99 of a paced flow (a tick's receive time to its clean batch's entry in md.ticks), CPU seconds
+per million ticks (the instances and Redis together: on a 2-core machine throughput cannot grow
+with instances, so this is the cost of partitioning), and per symbol `lost`, `duplicated` and
+`out_of_order` (all must be 0). `--kill` also SIGKILLs one instance during the paced flow: its
+partitions go to the others when its leases lapse; the recovery time and the per-key counts say
+what that cost."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.bench.harness import BenchStack, wait_until
+from backend.bus import codec, partitions, replies, streams
+from backend.bus.publish import queue_fields
+from backend.errors import TradeopsError
+from backend.marketdata.raw import RawBatchBuilder
+from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
+from backend.marketdata.ticks import columns
+from backend.messages import TickBatch
+
+NAME = "scale"
+HELP = "the normalizer on 1, 2, 4 partitions and instances: throughput, P99, CPU per million ticks, per-key order"
+DEFAULT_SECONDS = 3.0
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", default="1,2,4", help="partitions = instances at each size (default 1,2,4)")
+    p.add_argument("--ticks", type=int, default=400_000, help="the backlog drained at each size (default 400000)")
+    p.add_argument("--rate", type=int, default=20_000, help="the paced flow's ticks/s (default 20000)")
+    p.add_argument("--batch", type=int, default=1000, help="ticks per raw batch (default 1000)")
+    p.add_argument("--kill", action="store_true", help="SIGKILL one instance during the paced flow (sizes > 1)")
+
+
+class Feed:
+    """Raw batches per partition over the default symbols, trade ids rising per symbol from 1."""
+
+    def __init__(self, n: int, batch: int) -> None:
+        self.n, self.batch = n, batch
+        self.rng = np.random.default_rng(11)
+        self.next_id = dict.fromkeys(DEFAULT_SYMBOLS, 1)
+        self.price = {s: START_PRICES[s] for s in DEFAULT_SYMBOLS}
+        self.by_part: dict[int, list[str]] = {}
+        for s in DEFAULT_SYMBOLS:
+            self.by_part.setdefault(partitions.partition_of(s, n), []).append(s)
+
+    def batches(self, ticks: int, ts_ns: int) -> list[tuple[str, bytes]]:
+        """About `ticks` ticks as (partition stream, encoded raw batch), stamped `ts_ns`."""
+        out = []
+        per_part = max(1, ticks // len(self.by_part))
+        for p, syms in sorted(self.by_part.items()):
+            stream = partitions.name(streams.MD_TICKS_RAW, p, self.n)
+            for start in range(0, per_part, self.batch):
+                b = RawBatchBuilder("bench", stream)
+                for i in range(min(self.batch, per_part - start)):
+                    s = syms[i % len(syms)]
+                    tid = self.next_id[s]
+                    self.next_id[s] = tid + 1
+                    self.price[s] *= 1 + self.rng.normal(0, 1e-5)
+                    b.add(s, tid, f"{self.price[s]:.4f}", "0.50000", ts_ns, ts_ns, bool(i & 1), ts_ns)
+                out.append((stream, codec.encode(b.build())))
+        return out
+
+    @property
+    def sent(self) -> int:
+        return sum(v - 1 for v in self.next_id.values())
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / CLK
+
+
+def _publish(stack: BenchStack, items: list[tuple[str, bytes]]) -> None:
+    r = stack.r
+    assert r is not None
+    for i in range(0, len(items), 200):
+        pipe = r.pipeline(transaction=False)
+        for stream, payload in items[i : i + 200]:
+            queue_fields(pipe, stream, {codec.FIELD: payload})
+        pipe.execute()
+
+
+def _drained(stack: BenchStack, n: int) -> bool:
+    r = stack.r
+    assert r is not None
+    for stream in partitions.names(streams.MD_TICKS_RAW, n):
+        groups = [g for g in r.xinfo_groups(stream) if g["name"] in (b"normalizer", "normalizer")]
+        if not groups or groups[0]["lag"] or groups[0]["pending"]:
+            return False
+    return True
+
+
+def _owned(stack: BenchStack, n: int, instances: list[str]) -> bool:
+    """Every partition owned, each instance holding its share (the leases settled)."""
+    r = stack.r
+    assert r is not None
+    from backend.bus.leases import lease_key
+
+    owners = [r.get(lease_key("normalizer", p, n)) for p in range(n)] if n > 1 else [b"x/0"]
+    if any(o is None for o in owners):
+        return False
+    held = {replies.text(o).split("/")[0] for o in owners if o is not None}
+    return n == 1 or held == set(instances)
+
+
+def _check(stack: BenchStack, feed: Feed, paced_from_ms: int) -> dict[str, Any]:
+    """Per symbol: what md.ticks holds against what was sent (every id 1..n once, in order); and
+    the latency of the paced flow's ticks (published from `paced_from_ms` on)."""
+    r = stack.r
+    assert r is not None
+    got: dict[str, list[np.ndarray]] = {}
+    lat: list[np.ndarray] = []
+    for eid, f in replies.entries(r.xrange(streams.MD_TICKS)):
+        batch = codec.decode(codec.payload(f), TickBatch)
+        c = columns(batch)
+        ms = int(eid.split(b"-")[0])
+        if ms >= paced_from_ms:
+            lat.append(ms - c["recv_ns"] / 1e6)
+        for k, s in enumerate(batch.symbols):
+            got.setdefault(s, []).append(c["trade_id"][c["sym"] == k])
+    lost = dup = ooo = 0
+    for s, nxt in feed.next_id.items():
+        ids = np.concatenate(got.get(s, [np.array([], np.int64)]))
+        uniq = np.unique(ids)
+        lost += (nxt - 1) - len(uniq[(uniq >= 1) & (uniq < nxt)])
+        dup += len(ids) - len(uniq)
+        ooo += int(np.sum(np.diff(ids) < 0))
+    return {"lost": int(lost), "duplicated": int(dup), "out_of_order": int(ooo), "latency_ms": lat}
+
+
+def _size(args: argparse.Namespace, k: int) -> dict[str, Any]:
+    with BenchStack() as stack:
+        cfg = stack.data_dir / "scale.toml"
+        cfg.write_text(f'[partitions]\n"{streams.MD_TICKS_RAW}" = {k}\n')
+        instances = [f"normalizer-{j}" for j in range(k)]
+        procs = [stack.start("normalizer", instance=i, config=cfg) for i in instances]
+        wait_until(lambda: _owned(stack, k, instances), 30, "every partition owned", NAME)
+        server_pid = stack.server.proc.pid if stack.server and stack.server.proc else None
+        pids = [p.pid for p in procs]
+        feed = Feed(k, args.batch)
+
+        # 1. a backlog, drained: throughput and CPU per million ticks
+        backlog = feed.batches(args.ticks, time.time_ns())
+        cpu0, redis0 = _cpu_s(pids), _cpu_s([server_pid] if server_pid else [])
+        t0 = time.monotonic()
+        _publish(stack, backlog)
+        wait_until(lambda: _drained(stack, k), 120 + args.ticks / 20_000, "the backlog drained", NAME)
+        took = time.monotonic() - t0
+        drained = feed.sent
+        cpu = _cpu_s(pids) - cpu0
+        redis_cpu = _cpu_s([server_pid] if server_pid else []) - redis0
+        assert stack.r is not None
+        paced_from_ms = int(time.time() * 1000)
+
+        # 2. a paced flow: latency (and, with --kill, an instance killed under it)
+        per_tick = 1 / max(1, args.rate)
+        chunk = max(args.batch, args.rate // 20)  # 20 publishes a second
+        end = time.monotonic() + args.seconds
+        killed: dict[str, Any] = {}
+        sent_at = began = time.monotonic()
+        while time.monotonic() < end:
+            _publish(stack, feed.batches(chunk, time.time_ns()))
+            if args.kill and k > 1 and not killed and time.monotonic() > end - args.seconds / 2:
+                os.kill(pids[-1], signal.SIGKILL)
+                killed = {"instance": instances[-1], "at_s": round(time.monotonic() - began, 2)}
+                kill_t = time.monotonic()
+            sent_at += chunk * per_tick
+            time.sleep(max(0.0, sent_at - time.monotonic()))
+        wait_until(lambda: _drained(stack, k), 60, "the paced flow drained", NAME)
+        if killed:
+            killed["recovered_s"] = round(time.monotonic() - kill_t, 2)
+            stack.procs.pop(instances[-1], None)
+        result = _check(stack, feed, paced_from_ms)
+        lat = np.concatenate(result.pop("latency_ms") or [np.array([0.0])])
+        return {
+            "partitions": k,
+            "instances": k,
+            "backlog_ticks": drained,
+            "ticks_checked": feed.sent,
+            "ticks_per_s": round(drained / took),
+            "paced_rate": args.rate,
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "cpu_s_per_million": round(cpu / drained * 1e6, 2),
+            "redis_cpu_s_per_million": round(redis_cpu / drained * 1e6, 2),
+            **{key: result[key] for key in ("lost", "duplicated", "out_of_order")},
+            **({"killed": killed} if killed else {}),
+        }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    except ValueError:
+        raise TradeopsError(f"--sizes takes counts like 1,2,4, not {args.sizes!r}") from None
+    if not sizes or any(not 1 <= k <= partitions.MAX_PARTITIONS for k in sizes):
+        raise TradeopsError(f"--sizes: counts from 1 to {partitions.MAX_PARTITIONS}, not {args.sizes!r}")
+    if args.ticks < args.batch or args.rate <= 0:
+        raise TradeopsError("--ticks must be at least --batch, and --rate positive")
+    return {"redis": "single", "sizes": [_size(args, k) for k in sizes]}
