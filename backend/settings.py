@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from backend import locations
-from backend.bus.partitions import MAX_PARTITIONS, PARTITIONABLE
+from backend.bus.partitions import MAX_PARTITIONS, OUTPUTS, PARTITIONABLE
 from backend.bus.streams import memory_bytes
 from backend.errors import ConfigError
 
@@ -152,6 +152,14 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
             )
         if isinstance(n, bool) or not 1 <= n <= MAX_PARTITIONS:
             raise ConfigError(f"config {path}: [partitions] {stream} = {n!r}: a count from 1 to {MAX_PARTITIONS}")
+    for source, outputs in OUTPUTS.items():
+        n = settings.partition_count(source)
+        for out in outputs:
+            if settings.partition_count(out) not in (1, n):
+                raise ConfigError(
+                    f"config {path}: [partitions] {out} = {settings.partition_count(out)}: split as {source} is "
+                    f"({n}) or not at all (1): each of {source}'s partitions writes the same partition of it"
+                )
     return settings
 
 

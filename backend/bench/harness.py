@@ -37,6 +37,7 @@ class BenchStack:
         self.url = ""
         self.r: redis.Redis | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.retries = 0  # writes a benchmark had to try again (a cluster failing over)
 
     def __enter__(self) -> BenchStack:
         if self._external_url:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 from backend.bench.harness import BenchStack, wait_until
 from backend.bus import codec, partitions, replies, streams
@@ -40,13 +42,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=int, default=20_000, help="the paced flow's ticks/s (default 20000)")
     p.add_argument("--batch", type=int, default=1000, help="ticks per raw batch (default 1000)")
     p.add_argument("--kill", action="store_true", help="SIGKILL one instance during the paced flow (sizes > 1)")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also on a local Redis Cluster (3 primaries, 1 replica each): the same sizes, then a primary "
+        "SIGKILLed under the paced flow (its replica takes over)",
+    )
 
 
 class Feed:
     """Raw batches per partition over the default symbols, trade ids rising per symbol from 1."""
 
-    def __init__(self, n: int, batch: int) -> None:
-        self.n, self.batch = n, batch
+    def __init__(self, n: int, batch: int, tagged: bool = False) -> None:
+        self.n, self.batch, self.tagged = n, batch, tagged
         self.rng = np.random.default_rng(11)
         self.next_id = dict.fromkeys(DEFAULT_SYMBOLS, 1)
         self.price = {s: START_PRICES[s] for s in DEFAULT_SYMBOLS}
@@ -59,7 +67,7 @@ class Feed:
         out = []
         per_part = max(1, ticks // len(self.by_part))
         for p, syms in sorted(self.by_part.items()):
-            stream = partitions.name(streams.MD_TICKS_RAW, p, self.n)
+            stream = partitions.name(streams.MD_TICKS_RAW, p, self.n, tagged=self.tagged)
             for start in range(0, per_part, self.batch):
                 b = RawBatchBuilder("bench", stream)
                 for i in range(min(self.batch, per_part - start)):
@@ -88,19 +96,36 @@ def _cpu_s(pids: list[int]) -> float:
 
 
 def _publish(stack: BenchStack, items: list[tuple[str, bytes]]) -> None:
+    """XADD the batches; while a cluster fails over, each one is tried again until it is taken
+    (as a gateway would; a batch taken twice is a repeat the normalizer drops, not a duplicate)."""
     r = stack.r
     assert r is not None
-    for i in range(0, len(items), 200):
-        pipe = r.pipeline(transaction=False)
-        for stream, payload in items[i : i + 200]:
-            queue_fields(pipe, stream, {codec.FIELD: payload})
-        pipe.execute()
+    for stream, payload in items:
+        for attempt in range(200):
+            try:
+                queue_fields(r, stream, {codec.FIELD: payload})
+                break
+            except (redis.RedisError, OSError):
+                stack.retries += 1
+                time.sleep(min(0.5, 0.02 * 2**attempt))
+        else:
+            raise TradeopsError(f"could not publish to {stream} for a minute")
 
 
-def _drained(stack: BenchStack, n: int) -> bool:
+def _kill_primary(stack: BenchStack, cluster: Any, key: str) -> dict[str, Any]:
+    """SIGKILL the primary serving `key`'s slot; its replica is promoted by the cluster."""
     r = stack.r
     assert r is not None
-    for stream in partitions.names(streams.MD_TICKS_RAW, n):
+    node = r.get_node_from_key(key)  # type: ignore[attr-defined]
+    victim = next(n for n in cluster.nodes if n.port == node.port)
+    os.kill(victim.pid, signal.SIGKILL)
+    return {"primary": f"127.0.0.1:{victim.port}", "pid": victim.pid, "slot_of": key}
+
+
+def _drained(stack: BenchStack, n: int, tagged: bool) -> bool:
+    r = stack.r
+    assert r is not None
+    for stream in partitions.names(streams.MD_TICKS_RAW, n, tagged=tagged):
         groups = [g for g in r.xinfo_groups(stream) if g["name"] in (b"normalizer", "normalizer")]
         if not groups or groups[0]["lag"] or groups[0]["pending"]:
             return False
@@ -113,11 +138,10 @@ def _owned(stack: BenchStack, n: int, instances: list[str]) -> bool:
     assert r is not None
     from backend.bus.leases import lease_key
 
-    owners = [r.get(lease_key("normalizer", p, n)) for p in range(n)] if n > 1 else [b"x/0"]
+    owners = [r.get(lease_key("normalizer", p, n)) for p in range(n)]
     if any(o is None for o in owners):
         return False
-    held = {replies.text(o).split("/")[0] for o in owners if o is not None}
-    return n == 1 or held == set(instances)
+    return {replies.text(o).split("/")[0] for o in owners if o is not None} == set(instances)
 
 
 def _check(stack: BenchStack, feed: Feed, paced_from_ms: int) -> dict[str, Any]:
@@ -127,7 +151,9 @@ def _check(stack: BenchStack, feed: Feed, paced_from_ms: int) -> dict[str, Any]:
     assert r is not None
     got: dict[str, list[np.ndarray]] = {}
     lat: list[np.ndarray] = []
-    for eid, f in replies.entries(r.xrange(streams.MD_TICKS)):
+    out = partitions.names(streams.MD_TICKS, feed.n, tagged=True) if feed.tagged else [streams.MD_TICKS]
+    entries = [e for stream in out for e in replies.entries(r.xrange(stream))]
+    for eid, f in sorted(entries, key=lambda e: tuple(int(x) for x in e[0].split(b"-"))):
         batch = codec.decode(codec.payload(f), TickBatch)
         c = columns(batch)
         ms = int(eid.split(b"-")[0])
@@ -145,27 +171,34 @@ def _check(stack: BenchStack, feed: Feed, paced_from_ms: int) -> dict[str, Any]:
     return {"lost": int(lost), "duplicated": int(dup), "out_of_order": int(ooo), "latency_ms": lat}
 
 
-def _size(args: argparse.Namespace, k: int) -> dict[str, Any]:
-    with BenchStack() as stack:
+def _size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: bool = False) -> dict[str, Any]:
+    url = None if cluster is None else f"redis+cluster://127.0.0.1:{cluster.nodes[0].port}/0"
+    tagged = cluster is not None
+    with BenchStack(redis_url=url) as stack:
         cfg = stack.data_dir / "scale.toml"
-        cfg.write_text(f'[partitions]\n"{streams.MD_TICKS_RAW}" = {k}\n')
+        outputs = "".join(f'"{s}" = {k}\n' for s in partitions.OUTPUTS[streams.MD_TICKS_RAW]) if tagged else ""
+        cfg.write_text(f'[partitions]\n"{streams.MD_TICKS_RAW}" = {k}\n{outputs}')
         instances = [f"normalizer-{j}" for j in range(k)]
         procs = [stack.start("normalizer", instance=i, config=cfg) for i in instances]
-        wait_until(lambda: _owned(stack, k, instances), 30, "every partition owned", NAME)
-        server_pid = stack.server.proc.pid if stack.server and stack.server.proc else None
+        if k > 1 or tagged:
+            wait_until(lambda: _owned(stack, k, instances), 30, "every partition owned", NAME)
+        if cluster is not None:
+            server_pids = [n.pid for n in cluster.nodes]
+        else:
+            server_pids = [stack.server.proc.pid] if stack.server and stack.server.proc else []
         pids = [p.pid for p in procs]
-        feed = Feed(k, args.batch)
+        feed = Feed(k, args.batch, tagged)
 
         # 1. a backlog, drained: throughput and CPU per million ticks
         backlog = feed.batches(args.ticks, time.time_ns())
-        cpu0, redis0 = _cpu_s(pids), _cpu_s([server_pid] if server_pid else [])
+        cpu0, redis0 = _cpu_s(pids), _cpu_s(server_pids)
         t0 = time.monotonic()
         _publish(stack, backlog)
-        wait_until(lambda: _drained(stack, k), 120 + args.ticks / 20_000, "the backlog drained", NAME)
+        wait_until(lambda: _drained(stack, k, tagged), 120 + args.ticks / 20_000, "the backlog drained", NAME)
         took = time.monotonic() - t0
         drained = feed.sent
         cpu = _cpu_s(pids) - cpu0
-        redis_cpu = _cpu_s([server_pid] if server_pid else []) - redis0
+        redis_cpu = _cpu_s(server_pids) - redis0
         assert stack.r is not None
         paced_from_ms = int(time.time() * 1000)
 
@@ -177,16 +210,23 @@ def _size(args: argparse.Namespace, k: int) -> dict[str, Any]:
         sent_at = began = time.monotonic()
         while time.monotonic() < end:
             _publish(stack, feed.batches(chunk, time.time_ns()))
-            if args.kill and k > 1 and not killed and time.monotonic() > end - args.seconds / 2:
+            half = time.monotonic() > end - args.seconds / 2
+            if args.kill and k > 1 and not killed and half and not kill_primary:
                 os.kill(pids[-1], signal.SIGKILL)
                 killed = {"instance": instances[-1], "at_s": round(time.monotonic() - began, 2)}
                 kill_t = time.monotonic()
+            elif kill_primary and not killed and half:
+                killed = _kill_primary(stack, cluster, partitions.name(streams.MD_TICKS_RAW, 0, k, tagged=True))
+                killed["at_s"] = round(time.monotonic() - began, 2)
+                kill_t = time.monotonic()
             sent_at += chunk * per_tick
             time.sleep(max(0.0, sent_at - time.monotonic()))
-        wait_until(lambda: _drained(stack, k), 60, "the paced flow drained", NAME)
+        wait_until(lambda: _drained(stack, k, tagged), 60, "the paced flow drained", NAME)
         if killed:
             killed["recovered_s"] = round(time.monotonic() - kill_t, 2)
-            stack.procs.pop(instances[-1], None)
+            if not kill_primary:
+                stack.procs.pop(instances[-1], None)
+            killed["publish_retries"] = stack.retries
         result = _check(stack, feed, paced_from_ms)
         lat = np.concatenate(result.pop("latency_ms") or [np.array([0.0])])
         return {
@@ -214,4 +254,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise TradeopsError(f"--sizes: counts from 1 to {partitions.MAX_PARTITIONS}, not {args.sizes!r}")
     if args.ticks < args.batch or args.rate <= 0:
         raise TradeopsError("--ticks must be at least --batch, and --rate positive")
-    return {"redis": "single", "sizes": [_size(args, k) for k in sizes]}
+    out: dict[str, Any] = {"single": [_size(args, k) for k in sizes]}
+    if args.cluster:
+        from backend.bus.cluster import LocalCluster
+
+        with tempfile.TemporaryDirectory(prefix="tradeops-scale-cluster-") as d:
+            cluster = LocalCluster(d, primaries=3, replicas=1)
+            info = cluster.start()
+            try:
+                out["cluster"] = []
+                for k in sizes:
+                    _flush(info)
+                    out["cluster"].append(_size(args, k, info))
+                _flush(info)
+                failover = _size(args, max(sizes), info, kill_primary=True)
+                out["cluster_failover"] = failover
+            finally:
+                cluster.stop()
+    return out
+
+
+def _flush(info: Any) -> None:
+    """Empty every primary (a fresh bus for the next size)."""
+    for n in info.nodes:
+        c = redis.Redis(host="127.0.0.1", port=n.port, socket_timeout=5)
+        try:
+            if c.execute_command("ROLE")[0] in (b"master", "master"):
+                c.flushall()
+        except (redis.RedisError, OSError):
+            pass
+        finally:
+            c.close()

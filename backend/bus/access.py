@@ -125,7 +125,7 @@ KEY_WRITE = (
     "zremrangebyscore",
     "pexpire",
 )
-SCRIPT_RUN = ("evalsha",)
+SCRIPT_RUN = ("evalsha", "eval")
 
 
 class Selector(NamedTuple):

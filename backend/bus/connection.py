@@ -126,16 +126,37 @@ def require_url(redis_url: str | None, data_dir: Path) -> str:
     return url
 
 
+CLUSTER_SCHEME = "redis+cluster://"
+"""A Redis Cluster: `redis+cluster://host:port/0` names any one node; the client finds the rest and
+routes each command to its slot's primary (redis-py's RedisCluster), following failovers."""
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEME)
+
+
+def _node_url(url: str) -> str:
+    return "redis://" + url[len(CLUSTER_SCHEME) :]
+
+
 def client(url: str, auth: Login | None = None, **kw: Any) -> redis.Redis:
     """A sync client of `url` logged in as `auth` (not connected yet)."""
     if auth is not None:
         kw.update(username=auth.user, password=auth.password)
+    if is_cluster(url):
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(_node_url(url), **kw)  # type: ignore[return-value]
     return redis.Redis.from_url(url, **kw)
 
 
 def async_client(url: str, auth: Login | None = None, **kw: Any) -> aioredis.Redis:
     if auth is not None:
         kw.update(username=auth.user, password=auth.password)
+    if is_cluster(url):
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(_node_url(url), **kw)  # type: ignore[return-value]
     return aioredis.Redis.from_url(url, **kw)
 
 

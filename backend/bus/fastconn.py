@@ -97,8 +97,17 @@ class FastRedis:
         return conn
 
     @classmethod
-    async def like(cls, r: Any) -> FastRedis:
-        """A fast connection to the same server as the redis-py client `r`."""
+    async def like(cls, r: Any, key: str | bytes | None = None) -> FastRedis:
+        """A fast connection to the same server as the redis-py client `r`; on a Redis Cluster
+        (`r` a RedisCluster), to the primary serving `key`'s slot (any primary without a key)."""
+        if hasattr(r, "nodes_manager"):
+            node = r.get_node_from_key(key) if key is not None else r.get_default_node()
+            conn = await cls.connect(f"redis://{node.host}:{node.port}/0")
+            kw = node.connection_kwargs
+            if kw.get("password"):
+                user = kw.get("username")
+                await conn.call("AUTH", *([user] if user else []), kw["password"])
+            return conn
         kw = r.connection_pool.connection_kwargs
         if kw.get("path"):
             url = f"unix://{kw['path']}?db={kw.get('db', 0)}"
@@ -170,6 +179,13 @@ def _error(reply: ResponseError) -> Exception:
     if text.startswith("NOPERM"):
         return NoPermissionError(text)
     return reply
+
+
+async def refresh_slots(r: Any) -> None:
+    """On a Redis Cluster, learn the slots' primaries again (after MOVED, or a primary lost: a
+    failover); nothing on a single server."""
+    if hasattr(r, "nodes_manager"):
+        await r.nodes_manager.initialize()
 
 
 def stream_entries(reply: Any) -> list[tuple[bytes, bytes, dict[bytes, bytes]]]:

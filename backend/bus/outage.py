@@ -5,7 +5,8 @@ backoff while Redis is away and fails loudly otherwise. "Away" is a lost or refu
 a timeout, and the error replies a healthy server gives while it cannot serve writes for a while:
 LOADING (reading its AOF after a restart), NOREPLICAS (min-replicas-to-write not met),
 MASTERDOWN / READONLY (a replica during a failover), TRYAGAIN / CLUSTERDOWN (a cluster moving
-slots). NOPERM, WRONGTYPE, OOM and the rest are not: retrying them only hides a bug.
+slots), MOVED / ASK (a slot served elsewhere now: the caller learns the slots again and
+reconnects). NOPERM, WRONGTYPE, OOM and the rest are not: retrying them only hides a bug.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 CAUGHT: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError, ResponseError)
 
 #: error replies of a server that cannot serve us now but will
-TRANSIENT_REPLIES = ("LOADING", "NOREPLICAS", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN")
+TRANSIENT_REPLIES = ("LOADING", "NOREPLICAS", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK")
 
 
 def redis_away(exc: BaseException) -> bool:

@@ -60,7 +60,7 @@ class Partitioned:
     _failed: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
-        if self.n > 1:
+        if self.n > 1 or partitions.on_cluster(self.r):  # a cluster: leases even for one partition
             self.leases = Leases(
                 self.r, self.group, self.instance, self.n, self._acquire, self._release, ttl_ms=self.ttl_ms
             )
@@ -79,7 +79,7 @@ class Partitioned:
         return None if self.leases is None else self.leases.lease(p)
 
     async def _acquire(self, p: int, token: int) -> None:
-        stream = partitions.name(self.stream, p, self.n)
+        stream = partitions.name(self.stream, p, self.n, tagged=partitions.on_cluster(self.r))
         worker = self.make_worker(p, stream)
         await worker.setup()
         if self.leases is not None:  # one owner: what the previous one left is ours, in order

@@ -20,8 +20,12 @@ from __future__ import annotations
 import re
 import zlib
 
-PARTITIONABLE = ("md.ticks.raw",)
-"""The streams whose producers route by key and whose consumers own partitions (so far)."""
+PARTITIONABLE = ("md.ticks.raw", "md.ticks", "md.bars.1s", "md.bars.1m")
+"""The streams that may be split (so far market data, by symbol): md.ticks.raw's consumer (the
+normalizer) owns its partitions; its outputs may be split alike (the same count), so that each
+partition's commit stays in one Redis Cluster slot."""
+OUTPUTS = {"md.ticks.raw": ("md.ticks", "md.bars.1s", "md.bars.1m")}
+"""A partitioned stream's outputs: split as it is, or not at all."""
 MAX_PARTITIONS = 256
 
 _TAGGED = re.compile(r"^(?P<base>.+):\{p(?P<p>\d+)of(?P<n>\d+)\}$")
@@ -46,23 +50,29 @@ def tag(p: int, partitions: int) -> str:
     return f"{{p{p}of{partitions}}}"
 
 
-def name(stream: str, p: int, partitions: int) -> str:
-    """The stream (or key) of partition `p` of `stream`: the name itself when not partitioned."""
-    if partitions == 1:
+def name(stream: str, p: int, partitions: int, *, tagged: bool = False) -> str:
+    """The stream (or key) of partition `p` of `stream`: the name itself when not partitioned,
+    unless `tagged` (on a Redis Cluster, where even one partition's keys must share a slot)."""
+    if partitions == 1 and not tagged:
         return stream
     if not 0 <= p < partitions:
         raise ValueError(f"partition {p} out of range for {partitions} partitions of {stream}")
     return f"{stream}:{tag(p, partitions)}"
 
 
-def names(stream: str, partitions: int) -> list[str]:
+def names(stream: str, partitions: int, *, tagged: bool = False) -> list[str]:
     """Every partition's stream of `stream`, in partition order."""
-    return [name(stream, p, partitions) for p in range(partitions)]
+    return [name(stream, p, partitions, tagged=tagged) for p in range(partitions)]
 
 
-def route(stream: str, key: str | bytes, partitions: int) -> str:
+def route(stream: str, key: str | bytes, partitions: int, *, tagged: bool = False) -> str:
     """The partition stream a message of `key` goes to."""
-    return name(stream, partition_of(key, partitions), partitions)
+    return name(stream, partition_of(key, partitions), partitions, tagged=tagged)
+
+
+def on_cluster(r: object) -> bool:
+    """`r` (a redis-py client) talks to a Redis Cluster: partition names are always tagged."""
+    return hasattr(r, "nodes_manager")
 
 
 def split(partition_stream: str) -> tuple[str, int, int]:

@@ -1,5 +1,5 @@
 """Server-side Lua scripts run by their SHA, loaded again when the server has lost them (a restart,
-SCRIPT FLUSH): what every atomic step of ours (the fenced commit, the OMS's compare-and-set) does."""
+SCRIPT FLUSH, a cluster node that never had them): what every atomic step of ours (the fenced commit, the OMS's compare-and-set) does."""
 
 from __future__ import annotations
 
@@ -22,5 +22,6 @@ class Script:
         except ResponseError as exc:
             if not isinstance(exc, NoScriptError) and "NOSCRIPT" not in str(exc):
                 raise
-            await call("SCRIPT", "LOAD", self.source)
-            return await call("EVALSHA", self.sha, len(keys), *keys, *args)
+            # EVAL runs it and caches it on the server that holds the keys (a cluster's node: SCRIPT
+            # LOAD names no key, so it could not be routed there)
+            return await call("EVAL", self.source, len(keys), *keys, *args)

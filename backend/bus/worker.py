@@ -50,7 +50,7 @@ from redis.typing import StreamIdT
 
 from backend.bus import codec, deadletter, outage, replies, streams
 from backend.bus.access import denied
-from backend.bus.fastconn import FastRedis
+from backend.bus.fastconn import FastRedis, refresh_slots
 from backend.bus.fastconn import entries as fast_entries
 from backend.bus.outage import redis_away
 from backend.bus.replies import Entry
@@ -208,6 +208,8 @@ class StreamWorker:
                     # keep the entries in hand pending (they are redelivered), retry with backoff.
                     log.warning("redis unavailable on %s: %s; retrying in %.1fs", self.stream, exc, backoff)
                     await self._close_conn()
+                    with contextlib.suppress(*outage.CAUGHT):  # a cluster's failover: its new primary
+                        await refresh_slots(self.r)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -219,7 +221,7 @@ class StreamWorker:
     async def conn(self) -> FastRedis:
         """This worker's own connection (a blocking read holds it), opened on first use."""
         if self._conn is None or self._conn.closed:
-            self._conn = await FastRedis.like(self.r)
+            self._conn = await FastRedis.like(self.r, self.stream)
         return self._conn
 
     async def _close_conn(self) -> None:

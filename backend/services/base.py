@@ -56,7 +56,7 @@ from backend.bus.access import Access, Keys, Reads, Scripts, Trims, Writes, base
 from backend.bus.broadcast import Broadcast, Item
 from backend.bus.connection import Login, connect_async, looked_for
 from backend.bus.entries import Skips
-from backend.bus.fastconn import Arg, FastRedis
+from backend.bus.fastconn import Arg, FastRedis, refresh_slots
 from backend.bus.outage import redis_away
 from backend.bus.partitioned import Partitioned
 from backend.bus.publish import queue
@@ -109,13 +109,17 @@ class Service:
     @classmethod
     def access(cls) -> Access:
         """Everything the service does on the bus: its declarations and its heartbeat."""
-        return base(cls.name) + leased(cls.name, cls.reads) + Access(
-            reads=cls.reads,
-            writes=cls.writes,
-            keys=cls.keys,
-            scripts=cls.scripts,
-            commands=cls.commands,
-            trims=cls.trims,
+        return (
+            base(cls.name)
+            + leased(cls.name, cls.reads)
+            + Access(
+                reads=cls.reads,
+                writes=cls.writes,
+                keys=cls.keys,
+                scripts=cls.scripts,
+                commands=cls.commands,
+                trims=cls.trims,
+            )
         )
 
     def __init__(
@@ -142,6 +146,7 @@ class Service:
         self.log = logging.getLogger(f"tradeops.{self.name}")
         self.r: aioredis.Redis = None  # type: ignore[assignment]  # set in run()
         self.fast: FastRedis = None  # type: ignore[assignment]  # set in run(): the hot-path writes
+        self._fast_at: dict[str, FastRedis] = {}  # on a cluster: a fast connection per primary
         self.workers: list[StreamWorker] = []
         self.partitioned: list[Partitioned] = []
         self.readers: list[Broadcast] = []
@@ -273,6 +278,27 @@ class Service:
         if self.fast.closed:
             self.fast = await FastRedis.like(self.r)
         return await self.fast.call(*args)
+
+    async def call_at(self, key: str, *args: Arg) -> object:
+        """`call` on the server that holds `key`: on a Redis Cluster the primary of its slot (a
+        partition's fenced commit names only keys of that slot), else the one fast connection.
+        A lost connection or a MOVED drops it and learns the slots again before raising (the
+        worker retries the batch)."""
+        if not hasattr(self.r, "nodes_manager"):
+            return await self.call(*args)
+        node = self.r.get_node_from_key(key).name  # type: ignore[attr-defined]  # a RedisCluster
+        conn = self._fast_at.get(node)
+        if conn is None or conn.closed:
+            conn = self._fast_at[node] = await FastRedis.like(self.r, key)
+        try:
+            return await conn.call(*args)
+        except outage.CAUGHT as exc:
+            if redis_away(exc):
+                await conn.aclose()
+                self._fast_at.pop(node, None)
+                with contextlib.suppress(*outage.CAUGHT):
+                    await refresh_slots(self.r)
+            raise
 
     async def send(self, commands: list[tuple[Arg, ...]]) -> list[object]:
         """Send raw commands (e.g. `publish.xadd(...)`, an XACK) in one write on the fast connection."""
@@ -434,6 +460,8 @@ class Service:
             for reader in self.readers:
                 await reader.close()
             await self.fast.aclose()
+            for conn in self._fast_at.values():
+                await conn.aclose()
             await self.r.aclose()
 
     def refused(self, exc: BaseException) -> str:

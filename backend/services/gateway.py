@@ -187,7 +187,9 @@ class GatewayService(Service):
 
     async def _on_trades(self, ws: ClientConnection) -> None:
         n_parts = self.settings.partition_count(streams.MD_TICKS_RAW)
-        builders = [RawBatchBuilder(self.instance, s) for s in partitions.names(streams.MD_TICKS_RAW, n_parts)]
+        tagged = partitions.on_cluster(self.r)
+        names = partitions.names(streams.MD_TICKS_RAW, n_parts, tagged=tagged)
+        builders = [RawBatchBuilder(self.instance, s) for s in names]
         by_symbol: dict[str, RawBatchBuilder] = {}  # a symbol's partition, looked up once
         builder = builders[0]
         check_gap, record = self._check_gap, self.delay.record_ns
@@ -327,7 +329,8 @@ class GatewayService(Service):
     async def _backfill(self, symbol: str, queue: list[Any]) -> None:
         """Each gap of the queue fetched and written, then the live ticks behind it, in order."""
         n_parts = self.settings.partition_count(streams.MD_TICKS_RAW)
-        out = RawBatchBuilder(self.instance, partitions.route(streams.MD_TICKS_RAW, symbol, n_parts))
+        tagged = partitions.on_cluster(self.r)
+        out = RawBatchBuilder(self.instance, partitions.route(streams.MD_TICKS_RAW, symbol, n_parts, tagged=tagged))
         max_batch = self.cfg.max_batch
         while queue:
             gap = queue.pop(0)  # a queue starts with a gap

@@ -74,6 +74,7 @@ class NormalizerService(Service):
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = self.repeats = 0
         self.n = self.settings.partition_count(streams.MD_TICKS_RAW)
+        self.tagged = partitions.on_cluster(self.r)  # a cluster: even one partition's keys share a slot
         self.fences: dict[int, fence.Fence] = {}
         self.taken_over = self.lease_lost = 0  # batches fenced off by fences no longer in use
         self.parts = self.consume_partitions(
@@ -90,9 +91,10 @@ class NormalizerService(Service):
 
     async def _acquired(self, p: int, token: int) -> None:
         """Partition p is ours: its fence (with its lease) and its symbols' high-water marks."""
-        stream = partitions.name(streams.MD_TICKS_RAW, p, self.n)
-        self.fences[p] = fence.Fence(self.call, stream, self.name, self.instance, lease=self.parts.lease(p))
-        marks = await self.r.hgetall(hwm_key(p, self.n))
+        stream = partitions.name(streams.MD_TICKS_RAW, p, self.n, tagged=self.tagged)
+        call = partial(self.call_at, stream)  # the partition's slot (a cluster's node)
+        self.fences[p] = fence.Fence(call, stream, self.name, self.instance, lease=self.parts.lease(p))
+        marks = await self.r.hgetall(hwm_key(p, self.n, self.tagged))
         self.validator.load_hwm({replies.text(k): int(v) for k, v in marks.items()})
 
     async def _released(self, p: int) -> None:
@@ -140,14 +142,14 @@ class NormalizerService(Service):
             )
         bars: list[Bar] = []
         if result.ticks is not None:
-            cmds.append(xadd(streams.MD_TICKS, result.ticks))
+            cmds.append(xadd(self._out(streams.MD_TICKS, p), result.ticks))
             self.bars.add(result.sym, result.price, result.qty, result.trade_ns, now)
-            bars = self.bars.close_due(self.validator.symbols, now)
-            cmds += [xadd(_bar_stream(b), b) for b in bars]
+            bars = self.bars.close_due(self._symbols_of(p), now)
+            cmds += [xadd(self._bar_stream(b), b) for b in bars]
             marks = self.validator.hwm_map()
             if self.n > 1:  # this partition's symbols only (the key is in the partition's slot)
                 marks = {s: m for s, m in marks.items() if partitions.partition_of(s, self.n) == p}
-            cmds.append(["HSET", hwm_key(p, self.n), *(x for kv in marks.items() for x in kv)])
+            cmds.append(["HSET", hwm_key(p, self.n, self.tagged), *(x for kv in marks.items() for x in kv)])
         if not await self.fences[p].commit(ids, cmds):
             self.log.warning("%d raw batches were taken over by another instance; not published here", len(raw))
             if bars:  # closed bars hold ticks this instance published before: they go out anyway
@@ -164,8 +166,25 @@ class NormalizerService(Service):
 
     def _queue_bars(self, pipe: Pipeline, bars: list[Bar]) -> None:
         for bar in bars:
-            queue(pipe, _bar_stream(bar), bar)
+            queue(pipe, self._bar_stream(bar), bar)
         self.bars_out += len(bars)
+
+    def _out(self, stream: str, p: int) -> str:
+        """Where partition p's output goes: the same partition of `stream` when `stream` is split
+        alike (what a Redis Cluster needs: one slot per commit), else `stream` itself."""
+        alike = (self.n > 1 or self.tagged) and self.settings.partition_count(stream) == self.n
+        return partitions.name(stream, p, self.n, tagged=self.tagged) if alike else stream
+
+    def _bar_stream(self, bar: Bar) -> str:
+        stream = streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
+        return self._out(stream, partitions.partition_of(bar.symbol, self.n))
+
+    def _symbols_of(self, p: int) -> list[str]:
+        """The symbols whose bars partition p's commit may close (all of them without partitions)."""
+        syms = self.validator.symbols
+        if self.n == 1 or not syms:
+            return syms
+        return [s for s in syms if partitions.partition_of(s, self.n) == p]
 
     async def close_bars(self) -> None:
         """Close bars on their boundary even when no tick arrives."""
@@ -176,10 +195,6 @@ class NormalizerService(Service):
             await pipe.execute()
 
 
-def hwm_key(p: int, n: int) -> str:
+def hwm_key(p: int, n: int, tagged: bool = False) -> str:
     """The trade-id high-water marks of partition p's symbols (the whole stream's when n is 1)."""
-    return partitions.name(HWM_KEY, p, n)
-
-
-def _bar_stream(bar: Bar) -> str:
-    return streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
+    return partitions.name(HWM_KEY, p, n, tagged=tagged)
