@@ -63,6 +63,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Streams split into partitions (`[partitions]`, e.g. `"md.ticks.raw" = 4`): each partition a
     stream of its own with one owner among the consuming service's instances (backend/bus/
     partitions.py, leases.py). Unset or 1: the single stream, as always."""
+    replicas: dict[str, int] = {}
+    """Instances per service in each environment (`[replicas]`, e.g. `normalizer = 2`): the local
+    supervisor runs that many; they share the service's consumer groups (and partitions)."""
     gates_file: str | None = None
     """A TOML file adding or replacing gates, for the console and the CLI alike (env
     TRADEOPS_GATES_FILE, flag --gates-file); relative to the config file when set there."""
@@ -152,6 +155,9 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
             )
         if isinstance(n, bool) or not 1 <= n <= MAX_PARTITIONS:
             raise ConfigError(f"config {path}: [partitions] {stream} = {n!r}: a count from 1 to {MAX_PARTITIONS}")
+    for service, n in settings.replicas.items():
+        if isinstance(n, bool) or not 1 <= n <= 64:
+            raise ConfigError(f"config {path}: [replicas] {service} = {n!r}: a count from 1 to 64")
     for source, outputs in OUTPUTS.items():
         n = settings.partition_count(source)
         for out in outputs:

@@ -1,5 +1,6 @@
 """Server-side Lua scripts run by their SHA, loaded again when the server has lost them (a restart,
-SCRIPT FLUSH, a cluster node that never had them): what every atomic step of ours (the fenced commit, the OMS's compare-and-set) does."""
+SCRIPT FLUSH, a cluster node that never had them): what every atomic step of ours (the fenced
+commit, the OMS's compare-and-set) does."""
 
 from __future__ import annotations
 

@@ -238,9 +238,18 @@ class Stack:
                     "uptime_s": round(time.time() - i["started"], 1),
                     "rate": hb.rate if hb else None,
                     "reason": hb.reason if hb else "",
+                    "partitions": owned_partitions(hb),
                 }
             )
         return rows
+
+
+def owned_partitions(hb: Any) -> str:
+    """The partitions a heartbeat says its instance owns, as `0,2 of 4` ("" when not partitioned)."""
+    if hb is None or not isinstance(hb.extra, dict) or "partitions" not in hb.extra:
+        return ""
+    owned = hb.extra.get("partitions") or []
+    return f"{','.join(str(p) for p in owned) or 'none'} of {hb.extra.get('of', '?')}"
 
 
 def _last_line(path: Path) -> str:

@@ -39,6 +39,11 @@ log = logging.getLogger("tradeops.supervisor")
 EXCHANGE = "exchange"
 
 
+def instance_name(service: str, environment: str, replica: int = 0) -> str:
+    """`normalizer-legacy`, then `normalizer-legacy-2`, `-3` ... for its further replicas."""
+    return f"{service}-{environment}" if replica == 0 else f"{service}-{environment}-{replica + 1}"
+
+
 def runtime_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "runtime"
 
@@ -125,6 +130,8 @@ class Instance:
     next_restart: float = 0.0
     failures: int = 0
     """Ends in a row that came before STABLE_S (the backoff grows with them; a longer run resets it)."""
+    replica: int = 0
+    """Which of the service's replicas in its environment (0: the first, named `<service>-<env>`)."""
 
     @property
     def pid(self) -> int | None:
@@ -149,6 +156,7 @@ class Instance:
             "started": self.started,
             "log": self.log,
             "restarts": self.restarts,
+            "replica": self.replica,
             **self.handle.describe(),
         }
 
@@ -188,6 +196,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._migration_len = -1
         self._redis_away = False
+        self._replicas: dict[str, int] | None = None
         self.pid = os.getpid()
 
     # -- what a runtime provides ------------------------------------------------------------------
@@ -203,8 +212,17 @@ class Supervisor:
         return {}
 
     # -- instances -------------------------------------------------------------------------------
-    def _spawn(self, service: str, environment: str) -> Instance:
-        instance = f"{service}-{environment}"
+    def replicas(self, service: str) -> int:
+        """How many instances of `service` run in each environment (`[replicas]` in the config;
+        1 by default). The instances of a partitioned consumer share its partitions."""
+        if self._replicas is None:
+            from backend.settings import load_settings
+
+            self._replicas = dict(load_settings(self.config).replicas)
+        return self._replicas.get(service, 1)
+
+    def _spawn(self, service: str, environment: str, replica: int = 0) -> Instance:
+        instance = instance_name(service, environment, replica)
         if service == EXCHANGE:
             handle, logf = self._spawn_exchange(instance)
         else:
@@ -219,6 +237,7 @@ class Supervisor:
             logf,
             restarts=old.restarts + 1 if old else 0,
             failures=old.failures if old else 0,
+            replica=replica,
         )
         self.instances[instance] = inst
         log.info("started %s (%s)", instance, inst.container or f"pid {inst.pid}")
@@ -265,28 +284,28 @@ class Supervisor:
         """The instance table's rows: service, environment, instance, pid or container, restarts ..."""
         return self._rows()
 
-    def desired(self) -> set[tuple[str, str]]:
-        want = {(EXCHANGE, "legacy")} if self.with_exchange else set()
+    def desired(self) -> set[tuple[str, str, int]]:
+        want = {(EXCHANGE, "legacy", 0)} if self.with_exchange else set()
         skips = Skips()
         states = board(self.r, skips)
         for line in skips.notes():  # an entry that is not a move moves nothing
             log.warning("supervisor: %s", line)
         for svc, envs in desired_instances(states).items():
             if svc in self.services:
-                want |= {(svc, env) for env in envs}
+                want |= {(svc, env, k) for env in envs for k in range(self.replicas(svc))}
         return want
 
     def reconcile(self) -> None:
         want = self.desired()
-        have = {(i.service, i.environment) for i in self.instances.values()}
-        if self.with_exchange and (EXCHANGE, "legacy") not in have:
+        have = {(i.service, i.environment, i.replica) for i in self.instances.values()}
+        if self.with_exchange and (EXCHANGE, "legacy", 0) not in have:
             self._spawn(EXCHANGE, "legacy")
             self._wait_exchange()
-            have.add((EXCHANGE, "legacy"))
-        for svc, env in sorted(want - have, key=lambda x: x[0] != EXCHANGE):
-            self._spawn(svc, env)
-        for svc, env in have - want:
-            self.stop_instance(f"{svc}-{env}")  # SIGTERM: the instance drains
+            have.add((EXCHANGE, "legacy", 0))
+        for svc, env, k in sorted(want - have, key=lambda x: (x[0] != EXCHANGE, x)):
+            self._spawn(svc, env, k)
+        for svc, env, k in have - want:
+            self.stop_instance(instance_name(svc, env, k))  # SIGTERM: the instance drains
         self.write_table()
 
     def _wait_exchange(self, timeout: float = 10.0) -> None:
@@ -312,7 +331,7 @@ class Supervisor:
                 log.warning("%s exited with %s; restarting in %.1fs", inst.instance, code, backoff)
             elif now >= inst.next_restart:
                 inst.handle.stop(kill=True)  # release what is left of it (a stopped container)
-                self._spawn(inst.service, inst.environment)
+                self._spawn(inst.service, inst.environment, inst.replica)
         if self._rows() != before:
             self.write_table()
 

@@ -102,7 +102,7 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
         print(f"no stack running for {ctx.data_dir} (`tradeops up` starts one)")
         return 0
     show(
-        ["SERVICE", "ENV", "INSTANCE", "PID/CONTAINER", "HEALTH", "UPTIME", "RESTARTS", "RATE/s"],
+        ["SERVICE", "ENV", "INSTANCE", "PID/CONTAINER", "HEALTH", "UPTIME", "RESTARTS", "RATE/s", "PARTITIONS"],
         [
             [
                 r["service"],
@@ -113,6 +113,7 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
                 f"{r['uptime_s']:.0f}s",
                 r["restarts"] + r.get("engine_restarts", 0),
                 r["rate"] if r["rate"] is not None else "",
+                r.get("partitions", ""),
             ]
             for r in rows
         ],

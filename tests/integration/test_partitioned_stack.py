@@ -1,0 +1,64 @@
+"""`tradeops up` with md.ticks.raw split in two and two normalizer replicas: the gateway routes
+each symbol to its partition, each replica owns one (ps says which), and every partition's
+trades reach md.ticks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from backend.bus import connection, partitions, streams
+from tests.conftest import TRADEOPS, wait_for
+
+CONFIG = """
+[partitions]
+"md.ticks.raw" = 2
+
+[replicas]
+normalizer = 2
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_normalizer_replicas_own_a_partition_each_under_tradeops_up(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
+    env.update(TRADEOPS_DATA_DIR=str(data), TRADEOPS_CONFIG=str(config), PYTHONUNBUFFERED="1")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(TRADEOPS + list(args), capture_output=True, text=True, env=env, timeout=240, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    try:
+        cli("up", "--rate", "200")
+
+        def normalizers() -> dict[str, str]:
+            rows = json.loads(cli("ps", "--json").stdout)
+            return {r["instance"]: r["partitions"] for r in rows if r["service"] == "normalizer"}
+
+        owned = wait_for(
+            lambda: (n := normalizers()) and sorted(n.values()) == ["0 of 2", "1 of 2"] and n,
+            60,
+            what="each replica owning one partition",
+        )
+        assert sorted(owned) == ["normalizer-legacy", "normalizer-legacy-2"]
+        table = cli("ps").stdout
+        assert "PARTITIONS" in table and "0 of 2" in table and "1 of 2" in table
+        admin = connection.client(connection.require_url(None, data), connection.admin_login(data_dir=data))
+        try:
+            names = partitions.names(streams.MD_TICKS_RAW, 2)
+            wait_for(lambda: all(admin.xlen(s) > 0 for s in names), 60, what="trades in both partitions")
+            assert not admin.exists(streams.MD_TICKS_RAW)  # the single stream is not written any more
+            wait_for(lambda: admin.xlen(streams.MD_TICKS) > 0, 60, what="clean ticks")
+        finally:
+            admin.close()
+    finally:
+        subprocess.run([*TRADEOPS, "down"], capture_output=True, env=env, timeout=120, check=False)
