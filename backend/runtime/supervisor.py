@@ -55,11 +55,12 @@ def read_table(data_dir: Path) -> dict[str, Any] | None:
 
 
 def built_services() -> tuple[list[str], list[str]]:
-    """(services this build can run, services not built yet), in migration order."""
+    """(services this build can run, services not built yet), in the order to start them (what a
+    service needs at run time first)."""
     from backend.services import service_class
 
     ok, missing = [], []
-    for name in inventory.load().order():
+    for name in inventory.load().start_order():
         try:
             service_class(name)
             ok.append(name)

@@ -39,8 +39,12 @@ def test_order_puts_dependencies_first() -> None:
     i = inv.load()
     order = i.order()
     for s in i.services:
-        for d in s.depends_on:
+        for d in s.migrate_after:
             assert order.index(d) < order.index(s.name)
+    start = i.start_order()
+    for s in i.services:
+        for d in s.needs:
+            assert start.index(d) < start.index(s.name)
 
 
 BASE_INFRA = """
@@ -53,7 +57,7 @@ standin = "embedded"
 """
 
 
-def svc(name: str, priority: int = 1, port: int = 8000, deps: str = "", infra: str = '"redis"') -> str:
+def svc(name: str, priority: int = 1, port: int = 8000, deps: str = "", infra: str = '"redis"', needs: str = "") -> str:
     return f"""
 [[service]]
 name = "{name}"
@@ -63,7 +67,8 @@ purpose = "p"
 port = {port}
 lanes = ["backend"]
 infra = [{infra}]
-depends_on = [{deps}]
+needs = [{needs}]
+migrate_after = [{deps}]
 complexity = "simple"
 risk = "low"
 hours = 1
@@ -78,12 +83,15 @@ def test_valid_small_file() -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        (BASE_INFRA + svc("a", deps='"ghost"'), r"service 'a': unknown dependency 'ghost'"),
+        (BASE_INFRA + svc("a", deps='"ghost"'), r"service 'a': unknown service 'ghost' in migrate_after"),
         (BASE_INFRA + svc("a", infra='"kafka"'), r"service 'a': unknown infrastructure dependency 'kafka'"),
-        (BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 1, 8001, '"a"'), r"dependency cycle: "),
+        (BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 1, 8001, '"a"'), r"cycle in migrate_after: "),
+        (BASE_INFRA + svc("a", needs='"ghost"'), r"service 'a': unknown service 'ghost' in needs"),
+        (BASE_INFRA + svc("a", 1, 8000, needs='"b"') + svc("b", 2, 8001, needs='"a"'), r"cycle in needs: "),
+        (BASE_INFRA + svc("a", needs='"a"'), r"service 'a' needs itself"),
         (
             BASE_INFRA + svc("a", 1, 8000, '"b"') + svc("b", 2, 8001),
-            r"service 'a' \(P1\) depends on 'b' \(P2\), a later priority",
+            r"service 'a' \(P1\) is migrated after 'b' \(P2\), a later priority",
         ),
         (BASE_INFRA + svc("a") + svc("a", 1, 8001), r"service 'a': duplicate name"),
         (BASE_INFRA + svc("a") + svc("b", 1, 8000), r"service 'b': duplicate port 8000 \(also 'a'\)"),
