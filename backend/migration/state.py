@@ -77,22 +77,32 @@ class ServiceState:
         )
 
 
-def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
-    """Each service's state from every event on ops.migration; an entry that is not a
-    MigrationEvent is skipped (counted in `skips`): it moves nothing."""
-    inv = inventory.load()
-    out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
-    events, _ = decode_entries(
+def events(r: Any, skips: Skips | None = None) -> list[MigrationEvent]:
+    """Every event on ops.migration, archived moves first; an entry that is not a MigrationEvent
+    is skipped (counted in `skips`): it moves nothing."""
+    got, _ = decode_entries(
         archive.history(r, streams.OPS_MIGRATION),
-        MigrationEvent,  # archived moves first
+        MigrationEvent,
         stream=streams.OPS_MIGRATION,
         skips=skips,
     )
-    for _, ev in events:
+    return [ev for _, ev in got]
+
+
+def fold(evs: list[MigrationEvent]) -> dict[str, ServiceState]:
+    """Each service's state from its moves (logged hours move nothing)."""
+    inv = inventory.load()
+    out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
+    for ev in evs:
         if ev.service in out and ev.action != LOG_HOURS:
             out[ev.service].state = ev.to_state
             out[ev.service].history.append(ev)
     return out
+
+
+def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
+    """Each service's state from every event on ops.migration (see `events`)."""
+    return fold(events(r, skips))
 
 
 def blockers(
