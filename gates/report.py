@@ -24,9 +24,9 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
     states = {n: s.state for n, s in fold(evs).items()}
     gate_states = decisions.states(r, gates, skips)
     decided = {g: (st.decision, st.decided_ts_ns) for g, st in gate_states.items() if st.decision}
-    fig = tracker.figures(evs, decided, read_heartbeats(r), inv=inv)
+    fig = tracker.figures(evs, decided, tracker.instances(read_heartbeats(r)), inv=inv)
     task_of = {t["priority"]: t for t in fig["tasks"] if t["priority"] is not None}
-    prio = []
+    prio: list[dict[str, Any]] = []
     for p, svcs in inv.by_priority().items():
         done = [s.name for s in svcs if states.get(s.name) == "migrated"]
         task = task_of.get(p)

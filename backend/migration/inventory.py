@@ -165,8 +165,8 @@ class Inventory(msgspec.Struct):
 
     def lane_totals(self) -> dict[str, int]:
         """Entries (services and infrastructure) per CPGS lane, and `multi`: entries on several."""
-        entries = [*self.services, *self.infra]
-        out = {lane: sum(lane in e.lanes for e in entries) for lane in LANES}
+        entries: list[ServiceSpec | InfraSpec] = [*self.services, *self.infra]
+        out: dict[str, int] = {lane: sum(lane in e.lanes for e in entries) for lane in LANES}
         out["multi"] = sum(len(e.lanes) > 1 for e in entries)
         out["entries"] = len(entries)
         return out

@@ -282,6 +282,11 @@ def sections(sh: Sheet, states: dict[str, str] | None = None) -> list[tuple[str,
     ]
 
 
+def all_sections() -> dict[str, list[tuple[str, list[str]]]]:
+    """Every service's sheet as (heading, lines), in migration order (the console's board)."""
+    return {name: sections(sheet(name)) for name in inventory.load().order()}
+
+
 def text(sh: Sheet) -> str:
     """The sheet as plain text (what `tradeops inventory show NAME` prints)."""
     lines = [f"{sh.name}"]

@@ -37,15 +37,21 @@ def documented(spec: inventory.ServiceSpec) -> bool:
     return bool(spec.purpose and spec.lanes and spec.testing and spec.known_issues and spec.complexity)
 
 
+def instances(beats: Iterable[Heartbeat]) -> list[tuple[str, str, str]]:
+    """(service, environment, state) of each live instance, from its latest heartbeat."""
+    return [(b.service, b.environment, b.state) for b in beats]
+
+
 def figures(
     evs: Iterable[MigrationEvent],
     decisions: dict[str, tuple[str, int]],
-    beats: Iterable[Heartbeat],
+    live: Iterable[tuple[str, str, str]],
     *,
     inv: inventory.Inventory | None = None,
 ) -> dict[str, Any]:
     """The tracker's figures. `evs`: every event on ops.migration, in order; `decisions`: gate id ->
-    (its decision, when it was signed); `beats`: the latest heartbeat of each live instance."""
+        (its decision, when it was signed); `live`: (service, environment, state) of each live instance
+    (`instances(heartbeats)`)."""
     inv = inv or inventory.load()
     plan = inv.plan
     evs = list(evs)
@@ -59,7 +65,7 @@ def figures(
             started.setdefault(ev.service, ev.ts_ns)
     verdicts = {g: d for g, (d, _) in decisions.items()}
 
-    tasks = []
+    tasks: list[dict[str, Any]] = []
     for task in plan.task:
         svcs = [s.name for s in inv.task_services(task)] if task.priority is not None else []
         decision, decided_ns = decisions.get(task.gate, (None, 0))
@@ -125,11 +131,11 @@ def figures(
 
     healthy_legacy: set[str] = set()
     running: set[str] = set()
-    for b in beats:
-        if b.state == "running" and b.service in states:
-            running.add(b.service)
-            if b.environment == "legacy":
-                healthy_legacy.add(b.service)
+    for service, environment, state in live:
+        if state == "running" and service in states:
+            running.add(service)
+            if environment == "legacy":
+                healthy_legacy.add(service)
     n = len(inv.services)
     invested = plan.phase1_hours + sum(t["hours_spent"] for t in tasks)
     return {
