@@ -284,6 +284,17 @@ def _lane_line(inv: inv_mod.Inventory) -> str:
 
 def cmd_inventory(ctx: Context, args: argparse.Namespace) -> int:
     inv = inv_mod.load()
+    if args.json and args.levels:
+        ctx.print_json(
+            {
+                "levels": {str(k): v for k, v in inv.levels().items()},
+                "needs": {s.name: s.needs for s in inv.services},
+                "needed_by": {s.name: inv.needed_by(s.name) for s in inv.services},
+                "migrate_after": {s.name: s.migrate_after for s in inv.services},
+                "migrate_before": {s.name: inv.migrate_before(s.name) for s in inv.services},
+            }
+        )
+        return 0
     if args.json:
         ctx.print_json(inv.to_json())
         return 0
