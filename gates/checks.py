@@ -346,9 +346,10 @@ def _probe_host(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
         cfg = locations.config_file()
         return Result("passed", {"file": str(cfg), "present": cfg.exists()})
     if what == "inventory":
-        inv = inventory.load()
+        inv = inventory.load()  # loading it checks both relations for cycles
         ok = len(inv.services) == 18 and len(inv.infra) == 8
-        return Result("passed" if ok else "failed", {"services": len(inv.services), "infra": len(inv.infra)})
+        evidence = {"services": len(inv.services), "infra": len(inv.infra), "levels": len(inv.levels())}
+        return Result("passed" if ok else "failed", {**evidence, "lanes": inv.lane_totals()})
     if what == "audit":
         from gates.audit import verify
 

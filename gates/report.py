@@ -1,5 +1,6 @@
-"""The completion tracker (the seed's COMPLETION_TRACKER.md), built from the inventory, the
-migration events on ops.migration and the gate events on ops.gates."""
+"""The completion tracker (the seed's COMPLETION_TRACKER.md), built from the inventory and its
+plan figures, the migration events on ops.migration, the gate events on ops.gates (folded and
+verified) and the live heartbeats: backend/migration/tracker.py computes the figures."""
 
 from __future__ import annotations
 
@@ -8,38 +9,27 @@ from typing import Any
 
 import redis
 
-from backend.bus import archive, streams
-from backend.bus.entries import Skips, decode_entries
-from backend.messages import MigrationEvent
-from backend.migration import inventory
+from backend.bus.entries import Skips
+from backend.health import read_heartbeats
+from backend.migration import inventory, tracker
+from backend.migration.state import events as migration_events
+from backend.migration.state import fold
 from gates import decisions
 from gates.model import Gate
 
 
-def migration_states(r: redis.Redis, skips: Skips | None = None) -> tuple[dict[str, str], dict[str, float]]:
-    """service -> latest migration state; service -> hours spent (deploying -> migrated). Entries
-    that are not migration events are skipped (counted in `skips`)."""
-    states: dict[str, str] = {}
-    started: dict[str, int] = {}
-    spent: dict[str, float] = {}
-    events, _ = decode_entries(
-        archive.history(r, streams.OPS_MIGRATION), MigrationEvent, stream=streams.OPS_MIGRATION, skips=skips
-    )
-    for _, ev in events:
-        states[ev.service] = ev.to_state
-        if ev.to_state == "deploying":
-            started.setdefault(ev.service, ev.ts_ns)
-        if ev.to_state == "migrated" and ev.service in started:
-            spent[ev.service] = spent.get(ev.service, 0.0) + (ev.ts_ns - started.pop(ev.service)) / 3.6e12
-    return states, spent
-
-
 def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) -> dict[str, Any]:
     inv = inventory.load()
-    states, spent = migration_states(r, skips)
-    prio = []
+    evs = migration_events(r, skips)
+    states = {n: s.state for n, s in fold(evs).items()}
+    gate_states = decisions.states(r, gates, skips)
+    decided = {g: (st.decision, st.decided_ts_ns) for g, st in gate_states.items() if st.decision}
+    fig = tracker.figures(evs, decided, tracker.instances(read_heartbeats(r)), inv=inv)
+    task_of = {t["priority"]: t for t in fig["tasks"] if t["priority"] is not None}
+    prio: list[dict[str, Any]] = []
     for p, svcs in inv.by_priority().items():
         done = [s.name for s in svcs if states.get(s.name) == "migrated"]
+        task = task_of.get(p)
         prio.append(
             {
                 "priority": p,
@@ -48,7 +38,8 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
                 "migrated": len(done),
                 "progress_pct": round(100 * len(done) / len(svcs), 1),
                 "hours_estimated": sum(s.hours for s in svcs),
-                "hours_spent": round(sum(spent.get(s.name, 0.0) for s in svcs), 2),
+                "hours_spent": task["hours_spent"] if task else 0.0,
+                "task_status": task["status"] if task else "",
                 "states": {s.name: states.get(s.name, "planned") for s in svcs},
             }
         )
@@ -56,7 +47,6 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
     migrated = sum(1 for s in inv.services if states.get(s.name) == "migrated")
     gate_rows = []
     risks = []
-    gate_states = decisions.states(r, gates, skips)
     for g in gates.values():
         st = gate_states[g.id]
         gate_rows.append(
@@ -108,8 +98,9 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
             "migrated": migrated,
             "progress_pct": round(100 * migrated / total, 1),
             "hours_estimated": sum(s.hours for s in inv.services),
-            "hours_spent": round(sum(spent.values()), 2),
+            "hours_spent": round(sum(p["hours_spent"] for p in prio), 2),
         },
+        "tracker": fig,
         "priorities": prio,
         "gates": gate_rows,
         "open_risks": risks,
@@ -117,14 +108,60 @@ def build(r: redis.Redis, gates: dict[str, Gate], skips: Skips | None = None) ->
 
 
 def markdown(rep: dict[str, Any]) -> str:
-    o = rep["overall"]
+    o, f = rep["overall"], rep["tracker"]
+    ph, p2, tm, sv, fl = f["phases"], f["phase2"], f["time"], f["services"], f["fleet"]
     lines = [
         "# Completion tracker: Phase 2 backend migration",
         "",
         f"Generated {rep['generated']}.",
         "",
-        f"**Overall**: {o['migrated']}/{o['services']} services migrated ({o['progress_pct']}%), "
+        f"**Overall progress**: {f['overall_pct']}% ({ph['complete']} of {ph['total']} phases complete, "
+        f"{ph['pct']}%; Phase 2: {p2['complete']} of {p2['tasks']} tasks, {p2['pct']}%"
+        + (f"; optional: {', '.join(p2['optional'])}" if p2["optional"] else "")
+        + ").",
+        "",
+        f"**Services**: {o['migrated']}/{o['services']} migrated ({o['progress_pct']}%), "
         f"{o['hours_spent']:g} of {o['hours_estimated']:g} estimated hours spent.",
+        "",
+        "## Scope and time",
+        "",
+        "| scope | priorities | services | migrated | hours est. | hours spent | hours remaining |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, s in (("MVP", f["mvp"]), ("full", f["full"])):
+        lines.append(
+            f"| {label} | P{min(s['priorities'])}-P{max(s['priorities'])} | {s['services']} | {s['migrated']} | "
+            f"{s['hours_estimated']:g} | {s['hours_spent']:g} | {s['hours_remaining']:g} |"
+        )
+    lines += [
+        "",
+        f"Time invested: {tm['invested']:g} h (Phase 1 {tm['phase1']:g} h, Phase 2 {tm['phase2']:g} h). "
+        f"Remaining: {tm['remaining_mvp']:g} h for the MVP, {tm['remaining_full']:g} h for the full migration.",
+        "",
+        f"Services: {sv['core_infrastructure']} core infrastructure migrated (Phase 1); of the {sv['total']} "
+        f"application services {sv['migrated']} migrated, {sv['documented']} documented, "
+        f"{sv['in_progress']} in progress, {sv['ready']} ready to migrate"
+        + (f" ({', '.join(sv['ready_names'])})" if sv["ready_names"] else "")
+        + f", {sv['pending']} pending.",
+        "",
+        f"Legacy fleet: {fl['legacy_healthy']} of {fl['services']} services healthy ({fl['legacy_healthy_pct']}%; "
+        f"the survey found {fl['surveyed_healthy']} of {fl['services']}); {fl['operational']} operational "
+        "in either environment"
+        + (f"; not running: {', '.join(fl['down'])}" if fl["down"] and len(fl["down"]) <= 6 else "")
+        + ".",
+        "",
+        "## Tasks",
+        "",
+        "| task | title | gate | status | services | hours est. | hours spent | from |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in f["tasks"]:
+        svcs = f"{t['migrated']}/{len(t['services'])} migrated" if t["services"] else "-"
+        lines.append(
+            f"| {t['id']}{' (optional)' if t['optional'] else ''} | {t['title']} | {t['gate']} | {t['status']} | "
+            f"{svcs} | {t['hours_estimated']:g} | {t['hours_spent']:g} | {t['spent_from']} |"
+        )
+    lines += [
         "",
         "## Progress per priority",
         "",

@@ -70,6 +70,7 @@ class GateState:
     decision_reason: str = ""
     decided_by: str = ""
     decided_fingerprint: str = ""
+    decided_ts_ns: int = 0  # when the decision was signed (the tracker's end of a task)
     decision_approvals: list[Approval] = field(default_factory=list)  # what the decision counted
     override: list[str] = field(default_factory=list)
     fixers: set[str] = field(default_factory=set)
@@ -265,6 +266,7 @@ class GateLedger:
                 return
         st.decision, st.decision_reason, st.decided_by = ev.decision, ev.reason, t.name
         st.decided_fingerprint, st.override, st.reopened = t.fingerprint, override, ""
+        st.decided_ts_ns = ev.ts_ns
         st.decision_approvals = list(st.approvals)
         st.approvals.clear()
 

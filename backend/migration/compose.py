@@ -1,5 +1,8 @@
 """The target deployment as a docker-compose file, generated from the inventory: one network per
-CPGS lane, each service on its lanes with its port, dependencies as depends_on.
+CPGS lane, each service on its lanes with its port, what it needs at run time (the inventory's
+`needs`) as depends_on. Redis, the bus every service talks through, is on every lane a service is
+on (the inventory counts it on its own lanes, lowlatency and backend), so a frontend-only service
+reaches it too.
 
 Each service runs one instance with a fixed name, `<service>-target`, with the command the docker
 runtime gives its containers (backend.runtime.commands): entrypoint `python -m backend.services`
@@ -39,6 +42,12 @@ def target_instance(service: str) -> str:
     return f"{service}-target"
 
 
+def bus_lanes(inv: inventory.Inventory) -> list[str]:
+    """The lanes Redis is on in the deployment: its own and every lane a service is on."""
+    redis = inv.infra_spec("redis")
+    return [lane for lane in LANES if lane in redis.lanes or any(lane in s.lanes for s in inv.services)]
+
+
 def compose(image: str = "tradeops:latest", secrets_dir: Path | str = "./secrets") -> str:
     inv = inventory.load()
     store = Path(secrets_dir)
@@ -60,14 +69,14 @@ def compose(image: str = "tradeops:latest", secrets_dir: Path | str = "./secrets
             "  redis:",
             "    image: redis:7.2",
             f"    command: {json.dumps(cmd)}",
-            "    networks: [" + ", ".join(i.lanes) + "]",
+            "    networks: [" + ", ".join(bus_lanes(inv)) + "]",
             f"    secrets: [{ACL_SECRET}]",
             "    healthcheck:",
             '      test: ["CMD-SHELL", "redis-cli ping | grep -qE \'PONG|NOAUTH\'"]',
             "      interval: 5s",
         ]
     for s in inv.services:
-        deps = ["redis", *s.depends_on]
+        deps = ["redis", *s.needs]
         instance = target_instance(s.name)
         env = service_env(s.name, files[s.name])
         lines += [

@@ -1,6 +1,17 @@
-"""The inventory: the 18 application services and 8 core infrastructure services, loaded from
-TOML and validated (unique names and ports, known dependencies, no cycle, no service depending on
-one of a later priority). Every error names the entry and the rule it broke."""
+"""The inventory: the 18 application services and 8 core infrastructure services, and the plan's
+figures, loaded from TOML and validated (unique names and ports, known dependencies, neither
+relation cyclic, no service migrated after one of a later priority). Every error names the entry
+and the rule it broke.
+
+Two relations between services, kept apart:
+
+- `needs`: what a service needs at run time, following the data flow (whose output it consumes,
+  or whom it asks: oms needs risk and live-gateway). Its levels (`levels()`: level 1 needs no
+  service, level n needs one of level n-1) are the plan's 5 dependency levels; `needed_by` is the
+  reverse; `start_order()` starts what is needed first.
+- `migrate_after`: what must be migrated before it (gateway after normalizer: the target gateway
+  feeds a migrated normalizer). The migration rules (backend/migration/state.py) refuse a start
+  before these are migrated; `order()` is the migration order; `migrate_before` the reverse."""
 
 from __future__ import annotations
 
@@ -36,11 +47,19 @@ class ServiceSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int
     lanes: list[Lane]
     infra: list[str] = []
-    depends_on: list[str] = []
+    needs: list[str] = []
+    """Services it needs at run time (following the data flow)."""
+    migrate_after: list[str] = []
+    """Services that must be migrated before it."""
+    external: list[str] = []
+    """Dependencies outside the platform (a venue's API, a webhook)."""
     complexity: Literal["simple", "medium", "complex", "very complex"]
     risk: Literal["low", "medium", "high"]
     hours: float
     sla: dict[str, float] = {}
+    testing: list[str] = []
+    """Testing requirements, with the tests that meet them."""
+    known_issues: list[str] = []
 
 
 class InfraSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -51,14 +70,43 @@ class InfraSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     standin: str
 
 
+class PlanTask(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    title: str
+    gate: str
+    """The gate whose proceed decision completes the task."""
+    priority: int | None = None
+    """The priority it migrates (None: the survey, Task 01)."""
+    hours: float | None = None
+    """Estimated hours; None: the sum of its services' hours."""
+    spent: float | None = None
+    """Hours spent before this control plane recorded anything (Task 01's 2 h)."""
+    optional: bool = False
+
+
+class Plan(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    phases: int = 8
+    phases_complete: int = 1
+    phase1_hours: float = 0.0
+    steps_per_phase: int = 9
+    mvp_priorities: list[int] = []
+    surveyed_healthy: int = 0
+    task: list[PlanTask] = []
+
+
 class _File(msgspec.Struct, forbid_unknown_fields=True):
     service: list[ServiceSpec] = []
     infra: list[InfraSpec] = []
+    plan: Plan = msgspec.field(default_factory=Plan)
+
+
+LANES: tuple[Lane, ...] = ("frontend", "lowlatency", "backend")
 
 
 class Inventory(msgspec.Struct):
     services: list[ServiceSpec]
     infra: list[InfraSpec]
+    plan: Plan = msgspec.field(default_factory=Plan)
 
     def service(self, name: str) -> ServiceSpec:
         for s in self.services:
@@ -79,16 +127,71 @@ class Inventory(msgspec.Struct):
         return dict(sorted(out.items()))
 
     def order(self) -> list[str]:
-        """Services in a valid migration order: by priority, dependencies first."""
-        ts = TopologicalSorter({s.name: s.depends_on for s in self.services})
+        """Services in a valid migration order: by priority, those to migrate after others last."""
+        ts = TopologicalSorter({s.name: s.migrate_after for s in self.services})
         topo = {name: i for i, name in enumerate(ts.static_order())}
         return [s.name for s in sorted(self.services, key=lambda s: (s.priority, topo[s.name]))]
 
-    def dependents(self, name: str) -> list[str]:
-        return [s.name for s in self.services if name in s.depends_on]
+    def start_order(self) -> list[str]:
+        """Services in the order to start them: what a service needs first (by level, then
+        migration order)."""
+        lv, mig = self.level_of(), {n: i for i, n in enumerate(self.order())}
+        return sorted(lv, key=lambda n: (lv[n], mig[n]))
+
+    def needed_by(self, name: str) -> list[str]:
+        """The services that need `name` at run time (the reverse dependencies)."""
+        return [s.name for s in self.services if name in s.needs]
+
+    def migrate_before(self, name: str) -> list[str]:
+        """The services that wait for `name` to be migrated."""
+        return [s.name for s in self.services if name in s.migrate_after]
+
+    def level_of(self) -> dict[str, int]:
+        """service -> its dependency level: 1 when it needs no service, else one more than the
+        highest level of what it needs."""
+        out: dict[str, int] = {}
+        deps = {s.name: s.needs for s in self.services}
+        for name in TopologicalSorter(deps).static_order():
+            out[name] = 1 + max((out[d] for d in deps[name]), default=0)
+        return {s.name: out[s.name] for s in self.services}
+
+    def levels(self) -> dict[int, list[str]]:
+        """level -> its services (in migration order)."""
+        lv = self.level_of()
+        out: dict[int, list[str]] = {}
+        for name in self.order():
+            out.setdefault(lv[name], []).append(name)
+        return dict(sorted(out.items()))
+
+    def lane_totals(self) -> dict[str, int]:
+        """Entries (services and infrastructure) per CPGS lane, and `multi`: entries on several."""
+        entries: list[ServiceSpec | InfraSpec] = [*self.services, *self.infra]
+        out: dict[str, int] = {lane: sum(lane in e.lanes for e in entries) for lane in LANES}
+        out["multi"] = sum(len(e.lanes) > 1 for e in entries)
+        out["entries"] = len(entries)
+        return out
+
+    def task_services(self, task: PlanTask) -> list[ServiceSpec]:
+        return [s for s in self.services if s.priority == task.priority]
+
+    def task_hours(self, task: PlanTask) -> float:
+        """A task's estimated hours: its own, or the sum of its services'."""
+        return task.hours if task.hours is not None else sum(s.hours for s in self.task_services(task))
 
     def to_json(self) -> dict[str, object]:
-        return msgspec.to_builtins({"services": self.services, "infra": self.infra})
+        lv = self.level_of()
+        services = []
+        for s in self.services:
+            d = msgspec.to_builtins(s)
+            d.update(level=lv[s.name], needed_by=self.needed_by(s.name), migrate_before=self.migrate_before(s.name))
+            services.append(d)
+        return {
+            "services": services,
+            "infra": msgspec.to_builtins(self.infra),
+            "lanes": self.lane_totals(),
+            "levels": {str(k): v for k, v in self.levels().items()},
+            "plan": msgspec.to_builtins(self.plan),
+        }
 
 
 def validate(inv: Inventory, source: str = "inventory") -> Inventory:
@@ -112,20 +215,31 @@ def validate(inv: Inventory, source: str = "inventory") -> Inventory:
         for i in s.infra:
             if i not in infra_names:
                 raise InventoryError(f"{source}: service {s.name!r}: unknown infrastructure dependency {i!r}")
-        for d in s.depends_on:
-            if d not in prio:
-                raise InventoryError(f"{source}: service {s.name!r}: unknown dependency {d!r}")
-            if d == s.name:
-                raise InventoryError(f"{source}: service {s.name!r}: depends on itself")
+        for field, what in (("needs", "needs"), ("migrate_after", "is migrated after")):
+            for d in getattr(s, field):
+                if d not in prio:
+                    raise InventoryError(f"{source}: service {s.name!r}: unknown service {d!r} in {field}")
+                if d == s.name:
+                    raise InventoryError(f"{source}: service {s.name!r} {what} itself")
+        for d in s.migrate_after:
             if prio[d] > s.priority:
                 raise InventoryError(
-                    f"{source}: service {s.name!r} (P{s.priority}) depends on {d!r} (P{prio[d]}), a later priority"
+                    f"{source}: service {s.name!r} (P{s.priority}) is migrated after {d!r} (P{prio[d]}), "
+                    "a later priority"
                 )
-    try:
-        TopologicalSorter({s.name: s.depends_on for s in inv.services}).prepare()
-    except CycleError as exc:
-        cycle = " -> ".join(exc.args[1])
-        raise InventoryError(f"{source}: dependency cycle: {cycle}") from None
+    for field in ("needs", "migrate_after"):
+        try:
+            TopologicalSorter({s.name: getattr(s, field) for s in inv.services}).prepare()
+        except CycleError as exc:
+            cycle = " -> ".join(exc.args[1])
+            raise InventoryError(f"{source}: cycle in {field}: {cycle}") from None
+    priorities = set(prio.values())
+    for task in inv.plan.task:
+        if task.priority is not None and task.priority not in priorities:
+            raise InventoryError(f"{source}: plan task {task.id!r}: no service has priority {task.priority}")
+    for p in inv.plan.mvp_priorities:
+        if p not in priorities:
+            raise InventoryError(f"{source}: plan: MVP priority {p} has no service")
     return inv
 
 
@@ -138,7 +252,7 @@ def parse(text: str, source: str = "inventory") -> Inventory:
         f = msgspec.convert(raw, _File)
     except msgspec.ValidationError as exc:
         raise InventoryError(f"{source}: {_where(raw, exc)}") from None
-    return validate(Inventory(services=f.service, infra=f.infra), source)
+    return validate(Inventory(services=f.service, infra=f.infra, plan=f.plan), source)
 
 
 def load_file(path: str | Path) -> Inventory:

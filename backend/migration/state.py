@@ -2,8 +2,13 @@
 and a restart loses nothing).
 
 planned -> deploying -> validating -> migrated, plus failed and rolled_back. A service starts only
-when its dependencies are migrated and the gate guarding its priority (its `guards` field in the
-gate definitions) has a proceed decision; a refusal names the blocking dependency or gate.
+when the services it is migrated after (its inventory `migrate_after`, not what it needs at run
+time) are migrated and the gate guarding its priority (its `guards` field in the gate
+definitions) has a proceed decision; a refusal names the blocking service or gate.
+
+Hours the operators log against a service (`log_hours`: the effort the completion tracker
+counts) ride the same signed log as events that move nothing (action `log_hours`, from and to
+the service's state, `detail.hours`); the board skips them.
 
 A rollback from migrated may keep the target running (`keep_target=True`, what
 backend/migration/cutover.py does): the legacy instance comes back beside it, and only once it is
@@ -44,6 +49,11 @@ ALLOWED: dict[str, dict[str, str]] = {
 }
 
 
+LOG_HOURS = "log_hours"
+MAX_LOGGED_HOURS = 24.0
+"""The most hours one log entry may add (one day's work: a typo of 250 for 2.5 is refused)."""
+
+
 class MoveRefused(TradeopsError):
     """A migration move the rules refuse; the message names what blocks it."""
 
@@ -67,22 +77,32 @@ class ServiceState:
         )
 
 
-def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
-    """Each service's state from every event on ops.migration; an entry that is not a
-    MigrationEvent is skipped (counted in `skips`): it moves nothing."""
-    inv = inventory.load()
-    out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
-    events, _ = decode_entries(
+def events(r: Any, skips: Skips | None = None) -> list[MigrationEvent]:
+    """Every event on ops.migration, archived moves first; an entry that is not a MigrationEvent
+    is skipped (counted in `skips`): it moves nothing."""
+    got, _ = decode_entries(
         archive.history(r, streams.OPS_MIGRATION),
-        MigrationEvent,  # archived moves first
+        MigrationEvent,
         stream=streams.OPS_MIGRATION,
         skips=skips,
     )
-    for _, ev in events:
-        if ev.service in out:
+    return [ev for _, ev in got]
+
+
+def fold(evs: list[MigrationEvent]) -> dict[str, ServiceState]:
+    """Each service's state from its moves (logged hours move nothing)."""
+    inv = inventory.load()
+    out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
+    for ev in evs:
+        if ev.service in out and ev.action != LOG_HOURS:
             out[ev.service].state = ev.to_state
             out[ev.service].history.append(ev)
     return out
+
+
+def board(r: Any, skips: Skips | None = None) -> dict[str, ServiceState]:
+    """Each service's state from every event on ops.migration (see `events`)."""
+    return fold(events(r, skips))
 
 
 def blockers(
@@ -109,11 +129,12 @@ def blockers(
 def blockers_of(
     service: str, states: dict[str, str], decisions: dict[str, str], *, gates_file: Path | None = None
 ) -> list[str]:
-    """The same rule on plain values: dependencies not migrated, the gate guarding the priority."""
+    """The same rule on plain values: the services it is migrated after that are not migrated
+    yet, the gate guarding the priority."""
     spec = inventory.load().service(service)
     out = [
-        f"dependency {d} is {states.get(d, 'planned')}, not migrated"
-        for d in spec.depends_on
+        f"{d} must be migrated first: it is {states.get(d, 'planned')}"
+        for d in spec.migrate_after
         if states.get(d) != "migrated"
     ]
     gate = blocking_gate(spec.priority, decisions, gates_file)
@@ -179,6 +200,42 @@ def move(
         ts_ns=time.time_ns(),
         action=action,
         detail=detail,
+    )
+    if seal is not None:
+        ev = seal(ev)
+    publish_sync(r, streams.OPS_MIGRATION, ev)
+    wait_durable(r)
+    return ev
+
+
+def log_hours(
+    r: Any,
+    service: str,
+    hours: float,
+    operator: str,
+    reason: str,
+    *,
+    seal: Callable[[MigrationEvent], MigrationEvent] | None = None,
+) -> MigrationEvent:
+    """Record `hours` of effort on `service`'s migration (what the completion tracker counts as
+    spent on its task), signed by `seal` like a move, on ops.migration; it moves nothing."""
+    inventory.load().service(service)  # unknown service: a clear error
+    if not hours > 0 or hours > MAX_LOGGED_HOURS:
+        raise MoveRefused(
+            f"log hours {service}: hours must be more than 0 and at most {MAX_LOGGED_HOURS:g}, not {hours:g}"
+        )
+    if not reason.strip():
+        raise MoveRefused(f"log hours {service}: a reason is required")
+    cur = board(r)[service].state
+    ev = MigrationEvent(
+        service=service,
+        from_state=cur,  # type: ignore[arg-type]  # a board state
+        to_state=cur,  # type: ignore[arg-type]
+        operator=operator,
+        reason=reason,
+        ts_ns=time.time_ns(),
+        action=LOG_HOURS,
+        detail={"hours": hours},
     )
     if seal is not None:
         ev = seal(ev)

@@ -60,11 +60,12 @@ def read_table(data_dir: Path) -> dict[str, Any] | None:
 
 
 def built_services() -> tuple[list[str], list[str]]:
-    """(services this build can run, services not built yet), in migration order."""
+    """(services this build can run, services not built yet), in the order to start them (what a
+    service needs at run time first)."""
     from backend.services import service_class
 
     ok, missing = [], []
-    for name in inventory.load().order():
+    for name in inventory.load().start_order():
         try:
             service_class(name)
             ok.append(name)
@@ -302,7 +303,8 @@ class Supervisor:
             self._spawn(EXCHANGE, "legacy")
             self._wait_exchange()
             have.add((EXCHANGE, "legacy", 0))
-        for svc, env, k in sorted(want - have, key=lambda x: (x[0] != EXCHANGE, x)):
+        order = {name: i for i, name in enumerate(self.services)}  # the inventory's start order
+        for svc, env, k in sorted(want - have, key=lambda x: (x[0] != EXCHANGE, order.get(x[0], 0), x)):
             self._spawn(svc, env, k)
         for svc, env, k in have - want:
             self.stop_instance(instance_name(svc, env, k))  # SIGTERM: the instance drains

@@ -81,13 +81,29 @@ def register(sub: Any) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_redis_cluster_status)
 
-    p = command(sub, "inventory", "the 18 services and 8 infrastructure services")
-    p.add_argument("--json", action="store_true", help="one JSON object: services and infra")
+    p = command(
+        sub, "inventory", "the 18 services and 8 infrastructure services, their CPGS lanes and dependency levels"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object: services, infra, lane totals, levels and the plan"
+    )
+    p.add_argument(
+        "--levels", action="store_true", help="the dependency levels (what each service needs, what needs it)"
+    )
     p.set_defaults(func=cmd_inventory)
     isub = p.add_subparsers(dest="inventory_cmd", metavar="ACTION")
     q = command(isub, "check", "validate an inventory file (exit 1 with the reason)")
     q.add_argument("file")
     q.set_defaults(func=cmd_inventory_check)
+    q = command(
+        isub,
+        "show",
+        "one service's whole sheet: purpose, ports, dependencies, configuration, environment, secrets, "
+        "data flows (from its code), lanes, complexity, testing, known issues",
+    )
+    q.add_argument("name", help="service name")
+    q.add_argument("--json", action="store_true", dest="show_json")
+    q.set_defaults(func=cmd_inventory_show)
 
     p = command(sub, "service", "run or list services")
     ssub = p.add_subparsers(dest="service_cmd", metavar="ACTION", required=True)
@@ -303,6 +319,7 @@ def cmd_redis_acl_apply(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _inventory_rows(inv: inv_mod.Inventory) -> list[list[Any]]:
+    order, level = inv.order(), inv.level_of()
     return [
         [
             s.priority,
@@ -310,24 +327,71 @@ def _inventory_rows(inv: inv_mod.Inventory) -> list[list[Any]]:
             s.task,
             s.port,
             ",".join(s.lanes),
-            ",".join(s.depends_on) or "-",
+            level[s.name],
+            ",".join(s.needs) or "-",
+            ",".join(s.migrate_after) or "-",
             s.complexity,
             s.risk,
             f"{s.hours:g}",
         ]
-        for s in sorted(inv.services, key=lambda s: (s.priority, inv.order().index(s.name)))
+        for s in sorted(inv.services, key=lambda s: (s.priority, order.index(s.name)))
     ]
+
+
+def _lane_line(inv: inv_mod.Inventory) -> str:
+    t = inv.lane_totals()
+    return (
+        f"CPGS lanes over {t['entries']} entries ({len(inv.services)} services + {len(inv.infra)} core "
+        f"infrastructure): frontend {t['frontend']}, lowlatency {t['lowlatency']}, backend {t['backend']}; "
+        f"{t['multi']} on several lanes"
+    )
 
 
 def cmd_inventory(ctx: Context, args: argparse.Namespace) -> int:
     inv = inv_mod.load()
+    if args.json and args.levels:
+        ctx.print_json(
+            {
+                "levels": {str(k): v for k, v in inv.levels().items()},
+                "needs": {s.name: s.needs for s in inv.services},
+                "needed_by": {s.name: inv.needed_by(s.name) for s in inv.services},
+                "migrate_after": {s.name: s.migrate_after for s in inv.services},
+                "migrate_before": {s.name: inv.migrate_before(s.name) for s in inv.services},
+            }
+        )
+        return 0
     if args.json:
         ctx.print_json(inv.to_json())
         return 0
-    show(["P", "SERVICE", "TASK", "PORT", "LANES", "DEPENDS ON", "COMPLEXITY", "RISK", "HOURS"], _inventory_rows(inv))
+    if args.levels:
+        levels = inv.levels()
+        print(f"{len(levels)} dependency levels (level 1 needs no service; level n needs one of level n-1)\n")
+        show(
+            ["LEVEL", "SERVICE", "P", "NEEDS", "NEEDED BY"],
+            [
+                [
+                    lv,
+                    name,
+                    inv.service(name).priority,
+                    ",".join(inv.service(name).needs) or "-",
+                    ",".join(inv.needed_by(name)) or "-",
+                ]
+                for lv, names in levels.items()
+                for name in names
+            ],
+        )
+        print()
+        for lv, names in levels.items():
+            print(f"level {lv}: {', '.join(names)}")
+        return 0
+    show(
+        ["P", "SERVICE", "TASK", "PORT", "LANES", "LEVEL", "NEEDS", "MIGRATE AFTER", "COMPLEXITY", "RISK", "HOURS"],
+        _inventory_rows(inv),
+    )
     total = sum(s.hours for s in inv.services)
     per = ", ".join(f"P{p} {sum(s.hours for s in ss):g}h" for p, ss in inv.by_priority().items())
-    print(f"\n{len(inv.services)} services, {total:g} hours ({per})\n")
+    print(f"\n{len(inv.services)} services, {total:g} hours ({per}); {len(inv.levels())} dependency levels")
+    print(_lane_line(inv) + "\n")
     show(
         ["INFRA", "PORT", "LANES", "PROBE", "EMBEDDED STAND-IN"],
         [
@@ -341,6 +405,19 @@ def cmd_inventory(ctx: Context, args: argparse.Namespace) -> int:
             for i in inv.infra
         ],
     )
+    return 0
+
+
+def cmd_inventory_show(ctx: Context, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from backend.migration import sheet
+
+    sh = sheet.sheet(args.name)
+    if args.show_json:
+        ctx.print_json(msgspec.to_builtins(sh))
+        return 0
+    print(sheet.text(sh), end="")
     return 0
 
 

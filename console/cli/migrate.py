@@ -1,4 +1,5 @@
-"""`tradeops migrate status | start | cutover | rollback SERVICE --reason`."""
+"""`tradeops migrate status | start | cutover | rollback SERVICE --reason`, `tradeops migrate log-hours
+SERVICE HOURS --reason`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def register(sub: Any) -> None:
                 help="seconds to wait for each side (healthy, drained); default 30",
             )
         q.set_defaults(func=cmd_move, action=action)
+    q = command(
+        msub,
+        "log-hours",
+        "log hours of work on a service's migration (the effort the completion tracker counts for its task), "
+        "signed like a move",
+    )
+    q.add_argument("service")
+    q.add_argument("hours", type=float)
+    q.add_argument("--reason", required=True, help="what the hours went into")
+    q.set_defaults(func=cmd_log_hours)
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
@@ -104,4 +115,14 @@ def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
         raise TradeopsError("--timeout must be positive")
     res = switch(ctx.redis, args.service, args.action, who, args.reason, timeout=args.timeout, seal=seal)
     print(f"{res.summary()} ({who}, {ctx.signer.fingerprint}: {args.reason})")
+    return 0
+
+
+def cmd_log_hours(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.migration.state import log_hours
+    from gates import sealed
+
+    who = sealed.actor(ctx.redis, ctx.signer, f"log hours {args.service}", ctx.label)
+    ev = log_hours(ctx.redis, args.service, args.hours, who, args.reason, seal=sealed.seal_move(ctx.signer))
+    print(f"{args.service}: {args.hours:g} h logged ({who}, {ev.signer}: {args.reason})")
     return 0

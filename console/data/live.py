@@ -22,8 +22,9 @@ from backend.bus.entries import Skips, decode_entries, note
 from backend.health import read_heartbeats, redis_memory
 from backend.marketdata import ticks as tickcols
 from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent, TickBatch
-from backend.migration import inventory
-from backend.migration.state import board
+from backend.migration import inventory, tracker
+from backend.migration.sheet import all_sections as sheets
+from backend.migration.state import LOG_HOURS, events, fold
 from backend.trading.killswitch import kill_switch_on
 from console.data.snapshot import (
     BarRow,
@@ -74,6 +75,9 @@ class LiveSource:
         self.orders: dict[str, OrderEvent] = {}
         self.history: dict[str, list[str]] = defaultdict(list)
         self.inv = inventory.load()
+        self.levels = self.inv.levels()
+        self.sheets: dict[str, list[tuple[str, list[str]]]] | None = None  # built on the first poll (imports)
+        self._migration_events: list[MigrationEvent] = []
         self.polls = 0
         self.slow_every = slow_every  # the board, gates and audit are read every this many polls
         self._slow: dict[str, object] = {}
@@ -109,8 +113,20 @@ class LiveSource:
             if self.polls % self.slow_every == 0 or not self._slow:
                 self._migration(snap)
                 self._gates(snap)
+                self._tracker(snap)
                 self._slow = {
-                    k: getattr(snap, k) for k in ("board", "progress", "gates", "open_gates", "audit", "audit_verdict")
+                    k: getattr(snap, k)
+                    for k in (
+                        "board",
+                        "progress",
+                        "gates",
+                        "open_gates",
+                        "audit",
+                        "audit_verdict",
+                        "tracker",
+                        "sheets",
+                        "levels",
+                    )
                 }
                 self._slow_alerts = [a for a in snap.alerts if a.startswith(("gate ", "audit "))]
             else:
@@ -288,12 +304,22 @@ class LiveSource:
 
     def _migration(self, snap: Snapshot) -> None:
         skipped = Skips()
-        states = board(self.r, skipped)
+        self._migration_events = events(self.r, skipped)
+        states = fold(self._migration_events)
+        if self.sheets is None:
+            self.sheets = sheets()
+        snap.sheets, snap.levels = self.sheets, self.levels
         self.skips.set(streams.OPS_MIGRATION, skipped.total)  # the whole log is read each time
         health = {h.service: h.state for h in snap.health}
         for p, svcs in self.inv.by_priority().items():
             snap.board[p] = [(s.name, states[s.name].state, health.get(s.name, "absent")) for s in svcs]
             snap.progress[p] = (sum(states[s.name].state == "migrated" for s in svcs), len(svcs))
+
+    def _tracker(self, snap: Snapshot) -> None:
+        """The completion tracker from this poll's migration events, verified gate decisions and
+        heartbeats."""
+        decided = {g: (st.decision, st.decided_ts_ns) for g, st in self.gate_feed.states().items() if st.decision}
+        snap.tracker = tracker.figures(self._migration_events, decided, tracker.instances(self._beats), inv=self.inv)
 
     def _gates(self, snap: Snapshot) -> None:
         """The gates from the folded state of ops.gates: each poll reads only the entries after the
@@ -364,7 +390,9 @@ class LiveSource:
                     m.ts_ns,
                     m.service,
                     "migration",
-                    f"{m.from_state or '-'} -> {m.to_state}",
+                    f"logged {m.detail.get('hours', 0):g} h"
+                    if m.action == LOG_HOURS
+                    else f"{m.from_state or '-'} -> {m.to_state}",
                     m.operator,
                     m.reason,
                     _mark(sealed.judge_move(reg, m)),

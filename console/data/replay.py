@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -14,11 +15,41 @@ from console.data.snapshot import Snapshot
 FIXTURE = "replay.json"
 
 
+def recorded_tracker(snap: Snapshot) -> dict[str, Any]:
+    """The tracker's figures from what a recorded frame holds: each service's state on the board
+    (one move to it), the gates' statuses, the instances its health rows count (a recording has no
+    timestamps: the hours are the logged ones only, of which a recording has none)."""
+    from backend.messages import MigrationEvent
+    from backend.migration import tracker
+
+    evs = [
+        MigrationEvent(service=name, from_state="planned", to_state=state, operator="", reason="", ts_ns=0)  # type: ignore[arg-type]
+        for cards in snap.board.values()
+        for name, state, _ in cards
+        if state != "planned"
+    ]
+    decided = {g.id: (g.status, 0) for g in snap.gates if g.status in ("proceed", "fix", "stop")}
+    live = [
+        (h.service, env, "running" if h.state == "ok" else h.state)
+        for h in snap.health
+        for env, n in (("legacy", h.legacy), ("target", h.target))
+        if n
+    ]
+    return tracker.figures(evs, decided, live)
+
+
 class ReplaySource:
     def __init__(self, path: Path | None = None) -> None:
+        from backend.migration import inventory
+        from backend.migration.sheet import all_sections
+
         text = Path(path).read_text() if path else resources.files("console.data").joinpath(FIXTURE).read_text()
         frames = json.loads(text)
         self.frames = [msgspec.convert(f, Snapshot, strict=False) for f in frames]
+        sheets, levels = all_sections(), inventory.load().levels()  # what the code declares, not recorded
+        for snap in self.frames:
+            snap.sheets, snap.levels = sheets, levels
+            snap.tracker = snap.tracker or recorded_tracker(snap)
         self.i = 0
         self.url = "replay://recording"
 

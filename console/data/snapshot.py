@@ -4,6 +4,7 @@ second, however fast the bus runs), so a flood of ticks is one repaint."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -103,3 +104,9 @@ class Snapshot:
     redis_max: int = 0
     """Redis's maxmemory in bytes (0: no limit, or not known)."""
     skipped: dict[str, int] = field(default_factory=dict)  # undecodable entries skipped, per stream
+    tracker: dict[str, Any] = field(default_factory=dict)
+    """The completion tracker's figures (backend/migration/tracker.py `figures`)."""
+    levels: dict[int, list[str]] = field(default_factory=dict)
+    """Dependency level -> its services (the inventory's `levels()`)."""
+    sheets: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
+    """Service -> its sheet as (heading, lines) (backend/migration/sheet.py `sections`)."""

@@ -15,6 +15,7 @@ from console.messages import RequestMigrate
 from console.modals import ReasonModal
 from console.screens.base import BaseScreen, changes
 from widgets.priority import PriorityColumn
+from widgets.sheet import SheetView
 
 START_FROM = ALLOWED["start"]
 MOVE = {"cut over": "cutover", "roll back": "rollback"}
@@ -40,7 +41,9 @@ class MigrationScreen(BaseScreen):
             with Horizontal(id="board"):
                 for p in range(1, 6):
                     yield PriorityColumn(p, id=f"col-{p}")
-            yield Static(id="deps", classes="panel")
+            with Horizontal(id="migration-detail"):
+                yield Static(id="deps", classes="panel")
+                yield SheetView(id="sheet")
 
     def render_snapshot(self, snap: Snapshot) -> None:
         for p, cards in snap.board.items():
@@ -79,13 +82,18 @@ class MigrationScreen(BaseScreen):
         snap = self.tapp.snapshot
         states = self._states()
         gates = tuple((g.id, g.status) for g in snap.gates) if snap else ()
-        key = (svc, tuple(sorted(states.items())), gates, self._refused)
+        key = (svc, tuple(sorted(states.items())), gates, self._refused, bool(snap and snap.sheets))
         if key == self._deps_for:
             return  # same service, board and gates: nothing to redo
         self._deps_for = key
-        spec = inventory.load().service(svc)
-        deps = ", ".join(f"{d} ({states.get(d, '?')})" for d in spec.depends_on) or "none"
-        users = ", ".join(inventory.load().dependents(svc)) or "none"
+        inv = inventory.load()
+        spec = inv.service(svc)
+        levels = snap.levels if snap and snap.levels else inv.levels()
+        level = next((lv for lv, names in levels.items() if svc in names), 0)
+        self.show_sheet(svc, levels, snap.sheets.get(svc, []) if snap else [])
+        after = ", ".join(f"{d} ({states.get(d, '?')})" for d in spec.migrate_after) or "none"
+        needs = ", ".join(spec.needs) or "none"
+        users = ", ".join(inv.needed_by(svc)) or "none"
         state = states.get(svc, "planned")
         why = snapshot_blockers(snap, svc) if snap else []
         if self._refused and self._refused[0] == svc and why:
@@ -100,8 +108,17 @@ class MigrationScreen(BaseScreen):
         self.set_text(
             "#deps",
             f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h"
-            f" · [b]{state}[/b]\ndepends on: {deps}\nneeded by: {users}\n{nxt}",
+            f" · [b]{state}[/b]\nlevel {level} of {len(levels)} · needs: {needs}\nneeded by: {users}"
+            f"\nmigrate after: {after}\n{nxt}",
         )
+
+    def show_sheet(self, svc: str, levels: dict[int, list[str]], sections: list[tuple[str, list[str]]]) -> None:
+        """The selected service's sheet, after the dependency levels with its own marked."""
+        lv = [f"{'▶' if svc in names else ' '} {n}: {', '.join(names)}" for n, names in levels.items()]
+        body = [*sections[:2], (f"Dependency levels ({len(levels)})", lv), *sections[2:]]
+        if not sections:
+            body = [("Sheet", ["loading"])]
+        self.query_one("#sheet", SheetView).show(f"{svc}: sheet", body)
 
     def on_list_view_highlighted(self) -> None:
         self._refused = None

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Static
@@ -47,6 +49,26 @@ class OverviewScreen(BaseScreen):
         for p, (done, total) in sorted(snap.progress.items()):
             bar = "█" * done + "░" * (total - done)
             lines.append(f"P{p} {bar} {done}/{total}")
+        lines += tracker_lines(snap.tracker)
         self.set_text("#progress", "\n".join(lines))
         self.set_text("#open-gates", "[b]Open gates[/b]\n" + ("\n".join(snap.open_gates) or "none"))
         self.set_text("#alerts", "[b]Recent alerts[/b]\n" + ("\n".join(snap.alerts[-8:]) or "none"))
+
+
+def tracker_lines(fig: dict[str, Any]) -> list[str]:
+    """The plan's figures, narrow enough for the side panel."""
+    if not fig:
+        return []
+    ph, p2, tm, sv, fl = fig["phases"], fig["phase2"], fig["time"], fig["services"], fig["fleet"]
+    mvp, full = fig["mvp"], fig["full"]
+    return [
+        "",
+        f"[b]Plan[/b] overall {fig['overall_pct']}%",
+        f"phases {ph['complete']}/{ph['total']} · Phase 2 {p2['complete']}/{p2['tasks']} tasks",
+        f"MVP  {mvp['migrated']}/{mvp['services']} svc · {tm['remaining_mvp']:g}/{mvp['hours_estimated']:g} h left",
+        f"full {full['migrated']}/{full['services']} svc · {tm['remaining_full']:g}/{full['hours_estimated']:g} h left",
+        f"invested {tm['invested']:g} h",
+        f"migrated {sv['migrated']} · moving {sv['in_progress']}",
+        f"ready {sv['ready']} · pending {sv['pending']}",
+        f"legacy healthy {fl['legacy_healthy']}/{fl['services']} (plan {fl['surveyed_healthy']})",
+    ]

@@ -32,17 +32,18 @@ def test_inventory_table_and_json(tradeops_env) -> None:
     data = json.loads(run(["inventory", "--json"], tradeops_env).stdout)
     assert len(data["services"]) == 18 and len(data["infra"]) == 8
     for entry in data["services"]:
-        assert {"name", "priority", "lanes", "depends_on", "port", "risk", "hours"} <= set(entry)
+        assert {"name", "priority", "lanes", "needs", "migrate_after", "port", "risk", "hours"} <= set(entry)
 
 
 def test_inventory_check(tradeops_env, tmp_path: Path) -> None:
     good = Path(__file__).parents[2] / "backend" / "migration" / "inventory.toml"
     assert run(["inventory", "check", str(good)], tradeops_env).returncode == 0
     bad = tmp_path / "bad.toml"
-    bad.write_text(good.read_text().replace('depends_on = ["risk", "live-gateway"]', 'depends_on = ["risk", "ptrc"]'))
+    text = good.read_text()
+    bad.write_text(text.replace('migrate_after = ["risk", "live-gateway"]', 'migrate_after = ["risk", "ptrc"]'))
     res = run(["inventory", "check", str(bad)], tradeops_env)
     assert res.returncode == 1
-    assert "service 'oms' (P3) depends on 'ptrc' (P4), a later priority" in res.stderr
+    assert "service 'oms' (P3) is migrated after 'ptrc' (P4), a later priority" in res.stderr
     assert "Traceback" not in res.stderr
     res = run(["inventory", "check", str(tmp_path / "missing.toml")], tradeops_env)
     assert res.returncode == 1 and "cannot read" in res.stderr

@@ -104,3 +104,23 @@ def test_secrets_are_docker_secret_files_never_values(tmp_path: Path) -> None:
     assert f'  exchange-api-secret:\n    file: "{store}/exchange/api-secret"' in text
     assert "  backend:\n    driver: bridge\n    internal: true" in text
     assert "  frontend:\n    driver: bridge\n  " in text
+
+
+def test_every_service_shares_a_lane_with_redis_and_starts_after_what_it_needs() -> None:
+    """The lanes are the inventory's CPGS lanes; Redis, the bus, is on every lane a service is on (a
+    frontend-only service such as marketplace reaches it too); depends_on is what a service needs at
+    run time (its `needs`), not its migration order."""
+    text = compose()
+
+    def names(block: str, key: str) -> list[str]:  # a YAML flow list of plain names: [a, b]
+        m = re.search(rf"^\s+{key}: \[(.*)\]$", block, re.M)
+        assert m, f"no {key}"
+        return m.group(1).split(", ")
+
+    redis_lanes = set(names(_service_block(text, "redis"), "networks"))
+    assert redis_lanes == {"frontend", "lowlatency", "backend"}
+    for s in inventory.load().services:
+        block = _service_block(text, s.name)
+        assert names(block, "networks") == s.lanes and set(s.lanes) & redis_lanes, s.name
+        assert names(block, "depends_on") == ["redis", *s.needs], s.name
+    assert names(_service_block(text, "marketplace"), "networks") == ["frontend"]

@@ -11,6 +11,7 @@ import redis
 from backend.bus import codec, streams
 from backend.messages import GateEvent, MigrationEvent
 from backend.migration.gate_status import blocking_gate, latest_decisions
+from backend.migration.state import log_hours
 from gates import audit, decisions, operators, report
 from gates.decisions import Refused
 from gates.model import Check, Gate, load
@@ -180,6 +181,8 @@ def test_report_and_cli(r: redis.Redis, tradeops_env, tmp_path: Path, team: Keys
             )
         ),
     )
+    # the effort is what the operators log (or a task's start to its gate decision), not start to cutover
+    log_hours(r, "normalizer", 2.0, "ann", "deployed, validated and cut over")
     env = dict(tradeops_env, TRADEOPS_OPERATOR="ann", TRADEOPS_SIGNING_KEY=str(team.path("ann")))
     out = subprocess.run([*TRADEOPS, "gate", "run", "phase1", "clock-sync"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "phase1/clock-sync: passed" in out.stdout

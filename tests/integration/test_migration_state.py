@@ -28,8 +28,8 @@ def test_refused_moves_name_what_blocks_them(r: redis.Redis) -> None:
     ):
         move(r, "normalizer", "start", "ann", "go")
     proceed(r, "phase1")
-    with pytest.raises(MoveRefused, match="cannot start sink-ticks: dependency normalizer is planned, not migrated"):
-        move(r, "sink-ticks", "start", "ann", "go")
+    with pytest.raises(MoveRefused, match="cannot start gateway: normalizer must be migrated first: it is planned"):
+        move(r, "gateway", "start", "ann", "go")
     with pytest.raises(TradeopsError, match="unknown service 'nosuch'"):
         move(r, "nosuch", "start", "ann", "go")
     with pytest.raises(

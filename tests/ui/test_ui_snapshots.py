@@ -66,3 +66,15 @@ def test_screen_at_120x40(snap_compare, key: str, name: str) -> None:
         await pilot.pause()
 
     assert snap_compare(replay_app(), terminal_size=(120, 40), run_before=go)
+
+
+@pytest.mark.parametrize("size", [(150, 45), (80, 24)])
+def test_migration_sheet(snap_compare, size: tuple[int, int]) -> None:
+    """The board with the selected service's sheet (P3 oms: its levels, dependencies both ways,
+    the data flows its class declares), at the usual size and at 80x24."""
+
+    async def go(pilot: Pilot) -> None:
+        await pilot.press("5", "right", "right", "down")
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=size, run_before=go)
