@@ -50,6 +50,9 @@ ALLOWED: dict[str, dict[str, str]] = {
 
 
 LOG_HOURS = "log_hours"
+ATTEST_STEP = "attest_step"
+NOTES = (LOG_HOURS, ATTEST_STEP)
+"""Events on ops.migration that move nothing: hours logged, a checklist step attested."""
 MAX_LOGGED_HOURS = 24.0
 """The most hours one log entry may add (one day's work: a typo of 250 for 2.5 is refused)."""
 
@@ -90,11 +93,11 @@ def events(r: Any, skips: Skips | None = None) -> list[MigrationEvent]:
 
 
 def fold(evs: list[MigrationEvent]) -> dict[str, ServiceState]:
-    """Each service's state from its moves (logged hours move nothing)."""
+    """Each service's state from its moves (logged hours and attested steps move nothing)."""
     inv = inventory.load()
     out = {s.name: ServiceState(s.name, s.priority) for s in inv.services}
     for ev in evs:
-        if ev.service in out and ev.action != LOG_HOURS:
+        if ev.service in out and ev.action not in NOTES:
             out[ev.service].state = ev.to_state
             out[ev.service].history.append(ev)
     return out
@@ -236,6 +239,45 @@ def log_hours(
         ts_ns=time.time_ns(),
         action=LOG_HOURS,
         detail={"hours": hours},
+    )
+    if seal is not None:
+        ev = seal(ev)
+    publish_sync(r, streams.OPS_MIGRATION, ev)
+    wait_durable(r)
+    return ev
+
+
+def attest_step(
+    r: Any,
+    service: str,
+    step: str,
+    operator: str,
+    reason: str,
+    *,
+    seal: Callable[[MigrationEvent], MigrationEvent] | None = None,
+) -> MigrationEvent:
+    """Attest that a manual step of `service`'s migration checklist (backend/migration/checklist.py)
+    is done, signed by `seal` like a move, on ops.migration; it moves nothing."""
+    from backend.migration.checklist import MANUAL
+
+    inventory.load().service(service)  # unknown service: a clear error
+    if step not in MANUAL:
+        raise MoveRefused(
+            f"attest {service}: {step!r} is not a step an operator attests (these are: {', '.join(MANUAL)}; "
+            "the others tick themselves from what the platform observes)"
+        )
+    if not reason.strip():
+        raise MoveRefused(f"attest {service} {step}: a reason is required (what was done, where it is recorded)")
+    cur = board(r)[service].state
+    ev = MigrationEvent(
+        service=service,
+        from_state=cur,  # type: ignore[arg-type]  # a board state
+        to_state=cur,  # type: ignore[arg-type]
+        operator=operator,
+        reason=reason,
+        ts_ns=time.time_ns(),
+        action=ATTEST_STEP,
+        detail={"step": step},
     )
     if seal is not None:
         ev = seal(ev)
