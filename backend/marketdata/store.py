@@ -14,7 +14,9 @@ the XACK is settled on the next start: `unacked()` names the entries that are st
 still be pending, the sink acks them and they are never delivered again; and a flush that repeats
 entries an unacked commit already holds (another instance took them over) writes none of their
 rows twice. Delta Lake keeps the committed offset as an app transaction version in the table's
-own log (no unacked commits: the sink skips entries at or below that offset).
+own log (no unacked commits: the sink skips entries at or below that offset); the Delta table is
+in the data dir, or on S3 when one is configured (backend.s3: the rows and the offset are one
+conditional commit there too).
 
 A closed day's many small files are compacted into one file per date and symbol by the
 scheduler's end-of-day job (`backend.marketdata.compaction`). Readers list and read under the
@@ -28,9 +30,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -42,6 +44,9 @@ import pyarrow.parquet as pq
 from backend.compaction import drop_replaced, store_lock
 from backend.marketdata import ticks as tickcols
 from backend.messages import TickBatch
+
+if TYPE_CHECKING:
+    from backend.s3 import S3
 
 SCHEMA = pa.schema(
     [
@@ -56,6 +61,7 @@ SCHEMA = pa.schema(
     ]
 )
 APP_ID = "tradeops-sink-ticks"
+DELTA_NAME = "ticks-delta"
 
 
 def ticks_dir(data_dir: Path) -> Path:
@@ -63,7 +69,7 @@ def ticks_dir(data_dir: Path) -> Path:
 
 
 def delta_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "store" / "ticks-delta"
+    return Path(data_dir) / "store" / DELTA_NAME
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -275,17 +281,25 @@ class ParquetStore:
 
 @dataclass
 class DeltaStore:
-    root: Path
+    """The Delta Lake table: a local directory, or an S3 URI (`s3://bucket/prefix/ticks-delta`)
+    with deltalake's `storage_options` (backend.s3)."""
+
+    root: Path | str
+    storage_options: dict[str, str] | None = field(default=None, repr=False)
     tracks_acks: ClassVar[bool] = False
     """Only an offset: entries at or below it are skipped, redelivered or not."""
     untracked_offset: ClassVar[str | None] = None
 
     def recover(self) -> str | None:
+        """The committed offset (the last entry id of the newest commit), None for no table yet.
+        Any other failure (the endpoint down, refused credentials) is raised: guessing "no table"
+        there would store everything again."""
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         try:
-            dt = DeltaTable(str(self.root))
-        except Exception:  # noqa: BLE001 - no table yet
+            dt = DeltaTable(str(self.root), storage_options=self.storage_options)
+        except TableNotFoundError:
             return None
         version = dt.transaction_version(APP_ID)
         if version is None:
@@ -299,15 +313,41 @@ class DeltaStore:
         pass
 
     def write(self, table: pa.Table, first_id: str, last_id: str, *, ids: list[str] | None = None) -> list[Path]:
+        """Append `table` and the offset `last_id` in one Delta commit (all or nothing)."""
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         if table.num_rows == 0:
             return []
         props = CommitProperties(app_transactions=[Transaction(APP_ID, id_version(last_id))])
         write_deltalake(
-            str(self.root), _with_date(table), partition_by=["date", "symbol"], mode="append", commit_properties=props
+            str(self.root),
+            _with_date(table),
+            partition_by=["date", "symbol"],
+            mode="append",
+            commit_properties=props,
+            storage_options=self.storage_options,
         )
-        return [self.root]
+        return [Path(str(self.root))]  # one commit (counted as one file written)
+
+
+def delta_store(data_dir: Path, s3: S3 | None = None) -> DeltaStore:
+    """The Delta Lake tick table: on S3 when given (`<prefix>/ticks-delta`), else in the data dir."""
+    if s3 is not None:
+        return DeltaStore(s3.uri(DELTA_NAME), s3.storage_options())
+    return DeltaStore(delta_dir(data_dir))
+
+
+def delta_rows(data_dir: Path, s3: S3 | None = None) -> int:
+    """How many rows the Delta Lake tick table holds (from its log's file statistics)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    where = delta_store(data_dir, s3)
+    try:
+        dt = DeltaTable(str(where.root), storage_options=where.storage_options)
+    except TableNotFoundError:
+        return 0
+    return sum(n or 0 for n in pa.table(dt.get_add_actions(flatten=True)).column("num_records").to_pylist())
 
 
 def read_ticks(
@@ -317,17 +357,21 @@ def read_ticks(
     end: int | pd.Timestamp | None = None,
     *,
     delta: bool = False,
+    s3: S3 | None = None,
 ) -> pd.DataFrame:
     """Stored ticks as a DataFrame (symbol, trade_id, price, qty, ts, ...), ordered by time.
 
-    `start` / `end` are ns since the epoch or Timestamps; `end` is exclusive."""
-    if delta:
+    `start` / `end` are ns since the epoch or Timestamps; `end` is exclusive. `delta`: the Delta
+    Lake table, in the data dir or, with `s3`, on S3."""
+    if delta or s3 is not None:
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
-        path = delta_dir(data_dir)
-        if not path.exists():
+        where = delta_store(data_dir, s3)
+        try:
+            table = DeltaTable(str(where.root), storage_options=where.storage_options).to_pyarrow_table()
+        except TableNotFoundError:
             return SCHEMA.empty_table().to_pandas()
-        table = DeltaTable(str(path)).to_pyarrow_table()
         table = table.drop_columns([c for c in ("date",) if c in table.column_names])
     else:
         root = ticks_dir(data_dir)

@@ -1,5 +1,7 @@
 """sink-ticks (P1): md.ticks -> the durable tick store (Parquet by date/symbol, or Delta Lake),
-and QuestDB over ILP when a QuestDB URL is configured. Flushes by size and by time.
+and QuestDB over ILP when a QuestDB URL is configured. Flushes by size and by time. When an S3
+endpoint is configured (`infra.s3` or `infra.minio`, backend.s3), the store is a Delta Lake table
+on S3 (`s3://<bucket>/<prefix>/ticks-delta`), its credentials from the secrets provider.
 
 Every trade is stored exactly once across crashes, restarts and a full disk:
 - the worker hands each entry once while it is buffered (`auto_ack=False`: in flight until the
@@ -23,10 +25,12 @@ from typing import Literal
 import msgspec
 import pyarrow as pa
 
+from backend import s3
 from backend.bus import streams
 from backend.bus.access import Reads
 from backend.marketdata import store
 from backend.messages import TickBatch
+from backend.secrets import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY
 from backend.services.base import Service
 
 
@@ -43,6 +47,9 @@ class SinkTicksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A failed flush is retried after 0.25 s, then twice as long each time, up to this."""
     questdb: str | None = None
     """QuestDB ILP conf, e.g. "http::addr=127.0.0.1:9000;" (also `infra.questdb` in config)."""
+    s3: bool = True
+    """Write the Delta Lake table to S3 when `infra.s3` / `infra.minio` is configured (whatever
+    `format` says); false: keep the local store even then."""
 
     def __post_init__(self) -> None:
         if self.flush_rows < 1 or self.max_buffer_rows < 1:
@@ -55,14 +62,24 @@ class SinkTicksService(Service):
     name = "sink-ticks"
     Config = SinkTicksConfig
     reads = (Reads(streams.MD_TICKS, group=True),)
+    secrets = (S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY)  # the S3 endpoint's, when one is configured
 
     async def setup(self) -> None:
         data_dir = self.settings.resolved_data_dir()
-        if self.cfg.format == "delta":
-            self.store: store.ParquetStore | store.DeltaStore = store.DeltaStore(store.delta_dir(data_dir))
+        self.s3 = s3.configured(self.settings) if self.cfg.s3 else None
+        if self.s3 is not None:
+            self.store: store.ParquetStore | store.DeltaStore = store.delta_store(data_dir, self.s3)
+            self.where = self.s3.where(store.DELTA_NAME)
+        elif self.cfg.format == "delta":
+            self.store = store.delta_store(data_dir)
+            self.where = str(self.store.root)
         else:
             self.store = store.ParquetStore(store.ticks_dir(data_dir))
-        self.committed = self.store.recover()
+            self.where = str(self.store.root)
+        try:
+            self.committed = self.store.recover()
+        except Exception as exc:  # noqa: BLE001 - deltalake raises OSError and its own: one clear line
+            raise s3.S3Error(f"cannot open the tick store {self.where}: {s3.reason(exc)}") from None
         self.buffer: list[tuple[str, TickBatch]] = []
         self.held: set[bytes] = set()  # the entry ids in the buffer
         self.rows_buffered = 0
@@ -114,7 +131,8 @@ class SinkTicksService(Service):
             "skipped_entries": self.skipped,
             "settled_entries": self.settled,
             "flush_failures": self.flush_failures,
-            "format": self.cfg.format,
+            "format": "delta" if self.s3 is not None else self.cfg.format,
+            "store": self.where,
             "questdb": bool(self.questdb),
         }
 
@@ -203,10 +221,14 @@ class SinkTicksService(Service):
         self.flush_failures += 1
         self.backoff = min(self.cfg.retry_max_s, max(0.25, self.backoff * 2))
         self.retry_at = time.monotonic() + self.backoff
-        where = getattr(self.store, "root", "")
-        why = "no space left on device (ENOSPC)" if no_space(exc) else f"{type(exc).__name__}: {exc}"
+        if no_space(exc):
+            why = "no space left on device (ENOSPC)"
+        elif self.s3 is not None:
+            why = s3.reason(exc)
+        else:
+            why = f"{type(exc).__name__}: {exc}"
         self.degrade(
-            f"cannot write the tick store {where}: {why}; flushes are retried and reading "
+            f"cannot write the tick store {self.where}: {why}; flushes are retried and reading "
             f"stops at {self.cfg.max_buffer_rows} buffered ticks"
         )
         now = time.monotonic()
