@@ -28,7 +28,9 @@ compacted file replaces, which covers a compaction that crashed mid-swap.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -362,23 +364,30 @@ def read_ticks(
     """Stored ticks as a DataFrame (symbol, trade_id, price, qty, ts, ...), ordered by time.
 
     `start` / `end` are ns since the epoch or Timestamps; `end` is exclusive. `delta`: the Delta
-    Lake table, in the data dir or, with `s3`, on S3."""
+    Lake table, in the data dir or, with `s3`, on S3 (only the partitions that can hold the
+    range and the symbols are read)."""
+    # date partitions that can hold [start, end); end is exclusive, a partition is a whole day
+    days = (_day(_ns(start)) if start is not None else None, _day(_ns(end) - 1) if end is not None else None)
     if delta or s3 is not None:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
         where = delta_store(data_dir, s3)
         try:
-            table = DeltaTable(str(where.root), storage_options=where.storage_options).to_pyarrow_table()
+            dataset = DeltaTable(str(where.root), storage_options=where.storage_options).to_pyarrow_dataset()
         except TableNotFoundError:
             return SCHEMA.empty_table().to_pandas()
+        wanted = [
+            *([ds.field("date") >= days[0]] if days[0] else []),
+            *([ds.field("date") <= days[1]] if days[1] else []),
+            *([ds.field("symbol").isin(symbols)] if symbols else []),
+        ]
+        table = dataset.to_table(filter=functools.reduce(operator.and_, wanted) if wanted else None)
         table = table.drop_columns([c for c in ("date",) if c in table.column_names])
     else:
         root = ticks_dir(data_dir)
         if not root.exists():
             return SCHEMA.empty_table().to_pandas()
-        # date partitions that can hold [start, end); end is exclusive, a partition is a whole day
-        days = (_day(_ns(start)) if start is not None else None, _day(_ns(end) - 1) if end is not None else None)
         with store_lock(root):  # compaction cannot swap files between the listing and the read
             files = [str(p) for p in live_files(root, days)]
             if not files:

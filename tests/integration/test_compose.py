@@ -100,6 +100,7 @@ def test_secrets_are_docker_secret_files_never_values(tmp_path: Path) -> None:
             "live-gateway": ["exchange-api-key", "exchange-api-secret"],
             "sink-ticks": s3,
             "sink-alt": s3,
+            "md-replay": s3,
         }
         want = [f"redis-{s.name}", *venue.get(s.name, [])]
         m = re.search(r"^\s+secrets: \[(.*)\]$", block, re.M)
