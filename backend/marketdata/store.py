@@ -14,7 +14,9 @@ the XACK is settled on the next start: `unacked()` names the entries that are st
 still be pending, the sink acks them and they are never delivered again; and a flush that repeats
 entries an unacked commit already holds (another instance took them over) writes none of their
 rows twice. Delta Lake keeps the committed offset as an app transaction version in the table's
-own log (no unacked commits: the sink skips entries at or below that offset); the Delta table is
+own log (no unacked commits: the sink skips new entries at or below that offset, and asks the
+table which entries delivered again it holds: `stored_ids`, since another instance's commits, in
+blue/green or after a takeover, are not covered by this one's offset); the Delta table is
 in the data dir, or on S3 when one is configured (backend.s3: the rows and the offset are one
 conditional commit there too).
 
@@ -48,6 +50,8 @@ from backend.marketdata import ticks as tickcols
 from backend.messages import TickBatch
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
     from backend.s3 import S3
 
 SCHEMA = pa.schema(
@@ -289,24 +293,46 @@ class DeltaStore:
     root: Path | str
     storage_options: dict[str, str] | None = field(default=None, repr=False)
     tracks_acks: ClassVar[bool] = False
-    """Only an offset: entries at or below it are skipped, redelivered or not."""
+    """No unacked commits: an offset (entries at or below it are stored), and for entries delivered
+    again the table itself (`stored_ids`)."""
     untracked_offset: ClassVar[str | None] = None
+
+    def __post_init__(self) -> None:
+        self._offset = 0  # the highest offset this store has seen committed (never written lower)
+
+    def _table(self) -> DeltaTable | None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(str(self.root), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
 
     def recover(self) -> str | None:
         """The committed offset (the last entry id of the newest commit), None for no table yet.
         Any other failure (the endpoint down, refused credentials) is raised: guessing "no table"
         there would store everything again."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-
-        try:
-            dt = DeltaTable(str(self.root), storage_options=self.storage_options)
-        except TableNotFoundError:
-            return None
-        version = dt.transaction_version(APP_ID)
+        dt = self._table()
+        version = dt.transaction_version(APP_ID) if dt is not None else None
         if version is None:
             return None
+        self._offset = max(self._offset, version)
         return f"{version >> 20}-{version & ((1 << 20) - 1)}"
+
+    def stored_ids(self, ids: list[str]) -> set[str]:
+        """Which of the entries `ids` the table holds rows of. For entries delivered again: the
+        offset speaks only for this instance's commits, not for another's (blue/green, a reclaim
+        of a dead instance's entries), which may be above or below it."""
+        if not ids:
+            return set()
+        dt = self._table()
+        if dt is None:
+            return set()
+        sid = ds.field("stream_id")  # the bounds let the files' statistics skip most files
+        wanted = (sid >= min(ids)) & (sid <= max(ids)) & sid.isin(ids)
+        found = dt.to_pyarrow_dataset().to_table(columns=["stream_id"], filter=wanted)
+        return set(pc.unique(found["stream_id"]).to_pylist())
 
     def unacked(self) -> list[Commit]:
         return []
@@ -320,7 +346,8 @@ class DeltaStore:
 
         if table.num_rows == 0:
             return []
-        props = CommitProperties(app_transactions=[Transaction(APP_ID, id_version(last_id))])
+        self._offset = max(self._offset, id_version(last_id))  # a flush of reclaimed entries: not lower
+        props = CommitProperties(app_transactions=[Transaction(APP_ID, self._offset)])
         write_deltalake(
             str(self.root),
             _with_date(table),

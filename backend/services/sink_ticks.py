@@ -89,6 +89,7 @@ class SinkTicksService(Service):
         self.skipped = 0
         self.settled = 0  # entries of commits a crash left unacked, acked on settling
         self.flush_failures = 0
+        self._unreadable = False  # the last look at which entries the Delta table holds failed
         self.backoff = 0.0
         self.retry_at = 0.0
         self._last_failure_log = -60.0
@@ -149,13 +150,19 @@ class SinkTicksService(Service):
             offset = self.committed
         else:
             offset = self.store.untracked_offset
+        known: set[str] | None = None  # Delta Lake, entries delivered again: what the table holds
+        if self.worker.redelivered and isinstance(self.store, store.DeltaStore):
+            known = self._stored_ids([eid.decode() for eid, _ in batches if eid not in self.held])
+            if known is None:  # the table cannot be read now: these entries are read again later
+                self.worker.release([eid for eid, _ in batches if eid not in self.held])
+                return
         stored: list[bytes] = []
         left: list[bytes] = []
         for i, (eid, batch) in enumerate(batches):
             if eid in self.held:
                 continue  # handed twice: it is in the buffer once, and its flush acks it
             sid = eid.decode()
-            if offset and store.id_key(sid) <= store.id_key(offset):
+            if sid in known if known is not None else stored_at(sid, offset):
                 stored.append(eid)
                 continue
             if self.rows_buffered and self.rows_buffered + batch.n > self.cfg.max_buffer_rows:
@@ -175,6 +182,22 @@ class SinkTicksService(Service):
             await self.flush()
         if self.buffer and (left or self.rows_buffered >= self.cfg.max_buffer_rows):
             self.worker.pause()  # at the bound: the flush that succeeds resumes reading
+
+    def _stored_ids(self, ids: list[str]) -> set[str] | None:
+        """Which of `ids` the Delta table holds; None (degraded, with the reason) when it cannot be read."""
+        assert isinstance(self.store, store.DeltaStore)
+        try:
+            known = self.store.stored_ids(ids)
+        except Exception as exc:  # noqa: BLE001 - deltalake raises OSError and its own: read again later
+            why = s3.reason(exc) if self.s3 is not None else f"{type(exc).__name__}: {exc}"
+            self.degrade(f"cannot read the tick store {self.where}: {why}; the entries delivered again wait")
+            self._unreadable = True
+            return None
+        if self._unreadable:
+            self._unreadable = False
+            if self.degraded and not self.retry_at:  # no failed flush pending either
+                self.recover()
+        return known
 
     async def flush_if_due(self) -> None:
         if self.buffer and (
@@ -278,6 +301,11 @@ class SinkTicksService(Service):
             )
         if self.questdb is not None:
             self.questdb.close()
+
+
+def stored_at(sid: str, offset: str | None) -> bool:
+    """Entry `sid` is at or below the committed `offset` (stored, when commits are in order)."""
+    return offset is not None and store.id_key(sid) <= store.id_key(offset)
 
 
 def no_space(exc: BaseException) -> bool:

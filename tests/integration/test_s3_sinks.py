@@ -9,6 +9,8 @@ against a closed port."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -89,6 +91,41 @@ def test_sink_ticks_writes_delta_lake_on_s3_exactly_once_across_a_sigkill(
     some = store.read_ticks(data, ["ETHUSDT"], df.ts.min(), df.ts.max(), s3=loc)  # a partition pruned read
     assert set(some.symbol) == {"ETHUSDT"} and len(some) == ((df.symbol == "ETHUSDT") & (df.ts < df.ts.max())).sum()
     assert not store.delta_dir(data).exists() and not store.ticks_dir(data).exists()  # nothing local
+
+
+@pytest.mark.timeout(90)
+def test_two_sink_ticks_instances_on_one_s3_table_lose_nothing_when_one_is_killed(
+    r: redis.Redis, redis_url: str, tmp_path: Path, s3_server: SessionS3, s3_infra: dict[str, str]
+) -> None:
+    """Blue/green: sink-1 holds entries unflushed, sink-2 commits later entries (its offset passes
+    them), sink-1 is SIGKILLed and sink-2 takes its entries over: the table, not the offset, says
+    they are not stored yet, so they are written, once."""
+    data = tmp_path / "data"
+    loc = s3_server.location(s3_infra["s3_prefix"])
+    slow = config(tmp_path / "slow.toml", s3_infra, "sink-ticks", "flush_rows = 1000000\nflush_s = 60")
+    fast = config(tmp_path / "fast.toml", s3_infra, "sink-ticks", "flush_rows = 500\nflush_s = 0.2")
+    total = publish(r, 0, 20)
+
+    def held_by(consumer: str) -> int:
+        return len(r.xpending_range(streams.MD_TICKS, "sink-ticks", "-", "+", 1000, consumername=consumer))
+
+    one = spawn_service("sink-ticks", redis_url=redis_url, data_dir=data, instance="sink-1", config=slow)
+    wait_healthy(r, "sink-ticks", "sink-1", proc=one, log_path=data / "logs" / "sink-1.log")
+    wait_for(lambda: held_by("sink-1") == 20, 30, what="sink-1 holding the first entries")
+    os.kill(one.pid, signal.SIGSTOP)  # frozen, alive: it reads no more, and its entries stay its own
+    two = spawn_service("sink-ticks", redis_url=redis_url, data_dir=data, instance="sink-2", config=fast)
+    try:
+        wait_healthy(r, "sink-ticks", "sink-2", proc=two, log_path=data / "logs" / "sink-2.log")
+        later = publish(r, 20, 20)
+        wait_for(lambda: store.delta_rows(data, loc) == later, 30, interval=0.1, what="sink-2 storing later entries")
+        assert held_by("sink-1") == 20  # not taken over yet: sink-2's offset is past them
+        stop_process(one, kill=True)
+        total += later
+        wait_for(lambda: drained(r, streams.MD_TICKS, "sink-ticks"), 30, what="sink-1's entries taken over, stored")
+    finally:
+        assert stop_process(two) == 0
+    df = store.read_ticks(data, s3=loc)
+    assert len(df) == total and df.trade_id.is_unique and sorted(df.trade_id) == list(range(total))
 
 
 def item(i: int) -> AltItem:
