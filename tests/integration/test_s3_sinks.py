@@ -91,6 +91,11 @@ def test_sink_ticks_writes_delta_lake_on_s3_exactly_once_across_a_sigkill(
     some = store.read_ticks(data, ["ETHUSDT"], df.ts.min(), df.ts.max(), s3=loc)  # a partition pruned read
     assert set(some.symbol) == {"ETHUSDT"} and len(some) == ((df.symbol == "ETHUSDT") & (df.ts < df.ts.max())).sum()
     assert not store.delta_dir(data).exists() and not store.ticks_dir(data).exists()  # nothing local
+    # the Task 02 gate's "store receiving ticks" counts them on S3
+    check = Check(id="store-ticks", title="t", kind="data", params={"sink": "ticks", "min_rows": 1})
+    res = run_check(CheckContext(r, redis_url, Settings(data_dir=str(data), infra=s3_infra)), check)
+    assert res.outcome == "passed" and res.evidence["rows"] == total
+    assert res.evidence["where"] == f"{loc.uri(store.DELTA_NAME)} at {s3_server.endpoint}"
 
 
 @pytest.mark.timeout(90)
@@ -163,6 +168,10 @@ def test_sink_alt_stores_items_on_s3_exactly_once_across_a_sigkill(
     assert len(df) == 50 and dups == 0 and stored == 50
     assert sorted(df.id) == sorted(f"n{i}" for i in range(50))
     assert not list(alt_dir(data).rglob("*.parquet"))  # on S3, not in the data dir (only the search index)
+    # the Task 02 gate's "search receiving alt data": indexed, and stored on S3
+    check = Check(id="search-alt", title="a", kind="data", params={"sink": "alt", "min_rows": 50})
+    res = run_check(CheckContext(r, redis_url, Settings(data_dir=str(data), infra=s3_infra)), check)
+    assert res.outcome == "passed" and res.evidence["indexed"] == 50 and res.evidence["stored"] == 50
 
 
 def test_phase1_minio_probe_against_a_real_s3_and_a_closed_port(
