@@ -25,7 +25,7 @@ from backend.bus.embedded import free_port
 from backend.marketdata import store
 from backend.messages import AltItem
 from backend.runtime.spawn import spawn_service, stop_process, wait_healthy
-from backend.s3 import S3
+from backend.s3 import S3, S3Error
 from backend.services.sink_alt import SinkAltService, alt_dir
 from backend.services.sink_ticks import SinkTicksService
 from backend.settings import Settings
@@ -240,3 +240,11 @@ async def test_sinks_say_degraded_while_s3_is_down_and_store_everything_once_aft
     assert len(df) == total and df.trade_id.is_unique
     items = s3table.read(loc)
     assert len(items) == 20 and items.id.is_unique
+    # a sink that starts while S3 is down fails at once, saying where and why (exit 1 as a process)
+    late = SinkTicksService(redis_url=redis_url, settings=settings, instance="ticks-2")
+    with pytest.raises(S3Error) as info:
+        await asyncio.wait_for(late.run(), 20)
+    assert str(info.value) == (
+        f"cannot open the tick store {loc.uri(store.DELTA_NAME)} at "
+        f"{outage.endpoint}: cannot connect (connection refused)"
+    )
