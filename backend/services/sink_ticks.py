@@ -10,6 +10,8 @@ Every trade is stored exactly once across crashes, restarts and a full disk:
   commits whose acks a crash cut off are acked before anything is read, so what is stored is
   never delivered again, and a flush never writes rows an unacked commit already holds. New
   entries at or below the committed offset (a consumer group set back) are acked unwritten;
+  on a Delta Lake table (local or on S3), entries delivered again are looked up in the table: the
+  offset vouches only for this instance's commits, not another's (blue/green, a takeover);
 - a flush that fails (ENOSPC or anything else) keeps its buffer: the service says `degraded`
   with the reason, retries with backoff, stops reading while `max_buffer_rows` ticks are held
   (the stream's lag grows instead of the memory), and is `running` again after a flush succeeds.
@@ -78,7 +80,9 @@ class SinkTicksService(Service):
             self.where = str(self.store.root)
         try:
             self.committed = self.store.recover()
-        except Exception as exc:  # noqa: BLE001 - deltalake raises OSError and its own: one clear line
+        except Exception as exc:  # deltalake raises OSError and its own: one clear line for S3
+            if self.s3 is None:
+                raise
             raise s3.S3Error(f"cannot open the tick store {self.where}: {s3.reason(exc)}") from None
         self.buffer: list[tuple[str, TickBatch]] = []
         self.held: set[bytes] = set()  # the entry ids in the buffer
