@@ -117,15 +117,20 @@ def test_two_sink_ticks_instances_on_one_s3_table_lose_nothing_when_one_is_kille
     one = spawn_service("sink-ticks", redis_url=redis_url, data_dir=data, instance="sink-1", config=slow)
     wait_healthy(r, "sink-ticks", "sink-1", proc=one, log_path=data / "logs" / "sink-1.log")
     wait_for(lambda: held_by("sink-1") == 20, 30, what="sink-1 holding the first entries")
-    os.kill(one.pid, signal.SIGSTOP)  # frozen, alive: it reads no more, and its entries stay its own
     two = spawn_service("sink-ticks", redis_url=redis_url, data_dir=data, instance="sink-2", config=fast)
     try:
         wait_healthy(r, "sink-ticks", "sink-2", proc=two, log_path=data / "logs" / "sink-2.log")
-        later = publish(r, 20, 20)
-        wait_for(lambda: store.delta_rows(data, loc) == later, 30, interval=0.1, what="sink-2 storing later entries")
-        assert held_by("sink-1") == 20  # not taken over yet: sink-2's offset is past them
-        stop_process(one, kill=True)
-        total += later
+        # sink-1 frozen, alive (its heartbeat lives 5 s more): it keeps its entries (and what its
+        # blocked read still gets), while sink-2 stores the later ones, its offset passing sink-1's
+        os.kill(one.pid, signal.SIGSTOP)
+        total += publish(r, 20, 20)
+
+        def sink2_done() -> bool:
+            return r.xinfo_groups(streams.MD_TICKS)[0]["lag"] == 0 and held_by("sink-2") == 0
+
+        wait_for(sink2_done, 30, what="sink-2 storing the later entries")
+        assert store.delta_rows(data, loc) > 0
+        stop_process(one, kill=True)  # now sink-2 takes sink-1's entries over
         wait_for(lambda: drained(r, streams.MD_TICKS, "sink-ticks"), 30, what="sink-1's entries taken over, stored")
     finally:
         assert stop_process(two) == 0
