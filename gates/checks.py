@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
-from backend import locations
+from backend import locations, s3
 from backend.bus import replies, streams
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
@@ -130,11 +130,17 @@ def _last_id(r: redis.Redis, stream: str) -> str:
 # -- data --------------------------------------------------------------------------------------
 def data(ctx: CheckContext, p: dict[str, Any]) -> Result:
     need = int(p.get("min_rows", 1))
+    on_s3 = s3.configured(ctx.settings)  # "S3 receiving ticks", "S3 + OpenSearch receiving alt data"
+    extra: dict[str, Any] = {}
     if p["sink"] == "ticks":
-        from backend.marketdata.store import read_ticks, ticks_dir
+        from backend.marketdata.store import DELTA_NAME, delta_rows, read_ticks, ticks_dir
 
-        rows = len(read_ticks(ctx.data_dir))
-        where = str(ticks_dir(ctx.data_dir))
+        if on_s3 is not None:
+            rows = delta_rows(ctx.data_dir, on_s3)
+            where = on_s3.where(DELTA_NAME)
+        else:
+            rows = len(read_ticks(ctx.data_dir))
+            where = str(ticks_dir(ctx.data_dir))
     elif p["sink"] == "alt":
         from backend.alt.index import index_path, open_index
 
@@ -144,10 +150,17 @@ def data(ctx: CheckContext, p: dict[str, Any]) -> Result:
         finally:
             idx.close()
         where = ctx.settings.infra.get("opensearch") or str(index_path(ctx.data_dir))
+        if on_s3 is not None:  # stored on S3 and searchable: the lesser of the two counts
+            from backend.alt import s3table
+
+            stored = s3table.count(on_s3)
+            extra = {"indexed": rows, "stored": stored, "stored_at": on_s3.where(s3table.NAME)}
+            rows = min(rows, stored)
     else:
         raise TradeopsError(f"unknown sink {p['sink']!r}")
     return Result(
-        "passed" if rows >= need else "failed", {"sink": p["sink"], "rows": rows, "threshold": need, "where": where}
+        "passed" if rows >= need else "failed",
+        {"sink": p["sink"], "rows": rows, "threshold": need, "where": where, **extra},
     )
 
 
@@ -201,6 +214,10 @@ def probe(ctx: CheckContext, p: dict[str, Any]) -> Result:
 
 def _probe_infra(ctx: CheckContext, name: str, p: dict[str, Any]) -> Result:
     spec = inventory.load().infra_spec(name)
+    if name == "minio":
+        loc = s3.configured(ctx.settings)  # infra.s3 or infra.minio, the credentials from the secrets
+        if loc is not None:  # a real S3: an object written, read back and deleted (S3Error: failed)
+            return Result("passed", s3.probe(loc))
     endpoint = ctx.settings.infra.get(name)
     if name == "redis":
         endpoint = endpoint or ctx.redis_url
