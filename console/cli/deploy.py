@@ -1,0 +1,134 @@
+"""`tradeops deploy swarm | k8s`: the deployment generated from the inventory, on Docker Swarm
+(`docker stack deploy`, blue/green between legacy and target; backend/deploy/swarm.py) or as
+Kubernetes manifests (backend/deploy/k8s.py)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from backend.errors import TradeopsError
+from console.cli.context import Context, command
+
+ORDER = 12
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "deploy", "deploy the services on Docker Swarm, or write them as Kubernetes manifests")
+    dsub = p.add_subparsers(dest="deploy_command", metavar="TARGET", required=True, parser_class=type(p))
+    s = command(dsub, "swarm", "docker stack deploy of a stack file generated from the inventory")
+    s.add_argument("--stack", default="tradeops", help="the stack's name (default tradeops)")
+    s.add_argument(
+        "--image", default=None, help="the image (default: the local image, made by `docker import` when missing)"
+    )
+    s.add_argument("--services", default=None, metavar="A,B", help="only these services (default: all)")
+    s.add_argument(
+        "--external-redis",
+        default=None,
+        metavar="URL",
+        help="the services' Redis, outside the stack (default: the stack runs its own)",
+    )
+    s.add_argument("-o", "--output", default=None, help="the stack file (default <data dir>/deploy/swarm-stack.yml)")
+    s.add_argument("--no-deploy", action="store_true", help="write the stack file only")
+    s.add_argument("--wait", type=float, default=300.0, metavar="S", help="wait until every service runs (0: not)")
+    s.add_argument(
+        "--watch",
+        action="store_true",
+        help="then follow the migration board on the bus (--redis-url: how this machine reaches the stack's "
+        "Redis): scale legacy and target as the moves say, until Ctrl-C",
+    )
+    s.add_argument("--remove", action="store_true", help="remove the stack (docker stack rm) and wait until it is gone")
+    s.set_defaults(func=cmd_swarm)
+    k = command(dsub, "k8s", "write the Kubernetes manifests generated from the inventory")
+    k.add_argument("--out", default="k8s", metavar="DIR", help="the manifests' directory (default ./k8s)")
+    k.add_argument("--image", default="tradeops:latest")
+    k.add_argument("--namespace", default="tradeops")
+    k.add_argument("--services", default=None, metavar="A,B", help="only these services (default: all)")
+    k.add_argument(
+        "--external-redis",
+        default=None,
+        metavar="URL",
+        help="the services' Redis, outside the cluster (default: a StatefulSet in the namespace)",
+    )
+    k.set_defaults(func=cmd_k8s)
+
+
+def _services(arg: str | None) -> list[str] | None:
+    return [s.strip() for s in arg.split(",") if s.strip()] if arg else None
+
+
+def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
+    from backend import secrets
+    from backend.bus import acl
+    from backend.deploy import swarm, workload
+    from backend.migration.state import board
+
+    sw = swarm.Swarm(args.stack)
+    if args.remove:
+        gone = sw.remove()
+        print(f"removed stack {args.stack}: " + (", ".join(gone) if gone else "it had no services"))
+        return 0
+    store = ctx.data_dir / secrets.DIR
+    secrets.write_private(store / workload.ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))  # passwords if missing
+    works = workload.workloads(services=_services(args.services), secrets_dir=store)
+    states = board(ctx.redis, ctx.skips) if ctx.settings.redis_url else None
+    image = _swarm_image(args.image, sw.docker_host)
+    data = swarm.stack_file(works, image, store, states=states, redis_url=args.external_redis)
+    path = swarm.write_stack_file(data, Path(args.output or ctx.data_dir / "deploy" / "swarm-stack.yml"))
+    print(
+        f"wrote {path}: {len(works)} services as legacy and target, "
+        + ("the migration board's environments" if states else "legacy only (no --redis-url: no board read)")
+        + f"; Docker secrets are files in {store}"
+    )
+    if args.no_deploy:
+        return 0
+    sw.deploy(path, data)
+    print(f"deployed stack {args.stack} on {sw.docker_host} ({image.ref})")
+    if args.wait:
+        sw.wait_converged(args.wait)
+        print(sw.service_ls(), end="")
+    if args.watch:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print("following the migration board (Ctrl-C stops following; the stack keeps running)")
+        with contextlib.suppress(KeyboardInterrupt):
+            sw.watch(ctx.redis, works, stop)
+    return 0
+
+
+def _swarm_image(ref: str | None, docker_host: str) -> Any:
+    from backend.runtime.docker import connect_engine
+    from backend.runtime.image import image_spec
+
+    client = connect_engine(docker_host)
+    try:
+        return image_spec(client, ref)
+    finally:
+        client.close()
+
+
+def cmd_k8s(ctx: Context, args: argparse.Namespace) -> int:
+    from backend import secrets
+    from backend.bus import acl
+    from backend.deploy import k8s, workload
+
+    store = ctx.data_dir / secrets.DIR
+    if args.external_redis is None:  # the StatefulSet's ACL file (passwords made if missing)
+        secrets.write_private(store / workload.ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))
+    works = workload.workloads(services=_services(args.services), secrets_dir=store)
+    if not works:
+        raise TradeopsError("no services to deploy")
+    docs = k8s.manifests(works, image=args.image, namespace=args.namespace, redis_url=args.external_redis)
+    files = k8s.write(docs, Path(args.out))
+    kinds: dict[str, int] = {}
+    for d in docs:
+        kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
+    print(f"wrote {len(files)} files to {args.out}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
+    print("the Secrets they name are not in them; make them from the data dir's files:")
+    for line in k8s.secret_commands(works, store, args.namespace, with_redis=args.external_redis is None):
+        print("  " + line)
+    return 0
