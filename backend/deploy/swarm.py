@@ -64,6 +64,8 @@ REDIS = "redis"
 STOP_GRACE = "20s"
 HEALTH = {"interval": "2s", "timeout": "5s", "retries": 3, "start_period": "60s"}
 PRODUCTION_REDIS_IMAGE = "redis:7.2"
+GWBRIDGE = "docker_gwbridge"
+"""The bridge through which a swarm task on a network that is not internal reaches its node."""
 
 
 class SwarmError(TradeopsError):
@@ -337,6 +339,24 @@ class Swarm:
                 self.converge(works, board(r))
                 seen = n
             stop.wait(every)
+
+    def node_address(self, service: str) -> str | None:
+        """The address on this node (its `docker_gwbridge`) of the service's first task here: how a
+        process on a manager reaches the stack's Redis without a published port. None: no task here,
+        or the task is on internal networks only."""
+        ids = self.docker(
+            "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.name={self.stack}_{service}"
+        )
+        if not ids.split():
+            return None
+        attached = json.loads(self.docker("network", "inspect", GWBRIDGE, "--format", "{{json .Containers}}") or "{}")
+        ip = str((attached or {}).get(ids.split()[0], {}).get("IPv4Address", "")).split("/")[0]
+        return ip or None
+
+    def redis_url(self) -> str | None:
+        """The stack's Redis as a URL this node reaches (see `node_address`)."""
+        ip = self.node_address(REDIS)
+        return f"redis://{ip}:{REDIS_PORT}/0" if ip else None
 
     def remove(self, timeout: float = 120.0) -> list[str]:
         """`docker stack rm`, then wait until its tasks' containers and its networks are gone."""

@@ -38,8 +38,8 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--watch",
         action="store_true",
-        help="then follow the migration board on the bus (--redis-url: how this machine reaches the stack's "
-        "Redis): scale legacy and target as the moves say, until Ctrl-C",
+        help="then follow the migration board on the bus (--redis-url, else the stack's Redis as this node "
+        "reaches it): scale legacy and target as the moves say, until Ctrl-C",
     )
     s.add_argument("--remove", action="store_true", help="remove the stack (docker stack rm) and wait until it is gone")
     s.set_defaults(func=cmd_swarm)
@@ -75,13 +75,14 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
     store = ctx.data_dir / secrets.DIR
     secrets.write_private(store / workload.ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))  # passwords if missing
     works = workload.workloads(services=_services(args.services), secrets_dir=store)
-    states = board(ctx.redis, ctx.skips) if ctx.settings.redis_url else None
+    bus = _bus(ctx, sw, args.external_redis, required=False)  # a stack deployed before: its board
+    states = board(bus, ctx.skips) if bus is not None else None
     image = _swarm_image(args.image, sw.docker_host)
     data = swarm.stack_file(works, image, store, states=states, redis_url=args.external_redis)
     path = swarm.write_stack_file(data, Path(args.output or ctx.data_dir / "deploy" / "swarm-stack.yml"))
     print(
         f"wrote {path}: {len(works)} services as legacy and target, "
-        + ("the migration board's environments" if states else "legacy only (no --redis-url: no board read)")
+        + ("the migration board's environments" if states else "legacy only (no bus answers yet: no board read)")
         + f"; Docker secrets are files in {store}"
     )
     if args.no_deploy:
@@ -91,6 +92,8 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
     if args.wait:
         sw.wait_converged(args.wait)
         print(sw.service_ls(), end="")
+        if args.external_redis is None:
+            print(f"the stack's Redis from this node: {sw.redis_url() or 'not reachable here'}")
     if args.watch:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -98,6 +101,26 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             sw.watch(ctx.redis, works, stop)
     return 0
+
+
+def _bus(ctx: Context, sw: Any, external: str | None, *, required: bool = True) -> Any:
+    """The bus the board is read from, as the operator: --redis-url, the external Redis, or the
+    stack's own as this node reaches it (not `required`: None when none is there yet)."""
+    from backend.bus import connection
+
+    if ctx.settings.redis_url:
+        return ctx.redis
+    try:
+        url = external or sw.redis_url()
+    except TradeopsError:  # no engine, no docker CLI: said again where it matters (the deploy)
+        if required:
+            raise
+        url = None
+    if url is None:
+        if required:
+            raise TradeopsError("the stack's Redis is not reachable from this node: give --redis-url")
+        return None
+    return connection.connect(url, auth=connection.operator_login(ctx.settings, url))
 
 
 def _swarm_image(ref: str | None, docker_host: str) -> Any:
