@@ -27,11 +27,15 @@ which is what a one-node swarm here runs (`--resolve-image never`: no registry i
 Blue/green (`Swarm.converge`, `Swarm.watch`): the migration board is read and each environment's
 service scaled to what it wants; `backend.migration.cutover` records the moves and waits on the
 heartbeats as under any runtime: a cutover scales the legacy service to 0, its tasks get SIGTERM
-and drain (their final heartbeat says `stopped`)."""
+and drain (their final heartbeat says `stopped`).
+
+Docker secrets cannot change under a deployed stack: a secret file whose content changed (the local
+exchange makes a new key pair at each start) needs the stack removed first (`--remove`)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -59,6 +63,7 @@ from backend.migration.state import ServiceState
 from backend.runtime.commands import CONTAINER_PYTHON
 from backend.runtime.image import ImageSpec
 
+log = logging.getLogger("tradeops.deploy")
 STACK = "tradeops"
 REDIS = "redis"
 STOP_GRACE = "20s"
@@ -328,16 +333,27 @@ class Swarm:
         return change
 
     def watch(self, r: Any, works: list[Workload], stop: threading.Event, every: float = 0.25) -> None:
-        """Converge on every move recorded on ops.migration until `stop` is set."""
+        """Converge on every move recorded on ops.migration until `stop` is set; a bus or an engine
+        that does not answer for a while is waited out (said once), not the end of the watch."""
+        import redis
+
         from backend.migration.state import board
 
         seen = -1
+        away = ""
         while not stop.is_set():
-            n = r.xlen(streams.OPS_MIGRATION)
-            if n != seen:
-                self._scaled.clear()
-                self.converge(works, board(r))
-                seen = n
+            try:
+                n = r.xlen(streams.OPS_MIGRATION)
+                if n != seen:
+                    self._scaled.clear()
+                    self.converge(works, board(r))
+                    seen = n
+                away = ""
+            except (redis.ConnectionError, redis.TimeoutError, SwarmError) as exc:
+                if str(exc) != away:
+                    log.warning("swarm watch: %s (trying again)", exc)
+                    away = str(exc)
+                seen = -1
             stop.wait(every)
 
     def node_address(self, service: str) -> str | None:

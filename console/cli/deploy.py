@@ -99,7 +99,7 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print("following the migration board (Ctrl-C stops following; the stack keeps running)")
         with contextlib.suppress(KeyboardInterrupt):
-            sw.watch(ctx.redis, works, stop)
+            sw.watch(_bus(ctx, sw, args.external_redis), works, stop)
     return 0
 
 

@@ -13,7 +13,6 @@ import random
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pytest
 
 from backend.bus import connection
 from backend.deploy.swarm import GWBRIDGE, Swarm
-from backend.deploy.workload import workloads
 from backend.messages import GateEvent
 from backend.migration.cutover import cutover
 from backend.migration.state import move
@@ -99,7 +97,35 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
         return out.stdout
 
     services = ["normalizer", "sink-alt"]  # low-latency + backend; backend only (an internal overlay)
-    shown = tradeops("--services", ",".join(services), "--image", local_image, "--wait", "240")
+    # deployed, waited for, then following the migration board (the operator's blue/green)
+    watcher = subprocess.Popen(
+        [
+            *TRADEOPS,
+            "--data-dir",
+            str(data),
+            "deploy",
+            "swarm",
+            "--stack",
+            STACK,
+            "--services",
+            ",".join(services),
+            "--image",
+            local_image,
+            "--wait",
+            "240",
+            "--watch",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+    )
+    assert watcher.stdout is not None
+    shown = ""
+    while not shown.endswith("following the migration board (Ctrl-C stops following; the stack keeps running)\n"):
+        line = watcher.stdout.readline()
+        assert line, f"deploy swarm --watch ended: {shown}{watcher.communicate()[1]}"
+        shown += line
     sw = Swarm(STACK, swarm_engine)
     rows = sw.services()
     assert {n: (r["running"], r["desired"]) for n, r in rows.items()} == {
@@ -140,14 +166,11 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
     assert set(services) <= users and r.execute_command("ACL", "LOG") == []
 
     # blue/green on the swarm: the board's moves scale the target up and the legacy service down
-    stop = threading.Event()
-    watcher = threading.Thread(target=sw.watch, args=(r, workloads(services=services), stop), daemon=True)
-    watcher.start()
     try:
-        audit.append(
-            r, GateEvent(gate="phase1", kind="decision", operator="lee", ts_ns=0, decision="proceed", reason="ok")
-        )
+        opened = GateEvent(gate="phase1", kind="decision", operator="lee", ts_ns=0, decision="proceed", reason="ok")
+        audit.append(r, opened)
         move(r, "normalizer", "start", "ann", "blue/green on the swarm")
+        assert watcher.poll() is None, f"deploy swarm --watch ended: {watcher.communicate()[1]}"
         result = cutover(r, "normalizer", "ann", "target healthy", timeout=120)
         assert result.incoming == ["normalizer-target-1"] and result.drained == ["normalizer-legacy-1"]
         assert not result.vanished  # drained: its final heartbeat said stopped
@@ -164,9 +187,11 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
         assert state("normalizer-legacy-1") == b"stopped" and state("normalizer-target-1") == b"running"
         print(sw.service_ls())
     finally:
-        stop.set()
-        watcher.join(10)
+        watcher.terminate()  # stops following; the stack keeps running
+        _, err = watcher.communicate(timeout=30)
         r.close()
+    assert watcher.returncode == 0, err
+    assert sw.services()["normalizer-target"]["running"] == 1
 
     removed = tradeops("--remove")
     assert removed.startswith(f"removed stack {STACK}: normalizer-legacy, normalizer-target, redis")
