@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from backend.bus import streams
 from backend.bus.embedded import AOF_REWRITE_MIN_SIZE
 from backend.migration import inventory
-from backend.migration.inventory import Inventory, ServiceSpec
+from backend.migration.inventory import Inventory, InventoryError, ServiceSpec
 from backend.migration.state import ServiceState, desired_instances
 from backend.runtime.commands import CONTAINER_PYTHON, service_entrypoint
 from backend.runtime.secretfiles import CONTAINER_DIR, SecretFile, service_env, service_files
@@ -73,12 +75,37 @@ class Workload:
 
 
 def workloads(
-    inv: Inventory | None = None, services: list[str] | None = None, secrets_dir: Path | str = "./secrets"
+    inv: Inventory | None = None,
+    services: list[str] | None = None,
+    secrets_dir: Path | str = "./secrets",
+    replicas: dict[str, int] | None = None,
 ) -> list[Workload]:
-    """The workloads of `services` (default: every service of the inventory), in migration order."""
+    """The workloads of `services` (default: every service of the inventory), in migration order;
+    `replicas`: per service, in place of the inventory's."""
     inv = inv or inventory.load()
     names = inv.order() if services is None else [inv.service(s).name for s in services]
-    return [Workload(inv.service(n), service_files(n, Path(secrets_dir))) for n in names]
+    for name, n in (replicas or {}).items():
+        inv.service(name)  # an unknown name is one clear line
+        if n < 1:
+            raise InventoryError(f"replicas of {name}: {n} is not at least 1")
+    return [
+        Workload(
+            msgspec.structs.replace(inv.service(n), replicas=(replicas or {}).get(n, inv.service(n).replicas)),
+            service_files(n, Path(secrets_dir)),
+        )
+        for n in names
+    ]
+
+
+def parse_replicas(items: list[str]) -> dict[str, int]:
+    """`NAME=N` items (the CLI's --replicas) as a mapping; a bad one is one clear line."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, n = item.partition("=")
+        if not name or not n.isdigit():
+            raise InventoryError(f"--replicas {item!r}: expected SERVICE=N, N a whole number")
+        out[name.strip()] = int(n)
+    return out
 
 
 def environment_replicas(w: Workload, states: dict[str, ServiceState] | None) -> dict[str, int]:

@@ -26,6 +26,7 @@ def register(sub: Any) -> None:
         "--image", default=None, help="the image (default: the local image, made by `docker import` when missing)"
     )
     s.add_argument("--services", default=None, metavar="A,B", help="only these services (default: all)")
+    _replicas_option(s)
     s.add_argument(
         "--external-redis",
         default=None,
@@ -48,6 +49,7 @@ def register(sub: Any) -> None:
     k.add_argument("--image", default="tradeops:latest")
     k.add_argument("--namespace", default="tradeops")
     k.add_argument("--services", default=None, metavar="A,B", help="only these services (default: all)")
+    _replicas_option(k)
     k.add_argument(
         "--external-redis",
         default=None,
@@ -55,6 +57,16 @@ def register(sub: Any) -> None:
         help="the services' Redis, outside the cluster (default: a StatefulSet in the namespace)",
     )
     k.set_defaults(func=cmd_k8s)
+
+
+def _replicas_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="instances of a service in place of the inventory's `replicas` (repeatable)",
+    )
 
 
 def _services(arg: str | None) -> list[str] | None:
@@ -74,7 +86,9 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     store = ctx.data_dir / secrets.DIR
     secrets.write_private(store / workload.ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))  # passwords if missing
-    works = workload.workloads(services=_services(args.services), secrets_dir=store)
+    works = workload.workloads(
+        services=_services(args.services), secrets_dir=store, replicas=workload.parse_replicas(args.replicas)
+    )
     bus = _bus(ctx, sw, args.external_redis, required=False)  # a stack deployed before: its board
     states = board(bus, ctx.skips) if bus is not None else None
     image = _swarm_image(args.image, sw.docker_host)
@@ -142,7 +156,9 @@ def cmd_k8s(ctx: Context, args: argparse.Namespace) -> int:
     store = ctx.data_dir / secrets.DIR
     if args.external_redis is None:  # the StatefulSet's ACL file (passwords made if missing)
         secrets.write_private(store / workload.ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))
-    works = workload.workloads(services=_services(args.services), secrets_dir=store)
+    works = workload.workloads(
+        services=_services(args.services), secrets_dir=store, replicas=workload.parse_replicas(args.replicas)
+    )
     if not works:
         raise TradeopsError("no services to deploy")
     docs = k8s.manifests(works, image=args.image, namespace=args.namespace, redis_url=args.external_redis)

@@ -7,16 +7,20 @@ services, and the stack removed. Skipped, with the reason, when no dockerd or do
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from backend.bus import connection
 from backend.deploy.swarm import GWBRIDGE, Swarm
@@ -109,6 +113,8 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
             STACK,
             "--services",
             ",".join(services),
+            "--replicas",
+            "sink-alt=2",
             "--image",
             local_image,
             "--wait",
@@ -132,10 +138,10 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
         "redis": (1, 1),
         "normalizer-legacy": (1, 1),
         "normalizer-target": (0, 0),
-        "sink-alt-legacy": (1, 1),
+        "sink-alt-legacy": (2, 2),
         "sink-alt-target": (0, 0),
     }
-    assert f"{STACK}_normalizer-legacy   replicated   1/1" in shown
+    assert f"{STACK}_sink-alt-legacy     replicated   2/2" in shown
     print(shown)  # the report's `docker service ls`
 
     # what the stack file made: lane overlays (backend internal), health check, start-first, secrets
@@ -160,7 +166,7 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
     def state(instance: str) -> bytes | None:
         return r.hget(f"health:{instance.rsplit('-', 2)[0]}:{instance}", "state")
 
-    for inst in ("normalizer-legacy-1", "sink-alt-legacy-1"):
+    for inst in ("normalizer-legacy-1", "sink-alt-legacy-1", "sink-alt-legacy-2"):  # an instance per task slot
         wait_for(lambda inst=inst: state(inst) == b"running", 60, interval=0.2, what=f"{inst}'s heartbeat")
     users = {ln.split(" user=")[1].split()[0] for ln in r.execute_command("CLIENT", "LIST").decode().splitlines()}
     assert set(services) <= users and r.execute_command("ACL", "LOG") == []
@@ -194,6 +200,34 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
     assert sw.services()["normalizer-target"]["running"] == 1
 
     removed = tradeops("--remove")
-    assert removed.startswith(f"removed stack {STACK}: normalizer-legacy, normalizer-target, redis")
+    assert removed.startswith(f"removed stack {STACK}: normalizer-legacy, normalizer-target, redis, sink-alt-legacy")
     assert sw.services() == {}
     assert docker(swarm_engine, "ps", "-aq").strip() == ""
+
+
+def test_the_instance_comes_from_the_environment(r: redis.Redis, redis_url: str) -> None:
+    """A swarm task or a pod names its instance in TRADEOPS_INSTANCE: the service runs as it and the
+    health check (no INSTANCE argument, as the stack file and the manifests give it) looks at it."""
+    from backend.services.run import add_arguments
+
+    env = {**os.environ, "TRADEOPS_REDIS_URL": redis_url, "TRADEOPS_INSTANCE": "risk-target-2"}
+    check = [sys.executable, "-m", "backend.runtime.healthcheck", "risk"]
+    r.hset("health:risk:risk-target-2", mapping={"state": "running", "ts_ns": time.time_ns()})
+    assert subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
+    r.hset("health:risk:risk-target-2", "state", "stopped")
+    res = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and res.stderr == "risk-target-2 is stopped\n"
+    res = subprocess.run(check, env={**env, "TRADEOPS_INSTANCE": ""}, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and res.stderr == "no INSTANCE given and TRADEOPS_INSTANCE is not set\n"
+    old = os.environ.get("TRADEOPS_INSTANCE")
+    os.environ["TRADEOPS_INSTANCE"] = "risk-target-2"
+    try:
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        assert p.parse_args(["risk"]).instance == "risk-target-2"
+        assert p.parse_args(["risk", "--instance", "x"]).instance == "x"
+    finally:
+        if old is None:
+            os.environ.pop("TRADEOPS_INSTANCE")
+        else:
+            os.environ["TRADEOPS_INSTANCE"] = old

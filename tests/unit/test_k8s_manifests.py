@@ -153,3 +153,16 @@ def test_replicas_and_an_external_redis() -> None:
                 'name = "oms"\n', 'name = "oms"\nreplicas = 0\n'
             )
         )
+
+
+def test_replicas_given_on_the_command_line() -> None:
+    assert workload.parse_replicas(["oms=3", "risk=2"]) == {"oms": 3, "risk": 2}
+    for bad, why in (("oms", "expected SERVICE=N"), ("oms=x", "expected SERVICE=N")):
+        with pytest.raises(inventory.InventoryError, match=why):
+            workload.parse_replicas([bad])
+    with pytest.raises(inventory.InventoryError, match="unknown service 'nope'"):
+        workload.workloads(replicas={"nope": 2})
+    with pytest.raises(inventory.InventoryError, match="replicas of oms: 0 is not at least 1"):
+        workload.workloads(replicas={"oms": 0})
+    (w,) = workload.workloads(services=["oms"], replicas={"oms": 4})
+    assert w.replicas == 4 and inventory.load().service("oms").replicas == 1
