@@ -49,6 +49,7 @@ PART_OF = "tradeops"
 REDIS = "redis"
 REDIS_IMAGE = "redis:7.2"
 REDIS_STORAGE = "10Gi"
+REDIS_USER = 999  # the redis image's `redis` user (its entrypoint runs the server as it already)
 ENVIRONMENT = "target"
 TERMINATION_GRACE = 20
 RUN_AS = 10001  # the production image's `tradeops` user (Dockerfile)
@@ -227,12 +228,17 @@ def redis_objects(namespace: str) -> list[dict[str, Any]]:
                     "metadata": {"labels": _pod_labels(REDIS, lanes)},
                     "spec": {
                         "terminationGracePeriodSeconds": 30,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": REDIS_USER,
+                            "runAsGroup": REDIS_USER,
+                            "fsGroup": REDIS_USER,
+                        },
                         "containers": [
                             {
                                 "name": REDIS,
                                 "image": REDIS_IMAGE,
-                                "command": ["redis-server"],
-                                "args": redis_args(),
+                                "args": ["redis-server", *redis_args()],
                                 "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
                                 "readinessProbe": probe,
                                 "volumeMounts": [

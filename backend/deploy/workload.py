@@ -145,7 +145,8 @@ def dump_yaml(docs: list[dict[str, Any]]) -> str:
     import yaml
 
     class _Dumper(yaml.SafeDumper):
-        pass
+        def ignore_aliases(self, data: Any) -> bool:  # a shared list written out again, not `&id001`
+            return True
 
     def _str(dumper: yaml.SafeDumper, s: str) -> Any:  # multi-line strings as blocks, the rest plain
         return dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None)
