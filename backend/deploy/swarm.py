@@ -67,7 +67,8 @@ log = logging.getLogger("tradeops.deploy")
 STACK = "tradeops"
 REDIS = "redis"
 STOP_GRACE = "20s"
-HEALTH = {"interval": "2s", "timeout": "5s", "retries": 3, "start_period": "60s"}
+HEALTH_INTERVAL_S = 5.0
+"""How often the engine runs a task's health check (a task counts as running once one passed)."""
 PRODUCTION_REDIS_IMAGE = "redis:7.2"
 GWBRIDGE = "docker_gwbridge"
 """The bridge through which a swarm task on a network that is not internal reaches its node."""
@@ -82,8 +83,14 @@ def swarm_service(service: str, environment: str) -> str:
     return f"{service}-{environment}"
 
 
-def _health(test: list[str]) -> dict[str, Any]:
-    return {"test": ["CMD", *test], **HEALTH}
+def _health(test: list[str], interval_s: float, *, shell: bool = False) -> dict[str, Any]:
+    return {
+        "test": ["CMD-SHELL" if shell else "CMD", *test],
+        "interval": f"{interval_s:g}s",
+        "timeout": "5s",
+        "retries": 3,
+        "start_period": "60s",
+    }
 
 
 def _labels(w: Workload, environment: str) -> dict[str, str]:
@@ -100,7 +107,7 @@ def _mounts(image: ImageSpec) -> list[dict[str, Any]]:
     return [{"type": "bind", "source": p, "target": p, "read_only": True} for p in image.mounts]
 
 
-def _redis(image: ImageSpec, maxmemory: str | int) -> dict[str, Any]:
+def _redis(image: ImageSpec, maxmemory: str | int, health_interval_s: float) -> dict[str, Any]:
     """The bus's Redis as a service of the stack, on its inventory lanes."""
     lanes = inventory.load().infra_spec("redis").lanes
     svc: dict[str, Any]
@@ -112,13 +119,13 @@ def _redis(image: ImageSpec, maxmemory: str | int) -> dict[str, Any]:
             "image": image.ref,
             "entrypoint": [server_binary()],
             "command": redis_args(maxmemory),
-            "healthcheck": _health([CONTAINER_PYTHON, "-c", probe]),
+            "healthcheck": _health([CONTAINER_PYTHON, "-c", probe], health_interval_s),
         }
     else:
         svc = {
             "image": PRODUCTION_REDIS_IMAGE,
             "command": ["redis-server", *redis_args(maxmemory)],
-            "healthcheck": {"test": ["CMD-SHELL", "redis-cli ping | grep -qE 'PONG|NOAUTH'"], **HEALTH},
+            "healthcheck": _health(["redis-cli ping | grep -qE 'PONG|NOAUTH'"], health_interval_s, shell=True),
         }
     svc["volumes"] = [*_mounts(image), {"type": "volume", "source": "redis-data", "target": REDIS_DATA}]
     svc["networks"] = list(lanes)
@@ -142,6 +149,7 @@ def stack_file(
     states: dict[str, ServiceState] | None = None,
     redis_url: str | None = None,
     maxmemory: str | int = streams.DEFAULT_MAXMEMORY,
+    health_interval_s: float = HEALTH_INTERVAL_S,
 ) -> dict[str, Any]:
     """The stack file as data (see the module docstring). `states`: the migration board (None:
     before any move, legacy only); `redis_url`: an external Redis (None: the stack's own)."""
@@ -155,7 +163,7 @@ def stack_file(
     bus = redis_url or f"redis://{REDIS}:{REDIS_PORT}/0"
     services: dict[str, Any] = {}
     if redis_url is None:
-        services[REDIS] = _redis(image, maxmemory)
+        services[REDIS] = _redis(image, maxmemory, health_interval_s)
     local_env = {}
     if image.kind == "local":  # the source is mounted where it is on the host: import it from there
         import backend
@@ -178,7 +186,7 @@ def stack_file(
                 "secrets": [f.name for f in w.files],
                 "networks": list(w.spec.lanes),
                 "volumes": _mounts(image),
-                "healthcheck": _health(w.health()),
+                "healthcheck": _health(w.health(), health_interval_s),
                 "stop_grace_period": STOP_GRACE,
                 "stop_signal": "SIGTERM",
                 "deploy": {

@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     )
     s.add_argument("-o", "--output", default=None, help="the stack file (default <data dir>/deploy/swarm-stack.yml)")
     s.add_argument("--no-deploy", action="store_true", help="write the stack file only")
+    s.add_argument(
+        "--health-interval", type=float, default=5.0, metavar="S", help="how often each task's health is checked"
+    )
     s.add_argument("--wait", type=float, default=300.0, metavar="S", help="wait until every service runs (0: not)")
     s.add_argument(
         "--watch",
@@ -92,7 +95,9 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
     bus = _bus(ctx, sw, args.external_redis, required=False)  # a stack deployed before: its board
     states = board(bus, ctx.skips) if bus is not None else None
     image = _swarm_image(args.image, sw.docker_host)
-    data = swarm.stack_file(works, image, store, states=states, redis_url=args.external_redis)
+    data = swarm.stack_file(
+        works, image, store, states=states, redis_url=args.external_redis, health_interval_s=args.health_interval
+    )
     path = swarm.write_stack_file(data, Path(args.output or ctx.data_dir / "deploy" / "swarm-stack.yml"))
     print(
         f"wrote {path}: {len(works)} services as legacy and target, "

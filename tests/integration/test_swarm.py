@@ -119,6 +119,8 @@ def test_deploy_converge_cut_over_and_remove_a_stack(swarm_engine: str, local_im
             local_image,
             "--wait",
             "240",
+            "--health-interval",
+            "1",
             "--watch",
         ],
         stdout=subprocess.PIPE,

@@ -42,6 +42,7 @@ def test_every_service_is_legacy_and_target_with_the_replicas_the_board_wants(tm
         assert svc["environment"]["TRADEOPS_REDIS_URL"] == "redis://redis:6379/0"
         assert svc["environment"]["TRADEOPS_REDIS_PASSWORD_FILE"] == f"/run/secrets/redis-{s.name}"
         assert svc["healthcheck"]["test"] == ["CMD", "python", "-m", "backend.runtime.healthcheck", s.name]
+        assert svc["healthcheck"]["interval"] == "5s"
         assert svc["networks"] == list(s.lanes)
         assert svc["deploy"]["update_config"]["order"] == "start-first"
         assert svc["deploy"]["labels"]["tradeops.environment"] == "target"
