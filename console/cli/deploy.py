@@ -94,7 +94,7 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
     )
     bus = _bus(ctx, sw, args.external_redis, required=False)  # a stack deployed before: its board
     states = board(bus, ctx.skips) if bus is not None else None
-    image = _swarm_image(args.image, sw.docker_host)
+    image = _swarm_image(args.image, sw.docker_host, offline=args.no_deploy)
     data = swarm.stack_file(
         works, image, store, states=states, redis_url=args.external_redis, health_interval_s=args.health_interval
     )
@@ -142,11 +142,18 @@ def _bus(ctx: Context, sw: Any, external: str | None, *, required: bool = True) 
     return connection.connect(url, auth=connection.operator_login(ctx.settings, url))
 
 
-def _swarm_image(ref: str | None, docker_host: str) -> Any:
-    from backend.runtime.docker import connect_engine
-    from backend.runtime.image import image_spec
+def _swarm_image(ref: str | None, docker_host: str, *, offline: bool = False) -> Any:
+    """The image as the engine has it; a named one as it is when only the file is written and no
+    engine answers."""
+    from backend.runtime.docker import DockerUnavailable, connect_engine
+    from backend.runtime.image import ImageSpec, image_spec
 
-    client = connect_engine(docker_host)
+    try:
+        client = connect_engine(docker_host)
+    except DockerUnavailable:
+        if offline and ref is not None:
+            return ImageSpec(ref)
+        raise
     try:
         return image_spec(client, ref)
     finally:

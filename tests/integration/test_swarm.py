@@ -233,3 +233,23 @@ def test_the_instance_comes_from_the_environment(r: redis.Redis, redis_url: str)
             os.environ.pop("TRADEOPS_INSTANCE")
         else:
             os.environ["TRADEOPS_INSTANCE"] = old
+
+
+def test_no_engine_is_one_clear_line_and_the_file_is_written_without_one(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+    base = [*TRADEOPS, "--data-dir", str(tmp_path / "data"), "deploy", "swarm", "--services", "risk"]
+    out = subprocess.run(base, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 1 and out.stderr == (
+        f"tradeops: error: no Docker engine reachable at unix://{tmp_path}/none.sock "
+        "(start dockerd, or point DOCKER_HOST at one)\n"
+    )
+    stack = tmp_path / "stack.yml"
+    out = subprocess.run(
+        [*base, "--image", "tradeops:1.0", "--no-deploy", "-o", str(stack)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "image: tradeops:1.0" in stack.read_text() and "risk-target:" in stack.read_text()
