@@ -25,7 +25,12 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--image", default=None, help="the image (default: the local image, made by `docker import` when missing)"
     )
-    s.add_argument("--services", default=None, metavar="A,B", help="only these services (default: all)")
+    s.add_argument(
+        "--services",
+        default=None,
+        metavar="A,B",
+        help="only these services (default: all); the stack then holds only them (others it had are removed)",
+    )
     _replicas_option(s)
     s.add_argument(
         "--external-redis",
@@ -86,6 +91,10 @@ def cmd_swarm(ctx: Context, args: argparse.Namespace) -> int:
     if args.remove:
         gone = sw.remove()
         print(f"removed stack {args.stack}: " + (", ".join(gone) if gone else "it had no services"))
+        print(
+            f"kept: its Redis's volume {args.stack}_redis-data (the bus, the migration board); "
+            "`docker volume rm` drops it"
+        )
         return 0
     store = ctx.data_dir / secrets.DIR
     secrets.write_private(store / workload.ACL_FILE, acl.acl_text(ctx.data_dir, ctx.settings))  # passwords if missing
