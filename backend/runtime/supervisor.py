@@ -214,12 +214,14 @@ class Supervisor:
 
     # -- instances -------------------------------------------------------------------------------
     def replicas(self, service: str) -> int:
-        """How many instances of `service` run in each environment (`[replicas]` in the config;
-        1 by default). The instances of a partitioned consumer share its partitions."""
+        """How many instances of `service` run in each environment: `[replicas]` in the config,
+        else the inventory's `replicas` (1 by default). The instances of a partitioned consumer
+        share its partitions."""
         if self._replicas is None:
             from backend.settings import load_settings
 
-            self._replicas = dict(load_settings(self.config).replicas)
+            inv = {s.name: s.replicas for s in inventory.load().services}
+            self._replicas = {**inv, **load_settings(self.config).replicas}
         return self._replicas.get(service, 1)
 
     def _spawn(self, service: str, environment: str, replica: int = 0) -> Instance:
