@@ -27,6 +27,7 @@ from backend.bus import streams
 from backend.bus.access import Reads
 from backend.marketdata import store
 from backend.messages import TickBatch
+from backend.metrics import Exported
 from backend.services.base import Service
 
 
@@ -55,6 +56,12 @@ class SinkTicksService(Service):
     name = "sink-ticks"
     Config = SinkTicksConfig
     reads = (Reads(streams.MD_TICKS, group=True),)
+    exported = (
+        Exported("rows_written", "Tick rows written to the store.", counter=True),
+        Exported("files", "Files (commits) written to the store.", counter=True),
+        Exported("buffered", "Rows buffered, not yet flushed."),
+        Exported("flush_failures", "Flushes that failed (and are retried).", counter=True),
+    )
 
     async def setup(self) -> None:
         data_dir = self.settings.resolved_data_dir()
