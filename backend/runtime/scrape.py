@@ -46,6 +46,15 @@ def targets(beats: Iterable[Heartbeat], instances: Iterable[str] | None = None) 
     return sorted(out, key=lambda t: t["labels"]["instance_id"])
 
 
+def scraped(data_dir: Path | str) -> set[str]:
+    """The instance ids in the data dir's targets file (empty when there is none)."""
+    try:
+        groups = json.loads((prometheus_dir(data_dir) / TARGETS_FILE).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {g.get("labels", {}).get("instance_id", "") for g in groups if isinstance(g, dict)}
+
+
 def config_text(targets_file: Path | str, *, scrape_interval: str = "15s", job: str = JOB) -> str:
     """A Prometheus config (YAML) with one job reading `targets_file`."""
     return (
