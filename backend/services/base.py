@@ -28,6 +28,11 @@ the ACL rules made from them, cannot drift from what the service does. A command
 (NOPERM: the service's user may not do it) is a deployment bug, not a transient error: the
 service fails at once, its reason saying so (never retried, never a dead letter).
 
+Run as a process (`run(serve_metrics=True)`, what `python -m backend.services NAME` does), an
+instance serves Prometheus metrics on its port (backend/metrics.py): what the base counts, read at
+scrape time, and the domain metrics the class declares in `exported`; the heartbeat says where
+(`metrics_addr`), and the supervisor's scrape config follows it (backend/runtime/scrape.py).
+
 Every consumer takes over at once the pending entries of another instance of the same service
 whose heartbeat says it is gone (`backend.health.gone`); entries of a consumer that is alive but
 stuck are reclaimed after `claim_idle_ms` (15 s by default, `claim_idle_ms = N` in any
