@@ -157,8 +157,12 @@ def test_every_dashboard_query_names_an_exported_metric() -> None:
         assert dashboards.validate(model, known) == [], uid
     wanted = {"tradeops_processed_total", "tradeops_dead_lettered_total", "tradeops_lag"}
     wanted |= {"tradeops_latency_seconds_bucket", "tradeops_heartbeat_age_seconds"}
-    used = {n for uid in dashboards.DASHBOARDS for _, q in dashboards.queries(dashboards.build(uid)) for n in
-            dashboards.metric_names(q)}
+    used = {
+        n
+        for uid in dashboards.DASHBOARDS
+        for _, q in dashboards.queries(dashboards.build(uid))
+        for n in dashboards.metric_names(q)
+    }
     assert wanted <= used
 
 
