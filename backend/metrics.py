@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -269,7 +270,11 @@ class MetricsServer:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}" if self.server else ""
+        """Where a scraper finds it: host:port (this host's name for a wildcard bind)."""
+        if self.server is None:
+            return ""
+        host = socket.gethostname() if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     async def close(self) -> None:
         if self.server is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,10 @@ async def test_the_endpoint_serves_metrics_and_a_taken_port_falls_back() -> None
             assert resp.status_code == 200 and "tradeops_processed_total" in resp.text
             assert resp.headers["content-type"].startswith("text/plain")
             assert (await client.get(f"http://{second.address}/nothing")).status_code == 404
+        wild = MetricsServer(registry_for(svc))
+        await wild.start("0.0.0.0", 0)  # every interface: it says this host's name
+        assert wild.address == f"{socket.gethostname()}:{wild.port}"
+        await wild.close()
     finally:
         await first.close()
         await second.close()
