@@ -437,6 +437,8 @@ class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     extra: dict[str, Any] = {}
     reason: str = ""
     """Why the instance is in its state, when that needs saying (degraded: what stops progress)."""
+    metrics_addr: str = ""
+    """host:port of the instance's Prometheus /metrics endpoint ('' when it serves none)."""
 
 
 Severity = Literal["info", "warning", "critical"]

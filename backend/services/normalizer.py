@@ -31,6 +31,7 @@ from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
 from backend.marketdata.symbols import DEFAULT_SYMBOLS
 from backend.messages import Bar, Instrument, RawTickBatch
+from backend.metrics import Exported
 from backend.refdata.master import KEY as INSTRUMENTS
 from backend.services.base import Service
 
@@ -58,6 +59,14 @@ class NormalizerService(Service):
     reads = (Reads(streams.MD_TICKS_RAW, group=True),)
     writes = (Writes(streams.MD_TICKS), Writes(streams.MD_BARS_1S), Writes(streams.MD_BARS_1M))
     keys = (Keys(HWM_KEY, write=True), Keys(HWM_KEY + ":{p*}", write=True), Keys(INSTRUMENTS))
+    exported = (
+        Exported("ticks_out", "Clean ticks written to md.ticks.", counter=True),
+        Exported("rejected", "Bad ticks dead-lettered with their reason.", counter=True),
+        Exported("repeats", "Ticks dropped as repeats of a trade id already seen.", counter=True),
+        Exported("bars_out", "OHLCV bars closed and written.", counter=True),
+        Exported("late_ticks", "Ticks that arrived after their bar closed.", counter=True),
+        Exported("open_bars", "Bars open now."),
+    )
     scripts = (Scripts((streams.MD_TICKS_RAW,)),)  # the fenced commit (backend/bus/fence.py)
 
     async def setup(self) -> None:
@@ -73,6 +82,7 @@ class NormalizerService(Service):
         self.validator = TickValidator(symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s)
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = self.repeats = 0
+        self.batch_lat = self.recorder("batch")  # a batch of raw entries: read to committed
         self.n = self.settings.partition_count(streams.MD_TICKS_RAW)
         self.tagged = partitions.on_cluster(self.r)  # a cluster: even one partition's keys share a slot
         self.fences: dict[int, fence.Fence] = {}
@@ -124,6 +134,7 @@ class NormalizerService(Service):
     async def on_raw(self, p: int, raw: list[tuple[bytes, RawTickBatch]]) -> None:
         now = time.time_ns()
         part = self.parts.owned[p]
+        t0 = time.perf_counter_ns()
         ids = [eid for eid, _ in raw]
         batches = [b for _, b in raw]
         cmds: list[fence.Command] = []
@@ -163,6 +174,7 @@ class NormalizerService(Service):
         self.rejected += len(result.rejected)
         self.repeats += result.repeats
         self.ticks_out += result.ticks.n if result.ticks is not None else 0
+        self.batch_lat.record_ns(time.perf_counter_ns() - t0)
 
     def _queue_bars(self, pipe: Pipeline, bars: list[Bar]) -> None:
         for bar in bars:

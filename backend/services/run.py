@@ -53,7 +53,7 @@ def run_service(
     svc = cls(redis_url=url, settings=settings, instance=instance, environment=environment, login=auth)
     logs.setup(log_level.upper(), service=svc.name, instance=svc.instance)
     try:
-        aio.run(svc.run(install_signals=True))
+        aio.run(svc.run(install_signals=True, serve_metrics=True))
     except TradeopsError:
         raise
     except Exception as exc:  # noqa: BLE001 - the log has the traceback; the operator gets a line

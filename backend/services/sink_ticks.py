@@ -32,6 +32,7 @@ from backend.bus import streams
 from backend.bus.access import Reads
 from backend.marketdata import store
 from backend.messages import TickBatch
+from backend.metrics import Exported
 from backend.secrets import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY
 from backend.services.base import Service
 
@@ -65,6 +66,12 @@ class SinkTicksService(Service):
     Config = SinkTicksConfig
     reads = (Reads(streams.MD_TICKS, group=True),)
     secrets = (S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY)  # the S3 endpoint's, when one is configured
+    exported = (
+        Exported("rows_written", "Tick rows written to the store.", counter=True),
+        Exported("files", "Files (commits) written to the store.", counter=True),
+        Exported("buffered", "Rows buffered, not yet flushed."),
+        Exported("flush_failures", "Flushes that failed (and are retried).", counter=True),
+    )
 
     async def setup(self) -> None:
         data_dir = self.settings.resolved_data_dir()

@@ -147,6 +147,20 @@ def test_probe_tcp_http_and_standin(r: redis.Redis, redis_url: str, tmp_path: Pa
         srv.shutdown()
 
 
+def test_prometheus_probe_fails_without_instances_or_with_no_prometheus_there(
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """(Its passing cases, against a real Prometheus and live instances: test_prometheus.py.)"""
+    c = Check(id="p", title="p", kind="probe", params={"target": "infra:prometheus"})
+    res = run_check(ctx(r, redis_url, tmp_path), c)  # nothing configured, nothing running
+    assert res.outcome == "failed" and res.evidence["instances"] == 0
+    assert "start the stack" in res.evidence["reason"]
+    dead = f"http://127.0.0.1:{free_port()}"
+    res = run_check(ctx(r, redis_url, tmp_path, infra={"prometheus": dead}), c)
+    assert res.outcome == "failed" and res.evidence["probed"] == f"{dead}/api/v1/query"
+    assert res.evidence["query"] == 'up{job="tradeops"}' and res.evidence["error"]
+
+
 @pytest.mark.timeout(120)
 def test_perf_passes_fails_and_missing_bench_is_inconclusive(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
     args = {"ticks": 200000, "batch": 500}
