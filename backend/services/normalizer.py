@@ -18,6 +18,7 @@ overtaken by the other gateway's newer one is late, not a duplicate (backend/mar
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 
 import msgspec
@@ -155,7 +156,7 @@ class NormalizerService(Service):
         if result.ticks is not None:
             cmds.append(xadd(self._out(streams.MD_TICKS, p), result.ticks))
             self.bars.add(result.sym, result.price, result.qty, result.trade_ns, now)
-            bars = self.bars.close_due(self._symbols_of(p), now)
+            bars = self.bars.close_due(self.validator.symbols, now, only=self._in_partition(p))
             cmds += [xadd(self._bar_stream(b), b) for b in bars]
             marks = self.validator.hwm_map()
             if self.n > 1:  # this partition's symbols only (the key is in the partition's slot)
@@ -191,12 +192,11 @@ class NormalizerService(Service):
         stream = streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
         return self._out(stream, partitions.partition_of(bar.symbol, self.n))
 
-    def _symbols_of(self, p: int) -> list[str]:
-        """The symbols whose bars partition p's commit may close (all of them without partitions)."""
-        syms = self.validator.symbols
-        if self.n == 1 or not syms:
-            return syms
-        return [s for s in syms if partitions.partition_of(s, self.n) == p]
+    def _in_partition(self, p: int) -> Callable[[str], bool] | None:
+        """Which symbols' bars partition p's commit may close (all of them without partitions)."""
+        if self.n == 1:
+            return None
+        return lambda s: partitions.partition_of(s, self.n) == p
 
     async def close_bars(self) -> None:
         """Close bars on their boundary even when no tick arrives."""
