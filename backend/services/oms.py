@@ -385,6 +385,7 @@ class OmsService(Service):
                     state="NEW",
                     ts_ns=now,
                     seq=0,
+                    instance=self.instance,
                 ),
             )
         )
