@@ -346,9 +346,10 @@ class LiveSource:
                 ev.check or ev.decision or "",
                 ev.operator,
                 ev.reason or str(ev.evidence.get("note", "")),
-                _mark(trust.get(ev.hash)),
+                _mark(trust.get(ev.hash), bool(ev.sig)),
+                f"#{n}",  # an entry of the hash chain (ops.gates), by its number
             )
-            for _, ev in self.gate_feed.recent
+            for (_, ev), n in zip(self.gate_feed.recent, self.gate_feed.recent_no, strict=True)
         ]
         reg = self.gate_feed.registry
         # the migration log beside the gate log, in time order, and the kill switch's toggles
@@ -367,7 +368,8 @@ class LiveSource:
                     f"{m.from_state or '-'} -> {m.to_state}",
                     m.operator,
                     m.reason,
-                    _mark(sealed.judge_move(reg, m)),
+                    _mark(sealed.judge_move(reg, m), bool(m.sig)),
+                    NOT_CHAINED,
                 )
             )
         for c in self.audit_log[streams.OPS_CONTROL]:
@@ -380,7 +382,8 @@ class LiveSource:
                         "ON" if c.args.get("on") else "off",
                         c.operator,
                         c.reason,
-                        _mark(sealed.judge_control(reg, c)),
+                        _mark(sealed.judge_control(reg, c), bool(c.sig)),
+                        NOT_CHAINED,
                     )
                 )
         for ts, *rest in sorted(rows)[-300:]:
@@ -438,13 +441,19 @@ class LiveSource:
         return self._gate_defs
 
 
-def _mark(t: Any) -> str:
-    """An audit row's signature: ✓ who signed, ✗ why it counts for nothing, or unsigned."""
+UNSIGNED = "unsigned"
+NOT_CHAINED = "—"  # a migration move or kill switch toggle: signed one by one, anchored, not chained
+
+
+def _mark(t: Any, signed: bool) -> str:
+    """An audit row's signature: `✓ who` signed it (valid), `✗ why` it counts for nothing
+    (invalid), or `unsigned` (counts for nothing either); `signed`: the entry carries a signature
+    (one the fold has not judged is shown as such, never blank)."""
     if t is None:
-        return ""
+        return "✗ not judged" if signed else UNSIGNED
     if t.ok:
         return f"✓ {t.name}"
-    return "unsigned" if t.status == "unsigned" else f"✗ {t.why}"[:60]
+    return UNSIGNED if t.status == "unsigned" else f"✗ {t.why}"[:60]
 
 
 def _brief(ev: dict) -> str:
