@@ -196,6 +196,12 @@ def target(ctx: CheckContext, p: dict[str, Any]) -> Result:
     return targets.check(ctx, p)
 
 
+def paper(ctx: CheckContext, p: dict[str, Any]) -> Result:
+    from gates import targets
+
+    return targets.paper(ctx, p)
+
+
 # -- probe -------------------------------------------------------------------------------------
 def probe(ctx: CheckContext, p: dict[str, Any]) -> Result:
     target: str = p["target"]
@@ -365,4 +371,4 @@ def _probe_host(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
 
 
 PROBES = {"infra": _probe_infra, "bus": _probe_bus, "host": _probe_host}
-KINDS = {"health": health, "flow": flow, "data": data, "perf": perf, "probe": probe, "target": target}
+KINDS = {"health": health, "flow": flow, "data": data, "perf": perf, "probe": probe, "target": target, "paper": paper}

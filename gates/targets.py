@@ -30,17 +30,29 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from backend import aio
 from backend.bench.load import open_loop
-from backend.bus import replies, streams
+from backend.bus import codec, replies, streams
 from backend.bus.broadcast import Broadcast
 from backend.bus.entries import Skips, decode_entries
+from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
 from backend.marketdata import ticks as tickcols
-from backend.messages import FINAL_STATES, Heartbeat, Order, OrderEvent, RiskDecision, TickBatch
+from backend.messages import (
+    FINAL_STATES,
+    ExecReport,
+    Heartbeat,
+    Order,
+    OrderEvent,
+    Position,
+    RiskDecision,
+    Side,
+    TickBatch,
+)
 from backend.migration.compose import target_instance
 from backend.migration.state import board
 from gates.checks import OPS, CheckContext, Result
@@ -375,3 +387,141 @@ def _instance(b: Heartbeat, after: Heartbeat | None = None) -> dict[str, Any]:
         out["recorded_latency_ms"] = dict(after.latency_ms)
         out["pid_unchanged"] = after.pid == b.pid and after.started_ns == b.started_ns
     return out
+
+
+# -- paper: one paper probe order followed through the deployed services to a stream ------------
+PAPER_PATH = ("oms", "risk", "live-gateway", "ptrc")
+SIDES: tuple[Side, Side] = ("buy", "sell")
+"""The services a paper probe order and its fill pass through on their way to `positions`."""
+
+
+def paper(ctx: CheckContext, p: dict[str, Any]) -> Result:
+    """A paper probe order (and the one closing it) through oms, risk, live-gateway and the paper
+    venue, its fill followed on exec.reports and the probe account's position on `positions`
+    (what ptrc makes of the fill): the check makes its own traffic instead of waiting for some."""
+    timeout = float(p.get("timeout_s", 15.0))
+    max_age = float(p.get("max_age_s", 3.0))
+    beats = read_heartbeats(ctx.r)
+    now = time.time_ns()
+    carriers = {
+        svc: sorted(
+            f"{b.instance} ({b.environment}, pid {b.pid})"
+            for b in beats
+            if b.service == svc and b.state == "running" and (now - b.ts_ns) / 1e9 <= max_age
+        )
+        for svc in PAPER_PATH
+    }
+    gone = [s for s, v in carriers.items() if not v]
+    if gone:
+        return Result(
+            "failed",
+            {
+                "missing": f"no running {', '.join(gone)}: a paper probe order travels oms -> risk -> live-gateway "
+                "(paper venue) and its fill -> ptrc -> positions",
+                "path": carriers,
+                "provide": "tradeops up (every service), or tradeops migrate start SERVICE --reason '...' for a "
+                "target, then run the check again",
+            },
+        )
+    prices = last_prices(ctx.r)
+    if not prices:
+        return Result(
+            "failed",
+            {
+                "missing": "no prices on md.ticks: risk denies the probe order (no trade seen for its symbol)",
+                "provide": "tradeops up (the exchange's market data), then run the check again",
+            },
+        )
+    symbol = next((s for s in PREFERRED if s in prices), sorted(prices)[0])
+    run = f"gp{uuid.uuid4().hex[:10]}"
+    account = f"{SOURCE}-{run}"
+    cursors: dict[Any, Any] = {
+        s: _newest(ctx.r, s) for s in (streams.ORDERS_EVENTS, streams.EXEC_REPORTS, streams.POSITIONS)
+    }
+    orders = [
+        Order(
+            client_order_id=f"{run}-{i}",
+            account=account,
+            symbol=symbol,
+            side=side,
+            type="market",
+            quantity=0.01,
+            sent_ns=time.time_ns(),
+            source=SOURCE,
+        )
+        for i, side in enumerate(SIDES)  # the second closes the first: the account ends flat
+    ]
+    t0 = time.monotonic()
+    for o in orders:
+        publish_sync(ctx.r, streams.ORDERS_NEW, o)
+    seen: dict[str, Any] = {"taken_in_by": {}, "finals": {}, "fills": [], "positions": []}
+    want = {o.client_order_id for o in orders}
+    deadline = t0 + timeout
+
+    def flat() -> bool:  # both fills booked: ptrc may publish them as one update or two
+        return bool(seen["positions"]) and abs(seen["positions"][-1]["quantity"]) < 1e-12
+
+    while time.monotonic() < deadline and (len(seen["fills"]) < len(orders) or not flat()):
+        for stream, items in replies.read(ctx.r.xread(cursors, count=1000, block=200)) or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            cursors[name] = items[-1][0].decode()
+            _paper_seen(name, items, want, account, seen, t0)
+    ev: dict[str, Any] = {
+        "probe": {"orders": [o.client_order_id for o in orders], "account": account, "symbol": symbol},
+        "path": carriers,
+        "taken_in_by": seen["taken_in_by"],
+        "final_states": seen["finals"],
+        "fills": seen["fills"],
+        "positions": seen["positions"],
+        "timeout_s": timeout,
+    }
+    if len(seen["fills"]) >= len(orders) and flat():
+        return Result("passed", ev)
+    if len(seen["fills"]) < len(orders):
+        ev["missing"] = (
+            f"{len(seen['fills'])} of {len(orders)} probe fills on exec.reports in {timeout:g}s "
+            f"(final states: {seen['finals'] or 'none'}): the order path did not fill the paper probe orders"
+        )
+        ev["provide"] = (
+            "tradeops order list / tradeops ps say where the orders stopped; tradeops up starts what is missing"
+        )
+    else:
+        ev["missing"] = (
+            f"the probe's {len(orders)} fills reached exec.reports but positions has no update for {account} "
+            f"booking both in {timeout:g}s (updates seen: {seen['positions'] or 'none'}): ptrc is not turning "
+            "fills into positions"
+        )
+        ev["provide"] = "tradeops ps and tradeops logs ptrc say why"
+    return Result("failed", ev)
+
+
+def _newest(r: Any, stream: str) -> str:
+    last = replies.entries(r.xrevrange(stream, count=1))
+    return last[0][0].decode() if last else "0-0"
+
+
+_events = codec.decoder(OrderEvent)
+_reports = codec.decoder(ExecReport)
+_positions = codec.decoder(Position)
+
+
+def _paper_seen(
+    stream: str, items: list[tuple[bytes, Any]], want: set[str], account: str, seen: dict[str, Any], t0: float
+) -> None:
+    """Note what the probe's orders became on `stream`'s new entries `items`."""
+    ms = round((time.monotonic() - t0) * 1000, 1)
+    dec = {streams.ORDERS_EVENTS: _events, streams.EXEC_REPORTS: _reports, streams.POSITIONS: _positions}[stream]
+    for _, f in items:
+        try:
+            m = dec.decode(codec.payload(f))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if isinstance(m, OrderEvent) and m.client_order_id in want:
+            if m.state == "NEW":
+                seen["taken_in_by"][m.client_order_id] = m.instance or "?"
+            elif m.state in FINAL_STATES:
+                seen["finals"][m.client_order_id] = m.state + (f": {m.reason}" if m.reason else "")
+        elif isinstance(m, ExecReport) and m.client_order_id in want and m.kind == "fill":
+            seen["fills"].append({"order": m.client_order_id, "qty": m.fill_qty, "price": m.fill_price, "after_ms": ms})
+        elif isinstance(m, Position) and m.account == account:
+            seen["positions"].append({"symbol": m.symbol, "quantity": m.quantity, "after_ms": ms})

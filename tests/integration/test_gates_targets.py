@@ -87,3 +87,30 @@ def test_target_checks_measure_the_deployed_targets(r: redis.Redis, redis_url: s
         # a threshold the target does not meet fails, with the same evidence
         res = run_check(c, target_check("oms", "p50_ms", "<=", 0.0))
         assert res.outcome == "failed" and res.evidence["measured"][0]["instance"] == "oms-target"
+
+
+@pytest.mark.timeout(180)
+def test_positions_makes_its_own_paper_probe_through_the_services(
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    c = model.load()["task05"].check("positions")
+    assert c.kind == "paper"
+    res = run_check(ctx(r, redis_url, tmp_path), c)
+    assert res.outcome == "failed"
+    assert res.evidence["missing"].startswith("no running oms, risk, live-gateway, ptrc: a paper probe order")
+    assert res.evidence["provide"].startswith("tradeops up")
+    with BenchStack(redis_url=redis_url) as st:
+        seed_prices(st.r)
+        oms_config = st.data_dir / "oms.toml"
+        oms_config.write_text(PATIENT_OMS)
+        st.start("risk", instance="risk-target", environment="target")
+        st.start("live-gateway")
+        st.start("ptrc", instance="ptrc-target", environment="target")
+        st.start("oms", instance="oms-target", environment="target", config=oms_config)
+        res = run_check(ctx(r, redis_url, tmp_path), c)
+    ev = res.evidence
+    assert res.outcome == "passed", ev
+    assert ev["taken_in_by"] == dict.fromkeys(ev["probe"]["orders"], "oms-target")
+    assert [f["order"] for f in ev["fills"]] == ev["probe"]["orders"]
+    assert [p["quantity"] for p in ev["positions"]][-1] == 0.0  # the closing order leaves the probe account flat
+    assert any(p.startswith("ptrc-target (target, pid ") for p in ev["path"]["ptrc"])
