@@ -261,8 +261,8 @@ class OrderEvent(Wire, tag="order_event.v1", kw_only=True):
     ts_ns: int = 0
     seq: int = 0
     instance: str = ""
-    """On NEW: the OMS instance that took the order in (what a gate check timing the deployed
-    target counts)."""
+    """On NEW (and on a refusal at the door, REJECTED overloaded): the OMS instance that took the
+    order in (what a gate check timing the deployed target counts)."""
 
 
 class Position(Wire, tag="position.v1", kw_only=True):

@@ -78,6 +78,8 @@ class Probe:
     news: Counter[str] = field(default_factory=Counter)
     accepted_ns: dict[str, int] = field(default_factory=dict)
     finals: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    refusals: Counter[str] = field(default_factory=Counter)
+    """Why probe orders ended rejected or denied (overloaded: refused at the OMS's door)."""
     decisions: dict[str, list[tuple[str, float]]] = field(default_factory=lambda: defaultdict(list))
     """risk instance -> (client order id, round trip ms) of each decision it made."""
 
@@ -113,10 +115,11 @@ def check(ctx: CheckContext, p: dict[str, Any]) -> Result:
         )
     symbols = [s for s in PREFERRED if s in prices] or sorted(prices)[:3]
     run = f"gp{uuid.uuid4().hex[:10]}-"
+    ages = {b.instance: round((time.time_ns() - b.ts_ns) / 1e9, 2) for b in targets}  # when the probe began
     probe = aio.run(_probe(ctx.r, run, symbols, rate, seconds))
     mine = {b.instance for b in targets}
     after = _after(ctx.r, service, mine, time.time_ns())
-    measured = [_instance(b, after.get(b.instance)) for b in targets]
+    measured = [{**_instance(b, after.get(b.instance)), "heartbeat_age_s": ages[b.instance]} for b in targets]
     out = summarize(service, probe, mine)
     ev: dict[str, Any] = {
         "service": service,
@@ -289,6 +292,9 @@ async def _probe(r: Any, run: str, symbols: list[str], rate: float, seconds: flo
                     pr.accepted_ns[c] = msg.ts_ns
                 if msg.state in FINAL_STATES:
                     pr.finals[c].append(msg.state)
+                    if msg.state in ("REJECTED", "DENIED"):
+                        by = f" by {msg.instance}" if msg.instance else ""
+                        pr.refusals[f"{msg.state}{by}: {msg.reason[:60]}"] += 1
 
     gc.collect()
     col = asyncio.create_task(collect())
@@ -315,6 +321,7 @@ def summarize(service: str, pr: Probe, mine: set[str]) -> dict[str, Any]:
         "lost": pr.sent - done,
         "duplicated": sum(1 for v in pr.finals.values() if len(v) > 1) + sum(1 for v in pr.news.values() if v > 1),
         "final_states": dict(Counter(v[0] for v in pr.finals.values())),
+        "refused_why": dict(pr.refusals.most_common(5)),
         "seconds": round(pr.elapsed, 2),
     }
     if service == "risk":
