@@ -84,7 +84,7 @@ class LiveSource:
         self._gate_stamp: tuple[str, int, int] | None = None
         self._gate_error = ""
         self._who: tuple[str, str] | None = None  # (operator shown, key) once the signing key is found
-        self._anchor_seen: tuple[int, int] | None = None  # log lengths at the last anchor check
+        self._anchor_seen: tuple[int, ...] | None = None  # log lengths at the last anchor check
         self._anchor_alert = ""
         self._anchor_polls = 0
 
@@ -397,10 +397,14 @@ class LiveSource:
 
     def _anchor_check(self) -> str:
         """Whether the live logs still extend the signed checkpoints (gates/anchor.py): read whole
-        when either log's length changed since the last check, else the last answer."""
+        when a log's length changed since the last check, else the last answer."""
         from gates import anchor, proof
 
-        lengths = (self.gate_feed.count, self.gate_feed.registry.read)
+        with self.r.pipeline(transaction=False) as pipe:  # the moves and toggles are anchored too
+            pipe.xlen(streams.OPS_MIGRATION)
+            pipe.xlen(streams.OPS_CONTROL)
+            moves, toggles = pipe.execute()
+        lengths = (self.gate_feed.count, self.gate_feed.registry.read, int(moves), int(toggles))
         self._anchor_polls += 1
         if lengths != self._anchor_seen or self._anchor_polls % 30 == 0:  # a rewrite keeps the lengths
             try:

@@ -46,3 +46,27 @@ def test_replayed_entries_without_a_signature_are_unsigned() -> None:
     snap = ReplaySource().current()
     assert snap.audit and all(row[6] == "unsigned" for row in snap.audit)
     assert [row[7] for row in snap.audit] == [f"#{i}" for i in range(1, len(snap.audit) + 1)]
+
+
+def test_a_cut_control_log_is_an_anchor_alert(r: redis.Redis, redis_url: str, team: Keys, tmp_path) -> None:
+    from gates import anchor, proof
+
+    for on in (True, False):
+        set_kill_switch(r, on, "bob", "drill", seal=sealed.seal_control(team("bob")))
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    logs = proof.from_redis(r)
+    anchor.write(logs.chains(), proof.registry_of(logs), team("lee"), anchor.places(settings.resolved_data_dir()))
+    src = LiveSource(redis_url, settings, "alice", slow_every=1)
+    try:
+        snap = src.poll()
+        assert not any(a.startswith("audit anchor") for a in snap.alerts)
+        first = r.xrange(streams.OPS_CONTROL)[0][0].decode()
+        r.xtrim(streams.OPS_CONTROL, maxlen=1, approximate=False)
+        snap = src.poll()
+        assert any(
+            a.startswith("audit anchor: ") and "ops.control: 1 entries removed before entry 2" in a and first in a
+            for a in snap.alerts
+        ), snap.alerts
+        assert "ANCHOR FAILED" in snap.audit_verdict
+    finally:
+        src.close()
