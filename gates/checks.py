@@ -204,6 +204,19 @@ def perf(ctx: CheckContext, p: dict[str, Any]) -> Result:
     return Result("passed" if OPS[p["op"]](float(value), float(p["threshold"])) else "failed", ev)
 
 
+# -- target: the deployed target instances, measured (gates/targets.py) -------------------------
+def target(ctx: CheckContext, p: dict[str, Any]) -> Result:
+    from gates import targets
+
+    return targets.check(ctx, p)
+
+
+def paper(ctx: CheckContext, p: dict[str, Any]) -> Result:
+    from gates import targets
+
+    return targets.paper(ctx, p)
+
+
 # -- probe -------------------------------------------------------------------------------------
 def probe(ctx: CheckContext, p: dict[str, Any]) -> Result:
     target: str = p["target"]
@@ -456,4 +469,4 @@ def _probe_host(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
 
 
 PROBES = {"infra": _probe_infra, "bus": _probe_bus, "host": _probe_host}
-KINDS = {"health": health, "flow": flow, "data": data, "perf": perf, "probe": probe}
+KINDS = {"health": health, "flow": flow, "data": data, "perf": perf, "probe": probe, "target": target, "paper": paper}

@@ -379,7 +379,8 @@ class OmsService(Service):
         if not why and b.gate is not None and b.gate.refuse(eid):
             # refused at the door, at once and cheaply: its record (so a resubmission stays one
             # order) and one event, NEW -> REJECTED; never queued, never routed, never open
-            b.out.append((streams.ORDERS_EVENTS, rec.move("REJECTED", now, OVERLOADED)))
+            refused = msgspec.structs.replace(rec.move("REJECTED", now, OVERLOADED), instance=self.instance)
+            b.out.append((streams.ORDERS_EVENTS, refused))
             return
         b.out.append(
             (
@@ -394,6 +395,7 @@ class OmsService(Service):
                     state="NEW",
                     ts_ns=now,
                     seq=0,
+                    instance=self.instance,
                 ),
             )
         )

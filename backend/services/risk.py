@@ -103,6 +103,7 @@ class RiskService(Service):
                         reason=d.reason,
                         request_sent_ns=req.sent_ns,
                         decided_ns=time.time_ns(),
+                        instance=self.instance,
                     ),
                 )
             )
