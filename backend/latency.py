@@ -74,9 +74,12 @@ class LatencyRecorder:
         self._cur = new_histogram()
         self._prev = new_histogram()
         self._rotated = time.monotonic()
+        self.sum_ns = 0
+        """The sum of every value recorded since start (a Prometheus histogram's `_sum`)."""
 
     def record_ns(self, ns: int) -> None:
         us = max(LOWEST_US, min(HIGHEST_US, ns // 1000))
+        self.sum_ns += ns
         self._cur.record_value(us)
         self.total.record_value(us)
 

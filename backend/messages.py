@@ -212,6 +212,8 @@ class RiskDecision(Wire, tag="risk_decision.v1", kw_only=True):
     reason: str = ""
     request_sent_ns: int = 0
     decided_ns: int = 0
+    instance: str = ""
+    """The risk instance that decided (what a gate check timing the deployed target counts)."""
 
 
 class ExecOrder(Wire, tag="exec_order.v1", kw_only=True):
@@ -258,6 +260,9 @@ class OrderEvent(Wire, tag="order_event.v1", kw_only=True):
     reason: str = ""
     ts_ns: int = 0
     seq: int = 0
+    instance: str = ""
+    """On NEW (and on a refusal at the door, REJECTED overloaded): the OMS instance that took the
+    order in (what a gate check timing the deployed target counts)."""
 
 
 class Position(Wire, tag="position.v1", kw_only=True):
@@ -437,6 +442,8 @@ class Heartbeat(Wire, tag="heartbeat.v1", kw_only=True):
     extra: dict[str, Any] = {}
     reason: str = ""
     """Why the instance is in its state, when that needs saying (degraded: what stops progress)."""
+    metrics_addr: str = ""
+    """host:port of the instance's Prometheus /metrics endpoint ('' when it serves none)."""
 
 
 Severity = Literal["info", "warning", "critical"]

@@ -1,7 +1,8 @@
 """Secrets: the exchange's API key and secret, the Redis passwords, any token the platform signs.
 None of them has a default in the code; each is found by the secrets provider, in this order:
 
-1. an environment variable (`TRADEOPS_EXCHANGE_API_KEY`, `TRADEOPS_REDIS_PASSWORD` ...);
+1. an environment variable (`TRADEOPS_EXCHANGE_API_KEY`, `TRADEOPS_REDIS_PASSWORD`,
+   `TRADEOPS_S3_ACCESS_KEY_ID` ...);
 2. the same variable with `_FILE`: the path of a file that holds it (what Docker and Kubernetes
    secrets mount; a trailing newline is dropped);
 3. Vault, when `infra.vault` is configured (`infra.vault = "http://vault:8200"`): its KV v2 HTTP
@@ -61,6 +62,8 @@ class Secret:
 
 EXCHANGE_API_KEY = Secret("exchange/api-key", "TRADEOPS_EXCHANGE_API_KEY")
 EXCHANGE_API_SECRET = Secret("exchange/api-secret", "TRADEOPS_EXCHANGE_API_SECRET")
+S3_ACCESS_KEY_ID = Secret("s3/access-key-id", "TRADEOPS_S3_ACCESS_KEY_ID")
+S3_SECRET_ACCESS_KEY = Secret("s3/secret-access-key", "TRADEOPS_S3_SECRET_ACCESS_KEY")
 
 
 def redis_password(user: str) -> Secret:

@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Per-service settings, `[services.<name>]`, checked by that service's Config."""
     infra: dict[str, str] = {}
     """Endpoints of real core infrastructure (`questdb = "http://..."`); unset means the embedded stand-in."""
+    metrics_host: str = "127.0.0.1"
+    """The address the services' Prometheus /metrics endpoints bind (0.0.0.0 to be scraped from
+    another host or container network); each one's port is `[services.<name>] metrics_port`."""
     keymap: dict[str, str] = {}
     """Console key remaps: binding id -> keys (e.g. `"screen.orders" = "o"`)."""
     theme: str = "textual-dark"
@@ -102,6 +105,7 @@ _ENV = {
     "TRADEOPS_SIGNING_KEY": "signing_key",
     "TRADEOPS_REDIS_MAXMEMORY": "redis_maxmemory",
     "TRADEOPS_REDIS_ADMIN_URL": "redis_admin_url",
+    "TRADEOPS_METRICS_HOST": "metrics_host",
 }
 
 

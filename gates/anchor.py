@@ -1,7 +1,14 @@
-"""The audit chain anchored outside Redis: signed checkpoints of the logs (entry count and head
-hash of ops.gates and ops.operators, the registry's root key, the time), written to the data dir
-on every operator action and on demand (`tradeops audit anchor`), and to the further places the
-settings name (`anchor_to`: directories; a git work tree gets each checkpoint committed).
+"""The audit chain anchored outside Redis: signed checkpoints of every signed operator log (entry
+count and head hash of ops.gates, ops.operators, ops.migration and ops.control, the registry's root
+key, the time), written to the data dir on every operator action and on demand (`tradeops audit
+anchor`), and to the further places the settings name (`anchor_to`: directories; a git work tree
+gets each checkpoint committed).
+
+ops.gates and ops.operators are hash chains (each entry names the previous one's hash); the moves
+(ops.migration) and the kill switch toggles (ops.control) are signed one by one but not chained,
+so their anchor is a running hash of their entries (`running`: each entry's hash covers the
+SHA-256 of its payload and the previous running hash): the head covers the whole log, and the
+first entry whose running hash differs is the first entry that was removed or rewritten.
 
 A place holds `checkpoints.jsonl` (one signed checkpoint a line, namespace anchor@tradeops) and,
 per log, `<log>.hashes` (entry id and hash, one a line, in log order: what the log was when it was
@@ -13,27 +20,58 @@ extend the anchored ones, so a tampered log is never anchored."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from backend.bus import streams
+from backend.bus import codec, streams
 from backend.errors import TradeopsError
 from gates import chained, signing
 from gates.operators import Registry, Trust, when
 from gates.signing import Signer
 
 CHECKPOINTS = "checkpoints.jsonl"
-LOGS = {streams.OPS_GATES: "gates", streams.OPS_OPERATORS: "operators"}
+LOGS = {
+    streams.OPS_GATES: "gates",
+    streams.OPS_OPERATORS: "operators",
+    streams.OPS_MIGRATION: "migration",
+    streams.OPS_CONTROL: "control",
+}
+SEALED = (streams.OPS_MIGRATION, streams.OPS_CONTROL)
+"""The signed logs whose entries are not hash-chained: anchored by their running hash."""
 
 Chain = list[tuple[str, str]]  # (entry id, hash) in log order
+
+
+def entry_bytes(fields: Mapping[Any, Any]) -> bytes:
+    """What an entry of a sealed log is, for its hash: its payload, or (an entry without one)
+    every field, sorted."""
+    data = fields.get(codec.FIELD, fields.get(codec.FIELD_STR))
+    if isinstance(data, bytes):
+        return data
+    return b"\n".join(
+        (k if isinstance(k, bytes) else str(k).encode()) + b"=" + (v if isinstance(v, bytes) else str(v).encode())
+        for k, v in sorted(fields.items(), key=lambda kv: str(kv[0]))
+    )
+
+
+def running(items: Iterable[tuple[str, bytes]]) -> Chain:
+    """(entry id, running hash) of a sealed log's entries (id, entry_bytes) in log order."""
+    out: Chain = []
+    h = ""
+    for eid, data in items:
+        h = hashlib.sha256(f"{h}:{hashlib.sha256(data).hexdigest()}".encode()).hexdigest()
+        out.append((eid, h))
+    return out
 
 
 class AnchorError(TradeopsError):
@@ -106,6 +144,13 @@ def compare(log: str, live: Chain, anchored: Chain) -> tuple[str, str | None]:
                 eid,
             )
         if live[i][1] != h:
+            later = next((j for j in range(i + 1, len(anchored)) if anchored[j][0] == live[i][0]), None)
+            if later is not None:  # the live log goes on at a later anchored entry: the ones before it cut
+                return (
+                    f"{log}: {later - i} entries removed before entry {later + 1} ({live[i][0]}); the first "
+                    f"missing is entry {i + 1} ({eid}) of the anchored {name} log",
+                    eid,
+                )
             how = "rewritten" if live[i][0] == eid else "removed or replaced"
             return (
                 f"{log}: entry {i + 1} differs from the anchored {name} log: anchored {eid} {h[:16]}, live "
@@ -143,6 +188,8 @@ def check(chains: dict[str, Chain], registry: Registry, where: list[Path]) -> li
             continue
         problem, entry = "", None
         for log in LOGS:
+            if log not in chains:  # an export from before the log was anchored
+                continue
             anchored = read_hashes(place, log)[: cp.counts.get(log, 0)]
             n = cp.counts.get(log, 0)
             if len(anchored) != n or (n and anchored[-1][1] != cp.heads.get(log)):
@@ -195,11 +242,10 @@ def write(chains: dict[str, Chain], registry: Registry, signer: Signer, where: l
                     problem, _ = compare(log, live, anchored)
                     if problem:
                         raise AnchorError(f"not anchored at {place}: {problem}")
-                    if len(live) > len(anchored):
-                        with open(place / f"{LOGS[log]}.hashes", "a") as f:
-                            f.writelines(f"{eid} {h}\n" for eid, h in live[len(anchored) :])
-                            f.flush()
-                            os.fsync(f.fileno())
+                    with open(place / f"{LOGS[log]}.hashes", "a") as f:
+                        f.writelines(f"{eid} {h}\n" for eid, h in live[len(anchored) :])
+                        f.flush()
+                        os.fsync(f.fileno())
                 with open(place / CHECKPOINTS, "a") as f:
                     f.write(msgspec.json.encode(cp).decode() + "\n")
                     f.flush()
@@ -214,7 +260,7 @@ def write(chains: dict[str, Chain], registry: Registry, signer: Signer, where: l
 def _commit(place: Path, cp: Checkpoint) -> None:
     git = ["git", "-C", str(place), "-c", "user.name=tradeops", "-c", "user.email=tradeops@localhost"]
     subprocess.run(
-        [*git, "add", CHECKPOINTS, *(f"{n}.hashes" for n in LOGS.values())],
+        [*git, "add", CHECKPOINTS, *(f"{n}.hashes" for n in LOGS.values() if (place / f"{n}.hashes").exists())],
         capture_output=True,
         timeout=60,
         check=False,

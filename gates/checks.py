@@ -4,7 +4,9 @@ out or not enough data). Every run records the numbers, the threshold, what was 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import shutil
 import socket
 import time
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
-from backend import locations
+from backend import locations, s3
 from backend.bus import replies, streams
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
@@ -130,11 +132,17 @@ def _last_id(r: redis.Redis, stream: str) -> str:
 # -- data --------------------------------------------------------------------------------------
 def data(ctx: CheckContext, p: dict[str, Any]) -> Result:
     need = int(p.get("min_rows", 1))
+    on_s3 = s3.configured(ctx.settings)  # "S3 receiving ticks", "S3 + OpenSearch receiving alt data"
+    extra: dict[str, Any] = {}
     if p["sink"] == "ticks":
-        from backend.marketdata.store import read_ticks, ticks_dir
+        from backend.marketdata.store import DELTA_NAME, delta_rows, read_ticks, ticks_dir
 
-        rows = len(read_ticks(ctx.data_dir))
-        where = str(ticks_dir(ctx.data_dir))
+        if on_s3 is not None:
+            rows = delta_rows(ctx.data_dir, on_s3)
+            where = on_s3.where(DELTA_NAME)
+        else:
+            rows = len(read_ticks(ctx.data_dir))
+            where = str(ticks_dir(ctx.data_dir))
     elif p["sink"] == "alt":
         from backend.alt.index import index_path, open_index
 
@@ -144,10 +152,17 @@ def data(ctx: CheckContext, p: dict[str, Any]) -> Result:
         finally:
             idx.close()
         where = ctx.settings.infra.get("opensearch") or str(index_path(ctx.data_dir))
+        if on_s3 is not None:  # stored on S3 and searchable: the lesser of the two counts
+            from backend.alt import s3table
+
+            stored = s3table.count(on_s3)
+            extra = {"indexed": rows, "stored": stored, "stored_at": on_s3.where(s3table.NAME)}
+            rows = min(rows, stored)
     else:
         raise TradeopsError(f"unknown sink {p['sink']!r}")
     return Result(
-        "passed" if rows >= need else "failed", {"sink": p["sink"], "rows": rows, "threshold": need, "where": where}
+        "passed" if rows >= need else "failed",
+        {"sink": p["sink"], "rows": rows, "threshold": need, "where": where, **extra},
     )
 
 
@@ -189,6 +204,19 @@ def perf(ctx: CheckContext, p: dict[str, Any]) -> Result:
     return Result("passed" if OPS[p["op"]](float(value), float(p["threshold"])) else "failed", ev)
 
 
+# -- target: the deployed target instances, measured (gates/targets.py) -------------------------
+def target(ctx: CheckContext, p: dict[str, Any]) -> Result:
+    from gates import targets
+
+    return targets.check(ctx, p)
+
+
+def paper(ctx: CheckContext, p: dict[str, Any]) -> Result:
+    from gates import targets
+
+    return targets.paper(ctx, p)
+
+
 # -- probe -------------------------------------------------------------------------------------
 def probe(ctx: CheckContext, p: dict[str, Any]) -> Result:
     target: str = p["target"]
@@ -201,7 +229,15 @@ def probe(ctx: CheckContext, p: dict[str, Any]) -> Result:
 
 def _probe_infra(ctx: CheckContext, name: str, p: dict[str, Any]) -> Result:
     spec = inventory.load().infra_spec(name)
+    if name == "minio":
+        loc = s3.configured(ctx.settings)  # infra.s3 or infra.minio, the credentials from the secrets
+        if loc is not None:  # a real S3: an object written, read back and deleted (S3Error: failed)
+            return Result("passed", s3.probe(loc))
     endpoint = ctx.settings.infra.get(name)
+    if name == "prometheus":
+        return _probe_prometheus(ctx, endpoint)
+    if name == "grafana":
+        return _probe_grafana(ctx, endpoint)
     if name == "redis":
         endpoint = endpoint or ctx.redis_url
     if endpoint:
@@ -231,6 +267,87 @@ def _probe_endpoint(name: str, endpoint: str, kind: str, path: str) -> Result:
     return Result("passed", {"probed": f"tcp {host}:{port}", "ms": round((time.perf_counter() - t0) * 1000, 2)})
 
 
+UP_QUERY = 'up{job="tradeops"}'
+
+
+def _metrics_instances(ctx: CheckContext) -> dict[str, str]:
+    """The live instances that serve /metrics: instance id -> host:port (their heartbeats)."""
+    from backend.runtime.scrape import LIVE_STATES
+
+    return {b.instance: b.metrics_addr for b in read_heartbeats(ctx.r) if b.metrics_addr and b.state in LIVE_STATES}
+
+
+def _probe_prometheus(ctx: CheckContext, endpoint: str | None) -> Result:
+    """With `infra.prometheus`: its query API says every target of the platform is up, and every
+    live instance that serves /metrics is one of them. Without: each live instance's /metrics
+    answers (what a Prometheus would scrape)."""
+    live = _metrics_instances(ctx)
+    if not endpoint:
+        answered, failed = [], {}
+        for inst, addr in sorted(live.items()):
+            try:
+                resp = httpx.get(f"http://{addr}/metrics", timeout=3)
+                if resp.status_code == 200 and "tradeops_processed_total" in resp.text:
+                    answered.append(inst)
+                else:
+                    failed[inst] = f"HTTP {resp.status_code}"
+            except httpx.HTTPError as exc:
+                failed[inst] = str(exc) or type(exc).__name__
+        ev: dict[str, Any] = {"probed": "the instances' /metrics (no infra.prometheus configured)"}
+        ev |= {"instances": len(live), "answered": answered, "failed": failed}
+        if not live:
+            ev["reason"] = "no running instance serves /metrics: start the stack (`tradeops up`)"
+        return Result("passed" if live and not failed else "failed", ev)
+    base_url = (endpoint if "://" in endpoint else f"http://{endpoint}").rstrip("/")
+    url = f"{base_url}/api/v1/query"
+    try:
+        resp = httpx.get(url, params={"query": UP_QUERY}, timeout=5)
+        body = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return Result("failed", {"probed": url, "query": UP_QUERY, "error": str(exc) or type(exc).__name__})
+    if resp.status_code != 200 or body.get("status") != "success":
+        ev = {"probed": url, "query": UP_QUERY, "status": resp.status_code, "error": body.get("error")}
+        return Result("failed", ev)
+    series = body["data"]["result"]
+
+    def who(r: dict[str, Any]) -> str:
+        return str(r["metric"].get("instance_id") or r["metric"].get("instance", "?"))
+
+    up = sorted(who(r) for r in series if r["value"][1] == "1")
+    down = sorted(who(r) for r in series if r["value"][1] != "1")
+    missing = sorted(set(live) - set(up) - set(down))
+    ev = {"probed": url, "query": UP_QUERY, "targets": len(series), "up": up, "down": down, "not_scraped": missing}
+    if not series:
+        ev["reason"] = "prometheus scrapes no tradeops target (its config: <data dir>/prometheus/prometheus.yml)"
+    return Result("passed" if series and not down and not missing else "failed", ev)
+
+
+def _probe_grafana(ctx: CheckContext, endpoint: str | None) -> Result:
+    """The dashboards in the data dir (`tradeops dashboards`, `tradeops up`) exist and query only
+    metrics the services export; with `infra.grafana`, that Grafana answers its health check too."""
+    from backend import dashboards, metrics
+
+    where = dashboards.default_dir(ctx.data_dir)
+    files, problems = dashboards.validate_dir(where, metrics.catalog())
+    queries = 0
+    for f in files:
+        with contextlib.suppress(OSError, ValueError):
+            queries += len(dashboards.queries(json.loads(f.read_text())))
+    ev: dict[str, Any] = {"dashboards": str(where), "files": [f.name for f in files], "queries": queries}
+    ev["problems"] = problems
+    ok = bool(files) and not problems
+    if not files:
+        ev["reason"] = "no dashboards: `tradeops dashboards` (or `tradeops up`) writes them"
+    if endpoint:
+        try:
+            res = _probe_endpoint("grafana", endpoint, "http", inventory.load().infra_spec("grafana").probe.path)
+        except httpx.HTTPError as exc:
+            res = Result("failed", {"error": str(exc) or type(exc).__name__})
+        ev["grafana"] = res.evidence
+        ok = ok and res.outcome == "passed"
+    return Result("passed" if ok else "failed", ev)
+
+
 def _standin(ctx: CheckContext, name: str) -> tuple[bool, str]:
     d = ctx.data_dir
     if name in ("questdb", "minio"):
@@ -247,13 +364,6 @@ def _standin(ctx: CheckContext, name: str) -> tuple[bool, str]:
         con.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
         con.close()
         return True, f"sqlite {sqlite3.sqlite_version} with FTS5"
-    if name == "prometheus":
-        ctx.r.xinfo_stream(streams.OPS_HEALTH) if ctx.r.exists(streams.OPS_HEALTH) else None
-        return True, "heartbeats readable on ops.health"
-    if name == "grafana":
-        import importlib.util
-
-        return importlib.util.find_spec("textual") is not None, "the tradeops console (textual) is installed"
     if name == "vault":
         cfg = locations.config_file()
         return True, f"config {cfg} {'present' if cfg.exists() else 'absent (defaults)'}, env TRADEOPS_*"
@@ -359,4 +469,4 @@ def _probe_host(ctx: CheckContext, what: str, p: dict[str, Any]) -> Result:
 
 
 PROBES = {"infra": _probe_infra, "bus": _probe_bus, "host": _probe_host}
-KINDS = {"health": health, "flow": flow, "data": data, "perf": perf, "probe": probe}
+KINDS = {"health": health, "flow": flow, "data": data, "perf": perf, "probe": probe, "target": target, "paper": paper}

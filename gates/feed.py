@@ -57,6 +57,8 @@ class GateFeed:
         self.count = 0  # live entries read since the reset
         self.skipped = 0  # of those, entries that are not gate events (each one breaks the chain)
         self.recent: deque[tuple[str, GateEvent]] = deque(maxlen=TAIL)
+        self.recent_no: deque[int] = deque(maxlen=TAIL)  # each recent entry's number in the chain (1: the first)
+        self.applied = 0  # entries folded since the reset, archived ones and undecodable ones too
         self.verdict = audit.Verdict(True, 0)
         self.archived = 0  # entries folded from the archive
         record = archive.record(self.r, streams.OPS_GATES)
@@ -129,6 +131,7 @@ class GateFeed:
     def _apply(self, eid: str, f: dict[Any, Any]) -> None:
         self.cursor = eid
         self.count += 1
+        self.applied += 1
         try:
             ev = audit.decode(f)
         except UNDECODABLE as exc:
@@ -138,3 +141,4 @@ class GateFeed:
         self.chain.feed(eid, ev)
         self.ledger.apply(ev)
         self.recent.append((eid, ev))
+        self.recent_no.append(self.applied)

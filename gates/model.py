@@ -15,7 +15,7 @@ import msgspec
 from backend.errors import TradeopsError
 from backend.migration.gate_status import SHIPPED, guard_map
 
-Kind = Literal["health", "flow", "perf", "data", "probe", "manual"]
+Kind = Literal["health", "flow", "perf", "target", "paper", "data", "probe", "manual"]
 
 
 class Check(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

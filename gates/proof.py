@@ -1,12 +1,13 @@
 """The whole proof of the audit log, from Redis or from an export, with or without Redis:
 
-1. each log's hash chain (ops.gates with its recorded head, ops.operators);
+1. each log's hash chain (ops.gates with its recorded head, ops.operators); the moves and kill
+   switch toggles (ops.migration, ops.control) are read whole too, for their anchors;
 2. every signature, against the operator registry as it was at the signed time (gates/operators.py):
    an entry signed by a key that was not valid then, or whose signature does not verify, fails;
    unsigned entries (refusal records, entries from before signing) count for nothing and are
    counted here;
-3. the anchors (gates/anchor.py): the live logs extend the last signed checkpoint of every place,
-   else the first entry that differs is named.
+3. the anchors (gates/anchor.py): the live logs (all four) extend the last signed checkpoint of
+   every place, else the first entry that differs is named.
 
 `export` writes the logs with their signatures (JSON Lines), the registry as an ssh-keygen
 allowed_signers file and, per signed entry, the exact signed bytes and the signature, so that an
@@ -14,6 +15,7 @@ auditor can check any one with plain `ssh-keygen -Y verify`."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,10 +25,10 @@ from typing import Any
 import msgspec
 import redis
 
-from backend.bus import archive, replies, streams
+from backend.bus import archive, codec, replies, streams
 from backend.bus.entries import Skips
 from backend.errors import TradeopsError
-from backend.messages import GateEvent, OperatorEvent
+from backend.messages import ControlCommand, GateEvent, MigrationEvent, OperatorEvent
 from gates import anchor, audit, chained, operators, signing
 from gates.model import Gate
 from gates.operators import Registry, Trust
@@ -45,12 +47,17 @@ class Logs:
     head: str | None = None
     checkpoints: dict[str, Any] = field(default_factory=dict)  # from an export: place -> its last checkpoint
     archived: dict[str, int] = field(default_factory=dict)  # log -> of its entries, how many were archived
+    sealed: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    """ops.migration and ops.control whole: (entry id, anchor.entry_bytes) in log order."""
 
     def chains(self) -> dict[str, anchor.Chain]:
-        return {
+        out = {
             streams.OPS_GATES: [(eid, ev.hash if not isinstance(ev, str) else "") for eid, ev in self.gates],
             streams.OPS_OPERATORS: [(eid, ev.hash if not isinstance(ev, str) else "") for eid, ev in self.operators],
         }
+        for log, items in self.sealed.items():
+            out[log] = anchor.running(items)
+        return out
 
 
 def from_redis(r: redis.Redis, skips: Skips | None = None) -> Logs:
@@ -59,29 +66,32 @@ def from_redis(r: redis.Redis, skips: Skips | None = None) -> Logs:
     entry that does not decode stays in its place as the text of why (a break in its chain,
     counted in `skips`). ArchiveUnreadable when an archive cannot be read or holds less than was
     trimmed."""
+    logs = (streams.OPS_GATES, streams.OPS_OPERATORS, *anchor.SEALED)
     with r.pipeline(transaction=True) as pipe:
-        for stream in (streams.OPS_GATES, streams.OPS_OPERATORS):
+        for stream in logs:
             pipe.xrange(stream)
             pipe.hgetall(archive.key(stream))
         pipe.get(audit.HEAD_KEY)
-        gates_live, gates_rec, ops_live, ops_rec, head = pipe.execute()
-    old = {
-        streams.OPS_GATES: archive.archived_entries(streams.OPS_GATES, gates_rec),
-        streams.OPS_OPERATORS: archive.archived_entries(streams.OPS_OPERATORS, ops_rec),
-    }
+        *got, head = pipe.execute()
+    live = {s: replies.entries(got[2 * i]) for i, s in enumerate(logs)}
+    old = {s: archive.archived_entries(s, got[2 * i + 1]) for i, s in enumerate(logs)}
     gates = chained.decode_all(
-        archive.join(old[streams.OPS_GATES], replies.entries(gates_live)),
+        archive.join(old[streams.OPS_GATES], live[streams.OPS_GATES]),
         GateEvent,
         stream=streams.OPS_GATES,
         skips=skips,
     )
     ops = chained.decode_all(
-        archive.join(old[streams.OPS_OPERATORS], replies.entries(ops_live)),
+        archive.join(old[streams.OPS_OPERATORS], live[streams.OPS_OPERATORS]),
         OperatorEvent,
         stream=streams.OPS_OPERATORS,
         skips=skips,
     )
-    return Logs(gates, ops, head.decode() if head else "", archived={s: len(e) for s, e in old.items()})
+    sealed = {
+        s: [(eid.decode(), anchor.entry_bytes(f)) for eid, f in archive.join(old[s], live[s]) if f is not None]
+        for s in anchor.SEALED
+    }
+    return Logs(gates, ops, head.decode() if head else "", archived={s: len(e) for s, e in old.items()}, sealed=sealed)
 
 
 def registry_of(logs: Logs) -> Registry:
@@ -202,6 +212,7 @@ def export(r: redis.Redis, path: Path, where: list[Path]) -> dict[str, Any]:
                         "exported_ns": time.time_ns(),
                         "root": reg.root,
                         "checkpoints": last,
+                        "logs": list(anchor.LOGS),
                     }
                 )
                 + "\n"
@@ -225,12 +236,38 @@ def export(r: redis.Redis, path: Path, where: list[Path]) -> dict[str, Any]:
                         )
                         signed += 1
                     out.write(json.dumps(row) + "\n")
+            sealed_kinds: tuple[tuple[str, type[MigrationEvent] | type[ControlCommand], str], ...] = (
+                (streams.OPS_MIGRATION, MigrationEvent, signing.NS_MIGRATION),
+                (streams.OPS_CONTROL, ControlCommand, signing.NS_CONTROL),
+            )
+            for log, typ, ns in sealed_kinds:
+                short = anchor.LOGS[log]
+                for i, (eid, data) in enumerate(logs.sealed.get(log, []), 1):
+                    # the payload is what is verified (its running hash, its signature); `event`
+                    # is it decoded, for a person
+                    row = {"log": log, "n": i, "id": eid, "payload": base64.b64encode(data).decode()}
+                    sev: MigrationEvent | ControlCommand | None
+                    try:
+                        sev = codec.decode(data, typ)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        sev = None
+                    row["event"] = msgspec.to_builtins(sev) if sev is not None else None
+                    if sev is not None and sev.sig:
+                        stem = d / f"{short}-{i:06d}"
+                        Path(f"{stem}.msg").write_bytes(chained.signed_message(sev))
+                        Path(f"{stem}.sig").write_text(sev.sig)
+                        row.update(
+                            namespace=ns, message=f"{stem}.msg", signature=f"{stem}.sig", signer=reg.name_of(sev.signer)
+                        )
+                        signed += 1
+                    out.write(json.dumps(row) + "\n")
         Path(str(path) + ".allowed_signers").write_text(reg.allowed_signers())
     except OSError as exc:
         raise TradeopsError(f"cannot write the export {path}: {exc}") from None
     return {
         "gates": len(logs.gates),
         "operators": len(logs.operators),
+        **{anchor.LOGS[k]: len(v) for k, v in logs.sealed.items()},
         "signed": signed,
         "allowed_signers": str(path) + ".allowed_signers",
         "signatures": str(d),
@@ -253,6 +290,14 @@ def from_export(path: Path) -> Logs:
             if row.get("tradeops_audit_export") != EXPORT_VERSION:
                 raise TradeopsError(f"{path}: not a tradeops audit export (version {EXPORT_VERSION})")
             logs.checkpoints = row.get("checkpoints") or {}
+            # the sealed logs it holds (an export from before they were anchored has none)
+            logs.sealed = {s: [] for s in anchor.SEALED if s in (row.get("logs") or [])}
+            continue
+        if row.get("log") in anchor.SEALED:
+            try:
+                logs.sealed.setdefault(row["log"], []).append((str(row["id"]), base64.b64decode(row["payload"])))
+            except (KeyError, ValueError) as exc:
+                raise TradeopsError(f"{path}:{n}: an entry of {row['log']} without its payload: {exc}") from None
             continue
         typ: type = GateEvent if row.get("log") == streams.OPS_GATES else OperatorEvent
         items = logs.gates if typ is GateEvent else logs.operators

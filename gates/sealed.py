@@ -7,16 +7,17 @@ signed time; `actor` refuses (and records) a key that is not registered and vali
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 import redis
 
-from backend.bus import archive, streams
+from backend.bus import archive, codec, streams
 from backend.bus.entries import Skips, decode_entries
 from backend.messages import ControlCommand, MigrationEvent
 from gates import chained, decisions, operators, signing
+from gates.anchor import SEALED
 from gates.operators import Registry, Trust
 from gates.signing import Signer
 
@@ -55,15 +56,26 @@ def tally(r: redis.Redis, reg: Registry | None = None, skips: Skips | None = Non
     ones in words; each log read whole, archive then live (entries that do not decode skipped,
     counted in `skips`)."""
     reg = reg if reg is not None else operators.load(r, skips)
+    logs = {s: [(eid.decode(), f) for eid, f in archive.history(r, s)] for s in SEALED}
+    return tally_logs(logs, reg, skips)
+
+
+def tally_logs(
+    logs: Mapping[str, Sequence[tuple[str, Any]]], reg: Registry, skips: Skips | None = None
+) -> tuple[dict[str, int], list[str]]:
+    """`tally` of logs already read: log -> (entry id, its fields or its payload bytes) in order
+    (what gates/proof.py's Logs.sealed holds, from Redis or an export)."""
     counts = {"valid": 0, "invalid": 0, "unsigned": 0}
     bad = []
-    kinds: list[tuple[str, type, Callable[[Registry, Any], Trust]]] = [
-        (streams.OPS_MIGRATION, MigrationEvent, judge_move),
-        (streams.OPS_CONTROL, ControlCommand, judge_control),
-    ]
-    for stream, typ, judge in kinds:
+    kinds: dict[str, tuple[type, Callable[[Registry, Any], Trust]]] = {
+        streams.OPS_MIGRATION: (MigrationEvent, judge_move),
+        streams.OPS_CONTROL: (ControlCommand, judge_control),
+    }
+    for stream, items in logs.items():
+        typ, judge = kinds[stream]
+        raw = [(eid.encode(), f if not isinstance(f, bytes) else {codec.FIELD: f}) for eid, f in items]
         got: list[tuple[bytes, Any]]
-        got, _ = decode_entries(archive.history(r, stream), typ, stream=stream, skips=skips)
+        got, _ = decode_entries(raw, typ, stream=stream, skips=skips)
         for eid, ev in got:
             if isinstance(ev, ControlCommand) and ev.command != "kill_switch":
                 continue

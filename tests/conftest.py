@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from backend.bus.embedded import EmbeddedRedis
+from tests.s3 import SessionS3
 
 # Tests never touch the operator's real data/config dirs.
 os.environ.pop("TRADEOPS_REDIS_URL", None)
@@ -41,6 +42,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SessionS3]:
+    """A real S3 server (SeaweedFS) on loopback for the session, its credentials required, its
+    bucket made; the test is skipped, with the reason, when it cannot start."""
+    server = SessionS3()
+    why = server.start()
+    if why:
+        server.stop()
+        pytest.skip(f"no S3 server for the S3 tests: {why}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_infra(s3_server: SessionS3, tmp_path: Path) -> dict[str, str]:
+    """`[infra]` settings for the session's S3 server, under a prefix of this test's own; the
+    credentials are in the secrets store of the data dir `tmp_path / "data"` (0600 files)."""
+    from backend import secrets
+
+    p = secrets.Provider(tmp_path / "data", environ={})
+    p.store(secrets.S3_ACCESS_KEY_ID, s3_server.access_key_id)
+    p.store(secrets.S3_SECRET_ACCESS_KEY, s3_server.secret_access_key)
+    return {"minio": s3_server.endpoint, "s3_bucket": s3_server.bucket, "s3_prefix": tmp_path.name}
 
 
 @pytest.fixture

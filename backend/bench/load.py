@@ -17,7 +17,7 @@ from backend.bus.publish import xadd
 
 
 async def open_loop(
-    url: str,
+    url: Any,
     stream: str,
     make: Callable[[int, int], Any],
     rate: float,
@@ -28,8 +28,9 @@ async def open_loop(
     """XADD make(i, now_ns) to `stream` at `rate`/s for `seconds` (or until `stop` is set);
     returns how many were sent.
 
-    Every `batch_ms` the messages due so far go out in one pipeline, stamped when sent."""
-    r = await FastRedis.connect(url, auth=env_login())
+    Every `batch_ms` the messages due so far go out in one pipeline, stamped when sent. `url`: a
+    URL (logged in as this process was told), or a redis-py client to connect like (its login)."""
+    r = await (FastRedis.connect(url, auth=env_login()) if isinstance(url, str) else FastRedis.like(url))
     sent = 0
     start = time.perf_counter()
     end = start + seconds
@@ -49,7 +50,7 @@ async def open_loop(
 
 
 async def collect(
-    url: str,
+    url: Any,
     stream: str,
     on_entry: Callable[[Any, int], None],
     stop: asyncio.Event,
@@ -59,7 +60,8 @@ async def collect(
     skips: Skips | None = None,
 ) -> None:
     """Read `stream` as entries arrive; on_entry(payload, received_ns) for each, or with `decode=T`
-    on_entry(message, received_ns) (what does not decode skipped, counted in `skips`)."""
+    on_entry(message, received_ns) (what does not decode skipped, counted in `skips`). `url`: a
+    URL or a redis-py client, as for open_loop."""
     reader = Broadcast(url, {stream: start_id}, count=2000, block_ms=50, min_interval_s=0, decode=decode, skips=skips)
     try:
         while not stop.is_set():

@@ -1,4 +1,5 @@
-"""The control-plane logs kept whole (streams.archived(): ops.gates, ops.migration, ops.operators, models.events).
+"""The control-plane logs kept whole (streams.archived(): ops.gates, ops.migration, ops.operators,
+ops.control, models.events).
 
 Their writers never trim them; instead, entries older than a kept window are archived to the data
 dir and only then trimmed, so the live stream stays within its memory budget and nothing the

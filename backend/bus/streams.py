@@ -149,7 +149,7 @@ BUDGETS: dict[str, Budget] = {
     OPS_JOBS: Budget(4 * MB, 1 * KB, 64 * KB),
     # operations
     OPS_HEALTH: Budget(16 * MB, 768, 64 * KB),  # a heartbeat a second per instance
-    OPS_CONTROL: Budget(1 * MB, 256, 8 * KB),
+    OPS_CONTROL: Budget(1 * MB, 256, 8 * KB, archived=True),  # kill switch toggles, signed and anchored
     OPS_ALERTS: Budget(8 * MB, 512, 64 * KB),
     OPS_ALERTS_ACKED: Budget(4 * MB, 512, 64 * KB),
     OPS_ALERTS_RESOLVED: Budget(4 * MB, 512, 64 * KB),

@@ -486,13 +486,18 @@ class BarAggregator:
             return 0
         return max(self.max_trade_ns + max(0, wall_ns - self.wall_at_max), wall_ns - self.max_delay_ns)
 
-    def close_due(self, symbols: list[str], wall_ns: int, *, everything: bool = False) -> list[Bar]:
-        """Close and return every bar whose end (plus grace) the watermark has passed."""
+    def close_due(
+        self, symbols: list[str], wall_ns: int, *, everything: bool = False, only: Callable[[str], bool] | None = None
+    ) -> list[Bar]:
+        """Close and return every bar whose end (plus grace) the watermark has passed (`symbols`:
+        the code -> symbol list; `only`: close just the bars of the symbols it accepts)."""
         mark = self.watermark(wall_ns)
         out: list[Bar] = []
         for key in sorted(self.open, key=lambda k: (k[2], k[0], k[1])):
             name, code, start = key
             end = start + self.intervals[name]
+            if only is not None and not only(symbols[code]):
+                continue
             if everything or end + self.grace_ns <= mark:
                 bar = self.open.pop(key)
                 self.closed_until[name] = max(self.closed_until[name], end)

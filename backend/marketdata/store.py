@@ -14,7 +14,11 @@ the XACK is settled on the next start: `unacked()` names the entries that are st
 still be pending, the sink acks them and they are never delivered again; and a flush that repeats
 entries an unacked commit already holds (another instance took them over) writes none of their
 rows twice. Delta Lake keeps the committed offset as an app transaction version in the table's
-own log (no unacked commits: the sink skips entries at or below that offset).
+own log (no unacked commits: the sink skips new entries at or below that offset, and asks the
+table which entries delivered again it holds: `stored_ids`, since another instance's commits, in
+blue/green or after a takeover, are not covered by this one's offset); the Delta table is
+in the data dir, or on S3 when one is configured (backend.s3: the rows and the offset are one
+conditional commit there too).
 
 A closed day's many small files are compacted into one file per date and symbol by the
 scheduler's end-of-day job (`backend.marketdata.compaction`). Readers list and read under the
@@ -26,11 +30,13 @@ compacted file replaces, which covers a compaction that crashed mid-swap.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import operator
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -42,6 +48,11 @@ import pyarrow.parquet as pq
 from backend.compaction import drop_replaced, store_lock
 from backend.marketdata import ticks as tickcols
 from backend.messages import TickBatch
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+    from backend.s3 import S3
 
 SCHEMA = pa.schema(
     [
@@ -56,6 +67,7 @@ SCHEMA = pa.schema(
     ]
 )
 APP_ID = "tradeops-sink-ticks"
+DELTA_NAME = "ticks-delta"
 
 
 def ticks_dir(data_dir: Path) -> Path:
@@ -63,7 +75,7 @@ def ticks_dir(data_dir: Path) -> Path:
 
 
 def delta_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "store" / "ticks-delta"
+    return Path(data_dir) / "store" / DELTA_NAME
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -275,22 +287,52 @@ class ParquetStore:
 
 @dataclass
 class DeltaStore:
-    root: Path
+    """The Delta Lake table: a local directory, or an S3 URI (`s3://bucket/prefix/ticks-delta`)
+    with deltalake's `storage_options` (backend.s3)."""
+
+    root: Path | str
+    storage_options: dict[str, str] | None = field(default=None, repr=False)
     tracks_acks: ClassVar[bool] = False
-    """Only an offset: entries at or below it are skipped, redelivered or not."""
+    """No unacked commits: an offset (entries at or below it are stored), and for entries delivered
+    again the table itself (`stored_ids`)."""
     untracked_offset: ClassVar[str | None] = None
 
-    def recover(self) -> str | None:
+    def __post_init__(self) -> None:
+        self._offset = 0  # the highest offset this store has seen committed (never written lower)
+
+    def _table(self) -> DeltaTable | None:
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         try:
-            dt = DeltaTable(str(self.root))
-        except Exception:  # noqa: BLE001 - no table yet
+            return DeltaTable(str(self.root), storage_options=self.storage_options)
+        except TableNotFoundError:
             return None
-        version = dt.transaction_version(APP_ID)
+
+    def recover(self) -> str | None:
+        """The committed offset (the last entry id of the newest commit), None for no table yet.
+        Any other failure (the endpoint down, refused credentials) is raised: guessing "no table"
+        there would store everything again."""
+        dt = self._table()
+        version = dt.transaction_version(APP_ID) if dt is not None else None
         if version is None:
             return None
+        self._offset = max(self._offset, version)
         return f"{version >> 20}-{version & ((1 << 20) - 1)}"
+
+    def stored_ids(self, ids: list[str]) -> set[str]:
+        """Which of the entries `ids` the table holds rows of. For entries delivered again: the
+        offset speaks only for this instance's commits, not for another's (blue/green, a reclaim
+        of a dead instance's entries), which may be above or below it."""
+        if not ids:
+            return set()
+        dt = self._table()
+        if dt is None:
+            return set()
+        sid = ds.field("stream_id")  # the bounds let the files' statistics skip most files
+        wanted = (sid >= min(ids)) & (sid <= max(ids)) & sid.isin(ids)
+        found = dt.to_pyarrow_dataset().to_table(columns=["stream_id"], filter=wanted)
+        return set(pc.unique(found["stream_id"]).to_pylist())
 
     def unacked(self) -> list[Commit]:
         return []
@@ -299,15 +341,42 @@ class DeltaStore:
         pass
 
     def write(self, table: pa.Table, first_id: str, last_id: str, *, ids: list[str] | None = None) -> list[Path]:
+        """Append `table` and the offset `last_id` in one Delta commit (all or nothing)."""
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         if table.num_rows == 0:
             return []
-        props = CommitProperties(app_transactions=[Transaction(APP_ID, id_version(last_id))])
+        self._offset = max(self._offset, id_version(last_id))  # a flush of reclaimed entries: not lower
+        props = CommitProperties(app_transactions=[Transaction(APP_ID, self._offset)])
         write_deltalake(
-            str(self.root), _with_date(table), partition_by=["date", "symbol"], mode="append", commit_properties=props
+            str(self.root),
+            _with_date(table),
+            partition_by=["date", "symbol"],
+            mode="append",
+            commit_properties=props,
+            storage_options=self.storage_options,
         )
-        return [self.root]
+        return [Path(str(self.root))]  # one commit (counted as one file written)
+
+
+def delta_store(data_dir: Path, s3: S3 | None = None) -> DeltaStore:
+    """The Delta Lake tick table: on S3 when given (`<prefix>/ticks-delta`), else in the data dir."""
+    if s3 is not None:
+        return DeltaStore(s3.uri(DELTA_NAME), s3.storage_options())
+    return DeltaStore(delta_dir(data_dir))
+
+
+def delta_rows(data_dir: Path, s3: S3 | None = None) -> int:
+    """How many rows the Delta Lake tick table holds (from its log's file statistics)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    where = delta_store(data_dir, s3)
+    try:
+        dt = DeltaTable(str(where.root), storage_options=where.storage_options)
+    except TableNotFoundError:
+        return 0
+    return sum(n or 0 for n in pa.table(dt.get_add_actions(flatten=True)).column("num_records").to_pylist())
 
 
 def read_ticks(
@@ -317,24 +386,35 @@ def read_ticks(
     end: int | pd.Timestamp | None = None,
     *,
     delta: bool = False,
+    s3: S3 | None = None,
 ) -> pd.DataFrame:
     """Stored ticks as a DataFrame (symbol, trade_id, price, qty, ts, ...), ordered by time.
 
-    `start` / `end` are ns since the epoch or Timestamps; `end` is exclusive."""
-    if delta:
+    `start` / `end` are ns since the epoch or Timestamps; `end` is exclusive. `delta`: the Delta
+    Lake table, in the data dir or, with `s3`, on S3 (only the partitions that can hold the
+    range and the symbols are read)."""
+    # date partitions that can hold [start, end); end is exclusive, a partition is a whole day
+    days = (_day(_ns(start)) if start is not None else None, _day(_ns(end) - 1) if end is not None else None)
+    if delta or s3 is not None:
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
-        path = delta_dir(data_dir)
-        if not path.exists():
+        where = delta_store(data_dir, s3)
+        try:
+            dataset = DeltaTable(str(where.root), storage_options=where.storage_options).to_pyarrow_dataset()
+        except TableNotFoundError:
             return SCHEMA.empty_table().to_pandas()
-        table = DeltaTable(str(path)).to_pyarrow_table()
+        wanted = [
+            *([ds.field("date") >= days[0]] if days[0] else []),
+            *([ds.field("date") <= days[1]] if days[1] else []),
+            *([ds.field("symbol").isin(symbols)] if symbols else []),
+        ]
+        table = dataset.to_table(filter=functools.reduce(operator.and_, wanted) if wanted else None)
         table = table.drop_columns([c for c in ("date",) if c in table.column_names])
     else:
         root = ticks_dir(data_dir)
         if not root.exists():
             return SCHEMA.empty_table().to_pandas()
-        # date partitions that can hold [start, end); end is exclusive, a partition is a whole day
-        days = (_day(_ns(start)) if start is not None else None, _day(_ns(end) - 1) if end is not None else None)
         with store_lock(root):  # compaction cannot swap files between the listing and the read
             files = [str(p) for p in live_files(root, days)]
             if not files:

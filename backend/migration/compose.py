@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from backend.metrics import TARGET_PORT_OFFSET
 from backend.migration import inventory
 from backend.runtime.commands import CONTAINER_PYTHON, service_args, service_entrypoint
 from backend.runtime.secretfiles import service_env, service_files
@@ -87,9 +88,10 @@ def compose(image: str = "tradeops:latest", secrets_dir: Path | str = "./secrets
             "    environment:",
             "      TRADEOPS_REDIS_URL: redis://redis:6379/0",
             "      TRADEOPS_ENVIRONMENT: target",
+            '      TRADEOPS_METRICS_HOST: "0.0.0.0"',  # /metrics reachable through the published port
             *(f"      {k}: {json.dumps(v)}" for k, v in env.items()),
             "    secrets: [" + ", ".join(f.name for f in files[s.name]) + "]",
-            f'    ports: ["{s.port}:{s.port}"]',
+            f'    ports: ["{s.port}:{s.port + TARGET_PORT_OFFSET}"]',  # a target instance's /metrics port
             "    networks: [" + ", ".join(s.lanes) + "]",
             "    depends_on: [" + ", ".join(deps) + "]",
             "    restart: unless-stopped",

@@ -60,6 +60,8 @@ class ServiceSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     testing: list[str] = []
     """Testing requirements, with the tests that meet them."""
     known_issues: list[str] = []
+    replicas: int = 1
+    """Instances of the service a deployment runs (swarm replicas, Kubernetes Deployment replicas)."""
 
 
 class InfraSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -210,6 +212,8 @@ def validate(inv: Inventory, source: str = "inventory") -> Inventory:
     for s in inv.services:
         if not 1 <= s.priority <= 5:
             raise InventoryError(f"{source}: service {s.name!r}: priority {s.priority} is not 1..5")
+        if s.replicas < 1:
+            raise InventoryError(f"{source}: service {s.name!r}: replicas {s.replicas} is not at least 1")
         if s.hours < 0:
             raise InventoryError(f"{source}: service {s.name!r}: hours must not be negative")
         for i in s.infra:

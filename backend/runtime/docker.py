@@ -238,6 +238,7 @@ def container_config(
         kw["network_mode"] = "host"
     else:
         kw["network"] = lane_network(spec.lanes[0])
+        env["TRADEOPS_METRICS_HOST"] = "0.0.0.0"  # /metrics reachable on the lane networks (backend/metrics.py)
         kw["hostname"] = instance
     return kw
 

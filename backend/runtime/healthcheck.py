@@ -1,7 +1,8 @@
-"""A container's health check: `python -m backend.runtime.healthcheck SERVICE INSTANCE`.
+"""A container's health check: `python -m backend.runtime.healthcheck SERVICE [INSTANCE]`.
 
 Healthy (exit 0) when the instance's heartbeat hash (`health:<service>:<instance>`) says `running`
-and was written within `--max-age` seconds; otherwise one line saying why, exit 1. It reads the bus
+and was written within `--max-age` seconds; otherwise one line saying why, exit 1. Without INSTANCE,
+the instance is the one TRADEOPS_INSTANCE names (what a swarm task or a pod runs). It reads the bus
 URL from TRADEOPS_REDIS_URL, as the service itself does, so it sees what the service sees.
 
 The engine runs this every few seconds in every container, so it imports only the standard
@@ -116,10 +117,13 @@ def check(url: str, service: str, instance: str, max_age_s: float = HEALTH_TTL_S
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="healthcheck", description=__doc__.splitlines()[0])
     p.add_argument("service")
-    p.add_argument("instance")
+    p.add_argument("instance", nargs="?", default=os.environ.get("TRADEOPS_INSTANCE"))
     p.add_argument("--max-age", type=float, default=float(HEALTH_TTL_S), metavar="S")
     args = p.parse_args(argv)
     url = os.environ.get("TRADEOPS_REDIS_URL")
+    if not args.instance:
+        print("no INSTANCE given and TRADEOPS_INSTANCE is not set", file=sys.stderr)
+        return 1
     if not url:
         print("TRADEOPS_REDIS_URL is not set", file=sys.stderr)
         return 1

@@ -15,11 +15,13 @@ from typing import Any
 
 import redis
 
+from backend import dashboards
 from backend.bus import connection, embedded
 from backend.errors import TradeopsError
 from backend.health import read_heartbeats
 from backend.runtime.commands import supervisor_command
 from backend.runtime.process import ProcessSupervisor
+from backend.runtime.scrape import scraped
 from backend.runtime.supervisor import Supervisor, read_table
 from backend.settings import Settings
 
@@ -155,6 +157,7 @@ class Stack:
             self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
             self._thread.start()
         self.wait_healthy(timeout)
+        dashboards.write(dashboards.default_dir(self.data_dir))  # for the metrics the instances serve
         return self.url
 
     def wait_healthy(self, timeout: float) -> None:
@@ -170,8 +173,8 @@ class Stack:
                 if table and table["instances"]:
                     want = {(i["service"], i["instance"]) for i in table["instances"] if i["service"] != "exchange"}
                     beats = {(b.service, b.instance) for b in read_heartbeats(r) if b.state == "running"}
-                    if want and want <= beats:
-                        return
+                    if want and want <= beats and {i for _, i in want} <= scraped(self.data_dir):
+                        return  # every instance healthy, and in the Prometheus targets
                 time.sleep(0.1)
         finally:
             r.close()

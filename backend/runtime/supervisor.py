@@ -29,10 +29,13 @@ from backend.bus import connection, streams
 from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.fileio import write_text_atomic
+from backend.health import read_heartbeats
 from backend.migration import inventory
 from backend.migration.state import board, desired_instances
 from backend.runtime.commands import exchange_command
 from backend.runtime.redis_watch import STABLE_S, RedisWatch
+from backend.runtime.scrape import ScrapeConfig
+from backend.runtime.scrape import targets as scrape_targets
 from backend.runtime.spawn import stop_process
 
 log = logging.getLogger("tradeops.supervisor")
@@ -170,6 +173,8 @@ class Supervisor:
 
     runtime: ClassVar[str] = ""
     poll_every_s: ClassVar[float] = 0.25
+    scrape_every_s: ClassVar[float] = 1.0
+    """How often the Prometheus targets are made again from the heartbeats (backend/runtime/scrape.py)."""
 
     def __init__(
         self,
@@ -199,6 +204,9 @@ class Supervisor:
         self._redis_away = False
         self._replicas: dict[str, int] | None = None
         self.pid = os.getpid()
+        self.scrape = ScrapeConfig(self.data_dir)
+        """The Prometheus scrape config of the running instances (`<data dir>/prometheus/`)."""
+        self._scraped_at = 0.0
 
     # -- what a runtime provides ------------------------------------------------------------------
     def launch(self, service: str, environment: str, instance: str) -> tuple[InstanceHandle, str]:
@@ -214,12 +222,14 @@ class Supervisor:
 
     # -- instances -------------------------------------------------------------------------------
     def replicas(self, service: str) -> int:
-        """How many instances of `service` run in each environment (`[replicas]` in the config;
-        1 by default). The instances of a partitioned consumer share its partitions."""
+        """How many instances of `service` run in each environment: `[replicas]` in the config,
+        else the inventory's `replicas` (1 by default). The instances of a partitioned consumer
+        share its partitions."""
         if self._replicas is None:
             from backend.settings import load_settings
 
-            self._replicas = dict(load_settings(self.config).replicas)
+            inv = {s.name: s.replicas for s in inventory.load().services}
+            self._replicas = {**inv, **load_settings(self.config).replicas}
         return self._replicas.get(service, 1)
 
     def _spawn(self, service: str, environment: str, replica: int = 0) -> Instance:
@@ -360,9 +370,17 @@ class Supervisor:
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self) -> None:
+        self.scrape.write_config()
         self.reconcile()
         while not self._stop.wait(self.poll_every_s):
             self.round()
+
+    def update_scrape_targets(self) -> bool:
+        """Write the Prometheus targets of the instances this supervisor runs, where their
+        heartbeats say they serve /metrics; whether they changed."""
+        self._scraped_at = time.monotonic()
+        ids = [i.instance for i in self.instances.values() if i.service != EXCHANGE]
+        return self.scrape.update(scrape_targets(read_heartbeats(self.r), ids))
 
     def round(self) -> None:
         """One supervision round: Redis (when it is ours to keep), the migration state, every
@@ -378,6 +396,8 @@ class Supervisor:
             if n != self._migration_len:
                 self._migration_len = n
                 self.reconcile()
+            if time.monotonic() - self._scraped_at >= self.scrape_every_s:
+                self.update_scrape_targets()
         except redis.RedisError as exc:
             if not self._redis_away:  # once an outage, not every round
                 self._redis_away = True
@@ -407,4 +427,5 @@ class Supervisor:
         for inst in list(self.instances.values()):
             self.stop_instance(inst.instance)
         table_path(self.data_dir).unlink(missing_ok=True)
+        self.scrape.update([])  # nothing left to scrape
         self.r.close()

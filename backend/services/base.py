@@ -28,6 +28,11 @@ the ACL rules made from them, cannot drift from what the service does. A command
 (NOPERM: the service's user may not do it) is a deployment bug, not a transient error: the
 service fails at once, its reason saying so (never retried, never a dead letter).
 
+Run as a process (`run(serve_metrics=True)`, what `python -m backend.services NAME` does), an
+instance serves Prometheus metrics on its port (backend/metrics.py): what the base counts, read at
+scrape time, and the domain metrics the class declares in `exported`; the heartbeat says where
+(`metrics_addr`), and the supervisor's scrape config follows it (backend/runtime/scrape.py).
+
 Every consumer takes over at once the pending entries of another instance of the same service
 whose heartbeat says it is gone (`backend.health.gone`); entries of a consumer that is alive but
 stuck are reclaimed after `claim_idle_ms` (15 s by default, `claim_idle_ms = N` in any
@@ -65,6 +70,7 @@ from backend.errors import ConfigError, TradeopsError
 from backend.health import gone, pid_namespace
 from backend.latency import LatencyRecorder
 from backend.messages import Heartbeat
+from backend.metrics import Exported, MetricsServer, configured_port, default_port, registry_for
 from backend.secrets import Secret
 from backend.settings import Settings, convert_section
 
@@ -105,6 +111,9 @@ class Service:
     secrets: ClassVar[tuple[Secret, ...]] = ()
     """The secrets it reads beside its Redis password (backend/secrets.py): the runtimes mount each
     as a file (a container's /run/secrets), never an environment variable."""
+    exported: ClassVar[tuple[Exported, ...]] = ()
+    """Domain metrics on its /metrics endpoint beside the base's (backend/metrics.py): keys of its
+    heartbeat's `metrics()` dict, read at scrape time."""
 
     @classmethod
     def access(cls) -> Access:
@@ -142,6 +151,10 @@ class Service:
         raw = self.settings.service_section(self.name)
         raw.update(config or {})
         self.claim_idle_ms = _positive_int(self.name, "claim_idle_ms", raw.pop("claim_idle_ms", self.claim_idle_ms))
+        port = configured_port(self.name, raw.pop("metrics_port", None))
+        self.metrics_port = default_port(self.name, self.environment) if port is None else port
+        """Where `run(serve_metrics=True)` serves /metrics (0: any free port; backend/metrics.py)."""
+        self.metrics_server: MetricsServer | None = None
         self.cfg: Any = convert_section(self.name, raw, self.Config)
         self.log = logging.getLogger(f"tradeops.{self.name}")
         self.r: aioredis.Redis = None  # type: ignore[assignment]  # set in run()
@@ -165,6 +178,10 @@ class Service:
         self._last_processed = 0
         self._last_beat = time.monotonic()
         self._rate = 0.0
+        self.stream_stats: dict[str, tuple[int, int, int]] = {}
+        """Per consumed stream, as the last heartbeat measured them: (lag, pending, dead letters)."""
+        self.beat_at = 0.0
+        """When the last heartbeat was written (monotonic; 0: none yet)."""
 
     # -- what subclasses use ---------------------------------------------------------------------
     async def setup(self) -> None:
@@ -380,8 +397,9 @@ class Service:
         except TimeoutError:
             return False
 
-    async def run(self, *, install_signals: bool = False) -> None:
-        """Connect, set up, run until stopped, drain, tear down."""
+    async def run(self, *, install_signals: bool = False, serve_metrics: bool = False) -> None:
+        """Connect, set up, run until stopped, drain, tear down. `serve_metrics`: serve Prometheus
+        metrics on `metrics_port` from setup on (the process's entry point does)."""
         if install_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -395,6 +413,8 @@ class Service:
             for w in self.workers:
                 w.r = self.r
                 await w.setup()
+            if serve_metrics:
+                await self.serve_metrics()
             self.state = "degraded" if self.reason else "running"  # setup may have said degrade()
             self.log.info(
                 "started",
@@ -457,12 +477,22 @@ class Service:
                 await self.heartbeat()  # say so, if the heartbeat itself is allowed
             raise AccessDenied(self.reason) from exc
         finally:
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
             for reader in self.readers:
                 await reader.close()
             await self.fast.aclose()
             for conn in self._fast_at.values():
                 await conn.aclose()
             await self.r.aclose()
+
+    async def serve_metrics(self) -> str:
+        """Serve /metrics (backend/metrics.py) on `metrics_port`, or a free port when it is taken;
+        the heartbeat publishes where ("host:port")."""
+        self.metrics_server = MetricsServer(registry_for(self))
+        await self.metrics_server.start(self.settings.metrics_host, self.metrics_port)
+        self.log.info("metrics on http://%s/metrics", self.metrics_server.address, extra={"instance": self.instance})
+        return self.metrics_server.address
 
     def refused(self, exc: BaseException) -> str:
         """The reason a service fails with when Redis refused it a command (NOPERM)."""
@@ -521,20 +551,24 @@ class Service:
         workers = self.workers + [w for p in self.partitioned for w in p.workers]
         if not workers:
             return lag, pending, dlq
+        per: dict[str, tuple[int, int, int]] = {}
         async with self.r.pipeline(transaction=False) as pipe:
             for w in workers:
                 pipe.xinfo_groups(w.stream)
                 pipe.xlen(w.dlq_stream)
             res = await pipe.execute(raise_on_error=False)
         for w, groups, dlen in zip(workers, res[0::2], res[1::2], strict=True):
+            w_lag = w_pending = 0
             if isinstance(groups, list):
                 for g in groups:
                     gname = g.get("name")
                     if gname in (w.group, w.group.encode()):
-                        pending += int(g.get("pending") or 0)
-                        lag += int(g.get("lag") or 0)
-            if isinstance(dlen, int):
-                dlq += dlen
+                        w_pending += int(g.get("pending") or 0)
+                        w_lag += int(g.get("lag") or 0)
+            w_dlq = dlen if isinstance(dlen, int) else 0
+            lag, pending, dlq = lag + w_lag, pending + w_pending, dlq + w_dlq
+            per[w.stream] = (w_lag, w_pending, w_dlq)
+        self.stream_stats = per
         return lag, pending, dlq
 
     def heartbeat_message(self, lag: int = 0, pending: int = 0, dlq: int = 0) -> Heartbeat:
@@ -565,6 +599,7 @@ class Service:
             latency_ms=latency,
             extra=self._extra(),
             reason=self.reason,
+            metrics_addr=self.metrics_server.address if self.metrics_server else "",
         )
 
     def _extra(self) -> dict[str, Any]:
@@ -592,12 +627,14 @@ class Service:
             "host": hb.host,
             "pidns": _PIDNS,
             "reason": hb.reason,
+            "metrics_addr": hb.metrics_addr,
         }
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={**readable, codec.FIELD_STR: codec.encode(hb)})  # type: ignore[dict-item]  # redis-py's mapping type is invariant
             pipe.expire(key, streams.HEALTH_TTL_S)
             queue(pipe, streams.OPS_HEALTH, hb)
             await pipe.execute()
+        self.beat_at = time.monotonic()
         return hb
 
 

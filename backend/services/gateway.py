@@ -40,6 +40,7 @@ from backend.exchange.wire import combined_decoder, news_decoder, trade_decoder
 from backend.marketdata import backfill
 from backend.marketdata.raw import RawBatchBuilder, max_ids
 from backend.messages import AltItem
+from backend.metrics import Exported
 from backend.secrets import EXCHANGE_API_KEY
 from backend.services.base import Service
 
@@ -80,6 +81,13 @@ class GatewayService(Service):
         Writes(streams.dlq(streams.ALT_RAW)),
     )
     keys = (Keys(backfill.LAST_ID_KEY, write=True),)
+    exported = (
+        Exported("received", "Trades received from the venue.", counter=True),
+        Exported("published", "Trades written to md.ticks.raw.", counter=True),
+        Exported("gaps", "Gaps in trade ids found after a reconnect or a restart.", counter=True),
+        Exported("missing_trades", "Trades the venue's history no longer held.", counter=True),
+        Exported("reconnects", "Websocket reconnects.", counter=True),
+    )
     secrets = (EXCHANGE_API_KEY,)  # the venue's trade history
 
     async def setup(self) -> None:

@@ -40,6 +40,7 @@ from backend.exchange.keys import client_pair
 from backend.exchange.matching import MatchingEngine, Working
 from backend.marketdata import ticks as tickcols
 from backend.messages import ExecOrder, ExecReport, Order, TickBatch
+from backend.metrics import Exported
 from backend.secrets import EXCHANGE_API_KEY, EXCHANGE_API_SECRET
 from backend.services.base import Service
 from backend.trading.rest_orders import Tracked
@@ -85,6 +86,12 @@ class LiveGatewayService(Service):
         Keys(REST_DONE_KEY, write=True),
     )
     secrets = (EXCHANGE_API_KEY, EXCHANGE_API_SECRET)  # the REST venue's signed requests
+    exported = (
+        Exported("orders", "Orders sent to the venue.", counter=True),
+        Exported("reports", "Execution reports published.", counter=True),
+        Exported("working", "Orders working at the venue."),
+        Exported("venue_errors", "Requests the venue refused or failed.", counter=True),
+    )
 
     async def setup(self) -> None:
         self.sent = 0

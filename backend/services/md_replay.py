@@ -1,6 +1,7 @@
 """md-replay (P4): replays stored ticks (sink-ticks' store) into a stream, in order, at a chosen
 speed (1x real time .. 0 = as fast as possible), for backtests and paper-trading validation.
-Requests arrive on replay.requests; progress is in the heartbeat."""
+Requests arrive on replay.requests; progress is in the heartbeat. When an S3 endpoint is configured
+(backend.s3), the ticks are read from sink-ticks' Delta Lake table there."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from backend import s3
 from backend.bus import streams
 from backend.bus.access import Reads, Writes
 from backend.bus.publish import publish
 from backend.marketdata import store
 from backend.marketdata import ticks as tickcols
 from backend.messages import ReplayRequest
+from backend.secrets import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY
 from backend.services.base import Service
 
 
@@ -30,8 +33,10 @@ class MdReplayService(Service):
     Config = ReplayConfig
     reads = (Reads(streams.REPLAY_REQUESTS, group=True),)
     writes = (Writes(streams.MD_TICKS_REPLAY), Writes(f"{streams.MD_TICKS_REPLAY}.*"))
+    secrets = (S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY)  # sink-ticks' S3 endpoint, when one is configured
 
     async def setup(self) -> None:
+        self.s3 = s3.configured(self.settings)
         self.replayed = 0
         self.current: str | None = None
         self.data_dir = Path(self.settings.resolved_data_dir())
@@ -64,7 +69,9 @@ class MdReplayService(Service):
             await self.replay(req)
 
     async def replay(self, req: ReplayRequest) -> int:
-        df = await asyncio.to_thread(store.read_ticks, self.data_dir, req.symbols or None, req.start_ns, req.end_ns)
+        df = await asyncio.to_thread(
+            store.read_ticks, self.data_dir, req.symbols or None, req.start_ns, req.end_ns, s3=self.s3
+        )
         self.current = req.id
         if df.empty:
             self.current = None

@@ -18,6 +18,7 @@ overtaken by the other gateway's newer one is late, not a duplicate (backend/mar
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 
 import msgspec
@@ -31,6 +32,7 @@ from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
 from backend.marketdata.symbols import DEFAULT_SYMBOLS
 from backend.messages import Bar, Instrument, RawTickBatch
+from backend.metrics import Exported
 from backend.refdata.master import KEY as INSTRUMENTS
 from backend.services.base import Service
 
@@ -58,6 +60,14 @@ class NormalizerService(Service):
     reads = (Reads(streams.MD_TICKS_RAW, group=True),)
     writes = (Writes(streams.MD_TICKS), Writes(streams.MD_BARS_1S), Writes(streams.MD_BARS_1M))
     keys = (Keys(HWM_KEY, write=True), Keys(HWM_KEY + ":{p*}", write=True), Keys(INSTRUMENTS))
+    exported = (
+        Exported("ticks_out", "Clean ticks written to md.ticks.", counter=True),
+        Exported("rejected", "Bad ticks dead-lettered with their reason.", counter=True),
+        Exported("repeats", "Ticks dropped as repeats of a trade id already seen.", counter=True),
+        Exported("bars_out", "OHLCV bars closed and written.", counter=True),
+        Exported("late_ticks", "Ticks that arrived after their bar closed.", counter=True),
+        Exported("open_bars", "Bars open now."),
+    )
     scripts = (Scripts((streams.MD_TICKS_RAW,)),)  # the fenced commit (backend/bus/fence.py)
 
     async def setup(self) -> None:
@@ -73,6 +83,7 @@ class NormalizerService(Service):
         self.validator = TickValidator(symbols or None, max_future_s=c.max_future_s, max_past_s=c.max_past_s)
         self.bars = BarAggregator(grace_s=c.bar_grace_s, max_delay_s=c.bar_max_delay_s)
         self.ticks_in = self.ticks_out = self.rejected = self.bars_out = self.repeats = 0
+        self.batch_lat = self.recorder("batch")  # a batch of raw entries: read to committed
         self.n = self.settings.partition_count(streams.MD_TICKS_RAW)
         self.tagged = partitions.on_cluster(self.r)  # a cluster: even one partition's keys share a slot
         self.fences: dict[int, fence.Fence] = {}
@@ -124,6 +135,7 @@ class NormalizerService(Service):
     async def on_raw(self, p: int, raw: list[tuple[bytes, RawTickBatch]]) -> None:
         now = time.time_ns()
         part = self.parts.owned[p]
+        t0 = time.perf_counter_ns()
         ids = [eid for eid, _ in raw]
         batches = [b for _, b in raw]
         cmds: list[fence.Command] = []
@@ -144,7 +156,7 @@ class NormalizerService(Service):
         if result.ticks is not None:
             cmds.append(xadd(self._out(streams.MD_TICKS, p), result.ticks))
             self.bars.add(result.sym, result.price, result.qty, result.trade_ns, now)
-            bars = self.bars.close_due(self._symbols_of(p), now)
+            bars = self.bars.close_due(self.validator.symbols, now, only=self._in_partition(p))
             cmds += [xadd(self._bar_stream(b), b) for b in bars]
             marks = self.validator.hwm_map()
             if self.n > 1:  # this partition's symbols only (the key is in the partition's slot)
@@ -163,6 +175,7 @@ class NormalizerService(Service):
         self.rejected += len(result.rejected)
         self.repeats += result.repeats
         self.ticks_out += result.ticks.n if result.ticks is not None else 0
+        self.batch_lat.record_ns(time.perf_counter_ns() - t0)
 
     def _queue_bars(self, pipe: Pipeline, bars: list[Bar]) -> None:
         for bar in bars:
@@ -179,12 +192,11 @@ class NormalizerService(Service):
         stream = streams.MD_BARS_1S if bar.interval == "1s" else streams.MD_BARS_1M
         return self._out(stream, partitions.partition_of(bar.symbol, self.n))
 
-    def _symbols_of(self, p: int) -> list[str]:
-        """The symbols whose bars partition p's commit may close (all of them without partitions)."""
-        syms = self.validator.symbols
-        if self.n == 1 or not syms:
-            return syms
-        return [s for s in syms if partitions.partition_of(s, self.n) == p]
+    def _in_partition(self, p: int) -> Callable[[str], bool] | None:
+        """Which symbols' bars partition p's commit may close (all of them without partitions)."""
+        if self.n == 1:
+            return None
+        return lambda s: partitions.partition_of(s, self.n) == p
 
     async def close_bars(self) -> None:
         """Close bars on their boundary even when no tick arrives."""

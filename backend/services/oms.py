@@ -52,6 +52,7 @@ from backend.messages import (
     RiskDecision,
     RiskRequest,
 )
+from backend.metrics import Exported
 from backend.services.base import Service
 from backend.trading.admission import (
     IN_FLIGHT_STATES,
@@ -156,6 +157,14 @@ class OmsService(Service):
     keys = (Keys(KEY.format("*"), write=True), Keys(OPEN, write=True), Keys(KILL_KEY))
     scripts = (Scripts((KEY.format("*"), OPEN)),)  # the compare-and-set commit
     commands = ("time",)  # admission control: the age of an order against Redis's clock
+    exported = (
+        Exported("illegal_transitions", "Order state changes refused as illegal.", counter=True),
+        Exported("duplicates", "Orders received again and ignored.", counter=True),
+        Exported("conflicts", "Batches started over because a record changed under them.", counter=True),
+        Exported("in_flight", "Orders waiting for risk or the venue."),
+        Exported("in_flight_limit", "Admission control's limit on orders in flight."),
+        Exported("overloaded", "Orders refused as overloaded, by signal.", counter=True, label="signal"),
+    )
 
     async def setup(self) -> None:
         self.intake = 0
@@ -370,7 +379,8 @@ class OmsService(Service):
         if not why and b.gate is not None and b.gate.refuse(eid):
             # refused at the door, at once and cheaply: its record (so a resubmission stays one
             # order) and one event, NEW -> REJECTED; never queued, never routed, never open
-            b.out.append((streams.ORDERS_EVENTS, rec.move("REJECTED", now, OVERLOADED)))
+            refused = msgspec.structs.replace(rec.move("REJECTED", now, OVERLOADED), instance=self.instance)
+            b.out.append((streams.ORDERS_EVENTS, refused))
             return
         b.out.append(
             (
@@ -385,6 +395,7 @@ class OmsService(Service):
                     state="NEW",
                     ts_ns=now,
                     seq=0,
+                    instance=self.instance,
                 ),
             )
         )

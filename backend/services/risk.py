@@ -26,6 +26,7 @@ from backend.messages import (
     RiskRequest,
     TickBatch,
 )
+from backend.metrics import Exported
 from backend.services.base import Service
 from backend.trading.killswitch import COMMAND, KILL_KEY
 from backend.trading.risk_rules import RiskConfig, RiskEngine
@@ -45,6 +46,11 @@ class RiskService(Service):
     )
     writes = (Writes(streams.RISK_DECISIONS),)
     keys = (Keys(KILL_KEY),)
+    exported = (
+        Exported("denials", "Orders denied, by rule.", counter=True, label="rule"),
+        Exported("kill_switch", "1 while the kill switch is on."),
+        Exported("symbols_priced", "Symbols with a last price."),
+    )
 
     async def setup(self) -> None:
         self.engine = RiskEngine(self.cfg)
@@ -97,6 +103,7 @@ class RiskService(Service):
                         reason=d.reason,
                         request_sent_ns=req.sent_ns,
                         decided_ns=time.time_ns(),
+                        instance=self.instance,
                     ),
                 )
             )

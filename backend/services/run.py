@@ -12,6 +12,7 @@ traceback being in the log."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from backend import aio, entry, logs
@@ -19,11 +20,18 @@ from backend.bus import connection
 from backend.errors import TradeopsError
 from backend.settings import Settings
 
+INSTANCE_ENV = "TRADEOPS_INSTANCE"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of a service run (the NAME and the options after it)."""
     p.add_argument("name", help="service name (see `tradeops inventory`)")
-    p.add_argument("--instance", default=None, help="instance id (default: <name>-<env>-<pid>)")
+    p.add_argument(
+        "--instance",
+        default=os.environ.get(INSTANCE_ENV) or None,
+        help=f"instance id (default: ${INSTANCE_ENV}, which a swarm or a Kubernetes deployment sets per "
+        "replica, else <name>-<env>-<pid>)",
+    )
     p.add_argument("--environment", choices=["legacy", "target"], default=None)
     p.add_argument("--log-level", default="INFO")
 
@@ -45,7 +53,7 @@ def run_service(
     svc = cls(redis_url=url, settings=settings, instance=instance, environment=environment, login=auth)
     logs.setup(log_level.upper(), service=svc.name, instance=svc.instance)
     try:
-        aio.run(svc.run(install_signals=True))
+        aio.run(svc.run(install_signals=True, serve_metrics=True))
     except TradeopsError:
         raise
     except Exception as exc:  # noqa: BLE001 - the log has the traceback; the operator gets a line

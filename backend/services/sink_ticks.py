@@ -1,5 +1,7 @@
 """sink-ticks (P1): md.ticks -> the durable tick store (Parquet by date/symbol, or Delta Lake),
-and QuestDB over ILP when a QuestDB URL is configured. Flushes by size and by time.
+and QuestDB over ILP when a QuestDB URL is configured. Flushes by size and by time. When an S3
+endpoint is configured (`infra.s3` or `infra.minio`, backend.s3), the store is a Delta Lake table
+on S3 (`s3://<bucket>/<prefix>/ticks-delta`), its credentials from the secrets provider.
 
 Every trade is stored exactly once across crashes, restarts and a full disk:
 - the worker hands each entry once while it is buffered (`auto_ack=False`: in flight until the
@@ -8,6 +10,8 @@ Every trade is stored exactly once across crashes, restarts and a full disk:
   commits whose acks a crash cut off are acked before anything is read, so what is stored is
   never delivered again, and a flush never writes rows an unacked commit already holds. New
   entries at or below the committed offset (a consumer group set back) are acked unwritten;
+  on a Delta Lake table (local or on S3), entries delivered again are looked up in the table: the
+  offset vouches only for this instance's commits, not another's (blue/green, a takeover);
 - a flush that fails (ENOSPC or anything else) keeps its buffer: the service says `degraded`
   with the reason, retries with backoff, stops reading while `max_buffer_rows` ticks are held
   (the stream's lag grows instead of the memory), and is `running` again after a flush succeeds.
@@ -23,10 +27,13 @@ from typing import Literal
 import msgspec
 import pyarrow as pa
 
+from backend import s3
 from backend.bus import streams
 from backend.bus.access import Reads
 from backend.marketdata import store
 from backend.messages import TickBatch
+from backend.metrics import Exported
+from backend.secrets import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY
 from backend.services.base import Service
 
 
@@ -43,6 +50,9 @@ class SinkTicksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A failed flush is retried after 0.25 s, then twice as long each time, up to this."""
     questdb: str | None = None
     """QuestDB ILP conf, e.g. "http::addr=127.0.0.1:9000;" (also `infra.questdb` in config)."""
+    s3: bool = True
+    """Write the Delta Lake table to S3 when `infra.s3` / `infra.minio` is configured (whatever
+    `format` says); false: keep the local store even then."""
 
     def __post_init__(self) -> None:
         if self.flush_rows < 1 or self.max_buffer_rows < 1:
@@ -55,14 +65,32 @@ class SinkTicksService(Service):
     name = "sink-ticks"
     Config = SinkTicksConfig
     reads = (Reads(streams.MD_TICKS, group=True),)
+    secrets = (S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY)  # the S3 endpoint's, when one is configured
+    exported = (
+        Exported("rows_written", "Tick rows written to the store.", counter=True),
+        Exported("files", "Files (commits) written to the store.", counter=True),
+        Exported("buffered", "Rows buffered, not yet flushed."),
+        Exported("flush_failures", "Flushes that failed (and are retried).", counter=True),
+    )
 
     async def setup(self) -> None:
         data_dir = self.settings.resolved_data_dir()
-        if self.cfg.format == "delta":
-            self.store: store.ParquetStore | store.DeltaStore = store.DeltaStore(store.delta_dir(data_dir))
+        self.s3 = s3.configured(self.settings) if self.cfg.s3 else None
+        if self.s3 is not None:
+            self.store: store.ParquetStore | store.DeltaStore = store.delta_store(data_dir, self.s3)
+            self.where = self.s3.where(store.DELTA_NAME)
+        elif self.cfg.format == "delta":
+            self.store = store.delta_store(data_dir)
+            self.where = str(self.store.root)
         else:
             self.store = store.ParquetStore(store.ticks_dir(data_dir))
-        self.committed = self.store.recover()
+            self.where = str(self.store.root)
+        try:
+            self.committed = self.store.recover()
+        except Exception as exc:  # deltalake raises OSError and its own: one clear line for S3
+            if self.s3 is None:
+                raise
+            raise s3.S3Error(f"cannot open the tick store {self.where}: {s3.reason(exc)}") from None
         self.buffer: list[tuple[str, TickBatch]] = []
         self.held: set[bytes] = set()  # the entry ids in the buffer
         self.rows_buffered = 0
@@ -72,6 +100,7 @@ class SinkTicksService(Service):
         self.skipped = 0
         self.settled = 0  # entries of commits a crash left unacked, acked on settling
         self.flush_failures = 0
+        self._unreadable = False  # the last look at which entries the Delta table holds failed
         self.backoff = 0.0
         self.retry_at = 0.0
         self._last_failure_log = -60.0
@@ -114,7 +143,8 @@ class SinkTicksService(Service):
             "skipped_entries": self.skipped,
             "settled_entries": self.settled,
             "flush_failures": self.flush_failures,
-            "format": self.cfg.format,
+            "format": "delta" if self.s3 is not None else self.cfg.format,
+            "store": self.where,
             "questdb": bool(self.questdb),
         }
 
@@ -131,13 +161,19 @@ class SinkTicksService(Service):
             offset = self.committed
         else:
             offset = self.store.untracked_offset
+        known: set[str] | None = None  # Delta Lake, entries delivered again: what the table holds
+        if self.worker.redelivered and isinstance(self.store, store.DeltaStore):
+            known = self._stored_ids([eid.decode() for eid, _ in batches if eid not in self.held])
+            if known is None:  # the table cannot be read now: these entries are read again later
+                self.worker.release([eid for eid, _ in batches if eid not in self.held])
+                return
         stored: list[bytes] = []
         left: list[bytes] = []
         for i, (eid, batch) in enumerate(batches):
             if eid in self.held:
                 continue  # handed twice: it is in the buffer once, and its flush acks it
             sid = eid.decode()
-            if offset and store.id_key(sid) <= store.id_key(offset):
+            if sid in known if known is not None else stored_at(sid, offset):
                 stored.append(eid)
                 continue
             if self.rows_buffered and self.rows_buffered + batch.n > self.cfg.max_buffer_rows:
@@ -157,6 +193,22 @@ class SinkTicksService(Service):
             await self.flush()
         if self.buffer and (left or self.rows_buffered >= self.cfg.max_buffer_rows):
             self.worker.pause()  # at the bound: the flush that succeeds resumes reading
+
+    def _stored_ids(self, ids: list[str]) -> set[str] | None:
+        """Which of `ids` the Delta table holds; None (degraded, with the reason) when it cannot be read."""
+        assert isinstance(self.store, store.DeltaStore)
+        try:
+            known = self.store.stored_ids(ids)
+        except Exception as exc:  # noqa: BLE001 - deltalake raises OSError and its own: read again later
+            why = s3.reason(exc) if self.s3 is not None else f"{type(exc).__name__}: {exc}"
+            self.degrade(f"cannot read the tick store {self.where}: {why}; the entries delivered again wait")
+            self._unreadable = True
+            return None
+        if self._unreadable:
+            self._unreadable = False
+            if self.degraded and not self.retry_at:  # no failed flush pending either
+                self.recover()
+        return known
 
     async def flush_if_due(self) -> None:
         if self.buffer and (
@@ -203,10 +255,14 @@ class SinkTicksService(Service):
         self.flush_failures += 1
         self.backoff = min(self.cfg.retry_max_s, max(0.25, self.backoff * 2))
         self.retry_at = time.monotonic() + self.backoff
-        where = getattr(self.store, "root", "")
-        why = "no space left on device (ENOSPC)" if no_space(exc) else f"{type(exc).__name__}: {exc}"
+        if no_space(exc):
+            why = "no space left on device (ENOSPC)"
+        elif self.s3 is not None:
+            why = s3.reason(exc)
+        else:
+            why = f"{type(exc).__name__}: {exc}"
         self.degrade(
-            f"cannot write the tick store {where}: {why}; flushes are retried and reading "
+            f"cannot write the tick store {self.where}: {why}; flushes are retried and reading "
             f"stops at {self.cfg.max_buffer_rows} buffered ticks"
         )
         now = time.monotonic()
@@ -256,6 +312,11 @@ class SinkTicksService(Service):
             )
         if self.questdb is not None:
             self.questdb.close()
+
+
+def stored_at(sid: str, offset: str | None) -> bool:
+    """Entry `sid` is at or below the committed `offset` (stored, when commits are in order)."""
+    return offset is not None and store.id_key(sid) <= store.id_key(offset)
 
 
 def no_space(exc: BaseException) -> bool:

@@ -389,8 +389,8 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
     rep = proof.verify(logs, _gates(ctx), _places(ctx))
     print("\n".join(rep.lines))
     ok = rep.ok
-    if not args.from_file:
-        counts, bad = sealed.tally(ctx.redis, rep.registry, ctx.skips)
+    if logs.sealed:  # from Redis, or an export that holds them
+        counts, bad = sealed.tally_logs(logs.sealed, rep.registry, ctx.skips)
         print(
             f"migration moves and kill switch toggles: {counts['valid']} signed and valid, {counts['invalid']} "
             f"invalid, {counts['unsigned']} unsigned"

@@ -94,6 +94,7 @@ def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
     from backend.errors import TradeopsError
     from backend.migration.cutover import switch
     from backend.migration.state import move
+    from console.cli.gate import _anchor
     from gates import decisions, model, sealed
 
     who = sealed.actor(ctx.redis, ctx.signer, f"{args.action} {args.service}", ctx.label)
@@ -110,11 +111,13 @@ def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
             decisions=decisions.verified_decisions(ctx.redis, model.configured(ctx.settings)),
         )
         print(f"{args.service}: {ev.from_state} -> {ev.to_state} ({who}, {ev.signer}: {args.reason})")
+        _anchor(ctx)
         return 0
     if args.timeout <= 0:
         raise TradeopsError("--timeout must be positive")
     res = switch(ctx.redis, args.service, args.action, who, args.reason, timeout=args.timeout, seal=seal)
     print(f"{res.summary()} ({who}, {ctx.signer.fingerprint}: {args.reason})")
+    _anchor(ctx)
     return 0
 
 

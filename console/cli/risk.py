@@ -45,6 +45,7 @@ def cmd_kill(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     if not args.reason.strip():
         raise TradeopsError("changing the kill switch needs --reason")
+    from console.cli.gate import _anchor
     from gates import sealed
 
     who = sealed.actor(r, ctx.signer, f"kill switch {args.state}", ctx.label)
@@ -53,4 +54,5 @@ def cmd_kill(ctx: Context, args: argparse.Namespace) -> int:
         f"kill switch {'ON: new orders blocked, working orders being canceled' if args.state == 'on' else 'off'} "
         f"({who}, {cmd.signer}: {args.reason})"
     )
+    _anchor(ctx)  # the toggle is under the signed checkpoint (gates/anchor.py)
     return 0

@@ -61,7 +61,9 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
+    from backend import dashboards
     from backend.runtime.process import read_table
+    from backend.runtime.scrape import CONFIG_FILE, TARGETS_FILE, prometheus_dir
     from backend.runtime.stack import Stack
 
     if args.runtime != "docker" and (args.image or args.network != "host"):
@@ -79,6 +81,11 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     print(f"stack up in {time.monotonic() - t0:.1f}s: {n} instances on {url}{where} (data {ctx.data_dir})")
     if table.get("not_built"):
         print(f"not built yet (skipped): {', '.join(table['not_built'])}")
+    scrape = prometheus_dir(ctx.data_dir)
+    print(
+        f"prometheus: `prometheus --config.file={scrape / CONFIG_FILE}` scrapes every instance "
+        f"({scrape / TARGETS_FILE}, kept current); grafana dashboards in {dashboards.default_dir(ctx.data_dir)}"
+    )
     print("`tradeops` opens the console; `tradeops ps` lists instances; `tradeops down` stops it all")
     return 0
 

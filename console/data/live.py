@@ -88,7 +88,7 @@ class LiveSource:
         self._gate_stamp: tuple[str, int, int] | None = None
         self._gate_error = ""
         self._who: tuple[str, str] | None = None  # (operator shown, key) once the signing key is found
-        self._anchor_seen: tuple[int, int] | None = None  # log lengths at the last anchor check
+        self._anchor_seen: tuple[int, ...] | None = None  # log lengths at the last anchor check
         self._anchor_alert = ""
         self._anchor_polls = 0
 
@@ -372,9 +372,10 @@ class LiveSource:
                 ev.check or ev.decision or "",
                 ev.operator,
                 ev.reason or str(ev.evidence.get("note", "")),
-                _mark(trust.get(ev.hash)),
+                _mark(trust.get(ev.hash), bool(ev.sig)),
+                f"#{n}",  # an entry of the hash chain (ops.gates), by its number
             )
-            for _, ev in self.gate_feed.recent
+            for (_, ev), n in zip(self.gate_feed.recent, self.gate_feed.recent_no, strict=True)
         ]
         reg = self.gate_feed.registry
         # the migration log beside the gate log, in time order, and the kill switch's toggles
@@ -395,7 +396,8 @@ class LiveSource:
                     else f"{m.from_state or '-'} -> {m.to_state}",
                     m.operator,
                     m.reason,
-                    _mark(sealed.judge_move(reg, m)),
+                    _mark(sealed.judge_move(reg, m), bool(m.sig)),
+                    NOT_CHAINED,
                 )
             )
         for c in self.audit_log[streams.OPS_CONTROL]:
@@ -408,7 +410,8 @@ class LiveSource:
                         "ON" if c.args.get("on") else "off",
                         c.operator,
                         c.reason,
-                        _mark(sealed.judge_control(reg, c)),
+                        _mark(sealed.judge_control(reg, c), bool(c.sig)),
+                        NOT_CHAINED,
                     )
                 )
         for ts, *rest in sorted(rows)[-300:]:
@@ -422,10 +425,14 @@ class LiveSource:
 
     def _anchor_check(self) -> str:
         """Whether the live logs still extend the signed checkpoints (gates/anchor.py): read whole
-        when either log's length changed since the last check, else the last answer."""
+        when a log's length changed since the last check, else the last answer."""
         from gates import anchor, proof
 
-        lengths = (self.gate_feed.count, self.gate_feed.registry.read)
+        with self.r.pipeline(transaction=False) as pipe:  # the moves and toggles are anchored too
+            pipe.xlen(streams.OPS_MIGRATION)
+            pipe.xlen(streams.OPS_CONTROL)
+            moves, toggles = pipe.execute()
+        lengths = (self.gate_feed.count, self.gate_feed.registry.read, int(moves), int(toggles))
         self._anchor_polls += 1
         if lengths != self._anchor_seen or self._anchor_polls % 30 == 0:  # a rewrite keeps the lengths
             try:
@@ -466,13 +473,19 @@ class LiveSource:
         return self._gate_defs
 
 
-def _mark(t: Any) -> str:
-    """An audit row's signature: ✓ who signed, ✗ why it counts for nothing, or unsigned."""
+UNSIGNED = "unsigned"
+NOT_CHAINED = "—"  # a migration move or kill switch toggle: signed one by one, anchored, not chained
+
+
+def _mark(t: Any, signed: bool) -> str:
+    """An audit row's signature: `✓ who` signed it (valid), `✗ why` it counts for nothing
+    (invalid), or `unsigned` (counts for nothing either); `signed`: the entry carries a signature
+    (one the fold has not judged is shown as such, never blank)."""
     if t is None:
-        return ""
+        return "✗ not judged" if signed else UNSIGNED
     if t.ok:
         return f"✓ {t.name}"
-    return "unsigned" if t.status == "unsigned" else f"✗ {t.why}"[:60]
+    return UNSIGNED if t.status == "unsigned" else f"✗ {t.why}"[:60]
 
 
 def _brief(ev: dict) -> str:

@@ -45,7 +45,7 @@ class ReplaySource:
 
         text = Path(path).read_text() if path else resources.files("console.data").joinpath(FIXTURE).read_text()
         frames = json.loads(text)
-        self.frames = [msgspec.convert(f, Snapshot, strict=False) for f in frames]
+        self.frames = [_audit_columns(msgspec.convert(f, Snapshot, strict=False)) for f in frames]
         sheets, levels = all_sections(), inventory.load().levels()  # what the code declares, not recorded
         for snap in self.frames:
             snap.sheets, snap.levels = sheets, levels
@@ -63,3 +63,25 @@ class ReplaySource:
 
     def close(self) -> None:
         pass
+
+
+NOT_CHAINED_KINDS = ("migration", "kill switch")
+
+
+def _audit_columns(snap: Snapshot) -> Snapshot:
+    """Recorded audit rows (time, gate/service, kind, what, operator, reason) with the columns the
+    live source adds: `signed` (a recording carries no signature: unsigned) and `chain` (the gate
+    events' numbers in the hash chain, in order; a move or toggle is not chained: —)."""
+    n = 0
+    rows: list[tuple[str, ...]] = []
+    for row in snap.audit:
+        if len(row) >= 8:
+            rows.append(tuple(row))
+            continue
+        chain = "—"
+        if row[2] not in NOT_CHAINED_KINDS:
+            n += 1
+            chain = f"#{n}"
+        rows.append((*row[:6], *[""] * (6 - len(row)), *(row[6:7] or ("unsigned",)), chain))
+    snap.audit = rows
+    return snap

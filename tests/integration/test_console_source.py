@@ -70,6 +70,7 @@ def test_a_poll_reads_only_the_gate_entries_after_the_last_it_saw(r: redis.Redis
             "bob",
             "latency regression",
             "✓ bob",
+            "#303",  # the entry's number in the hash chain
         )
     finally:
         src.close()

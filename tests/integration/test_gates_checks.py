@@ -79,10 +79,15 @@ def test_flow_passes_fails_and_times_out(r: redis.Redis, redis_url: str, tmp_pat
 def test_a_flow_with_no_traffic_names_what_is_missing_and_what_provides_it(
     r: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    from gates.model import load
-
-    c = load()["task05"].check("positions")
-    c = Check(id=c.id, title=c.title, kind="flow", params={**c.params, "window_s": 0.2})
+    # (task05's `positions` makes its own paper traffic now: tests/integration/test_gates_targets.py)
+    params = {
+        "from": "exec.reports",
+        "to": "positions",
+        "window_s": 0.2,
+        "missing": "no fills: no paper orders traded in the window",
+        "provide": "tradeops order submit buy 0.001 BTCUSDT (one fill), then run the check again",
+    }
+    c = Check(id="positions", title="fills -> positions flowing", kind="flow", params=params)
     res = run_check(ctx(r, redis_url, tmp_path), c)
     assert res.outcome == "failed"
     assert res.evidence["missing"] == "exec.reports 0 in 0.2s: no fills: no paper orders traded in the window"
@@ -145,6 +150,20 @@ def test_probe_tcp_http_and_standin(r: redis.Redis, redis_url: str, tmp_path: Pa
         assert res.outcome == "passed" and res.evidence["redis_version"] >= "7"
     finally:
         srv.shutdown()
+
+
+def test_prometheus_probe_fails_without_instances_or_with_no_prometheus_there(
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """(Its passing cases, against a real Prometheus and live instances: test_prometheus.py.)"""
+    c = Check(id="p", title="p", kind="probe", params={"target": "infra:prometheus"})
+    res = run_check(ctx(r, redis_url, tmp_path), c)  # nothing configured, nothing running
+    assert res.outcome == "failed" and res.evidence["instances"] == 0
+    assert "start the stack" in res.evidence["reason"]
+    dead = f"http://127.0.0.1:{free_port()}"
+    res = run_check(ctx(r, redis_url, tmp_path, infra={"prometheus": dead}), c)
+    assert res.outcome == "failed" and res.evidence["probed"] == f"{dead}/api/v1/query"
+    assert res.evidence["query"] == 'up{job="tradeops"}' and res.evidence["error"]
 
 
 @pytest.mark.timeout(120)

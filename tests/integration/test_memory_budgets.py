@@ -274,6 +274,7 @@ def test_redis_archive_and_audit_verify_from_the_cli(r: redis.Redis, tradeops_en
     data = Path(tradeops_env["TRADEOPS_DATA_DIR"])
     assert out.stdout.splitlines() == [
         "models.events: nothing to archive",
+        "ops.control: nothing to archive",
         "ops.migration: nothing to archive",
         f"ops.gates: 3 archived, 3 trimmed; 3 in {data / 'archive' / 'ops.gates'}",
         "ops.operators: nothing to archive",
@@ -315,7 +316,7 @@ async def test_the_scheduler_job_archives_the_control_plane_logs(
     assert out == {
         "archived": 2,
         "trimmed": 2,
-        "streams": "models.events 0, ops.migration 2, ops.gates 0, ops.operators 0",
+        "streams": "models.events 0, ops.control 0, ops.migration 2, ops.gates 0, ops.operators 0",
         "dir": str(tmp_path / "archive"),
     }
     assert [ev.reason for ev in board_history(r)] == ["0", "1", "2", "3"]

@@ -146,7 +146,12 @@ def test_the_registry_is_read_archive_then_live(redis_url: str, r: redis.Redis, 
     decisions.approve(r, g, keys("bob"), "reviewed")
     assert decisions.state(r, g).approvers == ["bob"]
     logs = proof.from_redis(r)
-    assert logs.archived == {streams.OPS_GATES: 1, streams.OPS_OPERATORS: n - 1}
+    assert logs.archived == {
+        streams.OPS_GATES: 1,
+        streams.OPS_OPERATORS: n - 1,
+        streams.OPS_MIGRATION: 0,
+        streams.OPS_CONTROL: 0,
+    }
     rep = proof.verify(logs, {g.id: g}, anchor.places(tmp_path))
     assert rep.ok, rep.lines
     assert rep.lines[0] == f"audit OK: {len(logs.gates)} entries (1 archived), chain intact"

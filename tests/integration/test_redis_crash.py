@@ -18,6 +18,7 @@ from backend.bus import codec, connection, embedded, streams
 from backend.health import read_heartbeats
 from backend.messages import Order, OrderEvent
 from backend.runtime.redis_watch import RedisWatch
+from backend.runtime.scrape import scraped
 from backend.runtime.supervisor import read_table
 from tests.conftest import TRADEOPS, wait_for
 
@@ -60,6 +61,8 @@ def test_the_stack_rides_through_a_kill_9_of_its_redis(tmp_path: Path) -> None:
         assert table is not None
         sup = table["supervisor_pid"]
         services = {i["instance"] for i in table["instances"] if i["service"] != "exchange"}
+        assert scraped(data) == services  # `up` wrote the Prometheus targets of every instance
+        assert (data / "prometheus" / "prometheus.yml").exists() and "prometheus.yml" in up.stdout
         pids = {i["instance"]: i["pid"] for i in table["instances"]}
         info = embedded.read_info(data)
         assert info is not None

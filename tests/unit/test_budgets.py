@@ -49,6 +49,7 @@ def test_every_stream_in_use_has_a_budget_of_its_own() -> None:
         streams.OPS_GATES,
         streams.OPS_MIGRATION,
         streams.OPS_OPERATORS,
+        streams.OPS_CONTROL,  # kill switch toggles: signed and anchored, archived before they are trimmed
         streams.MODELS_EVENTS,
     }
 
