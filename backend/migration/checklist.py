@@ -9,7 +9,7 @@ Automatic steps and what ticks them:
 - `compose`: the service is in the inventory, from which `tradeops compose` writes the file;
 - `integration`: the target instance runs on the bus (its heartbeat says running);
 - `performance`: the service's task gate decided proceed (its performance checks measure the
-  deployed targets), or every one of its required checks has passed;
+  deployed targets), or every one of its required checks has passed (the gate is `ready`);
 - `tracker`: the service is migrated (cut over): the tracker counts it.
 
 Manual steps (`source`, `config`, `component`) are attested with `tradeops migrate attest SERVICE
@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 from backend.messages import MigrationEvent
 from backend.migration import inventory
 from backend.migration.state import ATTEST_STEP, LOG_HOURS, fold
+
+__all__ = ["ATTEST_STEP", "MANUAL", "STEPS", "Row", "checklist", "checklists", "hours"]
 
 
 class Step(NamedTuple):
@@ -52,7 +54,7 @@ MANUAL = tuple(s.id for s in STEPS if s.manual)
 class Row(NamedTuple):
     step: str
     title: str
-    how: str  # "auto" or "attested"
+    how: str  # "auto" (observed) or "manual" (attested)
     done: bool
     evidence: str
 
@@ -67,8 +69,9 @@ def checklist(
     inv: inventory.Inventory | None = None,
 ) -> list[Row]:
     """`service`'s steps. `evs`: ops.migration's events in order; `gates`: gate id -> (its status,
-    its decision or ""); `live`: (instance, environment, state) of the service's live instances;
-    `runtime`: what the supervisor runs instances on (process, docker)."""
+    its decision or "", as gates/state.py's GateState has them); `live`: (instance, environment,
+    state) of the service's live instances; `runtime`: what the supervisor runs instances on
+    (process, docker)."""
     inv = inv or inventory.load()
     spec = inv.service(service)
     evs = [e for e in evs if e.service == service]
@@ -91,7 +94,7 @@ def checklist(
                 if ev is not None
                 else f"not attested (tradeops migrate attest {service} {step.id} --reason ...)"
             )
-            rows.append(Row(step.id, step.title, "attested", done, evidence))
+            rows.append(Row(step.id, step.title, "manual", done, evidence))
             continue
         if step.id == "image":
             if runtime == "docker":
@@ -112,7 +115,7 @@ def checklist(
                 else ("target " + ", ".join(f"{i} {st}" for i, st in targets) if targets else "no target instance")
             )
         elif step.id == "performance":
-            done = decision == "proceed" or status == "passed"
+            done = decision == "proceed" or status == "ready"  # ready: every required check passed
             evidence = (f"gate {gate}: {decision or status or 'not run'}" if gate else "no gate for its task") + (
                 f" (tradeops gate run {gate})" if gate and not done else ""
             )
@@ -146,3 +149,23 @@ def as_rows(rows: list[Row]) -> list[tuple[str, str, bool, str]]:
 
 def summary(rows: list[Row]) -> dict[str, Any]:
     return {"done": sum(r.done for r in rows), "of": len(rows)}
+
+
+DECISIONS = ("proceed", "fix", "stop")
+
+
+def checklists(
+    snap: Any,
+    evs: list[MigrationEvent],
+    gates: dict[str, tuple[str, str]],
+    beats: Iterable[Any],
+    runtime: str,
+    inv: inventory.Inventory,
+) -> None:
+    """Every service's checklist and hours onto `snap` (the console's Snapshot: `checklists`,
+    `hours`), from the poll's events, gates and heartbeats."""
+    beats = list(beats)
+    for spec in inv.services:
+        live = [(b.instance, b.environment, b.state) for b in beats if b.service == spec.name]
+        snap.checklists[spec.name] = as_rows(checklist(spec.name, evs, gates, live, runtime=runtime, inv=inv))
+        snap.hours[spec.name] = hours(spec.name, evs, inv)

@@ -1,5 +1,5 @@
 """`tradeops migrate status | start | cutover | rollback SERVICE --reason`, `tradeops migrate log-hours
-SERVICE HOURS --reason`."""
+SERVICE HOURS --reason`, `tradeops migrate checklist SERVICE`, `tradeops migrate attest SERVICE STEP --reason`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,24 @@ def register(sub: Any) -> None:
     q.add_argument("hours", type=float)
     q.add_argument("--reason", required=True, help="what the hours went into")
     q.set_defaults(func=cmd_log_hours)
+    q = command(
+        msub,
+        "checklist",
+        "a service's migration checklist: the plan's eight steps, ticked from what the platform observes "
+        "or attested; hours estimated and logged",
+    )
+    q.add_argument("service")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_checklist)
+    q = command(
+        msub,
+        "attest",
+        "attest a manual step of a service's checklist (source, config, component), signed like a move",
+    )
+    q.add_argument("service")
+    q.add_argument("step", help="source, config or component")
+    q.add_argument("--reason", required=True, help="what was done and where it is recorded")
+    q.set_defaults(func=cmd_attest)
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
@@ -128,4 +146,53 @@ def cmd_log_hours(ctx: Context, args: argparse.Namespace) -> int:
     who = sealed.actor(ctx.redis, ctx.signer, f"log hours {args.service}", ctx.label)
     ev = log_hours(ctx.redis, args.service, args.hours, who, args.reason, seal=sealed.seal_move(ctx.signer))
     print(f"{args.service}: {args.hours:g} h logged ({who}, {ev.signer}: {args.reason})")
+    return 0
+
+
+def cmd_checklist(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.health import read_heartbeats
+    from backend.migration import checklist, inventory
+    from backend.migration.state import events
+    from backend.runtime.supervisor import read_table
+    from gates import decisions, model
+
+    inv = inventory.load()
+    inv.service(args.service)  # unknown: one clear line
+    evs = events(ctx.redis, ctx.skips)
+    folded = decisions.states(ctx.redis, model.configured(ctx.settings), ctx.skips)  # signed, by the rules
+    gates = {g: (st.status, st.decision or "") for g, st in folded.items()}
+    live = [(b.instance, b.environment, b.state) for b in read_heartbeats(ctx.redis) if b.service == args.service]
+    table = read_table(ctx.data_dir) or {}
+    rows = checklist.checklist(args.service, evs, gates, live, runtime=table.get("runtime", "process"), inv=inv)
+    est, logged = checklist.hours(args.service, evs, inv)
+    if args.json:
+        ctx.print_json(
+            {
+                "service": args.service,
+                "steps": [r._asdict() for r in rows],
+                "hours_estimated": est,
+                "hours_logged": logged,
+                **checklist.summary(rows),
+            }
+        )
+        return 0
+    show(
+        ["", "STEP", "HOW", "EVIDENCE"],
+        [["✔" if r.done else "·", r.title, r.how, r.evidence] for r in rows],
+    )
+    done = checklist.summary(rows)
+    print(f"{args.service}: {done['done']} of {done['of']} steps done; {logged:g} of {est:g} estimated hours logged")
+    return 0
+
+
+def cmd_attest(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.migration.state import attest_step
+    from gates import sealed
+
+    who = sealed.actor(ctx.redis, ctx.signer, f"attest {args.service} {args.step}", ctx.label)
+    ev = attest_step(ctx.redis, args.service, args.step, who, args.reason, seal=sealed.seal_move(ctx.signer))
+    print(f"{args.service}: step {args.step} attested ({who}, {ev.signer}: {args.reason})")
+    from console.cli.gate import _anchor
+
+    _anchor(ctx)
     return 0

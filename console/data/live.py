@@ -23,8 +23,10 @@ from backend.health import read_heartbeats, redis_memory
 from backend.marketdata import ticks as tickcols
 from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent, TickBatch
 from backend.migration import inventory, tracker
+from backend.migration.checklist import DECISIONS, checklists
 from backend.migration.sheet import all_sections as sheets
-from backend.migration.state import LOG_HOURS, events, fold
+from backend.migration.state import ATTEST_STEP, LOG_HOURS, events, fold
+from backend.runtime.supervisor import read_table
 from backend.trading.killswitch import kill_switch_on
 from console.data.snapshot import (
     BarRow,
@@ -126,6 +128,8 @@ class LiveSource:
                         "tracker",
                         "sheets",
                         "levels",
+                        "checklists",
+                        "hours",
                     )
                 }
                 self._slow_alerts = [a for a in snap.alerts if a.startswith(("gate ", "audit "))]
@@ -320,6 +324,9 @@ class LiveSource:
         heartbeats."""
         decided = {g: (st.decision, st.decided_ts_ns) for g, st in self.gate_feed.states().items() if st.decision}
         snap.tracker = tracker.figures(self._migration_events, decided, tracker.instances(self._beats), inv=self.inv)
+        gates = {g.id: (g.status, g.status if g.status in DECISIONS else "") for g in snap.gates}
+        runtime = (read_table(self.settings.resolved_data_dir()) or {}).get("runtime", "process")
+        checklists(snap, self._migration_events, gates, self._beats, runtime, self.inv)
 
     def _gates(self, snap: Snapshot) -> None:
         """The gates from the folded state of ops.gates: each poll reads only the entries after the
@@ -393,6 +400,8 @@ class LiveSource:
                     "migration",
                     f"logged {m.detail.get('hours', 0):g} h"
                     if m.action == LOG_HOURS
+                    else f"attested {m.detail.get('step', '?')}"
+                    if m.action == ATTEST_STEP
                     else f"{m.from_state or '-'} -> {m.to_state}",
                     m.operator,
                     m.reason,

@@ -38,6 +38,30 @@ def recorded_tracker(snap: Snapshot) -> dict[str, Any]:
     return tracker.figures(evs, decided, live)
 
 
+def recorded_checklists(snap: Snapshot) -> None:
+    """The checklists from a recorded frame: its board's states, its gates, its health rows (a
+    recording holds no attestation and no logged hours: those steps show as not attested)."""
+    from types import SimpleNamespace
+
+    from backend.messages import MigrationEvent
+    from backend.migration import checklist, inventory
+
+    evs = [
+        MigrationEvent(service=name, from_state="planned", to_state=state, operator="", reason="", ts_ns=0)  # type: ignore[arg-type]
+        for cards in snap.board.values()
+        for name, state, _ in cards
+        if state != "planned"
+    ]
+    gates = {g.id: (g.status, g.status if g.status in checklist.DECISIONS else "") for g in snap.gates}
+    beats = [
+        SimpleNamespace(service=h.service, instance=f"{h.service}-{env}", environment=env, state="running")
+        for h in snap.health
+        for env, n in (("legacy", h.legacy), ("target", h.target))
+        if n and h.state == "ok"
+    ]
+    checklist.checklists(snap, evs, gates, beats, "process", inventory.load())
+
+
 class ReplaySource:
     def __init__(self, path: Path | None = None) -> None:
         from backend.migration import inventory
@@ -50,6 +74,8 @@ class ReplaySource:
         for snap in self.frames:
             snap.sheets, snap.levels = sheets, levels
             snap.tracker = snap.tracker or recorded_tracker(snap)
+            if not snap.checklists:
+                recorded_checklists(snap)
         self.i = 0
         self.url = "replay://recording"
 

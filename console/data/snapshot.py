@@ -110,3 +110,8 @@ class Snapshot:
     """Dependency level -> its services (the inventory's `levels()`)."""
     sheets: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
     """Service -> its sheet as (heading, lines) (backend/migration/sheet.py `sections`)."""
+    checklists: dict[str, list[tuple[str, str, bool, str]]] = field(default_factory=dict)
+    """Service -> its migration checklist as (step, auto/manual, done, evidence)
+    (backend/migration/checklist.py)."""
+    hours: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Service -> (estimated, logged) hours of its migration."""

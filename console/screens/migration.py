@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Static
+from textual.widgets import ContentSwitcher, Static
 
 from backend.migration.state import ALLOWED
 from console.actions import Move, snapshot_blockers
@@ -14,10 +14,13 @@ from console.data.snapshot import Snapshot
 from console.messages import RequestMigrate
 from console.modals import ReasonModal
 from console.screens.base import BaseScreen, changes
+from widgets.depgraph import DependencyGraph
 from widgets.priority import PriorityColumn
 from widgets.sheet import SheetView
+from widgets.steps import StepsView
 
 START_FROM = ALLOWED["start"]
+VIEWS = ("sheet", "steps", "graph")  # what `v` cycles through beside the dependencies
 MOVE = {"cut over": "cutover", "roll back": "rollback"}
 
 
@@ -28,6 +31,7 @@ class MigrationScreen(BaseScreen):
         Binding("s", "move('start')", "Start", id="migration.start"),
         Binding("c", "move('cutover')", "Cut over", id="migration.cutover"),
         Binding("r", "move('rollback')", "Roll back", id="migration.rollback"),
+        Binding("v", "view", "View", id="migration.view"),
         Binding("left", "column(-1)", "◀", show=False, id="migration.left"),
         Binding("right", "column(1)", "▶", show=False, id="migration.right"),
     ]
@@ -43,7 +47,10 @@ class MigrationScreen(BaseScreen):
                     yield PriorityColumn(p, id=f"col-{p}")
             with Horizontal(id="migration-detail"):
                 yield Static(id="deps", classes="panel")
-                yield SheetView(id="sheet")
+                with ContentSwitcher(initial="sheet", id="detail-view"):
+                    yield SheetView(id="sheet")
+                    yield StepsView(id="steps")
+                    yield DependencyGraph(id="graph")
 
     def render_snapshot(self, snap: Snapshot) -> None:
         for p, cards in snap.board.items():
@@ -82,7 +89,8 @@ class MigrationScreen(BaseScreen):
         snap = self.tapp.snapshot
         states = self._states()
         gates = tuple((g.id, g.status) for g in snap.gates) if snap else ()
-        key = (svc, tuple(sorted(states.items())), gates, self._refused, bool(snap and snap.sheets))
+        steps = tuple(tuple(r) for r in snap.checklists.get(svc, ())) if snap else ()
+        key = (svc, tuple(sorted(states.items())), gates, self._refused, bool(snap and snap.sheets), steps)
         if key == self._deps_for:
             return  # same service, board and gates: nothing to redo
         self._deps_for = key
@@ -91,6 +99,8 @@ class MigrationScreen(BaseScreen):
         levels = snap.levels if snap and snap.levels else inv.levels()
         level = next((lv for lv, names in levels.items() if svc in names), 0)
         self.show_sheet(svc, levels, snap.sheets.get(svc, []) if snap else [])
+        self.show_steps(svc, snap)
+        self.show_graph(svc, level, states, inv)
         after = ", ".join(f"{d} ({states.get(d, '?')})" for d in spec.migrate_after) or "none"
         needs = ", ".join(spec.needs) or "none"
         users = ", ".join(inv.needed_by(svc)) or "none"
@@ -105,12 +115,48 @@ class MigrationScreen(BaseScreen):
         else:
             moves = [f"{k} {a}" for a, k in (("cut over", "c"), ("roll back", "r")) if state in ALLOWED[MOVE[a]]]
             nxt = f"{state}: " + (", ".join(moves) if moves else "no move from here")
+        est, logged = snap.hours.get(svc, (spec.hours, 0.0)) if snap else (spec.hours, 0.0)
+        rows = snap.checklists.get(svc, []) if snap else []
+        done = f" · steps {sum(1 for r in rows if r[2])}/{len(rows)}" if rows else ""
         self.set_text(
             "#deps",
-            f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {spec.hours:g}h"
+            f"[b]{svc}[/b] P{spec.priority} · {spec.task} · risk {spec.risk} · {logged:g}/{est:g}h{done}"
             f" · [b]{state}[/b]\nlevel {level} of {len(levels)} · needs: {needs}\nneeded by: {users}"
             f"\nmigrate after: {after}\n{nxt}",
         )
+
+    def _view_title(self, svc: str, what: str) -> str:
+        return f"{svc}: {what} (v: {' · '.join(v for v in VIEWS if v != what)})"
+
+    def show_steps(self, svc: str, snap: Snapshot | None) -> None:
+        """The selected service's migration checklist and its hours."""
+        rows = snap.checklists.get(svc, []) if snap else []
+        hours = snap.hours.get(svc, (0.0, 0.0)) if snap else (0.0, 0.0)
+        self.query_one("#steps", StepsView).show(self._view_title(svc, "steps"), rows, hours)
+
+    def show_graph(self, svc: str, level: int, states: dict[str, str], inv: Any) -> None:
+        """What the selected service needs and what needs it, drawn; what breaks if it moves."""
+        spec = inv.service(svc)
+        down = inv.needed_by(svc)
+        breaks, todo = [], list(down)
+        while todo:  # everything downstream, the direct ones first
+            name = todo.pop(0)
+            if name not in breaks:
+                breaks.append(name)
+                todo.extend(inv.needed_by(name))
+        self.query_one("#graph", DependencyGraph).show(
+            self._view_title(svc, "graph"),
+            svc,
+            f"L{level} · {states.get(svc, 'planned')}",
+            [f"{d} ({states.get(d, '?')})" for d in spec.needs],
+            [f"{d} ({states.get(d, '?')})" for d in down],
+            breaks,
+        )
+
+    def action_view(self) -> None:
+        """Cycle the detail beside the dependencies: the sheet, the checklist, the graph."""
+        sw = self.query_one("#detail-view", ContentSwitcher)
+        sw.current = VIEWS[(VIEWS.index(sw.current or VIEWS[0]) + 1) % len(VIEWS)]
 
     def show_sheet(self, svc: str, levels: dict[int, list[str]], sections: list[tuple[str, list[str]]]) -> None:
         """The selected service's sheet, after the dependency levels with its own marked."""
@@ -118,7 +164,7 @@ class MigrationScreen(BaseScreen):
         body = [*sections[:2], (f"Dependency levels ({len(levels)})", lv), *sections[2:]]
         if not sections:
             body = [("Sheet", ["loading"])]
-        self.query_one("#sheet", SheetView).show(f"{svc}: sheet", body)
+        self.query_one("#sheet", SheetView).show(self._view_title(svc, "sheet"), body)
 
     def on_list_view_highlighted(self) -> None:
         self._refused = None

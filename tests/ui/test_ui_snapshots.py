@@ -78,3 +78,27 @@ def test_migration_sheet(snap_compare, size: tuple[int, int]) -> None:
         await pilot.pause()
 
     assert snap_compare(replay_app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", [(150, 45), (80, 24)])
+def test_migration_checklist(snap_compare, size: tuple[int, int]) -> None:
+    """`v` on the board: the selected service's migration checklist (the plan's eight steps, what
+    ticked each or that it waits for an attestation) and its hours."""
+
+    async def go(pilot: Pilot) -> None:
+        await pilot.press("5", "right", "right", "down", "v")
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", [(150, 45), (80, 24)])
+def test_migration_graph(snap_compare, size: tuple[int, int]) -> None:
+    """`v` twice: the selected service's place in the dependency graph, drawn (what it needs joined
+    into it, what needs it fanned out), and what breaks if it moves."""
+
+    async def go(pilot: Pilot) -> None:
+        await pilot.press("5", "right", "right", "down", "v", "v")
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=size, run_before=go)
