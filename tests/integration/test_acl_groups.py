@@ -157,3 +157,32 @@ def test_a_service_creates_its_group_but_never_destroys_moves_or_edits_one(users
             ptrc.execute_command(*cmd)
     seen = {(d.user, d.reason, d.command) for d in acl.denials(users["admin"].acl_log(count=100))}
     assert {("ptrc", "command", c) for c in ("xgroup|destroy", "xgroup|setid", "xtrim", "xdel")} <= seen, seen
+
+
+async def test_every_publish_path_writes_the_copies_in_the_streams_order(
+    acl_server: tuple[str, Path], users: dict[str, redis.Redis]
+) -> None:
+    """As live-gateway's user: one report on an async client, a batch (publish_many), the raw
+    commands (xadds) in a MULTI on the fast connection as live-gateway sends them; the copy holds
+    the same entries in the same order."""
+    from backend.bus.fastconn import FastRedis
+    from backend.bus.publish import publish, publish_many, xadds
+
+    url, data = acl_server
+    auth = connection.login("live-gateway", data_dir=data)
+    r = connection.async_client(url, auth)
+    try:
+        eid = await publish(r, streams.EXEC_REPORTS, report(1))
+        assert await publish_many(r, streams.EXEC_REPORTS, [report(2), report(3)]) == 2
+    finally:
+        await r.aclose()
+    fast = await FastRedis.connect(url, auth=auth)
+    try:
+        await fast.pipeline([("MULTI",), *xadds(streams.EXEC_REPORTS, report(4)), ("EXEC",)])
+    finally:
+        await fast.aclose()
+    admin = users["admin"]
+    src, cp = admin.xrange(streams.EXEC_REPORTS), admin.xrange(streams.EXEC_REPORTS_PTRC)
+    assert src[0][0] == eid
+    assert [f for _, f in src] == [f for _, f in cp] and len(cp) == 4
+    assert [codec.decode(codec.payload(f), ExecReport).trade_id for _, f in cp] == ["t1", "t2", "t3", "t4"]
