@@ -174,8 +174,8 @@ BUDGETS: dict[str, Budget] = {
     SIGNALS: Budget(16 * MB, 192, 8 * KB),
     REFDATA_UPDATES: Budget(2 * MB, 256, 8 * KB),
     REFDATA_EVENTS: Budget(2 * MB, 256, 8 * KB),
-    # registrations carry the artifact; 1024 of them kept for modelops, which consumes them at
-    # once (16 MB: the 8 MB left to exec.reports' copy, exec.reports.ptrc, with its dead letters)
+    # registrations carry the artifact; 1024 kept for modelops, which consumes them at once (16 MB,
+    # was 24: exec.reports' copy, exec.reports.ptrc, 12 MB and 2 MB of dead letters, had to fit)
     MODELS_REQUESTS: Budget(16 * MB, 16 * KB, 4 * MB),
     MODELS_EVENTS: Budget(4 * MB, 512, 64 * KB, archived=True),  # the registry's trail
     TRAINING_JOBS: Budget(2 * MB, 512, 64 * KB),
