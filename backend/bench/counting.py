@@ -201,7 +201,8 @@ def fill_counts(r: Any, coids: list[str], ptrc_duplicates: int | None) -> dict[s
     return {
         "fills": sum(rep.kind == "fill" for rep in reports),
         "trade_ids_reused": reused_trade_ids(reports),
-        "fills_broken": r.xlen(streams.dlq(streams.EXEC_REPORTS)),
+        # dead letters of the reports: the OMS's (exec.reports) and ptrc's breaks (its copy)
+        "fills_broken": sum(r.xlen(streams.dlq(s)) for s in (streams.EXEC_REPORTS, streams.EXEC_REPORTS_PTRC)),
         "fills_repeated": ptrc_duplicates,
         "positions": len(expected),
         "positions_wrong": differences(expected, booked),

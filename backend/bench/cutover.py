@@ -194,7 +194,7 @@ class CutoverStack:
     def count_fills(self, coids: list[str]) -> dict[str, Any]:
         """After the orders are final: every fill's trade id used once, none ptrc could not book,
         and ptrc's positions the ones the OMS's orders (`coids`) make."""
-        wait_group_drained(self.r, streams.EXEC_REPORTS, "ptrc")
+        wait_group_drained(self.r, streams.EXEC_REPORTS_PTRC, "ptrc")
         ptrc = self.beat(self.serving("ptrc"))
         return counting.fill_counts(self.r, coids, ptrc.extra.get("duplicates", 0) if ptrc else None)
 

@@ -1,6 +1,10 @@
 """The risk benchmark's floor: a bare request/reply echo through the same streams (risk.requests
 -> risk.decisions), same read size and one round trip per batch, with no checks.
-Run as its own process: `python -m backend.bench.echo REDIS_URL`."""
+Run as its own process: `python -m backend.bench.echo REDIS_URL`.
+
+It stands in for risk and runs as risk: its name (so its consumer group, its heartbeat) and its
+Redis user are risk's, so that risk.requests stays consumed by one service only (the rule that
+keeps one service out of another's group: backend/bus/access.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from backend.services.base import Service
 
 
 class EchoService(Service):
-    name = "echo"
+    name = "risk"  # risk's stand-in: its group, its heartbeat, its user (a subset of risk's rights)
     reads = (Reads(streams.RISK_REQUESTS, group=True),)
     writes = (Writes(streams.RISK_DECISIONS),)
 

@@ -638,7 +638,7 @@ def drain(stack: FaultStack, coids: list[str], timeout: float) -> dict[str, Any]
         return len(done) == len(want)
 
     timed("orders_final", final)
-    timed("ptrc_drained", lambda: _drained(r, streams.EXEC_REPORTS, "ptrc"))
+    timed("ptrc_drained", lambda: _drained(r, streams.EXEC_REPORTS_PTRC, "ptrc"))
     return out
 
 

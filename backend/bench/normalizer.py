@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_drained(stack, "passthrough", timeout=60 + total / 100_000, proc=proc)
+            _wait_drained(stack, "normalizer", timeout=60 + total / 100_000, proc=proc)  # its stand-in
         finally:
             stop_process(proc)
         # both rates come from the output streams' entry ids (ms), measured the same way
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r = stack.r
         assert r is not None
         _preload(stack, payloads)
-        r.xgroup_destroy(streams.MD_TICKS_RAW, "passthrough")
+        r.xgroup_destroy(streams.MD_TICKS_RAW, "normalizer")  # the stand-in's, gone with the stream
         proc = stack.start("normalizer", wait=False)
         _wait_drained(stack, "normalizer", timeout=60 + total / 100_000, proc=proc)
         assert stack.r is not None

@@ -1,6 +1,11 @@
 """The normalizer benchmark's baseline: a consumer that decodes each raw batch and re-publishes it
 (same read size, same MULTI of XADD + XACK) without validating or aggregating. Run as its own
-process: `python -m backend.bench.passthrough REDIS_URL`."""
+process: `python -m backend.bench.passthrough REDIS_URL`.
+
+It stands in for the normalizer: its name (so its consumer group and heartbeat) is the
+normalizer's, so that md.ticks.raw stays consumed by one service only (backend/bus/access.py). It
+writes an output stream of its own (bench.passthrough), which the normalizer's user may not, so
+the benchmark runs it as the benchmark's own user (admin)."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ OUT = "bench.passthrough"
 
 
 class PassthroughService(Service):
-    name = "passthrough"
+    name = "normalizer"  # the normalizer's stand-in: its consumer group, its heartbeat
     reads = (Reads(streams.MD_TICKS_RAW, group=True),)
     writes = (Writes(OUT),)
 

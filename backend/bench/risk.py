@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from backend import aio
 from backend.bench.harness import BenchStack
 from backend.bench.load import collect, open_loop
 from backend.bus import publish_sync, streams
+from backend.bus.connection import login_env
 from backend.bus.entries import Skips
 from backend.errors import TradeopsError
 from backend.marketdata import ticks as tickcols
@@ -102,18 +104,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r = stack.r
         assert r is not None
         seed_prices(r)
-        # the floor: echo through the same streams
+        # the floor: echo through the same streams, as risk (its group, its Redis user)
         echo = subprocess.Popen(
             [sys.executable, "-m", "backend.bench.echo", stack.url],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=login_env("risk", stack.data_dir, dict(os.environ)) if stack.acl else None,
         )
         try:
-            wait_healthy(r, "echo", "echo-bench", proc=echo)
+            wait_healthy(r, "risk", "echo-bench", proc=echo)
             _, base, _ = aio.run(measure(stack.url, args.rate, min(args.seconds, 5.0), skips))
         finally:
             stop_process(echo)
-        r.xgroup_destroy(streams.RISK_REQUESTS, "echo")
+        r.xgroup_destroy(streams.RISK_REQUESTS, "risk")
         r.delete(streams.RISK_DECISIONS, streams.RISK_REQUESTS)
         stack.start("risk")
         sent, lat, approved = aio.run(measure(stack.url, args.rate, args.seconds, skips))

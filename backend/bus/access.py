@@ -22,9 +22,19 @@ MULTI/EXEC; each kind of access is a selector of its own, its commands on its ke
 consumer of a stream cannot XADD to it, a reader cannot write, a writer cannot read. A command is
 allowed when one selector allows it on every key it names.
 
-Consumer groups are not keys: Redis cannot keep a service that may consume a stream (any group)
-from reading it in another service's group. What it does keep out: any group on a stream the
-service does not consume.
+Consumer groups are not keys: Redis checks a command's keys, never its group (redis/redis#13381),
+so a user that may consume a stream could XREADGROUP it under any group name. What keeps one
+service out of another's group is that every stream consumed in groups is consumed by exactly one
+service (one Redis user; the legacy and the target instances of a service share it): another
+service's group always lives on a stream the service has no key rights on, and XREADGROUP (XACK,
+XCLAIM ...) there is NOPERM. A second service that needs every entry of a stream consumes a copy
+of its own (backend/bus/streams.py `COPIES`: exec.reports -> exec.reports.ptrc), which the
+producer's publish writes with each entry in one MULTI (backend/bus/publish.py); a `Writes` of a
+stream (and a `Trims`) grants the same on its copies, so the producer's user may write them.
+`backend/bus/acl.py` refuses to generate users when two of them consume one stream in groups
+(`one_consumer_per_stream`). A consumer may create its group on its own stream (XGROUP CREATE,
+at setup) but never destroy, move or edit a group (XGROUP DESTROY, SETID, CREATECONSUMER,
+DELCONSUMER are not granted: the admin's).
 """
 
 from __future__ import annotations
@@ -179,8 +189,16 @@ class Access(NamedTuple):
     def may_follow(self, stream: str) -> bool:
         return _matches(stream, self.followed())
 
+    def written(self) -> list[str]:
+        """The streams it appends to, and their copies (written with each entry)."""
+        return _with_copies(w.stream for w in self.writes)
+
+    def trimmed(self) -> list[str]:
+        """The streams it trims, and their copies (trimmed alike)."""
+        return _with_copies(t.stream for t in self.trims)
+
     def may_write(self, stream: str) -> bool:
-        return _matches(stream, [w.stream for w in self.writes])
+        return _matches(stream, self.written())
 
     # -- the ACL rules -----------------------------------------------------------------------------
     def selectors(self) -> list[Selector]:
@@ -192,9 +210,9 @@ class Access(NamedTuple):
         if self.followed():
             out.append(Selector("reads", _streams("%R~", self.followed()), STREAM_READ))
         if self.writes:
-            out.append(Selector("writes", _streams("%W~", [w.stream for w in self.writes]), STREAM_WRITE))
+            out.append(Selector("writes", _streams("%W~", self.written()), STREAM_WRITE))
         if self.trims:
-            out.append(Selector("trims", _keys("%W~", [t.stream for t in self.trims]), STREAM_TRIM))
+            out.append(Selector("trims", _keys("%W~", self.trimmed()), STREAM_TRIM))
         ro = [k.pattern for k in self.keys if not k.write]
         rw = [k.pattern for k in self.keys if k.write]
         if ro:
@@ -225,8 +243,8 @@ class Access(NamedTuple):
         for label, names in (
             ("consumes", self.consumed()),
             ("reads", self.followed()),
-            ("writes", [w.stream for w in self.writes]),
-            ("trims", [t.stream for t in self.trims]),
+            ("writes", self.written()),
+            ("trims", self.trimmed()),
             ("reads keys", [k.pattern for k in self.keys if not k.write]),
             ("changes keys", [k.pattern for k in self.keys if k.write]),
             ("scripts on", [k for s in self.scripts for k in s.keys]),
@@ -260,6 +278,20 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     """`name` (a stream, or a partition of one) is one of `patterns` or matches one."""
     base = partitions.split(name)[0]
     return any(n == p or fnmatch.fnmatchcase(n, p) for p in patterns for n in {name, base})
+
+
+def _with_copies(names: Iterable[str]) -> list[str]:
+    """`names` (streams or patterns), each followed by the copies of the streams it names."""
+    out: list[str] = []
+    for n in names:
+        out.append(n)
+        out += [c for s in streams.COPIES if _matches(s, [n]) for c in streams.copies(s)]
+    return list(dict.fromkeys(out))
+
+
+def overlap(a: str, b: str) -> bool:
+    """Whether two stream names or glob patterns can name one stream (as far as a glob tells)."""
+    return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
 
 
 def base(service: str) -> Access:

@@ -13,6 +13,11 @@ supervisor, the stack, the benchmarks and these tools; the `default` user is off
 - `check(r, passwords)`: the live users against the generated rules, every drift named
   (`tradeops redis acl check`).
 
+Every stream consumed in consumer groups is consumed by one user only (`one_consumer_per_stream`,
+checked whenever the users are generated): Redis ACLs check keys, not groups, so that is what keeps
+a service out of another's group (backend/bus/access.py); a second consumer reads a copy of the
+stream (backend/bus/streams.py `COPIES`).
+
 The operator's rights: every key and stream read (`%R~*`, the @read commands), and writes only to
 the control plane: the gates log and its head, the migration log, ops.control and the kill switch's
 key, the order intake (orders.new), the requests to services (models, training, backtests,
@@ -32,7 +37,7 @@ from typing import Any
 from backend import locations
 from backend import secrets as sec
 from backend.bus import embedded, streams
-from backend.bus.access import Access, Keys, Reads, Writes
+from backend.bus.access import Access, Keys, Reads, Writes, overlap
 from backend.bus.connection import ADMIN, OPERATOR
 from backend.errors import TradeopsError
 
@@ -95,8 +100,42 @@ def service_accesses() -> dict[str, Access]:
 
 
 def accesses() -> dict[str, Access | None]:
-    """Every generated user -> its access (None: admin, everything)."""
-    return {ADMIN: None, OPERATOR: OPERATOR_ACCESS, **service_accesses()}
+    """Every generated user -> its access (None: admin, everything); AclError when two of them
+    consume one stream in groups (`one_consumer_per_stream`)."""
+    users: dict[str, Access | None] = {ADMIN: None, OPERATOR: OPERATOR_ACCESS, **service_accesses()}
+    one_consumer_per_stream({u: a for u, a in users.items() if a is not None})
+    return users
+
+
+def shared_streams(users: Mapping[str, Access]) -> list[tuple[str, str, str, str]]:
+    """Every stream (or pattern) that two users consume in consumer groups: (stream, user, the
+    other's stream or pattern, the other user)."""
+    out = []
+    names = list(users)
+    for i, u in enumerate(names):
+        for v in names[i + 1 :]:
+            for s in users[u].consumed():
+                for t in users[v].consumed():
+                    if overlap(s, t):
+                        out.append((s, u, t, v))
+    return out
+
+
+def one_consumer_per_stream(users: Mapping[str, Access]) -> None:
+    """AclError naming the stream and both services when two users consume one stream in consumer
+    groups: Redis cannot keep one out of the other's group there (its ACLs check keys, not groups).
+    The second consumer must read a copy of its own (backend/bus/streams.py COPIES)."""
+    shared = shared_streams(users)
+    if shared:
+        raise AclError(
+            "; ".join(
+                f"{s} is consumed in consumer groups by two services, {u} and {v}" + (f" (as {t})" if t != s else "")
+                for s, u, t, v in shared
+            )
+            + ": Redis ACLs check keys, not consumer groups, so each could read the other's group; give one "
+            f"of them a copy of the stream of its own (COPIES in backend/bus/streams.py, e.g. "
+            f"{shared[0][0]} -> {streams.copy_for(shared[0][0], shared[0][3])})"
+        )
 
 
 def rules(access: Access | None) -> list[str]:

@@ -4,11 +4,22 @@ before they are trimmed), and its size limit: an entry whose encoded size is ove
 `streams.max_entry` is refused here (PayloadTooLarge, naming the stream, the size and the limit)
 before anything is sent, so no producer can put an entry a thousand times the usual size on the bus.
 
+A stream with copies (`streams.COPIES`: exec.reports -> exec.reports.ptrc, so that each stream
+consumed in groups has one consuming service) is never written alone: each entry goes to the
+stream and to each copy, trimmed alike, in one MULTI, so a crash leaves it everywhere or nowhere
+and every copy holds the stream's entries in the stream's order (each has its own entry ids).
+
 Two shapes of the same command:
 - `xadd(stream, msg)` / `xadd_fields(stream, fields)`: the raw command, for the fast connection
   (`Service.send`, a MULTI of raw commands), the fenced commit and the OMS's compare-and-set;
+  `xadds(stream, msg)` / `xadds_fields(stream, fields)`: the raw commands for a stream and its
+  copies, to be sent inside one MULTI (or a fenced commit); `xadd` refuses a stream with copies
+  (`CopiesLeftOut`), so no producer can leave a copy out;
 - `queue(pipe, stream, msg)` / `queue_fields(pipe, stream, fields)`: on a redis-py pipeline, or a
   client (sync or async: what its `xadd` returns is returned, so `await queue(r, ...)` publishes).
+  For a stream with copies: on a MULTI pipeline (transaction=True) the XADDs are queued together;
+  on a client they are sent in a MULTI of their own (the stream's entry id is returned); a
+  pipeline that is not a MULTI is refused (`CopiesLeftOut`).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from backend.bus import codec, streams
@@ -32,6 +44,18 @@ class PayloadTooLarge(TradeopsError):
         self.stream, self.size, self.limit = stream, size, limit
         super().__init__(
             f"refused to publish to {stream}: the entry is {size:,} bytes, over the stream's limit of {limit:,} bytes"
+        )
+
+
+class CopiesLeftOut(TradeopsError):
+    """A stream with copies written in a way that would leave them out (a lone XADD, a pipeline
+    that is not a MULTI): a bug in the producer."""
+
+    def __init__(self, stream: str, how: str) -> None:
+        self.stream = stream
+        super().__init__(
+            f"refused to publish to {stream} {how}: it has copies ({', '.join(streams.copies(stream))}) that must be "
+            "written with each entry in one MULTI (publish.xadds, or queue on a MULTI pipeline or a client)"
         )
 
 
@@ -77,30 +101,85 @@ def _trim_kw(stream: str) -> dict[str, Any]:
     return {"maxlen": limit, "approximate": True} if limit else {}
 
 
+@lru_cache(maxsize=1024)
+def _targets(stream: str) -> tuple[str, ...]:
+    return (stream, *streams.copies(stream))
+
+
+def _alone(stream: str) -> None:
+    if streams.copies(stream):
+        raise CopiesLeftOut(stream, "with a lone XADD")
+
+
 def xadd(stream: str, msg: Any) -> tuple[Arg, ...]:
-    """The XADD of one message, trimmed as `stream` is, as a raw command."""
+    """The XADD of one message, trimmed as `stream` is, as a raw command (CopiesLeftOut for a
+    stream with copies: use `xadds`)."""
+    _alone(stream)
     data = codec.encode(msg)
     check(stream, len(data))
     return (*_head(stream), data)
 
 
 def xadd_fields(stream: str, fields: Mapping[Any, Any]) -> tuple[Arg, ...]:
-    """The XADD of any fields (a dead letter, a raw frame), trimmed as `stream` is, as a raw command."""
+    """The XADD of any fields (a dead letter, a raw frame), trimmed as `stream` is, as a raw command
+    (CopiesLeftOut for a stream with copies: use `xadds_fields`)."""
+    _alone(stream)
     check(stream, size_of(fields))
     return ("XADD", stream, *trim(stream), "*", *(x for kv in fields.items() for x in kv))
 
 
-def queue(pipe: Any, stream: str, msg: Any) -> Any:
-    """XADD one message on a redis-py pipeline or client, trimmed as `stream` is."""
+def xadds(stream: str, msg: Any) -> list[tuple[Arg, ...]]:
+    """The XADDs of one message to `stream` and to each of its copies, trimmed alike, as raw
+    commands to send inside one MULTI (or a fenced commit) with the rest of the step."""
     data = codec.encode(msg)
     check(stream, len(data))
-    return pipe.xadd(stream, {codec.FIELD: data}, **_trim_kw(stream))
+    return [(*_head(s), data) for s in _targets(stream)]
+
+
+def xadds_fields(stream: str, fields: Mapping[Any, Any]) -> list[tuple[Arg, ...]]:
+    """`xadds` of any fields."""
+    check(stream, size_of(fields))
+    flat = tuple(x for kv in fields.items() for x in kv)
+    return [("XADD", s, *trim(s), "*", *flat) for s in _targets(stream)]
+
+
+def queue(pipe: Any, stream: str, msg: Any) -> Any:
+    """XADD one message on a redis-py pipeline or client, trimmed as `stream` is (and to its
+    copies: see the module's docstring)."""
+    data = codec.encode(msg)
+    check(stream, len(data))
+    return _queue(pipe, stream, {codec.FIELD: data})
 
 
 def queue_fields(pipe: Any, stream: str, fields: Mapping[Any, Any]) -> Any:
-    """XADD any fields on a redis-py pipeline or client, trimmed as `stream` is."""
+    """XADD any fields on a redis-py pipeline or client, trimmed as `stream` is (and to its
+    copies)."""
     check(stream, size_of(fields))
-    return pipe.xadd(stream, dict(fields), **_trim_kw(stream))
+    return _queue(pipe, stream, dict(fields))
+
+
+def _queue(pipe: Any, stream: str, fields: dict[Any, Any]) -> Any:
+    if not streams.copies(stream):
+        return pipe.xadd(stream, fields, **_trim_kw(stream))
+    if isinstance(pipe, (redis.client.Pipeline, aioredis.client.Pipeline)):
+        if not (pipe.transaction or pipe.explicit_transaction):
+            raise CopiesLeftOut(stream, "on a pipeline that is not a MULTI")
+        for s in _targets(stream):
+            pipe.xadd(s, fields, **_trim_kw(s))
+        return pipe
+    if isinstance(pipe, aioredis.Redis):
+        return _multi_async(pipe, stream, fields)
+    with pipe.pipeline(transaction=True) as p:
+        for s in _targets(stream):
+            p.xadd(s, fields, **_trim_kw(s))
+        return p.execute()[0]
+
+
+async def _multi_async(r: aioredis.Redis, stream: str, fields: dict[Any, Any]) -> Any:
+    async with r.pipeline(transaction=True) as p:
+        for s in _targets(stream):
+            p.xadd(s, fields, **_trim_kw(s))
+        return (await p.execute())[0]
 
 
 async def publish(r: aioredis.Redis, stream: str, msg: Any) -> bytes:
@@ -109,9 +188,9 @@ async def publish(r: aioredis.Redis, stream: str, msg: Any) -> bytes:
 
 
 async def publish_many(r: aioredis.Redis, stream: str, msgs: Iterable[Any]) -> int:
-    """XADD many messages in one pipeline round trip."""
+    """XADD many messages in one pipeline round trip (a MULTI when the stream has copies)."""
     n = 0
-    async with r.pipeline(transaction=False) as pipe:
+    async with r.pipeline(transaction=bool(streams.copies(stream))) as pipe:
         for msg in msgs:
             queue(pipe, stream, msg)
             n += 1

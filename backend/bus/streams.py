@@ -1,5 +1,6 @@
-"""Stream names: one constant each (DESIGN.md's list), the dead-letter naming rule, and each
-stream's memory budget (from which its MAXLEN and largest entry follow)."""
+"""Stream names: one constant each (DESIGN.md's list), the dead-letter naming rule, each stream's
+copies (`COPIES`), and each stream's memory budget (from which its MAXLEN and largest entry
+follow)."""
 
 from typing import NamedTuple
 
@@ -38,6 +39,41 @@ SCHEDULER_REQUESTS = "scheduler.requests"
 OPS_JOBS = "ops.jobs"
 REPLAY_REQUESTS = "replay.requests"
 MD_TICKS_REPLAY = "md.ticks.replay"
+
+
+def copy_for(stream: str, service: str) -> str:
+    """The name of `stream`'s copy that `service` consumes: `<stream>.<service>`."""
+    return f"{stream}.{service}"
+
+
+EXEC_REPORTS_PTRC = copy_for(EXEC_REPORTS, "ptrc")
+
+# -- copies ----------------------------------------------------------------------------------------
+# Each stream consumed in consumer groups is consumed by exactly ONE service (one Redis user), so
+# that another service's group always lives on a stream the service has no key rights on: Redis
+# ACLs check keys, not consumer groups, and a service that may consume a stream could otherwise
+# XREADGROUP it under any group name. A second service that needs every entry of a stream
+# consumes a copy of its own: the producer's publish (backend/bus/publish.py) writes each entry
+# to the stream and to each of its copies in one MULTI, the producer's ACL may write the copies
+# (backend/bus/access.py), and a copy has its source's budget, trimming and archiving. The ACL
+# generator refuses two services consuming one stream in groups (backend/bus/acl.py).
+COPIES: dict[str, tuple[str, ...]] = {
+    EXEC_REPORTS: (EXEC_REPORTS_PTRC,),  # oms consumes exec.reports, ptrc its copy
+}
+"""Stream -> its copies, each written with every entry of the stream (one MULTI)."""
+SOURCES: dict[str, str] = {c: s for s, cs in COPIES.items() for c in cs}
+"""A copy -> the stream it copies."""
+
+
+def copies(stream: str) -> tuple[str, ...]:
+    """The copies of `stream` (written with each of its entries), or ()."""
+    return COPIES.get(stream, ())
+
+
+def source(stream: str) -> str:
+    """The stream `stream` is a copy of, or `stream` itself."""
+    return SOURCES.get(stream, stream)
+
 
 ALL = (
     MD_TICKS_RAW,
@@ -140,7 +176,9 @@ BUDGETS: dict[str, Budget] = {
     SIGNALS: Budget(16 * MB, 192, 8 * KB),
     REFDATA_UPDATES: Budget(2 * MB, 256, 8 * KB),
     REFDATA_EVENTS: Budget(2 * MB, 256, 8 * KB),
-    MODELS_REQUESTS: Budget(24 * MB, 16 * KB, 4 * MB),  # registrations carry the artifact
+    # registrations carry the artifact; 1024 kept for modelops, which consumes them at once (16 MB,
+    # was 24: exec.reports' copy, exec.reports.ptrc, 12 MB and 2 MB of dead letters, had to fit)
+    MODELS_REQUESTS: Budget(16 * MB, 16 * KB, 4 * MB),
     MODELS_EVENTS: Budget(4 * MB, 512, 64 * KB, archived=True),  # the registry's trail
     TRAINING_JOBS: Budget(2 * MB, 512, 64 * KB),
     BACKTEST_JOBS: Budget(2 * MB, 512, 64 * KB),
@@ -159,6 +197,9 @@ BUDGETS: dict[str, Budget] = {
 }
 DEFAULT_BUDGET = Budget(4 * MB, 1 * KB, 1 * MB)
 """A stream not in the table (a replay's own target, a test's stream)."""
+BUDGETS.update({c: BUDGETS.get(s, DEFAULT_BUDGET) for c, s in SOURCES.items()})
+# a copy holds its source's entries: its budget, MAXLEN, largest entry and archiving are its
+# source's, and it counts in the total like any stream (tests/unit/test_budgets.py)
 DLQ_BYTES = 2 * MB
 """Each dead-letter stream's budget."""
 DLQ_OVERHEAD = 4 * KB
@@ -205,7 +246,7 @@ def archived() -> tuple[str, ...]:
 
 
 def total_budget() -> int:
-    """Every budgeted stream and its dead-letter stream, together."""
+    """Every budgeted stream (copies included) and its dead-letter stream, together."""
     return sum(b.bytes + budget(dlq(s)).bytes for s, b in BUDGETS.items())
 
 

@@ -34,7 +34,7 @@ from backend.bus import codec, replies, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
-from backend.bus.publish import xadd
+from backend.bus.publish import xadds
 from backend.exchange import server as exchange_server
 from backend.exchange.keys import client_pair
 from backend.exchange.matching import MatchingEngine, Working
@@ -133,8 +133,9 @@ class LiveGatewayService(Service):
         }
 
     async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None) -> None:
-        """The reports, the paper book's changes and the XACK of what produced them, in one MULTI."""
-        cmds: list[tuple[Any, ...]] = [xadd(streams.EXEC_REPORTS, rep) for rep in reps]
+        """The reports (on exec.reports and its copies), the paper book's changes and the XACK of
+        what produced them, in one MULTI."""
+        cmds: list[tuple[Any, ...]] = [c for rep in reps for c in xadds(streams.EXEC_REPORTS, rep)]
         if self.rest is None and reps:
             cmds += self._save_paper({r.client_order_id for r in reps})
         elif reps:

@@ -1,4 +1,5 @@
-"""ptrc (P4): post-trade risk and compliance. exec.reports -> positions per account and symbol,
+"""ptrc (P4): post-trade risk and compliance. exec.reports (its copy for ptrc, exec.reports.ptrc:
+the OMS consumes exec.reports itself; backend/bus/streams.py COPIES) -> positions per account and symbol,
 realized and unrealized PnL (marked to md.ticks), exposure; limit breaches (exposure,
 concentration, drawdown) -> ops.alerts, and a resolution there when a breach is over. Positions are
 published on `positions` and kept in Redis (`ptrc:pos`).
@@ -7,7 +8,7 @@ Only fills of an order the OMS knows (its record, `oms:order:<id>`), within the 
 are booked, each trade id once (backend/posttrade/fills.py); what ptrc booked is kept per trade id
 (`ptrc:trades`) and per order (`ptrc:filled`), written with the positions in one transaction, so
 a restart loses nothing and books nothing twice. A fill that does not fit is a break: it goes to
-dlq.exec.reports with the reason and raises a critical alert; the positions are left as they were."""
+dlq.exec.reports.ptrc with the reason and raises a critical alert; the positions are left as they were."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class PtrcConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class PtrcService(Service):
     name = "ptrc"
     Config = PtrcConfig
-    reads = (Reads(streams.EXEC_REPORTS, group=True), Reads(streams.MD_TICKS))
+    reads = (Reads(streams.EXEC_REPORTS_PTRC, group=True), Reads(streams.MD_TICKS))
     writes = (Writes(streams.POSITIONS), Writes(streams.OPS_ALERTS))
     keys = (
         Keys(POS_KEY, write=True),
@@ -74,7 +75,9 @@ class PtrcService(Service):
             {streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None, min_interval_s=0
         )
         await self.ticks.start()
-        self.worker = self.consume(streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=512, block_ms=100)
+        self.worker = self.consume(
+            streams.EXEC_REPORTS_PTRC, self.on_reports, decode=ExecReport, count=512, block_ms=100
+        )
         self.every(1.0, self.publish_marks)
 
     def processed(self) -> int:

@@ -233,6 +233,9 @@ def test_the_trading_path_runs_as_its_users() -> None:
             what="ptrc's position",
         )
         assert st.r.execute_command("ACL", "LOG") == []
+        # ptrc's group is on its copy, written by live-gateway as its own user: exec.reports is the OMS's
+        assert {g["name"] for g in st.r.xinfo_groups(streams.EXEC_REPORTS)} == {b"oms"}
+        assert {g["name"] for g in st.r.xinfo_groups(streams.EXEC_REPORTS_PTRC)} == {b"ptrc"}
         for proc in procs.values():
             assert proc.poll() is None
 

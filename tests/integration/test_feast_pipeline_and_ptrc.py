@@ -7,6 +7,7 @@ import asyncio
 import redis
 
 from backend.bus import codec, streams
+from backend.bus.publish import queue_fields
 from backend.messages import Bar, ExecReport, Order, Position
 from backend.services.feast_pipeline import FeastPipelineService
 from backend.services.ptrc import PtrcService
@@ -60,20 +61,20 @@ def known(r: redis.Redis, *orders: tuple[str, str, float], account: str = "a1") 
 
 async def test_ptrc_positions_dedup_restart_and_bad_fills(redis_url: str, r: redis.Redis) -> None:
     known(r, ("t1", "buy", 2), ("t2", "sell", 1), ("t3", "sell", 1), ("t4", "buy", 1))
-    r.xadd(streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))
-    r.xadd(streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))  # the same fill again
-    r.xadd(streams.EXEC_REPORTS, fill("t2", "sell", 1, 110.0))
-    r.xadd(streams.EXEC_REPORTS, fill("t3", "sell", -1, 110.0))  # bad
+    queue_fields(r, streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))
+    queue_fields(r, streams.EXEC_REPORTS, fill("t1", "buy", 2, 100.0))  # the same fill again
+    queue_fields(r, streams.EXEC_REPORTS, fill("t2", "sell", 1, 110.0))
+    queue_fields(r, streams.EXEC_REPORTS, fill("t3", "sell", -1, 110.0))  # bad
     svc = PtrcService(redis_url=redis_url, instance="p1")
     task = asyncio.create_task(svc.run())
-    await await_for(lambda: r.xlen(streams.dlq(streams.EXEC_REPORTS)) == 1 and getattr(svc, "fills", 0) == 2, 20)
+    await await_for(lambda: r.xlen(streams.dlq(streams.EXEC_REPORTS_PTRC)) == 1 and getattr(svc, "fills", 0) == 2, 20)
     svc.request_stop()
     await asyncio.wait_for(task, 10)
     last = codec.decode(codec.payload(r.xrevrange(streams.POSITIONS, count=1)[0][1]), Position)
     assert (last.quantity, last.avg_price, last.realized_pnl) == (1.0, 100.0, 10.0)
     # a restart keeps the position and still counts each fill once
-    r.xadd(streams.EXEC_REPORTS, fill("t2", "sell", 1, 110.0))
-    r.xadd(streams.EXEC_REPORTS, fill("t4", "buy", 1, 120.0))
+    queue_fields(r, streams.EXEC_REPORTS, fill("t2", "sell", 1, 110.0))
+    queue_fields(r, streams.EXEC_REPORTS, fill("t4", "buy", 1, 120.0))
     svc = PtrcService(redis_url=redis_url, instance="p1")
     task = asyncio.create_task(svc.run())
     await await_for(lambda: getattr(svc, "fills", 0) == 1, 20)
@@ -87,10 +88,10 @@ async def test_ptrc_breaches_become_alerts_once_each(redis_url: str, r: redis.Re
     from backend.messages import Alert
 
     known(r, ("b1", "buy", 1), ("b2", "buy", 1), ("b3", "buy", 1), ("b4", "sell", 3), account="a2")
-    r.xadd(streams.EXEC_REPORTS, fill("b1", "buy", 1, 100.0, account="a2"))
-    r.xadd(streams.EXEC_REPORTS, fill("b2", "buy", 1, 100.0, account="a2"))  # exposure 200 > 150
-    r.xadd(streams.EXEC_REPORTS, fill("b3", "buy", 1, 100.0, account="a2"))  # still breached: no second alert
-    r.xadd(streams.EXEC_REPORTS, fill("b4", "sell", 3, 90.0, account="a2"))  # flat, lost 30 > 20
+    queue_fields(r, streams.EXEC_REPORTS, fill("b1", "buy", 1, 100.0, account="a2"))
+    queue_fields(r, streams.EXEC_REPORTS, fill("b2", "buy", 1, 100.0, account="a2"))  # exposure 200 > 150
+    queue_fields(r, streams.EXEC_REPORTS, fill("b3", "buy", 1, 100.0, account="a2"))  # still breached: no second alert
+    queue_fields(r, streams.EXEC_REPORTS, fill("b4", "sell", 3, 90.0, account="a2"))  # flat, lost 30 > 20
     svc = PtrcService(redis_url=redis_url, instance="p2", config={"max_exposure": 150.0, "max_drawdown": 20.0})
     task = asyncio.create_task(svc.run())
     await await_for(lambda: getattr(svc, "fills", 0) == 4, 20)

@@ -16,6 +16,7 @@ from backend.bench.harness import BenchStack
 from backend.bench.md_pipeline import wait_group_drained
 from backend.bench.risk import seed_prices
 from backend.bus import codec, streams
+from backend.bus.publish import queue_fields
 from backend.marketdata import ticks as tickcols
 from backend.messages import FINAL_STATES, Alert, ExecReport, Order, OrderEvent, Tick
 from backend.posttrade.reconcile import differences, expected_positions, reused_trade_ids
@@ -58,13 +59,13 @@ async def test_fills_nobody_ordered_are_breaks_not_positions(redis_url: str, r: 
         fill("o2", "paper-s1-1-1", 0.001, side="sell"),  # o1's trade id on another order
         fill("o1", "paper-s1-1-1", 0.001),
     ):  # o1's fill reported again
-        r.xadd(streams.EXEC_REPORTS, f)
+        queue_fields(r, streams.EXEC_REPORTS, f)  # and to ptrc's copy, where it reads
     ptrc = PtrcService(redis_url=redis_url, instance="ptrc-breaks")
     alerting = AlertingService(redis_url=redis_url, instance="alerting-breaks")
     tasks = [asyncio.create_task(ptrc.run()), asyncio.create_task(alerting.run())]
     try:
         await await_for(
-            lambda: r.xlen(streams.dlq(streams.EXEC_REPORTS)) == 3 and ptrc.duplicates == 1,
+            lambda: r.xlen(streams.dlq(streams.EXEC_REPORTS_PTRC)) == 3 and ptrc.duplicates == 1,
             20,
             what="three breaks and one duplicate",
         )
@@ -78,7 +79,7 @@ async def test_fills_nobody_ordered_are_breaks_not_positions(redis_url: str, r: 
             svc.request_stop()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
     assert (ptrc.fills, ptrc.breaks) == (1, 3)
-    reasons = [f[b"dlq_reason"].decode() for _, f in r.xrange(streams.dlq(streams.EXEC_REPORTS))]
+    reasons = [f[b"dlq_reason"].decode() for _, f in r.xrange(streams.dlq(streams.EXEC_REPORTS_PTRC))]
     assert reasons == [
         "break: fill 'paper-s1-9-1' of 0.5 BTCUSDT for order 'ghost', which the OMS does not know",
         "break: over-fill: fill 'paper-s1-1-2' of 50 takes order 'o1' to 50.001 filled of 0.001",
@@ -117,8 +118,8 @@ async def test_a_write_ptrc_could_not_confirm_is_taken_from_redis(redis_url: str
         finally:
             r.delete(streams.POSITIONS)
         assert r.hget("ptrc:trades", "paper-s1-1-1") is not None  # booked in Redis all the same
-        r.xadd(streams.EXEC_REPORTS, fill("o1", "paper-s1-1-1", 0.001))  # delivered again
-        r.xadd(streams.EXEC_REPORTS, fill("o2", "paper-s1-2-1", 0.001))
+        queue_fields(r, streams.EXEC_REPORTS, fill("o1", "paper-s1-1-1", 0.001))  # delivered again
+        queue_fields(r, streams.EXEC_REPORTS, fill("o2", "paper-s1-2-1", 0.001))
         await await_for(lambda: ptrc.duplicates == 1 and ptrc.fills == 1, 20, what="the second fill booked")
         assert read_positions(r)["acc", "BTCUSDT"].quantity == pytest.approx(0.002)
         assert ptrc.book["acc", "BTCUSDT"].quantity == pytest.approx(0.002)
@@ -183,7 +184,7 @@ def test_trade_ids_stay_unique_across_a_live_gateway_cutover_and_restart(redis_u
         st.start("live-gateway", instance="live-gateway-legacy")  # back, as after a rollback
         assert st.stop("live-gateway-target") == 0
         coids += orders_filled(r, ["sell"] + ["buy"] * 3, 5)
-        wait_group_drained(r, streams.EXEC_REPORTS, "ptrc")
+        wait_group_drained(r, streams.EXEC_REPORTS_PTRC, "ptrc")
         reports = [codec.decode(codec.payload(f), ExecReport) for _, f in r.xrange(streams.EXEC_REPORTS)]
         fills = [x for x in reports if x.kind == "fill"]
         records = {c: read_order(r, c) for c in coids}
@@ -196,4 +197,4 @@ def test_trade_ids_stay_unique_across_a_live_gateway_cutover_and_restart(redis_u
     assert differences(expected, booked) == []
     pos = booked["acc-1", "BTCUSDT"]
     assert pos.quantity == pytest.approx(0.03) and pos.realized == pytest.approx(2 * 0.01 * -1000 + 0.01 * 1000)
-    assert r.xlen(streams.dlq(streams.EXEC_REPORTS)) == 0
+    assert r.xlen(streams.dlq(streams.EXEC_REPORTS)) == 0 and r.xlen(streams.dlq(streams.EXEC_REPORTS_PTRC)) == 0

@@ -18,7 +18,7 @@ from backend.runtime.spawn import wait_healthy
 from tests.conftest import TRADEOPS, wait_for
 
 CONSUMES = {
-    "ptrc": streams.EXEC_REPORTS,
+    "ptrc": streams.EXEC_REPORTS_PTRC,  # its copy of exec.reports
     "feast-pipeline": streams.MD_BARS_1S,
     "refdata": streams.REFDATA_UPDATES,
     "scheduler": streams.SCHEDULER_REQUESTS,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from functools import partial
 
 import msgspec
 import pytest
@@ -16,6 +17,7 @@ import redis
 
 from backend.bench.risk import seed_prices
 from backend.bus import codec, streams
+from backend.bus.publish import queue_fields
 from backend.marketdata.ticks import from_ticks
 from backend.messages import (
     FINAL_STATES,
@@ -152,13 +154,19 @@ async def test_services_keep_running_and_dead_letter_garbage(redis_url: str, r: 
         assert not any(t.done() for t in tasks)
         bad: dict[str, list[bytes]] = {}
         for stream, tag in TAGS.items():
+            # exec.reports through its producer's publish: with ptrc's copy, in one MULTI
+            add = partial(queue_fields, r, stream) if streams.copies(stream) else partial(r.xadd, stream)
             for f in garbage(tag):
-                bad.setdefault(stream, []).append(r.xadd(stream, f))
+                bad.setdefault(stream, []).append(add(f))
             for msg in odd()[stream]:
-                r.xadd(stream, codec.fields(msg))
+                add(codec.fields(msg))
+        for stream, copies in streams.COPIES.items():  # the same entries, in the same order
+            # (the copy read second holds at least what the stream held: one MULTI writes both)
+            ids = dict(zip([e for e, _ in r.xrange(stream)], [e for e, _ in r.xrange(copies[0])], strict=False))
+            bad[copies[0]] = [ids[e] for e in bad[stream]]
 
         consumed = {(w.stream, w.group) for s in svcs for w in s.workers}
-        assert (streams.EXEC_REPORTS, "oms") in consumed and (streams.EXEC_REPORTS, "ptrc") in consumed
+        assert (streams.EXEC_REPORTS, "oms") in consumed and (streams.EXEC_REPORTS_PTRC, "ptrc") in consumed
         for stream, group in sorted(consumed):  # each group dead-letters each entry it cannot decode
             want = set(bad.get(stream, []))
             await await_for(
