@@ -112,6 +112,9 @@ class Stack:
         its own process (`tradeops up`); otherwise in a thread of this process (`tradeops demo`).
         `progress` is told each step and, while waiting, how many instances are running."""
         say = progress or (lambda _line: None)
+        from backend.services import check_sections
+
+        check_sections(self.settings)  # a misspelt [services.X] key is an error now, not when X runs
         table = read_table(self.data_dir)
         if table and _alive(table.get("supervisor_pid", 0)):
             raise TradeopsError(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import TradeopsError
+from console import keymap
 from console.cli.context import Context, command
 
 ORDER = 5
@@ -58,6 +59,7 @@ def play(ctx: Context, path: Path) -> int:
     from console.data.player import PlayerSource
     from console.player import ReplayApp
 
+    keymap.check(ctx.settings.keymap)
     rec = recording.read(path)
     ReplayApp(PlayerSource(rec), keymap=ctx.settings.keymap, theme=ctx.settings.theme).run()
     return 0
@@ -83,6 +85,7 @@ def open_console(
 ) -> int:
     from console.app import TradeopsApp
 
+    keymap.check(ctx.settings.keymap)  # a misspelt id is an error now, not a key that does nothing
     if replay:
         from console.actions import ReplayActions
         from console.data.replay import ReplaySource

@@ -158,8 +158,10 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from backend.bus import connection
+    from console import keymap
     from console.web.server import ConsoleServer
 
+    keymap.check(ctx.settings.keymap)  # every console it starts would refuse it
     users = _users(ctx)
     if not users.users:
         raise TradeopsError(
