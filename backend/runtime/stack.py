@@ -279,15 +279,15 @@ def health_text(instance: dict[str, Any], hb: Any, unreachable: str = "") -> str
             health = "n/a"
         else:
             health = "no heartbeat"
-        return f"{health} (Docker: {engine})" if engine else health
+        return f"{health} ({engine})" if engine else health
     health = hb.state
     if hb.state == "degraded":
         health += f": {hb.reason or 'no reason given'}"  # why it makes no progress
     if engine == "unhealthy" and hb.state == "running":
         # the heartbeat is fresh (its hash expires within seconds): the engine's probe failed or timed out
         health += " (Docker: unhealthy, but the heartbeat is fresh: its health check failed or timed out)"
-    elif engine and engine != "healthy":
-        health += f" (Docker: {engine})"  # the container's health check, as the engine saw it
+    elif engine:
+        health += f" ({engine})"  # the container's health check, as the engine saw it
     return health
 
 

@@ -101,12 +101,7 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.settings.redis_url:  # a Redis was named: it must answer, and be the stack's
         ctx.redis  # noqa: B018 - connects, or one line saying why not (a bad URL, nothing listening)
         ours = stack.redis_url
-        if ours is None:
-            raise TradeopsError(
-                f"no stack of {ctx.data_dir} runs on {_bare(ctx.settings.redis_url)} (`tradeops up` starts one); "
-                f"`tradeops health` lists the heartbeats on it"
-            )
-        if _bare(ours) != _bare(ctx.settings.redis_url):
+        if ours is not None and _bare(ours) != _bare(ctx.settings.redis_url):
             raise TradeopsError(
                 f"the stack of {ctx.data_dir} runs on {_bare(ours)}, not {_bare(ctx.settings.redis_url)}: "
                 f"`tradeops ps` without --redis-url lists it; `tradeops health` lists the heartbeats on "

@@ -152,6 +152,7 @@ class ConsoleServer:
         return urlsplit(origin).netloc == request.host
 
     def session_of(self, request: web.Request) -> Session | None:
+        self.users.refresh()  # a login removed while serving ends its sessions now
         token = request.cookies.get(COOKIE, "")
         session = self.sessions.get(token)
         if session is None:
@@ -193,6 +194,7 @@ class ConsoleServer:
                 request, f"too many failed logins from {addr}: try again in {wait:.0f} s", status=429
             )
         form = await request.post()
+        self.users.refresh()
         token = str(form.get("csrf", ""))
         if not token or not secrets.compare_digest(token, request.cookies.get(LOGIN_COOKIE, "")):
             return await self.login_page(request, "the login form expired: try again", status=403)

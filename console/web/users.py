@@ -49,12 +49,30 @@ class Users:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.users: dict[str, User] = {}
+        self._stamp = self._mtime()
         if path.exists():
             try:
                 raw = json.loads(path.read_text())
                 self.users = {u["name"]: User(**u) for u in raw["users"]}
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise TradeopsError(f"cannot read the console logins {path}: {exc}") from None
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def refresh(self) -> None:
+        """Read the file again when it changed (`serve add-user` / `remove-user` while serving);
+        a file that cannot be read leaves nobody logged in."""
+        stamp = self._mtime()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.users = Users(self.path).users
+            except TradeopsError:
+                self.users = {}
 
     @classmethod
     def of(cls, data_dir: Path) -> Users:

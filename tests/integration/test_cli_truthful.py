@@ -74,6 +74,9 @@ def test_ps_checks_the_redis_it_is_given(tradeops_env: dict[str, str], redis_url
         assert res.returncode == 1 and why in res.stderr and res.stderr.count("\n") == 1, (url, res.stderr)
     assert run(["ps", "--redis-url", redis_url], env).returncode == 0
     assert run(["ps"], env).returncode == 0
+    table_path(data).unlink()  # no stack: said as before, once the Redis named answers
+    res = run(["ps", "--redis-url", redis_url], env)
+    assert res.returncode == 0 and "no stack running for" in res.stdout
 
 
 def test_ps_says_when_docker_and_the_heartbeat_disagree() -> None:
@@ -84,8 +87,8 @@ def test_ps_says_when_docker_and_the_heartbeat_disagree() -> None:
     assert health_text(docker_row, beat) == (
         "running (Docker: unhealthy, but the heartbeat is fresh: its health check failed or timed out)"
     )
-    assert health_text({"service": "risk", "engine_health": "healthy"}, beat) == "running"
-    assert health_text(docker_row, None) == "no heartbeat (Docker: unhealthy)"
+    assert health_text({"service": "risk", "engine_health": "healthy"}, beat) == "running (healthy)"
+    assert health_text(docker_row, None) == "no heartbeat (unhealthy)"
     assert health_text({"service": "risk"}, None, "Connection refused") == (
         "unknown: the stack's Redis does not answer (Connection refused)"
     )

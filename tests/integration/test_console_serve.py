@@ -72,7 +72,7 @@ def served(tmp_path: Path, tradeops_env: dict[str, str], r: redis.Redis, team: K
         log.close()
 
 
-def test_nothing_answers_without_a_login(served: str) -> None:
+def test_nothing_answers_without_a_login(served: str, tradeops_env: dict[str, str]) -> None:
     with httpx.Client(base_url=served) as c:
         page = c.get("/")
         assert page.status_code == 302 and page.headers["location"] == "/login"
@@ -105,6 +105,13 @@ def test_nothing_answers_without_a_login(served: str) -> None:
         # a websocket opened by another site's page with the browser's cookie is refused
         ws = c.get("/ws", headers={"Origin": "http://evil.example", "Connection": "Upgrade", "Upgrade": "websocket"})
         assert ws.status_code == 403
+        # a login removed while serving ends its session at the next request
+        gone = subprocess.run(
+            [*TRADEOPS, "serve", "remove-user", "ann"], capture_output=True, text=True, env=tradeops_env, timeout=60
+        )
+        assert gone.returncode == 0, gone.stderr
+        after = c.get("/")
+        assert after.status_code == 302 and after.headers["location"] == "/login"
 
 
 async def test_an_operator_logs_in_switches_screens_and_approves_a_gate_signed_by_her_key(
