@@ -112,6 +112,15 @@ def test_nothing_answers_without_a_login(served: str, tradeops_env: dict[str, st
         assert gone.returncode == 0, gone.stderr
         after = c.get("/")
         assert after.status_code == 302 and after.headers["location"] == "/login"
+        # guessing: after 5 failures from an address, it waits
+        codes = []
+        for _ in range(6):
+            form = c.get("/login")
+            token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert token
+            codes.append(c.post("/login", data={"csrf": token.group(1), "name": "ann", "password": "guess" * 3}))
+        assert [x.status_code for x in codes] == [401] * 5 + [429]
+        assert "too many failed logins from 127.0.0.1" in codes[-1].text
 
 
 async def test_an_operator_logs_in_switches_screens_and_approves_a_gate_signed_by_her_key(
