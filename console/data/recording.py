@@ -3,8 +3,10 @@ so that `tradeops console --replay FILE` shows the operator exactly what they sa
 
 The file is a gzip stream (Python's own zlib; no zstd binding is in the environment) of frames,
 each a 4-byte big-endian length and a msgpack map: a header first (`format`, `version`, `started`,
-`source`), then one frame per snapshot, `t` (epoch seconds) and `d`, the snapshot's fields that
-changed since the frame before (every field in a keyframe, `k`, one in KEYFRAME_EVERY). The writer
+`source`), then one frame per snapshot, `t` (epoch seconds), `d`, the snapshot's fields that changed since
+the frame before, whole, and `x`, the long lists and maps that changed, as edits of the frame
+before (runs of its items and new ones; changed and removed keys). A keyframe (`k`, one in
+KEYFRAME_EVERY) holds every field whole. The writer
 flushes the compressor every FLUSH_S seconds, so a console that dies loses at most that much, and
 the reader stops cleanly at a cut-off end.
 
@@ -62,11 +64,26 @@ class Recorder:
 
     def add(self, snap: Snapshot, t: float | None = None) -> None:
         now = msgspec.to_builtins(snap)
-        key = self._prev is None or self.frames % KEYFRAME_EVERY == 0
-        delta = now if key else {k: v for k, v in now.items() if self._prev is None or self._prev.get(k) != v}
-        frame: dict[str, Any] = {"t": time.time() if t is None else t, "d": delta}
-        if key:
+        prev = self._prev
+        frame: dict[str, Any] = {"t": time.time() if t is None else t}
+        if prev is None or self.frames % KEYFRAME_EVERY == 0:
             frame["k"] = True
+            frame["d"] = now
+        else:
+            whole: dict[str, Any] = {}
+            edits: dict[str, Any] = {}
+            for k, v in now.items():
+                old = prev.get(k)
+                if old == v:
+                    continue
+                edit = _edit(old, v)
+                if edit is None:
+                    whole[k] = v
+                else:
+                    edits[k] = edit
+            frame["d"] = whole
+            if edits:
+                frame["x"] = edits
         self._write(frame)
         self._prev = now
         self.frames += 1
@@ -151,12 +168,63 @@ def _read(path: Path, raw: Any) -> Recording:
             continue  # no keyframe yet: nothing whole to show
         else:
             state = {**state, **frame["d"]}
+            for k, edit in (frame.get("x") or {}).items():
+                state[k] = _apply(state.get(k), edit)
         times.append(float(frame["t"]))
         states.append(state)
     if not times:
         raise TradeopsError(f"{path} holds no snapshots" + (" (it was cut off)" if truncated else ""))
     started = float(header.get("started", times[0]))
     return Recording(path, started, str(header.get("source", "")), times, states, truncated)
+
+
+BIG = 16  # lists and maps longer than this are stored as edits of the frame before
+
+
+def _edit(old: Any, new: Any) -> Any:
+    """A long list as runs of the old one and new items (an order blotter: one row new, one
+    changed, the rest the same rows shifted); a long map as its changed and removed keys. None:
+    store it whole."""
+    if isinstance(old, list) and isinstance(new, list) and len(new) > BIG:
+        enc_old = [_enc.encode(x) for x in old]
+        where: dict[bytes, int] = {}
+        for i, e in enumerate(enc_old):
+            where.setdefault(e, i)
+        ops: list[Any] = []
+        i = 0
+        while i < len(new):
+            j = where.get(_enc.encode(new[i]))
+            if j is None:
+                ops.append([new[i]])  # a new item
+                i += 1
+                continue
+            n = 1
+            while i + n < len(new) and j + n < len(old) and _enc.encode(new[i + n]) == enc_old[j + n]:
+                n += 1
+            ops.append(j if n == 1 else [j, n])  # old[j] / old[j:j+n]
+            i += n
+        return {"l": ops}
+    if isinstance(old, dict) and isinstance(new, dict) and len(new) > BIG:
+        changed = {k: v for k, v in new.items() if k not in old or old[k] != v}
+        gone = [k for k in old if k not in new]
+        return {"m": changed, "g": gone}
+    return None
+
+
+def _apply(old: Any, edit: dict[str, Any]) -> Any:
+    if "l" in edit:
+        out: list[Any] = []
+        for op in edit["l"]:
+            if isinstance(op, int):
+                out.append(old[op])
+            elif len(op) == 1:
+                out.append(op[0])
+            else:
+                out.extend(old[op[0] : op[0] + op[1]])
+        return out
+    merged = {k: v for k, v in (old or {}).items() if k not in set(edit["g"])}
+    merged.update(edit["m"])
+    return merged
 
 
 def _frame(f: Any) -> Any:
