@@ -126,7 +126,7 @@ class Stack:
             self._check_docker()
             say(f"image {self.image}")
         self.url = self._redis()
-        say(f"Redis on {self.url}; starting the supervisor ({self.runtime} runtime) ...")
+        say(f"Redis on {_no_password(self.url)}; starting the supervisor ({self.runtime} runtime) ...")
         if detach:
             log = self._log
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -289,6 +289,16 @@ def health_text(instance: dict[str, Any], hb: Any, unreachable: str = "") -> str
     elif engine:
         health += f" ({engine})"  # the container's health check, as the engine saw it
     return health
+
+
+def _no_password(url: str) -> str:
+    """The URL to print: a password in it replaced by ***."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    return url.replace(f":{u.password}@", ":***@", 1)
 
 
 def _last_line(path: Path) -> str:
