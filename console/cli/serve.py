@@ -186,6 +186,7 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
         secure=args.behind_https,
         max_consoles=args.max_consoles,
         say=say,
+        hosts={"localhost", "127.0.0.1", "::1", args.host} if _loopback(args.host) else None,
     )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     say(

@@ -8,6 +8,7 @@ textual-serve's aiohttp app starts one console process per websocket. This wraps
   failures from an address in 5 minutes, that address waits;
 - a session is a random token in an HttpOnly, SameSite=Strict cookie (Secure behind https), kept
   only in the server's memory, for 12 hours or until logout;
+- on loopback it answers only to loopback names (a DNS-rebinding page is refused);
 - CSRF: the login and logout forms carry a token that must match a cookie (login) or the session
   (logout), and every POST and the websocket upgrade must come from the page's own origin (the
   Origin header, when the browser sends one, names this host): another site can neither log a
@@ -87,12 +88,16 @@ class ConsoleServer:
         secure: bool = False,
         max_consoles: int = 8,
         say: Callable[[str], None] = print,
+        hosts: set[str] | None = None,
     ) -> None:
         self.users = users
         self.spawn = spawn
         self.title = title
         self.secure = secure
         self.max_consoles = max_consoles
+        self.hosts = hosts
+        """The names a browser may reach this server by (None: any): on loopback, only loopback
+        names, so a page that rebinds its own name to 127.0.0.1 (DNS rebinding) is refused."""
         self.say = say
         self.sessions: dict[str, Session] = {}
         self.failures: dict[str, deque[float]] = {}
@@ -124,6 +129,8 @@ class ConsoleServer:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        if self.hosts is not None and urlsplit(f"//{request.host}").hostname not in self.hosts:
+            raise web.HTTPForbidden(text=f"refused: this server is not {request.host}")
         if (request.method not in ("GET", "HEAD") or request.path == "/ws") and not self.same_origin(request):
             raise web.HTTPForbidden(text="refused: this request did not come from the console's own page")
         if request.path not in PUBLIC:

@@ -74,6 +74,8 @@ def served(tmp_path: Path, tradeops_env: dict[str, str], r: redis.Redis, team: K
 
 def test_nothing_answers_without_a_login(served: str, tradeops_env: dict[str, str]) -> None:
     with httpx.Client(base_url=served) as c:
+        rebound = c.get("/login", headers={"Host": f"evil.example:{served.rsplit(':', 1)[1]}"})
+        assert rebound.status_code == 403  # a page that rebinds its name to 127.0.0.1
         page = c.get("/")
         assert page.status_code == 302 and page.headers["location"] == "/login"
         for path in ("/ws", "/static/js/textual.js", "/logout"):
