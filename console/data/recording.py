@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass, fields
@@ -105,14 +106,20 @@ class RecordingSource:
         self.inner = inner
         self.recorder = recorder
         self.url = getattr(inner, "url", "")
+        self._lock = threading.Lock()  # the poll worker may still be in a poll when the app closes us
+        self._closed = False
 
     def poll(self) -> Snapshot:
         snap = self.inner.poll()
-        self.recorder.add(snap)
+        with self._lock:
+            if not self._closed:
+                self.recorder.add(snap)
         return snap
 
     def close(self) -> None:
-        self.recorder.close()
+        with self._lock:
+            self._closed = True
+            self.recorder.close()
         self.inner.close()
 
 

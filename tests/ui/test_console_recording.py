@@ -185,3 +185,67 @@ def test_long_lists_and_maps_are_stored_as_edits_and_read_back_exactly(tmp_path:
     ]
     whole = sum(len(msgspec.msgpack.encode(f)) for f in frames)
     assert path.stat().st_size < whole / 40  # a keyframe, then a few rows a frame
+
+
+def test_tradeops_console_records_what_it_shows(tradeops_env: dict[str, str], r: redis.Redis, tmp_path: Path) -> None:
+    """`tradeops console --record DIR/` in a pseudo-terminal on the live bus: a file per session in
+    DIR, readable while the console runs (flushed every 2 s), closed on quit."""
+    import pty
+    import select
+
+    from backend.errors import TradeopsError
+    from tests.conftest import wait_for
+
+    d = tmp_path / "recordings"
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    env = {**tradeops_env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    proc = subprocess.Popen(
+        [*TRADEOPS, "console", "--record", f"{d}/"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def drain() -> bytes:
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen.extend(chunk)
+        return bytes(seen)
+
+    def frames() -> int:
+        files = list(d.glob("console-*.rec.gz"))
+        if not files:
+            return 0
+        try:
+            return len(recording.read(files[0]))
+        except TradeopsError:  # not a whole frame flushed yet
+            return 0
+
+    try:
+        wait_for(lambda: b"overview" in drain(), timeout=60, what="the console's first frame")
+        set_kill_switch(r, True, "alice", "recorded")
+        wait_for(lambda: frames() >= 3, timeout=60, interval=0.2, what="snapshots flushed to the recording")
+    finally:
+        os.write(master, b"q")
+        try:  # reading on: a console whose terminal is full cannot draw its way out
+            wait_for(lambda: drain() is not None and proc.poll() is not None, timeout=30, what="the console to quit")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+    [path] = d.glob("console-*.rec.gz")
+    rec = recording.read(path)
+    assert proc.returncode == 0 and not rec.truncated and len(rec) >= 3  # closed on quit
+    assert any(rec.snapshot(i).kill_switch for i in range(len(rec)))
+    assert b"recorded" in bytes(seen) and path.name.encode() in bytes(seen).replace(b"\r\n", b"")
