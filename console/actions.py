@@ -234,7 +234,7 @@ class ReplayActions:
         self.snapshot_fn = snapshot_fn
 
     def migrate(self, service: str, action: Move, reason: str) -> str:
-        from backend.migration.state import ALLOWED, MoveRefused
+        from backend.migration.state import ALLOWED, MoveRefused, refusal
 
         snap = self.snapshot_fn()
         states = {name: state for cards in snap.board.values() for name, state, _ in cards}
@@ -245,7 +245,7 @@ class ReplayActions:
         cur = states[service]
         to = ALLOWED[action].get(cur)
         if to is None:
-            raise MoveRefused(f"cannot {action} {service}: it is {cur} (allowed from: {', '.join(ALLOWED[action])})")
+            raise MoveRefused(refusal(service, action, cur))
         why = snapshot_blockers(snap, service) if action == "start" else []
         if why:
             raise MoveRefused(f"cannot start {service}: " + "; ".join(why))

@@ -6,7 +6,9 @@ rate, served over websockets in Binance's public format:
 - `/ws/news`: alt-data news items (symbol tags, headline, body, sentiment);
 - and the rest of Binance's market streams (`backend.exchange.wsapi`).
 
-Prices and quantities are on each symbol's tick and step (the instrument master's, through
+Each symbol trades as its market does (`backend.marketdata.symbols.FLOWS`): its share of the
+trades, and log-normal trade notionals around its own median, so BTC trades a fraction of a coin
+at a time and DOGE hundreds. Prices and quantities are on each symbol's tick and step (the instrument master's, through
 `backend.exchange.filters`); the matching engine's trades share the walk's trade ids
 (`take_trade_id`, `emit`).
 
@@ -32,7 +34,7 @@ from backend.exchange.filters import for_symbols
 from backend.exchange.history import TradeHistory
 from backend.exchange.wire import NewsEvent, TradeEvent, stream_name, trade_encoder
 from backend.exchange.wsapi import StreamHub, serve_streams
-from backend.marketdata.symbols import DEFAULT_SYMBOLS, START_PRICES
+from backend.marketdata.symbols import DEFAULT_FLOW, DEFAULT_SYMBOLS, FLOWS, START_PRICES
 
 log = logging.getLogger("tradeops.exchange")
 
@@ -68,6 +70,11 @@ class TradeFeed:
         base = time.time_ns() // 1000  # ids continue across restarts
         self.next_id = {s: base for s in c.symbols}
         self.filters = for_symbols(c.symbols, dict(zip(c.symbols, self.prices.tolist(), strict=True)))
+        flows = [FLOWS.get(s, DEFAULT_FLOW) for s in c.symbols]
+        shares = np.array([f.share for f in flows])
+        self._share = shares / shares.sum()  # which symbol a trade is of
+        self._log_median = np.log([f.median_usd for f in flows])  # and its notional: log-normal
+        self._sigma = np.array([f.sigma for f in flows])
         self._ticks = [float(self.filters[s].tick) for s in c.symbols]
         self._steps = [float(self.filters[s].step) for s in c.symbols]
         self.decimals = [8] * len(c.symbols)  # prices and quantities as Binance renders them
@@ -112,9 +119,9 @@ class TradeFeed:
     def generate(self, n: int, now_ms: int) -> list[tuple[str, TradeEvent]]:
         c = self.config
         k = len(c.symbols)
-        which = self.rng.integers(0, k, n)
+        which = self.rng.choice(k, n, p=self._share)
         steps = self.rng.normal(0.0, c.volatility, n)
-        qtys = self.rng.exponential(0.5, n) + 0.001
+        notional = np.exp(self.rng.normal(self._log_median[which], self._sigma[which]))  # USDT
         makers = self.rng.random(n) < 0.5
         record = self.history.add
         out = []
@@ -127,7 +134,7 @@ class TradeFeed:
             self.next_id[sym] = tid + 1
             tick, lot = ticks[j], lots[j]
             px = max(1, round(self.prices[j] / tick)) * tick  # on the tick and the step
-            q = max(1, round(qtys[i] / lot)) * lot
+            q = max(1, round(notional[i] / px / lot)) * lot  # the notional in units of the symbol
             out.append((sym, TradeEvent("trade", now_ms, sym, tid, f"{px:.8f}", f"{q:.8f}", now_ms, bool(makers[i]))))
             record(j, tid, px, q, now_ms, makers[i])
         return out

@@ -57,6 +57,8 @@ class MoveResult:
     """Outgoing instances whose final heartbeat said they drained (stopped or failed)."""
     vanished: list[str] = field(default_factory=list)
     """Outgoing instances gone without a final heartbeat: their pending entries are taken over."""
+    warnings: list[str] = field(default_factory=list)
+    """What the move leaves at risk (a rollback under services that depend on it and stay moved)."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -77,7 +79,8 @@ class MoveResult:
             )
         if not (self.drained or self.vanished):
             parts.append("no instance to drain")
-        return "; ".join(parts) + f" ({self.switch_ms / 1000:.1f}s after the switch)"
+        line = "; ".join(parts) + f" ({self.switch_ms / 1000:.1f}s after the switch)"
+        return line + "".join(f"\nwarning: {w}" for w in self.warnings)
 
 
 def instances(r: Any, service: str, environment: str) -> dict[str, dict[str, Any]]:
@@ -191,6 +194,7 @@ def rollback(
         kept = st.state == "migrated"
         ev = move(r, service, "rollback", operator, reason, seal=seal, keep_target=kept)
         from_state = st.state
+    warnings = _rollback_warnings(r, service)
     t0 = time.monotonic()
     incoming: list[str] = []
     if kept:
@@ -217,7 +221,20 @@ def rollback(
         incoming,
         drained,
         vanished,
+        warnings,
     )
+
+
+def _rollback_warnings(r: Any, service: str) -> list[str]:
+    from backend.migration.state import board, dependents_moved
+
+    states = board(r)
+    moved = dependents_moved(states, service)
+    return [
+        f"{name}, which depends on {service}, stays {states[name].state}: roll it back too "
+        f"(`tradeops migrate rollback {name} --reason ...`) or move {service} forward again"
+        for name in moved
+    ]
 
 
 def switch(

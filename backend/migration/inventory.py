@@ -197,6 +197,11 @@ class Inventory(msgspec.Struct):
 
 
 def validate(inv: Inventory, source: str = "inventory") -> Inventory:
+    if not inv.services:
+        raise InventoryError(
+            f"{source}: no [[service]] entries: an inventory lists the services to migrate "
+            "(see the shipped one with `tradeops inventory`)"
+        )
     names: dict[str, str] = {}
     ports: dict[int, str] = {}
     infra_names = {i.name for i in inv.infra}

@@ -56,6 +56,41 @@ NOTES = (LOG_HOURS, ATTEST_STEP)
 MAX_LOGGED_HOURS = 24.0
 """The most hours one log entry may add (one day's work: a typo of 250 for 2.5 is refused)."""
 
+OFFERED = ("start", "cutover", "rollback")
+"""The moves an operator makes (`tradeops migrate ACTION SERVICE`, the console's migration board)."""
+SEEN = {"planned"} | {to for a in (*OFFERED, "retire") for to in ALLOWED[a].values()}
+"""The states a service can be in through those moves (no flow moves one to `validating`)."""
+
+
+def refusal(service: str, action: str, cur: str) -> str:
+    """Why `action` is refused from `cur`, which states it is for, and what can be done now."""
+    froms = [s for s in ALLOWED.get(action, {}) if s in SEEN]
+    line = f"cannot {action} {service}: it is {cur}"
+    if froms:
+        line += f"; {action} is for a service that is {' or '.join(froms)}"
+    nxt = [a for a in OFFERED if a != action and cur in ALLOWED[a]]
+    if nxt:
+        line += "; next: " + " or ".join(f"`tradeops migrate {a} {service} --reason ...`" for a in nxt)
+    elif cur == "migrated" and action == "cutover":
+        line += ": nothing to do"
+    return line
+
+
+def dependents_moved(states: dict[str, ServiceState], service: str) -> list[str]:
+    """Services that need `service` at run time (directly or through others) and are on their target
+    (deploying, validating or migrated): a rollback of `service` leaves them on a target whose
+    dependency is back on legacy."""
+    inv = inventory.load()
+    out: list[str] = []
+    todo = list(inv.needed_by(service))
+    while todo:
+        name = todo.pop(0)
+        if name in out:
+            continue
+        out.append(name)
+        todo.extend(inv.needed_by(name))
+    return [n for n in out if n in states and states[n].state in ("deploying", "validating", "migrated")]
+
 
 class MoveRefused(TradeopsError):
     """A migration move the rules refuse; the message names what blocks it."""
@@ -167,7 +202,7 @@ def check(
     cur = states[service].state
     to = ALLOWED[action].get(cur)
     if to is None:
-        raise MoveRefused(f"cannot {action} {service}: it is {cur} (allowed from: {', '.join(ALLOWED[action])})")
+        raise MoveRefused(refusal(service, action, cur))
     if action == "start":
         why = blockers(r, service, states, gates_file=gates_file, decisions=decisions)
         if why:

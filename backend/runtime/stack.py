@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,14 @@ class Stack:
         """The stack's own login (admin)."""
         return connection.admin_login(self.settings)
 
-    def up(self, *, detach: bool = True, timeout: float = 60.0) -> str:
+    def up(self, *, detach: bool = True, timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> str:
         """Start everything; return once every instance heartbeats. detach: the supervisor runs as
-        its own process (`tradeops up`); otherwise in a thread of this process (`tradeops demo`)."""
+        its own process (`tradeops up`); otherwise in a thread of this process (`tradeops demo`).
+        `progress` is told each step and, while waiting, how many instances are running."""
+        say = progress or (lambda _line: None)
+        from backend.services import check_sections
+
+        check_sections(self.settings)  # a misspelt [services.X] key is an error now, not when X runs
         table = read_table(self.data_dir)
         if table and _alive(table.get("supervisor_pid", 0)):
             raise TradeopsError(
@@ -118,8 +124,11 @@ class Stack:
                 f"(supervisor pid {table['supervisor_pid']}); `tradeops down` stops it"
             )
         if self.runtime == "docker":
+            say("checking the Docker engine and the image (the local image is made when missing) ...")
             self._check_docker()
+            say(f"image {self.image}")
         self.url = self._redis()
+        say(f"Redis on {_no_password(self.url)}; starting the supervisor ({self.runtime} runtime) ...")
         if detach:
             log = self._log
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -156,13 +165,15 @@ class Stack:
             )
             self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
             self._thread.start()
-        self.wait_healthy(timeout)
+        self.wait_healthy(timeout, say)
         dashboards.write(dashboards.default_dir(self.data_dir))  # for the metrics the instances serve
         return self.url
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, say: Callable[[str], None] | None = None) -> None:
         r = connection.client(self.url, self.auth)
         deadline = time.monotonic() + timeout
+        last: tuple[int, int] | None = None
+        last_said = time.monotonic()
         try:
             while time.monotonic() < deadline:
                 table = read_table(self.data_dir)
@@ -175,6 +186,16 @@ class Stack:
                     beats = {(b.service, b.instance) for b in read_heartbeats(r) if b.state == "running"}
                     if want and want <= beats and {i for _, i in want} <= scraped(self.data_dir):
                         return  # every instance healthy, and in the Prometheus targets
+                    now = (len(want & beats), len(want))
+                    quiet = time.monotonic() - last_said
+                    if say and ((now != last and quiet >= 2) or quiet > 10):  # a line per change, 2 s apart
+                        waiting = sorted({s for s, _ in want - beats})
+                        more = f" +{len(waiting) - 6}" if len(waiting) > 6 else ""
+                        say(f"{now[0]}/{now[1]} instances running; waiting for {', '.join(waiting[:6])}{more}")
+                        last, last_said = now, time.monotonic()
+                elif say and time.monotonic() - last_said > 10:
+                    say("the supervisor is still starting the instances (its log: " + str(self._log) + ")")
+                    last_said = time.monotonic()
                 time.sleep(0.1)
         finally:
             r.close()
@@ -219,25 +240,23 @@ class Stack:
         if not table:
             return []
         beats: dict[str, Any] = {}
+        unreachable = ""
         try:
-            r = connection.client(table["redis_url"], self.auth, socket_connect_timeout=1)
-            beats = {b.instance: b for b in read_heartbeats(r)}
-            r.close()
-        except redis.RedisError:
-            pass
+            r = connection.client(table["redis_url"], self.auth, socket_connect_timeout=2, socket_timeout=5)
+            try:
+                beats = {b.instance: b for b in read_heartbeats(r)}
+            finally:
+                r.close()
+        except (redis.RedisError, OSError, ValueError) as exc:
+            unreachable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         rows = []
         for i in table["instances"]:
             hb = beats.get(i["instance"])
-            health = hb.state if hb else ("n/a" if i["service"] == "exchange" else "no heartbeat")
-            if hb and hb.state == "degraded":
-                health += f": {hb.reason or 'no reason given'}"  # why it makes no progress
-            if i.get("engine_health"):
-                health += f" ({i['engine_health']})"  # the container's health check, as the engine saw it
             rows.append(
                 {
                     **i,
                     "runtime": table.get("runtime", "process"),
-                    "health": health,
+                    "health": health_text(i, hb, unreachable),
                     "uptime_s": round(time.time() - i["started"], 1),
                     "rate": hb.rate if hb else None,
                     "reason": hb.reason if hb else "",
@@ -245,6 +264,45 @@ class Stack:
                 }
             )
         return rows
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis the data dir's stack runs on (None: no stack)."""
+        table = read_table(self.data_dir)
+        return table.get("redis_url") if table else None
+
+
+def health_text(instance: dict[str, Any], hb: Any, unreachable: str = "") -> str:
+    """An instance's health as `ps` says it: its heartbeat's state (and why, when degraded), or
+    why there is none; the container engine's health check beside it when they disagree."""
+    engine = instance.get("engine_health") or ""
+    if hb is None:
+        if unreachable:
+            health = f"unknown: the stack's Redis does not answer ({unreachable})"
+        elif instance["service"] == "exchange":
+            health = "n/a"
+        else:
+            health = "no heartbeat"
+        return f"{health} ({engine})" if engine else health
+    health = hb.state
+    if hb.state == "degraded":
+        health += f": {hb.reason or 'no reason given'}"  # why it makes no progress
+    if engine == "unhealthy" and hb.state == "running":
+        # the heartbeat is fresh (its hash expires within seconds): the engine's probe failed or timed out
+        health += " (Docker: unhealthy, but the heartbeat is fresh: its health check failed or timed out)"
+    elif engine:
+        health += f" ({engine})"  # the container's health check, as the engine saw it
+    return health
+
+
+def _no_password(url: str) -> str:
+    """The URL to print: a password in it replaced by ***."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    return url.replace(f":{u.password}@", ":***@", 1)
 
 
 def owned_partitions(hb: Any) -> str:

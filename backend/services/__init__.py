@@ -10,11 +10,13 @@ A service with no domain package (None) holds all its logic itself.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import NamedTuple
 
-from backend.errors import TradeopsError
+from backend.errors import ConfigError, TradeopsError
 from backend.services.base import Service
+from backend.settings import Settings, convert_section
 
 
 class Registered(NamedTuple):
@@ -66,4 +68,21 @@ def service_class(name: str) -> type[Service]:
     return getattr(mod, cls)
 
 
-__all__ = ["SERVICES", "Registered", "Service", "service_class"]
+def check_sections(settings: Settings) -> None:
+    """Every `[services.<name>]` section of the config names a service and holds only keys its
+    Config knows, with values it accepts: a ConfigError naming the section and the key, at start
+    (`tradeops up`), not when that service first runs."""
+    for name, raw in settings.services.items():
+        if name not in SERVICES:
+            near = difflib.get_close_matches(name, SERVICES, n=1)
+            hint = f" (did you mean [services.{near[0]}]?)" if near else f"; known: {', '.join(sorted(SERVICES))}"
+            raise ConfigError(f"[services.{name}]: there is no service {name!r}{hint}")
+        try:
+            cls = service_class(name)
+        except TradeopsError:
+            continue  # not built: nothing to check it against
+        section = {k: v for k, v in raw.items() if k != "claim_idle_ms"}  # the base's own key
+        convert_section(name, section, cls.Config)
+
+
+__all__ = ["SERVICES", "Registered", "Service", "check_sections", "service_class"]

@@ -49,6 +49,7 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -75,6 +76,7 @@ from backend.secrets import Secret
 from backend.settings import Settings, convert_section
 
 _PIDNS = pid_namespace()
+RATE_WINDOW_S = 5.0  # the heartbeat's rate: items per second averaged over this many seconds
 
 
 class NoConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -87,6 +89,25 @@ class UndeclaredAccess(TradeopsError):
 
 class AccessDenied(TradeopsError):
     """Redis refused a command to the service's user (NOPERM): a deployment bug."""
+
+
+class Rate:
+    """Items per second, averaged over a window: (when, count) samples, the oldest kept being the
+    last one at least a window old."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+        self.value = 0.0
+
+    def update(self, now: float, count: int, window: float) -> float:
+        samples = self.samples
+        samples.append((now, count))
+        while len(samples) > 2 and now - samples[1][0] >= window:
+            samples.popleft()
+        t0, c0 = samples[0]
+        if now - t0 > 0.2:
+            self.value = (count - c0) / (now - t0)
+        return self.value
 
 
 class Service:
@@ -175,9 +196,7 @@ class Service:
         self._periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # beat now (the state changed), not at the next second
-        self._last_processed = 0
-        self._last_beat = time.monotonic()
-        self._rate = 0.0
+        self._rate = Rate()  # the heartbeat's rate, averaged over rate_window_s()
         self.stream_stats: dict[str, tuple[int, int, int]] = {}
         """Per consumed stream, as the last heartbeat measured them: (lag, pending, dead letters)."""
         self.beat_at = 0.0
@@ -337,6 +356,12 @@ class Service:
         """Service-specific heartbeat fields (`extra`); the base adds `skipped_undecodable` for a
         service that reads streams outside its groups (or skipped something it read)."""
         return {}
+
+    def rate_window_s(self) -> float:
+        """Seconds the heartbeat's rate is averaged over (RATE_WINDOW_S): a service that writes in
+        batches widens it beyond its batch interval, so its rate does not swing between 0 and a
+        burst."""
+        return RATE_WINDOW_S
 
     def processed(self) -> int:
         """Items processed so far (default: entries acked by the workers)."""
@@ -572,12 +597,8 @@ class Service:
         return lag, pending, dlq
 
     def heartbeat_message(self, lag: int = 0, pending: int = 0, dlq: int = 0) -> Heartbeat:
-        now = time.monotonic()
         processed = self.processed()
-        dt = now - self._last_beat
-        if dt > 0.2:
-            self._rate = (processed - self._last_processed) / dt
-            self._last_processed, self._last_beat = processed, now
+        rate = self._rate.update(time.monotonic(), processed, self.rate_window_s())
         latency: dict[str, float] = {}
         for name, rec in self.latency.items():
             for k, v in rec.summary_ms().items():
@@ -592,7 +613,7 @@ class Service:
             pid=os.getpid(),
             host=socket.gethostname(),
             processed=processed,
-            rate=round(self._rate, 1),
+            rate=round(rate, 1),
             lag=lag,
             pending=pending,
             dlq=dlq,

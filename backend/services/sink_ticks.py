@@ -132,6 +132,10 @@ class SinkTicksService(Service):
     def processed(self) -> int:
         return self.rows_written
 
+    def rate_window_s(self) -> float:
+        # rows are written a flush at a time: averaged over several flushes, the rate is the rate
+        return max(super().rate_window_s(), 5 * self.cfg.flush_s)
+
     def metrics(self) -> dict[str, object]:
         return {
             "rows_written": self.rows_written,

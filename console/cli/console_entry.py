@@ -4,11 +4,15 @@ embedded stack with paper orders flowing and opens the console, stopping everyth
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from backend.errors import TradeopsError
+from console import keymap
 from console.cli.context import Context, command
 
 ORDER = 5
@@ -22,13 +26,66 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
     p = command(sub, "console", "open the console on the running stack (same as plain `tradeops`)")
     p.add_argument("--read-only", action="store_true")
-    p.add_argument("--replay", action="store_true", help="show the recorded replay data instead")
-    p.set_defaults(func=lambda ctx, args: open_console(ctx, args.read_only, args.replay))
+    p.add_argument(
+        "--replay",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="play back a recording made with --record (play/pause, step, seek, with its audit entries); "
+        "without FILE, the built-in demo data",
+    )
+    p.add_argument(
+        "--record",
+        default=None,
+        metavar="FILE|DIR",
+        help="record what the console shows (gzip) to FILE; to a DIR/: one file per session, the ones "
+        "older than --keep-days deleted (for always-on recording)",
+    )
+    p.add_argument("--keep-days", type=float, default=14.0, help="with --record DIR/: days of recordings to keep (14)")
+    p.set_defaults(func=cmd_console)
 
 
-def open_console(ctx: Context, read_only: bool = False, replay: bool = False) -> int:
+def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
+    if args.replay is not None and args.record:
+        raise TradeopsError("--record and --replay do not go together: a replay records nothing new")
+    if args.replay:
+        return play(ctx, Path(args.replay))
+    return open_console(ctx, args.read_only, args.replay is not None, record=args.record, keep_days=args.keep_days)
+
+
+def play(ctx: Context, path: Path) -> int:
+    from console.data import recording
+    from console.data.player import PlayerSource
+    from console.player import ReplayApp
+
+    keymap.check(ctx.settings.keymap)
+    rec = recording.read(path)
+    ReplayApp(PlayerSource(rec), keymap=ctx.settings.keymap, theme=ctx.settings.theme).run()
+    return 0
+
+
+def _recorder(target: str, keep_days: float, source: str) -> Any:
+    """The recorder for --record: FILE, or a new file per session in DIR (old ones pruned)."""
+    from console.data import recording
+
+    path = Path(target).expanduser()
+    if target.endswith(("/", os.sep)) or path.is_dir():
+        if keep_days <= 0:
+            raise TradeopsError(f"--keep-days must be more than 0, not {keep_days:g}")
+        path.mkdir(parents=True, exist_ok=True)
+        for gone in recording.prune(path, keep_days):
+            print(f"tradeops: deleted the recording {gone.name} (older than {keep_days:g} days)", file=sys.stderr)
+        path = recording.session_file(path)
+    return recording.Recorder(path, source=source)
+
+
+def open_console(
+    ctx: Context, read_only: bool = False, replay: bool = False, record: str | None = None, keep_days: float = 14.0
+) -> int:
     from console.app import TradeopsApp
 
+    keymap.check(ctx.settings.keymap)  # a misspelt id is an error now, not a key that does nothing
     if replay:
         from console.actions import ReplayActions
         from console.data.replay import ReplaySource
@@ -50,7 +107,11 @@ def open_console(ctx: Context, read_only: bool = False, replay: bool = False) ->
     from console.actions import LiveActions
     from console.data.live import LiveSource
 
-    src = LiveSource(url, ctx.settings, ctx.operator)
+    src: Any = LiveSource(url, ctx.settings, ctx.operator)
+    if record:
+        from console.data.recording import RecordingSource
+
+        src = RecordingSource(src, _recorder(record, keep_days, url))
     try:
         TradeopsApp(
             src,
@@ -61,6 +122,8 @@ def open_console(ctx: Context, read_only: bool = False, replay: bool = False) ->
         ).run()
     finally:
         src.close()
+    if record:
+        print(f"recorded {src.recorder.frames} snapshots to {src.recorder.path}")
     return 0
 
 

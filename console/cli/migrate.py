@@ -4,6 +4,8 @@ SERVICE HOURS --reason`, `tradeops migrate checklist SERVICE`, `tradeops migrate
 from __future__ import annotations
 
 import argparse
+import sys
+import textwrap
 from typing import Any
 
 from console.cli._table import show
@@ -92,20 +94,18 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         ctx.print_json(rows)
         return 0
-    show(
-        ["P", "SERVICE", "STATE", "BLOCKED BY", "LAST MOVE"],
-        [
-            [
-                r["priority"],
-                r["service"],
-                r["state"],
-                "; ".join(r["blocked_by"])[:70],
-                f"{r['last_by']}: {r['last_reason']}" if r["last_by"] else "",
-            ]
-            for r in rows
-        ],
-    )
+    table: list[list[Any]] = []
+    for r in rows:
+        # every blocker whole, wrapped onto lines of their own under the service, never cut
+        blocked = [line for why in r["blocked_by"] for line in textwrap.wrap(why, BLOCKED_WIDTH)] or [""]
+        last_move = f"{r['last_by']}: {r['last_reason']}" if r["last_by"] else ""
+        table.append([r["priority"], r["service"], r["state"], blocked[0], last_move])
+        table.extend(["", "", "", more, ""] for more in blocked[1:])
+    show(["P", "SERVICE", "STATE", "BLOCKED BY", "LAST MOVE"], table)
     return 0
+
+
+BLOCKED_WIDTH = 60
 
 
 def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
@@ -134,7 +134,10 @@ def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise TradeopsError("--timeout must be positive")
     res = switch(ctx.redis, args.service, args.action, who, args.reason, timeout=args.timeout, seal=seal)
-    print(f"{res.summary()} ({who}, {ctx.signer.fingerprint}: {args.reason})")
+    first, *warnings = res.summary().split("\n")
+    print(f"{first} ({who}, {ctx.signer.fingerprint}: {args.reason})")
+    for line in warnings:  # a rollback under services that depend on it and stay moved
+        print(f"tradeops: {line}", file=sys.stderr)
     _anchor(ctx)
     return 0
 

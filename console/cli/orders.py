@@ -60,7 +60,7 @@ def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
         sent_ns=time.time_ns(),
         source=f"cli:{ctx.operator}",
     )
-    why = invalid(order)
+    why = invalid(order) or _unknown_symbol(ctx, order.symbol)
     if why:
         raise TradeopsError(f"order refused: {why}")
     publish_sync(ctx.redis, streams.ORDERS_NEW, order)
@@ -73,12 +73,35 @@ def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
         if ev is None:
             print(f"no final state within {args.wait:g}s (see `tradeops order show {order.client_order_id}`)")
             return 1
-        print(
+        line = (
             f"{ev.state}"
             + (f" {ev.filled_qty:g} @ {ev.avg_price:g}" if ev.filled_qty else "")
             + (f": {ev.reason}" if ev.reason else "")
         )
+        if ev.state in REFUSED:  # the order was refused: a failure, said on stderr, exit 1
+            raise TradeopsError(f"{order.client_order_id} {line}")
+        print(line)
     return 0
+
+
+REFUSED = frozenset({"DENIED", "REJECTED"})
+
+
+def _unknown_symbol(ctx: Context, symbol: str) -> str | None:
+    """Why `symbol` cannot be traded (not in the instrument master: the live one refdata keeps,
+    else the master file refdata would load), or None."""
+    from backend.errors import ConfigError
+    from backend.refdata.master import instruments, load_file
+
+    known = set(instruments(ctx.redis, ctx.skips))
+    if not known:
+        try:
+            known = {i.symbol for i in load_file(ctx.settings.service_section("refdata").get("file"))}
+        except ConfigError:
+            return None  # no master to judge by: the OMS and risk will say
+    if symbol in known:
+        return None
+    return f"unknown symbol {symbol!r}: the instrument master lists {', '.join(sorted(known))} (`tradeops refdata`)"
 
 
 def _wait_final(ctx: Context, coid: str, timeout: float) -> OrderEvent | None:
@@ -96,6 +119,13 @@ def _wait_final(ctx: Context, coid: str, timeout: float) -> OrderEvent | None:
 
 
 def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    from backend.messages import FINAL_STATES
+
+    evs = [e for e in _events(ctx, 50_000) if e.client_order_id == args.id]
+    if not evs:
+        raise TradeopsError(f"no order {args.id!r}: nothing to cancel (`tradeops order list` shows the recent orders)")
+    if evs[-1].state in FINAL_STATES:
+        raise TradeopsError(f"{args.id} is {evs[-1].state}: nothing left to cancel")
     publish_sync(
         ctx.redis,
         streams.ORDERS_NEW,
@@ -103,7 +133,7 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
             client_order_id=args.id, reason=args.reason or f"canceled by {ctx.operator}", sent_ns=time.time_ns()
         ),
     )
-    print(f"cancel sent for {args.id}")
+    print(f"cancel sent for {args.id} ({evs[-1].state}); `tradeops order show {args.id}` shows when it is CANCELED")
     return 0
 
 

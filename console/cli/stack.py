@@ -70,7 +70,10 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
         raise TradeopsError("--image and --network are options of --runtime docker")
     stack = Stack(ctx.settings, args.runtime, exchange_rate=args.rate, network=args.network, image=args.image)
     t0 = time.monotonic()
-    url = stack.up(timeout=60.0 if args.runtime == "process" else 180.0)
+    url = stack.up(
+        timeout=60.0 if args.runtime == "process" else 180.0,
+        progress=lambda line: print(f"  {time.monotonic() - t0:5.1f}s {line}", flush=True),
+    )
     table = read_table(ctx.data_dir) or {}
     n = len(table.get("instances", []))
     where = (
@@ -101,7 +104,17 @@ def cmd_down(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     from backend.runtime.stack import Stack
 
-    rows = Stack(ctx.settings).ps()
+    stack = Stack(ctx.settings)
+    if ctx.settings.redis_url:  # a Redis was named: it must answer, and be the stack's
+        ctx.redis  # noqa: B018 - connects, or one line saying why not (a bad URL, nothing listening)
+        ours = stack.redis_url
+        if ours is not None and _bare(ours) != _bare(ctx.settings.redis_url):
+            raise TradeopsError(
+                f"the stack of {ctx.data_dir} runs on {_bare(ours)}, not {_bare(ctx.settings.redis_url)}: "
+                f"`tradeops ps` without --redis-url lists it; `tradeops health` lists the heartbeats on "
+                f"{_bare(ctx.settings.redis_url)}"
+            )
+    rows = stack.ps()
     if args.json:
         ctx.print_json(rows)
         return 0
@@ -126,6 +139,17 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def _bare(url: str) -> str:
+    """A Redis URL without its password, normalised enough to compare (scheme, host, port, db)."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    if u.scheme == "unix":
+        return f"unix://{u.path}"
+    db = u.path.strip("/") or "0"
+    return f"{u.scheme}://{u.hostname}:{u.port or 6379}/{db}"
 
 
 def cmd_compose(ctx: Context, args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Static
 
-from backend.migration.state import ALLOWED
+from backend.migration.state import ALLOWED, refusal
 from console.actions import Move, snapshot_blockers
 from console.data.snapshot import Snapshot
 from console.messages import RequestMigrate
@@ -184,7 +184,7 @@ class MigrationScreen(BaseScreen):
         state = self._states().get(svc, "planned")
         if state not in ALLOWED[action]:
             self.notify(
-                f"cannot {action} {svc}: it is {state} (allowed from: {', '.join(ALLOWED[action])})",
+                refusal(svc, action, state),
                 title="move refused",
                 severity="error",
             )

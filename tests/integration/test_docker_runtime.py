@@ -272,6 +272,7 @@ def test_up_ps_down_with_the_docker_runtime(
     try:
         assert out.returncode == 0, out.stderr
         assert f"{LOCAL_IMAGE} on {docker_engine}, network host" in out.stdout
+        assert "checking the Docker engine" in out.stdout and "starting the supervisor" in out.stdout  # progress
         rows = json.loads(run(["ps", "--json"], env).stdout)
         services = {r["service"]: r for r in rows}
         assert services["exchange"]["pid"] and not services["exchange"]["container"]  # a host process

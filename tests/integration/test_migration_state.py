@@ -33,7 +33,9 @@ def test_refused_moves_name_what_blocks_them(r: redis.Redis) -> None:
     with pytest.raises(TradeopsError, match="unknown service 'nosuch'"):
         move(r, "nosuch", "start", "ann", "go")
     with pytest.raises(
-        MoveRefused, match=r"cannot cutover normalizer: it is planned \(allowed from: validating, deploying\)"
+        MoveRefused,
+        match=r"cannot cutover normalizer: it is planned; cutover is for a service that is deploying; "
+        r"next: `tradeops migrate start normalizer --reason \.\.\.`$",
     ):
         move(r, "normalizer", "cutover", "ann", "go")
     with pytest.raises(MoveRefused, match="a reason is required"):

@@ -217,7 +217,8 @@ REPLAY_ANSWERS = [
     ),
     (
         lambda a: a.migrate("sink-ticks", "cutover", "go"),
-        "cannot cutover sink-ticks: it is planned (allowed from: validating, deploying)",
+        "cannot cutover sink-ticks: it is planned; cutover is for a service that is deploying; "
+        "next: `tradeops migrate start sink-ticks --reason ...`",
     ),
     (lambda a: a.migrate("sink-alt", "cutover", "go"), "replay data: sink-alt would go deploying -> migrated"),
     (lambda a: a.migrate("nope", "start", "go"), "no service 'nope' on the recorded board"),
