@@ -264,22 +264,7 @@ def log_hours(
         )
     if not reason.strip():
         raise MoveRefused(f"log hours {service}: a reason is required")
-    cur = board(r)[service].state
-    ev = MigrationEvent(
-        service=service,
-        from_state=cur,  # type: ignore[arg-type]  # a board state
-        to_state=cur,  # type: ignore[arg-type]
-        operator=operator,
-        reason=reason,
-        ts_ns=time.time_ns(),
-        action=LOG_HOURS,
-        detail={"hours": hours},
-    )
-    if seal is not None:
-        ev = seal(ev)
-    publish_sync(r, streams.OPS_MIGRATION, ev)
-    wait_durable(r)
-    return ev
+    return _note(r, service, LOG_HOURS, {"hours": hours}, operator, reason, seal)
 
 
 def attest_step(
@@ -303,6 +288,20 @@ def attest_step(
         )
     if not reason.strip():
         raise MoveRefused(f"attest {service} {step}: a reason is required (what was done, where it is recorded)")
+    return _note(r, service, ATTEST_STEP, {"step": step}, operator, reason, seal)
+
+
+def _note(
+    r: Any,
+    service: str,
+    action: str,
+    detail: dict[str, Any],
+    operator: str,
+    reason: str,
+    seal: Callable[[MigrationEvent], MigrationEvent] | None,
+) -> MigrationEvent:
+    """An event on ops.migration that moves nothing (NOTES), signed by `seal` like a move, on disk
+    before it returns."""
     cur = board(r)[service].state
     ev = MigrationEvent(
         service=service,
@@ -311,8 +310,8 @@ def attest_step(
         operator=operator,
         reason=reason,
         ts_ns=time.time_ns(),
-        action=ATTEST_STEP,
-        detail={"step": step},
+        action=action,
+        detail=detail,
     )
     if seal is not None:
         ev = seal(ev)

@@ -219,17 +219,21 @@ class Service:
         T)", `what` defaulting to T's name in words). A handler rejects an entry it can never
         handle with `worker.reject(entry id, reason)` (or raises `Poison`). `opts`: StreamWorker's
         (count, block_ms, auto_ack, claim_idle_ms, group...)."""
+        group = self._consumer_opts(stream, opts)
+        worker = StreamWorker(self.r, stream, group, self.instance, handler, decode=decode, what=what, **opts)
+        self.workers.append(worker)
+        return worker
+
+    def _consumer_opts(self, stream: str, opts: dict[str, Any]) -> str:
+        """Check that `stream` is declared as consumed; fill the worker options' defaults; the group."""
         if not self.declared.may_consume(stream):
             raise UndeclaredAccess(
                 f"{self.name} consumes {stream} but does not declare it: add "
                 f"Reads({stream!r}, group=True) to {type(self).__name__}.reads"
             )
-        group = opts.pop("group", self.name)
         opts.setdefault("claim_idle_ms", self.claim_idle_ms)
         opts.setdefault("alive", self.consumer_alive)
-        worker = StreamWorker(self.r, stream, group, self.instance, handler, decode=decode, what=what, **opts)
-        self.workers.append(worker)
-        return worker
+        return str(opts.pop("group", self.name))
 
     def consume_partitions(
         self,
@@ -247,14 +251,7 @@ class Service:
         this service (backend/bus/partitioned.py). `handler_for(p)` is partition p's handler;
         `on_acquire(p, token)` runs when p becomes this instance's (before its worker reads),
         `on_release(p)` after its worker stopped when p goes to another."""
-        if not self.declared.may_consume(stream):
-            raise UndeclaredAccess(
-                f"{self.name} consumes {stream} but does not declare it: add "
-                f"Reads({stream!r}, group=True) to {type(self).__name__}.reads"
-            )
-        group = opts.pop("group", self.name)
-        opts.setdefault("claim_idle_ms", self.claim_idle_ms)
-        opts.setdefault("alive", self.consumer_alive)
+        group = self._consumer_opts(stream, opts)
 
         def make_worker(p: int, name: str) -> StreamWorker:
             return StreamWorker(self.r, name, group, self.instance, handler_for(p), decode=decode, what=what, **opts)
