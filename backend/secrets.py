@@ -50,6 +50,9 @@ class Secret:
 
     name: str
     env: str
+    optional: bool = False
+    """Needed only where its feature is configured (the S3 endpoint's credentials): a container or a
+    deployment gets its file when the file is there, and goes without it otherwise."""
 
     @property
     def group(self) -> str:
@@ -62,8 +65,8 @@ class Secret:
 
 EXCHANGE_API_KEY = Secret("exchange/api-key", "TRADEOPS_EXCHANGE_API_KEY")
 EXCHANGE_API_SECRET = Secret("exchange/api-secret", "TRADEOPS_EXCHANGE_API_SECRET")
-S3_ACCESS_KEY_ID = Secret("s3/access-key-id", "TRADEOPS_S3_ACCESS_KEY_ID")
-S3_SECRET_ACCESS_KEY = Secret("s3/secret-access-key", "TRADEOPS_S3_SECRET_ACCESS_KEY")
+S3_ACCESS_KEY_ID = Secret("s3/access-key-id", "TRADEOPS_S3_ACCESS_KEY_ID", optional=True)
+S3_SECRET_ACCESS_KEY = Secret("s3/secret-access-key", "TRADEOPS_S3_SECRET_ACCESS_KEY", optional=True)
 
 
 def redis_password(user: str) -> Secret:

@@ -38,10 +38,14 @@ def declared(service: str) -> tuple[secrets.Secret, ...]:
 
 
 def service_files(service: str, secrets_dir: Path) -> list[SecretFile]:
-    """The secret files of `service`'s container: its Redis password, then what it declares."""
+    """The secret files of `service`'s container: its Redis password, then what it declares (an
+    optional secret, e.g. the S3 credentials, only when its file is there: S3 is configured)."""
     files = [SecretFile(f"redis-{service}", Path(secrets_dir) / "redis" / service, "TRADEOPS_REDIS_PASSWORD_FILE")]
     for s in declared(service):
-        files.append(SecretFile(f"{s.group}-{s.field}", Path(secrets_dir) / s.group / s.field, f"{s.env}_FILE"))
+        path = Path(secrets_dir) / s.group / s.field
+        if s.optional and not path.exists():
+            continue
+        files.append(SecretFile(f"{s.group}-{s.field}", path, f"{s.env}_FILE"))
     return files
 
 

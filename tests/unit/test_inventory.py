@@ -180,7 +180,7 @@ def test_every_run_time_need_is_a_data_flow_the_code_declares() -> None:
         a = service_class(s.name)
         for d in s.needs:
             b = service_class(d)
-            b_writes = [w.stream for w in b.writes] + [k.pattern for k in b.keys if k.write]
+            b_writes = b.access().written() + [k.pattern for k in b.keys if k.write]  # its copies too
             a_reads = [r.stream for r in a.reads] + [k.pattern for k in a.keys]
             backed = any(_overlap(x, y) for x in a_reads for y in b_writes) or any(
                 r.group and _overlap(r.stream, w.stream) for r in b.reads for w in a.writes
