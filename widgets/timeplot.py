@@ -4,9 +4,11 @@ It takes plain values and draws again only when they changed."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.text import Text
 from textual_plotext import PlotextPlot
 
 COLORS = ("cyan", "orange", "green", "magenta", "blue", "yellow", "white", "gray")
@@ -53,9 +55,17 @@ class TimePlot(PlotextPlot):
         threshold: float | None = None,
         threshold_label: str = "",
         window: float = 300.0,
+        background: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        # background: new values are drawn in a worker thread and shown when drawn (a live console:
+        # plotext takes a few ms a plot, which a key press must not wait for); otherwise in render()
+        self.background = background
+        self._text: Text | None = None  # the newest drawing, and the size it was drawn at
+        self._text_size: tuple[int, int] = (0, 0)
+        self._seq = 0
+        self._lock = threading.Lock()
         self.title = title
         self.unit = unit
         self.threshold = threshold
@@ -77,43 +87,91 @@ class TimePlot(PlotextPlot):
         self._drawn = key
         self._series = {n: [(float(t), float(v)) for t, v in p] for n, p in series.items()}
         self._now = now
-        self.refresh()
+        self._redraw()
 
     def set_window(self, seconds: float) -> None:
         if seconds != self.window:
             self.window = seconds
             self._drawn = None
+            self._redraw()
+
+    def _redraw(self) -> None:
+        self._seq += 1
+        if not (self.background and self._text is not None and self.is_mounted):
+            self._text = None  # drawn by the next render()
+            self.refresh()
+            return
+        width, height = self.size
+        seq, series, now, window = self._seq, self._series, self._now, self.window
+        self.run_worker(
+            lambda: self._draw_in_thread(seq, (width, height), series, now, window),
+            thread=True,
+            group=f"plot-{id(self)}",
+            exclusive=True,
+            exit_on_error=False,
+            description="draw a plot",
+        )
+
+    def _draw_in_thread(
+        self, seq: int, size: tuple[int, int], series: dict[str, list[tuple[float, float]]], now: float, window: float
+    ) -> None:
+        text = self._draw(size, series, now, window)
+        self.app.call_from_thread(self._drawn_in_thread, seq, text, size)
+
+    def _drawn_in_thread(self, seq: int, text: Text, size: tuple[int, int]) -> None:
+        if seq == self._seq:  # an older drawing finishing late is not shown over a newer one
+            self._text, self._text_size = text, size
             self.refresh()
 
     def render(self) -> Any:
+        size = (self.size.width, self.size.height)
+        if self._text is None or self._text_size != size:
+            self._text, self._text_size = self._draw(size, self._series, self._now, self.window), size
+        return self._text
+
+    def _draw(
+        self, size: tuple[int, int], series: dict[str, list[tuple[float, float]]], now: float, window: float
+    ) -> Text:
+        """The plot as text, `size` cells (plotext, through textual-plotext's Plot); one drawing at
+        a time (the worker's and render()'s share the plotext figure)."""
+        with self._lock:
+            return self._draw_locked(size, series, now, window)
+
+    def _draw_locked(
+        self, size: tuple[int, int], series: dict[str, list[tuple[float, float]]], now: float, window: float
+    ) -> Text:
+        width_cells, height_cells = size
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        start = self._now - self.window
-        width = max(10, self.size.width - 10)
+        start = now - window
+        width = max(10, width_cells - 10)
         drawn = 0
         if self.threshold is not None:  # first, so the lines are drawn over it; named in the legend
             label = self.threshold_label or f"limit {self.threshold:g}{self.unit}"
-            plt.plot([-self.window, 0], [self.threshold, self.threshold], label=label, color="red", marker="─")
-        for i, (name, points) in enumerate(self._series.items()):
-            xs, ys = bucketed(points, start, self._now, width)
+            plt.plot([-window, 0], [self.threshold, self.threshold], label=label, color="red", marker="─")
+        for i, (name, points) in enumerate(series.items()):
+            xs, ys = bucketed(points, start, now, width)
             if not xs:
                 continue
             label = f"{name} {figure(ys[-1])}{self.unit}"
             plt.plot(xs, ys, label=label, color=COLORS[i % len(COLORS)], marker="braille")
             drawn += 1
-        plt.xlim(-self.window, 0)
-        parts = 4 if self.window < 300 else 5  # -60s -45s ..., -5m -4m ..., -15m -12m ...
-        ticks = [-self.window * (parts - i) / parts for i in range(parts + 1)]
+        plt.xlim(-window, 0)
+        parts = 4 if window < 300 else 5  # -60s -45s ..., -5m -4m ..., -15m -12m ...
+        ticks = [-window * (parts - i) / parts for i in range(parts + 1)]
         plt.xticks(ticks, [_ago(t) for t in ticks])
         if self.threshold is not None:  # from zero, with the threshold in view, so the line means something
-            top = max([self.threshold, *(v for pts in self._series.values() for t, v in pts if t >= start)])
+            top = max([self.threshold, *(v for pts in series.values() for t, v in pts if t >= start)])
             plt.ylim(0, top * 1.1)
         title = self.title
         if not drawn:
             title += "  · no data in this window"
         plt.title(title)
-        return super().render()
+        plt.plotsize(width_cells, height_cells)
+        plt._set_size(width_cells, height_cells)  # as PlotextPlot.render does (textual-plotext issue 5)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        return Text.from_ansi(plt.build())
 
 
 def figure(v: float) -> str:

@@ -33,7 +33,12 @@ class RiskScreen(BaseScreen):
             yield Static(id="pcts", classes="panel")
             yield Static(id="kill", classes="panel")
             yield TimePlot(
-                "risk round trip P50/P99, ms", unit=" ms", threshold=SLA_MS, threshold_label="SLA 1.5 ms", id="series"
+                "risk round trip P50/P99, ms",
+                unit=" ms",
+                threshold=SLA_MS,
+                threshold_label="SLA 1.5 ms",
+                background=self.tapp.live,
+                id="series",
             )
             with Horizontal(id="risk-lower"):
                 with Vertical():

@@ -67,7 +67,9 @@ class ServicesScreen(BaseScreen):
                 with TabPane(tab.capitalize(), id=tab):
                     yield KeyedTable(COLUMNS[tab], id=f"t-{tab}")
                     if tab == "positions":  # PnL per account over time, under the table
-                        yield TimePlot("PnL per account (realized + unrealized)", id="p-positions-pnl")
+                        yield TimePlot(
+                            "PnL per account (realized + unrealized)", background=self.tapp.live, id="p-positions-pnl"
+                        )
 
     @property
     def tab(self) -> str:

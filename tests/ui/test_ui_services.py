@@ -68,6 +68,12 @@ async def test_acknowledge_an_alert_with_the_typed_confirmation(redis_url: str, 
         assert len(acked) == 1 and codec.decode(codec.payload(acked[0][1]), Alert).acked_by == "ann"
         await until(pilot, lambda: table.row_count == 0)
         assert any("acknowledged lag:oms (ann)" in str(n.message) for n in app._notifications)
+        # live, the plots are drawn in a worker thread as the figures come: Redis's memory here
+        await pilot.press("8")
+        plot = app.screen.query_one("#p-redis", TimePlot)
+        await until(pilot, lambda: plot._text is not None and "used" in plot._text.plain)
+        first = plot._text
+        await until(pilot, lambda: plot._text is not first and plot._text is not None and "used" in plot._text.plain)
 
 
 def _register(version_ic: float) -> ModelRegister:
