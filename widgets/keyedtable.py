@@ -20,6 +20,7 @@ class KeyedTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self.column_names = tuple(columns)
         self._rows: tuple[tuple[str, tuple[Text, ...]], ...] = ()
+        self._given: tuple[tuple[str, tuple[str | Text, ...]], ...] = ()
 
     def on_mount(self) -> None:
         for c in self.column_names:
@@ -34,9 +35,11 @@ class KeyedTable(DataTable):
     def set_rows(self, rows: Sequence[tuple[str, Sequence[str | Text]]]) -> None:
         """(key, cells) per row: exactly these, in this order. A str cell is shown as it is (no
         markup: an alert's message may hold brackets); a Text keeps its style."""
-        new = tuple((k, tuple(c if isinstance(c, Text) else Text(c) for c in cells)) for k, cells in rows)
-        if new == self._rows:
+        given = tuple((k, tuple(cells)) for k, cells in rows)
+        if given == self._given:  # unchanged: nothing built, nothing drawn
             return
+        self._given = given
+        new = tuple((k, tuple(c if isinstance(c, Text) else Text(c) for c in cells)) for k, cells in given)
         selected = self.selected_key
         self._rows = new
         self.clear()

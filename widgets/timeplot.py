@@ -76,16 +76,19 @@ class TimePlot(PlotextPlot):
         self._drawn: tuple[Any, ...] | None = None
 
     def set_series(self, series: Mapping[str, Points], now: float) -> None:
-        """Lines by name (drawn in this order, each its own colour), and the time that is "now"."""
+        """Lines by name (drawn in this order, each its own colour), and the time that is "now";
+        the points are kept as given (the caller hands over its lists)."""
+        # drawn again at most once a second (the figures come a point a second): a value that
+        # changes within its second shows with the next
         key = (
-            now,
+            int(now),
             self.window,
-            tuple((n, len(p), tuple(p[-1]) if len(p) else ()) for n, p in series.items()),
+            tuple((n, len(p), p[-1][0] if len(p) else None) for n, p in series.items()),
         )
         if key == self._drawn:
             return
         self._drawn = key
-        self._series = {n: [(float(t), float(v)) for t, v in p] for n, p in series.items()}
+        self._series = dict(series)  # type: ignore[arg-type]  # (time, value) pairs, read as they are
         self._now = now
         self._redraw()
 
