@@ -28,19 +28,27 @@ BACKTESTS = 30  # newest backtests shown
 
 
 def read_services(r: Any, snap: Snapshot, beats: list[Heartbeat], skips: Skips) -> None:
+    """Fills the snapshot's services part; the hashes read whole each time (alerting's active
+    alerts, the instrument master) set their count of undecodable values in `skips`, not add to it."""
+    from backend.refdata.master import KEY as INSTRUMENTS
+    from backend.services.alerting import ACTIVE
+
+    now = Skips()  # what does not decode in this read
     parts: list[tuple[str, Callable[[], None]]] = [
-        ("alerts", lambda: _alerts(r, snap, skips)),
+        ("alerts", lambda: _alerts(r, snap, now)),
         ("jobs", lambda: _jobs(r, snap)),
         ("models", lambda: _models(r, snap, beats)),
         ("backtests", lambda: _backtests(r, snap)),
         ("catalog", lambda: _catalog(r, snap)),
-        ("instruments", lambda: _instruments(r, snap, skips)),
+        ("instruments", lambda: _instruments(r, snap, now)),
     ]
     for what, read in parts:
         try:
             read()
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, TypeError) as exc:
             snap.alerts.append(f"console: the {what} could not be read: {exc}")
+    for key in (ACTIVE, INSTRUMENTS):
+        skips.set(key, now.by_stream.get(key, 0))
 
 
 def _hms(ns: int | None) -> str:
