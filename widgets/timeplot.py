@@ -9,8 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
+from textual.timer import Timer
 from textual_plotext import PlotextPlot
 
+SETTLE_S = 0.25  # a live plot is drawn this long after its last new values, if its screen is in view
 COLORS = ("cyan", "orange", "green", "magenta", "blue", "yellow", "white", "gray")
 Points = Sequence[tuple[float, float]] | Sequence[Sequence[float]]
 
@@ -66,6 +68,7 @@ class TimePlot(PlotextPlot):
         self._text_size: tuple[int, int] = (0, 0)
         self._seq = 0
         self._lock = threading.Lock()
+        self._pending: Timer | None = None  # a drawing waiting for the screen to settle
         self.title = title
         self.unit = unit
         self.threshold = threshold
@@ -103,6 +106,17 @@ class TimePlot(PlotextPlot):
         if not (self.background and self._text is not None and self.is_mounted):
             self._text = None  # drawn by the next render()
             self.refresh()
+            return
+        # after a pause, on the screen in view only: a key press that brings the screen up is
+        # answered with the drawing in hand, and one that moves on finds no drawing in its way
+        if self._pending is not None:
+            self._pending.stop()
+        self._pending = self.set_timer(SETTLE_S, self._start_drawing)
+
+    def _start_drawing(self) -> None:
+        self._pending = None
+        if not (self.is_attached and self.screen.is_current):
+            self._drawn = None  # drawn when its screen shows it again
             return
         width, height = self.size
         seq, series, now, window = self._seq, self._series, self._now, self.window
