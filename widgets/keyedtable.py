@@ -26,6 +26,16 @@ class KeyedTable(DataTable):
         for c in self.column_names:
             self.add_column(c, key=c)
 
+    def set_columns(self, columns: Sequence[str]) -> None:
+        """Other columns (and no rows until the next set_rows)."""
+        if tuple(columns) == self.column_names:
+            return
+        self.column_names = tuple(columns)
+        self.clear(columns=True)
+        self._rows, self._given = (), ()
+        for c in self.column_names:
+            self.add_column(c, key=c)
+
     @property
     def selected_key(self) -> str | None:
         if not self.row_count:

@@ -5,12 +5,13 @@ model ask for a typed confirmation and post their ActionRequest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Static, TabbedContent, TabPane
+from textual.widgets import Static, Tab, Tabs
 
 from console.data.snapshot import ModelRow, Snapshot
 from console.messages import RequestAlertAck, RequestModelPromote, RequestModelRollback
@@ -51,7 +52,7 @@ def _v(v: int | None) -> str:
 
 class ServicesScreen(BaseScreen):
     TITLE = "services"
-    AUTO_FOCUS = "#t-positions"
+    AUTO_FOCUS = "#svc-table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left_square_bracket", "tab(-1)", "Prev tab", id="services.prev", show=False),
         Binding("right_square_bracket", "tab(1)", "Next tab", id="services.next"),
@@ -61,19 +62,16 @@ class ServicesScreen(BaseScreen):
     ]
 
     def compose_body(self) -> ComposeResult:
+        # one table whose columns follow the tab: seven tables would be restyled on every visit
         yield Static(id="svc-summary", classes="panel-title")
-        with TabbedContent(id="svc-tabs"):
-            for tab in TABS:
-                with TabPane(tab.capitalize(), id=tab):
-                    yield KeyedTable(COLUMNS[tab], id=f"t-{tab}")
-                    if tab == "positions":  # PnL per account over time, under the table
-                        yield TimePlot(
-                            "PnL per account (realized + unrealized)", background=self.tapp.live, id="p-positions-pnl"
-                        )
+        yield Tabs(*(Tab(tab.capitalize(), id=tab) for tab in TABS), id="svc-tabs")
+        yield KeyedTable(COLUMNS["positions"], id="svc-table")
+        # PnL per account over time, under the positions
+        yield TimePlot("PnL per account (realized + unrealized)", background=self.tapp.live, id="p-positions-pnl")
 
     @property
     def tab(self) -> str:
-        return self.query_one(TabbedContent).active or "positions"
+        return self.query_one(Tabs).active or "positions"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The keys of one tab are shown on that tab only (read-only hides the changes everywhere)."""
@@ -85,18 +83,24 @@ class ServicesScreen(BaseScreen):
                 return TAB_KEYS[b.id] == self.tab
         return True
 
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        table = self.query_one(KeyedTable)
+        table.set_columns(COLUMNS[self.tab])
+        self.query_one("#p-positions-pnl").display = self.tab == "positions"
+        snap = self.tapp.snapshot
+        if snap is not None and self.ready:
+            self.render_snapshot(snap)
         self.refresh_bindings()
-        self.query_one(f"#t-{self.tab}", KeyedTable).focus()
+        table.focus()
 
     def action_tab(self, step: int) -> None:
         names = list(TABS)
-        self.query_one(TabbedContent).active = names[(names.index(self.tab) + step) % len(names)]
+        self.query_one(Tabs).active = names[(names.index(self.tab) + step) % len(names)]
 
     def select(self, item: str) -> None:
         """Open a tab (the command palette: "services: alerts")."""
         if item in TABS:
-            self.query_one(TabbedContent).active = item
+            self.query_one(Tabs).active = item
 
     def render_snapshot(self, snap: Snapshot) -> None:
         m = self.matches
@@ -106,8 +110,9 @@ class ServicesScreen(BaseScreen):
             f"{len(snap.models)} models · {len(snap.backtests)} backtests · {len(snap.catalog)} catalog items · "
             f"{len(snap.instruments)} instruments",
         )
-        tables: dict[str, list[tuple[str, tuple[str | Text, ...]]]] = {
-            "positions": [
+        tab = self.tab
+        tables: dict[str, Callable[[], list[tuple[str, tuple[str | Text, ...]]]]] = {
+            "positions": lambda: [
                 (
                     f"{p.account}/{p.symbol}",
                     (
@@ -124,17 +129,17 @@ class ServicesScreen(BaseScreen):
                 for p in snap.positions
                 if m(p.account, p.symbol)
             ],
-            "alerts": [
+            "alerts": lambda: [
                 (a.key, (a.time, _severity(a.severity), a.source, a.message, a.key))
                 for a in snap.alert_rows
                 if m(a.key, a.source, a.message, a.severity)
             ],
-            "jobs": [
+            "jobs": lambda: [
                 (j.name, (j.name, j.kind, j.schedule, j.slot, _outcome(j.outcome), j.at, j.trigger, j.what))
                 for j in snap.jobs
                 if m(j.name, j.kind, j.outcome)
             ],
-            "models": [
+            "models": lambda: [
                 (
                     x.name,
                     (
@@ -150,7 +155,7 @@ class ServicesScreen(BaseScreen):
                 for x in snap.models
                 if m(x.name)
             ],
-            "backtests": [
+            "backtests": lambda: [
                 (
                     b.job_id,
                     (
@@ -167,25 +172,26 @@ class ServicesScreen(BaseScreen):
                 for b in snap.backtests
                 if m(b.job_id, b.strategy, b.state)
             ],
-            "catalog": [
+            "catalog": lambda: [
                 (c.id, (c.id, c.kind, c.name, c.owner, c.signals or "-", ", ".join(c.subscribers) or "none"))
                 for c in snap.catalog
                 if m(c.id, c.name, c.owner, *c.subscribers)
             ],
-            "instruments": [
+            "instruments": lambda: [
                 (i.symbol, (i.symbol, f"{i.tick_size:g}", f"{i.lot_size:g}", i.currency, i.session, i.status))
                 for i in snap.instruments
                 if m(i.symbol, i.status)
             ],
         }
-        for tab, rows in tables.items():
-            self.query_one(f"#t-{tab}", KeyedTable).set_rows(rows)
-        plot = self.query_one("#p-positions-pnl", TimePlot)
-        plot.set_window(self.tapp.plot_window)
-        plot.set_series(pick(snap.series, "pnl:"), snap.now)
+        self.query_one(KeyedTable).set_rows(tables[tab]())  # the tab in view only
+        if tab == "positions":
+            plot = self.query_one("#p-positions-pnl", TimePlot)
+            plot.set_window(self.tapp.plot_window)
+            plot.set_series(pick(snap.series, "pnl:"), snap.now)
 
     def _selected(self, tab: str) -> str | None:
-        return self.query_one(f"#t-{tab}", KeyedTable).selected_key
+        """The key of the selected row when `tab` is the tab in view."""
+        return self.query_one(KeyedTable).selected_key if self.tab == tab else None
 
     def _model(self) -> ModelRow | None:
         name, snap = self._selected("models"), self.tapp.snapshot

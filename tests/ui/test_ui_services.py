@@ -50,7 +50,7 @@ async def test_acknowledge_an_alert_with_the_typed_confirmation(redis_url: str, 
     app = live_app(redis_url, "ann", data_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await _tab(pilot, app, "alerts")
-        table = app.screen.query_one("#t-alerts", KeyedTable)
+        table = app.screen.query_one("#svc-table", KeyedTable)
         await until(pilot, lambda: table.row_count == 1)
         assert "oms lag [5]" in str(table.get_row_at(0)[3])  # brackets shown as they are, not markup
         await pilot.press("a")
@@ -164,14 +164,14 @@ async def test_the_keys_of_a_tab_show_on_that_tab_and_the_palette_opens_it() -> 
         assert not {"a", "P", "B"} & keys  # positions: nothing to acknowledge or promote
         await pilot.press("right_square_bracket")
         await pilot.pause()
-        assert app.screen.query_one("TabbedContent").active == "alerts"
+        assert app.screen.query_one("Tabs").active == "alerts"
         assert "a" in {b.binding.key for b in app.screen.active_bindings.values() if b.enabled}
         await pilot.press("1")
         app.go_to("services", "instruments")  # what the palette's "services: instruments" does
         await pilot.pause()
         await pilot.pause()
-        assert app.screen.query_one("TabbedContent").active == "instruments"
-        assert app.screen.query_one("#t-instruments", DataTable).row_count == 10
+        assert app.screen.query_one("Tabs").active == "instruments"
+        assert app.screen.query_one("#svc-table", DataTable).row_count == 10
 
 
 async def test_the_rollback_with_nothing_to_go_back_to_is_refused_before_the_modal() -> None:
