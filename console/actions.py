@@ -12,16 +12,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from backend.errors import TradeopsError
-from backend.messages import FINAL_STATES, Order, Side
+from backend.messages import FINAL_STATES, ModelEvent, Order, Side
 
 if TYPE_CHECKING:
     from backend.settings import Settings
-    from console.data.snapshot import GateRow, Snapshot
+    from console.data.snapshot import GateRow, ModelRow, Snapshot
     from gates.model import Gate
     from gates.signing import Signer
 
 Move = Literal["start", "cutover", "rollback"]  # the migration moves the console offers
 Decision = Literal["proceed", "fix", "stop"]
+ModelStageName = Literal["staging", "production"]
+MODEL_TIMEOUT_S = 10.0  # how long a promotion or rollback waits for modelops' answer
 ACCOUNT = "paper-1"  # the console's orders go to the paper account
 
 
@@ -53,6 +55,18 @@ class ConsoleActions(Protocol):
     def order_cancel(self, client_order_id: str) -> str: ...
 
     def kill_switch(self, on: bool, reason: str) -> str: ...
+
+    def alert_ack(self, key: str) -> str:
+        """Acknowledge one of alerting's active alerts, by its key."""
+        ...
+
+    def model_promote(self, name: str, version: int, stage: ModelStageName, reason: str) -> str:
+        """Ask modelops to put a version of a model in a stage; its answer, or its refusal."""
+        ...
+
+    def model_rollback(self, name: str, reason: str) -> str:
+        """Ask modelops to put production back to the version before it."""
+        ...
 
 
 def new_order(symbol: str, side: Side, qty: float, limit: float | None, operator: str, account: str = ACCOUNT) -> Order:
@@ -204,6 +218,64 @@ class LiveActions:
         set_kill_switch(self.r, on, who, reason, seal=sealed.seal_control(self.signer))
         return f"kill switch {'ON' if on else 'off'}{self._anchor()}"
 
+    def alert_ack(self, key: str) -> str:
+        from backend.services.alerting import ack
+
+        if ack(self.r, key, self.operator) is None:
+            raise TradeopsError(f"no active alert with key {key!r} (acknowledged or resolved meanwhile)")
+        return f"acknowledged {key} ({self.operator})"
+
+    def model_promote(self, name: str, version: int, stage: ModelStageName, reason: str) -> str:
+        return self._model_stage(name, "promote", version, stage, reason)
+
+    def model_rollback(self, name: str, reason: str) -> str:
+        return self._model_stage(name, "rollback", 0, "production", reason)
+
+    def _model_stage(
+        self, name: str, action: Literal["promote", "rollback"], version: int, stage: ModelStageName, reason: str
+    ) -> str:
+        """A stage change is a request to modelops (the registry's only writer): sent, then its
+        answer awaited on models.events (the reader starts first, so the answer cannot slip by)."""
+        from backend.bus import publish_sync, streams
+        from backend.bus.broadcast import BroadcastSync
+        from backend.messages import ModelEvent, ModelStage
+
+        if not reason.strip():
+            raise TradeopsError(f"a model {action} needs a reason")
+        rid = uuid.uuid4().hex[:12]
+        events = BroadcastSync(self.r, {streams.MODELS_EVENTS: "$"}, count=100, block_ms=200, decode=ModelEvent)
+        events.start()
+        publish_sync(
+            self.r,
+            streams.MODELS_REQUESTS,
+            ModelStage(
+                name=name,
+                action=action,
+                version=version,
+                stage=stage,
+                reason=reason,
+                operator=self.operator,
+                request_id=rid,
+                ts_ns=time.time_ns(),
+            ),
+        )
+        deadline = time.monotonic() + MODEL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for _, _, ev in events.read():
+                if ev.request_id == rid:
+                    return model_answer(ev)
+        raise TradeopsError(
+            f"no answer from modelops within {MODEL_TIMEOUT_S:g}s (is it running?); the request stays queued"
+        )
+
+
+def model_answer(ev: ModelEvent) -> str:
+    """modelops' answer to a stage change as the operator reads it (a refusal raises, with its reason)."""
+    if ev.kind == "refused":
+        raise TradeopsError(f"modelops refused: {ev.reason}")
+    verb = "promoted" if ev.kind == "promoted" else "rolled back"
+    return f"{ev.name}: {verb} to v{ev.version} in {ev.stage} (was v{ev.from_version or '-'}) by {ev.operator}"
+
 
 def run_summary(gate_id: str, outcomes: list[tuple[str, str]]) -> str:
     """One line for a run of checks: a single check by name, many by count, the ones not passed by name."""
@@ -229,6 +301,8 @@ def snapshot_blockers(snap: Snapshot, service: str) -> list[str]:
 class ReplayActions:
     """Recorded data: each action is judged by the live rules on the recorded board, gates and
     orders, and answered with what stops it or with what it would have done; nothing changes."""
+
+    recorded = True  # the app opens read-only on these unless told otherwise (TradeopsApp)
 
     def __init__(self, snapshot_fn: Callable[[], Snapshot]) -> None:
         self.snapshot_fn = snapshot_fn
@@ -321,6 +395,33 @@ class ReplayActions:
             raise TradeopsError("changing the kill switch needs a reason")
         now = "ON" if self.snapshot_fn().kill_switch else "off"
         raise replayed(f"the kill switch is not turned {'ON' if on else 'off'}; it stays {now}")
+
+    def alert_ack(self, key: str) -> str:
+        if not any(a.key == key for a in self.snapshot_fn().alert_rows):
+            raise TradeopsError(f"no active alert with key {key!r} in the recording")
+        raise replayed(f"{key} is not acknowledged")
+
+    def model_promote(self, name: str, version: int, stage: ModelStageName, reason: str) -> str:
+        m = self._model(name)
+        if version not in m.versions:
+            raise TradeopsError(f"{name} has no version {version} (versions: {', '.join(map(str, m.versions))})")
+        if not reason.strip():
+            raise TradeopsError("a model promote needs a reason")
+        raise replayed(f"{name} v{version} is not promoted to {stage}")
+
+    def model_rollback(self, name: str, reason: str) -> str:
+        m = self._model(name)
+        if m.previous is None:
+            raise TradeopsError(f"{name}: nothing to roll back to (one version has been in production)")
+        if not reason.strip():
+            raise TradeopsError("a model rollback needs a reason")
+        raise replayed(f"{name} production stays v{m.production} (a rollback would put back v{m.previous})")
+
+    def _model(self, name: str) -> ModelRow:
+        m = next((m for m in self.snapshot_fn().models if m.name == name), None)
+        if m is None:
+            raise TradeopsError(f"no model {name!r} in the recording")
+        return m
 
 
 def replayed(what: str) -> ReadOnly:

@@ -1,4 +1,4 @@
-"""tradeops: the operator console. Seven screens on number keys, a command palette, help, filter,
+"""tradeops: the operator console. Nine screens on number keys, a command palette, help, filter,
 pause that keeps collecting, read-only mode, a keymap from config. A worker reads the data source
 and posts snapshots; screens post the changes an operator asks for (ActionRequest), which run in
 action workers and report back as notifications."""
@@ -31,9 +31,13 @@ from console.screens.migration import MigrationScreen
 from console.screens.orders import OrdersScreen
 from console.screens.overview import OverviewScreen
 from console.screens.risk import RiskScreen
+from console.screens.services import TABS as SERVICE_TABS
+from console.screens.services import ServicesScreen
+from console.screens.trends import TrendsScreen
 
-SCREENS = ["overview", "market", "orders", "risk", "migration", "gates", "audit"]
+SCREENS = ["overview", "market", "orders", "risk", "migration", "gates", "audit", "trends", "services"]
 READ_ONLY = "read-only mode: nothing can be changed"
+RECORDED = "recorded data: nothing can be changed (read-only)"
 SCREEN_CLASSES: dict[str, type[BaseScreen]] = {
     "overview": OverviewScreen,
     "market": MarketScreen,
@@ -42,6 +46,8 @@ SCREEN_CLASSES: dict[str, type[BaseScreen]] = {
     "migration": MigrationScreen,
     "gates": GatesScreen,
     "audit": AuditScreen,
+    "trends": TrendsScreen,
+    "services": ServicesScreen,
 }
 
 
@@ -56,6 +62,9 @@ class TradeopsCommands(Provider):
         matcher = self.matcher(query)
         items: list[tuple[str, Any, str]] = [
             (f"screen: {s}", lambda s=s: app.switch_mode(s), f"go to {s}") for s in SCREENS
+        ]
+        items += [
+            (f"services: {tab}", lambda t=tab: app.go_to("services", t), what) for tab, what in SERVICE_TABS.items()
         ]
         for svc in inventory.load().services:
             items.append(
@@ -73,7 +82,8 @@ class TradeopsApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "tradeops"
     # classes on the screen, used in app.tcss (Textual declares it an instance attribute, so no ClassVar)
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # noqa: RUF012
+    # -tiny: under 100 columns (80x24, most terminals' default); -narrow: 120; -wide: 140 and more
+    HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (100, "-narrow"), (140, "-wide")]  # noqa: RUF012
     AUTO_FOCUS = None
     COMMANDS = App.COMMANDS | {TradeopsCommands}
     MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {**SCREEN_CLASSES}
@@ -94,7 +104,7 @@ class TradeopsApp(App):
         source: ConsoleSource,
         actions: ConsoleActions,
         *,
-        read_only: bool = False,
+        read_only: bool | None = None,
         keymap: dict[str, str] | None = None,
         poll_s: float = 0.5,
         live: bool = True,
@@ -103,7 +113,11 @@ class TradeopsApp(App):
         super().__init__()
         self.source = source
         self.actions = actions
-        self.read_only = read_only
+        # a recording (ReplayActions) changes nothing: read-only unless told otherwise, so its
+        # screens hide the keys that ask for a change instead of refusing after the confirmation
+        self.recorded = bool(getattr(actions, "recorded", False))
+        self.read_only = self.recorded if read_only is None else read_only
+        self.plot_window = 300.0  # seconds the plots show ("w" cycles console/data/series.py's WINDOWS_S)
         self.keymap_config = keymap or {}
         self.poll_s = poll_s
         self.live = live
@@ -160,7 +174,9 @@ class TradeopsApp(App):
     def refusal(self) -> str | None:
         """The one read-only guard: why no change may be made here, or None. It hides the keys that
         ask for a change (BaseScreen.check_action, the help screen) and refuses every request."""
-        return READ_ONLY if self.read_only else None
+        if not self.read_only:
+            return None
+        return RECORDED if self.recorded else READ_ONLY
 
     @on(ActionRequest)
     def change(self, request: ActionRequest) -> None:

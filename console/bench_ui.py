@@ -145,5 +145,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["first_frame_process_s"] = launch
         finally:
             ex.terminate()
-            ex.wait(10)
+            try:
+                ex.wait(10)
+            except subprocess.TimeoutExpired:  # a loaded machine: the figures stand, the exchange is killed
+                ex.kill()
+                ex.wait()
     return {"rate": args.rate, **out}

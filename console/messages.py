@@ -14,7 +14,7 @@ from console.data.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from backend.messages import Side
-    from console.actions import ConsoleActions, Decision, Move
+    from console.actions import ConsoleActions, Decision, ModelStageName, Move
 
 
 @dataclass
@@ -152,3 +152,43 @@ class RequestKillSwitch(ActionRequest):
 
     def apply(self, actions: ConsoleActions) -> str:
         return actions.kill_switch(self.on, self.reason)
+
+
+@dataclass
+class RequestAlertAck(ActionRequest):
+    key: str
+
+    @property
+    def label(self) -> str:
+        return "acknowledge alert"
+
+    def apply(self, actions: ConsoleActions) -> str:
+        return actions.alert_ack(self.key)
+
+
+@dataclass
+class RequestModelPromote(ActionRequest):
+    name: str
+    version: int
+    stage: ModelStageName
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"promote {self.name} v{self.version}"
+
+    def apply(self, actions: ConsoleActions) -> str:
+        return actions.model_promote(self.name, self.version, self.stage, self.reason)
+
+
+@dataclass
+class RequestModelRollback(ActionRequest):
+    name: str
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"rollback {self.name}"
+
+    def apply(self, actions: ConsoleActions) -> str:
+        return actions.model_rollback(self.name, self.reason)

@@ -14,7 +14,8 @@ class BlotterTable(DataTable):
     DEFAULT_CSS = """
     BlotterTable { height: 1fr; }
     """
-    COLUMNS = ("time", "client id", "account", "symbol", "side", "qty", "price", "state", "filled", "reason")
+    # the state next to the time: in view on a narrow terminal (80 columns), where the rest scrolls
+    COLUMNS = ("time", "state", "client id", "account", "symbol", "side", "qty", "price", "filled", "reason")
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.widgets import DataTable
 
-COLUMNS = ("check", "kind", "req", "outcome", "evidence")
+COLUMNS = ("check", "outcome", "req", "kind", "evidence")  # the outcome next to the name: never cut
 GLYPH = {
     "passed": "✔ passed",
     "failed": "✘ failed",
@@ -37,7 +37,7 @@ class Checklist(DataTable):
             self.remove_row(key)
             self._cells.pop(key, None)
         for cid, kind, req, outcome, ev in checks:
-            cells = (cid, kind, "yes" if req else "no", GLYPH.get(outcome, outcome), ev)
+            cells = (cid, GLYPH.get(outcome, outcome), "yes" if req else "no", kind, ev)
             old = self._cells.get(cid)
             if old is None:
                 self.add_row(*cells, key=cid)

@@ -10,30 +10,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import numpy as np
 import pandas as pd
 
 from backend.backtest.names import PARAMS, STRATEGY_NAMES
+from backend.backtest.result import BacktestResult
 
 YEAR_S = 365 * 24 * 3600
-
-
-class BacktestResult(msgspec.Struct, kw_only=True):
-    job_id: str
-    strategy: str
-    symbols: list[str]
-    params: dict[str, Any]
-    start_ns: int
-    end_ns: int
-    bars: int
-    trades: int
-    pnl: float
-    sharpe: float
-    max_drawdown: float
-    """Largest fall of equity from a running peak, as a fraction of that peak."""
-    per_symbol: dict[str, float]
-    finished_ns: int = 0
 
 
 def _momentum(close: pd.Series, p: dict[str, Any]) -> pd.Series:

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from backend.backtest.engine import BacktestResult
+from backend.backtest.result import BacktestResult
 from backend.bus import streams
 from backend.bus.publish import queue
 from backend.messages import BacktestJob

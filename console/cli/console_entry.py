@@ -91,8 +91,8 @@ def open_console(
         from console.data.replay import ReplaySource
 
         replay_src = ReplaySource()
-        TradeopsApp(
-            replay_src, ReplayActions(replay_src.current), read_only=read_only, live=False, keymap=ctx.settings.keymap
+        TradeopsApp(  # None: a recording opens read-only (TradeopsApp), its changing keys hidden
+            replay_src, ReplayActions(replay_src.current), read_only=None, live=False, keymap=ctx.settings.keymap
         ).run()
         return 0
     from backend.bus import connection

@@ -21,19 +21,22 @@ from backend.bus.broadcast import BroadcastSync
 from backend.bus.entries import Skips, decode_entries, note
 from backend.health import read_heartbeats, redis_memory
 from backend.marketdata import ticks as tickcols
-from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent, TickBatch
+from backend.messages import Bar, ControlCommand, Heartbeat, MigrationEvent, OrderEvent, Position, TickBatch
 from backend.migration import inventory, tracker
 from backend.migration.checklist import DECISIONS, checklists
 from backend.migration.sheet import all_sections as sheets
 from backend.migration.state import ATTEST_STEP, LOG_HOURS, events, fold
 from backend.runtime.supervisor import read_table
 from backend.trading.killswitch import kill_switch_on
+from console.data.series import SeriesBook
+from console.data.services import read_services
 from console.data.snapshot import (
     BarRow,
     GateRow,
     HealthRow,
     MarketRow,
     OrderRow,
+    PositionRow,
     Snapshot,
 )
 
@@ -42,6 +45,7 @@ LAST_BATCHES = 8  # newest md.ticks entries read per poll for last prices
 SEED_BARS = 200  # 1 s bars read at the first poll (the last few seconds seed the rates)
 AUDIT_TAIL = 200  # newest migration moves and kill switch toggles kept for the audit screen
 QUIET_NS = 3_000_000_000  # a symbol with no 1 s bar this recent shows 0 ticks/s
+SEED_POSITIONS = 5000  # newest entries of the positions stream read at the first poll
 
 
 class LiveSource:
@@ -74,6 +78,11 @@ class LiveSource:
         self.volume: dict[str, float] = defaultdict(float)
         self.rates: dict[str, float] = {}
         self.risk_series: deque[float] = deque(maxlen=240)
+        self.book = SeriesBook()  # what the plots show, over the last minutes
+        self.position_reader = BroadcastSync(
+            self.r, {streams.POSITIONS: "$"}, count=5000, decode=Position, skips=self.skips
+        )
+        self.positions: dict[tuple[str, str], Position] = {}
         self.orders: dict[str, OrderEvent] = {}
         self.history: dict[str, list[str]] = defaultdict(list)
         self.inv = inventory.load()
@@ -111,11 +120,13 @@ class LiveSource:
             self._market(snap)
             self._orders(snap)
             self._risk(snap)
+            self._positions(snap)
             # the board, gates and audit change on an operator's time scale: every 2 s is enough
             if self.polls % self.slow_every == 0 or not self._slow:
                 self._migration(snap)
                 self._gates(snap)
                 self._tracker(snap)
+                read_services(self.r, snap, self._beats, self.skips)
                 self._slow = {
                     k: getattr(snap, k)
                     for k in (
@@ -130,14 +141,16 @@ class LiveSource:
                         "levels",
                         "checklists",
                         "hours",
+                        *("alert_rows", "jobs", "models", "backtests", "catalog", "instruments"),
                     )
                 }
-                self._slow_alerts = [a for a in snap.alerts if a.startswith(("gate ", "audit "))]
+                self._slow_alerts = [a for a in snap.alerts if a.startswith(("gate ", "audit ", "console: "))]
             else:
                 for k, v in self._slow.items():
                     setattr(snap, k, v)
                 snap.alerts.extend(self._slow_alerts)
             self._skipped(snap)
+            self._plot(snap, now)
             self.polls += 1
         except redis.RedisError as exc:
             snap.connected = False
@@ -306,6 +319,59 @@ class LiveSource:
         snap.risk_series = list(self.risk_series)
         snap.kill_switch = kill_switch_on(self.r)
 
+    def _positions(self, snap: Snapshot) -> None:
+        """ptrc's newest position per account and symbol, read on from the last poll."""
+        if streams.POSITIONS not in self._seeded:
+            items = self._seed(self.position_reader, streams.POSITIONS, SEED_POSITIONS)
+        else:
+            items = self.position_reader.read()
+        for _, _, p in items:
+            self.positions[(p.account, p.symbol)] = p
+        for (_, _), p in sorted(self.positions.items()):
+            snap.positions.append(
+                PositionRow(
+                    p.account,
+                    p.symbol,
+                    p.quantity,
+                    p.avg_price,
+                    p.mark,
+                    p.realized_pnl,
+                    p.unrealized_pnl,
+                    p.exposure,
+                )
+            )
+
+    def _plot(self, snap: Snapshot, now: float) -> None:
+        """This poll's figures into the plots' history, and the history into the snapshot."""
+        add = self.book.add
+        for k in ("p50", "p99"):
+            if k in snap.risk_pcts:
+                add(f"risk_rt_{k}", now, snap.risk_pcts[k])
+        oms = next((b for b in self._beats if b.service == "oms"), None)
+        if oms:
+            for k in ("p50", "p99"):
+                v = oms.latency_ms.get(f"intake_to_accepted_{k}")
+                if v is not None:
+                    add(f"oms_{k}", now, v)
+        for m in snap.market:
+            add(f"ticks:{m.symbol}", now, m.ticks_per_s)
+        pnl: dict[str, float] = defaultdict(float)
+        exposure: dict[str, float] = defaultdict(float)
+        for p in snap.positions:
+            pnl[p.account] += p.realized + p.unrealized
+            exposure[p.account] += abs(p.exposure)
+        for acct, v in pnl.items():
+            add(f"pnl:{acct}", now, v)
+            add(f"exposure:{acct}", now, exposure[acct])
+        if snap.redis_used:
+            add("redis_mb", now, snap.redis_used / 2**20)
+        for h in snap.health:
+            if h.state != "absent":
+                add(f"lag:{h.service}", now, float(h.lag))
+        self.book.drop_older(now)
+        snap.now = now
+        snap.series = self.book.snapshot()
+
     def _migration(self, snap: Snapshot) -> None:
         skipped = Skips()
         self._migration_events = events(self.r, skipped)
@@ -361,6 +427,7 @@ class LiveSource:
                         for c in st.checks.values()
                     ],
                     evidence=st.evidence_digest,
+                    details={c.check.id: evidence_fields(c.evidence) for c in st.checks.values()},
                     approved_by=[f"{a.operator} ({a.fingerprint})" for a in st.counted],
                     notes=notes,
                 )
@@ -495,6 +562,11 @@ def _mark(t: Any, signed: bool) -> str:
     if t.ok:
         return f"✓ {t.name}"
     return UNSIGNED if t.status == "unsigned" else f"✗ {t.why}"[:60]
+
+
+def evidence_fields(ev: dict) -> list[str]:
+    """Every field of a check's evidence, one "name=value" each, in the order the check gave them."""
+    return [f"{k}={v}" for k, v in ev.items()]
 
 
 def _brief(ev: dict) -> str:

@@ -69,6 +69,84 @@ class GateRow:
     evidence: str = ""  # the evidence digest an approval or a decision signs
     approved_by: list[str] = field(default_factory=list)  # "ann (SHA256:...)": counted now, or by the decision
     notes: list[str] = field(default_factory=list)  # reopened, cancelled approvals, events not counted
+    details: dict[str, list[str]] = field(default_factory=dict)
+    """Per check: every field of its latest evidence ("median_ms=2.31"), shown for the selected check."""
+
+
+@dataclass
+class PositionRow:
+    account: str
+    symbol: str
+    qty: float
+    avg_price: float
+    mark: float
+    realized: float
+    unrealized: float
+    exposure: float
+
+
+@dataclass
+class AlertRow:
+    key: str
+    severity: str  # info | warning | critical
+    source: str
+    time: str
+    message: str
+
+
+@dataclass
+class JobRow:
+    name: str
+    kind: str
+    schedule: str
+    slot: str
+    outcome: str  # ok | failed | ... | never ran
+    at: str
+    trigger: str
+    what: str
+
+
+@dataclass
+class ModelRow:
+    name: str
+    versions: list[int]
+    staging: int | None
+    production: int | None
+    production_ic: float | None
+    previous: int | None = None  # the production version a rollback goes back to
+    served: str = ""  # what serving reports it loaded
+
+
+@dataclass
+class BacktestRow:
+    job_id: str
+    strategy: str
+    state: str
+    pnl: float | None
+    sharpe: float | None
+    max_drawdown: float | None
+    trades: int | None
+    reason: str
+
+
+@dataclass
+class CatalogRow:
+    id: str
+    kind: str
+    name: str
+    owner: str
+    signals: str
+    subscribers: list[str]
+
+
+@dataclass
+class InstrumentRow:
+    symbol: str
+    tick_size: float
+    lot_size: float
+    currency: str
+    session: str
+    status: str
 
 
 @dataclass
@@ -115,3 +193,15 @@ class Snapshot:
     (backend/migration/checklist.py)."""
     hours: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Service -> (estimated, logged) hours of its migration."""
+    now: float = 0.0
+    """The snapshot's time (seconds since the epoch): the plots' "now" (recorded data keeps its own)."""
+    series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """The plotted figures over the last minutes, (time, value) by name: risk_rt_p50/p99,
+    oms_p50/p99, ticks:SYMBOL, pnl:ACCOUNT, exposure:ACCOUNT, redis_mb, lag:SERVICE."""
+    positions: list[PositionRow] = field(default_factory=list)
+    alert_rows: list[AlertRow] = field(default_factory=list)  # alerting's active alerts, to acknowledge
+    jobs: list[JobRow] = field(default_factory=list)
+    models: list[ModelRow] = field(default_factory=list)
+    backtests: list[BacktestRow] = field(default_factory=list)
+    catalog: list[CatalogRow] = field(default_factory=list)
+    instruments: list[InstrumentRow] = field(default_factory=list)

@@ -20,6 +20,20 @@ if TYPE_CHECKING:
     from console.app import TradeopsApp
 
 
+# the app-wide keys a narrow footer leaves out first (they work everywhere; the help lists them)
+FOOTER_OPTIONAL = ("app.pause", "app.filter", "app.quit", "app.help")
+SHORT = {  # the other screens' names in the tab line when the full names do not fit
+    "overview": "ovw",
+    "market": "mkt",
+    "orders": "ord",
+    "risk": "risk",
+    "migration": "migr",
+    "gates": "gate",
+    "audit": "audit",
+    "trends": "trend",
+    "services": "svc",
+}
+
 ActionMethod = TypeVar("ActionMethod", bound=Callable[..., None])
 
 
@@ -66,19 +80,20 @@ class BaseScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        yield Static(self.tabs(), id="tabs")
+        yield Static(id="tabs")
         yield Static("", id="banner")
         yield from self.compose_body()
         box = Input(placeholder="filter (enter to apply, empty to clear)", id="filter")
         box.display = False
         box.disabled = True
         yield box
-        yield KeysFooter()
+        yield KeysFooter(optional=FOOTER_OPTIONAL)
 
     ready = False  # its widgets are mounted: a snapshot can be shown
 
     def on_mount(self) -> None:
         self.ready = True
+        self.set_text("#tabs", self.tabs())
         # The widgets just built live as long as the app: take them out of the collector's way
         # (a full collection walking every widget paused the UI for 100-160 ms on this machine).
         self.call_after_refresh(gc.freeze)
@@ -89,6 +104,8 @@ class BaseScreen(Screen):
     def on_screen_resume(self) -> None:
         """Back on this screen: show the newest snapshot at once, not at the next refresh."""
         snap = getattr(self.app, "snapshot", None)
+        if self.ready:
+            self.set_text("#tabs", self.tabs())  # the terminal may have changed size meanwhile
         if snap is not None and self.ready:
             self.show(snap)
 
@@ -105,11 +122,14 @@ class BaseScreen(Screen):
         running = list(getattr(app, "running", {}).values())
         if running:
             flags.append(f"[reverse] running: {', '.join(running)} [/]")
+        wide = self.app.size.width >= 100  # at 80 columns the tab line names the screen
         self.set_text(
             "#status",
-            f"[b]tradeops[/b] · {self.TITLE} · env [b]{snap.environment}[/b] · "
-            f"{snap.redis} · operator [b]{snap.operator}[/b]"
-            + (f" key {snap.key}" if snap.key else "")
+            (f"[b]tradeops[/b] · {self.TITLE} · " if wide else "")
+            + f"env [b]{snap.environment}[/b] · {snap.redis} · "
+            + ("operator " if wide else "")
+            + f"[b]{snap.operator}[/b]"
+            + (f" key {snap.key}" if snap.key and wide else "")
             + f" · {snap.clock}  "
             + " ".join(flags),
         )
@@ -126,17 +146,27 @@ class BaseScreen(Screen):
     def select(self, item: str) -> None:
         """Select a service or gate named in the command palette (the screens that list them)."""
 
-    def tabs(self) -> str:
+    def tabs(self, width: int | None = None) -> str:
         """The screens and their keys (a remapped key as remapped), this one highlighted: the number
-        keys live here rather than in the footer, which keeps room for this screen's own keys."""
+        keys live here rather than in the footer, which keeps room for this screen's own keys.
+        When the full names do not fit `width`, the other screens' names are shortened."""
         app = self.app
         keymap = getattr(app, "keymap_config", {})
+        width = width if width is not None else app.size.width
+        names = list(getattr(app, "MODES", {}))
+        keys = [keymap.get(f"screen.{name}", str(i + 1)) for i, name in enumerate(names)]
+        full = sum(len(k) + len(n) + 3 for k, n in zip(keys, names, strict=True))
         out = []
-        for i, name in enumerate(getattr(app, "MODES", {})):
-            key = keymap.get(f"screen.{name}", str(i + 1))
-            label = f" {key} {name} "
-            out.append(f"[reverse b]{label}[/]" if name == self.TITLE else label)
+        for key, name in zip(keys, names, strict=True):
+            if name == self.TITLE:
+                out.append(f"[reverse b] {key} {name} [/]")
+            else:
+                out.append(f" {key} {name if full <= width else SHORT.get(name, name[:4])} ")
         return "".join(out)
+
+    def on_resize(self) -> None:
+        if self.ready:
+            self.set_text("#tabs", self.tabs())
 
     def action_close_filter(self) -> None:
         if self.query_one("#filter").display:

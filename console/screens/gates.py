@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -38,6 +39,7 @@ class GatesScreen(BaseScreen):
             with Vertical(id="gate-detail"):
                 yield Static(id="gate-title", classes="panel-title")
                 yield Checklist(id="checklist")
+                yield Static(id="check-detail", classes="panel")
                 yield Static(id="approvals", classes="panel")
 
     def on_mount(self) -> None:
@@ -68,6 +70,27 @@ class GatesScreen(BaseScreen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "gate-list":
             self.show_gate()
+        elif event.data_table.id == "checklist":
+            self.show_check()
+
+    def show_check(self) -> None:
+        """The selected check in full: its outcome and every field of its evidence (a failed
+        check shows why: the median, the limit, the rows it counted)."""
+        snap = self.tapp.snapshot
+        gid, cid = self.gate_id(), self.check_id()
+        g = next((g for g in snap.gates if g.id == gid), None) if snap else None
+        c = next((c for c in g.checks if c[0] == cid), None) if g else None
+        if g is None or c is None:
+            self.set_text("#check-detail", "no check selected")
+            return
+        check, kind, required, outcome, brief = c
+        fields = g.details.get(check) or ([brief] if brief else [])
+        colour = {"passed": "green", "failed": "red"}.get(outcome, "yellow")
+        self.set_text(
+            "#check-detail",
+            f"[b]{check}[/b] ({kind}, {'required' if required else 'optional'}): [{colour}]{outcome}[/]\n"
+            + ("\n".join(escape(f) for f in fields) if fields else "no evidence recorded"),
+        )
 
     def show_gate(self) -> None:
         snap = self.tapp.snapshot
@@ -77,6 +100,7 @@ class GatesScreen(BaseScreen):
             return
         self.set_text("#gate-title", f"[b]{g.id}[/b] {g.title} — {g.status}")
         self.query_one(Checklist).set_checks(g.checks)
+        self.show_check()
         if g.status in ("proceed", "fix", "stop"):
             text = f"decided: {g.status} (its approvals went into the decision; the audit screen shows who and why)"
             if g.approved_by:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from backend.bus.streams import ALERT_MEMORY_PCT
@@ -14,6 +14,7 @@ from widgets.health import HealthTile
 
 
 class OverviewScreen(BaseScreen):
+    AUTO_FOCUS = "#health-scroll"  # scrolls with the arrow keys when it does not fit (80x24)
     TITLE = "overview"
 
     def compose_body(self) -> ComposeResult:
@@ -21,7 +22,8 @@ class OverviewScreen(BaseScreen):
 
         inv = inventory.load()
         with Horizontal(id="overview"):
-            with Grid(id="health-grid"):
+            # scrolls when the tiles do not all fit (80x24): the names are never cut instead
+            with VerticalScroll(id="health-scroll"), Grid(id="health-grid"):
                 for s in sorted(inv.services, key=lambda s: (s.priority, s.name)):
                     yield HealthTile(id=f"tile-{s.name}")
                 for i in inv.infra:

@@ -415,6 +415,7 @@ def test_every_reader_skips_and_counts_what_does_not_decode(
                 streams.OPS_CONTROL,
                 streams.OPS_GATES,
                 streams.OPS_OPERATORS,
+                streams.POSITIONS,
             )
             | heartbeats
         )
@@ -422,6 +423,9 @@ def test_every_reader_skips_and_counts_what_does_not_decode(
         assert all(f"skipped {n} undecodable entr" in " ".join(snap.alerts) for n in shown.values())
         assert {o.client_order_id for o in snap.orders} == {m.client_order_id for m in good(es, streams.ORDERS_EVENTS)}
         assert len(snap.bars) == len(good(es, streams.MD_BARS_1S))
+        assert {(p.account, p.symbol) for p in snap.positions} == {
+            (p.account, p.symbol) for p in good(es, streams.POSITIONS)
+        }
         assert {m.symbol for m in snap.market} == {s for b in good(es, streams.MD_TICKS) for s in b.symbols}
         kinds = [row[2] for row in snap.audit]
         assert kinds.count("migration") == len(good(es, streams.OPS_MIGRATION))

@@ -10,6 +10,9 @@ from console.data.replay import ReplaySource
 
 
 def replay_app(**kw) -> TradeopsApp:
+    """Not read-only unless asked: these tests drive the actions, which the replay actions judge
+    by the live rules on the recording (a console opened on a recording is read-only by default)."""
+    kw.setdefault("read_only", False)
     src = ReplaySource()
     return TradeopsApp(src, ReplayActions(src.current), live=False, **kw)
 

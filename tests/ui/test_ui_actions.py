@@ -15,17 +15,20 @@ from textual.message import Message
 
 from backend.errors import TradeopsError
 from backend.messages import Side
-from console.actions import ConsoleActions, Decision, LiveActions, Move, ReplayActions
+from console.actions import ConsoleActions, Decision, LiveActions, ModelStageName, Move, ReplayActions
 from console.app import TradeopsApp
 from console.data.replay import ReplaySource
 from console.messages import (
     ActionRequest,
+    RequestAlertAck,
     RequestGateApprove,
     RequestGateAttest,
     RequestGateDecide,
     RequestGateRun,
     RequestKillSwitch,
     RequestMigrate,
+    RequestModelPromote,
+    RequestModelRollback,
     RequestOrderCancel,
     RequestOrderSubmit,
 )
@@ -45,6 +48,9 @@ SAMPLES: list[ActionRequest] = [
     RequestOrderSubmit("BTCUSDT", "buy", 0.5, 64000.0),
     RequestOrderCancel("demo-1795499327-456"),
     RequestKillSwitch(True, "runaway algo"),
+    RequestAlertAck("lag:normalizer"),
+    RequestModelPromote("alpha", 3, "production", "better IC"),
+    RequestModelRollback("alpha", "IC fell"),
 ]
 
 
@@ -81,6 +87,15 @@ class RecordingActions:
 
     def kill_switch(self, on: bool, reason: str) -> str:
         return self._did("kill_switch", on, reason)
+
+    def alert_ack(self, key: str) -> str:
+        return self._did("alert_ack", key)
+
+    def model_promote(self, name: str, version: int, stage: ModelStageName, reason: str) -> str:
+        return self._did("model_promote", name, version, stage, reason)
+
+    def model_rollback(self, name: str, reason: str) -> str:
+        return self._did("model_rollback", name, reason)
 
 
 def recording_app(actions: ConsoleActions, **kw: Any) -> TradeopsApp:
@@ -167,7 +182,12 @@ CHANGING = {
     "gates.proceed",
     "gates.fix",
     "gates.stop",
+    "services.ack",
+    "services.promote",
+    "services.rollback",
 }
+# the keys a screen shows on one of its tabs only (the services screen): looked for on each tab
+TABS: dict[str, tuple[str, ...]] = {"services": ("positions", "alerts", "models")}
 
 
 @pytest.mark.parametrize("mode", list(TradeopsApp.MODES))
@@ -183,20 +203,26 @@ async def test_read_only_hides_and_disables_every_key_that_asks_for_a_change(mod
         async with app.run_test(size=SIZE, message_hook=posted.append) as pilot:
             app.switch_mode(mode)
             await pilot.pause()
-            active = {b.binding.key for b in app.screen.active_bindings.values() if b.enabled}
-            if not read_only:  # the keys are there, so hiding them below means something
+            active: set[str] = set()
+            for tab in TABS.get(mode, ("",)):
+                if tab:
+                    app.screen.select(tab)
+                    await pilot.pause()
+                active |= {b.binding.key for b in app.screen.active_bindings.values() if b.enabled}
+                if not read_only:
+                    continue
+                assert not changing & active
+                if mode == "orders":  # an order that can still be canceled
+                    await pilot.press("slash", *"7-456", "enter")
+                    await pilot.pause()
+                screen = app.screen
+                for b in own:
+                    await pilot.press(b.key)
+                    await pilot.pause()
+                    assert app.screen is screen, f"{b.key} ({b.action}) opened {app.screen} in read-only mode"
+                assert not [m for m in posted if isinstance(m, ActionRequest)]
+            if not read_only:  # the keys are there, so hiding them in read-only mode means something
                 assert changing <= active
-                continue
-            assert not changing & active
-            if mode == "orders":  # an order that can still be canceled
-                await pilot.press("slash", *"7-456", "enter")
-                await pilot.pause()
-            screen = app.screen
-            for b in own:
-                await pilot.press(b.key)
-                await pilot.pause()
-                assert app.screen is screen, f"{b.key} ({b.action}) opened {app.screen} in read-only mode"
-            assert not [m for m in posted if isinstance(m, ActionRequest)]
 
 
 async def test_read_only_help_lists_no_key_that_asks_for_a_change() -> None:
@@ -246,6 +272,14 @@ REPLAY_ANSWERS = [
     (lambda a: a.order_cancel("demo-1795499327-456"), "replay data: no cancel sent for demo-1795499327-456"),
     (lambda a: a.order_cancel("nope"), "no order nope in the recording"),
     (lambda a: a.kill_switch(True, "runaway"), "replay data: the kill switch is not turned ON; it stays off"),
+    (lambda a: a.alert_ack("lag:normalizer"), "replay data: lag:normalizer is not acknowledged"),
+    (lambda a: a.alert_ack("nope"), "no active alert with key 'nope' in the recording"),
+    (lambda a: a.model_promote("alpha", 9, "production", "x"), "alpha has no version 9 (versions: 1, 2, 3)"),
+    (lambda a: a.model_promote("alpha", 3, "production", " "), "a model promote needs a reason"),
+    (lambda a: a.model_promote("alpha", 3, "production", "ic"), "replay data: alpha v3 is not promoted to production"),
+    (lambda a: a.model_rollback("momentum", "x"), "momentum: nothing to roll back to"),
+    (lambda a: a.model_rollback("alpha", "x"), "alpha production stays v2 (a rollback would put back v1)"),
+    (lambda a: a.model_promote("nope", 1, "staging", "x"), "no model 'nope' in the recording"),
 ]
 
 

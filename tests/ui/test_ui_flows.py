@@ -136,7 +136,9 @@ async def test_submit_and_cancel_an_order(redis_url: str, r: redis.Redis) -> Non
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("3", "n")
             await pilot.pause()
-            await pilot.press(*"0.5", "tab", *"64000", "enter")  # a resting buy limit
+            await pilot.press(
+                "tab", "tab", *"0.5", "tab", *"64000", "enter"
+            )  # past symbol and side: a resting buy limit
             await until(pilot, lambda: app.snapshot and any(o.state == "ACCEPTED" for o in app.snapshot.orders))
             await pilot.press("x")
             await until(

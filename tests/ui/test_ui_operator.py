@@ -15,7 +15,7 @@ SIZE = (150, 45)
 
 def _row(i: int) -> tuple[str, tuple[str, ...]]:
     key = f"o-{i:03d}"
-    return key, (f"10:00:{i:02d}", key, "paper-1", "BTCUSDT", "buy", "1", "mkt", "NEW", "0", "")
+    return key, (f"10:00:{i:02d}", "NEW", key, "paper-1", "BTCUSDT", "buy", "1", "mkt", "0", "")
 
 
 class BlotterApp(App):
@@ -74,6 +74,7 @@ async def test_a_bad_limit_price_is_a_message_not_a_traceback() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3", "n")
         await pilot.pause()
+        await pilot.press("tab", "tab")  # the form starts in the symbol field: past side, to the quantity
         for limit, message in (("1e", "limit price must be a number"), ("-5", "limit price must be a positive")):
             await pilot.press("ctrl+u", "1", "tab", "ctrl+u", *limit, "enter")
             await pilot.pause()

@@ -21,6 +21,8 @@ SIZE = (150, 45)
         ("5", "migration"),
         ("6", "gates"),
         ("7", "audit"),
+        ("8", "trends"),
+        ("9", "services"),
     ],
 )
 def test_screen(snap_compare, key: str, name: str) -> None:
@@ -57,7 +59,9 @@ def test_help_and_read_only(snap_compare) -> None:
     assert snap_compare(replay_app(read_only=True), terminal_size=SIZE, run_before=go)
 
 
-@pytest.mark.parametrize("key,name", [("1", "overview"), ("3", "orders"), ("6", "gates")])
+@pytest.mark.parametrize(
+    "key,name", [("1", "overview"), ("3", "orders"), ("6", "gates"), ("8", "trends"), ("9", "services")]
+)
 def test_screen_at_120x40(snap_compare, key: str, name: str) -> None:
     """The narrow layout: three tiles a row on the overview, every key of the footer in view."""
 
@@ -102,3 +106,64 @@ def test_migration_graph(snap_compare, size: tuple[int, int]) -> None:
         await pilot.pause()
 
     assert snap_compare(replay_app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize(
+    "key,name",
+    [
+        ("1", "overview"),
+        ("2", "market"),
+        ("3", "orders"),
+        ("4", "risk"),
+        ("5", "migration"),
+        ("6", "gates"),
+        ("7", "audit"),
+        ("8", "trends"),
+        ("9", "services"),
+    ],
+)
+def test_screen_at_80x24(snap_compare, key: str, name: str) -> None:
+    """Most terminals' default size: no service name, outcome or footer key cut."""
+
+    async def go(pilot: Pilot) -> None:
+        await pilot.press(key)
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=(80, 24), run_before=go)
+
+
+@pytest.mark.parametrize(
+    "keys,name",
+    [
+        (("9", "right_square_bracket"), "alerts"),
+        (("9", *["right_square_bracket"] * 2), "jobs"),
+        (("9", *["right_square_bracket"] * 3), "models"),
+        (("9", *["right_square_bracket"] * 4), "backtests"),
+        (("9", *["right_square_bracket"] * 5), "catalog"),
+        (("9", *["right_square_bracket"] * 6), "instruments"),
+    ],
+)
+def test_services_tab(snap_compare, keys: tuple[str, ...], name: str) -> None:
+    async def go(pilot: Pilot) -> None:
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=SIZE, run_before=go)
+
+
+@pytest.mark.parametrize(
+    "keys,name",
+    [
+        (("9", "right_square_bracket", "a"), "acknowledge"),
+        (("9", *["right_square_bracket"] * 3, "P"), "promote"),
+        (("9", *["right_square_bracket"] * 3, "B"), "rollback"),
+        (("3", "n"), "new-order"),
+        (("question_mark",), "help"),
+    ],
+)
+def test_modal_at_80x24(snap_compare, keys: tuple[str, ...], name: str) -> None:
+    async def go(pilot: Pilot) -> None:
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    assert snap_compare(replay_app(), terminal_size=(80, 24), run_before=go)
