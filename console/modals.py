@@ -171,6 +171,7 @@ class OrderModal(ModalScreen[OrderForm | None]):
 LEGEND = (
     "[b]What the screens abbreviate[/b]\n"
     "L1 T0      instances running: 1 on legacy, 0 on target (overview tiles)\n"
+    "p 0,2|1,3 of 4  the partitions each instance owns, instance by instance (a partitioned stream)\n"
     "lag        entries on the service's input stream its group has not read yet\n"
     "pend       entries it has read but not acknowledged (a sink holds a batch until it is stored)\n"
     "dlq        entries in its dead-letter stream\n"

@@ -220,6 +220,7 @@ class LiveSource:
                     lag=max((b.lag for b in bs), default=0),
                     pending=max((b.pending for b in bs), default=0),
                     dlq=max((b.dlq for b in bs), default=0),
+                    partitions=owned_partitions(bs),
                 )
             )
             if any(b.dlq for b in bs):
@@ -574,3 +575,12 @@ def _brief(ev: dict) -> str:
         if k in ev:
             return f"{k}={ev[k]}"[:60]
     return ""
+
+
+def owned_partitions(beats: list[Heartbeat]) -> str:
+    """What each instance's heartbeat says it owns, `0,2|1,3 of 4` ("" when nothing is partitioned)."""
+    owned = [b for b in sorted(beats, key=lambda b: b.instance) if "partitions" in b.extra]
+    if not owned:
+        return ""
+    parts = "|".join(",".join(str(p) for p in b.extra["partitions"]) or "-" for b in owned)
+    return f"{parts} of {owned[0].extra.get('of', '?')}"

@@ -18,6 +18,8 @@ class HealthRow:
     lag: int = 0
     pending: int = 0
     dlq: int = 0
+    partitions: str = ""
+    """The partitions each live instance owns, `0,2|1,3 of 4` (backend/bus/leases.py); "" unpartitioned."""
 
 
 @dataclass

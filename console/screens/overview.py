@@ -38,7 +38,10 @@ class OverviewScreen(BaseScreen):
             self.query_one(f"#tile-{h.service}", HealthTile).show_state(
                 f"P{h.priority} {h.service}",
                 h.state,
-                [f"L{h.legacy} T{h.target}  {h.rate:,.0f}/s", f"lag {h.lag} pend {h.pending} dlq {h.dlq}"],
+                [
+                    f"L{h.legacy} T{h.target}  {h.rate:,.0f}/s" + (f"  p {h.partitions}" if h.partitions else ""),
+                    f"lag {h.lag} pend {h.pending} dlq {h.dlq}",
+                ],
             )
         for name, state in snap.infra:
             lines, shown = [state], "ok" if state in ("ok", "stand-in") else "down"

@@ -52,6 +52,20 @@ def test_two_normalizer_replicas_own_a_partition_each_under_tradeops_up(tmp_path
         assert sorted(owned) == ["normalizer-legacy", "normalizer-legacy-2"]
         table = cli("ps").stdout
         assert "PARTITIONS" in table and "0 of 2" in table and "1 of 2" in table
+        # the console's overview says it too: the partitions each instance owns, instance by instance
+        from backend.settings import Settings
+        from console.data.live import LiveSource
+
+        src = LiveSource(connection.require_url(None, data), Settings(data_dir=str(data)), "ann")
+        try:
+            row = wait_for(
+                lambda: next((h for h in src.poll().health if h.service == "normalizer" and h.partitions), None),
+                30,
+                what="the console's normalizer row with its partitions",
+            )
+        finally:
+            src.close()
+        assert row.partitions in ("0|1 of 2", "1|0 of 2") and row.legacy == 2
         admin = connection.client(connection.require_url(None, data), connection.admin_login(data_dir=data))
         try:
             names = partitions.names(streams.MD_TICKS_RAW, 2)
