@@ -133,6 +133,8 @@ def test_two_sink_ticks_instances_on_one_s3_table_lose_nothing_when_one_is_kille
         stop_process(one, kill=True)  # now sink-2 takes sink-1's entries over
         wait_for(lambda: drained(r, streams.MD_TICKS, "sink-ticks"), 30, what="sink-1's entries taken over, stored")
     finally:
+        if one.poll() is None:  # the test failed before sink-1 was killed: leave no process behind
+            stop_process(one, kill=True)
         assert stop_process(two) == 0
     df = store.read_ticks(data, s3=loc)
     assert len(df) == total and df.trade_id.is_unique and sorted(df.trade_id) == list(range(total))
