@@ -39,6 +39,7 @@ class MigrationScreen(BaseScreen):
     _deps_for: tuple[object, ...] | None = None
     _column: str = "#col-1"  # the column last focused: the selection while a modal or the filter has the focus
     _refused: tuple[str, list[str]] | None = None  # the last refused start, shown until the selection moves
+    _detail: tuple[str, dict[int, list[str]], int, dict[str, str]] | None = None  # what the detail view shows
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="migration"):
@@ -98,9 +99,8 @@ class MigrationScreen(BaseScreen):
         spec = inv.service(svc)
         levels = snap.levels if snap and snap.levels else inv.levels()
         level = next((lv for lv, names in levels.items() if svc in names), 0)
-        self.show_sheet(svc, levels, snap.sheets.get(svc, []) if snap else [])
-        self.show_steps(svc, snap)
-        self.show_graph(svc, level, states, inv)
+        self._detail = (svc, levels, level, states)
+        self.show_detail()
         after = ", ".join(f"{d} ({states.get(d, '?')})" for d in spec.migrate_after) or "none"
         needs = ", ".join(spec.needs) or "none"
         users = ", ".join(inv.needed_by(svc)) or "none"
@@ -157,6 +157,23 @@ class MigrationScreen(BaseScreen):
         """Cycle the detail beside the dependencies: the sheet, the checklist, the graph."""
         sw = self.query_one("#detail-view", ContentSwitcher)
         sw.current = VIEWS[(VIEWS.index(sw.current or VIEWS[0]) + 1) % len(VIEWS)]
+        self.show_detail()
+
+    def show_detail(self) -> None:
+        """Fill only the view in sight (the others when `v` brings them up): a visit costs one."""
+        if self._detail is None:
+            return
+        from backend.migration import inventory
+
+        svc, levels, level, states = self._detail
+        snap = self.tapp.snapshot
+        view = self.query_one("#detail-view", ContentSwitcher).current or VIEWS[0]
+        if view == "sheet":
+            self.show_sheet(svc, levels, snap.sheets.get(svc, []) if snap else [])
+        elif view == "steps":
+            self.show_steps(svc, snap)
+        else:
+            self.show_graph(svc, level, states, inventory.load())
 
     def show_sheet(self, svc: str, levels: dict[int, list[str]], sections: list[tuple[str, list[str]]]) -> None:
         """The selected service's sheet, after the dependency levels with its own marked."""
