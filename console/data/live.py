@@ -87,7 +87,9 @@ class LiveSource:
         self.history: dict[str, list[str]] = defaultdict(list)
         self.inv = inventory.load()
         self.levels = self.inv.levels()
-        self.sheets: dict[str, list[tuple[str, list[str]]]] | None = None  # built on the first poll (imports)
+        self.sheets: dict[str, list[tuple[str, list[str]]]] | None = None
+        """Built on the second slow poll, not the first: it imports every service's module (pandas and
+        all), which the first frame must not wait for (the board says "loading" until then)."""
         self._migration_events: list[MigrationEvent] = []
         self.polls = 0
         self.slow_every = slow_every  # the board, gates and audit are read every this many polls
@@ -377,9 +379,9 @@ class LiveSource:
         skipped = Skips()
         self._migration_events = events(self.r, skipped)
         states = fold(self._migration_events)
-        if self.sheets is None:
+        if self.sheets is None and self.polls > 0:
             self.sheets = sheets()
-        snap.sheets, snap.levels = self.sheets, self.levels
+        snap.sheets, snap.levels = self.sheets or {}, self.levels
         self.skips.set(streams.OPS_MIGRATION, skipped.total)  # the whole log is read each time
         health = {h.service: h.state for h in snap.health}
         for p, svcs in self.inv.by_priority().items():
