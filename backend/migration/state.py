@@ -229,21 +229,7 @@ def move(
     `seal` signs it (the control plane passes the operator's SSH signature, gates/sealed.py);
     `decisions`: the gate decisions to count (see `blockers`)."""
     st, to = check(r, service, action, reason, gates_file=gates_file, decisions=decisions)
-    ev = MigrationEvent(
-        service=service,
-        from_state=st.state,  # type: ignore[arg-type]  # states come from ALLOWED's literals
-        to_state=to,  # type: ignore[arg-type]
-        operator=operator,
-        reason=reason,
-        ts_ns=time.time_ns(),
-        action=action,
-        detail=detail,
-    )
-    if seal is not None:
-        ev = seal(ev)
-    publish_sync(r, streams.OPS_MIGRATION, ev)
-    wait_durable(r)
-    return ev
+    return _record(r, service, st.state, to, action, detail, operator, reason, seal)
 
 
 def log_hours(
@@ -300,13 +286,28 @@ def _note(
     reason: str,
     seal: Callable[[MigrationEvent], MigrationEvent] | None,
 ) -> MigrationEvent:
-    """An event on ops.migration that moves nothing (NOTES), signed by `seal` like a move, on disk
-    before it returns."""
+    """An event on ops.migration that moves nothing (NOTES), signed by `seal` like a move."""
     cur = board(r)[service].state
+    return _record(r, service, cur, cur, action, detail, operator, reason, seal)
+
+
+def _record(
+    r: Any,
+    service: str,
+    from_state: str,
+    to_state: str,
+    action: str,
+    detail: dict[str, Any],
+    operator: str,
+    reason: str,
+    seal: Callable[[MigrationEvent], MigrationEvent] | None,
+) -> MigrationEvent:
+    """The one writer of ops.migration: the event, signed by `seal`, on disk before it returns
+    (`backend.bus.durable`), so what the operator was told is recorded survives a Redis crash."""
     ev = MigrationEvent(
         service=service,
-        from_state=cur,  # type: ignore[arg-type]  # a board state
-        to_state=cur,  # type: ignore[arg-type]
+        from_state=from_state,  # type: ignore[arg-type]  # a board state
+        to_state=to_state,  # type: ignore[arg-type]
         operator=operator,
         reason=reason,
         ts_ns=time.time_ns(),
