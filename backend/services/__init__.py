@@ -15,7 +15,7 @@ import importlib
 from typing import NamedTuple
 
 from backend.errors import ConfigError, TradeopsError
-from backend.services.base import Service
+from backend.services.base import BASE_KEYS, Service
 from backend.settings import Settings, convert_section
 
 
@@ -70,8 +70,9 @@ def service_class(name: str) -> type[Service]:
 
 def check_sections(settings: Settings) -> None:
     """Every `[services.<name>]` section of the config names a service and holds only keys its
-    Config knows, with values it accepts: a ConfigError naming the section and the key, at start
-    (`tradeops up`), not when that service first runs."""
+    Config knows (or the base's own, BASE_KEYS), with values it accepts, and every `[replicas]`
+    entry names a service: a ConfigError naming the section and the key, at start (`tradeops up`),
+    not when that service first runs."""
     for name, raw in settings.services.items():
         if name not in SERVICES:
             near = difflib.get_close_matches(name, SERVICES, n=1)
@@ -81,8 +82,13 @@ def check_sections(settings: Settings) -> None:
             cls = service_class(name)
         except TradeopsError:
             continue  # not built: nothing to check it against
-        section = {k: v for k, v in raw.items() if k != "claim_idle_ms"}  # the base's own key
+        section = {k: v for k, v in raw.items() if k not in BASE_KEYS}  # the base's own keys
         convert_section(name, section, cls.Config)
+    for name in settings.replicas:
+        if name not in SERVICES:
+            near = difflib.get_close_matches(name, SERVICES, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else f"; known: {', '.join(sorted(SERVICES))}"
+            raise ConfigError(f"[replicas] {name}: there is no service {name!r}{hint}")
 
 
 __all__ = ["SERVICES", "Registered", "Service", "check_sections", "service_class"]

@@ -87,6 +87,10 @@ class UndeclaredAccess(TradeopsError):
     """A service registered a read its class does not declare (see Service.reads)."""
 
 
+BASE_KEYS = ("claim_idle_ms", "metrics_port")
+"""Keys of a `[services.<name>]` section the Service base reads itself (not its Config)."""
+
+
 class AccessDenied(TradeopsError):
     """Redis refused a command to the service's user (NOPERM): a deployment bug."""
 

@@ -175,13 +175,11 @@ def cmd_redis_cluster_down(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_cluster_status(ctx: Context, args: argparse.Namespace) -> int:
-    import json
-
     from backend.bus import cluster
 
     rows = cluster.status(ctx.data_dir)
     if args.json:
-        print(json.dumps(rows))
+        ctx.print_json(rows)
         return 0 if rows else 1
     if not rows:
         print(f"redis cluster: none for data dir {ctx.data_dir} (`tradeops redis cluster up` starts one)")

@@ -75,3 +75,17 @@ def test_the_config_names_what_is_wrong_with_a_partition_count(tmp_path) -> None
     good.write_text('[partitions]\n"md.ticks.raw" = 4\n')
     s = load_settings(good)
     assert s.partition_count("md.ticks.raw") == 4 and s.partition_count("md.ticks") == 1
+
+
+def test_a_replicas_entry_must_name_a_service_and_the_base_keys_pass_the_section_check(tmp_path) -> None:
+    from backend.services import check_sections
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[replicas]\nnormaliser = 2\n")
+    with pytest.raises(
+        ConfigError, match=r"\[replicas\] normaliser: there is no service 'normaliser' \(did you mean normalizer\?\)"
+    ):
+        check_sections(load_settings(cfg))
+    # the Service base's own keys are not its Config's: a section holding them is fine
+    cfg.write_text("[replicas]\nnormalizer = 2\n\n[services.normalizer]\nmetrics_port = 0\nclaim_idle_ms = 5000\n")
+    check_sections(load_settings(cfg))
