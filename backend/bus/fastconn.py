@@ -122,7 +122,7 @@ class FastRedis:
     def _send(self, args: Sequence[Arg]) -> asyncio.Future[Any]:
         p = self._p
         if p.lost is not None or p.transport is None or p.transport.is_closing():
-            raise p.lost or RedisConnectionError("connection to Redis is closed")
+            raise p.lost or RedisConnectionError("connection to Redis lost: closed")
         fut = asyncio.get_running_loop().create_future()
         p.waiters.append(fut)
         p.transport.write(_pack_command(tuple(args)))
@@ -148,7 +148,7 @@ class FastRedis:
             return []
         p = self._p
         if p.lost is not None or p.transport is None or p.transport.is_closing():
-            raise p.lost or RedisConnectionError("connection to Redis is closed")
+            raise p.lost or RedisConnectionError("connection to Redis lost: closed")
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in commands]
         p.waiters.extend(futs)
