@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 
 from backend import locations
-from backend.bus.partitions import MAX_PARTITIONS, OUTPUTS, PARTITIONABLE
+from backend.bus import partitions as _partitions
+from backend.bus.partitions import FOLLOWS, MAX_PARTITIONS, OUTPUTS, PARTITIONABLE
 from backend.bus.streams import memory_bytes
 from backend.errors import ConfigError
 
@@ -89,8 +90,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             return "operator"
 
     def partition_count(self, stream: str) -> int:
-        """How many partitions `stream` is split into (1: not split)."""
-        return self.partitions.get(stream, 1)
+        """How many partitions `stream` is split into (1: not split); a stream of the order path
+        is split as orders.new is."""
+        return _partitions.count(stream, self.partitions)
 
     def service_section(self, name: str) -> dict[str, Any]:
         return dict(self.services.get(name, {}))
@@ -159,6 +161,11 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
             )
         if isinstance(n, bool) or not 1 <= n <= MAX_PARTITIONS:
             raise ConfigError(f"config {path}: [partitions] {stream} = {n!r}: a count from 1 to {MAX_PARTITIONS}")
+        if stream in FOLLOWS:
+            raise ConfigError(
+                f"config {path}: [partitions] {stream!r} is split as {FOLLOWS[stream]} is: set "
+                f'"{FOLLOWS[stream]}" = N (the whole order path follows it, by account)'
+            )
     for service, n in settings.replicas.items():
         if isinstance(n, bool) or not 1 <= n <= 64:
             raise ConfigError(f"config {path}: [replicas] {service} = {n!r}: a count from 1 to 64")
@@ -170,6 +177,7 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
                     f"config {path}: [partitions] {out} = {settings.partition_count(out)}: split as {source} is "
                     f"({n}) or not at all (1): each of {source}'s partitions writes the same partition of it"
                 )
+    _partitions.use(settings.partitions)  # this process routes and reads as the settings say
     return settings
 
 

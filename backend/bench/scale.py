@@ -6,7 +6,8 @@ per million ticks (the instances and Redis together: on a 2-core machine through
 with instances, so this is the cost of partitioning), and per symbol `lost`, `duplicated` and
 `out_of_order` (all must be 0). `--kill` also SIGKILLs one instance during the paced flow: its
 partitions go to the others when its leases lapse; the recovery time and the per-key counts say
-what that cost."""
+what that cost. Then the same for the order path (backend/bench/scale_oms.py): orders.new and
+the streams after it split by account, k instances each of oms, risk and live-gateway."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from backend.marketdata.ticks import columns
 from backend.messages import TickBatch
 
 NAME = "scale"
-HELP = "the normalizer on 1, 2, 4 partitions and instances: throughput, P99, CPU per million ticks, per-key order"
+HELP = "the normalizer and the OMS on 1, 2, 4 partitions and instances: throughput, P99, CPU per million, per-key order"
 DEFAULT_SECONDS = 3.0
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ticks", type=int, default=400_000, help="the backlog drained at each size (default 400000)")
     p.add_argument("--rate", type=int, default=20_000, help="the paced flow's ticks/s (default 20000)")
     p.add_argument("--batch", type=int, default=1000, help="ticks per raw batch (default 1000)")
+    p.add_argument("--orders", type=int, default=20_000, help="the order backlog drained at each size (default 20000)")
+    p.add_argument("--order-rate", type=int, default=1_000, help="the paced orders/s (default 1000)")
+    p.add_argument("--only", choices=("normalizer", "oms"), default=None, help="one of the two (default: both)")
     p.add_argument("--kill", action="store_true", help="SIGKILL one instance during the paced flow (sizes > 1)")
     p.add_argument(
         "--cluster",
@@ -254,7 +258,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise TradeopsError(f"--sizes: counts from 1 to {partitions.MAX_PARTITIONS}, not {args.sizes!r}")
     if args.ticks < args.batch or args.rate <= 0:
         raise TradeopsError("--ticks must be at least --batch, and --rate positive")
-    out: dict[str, Any] = {"single": [_size(args, k) for k in sizes]}
+    from backend.bench import scale_oms
+
+    only = getattr(args, "only", None)
+    orders = getattr(args, "orders", 0)
+    if only != "normalizer" and (orders < 1 or getattr(args, "order_rate", 0) < 1):
+        raise TradeopsError("--orders and --order-rate must be positive")
+    norm, oms = only != "oms", only != "normalizer" and orders > 0
+    out: dict[str, Any] = {}
+    if norm:
+        out["single"] = [_size(args, k) for k in sizes]
+    if oms:
+        out["oms_single"] = [scale_oms.size(args, k) for k in sizes]
     if args.cluster:
         from backend.bus.cluster import LocalCluster
 
@@ -262,13 +277,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster = LocalCluster(d, primaries=3, replicas=1)
             info = cluster.start()
             try:
-                out["cluster"] = []
-                for k in sizes:
+                if norm:
+                    out["cluster"] = []
+                    for k in sizes:
+                        _flush(info)
+                        out["cluster"].append(_size(args, k, info))
                     _flush(info)
-                    out["cluster"].append(_size(args, k, info))
-                _flush(info)
-                failover = _size(args, max(sizes), info, kill_primary=True)
-                out["cluster_failover"] = failover
+                    failover = _size(args, max(sizes), info, kill_primary=True)
+                    out["cluster_failover"] = failover
+                if oms:
+                    out["oms_cluster"] = []
+                    for k in sizes:
+                        _flush(info)
+                        out["oms_cluster"].append(scale_oms.size(args, k, info))
             finally:
                 cluster.stop()
     return out

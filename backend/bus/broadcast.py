@@ -15,6 +15,11 @@ per type, built once. An entry that does not decode (backend/bus/entries.py says
 and counted in `skipped` (and, per stream, in `skips`: a tally the reader may share with its
 owner's other reads), never dead-lettered: a broadcast stream belongs to whoever consumes it in
 its group.
+
+A stream split into partitions (this process's layout: backend/bus/partitions.py) is read whole:
+its cursor becomes one per partition, read in the same XREAD, and its items carry the stream's
+own name (an account's or a symbol's entries are in one partition, in order; entries of different
+partitions come in no set order).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from backend.bus import codec, outage
+from backend.bus import codec, outage, partitions
 from backend.bus.entries import UNDECODABLE, Skips, payload, reason
 from backend.bus.fastconn import FastRedis, stream_entries
 from backend.bus.outage import redis_away
@@ -41,9 +46,25 @@ class _Cursors:
     skip_level = logging.WARNING  # a service's log says which entry it skipped, and why
 
     def __init__(
-        self, cursors: Mapping[str, str | bytes], count: int, block_ms: int | None, decode: Any, skips: Skips | None
+        self,
+        cursors: Mapping[str, str | bytes],
+        count: int,
+        block_ms: int | None,
+        decode: Any,
+        skips: Skips | None,
+        tagged: bool = False,
     ) -> None:
-        self.cursors: dict[str, str | bytes] = dict(cursors)
+        self.cursors: dict[str, str | bytes] = {}
+        self.base: dict[str, str] = {}
+        """Partition -> the stream it is part of (for the streams read in partitions)."""
+        for stream, cur in cursors.items():
+            n = partitions.count(stream)
+            if n == 1 and not (tagged and partitions.partitionable(stream)):
+                self.cursors[stream] = cur
+                continue
+            for name in partitions.names(stream, n, tagged=tagged):
+                self.cursors[name] = cur
+                self.base[name] = stream
         self.count = count
         self.block_ms = block_ms
         if decode is None:
@@ -51,7 +72,9 @@ class _Cursors:
         elif isinstance(decode, Mapping):
             self._decoders = {s: codec.decoder(t).decode for s, t in decode.items()}
         else:
-            self._decoders = {s: codec.decoder(decode).decode for s in self.cursors}
+            self._decoders = {s: codec.decoder(decode).decode for s in cursors}
+        if self._decoders is not None:
+            self._decoders.update({name: self._decoders[b] for name, b in self.base.items() if b in self._decoders})
         self.skipped = 0  # entries that did not decode
         self.skips = skips if skips is not None else Skips()  # the same, per stream
 
@@ -77,14 +100,15 @@ class _Cursors:
         return self._decoded([(stream.encode(), eid, fields) for eid, fields in entries if fields is not None])
 
     def _decoded(self, got: list[tuple[bytes, bytes, dict[bytes, bytes]]]) -> list[Item]:
+        base = self.base
         if self._decoders is None:
-            return [(stream.decode(), eid, fields) for stream, eid, fields in got]
+            return [(base.get(n := name.decode(), n), eid, fields) for name, eid, fields in got]
         out: list[Item] = []
         decoders = self._decoders
         for s, eid, fields in got:
             stream = s.decode()
             try:
-                out.append((stream, eid, decoders[stream](payload(fields))))
+                out.append((base.get(stream, stream), eid, decoders[stream](payload(fields))))
             except UNDECODABLE as exc:
                 self.skipped += 1
                 self.skips.add(stream)
@@ -104,7 +128,7 @@ class Broadcast(_Cursors):
         decode: Any = None,
         skips: Skips | None = None,
     ) -> None:
-        super().__init__(cursors, count, block_ms, decode, skips)
+        super().__init__(cursors, count, block_ms, decode, skips, partitions.on_cluster(r))
         self.r = r  # where to connect: a redis-py client (the service's), or a redis:// URL
         self.min_interval_s = min_interval_s
         self._conn: FastRedis | None = None
@@ -172,7 +196,7 @@ class BroadcastSync(_Cursors):
         decode: Any = None,
         skips: Skips | None = None,
     ) -> None:
-        super().__init__(cursors, count, block_ms, decode, skips)
+        super().__init__(cursors, count, block_ms, decode, skips, partitions.on_cluster(r))
         self.r = r
 
     def start(self) -> None:

@@ -30,8 +30,8 @@ class Partition:
     p: int
     stream: str
     token: int
-    worker: StreamWorker
-    task: asyncio.Task[None] | None = None
+    workers: list[StreamWorker]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 @dataclass
@@ -40,7 +40,9 @@ class Partitioned:
 
     `make_worker(p, stream)` builds the StreamWorker of one partition (the service's consume
     options, its handler for that partition); `on_acquire(p, token)` / `on_release(p)` let the
-    service load and drop what it keeps per partition (before the worker starts, after it stopped)."""
+    service load and drop what it keeps per partition (before the worker starts, after it stopped).
+    `also`: more streams owned with it, partition by partition (the OMS owns partition p of
+    orders.new, risk.decisions and exec.reports together): one lease, a worker for each."""
 
     r: Any
     stream: str
@@ -50,6 +52,7 @@ class Partitioned:
     make_worker: Callable[[int, str], StreamWorker]
     on_acquire: Callable[[int, int], Any] | None = None
     on_release: Callable[[int], Any] | None = None
+    also: tuple[str, ...] = ()
     ttl_ms: int = 3000
     owned: dict[int, Partition] = field(default_factory=dict)
     leases: Leases | None = None
@@ -67,7 +70,7 @@ class Partitioned:
 
     @property
     def workers(self) -> list[StreamWorker]:
-        return [part.worker for part in self.owned.values()]
+        return [w for part in self.owned.values() for w in part.workers]
 
     def processed(self) -> int:
         return self.processed_before + sum(w.stats.processed for w in self.workers)
@@ -79,22 +82,24 @@ class Partitioned:
         return None if self.leases is None else self.leases.lease(p)
 
     async def _acquire(self, p: int, token: int) -> None:
-        stream = partitions.name(self.stream, p, self.n, tagged=partitions.on_cluster(self.r))
-        worker = self.make_worker(p, stream)
-        await worker.setup()
-        if self.leases is not None:  # one owner: what the previous one left is ours, in order
-            self.taken_over += await take_pending(self.r, stream, self.group, self.instance)
+        tagged = partitions.on_cluster(self.r)
+        names = [partitions.name(s, p, self.n, tagged=tagged) for s in (self.stream, *self.also)]
+        workers = [self.make_worker(p, stream) for stream in names]
+        for worker, stream in zip(workers, names, strict=True):
+            await worker.setup()
+            if self.leases is not None:  # one owner: what the previous one left is ours, in order
+                self.taken_over += await take_pending(self.r, stream, self.group, self.instance)
         if self.on_acquire is not None:
             res = self.on_acquire(p, token)
             if asyncio.iscoroutine(res):
                 await res
-        part = Partition(p, stream, token, worker)
-        part.task = asyncio.create_task(self._run_worker(part), name=f"worker:{stream}")
+        part = Partition(p, names[0], token, workers)
+        part.tasks = [asyncio.create_task(self._run_worker(w), name=f"worker:{w.stream}") for w in workers]
         self.owned[p] = part
 
-    async def _run_worker(self, part: Partition) -> None:
+    async def _run_worker(self, worker: StreamWorker) -> None:
         try:
-            await part.worker.run()
+            await worker.run()
         except Exception as exc:
             if self._failed is not None and not self._failed.done():
                 self._failed.set_exception(exc)
@@ -104,11 +109,12 @@ class Partitioned:
         part = self.owned.pop(p, None)
         if part is None:
             return
-        part.worker.stop()
-        if part.task is not None:
+        for w in part.workers:
+            w.stop()
+        for task in part.tasks:
             with contextlib.suppress(Exception):
-                await part.task
-        self.processed_before += part.worker.stats.processed
+                await task
+        self.processed_before += sum(w.stats.processed for w in part.workers)
         if self.on_release is not None:
             res = self.on_release(p)
             if asyncio.iscoroutine(res):
@@ -121,8 +127,7 @@ class Partitioned:
         if self.leases is None:
             await self._acquire(0, 0)
             part = self.owned[0]
-            assert part.task is not None
-            await part.task
+            await asyncio.gather(*part.tasks)
             return
         rounds = asyncio.create_task(self.leases.run(), name=f"leases:{self.stream}")
         done, _ = await asyncio.wait([rounds, self._failed], return_when=asyncio.FIRST_COMPLETED)
@@ -138,7 +143,8 @@ class Partitioned:
             self.leases.stop()  # its last round gives every partition up (workers stop first)
         else:
             for part in self.owned.values():
-                part.worker.stop()
+                for w in part.workers:
+                    w.stop()
 
 
 async def take_pending(r: Any, stream: str, group: str, consumer: str) -> int:

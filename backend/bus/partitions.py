@@ -20,13 +20,61 @@ from __future__ import annotations
 import re
 import zlib
 
-PARTITIONABLE = ("md.ticks.raw", "md.ticks", "md.bars.1s", "md.bars.1m")
-"""The streams that may be split (so far market data, by symbol): md.ticks.raw's consumer (the
-normalizer) owns its partitions; its outputs may be split alike (the same count), so that each
-partition's commit stays in one Redis Cluster slot."""
+MARKET_DATA = ("md.ticks.raw", "md.ticks", "md.bars.1s", "md.bars.1m")
+ORDER_PATH = (
+    "orders.new",
+    "risk.requests",
+    "risk.decisions",
+    "exec.orders",
+    "exec.reports",
+    "exec.reports.ptrc",
+    "orders.events",
+)
+"""The order path, split by account: `[partitions] "orders.new" = N` splits every stream of it in
+N (the OMS owns partition p of orders.new, risk.decisions and exec.reports together, and writes
+partition p of risk.requests, exec.orders and orders.events in the same commit; risk answers p's
+requests on p's decisions, the live gateway p's orders on p's reports): an account's orders, their
+decisions, venue orders, reports and events all stay in one partition, in order, on one slot."""
+PARTITIONABLE = MARKET_DATA + ORDER_PATH
 OUTPUTS = {"md.ticks.raw": ("md.ticks", "md.bars.1s", "md.bars.1m")}
-"""A partitioned stream's outputs: split as it is, or not at all."""
+"""A partitioned stream's outputs: split as it is, or not at all (market data, by symbol: the
+normalizer's outputs may be split alike, so that each partition's commit stays in one slot)."""
+FOLLOWS = {s: ORDER_PATH[0] for s in ORDER_PATH[1:]}
+"""Streams split exactly as another is (never configured on their own)."""
 MAX_PARTITIONS = 256
+
+_layout: dict[str, int] = {}
+
+
+def use(counts: dict[str, int]) -> None:
+    """This process's layout (the settings' `[partitions]`, set when they are loaded): what
+    `count` answers, so every producer routes and every broadcast reader reads alike."""
+    _layout.clear()
+    _layout.update({s: n for s, n in counts.items() if n > 1})
+
+
+def count(stream: str, counts: dict[str, int] | None = None) -> int:
+    """How many partitions `stream` (a stream's base name) has in `counts` (default: this
+    process's layout); a stream of the order path has orders.new's."""
+    c = _layout if counts is None else counts
+    return c.get(FOLLOWS.get(stream, stream), 1)
+
+
+ROUTE_KEY = {s: "account" for s in ORDER_PATH}
+"""What a message is routed by, per partitioned stream: market data by symbol (its producers
+route batches themselves), the order path by account."""
+
+
+def key_of(stream: str, msg: object) -> str | None:
+    """The routing key of `msg` on `stream` (its account, its order's account), None if it has none."""
+    if ROUTE_KEY.get(stream) != "account":
+        return None
+    acct = getattr(msg, "account", None)
+    if acct is None:
+        order = getattr(msg, "order", None)
+        acct = getattr(order, "account", None)
+    return acct or None
+
 
 _TAGGED = re.compile(r"^(?P<base>.+):\{p(?P<p>\d+)of(?P<n>\d+)\}$")
 

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from backend.bus import codec, streams
+from backend.bus import codec, partitions, streams
 from backend.errors import TradeopsError
 
 Arg = str | bytes | int | float
@@ -45,6 +45,31 @@ class PayloadTooLarge(TradeopsError):
         super().__init__(
             f"refused to publish to {stream}: the entry is {size:,} bytes, over the stream's limit of {limit:,} bytes"
         )
+
+
+class Unroutable(TradeopsError):
+    """A message for a partitioned stream without the key it is routed by."""
+
+    def __init__(self, stream: str, msg: object) -> None:
+        self.stream = stream
+        super().__init__(
+            f"refused to publish {type(msg).__name__} to {stream}: the stream is split into "
+            f"{partitions.count(stream)} partitions by {partitions.ROUTE_KEY.get(stream, 'key')}, and the message "
+            f"names none (a cancel names its order's account)"
+        )
+
+
+def routed(stream: str, msg: object, *, tagged: bool = False) -> str:
+    """The stream `msg` goes to: `stream` itself, or, when this process's layout splits it
+    (backend/bus/partitions.py), the partition of the message's key. A partition's name, or a
+    stream whose producer routes for itself (market data), is left as it is."""
+    n = partitions.count(stream)
+    if (n == 1 and not tagged) or stream not in partitions.ROUTE_KEY:
+        return stream
+    key = partitions.key_of(stream, msg)
+    if key is None:
+        raise Unroutable(stream, msg)
+    return partitions.route(stream, key, n, tagged=tagged)
 
 
 class CopiesLeftOut(TradeopsError):
@@ -145,7 +170,8 @@ def xadds_fields(stream: str, fields: Mapping[Any, Any]) -> list[tuple[Arg, ...]
 
 def queue(pipe: Any, stream: str, msg: Any) -> Any:
     """XADD one message on a redis-py pipeline or client, trimmed as `stream` is (and to its
-    copies: see the module's docstring)."""
+    copies: see the module's docstring); to its key's partition when the stream is split."""
+    stream = routed(stream, msg, tagged=partitions.on_cluster(pipe))
     data = codec.encode(msg)
     check(stream, len(data))
     return _queue(pipe, stream, {codec.FIELD: data})

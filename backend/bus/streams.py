@@ -66,8 +66,15 @@ SOURCES: dict[str, str] = {c: s for s, cs in COPIES.items() for c in cs}
 
 
 def copies(stream: str) -> tuple[str, ...]:
-    """The copies of `stream` (written with each of its entries), or ()."""
-    return COPIES.get(stream, ())
+    """The copies of `stream` (written with each of its entries), or (); of a partition
+    (`exec.reports:{p1of2}`), the same partition of each copy."""
+    got = COPIES.get(stream)
+    if got is not None:
+        return got
+    base, _, n = _split(stream)
+    if n == 1 and base == stream:
+        return ()
+    return tuple(f"{c}{stream[len(base) :]}" for c in COPIES.get(base, ()))
 
 
 def source(stream: str) -> str:

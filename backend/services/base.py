@@ -57,7 +57,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, RedisError
 
-from backend.bus import codec, outage, replies, streams
+from backend.bus import codec, outage, partitions, replies, streams
 from backend.bus.access import Access, Keys, Reads, Scripts, Trims, Writes, base, denied, leased
 from backend.bus.broadcast import Broadcast, Item
 from backend.bus.connection import Login, connect_async, looked_for
@@ -248,17 +248,25 @@ class Service:
         what: str | None = None,
         on_acquire: Callable[[int, int], Any] | None = None,
         on_release: Callable[[int], Any] | None = None,
+        also: dict[str, tuple[Callable[[int], Handler], Any]] | None = None,
         **opts: Any,
     ) -> Partitioned:
         """Consume `stream` split into the partitions the settings give it (`[partitions]`; 1: the
         stream itself, as `consume` does), one owner per partition among the live instances of
         this service (backend/bus/partitioned.py). `handler_for(p)` is partition p's handler;
         `on_acquire(p, token)` runs when p becomes this instance's (before its worker reads),
-        `on_release(p)` after its worker stopped when p goes to another."""
+        `on_release(p)` after its worker stopped when p goes to another. `also`: more streams
+        owned with it partition by partition, {stream: (handler_for, decode)} (split alike: the
+        order path), one lease for all."""
         group = self._consumer_opts(stream, opts)
+        kinds = {stream: (handler_for, decode, what)}
+        for other, (h, d) in (also or {}).items():
+            self._consumer_opts(other, {})
+            kinds[other] = (h, d, None)
 
         def make_worker(p: int, name: str) -> StreamWorker:
-            return StreamWorker(self.r, name, group, self.instance, handler_for(p), decode=decode, what=what, **opts)
+            h, d, w = kinds[partitions.split(name)[0]]
+            return StreamWorker(self.r, name, group, self.instance, h(p), decode=d, what=w, **opts)
 
         part = Partitioned(
             self.r,
@@ -269,6 +277,7 @@ class Service:
             make_worker,
             on_acquire=on_acquire,
             on_release=on_release,
+            also=tuple(also or ()),
         )
         self.partitioned.append(part)
         return part
@@ -323,15 +332,34 @@ class Service:
         worker retries the batch)."""
         if not hasattr(self.r, "nodes_manager"):
             return await self.call(*args)
+        return await self._at(key, lambda conn: conn.call(*args))
+
+    async def send_at(self, key: str, commands: list[tuple[Arg, ...]]) -> list[object]:
+        """`send` to the server that holds `key` (every command naming keys of its slot)."""
+        if not hasattr(self.r, "nodes_manager"):
+            return await self.send(commands)
+        return await self._at(key, lambda conn: conn.pipeline(commands))
+
+    async def fast_at(self, key: str) -> FastRedis:
+        """The fast connection to the server that holds `key` (the one fast connection off a cluster)."""
+        if not hasattr(self.r, "nodes_manager"):
+            if self.fast.closed:
+                self.fast = await FastRedis.like(self.r)
+            return self.fast
         node = self.r.get_node_from_key(key).name  # type: ignore[attr-defined]  # a RedisCluster
         conn = self._fast_at.get(node)
         if conn is None or conn.closed:
             conn = self._fast_at[node] = await FastRedis.like(self.r, key)
+        return conn
+
+    async def _at(self, key: str, op: Callable[[FastRedis], Awaitable[Any]]) -> Any:
+        conn = await self.fast_at(key)
         try:
-            return await conn.call(*args)
+            return await op(conn)
         except outage.CAUGHT as exc:
             if redis_away(exc):
                 await conn.aclose()
+                node = self.r.get_node_from_key(key).name  # type: ignore[attr-defined]
                 self._fast_at.pop(node, None)
                 with contextlib.suppress(*outage.CAUGHT):
                     await refresh_slots(self.r)

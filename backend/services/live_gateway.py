@@ -15,6 +15,13 @@ stream (`executionReport`), every order in flight resynced from the venue (`orde
 after the stream (re)connects; the orders in flight are kept in Redis (`rest:inflight`, written
 before an order is sent and with every report), so a restarted instance resumes them and a
 redelivered exec order is never placed twice (`backend.trading.rest_orders`).
+
+With the order path split by account (backend/bus/partitions.py), the paper venue's instances
+share its partitions: an instance owning partition p reads p's exec orders, keeps p's working
+orders (`paper:working:{p1of4}`, loaded when p becomes its own, dropped when p goes) and writes
+each report to its account's partition of exec.reports, with the book's change and the XACK in one
+MULTI per partition (one slot). The REST venue runs the order path unsplit (one user data stream
+per API key): it refuses a split one at its start.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +39,7 @@ import msgspec
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from backend.bus import codec, replies, streams
+from backend.bus import codec, partitions, replies, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
@@ -80,7 +89,7 @@ class LiveGatewayService(Service):
     reads = (Reads(streams.EXEC_ORDERS, group=True), Reads(streams.MD_TICKS))
     writes = (Writes(streams.EXEC_REPORTS),)
     keys = (
-        Keys(PAPER_KEY, write=True),
+        Keys(PAPER_KEY + "*", write=True),
         Keys(SESSION_KEY, write=True),
         Keys(REST_KEY, write=True),
         Keys(REST_DONE_KEY, write=True),
@@ -104,6 +113,14 @@ class LiveGatewayService(Service):
         self.engine = MatchingEngine(venue="paper", liquidity=self.cfg.liquidity, session=session)
         self.rest: RestVenue | None = None
         self.inflight: dict[str, Tracked] = {}
+        self.n = self.settings.partition_count(streams.EXEC_ORDERS)  # the order path's, by account
+        self.tagged = partitions.on_cluster(self.r)
+        if self.cfg.venue == "rest" and (self.n > 1 or self.tagged):
+            raise RuntimeError(
+                f"live-gateway venue=rest runs the order path unsplit (one user data stream per API key): "
+                f'[partitions] "orders.new" is {self.n}{" on a Redis Cluster" if self.tagged else ""}; use the paper '
+                "venue, or one partition on one Redis"
+            )
         if self.cfg.venue == "rest":
             self.rest = self._rest_venue()
             await self._load_inflight()
@@ -113,11 +130,37 @@ class LiveGatewayService(Service):
             last, _ = decode_with(reversed(newest), _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
             for _, batch in last:
                 self.engine.prices.update(tickcols.last_prices(batch))
-            await self._load_paper()
             self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)
-        self.worker = self.consume(
-            streams.EXEC_ORDERS, self.on_orders, decode=ExecOrder, count=512, block_ms=100, auto_ack=False
+        self.parts = self.consume_partitions(
+            streams.EXEC_ORDERS,
+            lambda p: partial(self.on_orders, p),
+            decode=ExecOrder,
+            on_acquire=self._acquired,
+            on_release=self._released,
+            count=512,
+            block_ms=100,
+            auto_ack=False,
         )  # acked with the reports they produce
+
+    def _tag(self, p: int) -> str:
+        return partitions.tag(p, self.n) if self.n > 1 or self.tagged else ""
+
+    def paper_key(self, p: int) -> str:
+        """Partition p's working paper orders (the one hash when the order path is not split)."""
+        tag = self._tag(p)
+        return f"{PAPER_KEY}:{tag}" if tag else PAPER_KEY
+
+    def part_of(self, account: str) -> int:
+        return partitions.partition_of(account, self.n)
+
+    async def _acquired(self, p: int, token: int) -> None:
+        if self.rest is None:
+            await self._load_paper(p)
+
+    def _released(self, p: int) -> None:
+        """Partition p went to another instance: its working orders are its now."""
+        for c in [c for c, w in self.engine.working.items() if self.part_of(w.order.account) == p]:
+            del self.engine.working[c]
 
     def processed(self) -> int:
         return self.sent
@@ -132,23 +175,32 @@ class LiveGatewayService(Service):
             "user_streams": self.user_streams,
         }
 
-    async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None) -> None:
+    async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None, p: int = 0) -> None:
         """The reports (on exec.reports and its copies), the paper book's changes and the XACK of
-        what produced them, in one MULTI."""
-        cmds: list[tuple[Any, ...]] = [c for rep in reps for c in xadds(streams.EXEC_REPORTS, rep)]
-        if self.rest is None and reps:
-            cmds += self._save_paper({r.client_order_id for r in reps})
-        elif reps:
-            cmds += self._save_inflight({r.client_order_id for r in reps})
+        what produced them (exec orders of partition p), in one MULTI per partition: a report
+        goes to its account's partition (p when it names none)."""
+        by_part: dict[int, list[ExecReport]] = defaultdict(list)
+        for rep in reps:
+            by_part[self.part_of(rep.account) if rep.account else p].append(rep)
         if ack:
-            cmds.append(("XACK", streams.EXEC_ORDERS, self.name, *ack))
-        if cmds:
-            # one atomic step: a crash leaves either all of it (reports, book, ack) or none, so a
-            # redelivered exec order is never placed twice
-            await self.send([("MULTI",), *cmds, ("EXEC",)])
+            by_part.setdefault(p, [])
+        for q, mine in by_part.items():
+            out = partitions.name(streams.EXEC_REPORTS, q, self.n, tagged=self.tagged)
+            cmds: list[tuple[Any, ...]] = [c for rep in mine for c in xadds(out, rep)]
+            if self.rest is None and mine:
+                cmds += self._save_paper({r.client_order_id for r in mine}, q)
+            elif mine:
+                cmds += self._save_inflight({r.client_order_id for r in mine})
+            if ack and q == p:
+                orders = partitions.name(streams.EXEC_ORDERS, p, self.n, tagged=self.tagged)
+                cmds.append(("XACK", orders, self.name, *ack))
+            if cmds:
+                # one atomic step: a crash leaves either all of it (reports, book, ack) or none, so a
+                # redelivered exec order is never placed twice
+                await self.send_at(out, [("MULTI",), *cmds, ("EXEC",)])
         self.reports += len(reps)
 
-    async def on_orders(self, orders: list[tuple[bytes, ExecOrder]]) -> None:
+    async def on_orders(self, p: int, orders: list[tuple[bytes, ExecOrder]]) -> None:
         if self.cfg.latency_ms > 0:
             await asyncio.sleep(self.cfg.latency_ms / 1000)
         reps: list[ExecReport] = []
@@ -163,7 +215,7 @@ class LiveGatewayService(Service):
             elif eo.action == "query":
                 st = self.engine.status(eo.client_order_id)
                 reps += [st] if st else []
-        await self._publish(reps, [eid for eid, _ in orders])
+        await self._publish(reps, [eid for eid, _ in orders], p)
 
     # -- paper venue -----------------------------------------------------------------------------
     async def on_ticks(self, items: list[Item]) -> None:
@@ -177,16 +229,17 @@ class LiveGatewayService(Service):
         if self.rest is not None:
             await self.rest.close()
 
-    def _save_paper(self, coids: set[str]) -> list[tuple[Any, ...]]:
+    def _save_paper(self, coids: set[str], p: int) -> list[tuple[Any, ...]]:
+        key = self.paper_key(p)
         gone = [c for c in coids if c not in self.engine.working]
-        cmds: list[tuple[Any, ...]] = [("HDEL", PAPER_KEY, *gone)] if gone else []
+        cmds: list[tuple[Any, ...]] = [("HDEL", key, *gone)] if gone else []
         for c in coids:
             w = self.engine.working.get(c)
             if w is not None:
                 cmds.append(
                     (
                         "HSET",
-                        PAPER_KEY,
+                        key,
                         c,
                         codec.encode(
                             msgspec.to_builtins(
@@ -203,14 +256,15 @@ class LiveGatewayService(Service):
                 )
         return cmds
 
-    async def _load_paper(self) -> None:
-        """The saved working orders, back in the paper book (what crosses the last price fills)."""
+    async def _load_paper(self, p: int) -> None:
+        """Partition p's saved working orders, back in the paper book (what crosses the last
+        price fills)."""
         reps: list[ExecReport] = []
-        for raw in (await self.r.hgetall(PAPER_KEY)).values():
+        for raw in (await self.r.hgetall(self.paper_key(p))).values():
             d = msgspec.msgpack.decode(replies.blob(raw))
             order = msgspec.convert(d["order"], Order)
             reps += self.engine.restore(Working(order, d["venue_order_id"], d["filled"], d["notional"], d["fills"]))
-        await self._publish(reps)
+        await self._publish(reps, None, p)
 
     # -- REST venue ------------------------------------------------------------------------------
     def _rest_venue(self) -> RestVenue:

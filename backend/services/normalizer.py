@@ -139,7 +139,7 @@ class NormalizerService(Service):
         ids = [eid for eid, _ in raw]
         batches = [b for _, b in raw]
         cmds: list[fence.Command] = []
-        result = self.validator.validate(batches, now, normalized_ns=now, check_hwm=not part.worker.redelivered)
+        result = self.validator.validate(batches, now, normalized_ns=now, check_hwm=not part.workers[0].redelivered)
         for rej in result.rejected:
             tick = rawcols.tick_at(batches[rej.batch], rej.index)
             cmds.append(

@@ -20,6 +20,12 @@ OMS waits, still holding the lock, for the AOF fsync (one WAITAOF acknowledges e
 batch, `backend.bus.durable`), so no order is routed to the venue, and none reaches the final state
 that `order submit --wait` answers with, before a crash of Redis can no longer take its intake back
 (the batch's NEW and PENDING_RISK events are visible that one fsync earlier).
+
+With the order path split by account (`[partitions] "orders.new" = N`, backend/bus/partitions.py),
+each instance owns some partitions (one lease for partition p of orders.new, risk.decisions and
+exec.reports together) and an order's record, the set of open orders and every stream its commit
+writes carry p's hash tag (`oms:order:{p1of4}:<id>`, `oms:open:{p1of4}`, `risk.requests:{p1of4}`
+...): one slot, so the compare-and-set runs on one Redis Cluster node, per partition.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
 
-from backend.bus import replies, streams
+from backend.bus import partitions, replies, streams
 from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.broadcast import Item
 from backend.bus.durable import wait_durable_async
@@ -63,7 +70,7 @@ from backend.trading.admission import (
     clock_offset_ms,
 )
 from backend.trading.killswitch import COMMAND, KILL_KEY
-from backend.trading.orders import RECORD_KEY, IllegalTransition, OrderRecord, invalid
+from backend.trading.orders import RECORD_KEY, IllegalTransition, OrderRecord, invalid, record_key
 
 KEY = RECORD_KEY
 OPEN = "oms:open"
@@ -124,8 +131,12 @@ class OmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"intake_chunk must be at least 1, not {self.intake_chunk!r}")
 
 
-def key(coid: str) -> str:
-    return KEY.format(coid)
+key = record_key
+
+
+def open_key(tag: str = "") -> str:
+    """The set of a partition's open orders (all of them when the order path is not split)."""
+    return f"{OPEN}:{tag}" if tag else OPEN
 
 
 class _Batch:
@@ -154,8 +165,8 @@ class OmsService(Service):
         Reads(streams.OPS_CONTROL),
     )
     writes = (Writes(streams.RISK_REQUESTS), Writes(streams.EXEC_ORDERS), Writes(streams.ORDERS_EVENTS))
-    keys = (Keys(KEY.format("*"), write=True), Keys(OPEN, write=True), Keys(KILL_KEY))
-    scripts = (Scripts((KEY.format("*"), OPEN)),)  # the compare-and-set commit
+    keys = (Keys(KEY.format("*"), write=True), Keys(OPEN + "*", write=True), Keys(KILL_KEY))
+    scripts = (Scripts((KEY.format("*"), OPEN + "*")),)  # the compare-and-set commit
     commands = ("time",)  # admission control: the age of an order against Redis's clock
     exported = (
         Exported("illegal_transitions", "Order state changes refused as illegal.", counter=True),
@@ -175,20 +186,21 @@ class OmsService(Service):
         self.to_routed = self.recorder("intake_to_routed")
         self.to_accepted = self.recorder("intake_to_accepted")
         n = self.cfg.read_count
-        self.w_new = self.consume(
+        self.n = self.settings.partition_count(streams.ORDERS_NEW)
+        self.tagged = partitions.on_cluster(self.r)  # a cluster: even one partition's keys share a slot
+        self.parts = self.consume_partitions(
             streams.ORDERS_NEW,
-            self.on_new,
+            lambda p: partial(self.on_new, p),
             decode=Order | CancelRequest,
             what="order",
+            also={
+                streams.RISK_DECISIONS: (lambda p: partial(self.on_decisions, p), RiskDecision),
+                streams.EXEC_REPORTS: (lambda p: partial(self.on_reports, p), ExecReport),
+            },
+            on_release=self._released,
             count=n,
             block_ms=100,
             auto_ack=False,
-        )
-        self.w_dec = self.consume(
-            streams.RISK_DECISIONS, self.on_decisions, decode=RiskDecision, count=n, block_ms=100, auto_ack=False
-        )
-        self.w_rep = self.consume(
-            streams.EXEC_REPORTS, self.on_reports, decode=ExecReport, count=n, block_ms=100, auto_ack=False
         )
         self.listen({streams.OPS_CONTROL: "$"}, self.on_control, decode=ControlCommand, count=100, block_ms=200)
         self.every(1.0, self.resend_stale_risk)
@@ -207,6 +219,24 @@ class OmsService(Service):
     def processed(self) -> int:
         return self.intake
 
+    # -- partitions ------------------------------------------------------------------------------
+    def tag(self, p: int) -> str:
+        """Partition p's hash tag ("" when the order path is one stream on one Redis)."""
+        return partitions.tag(p, self.n) if self.n > 1 or self.tagged else ""
+
+    def stream(self, base: str, p: int) -> str:
+        """Partition p of `base` (the stream itself when not split)."""
+        return partitions.name(base, p, self.n, tagged=self.tagged)
+
+    def part_of(self, rec: OrderRecord) -> int:
+        return partitions.partition_of(rec.order.account, self.n)
+
+    def _released(self, p: int) -> None:
+        """Partition p went to another instance: its orders' records are its now."""
+        for c in [c for c, (_, rec) in self.cache.items() if self.part_of(rec) == p]:
+            del self.cache[c]
+            self.in_flight.discard(c)
+
     def metrics(self) -> dict[str, object]:
         return {
             "orders": self.intake,
@@ -215,6 +245,7 @@ class OmsService(Service):
             "conflicts": self.conflicts,
             "in_flight": len(self.in_flight),
             "in_flight_limit": int(self.admission.in_flight_limit),
+            **({"partitions": self.parts.partitions(), "of": self.n} if self.n > 1 else {}),
             "overloaded": dict(self.overloaded),
             "risk_rt_hist": self.rt_risk.buckets_ms([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]),
         }
@@ -222,6 +253,7 @@ class OmsService(Service):
     # -- batches ---------------------------------------------------------------------------------
     async def _transact(
         self,
+        p: int,
         coids: Iterable[str],
         apply: Callable[[_Batch], None],
         stream: str,
@@ -234,13 +266,14 @@ class OmsService(Service):
         `new_ids`: ids of new orders, not looked up when unknown (committed only if still absent)."""
         ids = list(dict.fromkeys(coids))
         absent = set(new_ids)
+        stream = self.stream(stream, p)
         async with self.lock:
             fresh = False
             try:
                 for _ in range(MAX_TRIES):
-                    b = await self._load(ids, absent, fresh)
+                    b = await self._load(p, ids, absent, fresh)
                     apply(b)
-                    if await self._commit(b, stream, entries):
+                    if await self._commit(p, b, stream, entries):
                         break
                     self.conflicts += 1
                     fresh = True  # read every record of the batch again: some changed under us
@@ -253,9 +286,9 @@ class OmsService(Service):
                 for c in ids:
                     self.cache.pop(c, None)
                 raise
-            if entries and stream == streams.ORDERS_NEW:
+            if entries and partitions.split(stream)[0] == streams.ORDERS_NEW:
                 # the intake on disk: one fsync for the batch (on the connection the commit took)
-                await wait_durable_async(self.fast)
+                await wait_durable_async(await self.fast_at(stream))
         self.intake += b.intake
         self.duplicates += b.duplicates
         self.illegal += b.illegal
@@ -263,7 +296,7 @@ class OmsService(Service):
             rec.record_ns(ns)
         return b
 
-    async def _load(self, ids: list[str], absent: set[str], fresh: bool) -> _Batch:
+    async def _load(self, p: int, ids: list[str], absent: set[str], fresh: bool) -> _Batch:
         """The batch's records: from memory for working orders, else from Redis (one round trip)."""
         b = _Batch({})
         missing: list[str] = []
@@ -276,13 +309,14 @@ class OmsService(Service):
             else:
                 missing.append(c)
         if missing:
-            rows: list[Any] = await self.send([("HMGET", key(c), "v", "d") for c in missing])
+            tag = self.tag(p)
+            rows: list[Any] = await self.send_at(key("", tag), [("HMGET", key(c, tag), "v", "d") for c in missing])
             for c, (v, d) in zip(missing, rows, strict=True):
                 b.versions[c] = int(v) if v else 0
                 b.records[c] = _rec.decode(d) if d else None
         return b
 
-    async def _commit(self, b: _Batch, stream: str, entries: list[tuple[bytes, Any]]) -> bool:
+    async def _commit(self, p: int, b: _Batch, stream: str, entries: list[tuple[bytes, Any]]) -> bool:
         ids = list(b.versions)
         args: list[Any] = [len(ids)]
         for c in ids:
@@ -290,13 +324,14 @@ class OmsService(Service):
         opened = b.opened - b.closed
         args += [len(opened), *opened, len(b.closed), *b.closed, len(b.out)]
         for s, msg in b.out:
-            cmd = xadd(s, msg)
+            cmd = xadd(self.stream(s, p), msg)
             args.append(len(cmd))
             args += cmd
         if entries:
             args += [stream, self.name, *[eid for eid, _ in entries]]
-        keys = [key(c) for c in ids] + [OPEN]
-        res = await _COMMIT.run(self.call, keys, args)
+        tag = self.tag(p)
+        keys = [key(c, tag) for c in ids] + [open_key(tag)]
+        res = await _COMMIT.run(partial(self.call_at, keys[-1]), keys, args)
         if res[0] != 1:
             for c in ids:
                 self.cache.pop(c, None)
@@ -329,27 +364,29 @@ class OmsService(Service):
         return True
 
     # -- orders.new ------------------------------------------------------------------------------
-    async def on_new(self, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
+    async def on_new(self, p: int, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
         i = 0
         while i < len(msgs):  # in chunks while orders are in flight (nothing waits for a turn else)
             n = self.cfg.intake_chunk if self.in_flight else len(msgs)
-            await self._take_in(msgs[i : i + n])
+            await self._take_in(p, msgs[i : i + n])
             i += n
 
-    async def _take_in(self, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
+    async def _take_in(self, p: int, msgs: list[tuple[bytes, Order | CancelRequest]]) -> None:
         """New orders and cancels, one commit. While orders are in flight a batch read is taken in
         a chunk at a time: their decisions and reports, waiting for their turn, get it between
         chunks (a flood's 512 orders in one go held them up for its whole commit)."""
 
-        if self.w_new.stats.reconnects != self._reconnects:
+        intake = self.parts.owned[p].workers[0]  # partition p of orders.new's
+        reconnects = sum(w.stats.reconnects for w in self.parts.workers)
+        if reconnects != self._reconnects:
             # Redis was away: what was added meanwhile waited for Redis, not for us; a backlog, as
             # at a start (taken in up to max_in_flight), not an overload
-            self._reconnects = self.w_new.stats.reconnects
+            self._reconnects = reconnects
             self.admission.resume(time.time_ns())
 
         def apply(b: _Batch) -> None:
             now = time.time_ns()
-            b.gate = self.admission.gate(now, len(self.in_flight), self.w_new.redelivered)
+            b.gate = self.admission.gate(now, len(self.in_flight), intake.redelivered)
             for eid, m in msgs:
                 if isinstance(m, CancelRequest):
                     self._cancel(b, m, now)
@@ -357,6 +394,7 @@ class OmsService(Service):
                     self._intake(b, m, now, eid)
 
         b = await self._transact(
+            p,
             (m.client_order_id for _, m in msgs),
             apply,
             streams.ORDERS_NEW,
@@ -446,7 +484,7 @@ class OmsService(Service):
             )
 
     # -- risk.decisions --------------------------------------------------------------------------
-    async def on_decisions(self, decs: list[tuple[bytes, RiskDecision]]) -> None:
+    async def on_decisions(self, p: int, decs: list[tuple[bytes, RiskDecision]]) -> None:
         now = time.time_ns()
 
         def apply(b: _Batch) -> None:
@@ -469,10 +507,12 @@ class OmsService(Service):
                         )
                     )
 
-        self._answered(await self._transact((d.client_order_id for _, d in decs), apply, streams.RISK_DECISIONS, decs))
+        self._answered(
+            await self._transact(p, (d.client_order_id for _, d in decs), apply, streams.RISK_DECISIONS, decs)
+        )
 
     # -- exec.reports ----------------------------------------------------------------------------
-    async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
+    async def on_reports(self, p: int, reps: list[tuple[bytes, ExecReport]]) -> None:
         now = time.time_ns()
 
         def apply(b: _Batch) -> None:
@@ -481,7 +521,7 @@ class OmsService(Service):
                 if rec is not None and not rec.final:
                     self._apply_report(b, rec, rep, now)
 
-        self._answered(await self._transact((r.client_order_id for _, r in reps), apply, streams.EXEC_REPORTS, reps))
+        self._answered(await self._transact(p, (r.client_order_id for _, r in reps), apply, streams.EXEC_REPORTS, reps))
 
     def _apply_report(self, b: _Batch, rec: OrderRecord, rep: ExecReport, now: int) -> None:
         c = rec.order.client_order_id
@@ -508,9 +548,14 @@ class OmsService(Service):
 
     # -- housekeeping ----------------------------------------------------------------------------
     async def resend_stale_risk(self) -> None:
-        """Orders left PENDING_RISK (e.g. risk was down) get their request sent again."""
-        open_ids = {replies.text(c) for c in await self.r.smembers(OPEN)}
-        for c in [c for c in self.cache if c not in open_ids]:
+        """Orders left PENDING_RISK (e.g. risk was down) get their request sent again, partition
+        by partition (the ones this instance owns)."""
+        for p in self.parts.partitions():
+            await self._resend_stale_risk(p)
+
+    async def _resend_stale_risk(self, p: int) -> None:
+        open_ids = {replies.text(c) for c in await self.r.smembers(open_key(self.tag(p)))}
+        for c in [c for c, (_, rec) in self.cache.items() if c not in open_ids and self.part_of(rec) == p]:
             del self.cache[c]  # finished by another instance
             self.in_flight.discard(c)
         limit = int(self.cfg.risk_timeout_s * 1e9)
@@ -536,7 +581,7 @@ class OmsService(Service):
                         )
                     )
 
-        await self._transact(coids, apply, streams.ORDERS_NEW, [])
+        await self._transact(p, coids, apply, streams.ORDERS_NEW, [])
 
     async def sync_clock(self) -> None:
         """Redis's clock against ours: admission reads an order's wait off its entry id."""
@@ -560,7 +605,15 @@ class OmsService(Service):
                 await self.cancel_all(f"kill switch on ({cmd.operator}: {cmd.reason})")
 
     async def cancel_all(self, reason: str) -> int:
-        coids = [replies.text(c) for c in await self.r.smembers(OPEN)]
+        """Cancel every working order of the partitions this instance owns (every instance gets
+        the kill switch: together they cancel them all)."""
+        total = 0
+        for p in self.parts.partitions():
+            total += await self._cancel_all(p, reason)
+        return total
+
+    async def _cancel_all(self, p: int, reason: str) -> int:
+        coids = [replies.text(c) for c in await self.r.smembers(open_key(self.tag(p)))]
         n = 0
 
         def apply(b: _Batch) -> None:
@@ -571,10 +624,23 @@ class OmsService(Service):
                     self._cancel(b, CancelRequest(client_order_id=c, reason=reason), now)
                     n += 1
 
-        await self._transact(coids, apply, streams.ORDERS_NEW, [])
+        await self._transact(p, coids, apply, streams.ORDERS_NEW, [])
         return n
 
 
-def read_order(r: Any, coid: str) -> OrderRecord | None:
-    raw = r.hget(key(coid), "d")
-    return _rec.decode(raw) if raw else None
+def read_order(r: Any, coid: str, account: str | None = None) -> OrderRecord | None:
+    """An order's record (sync client), wherever the process's layout puts it: with the order
+    path split, in its account's partition, or (no account given) in whichever holds it."""
+    n = partitions.count(streams.ORDERS_NEW)
+    tagged = partitions.on_cluster(r)
+    if n == 1 and not tagged:
+        tags = [""]
+    elif account is not None:
+        tags = [partitions.tag(partitions.partition_of(account, n), n)]
+    else:
+        tags = [partitions.tag(p, n) for p in range(n)]
+    for tag in tags:
+        raw = r.hget(key(coid, tag), "d")
+        if raw:
+            return _rec.decode(raw)
+    return None

@@ -1,5 +1,6 @@
 """ptrc (P4): post-trade risk and compliance. exec.reports (its copy for ptrc, exec.reports.ptrc:
-the OMS consumes exec.reports itself; backend/bus/streams.py COPIES) -> positions per account and symbol,
+the OMS consumes exec.reports itself; backend/bus/streams.py COPIES; with the order path split by
+account, every partition of it, all owned by ptrc's one instance) -> positions per account and symbol,
 realized and unrealized PnL (marked to md.ticks), exposure; limit breaches (exposure,
 concentration, drawdown) -> ops.alerts, and a resolution there when a breach is over. Positions are
 published on `positions` and kept in Redis (`ptrc:pos`).
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import msgspec
 import redis
 
-from backend.bus import replies, streams
+from backend.bus import partitions, replies, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.publish import queue
+from backend.bus.worker import StreamWorker
 from backend.marketdata import ticks as tickcols
 from backend.messages import Alert, ExecReport, Position, TickBatch
 from backend.posttrade.book import Pos
@@ -75,8 +78,10 @@ class PtrcService(Service):
             {streams.MD_TICKS: "$"}, decode=TickBatch, count=2000, block_ms=None, min_interval_s=0
         )
         await self.ticks.start()
-        self.worker = self.consume(
-            streams.EXEC_REPORTS_PTRC, self.on_reports, decode=ExecReport, count=512, block_ms=100
+        self.n = self.settings.partition_count(streams.EXEC_REPORTS_PTRC)  # the order path's, by account
+        self.tagged = partitions.on_cluster(self.r)
+        self.parts = self.consume_partitions(
+            streams.EXEC_REPORTS_PTRC, lambda p: partial(self.on_reports, p), decode=ExecReport, count=512, block_ms=100
         )
         self.every(1.0, self.publish_marks)
 
@@ -92,28 +97,36 @@ class PtrcService(Service):
             "breaches": sorted(self.breaches),
         }
 
-    async def on_reports(self, reps: list[tuple[bytes, ExecReport]]) -> None:
+    def record_key(self, coid: str, account: str) -> str:
+        """The OMS's record of an order of `account` (in its partition's slot when split)."""
+        if self.n == 1 and not self.tagged:
+            return record_key(coid)
+        return record_key(coid, partitions.tag(partitions.partition_of(account, self.n), self.n))
+
+    async def on_reports(self, p: int, reps: list[tuple[bytes, ExecReport]]) -> None:
+        worker = self.parts.owned[p].workers[0]  # partition p's: what is rejected goes to its dead letters
         fills: list[tuple[bytes, ExecReport]] = []
         for eid, rep in reps:
             if rep.kind != "fill":
                 continue
             if not (rep.fill_qty > 0 and rep.fill_price > 0 and rep.account and rep.symbol):
-                self.worker.reject(
+                worker.reject(
                     eid,
                     f"bad fill {rep.trade_id!r}: qty {rep.fill_qty}, price {rep.fill_price}, account {rep.account!r}",
                 )
                 continue
             fills.append((eid, rep))
         if fills:
-            await self._book(fills)
+            await self._book(fills, worker)
 
     async def _ledger(self, reps: list[ExecReport]) -> Ledger:
         """The OMS's orders and what was booked, for these fills (one round trip)."""
-        coids = list(dict.fromkeys(r.client_order_id for r in reps))
+        accounts = {r.client_order_id: r.account for r in reps}
+        coids = list(accounts)
         tids = list(dict.fromkeys(r.trade_id for r in reps if r.trade_id))
         pipe = self.r.pipeline(transaction=False)
         for c in coids:
-            pipe.hget(record_key(c), "d")
+            pipe.hget(self.record_key(c, accounts[c]), "d")
             pipe.hget(FILLED_KEY, c)
         for t in tids:
             pipe.hget(TRADES_KEY, t)
@@ -127,7 +140,7 @@ class PtrcService(Service):
             led.booked[t] = _booked.decode(raw) if raw else None
         return led
 
-    async def _book(self, fills: list[tuple[bytes, ExecReport]]) -> None:
+    async def _book(self, fills: list[tuple[bytes, ExecReport]], worker: StreamWorker) -> None:
         """Book the fills that fit their orders; dead-letter and alert the breaks. If the write
         fails (the batch is then delivered again), the positions it touched are taken again from
         Redis: it may have been made."""
@@ -146,7 +159,7 @@ class PtrcService(Service):
                 continue
             now = time.time_ns()
             if v.action == "break":
-                self.worker.reject(eid, f"break: {v.reason}")
+                worker.reject(eid, f"break: {v.reason}")
                 self.breaks += 1
                 alerts.append(
                     Alert(

@@ -9,10 +9,11 @@ requests acked in one round trip.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import msgspec
 
-from backend.bus import replies, streams
+from backend.bus import partitions, replies, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
@@ -58,8 +59,15 @@ class RiskService(Service):
         self.every(1.0, self.sync_kill_switch)
         self.checked = 0
         self.check_us = self.recorder("check")
-        self.worker = self.consume(
-            streams.RISK_REQUESTS, self.on_requests, decode=RiskRequest, count=512, block_ms=100, auto_ack=False
+        self.n = self.settings.partition_count(streams.RISK_REQUESTS)  # the order path's, by account
+        self.tagged = partitions.on_cluster(self.r)
+        self.parts = self.consume_partitions(
+            streams.RISK_REQUESTS,
+            lambda p: partial(self.on_requests, p),
+            decode=RiskRequest,
+            count=512,
+            block_ms=100,
+            auto_ack=False,
         )
         # broadcasts: every instance reads every price, fill and control command
         self.feeds = self.listen(
@@ -85,16 +93,20 @@ class RiskService(Service):
             "kill_switch": self.engine.kill_switch,
             "denials": dict(self.engine.denials),
             "symbols_priced": len(self.engine.book.prices),
+            **({"partitions": self.parts.partitions(), "of": self.n} if self.n > 1 else {}),
         }
 
-    async def on_requests(self, reqs: list[tuple[bytes, RiskRequest]]) -> None:
+    async def on_requests(self, p: int, reqs: list[tuple[bytes, RiskRequest]]) -> None:
+        """Partition p's requests, answered on partition p of risk.decisions (the same accounts)."""
+        requests = partitions.name(streams.RISK_REQUESTS, p, self.n, tagged=self.tagged)
+        decisions = partitions.name(streams.RISK_DECISIONS, p, self.n, tagged=self.tagged)
         out: list[tuple] = []
         for _, req in reqs:
             t0 = time.perf_counter_ns()
             d = self.engine.check(req.order)
             out.append(
                 xadd(
-                    streams.RISK_DECISIONS,
+                    decisions,
                     RiskDecision(
                         request_id=req.request_id,
                         client_order_id=req.order.client_order_id,
@@ -108,8 +120,8 @@ class RiskService(Service):
                 )
             )
             self.check_us.record_ns(time.perf_counter_ns() - t0)
-        out.append(("XACK", streams.RISK_REQUESTS, self.name, *[eid for eid, _ in reqs]))
-        await self.send(out)
+        out.append(("XACK", requests, self.name, *[eid for eid, _ in reqs]))
+        await self.send_at(requests, out)
         self.checked += len(reqs)
 
     async def on_broadcast(self, items: list[Item]) -> None:

@@ -93,8 +93,10 @@ class OrderRecord(msgspec.Struct, kw_only=True):
         )
 
 
-def record_key(client_order_id: str) -> str:
-    return RECORD_KEY.format(client_order_id)
+def record_key(client_order_id: str, tag: str = "") -> str:
+    """An order's record key; `tag`: its partition's hash tag when the order path is split
+    (backend/bus/partitions.py: the record shares its partition's slot)."""
+    return RECORD_KEY.format(f"{tag}:{client_order_id}" if tag else client_order_id)
 
 
 def invalid(order: Order) -> str | None:

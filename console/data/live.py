@@ -182,9 +182,12 @@ class LiveSource:
     def _seed(self, reader: BroadcastSync, stream: str, count: int) -> list[tuple[str, bytes, Any]]:
         """The newest `count` entries of `stream`, oldest first, decoded as the reader decodes; the
         reader reads on after the newest (or from the start of an empty stream)."""
-        newest = list(reversed(replies.entries(self.r.xrevrange(stream, count=count))))
         self._seeded.add(stream)
-        return reader.seed(stream, newest)
+        out: list[tuple[str, bytes, Any]] = []
+        for name in [n for n, b in reader.base.items() if b == stream] or [stream]:  # each partition's
+            newest = list(reversed(replies.entries(self.r.xrevrange(name, count=count))))
+            out += reader.seed(name, newest)
+        return out
 
     def _skipped(self, snap: Snapshot) -> None:
         """What could not be decoded, per stream: a plain count and one alert line each."""

@@ -114,7 +114,7 @@ async def test_a_write_ptrc_could_not_confirm_is_taken_from_redis(redis_url: str
         r.set(streams.POSITIONS, "not a stream")  # the transaction's XADD of the position fails
         try:
             with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-                await ptrc.on_reports([(b"0-1", first)])
+                await ptrc.on_reports(0, [(b"0-1", first)])
         finally:
             r.delete(streams.POSITIONS)
         assert r.hget("ptrc:trades", "paper-s1-1-1") is not None  # booked in Redis all the same

@@ -116,7 +116,7 @@ async def test_a_batch_whose_commit_failed_is_taken_again_from_redis(redis_url: 
         await r.config_set("min-replicas-to-write", 1)  # Redis refuses every write: the commit fails
         try:
             with pytest.raises(ResponseError, match="NOREPLICAS"):
-                await oms.on_decisions([(b"0-1", decision)])
+                await oms.on_decisions(0, [(b"0-1", decision)])
         finally:
             await r.config_set("min-replicas-to-write", 0)
         assert codec.decode(await r.hget(KEY.format("x2"), "d"), OrderRecord).state == "PENDING_RISK"

