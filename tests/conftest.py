@@ -36,6 +36,16 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ[k] = v
 
 
+@pytest.fixture(autouse=True)
+def _one_layout_per_test() -> Iterator[None]:
+    """Loading settings sets the process's partition layout (backend/bus/partitions.py): a test
+    that loads a split one leaves none behind for the next."""
+    from backend.bus import partitions
+
+    yield
+    partitions.use({})
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis-session"))

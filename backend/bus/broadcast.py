@@ -19,7 +19,9 @@ its group.
 A stream split into partitions (this process's layout: backend/bus/partitions.py) is read whole:
 its cursor becomes one per partition, read in the same XREAD, and its items carry the stream's
 own name (an account's or a symbol's entries are in one partition, in order; entries of different
-partitions come in no set order).
+partitions come in no set order). On a Redis Cluster one XREAD names the streams of one slot only:
+the streams are read slot by slot, on a connection per primary, all at once and without blocking
+(a blocking read would wait on one of them), paced to every 20 ms while nothing comes.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 from backend.bus import codec, outage, partitions
 from backend.bus.entries import UNDECODABLE, Skips, payload, reason
-from backend.bus.fastconn import FastRedis, stream_entries
+from backend.bus.fastconn import FastRedis, refresh_slots, stream_entries
 from backend.bus.outage import redis_away
 
 log = logging.getLogger("tradeops.broadcast")
@@ -133,6 +136,8 @@ class Broadcast(_Cursors):
         self.min_interval_s = min_interval_s
         self._conn: FastRedis | None = None
         self._last = 0.0
+        self.cluster = partitions.on_cluster(r)
+        self._at: dict[str, FastRedis] = {}  # on a cluster: a connection per primary read
 
     async def _connect(self) -> FastRedis:
         if self._conn is None or self._conn.closed:
@@ -146,6 +151,13 @@ class Broadcast(_Cursors):
 
     async def start(self) -> None:
         """Resolve "$" cursors now: what is added from here on is read."""
+        if self.cluster:
+            for (node, _), names in self._by_slot().items():
+                conn = self._at.get(node)
+                if conn is None or conn.closed:
+                    conn = self._at[node] = await FastRedis.like(self.r, names[0])
+                await self._resolve_newest(conn, names)
+            return
         await self._resolve_newest(await self._connect())
 
     async def read(self) -> list[Item]:
@@ -154,6 +166,8 @@ class Broadcast(_Cursors):
         if wait > 0:
             await asyncio.sleep(wait)
         self._last = time.monotonic()
+        if self.cluster:
+            return await self._read_cluster()
         try:
             conn = await self._connect()
             await self._resolve_newest(conn)
@@ -167,16 +181,53 @@ class Broadcast(_Cursors):
             return []
         return self._items(reply)
 
-    async def _resolve_newest(self, conn: FastRedis) -> None:
-        for name, cur in self.cursors.items():
-            if cur == "$":
+    async def _resolve_newest(self, conn: FastRedis, names: list[str] | None = None) -> None:
+        for name in names if names is not None else list(self.cursors):
+            if self.cursors[name] == "$":
                 last = await conn.call("XREVRANGE", name, "+", "-", "COUNT", 1)
                 self.cursors[name] = last[0][0] if last else b"0-0"
+
+    def _by_slot(self) -> dict[tuple[str, int], list[str]]:
+        """The cursors' streams grouped by (node, slot): one XREAD may name keys of one slot only."""
+        groups: dict[tuple[str, int], list[str]] = defaultdict(list)
+        for name in self.cursors:
+            groups[(self.r.get_node_from_key(name).name, self.r.keyslot(name))].append(name)
+        return groups
+
+    async def _read_cluster(self) -> list[Item]:
+        try:
+            groups = self._by_slot().items()
+            replies = await asyncio.gather(*(self._read_at(node, names) for (node, _), names in groups))
+        except outage.CAUGHT as exc:
+            if not redis_away(exc):
+                raise
+            log.warning("broadcast read failed: %s; retrying", exc)
+            await self.close()
+            await refresh_slots(self.r)
+            await asyncio.sleep(0.5)
+            return []
+        items = [item for reply in replies for item in self._items(reply)]
+        if not items and self.block_ms:
+            await asyncio.sleep(min(self.block_ms, 20) / 1000)
+        return items
+
+    async def _read_at(self, node: str, names: list[str]) -> Any:
+        conn = self._at.get(node)
+        if conn is None or conn.closed:
+            conn = self._at[node] = await FastRedis.like(self.r, names[0])
+        for name in names:
+            if self.cursors[name] == "$":
+                last = await conn.call("XREVRANGE", name, "+", "-", "COUNT", 1)
+                self.cursors[name] = last[0][0] if last else b"0-0"
+        return await conn.call("XREAD", "COUNT", self.count, "STREAMS", *names, *[self.cursors[n] for n in names])
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.aclose()
             self._conn = None
+        for conn in self._at.values():
+            await conn.aclose()
+        self._at.clear()
 
 
 class BroadcastSync(_Cursors):

@@ -282,6 +282,18 @@ class Service:
         self.partitioned.append(part)
         return part
 
+    def names(self, stream: str) -> list[str]:
+        """The streams `stream` is, as the settings split it (its partitions; on a Redis Cluster
+        a partitionable stream is tagged even whole): what a read of all of it reads."""
+        n = self.settings.partition_count(stream)
+        tagged = partitions.on_cluster(self.r) and partitions.partitionable(stream)
+        return partitions.names(stream, n, tagged=tagged) if n > 1 or tagged else [stream]
+
+    async def newest(self, stream: str, count: int) -> list[tuple[bytes, Any]]:
+        """The newest `count` entries of each of `stream`'s partitions, oldest first (by entry id)."""
+        got = [e for name in self.names(stream) for e in replies.entries(await self.r.xrevrange(name, count=count))]
+        return sorted(got, key=lambda e: tuple(int(x) for x in e[0].split(b"-")))
+
     def broadcast(self, cursors: dict[str, str], *, decode: Any = None, **opts: Any) -> Broadcast:
         """A broadcast reader of `cursors` ({stream: "$" | "0" | an entry id}) on this service's
         Redis, closed when the service stops; `read()` it yourself (e.g. in a periodic task).

@@ -126,8 +126,8 @@ class LiveGatewayService(Service):
             await self._load_inflight()
             self.every(0.5, self.reconcile)
         else:
-            newest = replies.entries(await self.r.xrevrange(streams.MD_TICKS, count=20))
-            last, _ = decode_with(reversed(newest), _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
+            newest = await self.newest(streams.MD_TICKS, 20)  # each partition's, oldest first
+            last, _ = decode_with(newest, _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
             for _, batch in last:
                 self.engine.prices.update(tickcols.last_prices(batch))
             self.listen({streams.MD_TICKS: "$"}, self.on_ticks, decode=TickBatch)

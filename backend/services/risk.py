@@ -13,7 +13,7 @@ from functools import partial
 
 import msgspec
 
-from backend.bus import partitions, replies, streams
+from backend.bus import partitions, streams
 from backend.bus.access import Keys, Reads, Writes
 from backend.bus.broadcast import Item
 from backend.bus.entries import decode_with
@@ -80,8 +80,8 @@ class RiskService(Service):
                 streams.REFDATA_EVENTS: Instrument,
             },
         )
-        newest = replies.entries(await self.r.xrevrange(streams.MD_TICKS, count=20))
-        last, _ = decode_with(reversed(newest), _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
+        newest = await self.newest(streams.MD_TICKS, 20)  # each partition's, oldest first
+        last, _ = decode_with(newest, _ticks.decode, stream=streams.MD_TICKS, skips=self.skips)
         for _, batch in last:
             self.engine.book.prices.update(tickcols.last_prices(batch))
 

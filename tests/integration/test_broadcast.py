@@ -87,3 +87,49 @@ def test_the_sync_reader_reads_the_same_way(r: redis.Redis) -> None:
     assert b.read() == []  # waited 50 ms: nothing new
     r.xadd("other", ev("o3"))
     assert [m.client_order_id for _, _, m in b.read()] == ["o3"]
+
+
+async def test_a_split_stream_is_read_whole_and_producers_route_by_account(redis_url: str) -> None:
+    # the order path split in 2 (this process's layout, as `[partitions]` sets it): a producer's
+    # order goes to its account's partition, a cancel without the account is refused by name,
+    # and a broadcast reader of orders.events reads both partitions under the stream's own name
+    import pytest
+
+    from backend.bus import codec, partitions, streams
+    from backend.bus.publish import Unroutable, publish
+    from backend.messages import CancelRequest, Order, OrderEvent
+
+    r = aioredis.Redis.from_url(redis_url)
+    partitions.use({streams.ORDERS_NEW: 2})
+    try:
+        b = Broadcast(r, {streams.ORDERS_EVENTS: "0"}, decode=OrderEvent, block_ms=20, min_interval_s=0.0)
+        assert sorted(b.cursors) == ["orders.events:{p0of2}", "orders.events:{p1of2}"]
+        accounts = [f"acct-{i}" for i in range(8)]
+        for i, a in enumerate(accounts):
+            o = Order(client_order_id=f"c{i}", account=a, symbol="BTCUSDT", side="buy", type="market", quantity=1.0)
+            await publish(r, streams.ORDERS_NEW, o)
+            ev = OrderEvent(
+                client_order_id=o.client_order_id, account=a, symbol="BTCUSDT", side="buy", quantity=1.0,
+                limit_price=None, state="NEW",
+            )  # fmt: skip
+            await r.xadd(partitions.route(streams.ORDERS_EVENTS, a, 2), codec.fields(ev))
+        for i, a in enumerate(accounts):  # each order in its account's partition
+            part = partitions.route(streams.ORDERS_NEW, a, 2)
+            got = [codec.decode(codec.payload(f), Order) for _, f in await r.xrange(part)]
+            assert f"c{i}" in {o.client_order_id for o in got}
+        assert await r.xlen(streams.ORDERS_NEW) == 0  # the unsplit stream: nothing
+        assert sum([await r.xlen(s) for s in partitions.names(streams.ORDERS_NEW, 2)]) == 8
+        with pytest.raises(Unroutable, match="split into 2 partitions by account"):
+            await publish(r, streams.ORDERS_NEW, CancelRequest(client_order_id="c1"))
+        seen: list[tuple[str, str]] = []
+
+        async def read() -> bool:
+            seen.extend((s, m.account) for s, _, m in await b.read())
+            return len(seen) >= 8
+
+        await await_for(read, what="both partitions read")
+        assert {s for s, _ in seen} == {streams.ORDERS_EVENTS} and sorted(a for _, a in seen) == accounts
+        await b.close()
+    finally:
+        partitions.use({})
+        await r.aclose()

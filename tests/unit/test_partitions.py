@@ -89,3 +89,24 @@ def test_a_replicas_entry_must_name_a_service_and_the_base_keys_pass_the_section
     # the Service base's own keys are not its Config's: a section holding them is fine
     cfg.write_text("[replicas]\nnormalizer = 2\n\n[services.normalizer]\nmetrics_port = 0\nclaim_idle_ms = 5000\n")
     check_sections(load_settings(cfg))
+
+
+def test_the_order_path_is_split_whole_by_orders_new(tmp_path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[partitions]\n"exec.reports" = 4\n')
+    with pytest.raises(ConfigError, match=r"'exec\.reports' is split as orders\.new is: set \"orders\.new\" = N"):
+        load_settings(cfg)
+    cfg.write_text('[partitions]\n"orders.new" = 4\n')
+    s = load_settings(cfg)
+    path = ("orders.new", "risk.requests", "risk.decisions", "exec.orders", "exec.reports", "orders.events")
+    assert [s.partition_count(x) for x in path] == [4] * 6 and s.partition_count("md.ticks") == 1
+    # the process routes as its settings say: an order to its account's partition, its copy alike
+    from backend.bus.publish import Unroutable, routed
+    from backend.messages import CancelRequest
+
+    assert partitions.count("exec.reports.ptrc") == 4
+    o = CancelRequest(client_order_id="c1", account="acct-7")
+    assert routed("orders.new", o) == partitions.route("orders.new", "acct-7", 4)
+    assert streams.copies("exec.reports:{p3of4}") == ("exec.reports.ptrc:{p3of4}",)
+    with pytest.raises(Unroutable, match=r"orders\.new: the stream is split into 4 partitions by account"):
+        routed("orders.new", CancelRequest(client_order_id="c1"))
