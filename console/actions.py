@@ -200,12 +200,17 @@ class LiveActions:
     def order_cancel(self, client_order_id: str) -> str:
         from backend.bus import publish_sync, streams
         from backend.messages import CancelRequest
+        from backend.trading.orders import find_record
 
+        rec = find_record(self.r, client_order_id)  # its account routes the cancel to the order's partition
         publish_sync(
             self.r,
             streams.ORDERS_NEW,
             CancelRequest(
-                client_order_id=client_order_id, reason=f"canceled by {self.operator}", sent_ns=time.time_ns()
+                client_order_id=client_order_id,
+                account=rec.order.account if rec is not None else "",
+                reason=f"canceled by {self.operator}",
+                sent_ns=time.time_ns(),
             ),
         )
         return f"cancel sent for {client_order_id}"

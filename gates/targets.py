@@ -36,7 +36,7 @@ import numpy as np
 from backend import aio
 from backend.bench.load import open_loop
 from backend.bus import codec, replies, streams
-from backend.bus.broadcast import Broadcast
+from backend.bus.broadcast import Broadcast, BroadcastSync
 from backend.bus.entries import Skips, decode_entries
 from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
@@ -442,9 +442,10 @@ def paper(ctx: CheckContext, p: dict[str, Any]) -> Result:
     symbol = next((s for s in PREFERRED if s in prices), sorted(prices)[0])
     run = f"gp{uuid.uuid4().hex[:10]}"
     account = f"{SOURCE}-{run}"
-    cursors: dict[Any, Any] = {
-        s: _newest(ctx.r, s) for s in (streams.ORDERS_EVENTS, streams.EXEC_REPORTS, streams.POSITIONS)
-    }
+    # from their newest entries now (every partition's, when the order path is split by account)
+    watched = (streams.ORDERS_EVENTS, streams.EXEC_REPORTS, streams.POSITIONS)
+    watch = BroadcastSync(ctx.r, dict.fromkeys(watched, "$"), block_ms=200)
+    watch.start()
     orders = [
         Order(
             client_order_id=f"{run}-{i}",
@@ -469,9 +470,10 @@ def paper(ctx: CheckContext, p: dict[str, Any]) -> Result:
         return bool(seen["positions"]) and abs(seen["positions"][-1]["quantity"]) < 1e-12
 
     while time.monotonic() < deadline and (len(seen["fills"]) < len(orders) or not flat()):
-        for stream, items in replies.read(ctx.r.xread(cursors, count=1000, block=200)) or []:
-            name = stream.decode() if isinstance(stream, bytes) else stream
-            cursors[name] = items[-1][0].decode()
+        by_stream: dict[str, list[tuple[bytes, Any]]] = {}
+        for name, eid, fields in watch.read():
+            by_stream.setdefault(name, []).append((eid, fields))
+        for name, items in by_stream.items():
             _paper_seen(name, items, want, account, seen, t0)
     ev: dict[str, Any] = {
         "probe": {"orders": [o.client_order_id for o in orders], "account": account, "symbol": symbol},
@@ -500,11 +502,6 @@ def paper(ctx: CheckContext, p: dict[str, Any]) -> Result:
         )
         ev["provide"] = "tradeops ps and tradeops logs ptrc say why"
     return Result("failed", ev)
-
-
-def _newest(r: Any, stream: str) -> str:
-    last = replies.entries(r.xrevrange(stream, count=1))
-    return last[0][0].decode() if last else "0-0"
 
 
 _events = codec.decoder(OrderEvent)

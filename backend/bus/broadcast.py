@@ -268,3 +268,16 @@ class BroadcastSync(_Cursors):
                 self.cursors[name.decode()] = items[-1][0]
             got += [(name, eid, fields) for eid, fields in items if fields is not None]
         return self._decoded(got)
+
+
+def newest_sync(r: Any, stream: str, count: int) -> list[tuple[bytes, dict[Any, Any]]]:
+    """The newest `count` entries of `stream`, oldest first, with a sync client: of each of its
+    partitions when this process's layout splits it, merged by entry id (Redis's clock)."""
+    from backend.bus import replies
+
+    n = partitions.count(stream)
+    tagged = partitions.on_cluster(r) and partitions.partitionable(stream)
+    names = partitions.names(stream, n, tagged=tagged) if n > 1 or tagged else [stream]
+    got = [e for name in names for e in replies.entries(r.xrevrange(name, count=count))]
+    got.sort(key=lambda e: tuple(int(x) for x in e[0].split(b"-")))
+    return got[-count:] if count else got

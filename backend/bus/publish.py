@@ -138,7 +138,9 @@ def _alone(stream: str) -> None:
 
 def xadd(stream: str, msg: Any) -> tuple[Arg, ...]:
     """The XADD of one message, trimmed as `stream` is, as a raw command (CopiesLeftOut for a
-    stream with copies: use `xadds`)."""
+    stream with copies: use `xadds`); to its key's partition when the process's layout splits
+    the stream (a service writing a partition names it)."""
+    stream = routed(stream, msg)
     _alone(stream)
     data = codec.encode(msg)
     check(stream, len(data))
@@ -156,6 +158,7 @@ def xadd_fields(stream: str, fields: Mapping[Any, Any]) -> tuple[Arg, ...]:
 def xadds(stream: str, msg: Any) -> list[tuple[Arg, ...]]:
     """The XADDs of one message to `stream` and to each of its copies, trimmed alike, as raw
     commands to send inside one MULTI (or a fenced commit) with the rest of the step."""
+    stream = routed(stream, msg)
     data = codec.encode(msg)
     check(stream, len(data))
     return [(*_head(s), data) for s in _targets(stream)]

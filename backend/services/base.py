@@ -289,6 +289,18 @@ class Service:
         tagged = partitions.on_cluster(self.r) and partitions.partitionable(stream)
         return partitions.names(stream, n, tagged=tagged) if n > 1 or tagged else [stream]
 
+    def whole(self, stream: str) -> str:
+        """The one stream that holds all of `stream` (itself; on a Redis Cluster its one tagged
+        partition), for a consumer that reads it whole in its group; a split one is refused with
+        what to change."""
+        got = self.names(stream)
+        if len(got) > 1:
+            raise ConfigError(
+                f"{self.name} reads {stream} whole in one consumer group, but [partitions] splits it in {len(got)}: "
+                f"leave {stream} unsplit (its source may still be split: each partition then writes the one {stream})"
+            )
+        return got[0]
+
     async def newest(self, stream: str, count: int) -> list[tuple[bytes, Any]]:
         """The newest `count` entries of each of `stream`'s partitions, oldest first (by entry id)."""
         got = [e for name in self.names(stream) for e in replies.entries(await self.r.xrevrange(name, count=count))]

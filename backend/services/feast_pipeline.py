@@ -42,7 +42,7 @@ class FeastPipelineService(Service):
         self.rows = 0
         self.offline: list[dict[str, Any]] = []
         self.data_dir = Path(self.settings.resolved_data_dir())
-        self.worker = self.consume(streams.MD_BARS_1S, self.on_bars, decode=Bar, count=512, block_ms=100)
+        self.worker = self.consume(self.whole(streams.MD_BARS_1S), self.on_bars, decode=Bar, count=512, block_ms=100)
         self.every(5.0, self.flush_offline)
 
     def processed(self) -> int:

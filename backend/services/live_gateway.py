@@ -173,6 +173,7 @@ class LiveGatewayService(Service):
             "working": len(self.engine.working) if self.rest is None else len(self.inflight),
             "venue_errors": self.errors,
             "user_streams": self.user_streams,
+            **({"partitions": self.parts.partitions(), "of": self.n} if self.n > 1 else {}),
         }
 
     async def _publish(self, reps: list[ExecReport], ack: list[bytes] | None = None, p: int = 0) -> None:

@@ -79,8 +79,8 @@ class MarketplaceService(Service):
         await pipe.execute()
         self.settle = self.r.register_script(_SETTLE)
         self.worker = self.consume(streams.SIGNALS, self.on_signals, decode=Signal, count=256, block_ms=100)
-        self.w_events = self.consume(
-            streams.ORDERS_EVENTS, self.on_order_events, decode=OrderEvent, count=512, block_ms=100
+        self.w_events = self.consume_partitions(  # every partition (the order path may be split by account)
+            streams.ORDERS_EVENTS, lambda p: self.on_order_events, decode=OrderEvent, count=512, block_ms=100
         )
         self.listen({streams.MODELS_EVENTS: "0"}, self.on_model_events, decode=ModelEvent, count=100, block_ms=200)
 

@@ -70,7 +70,7 @@ from backend.trading.admission import (
     clock_offset_ms,
 )
 from backend.trading.killswitch import COMMAND, KILL_KEY
-from backend.trading.orders import RECORD_KEY, IllegalTransition, OrderRecord, invalid, record_key
+from backend.trading.orders import RECORD_KEY, IllegalTransition, OrderRecord, find_record, invalid, record_key
 
 KEY = RECORD_KEY
 OPEN = "oms:open"
@@ -628,19 +628,4 @@ class OmsService(Service):
         return n
 
 
-def read_order(r: Any, coid: str, account: str | None = None) -> OrderRecord | None:
-    """An order's record (sync client), wherever the process's layout puts it: with the order
-    path split, in its account's partition, or (no account given) in whichever holds it."""
-    n = partitions.count(streams.ORDERS_NEW)
-    tagged = partitions.on_cluster(r)
-    if n == 1 and not tagged:
-        tags = [""]
-    elif account is not None:
-        tags = [partitions.tag(partitions.partition_of(account, n), n)]
-    else:
-        tags = [partitions.tag(p, n) for p in range(n)]
-    for tag in tags:
-        raw = r.hget(key(coid, tag), "d")
-        if raw:
-            return _rec.decode(raw)
-    return None
+read_order = find_record  # backend/trading/orders.py: where the layout puts it

@@ -95,6 +95,7 @@ class PtrcService(Service):
             "duplicates": self.duplicates,
             "breaks": self.breaks,
             "breaches": sorted(self.breaches),
+            **({"partitions": self.parts.partitions(), "of": self.n} if self.n > 1 else {}),
         }
 
     def record_key(self, coid: str, account: str) -> str:

@@ -117,7 +117,7 @@ class SinkTicksService(Service):
         # entries are acked only after the flush that stores them; the worker does not hand them
         # again meanwhile (in flight) and keeps other consumers from reclaiming them
         self.worker = self.consume(
-            streams.MD_TICKS,
+            self.whole(streams.MD_TICKS),
             self.on_ticks,
             decode=TickBatch,
             count=128,

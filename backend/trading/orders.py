@@ -8,6 +8,7 @@ refused (and logged by the caller). Fills are counted once per venue trade id.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import msgspec
 
@@ -125,4 +126,28 @@ def invalid(order: Order) -> str | None:
             return f"limit price must be a positive number, not {order.limit_price:g}"
     elif order.limit_price is not None:
         return "a market order takes no limit price"
+    return None
+
+
+_record_decoder = msgspec.msgpack.Decoder(OrderRecord)
+
+
+def find_record(r: Any, coid: str, account: str | None = None) -> OrderRecord | None:
+    """An order's record as the OMS keeps it (sync client), wherever the process's layout puts it:
+    with the order path split, in its account's partition, or (no account given) in whichever
+    partition holds it."""
+    from backend.bus import partitions
+
+    n = partitions.count("orders.new")
+    tagged = partitions.on_cluster(r)
+    if n == 1 and not tagged:
+        tags = [""]
+    elif account is not None:
+        tags = [partitions.tag(partitions.partition_of(account, n), n)]
+    else:
+        tags = [partitions.tag(p, n) for p in range(n)]
+    for tag in tags:
+        raw = r.hget(record_key(coid, tag), "d")
+        if raw:
+            return _record_decoder.decode(raw)
     return None

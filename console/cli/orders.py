@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from backend.bus import publish_sync, replies, streams
-from backend.bus.broadcast import BroadcastSync
+from backend.bus import publish_sync, streams
+from backend.bus.broadcast import BroadcastSync, newest_sync
 from backend.bus.entries import decode_entries
 from backend.errors import TradeopsError
 from backend.messages import CancelRequest, Order, OrderEvent
@@ -130,7 +130,10 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
         ctx.redis,
         streams.ORDERS_NEW,
         CancelRequest(
-            client_order_id=args.id, reason=args.reason or f"canceled by {ctx.operator}", sent_ns=time.time_ns()
+            client_order_id=args.id,
+            account=evs[-1].account,  # routes it to the order's partition when the order path is split
+            reason=args.reason or f"canceled by {ctx.operator}",
+            sent_ns=time.time_ns(),
         ),
     )
     print(f"cancel sent for {args.id} ({evs[-1].state}); `tradeops order show {args.id}` shows when it is CANCELED")
@@ -139,7 +142,7 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
 
 def _events(ctx: Context, count: int) -> list[OrderEvent]:
     got, _ = decode_entries(
-        reversed(replies.entries(ctx.redis.xrevrange(streams.ORDERS_EVENTS, count=count))),
+        newest_sync(ctx.redis, streams.ORDERS_EVENTS, count),  # every partition's, oldest first
         OrderEvent,
         stream=streams.ORDERS_EVENTS,
         skips=ctx.skips,

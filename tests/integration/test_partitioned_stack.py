@@ -76,3 +76,79 @@ def test_two_normalizer_replicas_own_a_partition_each_under_tradeops_up(tmp_path
             admin.close()
     finally:
         subprocess.run([*TRADEOPS, "down"], capture_output=True, env=env, timeout=120, check=False)
+
+
+ORDER_PATH_CONFIG = """
+[partitions]
+"orders.new" = 2
+
+[replicas]
+oms = 2
+risk = 2
+live-gateway = 2
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_order_path_split_by_account_under_tradeops_up(tmp_path: Path) -> None:
+    # orders.new and the streams after it split in two by account, two instances each of oms,
+    # risk and live-gateway: each owns one partition (ps says which), orders of accounts in both
+    # partitions reach FILLED through the CLI, and a cancel finds its order's partition
+    data = tmp_path / "data"
+    config = tmp_path / "config.toml"
+    config.write_text(ORDER_PATH_CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
+    env.update(TRADEOPS_DATA_DIR=str(data), TRADEOPS_CONFIG=str(config), PYTHONUNBUFFERED="1")
+
+    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(TRADEOPS + list(args), capture_output=True, text=True, env=env, timeout=240, check=False)
+        assert not ok or out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    try:
+        cli("up", "--rate", "200")
+
+        def owners(service: str) -> dict[str, str]:
+            rows = json.loads(cli("ps", "--json").stdout)
+            return {r["instance"]: r["partitions"] for r in rows if r["service"] == service}
+
+        for service in ("oms", "risk", "live-gateway"):
+            wait_for(
+                lambda s=service: sorted(owners(s).values()) == ["0 of 2", "1 of 2"],
+                60,
+                what=f"each {service} instance owning one partition",
+            )
+        accounts = ["paper-1", "paper-2", "paper-3", "paper-4"]
+        assert len({partitions.partition_of(a, 2) for a in accounts}) == 2  # both partitions get orders
+        for i, account in enumerate(accounts):
+            out = cli(
+                "order", "submit", "buy", "0.001", "BTCUSDT", "--account", account, "--id", f"split-{i}", "--wait", "30"
+            )
+            assert "FILLED" in out.stdout, out.stdout
+        # a resting order (3% under the last fill: inside risk's price band), canceled: the cancel
+        # goes to its account's partition
+        listed = lambda: json.loads(cli("order", "list", "--json").stdout)  # noqa: E731
+        last = next(o["avg_price"] for o in listed() if o["client_order_id"] == "split-3")
+        limit = f"{last * 0.97:.2f}"
+        cli("order", "submit", "buy", "0.001", "BTCUSDT", "--account", "paper-2", "--limit", limit, "--id", "rest-1")
+        wait_for(
+            lambda: any(o["client_order_id"] == "rest-1" and o["state"] == "ACCEPTED" for o in listed()),
+            30,
+            what="the resting order accepted",
+        )
+        cli("order", "cancel", "rest-1")
+        wait_for(
+            lambda: any(o["client_order_id"] == "rest-1" and o["state"] == "CANCELED" for o in listed()),
+            30,
+            what="the resting order canceled",
+        )
+        admin = connection.client(connection.require_url(None, data), connection.admin_login(data_dir=data))
+        try:
+            for stream in (streams.ORDERS_NEW, streams.EXEC_REPORTS, streams.ORDERS_EVENTS):
+                assert not admin.exists(stream), stream  # only the partitions are written
+                assert all(admin.xlen(s) > 0 for s in partitions.names(stream, 2)), stream
+        finally:
+            admin.close()
+    finally:
+        subprocess.run([*TRADEOPS, "down"], capture_output=True, env=env, timeout=120, check=False)
