@@ -12,10 +12,12 @@ the streams after it split by account, k instances each of oms, risk and live-ga
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -271,28 +273,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if oms:
         out["oms_single"] = [scale_oms.size(args, k) for k in sizes]
     if args.cluster:
-        from backend.bus.cluster import LocalCluster
-
-        with tempfile.TemporaryDirectory(prefix="tradeops-scale-cluster-") as d:
-            cluster = LocalCluster(d, primaries=3, replicas=1)
-            info = cluster.start()
-            try:
-                if norm:
-                    out["cluster"] = []
-                    for k in sizes:
-                        _flush(info)
-                        out["cluster"].append(_size(args, k, info))
+        # each half on a cluster of its own: a failover leaves the promoted replica without one
+        if norm:
+            with _local_cluster() as info:
+                out["cluster"] = []
+                for k in sizes:
                     _flush(info)
-                    failover = _size(args, max(sizes), info, kill_primary=True)
-                    out["cluster_failover"] = failover
-                if oms:
-                    out["oms_cluster"] = []
-                    for k in sizes:
-                        _flush(info)
-                        out["oms_cluster"].append(scale_oms.size(args, k, info))
-            finally:
-                cluster.stop()
+                    out["cluster"].append(_size(args, k, info))
+                _flush(info)
+                out["cluster_failover"] = _size(args, max(sizes), info, kill_primary=True)
+        if oms:
+            with _local_cluster() as info:
+                out["oms_cluster"] = []
+                for k in sizes:
+                    _flush(info)
+                    out["oms_cluster"].append(scale_oms.size(args, k, info))
+                _flush(info)
+                out["oms_cluster_failover"] = scale_oms.size(args, max(sizes), info, kill_primary=True)
     return out
+
+
+@contextlib.contextmanager
+def _local_cluster() -> Iterator[Any]:
+    """A local Redis Cluster (3 primaries, 1 replica each) from the embedded server's binary."""
+    from backend.bus.cluster import LocalCluster
+
+    with tempfile.TemporaryDirectory(prefix="tradeops-scale-cluster-") as d:
+        cluster = LocalCluster(d, primaries=3, replicas=1)
+        info = cluster.start()
+        try:
+            yield info
+        finally:
+            cluster.stop()
 
 
 def _flush(info: Any) -> None:

@@ -194,8 +194,10 @@ def _check(stack: BenchStack, orders: Orders, k: int, tagged: bool, paced: set[s
     }
 
 
-def size(args: argparse.Namespace, k: int, cluster: Any = None) -> dict[str, Any]:
-    """One size of the order path: k partitions, k instances of each of its services."""
+def size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: bool = False) -> dict[str, Any]:
+    """One size of the order path: k partitions, k instances of each of its services; with
+    `kill_primary`, the cluster's primary serving partition 0 is SIGKILLed under the paced flow
+    (its replica takes over: what the replication lag lost is counted, as `lost`)."""
     url = None if cluster is None else f"redis+cluster://127.0.0.1:{cluster.nodes[0].port}/0"
     tagged = cluster is not None
     partitions.use({streams.ORDERS_NEW: k})  # this process routes orders as the services read them
@@ -237,7 +239,14 @@ def size(args: argparse.Namespace, k: int, cluster: Any = None) -> dict[str, Any
                 batch = orders.make(chunk)
                 paced.update(o.client_order_id for o in batch)
                 _publish(stack, batch)
-                if args.kill and k > 1 and not killed and time.monotonic() > end - args.seconds / 2:
+                half = time.monotonic() > end - args.seconds / 2
+                if kill_primary and not killed and half:
+                    from backend.bench.scale import _kill_primary
+
+                    killed = _kill_primary(stack, cluster, partitions.name(streams.ORDERS_NEW, 0, k, tagged=True))
+                    killed["at_s"] = round(time.monotonic() - began, 2)
+                    kill_t = time.monotonic()
+                elif args.kill and k > 1 and not killed and half and not kill_primary:
                     victim = instances["oms"][-1]
                     os.kill(procs[victim].pid, signal.SIGKILL)
                     stack.procs.pop(victim, None)
@@ -248,6 +257,7 @@ def size(args: argparse.Namespace, k: int, cluster: Any = None) -> dict[str, Any
             wait_until(lambda: _drained(stack, k, tagged), 90, "the paced orders drained", NAME)
             if killed:
                 killed["recovered_s"] = round(time.monotonic() - kill_t, 2)
+                killed["publish_retries"] = stack.retries
             result = _check(stack, orders, k, tagged, paced)
             lat = np.array(result.pop("latency_ms") or [0.0])
             return {

@@ -37,6 +37,12 @@ def test_on_a_local_cluster_partitions_keep_every_trade_and_a_primary_failover_i
     (oms_on_cluster,) = res["oms_cluster"]
     assert (oms_on_cluster["lost"], oms_on_cluster["duplicated"], oms_on_cluster["out_of_order"]) == (0, 0, 0)
     assert sum(oms_on_cluster["states"].values()) == oms_on_cluster["orders_checked"] > 600
+    # and the primary of the order path's partition 0 killed under the paced orders: what the
+    # replication lag lost is counted; nothing doubled or reordered; every order left is final once
+    oms_failover = res["oms_cluster_failover"]
+    assert oms_failover["killed"]["slot_of"] == "orders.new:{p0of2}" and oms_failover["killed"]["recovered_s"] > 0
+    assert oms_failover["lost"] >= 0 and (oms_failover["duplicated"], oms_failover["out_of_order"]) == (0, 0)
+    assert sum(oms_failover["states"].values()) == oms_failover["orders_checked"] - oms_failover["lost"]
     (on_cluster,) = res["cluster"]
     assert (on_cluster["lost"], on_cluster["duplicated"], on_cluster["out_of_order"]) == (0, 0, 0), on_cluster
     failover = res["cluster_failover"]
