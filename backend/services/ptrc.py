@@ -1,6 +1,6 @@
 """ptrc (P4): post-trade risk and compliance. exec.reports (its copy for ptrc, exec.reports.ptrc:
 the OMS consumes exec.reports itself; backend/bus/streams.py COPIES; with the order path split by
-account, every partition of it, all owned by ptrc's one instance) -> positions per account and symbol,
+account, the partitions its instances own) -> positions per account and symbol,
 realized and unrealized PnL (marked to md.ticks), exposure; limit breaches (exposure,
 concentration, drawdown) -> ops.alerts, and a resolution there when a breach is over. Positions are
 published on `positions` and kept in Redis (`ptrc:pos`).
@@ -9,7 +9,12 @@ Only fills of an order the OMS knows (its record, `oms:order:<id>`), within the 
 are booked, each trade id once (backend/posttrade/fills.py); what ptrc booked is kept per trade id
 (`ptrc:trades`) and per order (`ptrc:filled`), written with the positions in one transaction, so
 a restart loses nothing and books nothing twice. A fill that does not fit is a break: it goes to
-dlq.exec.reports.ptrc with the reason and raises a critical alert; the positions are left as they were."""
+dlq.exec.reports.ptrc with the reason and raises a critical alert; the positions are left as they were.
+
+With the order path split by account (backend/bus/partitions.py) ptrc's instances share its
+partitions: an instance owning partition p keeps p's accounts' positions, ledger and breaches
+(`ptrc:pos:{p1of4}`, `ptrc:trades:{p1of4}`, `ptrc:filled:{p1of4}`: loaded when p becomes its own,
+dropped when p goes), so each account's book has one writer."""
 
 from __future__ import annotations
 
@@ -55,17 +60,14 @@ class PtrcService(Service):
     reads = (Reads(streams.EXEC_REPORTS_PTRC, group=True), Reads(streams.MD_TICKS))
     writes = (Writes(streams.POSITIONS), Writes(streams.OPS_ALERTS))
     keys = (
-        Keys(POS_KEY, write=True),
-        Keys(TRADES_KEY, write=True),
-        Keys(FILLED_KEY, write=True),
+        Keys(POS_KEY + "*", write=True),
+        Keys(TRADES_KEY + "*", write=True),
+        Keys(FILLED_KEY + "*", write=True),
         Keys(RECORD_KEY.format("*")),
     )  # the OMS's orders: only their fills are booked
 
     async def setup(self) -> None:
-        self.book: dict[tuple[str, str], Pos] = {}
-        for k, v in (await self.r.hgetall(POS_KEY)).items():
-            acc, _, sym = replies.text(k).partition("|")
-            self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(replies.blob(v)))
+        self.book: dict[tuple[str, str], Pos] = {}  # the owned partitions' positions (loaded with each)
         self.fills = 0
         self.duplicates = 0  # fills reported again (same trade, order and quantity): skipped
         self.breaks = 0  # fills that do not fit an order the OMS knows: dead-lettered
@@ -81,7 +83,13 @@ class PtrcService(Service):
         self.n = self.settings.partition_count(streams.EXEC_REPORTS_PTRC)  # the order path's, by account
         self.tagged = partitions.on_cluster(self.r)
         self.parts = self.consume_partitions(
-            streams.EXEC_REPORTS_PTRC, lambda p: partial(self.on_reports, p), decode=ExecReport, count=512, block_ms=100
+            streams.EXEC_REPORTS_PTRC,
+            lambda p: partial(self.on_reports, p),
+            decode=ExecReport,
+            on_acquire=self._acquired,
+            on_release=self._released,
+            count=512,
+            block_ms=100,
         )
         self.every(1.0, self.publish_marks)
 
@@ -97,6 +105,26 @@ class PtrcService(Service):
             "breaches": sorted(self.breaches),
             **({"partitions": self.parts.partitions(), "of": self.n} if self.n > 1 else {}),
         }
+
+    def part_of(self, account: str) -> int:
+        return partitions.partition_of(account, self.n)
+
+    def key(self, base: str, p: int) -> str:
+        """ptrc's `base` hash (positions, trades, filled) of partition p: the one hash unsplit."""
+        return base if self.n == 1 and not self.tagged else f"{base}:{partitions.tag(p, self.n)}"
+
+    async def _acquired(self, p: int, token: int) -> None:
+        """Partition p is ours: its accounts' positions, as Redis holds them."""
+        for k, v in (await self.r.hgetall(self.key(POS_KEY, p))).items():
+            acc, _, sym = replies.text(k).partition("|")
+            self.book[(acc, sym)] = Pos(**msgspec.msgpack.decode(replies.blob(v)))
+
+    def _released(self, p: int) -> None:
+        """Partition p went to another instance: its accounts' book and breaches are its now."""
+        gone = {acc for acc, _ in self.book if self.part_of(acc) == p}
+        for key in [key for key in self.book if key[0] in gone]:
+            del self.book[key]
+        self.breaches = {b for b in self.breaches if b.split(":")[1] not in gone}
 
     def record_key(self, coid: str, account: str) -> str:
         """The OMS's record of an order of `account` (in its partition's slot when split)."""
@@ -118,9 +146,9 @@ class PtrcService(Service):
                 continue
             fills.append((eid, rep))
         if fills:
-            await self._book(fills, worker)
+            await self._book(p, fills, worker)
 
-    async def _ledger(self, reps: list[ExecReport]) -> Ledger:
+    async def _ledger(self, p: int, reps: list[ExecReport]) -> Ledger:
         """The OMS's orders and what was booked, for these fills (one round trip)."""
         accounts = {r.client_order_id: r.account for r in reps}
         coids = list(accounts)
@@ -128,9 +156,9 @@ class PtrcService(Service):
         pipe = self.r.pipeline(transaction=False)
         for c in coids:
             pipe.hget(self.record_key(c, accounts[c]), "d")
-            pipe.hget(FILLED_KEY, c)
+            pipe.hget(self.key(FILLED_KEY, p), c)
         for t in tids:
-            pipe.hget(TRADES_KEY, t)
+            pipe.hget(self.key(TRADES_KEY, p), t)
         got = await pipe.execute()
         led = Ledger()
         for i, c in enumerate(coids):
@@ -141,13 +169,13 @@ class PtrcService(Service):
             led.booked[t] = _booked.decode(raw) if raw else None
         return led
 
-    async def _book(self, fills: list[tuple[bytes, ExecReport]], worker: StreamWorker) -> None:
+    async def _book(self, part: int, fills: list[tuple[bytes, ExecReport]], worker: StreamWorker) -> None:
         """Book the fills that fit their orders; dead-letter and alert the breaks. If the write
         fails (the batch is then delivered again), the positions it touched are taken again from
         Redis: it may have been made."""
         if self.unsure:
             await self._reload()
-        led = await self._ledger([rep for _, rep in fills])
+        led = await self._ledger(part, [rep for _, rep in fills])
         touched: set[tuple[str, str]] = set()
         alerts: list[Alert] = []
         before: dict[tuple[str, str], Pos | None] = {}
@@ -187,7 +215,7 @@ class PtrcService(Service):
             alerts += self._breaches({rep.account}, now)  # after every fill, not per batch
         if touched or alerts:
             try:
-                await self._publish(touched, alerts, led)
+                await self._publish(part, touched, alerts, led)
             except BaseException:
                 # the write may have been made without our knowing (Redis went away before it
                 # answered): the positions it touched are read back from Redis before the next
@@ -203,7 +231,7 @@ class PtrcService(Service):
     async def _reload(self) -> None:
         """The positions a failed write touched, as Redis holds them (the truth, with the ledger)."""
         keys = sorted(self.unsure)
-        raws = await self.r.hmget(POS_KEY, [f"{a}|{s}" for a, s in keys])
+        raws = [await self.r.hget(self.key(POS_KEY, self.part_of(a)), f"{a}|{s}") for a, s in keys]
         for key, raw in zip(keys, raws, strict=True):
             if isinstance(raw, bytes):
                 self.book[key] = Pos(**msgspec.msgpack.decode(raw))
@@ -212,17 +240,20 @@ class PtrcService(Service):
         self.unsure.clear()
 
     async def _publish(
-        self, keys: set[tuple[str, str]], alerts: list[Alert] | None = None, led: Ledger | None = None
+        self, part: int, keys: set[tuple[str, str]], alerts: list[Alert] | None = None, led: Ledger | None = None
     ) -> None:
+        """Partition `part`'s positions `keys` (and, for fills, its ledger) written and published."""
         now = time.time_ns()
         pipe = self.r.pipeline(transaction=led is not None)  # fills: the book and the ledger together
         if led is not None and led.new_trades:
-            pipe.hset(TRADES_KEY, mapping={t: msgspec.msgpack.encode(b) for t, b in led.new_trades.items()})
-            pipe.hset(FILLED_KEY, mapping={c: repr(q) for c, q in led.new_filled.items()})
+            pipe.hset(
+                self.key(TRADES_KEY, part), mapping={t: msgspec.msgpack.encode(b) for t, b in led.new_trades.items()}
+            )
+            pipe.hset(self.key(FILLED_KEY, part), mapping={c: repr(q) for c, q in led.new_filled.items()})
         for key in keys:
             p = self.book[key]
             pipe.hset(
-                POS_KEY,
+                self.key(POS_KEY, part),
                 f"{key[0]}|{key[1]}",
                 msgspec.msgpack.encode(
                     {"quantity": p.quantity, "avg_price": p.avg_price, "realized": p.realized, "mark": p.mark}
@@ -325,14 +356,21 @@ class PtrcService(Service):
             if px and px != p.mark and p.quantity:
                 p.mark = px
                 changed.add(key)
-        if changed:
-            await self._publish(changed)
+        by_part: dict[int, set[tuple[str, str]]] = {}
+        for key in changed:
+            by_part.setdefault(self.part_of(key[0]), set()).add(key)
+        for part, keys in sorted(by_part.items()):
+            await self._publish(part, keys)
 
 
 def read_positions(r: redis.Redis) -> dict[tuple[str, str], Pos]:
-    """ptrc's book as kept in Redis: (account, symbol) -> position."""
+    """ptrc's book as kept in Redis: (account, symbol) -> position (every partition's, when the
+    process's layout splits the order path)."""
+    n = partitions.count(streams.ORDERS_NEW)
+    tagged = partitions.on_cluster(r)
+    names = [POS_KEY] if n == 1 and not tagged else [f"{POS_KEY}:{partitions.tag(p, n)}" for p in range(n)]
     out = {}
-    for k, v in r.hgetall(POS_KEY).items():
+    for k, v in ((k, v) for name in names for k, v in r.hgetall(name).items()):
         acc, _, sym = replies.text(k).partition("|")
         out[(acc, sym)] = Pos(**msgspec.msgpack.decode(replies.blob(v)))
     return out

@@ -86,6 +86,7 @@ ORDER_PATH_CONFIG = """
 oms = 2
 risk = 2
 live-gateway = 2
+ptrc = 2
 """
 
 
@@ -93,8 +94,9 @@ live-gateway = 2
 @pytest.mark.timeout(300)
 def test_the_order_path_split_by_account_under_tradeops_up(tmp_path: Path) -> None:
     # orders.new and the streams after it split in two by account, two instances each of oms,
-    # risk and live-gateway: each owns one partition (ps says which), orders of accounts in both
-    # partitions reach FILLED through the CLI, and a cancel finds its order's partition
+    # risk, live-gateway and ptrc: each owns one partition (ps says which), orders of accounts in
+    # both partitions reach FILLED through the CLI and are booked once each by the ptrc owning
+    # their account, and a cancel finds its order's partition
     data = tmp_path / "data"
     config = tmp_path / "config.toml"
     config.write_text(ORDER_PATH_CONFIG)
@@ -113,13 +115,13 @@ def test_the_order_path_split_by_account_under_tradeops_up(tmp_path: Path) -> No
             rows = json.loads(cli("ps", "--json").stdout)
             return {r["instance"]: r["partitions"] for r in rows if r["service"] == service}
 
-        for service in ("oms", "risk", "live-gateway"):
+        for service in ("oms", "risk", "live-gateway", "ptrc"):
             wait_for(
                 lambda s=service: sorted(owners(s).values()) == ["0 of 2", "1 of 2"],
                 60,
                 what=f"each {service} instance owning one partition",
             )
-        accounts = ["paper-1", "paper-2", "paper-3", "paper-4"]
+        accounts = ["desk-1", "desk-2", "desk-3", "desk-4"]  # not the demo flow's
         assert len({partitions.partition_of(a, 2) for a in accounts}) == 2  # both partitions get orders
         for i, account in enumerate(accounts):
             out = cli(
@@ -131,7 +133,7 @@ def test_the_order_path_split_by_account_under_tradeops_up(tmp_path: Path) -> No
         listed = lambda: json.loads(cli("order", "list", "--json").stdout)  # noqa: E731
         last = next(o["avg_price"] for o in listed() if o["client_order_id"] == "split-3")
         limit = f"{last * 0.97:.2f}"
-        cli("order", "submit", "buy", "0.001", "BTCUSDT", "--account", "paper-2", "--limit", limit, "--id", "rest-1")
+        cli("order", "submit", "buy", "0.001", "BTCUSDT", "--account", "desk-2", "--limit", limit, "--id", "rest-1")
         wait_for(
             lambda: any(o["client_order_id"] == "rest-1" and o["state"] == "ACCEPTED" for o in listed()),
             30,
@@ -143,6 +145,13 @@ def test_the_order_path_split_by_account_under_tradeops_up(tmp_path: Path) -> No
             30,
             what="the resting order canceled",
         )
+        booked = lambda: {  # noqa: E731
+            p["account"]: p["quantity"]
+            for p in json.loads(cli("positions", "--json").stdout)
+            if p["account"] in accounts and p["symbol"] == "BTCUSDT"
+        }
+        wait_for(lambda: len(booked()) == 4, 30, what="the four accounts' positions")
+        assert booked() == dict.fromkeys(accounts, pytest.approx(0.001))  # each fill booked once
         admin = connection.client(connection.require_url(None, data), connection.admin_login(data_dir=data))
         try:
             for stream in (streams.ORDERS_NEW, streams.EXEC_REPORTS, streams.ORDERS_EVENTS):
