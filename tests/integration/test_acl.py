@@ -141,9 +141,16 @@ def test_scripts_run_only_on_keys_in_the_services_rights(acl_redis: tuple[str, P
     sneaky = serving.script_load("return redis.call('XADD', 'ops.control', '*', 'd', 'x')")
     with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)no permissions"):
         serving.evalsha(sneaky, 1, "serving:scored:alpha")
-    risk = as_user(acl_redis, "risk")
+    refdata = as_user(acl_redis, "refdata")
     with pytest.raises(redis.exceptions.NoPermissionError):  # no scripts at all
-        risk.script_load(ok.source)
+        refdata.script_load(ok.source)
+    # risk's scripts are its partitions' leases (the order path may be split): on those keys only
+    risk = as_user(acl_redis, "risk")
+    sha = risk.script_load(ok.source)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        risk.evalsha(sha, 1, "oms:order:x")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        risk.evalsha(sha, 1, "lease:oms:{p0of2}")  # another service's lease
 
 
 def test_the_operator_reads_everything_and_writes_only_the_control_plane(acl_redis: tuple[str, Path]) -> None:
