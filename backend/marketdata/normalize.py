@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -223,6 +224,10 @@ class TickValidator:
                 self.hwm[code] = max(self.hwm[code], v)
                 self.floor[code] = max(self.floor[code], v)
 
+    def code_of(self, symbol: str) -> int | None:
+        """The symbol's code (in `symbols`), None for one the fixed list does not have."""
+        return self._global(symbol)
+
     def _global(self, symbol: str) -> int | None:
         code = self._code.get(symbol)
         if code is None and not self.fixed:
@@ -390,6 +395,9 @@ class TickValidator:
         return (gk, tk, pk, qk, tnk, rawcols.ints(b, "recv_ns")[keep], bmk), rejected, repeats
 
 
+_BAR_STATE = msgspec.msgpack.Decoder(tuple[float, float, float, float, float, float, int, int, int])
+
+
 @dataclass
 class _Open:
     open: float
@@ -410,7 +418,11 @@ class BarAggregator:
     plus `grace_s`. The watermark is the newest trade time seen, advanced by the wall clock while
     no ticks arrive, and never more than `max_delay_s` behind the wall clock, so a quiet symbol's
     bar still closes on time. A tick for a bar already closed is counted in `late_ticks` (it
-    still flows on md.ticks) and does not reopen the bar: bars are final."""
+    still flows on md.ticks) and does not reopen the bar: bars are final.
+
+    The open bars survive their owner (a crash, a partition handed to another instance): `state()`
+    gives the ones a batch touched as hash fields, written with the batch's commit, and `load()`
+    takes them back, so a bar is emitted once, whole, by whoever closes it."""
 
     def __init__(
         self, intervals: tuple[str, ...] = ("1s", "1m"), grace_s: float = 0.25, max_delay_s: float = 2.0
@@ -424,6 +436,57 @@ class BarAggregator:
         self.closed_until: dict[str, int] = {k: 0 for k in self.intervals}
         self.late_ticks = 0
         self.max_lateness_ns = 0
+        self.touched: set[tuple[str, int, int]] = set()
+        """Open bars changed since `state()` last took them."""
+        self.closed_fields: list[str] = []
+        """Bars closed since `state()` last took them (their fields, to delete)."""
+
+    # -- state that survives the owner -------------------------------------------------------------
+    @staticmethod
+    def field(key: tuple[str, int, int], symbols: list[str]) -> str:
+        name, code, start = key
+        return f"{name}|{symbols[code]}|{start}"
+
+    def state(
+        self, symbols: list[str], only: Callable[[str], bool] | None = None
+    ) -> tuple[dict[str, bytes], list[str]]:
+        """The open bars touched since the last call, as hash fields (to HSET), and the fields of
+        bars closed meanwhile (to HDEL); `only`: just the symbols it accepts (a partition's), the
+        others kept for their own call."""
+        out: dict[str, bytes] = {}
+        for key in [k for k in self.touched if only is None or only(symbols[k[1]])]:
+            self.touched.discard(key)
+            bar = self.open.get(key)
+            if bar is not None:
+                out[self.field(key, symbols)] = msgspec.msgpack.encode(
+                    (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.pv, bar.trades, bar.first_ns, bar.last_ns)
+                )
+        gone = [f for f in self.closed_fields if only is None or only(f.split("|")[1])]
+        if gone:
+            taken = set(gone)
+            self.closed_fields = [f for f in self.closed_fields if f not in taken]
+        return out, gone
+
+    def load(self, fields: dict[str, bytes], code_of: Callable[[str], int | None]) -> int:
+        """Open bars as `state()` wrote them (a partition's, at its handover or a restart); the
+        ones in memory for the same keys are replaced. Returns how many were loaded."""
+        n = 0
+        for f, raw in fields.items():
+            name, sym, start = f.split("|")
+            code = code_of(sym)
+            if code is None or name not in self.intervals:
+                continue
+            o, h, lo, c, v, pv, trades, first, last = _BAR_STATE.decode(raw)
+            self.open[(name, code, int(start))] = _Open(o, h, lo, c, v, pv, trades, first, last)
+            n += 1
+        return n
+
+    def drop(self, keep: Callable[[str], bool], symbols: list[str]) -> None:
+        """Forget the open bars of the symbols `keep` refuses (a partition gone to another owner,
+        or whose last commit failed: its state is taken again from Redis)."""
+        for key in [k for k in self.open if not keep(symbols[k[1]])]:
+            del self.open[key]
+            self.touched.discard(key)
 
     def add(self, sym: np.ndarray, price: np.ndarray, qty: np.ndarray, trade_ns: np.ndarray, wall_ns: int) -> None:
         if len(price) == 0:
@@ -458,6 +521,7 @@ class BarAggregator:
                 a, z = starts[j], ends[j]
                 key = (name, int(s_[a]), int(st_[a]))
                 bar = self.open.get(key)
+                self.touched.add(key)
                 if bar is None:
                     self.open[key] = _Open(
                         float(p_[a]),
@@ -500,6 +564,8 @@ class BarAggregator:
                 continue
             if everything or end + self.grace_ns <= mark:
                 bar = self.open.pop(key)
+                self.touched.discard(key)
+                self.closed_fields.append(self.field(key, symbols))
                 self.closed_until[name] = max(self.closed_until[name], end)
                 out.append(
                     Bar(

@@ -20,14 +20,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import msgspec
-from redis.asyncio.client import Pipeline
 
 from backend.bus import codec, deadletter, fence, partitions, replies, streams
 from backend.bus.access import Keys, Reads, Scripts, Writes
 from backend.bus.entries import decode_value
-from backend.bus.publish import queue, xadd
+from backend.bus.publish import xadd
 from backend.marketdata import raw as rawcols
 from backend.marketdata.normalize import BarAggregator, TickValidator
 from backend.marketdata.symbols import DEFAULT_SYMBOLS
@@ -37,6 +37,9 @@ from backend.refdata.master import KEY as INSTRUMENTS
 from backend.services.base import Service
 
 HWM_KEY = "normalizer:hwm"
+BARS_KEY = "normalizer:bars"
+"""The open bars (interval|symbol|start -> their state), per partition, written with each commit:
+a bar open when its owner dies or hands its partition over is continued by the next, not cut."""
 
 
 class NormalizerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -59,7 +62,13 @@ class NormalizerService(Service):
     Config = NormalizerConfig
     reads = (Reads(streams.MD_TICKS_RAW, group=True),)
     writes = (Writes(streams.MD_TICKS), Writes(streams.MD_BARS_1S), Writes(streams.MD_BARS_1M))
-    keys = (Keys(HWM_KEY, write=True), Keys(HWM_KEY + ":{p*}", write=True), Keys(INSTRUMENTS))
+    keys = (
+        Keys(HWM_KEY, write=True),
+        Keys(HWM_KEY + ":{p*}", write=True),
+        Keys(BARS_KEY, write=True),
+        Keys(BARS_KEY + ":{p*}", write=True),
+        Keys(INSTRUMENTS),
+    )
     exported = (
         Exported("ticks_out", "Clean ticks written to md.ticks.", counter=True),
         Exported("rejected", "Bad ticks dead-lettered with their reason.", counter=True),
@@ -98,21 +107,38 @@ class NormalizerService(Service):
             on_acquire=self._acquired,
             on_release=self._released,
         )
+        self.stale_bars: set[int] = set()  # partitions whose open bars must be read again (a commit failed)
         self.every(0.1, self.close_bars)
 
     async def _acquired(self, p: int, token: int) -> None:
-        """Partition p is ours: its fence (with its lease) and its symbols' high-water marks."""
+        """Partition p is ours: its fence (with its lease), its symbols' high-water marks and
+        their open bars."""
         stream = partitions.name(streams.MD_TICKS_RAW, p, self.n, tagged=self.tagged)
         call = partial(self.call_at, stream)  # the partition's slot (a cluster's node)
         self.fences[p] = fence.Fence(call, stream, self.name, self.instance, lease=self.parts.lease(p))
         marks = await self.r.hgetall(hwm_key(p, self.n, self.tagged))
         self.validator.load_hwm({replies.text(k): int(v) for k, v in marks.items()})
+        await self._load_bars(p)
+
+    async def _load_bars(self, p: int) -> None:
+        """Partition p's open bars as its last commit left them (in memory: replaced)."""
+        self.stale_bars.discard(p)
+        mine = self._in_partition(p)
+        self.bars.drop(lambda s: mine is not None and not mine(s), self.validator.symbols)
+        raw = await self.r.hgetall(bars_key(p, self.n, self.tagged))
+        self.bars.load({replies.text(k): replies.blob(v) for k, v in raw.items()}, self.validator.code_of)
 
     async def _released(self, p: int) -> None:
         f = self.fences.pop(p, None)
         if f is not None:
             self.taken_over += f.refused
             self.lease_lost += f.lease_lost
+        self._forget_bars(p)
+
+    def _forget_bars(self, p: int) -> None:
+        """Partition p's open bars are not ours to close (another owner's, or to be read again)."""
+        mine = self._in_partition(p)
+        self.bars.drop(lambda s: mine is not None and not mine(s), self.validator.symbols)
 
     def processed(self) -> int:
         return self.ticks_in
@@ -133,6 +159,8 @@ class NormalizerService(Service):
         }
 
     async def on_raw(self, p: int, raw: list[tuple[bytes, RawTickBatch]]) -> None:
+        if p in self.stale_bars:
+            await self._load_bars(p)
         now = time.time_ns()
         part = self.parts.owned[p]
         t0 = time.perf_counter_ns()
@@ -162,12 +190,19 @@ class NormalizerService(Service):
             if self.n > 1:  # this partition's symbols only (the key is in the partition's slot)
                 marks = {s: m for s, m in marks.items() if partitions.partition_of(s, self.n) == p}
             cmds.append(["HSET", hwm_key(p, self.n, self.tagged), *(x for kv in marks.items() for x in kv)])
-        if not await self.fences[p].commit(ids, cmds):
+        cmds += self._bar_state(p)
+        try:
+            committed = await self.fences[p].commit(ids, cmds)
+        except BaseException:
+            self.stale_bars.add(p)  # the batch comes again: its bars are read again, not counted twice
+            self._forget_bars(p)
+            raise
+        if not committed:
+            # taken over: the new owner continues these bars from the last commit's state, with
+            # these ticks; this instance forgets them (and reads them again if p comes back)
             self.log.warning("%d raw batches were taken over by another instance; not published here", len(raw))
-            if bars:  # closed bars hold ticks this instance published before: they go out anyway
-                pipe = self.r.pipeline(transaction=False)
-                self._queue_bars(pipe, bars)
-                await pipe.execute()
+            self._forget_bars(p)
+            self.stale_bars.add(p)
             return
         self.bars_out += len(bars)
         n_in = sum(b.n for b in batches)
@@ -176,11 +211,6 @@ class NormalizerService(Service):
         self.repeats += result.repeats
         self.ticks_out += result.ticks.n if result.ticks is not None else 0
         self.batch_lat.record_ns(time.perf_counter_ns() - t0)
-
-    def _queue_bars(self, pipe: Pipeline, bars: list[Bar]) -> None:
-        for bar in bars:
-            queue(pipe, self._bar_stream(bar), bar)
-        self.bars_out += len(bars)
 
     def _out(self, stream: str, p: int) -> str:
         """Where partition p's output goes: the same partition of `stream` when `stream` is split
@@ -198,13 +228,46 @@ class NormalizerService(Service):
             return None
         return lambda s: partitions.partition_of(s, self.n) == p
 
+    def _bar_state(self, p: int) -> list[list[Any]]:
+        """The commands that keep partition p's open bars in Redis as this commit leaves them."""
+        opened, closed = self.bars.state(self.validator.symbols, self._in_partition(p))
+        key = bars_key(p, self.n, self.tagged)
+        cmds: list[list[Any]] = []
+        if opened:
+            cmds.append(["HSET", key, *(x for kv in opened.items() for x in kv)])
+        if closed:
+            cmds.append(["HDEL", key, *closed])
+        return cmds
+
     async def close_bars(self) -> None:
-        """Close bars on their boundary even when no tick arrives."""
-        bars = self.bars.close_due(self.validator.symbols, time.time_ns())
-        if bars:
-            pipe = self.r.pipeline(transaction=False)
-            self._queue_bars(pipe, bars)
-            await pipe.execute()
+        """Close bars on their boundary even when no tick arrives: partition by partition, each
+        in a fenced commit (the bars out and their state gone, only while the partition is ours)."""
+        now = time.time_ns()
+        for p in self.parts.partitions():
+            f = self.fences.get(p)
+            if f is None or p in self.stale_bars:
+                continue
+            bars = self.bars.close_due(self.validator.symbols, now, only=self._in_partition(p))
+            if not bars:
+                continue
+            cmds: list[fence.Command] = [xadd(self._bar_stream(b), b) for b in bars]
+            cmds += self._bar_state(p)
+            try:
+                committed = await f.commit([], cmds)
+            except BaseException:
+                self.stale_bars.add(p)
+                self._forget_bars(p)
+                raise
+            if committed:
+                self.bars_out += len(bars)
+            else:  # the lease moved on: the new owner closes them
+                self._forget_bars(p)
+                self.stale_bars.add(p)
+
+
+def bars_key(p: int, n: int, tagged: bool = False) -> str:
+    """Partition p's open bars (the whole stream's when n is 1)."""
+    return partitions.name(BARS_KEY, p, n, tagged=tagged)
 
 
 def hwm_key(p: int, n: int, tagged: bool = False) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from backend.bus import codec, partitions, streams
 from backend.bus.fence import Fence
 from backend.bus.leases import Leases, lease_key
 from backend.marketdata import raw, ticks
-from backend.messages import RawTick, TickBatch
+from backend.messages import Bar, RawTick, TickBatch
 from backend.services.normalizer import NormalizerService
 from backend.settings import Settings
 from tests.conftest import await_for
@@ -155,3 +156,65 @@ async def test_a_partitioned_normalizer_publishes_every_trade_once_in_order_thro
 
 async def _count(r: aioredis.Redis, want: int) -> bool:
     return len(await published(r)) >= want
+
+
+@pytest.mark.timeout(90)
+async def test_a_bar_open_at_a_handover_is_emitted_once_and_whole(redis_url: str) -> None:
+    # every trade in one 1 s bar (grace 8 s: it stays open through the handover): the first
+    # instance opens it, a second takes half the partitions, the first leaves; each symbol's bar
+    # comes out once, holding all its trades (the open bars travel with the partition's commits)
+    r = aioredis.Redis.from_url(redis_url)
+    settings = Settings(partitions={streams.MD_TICKS_RAW: N})
+    config = {"symbols": SYMS, "bar_grace_s": 8.0, "bar_max_delay_s": 8.0}
+    start_ns = (time.time_ns() // 10**9 + 1) * 10**9  # the next second: the bar's start
+    ids = dict.fromkeys(SYMS, 0)
+    sent = 0
+
+    def in_the_bar(n: int) -> list[RawTick]:
+        nonlocal sent
+        out = []
+        for i in range(n):
+            s = SYMS[(sent + i) % len(SYMS)]
+            ids[s] += 1
+            t = start_ns + (sent + i) * 100_000  # 0.1 ms apart: all inside [start, start + 1 s)
+            out.append(RawTick(s, ids[s], "100.00", "0.5000", t, t, False, time.time_ns()))
+        sent += n
+        return out
+
+    def start(name: str) -> tuple[NormalizerService, asyncio.Task]:
+        svc = NormalizerService(redis_url=redis_url, settings=settings, instance=name, config=config)
+        return svc, asyncio.create_task(svc.run())
+
+    one, t1 = start("norm-1")
+    two: NormalizerService | None = None
+    t2: asyncio.Task | None = None
+    try:
+        await await_for(lambda: getattr(one, "parts", None) and one.parts.partitions() == [0, 1, 2, 3])
+        await publish(r, in_the_bar(400))
+        await await_for(lambda: one.ticks_in == 400, what="the first ticks in the open bars")
+        two, t2 = start("norm-2")
+        await await_for(
+            lambda: getattr(two, "parts", None) and two.parts.partitions() and one.parts.partitions(),
+            what="both own partitions",
+        )
+        await publish(r, in_the_bar(400))
+        await await_for(lambda: one.ticks_in + two.ticks_in == 800, what="the second ticks")
+        one.request_stop()  # leaves: the bars it holds open go on with their partitions
+        await asyncio.wait_for(t1, 20)
+        await publish(r, in_the_bar(400))
+
+        async def bars() -> list[Any] | None:
+            got = [codec.decode(codec.payload(f), Bar) for _, f in await r.xrange(streams.MD_BARS_1S)]
+            return got if len({b.symbol for b in got if b.start_ns == start_ns}) == len(SYMS) else None
+
+        got = await await_for(bars, 40, what="every symbol's bar closed")
+        mine = [b for b in got if b.start_ns == start_ns]
+        assert sorted(b.symbol for b in mine) == sorted(SYMS)  # one bar per symbol, not one per owner
+        assert {b.symbol: b.trades for b in mine} == ids  # each holds every trade of its symbol
+        assert all(b.volume == pytest.approx(0.5 * ids[b.symbol]) for b in mine)
+    finally:
+        for svc, t in ((one, t1), (two, t2)):
+            if svc is not None and t is not None and not t.done():
+                svc.request_stop()
+                await asyncio.wait_for(t, 20)
+    await r.aclose()
