@@ -61,6 +61,7 @@ class Partitioned:
     processed_before: int = 0
     """Entries processed by the workers of partitions no longer ours."""
     _failed: asyncio.Future[None] | None = None
+    _stopping: bool = False
 
     def __post_init__(self) -> None:
         if self.n > 1 or partitions.on_cluster(self.r):  # a cluster: leases even for one partition
@@ -94,6 +95,9 @@ class Partitioned:
             if asyncio.iscoroutine(res):
                 await res
         part = Partition(p, names[0], token, workers)
+        if self._stopping:  # stopped while this was set up: the workers never start
+            for w in workers:
+                w.stop()
         part.tasks = [asyncio.create_task(self._run_worker(w), name=f"worker:{w.stream}") for w in workers]
         self.owned[p] = part
 
@@ -139,6 +143,7 @@ class Partitioned:
         rounds.result()
 
     def stop(self) -> None:
+        self._stopping = True
         if self.leases is not None:
             self.leases.stop()  # its last round gives every partition up (workers stop first)
         else:

@@ -499,7 +499,8 @@ class Service:
                 extra={
                     "instance": self.instance,
                     "environment": self.environment,
-                    "consumes": [w.stream for w in self.workers],
+                    "consumes": [w.stream for w in self.workers]
+                    + [s for p in self.partitioned for s in (p.stream, *p.also)],  # partitioned: their base names
                 },
             )
             await self.heartbeat()
