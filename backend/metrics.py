@@ -175,7 +175,7 @@ class ServiceCollector(Collector):
         yield processed
         dead = fam(CounterMetricFamily, f"{PREFIX}_dead_lettered", ("stream",))
         reclaimed = fam(CounterMetricFamily, f"{PREFIX}_reclaimed", ("stream",))
-        for w in s.workers:
+        for w in s.all_workers():
             dead.add_metric([*ident, w.stream], w.stats.dead_lettered)
             reclaimed.add_metric([*ident, w.stream], w.stats.reclaimed)
         yield dead

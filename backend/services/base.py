@@ -416,6 +416,10 @@ class Service:
         burst."""
         return RATE_WINDOW_S
 
+    def all_workers(self) -> list[StreamWorker]:
+        """Its workers: the streams it consumes whole, and the partitions it owns now."""
+        return self.workers + [w for p in self.partitioned for w in p.workers]
+
     def processed(self) -> int:
         """Items processed so far (default: entries acked by the workers)."""
         return sum(w.stats.processed for w in self.workers) + sum(p.processed() for p in self.partitioned)
@@ -627,7 +631,7 @@ class Service:
     # -- heartbeat -------------------------------------------------------------------------------
     async def _group_stats(self) -> tuple[int, int, int]:
         lag = pending = dlq = 0
-        workers = self.workers + [w for p in self.partitioned for w in p.workers]
+        workers = self.all_workers()
         if not workers:
             return lag, pending, dlq
         per: dict[str, tuple[int, int, int]] = {}
