@@ -165,7 +165,7 @@ async def test_services_keep_running_and_dead_letter_garbage(redis_url: str, r: 
             ids = dict(zip([e for e, _ in r.xrange(stream)], [e for e, _ in r.xrange(copies[0])], strict=False))
             bad[copies[0]] = [ids[e] for e in bad[stream]]
 
-        consumed = {(w.stream, w.group) for s in svcs for w in s.workers}
+        consumed = {(w.stream, w.group) for s in svcs for w in s.all_workers()}
         assert (streams.EXEC_REPORTS, "oms") in consumed and (streams.EXEC_REPORTS_PTRC, "ptrc") in consumed
         for stream, group in sorted(consumed):  # each group dead-letters each entry it cannot decode
             want = set(bad.get(stream, []))
