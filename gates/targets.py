@@ -35,8 +35,8 @@ import numpy as np
 
 from backend import aio
 from backend.bench.load import open_loop
-from backend.bus import codec, replies, streams
-from backend.bus.broadcast import Broadcast, BroadcastSync
+from backend.bus import codec, streams
+from backend.bus.broadcast import Broadcast, BroadcastSync, newest_sync
 from backend.bus.entries import Skips, decode_entries
 from backend.bus.publish import publish_sync
 from backend.errors import TradeopsError
@@ -225,10 +225,10 @@ def path(beats: list[Heartbeat], max_age: float) -> tuple[dict[str, list[str]], 
 
 def last_prices(r: Any) -> dict[str, float]:
     """The last price of each symbol on the newest md.ticks batches."""
-    newest = replies.entries(r.xrevrange(streams.MD_TICKS, count=50))
+    newest = newest_sync(r, streams.MD_TICKS, 50)  # oldest first (each partition's, when split)
     prices: dict[str, float] = {}
     batches, _ = decode_entries(newest, TickBatch, stream=streams.MD_TICKS, skips=Skips())
-    for _, batch in reversed(batches):
+    for _, batch in batches:
         prices.update(tickcols.last_prices(batch))
     return prices
 

@@ -10,6 +10,7 @@ import threading
 import time
 
 from backend.bus import publish_sync, replies, streams
+from backend.bus.broadcast import newest_sync
 from backend.bus.connection import Login, client
 from backend.bus.entries import Skips, decode_entries, decode_value
 from backend.marketdata import ticks as tickcols
@@ -57,16 +58,14 @@ class PaperFlow:
     def run(self) -> None:
         while not self._stop.wait(1.0 / self.per_s):
             last, _ = decode_entries(
-                replies.entries(self.r.xrevrange(streams.MD_TICKS, count=1)),
+                newest_sync(self.r, streams.MD_TICKS, 4),  # the newest few (of each partition, when split)
                 TickBatch,
                 stream=streams.MD_TICKS,
                 skips=self.skips,
             )
-            prices = (
-                {s: px for s, px in tickcols.last_prices(last[0][1]).items() if math.isfinite(px) and px > 0}
-                if last
-                else {}
-            )
+            prices = {}
+            for _, batch in last:  # oldest first: the newest price wins
+                prices.update({s: px for s, px in tickcols.last_prices(batch).items() if math.isfinite(px) and px > 0})
             if not prices:  # no ticks yet, or the newest batch is not one (or has no usable price)
                 continue
             sym = self.rng.choice(sorted(prices))

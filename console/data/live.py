@@ -17,7 +17,7 @@ import redis
 
 from backend.bus import archive, connection, replies, streams
 from backend.bus.acl import active_denials
-from backend.bus.broadcast import BroadcastSync
+from backend.bus.broadcast import BroadcastSync, newest_sync
 from backend.bus.entries import Skips, decode_entries, note
 from backend.health import read_heartbeats, redis_memory
 from backend.marketdata import ticks as tickcols
@@ -241,7 +241,7 @@ class LiveSource:
         """Per-symbol last price, ticks/s and volume at a cost that does not grow with the tick
         rate: prices from the newest few tick batches, rates and volume from the 1 s bars (each
         carries its trade count and volume), read incrementally."""
-        newest = reversed(replies.entries(self.r.xrevrange(streams.MD_TICKS, count=LAST_BATCHES)))
+        newest = newest_sync(self.r, streams.MD_TICKS, LAST_BATCHES)  # each partition's, when split
         batches, bad = decode_entries(newest, TickBatch, stream=streams.MD_TICKS)
         self.skips.set(streams.MD_TICKS, bad)  # the same few batches are looked at each poll
         for _, batch in batches:
