@@ -90,16 +90,15 @@ class Partitioned:
             await worker.setup()
             if self.leases is not None:  # one owner: what the previous one left is ours, in order
                 self.taken_over += await take_pending(self.r, stream, self.group, self.instance)
+        part = self.owned[p] = Partition(p, names[0], token, workers)  # on_acquire may look at them
         if self.on_acquire is not None:
             res = self.on_acquire(p, token)
             if asyncio.iscoroutine(res):
                 await res
-        part = Partition(p, names[0], token, workers)
         if self._stopping:  # stopped while this was set up: the workers never start
             for w in workers:
                 w.stop()
         part.tasks = [asyncio.create_task(self._run_worker(w), name=f"worker:{w.stream}") for w in workers]
-        self.owned[p] = part
 
     async def _run_worker(self, worker: StreamWorker) -> None:
         try:
@@ -124,12 +123,19 @@ class Partitioned:
             if asyncio.iscoroutine(res):
                 await res
 
+    async def prepare(self) -> None:
+        """Without leases (one partition on one Redis), set the one partition up now (its group
+        made, what `on_acquire` does done), as a service does its consumers before it says
+        `running`; with leases the rounds of `run()` do it."""
+        if self.leases is None and 0 not in self.owned:
+            await self._acquire(0, 0)
+
     async def run(self) -> None:
         """Until stop(): one worker without partitions, else the leases' rounds (a worker that
         fails fails this, with its error)."""
         self._failed = asyncio.get_running_loop().create_future()
         if self.leases is None:
-            await self._acquire(0, 0)
+            await self.prepare()
             part = self.owned[0]
             await asyncio.gather(*part.tasks)
             return

@@ -158,12 +158,18 @@ class Commit:
 @dataclass
 class ParquetStore:
     root: Path
+    lane: str = ""
+    """One partition's commit log in a store several writers share (md.ticks split: `p1of4`),
+    `_commits/p1of4/`, its temporary files `*.parquet.p1of4.tmp`: a partition's entry ids are
+    its own (they repeat across partitions), and no writer touches another's files in flight.
+    The files themselves go where everyone's go (date/symbol: a symbol is in one partition)."""
     tracks_acks: ClassVar[bool] = True
     """Commits keep the entry ids they hold until acked (`unacked()`): no offset skipping needed."""
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        self.commits = self.root / "_commits"
+        self.commits = self.root / "_commits" / self.lane if self.lane else self.root / "_commits"
+        self.tmp = f".{self.lane}.tmp" if self.lane else ".tmp"
         self.pending_acks = self.commits / "unacked"
         # the last id of commits that never listed their entry ids (written before commits did,
         # or without `ids=`): entries at or below it count as stored; set by recover()
@@ -181,7 +187,7 @@ class ParquetStore:
                 info = json.loads(m.read_text())
                 for rel in info["files"]:
                     final = self.root / rel
-                    tmp = final.with_name(final.name + ".tmp")
+                    tmp = final.with_name(final.name + self.tmp)
                     if tmp.exists():
                         os.replace(tmp, final)
                     named.add(final)
@@ -194,9 +200,9 @@ class ParquetStore:
                     and (untracked is None or id_key(info["last_id"]) > id_key(untracked))
                 ):
                     self.untracked_offset = info["last_id"]
-        for tmp in self.root.rglob("*.parquet.tmp"):
+        for tmp in self.root.rglob(f"*.parquet{self.tmp}"):  # this writer's only
             tmp.unlink()
-        for mtmp in self.commits.rglob("*.json.tmp") if self.commits.exists() else []:
+        for mtmp in [*self.commits.glob("*.json.tmp"), *self.pending_acks.glob("*.json.tmp")]:
             mtmp.unlink()
         return last
 
@@ -256,7 +262,7 @@ class ParquetStore:
                     final = self.root / rel
                     final.parent.mkdir(parents=True, exist_ok=True)
                     files.append(rel)
-                    pq.write_table(part.drop_columns(["symbol"]), final.with_name(final.name + ".tmp"))
+                    pq.write_table(part.drop_columns(["symbol"]), final.with_name(final.name + self.tmp))
             commits.mkdir(parents=True, exist_ok=True)
             info = {"first_id": first_id, "last_id": last_id, "rows": table.num_rows, "files": [str(f) for f in files]}
             if ids is not None:
@@ -267,13 +273,13 @@ class ParquetStore:
                 os.fsync(f.fileno())
         except BaseException:
             for rel in files:  # nothing committed: free what this flush took
-                (self.root / rel).with_name(rel.name + ".tmp").unlink(missing_ok=True)
+                (self.root / rel).with_name(rel.name + self.tmp).unlink(missing_ok=True)
             mtmp.unlink(missing_ok=True)
             raise
         os.replace(mtmp, manifest)  # the commit point
         for rel in files:
             final = self.root / rel
-            os.replace(final.with_name(final.name + ".tmp"), final)
+            os.replace(final.with_name(final.name + self.tmp), final)
         return [self.root / f for f in files]
 
     def _not_yet_stored(self, table: pa.Table) -> pa.Table:

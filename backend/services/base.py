@@ -495,6 +495,8 @@ class Service:
             for w in self.workers:
                 w.r = self.r
                 await w.setup()
+            for part in self.partitioned:  # one partition on one Redis: set up now, like the workers
+                await part.prepare()
             if serve_metrics:
                 await self.serve_metrics()
             self.state = "degraded" if self.reason else "running"  # setup may have said degrade()

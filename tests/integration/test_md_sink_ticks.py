@@ -377,3 +377,72 @@ def test_a_full_disk_degrades_the_sink_with_bounded_memory_until_space_returns(
     finally:
         for p in procs:
             stop_process(p, kill=True)
+
+
+SPLIT = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT"]
+
+
+def publish_split(r: redis.Redis, n: int, start: int, batches: int, per_batch: int = 60) -> int:
+    """What a normalizer with split outputs writes: each symbol's ticks to its partition of md.ticks."""
+    from backend.bus import partitions
+
+    now = time.time_ns()
+    for b in range(start, start + batches):
+        tks = [Tick(SPLIT[i % len(SPLIT)], b * per_batch + i, 100.0, 1.0, now + b * 1000 + i) for i in range(per_batch)]
+        by: dict[str, list[Tick]] = {}
+        for t in tks:
+            by.setdefault(partitions.route(streams.MD_TICKS, t.symbol, n), []).append(t)
+        for stream, part in by.items():
+            r.xadd(stream, codec.fields(ticks.from_ticks(part)))
+    return batches * per_batch
+
+
+@pytest.mark.timeout(120)
+async def test_a_split_md_ticks_is_stored_once_by_the_instances_sharing_its_partitions(
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    # md.ticks split in 2: two sink-ticks instances each own a partition (a lane with its own
+    # commit log); one stops mid-flow and the other takes its partition over; every trade is in
+    # the one store once, and each partition's commits are its own
+    from backend.bus import partitions
+
+    n = 2
+    settings = Settings(
+        data_dir=str(tmp_path),
+        partitions={streams.MD_TICKS_RAW: n, streams.MD_TICKS: n},
+        services={"sink-ticks": {"flush_s": 0.2}},
+    )
+
+    def start(name: str) -> tuple[SinkTicksService, asyncio.Task]:
+        svc = SinkTicksService(redis_url=redis_url, settings=settings, instance=name)
+        return svc, asyncio.create_task(svc.run())
+
+    one, t1 = start("sink-1")
+    two, t2 = start("sink-2")
+    try:
+        await await_for(
+            lambda: getattr(one, "parts", None) and getattr(two, "parts", None)
+            and one.parts.partitions() and two.parts.partitions(),
+            30,
+            what="a partition each",
+        )  # fmt: skip
+        total = publish_split(r, n, 0, 40)
+        await await_for(lambda: one.rows_written + two.rows_written == total, 30, what="the first ticks stored")
+        one.request_stop()  # its partition goes to the other, its buffer stored first
+        await asyncio.wait_for(t1, 20)
+        total += publish_split(r, n, 40, 40)
+        await await_for(lambda: two.parts.partitions() == [0, 1], 30, what="the other owning both")
+        await await_for(lambda: one.rows_written + two.rows_written == total, 30, what="every tick stored")
+    finally:
+        for svc, t in ((one, t1), (two, t2)):
+            if not t.done():
+                svc.request_stop()
+                await asyncio.wait_for(t, 20)
+    df = store.read_ticks(tmp_path)
+    assert len(df) == total and not df.duplicated(["symbol", "trade_id"]).any()
+    assert set(df.symbol) == set(SPLIT)
+    commits = store.ticks_dir(tmp_path) / "_commits"
+    assert sorted(p.name for p in commits.iterdir() if p.is_dir()) == ["p0of2", "p1of2"]
+    for p in range(n):  # nothing left pending in either partition
+        assert r.xpending(partitions.name(streams.MD_TICKS, p, n), "sink-ticks")["pending"] == 0
+    assert not r.exists(streams.MD_TICKS)
