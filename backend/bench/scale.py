@@ -90,7 +90,7 @@ class Feed:
         return sum(v - 1 for v in self.next_id.values())
 
 
-def _cpu_s(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         try:
@@ -118,7 +118,7 @@ def _publish(stack: BenchStack, items: list[tuple[str, bytes]]) -> None:
             raise TradeopsError(f"could not publish to {stream} for a minute")
 
 
-def _kill_primary(stack: BenchStack, cluster: Any, key: str) -> dict[str, Any]:
+def kill_primary_of(stack: BenchStack, cluster: Any, key: str) -> dict[str, Any]:
     """SIGKILL the primary serving `key`'s slot; its replica is promoted by the cluster."""
     r = stack.r
     assert r is not None
@@ -197,14 +197,14 @@ def _size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: b
 
         # 1. a backlog, drained: throughput and CPU per million ticks
         backlog = feed.batches(args.ticks, time.time_ns())
-        cpu0, redis0 = _cpu_s(pids), _cpu_s(server_pids)
+        cpu0, redis0 = cpu_seconds(pids), cpu_seconds(server_pids)
         t0 = time.monotonic()
         _publish(stack, backlog)
         wait_until(lambda: _drained(stack, k, tagged), 120 + args.ticks / 20_000, "the backlog drained", NAME)
         took = time.monotonic() - t0
         drained = feed.sent
-        cpu = _cpu_s(pids) - cpu0
-        redis_cpu = _cpu_s(server_pids) - redis0
+        cpu = cpu_seconds(pids) - cpu0
+        redis_cpu = cpu_seconds(server_pids) - redis0
         assert stack.r is not None
         paced_from_ms = int(time.time() * 1000)
 
@@ -222,7 +222,7 @@ def _size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: b
                 killed = {"instance": instances[-1], "at_s": round(time.monotonic() - began, 2)}
                 kill_t = time.monotonic()
             elif kill_primary and not killed and half:
-                killed = _kill_primary(stack, cluster, partitions.name(streams.MD_TICKS_RAW, 0, k, tagged=True))
+                killed = kill_primary_of(stack, cluster, partitions.name(streams.MD_TICKS_RAW, 0, k, tagged=True))
                 killed["at_s"] = round(time.monotonic() - began, 2)
                 kill_t = time.monotonic()
             sent_at += chunk * per_tick
@@ -235,20 +235,38 @@ def _size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: b
             killed["publish_retries"] = stack.retries
         result = _check(stack, feed, paced_from_ms)
         lat = np.concatenate(result.pop("latency_ms") or [np.array([0.0])])
-        return {
-            "partitions": k,
-            "instances": k,
-            "backlog_ticks": drained,
-            "ticks_checked": feed.sent,
-            "ticks_per_s": round(drained / took),
-            "paced_rate": args.rate,
-            "p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2),
-            "cpu_s_per_million": round(cpu / drained * 1e6, 2),
-            "redis_cpu_s_per_million": round(redis_cpu / drained * 1e6, 2),
-            **{key: result[key] for key in ("lost", "duplicated", "out_of_order")},
-            **({"killed": killed} if killed else {}),
-        }
+        return figures("ticks", k, drained, feed.sent, took, args.rate, lat, cpu, redis_cpu, result, killed)
+
+
+def figures(
+    unit: str,
+    k: int,
+    drained: int,
+    checked: int,
+    took: float,
+    rate: float,
+    lat: np.ndarray,
+    cpu: float,
+    redis_cpu: float,
+    counts: dict[str, Any],
+    killed: dict[str, Any],
+) -> dict[str, Any]:
+    """One size's figures (`unit`: ticks or orders): the backlog's rate, the paced flow's
+    percentiles, CPU per million, the per-key counts, and what a kill cost."""
+    return {
+        "partitions": k,
+        "instances": k,
+        f"backlog_{unit}": drained,
+        f"{unit}_checked": checked,
+        f"{unit}_per_s": round(drained / took),
+        "paced_rate": rate,
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "cpu_s_per_million": round(cpu / drained * 1e6, 2),
+        "redis_cpu_s_per_million": round(redis_cpu / drained * 1e6, 2),
+        **counts,
+        **({"killed": killed} if killed else {}),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import redis
 
 from backend.bench.harness import BenchStack, wait_until
 from backend.bench.risk import PRICES, SYMBOLS
+from backend.bench.scale import cpu_seconds, figures, kill_primary_of
 from backend.bus import codec, partitions, replies, streams
 from backend.bus.publish import queue
 from backend.errors import TradeopsError
@@ -145,12 +146,6 @@ def _owned(stack: BenchStack, k: int, instances: dict[str, list[str]]) -> bool:
     return True
 
 
-def _cpu_s(pids: list[int]) -> float:
-    from backend.bench.scale import _cpu_s as cpu
-
-    return cpu(pids)
-
-
 def _check(stack: BenchStack, orders: Orders, k: int, tagged: bool, paced: set[str]) -> dict[str, Any]:
     """Per account, from every partition of orders.events: lost, duplicated, out of order; and
     the paced orders' latency (sent -> final event)."""
@@ -219,13 +214,13 @@ def size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: bo
 
             # 1. a backlog, drained: throughput and CPU per million orders
             backlog = orders.make(args.orders)
-            cpu0, redis0 = _cpu_s(pids), _cpu_s(server_pids)
+            cpu0, redis0 = cpu_seconds(pids), cpu_seconds(server_pids)
             t0 = time.monotonic()
             _publish(stack, backlog)
             wait_until(lambda: _drained(stack, k, tagged), 120 + args.orders / 500, "the order backlog drained", NAME)
             took = time.monotonic() - t0
-            cpu = _cpu_s(pids) - cpu0
-            redis_cpu = _cpu_s(server_pids) - redis0
+            cpu = cpu_seconds(pids) - cpu0
+            redis_cpu = cpu_seconds(server_pids) - redis0
             drained = orders.sent
             paced: set[str] = set()
 
@@ -241,9 +236,7 @@ def size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: bo
                 _publish(stack, batch)
                 half = time.monotonic() > end - args.seconds / 2
                 if kill_primary and not killed and half:
-                    from backend.bench.scale import _kill_primary
-
-                    killed = _kill_primary(stack, cluster, partitions.name(streams.ORDERS_NEW, 0, k, tagged=True))
+                    killed = kill_primary_of(stack, cluster, partitions.name(streams.ORDERS_NEW, 0, k, tagged=True))
                     killed["at_s"] = round(time.monotonic() - began, 2)
                     kill_t = time.monotonic()
                 elif args.kill and k > 1 and not killed and half and not kill_primary:
@@ -260,19 +253,7 @@ def size(args: argparse.Namespace, k: int, cluster: Any = None, kill_primary: bo
                 killed["publish_retries"] = stack.retries
             result = _check(stack, orders, k, tagged, paced)
             lat = np.array(result.pop("latency_ms") or [0.0])
-            return {
-                "partitions": k,
-                "instances": k,
-                "backlog_orders": drained,
-                "orders_checked": orders.sent,
-                "orders_per_s": round(drained / took),
-                "paced_rate": args.order_rate,
-                "p50_ms": round(float(np.percentile(lat, 50)), 2),
-                "p99_ms": round(float(np.percentile(lat, 99)), 2),
-                "cpu_s_per_million": round(cpu / drained * 1e6, 1),
-                "redis_cpu_s_per_million": round(redis_cpu / drained * 1e6, 1),
-                **{key: result[key] for key in ("lost", "duplicated", "out_of_order", "states")},
-                **({"killed": killed} if killed else {}),
-            }
+            rate = args.order_rate
+            return figures("orders", k, drained, orders.sent, took, rate, lat, cpu, redis_cpu, result, killed)
     finally:
         partitions.use({})
