@@ -286,9 +286,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise TradeopsError("--orders and --order-rate must be positive")
     norm, oms = only != "oms", only != "normalizer" and orders > 0
     out: dict[str, Any] = {}
-    if norm:
+    single = getattr(args, "single", True)  # the figures on the single Redis too (a test of the cluster skips them)
+    if norm and single:
         out["single"] = [_size(args, k) for k in sizes]
-    if oms:
+    if oms and single:
         out["oms_single"] = [scale_oms.size(args, k) for k in sizes]
     if args.cluster:
         # each half on a cluster of its own: a failover leaves the promoted replica without one

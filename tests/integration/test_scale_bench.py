@@ -31,6 +31,7 @@ def test_on_a_local_cluster_partitions_keep_every_trade_and_a_primary_failover_i
     # the primary of partition 0 is SIGKILLed under the flow and its replica takes over
     args = argparse.Namespace(sizes="2", ticks=10_000, rate=4_000, batch=500, seconds=3.0, kill=False, cluster=True)
     args.orders, args.order_rate = 600, 200
+    args.single = False  # the single Redis is the other tests' (this one is about the cluster)
     res = scale.run(args)
     # the order path too: each partition's records, open set and streams in one slot, the OMS's
     # compare-and-set on its node, risk's and the venue's broadcasts read slot by slot
