@@ -117,7 +117,9 @@ async def test_promote_and_roll_back_a_model_with_typed_confirmations(
             await pilot.press("tab", "tab", *"ic 0.2 on holdout", "enter", *"alpha", "enter")
             await until(pilot, lambda: reg.stages(r, "alpha").get("production") == 2)
             await until(pilot, lambda: any("alpha: promoted to v2" in str(n.message) for n in app._notifications))
-            await until(pilot, lambda: app.snapshot.models[0].previous == 1)
+            await until(  # the snapshot that shows both: v2 in production, v1 to roll back to
+                pilot, lambda: (app.snapshot.models[0].production, app.snapshot.models[0].previous) == (2, 1)
+            )
             await pilot.press("B")
             await pilot.pause()
             assert "from v2 back to v1" in str(app.screen.query_one("#dialog-detail", Label).render())
