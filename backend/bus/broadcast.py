@@ -277,7 +277,7 @@ def newest_sync(r: Any, stream: str, count: int) -> list[tuple[bytes, dict[Any, 
 
     n = partitions.count(stream)
     tagged = partitions.on_cluster(r) and partitions.partitionable(stream)
-    names = partitions.names(stream, n, tagged=tagged) if n > 1 or tagged else [stream]
+    names = partitions.names(stream, n, tagged=tagged)
     got = [e for name in names for e in replies.entries(r.xrevrange(name, count=count))]
     got.sort(key=lambda e: tuple(int(x) for x in e[0].split(b"-")))
     return got[-count:] if count else got

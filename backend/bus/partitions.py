@@ -98,6 +98,12 @@ def tag(p: int, partitions: int) -> str:
     return f"{{p{p}of{partitions}}}"
 
 
+def key_tag(p: int, partitions: int, *, tagged: bool = False) -> str:
+    """The hash tag a key of partition `p` carries ("" for the one partition on one Redis: the
+    keys of an unsplit stream keep their plain names)."""
+    return tag(p, partitions) if partitions > 1 or tagged else ""
+
+
 def name(stream: str, p: int, partitions: int, *, tagged: bool = False) -> str:
     """The stream (or key) of partition `p` of `stream`: the name itself when not partitioned,
     unless `tagged` (on a Redis Cluster, where even one partition's keys must share a slot)."""

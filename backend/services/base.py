@@ -287,7 +287,7 @@ class Service:
         a partitionable stream is tagged even whole): what a read of all of it reads."""
         n = self.settings.partition_count(stream)
         tagged = partitions.on_cluster(self.r) and partitions.partitionable(stream)
-        return partitions.names(stream, n, tagged=tagged) if n > 1 or tagged else [stream]
+        return partitions.names(stream, n, tagged=tagged)
 
     def whole(self, stream: str) -> str:
         """The one stream that holds all of `stream` (itself; on a Redis Cluster its one tagged

@@ -142,13 +142,9 @@ class LiveGatewayService(Service):
             auto_ack=False,
         )  # acked with the reports they produce
 
-    def _tag(self, p: int) -> str:
-        return partitions.tag(p, self.n) if self.n > 1 or self.tagged else ""
-
     def paper_key(self, p: int) -> str:
         """Partition p's working paper orders (the one hash when the order path is not split)."""
-        tag = self._tag(p)
-        return f"{PAPER_KEY}:{tag}" if tag else PAPER_KEY
+        return partitions.name(PAPER_KEY, p, self.n, tagged=self.tagged)
 
     def part_of(self, account: str) -> int:
         return partitions.partition_of(account, self.n)

@@ -222,7 +222,7 @@ class OmsService(Service):
     # -- partitions ------------------------------------------------------------------------------
     def tag(self, p: int) -> str:
         """Partition p's hash tag ("" when the order path is one stream on one Redis)."""
-        return partitions.tag(p, self.n) if self.n > 1 or self.tagged else ""
+        return partitions.key_tag(p, self.n, tagged=self.tagged)
 
     def stream(self, base: str, p: int) -> str:
         """Partition p of `base` (the stream itself when not split)."""

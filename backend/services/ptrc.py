@@ -111,7 +111,7 @@ class PtrcService(Service):
 
     def key(self, base: str, p: int) -> str:
         """ptrc's `base` hash (positions, trades, filled) of partition p: the one hash unsplit."""
-        return base if self.n == 1 and not self.tagged else f"{base}:{partitions.tag(p, self.n)}"
+        return partitions.name(base, p, self.n, tagged=self.tagged)
 
     async def _acquired(self, p: int, token: int) -> None:
         """Partition p is ours: its accounts' positions, as Redis holds them."""
@@ -128,9 +128,7 @@ class PtrcService(Service):
 
     def record_key(self, coid: str, account: str) -> str:
         """The OMS's record of an order of `account` (in its partition's slot when split)."""
-        if self.n == 1 and not self.tagged:
-            return record_key(coid)
-        return record_key(coid, partitions.tag(partitions.partition_of(account, self.n), self.n))
+        return record_key(coid, partitions.key_tag(self.part_of(account), self.n, tagged=self.tagged))
 
     async def on_reports(self, p: int, reps: list[tuple[bytes, ExecReport]]) -> None:
         worker = self.parts.owned[p].workers[0]  # partition p's: what is rejected goes to its dead letters
@@ -231,7 +229,10 @@ class PtrcService(Service):
     async def _reload(self) -> None:
         """The positions a failed write touched, as Redis holds them (the truth, with the ledger)."""
         keys = sorted(self.unsure)
-        raws = [await self.r.hget(self.key(POS_KEY, self.part_of(a)), f"{a}|{s}") for a, s in keys]
+        pipe = self.r.pipeline(transaction=False)  # one round trip (each key in its partition's hash)
+        for a, s in keys:
+            pipe.hget(self.key(POS_KEY, self.part_of(a)), f"{a}|{s}")
+        raws = await pipe.execute()
         for key, raw in zip(keys, raws, strict=True):
             if isinstance(raw, bytes):
                 self.book[key] = Pos(**msgspec.msgpack.decode(raw))
@@ -367,8 +368,7 @@ def read_positions(r: redis.Redis) -> dict[tuple[str, str], Pos]:
     """ptrc's book as kept in Redis: (account, symbol) -> position (every partition's, when the
     process's layout splits the order path)."""
     n = partitions.count(streams.ORDERS_NEW)
-    tagged = partitions.on_cluster(r)
-    names = [POS_KEY] if n == 1 and not tagged else [f"{POS_KEY}:{partitions.tag(p, n)}" for p in range(n)]
+    names = partitions.names(POS_KEY, n, tagged=partitions.on_cluster(r))
     out = {}
     for k, v in ((k, v) for name in names for k, v in r.hgetall(name).items()):
         acc, _, sym = replies.text(k).partition("|")

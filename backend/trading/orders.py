@@ -140,12 +140,8 @@ def find_record(r: Any, coid: str, account: str | None = None) -> OrderRecord | 
 
     n = partitions.count("orders.new")
     tagged = partitions.on_cluster(r)
-    if n == 1 and not tagged:
-        tags = [""]
-    elif account is not None:
-        tags = [partitions.tag(partitions.partition_of(account, n), n)]
-    else:
-        tags = [partitions.tag(p, n) for p in range(n)]
+    parts = [partitions.partition_of(account, n)] if account is not None else range(n)
+    tags = [partitions.key_tag(p, n, tagged=tagged) for p in parts]
     for tag in tags:
         raw = r.hget(record_key(coid, tag), "d")
         if raw:
